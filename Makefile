@@ -1,0 +1,32 @@
+# Everyday commands. Only Python 3.11+ and make are needed: the first target that needs the
+# virtual environment creates it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: run test protos lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: start the embedded registry (SQLite + filesystem under ./data) on localhost:5000
+run: $(STAMP)
+	$(BIN)/lading serve
+
+## test: install what the tests need and run them all
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## protos: regenerate the committed gRPC code from protos/**/*.proto
+protos: $(STAMP)
+	$(BIN)/python -m services.common.protogen
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

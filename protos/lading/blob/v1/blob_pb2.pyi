@@ -1,0 +1,150 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StatBlobRequest(_message.Message):
+    __slots__ = ("digest",)
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    def __init__(self, digest: _Optional[str] = ...) -> None: ...
+
+class StatBlobResponse(_message.Message):
+    __slots__ = ("digest", "size")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    size: int
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class ReadBlobRequest(_message.Message):
+    __slots__ = ("digest", "offset", "length")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    offset: int
+    length: int
+    def __init__(self, digest: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ReadBlobResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class DeleteBlobRequest(_message.Message):
+    __slots__ = ("digest",)
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    def __init__(self, digest: _Optional[str] = ...) -> None: ...
+
+class DeleteBlobResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class UploadStatus(_message.Message):
+    __slots__ = ("upload_id", "repository", "offset", "started_at")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    repository: str
+    offset: int
+    started_at: int
+    def __init__(self, upload_id: _Optional[str] = ..., repository: _Optional[str] = ..., offset: _Optional[int] = ..., started_at: _Optional[int] = ...) -> None: ...
+
+class StartUploadRequest(_message.Message):
+    __slots__ = ("repository",)
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    def __init__(self, repository: _Optional[str] = ...) -> None: ...
+
+class StartUploadResponse(_message.Message):
+    __slots__ = ("status", "min_chunk_size")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    status: UploadStatus
+    min_chunk_size: int
+    def __init__(self, status: _Optional[_Union[UploadStatus, _Mapping]] = ..., min_chunk_size: _Optional[int] = ...) -> None: ...
+
+class AppendUploadRequest(_message.Message):
+    __slots__ = ("upload_id", "repository", "expected_offset", "data")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    repository: str
+    expected_offset: int
+    data: bytes
+    def __init__(self, upload_id: _Optional[str] = ..., repository: _Optional[str] = ..., expected_offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class AppendUploadResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: UploadStatus
+    def __init__(self, status: _Optional[_Union[UploadStatus, _Mapping]] = ...) -> None: ...
+
+class GetUploadStatusRequest(_message.Message):
+    __slots__ = ("upload_id", "repository")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    repository: str
+    def __init__(self, upload_id: _Optional[str] = ..., repository: _Optional[str] = ...) -> None: ...
+
+class GetUploadStatusResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: UploadStatus
+    def __init__(self, status: _Optional[_Union[UploadStatus, _Mapping]] = ...) -> None: ...
+
+class CommitUploadRequest(_message.Message):
+    __slots__ = ("upload_id", "repository", "digest", "expected_size")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    repository: str
+    digest: str
+    expected_size: int
+    def __init__(self, upload_id: _Optional[str] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., expected_size: _Optional[int] = ...) -> None: ...
+
+class CommitUploadResponse(_message.Message):
+    __slots__ = ("digest", "size")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    size: int
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class CancelUploadRequest(_message.Message):
+    __slots__ = ("upload_id", "repository")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    repository: str
+    def __init__(self, upload_id: _Optional[str] = ..., repository: _Optional[str] = ...) -> None: ...
+
+class CancelUploadResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PurgeUploadsRequest(_message.Message):
+    __slots__ = ("older_than_seconds",)
+    OLDER_THAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    older_than_seconds: int
+    def __init__(self, older_than_seconds: _Optional[int] = ...) -> None: ...
+
+class PurgeUploadsResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...

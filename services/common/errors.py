@@ -1,0 +1,162 @@
+"""The one error table: each registry error kind with its OCI code, gRPC status and HTTP status.
+
+Services raise `RegistryError(kind, message, detail)`; the gRPC error interceptor turns it into a
+gRPC status carrying a `google.rpc.ErrorInfo` whose `reason` is the kind's name (equal to the OCI
+code for every kind but the few that need a second HTTP status for the same code, such as 416 for
+an out-of-order chunk). The gateway reads the kind back with `from_rpc_error` and renders the OCI
+JSON envelope with `ErrorKind.http_status`. No other module picks a status number.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "lading.registry"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    oci_code: str
+    grpc_status: grpc.StatusCode
+    http_status: int
+    message: str
+
+
+class ErrorKind(enum.Enum):
+    # The OCI distribution spec's codes (code-1 … code-14).
+    BLOB_UNKNOWN = ErrorSpec("BLOB_UNKNOWN", grpc.StatusCode.NOT_FOUND, 404, "blob unknown to registry")
+    BLOB_UPLOAD_INVALID = ErrorSpec(
+        "BLOB_UPLOAD_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 400, "blob upload invalid"
+    )
+    BLOB_UPLOAD_UNKNOWN = ErrorSpec(
+        "BLOB_UPLOAD_UNKNOWN", grpc.StatusCode.NOT_FOUND, 404, "blob upload unknown to registry"
+    )
+    DIGEST_INVALID = ErrorSpec(
+        "DIGEST_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 400, "provided digest did not match uploaded content"
+    )
+    MANIFEST_BLOB_UNKNOWN = ErrorSpec(
+        "MANIFEST_BLOB_UNKNOWN",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        400,
+        "manifest references a manifest or blob unknown to registry",
+    )
+    MANIFEST_INVALID = ErrorSpec("MANIFEST_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 400, "manifest invalid")
+    MANIFEST_UNKNOWN = ErrorSpec(
+        "MANIFEST_UNKNOWN", grpc.StatusCode.NOT_FOUND, 404, "manifest unknown to registry"
+    )
+    NAME_INVALID = ErrorSpec("NAME_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid repository name")
+    NAME_UNKNOWN = ErrorSpec(
+        "NAME_UNKNOWN", grpc.StatusCode.NOT_FOUND, 404, "repository name not known to registry"
+    )
+    SIZE_INVALID = ErrorSpec(
+        "SIZE_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 400, "provided length did not match content length"
+    )
+    UNAUTHORIZED = ErrorSpec("UNAUTHORIZED", grpc.StatusCode.UNAUTHENTICATED, 401, "authentication required")
+    DENIED = ErrorSpec(
+        "DENIED", grpc.StatusCode.PERMISSION_DENIED, 403, "requested access to the resource is denied"
+    )
+    UNSUPPORTED = ErrorSpec("UNSUPPORTED", grpc.StatusCode.UNIMPLEMENTED, 405, "the operation is unsupported")
+    TOOMANYREQUESTS = ErrorSpec(
+        "TOOMANYREQUESTS", grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "too many requests"
+    )
+
+    # Same OCI codes, other HTTP statuses the spec asks for in particular cases.
+    # An out-of-order or overlapping chunk: the spec requires 416.
+    RANGE_INVALID = ErrorSpec(
+        "BLOB_UPLOAD_INVALID", grpc.StatusCode.OUT_OF_RANGE, 416, "requested range not satisfiable"
+    )
+    # A manifest over the size limit: the spec recommends 413.
+    MANIFEST_TOO_LARGE = ErrorSpec(
+        "MANIFEST_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 413, "manifest payload too large"
+    )
+    # A blob Range request outside the blob (RFC 9110): 416.
+    BLOB_RANGE_INVALID = ErrorSpec(
+        "BLOB_UNKNOWN", grpc.StatusCode.OUT_OF_RANGE, 416, "requested range not satisfiable"
+    )
+
+    # Docker-era codes clients understand.
+    TAG_INVALID = ErrorSpec("TAG_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 400, "manifest tag did not match URI")
+    PAGINATION_NUMBER_INVALID = ErrorSpec(
+        "PAGINATION_NUMBER_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid number of results requested"
+    )
+    # A backing store (database, bucket) or a plane did not answer: retry later.
+    UNAVAILABLE = ErrorSpec(
+        "UNAVAILABLE", grpc.StatusCode.UNAVAILABLE, 503, "service unavailable; retry the request shortly"
+    )
+    # A bug or an unexpected failure; the detail never carries a traceback.
+    INTERNAL = ErrorSpec("UNKNOWN", grpc.StatusCode.INTERNAL, 500, "internal server error")
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return self.value
+
+    @property
+    def oci_code(self) -> str:
+        return self.value.oci_code
+
+    @property
+    def http_status(self) -> int:
+        return self.value.http_status
+
+    @property
+    def grpc_status(self) -> grpc.StatusCode:
+        return self.value.grpc_status
+
+
+# When a gRPC failure carries no ErrorInfo (a channel error, a deadline), its status picks the kind.
+_KIND_BY_BARE_STATUS: dict[grpc.StatusCode, ErrorKind] = {
+    grpc.StatusCode.UNAVAILABLE: ErrorKind.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: ErrorKind.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED: ErrorKind.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ErrorKind.TOOMANYREQUESTS,
+    grpc.StatusCode.UNIMPLEMENTED: ErrorKind.UNSUPPORTED,
+}
+
+
+class RegistryError(Exception):
+    """A failure a client should see, with the kind that decides its code and statuses.
+
+    `message` says what went wrong and what to do; `detail` is optional JSON-serialisable data
+    for the OCI error envelope.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str | None = None, detail: Any = None) -> None:
+        self.kind = kind
+        self.message = message or kind.spec.message
+        self.detail = detail
+        super().__init__(f"{kind.name}: {self.message}")
+
+    def to_rpc_status(self) -> status_pb2.Status:
+        info = error_details_pb2.ErrorInfo(reason=self.kind.name, domain=ERROR_DOMAIN)
+        if self.detail is not None:
+            info.metadata["detail"] = json.dumps(self.detail, separators=(",", ":"))
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return status_pb2.Status(code=self.kind.grpc_status.value[0], message=self.message, details=[packed])
+
+
+def from_rpc_error(error: grpc.RpcError) -> RegistryError:
+    """Reads the registry error back out of a failed gRPC call (the gateway's side)."""
+    status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+    if status is not None:
+        for packed in status.details:
+            if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                packed.Unpack(info)
+                if info.domain == ERROR_DOMAIN and info.reason in ErrorKind.__members__:
+                    raw = info.metadata.get("detail")
+                    detail = json.loads(raw) if raw else None
+                    return RegistryError(ErrorKind[info.reason], status.message, detail)
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    kind = _KIND_BY_BARE_STATUS.get(code, ErrorKind.INTERNAL)
+    if kind is ErrorKind.INTERNAL:
+        return RegistryError(kind, "internal server error; the registry logs say more")
+    return RegistryError(kind)
