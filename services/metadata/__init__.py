@@ -1,0 +1,1 @@
+"""The metadata plane: repositories, manifests, tags, referrers and blob-to-repository links."""

@@ -1,0 +1,189 @@
+"""The metadata plane's use cases, independent of gRPC: validate input, parse manifests, call the store.
+
+Every method validates what it is given again (repository names, tags, digests, sizes, page
+limits), even though the gateway checks them first: defence in depth, so a buggy or hostile caller
+of the gRPC API cannot store what HTTP would refuse. Errors are `RegistryError`s (see each method
+and `MetadataStore` for the kinds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from services.common.digests import Digest, looks_like_digest
+from services.common.errors import ErrorKind, RegistryError
+from services.common.names import validate_repository, validate_tag
+from services.metadata.manifests import parse_manifest
+from services.metadata.store.base import MetadataStore, NewManifest, Page, Referrer, StoredManifest
+
+
+@dataclass(frozen=True, slots=True)
+class PutManifestResult:
+    digest: str
+    # None when the manifest has no subject.
+    subject_digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataLimits:
+    # Manifests larger than this are refused with MANIFEST_TOO_LARGE.
+    max_manifest_bytes: int
+    # Page size when the caller sets no limit, and the largest page served.
+    default_page_size: int
+    max_page_size: int
+
+
+class MetadataCore:
+    def __init__(self, store: MetadataStore, limits: MetadataLimits) -> None:
+        self._store = store
+        self._limits = limits
+
+    # -- input checks -------------------------------------------------------------------------------
+
+    def page_limit(self, limit: int | None) -> int:
+        """The number of items to serve: the default for None, capped at the maximum; a negative
+        limit raises PAGINATION_NUMBER_INVALID. 0 is valid (an empty page)."""
+        if limit is None:
+            return self._limits.default_page_size
+        if limit < 0:
+            raise RegistryError(
+                ErrorKind.PAGINATION_NUMBER_INVALID,
+                f"invalid page size {limit}: use a non-negative integer",
+                {"n": limit},
+            )
+        return min(limit, self._limits.max_page_size)
+
+    @staticmethod
+    def _digest(text: str) -> str:
+        return str(Digest.parse(text))
+
+    # -- blobs --------------------------------------------------------------------------------------
+
+    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+        """Links a verified blob into `repository` (created on first use). Idempotent.
+        Raises NAME_INVALID, DIGEST_INVALID, SIZE_INVALID (negative size)."""
+        validate_repository(repository)
+        digest = self._digest(digest)
+        if size < 0:
+            raise RegistryError(ErrorKind.SIZE_INVALID, f"invalid blob size {size}: must be >= 0", {"size": size})
+        await self._store.link_blob(repository, digest, size)
+
+    async def stat_blob(self, repository: str, digest: str) -> int:
+        """The size of a blob linked in `repository`; BLOB_UNKNOWN when it is not linked there."""
+        validate_repository(repository)
+        digest = self._digest(digest)
+        size = await self._store.stat_blob(repository, digest)
+        if size is None:
+            raise _blob_unknown(repository, digest)
+        return size
+
+    async def unlink_blob(self, repository: str, digest: str) -> None:
+        """Removes a blob link; BLOB_UNKNOWN when there was none."""
+        validate_repository(repository)
+        digest = self._digest(digest)
+        if not await self._store.unlink_blob(repository, digest):
+            raise _blob_unknown(repository, digest)
+
+    async def mount_blob(self, repository: str, digest: str, from_repository: str) -> int | None:
+        """Links `digest` from `from_repository` ("" = any repository) into `repository`; returns the
+        size, or None when no source holds it (an unknown source repository is not an error)."""
+        validate_repository(repository)
+        digest = self._digest(digest)
+        if from_repository:
+            validate_repository(from_repository)
+        return await self._store.mount_blob(repository, digest, from_repository or None)
+
+    # -- manifests ----------------------------------------------------------------------------------
+
+    async def put_manifest(self, repository: str, reference: str, media_type: str, payload: bytes
+                           ) -> PutManifestResult:
+        """Validates and stores a manifest under a tag or the digest it must hash to.
+
+        Raises NAME_INVALID, TAG_INVALID, DIGEST_INVALID (bad reference, or the payload does not
+        hash to it, or a descriptor digest is malformed), MANIFEST_TOO_LARGE, MANIFEST_INVALID,
+        MANIFEST_BLOB_UNKNOWN. Pushed by tag, the manifest's digest is the sha256 of the exact bytes.
+        """
+        validate_repository(repository)
+        if len(payload) > self._limits.max_manifest_bytes:
+            raise RegistryError(
+                ErrorKind.MANIFEST_TOO_LARGE,
+                f"manifest is {len(payload)} bytes; the limit is {self._limits.max_manifest_bytes}",
+                {"size": len(payload), "limit": self._limits.max_manifest_bytes},
+            )
+        tag: str | None = None
+        if looks_like_digest(reference):
+            expected = Digest.parse(reference)
+            actual = Digest.of(payload, expected.algorithm)
+            if actual != expected:
+                raise RegistryError(
+                    ErrorKind.DIGEST_INVALID,
+                    f"manifest payload hashes to {actual}, not to the reference {expected}",
+                    {"expected": str(expected), "actual": str(actual)},
+                )
+            digest = str(expected)
+        else:
+            tag = validate_tag(reference)
+            digest = str(Digest.of(payload))
+        parsed = parse_manifest(payload, media_type)
+        manifest = NewManifest(
+            digest=digest,
+            media_type=parsed.media_type,
+            payload=payload,
+            subject_digest=parsed.subject_digest,
+            artifact_type=parsed.artifact_type,
+            config_media_type=parsed.config_media_type,
+            annotations=orjson.dumps(parsed.annotations).decode() if parsed.annotations else None,
+            blob_digests=parsed.blob_digests,
+            manifest_digests=parsed.manifest_digests,
+        )
+        await self._store.put_manifest(repository, manifest, tag)
+        return PutManifestResult(digest=digest, subject_digest=parsed.subject_digest)
+
+    async def get_manifest(self, repository: str, reference: str, *, omit_payload: bool = False) -> StoredManifest:
+        """The manifest a tag or digest names. NAME_UNKNOWN / MANIFEST_UNKNOWN when absent."""
+        validate_repository(repository)
+        if looks_like_digest(reference):
+            return await self._store.get_manifest(
+                repository, digest=self._digest(reference), with_payload=not omit_payload
+            )
+        return await self._store.get_manifest(
+            repository, tag=validate_tag(reference), with_payload=not omit_payload
+        )
+
+    async def delete_manifest(self, repository: str, reference: str) -> None:
+        """By digest: deletes the manifest and its tags. By tag: deletes that tag only.
+        NAME_UNKNOWN / MANIFEST_UNKNOWN when absent."""
+        validate_repository(repository)
+        if looks_like_digest(reference):
+            await self._store.delete_manifest(repository, self._digest(reference))
+        else:
+            await self._store.delete_tag(repository, validate_tag(reference))
+
+    # -- listings -----------------------------------------------------------------------------------
+
+    async def list_tags(self, repository: str, *, limit: int | None, last: str) -> Page[str]:
+        validate_repository(repository)
+        return await self._store.list_tags(repository, last=last, limit=self.page_limit(limit))
+
+    async def list_repositories(self, *, limit: int | None, last: str) -> Page[str]:
+        return await self._store.list_repositories(last=last, limit=self.page_limit(limit))
+
+    async def list_referrers(self, repository: str, subject_digest: str, *, artifact_type: str,
+                             limit: int | None, last: str) -> Page[Referrer]:
+        """Referrers of `subject_digest` ("" artifact_type = no filter). Unknown repository or
+        subject: an empty page. NAME_INVALID / DIGEST_INVALID for malformed input."""
+        validate_repository(repository)
+        subject = self._digest(subject_digest)
+        return await self._store.list_referrers(
+            repository, subject, artifact_type=artifact_type or None, last=last, limit=self.page_limit(limit)
+        )
+
+
+def _blob_unknown(repository: str, digest: str) -> RegistryError:
+    return RegistryError(
+        ErrorKind.BLOB_UNKNOWN,
+        f"blob {digest} is not linked in repository {repository!r}",
+        {"name": repository, "digest": digest},
+    )

@@ -1,0 +1,238 @@
+"""Parsing and validation of manifests: OCI image manifest and index, Docker schema2 and manifest list.
+
+`parse_manifest(payload, content_type)` is pure (no I/O): it decides the manifest's media type,
+checks its shape, and extracts what the store needs (the blobs and child manifests it references,
+its subject, the artifact type shown in the referrers API, annotations, config media type).
+
+Media type resolution:
+- the Content-Type (parameters and case ignored) must be one of `ACCEPTED_MEDIA_TYPES`, or empty /
+  `application/json` / `application/octet-stream`, in which case the type is inferred from the
+  payload's `mediaType` field, else from its shape (`manifests` → OCI index, `config` → OCI image
+  manifest);
+- when the payload carries a `mediaType`, it must equal the Content-Type;
+- Docker schema1 (and any `schemaVersion` 1 payload) is refused: push schema2 or OCI instead.
+
+Errors (all `RegistryError`):
+- MANIFEST_INVALID: not JSON, not an object, wrong `schemaVersion`, unknown or mismatched media
+  type, a malformed descriptor (missing/non-string `mediaType`, size not a non-negative integer),
+  malformed `annotations` or `artifactType`;
+- DIGEST_INVALID: a descriptor whose `digest` does not parse. We chose DIGEST_INVALID because the
+  distribution spec names it for "a manifest includes an invalid layer digest"; the detail says
+  which descriptor (e.g. `{"descriptor": "layers[2]", "digest": "sha256:xyz"}`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.common.digests import Digest
+from services.common.errors import ErrorKind, RegistryError
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+
+ACCEPTED_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+
+SCHEMA1_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    }
+)
+# Content-Types that say nothing about the manifest: infer the type from the payload.
+GENERIC_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-stream"})
+
+# Layers whose bytes live elsewhere (Windows base layers, licensed content): the registry never
+# holds them, so they are not required to be linked in the repository.
+_FOREIGN_LAYER_TYPES = frozenset({"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"})
+_NONDISTRIBUTABLE_PREFIX = "application/vnd.oci.image.layer.nondistributable."
+
+_SCHEMA1_MESSAGE = "Docker manifest schema1 is not supported; push schema2 or OCI"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedManifest:
+    """What the registry keeps from a valid manifest.
+
+    `blob_digests` (config and distributable layers of an image manifest) must be linked in the
+    repository; `manifest_digests` (children of an index) must exist in it. Both are deduplicated
+    and keep first-seen order. `artifact_type` is the value the referrers API shows: the manifest's
+    `artifactType`, else (image manifests only) the config's media type, else None.
+    """
+
+    media_type: str
+    subject_digest: str | None
+    artifact_type: str | None
+    config_media_type: str | None
+    annotations: dict[str, str] | None
+    blob_digests: tuple[str, ...]
+    manifest_digests: tuple[str, ...]
+
+
+def is_foreign_layer(media_type: str) -> bool:
+    return media_type in _FOREIGN_LAYER_TYPES or media_type.startswith(_NONDISTRIBUTABLE_PREFIX)
+
+
+def normalize_content_type(content_type: str) -> str:
+    """`Application/JSON; charset=utf-8` → `application/json`."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _invalid(message: str, detail: Any = None) -> RegistryError:
+    return RegistryError(ErrorKind.MANIFEST_INVALID, message, detail)
+
+
+def _decode(payload: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid(f"manifest is not valid JSON ({exc}); send the manifest document as UTF-8 JSON") from None
+    if not isinstance(document, dict):
+        raise _invalid("manifest must be a JSON object with schemaVersion 2")
+    return document
+
+
+def _check_schema_version(document: dict[str, Any]) -> None:
+    version = document.get("schemaVersion")
+    if version == 1 and not isinstance(version, bool):
+        raise _invalid(_SCHEMA1_MESSAGE, {"schemaVersion": 1})
+    if version != 2 or isinstance(version, bool):
+        raise _invalid(
+            f"manifest schemaVersion must be 2, got {version!r}",
+            {"schemaVersion": version},
+        )
+
+
+def _resolve_media_type(document: dict[str, Any], content_type: str) -> str:
+    declared = document.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise _invalid("manifest mediaType must be a string", {"mediaType": declared})
+    if content_type in SCHEMA1_MEDIA_TYPES or declared in SCHEMA1_MEDIA_TYPES:
+        raise _invalid(_SCHEMA1_MESSAGE, {"mediaType": declared or content_type})
+    if content_type in GENERIC_CONTENT_TYPES:
+        if declared is not None:
+            media_type = declared
+        elif "manifests" in document:
+            media_type = OCI_INDEX
+        elif "config" in document:
+            media_type = OCI_MANIFEST
+        else:
+            raise _invalid(
+                "cannot tell the manifest type: set its mediaType field or the Content-Type header to one of "
+                + ", ".join(ACCEPTED_MEDIA_TYPES),
+                {"accepted": list(ACCEPTED_MEDIA_TYPES)},
+            )
+    else:
+        media_type = content_type
+        if declared is not None and declared != content_type:
+            raise _invalid(
+                f"manifest mediaType {declared!r} does not match Content-Type {content_type!r}; make them equal",
+                {"mediaType": declared, "contentType": content_type},
+            )
+    if media_type not in ACCEPTED_MEDIA_TYPES:
+        raise _invalid(
+            f"unsupported manifest media type {media_type!r}; use one of " + ", ".join(ACCEPTED_MEDIA_TYPES),
+            {"mediaType": media_type, "accepted": list(ACCEPTED_MEDIA_TYPES)},
+        )
+    return media_type
+
+
+def _descriptor(value: Any, where: str) -> tuple[str, str]:
+    """Validates one descriptor; returns (mediaType, digest)."""
+    if not isinstance(value, dict):
+        raise _invalid(f"{where} must be a descriptor object", {"descriptor": where})
+    media_type = value.get("mediaType")
+    if not isinstance(media_type, str) or not media_type:
+        raise _invalid(f"{where}.mediaType must be a non-empty string", {"descriptor": where})
+    digest = value.get("digest")
+    try:
+        parsed = Digest.parse(digest)  # type: ignore[arg-type]
+    except RegistryError as exc:
+        raise RegistryError(
+            ErrorKind.DIGEST_INVALID,
+            f"{where}.digest is invalid: {exc.message}",
+            {"descriptor": where, "digest": digest},
+        ) from None
+    size = value.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise _invalid(f"{where}.size must be a non-negative integer", {"descriptor": where, "size": size})
+    return media_type, str(parsed)
+
+
+def _annotations(value: Any, where: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _invalid(f"{where} must be an object of string values", {"field": where})
+    return value
+
+
+def _optional_string(document: dict[str, Any], key: str) -> str | None:
+    value = document.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _invalid(f"{key} must be a non-empty string", {"field": key})
+    return value
+
+
+def _descriptor_list(document: dict[str, Any], key: str, *, required: bool) -> list[Any]:
+    value = document.get(key)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list):
+        raise _invalid(f"manifest {key} must be an array of descriptors", {"field": key})
+    return value
+
+
+def parse_manifest(payload: bytes, content_type: str) -> ParsedManifest:
+    """Validates `payload` sent with `content_type`; see the module docstring for rules and errors."""
+    document = _decode(payload)
+    _check_schema_version(document)
+    media_type = _resolve_media_type(document, normalize_content_type(content_type))
+
+    subject_digest = None
+    if document.get("subject") is not None:
+        subject_digest = _descriptor(document["subject"], "subject")[1]
+    artifact_type = _optional_string(document, "artifactType")
+    annotations = _annotations(document.get("annotations"), "annotations")
+
+    blobs: dict[str, None] = {}
+    children: dict[str, None] = {}
+    config_media_type = None
+    if media_type in IMAGE_MANIFEST_TYPES:
+        if "manifests" in document:
+            raise _invalid("an image manifest cannot have a manifests field", {"field": "manifests"})
+        config_media_type, config_digest = _descriptor(document.get("config"), "config")
+        blobs[config_digest] = None
+        # Docker schema2 requires layers; OCI artifacts may leave them out.
+        layers = _descriptor_list(document, "layers", required=media_type == DOCKER_MANIFEST)
+        for position, layer in enumerate(layers):
+            layer_type, layer_digest = _descriptor(layer, f"layers[{position}]")
+            if not is_foreign_layer(layer_type):
+                blobs[layer_digest] = None
+        if artifact_type is None:
+            artifact_type = config_media_type
+    else:
+        if "config" in document or "layers" in document:
+            raise _invalid("an index cannot have config or layers fields", {"field": "config/layers"})
+        for position, child in enumerate(_descriptor_list(document, "manifests", required=True)):
+            children[_descriptor(child, f"manifests[{position}]")[1]] = None
+
+    return ParsedManifest(
+        media_type=media_type,
+        subject_digest=subject_digest,
+        artifact_type=artifact_type,
+        config_media_type=config_media_type,
+        annotations=annotations,
+        blob_digests=tuple(blobs),
+        manifest_digests=tuple(children),
+    )

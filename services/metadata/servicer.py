@@ -1,0 +1,104 @@
+"""MetadataServiceServicer: translates protobuf messages to `MetadataCore` calls and back, nothing else.
+
+Errors are `RegistryError`s raised by the core; the shared interceptor (services.common.grpc_server)
+turns them into rich gRPC statuses.
+"""
+
+from __future__ import annotations
+
+import grpc
+import orjson
+from lading.common.v1 import common_pb2
+from lading.metadata.v1 import metadata_pb2 as pb
+from lading.metadata.v1 import metadata_pb2_grpc
+
+from services.metadata.core import MetadataCore
+
+_EMPTY_LINK = pb.LinkBlobResponse()
+_EMPTY_UNLINK = pb.UnlinkBlobResponse()
+_EMPTY_DELETE = pb.DeleteManifestResponse()
+
+
+def _limit(page: common_pb2.PageRequest) -> int | None:
+    return page.limit if page.has_limit else None
+
+
+class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
+    def __init__(self, core: MetadataCore) -> None:
+        self._core = core
+
+    async def LinkBlob(self, request: pb.LinkBlobRequest, context: grpc.aio.ServicerContext) -> pb.LinkBlobResponse:
+        await self._core.link_blob(request.repository, request.digest, request.size)
+        return _EMPTY_LINK
+
+    async def StatBlob(self, request: pb.StatBlobRequest, context: grpc.aio.ServicerContext) -> pb.StatBlobResponse:
+        size = await self._core.stat_blob(request.repository, request.digest)
+        return pb.StatBlobResponse(digest=request.digest, size=size)
+
+    async def UnlinkBlob(
+        self, request: pb.UnlinkBlobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnlinkBlobResponse:
+        await self._core.unlink_blob(request.repository, request.digest)
+        return _EMPTY_UNLINK
+
+    async def MountBlob(self, request: pb.MountBlobRequest, context: grpc.aio.ServicerContext) -> pb.MountBlobResponse:
+        size = await self._core.mount_blob(request.repository, request.digest, request.from_repository)
+        if size is None:
+            return pb.MountBlobResponse(mounted=False)
+        return pb.MountBlobResponse(mounted=True, size=size)
+
+    async def PutManifest(
+        self, request: pb.PutManifestRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutManifestResponse:
+        result = await self._core.put_manifest(
+            request.repository, request.reference, request.media_type, request.payload
+        )
+        return pb.PutManifestResponse(digest=result.digest, subject_digest=result.subject_digest or "")
+
+    async def GetManifest(
+        self, request: pb.GetManifestRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetManifestResponse:
+        manifest = await self._core.get_manifest(
+            request.repository, request.reference, omit_payload=request.omit_payload
+        )
+        return pb.GetManifestResponse(
+            digest=manifest.digest, media_type=manifest.media_type, size=manifest.size,
+            payload=manifest.payload or b"",
+        )
+
+    async def DeleteManifest(
+        self, request: pb.DeleteManifestRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteManifestResponse:
+        await self._core.delete_manifest(request.repository, request.reference)
+        return _EMPTY_DELETE
+
+    async def ListTags(self, request: pb.ListTagsRequest, context: grpc.aio.ServicerContext) -> pb.ListTagsResponse:
+        page = await self._core.list_tags(request.repository, limit=_limit(request.page), last=request.page.last)
+        return pb.ListTagsResponse(tags=page.items, page=common_pb2.PageResponse(has_more=page.has_more))
+
+    async def ListRepositories(
+        self, request: pb.ListRepositoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRepositoriesResponse:
+        page = await self._core.list_repositories(limit=_limit(request.page), last=request.page.last)
+        return pb.ListRepositoriesResponse(
+            repositories=page.items, page=common_pb2.PageResponse(has_more=page.has_more)
+        )
+
+    async def ListReferrers(
+        self, request: pb.ListReferrersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReferrersResponse:
+        page = await self._core.list_referrers(
+            request.repository, request.subject_digest, artifact_type=request.artifact_type,
+            limit=_limit(request.page), last=request.page.last,
+        )
+        referrers = [
+            common_pb2.Descriptor(
+                media_type=item.media_type,
+                digest=item.digest,
+                size=item.size,
+                artifact_type=item.artifact_type or "",
+                annotations=orjson.loads(item.annotations) if item.annotations else None,
+            )
+            for item in page.items
+        ]
+        return pb.ListReferrersResponse(referrers=referrers, page=common_pb2.PageResponse(has_more=page.has_more))

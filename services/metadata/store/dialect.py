@@ -1,0 +1,74 @@
+"""The one place that knows SQL dialects differ: upserts and database error classification."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+# PostgreSQL SQLSTATEs after which re-running the whole (idempotent) transaction is safe:
+# serialization failure, deadlock, and unique / foreign-key violations from a concurrent writer.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505", "23503"})
+
+
+def _insert_for(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"unsupported dialect {dialect!r}")
+
+
+def insert_ignore(dialect: str, table: Table, conflict: Iterable[str]) -> Insert:
+    """INSERT ... ON CONFLICT (conflict) DO NOTHING."""
+    return _insert_for(dialect, table).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def upsert(dialect: str, table: Table, conflict: Iterable[str], update: Mapping[str, Any],
+           where_changed: Iterable[str] = ()) -> Insert:
+    """INSERT ... ON CONFLICT (conflict) DO UPDATE SET column = excluded.column for each `update`
+    key (values may be expressions). With `where_changed`, the update only runs when one of those
+    columns differs, so a no-op re-push writes nothing."""
+    statement = _insert_for(dialect, table)
+    excluded = statement.excluded
+    where = None
+    for column in where_changed:
+        changed = table.c[column] != excluded[column]
+        where = changed if where is None else (where | changed)
+    return statement.on_conflict_do_update(
+        index_elements=list(conflict),
+        set_={key: (excluded[key] if value is None else value) for key, value in update.items()},
+        where=where,
+    )
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a wrapped DBAPI error, when the driver tells it."""
+    original = getattr(error, "orig", None)
+    for attr in ("sqlstate", "pgcode"):
+        value = getattr(original, attr, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for a conflict with a concurrent writer that a retry of the transaction resolves."""
+    return isinstance(error, sa_exc.DBAPIError) and sqlstate(error) in _RETRYABLE_SQLSTATES
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when the database could not be reached or did not answer in time."""
+    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        # 57014 statement timeout / query cancelled; 08xxx connection exceptions; 53xxx resources.
+        state = sqlstate(error) or ""
+        return state == "57014" or state.startswith(("08", "53", "57P"))
+    return isinstance(error, (OSError, TimeoutError))

@@ -1,0 +1,154 @@
+"""Database engines for the metadata store: SQLite (aiosqlite) or PostgreSQL (asyncpg), from a URL.
+
+`open_database(settings)` returns a `Database` with three views of one connection pool:
+- `engine`: the plain engine (migrations use `writes`, tests may use this);
+- `reads`: for single-statement reads. PostgreSQL runs them in AUTOCOMMIT (no BEGIN/ROLLBACK
+  round trips); SQLite runs them without an explicit BEGIN (the statement is its own snapshot);
+- `writes`: for read-modify-write transactions. On SQLite these start with `BEGIN IMMEDIATE`, so a
+  writer takes the write lock up front and waits (busy_timeout) instead of failing with
+  SQLITE_BUSY when it would upgrade a read lock; PostgreSQL uses READ COMMITTED and relies on
+  unique constraints with ON CONFLICT.
+
+SQLite connections get WAL, `foreign_keys=ON` (the schema's ON DELETE CASCADE needs it) and a busy
+timeout of `statement_timeout_seconds`. The pysqlite driver's own BEGIN handling is switched off
+(`isolation_level = None`) and the engine's `begin` event emits ours, as SQLAlchemy's SQLite docs
+recommend ("Enabling Non-Legacy SQLite Transactional Modes"). PostgreSQL connections get the
+`statement_timeout` server setting; the pool uses `pool_size`/`max_overflow` and waits at most
+`statement_timeout_seconds` for a free connection.
+
+URL conveniences: `sqlite:///path` becomes `sqlite+aiosqlite:///path`, and `postgresql://...` or
+`postgres://...` becomes `postgresql+asyncpg://...`. The SQLite file's folder is created if missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.common.settings import MetadataSettings
+
+# Execution option read by the SQLite `begin` hook: the statement that opens a transaction, or None.
+_SQLITE_BEGIN = "lading_sqlite_begin"
+# Seconds to wait for a new PostgreSQL connection before reporting the database unavailable.
+_CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """One connection pool and the read/write views over it (see the module docstring)."""
+
+    engine: AsyncEngine
+    reads: AsyncEngine
+    writes: AsyncEngine
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self.engine.dialect.name
+
+    async def dispose(self) -> None:
+        """Closes every pooled connection. Idempotent."""
+        await self.engine.dispose()
+
+
+def normalize_url(database_url: str) -> URL:
+    """Parses `database_url` and picks the async driver for its dialect; refuses other databases."""
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+asyncpg")
+    raise ValueError(
+        f"unsupported metadata database URL scheme {url.drivername!r}: use sqlite+aiosqlite:///path/to/file.db "
+        "or postgresql+asyncpg://user@host/db"
+    )
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
+    path = _sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    busy_ms = int(settings.statement_timeout_seconds * 1000)
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": settings.statement_timeout_seconds}}
+    if path is not None:
+        kwargs.update(pool_size=settings.pool_size, max_overflow=settings.max_overflow,
+                      pool_timeout=settings.statement_timeout_seconds)
+    engine = create_async_engine(url, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver; `_on_begin` emits the right one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            # WAL + NORMAL is durable against process crashes (the invariant we need); only an OS
+            # crash can lose the last commits, never corrupt the file.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        statement = connection.get_execution_options().get(_SQLITE_BEGIN, "BEGIN")
+        if statement:
+            connection.exec_driver_sql(statement)
+
+    return Database(
+        engine=engine,
+        reads=engine.execution_options(**{_SQLITE_BEGIN: None}),
+        writes=engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"}),
+    )
+
+
+def _open_postgresql(url: URL, settings: MetadataSettings) -> Database:
+    timeout_ms = int(settings.statement_timeout_seconds * 1000)
+    engine = create_async_engine(
+        url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.statement_timeout_seconds,
+        # Connections that died with the server are dropped on first failure (the pool is
+        # invalidated); reads are retried by the gateway's channel on UNAVAILABLE. We skip
+        # pool_pre_ping: it would double the round trips of every hot read.
+        pool_recycle=1800,
+        connect_args={
+            "timeout": min(_CONNECT_TIMEOUT_SECONDS, settings.statement_timeout_seconds),
+            "command_timeout": settings.statement_timeout_seconds + 5,
+            "server_settings": {
+                "statement_timeout": str(timeout_ms),
+                "application_name": "lading-metadata",
+            },
+        },
+    )
+    return Database(
+        engine=engine,
+        reads=engine.execution_options(isolation_level="AUTOCOMMIT"),
+        writes=engine,
+    )
+
+
+def open_database(settings: MetadataSettings) -> Database:
+    """Builds the engine for `settings.database_url` (no connection is made until first use).
+
+    Raises ValueError for an unsupported URL scheme.
+    """
+    url = normalize_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return _open_sqlite(url, settings)
+    return _open_postgresql(url, settings)

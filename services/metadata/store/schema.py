@@ -1,0 +1,121 @@
+"""The metadata tables (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Every hot lookup is one indexed query:
+- StatBlob                 repository_blobs PK (repository_id, digest), joined to repositories.name
+- GetManifest by digest    manifests UNIQUE (repository_id, digest)
+- GetManifest by tag       tags PK (repository_id, name) → manifests PK
+- ListTags                 tags PK (repository_id, name) range scan
+- ListRepositories         repositories UNIQUE (name) range scan
+- ListReferrers            manifests INDEX (repository_id, subject_digest, digest)
+- MountBlob from anywhere  repository_blobs INDEX (digest)
+
+Names, tags and digests compare byte-wise ("C" collation on PostgreSQL, SQLite's default BINARY),
+so listings are in the lexical order the distribution spec asks for on both dialects.
+
+This module describes the current schema; the migrations in `services/metadata/migrations` create
+it (they do not import this module, so old revisions stay frozen).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+NAME_LENGTH = 255
+TAG_LENGTH = 128
+DIGEST_LENGTH = 255
+MEDIA_TYPE_LENGTH = 255
+
+
+def bytewise(length: int) -> String:
+    """A string compared byte-wise on both dialects."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", bytewise(NAME_LENGTH), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("name"),
+)
+
+repository_blobs = Table(
+    "repository_blobs",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", bytewise(DIGEST_LENGTH), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("repository_id", "digest"),
+    Index(None, "digest"),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", bytewise(DIGEST_LENGTH), nullable=False),
+    Column("media_type", String(MEDIA_TYPE_LENGTH), nullable=False),
+    # The exact bytes the client pushed: the digest is computed over them.
+    Column("payload", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("subject_digest", bytewise(DIGEST_LENGTH), nullable=True),
+    # The referrers API's artifactType (manifest artifactType, else config media type).
+    Column("artifact_type", String(MEDIA_TYPE_LENGTH), nullable=True),
+    Column("config_media_type", String(MEDIA_TYPE_LENGTH), nullable=True),
+    # The manifest's annotations as JSON object text (the referrers API shows them).
+    Column("annotations", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("repository_id", "digest"),
+    Index(None, "repository_id", "subject_digest", "digest"),
+)
+
+manifest_references = Table(
+    "manifest_references",
+    metadata,
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", bytewise(DIGEST_LENGTH), nullable=False),
+    # 'blob' (config, layers) or 'manifest' (an index's children).
+    Column("kind", String(16), nullable=False),
+    PrimaryKeyConstraint("manifest_id", "digest", "kind"),
+    # Garbage collection asks "does anything still reference this digest?".
+    Index(None, "digest"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("name", bytewise(TAG_LENGTH), nullable=False),
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("repository_id", "name"),
+    Index(None, "manifest_id"),
+)
+
+ALL_TABLES = (repositories, repository_blobs, manifests, manifest_references, tags)

@@ -1,0 +1,396 @@
+"""`SqlMetadataStore`: the MetadataStore contract (see base.py) over SQLite or PostgreSQL.
+
+Statements are built once, at construction, with bind parameters: each call only binds values,
+and SQLAlchemy's compiled cache does the rest. Reads go through `Database.reads` (no explicit
+transaction, one statement); writes through `Database.writes` in one transaction each, re-run
+from the start when PostgreSQL reports a conflict with a concurrent writer (every write is
+idempotent, so a re-run is safe). On SQLite, writers in this process also queue on an asyncio lock:
+SQLite admits one writer at a time anyway, and waiting here is cheaper than spinning in
+busy_timeout. Writers in other processes are still serialised by BEGIN IMMEDIATE + busy_timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, bindparam, delete, literal, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.errors import ErrorKind, RegistryError
+from services.metadata.store.base import NewManifest, Page, Referrer, StoredManifest
+from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
+from services.metadata.store.engine import Database
+from services.metadata.store.schema import (
+    manifest_references,
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+)
+
+log = logging.getLogger("lading.metadata.store")
+
+T = TypeVar("T")
+
+# Attempts of one write transaction when PostgreSQL reports a conflict with a concurrent writer.
+_WRITE_ATTEMPTS = 5
+_DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _translate(error: BaseException) -> BaseException:
+    """UNAVAILABLE for connectivity failures; anything else (a bug) goes up unchanged."""
+    if is_unavailable(error):
+        log.warning("metadata database unavailable: %s", error)
+        return RegistryError(
+            ErrorKind.UNAVAILABLE,
+            "the metadata database is unavailable; retry shortly",
+            {"reason": type(error).__name__},
+        )
+    return error
+
+
+class SqlMetadataStore:
+    """The SQL metadata store. Build it with `SqlMetadataStore(open_database(settings))`."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        dialect = database.dialect
+        self._write_lock: Any = asyncio.Lock() if dialect == "sqlite" else contextlib.nullcontext()
+        r, rb, m, mr, t = repositories, repository_blobs, manifests, manifest_references, tags
+        repository = bindparam("repository")
+
+        self._ping = select(literal(1))
+        self._repository_id = select(r.c.id).where(r.c.name == repository)
+        self._repository_id_subquery = self._repository_id.scalar_subquery()
+        self._insert_repository = insert_ignore(dialect, r, ["name"])
+
+        # Blobs.
+        self._link = insert_ignore(dialect, rb, ["repository_id", "digest"])
+        self._stat_blob = (
+            select(rb.c.size)
+            .select_from(rb.join(r, r.c.id == rb.c.repository_id))
+            .where(r.c.name == repository, rb.c.digest == bindparam("digest"))
+        )
+        self._unlink = delete(rb).where(
+            rb.c.repository_id == self._repository_id_subquery, rb.c.digest == bindparam("digest")
+        )
+        self._blob_anywhere = select(rb.c.size).where(rb.c.digest == bindparam("digest")).limit(1)
+
+        # Manifests. FOR SHARE (PostgreSQL; SQLite ignores it and holds the write lock anyway) keeps
+        # a concurrent unlink/delete from removing what we checked before we commit.
+        self._linked_blobs = (
+            select(rb.c.digest)
+            .where(rb.c.repository_id == bindparam("repository_id"),
+                   rb.c.digest.in_(bindparam("digests", expanding=True)))
+            .with_for_update(read=True)
+        )
+        self._existing_manifests = (
+            select(m.c.digest)
+            .where(m.c.repository_id == bindparam("repository_id"),
+                   m.c.digest.in_(bindparam("digests", expanding=True)))
+            .with_for_update(read=True)
+        )
+        self._insert_manifest = insert_ignore(dialect, m, ["repository_id", "digest"]).returning(m.c.id)
+        self._manifest_id = select(m.c.id).where(
+            m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
+        )
+        self._insert_references = insert_ignore(dialect, mr, ["manifest_id", "digest", "kind"])
+        self._upsert_tag = upsert(
+            dialect, t, ["repository_id", "name"], {"manifest_id": None, "updated_at": None},
+            where_changed=["manifest_id"],
+        )
+        self._delete_manifest = delete(m).where(
+            m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
+        )
+        self._delete_tag = delete(t).where(
+            t.c.repository_id == bindparam("repository_id"), t.c.name == bindparam("tag")
+        )
+
+        # GetManifest: LEFT JOINs from the repository so that one query tells "no repository"
+        # (no row) from "no manifest" (a row with NULL manifest columns).
+        def manifest_lookup(joined: Any, with_payload: bool) -> Any:
+            columns = [r.c.id, m.c.digest, m.c.media_type, m.c.size]
+            if with_payload:
+                columns.append(m.c.payload)
+            return select(*columns).select_from(joined).where(r.c.name == repository)
+
+        by_tag_join = r.outerjoin(t, and_(t.c.repository_id == r.c.id, t.c.name == bindparam("tag"))).outerjoin(
+            m, m.c.id == t.c.manifest_id
+        )
+        by_digest_join = r.outerjoin(m, and_(m.c.repository_id == r.c.id, m.c.digest == bindparam("digest")))
+        self._get_by_tag = {flag: manifest_lookup(by_tag_join, flag) for flag in (True, False)}
+        self._get_by_digest = {flag: manifest_lookup(by_digest_join, flag) for flag in (True, False)}
+
+        # Listings: fetch limit + 1 rows to know whether more follow.
+        limit = bindparam("limit")
+        self._list_tags = (
+            select(r.c.id, t.c.name)
+            .select_from(r.outerjoin(t, and_(t.c.repository_id == r.c.id, t.c.name > bindparam("last"))))
+            .where(r.c.name == repository)
+            .order_by(t.c.name)
+            .limit(limit)
+        )
+        self._list_repositories = (
+            select(r.c.name).where(r.c.name > bindparam("last")).order_by(r.c.name).limit(limit)
+        )
+        referrers = (
+            select(m.c.digest, m.c.media_type, m.c.size, m.c.artifact_type, m.c.annotations)
+            .select_from(m.join(r, r.c.id == m.c.repository_id))
+            .where(r.c.name == repository, m.c.subject_digest == bindparam("subject"),
+                   m.c.digest > bindparam("last"))
+            .order_by(m.c.digest)
+            .limit(limit)
+        )
+        self._list_referrers = referrers
+        self._list_referrers_of_type = referrers.where(m.c.artifact_type == bindparam("artifact_type"))
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _read_all(self, statement: Any, params: dict[str, Any]) -> list[Any]:
+        try:
+            async with self._db.reads.connect() as conn:
+                return list(await conn.execute(statement, params))
+        except _DB_ERRORS as exc:
+            raise _translate(exc) from None
+
+    async def _read_first(self, statement: Any, params: dict[str, Any]) -> Any:
+        try:
+            async with self._db.reads.connect() as conn:
+                return (await conn.execute(statement, params)).first()
+        except _DB_ERRORS as exc:
+            raise _translate(exc) from None
+
+    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Runs `work` in one write transaction; rolls back on any exception."""
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                async with self._write_lock, self._db.writes.begin() as conn:
+                    return await work(conn)
+            except RegistryError:
+                raise
+            except _DB_ERRORS as exc:
+                if attempt < _WRITE_ATTEMPTS and is_retryable(exc):
+                    log.debug("write conflict (attempt %d), retrying: %s", attempt, exc)
+                    await asyncio.sleep(0.005 * attempt)
+                    continue
+                raise _translate(exc) from None
+        raise AssertionError("unreachable")
+
+    async def _find_repository(self, conn: AsyncConnection, name: str) -> int | None:
+        return (await conn.execute(self._repository_id, {"repository": name})).scalar()
+
+    async def _ensure_repository(self, conn: AsyncConnection, name: str) -> int:
+        found = await self._find_repository(conn, name)
+        if found is not None:
+            return found
+        await conn.execute(self._insert_repository, {"name": name, "created_at": _now()})
+        return (await conn.execute(self._repository_id, {"repository": name})).scalar_one()
+
+    # -- the contract -------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._read_first(self._ping, {})
+
+    async def close(self) -> None:
+        await self._db.dispose()
+
+    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            repository_id = await self._ensure_repository(conn, repository)
+            await conn.execute(
+                self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
+            )
+
+        await self._write(work)
+
+    async def stat_blob(self, repository: str, digest: str) -> int | None:
+        row = await self._read_first(self._stat_blob, {"repository": repository, "digest": digest})
+        return None if row is None else row[0]
+
+    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        async def work(conn: AsyncConnection) -> bool:
+            result = await conn.execute(self._unlink, {"repository": repository, "digest": digest})
+            return result.rowcount > 0
+
+        return await self._write(work)
+
+    async def mount_blob(self, repository: str, digest: str, from_repository: str | None) -> int | None:
+        async def work(conn: AsyncConnection) -> int | None:
+            if from_repository:
+                size = (
+                    await conn.execute(self._stat_blob, {"repository": from_repository, "digest": digest})
+                ).scalar()
+            else:
+                size = (await conn.execute(self._blob_anywhere, {"digest": digest})).scalar()
+            if size is None:
+                return None
+            repository_id = await self._ensure_repository(conn, repository)
+            await conn.execute(
+                self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
+            )
+            return int(size)
+
+        return await self._write(work)
+
+    async def put_manifest(self, repository: str, manifest: NewManifest, tag: str | None) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            repository_id = await self._find_repository(conn, repository)
+            missing_blobs = list(manifest.blob_digests)
+            missing_manifests = list(manifest.manifest_digests)
+            if repository_id is not None:
+                if missing_blobs:
+                    found = set((await conn.execute(
+                        self._linked_blobs, {"repository_id": repository_id, "digests": missing_blobs}
+                    )).scalars())
+                    missing_blobs = [d for d in missing_blobs if d not in found]
+                if missing_manifests:
+                    found = set((await conn.execute(
+                        self._existing_manifests, {"repository_id": repository_id, "digests": missing_manifests}
+                    )).scalars())
+                    missing_manifests = [d for d in missing_manifests if d not in found]
+            if missing_blobs or missing_manifests:
+                raise RegistryError(
+                    ErrorKind.MANIFEST_BLOB_UNKNOWN,
+                    _missing_message(missing_blobs, missing_manifests),
+                    {"blobs": missing_blobs, "manifests": missing_manifests},
+                )
+            if repository_id is None:
+                repository_id = await self._ensure_repository(conn, repository)
+
+            now = _now()
+            inserted = (await conn.execute(self._insert_manifest, {
+                "repository_id": repository_id,
+                "digest": manifest.digest,
+                "media_type": manifest.media_type,
+                "payload": manifest.payload,
+                "size": len(manifest.payload),
+                "subject_digest": manifest.subject_digest,
+                "artifact_type": manifest.artifact_type,
+                "config_media_type": manifest.config_media_type,
+                "annotations": manifest.annotations,
+                "created_at": now,
+            })).scalar()
+            if inserted is not None:
+                manifest_id = inserted
+                references = [{"manifest_id": manifest_id, "digest": d, "kind": "blob"}
+                              for d in manifest.blob_digests]
+                references += [{"manifest_id": manifest_id, "digest": d, "kind": "manifest"}
+                               for d in manifest.manifest_digests]
+                if references:
+                    await conn.execute(self._insert_references, references)
+            else:
+                # Already stored (same bytes): its references were written with it.
+                manifest_id = (await conn.execute(
+                    self._manifest_id, {"repository_id": repository_id, "digest": manifest.digest}
+                )).scalar_one()
+            if tag is not None:
+                await conn.execute(self._upsert_tag, {
+                    "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
+                })
+
+        await self._write(work)
+
+    async def get_manifest(
+        self, repository: str, *, tag: str | None = None, digest: str | None = None, with_payload: bool = True
+    ) -> StoredManifest:
+        if (tag is None) == (digest is None):
+            raise ValueError("get_manifest needs exactly one of tag and digest")
+        if tag is not None:
+            row = await self._read_first(self._get_by_tag[with_payload], {"repository": repository, "tag": tag})
+        else:
+            row = await self._read_first(
+                self._get_by_digest[with_payload], {"repository": repository, "digest": digest}
+            )
+        if row is None:
+            raise _name_unknown(repository)
+        if row[1] is None:
+            raise _manifest_unknown(repository, tag or digest or "")
+        return StoredManifest(
+            digest=row[1], media_type=row[2], size=row[3], payload=bytes(row[4]) if with_payload else None
+        )
+
+    async def delete_manifest(self, repository: str, digest: str) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            repository_id = await self._find_repository(conn, repository)
+            if repository_id is None:
+                raise _name_unknown(repository)
+            # Tags and references go with it (ON DELETE CASCADE).
+            result = await conn.execute(self._delete_manifest, {"repository_id": repository_id, "digest": digest})
+            if result.rowcount == 0:
+                raise _manifest_unknown(repository, digest)
+
+        await self._write(work)
+
+    async def delete_tag(self, repository: str, tag: str) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            repository_id = await self._find_repository(conn, repository)
+            if repository_id is None:
+                raise _name_unknown(repository)
+            result = await conn.execute(self._delete_tag, {"repository_id": repository_id, "tag": tag})
+            if result.rowcount == 0:
+                raise _manifest_unknown(repository, tag)
+
+        await self._write(work)
+
+    async def list_tags(self, repository: str, *, last: str, limit: int) -> Page[str]:
+        rows = await self._read_all(self._list_tags, {"repository": repository, "last": last, "limit": limit + 1})
+        if not rows:
+            raise _name_unknown(repository)
+        names = [row[1] for row in rows if row[1] is not None]
+        return Page(items=names[:limit], has_more=len(names) > limit)
+
+    async def list_repositories(self, *, last: str, limit: int) -> Page[str]:
+        rows = await self._read_all(self._list_repositories, {"last": last, "limit": limit + 1})
+        return Page(items=[row[0] for row in rows[:limit]], has_more=len(rows) > limit)
+
+    async def list_referrers(
+        self, repository: str, subject_digest: str, *, artifact_type: str | None, last: str, limit: int
+    ) -> Page[Referrer]:
+        params: dict[str, Any] = {
+            "repository": repository, "subject": subject_digest, "last": last, "limit": limit + 1,
+        }
+        if artifact_type:
+            params["artifact_type"] = artifact_type
+            rows = await self._read_all(self._list_referrers_of_type, params)
+        else:
+            rows = await self._read_all(self._list_referrers, params)
+        items = [
+            Referrer(digest=row[0], media_type=row[1], size=row[2], artifact_type=row[3], annotations=row[4])
+            for row in rows[:limit]
+        ]
+        return Page(items=items, has_more=len(rows) > limit)
+
+
+def _name_unknown(repository: str) -> RegistryError:
+    return RegistryError(
+        ErrorKind.NAME_UNKNOWN,
+        f"repository {repository!r} is not known to this registry; push to it first",
+        {"name": repository},
+    )
+
+
+def _manifest_unknown(repository: str, reference: str) -> RegistryError:
+    return RegistryError(
+        ErrorKind.MANIFEST_UNKNOWN,
+        f"manifest {reference!r} is not known in repository {repository!r}",
+        {"name": repository, "reference": reference},
+    )
+
+
+def _missing_message(blobs: list[str], children: list[str]) -> str:
+    parts = []
+    if blobs:
+        parts.append(f"{len(blobs)} blob(s) not linked in this repository: {', '.join(blobs[:5])}")
+    if children:
+        parts.append(f"{len(children)} manifest(s) not in this repository: {', '.join(children[:5])}")
+    return "manifest references unknown content (" + "; ".join(parts) + "); push those first"

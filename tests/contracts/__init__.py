@@ -1,0 +1,1 @@
+"""Contract suites: one per seam, run unchanged against every implementation."""

@@ -1,0 +1,220 @@
+"""Parsing and validation of every manifest media type, and every refusal."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from services.common.errors import ErrorKind, RegistryError
+from services.metadata.manifests import ACCEPTED_MEDIA_TYPES, ParsedManifest, parse_manifest
+from tests.metadata import docs
+
+
+def parse(document: Any, content_type: str) -> ParsedManifest:
+    return parse_manifest(json.dumps(document).encode(), content_type)
+
+
+def refused(payload: bytes | Any, content_type: str, kind: ErrorKind = ErrorKind.MANIFEST_INVALID) -> RegistryError:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    with pytest.raises(RegistryError) as caught:
+        parse_manifest(raw, content_type)
+    assert caught.value.kind is kind, caught.value
+    return caught.value
+
+
+@pytest.mark.parametrize("media_type", [docs.OCI_MANIFEST, docs.DOCKER_MANIFEST])
+def test_image_manifest_references_config_and_layers(media_type: str) -> None:
+    document = docs.image(layers=2, media_type=media_type)
+    parsed = parse(document, media_type)
+    assert parsed.media_type == media_type
+    assert parsed.blob_digests == tuple(d for d, _ in docs.blobs_of(document))
+    assert parsed.manifest_digests == ()
+    assert parsed.subject_digest is None
+    assert parsed.config_media_type == document["config"]["mediaType"]
+    # No artifactType: the referrers API shows the config media type.
+    assert parsed.artifact_type == document["config"]["mediaType"]
+
+
+@pytest.mark.parametrize(("media_type", "child_type"), [(docs.OCI_INDEX, docs.OCI_MANIFEST),
+                                                        (docs.DOCKER_LIST, docs.DOCKER_MANIFEST)])
+def test_index_references_child_manifests(media_type: str, child_type: str) -> None:
+    children = [b"one", b"two", b"one"]
+    parsed = parse(docs.index(children, media_type=media_type, child_type=child_type), media_type)
+    assert parsed.media_type == media_type
+    assert parsed.manifest_digests == (docs.sha256(b"one"), docs.sha256(b"two"))  # deduplicated
+    assert parsed.blob_digests == ()
+    assert parsed.artifact_type is None and parsed.config_media_type is None
+
+
+def test_duplicate_layers_are_referenced_once() -> None:
+    document = docs.image(layers=1)
+    document["layers"].append(dict(document["layers"][0]))
+    assert len(parse(document, docs.OCI_MANIFEST).blob_digests) == 2
+
+
+def test_artifact_manifest_with_subject_and_empty_config() -> None:
+    subject = docs.descriptor(docs.OCI_MANIFEST)
+    document = docs.image(layers=1, config_type=docs.OCI_EMPTY, artifact_type="application/vnd.example+json",
+                          subject=subject, annotations={"a": "1"})
+    parsed = parse(document, docs.OCI_MANIFEST)
+    assert parsed.subject_digest == subject["digest"]
+    assert parsed.artifact_type == "application/vnd.example+json"
+    assert parsed.config_media_type == docs.OCI_EMPTY
+    assert parsed.annotations == {"a": "1"}
+    # The empty config is a blob like any other: clients push it.
+    assert document["config"]["digest"] in parsed.blob_digests
+
+
+def test_artifact_without_layers_is_accepted_for_oci_only() -> None:
+    document = docs.image(layers=0, config_type=docs.OCI_EMPTY, artifact_type="application/x")
+    del document["layers"]
+    assert parse(document, docs.OCI_MANIFEST).blob_digests == (document["config"]["digest"],)
+    docker = docs.image(layers=0, media_type=docs.DOCKER_MANIFEST)
+    del docker["layers"]
+    refused(docker, docs.DOCKER_MANIFEST)
+
+
+def test_index_artifact_type_and_subject() -> None:
+    subject = docs.descriptor(docs.OCI_MANIFEST)
+    parsed = parse(docs.index([b"x"], subject=subject, artifact_type="application/x-set"), docs.OCI_INDEX)
+    assert parsed.subject_digest == subject["digest"] and parsed.artifact_type == "application/x-set"
+
+
+@pytest.mark.parametrize("layer_type", [docs.DOCKER_FOREIGN, docs.OCI_NONDISTRIBUTABLE,
+                                        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"])
+def test_foreign_layers_are_not_required(layer_type: str) -> None:
+    foreign = docs.descriptor(layer_type, urls=["https://example.com/layer"])
+    document = docs.image(layers=1, extra_layers=[foreign])
+    assert foreign["digest"] not in parse(document, docs.OCI_MANIFEST).blob_digests
+
+
+@pytest.mark.parametrize("content_type", ["", "application/json", "application/octet-stream",
+                                          "application/json; charset=utf-8"])
+def test_generic_content_type_infers_from_media_type_field(content_type: str) -> None:
+    assert parse(docs.image(media_type=docs.DOCKER_MANIFEST), content_type).media_type == docs.DOCKER_MANIFEST
+    assert parse(docs.index([b"x"], media_type=docs.DOCKER_LIST), content_type).media_type == docs.DOCKER_LIST
+
+
+@pytest.mark.parametrize("content_type", ["", "application/json", "application/octet-stream"])
+def test_generic_content_type_infers_from_shape(content_type: str) -> None:
+    image = docs.image(with_media_type=False)
+    assert parse(image, content_type).media_type == docs.OCI_MANIFEST
+    index = docs.index([b"x"])
+    del index["mediaType"]
+    assert parse(index, content_type).media_type == docs.OCI_INDEX
+    error = refused({"schemaVersion": 2}, content_type)
+    assert docs.OCI_MANIFEST in error.message
+
+
+def test_content_type_is_case_and_parameter_insensitive() -> None:
+    assert parse(docs.image(), docs.OCI_MANIFEST.upper() + "; foo=bar").media_type == docs.OCI_MANIFEST
+
+
+def test_payload_without_media_type_takes_the_content_type() -> None:
+    assert parse(docs.image(with_media_type=False), docs.DOCKER_MANIFEST).media_type == docs.DOCKER_MANIFEST
+
+
+def test_media_type_mismatch() -> None:
+    error = refused(docs.image(media_type=docs.OCI_MANIFEST), docs.DOCKER_MANIFEST)
+    assert "does not match" in error.message
+
+
+def test_image_pushed_as_index_is_refused() -> None:
+    refused(docs.image(with_media_type=False), docs.OCI_INDEX)
+    mixed = docs.image()
+    mixed["manifests"] = []
+    refused(mixed, docs.OCI_MANIFEST)
+
+
+def test_unknown_content_type_lists_accepted_types() -> None:
+    error = refused(docs.image(with_media_type=False), "application/vnd.example.thing")
+    for accepted in ACCEPTED_MEDIA_TYPES:
+        assert accepted in error.message
+    refused(docs.image(media_type="application/vnd.example.thing"), "")
+
+
+@pytest.mark.parametrize("content_type", ["application/vnd.docker.distribution.manifest.v1+json",
+                                          "application/vnd.docker.distribution.manifest.v1+prettyjws", ""])
+def test_schema1_is_refused(content_type: str) -> None:
+    error = refused({"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}, content_type)
+    assert "schema1 is not supported" in error.message and "schema2 or OCI" in error.message
+
+
+@pytest.mark.parametrize("payload", [b"", b"not json", b"\xff\xfe", b"[1, 2]", b'"text"', b"null", b"42"])
+def test_not_a_json_object(payload: bytes) -> None:
+    error = refused(payload, docs.OCI_MANIFEST)
+    assert "JSON" in error.message
+
+
+@pytest.mark.parametrize("version", [None, 3, "2", True, 2.5])
+def test_schema_version_must_be_2(version: Any) -> None:
+    document = docs.image()
+    if version is None:
+        del document["schemaVersion"]
+    else:
+        document["schemaVersion"] = version
+    assert "schemaVersion" in refused(document, docs.OCI_MANIFEST).message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("digest", "sha256:abc"), ("digest", None), ("digest", "md5:" + "a" * 32), ("digest", 12),
+     ("digest", "sha256:" + "A" * 64)],
+)
+def test_bad_descriptor_digest_is_digest_invalid(field: str, value: Any) -> None:
+    document = docs.image(layers=2)
+    document["layers"][1][field] = value
+    error = refused(document, docs.OCI_MANIFEST, ErrorKind.DIGEST_INVALID)
+    assert error.detail["descriptor"] == "layers[1]"
+
+
+@pytest.mark.parametrize("size", [-1, "10", 1.5, None, True])
+def test_bad_descriptor_size(size: Any) -> None:
+    document = docs.image()
+    document["config"]["size"] = size
+    error = refused(document, docs.OCI_MANIFEST)
+    assert error.detail["descriptor"] == "config"
+
+
+def test_bad_descriptors_elsewhere() -> None:
+    no_config = docs.image()
+    del no_config["config"]
+    refused(no_config, docs.OCI_MANIFEST)
+    layers_not_list = docs.image()
+    layers_not_list["layers"] = {"a": 1}
+    refused(layers_not_list, docs.OCI_MANIFEST)
+    layer_not_object = docs.image()
+    layer_not_object["layers"][0] = "sha256:" + "a" * 64
+    refused(layer_not_object, docs.OCI_MANIFEST)
+    no_media_type = docs.image()
+    del no_media_type["layers"][0]["mediaType"]
+    refused(no_media_type, docs.OCI_MANIFEST)
+    index = docs.index([b"x"])
+    index["manifests"][0]["digest"] = "nope"
+    assert refused(index, docs.OCI_INDEX, ErrorKind.DIGEST_INVALID).detail["descriptor"] == "manifests[0]"
+    no_manifests = docs.index([])
+    del no_manifests["manifests"]
+    refused(no_manifests, docs.OCI_INDEX)
+    index_with_layers = docs.index([b"x"])
+    index_with_layers["layers"] = []
+    refused(index_with_layers, docs.OCI_INDEX)
+
+
+def test_bad_subject_annotations_and_artifact_type() -> None:
+    bad_subject = docs.image(subject={"mediaType": docs.OCI_MANIFEST, "digest": "bad", "size": 1})
+    assert refused(bad_subject, docs.OCI_MANIFEST, ErrorKind.DIGEST_INVALID).detail["descriptor"] == "subject"
+    refused(docs.image(annotations={"a": 1}), docs.OCI_MANIFEST)  # type: ignore[dict-item]
+    not_object = docs.image()
+    not_object["annotations"] = ["a"]
+    refused(not_object, docs.OCI_MANIFEST)
+    refused(docs.image(artifact_type=""), docs.OCI_MANIFEST)
+    numeric = docs.image()
+    numeric["artifactType"] = 5
+    refused(numeric, docs.OCI_MANIFEST)
+
+
+def test_empty_index_is_valid() -> None:
+    parsed = parse(docs.index([]), docs.OCI_INDEX)
+    assert parsed.manifest_digests == () and parsed.media_type == docs.OCI_INDEX
