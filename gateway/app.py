@@ -1,0 +1,56 @@
+"""The gateway's ASGI app: `create_app(settings)` builds it; its lifespan owns the gRPC channels.
+
+Middleware (outermost first): the API-version header on every response, then trusted
+X-Forwarded-* handling. Both are pure ASGI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from gateway.channels import BLOB_READS, BLOB_SERVICE, METADATA_READS, METADATA_SERVICE, open_channel
+from gateway.clients import BlobClient, MetadataClient
+from gateway.context import Gateway
+from gateway.middleware import ApiVersionMiddleware, ForwardedHeadersMiddleware, TrustedProxies
+from gateway.routes import STATE_KEY, build_routes
+from services.common.settings import Settings
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The gateway app for `settings`. Nothing connects until the lifespan starts."""
+    config = settings.gateway
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        # Channels connect lazily: the gateway starts even if a plane is not up yet and answers
+        # 503 until it is.
+        metadata_channel = open_channel(config.metadata_target, METADATA_SERVICE, METADATA_READS, config.grpc)
+        blob_channel = open_channel(config.blob_target, BLOB_SERVICE, BLOB_READS, config.grpc)
+        gateway = Gateway(
+            settings=config,
+            metadata=MetadataClient(metadata_channel, timeout=config.grpc.timeout_seconds),
+            blob=BlobClient(
+                blob_channel,
+                timeout=config.grpc.timeout_seconds,
+                stream_timeout=config.grpc.stream_timeout_seconds,
+            ),
+        )
+        try:
+            yield {STATE_KEY: gateway}
+        finally:
+            await blob_channel.close()
+            await metadata_channel.close()
+
+    return Starlette(
+        routes=build_routes(),
+        middleware=[
+            Middleware(ApiVersionMiddleware),
+            Middleware(ForwardedHeadersMiddleware, trusted=TrustedProxies(config.trusted_proxies)),
+        ],
+        lifespan=lifespan,
+    )

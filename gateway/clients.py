@@ -1,0 +1,245 @@
+"""Thin typed wrappers over the planes' gRPC stubs.
+
+Every call carries a deadline (`timeout_seconds` for unary calls, `stream_timeout_seconds` for
+streams), and every gRPC failure leaves here as a RegistryError (`from_rpc_error`): the registry
+error a plane raised, UNAVAILABLE when a plane is down or too slow, INTERNAL otherwise. Nothing
+else in the gateway touches grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import grpc
+from lading.blob.v1 import blob_pb2, blob_pb2_grpc
+from lading.common.v1 import common_pb2
+from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc
+
+from services.common.errors import ErrorKind, RegistryError, from_rpc_error
+
+
+async def _unary(rpc: Any, request: Any, deadline_seconds: float) -> Any:
+    try:
+        return await rpc(request, timeout=deadline_seconds)
+    except grpc.RpcError as error:
+        raise from_rpc_error(error) from None
+
+
+class MetadataClient:
+    """MetadataService calls; see protos/lading/metadata/v1/metadata.proto for each contract."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:
+        self._stub = metadata_pb2_grpc.MetadataServiceStub(channel)
+        self._timeout = timeout
+
+    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+        await _unary(
+            self._stub.LinkBlob,
+            metadata_pb2.LinkBlobRequest(repository=repository, digest=digest, size=size),
+            self._timeout,
+        )
+
+    async def stat_blob(self, repository: str, digest: str) -> metadata_pb2.StatBlobResponse:
+        """Raises BLOB_UNKNOWN unless the blob is linked to `repository`."""
+        return await _unary(
+            self._stub.StatBlob,
+            metadata_pb2.StatBlobRequest(repository=repository, digest=digest),
+            self._timeout,
+        )
+
+    async def unlink_blob(self, repository: str, digest: str) -> None:
+        await _unary(
+            self._stub.UnlinkBlob,
+            metadata_pb2.UnlinkBlobRequest(repository=repository, digest=digest),
+            self._timeout,
+        )
+
+    async def mount_blob(
+        self, repository: str, digest: str, from_repository: str
+    ) -> metadata_pb2.MountBlobResponse:
+        """`from_repository` "" searches every repository; `mounted` is False when none holds it."""
+        return await _unary(
+            self._stub.MountBlob,
+            metadata_pb2.MountBlobRequest(
+                repository=repository, digest=digest, from_repository=from_repository
+            ),
+            self._timeout,
+        )
+
+    async def put_manifest(
+        self, repository: str, reference: str, media_type: str, payload: bytes
+    ) -> metadata_pb2.PutManifestResponse:
+        return await _unary(
+            self._stub.PutManifest,
+            metadata_pb2.PutManifestRequest(
+                repository=repository, reference=reference, media_type=media_type, payload=payload
+            ),
+            self._timeout,
+        )
+
+    async def get_manifest(
+        self, repository: str, reference: str, *, omit_payload: bool = False
+    ) -> metadata_pb2.GetManifestResponse:
+        return await _unary(
+            self._stub.GetManifest,
+            metadata_pb2.GetManifestRequest(
+                repository=repository, reference=reference, omit_payload=omit_payload
+            ),
+            self._timeout,
+        )
+
+    async def delete_manifest(self, repository: str, reference: str) -> None:
+        await _unary(
+            self._stub.DeleteManifest,
+            metadata_pb2.DeleteManifestRequest(repository=repository, reference=reference),
+            self._timeout,
+        )
+
+    async def list_tags(self, repository: str, page: common_pb2.PageRequest) -> metadata_pb2.ListTagsResponse:
+        return await _unary(
+            self._stub.ListTags, metadata_pb2.ListTagsRequest(repository=repository, page=page), self._timeout
+        )
+
+    async def list_repositories(self, page: common_pb2.PageRequest) -> metadata_pb2.ListRepositoriesResponse:
+        return await _unary(
+            self._stub.ListRepositories, metadata_pb2.ListRepositoriesRequest(page=page), self._timeout
+        )
+
+    async def list_referrers(
+        self, repository: str, subject_digest: str, artifact_type: str, page: common_pb2.PageRequest
+    ) -> metadata_pb2.ListReferrersResponse:
+        return await _unary(
+            self._stub.ListReferrers,
+            metadata_pb2.ListReferrersRequest(
+                repository=repository, subject_digest=subject_digest, artifact_type=artifact_type, page=page
+            ),
+            self._timeout,
+        )
+
+
+class BlobClient:
+    """BlobService calls; see protos/lading/blob/v1/blob.proto for each contract."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float, stream_timeout: float) -> None:
+        self._stub = blob_pb2_grpc.BlobServiceStub(channel)
+        self._timeout = timeout
+        self._stream_timeout = stream_timeout
+
+    async def start_upload(self, repository: str) -> blob_pb2.StartUploadResponse:
+        return await _unary(
+            self._stub.StartUpload, blob_pb2.StartUploadRequest(repository=repository), self._timeout
+        )
+
+    async def get_upload_status(self, upload_id: str, repository: str) -> blob_pb2.UploadStatus:
+        response = await _unary(
+            self._stub.GetUploadStatus,
+            blob_pb2.GetUploadStatusRequest(upload_id=upload_id, repository=repository),
+            self._timeout,
+        )
+        return response.status
+
+    async def append_upload(
+        self,
+        *,
+        upload_id: str,
+        repository: str,
+        expected_offset: int,
+        chunks: AsyncIterable[bytes],
+    ) -> blob_pb2.UploadStatus:
+        """Streams `chunks` (each ≤ the plane's 1 MiB message limit) into the session.
+
+        Raises RANGE_INVALID when `expected_offset` is not the session's offset (the plane puts
+        the current offset in the error's detail) and BLOB_UPLOAD_UNKNOWN for an unknown session.
+        An exception raised by `chunks` (a client that went away, a size check) cancels the call
+        and propagates unchanged.
+        """
+        call = self._stub.AppendUpload(timeout=self._stream_timeout)
+        try:
+            first = True
+            async for data in chunks:
+                if first:
+                    message = blob_pb2.AppendUploadRequest(
+                        upload_id=upload_id, repository=repository, expected_offset=expected_offset, data=data
+                    )
+                    first = False
+                else:
+                    message = blob_pb2.AppendUploadRequest(data=data)
+                await call.write(message)
+            if first:
+                # No bytes at all: the session is still named, so the plane answers with its status.
+                await call.write(
+                    blob_pb2.AppendUploadRequest(
+                        upload_id=upload_id, repository=repository, expected_offset=expected_offset
+                    )
+                )
+            await call.done_writing()
+            response = await call
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        except asyncio.InvalidStateError:
+            # The plane ended the call while we were still writing (e.g. OUT_OF_RANGE after the
+            # first message); its final status says why.
+            raise await _final_error(call) from None
+        except BaseException:
+            call.cancel()
+            raise
+        return response.status
+
+    async def commit_upload(
+        self, upload_id: str, repository: str, digest: str, expected_size: int = -1
+    ) -> blob_pb2.CommitUploadResponse:
+        return await _unary(
+            self._stub.CommitUpload,
+            blob_pb2.CommitUploadRequest(
+                upload_id=upload_id, repository=repository, digest=digest, expected_size=expected_size
+            ),
+            self._stream_timeout,  # commit may move or verify a large blob
+        )
+
+    async def cancel_upload(self, upload_id: str, repository: str) -> None:
+        await _unary(
+            self._stub.CancelUpload,
+            blob_pb2.CancelUploadRequest(upload_id=upload_id, repository=repository),
+            self._timeout,
+        )
+
+    async def open_read(self, digest: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Starts reading [offset, offset+length) of a blob and returns its chunks.
+
+        The first chunk is awaited here, so a missing blob or a plane that is down fails before
+        the caller sends any response header. The returned iterator cancels the call if it is
+        closed early (client gone).
+        """
+        call = self._stub.ReadBlob(
+            blob_pb2.ReadBlobRequest(digest=digest, offset=offset, length=length),
+            timeout=self._stream_timeout,
+        )
+        try:
+            first = await call.read()
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return _rest_of(call, first)
+
+
+async def _rest_of(call: Any, first: Any) -> AsyncIterator[bytes]:
+    try:
+        message = first
+        while message is not grpc.aio.EOF:
+            yield message.data
+            message = await call.read()
+    except grpc.RpcError as error:
+        raise from_rpc_error(error) from None
+    finally:
+        call.cancel()  # a no-op once the stream has ended
+
+
+async def _final_error(call: Any) -> RegistryError:
+    try:
+        await call
+    except grpc.RpcError as error:
+        return from_rpc_error(error)
+    except asyncio.CancelledError:
+        return RegistryError(ErrorKind.UNAVAILABLE, "the blob plane cancelled the upload stream")
+    return RegistryError(ErrorKind.INTERNAL, "the blob plane ended the upload stream early without an error")

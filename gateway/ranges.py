@@ -1,0 +1,109 @@
+"""Byte ranges on the wire: `Range` for blob reads, `Content-Range` for upload chunks, and the
+`Range` header an upload session reports.
+
+Two different grammars meet here:
+- blob reads follow RFC 9110 (`Range: bytes=a-b`, `bytes=a-`, `bytes=-n`);
+- upload chunks follow the OCI distribution spec (`Content-Range: <start>-<end>`, inclusive, matching
+  `^[0-9]+-[0-9]+$`), and sessions answer with `Range: 0-<last byte>`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from services.common.errors import ErrorKind, RegistryError
+
+_BYTES_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+_CHUNK_RANGE = re.compile(r"^([0-9]+)-([0-9]+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """An inclusive, satisfiable byte range [start, end] of a blob of `size` bytes."""
+
+    start: int
+    end: int
+    size: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    def content_range(self) -> str:
+        return f"bytes {self.start}-{self.end}/{self.size}"
+
+
+def parse_blob_range(header: str | None, size: int) -> ByteRange | None:
+    """Interprets a blob GET's `Range` header against a blob of `size` bytes.
+
+    Returns None when the whole blob should be sent with 200: no header, another unit, several
+    ranges, or a syntactically invalid value (RFC 9110 lets a server ignore those). Returns the
+    clamped range for a 206 otherwise.
+
+    Raises BLOB_RANGE_INVALID (416) when the range is valid but unsatisfiable: it starts at or past
+    the end of the blob, asks for a zero-length suffix, or targets an empty blob. The error's
+    detail carries `size` so the caller can send `Content-Range: bytes */<size>`.
+    """
+    if not header:
+        return None
+    match = _BYTES_RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first and not last:
+        return None
+    if not first:
+        # A suffix range: the last n bytes.
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise _unsatisfiable(header, size)
+        start = max(size - suffix, 0)
+        return ByteRange(start, size - 1, size)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None  # invalid syntax per RFC 9110: ignore the header
+    if start >= size:
+        raise _unsatisfiable(header, size)
+    return ByteRange(start, min(end, size - 1), size)
+
+
+def _unsatisfiable(header: str, size: int) -> RegistryError:
+    return RegistryError(
+        ErrorKind.BLOB_RANGE_INVALID,
+        f"range {header!r} is outside the blob's {size} bytes; request a range within 0-{max(size - 1, 0)}",
+        {"size": size},
+    )
+
+
+def parse_chunk_range(header: str) -> tuple[int, int]:
+    """Parses an upload chunk's `Content-Range: <start>-<end>` (inclusive both ends).
+
+    Raises RANGE_INVALID (416) when the value does not match `^[0-9]+-[0-9]+$` or ends before it
+    starts.
+    """
+    match = _CHUNK_RANGE.match(header.strip())
+    if match is None:
+        raise RegistryError(
+            ErrorKind.RANGE_INVALID,
+            f"malformed Content-Range {header!r}: expected <start>-<end>, such as 0-1023",
+            {"content_range": header},
+        )
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start:
+        raise RegistryError(
+            ErrorKind.RANGE_INVALID,
+            f"Content-Range {header!r} ends before it starts",
+            {"content_range": header},
+        )
+    return start, end
+
+
+def upload_range(offset: int) -> str:
+    """The `Range` header for a session that has received `offset` bytes.
+
+    `0-<offset-1>`, and `0-0` when nothing has been received yet (CNCF Distribution's convention,
+    which clients expect even though it is ambiguous with a one-byte upload).
+    """
+    return f"0-{offset - 1}" if offset > 0 else "0-0"

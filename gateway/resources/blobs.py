@@ -1,0 +1,67 @@
+"""`/v2/<name>/blobs/<digest>`: pull (end-2, with Range), existence check, delete (end-10).
+
+A blob is visible only in repositories it is linked to, so the metadata plane is asked first
+(one call for HEAD); GET then streams the bytes from the blob plane.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway import params
+from gateway.context import Gateway
+from gateway.errors import HttpRegistryError
+from gateway.ranges import parse_blob_range
+from gateway.responses import empty, etag_matches
+from services.common.errors import RegistryError
+
+
+def _headers(digest: str, length: int) -> dict[str, str]:
+    return {
+        "content-type": "application/octet-stream",
+        "content-length": str(length),
+        "docker-content-digest": digest,
+        "accept-ranges": "bytes",
+        "etag": f'"{digest}"',
+    }
+
+
+async def head(request: Request, gateway: Gateway) -> Response:
+    repository = params.repository(request)
+    digest = params.digest(request.path_params["digest"])
+    stat = await gateway.metadata.stat_blob(repository, digest)
+    return Response(b"", headers=_headers(digest, stat.size))
+
+
+async def get(request: Request, gateway: Gateway) -> Response:
+    repository = params.repository(request)
+    digest = params.digest(request.path_params["digest"])
+    stat = await gateway.metadata.stat_blob(repository, digest)
+    size = stat.size
+    if etag_matches(request, f'"{digest}"'):
+        headers = _headers(digest, size)
+        del headers["content-length"], headers["content-type"]
+        return empty(304, headers)
+    try:
+        byte_range = parse_blob_range(request.headers.get("range"), size)
+    except RegistryError as error:
+        raise HttpRegistryError.wrap(error, {"content-range": f"bytes */{size}"}) from None
+    if byte_range is None:
+        offset, length, status = 0, size, 200
+        headers = _headers(digest, size)
+    else:
+        offset, length, status = byte_range.start, byte_range.length, 206
+        headers = _headers(digest, length)
+        headers["content-range"] = byte_range.content_range()
+    if length == 0:
+        return Response(b"", status_code=status, headers=headers)
+    chunks = await gateway.blob.open_read(digest, offset, length)
+    return StreamingResponse(chunks, status_code=status, headers=headers)
+
+
+async def delete(request: Request, gateway: Gateway) -> Response:
+    repository = params.repository(request)
+    digest = params.digest(request.path_params["digest"])
+    await gateway.metadata.unlink_blob(repository, digest)
+    return empty(202, {"docker-content-digest": digest})

@@ -1,0 +1,64 @@
+"""`/v2/<name>/manifests/<reference>`: pull and existence check (end-3), push (end-7), delete (end-9).
+
+GET and HEAD are the hot path: one metadata call each (HEAD asks for no payload), no other work.
+Content addressed means immutable, so the ETag is the digest and If-None-Match answers 304.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import params, urls
+from gateway.bodies import read_capped
+from gateway.context import Gateway
+from gateway.responses import empty, etag_matches
+from services.common.errors import ErrorKind
+
+
+async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> Response:
+    repository = params.repository(request)
+    reference = params.reference(request.path_params["reference"])
+    manifest = await gateway.metadata.get_manifest(repository, reference, omit_payload=omit_payload)
+    etag = f'"{manifest.digest}"'
+    if etag_matches(request, etag):
+        return empty(304, {"docker-content-digest": manifest.digest, "etag": etag})
+    headers = {
+        "docker-content-digest": manifest.digest,
+        "etag": etag,
+        "content-length": str(manifest.size),
+    }
+    if manifest.media_type:
+        headers["content-type"] = manifest.media_type
+    return Response(b"" if omit_payload else manifest.payload, headers=headers)
+
+
+async def get(request: Request, gateway: Gateway) -> Response:
+    return await _fetch(request, gateway, omit_payload=False)
+
+
+async def head(request: Request, gateway: Gateway) -> Response:
+    return await _fetch(request, gateway, omit_payload=True)
+
+
+async def put(request: Request, gateway: Gateway) -> Response:
+    repository = params.repository(request)
+    reference = params.reference(request.path_params["reference"])
+    payload = await read_capped(request, gateway.settings.max_manifest_bytes, ErrorKind.MANIFEST_TOO_LARGE)
+    # The spec: registries SHOULD ignore Content-Type parameters.
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
+    stored = await gateway.metadata.put_manifest(repository, reference, media_type, payload)
+    headers = {
+        "location": urls.absolute(request.scope, urls.manifest_path(repository, stored.digest)),
+        "docker-content-digest": stored.digest,
+    }
+    if stored.subject_digest:
+        headers["oci-subject"] = stored.subject_digest
+    return empty(201, headers)
+
+
+async def delete(request: Request, gateway: Gateway) -> Response:
+    repository = params.repository(request)
+    reference = params.reference(request.path_params["reference"])
+    await gateway.metadata.delete_manifest(repository, reference)
+    return empty(202, {})

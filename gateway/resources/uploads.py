@@ -1,0 +1,208 @@
+"""Blob uploads: `/v2/<name>/blobs/uploads/` (end-4a/4b start, monolithic; end-11 mount) and
+`/v2/<name>/blobs/uploads/<id>` (end-5 PATCH chunk, end-6 PUT close, end-13 GET status, DELETE cancel).
+
+Chunks follow the spec (`Content-Range: <start>-<end>`, in order, else 416) and Docker's habit of
+one streamed PATCH without Content-Range (appended at the session's current offset). Bodies are
+streamed to the blob plane in messages of at most `settings.chunk_bytes`; nothing is buffered whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from lading.blob.v1 import blob_pb2
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import params, urls
+from gateway.bodies import declared_length, in_messages, peek_body
+from gateway.context import Gateway
+from gateway.errors import HttpRegistryError
+from gateway.ranges import parse_chunk_range, upload_range
+from gateway.responses import empty
+from services.common.errors import ErrorKind, RegistryError
+
+log = logging.getLogger("lading.gateway.uploads")
+
+
+def _session_headers(request: Request, repository: str, status: blob_pb2.UploadStatus) -> dict[str, str]:
+    return {
+        "location": urls.absolute(request.scope, urls.upload_path(repository, status.upload_id)),
+        "range": upload_range(status.offset),
+        "docker-upload-uuid": status.upload_id,
+    }
+
+
+def _created(request: Request, repository: str, digest: str) -> Response:
+    return empty(
+        201,
+        {
+            "location": urls.absolute(request.scope, urls.blob_path(repository, digest)),
+            "docker-content-digest": digest,
+        },
+    )
+
+
+async def start(request: Request, gateway: Gateway) -> Response:
+    """POST: mount (`?mount=&from=`), monolithic upload (`?digest=` with a body), or a new session."""
+    repository = params.repository(request)
+    query = request.query_params
+    mount = query.get("mount")
+    if mount is not None:
+        digest = params.digest(mount)
+        source = query.get("from", "")
+        if source:
+            params.repository_name(source)
+        mounted = await gateway.metadata.mount_blob(repository, digest, source)
+        if mounted.mounted:
+            return _created(request, repository, digest)
+        # Not mountable from there: the spec says to fall back to a new upload session.
+    elif query.get("digest") is not None:
+        return await _monolithic(request, gateway, repository, params.digest(query["digest"]))
+    started = await gateway.blob.start_upload(repository)
+    headers = _session_headers(request, repository, started.status)
+    if started.min_chunk_size > 0:
+        headers["oci-chunk-min-length"] = str(started.min_chunk_size)
+    return empty(202, headers)
+
+
+async def _monolithic(request: Request, gateway: Gateway, repository: str, digest: str) -> Response:
+    """Start + append + commit + link in one request; a failed attempt leaves no session behind."""
+    expected_size = declared_length(request)
+    started = await gateway.blob.start_upload(repository)
+    upload_id = started.status.upload_id
+    try:
+        body = await peek_body(request)
+        if body is not None:
+            await gateway.blob.append_upload(
+                upload_id=upload_id,
+                repository=repository,
+                expected_offset=0,
+                chunks=in_messages(body, gateway.settings.chunk_bytes, exact_length=expected_size),
+            )
+        committed = await gateway.blob.commit_upload(
+            upload_id, repository, digest, -1 if expected_size is None else expected_size
+        )
+    except Exception:
+        await _cancel_quietly(gateway, upload_id, repository)
+        raise
+    await gateway.metadata.link_blob(repository, committed.digest, committed.size)
+    return _created(request, repository, committed.digest)
+
+
+async def _cancel_quietly(gateway: Gateway, upload_id: str, repository: str) -> None:
+    try:
+        await gateway.blob.cancel_upload(upload_id, repository)
+    except RegistryError as error:
+        if error.kind is ErrorKind.BLOB_UPLOAD_UNKNOWN:
+            return  # the plane already ended the session (it does so on a digest mismatch)
+        # The plane purges abandoned sessions anyway; the original failure is what the client needs.
+        log.warning("could not cancel upload %s after a failed monolithic push: %s", upload_id, error)
+
+
+async def status(request: Request, gateway: Gateway) -> Response:
+    """GET <location>: 204 with the session's Range (how clients resume after a 416)."""
+    repository = params.repository(request)
+    upload_id = params.upload_id(request)
+    current = await gateway.blob.get_upload_status(upload_id, repository)
+    return empty(204, _session_headers(request, repository, current))
+
+
+async def patch(request: Request, gateway: Gateway) -> Response:
+    """PATCH <location>: append one chunk (with or without Content-Range) → 202 with the new Range."""
+    repository = params.repository(request)
+    upload_id = params.upload_id(request)
+    body = await peek_body(request)
+    current = await _append(request, gateway, repository, upload_id, body)
+    return empty(202, _session_headers(request, repository, current))
+
+
+async def put(request: Request, gateway: Gateway) -> Response:
+    """PUT <location>?digest=: append an optional final chunk, verify and store, link → 201."""
+    repository = params.repository(request)
+    upload_id = params.upload_id(request)
+    raw_digest = request.query_params.get("digest")
+    if not raw_digest:
+        raise RegistryError(
+            ErrorKind.DIGEST_INVALID,
+            "closing an upload needs ?digest=<digest of the whole blob> on the PUT",
+            {"digest": raw_digest or ""},
+        )
+    digest = params.digest(raw_digest)
+    body = await peek_body(request)
+    if body is not None:
+        await _append(request, gateway, repository, upload_id, body)
+    committed = await gateway.blob.commit_upload(upload_id, repository, digest)
+    await gateway.metadata.link_blob(repository, committed.digest, committed.size)
+    return _created(request, repository, committed.digest)
+
+
+async def cancel(request: Request, gateway: Gateway) -> Response:
+    """DELETE <location>: abandon the session → 204."""
+    repository = params.repository(request)
+    upload_id = params.upload_id(request)
+    await gateway.blob.cancel_upload(upload_id, repository)
+    return empty(204, {})
+
+
+async def _append(
+    request: Request,
+    gateway: Gateway,
+    repository: str,
+    upload_id: str,
+    body: AsyncIterator[bytes] | None,
+) -> blob_pb2.UploadStatus:
+    """Appends the request body at the offset its Content-Range names, or at the session's offset.
+
+    Raises RANGE_INVALID (416, with the session's current Range and Location) for a malformed,
+    out-of-order or overlapping Content-Range, SIZE_INVALID when Content-Range and Content-Length
+    disagree.
+    """
+    content_range = request.headers.get("content-range")
+    try:
+        exact_length: int | None = None
+        if content_range is not None:
+            start, end = parse_chunk_range(content_range)
+            exact_length = end - start + 1
+            declared = declared_length(request)
+            if declared is not None and declared != exact_length:
+                raise RegistryError(
+                    ErrorKind.SIZE_INVALID,
+                    f"Content-Range {content_range!r} covers {exact_length} bytes but Content-Length is {declared}",
+                    {"content_range": content_range, "content_length": declared},
+                )
+            expected_offset = start
+        else:
+            # Docker streams a whole layer in one PATCH without Content-Range: append where the
+            # session stands.
+            expected_offset = (await gateway.blob.get_upload_status(upload_id, repository)).offset
+        chunks = in_messages(
+            body if body is not None else _nothing(), gateway.settings.chunk_bytes, exact_length=exact_length
+        )
+        return await gateway.blob.append_upload(
+            upload_id=upload_id, repository=repository, expected_offset=expected_offset, chunks=chunks
+        )
+    except RegistryError as error:
+        if error.kind is ErrorKind.RANGE_INVALID:
+            raise await _with_session_headers(request, gateway, repository, upload_id, error) from None
+        raise
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+async def _with_session_headers(
+    request: Request, gateway: Gateway, repository: str, upload_id: str, error: RegistryError
+) -> RegistryError:
+    """The 416 for a chunk in the wrong place, carrying where the session really is."""
+    offset = error.detail.get("offset") if isinstance(error.detail, dict) else None
+    if not isinstance(offset, int):
+        try:
+            offset = (await gateway.blob.get_upload_status(upload_id, repository)).offset
+        except RegistryError:
+            return error
+    current = blob_pb2.UploadStatus(upload_id=upload_id, repository=repository, offset=offset)
+    return HttpRegistryError.wrap(error, _session_headers(request, repository, current))

@@ -1,0 +1,96 @@
+"""The one route table of the gateway, and the endpoint adapter that calls resource handlers.
+
+Repository names contain slashes, so every route is matched from the END of the path:
+`{name:path}` is greedy and the fixed suffix (`/blobs/<digest>`, `/manifests/<ref>`, ...) must
+close the path, exactly as CNCF Distribution's router does. Order matters only where suffixes
+overlap: upload routes precede the blob route so that `.../blobs/uploads` is never read as a digest.
+
+Anything not in the table is a 404 with an OCI body; a known path with a method it does not
+support is a 405 UNSUPPORTED carrying `Allow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from gateway.context import Gateway
+from gateway.errors import HttpRegistryError, render_error
+from gateway.resources import base, blobs, catalog, manifests, referrers, tags, uploads
+from services.common.errors import ErrorKind, RegistryError
+
+Handler = Callable[[Request, Gateway], Awaitable[Response]]
+
+# Key under which the lifespan state holds the Gateway (see gateway.app).
+STATE_KEY = "gateway"
+
+
+class Endpoint:
+    """An ASGI app that dispatches one path's methods to handlers and renders any failure.
+
+    This is where every handler exception meets the gateway's one error renderer.
+    """
+
+    def __init__(self, **handlers: Handler) -> None:
+        self.handlers = {method.upper(): handler for method, handler in handlers.items()}
+        self.allow = ", ".join(sorted(self.handlers))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        handler = self.handlers.get(scope["method"])
+        try:
+            if handler is None:
+                raise HttpRegistryError(
+                    ErrorKind.UNSUPPORTED,
+                    f"{scope['method']} is not supported here; allowed: {self.allow}",
+                    {"method": scope["method"], "allowed": sorted(self.handlers)},
+                    headers={"allow": self.allow},
+                )
+            response = await handler(request, scope["state"][STATE_KEY])
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an OCI error response here
+            response = render_error(exc)
+        await response(scope, receive, send)
+
+
+async def _not_found(request: Request, gateway: Gateway) -> Response:
+    raise RegistryError(
+        ErrorKind.NAME_UNKNOWN,
+        f"no registry endpoint at {request.url.path}; the API lives under /v2/ (OCI distribution spec)",
+        {"path": request.url.path},
+    )
+
+
+def _everything(handler: Handler) -> Endpoint:
+    return Endpoint(**{m: handler for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")})
+
+
+def build_routes() -> list[BaseRoute]:
+    """The route table. `methods=None` on every Route: the Endpoint owns method dispatch."""
+    version_check = Endpoint(GET=base.version_check, HEAD=base.version_check)
+    upload_collection = Endpoint(POST=uploads.start)
+    return [
+        Route("/v2/", version_check),
+        Route("/v2", version_check),
+        Route("/healthz", Endpoint(GET=base.healthz, HEAD=base.healthz)),
+        Route("/v2/_catalog", Endpoint(GET=catalog.list_repositories)),
+        Route(
+            "/v2/{name:path}/manifests/{reference}",
+            Endpoint(GET=manifests.get, HEAD=manifests.head, PUT=manifests.put, DELETE=manifests.delete),
+        ),
+        Route("/v2/{name:path}/blobs/uploads/", upload_collection),
+        Route("/v2/{name:path}/blobs/uploads", upload_collection),
+        Route(
+            "/v2/{name:path}/blobs/uploads/{upload_id}",
+            Endpoint(GET=uploads.status, PATCH=uploads.patch, PUT=uploads.put, DELETE=uploads.cancel),
+        ),
+        Route(
+            "/v2/{name:path}/blobs/{digest}", Endpoint(GET=blobs.get, HEAD=blobs.head, DELETE=blobs.delete)
+        ),
+        Route("/v2/{name:path}/tags/list", Endpoint(GET=tags.list_tags)),
+        Route("/v2/{name:path}/referrers/{digest}", Endpoint(GET=referrers.list_referrers)),
+        Route("/{path:path}", _everything(_not_found)),
+    ]

@@ -1,0 +1,315 @@
+"""`lading serve`: the embedded registry, three planes as three child processes on one machine.
+
+Layout under the data folder (default `./data`):
+    registry.db        SQLite database of the metadata plane
+    blobs/             filesystem root of the blob plane
+    run/metadata.sock  gRPC unix socket of the metadata plane
+    run/blob.sock      gRPC unix socket of the blob plane
+
+Settings reach the children as LADING_* environment variables. The supervisor only fills in what
+the user has not set (in the environment or LADING_CONFIG_FILE), so e.g.
+`LADING_METADATA__DATABASE_URL=postgresql+asyncpg://...` points the embedded stack at PostgreSQL;
+the `--host`/`--port`/`--data-dir` flags, when given, win.
+
+Lifecycle (written order):
+  start:  metadata and blob → wait until both report grpc.health SERVING → gateway → wait until
+          GET /v2/ answers → print "Lading is serving on http://HOST:PORT".
+  stop:   on SIGINT/SIGTERM, or when any child dies: SIGTERM to gateway, then blob, then metadata,
+          each waited for (SIGKILL after a grace period). A child that died on its own makes the
+          exit status non-zero.
+Children run in their own process group (so a terminal's Ctrl-C reaches only the supervisor,
+which then stops them in order) and, on Linux, are told to exit if the supervisor itself dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import BaseModel
+
+from services.common.settings import Settings, load_settings
+
+# How long the planes may take to come up, and to go down before they are killed.
+START_TIMEOUT_SECONDS = 60.0
+STOP_GRACE_SECONDS = 20.0
+_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    """What `lading serve` will run: resolved addresses and the env vars it adds for its children."""
+
+    data_dir: Path
+    host: str
+    port: int
+    metadata_target: str
+    blob_target: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _user_set(settings: Settings, dotted: str, environ: Mapping[str, str]) -> bool:
+    """True when the user chose `dotted` (e.g. "metadata.database_url") in the env or config file."""
+    env_name = "LADING_" + dotted.replace(".", "__").upper()
+    if any(key.upper() == env_name for key in environ):
+        return True
+    node: Any = settings
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if not isinstance(node, BaseModel) or part not in node.model_fields_set:
+            return False
+        node = getattr(node, part)
+    return isinstance(node, BaseModel) and leaf in node.model_fields_set
+
+
+def _target_for(listen: str) -> str:
+    """A client target for a listen address (wildcard hosts become loopback)."""
+    for wildcard in ("0.0.0.0:", "[::]:"):
+        if listen.startswith(wildcard):
+            return "127.0.0.1:" + listen[len(wildcard) :]
+    return listen
+
+
+def plan_serve(
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    data_dir: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> ServePlan:
+    """Resolves the embedded layout under the data folder without overriding user choices."""
+    env: dict[str, str] = {}
+
+    def default(dotted: str, value: str) -> str:
+        if _user_set(settings, dotted, environ):
+            node: Any = settings
+            for part in dotted.split("."):
+                node = getattr(node, part)
+            return str(node)
+        env["LADING_" + dotted.replace(".", "__").upper()] = value
+        return value
+
+    if data_dir is not None:
+        root = Path(data_dir).resolve()
+        env["LADING_DATA_DIR"] = str(root)
+    else:
+        root = Path(default("data_dir", str(Path("data").resolve()))).resolve()
+    run = root / "run"
+    metadata_listen = default("metadata.listen", f"unix:{run / 'metadata.sock'}")
+    blob_listen = default("blob.listen", f"unix:{run / 'blob.sock'}")
+    metadata_target = default("gateway.metadata_target", _target_for(metadata_listen))
+    blob_target = default("gateway.blob_target", _target_for(blob_listen))
+    default("metadata.database_url", f"sqlite+aiosqlite:///{root / 'registry.db'}")
+    default("blob.filesystem.root", str(root / "blobs"))
+    if host is not None:
+        env["LADING_GATEWAY__HOST"] = host
+    else:
+        host = settings.gateway.host
+    if port is not None:
+        env["LADING_GATEWAY__PORT"] = str(port)
+    else:
+        port = settings.gateway.port
+    return ServePlan(
+        data_dir=root,
+        host=host,
+        port=port,
+        metadata_target=metadata_target,
+        blob_target=blob_target,
+        env=env,
+    )
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it if the supervisor dies (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class ChildDied(Exception):
+    def __init__(self, name: str, returncode: int | None) -> None:
+        super().__init__(f"the {name} plane exited unexpectedly with status {returncode}")
+        self.name = name
+        self.returncode = returncode
+
+
+@dataclass
+class _Child:
+    name: str
+    process: asyncio.subprocess.Process
+    exited: asyncio.Task[int]
+
+
+class Supervisor:
+    """Starts, watches and stops the three planes of `lading serve` (see the module docstring)."""
+
+    def __init__(self, plan: ServePlan, *, python: str = sys.executable, out: Any = None) -> None:
+        self.plan = plan
+        self.python = python
+        self.out = out if out is not None else sys.stdout
+        self.children: list[_Child] = []
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Runs until a signal (exit 0) or a child's death / failed start (exit 1)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        env = {**os.environ, **self.plan.env}
+        (self.plan.data_dir / "run").mkdir(parents=True, exist_ok=True)
+        try:
+            await self._spawn("metadata", "services.metadata", env)
+            await self._spawn("blob", "services.blob", env)
+            if not await self._race(
+                asyncio.gather(_wait_serving(self.plan.metadata_target), _wait_serving(self.plan.blob_target))
+            ):
+                return 0
+            await self._spawn("gateway", "gateway", env)
+            if not await self._race(_wait_http(self.plan.host, self.plan.port)):
+                return 0
+            print(
+                f"Lading is serving on http://{_url_host(self.plan.host)}:{self.plan.port}",
+                file=self.out,
+                flush=True,
+            )
+            await self._race(asyncio.Event().wait())  # until a signal or a death
+            return 0
+        except ChildDied as died:
+            print(f"lading: {died}; stopping the other planes", file=sys.stderr, flush=True)
+            return 1
+        except TimeoutError as timeout:
+            print(f"lading: {timeout}; stopping", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.stop_all()
+
+    async def _spawn(self, name: str, module: str, env: Mapping[str, str]) -> None:
+        process = await asyncio.create_subprocess_exec(
+            self.python,
+            "-m",
+            module,
+            env=dict(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            process_group=0,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self.children.append(_Child(name, process, asyncio.ensure_future(process.wait())))
+
+    async def _race(self, work: Awaitable[Any]) -> bool:
+        """Awaits `work`; False if a stop was requested first. Raises ChildDied if a child exits."""
+        work_task = asyncio.ensure_future(work)
+        stop_task = asyncio.ensure_future(self._stop.wait())
+        watched = {child.exited: child for child in self.children}
+        try:
+            done, _ = await asyncio.wait(
+                {work_task, stop_task, *watched}, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (work_task, stop_task):
+                if not task.done():
+                    task.cancel()
+        for task, child in watched.items():
+            if task in done:
+                raise ChildDied(child.name, child.process.returncode)
+        if stop_task in done:
+            return False
+        work_task.result()  # re-raise its failure (e.g. TimeoutError)
+        return True
+
+    async def stop_all(self) -> None:
+        """SIGTERM each live child in the written order (gateway, blob, metadata) and wait for it."""
+        order = {"gateway": 0, "blob": 1, "metadata": 2}
+        for child in sorted(self.children, key=lambda c: order.get(c.name, 99)):
+            if child.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(asyncio.shield(child.exited), STOP_GRACE_SECONDS)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.process.kill()
+                    await child.exited
+            elif not child.exited.done():
+                await child.exited
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _probe_host(host: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+async def _wait_serving(target: str, within_seconds: float = START_TIMEOUT_SECONDS) -> None:
+    """Polls grpc.health.v1 on `target` until it reports SERVING. TimeoutError after `within_seconds`."""
+    request = health_pb2.HealthCheckRequest(service="")
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            async with asyncio.timeout(within_seconds):
+                while True:
+                    try:
+                        reply = await stub.Check(request, timeout=1.0)
+                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                            return
+                    except grpc.RpcError:
+                        pass  # not listening yet
+                    await asyncio.sleep(_POLL_SECONDS)
+        except TimeoutError:
+            raise TimeoutError(f"{target} did not report SERVING within {within_seconds:.0f}s") from None
+
+
+async def _wait_http(host: str, port: int, within_seconds: float = START_TIMEOUT_SECONDS) -> None:
+    """Polls `GET /v2/` until it answers 200. TimeoutError after `within_seconds`."""
+    try:
+        async with asyncio.timeout(within_seconds):
+            await _poll_http(host, port)
+    except TimeoutError:
+        raise TimeoutError(
+            f"the gateway did not answer GET /v2/ on {host}:{port} within {within_seconds:.0f}s"
+        ) from None
+
+
+async def _poll_http(host: str, port: int) -> None:
+    while True:
+        with contextlib.suppress(OSError):
+            reader, writer = await asyncio.open_connection(_probe_host(host), port)
+            try:
+                writer.write(
+                    f"GET /v2/ HTTP/1.1\r\nHost: {_url_host(host)}:{port}\r\nConnection: close\r\n\r\n".encode()
+                )
+                await writer.drain()
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+            if status_line.split(b" ")[1:2] == [b"200"]:
+                return
+        await asyncio.sleep(_POLL_SECONDS)
+
+
+def serve(*, data_dir: str | None = None, host: str | None = None, port: int | None = None) -> int:
+    """`lading serve`: returns the process exit status."""
+    plan = plan_serve(load_settings(), os.environ, data_dir=data_dir, host=host, port=port)
+    return asyncio.run(Supervisor(plan).run())
