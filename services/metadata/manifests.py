@@ -16,7 +16,8 @@ Errors (all `RegistryError`):
 - MANIFEST_INVALID: not JSON, not an object, wrong `schemaVersion`, unknown or mismatched media
   type, a malformed descriptor (missing/non-string `mediaType`, size not a non-negative integer),
   malformed `annotations` or `artifactType`;
-- DIGEST_INVALID: a descriptor whose `digest` does not parse. We chose DIGEST_INVALID because the
+- DIGEST_INVALID: a descriptor whose `digest` is a string that does not parse (a missing or
+  non-string digest is MANIFEST_INVALID: the document itself is malformed). We chose DIGEST_INVALID because the
   distribution spec names it for "a manifest includes an invalid layer digest"; the detail says
   which descriptor (e.g. `{"descriptor": "layers[2]", "digest": "sha256:xyz"}`).
 """
@@ -153,6 +154,9 @@ def _descriptor(value: Any, where: str) -> tuple[str, str]:
     if not isinstance(media_type, str) or not media_type:
         raise _invalid(f"{where}.mediaType must be a non-empty string", {"descriptor": where})
     digest = value.get("digest")
+    if not isinstance(digest, str) or not digest:
+        # A missing digest is a malformed document, not a malformed digest.
+        raise _invalid(f"{where}.digest is required", {"descriptor": where})
     try:
         parsed = Digest.parse(digest)  # type: ignore[arg-type]
     except RegistryError as exc:

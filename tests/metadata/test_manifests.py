@@ -160,13 +160,20 @@ def test_schema_version_must_be_2(version: Any) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("digest", "sha256:abc"), ("digest", None), ("digest", "md5:" + "a" * 32), ("digest", 12),
-     ("digest", "sha256:" + "A" * 64)],
+    [("digest", "sha256:abc"), ("digest", "md5:" + "a" * 32), ("digest", "sha256:" + "A" * 64)],
 )
 def test_bad_descriptor_digest_is_digest_invalid(field: str, value: Any) -> None:
     document = docs.image(layers=2)
     document["layers"][1][field] = value
     error = refused(document, docs.OCI_MANIFEST, ErrorKind.DIGEST_INVALID)
+    assert error.detail["descriptor"] == "layers[1]"
+
+
+@pytest.mark.parametrize("value", [None, 12, ""])
+def test_missing_or_non_string_descriptor_digest_is_manifest_invalid(value: Any) -> None:
+    document = docs.image(layers=2)
+    document["layers"][1]["digest"] = value
+    error = refused(document, docs.OCI_MANIFEST, ErrorKind.MANIFEST_INVALID)
     assert error.detail["descriptor"] == "layers[1]"
 
 

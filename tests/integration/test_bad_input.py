@@ -1,0 +1,475 @@
+"""Bad input gets the spec's 4xx answer, never a 5xx, and leaves no trace (DESIGN invariant 6).
+
+Every test snapshots what a seeded repository lists and serves (tags, catalog, manifest bytes,
+blob bytes, referrers), sends bad requests, and checks the snapshot is unchanged.
+
+Requests go through `http.client` with the path exactly as written: httpx (like browsers)
+removes `..` segments before sending, which would hide what the registry does with them.
+
+Names. A name that reaches an endpoint but breaks the spec's grammar (uppercase, `..` or
+`%2e%2e` segments, longer than 255 characters, a leading `-`) must be 400 NAME_INVALID: the
+registry can tell what was meant and why it is wrong. An empty path segment (`a//b`, or a
+trailing slash that leaves `//` before the endpoint) may instead be 404: depending on how the
+router splits the path, such a request may match no endpoint at all, and "no such resource" is
+then an honest answer. Either way: never 2xx, never 5xx, nothing created.
+
+Upload ids. A single path segment that is not an upload id (`not-an-id`, `..`, `%2e%2e`) is
+404 BLOB_UPLOAD_UNKNOWN. One that decodes to several segments (`..%2F..%2Fetc`, `../../etc`)
+matches no route and may be any 404 (or 400 NAME_INVALID, when the router reads the extra
+segments as part of the name).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import pytest
+
+from tests.integration.conftest import unique_repo
+from tests.support.oci import (
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Manifest,
+    absolute,
+    artifact,
+    get_manifest,
+    image,
+    push,
+    random_bytes,
+    render,
+    sha256,
+    with_digest,
+)
+from tests.support.stack import Stack
+
+# Raw HTTP ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Raw:
+    method: str
+    path: str
+    status: int
+    headers: Message
+    body: bytes
+
+    def codes(self) -> list[str] | None:
+        """OCI error codes of the body, or None when the body is not an OCI error envelope."""
+        try:
+            document = json.loads(self.body)
+            return [error["code"] for error in document["errors"]]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} -> {self.status} {self.body[:300]!r}"
+
+
+def raw(registry: Stack, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Raw:
+    """Sends `path` byte-for-byte as written (no dot-segment removal, no re-quoting)."""
+    conn = http.client.HTTPConnection(registry.host, registry.port, timeout=60)
+    try:
+        all_headers = {"Content-Length": str(len(body)), **(headers or {})}
+        conn.request(method, path, body=body or None, headers=all_headers)
+        response = conn.getresponse()
+        return Raw(method, path, response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
+@dataclass
+class Expect:
+    """Collects every mismatch of a test so one run reports them all."""
+
+    failures: list[str] = field(default_factory=list)
+
+    def check(self, response: Raw, statuses: tuple[int, ...], codes: tuple[str, ...] = (),
+              any_404: bool = False, label: str = "") -> None:
+        """`response` has one of `statuses`; unless it is a HEAD or an allowed bare 404, its body
+        is an OCI error envelope with one of `codes` (when given)."""
+        prefix = f"[{label}] " if label else ""
+        if response.status >= 500:
+            self.failures.append(f"{prefix}server error: {response}")
+            return
+        if response.status not in statuses:
+            self.failures.append(f"{prefix}expected {statuses} {'/'.join(codes)}: {response}")
+            return
+        if response.method == "HEAD" or (any_404 and response.status == 404):
+            return
+        found = response.codes()
+        if found is None:
+            self.failures.append(f"{prefix}not an OCI error envelope: {response}")
+        elif codes and not set(found) & set(codes):
+            self.failures.append(f"{prefix}expected code {'/'.join(codes)}, got {found}: {response}")
+
+    def done(self) -> None:
+        assert not self.failures, f"{len(self.failures)} bad answer(s):\n" + "\n".join(self.failures)
+
+
+# The seeded repository and its snapshot -----------------------------------------------------------
+
+
+@dataclass
+class Seed:
+    repo: str
+    image: Manifest
+    referrer: Manifest
+    # A valid manifest (blobs already pushed, never pushed itself) to send with bad names/refs.
+    unpushed: Manifest
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    tags: tuple[int, Any]
+    catalog: tuple[str, ...]
+    manifests: tuple[tuple[str, int, bytes], ...]
+    blobs: tuple[tuple[str, int, str], ...]
+    referrers: Any
+    unpushed: int
+
+
+def fetch_catalog(client: httpx.Client) -> tuple[str, ...]:
+    names: list[str] = []
+    url: str | None = "/v2/_catalog"
+    while url:
+        response = client.get(absolute(client, url))
+        assert response.status_code == 200, response.text
+        names.extend(response.json()["repositories"])
+        link = response.headers.get("Link")
+        url = link.split(">", 1)[0].lstrip(" <") if link else None
+    return tuple(names)
+
+
+def snapshot(client: httpx.Client, seed: Seed) -> Snapshot:
+    references = ["v1", seed.image.digest, seed.referrer.digest]
+    manifests = []
+    for reference in references:
+        response = get_manifest(client, seed.repo, reference)
+        manifests.append((reference, response.status_code, response.content))
+    blobs = []
+    for blob in seed.image.all_blobs() + seed.referrer.all_blobs():
+        response = client.get(f"/v2/{seed.repo}/blobs/{blob.digest}")
+        blobs.append((blob.digest, response.status_code, sha256(response.content)))
+    tags = client.get(f"/v2/{seed.repo}/tags/list")
+    referrers = client.get(f"/v2/{seed.repo}/referrers/{seed.image.digest}")
+    return Snapshot(
+        tags=(tags.status_code, tags.json()),
+        catalog=fetch_catalog(client),
+        manifests=tuple(manifests),
+        blobs=tuple(blobs),
+        referrers=(referrers.status_code, referrers.json()),
+        unpushed=get_manifest(client, seed.repo, seed.unpushed.digest).status_code,
+    )
+
+
+@pytest.fixture
+def seed(client: httpx.Client) -> Iterator[Seed]:
+    """A repository with a tagged image and a referrer; asserts it is unchanged after the test."""
+    repo = unique_repo("bad-input")
+    manifest = image(2, layer_size=512)
+    push(client, repo, manifest, tag="v1")
+    referrer = artifact(subject=manifest)
+    push(client, repo, referrer)
+    document = manifest.json
+    document["annotations"] = {"unpushed": uuid.uuid4().hex}
+    unpushed = Manifest(render(document), OCI_MANIFEST, blobs=manifest.blobs)
+    state = Seed(repo, manifest, referrer, unpushed)
+    before = snapshot(client, state)
+    assert before.tags == (200, {"name": repo, "tags": ["v1"]})
+    assert before.unpushed == 404
+    yield state
+    after = snapshot(client, state)
+    assert after == before, "bad input changed what the registry lists or serves"
+
+
+# Digests ----------------------------------------------------------------------------------------
+
+BAD_DIGESTS = {
+    "not-hex": "sha256:xyz",
+    "short": "sha256:" + "ab" * 10,
+    "too-long": "sha256:" + "a" * 65,
+    "uppercase-hex": "sha256:" + "A" * 64,
+    "unknown-algorithm": "md5:" + "0" * 32,
+    "no-algorithm": ":" + "0" * 64,
+    "no-encoded-part": "sha256:",
+    "sha512-wrong-length": "sha512:" + "0" * 64,
+}
+# Path segments cannot be empty without changing the route, so "" is only tried in queries.
+BAD_QUERY_DIGESTS = {**BAD_DIGESTS, "empty": ""}
+
+
+def digest_requests(seed: Seed, digest: str, *, in_query: bool) -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """(method, path, body, headers) for every endpoint that takes a digest."""
+    repo = seed.repo
+    d = quote(digest, safe=":")
+    octet = {"Content-Type": "application/octet-stream"}
+    if in_query:
+        data = random_bytes(64)
+        return [
+            ("POST", f"/v2/{repo}/blobs/uploads/?digest={d}", data, octet),
+            ("POST", f"/v2/{repo}/blobs/uploads/?mount={d}&from={repo}", b"", {}),
+        ]
+    return [
+        ("GET", f"/v2/{repo}/blobs/{d}", b"", {}),
+        ("HEAD", f"/v2/{repo}/blobs/{d}", b"", {}),
+        ("DELETE", f"/v2/{repo}/blobs/{d}", b"", {}),
+        ("GET", f"/v2/{repo}/manifests/{d}", b"", {}),
+        ("HEAD", f"/v2/{repo}/manifests/{d}", b"", {}),
+        ("DELETE", f"/v2/{repo}/manifests/{d}", b"", {}),
+        ("PUT", f"/v2/{repo}/manifests/{d}", seed.unpushed.payload, {"Content-Type": OCI_MANIFEST}),
+        ("GET", f"/v2/{repo}/referrers/{d}", b"", {}),
+    ]
+
+
+@pytest.mark.parametrize("name", list(BAD_DIGESTS))
+def test_malformed_digest_in_path_is_digest_invalid(registry: Stack, seed: Seed, name: str) -> None:
+    digest = BAD_DIGESTS[name]
+    expect = Expect()
+    for method, path, body, headers in digest_requests(seed, digest, in_query=False):
+        if "/manifests/" in path and ":" not in digest:
+            continue  # without ':' a manifest reference is a tag, not a digest
+        expect.check(raw(registry, method, path, body, headers), (400,), ("DIGEST_INVALID",))
+    expect.done()
+
+
+@pytest.mark.parametrize("name", list(BAD_QUERY_DIGESTS))
+def test_malformed_digest_in_query_is_digest_invalid(registry: Stack, seed: Seed, name: str) -> None:
+    digest = BAD_QUERY_DIGESTS[name]
+    expect = Expect()
+    for method, path, body, headers in digest_requests(seed, digest, in_query=True):
+        expect.check(raw(registry, method, path, body, headers), (400,), ("DIGEST_INVALID",))
+    expect.done()
+
+
+@pytest.mark.parametrize("name", list(BAD_QUERY_DIGESTS))
+def test_malformed_digest_when_closing_an_upload(
+    registry: Stack, client: httpx.Client, seed: Seed, name: str
+) -> None:
+    data = random_bytes(128)
+    started = client.post(f"/v2/{seed.repo}/blobs/uploads/")
+    assert started.status_code == 202
+    location = urlsplit(absolute(client, started.headers["Location"]))
+    path = location.path + ("?" + location.query + "&" if location.query else "?")
+    path += f"digest={quote(BAD_QUERY_DIGESTS[name], safe=':')}"
+    expect = Expect()
+    expect.check(raw(registry, "PUT", path, data, {"Content-Type": "application/octet-stream"}),
+                 (400,), ("DIGEST_INVALID",))
+    expect.done()
+    assert client.head(f"/v2/{seed.repo}/blobs/{sha256(data)}").status_code == 404
+
+
+# Names ------------------------------------------------------------------------------------------
+
+
+def bad_names() -> dict[str, tuple[str, bool]]:
+    """name -> (raw path form, strict): strict names must be 400 NAME_INVALID, others may be 404."""
+    a, b = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    return {
+        "uppercase": (f"bad/Upper{a}", True),
+        "dot-dot-segment": (f"bad/{a}/../{b}", True),
+        "encoded-dot-dot": (f"bad/{a}/%2e%2e/{b}", True),
+        "leading-dash": (f"-bad{a}", True),
+        "component-leading-dot": (f"bad/.{a}", True),
+        "256-chars": ("bad/" + "a" * 252, True),
+        "double-slash": (f"bad/{a}//{b}", False),
+        "trailing-slash": (f"bad/{a}/", False),
+    }
+
+
+BAD_NAMES = bad_names()
+
+
+@pytest.mark.parametrize("kind", list(BAD_NAMES))
+def test_bad_repository_names(registry: Stack, seed: Seed, kind: str) -> None:
+    name, strict = BAD_NAMES[kind]
+    manifest = seed.unpushed
+    blob = seed.image.blobs[0]
+    requests = [
+        ("GET", f"/v2/{name}/manifests/v1", b"", {}),
+        ("HEAD", f"/v2/{name}/manifests/v1", b"", {}),
+        ("PUT", f"/v2/{name}/manifests/v1", manifest.payload, {"Content-Type": manifest.media_type}),
+        ("DELETE", f"/v2/{name}/manifests/v1", b"", {}),
+        ("GET", f"/v2/{name}/blobs/{blob.digest}", b"", {}),
+        ("DELETE", f"/v2/{name}/blobs/{blob.digest}", b"", {}),
+        ("POST", f"/v2/{name}/blobs/uploads/", b"", {}),
+        ("POST", f"/v2/{name}/blobs/uploads/?digest={blob.digest}", blob.data,
+         {"Content-Type": "application/octet-stream"}),
+        ("POST", f"/v2/{name}/blobs/uploads/?mount={blob.digest}&from={seed.repo}", b"", {}),
+        ("GET", f"/v2/{name}/tags/list", b"", {}),
+        ("GET", f"/v2/{name}/referrers/{seed.image.digest}", b"", {}),
+        # A bad `from` on a mount into a good repository.
+        ("POST", f"/v2/{seed.repo}/blobs/uploads/?mount={blob.digest}&from={quote(name, safe='/')}", b"", {}),
+    ]
+    expect = Expect()
+    for method, path, body, headers in requests:
+        response = raw(registry, method, path, body, headers)
+        if "from=" in path and path.startswith(f"/v2/{seed.repo}/"):
+            # The target is fine; a bad source either fails the request or falls back to a session.
+            if response.status == 202:
+                continue
+            expect.check(response, (400,), ("NAME_INVALID",))
+        elif strict:
+            expect.check(response, (400,), ("NAME_INVALID",))
+        else:
+            expect.check(response, (400, 404), ("NAME_INVALID", "NAME_UNKNOWN"), any_404=True)
+    expect.done()
+
+
+# Tags -------------------------------------------------------------------------------------------
+
+BAD_TAGS = {
+    "129-chars": "t" * 129,
+    "leading-dot": ".hidden",
+    "leading-dash": "-dash",
+    "bad-character": "a%2Bb",  # '+', percent-encoded
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_TAGS))
+def test_bad_tags_are_400(registry: Stack, seed: Seed, kind: str) -> None:
+    tag = BAD_TAGS[kind]
+    manifest = seed.unpushed
+    expect = Expect()
+    expect.check(raw(registry, "PUT", f"/v2/{seed.repo}/manifests/{tag}", manifest.payload,
+                     {"Content-Type": manifest.media_type}), (400,), ("TAG_INVALID", "MANIFEST_INVALID"))
+    for method in ("GET", "HEAD", "DELETE"):
+        expect.check(raw(registry, method, f"/v2/{seed.repo}/manifests/{tag}"), (400,),
+                     ("TAG_INVALID", "MANIFEST_INVALID", "NAME_INVALID"))
+    expect.done()
+
+
+def test_longest_valid_tag_is_accepted(client: httpx.Client) -> None:
+    repo = unique_repo()
+    manifest = image(1)
+    tag = "T" + "t" * 127
+    push(client, repo, manifest, tag=tag)
+    assert get_manifest(client, repo, tag).content == manifest.payload
+
+
+# Manifests --------------------------------------------------------------------------------------
+
+
+def malformed_manifests(seed: Seed) -> dict[str, tuple[bytes, str]]:
+    """name -> (body, Content-Type); each must be 400 MANIFEST_INVALID."""
+    good = seed.unpushed.json
+
+    def variant(**changes: Any) -> bytes:
+        document = dict(good)
+        for key, value in changes.items():
+            if value is None:
+                document.pop(key, None)
+            else:
+                document[key] = value
+        return render(document)
+
+    return {
+        "not-json": (b'{"schemaVersion": 2, "config": ', OCI_MANIFEST),
+        "empty-body": (b"", OCI_MANIFEST),
+        "json-array": (b"[]", OCI_MANIFEST),
+        "json-string": (b'"manifest"', OCI_MANIFEST),
+        "not-utf8": (b'{"schemaVersion": 2, "\xff\xfe": 1}', OCI_MANIFEST),
+        "media-type-vs-content-type": (render(good), DOCKER_MANIFEST),
+        "manifest-sent-as-index": (render(good), OCI_INDEX),
+        "unknown-content-type": (render(good), "text/plain"),
+        "schema-version-1": (variant(schemaVersion=1), OCI_MANIFEST),
+        "schema-version-string": (variant(schemaVersion="2"), OCI_MANIFEST),
+        "no-config": (variant(config=None), OCI_MANIFEST),
+        "config-not-an-object": (variant(config="sha256:abc"), OCI_MANIFEST),
+        "layers-not-a-list": (variant(layers={"digest": good["layers"][0]["digest"]}), OCI_MANIFEST),
+        "layer-without-digest": (variant(layers=[{"mediaType": "x", "size": 1}]), OCI_MANIFEST),
+        "layer-bad-digest": (variant(layers=[{"mediaType": "x", "size": 1, "digest": "sha256:xyz"}]),
+                                  OCI_MANIFEST),
+        "negative-size": (variant(config={**good["config"], "size": -1}), OCI_MANIFEST),
+        "subject-not-a-descriptor": (variant(subject="sha256:" + "0" * 64), OCI_MANIFEST),
+    }
+
+
+def test_malformed_manifests_are_manifest_invalid(registry: Stack, seed: Seed) -> None:
+    expect = Expect()
+    for name, (body, content_type) in malformed_manifests(seed).items():
+        # DIGEST_INVALID is a fair answer for a malformed digest inside the manifest.
+        codes = ("MANIFEST_INVALID", "DIGEST_INVALID") if "bad-digest" in name else ("MANIFEST_INVALID",)
+        # "v1" exists: a bad manifest must not move it; "fresh-tag" must not be created.
+        for reference in ("v1", "fresh-tag"):
+            response = raw(registry, "PUT", f"/v2/{seed.repo}/manifests/{reference}", body,
+                           {"Content-Type": content_type})
+            expect.check(response, (400,), codes, label=name)
+    expect.done()
+
+
+# Content-Range ----------------------------------------------------------------------------------
+
+BAD_CONTENT_RANGES = {
+    "bytes-equals-prefix": "bytes=100-149",
+    "open-end": "100-",
+    "not-numbers": "abc",
+    "end-before-start": "149-100",
+    "suffix": "-50",
+    "length-mismatch": "100-199",  # 100 bytes announced, 50 sent
+    "negative": "-100-149",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_CONTENT_RANGES))
+def test_malformed_content_range_leaves_the_session_as_it_was(
+    client: httpx.Client, seed: Seed, kind: str
+) -> None:
+    data = random_bytes(150)
+    started = client.post(f"/v2/{seed.repo}/blobs/uploads/")
+    location = absolute(client, started.headers["Location"])
+    first = client.patch(location, content=data[:100],
+                         headers={"Content-Type": "application/octet-stream", "Content-Range": "0-99"})
+    assert first.status_code == 202
+    location = absolute(client, first.headers["Location"])
+
+    response = client.patch(location, content=data[100:], headers={
+        "Content-Type": "application/octet-stream", "Content-Range": BAD_CONTENT_RANGES[kind]})
+    assert response.status_code in (400, 416), f"{kind}: {response.status_code} {response.text}"
+    if response.status_code == 400:
+        assert response.json()["errors"][0]["code"] in ("BLOB_UPLOAD_INVALID", "SIZE_INVALID")
+
+    status = client.get(location)
+    assert status.status_code == 204
+    assert status.headers["Range"] == "0-99"
+    done = client.put(with_digest(location, sha256(data)), content=data[100:],
+                      headers={"Content-Type": "application/octet-stream"})
+    assert done.status_code == 201, done.text
+    assert client.get(f"/v2/{seed.repo}/blobs/{sha256(data)}").content == data
+
+
+# Upload ids -------------------------------------------------------------------------------------
+
+SINGLE_SEGMENT_IDS = ["not-an-id", "..", "%2e%2e", "00000000-0000-0000-0000-000000000000"]
+MULTI_SEGMENT_IDS = ["..%2F..%2Fetc", "../../etc", "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "x/../../../etc"]
+
+
+@pytest.mark.parametrize("upload_id", SINGLE_SEGMENT_IDS + MULTI_SEGMENT_IDS)
+def test_upload_id_that_is_not_an_id_is_unknown(registry: Stack, seed: Seed, upload_id: str) -> None:
+    data = random_bytes(32)
+    base = f"/v2/{seed.repo}/blobs/uploads/{upload_id}"
+    octet = {"Content-Type": "application/octet-stream"}
+    requests = [
+        ("GET", base, b"", {}),
+        ("PATCH", base, data, octet),
+        ("PUT", f"{base}?digest={sha256(data)}", data, octet),
+        ("DELETE", base, b"", {}),
+    ]
+    expect = Expect()
+    for method, path, body, headers in requests:
+        response = raw(registry, method, path, body, headers)
+        if upload_id in SINGLE_SEGMENT_IDS:
+            expect.check(response, (404,), ("BLOB_UPLOAD_UNKNOWN",))
+        elif response.status == 400:
+            expect.check(response, (400,), ("NAME_INVALID", "BLOB_UPLOAD_UNKNOWN"))
+        else:
+            expect.check(response, (404, 405), any_404=True)
+    expect.done()

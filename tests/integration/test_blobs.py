@@ -1,0 +1,129 @@
+"""end-2 (GET/HEAD blob, with Range) and end-10 (DELETE blob)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.oci import assert_error, push_blob, random_bytes, sha256
+
+SIZE = 1000
+
+
+@pytest.fixture
+def blob(client: httpx.Client, repo: str) -> bytes:
+    data = random_bytes(SIZE)
+    push_blob(client, repo, data)
+    return data
+
+
+def test_get_blob_returns_exact_bytes_and_headers(client: httpx.Client, repo: str, blob: bytes) -> None:
+    response = client.get(f"/v2/{repo}/blobs/{sha256(blob)}")
+    assert response.status_code == 200
+    assert response.content == blob
+    assert response.headers["Docker-Content-Digest"] == sha256(blob)
+    assert int(response.headers["Content-Length"]) == SIZE
+
+
+def test_head_blob_has_headers_and_no_body(client: httpx.Client, repo: str, blob: bytes) -> None:
+    response = client.head(f"/v2/{repo}/blobs/{sha256(blob)}")
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["Docker-Content-Digest"] == sha256(blob)
+    assert int(response.headers["Content-Length"]) == SIZE
+
+
+def test_large_blob_round_trips(client: httpx.Client, repo: str) -> None:
+    # Bigger than the gateway's 1 MiB streaming messages, and not a multiple of them.
+    data = random_bytes(5 * 1024 * 1024 + 12345)
+    push_blob(client, repo, data)
+    response = client.get(f"/v2/{repo}/blobs/{sha256(data)}")
+    assert response.status_code == 200
+    assert sha256(response.content) == sha256(data)
+
+
+def test_empty_blob_round_trips(client: httpx.Client, repo: str) -> None:
+    push_blob(client, repo, b"")
+    response = client.get(f"/v2/{repo}/blobs/{sha256(b'')}")
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["Docker-Content-Digest"] == sha256(b"")
+
+
+def test_unknown_blob_is_404(client: httpx.Client, repo: str, blob: bytes) -> None:
+    missing = sha256(b"not pushed " + blob)
+    assert_error(client.get(f"/v2/{repo}/blobs/{missing}"), 404, "BLOB_UNKNOWN")
+    assert_error(client.head(f"/v2/{repo}/blobs/{missing}"), 404)
+
+
+def test_blob_is_only_visible_in_repositories_it_is_linked_to(
+    client: httpx.Client, repo: str, blob: bytes
+) -> None:
+    other = repo + "-other"
+    push_blob(client, other, random_bytes(10))  # the other repository exists
+    assert_error(client.get(f"/v2/{other}/blobs/{sha256(blob)}"), 404, "BLOB_UNKNOWN")
+    assert_error(client.head(f"/v2/{other}/blobs/{sha256(blob)}"), 404)
+
+
+@pytest.mark.parametrize(
+    ("range_header", "start", "end"),
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=100-199", 100, 199),
+        ("bytes=900-", 900, SIZE - 1),  # open-ended
+        ("bytes=-50", SIZE - 50, SIZE - 1),  # suffix
+        ("bytes=990-5000", 990, SIZE - 1),  # end past the blob is clamped (RFC 9110 14.1.2)
+        ("bytes=0-0", 0, 0),
+        ("bytes=999-999", 999, 999),
+    ],
+)
+def test_range_request_returns_206_with_content_range(
+    client: httpx.Client, repo: str, blob: bytes, range_header: str, start: int, end: int
+) -> None:
+    response = client.get(f"/v2/{repo}/blobs/{sha256(blob)}", headers={"Range": range_header})
+    assert response.status_code == 206, response.text
+    assert response.headers["Content-Range"] == f"bytes {start}-{end}/{SIZE}"
+    assert int(response.headers["Content-Length"]) == end - start + 1
+    assert response.content == blob[start : end + 1]
+
+
+@pytest.mark.parametrize("range_header", ["bytes=1000-", "bytes=1000-1100", "bytes=5000-6000"])
+def test_unsatisfiable_range_is_416_with_the_size(
+    client: httpx.Client, repo: str, blob: bytes, range_header: str
+) -> None:
+    response = client.get(f"/v2/{repo}/blobs/{sha256(blob)}", headers={"Range": range_header})
+    assert response.status_code == 416, response.text
+    assert response.headers["Content-Range"] == f"bytes */{SIZE}"
+
+
+def test_blob_is_served_whole_after_a_range_request(client: httpx.Client, repo: str, blob: bytes) -> None:
+    client.get(f"/v2/{repo}/blobs/{sha256(blob)}", headers={"Range": "bytes=10-20"})
+    response = client.get(f"/v2/{repo}/blobs/{sha256(blob)}")
+    assert response.status_code == 200
+    assert response.content == blob
+
+
+def test_delete_blob_is_202_then_404(client: httpx.Client, repo: str, blob: bytes) -> None:
+    digest = sha256(blob)
+    response = client.delete(f"/v2/{repo}/blobs/{digest}")
+    assert response.status_code == 202, response.text
+    assert_error(client.get(f"/v2/{repo}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+    assert_error(client.head(f"/v2/{repo}/blobs/{digest}"), 404)
+    assert_error(client.delete(f"/v2/{repo}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+
+
+def test_deleting_a_blob_link_leaves_other_repositories_alone(
+    client: httpx.Client, repo: str, blob: bytes
+) -> None:
+    other = repo + "-keep"
+    push_blob(client, other, blob)
+    assert client.delete(f"/v2/{repo}/blobs/{sha256(blob)}").status_code == 202
+    response = client.get(f"/v2/{other}/blobs/{sha256(blob)}")
+    assert response.status_code == 200
+    assert response.content == blob
+
+
+def test_blob_can_be_pushed_again_after_delete(client: httpx.Client, repo: str, blob: bytes) -> None:
+    assert client.delete(f"/v2/{repo}/blobs/{sha256(blob)}").status_code == 202
+    push_blob(client, repo, blob)
+    assert client.get(f"/v2/{repo}/blobs/{sha256(blob)}").content == blob
