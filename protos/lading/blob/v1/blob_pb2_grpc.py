@@ -141,7 +141,8 @@ class BlobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PurgeUploads(self, request, context):
-        """Removes sessions older than the configured expiry. Returns how many were removed.
+        """Removes sessions not updated (no append) for longer than the configured expiry. Returns how
+        many were removed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,1 @@
+"""The blob plane: content-addressed bytes and resumable upload sessions over a BlobBackend."""

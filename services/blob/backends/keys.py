@@ -1,0 +1,100 @@
+"""The key layout of a blob backend, and with it the purge policy. Every key is built here.
+
+    blobs/<alg>/<first 2 hex>/<hex>
+        A verified blob, named by its digest (`blobs/sha256/ab/abcdef…`). Immutable: written once
+        by a commit (create-or-replace with identical bytes, so two commits of the same blob
+        converge on one copy), removed only when the metadata plane's garbage collection says
+        so (DeleteBlob). Never purged by age.
+
+    uploads/<id>/state.json
+        One upload session's state, rewritten after every accepted chunk: repository, offset
+        (bytes received), started_at / updated_at (unix seconds), the serialized SHA-256 state of
+        everything received, and the list of staged parts in order. `<id>` is a uuid4 in hex
+        form (32 lowercase hex digits, version nibble 4), checked strictly before any key is
+        built from it, so a client-supplied id can never reach another path.
+
+    uploads/<id>/parts/<start>-<token>
+        Staged bytes of the upload beginning at offset `<start>` (zero-padded to 20 digits, so
+        keys sort by position); `<token>` is random per write. Only the parts listed in
+        state.json, with their sizes, belong to the session: a listed part is never rewritten.
+        A retried chunk, or a trailing small part re-staged together with the next chunk
+        (backends with a minimum part size), goes to a new key and the state written after it
+        switches to that key, so a crash between the two writes leaves a valid state plus an
+        unlisted part. Unlisted parts are removed with the session (commit, cancel, purge).
+
+    probes/<token>
+        Written and deleted by readiness checks. Anything left here is garbage.
+
+Purge policy (`UploadSessions.purge(older_than)`): a session whose state.json `updated_at` is
+before the cutoff is removed whole (state first, so the session stops existing at once, then its
+parts). Keys under `uploads/<id>/` without a state.json, left when a process died between
+removing a session's state and its parts, are removed once the newest of them is older than the
+cutoff. `probes/` keys older than the cutoff are removed. `blobs/` is never purged: blob bytes go
+only through DeleteBlob, when the metadata plane's garbage collection decides.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from services.common.digests import Digest
+
+BLOBS_PREFIX = "blobs/"
+UPLOADS_PREFIX = "uploads/"
+PROBES_PREFIX = "probes/"
+STATE_NAME = "state.json"
+PARTS_FOLDER = "parts/"
+
+_OFFSET_DIGITS = 20
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$")
+_TOKEN = re.compile(r"^[0-9a-f]{16}$")
+
+
+def blob_key(digest: Digest) -> str:
+    return f"{BLOBS_PREFIX}{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}"
+
+
+def is_valid_upload_id(upload_id: str) -> bool:
+    """True for a uuid4 in 32-lowercase-hex form, the only ids `start` hands out."""
+    return isinstance(upload_id, str) and bool(_UPLOAD_ID.match(upload_id))
+
+
+def _checked(upload_id: str) -> str:
+    if not is_valid_upload_id(upload_id):
+        raise ValueError(f"not an upload id: {upload_id!r}")
+    return upload_id
+
+
+def upload_prefix(upload_id: str) -> str:
+    """`uploads/<id>/`: every key of the session starts with it."""
+    return f"{UPLOADS_PREFIX}{_checked(upload_id)}/"
+
+
+def upload_state_key(upload_id: str) -> str:
+    return f"{upload_prefix(upload_id)}{STATE_NAME}"
+
+
+def upload_part_key(upload_id: str, start: int, token: str) -> str:
+    if start < 0 or not _TOKEN.match(token):
+        raise ValueError(f"bad part start {start} or token {token!r}")
+    return f"{upload_prefix(upload_id)}{PARTS_FOLDER}{start:0{_OFFSET_DIGITS}d}-{token}"
+
+
+def new_token() -> str:
+    """A random token for a part or probe key (16 hex digits)."""
+    return secrets.token_hex(8)
+
+
+def upload_id_of(key: str) -> str | None:
+    """The upload id of a key under `uploads/`, or None for any other (or malformed) key."""
+    if not key.startswith(UPLOADS_PREFIX):
+        return None
+    upload_id = key[len(UPLOADS_PREFIX) :].split("/", 1)[0]
+    return upload_id if is_valid_upload_id(upload_id) else None
+
+
+def probe_key(token: str) -> str:
+    if not _TOKEN.match(token):
+        raise ValueError(f"bad probe token {token!r}")
+    return f"{PROBES_PREFIX}{token}"

@@ -1,0 +1,138 @@
+"""The blob plane's use cases, free of gRPC: stat, read and delete blobs; upload sessions.
+
+Backend failures are translated into registry errors here, once; transport code only maps
+messages to these calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from services.blob.backends import keys
+from services.blob.backends.base import BlobBackend, InvalidRange, ObjectNotFound
+from services.blob.uploads import CommittedBlob, UploadSessions, UploadStatus
+from services.common.digests import Digest
+from services.common.errors import ErrorKind, RegistryError
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+
+
+def _blob_unknown(digest: Digest) -> RegistryError:
+    return RegistryError(ErrorKind.BLOB_UNKNOWN, f"blob {digest} is not stored", {"digest": str(digest)})
+
+
+class BlobStore:
+    """Blobs and upload sessions over one backend.
+
+    `upload_expiry_seconds` is the default age after which `purge_uploads` removes a session.
+    """
+
+    def __init__(self, backend: BlobBackend, *, upload_expiry_seconds: float, sessions: UploadSessions | None = None):
+        self.backend = backend
+        self.upload_expiry_seconds = upload_expiry_seconds
+        self.sessions = sessions or UploadSessions(backend)
+
+    @property
+    def min_chunk_size(self) -> int:
+        """Smallest chunk (but the last) the backend stores without re-staging; 0 for any."""
+        return self.backend.min_part_size
+
+    # -- blobs --------------------------------------------------------------------------------
+
+    async def stat_blob(self, digest: str) -> BlobInfo:
+        """Raises DIGEST_INVALID, BLOB_UNKNOWN."""
+        parsed = Digest.parse(digest)
+        try:
+            info = await self.backend.stat(keys.blob_key(parsed))
+        except ObjectNotFound:
+            raise _blob_unknown(parsed) from None
+        return BlobInfo(parsed, info.size)
+
+    async def read_blob(self, digest: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Opens `[offset, offset+length)` of a blob (`length` None: to the end) for streaming.
+
+        Raises DIGEST_INVALID, BLOB_UNKNOWN, and BLOB_RANGE_INVALID for a negative offset or
+        length, or an offset at or past the end of a non-empty blob. An empty blob read from
+        offset 0 yields nothing. Errors are raised before the first byte is streamed.
+        """
+        parsed = Digest.parse(digest)
+        key = keys.blob_key(parsed)
+        try:
+            if offset > 0:
+                # offset == size is a valid empty read for the backend but not for a client.
+                info = await self.backend.stat(key)
+                if offset >= info.size:
+                    raise InvalidRange(key, offset, length, info.size)
+            return await self.backend.get(key, offset, length)
+        except ObjectNotFound:
+            raise _blob_unknown(parsed) from None
+        except InvalidRange as error:
+            raise RegistryError(
+                ErrorKind.BLOB_RANGE_INVALID,
+                f"range starting at {offset} (length {length}) is outside blob {parsed} of {error.size} bytes",
+                {"digest": str(parsed), "size": error.size},
+            ) from None
+
+    async def delete_blob(self, digest: str) -> bool:
+        """Physically deletes a blob's bytes; True if it existed. Idempotent. Raises DIGEST_INVALID.
+
+        Only the metadata plane's garbage collection calls this, after checking no manifest or
+        link references the blob.
+        """
+        parsed = Digest.parse(digest)
+        key = keys.blob_key(parsed)
+        try:
+            await self.backend.stat(key)
+        except ObjectNotFound:
+            return False
+        await self.backend.delete(key)
+        return True
+
+    # -- uploads ------------------------------------------------------------------------------
+
+    async def start_upload(self, repository: str) -> UploadStatus:
+        return await self.sessions.start(repository)
+
+    async def append_upload(
+        self, upload_id: str, repository: str, *, expected_offset: int, chunks: AsyncIterable[bytes]
+    ) -> UploadStatus:
+        return await self.sessions.append(upload_id, repository, expected_offset=expected_offset, chunks=chunks)
+
+    async def upload_status(self, upload_id: str, repository: str) -> UploadStatus:
+        return await self.sessions.status(upload_id, repository)
+
+    async def commit_upload(
+        self, upload_id: str, repository: str, *, digest: str, expected_size: int | None
+    ) -> CommittedBlob:
+        return await self.sessions.commit(upload_id, repository, digest=digest, expected_size=expected_size)
+
+    async def cancel_upload(self, upload_id: str, repository: str) -> None:
+        await self.sessions.cancel(upload_id, repository)
+
+    async def purge_uploads(self, older_than_seconds: float | None = None) -> int:
+        """Removes sessions older than `older_than_seconds` (None or 0: the configured expiry)."""
+        age = older_than_seconds or self.upload_expiry_seconds
+        return await self.sessions.purge(age)
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Raises unless the backend can write, read and delete (the readiness check)."""
+        key = keys.probe_key(keys.new_token())
+        await self.backend.put(key, _one(b"ok"))
+        try:
+            stream = await self.backend.get(key)
+            data = b"".join([chunk async for chunk in stream])
+            if data != b"ok":
+                raise RuntimeError(f"blob backend read back {data!r} from a readiness probe")
+        finally:
+            await self.backend.delete(key)
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data

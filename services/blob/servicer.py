@@ -1,0 +1,112 @@
+"""`lading.blob.v1.BlobService` over gRPC: translates messages to `BlobStore` calls and back.
+
+Errors are raised as RegistryError and mapped to rich statuses by the server's interceptor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from lading.blob.v1 import blob_pb2, blob_pb2_grpc
+
+from services.blob.core import BlobStore
+from services.blob.uploads import UploadStatus
+from services.common.errors import ErrorKind, RegistryError
+
+# ReadBlob messages carry at most this much (the backends already yield chunks of this size).
+MAX_MESSAGE_DATA = 1024 * 1024
+
+
+def _status(status: UploadStatus) -> blob_pb2.UploadStatus:
+    return blob_pb2.UploadStatus(
+        upload_id=status.upload_id,
+        repository=status.repository,
+        offset=status.offset,
+        started_at=int(status.started_at),
+    )
+
+
+class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    async def StatBlob(self, request: blob_pb2.StatBlobRequest, context: grpc.aio.ServicerContext
+                       ) -> blob_pb2.StatBlobResponse:
+        info = await self.store.stat_blob(request.digest)
+        return blob_pb2.StatBlobResponse(digest=str(info.digest), size=info.size)
+
+    async def ReadBlob(self, request: blob_pb2.ReadBlobRequest, context: grpc.aio.ServicerContext
+                       ) -> AsyncIterator[blob_pb2.ReadBlobResponse]:
+        stream = await self.store.read_blob(
+            request.digest, offset=request.offset, length=request.length if request.length else None
+        )
+        try:
+            async for chunk in stream:
+                if len(chunk) <= MAX_MESSAGE_DATA:
+                    yield blob_pb2.ReadBlobResponse(data=chunk)
+                    continue
+                view = memoryview(chunk)
+                for start in range(0, len(chunk), MAX_MESSAGE_DATA):
+                    yield blob_pb2.ReadBlobResponse(data=bytes(view[start : start + MAX_MESSAGE_DATA]))
+        finally:
+            # Releases the open file at once when the client goes away mid-stream.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def DeleteBlob(self, request: blob_pb2.DeleteBlobRequest, context: grpc.aio.ServicerContext
+                         ) -> blob_pb2.DeleteBlobResponse:
+        return blob_pb2.DeleteBlobResponse(deleted=await self.store.delete_blob(request.digest))
+
+    async def StartUpload(self, request: blob_pb2.StartUploadRequest, context: grpc.aio.ServicerContext
+                          ) -> blob_pb2.StartUploadResponse:
+        status = await self.store.start_upload(request.repository)
+        return blob_pb2.StartUploadResponse(status=_status(status), min_chunk_size=self.store.min_chunk_size)
+
+    async def AppendUpload(self, request_iterator: AsyncIterator[blob_pb2.AppendUploadRequest],
+                           context: grpc.aio.ServicerContext) -> blob_pb2.AppendUploadResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            raise RegistryError(
+                ErrorKind.BLOB_UPLOAD_INVALID, "AppendUpload needs a first message naming the upload"
+            )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            if first.data:
+                yield first.data
+            async for message in request_iterator:
+                if message.data:
+                    yield message.data
+
+        status = await self.store.append_upload(
+            first.upload_id, first.repository, expected_offset=first.expected_offset, chunks=chunks()
+        )
+        return blob_pb2.AppendUploadResponse(status=_status(status))
+
+    async def GetUploadStatus(self, request: blob_pb2.GetUploadStatusRequest, context: grpc.aio.ServicerContext
+                              ) -> blob_pb2.GetUploadStatusResponse:
+        status = await self.store.upload_status(request.upload_id, request.repository)
+        return blob_pb2.GetUploadStatusResponse(status=_status(status))
+
+    async def CommitUpload(self, request: blob_pb2.CommitUploadRequest, context: grpc.aio.ServicerContext
+                           ) -> blob_pb2.CommitUploadResponse:
+        committed = await self.store.commit_upload(
+            request.upload_id,
+            request.repository,
+            digest=request.digest,
+            expected_size=request.expected_size if request.expected_size >= 0 else None,
+        )
+        return blob_pb2.CommitUploadResponse(digest=str(committed.digest), size=committed.size)
+
+    async def CancelUpload(self, request: blob_pb2.CancelUploadRequest, context: grpc.aio.ServicerContext
+                           ) -> blob_pb2.CancelUploadResponse:
+        await self.store.cancel_upload(request.upload_id, request.repository)
+        return blob_pb2.CancelUploadResponse()
+
+    async def PurgeUploads(self, request: blob_pb2.PurgeUploadsRequest, context: grpc.aio.ServicerContext
+                           ) -> blob_pb2.PurgeUploadsResponse:
+        if request.older_than_seconds < 0:
+            raise RegistryError(ErrorKind.BLOB_UPLOAD_INVALID, "older_than_seconds cannot be negative")
+        purged = await self.store.purge_uploads(request.older_than_seconds or None)
+        return blob_pb2.PurgeUploadsResponse(purged=purged)

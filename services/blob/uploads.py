@@ -1,0 +1,458 @@
+"""Resumable upload sessions on top of a BlobBackend.
+
+A session's whole state lives in the backend (`keys.py` has the layout): nothing is kept in
+process memory between calls, so any blob-service replica sharing the storage can continue any
+upload, and a killed process loses at most the chunk it was receiving.
+
+Appending a chunk stages its bytes as a new part object while hashing them in the same pass
+(SHA-256, with a state that `ResumableHash` can save), then rewrites the session state with the
+new offset, part list and hash state. Committing checks the size, checks the digest (SHA-256 from
+the saved state; any other algorithm, or a session without saved state, by re-reading the parts),
+then composes the parts into `blobs/<alg>/..` unless that blob already exists, and removes the
+session.
+
+Two appends racing on the same session and offset (two replicas) each stage a part of their own
+and write a complete state; the last state written wins, and the other part becomes an unlisted
+leftover that is removed with the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, replace
+
+from services.blob.backends import keys
+from services.blob.backends.base import BackendError, BlobBackend, ObjectNotFound
+from services.common.digests import Digest
+from services.common.errors import ErrorKind, RegistryError
+from services.common.hashing import ResumableHash
+
+log = logging.getLogger("lading.blob.uploads")
+
+# The algorithm whose state is saved while appending; commits with another one re-read the parts.
+SESSION_HASH = "sha256"
+_STATE_VERSION = 1
+# Concurrent deletes when removing a session (one call per key on S3).
+_DELETE_CONCURRENCY = 16
+# Chunks at least this big are hashed in a worker thread; smaller ones are not worth the hop.
+_THREADED_HASH_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStatus:
+    """What a client may know about a session."""
+
+    upload_id: str
+    repository: str
+    # Bytes received so far: the offset the next chunk must start at.
+    offset: int
+    # Unix seconds.
+    started_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedBlob:
+    digest: Digest
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Staged bytes [start, start+size) of an upload, stored at `key`."""
+
+    key: str
+    start: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """The contents of `uploads/<id>/state.json`."""
+
+    repository: str
+    offset: int
+    started_at: float
+    updated_at: float
+    # OpenSSL SHA-256 context of bytes [0, offset); None when it could not be kept.
+    hash_state: bytes | None
+    parts: tuple[Part, ...]
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "version": _STATE_VERSION,
+                "repository": self.repository,
+                "offset": self.offset,
+                "started_at": self.started_at,
+                "updated_at": self.updated_at,
+                "hash": None
+                if self.hash_state is None
+                else {"algorithm": SESSION_HASH, "state": base64.b64encode(self.hash_state).decode()},
+                "parts": [{"key": p.key, "start": p.start, "size": p.size} for p in self.parts],
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> SessionState:
+        """Parses a stored state; raises ValueError (or KeyError/TypeError) when it is malformed."""
+        data = json.loads(raw)
+        if data.get("version") != _STATE_VERSION:
+            raise ValueError(f"unknown session state version {data.get('version')!r}")
+        hashed = data.get("hash")
+        hash_state = None
+        if hashed is not None and hashed.get("algorithm") == SESSION_HASH:
+            hash_state = base64.b64decode(hashed["state"])
+        parts = tuple(Part(str(p["key"]), int(p["start"]), int(p["size"])) for p in data["parts"])
+        return cls(
+            repository=str(data["repository"]),
+            offset=int(data["offset"]),
+            started_at=float(data["started_at"]),
+            updated_at=float(data["updated_at"]),
+            hash_state=hash_state,
+            parts=parts,
+        )
+
+
+def _unknown(upload_id: str) -> RegistryError:
+    return RegistryError(
+        ErrorKind.BLOB_UPLOAD_UNKNOWN,
+        f"upload {upload_id!r} is unknown: it was never started in this repository, or it was "
+        "committed, cancelled or purged; start a new upload",
+        {"upload_id": upload_id},
+    )
+
+
+class UploadSessions:
+    """Upload session use cases over one backend. Holds no per-session state in memory.
+
+    `clock` returns unix seconds; tests inject one to exercise expiry without sleeping.
+    """
+
+    def __init__(self, backend: BlobBackend, *, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self._clock = clock
+
+    # -- session state ------------------------------------------------------------------------
+
+    async def _read_state(self, upload_id: str) -> SessionState | None:
+        try:
+            stream = await self.backend.get(keys.upload_state_key(upload_id))
+            raw = b"".join([chunk async for chunk in stream])
+        except ObjectNotFound:
+            return None
+        try:
+            return SessionState.from_json(raw)
+        except (ValueError, KeyError, TypeError) as error:
+            log.error("upload %s has a corrupt state object: %s", upload_id, error)
+            raise RegistryError(
+                ErrorKind.BLOB_UPLOAD_INVALID,
+                f"upload {upload_id!r} has unreadable state; cancel it and start a new upload",
+                {"upload_id": upload_id},
+            ) from None
+
+    async def _load(self, upload_id: str, repository: str) -> SessionState:
+        """The session's state; BLOB_UPLOAD_UNKNOWN for a malformed id, an absent session, or a
+        session of another repository (indistinguishable on purpose)."""
+        if not keys.is_valid_upload_id(upload_id):
+            raise _unknown(upload_id)
+        state = await self._read_state(upload_id)
+        if state is None or state.repository != repository:
+            raise _unknown(upload_id)
+        return state
+
+    async def _write_state(self, upload_id: str, state: SessionState) -> None:
+        await self.backend.put(keys.upload_state_key(upload_id), _one(state.to_json()))
+
+    @staticmethod
+    def _status(upload_id: str, state: SessionState) -> UploadStatus:
+        return UploadStatus(upload_id, state.repository, state.offset, state.started_at, state.updated_at)
+
+    # -- use cases ----------------------------------------------------------------------------
+
+    async def start(self, repository: str) -> UploadStatus:
+        """Creates an empty session tagged with `repository` (opaque here) and returns it."""
+        upload_id = uuid.uuid4().hex
+        now = self._clock()
+        hash_state = ResumableHash(SESSION_HASH).state() if ResumableHash.available() else None
+        state = SessionState(repository, 0, now, now, hash_state, ())
+        await self._write_state(upload_id, state)
+        return self._status(upload_id, state)
+
+    async def status(self, upload_id: str, repository: str) -> UploadStatus:
+        """The session's status. Raises BLOB_UPLOAD_UNKNOWN."""
+        return self._status(upload_id, await self._load(upload_id, repository))
+
+    async def append(
+        self,
+        upload_id: str,
+        repository: str,
+        *,
+        expected_offset: int,
+        chunks: AsyncIterable[bytes],
+    ) -> UploadStatus:
+        """Appends the bytes of `chunks` at `expected_offset`; returns the new status.
+
+        Raises BLOB_UPLOAD_UNKNOWN, and RANGE_INVALID with detail `{"offset": <current>}` when
+        `expected_offset` is not the session's offset (the chunks are then not consumed). An
+        append that brings no bytes changes nothing. If `chunks` fails midway, nothing of this
+        call is kept and the session stays at its previous offset, so the client can retry.
+        """
+        state = await self._load(upload_id, repository)
+        if expected_offset != state.offset:
+            raise RegistryError(
+                ErrorKind.RANGE_INVALID,
+                f"chunk starts at offset {expected_offset} but upload {upload_id!r} has received "
+                f"{state.offset} bytes; resume from offset {state.offset}",
+                {"offset": state.offset},
+            )
+        incoming = aiter(chunks)
+        first = await _first_non_empty(incoming)
+        if first is None:
+            return self._status(upload_id, state)
+
+        hasher = _resume_hash(state)
+        received = 0
+        loop = asyncio.get_running_loop()
+
+        async def hashed() -> AsyncIterator[bytes]:
+            nonlocal received
+            chunk: bytes | None = first
+            while chunk is not None:
+                if chunk:
+                    if hasher is not None:
+                        if len(chunk) >= _THREADED_HASH_BYTES:
+                            # libcrypto runs without the GIL: hashing this chunk in a worker
+                            # overlaps with the backend writing the previous one and keeps the
+                            # event loop free for other streams.
+                            await loop.run_in_executor(None, hasher.update, chunk)
+                        else:
+                            hasher.update(chunk)
+                    received += len(chunk)
+                    yield chunk
+                chunk = await anext(incoming, None)
+
+        parts = list(state.parts)
+        superseded: Part | None = None
+        min_part = self.backend.min_part_size
+        if min_part > 0 and parts and parts[-1].size < min_part:
+            # Compose needs every part but the last to reach the backend's minimum: re-stage
+            # the small trailing part together with the new bytes under a new key.
+            superseded = parts.pop()
+            try:
+                staged = await self.backend.get(superseded.key, 0, superseded.size)
+            except ObjectNotFound:
+                raise await self._lost_part(upload_id, repository, state) from None
+            body = _concat(staged, hashed())
+            start = superseded.start
+        else:
+            body = hashed()
+            start = state.offset
+        key = keys.upload_part_key(upload_id, start, keys.new_token())
+        written = await self.backend.put(key, body)
+        parts.append(Part(key, start, written))
+        new_state = replace(
+            state,
+            offset=state.offset + received,
+            updated_at=self._clock(),
+            hash_state=None if hasher is None else hasher.state(),
+            parts=tuple(parts),
+        )
+        try:
+            await self._write_state(upload_id, new_state)
+        except BaseException:
+            await _quietly(self.backend.delete(key))
+            raise
+        if superseded is not None:
+            await _quietly(self.backend.delete(superseded.key))
+        return self._status(upload_id, new_state)
+
+    async def commit(
+        self,
+        upload_id: str,
+        repository: str,
+        *,
+        digest: str,
+        expected_size: int | None = None,
+    ) -> CommittedBlob:
+        """Verifies the session's bytes and stores them as the blob `digest`; ends the session.
+
+        Raises DIGEST_INVALID for a malformed or unsupported digest (the session is kept, the
+        request was wrong), BLOB_UPLOAD_UNKNOWN; SIZE_INVALID when `expected_size` (None: not
+        checked) differs from the bytes received and DIGEST_INVALID when the content does not
+        hash to `digest` — in those two cases the session is cancelled, leaving nothing behind.
+        Idempotent per blob: when the blob already exists (another session committed the same
+        content) its bytes are kept and this session is simply removed.
+        """
+        parsed = Digest.parse(digest)
+        state = await self._load(upload_id, repository)
+        if expected_size is not None and expected_size != state.offset:
+            await self._remove_session(upload_id)
+            raise RegistryError(
+                ErrorKind.SIZE_INVALID,
+                f"upload {upload_id!r} received {state.offset} bytes, not the {expected_size} stated; "
+                "the upload was cancelled, push the blob again",
+                {"size": state.offset, "expected_size": expected_size},
+            )
+        actual = await self._content_digest(state, parsed.algorithm)
+        if actual != parsed.encoded:
+            await self._remove_session(upload_id)
+            raise RegistryError(
+                ErrorKind.DIGEST_INVALID,
+                f"the uploaded content hashes to {parsed.algorithm}:{actual}, not {parsed}; "
+                "the upload was cancelled, push the blob again",
+                {"digest": str(parsed), "actual": f"{parsed.algorithm}:{actual}"},
+            )
+        blob = keys.blob_key(parsed)
+        if not await self._exists(blob):
+            try:
+                if state.parts:
+                    await self.backend.compose(blob, [part.key for part in state.parts])
+                else:
+                    await self.backend.put(blob, _one(b""))
+            except ObjectNotFound:
+                # A part vanished under us: the session was cancelled or purged meanwhile, or
+                # its storage lost a part. Either way it cannot complete; clear what is left.
+                await self._remove_session(upload_id)
+                raise _unknown(upload_id) from None
+        await self._remove_session(upload_id)
+        return CommittedBlob(parsed, state.offset)
+
+    async def cancel(self, upload_id: str, repository: str) -> None:
+        """Removes the session and its staged bytes. Raises BLOB_UPLOAD_UNKNOWN."""
+        await self._load(upload_id, repository)
+        await self._remove_session(upload_id)
+
+    async def purge(self, older_than: float) -> int:
+        """Removes sessions untouched for more than `older_than` seconds; returns how many.
+
+        A session's age is its state's `updated_at` (written with this class's clock after every
+        chunk); keys of a session without a readable state are aged by their newest
+        modification time. Stale readiness probes go too. Blobs are never touched.
+        """
+        cutoff = self._clock() - older_than
+        newest: dict[str, float] = defaultdict(float)
+        with_state: set[str] = set()
+        async for info in self.backend.list(keys.UPLOADS_PREFIX):
+            upload_id = keys.upload_id_of(info.key)
+            if upload_id is None:
+                continue
+            newest[upload_id] = max(newest[upload_id], info.modified)
+            if info.key == keys.upload_state_key(upload_id):
+                with_state.add(upload_id)
+        purged = 0
+        for upload_id, modified in newest.items():
+            last_touched = modified
+            if upload_id in with_state:
+                try:
+                    state = await self._read_state(upload_id)
+                except RegistryError:
+                    state = None  # unreadable: aged like a leftover
+                if state is not None:
+                    last_touched = state.updated_at
+            if last_touched < cutoff:
+                await self._remove_session(upload_id)
+                purged += 1
+        stale_probes = [info.key async for info in self.backend.list(keys.PROBES_PREFIX) if info.modified < cutoff]
+        await self._delete_all(stale_probes)
+        if purged:
+            log.info("purged %d upload sessions untouched since %.0f", purged, cutoff)
+        return purged
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _lost_part(self, upload_id: str, repository: str, seen: SessionState) -> RegistryError:
+        """The error for a listed part that vanished: a concurrent append on another replica
+        replaced it (the client must resume from the new offset), or the session is broken."""
+        current = await self._load(upload_id, repository)
+        if current.parts != seen.parts:
+            return RegistryError(
+                ErrorKind.RANGE_INVALID,
+                f"upload {upload_id!r} changed during this append; resume from offset {current.offset}",
+                {"offset": current.offset},
+            )
+        return RegistryError(
+            ErrorKind.BLOB_UPLOAD_INVALID,
+            f"staged data of upload {upload_id!r} is missing; cancel it and start a new upload",
+            {"upload_id": upload_id},
+        )
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            await self.backend.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    async def _content_digest(self, state: SessionState, algorithm: str) -> str:
+        """Hex digest of the session's bytes: from the saved state when it fits, else re-read."""
+        if algorithm == SESSION_HASH and state.hash_state is not None and ResumableHash.available():
+            return ResumableHash.from_state(SESSION_HASH, state.hash_state).hexdigest()
+        hasher = hashlib.new(algorithm)
+        for part in state.parts:
+            try:
+                stream = await self.backend.get(part.key, 0, part.size)
+            except ObjectNotFound:
+                raise RegistryError(
+                    ErrorKind.BLOB_UPLOAD_UNKNOWN,
+                    "a staged part of the upload is missing (purged?); start a new upload",
+                ) from None
+            async for chunk in stream:
+                hasher.update(chunk)
+        return hasher.hexdigest()
+
+    async def _remove_session(self, upload_id: str) -> None:
+        """Deletes the state first (the session is gone at once), then every other key."""
+        await self.backend.delete(keys.upload_state_key(upload_id))
+        await self._delete_all([info.key async for info in self.backend.list(keys.upload_prefix(upload_id))])
+
+    async def _delete_all(self, doomed: Iterable[str]) -> None:
+        limit = asyncio.Semaphore(_DELETE_CONCURRENCY)
+
+        async def delete(key: str) -> None:
+            async with limit:
+                await self.backend.delete(key)
+
+        await asyncio.gather(*(delete(key) for key in doomed))
+
+
+def _resume_hash(state: SessionState) -> ResumableHash | None:
+    """The saved SHA-256 state, or None when there is none to continue (commit re-reads then)."""
+    if state.hash_state is None or not ResumableHash.available():
+        return None
+    return ResumableHash.from_state(SESSION_HASH, state.hash_state)
+
+
+async def _first_non_empty(chunks: AsyncIterator[bytes]) -> bytes | None:
+    async for chunk in chunks:
+        if chunk:
+            return chunk
+    return None
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _concat(*streams: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    for stream in streams:
+        async for chunk in stream:
+            yield chunk
+
+
+async def _quietly(call: object) -> None:
+    """Awaits a best-effort cleanup call; a failure only leaves a key for the purge."""
+    try:
+        await call  # type: ignore[misc]
+    except (BackendError, OSError) as error:
+        log.warning("cleanup failed, the purge will retry: %s", error)
+
