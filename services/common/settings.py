@@ -63,10 +63,55 @@ class FilesystemBackendSettings(BaseModel):
     root: Path = Path("data/blobs")
 
 
+class S3BackendSettings(BaseModel):
+    """An S3-compatible bucket (AWS S3, MinIO, SeaweedFS, Ceph RGW) for `backend = "s3"`."""
+
+    # host[:port] of the S3 API, without scheme (`secure` picks https/http).
+    endpoint: str = "s3.amazonaws.com"
+    region: str = "us-east-1"
+    # Required with backend = "s3".
+    bucket: str = ""
+    # Both empty: the standard credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    # MINIO_ACCESS_KEY/MINIO_SECRET_KEY, ~/.aws/credentials, then EC2/ECS/IRSA role credentials).
+    access_key: str = ""
+    secret_key: str = ""
+    session_token: str = ""
+    secure: bool = True
+    # PEM bundle of CAs to trust for TLS; None uses SSL_CERT_FILE or certifi's bundle.
+    ca_bundle: Path | None = None
+    # True forces path-style URLs (http://host/bucket/key), False virtual-hosted ones
+    # (http://bucket.host/key); None lets the SDK choose (virtual on AWS, path elsewhere).
+    path_style: bool | None = None
+    # Every key is stored under this prefix (e.g. "lading/"), so one bucket can hold other data.
+    key_prefix: str = ""
+    # Create the bucket at start-up when missing (else a missing bucket fails start-up).
+    create_bucket: bool = False
+    # Lifetime of presigned GET URLs handed to clients.
+    presign_expiry_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    # Presigned URLs point here ("https://s3.example.com") when clients reach the bucket under
+    # another address than the blob service does; empty uses `endpoint`.
+    presign_endpoint: str = ""
+    # The gateway answers blob GETs with a 307 to a presigned URL instead of streaming the bytes.
+    redirect_reads: bool = True
+    # The periodic purge also aborts multipart uploads under `key_prefix` started longer ago
+    # than `upload_expiry_seconds` (their parts cost storage until aborted).
+    purge_multipart_uploads: bool = True
+    # Size of each part of a streamed multipart write (≥ 5 MiB, S3's minimum); two parts per
+    # write in flight are held in memory.
+    part_size_bytes: int = Field(default=16 * MiB, ge=5 * MiB, le=512 * MiB)
+    # Parallel server-side part copies per compose.
+    compose_concurrency: int = Field(default=4, ge=1, le=64)
+    # A stopped or unreachable S3 answers UNAVAILABLE after these, instead of hanging.
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 60.0
+    max_retries: int = 3
+
+
 class BlobSettings(BaseModel):
     listen: str = "unix:data/run/blob.sock"
-    backend: Literal["filesystem", "memory"] = "filesystem"
+    backend: Literal["filesystem", "memory", "s3"] = "filesystem"
     filesystem: FilesystemBackendSettings = Field(default_factory=FilesystemBackendSettings)
+    s3: S3BackendSettings = Field(default_factory=S3BackendSettings)
     # Upload sessions untouched for longer than this are purged.
     upload_expiry_seconds: int = 24 * 3600
     # How often the service purges expired sessions; 0 disables the background purge.
