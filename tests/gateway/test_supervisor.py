@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -129,13 +131,26 @@ async def test_a_dying_plane_stops_the_others_and_fails(
     assert "die blob" in lines and "stop metadata" in lines
 
 
-async def test_a_plane_that_cannot_start_fails_the_command(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_plane_that_cannot_start_fails_the_command(tmp_path: Path) -> None:
+    # Runs in a fresh interpreter: inside the test process, other tests' event loops and child
+    # watchers may reap the supervisor's children first and hide their exit statuses.
     broken = tmp_path / "broken-python"
     broken.write_text("#!/bin/sh\nexit 7\n")
     broken.chmod(0o755)
-    plan = _plan(tmp_path, monkeypatch, tmp_path / "unused.log")
-    supervisor = Supervisor(plan, python=str(broken), out=io.StringIO())
-    assert await asyncio.wait_for(supervisor.run(), 60) == 1
-    assert {child.process.returncode for child in supervisor.children} == {7}
+    script = f"""
+import asyncio, io, json
+from services.common.settings import Settings
+from services.supervisor import Supervisor, plan_serve
+plan = plan_serve(Settings(), {{}}, data_dir={str(tmp_path / "data")!r}, host="127.0.0.1", port={_free_port()})
+supervisor = Supervisor(plan, python={str(broken)!r}, out=io.StringIO())
+code = asyncio.run(asyncio.wait_for(supervisor.run(), 60))
+print(json.dumps({{"code": code, "children": [c.process.returncode for c in supervisor.children]}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, cwd=Path(__file__).parents[2]
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 1
+    assert result["children"] and set(result["children"]) == {7}
+    assert "exited unexpectedly with status 7" in done.stderr
