@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test protos lint clean
+.PHONY: run test test-ha protos lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: $(STAMP)
 ## test: install what the tests need and run them all
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-ha: only the HA harness (two of each plane behind HAProxy, PostgreSQL, SeaweedFS)
+test-ha: $(STAMP)
+	$(BIN)/python -m pytest -m ha tests/ha $(PYTEST_ARGS)
 
 ## protos: regenerate the committed gRPC code from protos/**/*.proto
 protos: $(STAMP)
