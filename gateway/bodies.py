@@ -1,12 +1,97 @@
-"""Request bodies: streamed in bounded messages for blobs, read whole under a hard cap for manifests."""
+"""Request bodies: streamed in bounded messages for blobs, read whole under a hard cap for manifests.
+
+Limits against abuse applied here:
+- `BodyReadTimeoutMiddleware`: a client that leaves its body stalled for longer than
+  `body_read_timeout_seconds` between two reads gets 408 (BODY_READ_TIMEOUT, connection closed).
+  The error surfaces inside whatever was consuming the body, so what that request was writing is
+  abandoned: an upload chunk is not kept (the blob plane keeps an append only once its stream
+  ends normally) and the session stays at its previous offset, ready for a PATCH from there.
+- `in_messages(limit=...)` and `check_blob_room`: an upload that would make a blob larger than
+  `max_blob_bytes` gets 413 (BLOB_TOO_LARGE), from its Content-Length before any byte is read,
+  else as soon as the streamed bytes pass the limit.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.errors import HttpRegistryError
 from services.common.errors import ErrorKind, RegistryError
+
+
+class BodyReadTimeoutMiddleware:
+    """Bounds the wait for each piece of a request body to `timeout_seconds` (0: unbounded).
+
+    Only reads of the body are timed: once the last piece (or a disconnect) has arrived, later
+    `receive()` calls (a streaming response listening for a disconnect) pass through untimed. A
+    handler that never reads the body is never timed. On expiry the pending `receive()` raises
+    an HttpRegistryError(BODY_READ_TIMEOUT) that asks for the connection to be closed.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_seconds: float) -> None:
+        self.app = app
+        self.timeout_seconds = timeout_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.timeout_seconds <= 0:
+            await self.app(scope, receive, send)
+            return
+        timeout = self.timeout_seconds
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                body_done = True
+                raise body_timeout(timeout) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        await self.app(scope, timed_receive, send)
+
+
+def body_timeout(timeout_seconds: float) -> HttpRegistryError:
+    return HttpRegistryError(
+        ErrorKind.BODY_READ_TIMEOUT,
+        f"no request body data arrived for {timeout_seconds:g} seconds; the request was abandoned "
+        "and nothing of its body was kept (resume an upload from the offset GET on its location reports)",
+        {"timeout_seconds": timeout_seconds},
+        # The client is stalled mid-body: the connection cannot carry another request.
+        headers={"connection": "close"},
+    )
+
+
+def blob_too_large(max_blob_bytes: int, size: int) -> HttpRegistryError:
+    return HttpRegistryError(
+        ErrorKind.BLOB_TOO_LARGE,
+        f"this upload would make the blob at least {size} bytes, over the registry's limit of "
+        f"{max_blob_bytes} bytes; the upload was cancelled",
+        {"limit": max_blob_bytes, "size": size},
+        # The rest of the body is not wanted: closing beats reading (and discarding) it all.
+        headers={"connection": "close"},
+    )
+
+
+def check_blob_room(max_blob_bytes: int, *, offset: int, adding: int | None) -> int | None:
+    """Bytes an upload at `offset` may still receive (None: no limit, `max_blob_bytes` 0).
+
+    Raises BLOB_TOO_LARGE when `adding` (a declared length, None when unknown) does not fit.
+    """
+    if max_blob_bytes <= 0:
+        return None
+    if adding is not None and offset + adding > max_blob_bytes:
+        raise blob_too_large(max_blob_bytes, offset + adding)
+    return max(max_blob_bytes - offset, 0)
 
 
 def declared_length(request: Request) -> int | None:
@@ -43,13 +128,20 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 
 
 async def in_messages(
-    pieces: AsyncIterator[bytes], message_bytes: int, *, exact_length: int | None = None
+    pieces: AsyncIterator[bytes],
+    message_bytes: int,
+    *,
+    exact_length: int | None = None,
+    limit: int | None = None,
+    max_blob_bytes: int = 0,
 ) -> AsyncIterator[bytes]:
     """Regroups body pieces (whatever size the server read) into messages of ≤ `message_bytes`.
 
     Small pieces are joined (one copy) so the blob plane gets few, large messages; a piece that
     crosses a message boundary is split. With `exact_length`, raises SIZE_INVALID as soon as the
-    body is longer, or at the end when it is shorter, than the length the client declared.
+    body is longer, or at the end when it is shorter, than the length the client declared. With
+    `limit` (from `check_blob_room`), raises BLOB_TOO_LARGE (naming `max_blob_bytes`) as soon as
+    the body passes `limit` bytes.
     """
     pending: list[bytes] = []
     pending_size = 0
@@ -58,6 +150,8 @@ async def in_messages(
         total += len(piece)
         if exact_length is not None and total > exact_length:
             raise _size_mismatch(exact_length, total, "more")
+        if limit is not None and total > limit:
+            raise blob_too_large(max_blob_bytes, max_blob_bytes - limit + total)
         view = memoryview(piece)
         while view:
             room = message_bytes - pending_size

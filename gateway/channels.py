@@ -4,6 +4,8 @@ Each channel uses the shared CHANNEL_OPTIONS plus a service config that
 - spreads calls over every address a `dns:///` target resolves to (`lb_policy`, `round_robin` by
   default), so new replicas take load without restarting gateways;
 - retries idempotent reads (and only those) on UNAVAILABLE, up to `max_attempts` in all.
+With `settings.tls.enabled` the channel speaks TLS (a CA bundle, optionally a client certificate
+for mutual TLS; services/common/tls.py); otherwise plaintext (unix sockets, trusted networks).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import grpc
 
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import GrpcClientSettings
+from services.common.tls import channel_credentials
+from services.common.tls import channel_options as tls_channel_options
 
 METADATA_SERVICE = "lading.metadata.v1.MetadataService"
 BLOB_SERVICE = "lading.blob.v1.BlobService"
@@ -57,13 +61,22 @@ def channel_options(
     options += [
         ("grpc.keepalive_time_ms", keepalive_ms),
         ("grpc.enable_retries", 1),
+        # gRPC's default reconnect backoff grows to 120 s: a replica that comes back after an
+        # outage would sit idle that long. Replicas restart in seconds, so retry sooner.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", settings.max_reconnect_backoff_ms),
         ("grpc.service_config", json.dumps(service_config(service, reads, settings))),
     ]
-    return options
+    return options + tls_channel_options(settings.tls)
 
 
 def open_channel(
     target: str, service: str, reads: Iterable[str], settings: GrpcClientSettings
 ) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel to `target` (gRPC target syntax: host:port, dns:///, unix:)."""
-    return grpc.aio.insecure_channel(target, options=channel_options(service, reads, settings))
+    """A grpc.aio channel to `target` (gRPC target syntax: host:port, dns:///, unix:): TLS when
+    `settings.tls.enabled`, else plaintext. Raises TlsConfigError for unusable TLS settings."""
+    options = channel_options(service, reads, settings)
+    if settings.tls.enabled:
+        credentials = channel_credentials(settings.tls, section="gateway.grpc.tls")
+        return grpc.aio.secure_channel(target, credentials, options=options)
+    return grpc.aio.insecure_channel(target, options=options)

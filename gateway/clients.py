@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -127,9 +128,10 @@ class BlobClient:
         self._timeout = timeout
         self._stream_timeout = stream_timeout
 
-    async def start_upload(self, repository: str) -> blob_pb2.StartUploadResponse:
+    async def start_upload(self, repository: str, owner: str = "") -> blob_pb2.StartUploadResponse:
+        """Raises TOOMANYREQUESTS when `owner` already holds the blob plane's maximum of sessions."""
         return await _unary(
-            self._stub.StartUpload, blob_pb2.StartUploadRequest(repository=repository), self._timeout
+            self._stub.StartUpload, blob_pb2.StartUploadRequest(repository=repository, owner=owner), self._timeout
         )
 
     async def get_upload_status(self, upload_id: str, repository: str) -> blob_pb2.UploadStatus:
@@ -205,22 +207,44 @@ class BlobClient:
             self._timeout,
         )
 
-    async def open_read(self, digest: str, offset: int, length: int) -> AsyncIterator[bytes]:
-        """Starts reading [offset, offset+length) of a blob and returns its chunks.
+    async def open_read(
+        self, digest: str, offset: int, length: int, *, allow_redirect: bool = False
+    ) -> AsyncIterator[bytes] | Redirect:
+        """Starts reading [offset, offset+length) of a blob and returns its chunks, or, when
+        `allow_redirect` and the blob plane redirects reads (S3), a `Redirect` to a presigned URL
+        that serves the whole blob and honours HTTP Range (the plane has checked the blob and
+        the range first).
 
-        The first chunk is awaited here, so a missing blob or a plane that is down fails before
-        the caller sends any response header. The returned iterator cancels the call if it is
-        closed early (client gone).
+        The first message is awaited here, so a missing blob or a plane that is down fails
+        before the caller sends any response header. The returned iterator cancels the call if
+        it is closed early (client gone).
         """
         call = self._stub.ReadBlob(
-            blob_pb2.ReadBlobRequest(digest=digest, offset=offset, length=length),
+            blob_pb2.ReadBlobRequest(digest=digest, offset=offset, length=length, allow_redirect=allow_redirect),
             timeout=self._stream_timeout,
         )
         try:
             first = await call.read()
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
+        if first is not grpc.aio.EOF and first.redirect_url:
+            # The redirect is the stream's only message: read its (immediate) end so the call
+            # finishes cleanly instead of being cancelled.
+            try:
+                await call.read()
+            except grpc.RpcError as error:
+                raise from_rpc_error(error) from None
+            finally:
+                call.cancel()  # a no-op once the stream has ended
+            return Redirect(first.redirect_url)
         return _rest_of(call, first)
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """The blob plane's answer to a read it prefers clients to fetch elsewhere."""
+
+    url: str
 
 
 async def _rest_of(call: Any, first: Any) -> AsyncIterator[bytes]:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.clients import BlobClient, MetadataClient
+from gateway.manifest_cache import ManifestCache
+from gateway.readiness import Readiness
 from services.common.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from gateway.auth.gate import AuthGate
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,3 +21,9 @@ class Gateway:
     settings: GatewaySettings
     metadata: MetadataClient
     blob: BlobClient
+    # Checks both planes for /readyz; None in tests that build a Gateway by hand.
+    readiness: Readiness | None = None
+    # Access control; None when auth is off (the default).
+    auth: AuthGate | None = None
+    # Recent manifest GET/HEAD answers (gateway.manifest_cache); None disables caching.
+    manifests: ManifestCache | None = None

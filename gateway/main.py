@@ -2,18 +2,104 @@
 
 X-Forwarded-* handling is the app's own (gateway.middleware, driven by
 `settings.gateway.trusted_proxies`), so uvicorn's proxy-header rewriting is switched off.
+
+Shutdown order on SIGTERM/SIGINT (one worker):
+  1. /readyz answers 503 (the Drain flag), so load balancers stop sending new requests;
+  2. after `shutdown_drain_seconds`, uvicorn stops accepting connections and closes idle ones;
+  3. in-flight requests get `shutdown_grace_seconds` to finish, then are cancelled;
+  4. the lifespan closes the gRPC channels.
+A second SIGINT skips the waits. With `workers > 1` uvicorn's own supervisor runs the workers:
+steps 2-4 hold (the grace period included), step 1 happens as the worker stops accepting.
+
+HTTPS (`settings.gateway.tls.cert_file` set): one worker serves from a `CertificateReloader`'s
+SSLContext and reloads the files in place on SIGHUP and when they change (checked every
+`tls.reload_check_seconds`), without dropping a connection. With `workers > 1`, uvicorn's
+supervisor answers SIGHUP by restarting the workers one by one, which re-reads the files; file
+changes alone are not noticed there.
+
+Limits: the request head is bounded by `max_header_bytes` in the HTTP protocol itself
+(gateway.limits); request bodies by `body_read_timeout_seconds` (gateway.bodies).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import time
+from types import FrameType
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.readiness import Drain
+from gateway.tls import CertificateReloader
 from services.common.logs import configure_logging
 from services.common.settings import Settings, load_settings
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server that flips readiness before it stops accepting, and reloads its TLS
+    certificate on SIGHUP or file change (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        drain: Drain,
+        drain_seconds: float,
+        certificates: CertificateReloader | None = None,
+        reload_check_seconds: float = 0.0,
+    ) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._drain_seconds = drain_seconds
+        self._exit_at: float | None = None
+        self._certificates = certificates
+        self._reload_check_seconds = reload_check_seconds
+        self._next_check = 0.0
+        self._reload_requested = False
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        if self._certificates is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._request_reload)
+
+    def _request_reload(self) -> None:
+        self._reload_requested = True
+
+    async def _check_certificates(self, certificates: CertificateReloader) -> None:
+        """Reloads on request (SIGHUP) or, every `reload_check_seconds`, if the files changed."""
+        now = time.monotonic()
+        due = self._reload_check_seconds > 0 and now >= self._next_check
+        if not (self._reload_requested or due):
+            return
+        if due:
+            self._next_check = now + self._reload_check_seconds
+        requested, self._reload_requested = self._reload_requested, False
+        if requested or await asyncio.to_thread(certificates.changed):
+            # In the loop's thread, not a worker: handshakes read this context concurrently.
+            certificates.reload()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in the signal handler: only flags and a timestamp here.
+        self._drain.start()
+        if self._drain_seconds > 0 and self._exit_at is None:
+            self._exit_at = time.monotonic() + self._drain_seconds
+            self._captured_signals.append(sig)  # re-raised after shutdown, as uvicorn does
+            return
+        if sig == signal.SIGINT or self._exit_at is None:
+            super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._exit_at is not None and time.monotonic() >= self._exit_at:
+            self.should_exit = True
+        if self._certificates is not None:
+            await self._check_certificates(self._certificates)
+        return await super().on_tick(counter)
 
 
 def app_from_environment() -> Starlette:
@@ -21,16 +107,15 @@ def app_from_environment() -> Starlette:
     return create_app(load_settings())
 
 
-def run(settings: Settings) -> None:
-    """Serves the gateway until SIGINT/SIGTERM (uvicorn drains in-flight requests, then the
-    lifespan closes the gRPC channels)."""
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
     config = settings.gateway
-    configure_logging(config.log_level, "gateway")
-    options: dict[str, Any] = {
+    return {
         "host": config.host,
         "port": config.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools with a bound on request-head bytes, carried in h11's setting of that meaning.
+        "http": "gateway.limits:HeadLimitedHttpToolsProtocol",
+        "h11_max_incomplete_event_size": config.max_header_bytes,
         "lifespan": "on",
         "proxy_headers": False,
         "log_config": None,
@@ -38,11 +123,33 @@ def run(settings: Settings) -> None:
         # An access line per request costs a visible share of throughput; on at debug level.
         "access_log": config.log_level.lower() == "debug",
         "server_header": False,
+        "timeout_graceful_shutdown": config.shutdown_grace_seconds,
     }
+
+
+def run(settings: Settings) -> None:
+    """Serves the gateway until SIGINT/SIGTERM, then shuts down in the order written above."""
+    config = settings.gateway
+    configure_logging(config.log_level, "gateway")
+    options = uvicorn_options(settings)
+    tls = config.tls
     if config.workers > 1:
+        if tls.cert_file is not None:
+            options.update(ssl_certfile=tls.cert_file, ssl_keyfile=tls.key_file)
         uvicorn.run("gateway.main:app_from_environment", factory=True, workers=config.workers, **options)
-    else:
-        uvicorn.run(create_app(settings), **options)
+        return
+    certificates = CertificateReloader(tls.cert_file, tls.key_file) if tls.cert_file is not None else None
+    if certificates is not None:
+        options["ssl_context_factory"] = lambda _config, _default: certificates.context
+    drain = Drain()
+    server = DrainingServer(
+        uvicorn.Config(create_app(settings, drain=drain), **options),
+        drain=drain,
+        drain_seconds=config.shutdown_drain_seconds,
+        certificates=certificates,
+        reload_check_seconds=tls.reload_check_seconds,
+    )
+    server.run()
 
 
 def main() -> None:

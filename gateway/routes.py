@@ -11,16 +11,18 @@ support is a 405 UNSUPPORTED carrying `Allow`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.auth import rules, token_endpoint
+from gateway.auth.rules import CATALOG, DELETE, PULL, PUSH, UPLOAD, Rule
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError, render_error
-from gateway.resources import base, blobs, catalog, manifests, referrers, tags, uploads
+from gateway.resources import base, blobs, catalog, health, manifests, referrers, tags, uploads
 from services.common.errors import ErrorKind, RegistryError
 
 Handler = Callable[[Request, Gateway], Awaitable[Response]]
@@ -32,12 +34,21 @@ STATE_KEY = "gateway"
 class Endpoint:
     """An ASGI app that dispatches one path's methods to handlers and renders any failure.
 
-    This is where every handler exception meets the gateway's one error renderer.
+    This is where every handler exception meets the gateway's one error renderer, and where
+    access control runs (when auth is on): `access` maps a method to the Rule it needs
+    (gateway.auth.rules); methods not listed need LOGIN under /v2 and nothing elsewhere.
     """
 
-    def __init__(self, **handlers: Handler) -> None:
+    def __init__(self, access: Mapping[str, Rule] | None = None, **handlers: Handler) -> None:
         self.handlers = {method.upper(): handler for method, handler in handlers.items()}
         self.allow = ", ".join(sorted(self.handlers))
+        self.access = dict(access or {})
+
+    def rule(self, scope: Scope) -> Rule:
+        found = self.access.get(scope["method"])
+        if found is not None:
+            return found
+        return rules.LOGIN if scope["path"].startswith("/v2") else rules.OPEN
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -50,7 +61,10 @@ class Endpoint:
                     {"method": scope["method"], "allowed": sorted(self.handlers)},
                     headers={"allow": self.allow},
                 )
-            response = await handler(request, scope["state"][STATE_KEY])
+            gateway = scope["state"][STATE_KEY]
+            if gateway.auth is not None:
+                await gateway.auth.enforce(request, self.rule(scope))
+            response = await handler(request, gateway)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OCI error response here
             response = render_error(exc)
         await response(scope, receive, send)
@@ -71,26 +85,40 @@ def _everything(handler: Handler) -> Endpoint:
 def build_routes() -> list[BaseRoute]:
     """The route table. `methods=None` on every Route: the Endpoint owns method dispatch."""
     version_check = Endpoint(GET=base.version_check, HEAD=base.version_check)
-    upload_collection = Endpoint(POST=uploads.start)
+    upload_collection = Endpoint(POST=uploads.start, access={"POST": PUSH})
     return [
         Route("/v2/", version_check),
         Route("/v2", version_check),
         Route("/healthz", Endpoint(GET=base.healthz, HEAD=base.healthz)),
-        Route("/v2/_catalog", Endpoint(GET=catalog.list_repositories)),
+        Route("/readyz", Endpoint(GET=health.readyz, HEAD=health.readyz)),
+        Route("/token", Endpoint(GET=token_endpoint.get_token, POST=token_endpoint.post_token)),
+        Route("/v2/_catalog", Endpoint(GET=catalog.list_repositories, access={"GET": CATALOG})),
         Route(
             "/v2/{name:path}/manifests/{reference}",
-            Endpoint(GET=manifests.get, HEAD=manifests.head, PUT=manifests.put, DELETE=manifests.delete),
+            Endpoint(
+                GET=manifests.get, HEAD=manifests.head, PUT=manifests.put, DELETE=manifests.delete,
+                access={"GET": PULL, "HEAD": PULL, "PUT": PUSH, "DELETE": DELETE},
+            ),
         ),
         Route("/v2/{name:path}/blobs/uploads/", upload_collection),
         Route("/v2/{name:path}/blobs/uploads", upload_collection),
         Route(
             "/v2/{name:path}/blobs/uploads/{upload_id}",
-            Endpoint(GET=uploads.status, PATCH=uploads.patch, PUT=uploads.put, DELETE=uploads.cancel),
+            Endpoint(
+                GET=uploads.status, PATCH=uploads.patch, PUT=uploads.put, DELETE=uploads.cancel,
+                access={"GET": UPLOAD, "PATCH": UPLOAD, "PUT": UPLOAD, "DELETE": UPLOAD},
+            ),
         ),
         Route(
-            "/v2/{name:path}/blobs/{digest}", Endpoint(GET=blobs.get, HEAD=blobs.head, DELETE=blobs.delete)
+            "/v2/{name:path}/blobs/{digest}",
+            Endpoint(
+                GET=blobs.get, HEAD=blobs.head, DELETE=blobs.delete,
+                access={"GET": PULL, "HEAD": PULL, "DELETE": DELETE},
+            ),
         ),
-        Route("/v2/{name:path}/tags/list", Endpoint(GET=tags.list_tags)),
-        Route("/v2/{name:path}/referrers/{digest}", Endpoint(GET=referrers.list_referrers)),
+        Route("/v2/{name:path}/tags/list", Endpoint(GET=tags.list_tags, access={"GET": PULL})),
+        Route(
+            "/v2/{name:path}/referrers/{digest}", Endpoint(GET=referrers.list_referrers, access={"GET": PULL})
+        ),
         Route("/{path:path}", _everything(_not_found)),
     ]

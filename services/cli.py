@@ -12,6 +12,8 @@ import inspect
 import sys
 from collections.abc import Sequence
 
+from services import cli_accounts
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -33,11 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("metadata", help="run the metadata plane (gRPC)")
     commands.add_parser("blob", help="run the blob plane (gRPC)")
     commands.add_parser("migrate", help="apply pending metadata database migrations and exit")
+    cli_accounts.add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command in cli_accounts.COMMANDS:
+        sys.exit(cli_accounts.run(args))
     if args.command == "serve":
         from services.supervisor import serve
 

@@ -1,7 +1,15 @@
 """`/v2/<name>/blobs/<digest>`: pull (end-2, with Range), existence check, delete (end-10).
 
 A blob is visible only in repositories it is linked to, so the metadata plane is asked first
-(one call for HEAD); GET then streams the bytes from the blob plane.
+(one call for HEAD); GET then asks the blob plane for the bytes.
+
+Redirects: a GET asks the blob plane with `allow_redirect`; when the plane redirects reads (S3
+with `blob.s3.redirect_reads`, the default there), the answer is `307 Temporary Redirect` to a
+presigned URL, with `Docker-Content-Digest`, so the bytes never pass through Python. Ranged GETs
+redirect too: the gateway first validates the Range against the blob's size (416 stays ours), and
+the client re-sends its Range header to the presigned URL, which answers 206 itself. HEAD never
+redirects, nor does a GET of an empty blob or a conditional GET that matches (304), nor any GET on
+a backend that cannot presign (filesystem): those are answered (or streamed) here.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway import params
+from gateway.clients import Redirect
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
 from gateway.ranges import parse_blob_range
@@ -56,7 +65,9 @@ async def get(request: Request, gateway: Gateway) -> Response:
         headers["content-range"] = byte_range.content_range()
     if length == 0:
         return Response(b"", status_code=status, headers=headers)
-    chunks = await gateway.blob.open_read(digest, offset, length)
+    chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+    if isinstance(chunks, Redirect):
+        return empty(307, {"location": chunks.url, "docker-content-digest": digest})
     return StreamingResponse(chunks, status_code=status, headers=headers)
 
 

@@ -1,6 +1,9 @@
 """`/v2/<name>/manifests/<reference>`: pull and existence check (end-3), push (end-7), delete (end-9).
 
-GET and HEAD are the hot path: one metadata call each (HEAD asks for no payload), no other work.
+GET and HEAD are the hot path: one metadata call each (HEAD asks for no payload), no other work,
+and none at all while the gateway's ManifestCache holds a fresh answer (gateway.manifest_cache:
+entries live `ttl_seconds`, 1 s by default, and PUT/DELETE through this gateway drop the
+repository's entries first, so a delete through another replica shows here within the TTL).
 Content addressed means immutable, so the ETag is the digest and If-None-Match answers 304.
 """
 
@@ -19,7 +22,13 @@ from services.common.errors import ErrorKind
 async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> Response:
     repository = params.repository(request)
     reference = params.reference(request.path_params["reference"])
-    manifest = await gateway.metadata.get_manifest(repository, reference, omit_payload=omit_payload)
+    cache = gateway.manifests
+    manifest = None if cache is None else cache.get(repository, reference, need_payload=not omit_payload)
+    if manifest is None:
+        manifest = await gateway.metadata.get_manifest(repository, reference, omit_payload=omit_payload)
+        if cache is not None:
+            cache.put(repository, reference, digest=manifest.digest, media_type=manifest.media_type,
+                      size=manifest.size, payload=None if omit_payload else manifest.payload)
     etag = f'"{manifest.digest}"'
     if etag_matches(request, etag):
         return empty(304, {"docker-content-digest": manifest.digest, "etag": etag})
@@ -31,6 +40,12 @@ async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> R
     if manifest.media_type:
         headers["content-type"] = manifest.media_type
     return Response(b"" if omit_payload else manifest.payload, headers=headers)
+
+
+def _forget(gateway: Gateway, repository: str) -> None:
+    """After a write through this gateway (whatever its outcome), its reads see the new state."""
+    if gateway.manifests is not None:
+        gateway.manifests.invalidate_repository(repository)
 
 
 async def get(request: Request, gateway: Gateway) -> Response:
@@ -47,7 +62,10 @@ async def put(request: Request, gateway: Gateway) -> Response:
     payload = await read_capped(request, gateway.settings.max_manifest_bytes, ErrorKind.MANIFEST_TOO_LARGE)
     # The spec: registries SHOULD ignore Content-Type parameters.
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
-    stored = await gateway.metadata.put_manifest(repository, reference, media_type, payload)
+    try:
+        stored = await gateway.metadata.put_manifest(repository, reference, media_type, payload)
+    finally:
+        _forget(gateway, repository)
     headers = {
         "location": urls.absolute(request.scope, urls.manifest_path(repository, stored.digest)),
         "docker-content-digest": stored.digest,
@@ -60,5 +78,8 @@ async def put(request: Request, gateway: Gateway) -> Response:
 async def delete(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     reference = params.reference(request.path_params["reference"])
-    await gateway.metadata.delete_manifest(repository, reference)
+    try:
+        await gateway.metadata.delete_manifest(repository, reference)
+    finally:
+        _forget(gateway, repository)
     return empty(202, {})

@@ -4,6 +4,8 @@
 Chunks follow the spec (`Content-Range: <start>-<end>`, in order, else 416) and Docker's habit of
 one streamed PATCH without Content-Range (appended at the session's current offset). Bodies are
 streamed to the blob plane in messages of at most `settings.chunk_bytes`; nothing is buffered whole.
+With `settings.max_blob_bytes`, an upload that would grow past it gets 413 and its session is
+cancelled (see gateway.bodies).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import params, urls
-from gateway.bodies import declared_length, in_messages, peek_body
+from gateway.auth.gate import upload_state_query
+from gateway.bodies import check_blob_room, declared_length, in_messages, peek_body
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
+from gateway.limits import upload_owner
 from gateway.ranges import parse_chunk_range, upload_range
 from gateway.responses import empty
 from services.common.errors import ErrorKind, RegistryError
@@ -28,7 +32,11 @@ log = logging.getLogger("lading.gateway.uploads")
 
 def _session_headers(request: Request, repository: str, status: blob_pb2.UploadStatus) -> dict[str, str]:
     return {
-        "location": urls.absolute(request.scope, urls.upload_path(repository, status.upload_id)),
+        "location": urls.absolute(
+            request.scope,
+            urls.upload_path(repository, status.upload_id)
+            + upload_state_query(request.scope, repository, status.upload_id),
+        ),
         "range": upload_range(status.offset),
         "docker-upload-uuid": status.upload_id,
     }
@@ -54,13 +62,15 @@ async def start(request: Request, gateway: Gateway) -> Response:
         source = query.get("from", "")
         if source:
             params.repository_name(source)
-        mounted = await gateway.metadata.mount_blob(repository, digest, source)
-        if mounted.mounted:
-            return _created(request, repository, digest)
+        # With auth on, only repositories the caller may pull are mount sources (else: a session).
+        sources = [source] if gateway.auth is None else await gateway.auth.mount_sources(request, repository, source)
+        for candidate in sources:
+            if (await gateway.metadata.mount_blob(repository, digest, candidate)).mounted:
+                return _created(request, repository, digest)
         # Not mountable from there: the spec says to fall back to a new upload session.
     elif query.get("digest") is not None:
         return await _monolithic(request, gateway, repository, params.digest(query["digest"]))
-    started = await gateway.blob.start_upload(repository)
+    started = await gateway.blob.start_upload(repository, upload_owner(request.scope))
     headers = _session_headers(request, repository, started.status)
     if started.min_chunk_size > 0:
         headers["oci-chunk-min-length"] = str(started.min_chunk_size)
@@ -70,7 +80,9 @@ async def start(request: Request, gateway: Gateway) -> Response:
 async def _monolithic(request: Request, gateway: Gateway, repository: str, digest: str) -> Response:
     """Start + append + commit + link in one request; a failed attempt leaves no session behind."""
     expected_size = declared_length(request)
-    started = await gateway.blob.start_upload(repository)
+    max_blob_bytes = gateway.settings.max_blob_bytes
+    room = check_blob_room(max_blob_bytes, offset=0, adding=expected_size)
+    started = await gateway.blob.start_upload(repository, upload_owner(request.scope))
     upload_id = started.status.upload_id
     try:
         body = await peek_body(request)
@@ -79,7 +91,13 @@ async def _monolithic(request: Request, gateway: Gateway, repository: str, diges
                 upload_id=upload_id,
                 repository=repository,
                 expected_offset=0,
-                chunks=in_messages(body, gateway.settings.chunk_bytes, exact_length=expected_size),
+                chunks=in_messages(
+                    body,
+                    gateway.settings.chunk_bytes,
+                    exact_length=expected_size,
+                    limit=room,
+                    max_blob_bytes=max_blob_bytes,
+                ),
             )
         committed = await gateway.blob.commit_upload(
             upload_id, repository, digest, -1 if expected_size is None else expected_size
@@ -157,7 +175,8 @@ async def _append(
 
     Raises RANGE_INVALID (416, with the session's current Range and Location) for a malformed,
     out-of-order or overlapping Content-Range, SIZE_INVALID when Content-Range and Content-Length
-    disagree.
+    disagree, BLOB_TOO_LARGE (413, the session cancelled) when the chunk would take the blob past
+    `max_blob_bytes`.
     """
     content_range = request.headers.get("content-range")
     try:
@@ -177,8 +196,18 @@ async def _append(
             # Docker streams a whole layer in one PATCH without Content-Range: append where the
             # session stands.
             expected_offset = (await gateway.blob.get_upload_status(upload_id, repository)).offset
+        max_blob_bytes = gateway.settings.max_blob_bytes
+        room = check_blob_room(
+            max_blob_bytes,
+            offset=expected_offset,
+            adding=exact_length if exact_length is not None else declared_length(request),
+        )
         chunks = in_messages(
-            body if body is not None else _nothing(), gateway.settings.chunk_bytes, exact_length=exact_length
+            body if body is not None else _nothing(),
+            gateway.settings.chunk_bytes,
+            exact_length=exact_length,
+            limit=room,
+            max_blob_bytes=max_blob_bytes,
         )
         return await gateway.blob.append_upload(
             upload_id=upload_id, repository=repository, expected_offset=expected_offset, chunks=chunks
@@ -186,6 +215,9 @@ async def _append(
     except RegistryError as error:
         if error.kind is ErrorKind.RANGE_INVALID:
             raise await _with_session_headers(request, gateway, repository, upload_id, error) from None
+        if error.kind is ErrorKind.BLOB_TOO_LARGE:
+            # The blob can never fit: leave nothing behind.
+            await _cancel_quietly(gateway, upload_id, repository)
         raise
 
 

@@ -2,12 +2,17 @@
 
 Backend failures are translated into registry errors here, once; transport code only maps
 messages to these calls.
+
+Redirected reads: a backend that can presign GET URLs (`PresignsReads`, the S3 backend) lets
+`read_redirect` hand out a URL instead of bytes when the store was built with
+`redirect_reads=True`, so blob bytes never pass through Python.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from services.blob.backends import keys
 from services.blob.backends.base import BlobBackend, InvalidRange, ObjectNotFound
@@ -22,20 +27,64 @@ class BlobInfo:
     size: int
 
 
+@runtime_checkable
+class PresignsReads(Protocol):
+    """A backend that can sign a credential-free GET URL for one object (S3)."""
+
+    async def presigned_get_url(self, key: str, expires: float | None = None) -> str:
+        """A URL that GETs `key` (whole, honouring HTTP Range) until `expires` seconds (None:
+        the backend's configured lifetime) have passed. No existence check."""
+        ...
+
+
+@runtime_checkable
+class AbortsAbandonedWrites(Protocol):
+    """A backend that can clean up writes left behind by crashed processes (S3 multipart uploads)."""
+
+    async def purge_abandoned_uploads(self) -> int:
+        """Removes abandoned partial writes older than the backend's configured age; returns how many."""
+        ...
+
+
 def _blob_unknown(digest: Digest) -> RegistryError:
     return RegistryError(ErrorKind.BLOB_UNKNOWN, f"blob {digest} is not stored", {"digest": str(digest)})
+
+
+def _range_invalid(digest: Digest, offset: int, length: int | None, size: int) -> RegistryError:
+    return RegistryError(
+        ErrorKind.BLOB_RANGE_INVALID,
+        f"range starting at {offset} (length {length}) is outside blob {digest} of {size} bytes",
+        {"digest": str(digest), "size": size},
+    )
 
 
 class BlobStore:
     """Blobs and upload sessions over one backend.
 
     `upload_expiry_seconds` is the default age after which `purge_uploads` removes a session.
+    `redirect_reads`: `read_redirect` hands out presigned URLs (only if the backend can presign;
+    ignored otherwise).
     """
 
-    def __init__(self, backend: BlobBackend, *, upload_expiry_seconds: float, sessions: UploadSessions | None = None):
+    def __init__(
+        self,
+        backend: BlobBackend,
+        *,
+        upload_expiry_seconds: float,
+        sessions: UploadSessions | None = None,
+        redirect_reads: bool = False,
+    ):
         self.backend = backend
         self.upload_expiry_seconds = upload_expiry_seconds
         self.sessions = sessions or UploadSessions(backend)
+        self._presigner: PresignsReads | None = (
+            backend if redirect_reads and isinstance(backend, PresignsReads) else None
+        )
+
+    @property
+    def redirects_reads(self) -> bool:
+        """True when `read_redirect` hands out URLs."""
+        return self._presigner is not None
 
     @property
     def min_chunk_size(self) -> int:
@@ -72,11 +121,27 @@ class BlobStore:
         except ObjectNotFound:
             raise _blob_unknown(parsed) from None
         except InvalidRange as error:
-            raise RegistryError(
-                ErrorKind.BLOB_RANGE_INVALID,
-                f"range starting at {offset} (length {length}) is outside blob {parsed} of {error.size} bytes",
-                {"digest": str(parsed), "size": error.size},
-            ) from None
+            raise _range_invalid(parsed, offset, length, error.size) from None
+
+    async def read_redirect(self, digest: str, *, offset: int = 0, length: int | None = None) -> str | None:
+        """A presigned URL serving the whole blob, or None when this store does not redirect reads.
+
+        The blob and the range are checked first, with the same errors as `read_blob`
+        (DIGEST_INVALID, BLOB_UNKNOWN, BLOB_RANGE_INVALID): one HEAD on S3, so a client is never
+        sent to a URL that answers S3's own 404. The URL ignores `offset`/`length`; the caller
+        forwards its client's HTTP Range, which the URL honours.
+        """
+        if self._presigner is None:
+            return None
+        parsed = Digest.parse(digest)
+        key = keys.blob_key(parsed)
+        try:
+            info = await self.backend.stat(key)
+        except ObjectNotFound:
+            raise _blob_unknown(parsed) from None
+        if offset < 0 or (length is not None and length < 0) or (offset > 0 and offset >= info.size):
+            raise _range_invalid(parsed, offset, length, info.size)
+        return await self._presigner.presigned_get_url(key)
 
     async def delete_blob(self, digest: str) -> bool:
         """Physically deletes a blob's bytes; True if it existed. Idempotent. Raises DIGEST_INVALID.
@@ -95,8 +160,9 @@ class BlobStore:
 
     # -- uploads ------------------------------------------------------------------------------
 
-    async def start_upload(self, repository: str) -> UploadStatus:
-        return await self.sessions.start(repository)
+    async def start_upload(self, repository: str, owner: str = "") -> UploadStatus:
+        """Raises TOOMANYREQUESTS when `owner` holds the maximum of open sessions already."""
+        return await self.sessions.start(repository, owner)
 
     async def append_upload(
         self, upload_id: str, repository: str, *, expected_offset: int, chunks: AsyncIterable[bytes]
@@ -118,6 +184,13 @@ class BlobStore:
         """Removes sessions older than `older_than_seconds` (None or 0: the configured expiry)."""
         age = older_than_seconds or self.upload_expiry_seconds
         return await self.sessions.purge(age)
+
+    async def purge_abandoned_writes(self) -> int:
+        """Lets the backend clean up partial writes of crashed processes (S3: aborts multipart
+        uploads older than its configured age); 0 for backends with nothing to clean."""
+        if isinstance(self.backend, AbortsAbandonedWrites):
+            return await self.backend.purge_abandoned_uploads()
+        return 0
 
     # -- health -------------------------------------------------------------------------------
 

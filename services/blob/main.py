@@ -1,10 +1,14 @@
 """Composition root of the blob service: settings in, a running gRPC server out.
 
-Start-up: build the backend named by `settings.blob.backend` (an unknown name fails here, with
-the names that exist), the store and the servicer; bind; report SERVING once the backend answers
-a write/read/delete probe. While running, a background task purges expired upload sessions every
-`purge_interval_seconds`. Shutdown (SIGTERM/SIGINT): health NOT_SERVING, in-flight calls drain
-for `shutdown_grace_seconds`, the purge task stops, the backend closes.
+Start-up: build the backend named by `settings.blob.backend` (an unknown name, or settings the
+backend cannot work with, fail here with the reason), the store and the servicer; bind; report
+SERVING once the backend is prepared (S3: the bucket exists, or is created when
+`s3.create_bucket` is on) and answers a write/read/delete probe. Reads are redirected to
+presigned URLs when the backend is S3 and `s3.redirect_reads` is on. While running, a background
+task purges expired upload sessions every `purge_interval_seconds`, and lets the backend clean up
+abandoned partial writes (S3: multipart uploads of crashed writers). Shutdown (SIGTERM/SIGINT):
+health NOT_SERVING, in-flight calls drain for `shutdown_grace_seconds`, the purge task stops, the
+backend closes.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from pydantic import ValidationError
 from services.blob.backends.base import BlobBackend
 from services.blob.backends.filesystem import FilesystemBackend
 from services.blob.backends.memory import MemoryBackend
+from services.blob.backends.s3 import create_s3_backend
 from services.blob.core import BlobStore
 from services.blob.servicer import BlobServiceServicer
+from services.blob.uploads import UploadSessions
 from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
 from services.common.paths import prepare_listen_address
@@ -33,8 +39,16 @@ log = logging.getLogger("lading.blob")
 SERVICE_NAME = "lading.blob.v1.BlobService"
 
 
-class UnknownBackend(ValueError):
+class BackendConfigError(ValueError):
+    """The blob backend cannot be built from these settings (the message names the setting)."""
+
+
+class UnknownBackend(BackendConfigError):
     """`settings.blob.backend` names no backend this build has."""
+
+
+class BackendNotReady(RuntimeError):
+    """The backend never became ready at start-up (the message has the last reason)."""
 
 
 def _filesystem(settings: BlobSettings) -> BlobBackend:
@@ -45,37 +59,82 @@ def _memory(settings: BlobSettings) -> BlobBackend:
     return MemoryBackend()
 
 
+def _s3(settings: BlobSettings) -> BlobBackend:
+    # No I/O here: the bucket is checked (or created) by `prepare_backend` before readiness.
+    return create_s3_backend(settings)
+
+
 BACKENDS: dict[str, Callable[[BlobSettings], BlobBackend]] = {
     "filesystem": _filesystem,
     "memory": _memory,
+    "s3": _s3,
 }
 
 
 def build_backend(settings: BlobSettings) -> BlobBackend:
-    """The backend named by `settings.backend`; raises UnknownBackend for any other name."""
+    """The backend named by `settings.backend`. No I/O.
+
+    Raises UnknownBackend for a name no backend has, BackendConfigError for settings the named
+    backend cannot work with (e.g. S3 without a bucket).
+    """
     factory = BACKENDS.get(settings.backend)
     if factory is None:
         raise UnknownBackend(
             f"unknown blob backend {settings.backend!r} (LADING_BLOB__BACKEND); "
             f"choose one of: {', '.join(sorted(BACKENDS))}"
         )
-    return factory(settings)
+    try:
+        return factory(settings)
+    except ValueError as error:
+        raise BackendConfigError(f"blob backend {settings.backend!r}: {error}") from error
+
+
+def build_store(settings: BlobSettings, backend: BlobBackend) -> BlobStore:
+    """The store over `backend`; reads redirect to presigned URLs only for S3 with
+    `s3.redirect_reads` on (the store ignores the flag for backends that cannot presign)."""
+    return BlobStore(
+        backend,
+        upload_expiry_seconds=settings.upload_expiry_seconds,
+        sessions=UploadSessions(backend, max_sessions_per_owner=settings.max_upload_sessions_per_owner),
+        redirect_reads=settings.backend == "s3" and settings.s3.redirect_reads,
+    )
+
+
+async def prepare_backend(backend: BlobBackend) -> None:
+    """One-time start-up work a backend needs before its probe can pass: S3 checks the bucket
+    (creating it when `s3.create_bucket` is on). Raises what the backend raises."""
+    ensure_bucket = getattr(backend, "ensure_bucket", None)
+    if ensure_bucket is not None:
+        await ensure_bucket()
 
 
 async def purge_periodically(store: BlobStore, interval_seconds: float) -> None:
-    """Purges expired uploads every `interval_seconds` until cancelled; failures are logged."""
+    """Every `interval_seconds` until cancelled: purges expired upload sessions, then lets the
+    backend clean up abandoned partial writes (S3 multipart uploads). Each failure is logged and
+    retried at the next interval; one failing does not skip the other."""
     while True:
         await asyncio.sleep(interval_seconds)
         try:
-            await store.purge_uploads()
+            purged = await store.purge_uploads()
+            if purged:
+                log.info("purged %d expired upload sessions", purged)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a failed purge is retried at the next interval
             log.exception("purging expired uploads failed; retrying in %ss", interval_seconds)
+        try:
+            aborted = await store.purge_abandoned_writes()
+            if aborted:
+                log.info("aborted %d abandoned partial writes in the blob backend", aborted)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - as above
+            log.exception("cleaning up abandoned partial writes failed; retrying in %ss", interval_seconds)
 
 
 async def wait_for_backend(store: BlobStore, *, attempts: int = 8, first_delay: float = 0.25) -> None:
-    """Returns once the backend passes its probe; retries with backoff, then raises the last error.
+    """Returns once the backend is prepared (`prepare_backend`) and passes its probe; retries
+    both with backoff, then raises the last error.
 
     Bounded so that a misconfigured backend ends the process (with the reason in the log)
     instead of idling NOT_SERVING forever.
@@ -83,6 +142,7 @@ async def wait_for_backend(store: BlobStore, *, attempts: int = 8, first_delay: 
     delay = first_delay
     for attempt in range(1, attempts + 1):
         try:
+            await prepare_backend(store.backend)
             await store.check()
             return
         except Exception as error:  # noqa: BLE001 - any failure means "not ready yet"
@@ -97,14 +157,23 @@ async def run(settings: Settings) -> None:
     """Runs the blob service until SIGTERM/SIGINT."""
     blob = settings.blob
     backend = build_backend(blob)
-    store = BlobStore(backend, upload_expiry_seconds=blob.upload_expiry_seconds)
-    service = GrpcService(listen=blob.listen, service_names=[SERVICE_NAME], grace_seconds=blob.shutdown_grace_seconds)
+    store = build_store(blob, backend)
+    service = GrpcService(
+        listen=blob.listen,
+        service_names=[SERVICE_NAME],
+        grace_seconds=blob.shutdown_grace_seconds,
+        tls=blob.tls,
+        tls_section="blob.tls",
+    )
     blob_pb2_grpc.add_BlobServiceServicer_to_server(BlobServiceServicer(store), service.server)
     purger: asyncio.Task[None] | None = None
 
     async def ready() -> None:
         nonlocal purger
-        await wait_for_backend(store)
+        try:
+            await wait_for_backend(store)
+        except Exception as error:
+            raise BackendNotReady(f"blob backend {blob.backend!r} is not ready: {error}") from error
         if blob.purge_interval_seconds > 0:
             purger = asyncio.create_task(purge_periodically(store, blob.purge_interval_seconds))
 
@@ -130,9 +199,12 @@ def main() -> int:
     configure_logging(process="blob")
     try:
         asyncio.run(run(settings))
-    except UnknownBackend as error:
+    except BackendConfigError as error:
         print(f"lading blob: {error}", file=sys.stderr)
         return 2
+    except BackendNotReady as error:
+        print(f"lading blob: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

@@ -38,9 +38,13 @@ class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
 
     async def ReadBlob(self, request: blob_pb2.ReadBlobRequest, context: grpc.aio.ServicerContext
                        ) -> AsyncIterator[blob_pb2.ReadBlobResponse]:
-        stream = await self.store.read_blob(
-            request.digest, offset=request.offset, length=request.length if request.length else None
-        )
+        length = request.length if request.length else None
+        if request.allow_redirect:
+            url = await self.store.read_redirect(request.digest, offset=request.offset, length=length)
+            if url is not None:
+                yield blob_pb2.ReadBlobResponse(redirect_url=url)
+                return
+        stream = await self.store.read_blob(request.digest, offset=request.offset, length=length)
         try:
             async for chunk in stream:
                 if len(chunk) <= MAX_MESSAGE_DATA:
@@ -61,7 +65,7 @@ class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
 
     async def StartUpload(self, request: blob_pb2.StartUploadRequest, context: grpc.aio.ServicerContext
                           ) -> blob_pb2.StartUploadResponse:
-        status = await self.store.start_upload(request.repository)
+        status = await self.store.start_upload(request.repository, request.owner)
         return blob_pb2.StartUploadResponse(status=_status(status), min_chunk_size=self.store.min_chunk_size)
 
     async def AppendUpload(self, request_iterator: AsyncIterator[blob_pb2.AppendUploadRequest],

@@ -14,6 +14,12 @@ session.
 Two appends racing on the same session and offset (two replicas) each stage a part of their own
 and write a complete state; the last state written wins, and the other part becomes an unlisted
 leftover that is removed with the session.
+
+Sessions per owner: a session started with an owner (the gateway passes the account, or the
+client's address) gets a marker under `owners/` (keys.py). With `max_sessions_per_owner`, `start`
+counts the owner's markers and refuses one more with TOOMANYREQUESTS. The count is read, then the
+session written, without a lock: starts racing on several replicas may overshoot the bound by the
+number of racers, never by more.
 """
 
 from __future__ import annotations
@@ -85,6 +91,8 @@ class SessionState:
     # OpenSSL SHA-256 context of bytes [0, offset); None when it could not be kept.
     hash_state: bytes | None
     parts: tuple[Part, ...]
+    # Who started the session ("" when the caller named nobody); its marker is under owners/.
+    owner: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -98,6 +106,7 @@ class SessionState:
                 if self.hash_state is None
                 else {"algorithm": SESSION_HASH, "state": base64.b64encode(self.hash_state).decode()},
                 "parts": [{"key": p.key, "start": p.start, "size": p.size} for p in self.parts],
+                **({"owner": self.owner} if self.owner else {}),
             },
             separators=(",", ":"),
         ).encode()
@@ -120,6 +129,7 @@ class SessionState:
             updated_at=float(data["updated_at"]),
             hash_state=hash_state,
             parts=parts,
+            owner=str(data.get("owner", "")),
         )
 
 
@@ -136,11 +146,19 @@ class UploadSessions:
     """Upload session use cases over one backend. Holds no per-session state in memory.
 
     `clock` returns unix seconds; tests inject one to exercise expiry without sleeping.
+    `max_sessions_per_owner` bounds the open sessions of one owner (0: unbounded).
     """
 
-    def __init__(self, backend: BlobBackend, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        backend: BlobBackend,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_sessions_per_owner: int = 0,
+    ) -> None:
         self.backend = backend
         self._clock = clock
+        self.max_sessions_per_owner = max_sessions_per_owner
 
     # -- session state ------------------------------------------------------------------------
 
@@ -179,14 +197,37 @@ class UploadSessions:
 
     # -- use cases ----------------------------------------------------------------------------
 
-    async def start(self, repository: str) -> UploadStatus:
-        """Creates an empty session tagged with `repository` (opaque here) and returns it."""
+    async def start(self, repository: str, owner: str = "") -> UploadStatus:
+        """Creates an empty session tagged with `repository` (opaque here) and returns it.
+
+        With an `owner`, the session counts against that owner until it is committed, cancelled
+        or purged; TOOMANYREQUESTS when the owner already holds `max_sessions_per_owner`.
+        """
+        if owner and self.max_sessions_per_owner > 0:
+            await self._check_room(owner)
         upload_id = uuid.uuid4().hex
         now = self._clock()
         hash_state = ResumableHash(SESSION_HASH).state() if ResumableHash.available() else None
-        state = SessionState(repository, 0, now, now, hash_state, ())
+        state = SessionState(repository, 0, now, now, hash_state, (), owner)
         await self._write_state(upload_id, state)
+        if owner:
+            await self.backend.put(keys.owner_marker_key(owner, upload_id), _one(b""))
         return self._status(upload_id, state)
+
+    async def open_sessions(self, owner: str) -> int:
+        """How many sessions `owner` holds (started with that owner, not yet ended)."""
+        return len([info async for info in self.backend.list(keys.owner_prefix(owner))])
+
+    async def _check_room(self, owner: str) -> None:
+        held = await self.open_sessions(owner)
+        if held >= self.max_sessions_per_owner:
+            raise RegistryError(
+                ErrorKind.TOOMANYREQUESTS,
+                f"{held} upload sessions are already open for this client (the limit is "
+                f"{self.max_sessions_per_owner}); finish or cancel (DELETE) some, or wait for "
+                "abandoned ones to expire",
+                {"limit": self.max_sessions_per_owner, "open": held},
+            )
 
     async def status(self, upload_id: str, repository: str) -> UploadStatus:
         """The session's status. Raises BLOB_UPLOAD_UNKNOWN."""
@@ -296,7 +337,7 @@ class UploadSessions:
         parsed = Digest.parse(digest)
         state = await self._load(upload_id, repository)
         if expected_size is not None and expected_size != state.offset:
-            await self._remove_session(upload_id)
+            await self._remove_session(upload_id, state.owner)
             raise RegistryError(
                 ErrorKind.SIZE_INVALID,
                 f"upload {upload_id!r} received {state.offset} bytes, not the {expected_size} stated; "
@@ -305,7 +346,7 @@ class UploadSessions:
             )
         actual = await self._content_digest(state, parsed.algorithm)
         if actual != parsed.encoded:
-            await self._remove_session(upload_id)
+            await self._remove_session(upload_id, state.owner)
             raise RegistryError(
                 ErrorKind.DIGEST_INVALID,
                 f"the uploaded content hashes to {parsed.algorithm}:{actual}, not {parsed}; "
@@ -322,15 +363,15 @@ class UploadSessions:
             except ObjectNotFound:
                 # A part vanished under us: the session was cancelled or purged meanwhile, or
                 # its storage lost a part. Either way it cannot complete; clear what is left.
-                await self._remove_session(upload_id)
+                await self._remove_session(upload_id, state.owner)
                 raise _unknown(upload_id) from None
-        await self._remove_session(upload_id)
+        await self._remove_session(upload_id, state.owner)
         return CommittedBlob(parsed, state.offset)
 
     async def cancel(self, upload_id: str, repository: str) -> None:
         """Removes the session and its staged bytes. Raises BLOB_UPLOAD_UNKNOWN."""
-        await self._load(upload_id, repository)
-        await self._remove_session(upload_id)
+        state = await self._load(upload_id, repository)
+        await self._remove_session(upload_id, state.owner)
 
     async def purge(self, older_than: float) -> int:
         """Removes sessions untouched for more than `older_than` seconds; returns how many.
@@ -352,6 +393,7 @@ class UploadSessions:
         purged = 0
         for upload_id, modified in newest.items():
             last_touched = modified
+            owner = ""
             if upload_id in with_state:
                 try:
                     state = await self._read_state(upload_id)
@@ -359,9 +401,22 @@ class UploadSessions:
                     state = None  # unreadable: aged like a leftover
                 if state is not None:
                     last_touched = state.updated_at
+                    owner = state.owner
             if last_touched < cutoff:
-                await self._remove_session(upload_id)
+                await self._remove_session(upload_id, owner)
+                with_state.discard(upload_id)
                 purged += 1
+        # Markers of sessions that no longer exist (a crash between removing a state and its
+        # marker). Checked again one by one: a session started during this purge has its state
+        # written before its marker, so it is never taken for an orphan.
+        orphans = []
+        async for info in self.backend.list(keys.OWNERS_PREFIX):
+            upload_id = keys.upload_id_of_marker(info.key)
+            if upload_id in with_state:
+                continue
+            if upload_id is None or not await self._exists(keys.upload_state_key(upload_id)):
+                orphans.append(info.key)
+        await self._delete_all(orphans)
         stale_probes = [info.key async for info in self.backend.list(keys.PROBES_PREFIX) if info.modified < cutoff]
         await self._delete_all(stale_probes)
         if purged:
@@ -410,10 +465,13 @@ class UploadSessions:
                 hasher.update(chunk)
         return hasher.hexdigest()
 
-    async def _remove_session(self, upload_id: str) -> None:
-        """Deletes the state first (the session is gone at once), then every other key."""
+    async def _remove_session(self, upload_id: str, owner: str = "") -> None:
+        """Deletes the state first (the session is gone at once), then every other key, then
+        the owner's marker."""
         await self.backend.delete(keys.upload_state_key(upload_id))
         await self._delete_all([info.key async for info in self.backend.list(keys.upload_prefix(upload_id))])
+        if owner:
+            await self.backend.delete(keys.owner_marker_key(owner, upload_id))
 
     async def _delete_all(self, doomed: Iterable[str]) -> None:
         limit = asyncio.Semaphore(_DELETE_CONCURRENCY)

@@ -82,6 +82,22 @@ class ErrorKind(enum.Enum):
         "BLOB_UNKNOWN", grpc.StatusCode.OUT_OF_RANGE, 416, "requested range not satisfiable"
     )
 
+    # Limits against abuse (the spec has no codes for them: each reuses the closest code, with
+    # the HTTP status that says what happened).
+    # A blob upload that would exceed `gateway.max_blob_bytes`: 413; the session is cancelled.
+    BLOB_TOO_LARGE = ErrorSpec(
+        "BLOB_UPLOAD_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 413, "blob exceeds the registry's size limit"
+    )
+    # A request line plus headers over `gateway.max_header_bytes`: 431 (RFC 6585).
+    HEADERS_TOO_LARGE = ErrorSpec(
+        "SIZE_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 431, "request header fields too large"
+    )
+    # A request body that stalled longer than `gateway.body_read_timeout_seconds`: 408. What the
+    # request was writing is not kept (an upload session stays at its previous offset).
+    BODY_READ_TIMEOUT = ErrorSpec(
+        "BLOB_UPLOAD_INVALID", grpc.StatusCode.DEADLINE_EXCEEDED, 408, "request body not received in time"
+    )
+
     # Docker-era codes clients understand.
     TAG_INVALID = ErrorSpec("TAG_INVALID", grpc.StatusCode.INVALID_ARGUMENT, 400, "manifest tag did not match URI")
     PAGINATION_NUMBER_INVALID = ErrorSpec(

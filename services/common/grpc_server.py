@@ -1,4 +1,7 @@
-"""Server bootstrap shared by both services: error mapping, health, graceful shutdown.
+"""Server bootstrap shared by both services: error mapping, health, TLS, graceful shutdown.
+
+With `tls` enabled the listener speaks TLS (optionally mutual TLS; services/common/tls.py);
+otherwise it is plaintext, meant for unix sockets and trusted networks.
 
 Shutdown order (SIGTERM or SIGINT):
   1. health flips to NOT_SERVING, so load balancers and probes stop sending new calls;
@@ -19,6 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from services.common.errors import ErrorKind, RegistryError
+from services.common.settings import GrpcTlsSettings
+from services.common.tls import server_credentials
 
 log = logging.getLogger("lading.grpc")
 
@@ -104,13 +109,25 @@ class GrpcService:
 
     `register` adds servicers (`add_XServicer_to_server` functions); `serve_forever` binds,
     marks the named services SERVING once `ready()` succeeds, and runs until SIGTERM/SIGINT or
-    `request_stop()`.
+    `request_stop()`. With `tls` enabled, its certificate files are read here, so bad TLS
+    settings raise `TlsConfigError` before anything binds.
     """
 
-    def __init__(self, *, listen: str, service_names: Iterable[str], grace_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        listen: str,
+        service_names: Iterable[str],
+        grace_seconds: float,
+        tls: GrpcTlsSettings | None = None,
+        tls_section: str = "tls",
+    ) -> None:
         self.listen = listen
         self.service_names = list(service_names)
         self.grace_seconds = grace_seconds
+        self._credentials = (
+            server_credentials(tls, section=tls_section) if tls is not None and tls.enabled else None
+        )
         self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=CHANNEL_OPTIONS)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -131,7 +148,10 @@ class GrpcService:
         on_shutdown: Callable[[], Awaitable[None]],
     ) -> None:
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.bound_port = self.server.add_insecure_port(self.listen)
+        if self._credentials is not None:
+            self.bound_port = self.server.add_secure_port(self.listen, self._credentials)
+        else:
+            self.bound_port = self.server.add_insecure_port(self.listen)
         await self.server.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

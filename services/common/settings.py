@@ -26,6 +26,36 @@ from pydantic_settings import (
 MiB = 1024 * 1024
 
 
+class GrpcTlsSettings(BaseModel):
+    """TLS on the gRPC links between planes; one shape for both ends (see services/common/tls.py).
+
+    A plane's server (`blob.tls`, `metadata.tls`): `cert_file` + `key_file` are its certificate
+    chain and key; with `require_client_cert` (mutual TLS) clients must present a certificate
+    signed by a CA in `ca_file`. The gateway's channels (`gateway.grpc.tls`): `ca_file` is the CA
+    bundle that verifies the planes (None: the system's roots); `cert_file` + `key_file` are the
+    client certificate for mutual TLS; `server_name_override` is the name checked against the
+    planes' certificates when it differs from the target's host (e.g. a `unix:` target).
+    """
+
+    enabled: bool = False
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    require_client_cert: bool = False
+    server_name_override: str = ""
+
+
+class HttpTlsSettings(BaseModel):
+    """HTTPS on the gateway: on when `cert_file` is set (PEM chain; `key_file` may be omitted when
+    the key is in the same file). The files are re-read on SIGHUP and when their modification
+    time changes (checked every `reload_check_seconds`; 0 checks only on SIGHUP); new connections
+    get the new certificate, open ones keep theirs."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    reload_check_seconds: float = Field(default=5.0, ge=0)
+
+
 class GrpcClientSettings(BaseModel):
     """How the gateway talks to a plane."""
 
@@ -37,6 +67,9 @@ class GrpcClientSettings(BaseModel):
     keepalive_seconds: int = 30
     # grpc's load-balancing policy across the addresses a `dns:///` target resolves to.
     lb_policy: str = "round_robin"
+    # Longest wait between reconnection attempts to a replica that went away (gRPC's default: 120 s).
+    max_reconnect_backoff_ms: int = 5000
+    tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
 
 
 class GatewaySettings(BaseModel):
@@ -57,6 +90,21 @@ class GatewaySettings(BaseModel):
     # uvicorn worker processes for this gateway.
     workers: int = 1
     log_level: str = "info"
+    # On SIGTERM: /readyz answers 503 at once; after `shutdown_drain_seconds` (time for a load
+    # balancer's health checks to notice) the gateway stops accepting connections, and in-flight
+    # requests get `shutdown_grace_seconds` to finish before they are cancelled.
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    tls: HttpTlsSettings = Field(default_factory=HttpTlsSettings)
+    # Limits against abuse (gateway/limits.py, gateway/bodies.py):
+    # bytes of a request's head (request line + headers) before it is refused with 431;
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    # seconds a client may leave a request body stalled between two reads before it is cut off
+    # with 408 (0: never); an upload chunk cut off this way is not kept, its session is unchanged;
+    body_read_timeout_seconds: float = Field(default=60.0, ge=0)
+    # largest blob an upload may produce, checked against Content-Length and the bytes streamed
+    # (413; the session is cancelled). 0: no limit.
+    max_blob_bytes: int = Field(default=0, ge=0)
 
 
 class FilesystemBackendSettings(BaseModel):
@@ -119,11 +167,21 @@ class BlobSettings(BaseModel):
     # Bounded pool for blocking storage calls (file I/O, the S3 SDK).
     io_threads: int = 16
     shutdown_grace_seconds: float = 10.0
+    tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+    # Open upload sessions one owner may hold (the gateway names the owner: the account when auth
+    # is on, else the client's address); one more is refused with 429 until one is committed,
+    # cancelled or purged. 0: no limit.
+    max_upload_sessions_per_owner: int = Field(default=1000, ge=0)
 
 
 class MetadataSettings(BaseModel):
     listen: str = "unix:data/run/metadata.sock"
     database_url: str = "sqlite+aiosqlite:///data/registry.db"
+    # Optional read replica (a PostgreSQL streaming replica, say): when set, the read-only calls
+    # (GetManifest, StatBlob, ListTags, ListRepositories, ListReferrers) run on it and every
+    # write on `database_url`. Same URL forms and pool settings as `database_url`. Replication
+    # lag shows: a manifest just pushed may answer 404 on the replica for a moment.
+    read_replica_url: str | None = None
     # Apply pending migrations at start-up (the embedded default); production runs `lading migrate`.
     auto_migrate: bool = True
     pool_size: int = 10
@@ -131,6 +189,62 @@ class MetadataSettings(BaseModel):
     # Seconds a statement may run (PostgreSQL) / wait for a lock (SQLite busy timeout).
     statement_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
+    tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+
+
+class ExternalIssuerSettings(BaseModel):
+    """A token issuer Lading trusts besides its own (an existing identity service)."""
+
+    # The `iss` its tokens carry; empty: no external issuer.
+    issuer: str = ""
+    # The `aud` its tokens must carry; empty: `auth.service`.
+    audience: str = ""
+    # JWKS document (RFC 7517) with its public keys (RS256 or ES256, each with a `kid`).
+    jwks_file: Path | None = None
+
+
+class AuthSettings(BaseModel):
+    """Access control (docs: gateway/auth/__init__.py). Off by default (`mode = "none"`).
+
+    - "basic": `Authorization: Basic` checked against the accounts in the metadata plane;
+    - "token": the Docker token flow: the gateway answers 401 with a Bearer challenge pointing at
+      `realm` (by default its own `/token` endpoint, which issues ES256 JWTs signed with
+      `signing_key_file`), and accepts tokens signed by any key of its set.
+    """
+
+    mode: Literal["none", "basic", "token"] = "none"
+    # Token endpoint URL in challenges; empty: this gateway's own `<scheme>://<host>/token`.
+    realm: str = ""
+    # The `service` of challenges and the `aud` of tokens.
+    service: str = "lading"
+    # The `iss` of the tokens this registry issues.
+    issuer: str = "lading"
+    # Lifetime of issued access tokens (clients need at least 60 s, per the token spec).
+    token_lifetime_seconds: int = Field(default=300, ge=60, le=24 * 3600)
+    # Lifetime of refresh tokens (`offline_token=true`, `access_type=offline`).
+    refresh_token_lifetime_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    # Clock skew tolerated on exp/nbf/iat.
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # ES256 private key (PEM, P-256): `lading auth keygen --out FILE`. Required to issue tokens.
+    signing_key_file: Path | None = None
+    # More public (or private) PEM keys whose tokens are accepted: the previous key during a rotation.
+    verification_key_files: list[Path] = Field(default_factory=list)
+    external: ExternalIssuerSettings = Field(default_factory=ExternalIssuerSettings)
+    # Repository name patterns anyone may pull without credentials (`public/*`, `*`).
+    anonymous_pull: list[str] = Field(default_factory=list)
+    # `/v2/_catalog` then needs the `registry:catalog:*` scope (granted to admins only).
+    require_catalog_scope: bool = False
+    # Created as an admin at metadata start-up when absent (password from the setting or the file).
+    bootstrap_admin: str = ""
+    bootstrap_admin_password: str = ""
+    bootstrap_admin_password_file: Path | None = None
+    # HMAC key binding upload sessions to their account; every gateway replica needs the same.
+    # Empty: derived from the signing key (token mode); required otherwise.
+    upload_state_key: str = ""
+    # Seconds a successful Basic credential check is remembered (bcrypt is slow by design).
+    basic_cache_seconds: float = Field(default=10.0, ge=0)
+    # bcrypt work factor for new hashes (tests lower it).
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
 
 
 class Settings(BaseSettings):
@@ -146,6 +260,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     blob: BlobSettings = Field(default_factory=BlobSettings)
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import sys
 
-from lading.metadata.v1 import metadata_pb2_grpc
+from lading.metadata.v1 import accounts_pb2_grpc, metadata_pb2_grpc
 
 from services.common.errors import ErrorKind, RegistryError
 from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
 from services.common.paths import prepare_listen_address
 from services.common.settings import Settings, load_settings
+from services.metadata.accounts.main import bootstrap_admin, build_account_servicer
 from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.migrations import check_schema_current, head_revision, migrate
 from services.metadata.servicer import MetadataServicer
@@ -26,6 +27,7 @@ from services.metadata.store.engine import Database, open_database
 from services.metadata.store.sql import SqlMetadataStore
 
 SERVICE_NAME = "lading.metadata.v1.MetadataService"
+ACCOUNT_SERVICE_NAME = "lading.metadata.v1.AccountService"
 log = logging.getLogger("lading.metadata")
 
 
@@ -71,10 +73,17 @@ async def run(settings: Settings) -> None:
                 max_page_size=settings.gateway.max_page_size,
             ),
         )
+        accounts = build_account_servicer(database, settings.auth)
+        await bootstrap_admin(accounts, settings.auth)
         service = GrpcService(
-            listen=config.listen, service_names=[SERVICE_NAME], grace_seconds=config.shutdown_grace_seconds
+            listen=config.listen,
+            service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME],
+            grace_seconds=config.shutdown_grace_seconds,
+            tls=config.tls,
+            tls_section="metadata.tls",
         )
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(core), service.server)
+        accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
         prepare_listen_address(config.listen)
         await service.serve_forever(ready=store.ping, on_shutdown=store.close)
     finally:

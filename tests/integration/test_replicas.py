@@ -81,7 +81,8 @@ def replicas(profile: Profile, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture
 def gateways(replicas: Replicas) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    one, two = (httpx.Client(base_url=url, timeout=60.0) for url in replicas.gateway_urls)
+    # Blob GETs may answer 307 to the storage (S3 profile): follow, as registry clients do.
+    one, two = (httpx.Client(base_url=url, timeout=60.0, follow_redirects=True) for url in replicas.gateway_urls)
     with one, two:
         yield one, two
 

@@ -22,6 +22,14 @@
         switches to that key, so a crash between the two writes leaves a valid state plus an
         unlisted part. Unlisted parts are removed with the session (commit, cancel, purge).
 
+    owners/<owner hash>/<id>
+        An empty marker for each open session started with an owner (the gateway names it: the
+        account, or the client's address); `<owner hash>` is the first 32 hex digits of the
+        SHA-256 of the owner's name. The markers under one owner are what
+        `max_upload_sessions_per_owner` counts. Written after the session's state.json and removed
+        after it (commit, cancel, purge), so a crash can only leave a marker without a session,
+        which the purge removes; a session without its marker merely goes uncounted.
+
     probes/<token>
         Written and deleted by readiness checks. Anything left here is garbage.
 
@@ -29,12 +37,14 @@ Purge policy (`UploadSessions.purge(older_than)`): a session whose state.json `u
 before the cutoff is removed whole (state first, so the session stops existing at once, then its
 parts). Keys under `uploads/<id>/` without a state.json, left when a process died between
 removing a session's state and its parts, are removed once the newest of them is older than the
-cutoff. `probes/` keys older than the cutoff are removed. `blobs/` is never purged: blob bytes go
+cutoff. `owners/` markers whose session has no state.json are removed. `probes/` keys older
+than the cutoff are removed. `blobs/` is never purged: blob bytes go
 only through DeleteBlob, when the metadata plane's garbage collection decides.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 
@@ -43,6 +53,7 @@ from services.common.digests import Digest
 BLOBS_PREFIX = "blobs/"
 UPLOADS_PREFIX = "uploads/"
 PROBES_PREFIX = "probes/"
+OWNERS_PREFIX = "owners/"
 STATE_NAME = "state.json"
 PARTS_FOLDER = "parts/"
 
@@ -91,6 +102,23 @@ def upload_id_of(key: str) -> str | None:
     if not key.startswith(UPLOADS_PREFIX):
         return None
     upload_id = key[len(UPLOADS_PREFIX) :].split("/", 1)[0]
+    return upload_id if is_valid_upload_id(upload_id) else None
+
+
+def owner_prefix(owner: str) -> str:
+    """`owners/<owner hash>/`: the markers of one owner's open sessions."""
+    return f"{OWNERS_PREFIX}{hashlib.sha256(owner.encode()).hexdigest()[:32]}/"
+
+
+def owner_marker_key(owner: str, upload_id: str) -> str:
+    return f"{owner_prefix(owner)}{_checked(upload_id)}"
+
+
+def upload_id_of_marker(key: str) -> str | None:
+    """The upload id an `owners/` marker stands for, or None for any other (or malformed) key."""
+    if not key.startswith(OWNERS_PREFIX):
+        return None
+    upload_id = key.rsplit("/", 1)[-1]
     return upload_id if is_valid_upload_id(upload_id) else None
 
 

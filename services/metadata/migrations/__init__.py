@@ -77,8 +77,9 @@ async def migrate(target: str | Database) -> None:
 
 
 async def current_revisions(target: str | Database) -> tuple[str, ...]:
-    """The revisions the database is at (empty for a database never migrated)."""
-    async with _database(target) as database, database.reads.connect() as connection:
+    """The revisions the database is at (empty for a database never migrated). Asks the primary,
+    never a read replica."""
+    async with _database(target) as database, database.engine.connect() as connection:
         return await connection.run_sync(_current_heads)
 
 

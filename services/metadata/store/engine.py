@@ -3,7 +3,10 @@
 `open_database(settings)` returns a `Database` with three views of one connection pool:
 - `engine`: the plain engine (migrations use `writes`, tests may use this);
 - `reads`: for single-statement reads. PostgreSQL runs them in AUTOCOMMIT (no BEGIN/ROLLBACK
-  round trips); SQLite runs them without an explicit BEGIN (the statement is its own snapshot);
+  round trips); SQLite runs them without an explicit BEGIN (the statement is its own snapshot).
+  With `read_replica_url` set, `reads` is the same view over a second pool on the replica
+  (`replica`), and only `reads` goes there: writes, and the reads inside write transactions,
+  stay on the primary;
 - `writes`: for read-modify-write transactions. On SQLite these start with `BEGIN IMMEDIATE`, so a
   writer takes the write lock up front and waits (busy_timeout) instead of failing with
   SQLITE_BUSY when it would upgrade a read lock; PostgreSQL uses READ COMMITTED and relies on
@@ -45,6 +48,8 @@ class Database:
     engine: AsyncEngine
     reads: AsyncEngine
     writes: AsyncEngine
+    # The read replica's engine when `read_replica_url` is set (then `reads` is a view of it).
+    replica: AsyncEngine | None = None
 
     @property
     def dialect(self) -> str:
@@ -52,8 +57,10 @@ class Database:
         return self.engine.dialect.name
 
     async def dispose(self) -> None:
-        """Closes every pooled connection. Idempotent."""
+        """Closes every pooled connection (the replica's too). Idempotent."""
         await self.engine.dispose()
+        if self.replica is not None:
+            await self.replica.dispose()
 
 
 def normalize_url(database_url: str) -> URL:
@@ -143,12 +150,27 @@ def _open_postgresql(url: URL, settings: MetadataSettings) -> Database:
     )
 
 
-def open_database(settings: MetadataSettings) -> Database:
-    """Builds the engine for `settings.database_url` (no connection is made until first use).
-
-    Raises ValueError for an unsupported URL scheme.
-    """
-    url = normalize_url(settings.database_url)
+def _open(database_url: str, settings: MetadataSettings) -> Database:
+    url = normalize_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _open_sqlite(url, settings)
     return _open_postgresql(url, settings)
+
+
+def open_database(settings: MetadataSettings) -> Database:
+    """Builds the engine for `settings.database_url`, and one for `settings.read_replica_url`
+    when set (no connection is made until first use).
+
+    Raises ValueError for an unsupported URL scheme, or a replica of another dialect than the
+    primary (the statements are compiled for one).
+    """
+    primary = _open(settings.database_url, settings)
+    if not settings.read_replica_url:
+        return primary
+    replica = _open(settings.read_replica_url, settings)
+    if replica.dialect != primary.dialect:
+        raise ValueError(
+            f"the read replica is {replica.dialect} but the primary is {primary.dialect}; "
+            "LADING_METADATA__READ_REPLICA_URL must point at a copy of the primary database"
+        )
+    return Database(engine=primary.engine, reads=replica.reads, writes=primary.writes, replica=replica.engine)

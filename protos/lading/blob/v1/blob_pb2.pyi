@@ -20,20 +20,24 @@ class StatBlobResponse(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ReadBlobRequest(_message.Message):
-    __slots__ = ("digest", "offset", "length")
+    __slots__ = ("digest", "offset", "length", "allow_redirect")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_REDIRECT_FIELD_NUMBER: _ClassVar[int]
     digest: str
     offset: int
     length: int
-    def __init__(self, digest: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    allow_redirect: bool
+    def __init__(self, digest: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., allow_redirect: _Optional[bool] = ...) -> None: ...
 
 class ReadBlobResponse(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "redirect_url")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_URL_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    redirect_url: str
+    def __init__(self, data: _Optional[bytes] = ..., redirect_url: _Optional[str] = ...) -> None: ...
 
 class DeleteBlobRequest(_message.Message):
     __slots__ = ("digest",)
@@ -60,10 +64,12 @@ class UploadStatus(_message.Message):
     def __init__(self, upload_id: _Optional[str] = ..., repository: _Optional[str] = ..., offset: _Optional[int] = ..., started_at: _Optional[int] = ...) -> None: ...
 
 class StartUploadRequest(_message.Message):
-    __slots__ = ("repository",)
+    __slots__ = ("repository", "owner")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     repository: str
-    def __init__(self, repository: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, repository: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class StartUploadResponse(_message.Message):
     __slots__ = ("status", "min_chunk_size")

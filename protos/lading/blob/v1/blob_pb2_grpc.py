@@ -92,7 +92,9 @@ class BlobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReadBlob(self, request, context):
-        """Streams [offset, offset+length) of a blob in chunks of at most 1 MiB.
+        """Streams [offset, offset+length) of a blob in chunks of at most 1 MiB; or, when the request
+        allows it and the plane redirects reads (S3 with redirect_reads on), one message carrying a
+        presigned URL instead of bytes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,140 @@
+"""The built-in token server (docker-auth-token.md, docker-auth-oauth.md), token mode only.
+
+- `GET /token?service=&scope=&scope=&account=&offline_token=&client_id=`: Basic credentials or
+  none (anonymous). Answers `{"token", "access_token", "expires_in", "issued_at"}` plus
+  `refresh_token` with `offline_token=true` (authenticated callers only).
+- `POST /token` (application/x-www-form-urlencoded): `grant_type=password` with `username` and
+  `password`, or `grant_type=refresh_token` with `refresh_token`; `scope` is space-separated;
+  `access_type=offline` asks for a refresh token (a refresh grant returns the same one). The
+  answer also carries `scope`, the granted scopes.
+
+The token's `access` claim is the INTERSECTION of what was asked and what the account may do
+(AccountService.Authorize): asking for more is not an error, the token just lacks it. Wrong
+credentials or a bad refresh token → 401 UNAUTHORIZED; a `service` other than ours → 403 DENIED;
+an `account` parameter that differs from the credentials → 401.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.auth.gate import AuthGate
+from gateway.auth.scopes import Scope, parse_scopes
+from gateway.auth.tokens import InvalidToken
+from gateway.errors import HttpRegistryError
+from gateway.responses import json_response
+from services.common.errors import ErrorKind, RegistryError
+
+if TYPE_CHECKING:
+    from gateway.context import Gateway
+
+# Token requests are a few hundred bytes; anything much larger is not one.
+MAX_FORM_BYTES = 64 * 1024
+_TRUE = ("true", "1", "yes")
+
+
+def _gate(gateway: Gateway) -> AuthGate:
+    gate = getattr(gateway, "auth", None)
+    if not isinstance(gate, AuthGate) or gate.mode != "token" or gate.issuer is None:
+        raise RegistryError(ErrorKind.NAME_UNKNOWN, "this registry has no token endpoint (auth.mode is not token)")
+    return gate
+
+
+def _bad_credentials(gate: AuthGate, message: str = "invalid username or password") -> HttpRegistryError:
+    return HttpRegistryError(
+        ErrorKind.UNAUTHORIZED, message, headers={"www-authenticate": f'Basic realm="{gate.settings.service}"'}
+    )
+
+
+def _check_service(gate: AuthGate, service: str | None) -> None:
+    if service and service != gate.settings.service:
+        raise RegistryError(
+            ErrorKind.DENIED, f"this token server issues tokens for {gate.settings.service!r}, not {service!r}",
+            {"service": service},
+        )
+
+
+async def _answer(gate: AuthGate, account: str, scopes: list[Scope], *, refresh: str | None,
+                  oauth: bool) -> Response:
+    granted, valid = await gate.accounts.authorize(account, scopes)
+    if not valid:
+        raise _bad_credentials(gate, "the account no longer exists or has expired")
+    assert gate.issuer is not None
+    issued = gate.issuer.access_token(account, granted)
+    body: dict[str, Any] = {
+        "token": issued.token, "access_token": issued.token,
+        "expires_in": issued.expires_in, "issued_at": issued.issued_at,
+    }
+    if oauth:
+        body["scope"] = " ".join(str(s) for s in granted if s.actions)
+    if refresh:
+        body["refresh_token"] = refresh
+    return json_response(body, headers={"cache-control": "no-store", "pragma": "no-cache"})
+
+
+async def get_token(request: Request, gateway: Gateway) -> Response:
+    gate = _gate(gateway)
+    query = request.query_params
+    _check_service(gate, query.get("service"))
+    account = ""
+    header = request.headers.get("authorization")
+    if header is not None:
+        found = await gate.authenticate_basic(header)
+        if found is None:
+            raise _bad_credentials(gate)
+        account = found
+    requested_account = query.get("account")
+    if requested_account and account and requested_account != account:
+        raise _bad_credentials(gate, "the account parameter does not match the credentials")
+    scopes = parse_scopes(query.getlist("scope"))
+    assert gate.issuer is not None
+    refresh = None
+    if account and query.get("offline_token", "").lower() in _TRUE:
+        refresh = gate.issuer.refresh_token(account)
+    return await _answer(gate, account, scopes, refresh=refresh, oauth=False)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise RegistryError(ErrorKind.UNSUPPORTED, "POST /token takes application/x-www-form-urlencoded")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_FORM_BYTES:
+            raise RegistryError(ErrorKind.UNSUPPORTED, "token request too large")
+    parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in parsed.items()}
+
+
+async def post_token(request: Request, gateway: Gateway) -> Response:
+    gate = _gate(gateway)
+    form = await _form(request)
+    _check_service(gate, form.get("service"))
+    grant_type = form.get("grant_type", "")
+    assert gate.issuer is not None and gate.verifier is not None
+    refresh: str | None = None
+    if grant_type == "password":
+        username, password = form.get("username", ""), form.get("password", "")
+        header = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        account = await gate.authenticate_basic(header) if username else None
+        if account is None:
+            raise _bad_credentials(gate)
+        if form.get("access_type") == "offline":
+            refresh = gate.issuer.refresh_token(account)
+    elif grant_type == "refresh_token":
+        refresh = form.get("refresh_token", "")
+        try:
+            account = gate.verifier.verify_refresh(refresh)
+        except InvalidToken:
+            raise _bad_credentials(gate, "invalid refresh token") from None
+    else:
+        raise RegistryError(
+            ErrorKind.UNSUPPORTED, f"grant_type {grant_type!r} is not supported: use password or refresh_token"
+        )
+    return await _answer(gate, account, parse_scopes([form.get("scope", "")]), refresh=refresh, oauth=True)

@@ -1,0 +1,122 @@
+"""Limits against abuse that live outside the body code (gateway.bodies has the body ones).
+
+The request-head size limit, enforced where the bytes arrive: in uvicorn's httptools protocol.
+
+httptools (llhttp) buffers a request line and headers of any size before the app sees them, so a
+limit checked in ASGI middleware would come after the memory is spent. `HeadLimitedHttpToolsProtocol`
+counts the bytes received while a request's head is incomplete and answers
+`431 Request Header Fields Too Large` (ErrorKind.HEADERS_TOO_LARGE, with the OCI error body) as
+soon as they exceed the limit, then closes the connection; a head that completes within one read
+is measured exactly (request target + header lines) before the app is called.
+
+The limit travels in uvicorn's `h11_max_incomplete_event_size` (the same meaning for the h11
+protocol: bytes of an incomplete head), so the class stays importable by name for `workers > 1`.
+Counting is per read: a head may overshoot the limit by at most one read (≤ 64 KiB) before the 431.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import Scope
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.auth.gate import PRINCIPAL_KEY
+from gateway.errors import error_body
+from gateway.middleware import API_VERSION_HEADER
+from services.common.errors import ErrorKind, RegistryError
+
+DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+# Per header line, ": " and CRLF besides the name and value.
+_LINE_OVERHEAD = 4
+
+
+def head_too_large_response(limit: int) -> bytes:
+    """The whole HTTP/1.1 431 response (it closes the connection)."""
+    kind = ErrorKind.HEADERS_TOO_LARGE
+    body = error_body(
+        RegistryError(
+            kind,
+            f"the request line and headers exceed {limit} bytes; send fewer or shorter headers",
+            {"limit": limit},
+        )
+    )
+    name, value = API_VERSION_HEADER
+    return b"".join(
+        [
+            f"HTTP/1.1 {kind.http_status} Request Header Fields Too Large\r\n".encode(),
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            name + b": " + value + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on request-head bytes (see the module docstring)."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._max_head = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEAD_BYTES
+        self._in_head = True
+        self._head_bytes = 0
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if not self._refused and self._in_head and self._head_bytes > self._max_head:
+            self._refuse()
+        if self._refused and not self.transport.is_closing():
+            self._answer_431()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        size = len(self.url) + sum(len(name) + len(value) + _LINE_OVERHEAD for name, value in self.headers)
+        if size > self._max_head:
+            self._refuse()
+            return  # no ASGI task: the app never sees this request
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        super().on_message_complete()
+        self._in_head = True  # what follows is the next request's head
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.flow.pause_reading()
+
+    def _answer_431(self) -> None:
+        # A response of an earlier pipelined request may still be in flight; interleaving a 431
+        # with it would corrupt both, so only an idle connection gets one.
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(head_too_large_response(self._max_head))
+        self.transport.close()
+
+
+
+def upload_owner(scope: Scope) -> str:
+    """Whose budget of open upload sessions (`blob.max_upload_sessions_per_owner`) a new session
+    counts against: `account:<name>` when auth identified the caller, else `ip:<peer address>`.
+
+    The peer is the TCP peer: behind a proxy, anonymous clients share the proxy's budget (turn
+    auth on, or raise the limit, when many anonymous clients push through one proxy).
+    """
+    principal = scope.get(PRINCIPAL_KEY)
+    account = getattr(principal, "account", "")
+    if account:
+        return f"account:{account}"
+    client = scope.get("client")
+    return f"ip:{client[0]}" if client else "ip:unknown"

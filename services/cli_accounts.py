@@ -1,0 +1,185 @@
+"""`lading user|robot|grant|auth` subcommands: manage accounts over AccountService (gRPC).
+
+They talk to the metadata service at `--metadata` (default: `gateway.metadata_target` from the
+settings, i.e. LADING_GATEWAY__METADATA_TARGET; `unix:data/run/metadata.sock` for `lading serve`
+run from the same folder). `lading auth keygen` needs no service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("user", "robot", "grant", "auth")
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def add_commands(commands: Any) -> None:
+    """Adds the subcommands to `lading`'s subparsers."""
+
+    def with_target(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--metadata", default=None, help="gRPC target of the metadata service "
+                            "(default: LADING_GATEWAY__METADATA_TARGET)")
+        return parser
+
+    user = commands.add_parser("user", help="manage user accounts").add_subparsers(dest="action", required=True)
+    add = with_target(user.add_parser("add", help="create a user (asks for the password)"))
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may do everything")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument("--description", default="")
+    passwd = with_target(user.add_parser("passwd", help="set a user's password"))
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true")
+    with_target(user.add_parser("delete", help="delete a user and its grants")).add_argument("name")
+    with_target(user.add_parser("list", help="list users and robots"))
+
+    robot = commands.add_parser("robot", help="manage robot accounts (CI)").add_subparsers(
+        dest="action", required=True)
+    create = with_target(robot.add_parser("create", help="create robot$NAME and print its secret once"))
+    create.add_argument("name")
+    create.add_argument("--expires", default=None,
+                        help="lifetime (30d, 12h, 90m, 2w) or an ISO date/time (UTC); default: never")
+    create.add_argument("--description", default="")
+    with_target(robot.add_parser("delete", help="delete a robot")).add_argument("name")
+    with_target(robot.add_parser("list", help="list robots"))
+
+    grant = commands.add_parser("grant", help="manage permissions").add_subparsers(dest="action", required=True)
+    grant_add = with_target(grant.add_parser("add", help="grant ACTIONS (pull,push,delete) on PATTERN"))
+    grant_add.add_argument("account")
+    grant_add.add_argument("pattern", help="repository name pattern: team-a/*, *, exact/name")
+    grant_add.add_argument("actions", help="comma-separated: pull,push,delete")
+    grant_list = with_target(grant.add_parser("list", help="list grants"))
+    grant_list.add_argument("account", nargs="?", default="")
+    revoke = with_target(grant.add_parser("revoke", help="revoke ACTIONS (default: all) on PATTERN"))
+    revoke.add_argument("account")
+    revoke.add_argument("pattern")
+    revoke.add_argument("actions", nargs="?", default="")
+
+    auth = commands.add_parser("auth", help="token signing keys").add_subparsers(dest="action", required=True)
+    keygen = auth.add_parser("keygen", help="write a new ES256 (P-256) signing key in PEM")
+    keygen.add_argument("--out", required=True, type=Path)
+
+
+def parse_expiry(text: str, now: datetime) -> datetime:
+    match = _DURATION.match(text)
+    if match:
+        return now + timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _password(stdin: bool) -> str:
+    if stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise SystemExit("the passwords differ")
+    return first
+
+
+def _keygen(out: Path) -> int:
+    import os
+
+    from gateway.auth.keys import generate_signing_key_pem, libtrust_kid, load_signing_key
+
+    if out.exists():
+        print(f"lading auth keygen: {out} exists; refusing to overwrite a key", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(generate_signing_key_pem())
+    key = load_signing_key(out)
+    print(f"wrote {out} (ES256, kid {libtrust_kid(key.private_key.public_key())})")
+    return 0
+
+
+def _when(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if seconds else "never"
+
+
+async def _call(args: argparse.Namespace) -> int:
+    import grpc
+    from lading.metadata.v1 import accounts_pb2 as pb
+    from lading.metadata.v1 import accounts_pb2_grpc
+
+    from services.common.errors import from_rpc_error
+    from services.common.settings import load_settings
+
+    target = args.metadata or load_settings().gateway.metadata_target
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = accounts_pb2_grpc.AccountServiceStub(channel)
+        try:
+            return await _dispatch(args, stub, pb)
+        except grpc.RpcError as error:
+            failure = from_rpc_error(error)
+            print(f"lading {args.command} {args.action}: {failure.message}", file=sys.stderr)
+            return 1
+
+
+async def _dispatch(args: argparse.Namespace, stub: Any, pb: Any) -> int:
+    timeout = 30.0
+    command, action = args.command, args.action
+    if command == "user" and action == "add":
+        password = _password(args.password_stdin)
+        reply = await stub.CreateUser(pb.CreateUserRequest(
+            name=args.name, password=password, is_admin=args.admin, description=args.description), timeout=timeout)
+        print(f"created user {reply.account.name}" + (" (admin)" if reply.account.is_admin else ""))
+    elif command == "user" and action == "passwd":
+        await stub.SetPassword(pb.SetPasswordRequest(name=args.name, password=_password(args.password_stdin)),
+                               timeout=timeout)
+        print(f"password of {args.name} changed")
+    elif action == "delete":
+        name = args.name
+        if command == "robot" and not name.startswith("robot$"):
+            name = "robot$" + name
+        await stub.DeleteAccount(pb.DeleteAccountRequest(name=name), timeout=timeout)
+        print(f"deleted {name}")
+    elif action == "list" and command in ("user", "robot"):
+        reply = await stub.ListAccounts(pb.ListAccountsRequest(), timeout=timeout)
+        for account in reply.accounts:
+            robot = account.kind == pb.ACCOUNT_KIND_ROBOT
+            if command == "robot" and not robot:
+                continue
+            flags = "admin" if account.is_admin else ("robot" if robot else "user")
+            print(f"{account.name}\t{flags}\texpires={_when(account.expires_at)}\t{account.description}")
+    elif command == "robot" and action == "create":
+        expires = parse_expiry(args.expires, datetime.now(UTC)) if args.expires else None
+        reply = await stub.CreateRobot(pb.CreateRobotRequest(
+            name=args.name, description=args.description,
+            expires_at=int(expires.timestamp()) if expires else 0), timeout=timeout)
+        print(f"name: {reply.account.name}")
+        print(f"secret: {reply.secret}")
+        print(f"expires: {_when(reply.account.expires_at)}")
+        print("The secret is shown only now; store it in your CI's secret store.", file=sys.stderr)
+    elif command == "grant" and action == "add":
+        reply = await stub.Grant(pb.GrantRequest(
+            account=args.account, pattern=args.pattern, actions=args.actions.split(",")), timeout=timeout)
+        print(f"{reply.permission.account}\t{reply.permission.pattern}\t{','.join(reply.permission.actions)}")
+    elif command == "grant" and action == "list":
+        reply = await stub.ListGrants(pb.ListGrantsRequest(account=args.account), timeout=timeout)
+        for permission in reply.permissions:
+            print(f"{permission.account}\t{permission.pattern}\t{','.join(permission.actions)}")
+    elif command == "grant" and action == "revoke":
+        actions = [a for a in args.actions.split(",") if a]
+        reply = await stub.Revoke(pb.RevokeRequest(account=args.account, pattern=args.pattern, actions=actions),
+                                  timeout=timeout)
+        print("revoked" if reply.revoked else "nothing was granted on that pattern")
+    else:  # pragma: no cover - argparse only admits the above
+        raise SystemExit(f"unknown command {command} {action}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs one account command; returns the exit code."""
+    if args.command == "auth":
+        return _keygen(args.out)
+    return asyncio.run(_call(args))

@@ -1,0 +1,43 @@
+"""The account tables (SQLAlchemy Core); migration 0002 creates them (it does not import this)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    # "user" or "robot".
+    Column("kind", String(16), nullable=False),
+    Column("password_hash", String(128), nullable=False),
+    Column("is_admin", Boolean, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("name", name="uq_accounts_name"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("pattern", String(255), nullable=False),
+    Column("actions", String(64), nullable=False),
+    PrimaryKeyConstraint("account_id", "pattern", name="pk_grants"),
+)

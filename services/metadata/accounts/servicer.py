@@ -1,0 +1,92 @@
+"""AccountServiceServicer: protobuf <-> `AccountsCore`, nothing else."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import grpc
+from lading.metadata.v1 import accounts_pb2 as pb
+from lading.metadata.v1 import accounts_pb2_grpc
+
+from services.metadata.accounts.core import AccountsCore
+from services.metadata.accounts.policy import Scope
+from services.metadata.accounts.store import StoredAccount
+
+_KINDS = {"user": pb.ACCOUNT_KIND_USER, "robot": pb.ACCOUNT_KIND_ROBOT}
+
+
+def account_message(account: StoredAccount) -> pb.Account:
+    return pb.Account(
+        name=account.name, kind=_KINDS.get(account.kind, pb.ACCOUNT_KIND_UNSPECIFIED), is_admin=account.is_admin,
+        description=account.description,
+        expires_at=int(account.expires_at.timestamp()) if account.expires_at else 0,
+        created_at=int(account.created_at.timestamp()),
+    )
+
+
+def _permission(name: str, pattern: str, actions: tuple[str, ...]) -> pb.Permission:
+    return pb.Permission(account=name, pattern=pattern, actions=list(actions))
+
+
+class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
+    def __init__(self, core: AccountsCore) -> None:
+        self._core = core
+
+    @property
+    def core(self) -> AccountsCore:
+        return self._core
+
+    async def CreateUser(self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.CreateUserResponse:
+        account = await self._core.create_user(
+            request.name, request.password, is_admin=request.is_admin, description=request.description
+        )
+        return pb.CreateUserResponse(account=account_message(account))
+
+    async def SetPassword(self, request: pb.SetPasswordRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.SetPasswordResponse:
+        await self._core.set_password(request.name, request.password)
+        return pb.SetPasswordResponse()
+
+    async def DeleteAccount(self, request: pb.DeleteAccountRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.DeleteAccountResponse:
+        await self._core.delete_account(request.name)
+        return pb.DeleteAccountResponse()
+
+    async def CreateRobot(self, request: pb.CreateRobotRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.CreateRobotResponse:
+        expires = datetime.fromtimestamp(request.expires_at, UTC) if request.expires_at else None
+        created = await self._core.create_robot(request.name, description=request.description, expires_at=expires)
+        return pb.CreateRobotResponse(account=account_message(created.account), secret=created.secret)
+
+    async def ListAccounts(self, request: pb.ListAccountsRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.ListAccountsResponse:
+        return pb.ListAccountsResponse(accounts=[account_message(a) for a in await self._core.list_accounts()])
+
+    async def Grant(self, request: pb.GrantRequest, context: grpc.aio.ServicerContext) -> pb.GrantResponse:
+        actions = await self._core.grant(request.account, request.pattern, list(request.actions))
+        return pb.GrantResponse(permission=_permission(request.account, request.pattern, actions))
+
+    async def Revoke(self, request: pb.RevokeRequest, context: grpc.aio.ServicerContext) -> pb.RevokeResponse:
+        return pb.RevokeResponse(
+            revoked=await self._core.revoke(request.account, request.pattern, list(request.actions))
+        )
+
+    async def ListGrants(self, request: pb.ListGrantsRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ListGrantsResponse:
+        rows = await self._core.list_grants(request.account)
+        return pb.ListGrantsResponse(permissions=[_permission(*row) for row in rows])
+
+    async def Authenticate(self, request: pb.AuthenticateRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.AuthenticateResponse:
+        account = await self._core.authenticate(request.name, request.secret)
+        return pb.AuthenticateResponse(account=account_message(account))
+
+    async def Authorize(self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
+                        ) -> pb.AuthorizeResponse:
+        scopes = [Scope(s.type, s.name, tuple(s.actions)) for s in request.scopes]
+        granted, valid = await self._core.authorize(request.account, scopes)
+        return pb.AuthorizeResponse(
+            granted=[pb.Scope(type=s.type, name=s.name, actions=list(s.actions)) for s in granted],
+            account_valid=valid,
+        )

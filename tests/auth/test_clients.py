@@ -1,0 +1,115 @@
+"""Real clients through the token flow: skopeo (`--dest-creds`/`--src-creds`, it does the Bearer
+dance itself) and oras-py (`login`, then push/pull); anonymous pull only where granted; a robot
+limited to `team-a/*`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import oras.provider
+import pytest
+
+from tests.auth.conftest import ALICE, Secured, unique
+from tests.support.clients import require_binary
+from tests.support.oci import Layout, image, write_layout
+
+pytestmark = pytest.mark.clients
+
+
+@pytest.fixture
+def skopeo(tmp_path: Path):
+    binary = require_binary("skopeo", install_hint="apt-get install skopeo")
+    home = tmp_path / "home"
+    home.mkdir()
+    auth = tmp_path / "auth.json"
+    auth.write_text("{}")
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [binary, "--insecure-policy", *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180,
+                                env={"HOME": str(home), "PATH": "/usr/bin:/bin", "REGISTRY_AUTH_FILE": str(auth)})
+        if check:
+            assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}"
+        return result
+
+    return run
+
+
+def test_skopeo_pushes_and_pulls_with_credentials(secured: Secured, skopeo, tmp_path: Path) -> None:
+    manifest = image(2, layer_size=32 * 1024)
+    source = write_layout(tmp_path / "src", {"v1": manifest})
+    repo = unique("team-a/skopeo")
+    target = f"docker://{secured.stack.hostport}/{repo}:v1"
+    creds = f"{ALICE[0]}:{ALICE[1]}"
+    skopeo("copy", "--dest-tls-verify=false", "--preserve-digests", "--dest-creds", creds,
+           f"oci:{source}:v1", target)
+    pulled = tmp_path / "pulled"
+    skopeo("copy", "--src-tls-verify=false", "--src-creds", creds, target, f"oci:{pulled}:v1")
+    layout = Layout(pulled)
+    assert layout.descriptor_for("v1")["digest"] == manifest.digest
+    for blob in manifest.all_blobs():
+        assert layout.blob(blob.digest) == blob.data
+    # Without credentials the private repository cannot be read.
+    anonymous = skopeo("inspect", "--tls-verify=false", "--raw", target, check=False)
+    assert anonymous.returncode != 0
+    # A repository outside alice's grants cannot be written.
+    elsewhere = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{source}:v1",
+                       f"docker://{secured.stack.hostport}/{unique('team-b/skopeo')}:v1", check=False)
+    assert elsewhere.returncode != 0
+    assert any(word in elsewhere.stderr.lower() for word in ("unauthorized", "denied", "forbidden"))
+
+
+def test_anonymous_pull_only_where_granted(secured: Secured, skopeo, tmp_path: Path) -> None:
+    from tests.auth.conftest import ADMIN
+
+    manifest = image(1, layer_size=1024)
+    source = write_layout(tmp_path / "src", {"v1": manifest})
+    admin = f"{ADMIN[0]}:{ADMIN[1]}"
+    public = f"docker://{secured.stack.hostport}/{unique('public/img')}:v1"
+    private = f"docker://{secured.stack.hostport}/{unique('private/img')}:v1"
+    for target in (public, private):
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", admin, f"oci:{source}:v1", target)
+    skopeo("copy", "--src-tls-verify=false", public, f"oci:{tmp_path / 'pub'}:v1")
+    assert Layout(tmp_path / "pub").descriptor_for("v1")["digest"] == manifest.digest
+    refused = skopeo("copy", "--src-tls-verify=false", private, f"oci:{tmp_path / 'priv'}:v1", check=False)
+    assert refused.returncode != 0
+    # Anonymous push to the public namespace: refused too (anonymous callers only ever pull).
+    pushed = skopeo("copy", "--dest-tls-verify=false", f"oci:{source}:v1",
+                    f"docker://{secured.stack.hostport}/{unique('public/anon')}:v1", check=False)
+    assert pushed.returncode != 0
+
+
+def test_robot_limited_to_team_a(secured: Secured, skopeo, tmp_path: Path) -> None:
+    manifest = image(1, layer_size=2048)
+    source = write_layout(tmp_path / "src", {"v1": manifest})
+    creds = f"{secured.robot[0]}:{secured.robot[1]}"
+    inside = f"docker://{secured.stack.hostport}/{unique('team-a/ci')}:v1"
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{source}:v1", inside)
+    skopeo("copy", "--src-tls-verify=false", "--src-creds", creds, inside, f"oci:{tmp_path / 'back'}:v1")
+    outside = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{source}:v1",
+                     f"docker://{secured.stack.hostport}/{unique('team-b/ci')}:v1", check=False)
+    assert outside.returncode != 0
+    expired = f"{secured.expired_robot[0]}:{secured.expired_robot[1]}"
+    refused = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", expired, f"oci:{source}:v1",
+                     f"docker://{secured.stack.hostport}/{unique('team-a/old')}:v1", check=False)
+    assert refused.returncode != 0
+
+
+def test_oras_pushes_and_pulls_after_login(secured: Secured, tmp_path: Path) -> None:
+    previous = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        files = {"readme.txt": b"hello through the token flow\n", "data.bin": os.urandom(50_000)}
+        for name, data in files.items():
+            (tmp_path / name).write_bytes(data)
+        registry = oras.provider.Registry(hostname=secured.stack.hostport, insecure=True)
+        registry.login(username=ALICE[0], password=ALICE[1], tls_verify=False)
+        target = f"{secured.stack.hostport}/{unique('team-a/oras')}:v1"
+        response = registry.push(target=target, files=list(files), quiet=True)
+        assert response.status_code == 201
+        pulled = registry.pull(target=target, outdir=str(tmp_path / "out"))
+        assert {Path(p).name: Path(p).read_bytes() for p in pulled} == files
+    finally:
+        os.chdir(previous)

@@ -1,0 +1,71 @@
+"""ManifestCache on its own: TTL expiry, the byte bound, and per-repository invalidation.
+
+A fake clock drives expiry, so nothing here sleeps or depends on timing."""
+
+from __future__ import annotations
+
+from gateway.manifest_cache import ManifestCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _put(cache: ManifestCache, repository: str, reference: str, payload: bytes | None = b"{}") -> None:
+    cache.put(repository, reference, digest="sha256:" + "a" * 64, media_type="application/json",
+              size=len(payload or b"{}"), payload=payload)
+
+
+def test_entries_expire_after_the_ttl() -> None:
+    clock = Clock()
+    cache = ManifestCache(ttl_seconds=1.0, clock=clock)
+    _put(cache, "library/a", "latest")
+    clock.now += 0.999
+    hit = cache.get("library/a", "latest", need_payload=True)
+    assert hit is not None and hit.payload == b"{}"
+    clock.now += 0.001
+    assert cache.get("library/a", "latest", need_payload=True) is None
+    assert len(cache) == 0 and cache.size_bytes == 0
+
+
+def test_head_only_entries_do_not_answer_gets() -> None:
+    cache = ManifestCache(clock=Clock())
+    _put(cache, "library/a", "latest", payload=None)
+    assert cache.get("library/a", "latest", need_payload=True) is None
+    hit = cache.get("library/a", "latest", need_payload=False)
+    assert hit is not None and hit.digest.startswith("sha256:")
+
+
+def test_invalidation_drops_only_that_repository() -> None:
+    cache = ManifestCache(clock=Clock())
+    for reference in ("latest", "v1", "sha256:" + "b" * 64):
+        _put(cache, "library/a", reference)
+    _put(cache, "library/b", "latest")
+    cache.invalidate_repository("library/a")
+    assert [cache.get("library/a", r, need_payload=False) for r in ("latest", "v1")] == [None, None]
+    assert cache.get("library/b", "latest", need_payload=True) is not None
+    assert len(cache) == 1
+
+
+def test_byte_bound_evicts_least_recently_used() -> None:
+    cache = ManifestCache(max_bytes=3 * (512 + 1000), clock=Clock())
+    for name in ("one", "two", "three"):
+        _put(cache, "r", name, payload=b"x" * 1000)
+    assert cache.get("r", "one", need_payload=True) is not None  # now most recently used
+    _put(cache, "r", "four", payload=b"x" * 1000)
+    assert cache.get("r", "two", need_payload=True) is None
+    assert {n for n in ("one", "three", "four") if cache.get("r", n, need_payload=True)} == {"one", "three", "four"}
+    assert cache.size_bytes <= cache.max_bytes
+
+
+def test_oversized_payloads_and_a_zero_ttl_are_not_cached() -> None:
+    big = ManifestCache(max_entry_bytes=10, clock=Clock())
+    _put(big, "r", "t", payload=b"x" * 11)
+    assert len(big) == 0
+    off = ManifestCache(ttl_seconds=0, clock=Clock())
+    _put(off, "r", "t")
+    assert off.get("r", "t", need_payload=False) is None
