@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test test-ha protos lint clean
+.PHONY: run test test-ha protos lint clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ test: $(STAMP)
 ## test-ha: only the HA harness (two of each plane behind HAProxy, PostgreSQL, SeaweedFS)
 test-ha: $(STAMP)
 	$(BIN)/python -m pytest -m ha tests/ha $(PYTEST_ARGS)
+
+## bench: Lading vs CNCF Distribution side by side, full run (~10 min); results also in bench-results.json
+bench: $(STAMP)
+	$(BIN)/python -m bench --json bench-results.json $(BENCH_ARGS)
+
+## bench-quick: the same benchmark in about a minute (smaller sizes, one round)
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 ## protos: regenerate the committed gRPC code from protos/**/*.proto
 protos: $(STAMP)

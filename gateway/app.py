@@ -60,7 +60,11 @@ def create_app(settings: Settings, *, drain: Drain | None = None) -> Starlette:
                 drain=drain,
             ),
             auth=build_auth(settings.auth, metadata_channel, timeout=config.grpc.timeout_seconds),
-            manifests=ManifestCache(),
+            manifests=ManifestCache(
+                ttl_seconds=settings.gateway.manifest_cache_ttl_seconds,
+                max_bytes=settings.gateway.manifest_cache_bytes,
+                max_entry_bytes=settings.gateway.manifest_cache_max_entry_bytes,
+            ),
         )
         try:
             yield {STATE_KEY: gateway}

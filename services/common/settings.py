@@ -87,6 +87,12 @@ class GatewaySettings(BaseModel):
     max_page_size: int = 10000
     # Accept X-Forwarded-Proto/-Host from these client addresses ("*" for any).
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Manifest GET/HEAD answers are cached per (repository, reference) for this long (0: off).
+    # A manifest deleted or a tag moved through ANOTHER gateway may be served here for up to this
+    # long; writes through this gateway invalidate its own entries at once (gateway/manifest_cache.py).
+    manifest_cache_ttl_seconds: float = Field(default=1.0, ge=0)
+    manifest_cache_bytes: int = Field(default=32 * MiB, ge=0)
+    manifest_cache_max_entry_bytes: int = Field(default=1 * MiB, ge=0)
     # uvicorn worker processes for this gateway.
     workers: int = 1
     log_level: str = "info"

@@ -1,0 +1,92 @@
+"""`python -m bench [--quick] [--profile embedded|production] [--json out.json]`
+
+Starts CNCF Distribution and Lading on loopback, seeds both with the same fixture, runs every
+row in alternating A/B rounds and prints one Markdown table (plus JSON with `--json`).
+`--rows REGEX` runs only matching rows; `--py-spy DIR` samples the Lading processes meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+import time
+from pathlib import Path
+
+from bench import profile, registries, report, workload
+from bench.loadgen import ensure_hey, ensure_wrk, run_wrk
+from bench.registries import peak_rss_mib
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="about a minute: 1 s per wrk run, one round, 64 MiB / 16 MiB blobs, 48 images")
+    parser.add_argument("--profile", choices=("embedded", "production"), default="embedded",
+                        help="embedded: SQLite + filesystem (default); production: PostgreSQL + SeaweedFS S3 "
+                             "(Distribution then stores in the same SeaweedFS)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--rows", help="only tests whose name matches this regular expression")
+    parser.add_argument("--py-spy", type=Path, dest="py_spy", help="record py-spy profiles of Lading here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = workload.QUICK if args.quick else workload.FULL
+    registries.ensure_distribution()
+    ensure_wrk()
+    ensure_hey()
+    started = time.monotonic()
+    tests = workload.build_tests(sizes)
+    if args.rows:
+        tests = [t for t in tests if re.search(args.rows, t.name)]
+    with contextlib.ExitStack() as stack:
+        lading_env: dict[str, str] = {}
+        s3 = None
+        if args.profile == "production":
+            _log("starting PostgreSQL and SeaweedFS")
+            database_url, s3 = stack.enter_context(registries.production_backends())
+            lading_env = registries.lading_production_env(database_url, s3)
+        _log("starting Distribution and Lading")
+        distribution = stack.enter_context(registries.distribution(s3=s3))
+        lading = stack.enter_context(registries.lading(env=lading_env))
+        both = [distribution, lading]
+        for registry in both:
+            registry.fixture = workload.seed_registry(registry)
+            # Warm-up (connection pools, caches, first-call imports), not measured.
+            run_wrk(f"{registry.base_url}/v2/{workload.APP}/manifests/latest", method="GET",
+                    accept=workload.ACCEPT, connections=16, seconds=1)
+        _log(f"lading processes: {lading.processes}")
+        if args.py_spy:
+            stack.enter_context(profile.recording(lading.processes, args.py_spy))
+        metrics = workload.run_tests(tests, both, sizes, _log)
+        for label, pid in sorted(lading.processes.items()):
+            metrics.append(workload.Metric(f"peak RSS (VmHWM), Lading {label} process", "MiB", "lower",
+                                           values={"lading": peak_rss_mib(pid) or 0.0}))
+        lading_total = sum(peak_rss_mib(pid) or 0.0 for pid in lading.processes.values())
+        metrics.append(workload.Metric("peak RSS (VmHWM), whole registry (Lading: sum of 3)", "MiB", "lower",
+                                       values={"distribution": peak_rss_mib(distribution.processes["registry"])
+                                               or 0.0, "lading": lading_total}))
+    if args.py_spy:
+        for raw in sorted(args.py_spy.glob("*.txt")):
+            print(profile.summarize(raw), file=sys.stderr)
+    elapsed = time.monotonic() - started
+    settings = {"quick": args.quick, "profile": args.profile, "sizes": sizes.__dict__ | {"concurrency": list(
+        sizes.concurrency)}, "seconds": round(elapsed, 1)}
+    print(f"\nLading vs CNCF Distribution, profile {args.profile}{', quick' if args.quick else ''}, "
+          f"{elapsed:.0f} s. Ratio: Lading÷Distribution for rates, Distribution÷Lading for latency "
+          "and memory (so >1 always means Lading is better).\n")
+    print(report.table(metrics))
+    if args.json:
+        report.write_json(args.json, metrics=metrics, settings=settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

