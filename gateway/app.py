@@ -1,7 +1,9 @@
 """The gateway's ASGI app: `create_app(settings)` builds it; its lifespan owns the gRPC channels.
 
-Middleware (outermost first): the API-version header on every response, then trusted
-X-Forwarded-* handling, then the request-body read timeout (gateway.bodies). All pure ASGI.
+Middleware (outermost first): the tracing span of each request (only when tracing is configured),
+request metrics, `/metrics` and log fields (gateway.observability), the API-version header on every
+response, then trusted X-Forwarded-* handling, then the request-body read timeout
+(gateway.bodies). All pure ASGI.
 """
 
 from __future__ import annotations
@@ -20,29 +22,37 @@ from gateway.clients import BlobClient, MetadataClient
 from gateway.context import Gateway
 from gateway.manifest_cache import ManifestCache
 from gateway.middleware import ApiVersionMiddleware, ForwardedHeadersMiddleware, TrustedProxies
+from gateway.observability import ObservabilityMiddleware
 from gateway.readiness import Drain, PlaneCheck, Readiness
 from gateway.routes import STATE_KEY, build_routes
+from services.common.metrics import Metrics
 from services.common.settings import Settings
+from services.common.telemetry import Telemetry, setup_tracing
 
 # Deadline of each plane's health check behind /readyz: probes want a quick answer, not a hang.
 READINESS_TIMEOUT_SECONDS = 1.0
 
 
-def create_app(settings: Settings, *, drain: Drain | None = None) -> Starlette:
+def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Telemetry | None = None) -> Starlette:
     """The gateway app for `settings`. Nothing connects until the lifespan starts.
 
     `drain` is the flag the server sets when it starts shutting down (then /readyz answers 503);
-    the app gets one of its own when none is given.
+    the app gets one of its own when none is given. `telemetry` (tracing) is built from
+    `settings.observability` when not given; the lifespan's end flushes it.
     """
     config = settings.gateway
     drain = drain or Drain()
+    telemetry = telemetry if telemetry is not None else setup_tracing(settings.observability, "gateway")
+    interceptors = telemetry.client_interceptors()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         # Channels connect lazily: the gateway starts even if a plane is not up yet and answers
         # 503 until it is.
-        metadata_channel = open_channel(config.metadata_target, METADATA_SERVICE, METADATA_READS, config.grpc)
-        blob_channel = open_channel(config.blob_target, BLOB_SERVICE, BLOB_READS, config.grpc)
+        metadata_channel = open_channel(
+            config.metadata_target, METADATA_SERVICE, METADATA_READS, config.grpc, interceptors
+        )
+        blob_channel = open_channel(config.blob_target, BLOB_SERVICE, BLOB_READS, config.grpc, interceptors)
         gateway = Gateway(
             settings=config,
             metadata=MetadataClient(metadata_channel, timeout=config.grpc.timeout_seconds),
@@ -71,10 +81,21 @@ def create_app(settings: Settings, *, drain: Drain | None = None) -> Starlette:
         finally:
             await blob_channel.close()
             await metadata_channel.close()
+            telemetry.shutdown()
 
+    routes = build_routes()
+    observability = settings.observability
+    middleware: list[Middleware] = []
+    tracing = telemetry.asgi_middleware()
+    if tracing is not None:
+        middleware.append(Middleware(tracing[0], **tracing[1]))
+    metrics = Metrics("gateway") if observability.gateway_metrics else None
+    if metrics is not None or tracing is not None or observability.log_format == "json":
+        middleware.append(Middleware(ObservabilityMiddleware, routes=routes, metrics=metrics))
     return Starlette(
-        routes=build_routes(),
+        routes=routes,
         middleware=[
+            *middleware,
             Middleware(ApiVersionMiddleware),
             Middleware(ForwardedHeadersMiddleware, trusted=TrustedProxies(config.trusted_proxies)),
             Middleware(BodyReadTimeoutMiddleware, timeout_seconds=config.body_read_timeout_seconds),

@@ -11,7 +11,7 @@ for mutual TLS; services/common/tls.py); otherwise plaintext (unix sockets, trus
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -71,12 +71,18 @@ def channel_options(
 
 
 def open_channel(
-    target: str, service: str, reads: Iterable[str], settings: GrpcClientSettings
+    target: str,
+    service: str,
+    reads: Iterable[str],
+    settings: GrpcClientSettings,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `target` (gRPC target syntax: host:port, dns:///, unix:): TLS when
-    `settings.tls.enabled`, else plaintext. Raises TlsConfigError for unusable TLS settings."""
+    `settings.tls.enabled`, else plaintext; `interceptors` (tracing) wrap every call.
+    Raises TlsConfigError for unusable TLS settings."""
     options = channel_options(service, reads, settings)
+    chain = list(interceptors) or None
     if settings.tls.enabled:
         credentials = channel_credentials(settings.tls, section="gateway.grpc.tls")
-        return grpc.aio.secure_channel(target, credentials, options=options)
-    return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=chain)
+    return grpc.aio.insecure_channel(target, options=options, interceptors=chain)

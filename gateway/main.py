@@ -36,6 +36,7 @@ from starlette.applications import Starlette
 from gateway.app import create_app
 from gateway.readiness import Drain
 from gateway.tls import CertificateReloader
+from services.common.allocator import tune_allocator
 from services.common.logs import configure_logging
 from services.common.settings import Settings, load_settings
 
@@ -130,7 +131,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def run(settings: Settings) -> None:
     """Serves the gateway until SIGINT/SIGTERM, then shuts down in the order written above."""
     config = settings.gateway
-    configure_logging(config.log_level, "gateway")
+    configure_logging(config.log_level, "gateway", settings.observability.log_format)
     options = uvicorn_options(settings)
     tls = config.tls
     if config.workers > 1:
@@ -153,4 +154,6 @@ def run(settings: Settings) -> None:
 
 
 def main() -> None:
+    # Blob bodies stream through here in ~1 MiB buffers: keep them off mmap (services/common/allocator.py).
+    tune_allocator()
     run(load_settings())

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from gateway import request_context
 from gateway.auth import rules, token_endpoint
 from gateway.auth.rules import CATALOG, DELETE, PULL, PUSH, UPLOAD, Rule
 from gateway.context import Gateway
@@ -64,6 +65,7 @@ class Endpoint:
             gateway = scope["state"][STATE_KEY]
             if gateway.auth is not None:
                 await gateway.auth.enforce(request, self.rule(scope))
+            request_context.bind(scope)
             response = await handler(request, gateway)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OCI error response here
             response = render_error(exc)

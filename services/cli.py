@@ -12,7 +12,7 @@ import inspect
 import sys
 from collections.abc import Sequence
 
-from services import cli_accounts
+from services import cli_accounts, cli_admin, cli_events
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("blob", help="run the blob plane (gRPC)")
     commands.add_parser("migrate", help="apply pending metadata database migrations and exit")
     cli_accounts.add_commands(commands)
+    cli_admin.add_commands(commands)
+    cli_events.add_commands(commands)
     return parser
 
 
@@ -43,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command in cli_accounts.COMMANDS:
         sys.exit(cli_accounts.run(args))
+    if args.command == cli_events.COMMAND:
+        sys.exit(cli_events.run(args))
+    if cli_admin.handles(args):
+        sys.exit(cli_admin.run(args))
     if args.command == "serve":
         from services.supervisor import serve
 

@@ -110,6 +110,7 @@ def plan_serve(
     blob_listen = default("blob.listen", f"unix:{run / 'blob.sock'}")
     metadata_target = default("gateway.metadata_target", _target_for(metadata_listen))
     blob_target = default("gateway.blob_target", _target_for(blob_listen))
+    default("gc.blob_target", blob_target)
     default("metadata.database_url", f"sqlite+aiosqlite:///{root / 'registry.db'}")
     default("blob.filesystem.root", str(root / "blobs"))
     if host is not None:

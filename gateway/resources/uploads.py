@@ -86,6 +86,11 @@ async def _monolithic(request: Request, gateway: Gateway, repository: str, diges
     upload_id = started.status.upload_id
     try:
         body = await peek_body(request)
+        final = b""
+        if body is not None and expected_size is not None and expected_size <= gateway.settings.chunk_bytes:
+            # Small enough for one message: it travels with the commit (one call fewer).
+            final = await _whole(body, gateway, expected_size, room)
+            body = None
         if body is not None:
             await gateway.blob.append_upload(
                 upload_id=upload_id,
@@ -100,7 +105,8 @@ async def _monolithic(request: Request, gateway: Gateway, repository: str, diges
                 ),
             )
         committed = await gateway.blob.commit_upload(
-            upload_id, repository, digest, -1 if expected_size is None else expected_size
+            upload_id, repository, digest, -1 if expected_size is None else expected_size,
+            final_data=final, final_offset=0,
         )
     except Exception:
         await _cancel_quietly(gateway, upload_id, repository)
@@ -150,6 +156,19 @@ async def put(request: Request, gateway: Gateway) -> Response:
     digest = params.digest(raw_digest)
     body = await peek_body(request)
     if body is not None:
+        final = await _small_final_chunk(request, gateway, body)
+        if final is not None:
+            data, offset = final
+            try:
+                committed = await gateway.blob.commit_upload(
+                    upload_id, repository, digest, final_data=data, final_offset=offset
+                )
+            except RegistryError as error:
+                if error.kind is ErrorKind.RANGE_INVALID:
+                    raise await _with_session_headers(request, gateway, repository, upload_id, error) from None
+                raise
+            await gateway.metadata.link_blob(repository, committed.digest, committed.size)
+            return _created(request, repository, committed.digest)
         await _append(request, gateway, repository, upload_id, body)
     committed = await gateway.blob.commit_upload(upload_id, repository, digest)
     await gateway.metadata.link_blob(repository, committed.digest, committed.size)
@@ -219,6 +238,49 @@ async def _append(
             # The blob can never fit: leave nothing behind.
             await _cancel_quietly(gateway, upload_id, repository)
         raise
+
+
+async def _small_final_chunk(
+    request: Request, gateway: Gateway, body: AsyncIterator[bytes]
+) -> tuple[bytes, int] | None:
+    """The whole body of a closing PUT and the offset it goes at (-1: the session's), when it is
+    declared small enough to travel inside CommitUpload; None (body untouched) otherwise.
+
+    Without Content-Range and with `max_blob_bytes` set, the session's offset is needed to check
+    the bound, so such bodies take the `_append` path.
+    """
+    declared = declared_length(request)
+    if declared is None or declared > gateway.settings.chunk_bytes:
+        return None
+    content_range = request.headers.get("content-range")
+    max_blob_bytes = gateway.settings.max_blob_bytes
+    if content_range is None:
+        if max_blob_bytes > 0:
+            return None
+        return await _whole(body, gateway, declared, None), -1
+    try:
+        start, end = parse_chunk_range(content_range)
+    except RegistryError:
+        return None  # `_append` answers it (416 with the session's Range)
+    if end - start + 1 != declared:
+        return None  # `_append` answers it (SIZE_INVALID)
+    try:
+        room = check_blob_room(max_blob_bytes, offset=start, adding=declared)
+    except RegistryError:
+        return None  # `_append` answers it and cancels the session
+    return await _whole(body, gateway, declared, room), start
+
+
+async def _whole(body: AsyncIterator[bytes], gateway: Gateway, length: int, room: int | None) -> bytes:
+    """The body of `length` (≤ chunk_bytes) bytes in one piece; SIZE_INVALID when it differs."""
+    max_blob_bytes = gateway.settings.max_blob_bytes
+    messages = [
+        message
+        async for message in in_messages(
+            body, gateway.settings.chunk_bytes, exact_length=length, limit=room, max_blob_bytes=max_blob_bytes
+        )
+    ]
+    return messages[0] if len(messages) == 1 else b"".join(messages)
 
 
 async def _nothing() -> AsyncIterator[bytes]:

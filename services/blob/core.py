@@ -173,9 +173,24 @@ class BlobStore:
         return await self.sessions.status(upload_id, repository)
 
     async def commit_upload(
-        self, upload_id: str, repository: str, *, digest: str, expected_size: int | None
+        self,
+        upload_id: str,
+        repository: str,
+        *,
+        digest: str,
+        expected_size: int | None,
+        final_data: bytes = b"",
+        final_offset: int | None = None,
     ) -> CommittedBlob:
-        return await self.sessions.commit(upload_id, repository, digest=digest, expected_size=expected_size)
+        """See `UploadSessions.commit` (`final_data`: a last chunk appended in the same call)."""
+        return await self.sessions.commit(
+            upload_id,
+            repository,
+            digest=digest,
+            expected_size=expected_size,
+            final_data=final_data,
+            final_offset=final_offset,
+        )
 
     async def cancel_upload(self, upload_id: str, repository: str) -> None:
         await self.sessions.cancel(upload_id, repository)

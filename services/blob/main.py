@@ -19,7 +19,6 @@ import logging
 import sys
 from collections.abc import Callable
 
-from lading.blob.v1 import blob_pb2_grpc
 from pydantic import ValidationError
 
 from services.blob.backends.base import BlobBackend
@@ -27,12 +26,15 @@ from services.blob.backends.filesystem import FilesystemBackend
 from services.blob.backends.memory import MemoryBackend
 from services.blob.backends.s3 import create_s3_backend
 from services.blob.core import BlobStore
-from services.blob.servicer import BlobServiceServicer
+from services.blob.servicer import BlobServiceServicer, add_to_server
 from services.blob.uploads import UploadSessions
+from services.common.allocator import tune_allocator
 from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
+from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor
 from services.common.paths import prepare_listen_address
 from services.common.settings import BlobSettings, Settings, load_settings
+from services.common.telemetry import setup_tracing
 
 log = logging.getLogger("lading.blob")
 
@@ -156,16 +158,25 @@ async def wait_for_backend(store: BlobStore, *, attempts: int = 8, first_delay: 
 async def run(settings: Settings) -> None:
     """Runs the blob service until SIGTERM/SIGINT."""
     blob = settings.blob
-    backend = build_backend(blob)
+    telemetry = setup_tracing(settings.observability, "blob")
+    # A span per storage operation (S3 request, file I/O) when tracing is on; else the backend itself.
+    backend = telemetry.wrap_backend(build_backend(blob))
     store = build_store(blob, backend)
+    metrics = Metrics("blob")
     service = GrpcService(
         listen=blob.listen,
         service_names=[SERVICE_NAME],
         grace_seconds=blob.shutdown_grace_seconds,
         tls=blob.tls,
         tls_section="blob.tls",
+        # Calls are only counted when something can scrape them.
+        interceptors=[
+            *telemetry.server_interceptors(),
+            *([upload_metrics_interceptor(metrics)] if settings.observability.blob_metrics_listen else []),
+        ],
     )
-    blob_pb2_grpc.add_BlobServiceServicer_to_server(BlobServiceServicer(store), service.server)
+    metrics_server: MetricsHttpServer | None = None
+    add_to_server(BlobServiceServicer(store), service.server)
     purger: asyncio.Task[None] | None = None
 
     async def ready() -> None:
@@ -182,10 +193,29 @@ async def run(settings: Settings) -> None:
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
+        if metrics_server is not None:
+            await metrics_server.close()
         await backend.close()
+        telemetry.shutdown()
 
     prepare_listen_address(blob.listen)
+    if settings.observability.blob_metrics_listen:
+        metrics_server = await MetricsHttpServer(metrics, settings.observability.blob_metrics_listen).start()
     await service.serve_forever(ready=ready, on_shutdown=on_shutdown)
+
+
+def upload_metrics_interceptor(metrics: Metrics) -> MetricsInterceptor:
+    """gRPC call metrics, plus `lading_blob_active_uploads`: sessions this process started minus
+    those it committed or cancelled (a session may end on another replica, or be purged, so sum
+    over replicas and read it as an estimate)."""
+    active = metrics.gauge(
+        "lading_blob_active_uploads",
+        "upload sessions started minus committed or cancelled, through this process (sum over replicas)",
+    )
+    return MetricsInterceptor(
+        GrpcMetrics(metrics),
+        on_ok={"StartUpload": active.inc, "CommitUpload": active.dec, "CancelUpload": active.dec},
+    )
 
 
 def main() -> int:
@@ -196,7 +226,9 @@ def main() -> int:
         # e.g. LADING_BLOB__BACKEND naming a backend that does not exist.
         print(f"lading blob: invalid settings: {error}", file=sys.stderr)
         return 2
-    configure_logging(process="blob")
+    configure_logging(settings.gateway.log_level, "blob", settings.observability.log_format)
+    # Blob bytes stream through here in ~1 MiB buffers: keep them off mmap (services/common/allocator.py).
+    tune_allocator()
     try:
         asyncio.run(run(settings))
     except BackendConfigError as error:

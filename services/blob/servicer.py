@@ -6,6 +6,7 @@ Errors are raised as RegistryError and mapped to rich statuses by the server's i
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 from lading.blob.v1 import blob_pb2, blob_pb2_grpc
@@ -15,7 +16,56 @@ from services.blob.uploads import UploadStatus
 from services.common.errors import ErrorKind, RegistryError
 
 # ReadBlob messages carry at most this much (the backends already yield chunks of this size).
+# Measured: 4 MiB messages did not pull faster (the per-byte gRPC work dominates), and cost memory.
 MAX_MESSAGE_DATA = 1024 * 1024
+
+
+_SERVICE = "lading.blob.v1.BlobService"
+# Field number of ReadBlobResponse.data.
+_READ_DATA_FIELD = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Redirect:
+    url: str
+
+
+def encode_bytes_field(number: int, data: bytes | memoryview) -> bytes:
+    """The protobuf wire form of one length-delimited field: a complete message when it is the
+    message's only field (and messages may be concatenated field by field)."""
+    header = bytearray([number << 3 | 2])
+    size = len(data)
+    while size > 0x7F:
+        header.append(size & 0x7F | 0x80)
+        size >>= 7
+    header.append(size)
+    return b"".join((header, data))
+
+
+def add_to_server(servicer: BlobServiceServicer, server: grpc.aio.Server) -> None:
+    """Registers `servicer` on `server`: the generated handlers, with ReadBlob's replaced by one
+    that yields messages already encoded (byte-identical wire format).
+
+    Why: building a fresh upb ReadBlobResponse around 1 MiB and serialising it costs ~1.4 ms per
+    MiB on this machine (its arena blocks go back to the kernel each time and fault in again),
+    ten times a plain framing copy, and it was most of the blob plane's CPU on pulls. Registered
+    handlers take precedence over generic ones, and interceptors keep the serializer.
+    """
+    blob_pb2_grpc.add_BlobServiceServicer_to_server(servicer, server)
+    server.add_registered_method_handlers(
+        _SERVICE,
+        {
+            "ReadBlob": grpc.unary_stream_rpc_method_handler(
+                servicer.read_blob_encoded,
+                request_deserializer=blob_pb2.ReadBlobRequest.FromString,
+                response_serializer=_already_encoded,
+            )
+        },
+    )
+
+
+def _already_encoded(message: bytes) -> bytes:
+    return message
 
 
 def _status(status: UploadStatus) -> blob_pb2.UploadStatus:
@@ -38,21 +88,37 @@ class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
 
     async def ReadBlob(self, request: blob_pb2.ReadBlobRequest, context: grpc.aio.ServicerContext
                        ) -> AsyncIterator[blob_pb2.ReadBlobResponse]:
+        async for item in self._read(request):
+            if isinstance(item, _Redirect):
+                yield blob_pb2.ReadBlobResponse(redirect_url=item.url)
+            else:
+                yield blob_pb2.ReadBlobResponse(data=bytes(item))
+
+    async def read_blob_encoded(self, request: blob_pb2.ReadBlobRequest, context: grpc.aio.ServicerContext
+                                ) -> AsyncIterator[bytes]:
+        """ReadBlob yielding each ReadBlobResponse already in wire form (see `add_to_server`)."""
+        async for item in self._read(request):
+            if isinstance(item, _Redirect):
+                yield blob_pb2.ReadBlobResponse(redirect_url=item.url).SerializeToString()
+            else:
+                yield encode_bytes_field(_READ_DATA_FIELD, item)
+
+    async def _read(self, request: blob_pb2.ReadBlobRequest) -> AsyncIterator[_Redirect | bytes | memoryview]:
         length = request.length if request.length else None
         if request.allow_redirect:
             url = await self.store.read_redirect(request.digest, offset=request.offset, length=length)
             if url is not None:
-                yield blob_pb2.ReadBlobResponse(redirect_url=url)
+                yield _Redirect(url)
                 return
         stream = await self.store.read_blob(request.digest, offset=request.offset, length=length)
         try:
             async for chunk in stream:
                 if len(chunk) <= MAX_MESSAGE_DATA:
-                    yield blob_pb2.ReadBlobResponse(data=chunk)
+                    yield chunk
                     continue
                 view = memoryview(chunk)
                 for start in range(0, len(chunk), MAX_MESSAGE_DATA):
-                    yield blob_pb2.ReadBlobResponse(data=bytes(view[start : start + MAX_MESSAGE_DATA]))
+                    yield view[start : start + MAX_MESSAGE_DATA]
         finally:
             # Releases the open file at once when the client goes away mid-stream.
             aclose = getattr(stream, "aclose", None)
@@ -100,6 +166,8 @@ class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
             request.repository,
             digest=request.digest,
             expected_size=request.expected_size if request.expected_size >= 0 else None,
+            final_data=request.final_data,
+            final_offset=request.final_offset if request.final_offset >= 0 else None,
         )
         return blob_pb2.CommitUploadResponse(digest=str(committed.digest), size=committed.size)
 

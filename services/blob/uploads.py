@@ -6,7 +6,13 @@ upload, and a killed process loses at most the chunk it was receiving.
 
 Appending a chunk stages its bytes as a new part object while hashing them in the same pass
 (SHA-256, with a state that `ResumableHash` can save), then rewrites the session state with the
-new offset, part list and hash state. Committing checks the size, checks the digest (SHA-256 from
+new offset, part list and hash state. On a backend with a minimum part size (S3), chunks smaller
+than the minimum stay separate small parts until the trailing run of small parts (plus the chunk
+that follows them) reaches the minimum; that run is then merged ONCE into one new part, listed in
+the state written next, and the merged parts are deleted after it. So every part before the
+trailing run of small parts reaches the minimum, each byte is re-staged at most once (many small
+PATCHes cost linear work, not quadratic), and a commit merges a remaining run of several small
+parts into its last part before composing. Committing checks the size, checks the digest (SHA-256 from
 the saved state; any other algorithm, or a session without saved state, by re-reading the parts),
 then composes the parts into `blobs/<alg>/..` unless that blob already exists, and removes the
 session.
@@ -250,12 +256,7 @@ class UploadSessions:
         """
         state = await self._load(upload_id, repository)
         if expected_offset != state.offset:
-            raise RegistryError(
-                ErrorKind.RANGE_INVALID,
-                f"chunk starts at offset {expected_offset} but upload {upload_id!r} has received "
-                f"{state.offset} bytes; resume from offset {state.offset}",
-                {"offset": state.offset},
-            )
+            raise _misplaced(upload_id, expected_offset, state.offset)
         incoming = aiter(chunks)
         first = await _first_non_empty(incoming)
         if first is None:
@@ -283,24 +284,27 @@ class UploadSessions:
                 chunk = await anext(incoming, None)
 
         parts = list(state.parts)
-        superseded: Part | None = None
-        min_part = self.backend.min_part_size
-        if min_part > 0 and parts and parts[-1].size < min_part:
-            # Compose needs every part but the last to reach the backend's minimum: re-stage
-            # the small trailing part together with the new bytes under a new key.
-            superseded = parts.pop()
+        key = keys.upload_part_key(upload_id, state.offset, keys.new_token())
+        written = await self.backend.put(key, hashed())
+        parts.append(Part(key, state.offset, written))
+        fresh = [key]
+        superseded: list[Part] = []
+        run = _small_run(parts, self.backend.min_part_size)
+        if len(run) > 1 and sum(part.size for part in run) >= self.backend.min_part_size:
+            # The small parts and this chunk now reach the minimum: merge them ONCE into one part
+            # (each byte is re-staged at most once, so many small chunks cost linear work).
             try:
-                staged = await self.backend.get(superseded.key, 0, superseded.size)
+                merged = await self._merge(upload_id, run)
             except ObjectNotFound:
+                await _quietly(self.backend.delete(key))
                 raise await self._lost_part(upload_id, repository, state) from None
-            body = _concat(staged, hashed())
-            start = superseded.start
-        else:
-            body = hashed()
-            start = state.offset
-        key = keys.upload_part_key(upload_id, start, keys.new_token())
-        written = await self.backend.put(key, body)
-        parts.append(Part(key, start, written))
+            except BaseException:
+                await _quietly(self.backend.delete(key))
+                raise
+            del parts[len(parts) - len(run):]
+            parts.append(merged)
+            fresh.append(merged.key)
+            superseded = run
         new_state = replace(
             state,
             offset=state.offset + received,
@@ -311,11 +315,35 @@ class UploadSessions:
         try:
             await self._write_state(upload_id, new_state)
         except BaseException:
-            await _quietly(self.backend.delete(key))
+            await self._delete_all(fresh)
             raise
-        if superseded is not None:
-            await _quietly(self.backend.delete(superseded.key))
+        # Only once the state no longer lists them (a crash before this leaves unlisted parts,
+        # removed with the session).
+        await _quietly(self._delete_all(part.key for part in superseded))
         return self._status(upload_id, new_state)
+
+    async def _merge(self, upload_id: str, run: list[Part]) -> Part:
+        """Stages the concatenation of `run` (consecutive parts) as one new part and returns it.
+
+        Raises ObjectNotFound when one of them vanished (a concurrent append on another replica
+        merged it, or the session was removed); nothing is left behind then.
+        """
+        backend = self.backend
+
+        async def contents() -> AsyncIterator[bytes]:
+            for part in run:  # opened one at a time: one open read per merge
+                stream = await backend.get(part.key, 0, part.size)
+                async for chunk in stream:
+                    yield chunk
+
+        start = run[0].start
+        key = keys.upload_part_key(upload_id, start, keys.new_token())
+        size = await backend.put(key, contents())
+        expected = sum(part.size for part in run)
+        if size != expected:
+            await _quietly(self.backend.delete(key))
+            raise BackendError(f"staged parts of upload {upload_id!r} hold {size} bytes, not {expected}")
+        return Part(key, start, size)
 
     async def commit(
         self,
@@ -324,8 +352,16 @@ class UploadSessions:
         *,
         digest: str,
         expected_size: int | None = None,
+        final_data: bytes = b"",
+        final_offset: int | None = None,
     ) -> CommittedBlob:
         """Verifies the session's bytes and stores them as the blob `digest`; ends the session.
+
+        `final_data` (bounded by the caller, one gRPC message) is appended first, at
+        `final_offset` (None: at the session's offset; otherwise RANGE_INVALID like `append`).
+        For a session with nothing staged yet (a small blob in POST + PUT) the bytes are hashed
+        in memory and, once their digest checks out, written straight to the blob's key: no
+        part, no state rewrite, no compose. Otherwise it is `append` then the usual commit.
 
         Raises DIGEST_INVALID for a malformed or unsupported digest (the session is kept, the
         request was wrong), BLOB_UPLOAD_UNKNOWN; SIZE_INVALID when `expected_size` (None: not
@@ -336,6 +372,16 @@ class UploadSessions:
         """
         parsed = Digest.parse(digest)
         state = await self._load(upload_id, repository)
+        if final_data:
+            if final_offset is not None and final_offset != state.offset:
+                raise _misplaced(upload_id, final_offset, state.offset)
+            if state.parts or state.offset:
+                await self.append(
+                    upload_id, repository, expected_offset=state.offset, chunks=_one(final_data)
+                )
+                state = await self._load(upload_id, repository)
+            else:
+                return await self._commit_whole(upload_id, state, parsed, expected_size, final_data)
         if expected_size is not None and expected_size != state.offset:
             await self._remove_session(upload_id, state.owner)
             raise RegistryError(
@@ -356,8 +402,16 @@ class UploadSessions:
         blob = keys.blob_key(parsed)
         if not await self._exists(blob):
             try:
-                if state.parts:
-                    await self.backend.compose(blob, [part.key for part in state.parts])
+                parts = list(state.parts)
+                run = _small_run(parts, self.backend.min_part_size)
+                if len(run) > 1:
+                    # Compose needs every part but the last at the minimum: merge the trailing
+                    # small ones (less than the minimum in all) into the last part. Not listed in
+                    # any state: removed with the session below, or by the purge after a crash.
+                    del parts[len(parts) - len(run):]
+                    parts.append(await self._merge(upload_id, run))
+                if parts:
+                    await self.backend.compose(blob, [part.key for part in parts])
                 else:
                     await self.backend.put(blob, _one(b""))
             except ObjectNotFound:
@@ -367,6 +421,44 @@ class UploadSessions:
                 raise _unknown(upload_id) from None
         await self._remove_session(upload_id, state.owner)
         return CommittedBlob(parsed, state.offset)
+
+    async def _commit_whole(
+        self, upload_id: str, state: SessionState, parsed: Digest, expected_size: int | None, data: bytes
+    ) -> CommittedBlob:
+        """`commit` of a session with nothing staged whose whole content is `data`."""
+        size = len(data)
+        if expected_size is not None and expected_size != size:
+            await self._remove_session(upload_id, state.owner)
+            raise RegistryError(
+                ErrorKind.SIZE_INVALID,
+                f"upload {upload_id!r} received {size} bytes, not the {expected_size} stated; "
+                "the upload was cancelled, push the blob again",
+                {"size": size, "expected_size": expected_size},
+            )
+        if parsed.algorithm == SESSION_HASH and state.hash_state is not None and ResumableHash.available():
+            hasher = ResumableHash.from_state(SESSION_HASH, state.hash_state)
+        else:
+            hasher = hashlib.new(parsed.algorithm)  # type: ignore[assignment]
+        if size >= _THREADED_HASH_BYTES:
+            await asyncio.get_running_loop().run_in_executor(None, hasher.update, data)
+        else:
+            hasher.update(data)
+        actual = hasher.hexdigest()
+        if actual != parsed.encoded:
+            await self._remove_session(upload_id, state.owner)
+            raise RegistryError(
+                ErrorKind.DIGEST_INVALID,
+                f"the uploaded content hashes to {parsed.algorithm}:{actual}, not {parsed}; "
+                "the upload was cancelled, push the blob again",
+                {"digest": str(parsed), "actual": f"{parsed.algorithm}:{actual}"},
+            )
+        blob = keys.blob_key(parsed)
+        # Verified bytes only ever reach the blob key, and `put` is atomic: a crash leaves the
+        # blob absent (the session remains, for the purge) or complete.
+        if not await self._exists(blob):
+            await self.backend.put(blob, _one(data))
+        await self._remove_session(upload_id, state.owner)
+        return CommittedBlob(parsed, size)
 
     async def cancel(self, upload_id: str, repository: str) -> None:
         """Removes the session and its staged bytes. Raises BLOB_UPLOAD_UNKNOWN."""
@@ -483,11 +575,32 @@ class UploadSessions:
         await asyncio.gather(*(delete(key) for key in doomed))
 
 
+def _misplaced(upload_id: str, offset: int, current: int) -> RegistryError:
+    return RegistryError(
+        ErrorKind.RANGE_INVALID,
+        f"chunk starts at offset {offset} but upload {upload_id!r} has received "
+        f"{current} bytes; resume from offset {current}",
+        {"offset": current},
+    )
+
+
 def _resume_hash(state: SessionState) -> ResumableHash | None:
     """The saved SHA-256 state, or None when there is none to continue (commit re-reads then)."""
     if state.hash_state is None or not ResumableHash.available():
         return None
     return ResumableHash.from_state(SESSION_HASH, state.hash_state)
+
+
+def _small_run(parts: list[Part], min_part_size: int) -> list[Part]:
+    """The trailing parts from the first one under `min_part_size` on: every part before them
+    reaches the minimum (the invariant `append` keeps), so only these may need merging. Empty
+    when the backend has no minimum."""
+    if min_part_size <= 0:
+        return []
+    for index, part in enumerate(parts):
+        if part.size < min_part_size:
+            return parts[index:]
+    return []
 
 
 async def _first_non_empty(chunks: AsyncIterator[bytes]) -> bytes | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -107,6 +107,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 class GrpcService:
     """One gRPC server with health checking and a written shutdown order.
 
+    `interceptors` (outermost first) wrap every call before the error mapping does.
     `register` adds servicers (`add_XServicer_to_server` functions); `serve_forever` binds,
     marks the named services SERVING once `ready()` succeeds, and runs until SIGTERM/SIGINT or
     `request_stop()`. With `tls` enabled, its certificate files are read here, so bad TLS
@@ -121,6 +122,7 @@ class GrpcService:
         grace_seconds: float,
         tls: GrpcTlsSettings | None = None,
         tls_section: str = "tls",
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.listen = listen
         self.service_names = list(service_names)
@@ -128,7 +130,10 @@ class GrpcService:
         self._credentials = (
             server_credentials(tls, section=tls_section) if tls is not None and tls.enabled else None
         )
-        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=CHANNEL_OPTIONS)
+        # `interceptors` (tracing, metrics) run outside the error mapping, so they see the final status.
+        self.server = grpc.aio.server(
+            interceptors=[*interceptors, ErrorMappingInterceptor()], options=CHANNEL_OPTIONS
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._stop = asyncio.Event()

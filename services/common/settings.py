@@ -80,7 +80,9 @@ class GatewaySettings(BaseModel):
     grpc: GrpcClientSettings = Field(default_factory=GrpcClientSettings)
     # The spec asks registries to accept manifests of at least 4 MiB; larger ones get 413.
     max_manifest_bytes: int = 4 * MiB
-    # Bytes per gRPC message when streaming blob bodies (the blob plane accepts ≤ 1 MiB).
+    # Bytes per gRPC message when streaming blob bodies (the blob plane accepts ≤ 4 MiB). A closing
+    # PUT whose body fits in one message sends it inside CommitUpload. 4 MiB measured no faster
+    # than 1 MiB on loopback and costs memory per concurrent push.
     chunk_bytes: int = 1 * MiB
     # Default and maximum page sizes for tags/list, _catalog and referrers.
     default_page_size: int = 1000
@@ -253,6 +255,86 @@ class AuthSettings(BaseModel):
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
 
 
+class ObservabilitySettings(BaseModel):
+    """Tracing, metrics and log format of every process (services/common/telemetry.py, metrics.py,
+    logs.py). Every process of one deployment reads the same section; names differ per process."""
+
+    # OTLP/HTTP collector, e.g. "http://otel-collector:4318" (spans go to <endpoint>/v1/traces;
+    # a URL already ending in /v1/traces is used as is). Empty: no tracing at all (nothing is
+    # installed, so it costs nothing).
+    otlp_endpoint: str = ""
+    # Extra headers sent with every export (e.g. an API key of a hosted collector).
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    # Each process reports `service.name` = "<prefix>-gateway" / "-metadata" / "-blob".
+    service_name_prefix: str = "lading"
+    # Fraction of new traces recorded (a traceparent from the client decides for its own trace).
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    # "text" (human) or "json" (one object per line with trace_id, repository, digest, account).
+    log_format: Literal["text", "json"] = "text"
+    # The gateway answers GET /metrics (Prometheus text format) on its HTTP port.
+    gateway_metrics: bool = True
+    # host:port where the metadata / blob service serves GET /metrics; empty: off.
+    metadata_metrics_listen: str = ""
+    blob_metrics_listen: str = ""
+
+
+class GcSettings(BaseModel):
+    """Online garbage collection (services/metadata/gc)."""
+
+    # Something that stops being referenced (a tag, manifest, link) is not collected before this.
+    review_delay_seconds: float = 86400.0
+    # Seconds between runs of the collector inside the metadata service; 0 = off (run `lading gc`).
+    interval_seconds: float = 0.0
+    # Untagged manifests nothing references are deleted only when this is true.
+    delete_untagged_manifests: bool = False
+    # gRPC target of the blob plane, used by the metadata plane to confirm a new blob's bytes
+    # before its first link (and by `lading gc`); "" skips that check (`lading serve` sets it).
+    blob_target: str = ""
+
+
+class EventEndpointSettings(BaseModel):
+    """One HTTP endpoint that receives event notifications (Distribution's envelope format)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    url: str
+    # Sent with every POST (e.g. Authorization).
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    # After this many failed POSTs an event is dead-lettered (`lading events replay` revives it).
+    max_attempts: int = Field(default=10, ge=1)
+    # Retry n waits min(backoff_cap_seconds, backoff_base_seconds * 2**(n-1)).
+    backoff_base_seconds: float = Field(default=1.0, ge=0)
+    backoff_cap_seconds: float = Field(default=300.0, ge=0)
+    # Filters, checked when the event is written: empty include = everything. Events without a
+    # media type (deletes) pass media-type filters. Actions: push, pull, mount, delete.
+    include_media_types: list[str] = Field(default_factory=list)
+    exclude_media_types: list[str] = Field(default_factory=list)
+    include_actions: list[str] = Field(default_factory=list)
+    exclude_actions: list[str] = Field(default_factory=list)
+
+
+class EventsSettings(BaseModel):
+    """Durable event notifications (services/metadata/events): an outbox table written in the
+    same transaction as each change, delivered at least once by the metadata service."""
+
+    endpoints: list[EventEndpointSettings] = Field(default_factory=list)
+    # Pull events (manifest GET) are the hot path: "off" (default) or "sampled" at pull_sample_rate.
+    pull: Literal["off", "sampled"] = "off"
+    pull_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Run the delivery worker in this metadata process (every replica may; rows are claimed).
+    deliver: bool = True
+    # Seconds between polls of the outbox when it was empty.
+    delivery_interval_seconds: float = Field(default=1.0, gt=0)
+    # Events per POST.
+    batch_size: int = Field(default=100, ge=1, le=10000)
+    # A claimed batch is retried by another worker after this long if its worker died.
+    lease_seconds: float = Field(default=60.0, gt=0)
+    # Delivered rows are deleted after this long; 0 keeps them.
+    delivered_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+    # `source.addr` of events; "" = this host's name.
+    source_addr: str = ""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LADING_",
@@ -267,6 +349,9 @@ class Settings(BaseSettings):
     blob: BlobSettings = Field(default_factory=BlobSettings)
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    gc: GcSettings = Field(default_factory=GcSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
 
     @classmethod
     def settings_customise_sources(

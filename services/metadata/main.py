@@ -16,10 +16,14 @@ from lading.metadata.v1 import accounts_pb2_grpc, metadata_pb2_grpc
 from services.common.errors import ErrorKind, RegistryError
 from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
+from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor, pool_usage
 from services.common.paths import prepare_listen_address
 from services.common.settings import Settings, load_settings
+from services.common.telemetry import setup_tracing
 from services.metadata.accounts.main import bootstrap_admin, build_account_servicer
 from services.metadata.core import MetadataCore, MetadataLimits
+from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
+from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
@@ -62,11 +66,21 @@ async def run(settings: Settings) -> None:
     """
     config = settings.metadata
     database = open_database(config)
+    telemetry = setup_tracing(settings.observability, "metadata")
+    telemetry.instrument_engines([database.engine, database.replica])
+    metrics = build_metrics(database)
+    metrics_server: MetricsHttpServer | None = None
+    # Calls are only counted when something can scrape them.
+    metrics_interceptors = (
+        [MetricsInterceptor(GrpcMetrics(metrics))] if settings.observability.metadata_metrics_listen else []
+    )
     try:
         await _prepare_schema(database, auto_migrate=config.auto_migrate)
-        store = SqlMetadataStore(database)
+        events = build_events(settings.events, database)
+        store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
+        gc = build_gc(settings, database, store)
         core = MetadataCore(
-            store,
+            gc.store,
             MetadataLimits(
                 max_manifest_bytes=settings.gateway.max_manifest_bytes,
                 default_page_size=settings.gateway.default_page_size,
@@ -77,17 +91,56 @@ async def run(settings: Settings) -> None:
         await bootstrap_admin(accounts, settings.auth)
         service = GrpcService(
             listen=config.listen,
-            service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME],
+            service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             tls=config.tls,
             tls_section="metadata.tls",
+            interceptors=[*telemetry.server_interceptors(), *metrics_interceptors],
         )
-        metadata_pb2_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(core), service.server)
+        metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
+            MetadataServicer(core, events.outbox, database.writes, events.worker.wake), service.server
+        )
+        events.add_to_server(service.server)
+        metrics.register_gauge_callback(
+            "lading_event_outbox_rows", "event outbox rows by endpoint and state", events.queue_sizes(),
+            labels=("endpoint", "state"),
+        )
+        events.start()
+        gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
         prepare_listen_address(config.listen)
-        await service.serve_forever(ready=store.ping, on_shutdown=store.close)
+        if settings.observability.metadata_metrics_listen:
+            metrics_server = await MetricsHttpServer(metrics, settings.observability.metadata_metrics_listen).start()
+        await service.serve_forever(ready=store.ping, on_shutdown=_closer(events.close, gc.close, store.close))
     finally:
+        if metrics_server is not None:
+            await metrics_server.close()
         await database.dispose()
+        telemetry.shutdown()
+
+
+def _closer(*steps):  # type: ignore[no-untyped-def]
+    """One shutdown callback running `steps` in order."""
+    async def close() -> None:
+        for step in steps:
+            await step()
+
+    return close
+
+
+def build_metrics(database: Database) -> Metrics:
+    """The metadata service's metrics: gRPC calls (added by the interceptor) and the database
+    pool's connections. Components with queues (GC, outbox) add theirs with
+    `metrics.register_gauge_callback(...)`."""
+    metrics = Metrics("metadata")
+    pools = {"primary": database.engine.sync_engine.pool}
+    if database.replica is not None:
+        pools["replica"] = database.replica.sync_engine.pool
+    metrics.register_gauge_callback(
+        "lading_db_pool_connections", "database pool connections by state (checked_out, idle, size)",
+        pool_usage(pools), labels=("pool", "state"),
+    )
+    return metrics
 
 
 async def _migrate(settings: Settings) -> None:
@@ -112,7 +165,7 @@ def migrate_main(settings: Settings) -> int:
 def main() -> int:
     """`python -m services.metadata` / `lading metadata`. Returns the exit code."""
     settings = load_settings()
-    configure_logging(settings.gateway.log_level, "metadata")
+    configure_logging(settings.gateway.log_level, "metadata", settings.observability.log_format)
     try:
         asyncio.run(run(settings))
     except SchemaOutOfDate as exc:

@@ -6,6 +6,9 @@ turns them into rich gRPC statuses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import grpc
 import orjson
 from lading.common.v1 import common_pb2
@@ -13,6 +16,12 @@ from lading.metadata.v1 import metadata_pb2 as pb
 from lading.metadata.v1 import metadata_pb2_grpc
 
 from services.metadata.core import MetadataCore
+from services.metadata.events import context as event_context
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from services.metadata.events.outbox import EventOutbox
 
 _EMPTY_LINK = pb.LinkBlobResponse()
 _EMPTY_UNLINK = pb.UnlinkBlobResponse()
@@ -24,11 +33,19 @@ def _limit(page: common_pb2.PageRequest) -> int | None:
 
 
 class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
-    def __init__(self, core: MetadataCore) -> None:
+    def __init__(self, core: MetadataCore, events: EventOutbox | None = None,
+                 event_engine: AsyncEngine | None = None, on_change: Callable[[], None] | None = None) -> None:
         self._core = core
+        # Called after a committed change, so the event delivery worker sends at once.
+        self._changed = on_change or (lambda: None)
+        # Pull events (optional, sampled): written to the outbox after a manifest GET.
+        self._events = events
+        self._event_engine = event_engine
 
     async def LinkBlob(self, request: pb.LinkBlobRequest, context: grpc.aio.ServicerContext) -> pb.LinkBlobResponse:
+        event_context.bind(request)
         await self._core.link_blob(request.repository, request.digest, request.size)
+        self._changed()
         return _EMPTY_LINK
 
     async def StatBlob(self, request: pb.StatBlobRequest, context: grpc.aio.ServicerContext) -> pb.StatBlobResponse:
@@ -42,7 +59,9 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
         return _EMPTY_UNLINK
 
     async def MountBlob(self, request: pb.MountBlobRequest, context: grpc.aio.ServicerContext) -> pb.MountBlobResponse:
+        event_context.bind(request)
         size = await self._core.mount_blob(request.repository, request.digest, request.from_repository)
+        self._changed()
         if size is None:
             return pb.MountBlobResponse(mounted=False)
         return pb.MountBlobResponse(mounted=True, size=size)
@@ -50,9 +69,11 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
     async def PutManifest(
         self, request: pb.PutManifestRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutManifestResponse:
+        event_context.bind(request)
         result = await self._core.put_manifest(
             request.repository, request.reference, request.media_type, request.payload
         )
+        self._changed()
         return pb.PutManifestResponse(digest=result.digest, subject_digest=result.subject_digest or "")
 
     async def GetManifest(
@@ -61,6 +82,13 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
         manifest = await self._core.get_manifest(
             request.repository, request.reference, omit_payload=request.omit_payload
         )
+        if (self._events is not None and self._event_engine is not None and not request.omit_payload
+                and self._events.wants_pull()):
+            event_context.bind(request)
+            tag = None if ":" in request.reference else request.reference
+            await self._events.record_pull(self._event_engine, request.repository, tag, manifest.digest,
+                                           manifest.media_type, manifest.size)
+            self._changed()
         return pb.GetManifestResponse(
             digest=manifest.digest, media_type=manifest.media_type, size=manifest.size,
             payload=manifest.payload or b"",
@@ -69,7 +97,9 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
     async def DeleteManifest(
         self, request: pb.DeleteManifestRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteManifestResponse:
+        event_context.bind(request)
         await self._core.delete_manifest(request.repository, request.reference)
+        self._changed()
         return _EMPTY_DELETE
 
     async def ListTags(self, request: pb.ListTagsRequest, context: grpc.aio.ServicerContext) -> pb.ListTagsResponse:

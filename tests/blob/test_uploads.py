@@ -356,16 +356,73 @@ async def test_a_vanished_part_is_reported_and_the_session_cleared(replicas: Rep
     await append(store, upload.upload_id, 0, b"tiny")
     state = SessionState.from_json(await _state_bytes(store, upload.upload_id))
     await store.backend.delete(state.parts[0].key)
-    content = b"tiny"
-    if store.backend.min_part_size > 4:
-        # The next append would re-stage the missing part: refused, the session is unchanged.
-        with pytest.raises(RegistryError) as caught:
-            await append(store, upload.upload_id, 4, b"more")
-        assert kind_of(caught) is ErrorKind.BLOB_UPLOAD_INVALID
-    else:
-        await append(store, upload.upload_id, 4, b"more")
-        content += b"more"
+    # Appends never re-read staged parts below the minimum (they are merged once, when the run
+    # reaches it, or at commit): the loss shows at commit.
+    await append(store, upload.upload_id, 4, b"more")
+    content = b"tinymore"
     with pytest.raises(RegistryError) as caught:
         await store.commit_upload(upload.upload_id, REPO, digest=sha256(content), expected_size=len(content))
     assert kind_of(caught) is ErrorKind.BLOB_UPLOAD_UNKNOWN
     assert await keys_of(store.backend) == []
+
+
+async def test_small_chunks_are_staged_apart_and_merged_once(replicas: Replicas) -> None:
+    """Chunks under the minimum stay separate parts (nothing re-read) until the run reaches the
+    minimum; the run is then merged once. A commit merges a trailing run of small parts."""
+    store = replicas.store()
+    minimum = store.backend.min_part_size
+    data = pattern(3 * SMALL_MIN_PART + 50, seed=31)
+    upload = await store.start_upload(REPO)
+    offset = 0
+    sizes = [10] * (SMALL_MIN_PART // 10) + [SMALL_MIN_PART + 5] + [7, 7, 7]
+    for index, size in enumerate(sizes):
+        offset = await append(store, upload.upload_id, offset, data[offset : offset + size])
+        state = SessionState.from_json(await _state_bytes(store, upload.upload_id))
+        assert sum(part.size for part in state.parts) == offset
+        if minimum and index < SMALL_MIN_PART // 10:
+            assert len(state.parts) == index + 1  # nothing merged below the minimum
+    state = SessionState.from_json(await _state_bytes(store, upload.upload_id))
+    if minimum:
+        # One merged part (the small run + the large chunk), then three small ones left apart.
+        assert [part.size for part in state.parts] == [offset - 21, 7, 7, 7]
+        assert len(await keys_of(store.backend, keys.upload_prefix(upload.upload_id) + "parts/")) == 4
+    offset = await append(store, upload.upload_id, offset, data[offset:])
+    await store.commit_upload(upload.upload_id, REPO, digest=sha256(data), expected_size=len(data))
+    assert await read_all(store, sha256(data)) == data
+    assert await upload_keys(store) == []
+
+
+async def test_commit_with_final_data(replicas: Replicas) -> None:
+    """CommitUpload's final chunk: the whole blob in one call, after earlier chunks, at a stated
+    or implied offset; a wrong offset is RANGE_INVALID (session kept), a wrong digest cancels."""
+    store = replicas.store()
+    small = pattern(5000, seed=41)
+    upload = await store.start_upload(REPO)
+    committed = await store.commit_upload(
+        upload.upload_id, REPO, digest=sha256(small), expected_size=len(small), final_data=small
+    )
+    assert committed.size == len(small)
+    assert await read_all(store, sha256(small)) == small
+    assert await upload_keys(store) == []
+
+    data = pattern(3 * SMALL_MIN_PART + 9, seed=42)
+    upload = await store.start_upload(REPO)
+    offset = await append(store, upload.upload_id, 0, data[:100])
+    with pytest.raises(RegistryError) as caught:
+        await store.commit_upload(
+            upload.upload_id, REPO, digest=sha256(data), expected_size=None, final_data=data[100:], final_offset=5
+        )
+    assert kind_of(caught) is ErrorKind.RANGE_INVALID and caught.value.detail == {"offset": 100}
+    committed = await store.commit_upload(
+        upload.upload_id, REPO, digest=sha256(data), expected_size=None, final_data=data[offset:], final_offset=offset
+    )
+    assert committed.size == len(data) and await read_all(store, sha256(data)) == data
+
+    upload = await store.start_upload(REPO)
+    with pytest.raises(RegistryError) as caught:
+        await store.commit_upload(upload.upload_id, REPO, digest=sha256(b"other"), expected_size=5, final_data=b"bytes")
+    assert kind_of(caught) is ErrorKind.DIGEST_INVALID
+    assert await upload_keys(store) == []
+    with pytest.raises(RegistryError) as caught:
+        await store.stat_blob(sha256(b"bytes"))
+    assert kind_of(caught) is ErrorKind.BLOB_UNKNOWN

@@ -35,6 +35,7 @@ def test_plan_fills_in_the_embedded_layout(tmp_path: Path) -> None:
         "LADING_BLOB__FILESYSTEM__ROOT": f"{tmp_path}/blobs",
         "LADING_GATEWAY__HOST": "0.0.0.0",
         "LADING_GATEWAY__PORT": "5123",
+        "LADING_GC__BLOB_TARGET": f"unix:{tmp_path}/run/blob.sock",
     }
     assert (plan.host, plan.port) == ("0.0.0.0", 5123)
     assert plan.metadata_target == f"unix:{tmp_path}/run/metadata.sock"

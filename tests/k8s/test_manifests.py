@@ -444,3 +444,146 @@ def test_every_lading_variable_is_a_setting_and_parses(
             checked += 1
     if checked == 0:
         pytest.skip("this kustomization configures the S3 backend, whose settings are not in Settings yet")
+
+
+# --- access control -------------------------------------------------------------------------------
+
+# The LADING_AUTH__* variables each production workload gets: only what its process reads
+# (gateway/auth/setup.py and gate.py; services/metadata/accounts/main.py). MODE is in the shared
+# ConfigMap, so every workload sees it.
+PRODUCTION_AUTH = {
+    ("Deployment", "lading-gateway"): {
+        "LADING_AUTH__MODE",
+        "LADING_AUTH__SIGNING_KEY_FILE",
+        "LADING_AUTH__REALM",
+    },
+    ("Deployment", "lading-metadata"): {
+        "LADING_AUTH__MODE",
+        "LADING_AUTH__BOOTSTRAP_ADMIN",
+        "LADING_AUTH__BOOTSTRAP_ADMIN_PASSWORD_FILE",
+    },
+    ("Deployment", "lading-blob"): {"LADING_AUTH__MODE"},
+    ("Job", "lading-migrate"): {"LADING_AUTH__MODE"},
+}
+
+
+def _secret_behind_file(workload: Obj, container: Obj, path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file `path` as `container` sees it; AssertionError unless it is a
+    read-only mount of a Secret volume that carries the key at that path."""
+    volumes = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if not path.startswith(prefix):
+            continue
+        assert "subPath" not in mount, f"{path}: subPath mounts never see a Secret's updates"
+        assert mount.get("readOnly") is True, f"{path}: the mount {mount['mountPath']} is not read-only"
+        secret = volumes[mount["name"]].get("secret")
+        assert secret is not None, f"{path}: volume {mount['name']} is not a Secret"
+        relative = path.removeprefix(prefix)
+        items = {item["path"]: item["key"] for item in secret.get("items", [])}
+        key = items.get(relative) if items else relative
+        assert key is not None, f"{path}: {secret['secretName']} projects no key to {relative}"
+        assert not secret.get("optional", False), f"{path}: a missing Secret must keep the pod from starting"
+        # The non-root user must be able to read it: world-readable, or group-readable with fsGroup.
+        mode = next((i.get("mode") for i in secret.get("items", []) if i["path"] == relative), None)
+        mode = secret.get("defaultMode", 0o644) if mode is None else mode
+        fs_group = pod_spec(workload).get("securityContext", {}).get("fsGroup")
+        assert mode & 0o004 or (mode & 0o040 and fs_group is not None), f"{path}: mode {mode:o} unreadable"
+        return secret["secretName"], key
+    raise AssertionError(f"{path} is not inside any volume mount of {container['name']}")
+
+
+def _example_secret_keys() -> dict[str, set[str]]:
+    return {
+        s["metadata"]["name"]: set(s["stringData"])
+        for s in load_file(K8S / "overlays" / "production" / "secrets.example.yaml")
+    }
+
+
+def test_production_turns_token_auth_on_with_keys_mounted_from_secrets(rendered: dict[str, list[Obj]]) -> None:
+    objects = rendered["production"]
+    examples = _example_secret_keys()
+
+    gateway = _plane_deployment(objects, "gateway")
+    container = _only_container(gateway)
+    env = container_env(objects, container)
+    assert env["LADING_AUTH__MODE"] == "token"
+    assert _secret_behind_file(gateway, container, env["LADING_AUTH__SIGNING_KEY_FILE"]) == (
+        "lading-token-key",
+        "token.pem",
+    )
+    assert env["LADING_AUTH__REALM"].startswith("https://") and env["LADING_AUTH__REALM"].endswith("/token")
+
+    metadata = _plane_deployment(objects, "metadata")
+    container = _only_container(metadata)
+    env = container_env(objects, container)
+    assert env["LADING_AUTH__BOOTSTRAP_ADMIN"] == "admin"
+    assert _secret_behind_file(metadata, container, env["LADING_AUTH__BOOTSTRAP_ADMIN_PASSWORD_FILE"]) == (
+        "lading-admin",
+        "password",
+    )
+    for name, key in (("lading-token-key", "token.pem"), ("lading-admin", "password")):
+        assert key in examples.get(name, set()), f"{name}/{key} is not in secrets.example.yaml"
+
+
+def test_production_gives_each_workload_only_the_auth_settings_and_secrets_it_reads(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    objects = rendered["production"]
+    mounted_secrets = {
+        ("Deployment", "lading-gateway"): {"lading-token-key"},
+        ("Deployment", "lading-metadata"): {"lading-admin"},
+        ("Deployment", "lading-blob"): set(),
+        ("Job", "lading-migrate"): set(),
+    }
+    for (kind, name), variables in PRODUCTION_AUTH.items():
+        workload = named(objects, kind, name)
+        env = container_env(objects, _only_container(workload))
+        assert {k for k in env if k.startswith("LADING_AUTH__")} == variables, f"{kind}/{name}"
+        secrets = {v["secret"]["secretName"] for v in pod_spec(workload).get("volumes", []) if "secret" in v}
+        assert secrets == mounted_secrets[(kind, name)], f"{kind}/{name}"
+
+
+def test_production_ingress_example_routes_the_token_realm_to_the_gateway(rendered: dict[str, list[Obj]]) -> None:
+    realm = container_env(
+        rendered["production"], _only_container(_plane_deployment(rendered["production"], "gateway"))
+    )["LADING_AUTH__REALM"]
+    (ingress,) = load_file(K8S / "examples" / "ingress-nginx.yaml")
+    (rule,) = ingress["spec"]["rules"]
+    routes = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    host_and_path = realm.removeprefix("https://")
+    assert host_and_path == f"{rule['host']}/token", "the realm must be this Ingress's /token"
+    assert routes.get("/token") == routes.get("/v2") == "lading-gateway"
+
+
+def test_embedded_keeps_access_control_off(rendered: dict[str, list[Obj]], monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = rendered["embedded"]
+    (deployment,) = of_kind(objects, "Deployment")
+    env = container_env(objects, _only_container(deployment))
+    auth = {k: v for k, v in env.items() if k.startswith("LADING_AUTH__")}
+    assert auth in ({}, {"LADING_AUTH__MODE": "none"})
+    assert not [v for v in pod_spec(deployment)["volumes"] if "secret" in v]
+    for name in [n for n in os.environ if n.startswith("LADING_AUTH__")]:
+        monkeypatch.delenv(name)
+    for variable, value in auth.items():
+        monkeypatch.setenv(variable, value)
+    assert Settings().auth.mode == "none"
+
+
+# --- S3 -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kustomization", sorted(KUSTOMIZATIONS))
+def test_s3_endpoint_is_host_and_port_without_a_scheme(rendered: dict[str, list[Obj]], kustomization: str) -> None:
+    """LADING_BLOB__S3__ENDPOINT is host[:port]; TLS is LADING_BLOB__S3__SECURE (a scheme in the
+    endpoint makes the S3 client fail). PRESIGN_ENDPOINT is a full URL by design and not checked."""
+    objects = rendered[kustomization]
+    for workload in _workloads(objects):
+        for container in containers(workload):
+            endpoint = container_env(objects, container).get("LADING_BLOB__S3__ENDPOINT")
+            if isinstance(endpoint, str):
+                assert "://" not in endpoint, f"{workload['metadata']['name']}: {endpoint!r} has a scheme"
+                assert "/" not in endpoint, f"{workload['metadata']['name']}: {endpoint!r} has a path"
+    if kustomization == "production":
+        blob_env = container_env(objects, _only_container(_plane_deployment(objects, "blob")))
+        assert blob_env["LADING_BLOB__S3__ENDPOINT"] and blob_env["LADING_BLOB__S3__SECURE"] == "true"

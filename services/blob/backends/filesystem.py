@@ -231,7 +231,13 @@ class _FileReader:
 
 def _create_temp(folder: Path) -> tuple[int, Path]:
     for attempt in range(_CREATE_ATTEMPTS):
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            # mkdir saw EEXIST, then a concurrent prune removed the folder before its is_dir check.
+            if attempt == _CREATE_ATTEMPTS - 1:
+                raise
+            continue
         temp = folder / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
             return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), temp

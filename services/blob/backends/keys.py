@@ -17,9 +17,9 @@
         Staged bytes of the upload beginning at offset `<start>` (zero-padded to 20 digits, so
         keys sort by position); `<token>` is random per write. Only the parts listed in
         state.json, with their sizes, belong to the session: a listed part is never rewritten.
-        A retried chunk, or a trailing small part re-staged together with the next chunk
-        (backends with a minimum part size), goes to a new key and the state written after it
-        switches to that key, so a crash between the two writes leaves a valid state plus an
+        A retried chunk, or a trailing run of small parts merged once it reaches the minimum
+        (backends with a minimum part size; see uploads.py), goes to a new key and the state
+        written after it switches to that key, so a crash between the two writes leaves a valid state plus an
         unlisted part. Unlisted parts are removed with the session (commit, cancel, purge).
 
     owners/<owner hash>/<id>

@@ -21,13 +21,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, literal, select
+from sqlalchemy import and_, bindparam, delete, literal, literal_column, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.gc.guard import BlobRowGuard
+from services.metadata.gc.tables import blobs as gc_blobs
 from services.metadata.store.base import NewManifest, Page, Referrer, StoredManifest
 from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
@@ -39,6 +41,9 @@ from services.metadata.store.schema import (
     tags,
 )
 from services.metadata.store.sqlite_reads import Query, SqliteReader
+
+if TYPE_CHECKING:
+    from services.metadata.events.outbox import EventOutbox
 
 log = logging.getLogger("lading.metadata.store")
 
@@ -71,8 +76,10 @@ def _translate(error: BaseException) -> BaseException:
 class SqlMetadataStore:
     """The SQL metadata store. Build it with `SqlMetadataStore(open_database(settings))`."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, events: EventOutbox | None = None) -> None:
         self._db = database
+        # Event notifications (services/metadata/events): written in each change's transaction.
+        self._events = events
         dialect = database.dialect
         self._write_lock: Any = asyncio.Lock() if dialect == "sqlite" else contextlib.nullcontext()
         r, rb, m, mr, t = repositories, repository_blobs, manifests, manifest_references, tags
@@ -85,9 +92,13 @@ class SqlMetadataStore:
 
         # Blobs.
         self._link = insert_ignore(dialect, rb, ["repository_id", "digest"])
+        # GC (services/metadata/gc): a blob whose `blobs` row is not `active` (being deleted) is
+        # unknown to HEAD, mount and manifests, checked in the same query/transaction.
+        self._blob_guard = BlobRowGuard(dialect)
+        blob_active = and_(gc_blobs.c.digest == rb.c.digest, gc_blobs.c.state == literal_column("'active'"))
         self._stat_blob = (
             select(rb.c.size)
-            .select_from(rb.join(r, r.c.id == rb.c.repository_id))
+            .select_from(rb.join(r, r.c.id == rb.c.repository_id).join(gc_blobs, blob_active))
             .where(r.c.name == repository, rb.c.digest == bindparam("digest"))
         )
         self._unlink = delete(rb).where(
@@ -99,6 +110,7 @@ class SqlMetadataStore:
         # a concurrent unlink/delete from removing what we checked before we commit.
         self._linked_blobs = (
             select(rb.c.digest)
+            .select_from(rb.join(gc_blobs, blob_active))
             .where(rb.c.repository_id == bindparam("repository_id"),
                    rb.c.digest.in_(bindparam("digests", expanding=True)))
             .with_for_update(read=True)
@@ -241,12 +253,20 @@ class SqlMetadataStore:
             self._reader = None
         await self._db.dispose()
 
+    def require_blob_rows(self) -> None:
+        """From now on LinkBlob refuses (BLOB_UNKNOWN) a digest without an `active` blobs row
+        instead of creating one: the GC's GuardedStore creates rows after confirming the bytes."""
+        self._blob_guard.insert_missing = False
+
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         async def work(conn: AsyncConnection) -> None:
+            await self._blob_guard.claim_for_link(conn, digest, size)
             repository_id = await self._ensure_repository(conn, repository)
             await conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
             )
+            if self._events is not None:
+                await self._events.blob_pushed(conn, repository, digest, size)
 
         await self._write(work)
 
@@ -269,12 +289,14 @@ class SqlMetadataStore:
                 ).scalar()
             else:
                 size = (await conn.execute(self._blob_anywhere, {"digest": digest})).scalar()
-            if size is None:
+            if size is None or not await self._blob_guard.usable(conn, digest):
                 return None
             repository_id = await self._ensure_repository(conn, repository)
             await conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
             )
+            if self._events is not None:
+                await self._events.blob_mounted(conn, repository, digest, int(size), from_repository)
             return int(size)
 
         return await self._write(work)
@@ -334,6 +356,9 @@ class SqlMetadataStore:
                 await conn.execute(self._upsert_tag, {
                     "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
                 })
+            if self._events is not None:
+                await self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
+                                                   len(manifest.payload), tag)
 
         await self._write(work)
 
@@ -365,6 +390,8 @@ class SqlMetadataStore:
             result = await conn.execute(self._delete_manifest, {"repository_id": repository_id, "digest": digest})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, digest)
+            if self._events is not None:
+                await self._events.manifest_deleted(conn, repository, digest)
 
         await self._write(work)
 
@@ -376,6 +403,8 @@ class SqlMetadataStore:
             result = await conn.execute(self._delete_tag, {"repository_id": repository_id, "tag": tag})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, tag)
+            if self._events is not None:
+                await self._events.tag_deleted(conn, repository, tag)
 
         await self._write(work)
 

@@ -112,16 +112,20 @@ class GetUploadStatusResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[UploadStatus, _Mapping]] = ...) -> None: ...
 
 class CommitUploadRequest(_message.Message):
-    __slots__ = ("upload_id", "repository", "digest", "expected_size")
+    __slots__ = ("upload_id", "repository", "digest", "expected_size", "final_data", "final_offset")
     UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    FINAL_DATA_FIELD_NUMBER: _ClassVar[int]
+    FINAL_OFFSET_FIELD_NUMBER: _ClassVar[int]
     upload_id: str
     repository: str
     digest: str
     expected_size: int
-    def __init__(self, upload_id: _Optional[str] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., expected_size: _Optional[int] = ...) -> None: ...
+    final_data: bytes
+    final_offset: int
+    def __init__(self, upload_id: _Optional[str] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., expected_size: _Optional[int] = ..., final_data: _Optional[bytes] = ..., final_offset: _Optional[int] = ...) -> None: ...
 
 class CommitUploadResponse(_message.Message):
     __slots__ = ("digest", "size")

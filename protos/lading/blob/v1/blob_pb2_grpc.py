@@ -115,7 +115,7 @@ class BlobServiceServicer:
 
     def AppendUpload(self, request_iterator, context):
         """Client stream: the first message names the session and the offset the client believes the
-        session is at; every message may carry data (at most 1 MiB each). OUT_OF_RANGE when the
+        session is at; every message may carry data (at most 4 MiB each). OUT_OF_RANGE when the
         expected offset differs from the session's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

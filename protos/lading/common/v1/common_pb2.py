@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlading/common/v1/common.proto\x12\x10lading.common.v1\"\xcd\x01\n\nDescriptor\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x15\n\rartifact_type\x18\x04 \x01(\t\x12\x42\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32-.lading.common.v1.Descriptor.AnnotationsEntry\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x0bPageRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x11\n\thas_limit\x18\x02 \x01(\x08\x12\x0c\n\x04last\x18\x03 \x01(\t\" \n\x0cPageResponse\x12\x10\n\x08has_more\x18\x01 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlading/common/v1/common.proto\x12\x10lading.common.v1\"\xcd\x01\n\nDescriptor\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x15\n\rartifact_type\x18\x04 \x01(\t\x12\x42\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32-.lading.common.v1.Descriptor.AnnotationsEntry\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x0bPageRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x11\n\thas_limit\x18\x02 \x01(\x08\x12\x0c\n\x04last\x18\x03 \x01(\t\" \n\x0cPageResponse\x12\x10\n\x08has_more\x18\x01 \x01(\x08\"\x83\x01\n\x0eRequestContext\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x12\n\nuser_agent\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06scheme\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,4 +41,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAGEREQUEST']._serialized_end=320
   _globals['_PAGERESPONSE']._serialized_start=322
   _globals['_PAGERESPONSE']._serialized_end=354
+  _globals['_REQUESTCONTEXT']._serialized_start=357
+  _globals['_REQUESTCONTEXT']._serialized_end=488
 # @@protoc_insertion_point(module_scope)

@@ -42,3 +42,21 @@ class PageResponse(_message.Message):
     HAS_MORE_FIELD_NUMBER: _ClassVar[int]
     has_more: bool
     def __init__(self, has_more: _Optional[bool] = ...) -> None: ...
+
+class RequestContext(_message.Message):
+    __slots__ = ("request_id", "addr", "host", "method", "user_agent", "actor", "scheme")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    USER_AGENT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    addr: str
+    host: str
+    method: str
+    user_agent: str
+    actor: str
+    scheme: str
+    def __init__(self, request_id: _Optional[str] = ..., addr: _Optional[str] = ..., host: _Optional[str] = ..., method: _Optional[str] = ..., user_agent: _Optional[str] = ..., actor: _Optional[str] = ..., scheme: _Optional[str] = ...) -> None: ...

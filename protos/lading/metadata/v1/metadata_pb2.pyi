@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LinkBlobRequest(_message.Message):
-    __slots__ = ("repository", "digest", "size")
+    __slots__ = ("repository", "digest", "size", "context")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     repository: str
     digest: str
     size: int
-    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    context: _common_pb2.RequestContext
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
 
 class LinkBlobResponse(_message.Message):
     __slots__ = ()
@@ -50,14 +52,16 @@ class UnlinkBlobResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class MountBlobRequest(_message.Message):
-    __slots__ = ("repository", "digest", "from_repository")
+    __slots__ = ("repository", "digest", "from_repository", "context")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     FROM_REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     repository: str
     digest: str
     from_repository: str
-    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., from_repository: _Optional[str] = ...) -> None: ...
+    context: _common_pb2.RequestContext
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., from_repository: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
 
 class MountBlobResponse(_message.Message):
     __slots__ = ("mounted", "size")
@@ -68,16 +72,18 @@ class MountBlobResponse(_message.Message):
     def __init__(self, mounted: _Optional[bool] = ..., size: _Optional[int] = ...) -> None: ...
 
 class PutManifestRequest(_message.Message):
-    __slots__ = ("repository", "reference", "media_type", "payload")
+    __slots__ = ("repository", "reference", "media_type", "payload", "context")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     repository: str
     reference: str
     media_type: str
     payload: bytes
-    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ..., media_type: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    context: _common_pb2.RequestContext
+    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ..., media_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
 
 class PutManifestResponse(_message.Message):
     __slots__ = ("digest", "subject_digest")
@@ -88,14 +94,16 @@ class PutManifestResponse(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., subject_digest: _Optional[str] = ...) -> None: ...
 
 class GetManifestRequest(_message.Message):
-    __slots__ = ("repository", "reference", "omit_payload")
+    __slots__ = ("repository", "reference", "omit_payload", "context")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     OMIT_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     repository: str
     reference: str
     omit_payload: bool
-    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ..., omit_payload: _Optional[bool] = ...) -> None: ...
+    context: _common_pb2.RequestContext
+    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ..., omit_payload: _Optional[bool] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
 
 class GetManifestResponse(_message.Message):
     __slots__ = ("digest", "media_type", "size", "payload")
@@ -110,12 +118,14 @@ class GetManifestResponse(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class DeleteManifestRequest(_message.Message):
-    __slots__ = ("repository", "reference")
+    __slots__ = ("repository", "reference", "context")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     repository: str
     reference: str
-    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+    context: _common_pb2.RequestContext
+    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
 
 class DeleteManifestResponse(_message.Message):
     __slots__ = ()

@@ -1,0 +1,102 @@
+"""Events in CNCF Distribution's notification format (docs: shared/reference/docker-notifications.md).
+
+Pure functions: build one event (a dict) and wrap events in an envelope. Targets follow
+Distribution: push/pull/mount carry the descriptor (mediaType, digest, size, length), repository,
+url (when the request's host is known) and tag; a manifest delete carries digest + repository
+only; a tag delete carries repository + tag.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+# Distribution reports blob pushes/mounts with this media type (it does not know the layer's).
+BLOB_MEDIA_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """The HTTP request behind a change, as the gateway reported it (every field may be empty)."""
+
+    request_id: str = ""
+    addr: str = ""
+    host: str = ""
+    method: str = ""
+    user_agent: str = ""
+    actor: str = ""
+    scheme: str = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """This registry node: `addr` (host name) and an id drawn at process start."""
+
+    addr: str
+    instance_id: str
+
+
+def target_url(request: RequestInfo, repository: str, kind: str, digest: str) -> str | None:
+    """`<scheme>://<host>/v2/<repo>/<manifests|blobs>/<digest>`, None without a host."""
+    if not request.host or not digest:
+        return None
+    return f"{request.scheme or 'http'}://{request.host}/v2/{repository}/{kind}/{digest}"
+
+
+def build_event(
+    action: str,
+    target: dict[str, Any],
+    request: RequestInfo,
+    source: Source,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """One event. `target` already holds the fields its action carries (see the module doc)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    actor: dict[str, str] = {"name": request.actor} if request.actor else {}
+    return {
+        "id": str(uuid.uuid4()),
+        "timestamp": moment.isoformat().replace("+00:00", "Z"),
+        "action": action,
+        "target": target,
+        "request": {
+            "id": request.request_id,
+            "addr": request.addr,
+            "host": request.host,
+            "method": request.method,
+            "useragent": request.user_agent,
+        },
+        "actor": actor,
+        "source": {"addr": source.addr, "instanceID": source.instance_id},
+    }
+
+
+def descriptor_target(
+    *, media_type: str, digest: str, size: int, repository: str, url: str | None, tag: str | None = None,
+    from_repository: str | None = None,
+) -> dict[str, Any]:
+    """The target of push, pull and mount events (`length` duplicates `size`, as Distribution does)."""
+    target: dict[str, Any] = {
+        "mediaType": media_type, "digest": digest, "size": size, "length": size, "repository": repository,
+    }
+    if from_repository:
+        target["fromRepository"] = from_repository
+    if url:
+        target["url"] = url
+    if tag:
+        target["tag"] = tag
+    return target
+
+
+def envelope(bodies: list[str]) -> bytes:
+    """`{"events": [...]}` from events already serialised as JSON (as stored in the outbox)."""
+    return b'{"events":[' + b",".join(body.encode() for body in bodies) + b"]}"
+
+
+def dumps(event: dict[str, Any]) -> str:
+    return orjson.dumps(event).decode()

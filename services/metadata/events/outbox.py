@@ -1,0 +1,124 @@
+"""`EventOutbox`: writes events into `event_outbox` inside the caller's transaction.
+
+The store calls one method per change (`manifest_pushed`, `blob_pushed`, `blob_mounted`,
+`manifest_deleted`, `tag_deleted`) with the connection of the transaction that makes the change,
+so the event commits or rolls back with it: a failed push never produces an event. One row is
+written per endpoint whose filters accept the event; with no endpoints nothing is written.
+Pull events are written in their own transaction (`record_pull`), only when enabled and sampled.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.common.settings import EventEndpointSettings, EventsSettings
+from services.metadata.events import context
+from services.metadata.events.envelope import (
+    BLOB_MEDIA_TYPE,
+    RequestInfo,
+    Source,
+    build_event,
+    descriptor_target,
+    dumps,
+    target_url,
+)
+from services.metadata.events.tables import PENDING, event_outbox
+
+
+def accepts(endpoint: EventEndpointSettings, action: str, media_type: str | None) -> bool:
+    """The endpoint's filters: actions, then media types (events without one pass those)."""
+    if endpoint.include_actions and action not in endpoint.include_actions:
+        return False
+    if action in endpoint.exclude_actions:
+        return False
+    if media_type:
+        if endpoint.include_media_types and media_type not in endpoint.include_media_types:
+            return False
+        if media_type in endpoint.exclude_media_types:
+            return False
+    return True
+
+
+class EventOutbox:
+    def __init__(self, settings: EventsSettings, source: Source, *,
+                 sample: Callable[[], float] = random.random) -> None:
+        self._settings = settings
+        self._endpoints = list(settings.endpoints)
+        self._source = source
+        self._sample = sample
+        self._insert = insert(event_outbox)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._endpoints)
+
+    def wants_pull(self) -> bool:
+        """True when this pull should be recorded (pull events on, sampled in, an endpoint exists)."""
+        if not self._endpoints or self._settings.pull == "off":
+            return False
+        rate = self._settings.pull_sample_rate
+        return rate >= 1.0 or self._sample() < rate
+
+    async def _record(self, conn: AsyncConnection, action: str, repository: str, target: dict[str, Any],
+                      request: RequestInfo | None = None) -> None:
+        if not self._endpoints:
+            return
+        media_type = target.get("mediaType")
+        chosen = [e.name for e in self._endpoints if accepts(e, action, media_type)]
+        if not chosen:
+            return
+        now = datetime.now(UTC)
+        event = build_event(action, target, request or context.current(), self._source, now=now)
+        body = dumps(event)
+        await conn.execute(self._insert, [
+            {"event_id": event["id"], "endpoint": name, "action": action, "repository": repository,
+             "body": body, "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+            for name in chosen
+        ])
+
+    # -- one method per change (called by the store inside its write transaction) ----------------
+
+    async def manifest_pushed(self, conn: AsyncConnection, repository: str, digest: str, media_type: str,
+                              size: int, tag: str | None) -> None:
+        request = context.current()
+        await self._record(conn, "push", repository, descriptor_target(
+            media_type=media_type, digest=digest, size=size, repository=repository,
+            url=target_url(request, repository, "manifests", digest), tag=tag,
+        ), request)
+
+    async def blob_pushed(self, conn: AsyncConnection, repository: str, digest: str, size: int) -> None:
+        request = context.current()
+        await self._record(conn, "push", repository, descriptor_target(
+            media_type=BLOB_MEDIA_TYPE, digest=digest, size=size, repository=repository,
+            url=target_url(request, repository, "blobs", digest),
+        ), request)
+
+    async def blob_mounted(self, conn: AsyncConnection, repository: str, digest: str, size: int,
+                           from_repository: str | None) -> None:
+        request = context.current()
+        await self._record(conn, "mount", repository, descriptor_target(
+            media_type=BLOB_MEDIA_TYPE, digest=digest, size=size, repository=repository,
+            url=target_url(request, repository, "blobs", digest), from_repository=from_repository,
+        ), request)
+
+    async def manifest_deleted(self, conn: AsyncConnection, repository: str, digest: str) -> None:
+        await self._record(conn, "delete", repository, {"digest": digest, "repository": repository})
+
+    async def tag_deleted(self, conn: AsyncConnection, repository: str, tag: str) -> None:
+        await self._record(conn, "delete", repository, {"repository": repository, "tag": tag})
+
+    async def record_pull(self, engine: AsyncEngine, repository: str, reference_tag: str | None, digest: str,
+                          media_type: str, size: int) -> None:
+        """A manifest GET, in its own transaction (a read has none). Call only when `wants_pull()`."""
+        request = context.current()
+        async with engine.begin() as conn:
+            await self._record(conn, "pull", repository, descriptor_target(
+                media_type=media_type, digest=digest, size=size, repository=repository,
+                url=target_url(request, repository, "manifests", digest), tag=reference_tag,
+            ), request)

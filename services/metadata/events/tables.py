@@ -1,0 +1,33 @@
+"""The `event_outbox` table (migration 0004_events): one row per (event, endpoint).
+
+`state`: `pending` (to send; due at `next_attempt_at`), `delivered`, `dead` (gave up after the
+endpoint's max_attempts; `lading events replay` makes it pending again). A worker claims due rows
+by pushing `next_attempt_at` one lease ahead in the claiming transaction, so a worker that dies
+mid-POST only delays the batch by the lease (at-least-once, never lost).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+
+events_metadata = MetaData()
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+STATES = (PENDING, DELIVERED, DEAD)
+
+event_outbox = Table(
+    "event_outbox",
+    events_metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+    Column("endpoint", String(128), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("repository", String(255), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+)

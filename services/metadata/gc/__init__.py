@@ -1,0 +1,39 @@
+"""Online garbage collection, maintenance mode and admin listings for the metadata plane.
+
+What is tracked (migration 0003_gc): a global `blobs` row per digest (`pending` | `active` |
+`deleting`, with a random `epoch` per incarnation), review holds (`gc_review`), run history
+(`gc_runs`) and registry flags (maintenance mode).
+
+Rules of a run (`lading gc`, services/metadata/gc/worker.py):
+1. untagged manifests go only with gc.delete_untagged_manifests (or `--delete-untagged`) and when
+   nothing keeps them: not a child of any index in the repository, not the subject of a tagged
+   referrer, and (for a referrer) its subject is gone. Repeated until nothing more goes;
+2. a repository link goes when no manifest in that repository references the digest;
+3. a blob row goes `deleting` when no repository links it; its bytes are then deleted through
+   BlobService.DeleteBlob, and only then the row is removed. A failed byte deletion leaves the
+   row `deleting`, retried by the next run (never `active` with missing bytes).
+Every step waits gc.review_delay_seconds: links from their creation, blob rows from their last
+state change, and anything that stopped being referenced (tag deleted or moved, manifest
+deleted, blob unlinked, repository deleted) through a review hold written *before* the change.
+
+The protocol that closes the HEAD-then-delete race (each step one transaction):
+- collector: lock the row (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE makes
+  writers take turns), re-check in a new statement that nothing references/links it, then delete
+  the link / mark the blob `deleting`;
+- LinkBlob: claims the `blobs` row and locks it FOR SHARE in the link's own transaction; a row
+  that is not `active` answers BLOB_UNKNOWN ("upload it again"); MountBlob mounts only `active`
+  rows (otherwise the gateway falls back to an upload, 202);
+- StatBlob (HEAD) and PutManifest join the `blobs` row with state `active` in the same query /
+  transaction (FOR SHARE), so a blob mid-deletion is unknown to them and a manifest can never be
+  stored pointing at bytes that are being deleted (MANIFEST_BLOB_UNKNOWN);
+- re-upload after a GC: the gateway commits bytes on the blob plane and then calls LinkBlob. If
+  the collector deleted those bytes in between, the row is gone or `deleting`. A LinkBlob that
+  finds no `active` row inserts it `pending` with a fresh epoch, asks the blob plane
+  (BlobService.StatBlob over gRPC, gc.blob_target) whether the bytes exist, and then flips the
+  row to `active` only if it is still `pending` with *its* epoch; otherwise BLOB_UNKNOWN and the
+  client uploads again. An `active` row therefore always has bytes. Without gc.blob_target (a
+  metadata plane run alone) the check is skipped and LinkBlob trusts the caller.
+Maintenance mode (`lading maintenance on`) is a row in `registry_flags`; every mutating metadata
+call answers UNSUPPORTED (HTTP 405) "registry is in read-only maintenance mode" (cached ~1 s per
+replica). Upload sessions still start and take bytes on the blob plane; they fail at LinkBlob.
+"""

@@ -1,0 +1,65 @@
+"""The `blobs` row checks the metadata store's write paths make inside their own transactions.
+
+`BlobRowGuard` is used by `SqlMetadataStore` (services/metadata/store/sql.py): LinkBlob claims the
+blob row (inserting it `active` when absent) and refuses a row that is not `active`; MountBlob
+mounts only an `active` row. Both lock the row FOR SHARE (PostgreSQL; SQLite holds the write lock),
+so the collector's FOR UPDATE + "still unlinked?" re-check and these calls are serialised. See the
+package docstring for the whole protocol.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.errors import ErrorKind, RegistryError
+from services.metadata.gc.tables import blobs
+from services.metadata.store.dialect import insert_ignore
+
+ACTIVE = "active"
+PENDING = "pending"
+DELETING = "deleting"
+
+
+def new_epoch() -> int:
+    """A random positive 63-bit number identifying one incarnation of a `blobs` row."""
+    return secrets.randbits(62) + 1
+
+
+def blob_being_deleted(digest: str) -> RegistryError:
+    return RegistryError(
+        ErrorKind.BLOB_UNKNOWN,
+        f"blob {digest} is being removed by garbage collection; upload it again",
+        {"digest": digest, "reason": "deleting"},
+    )
+
+
+class BlobRowGuard:
+    def __init__(self, dialect: str) -> None:
+        self._insert = insert_ignore(dialect, blobs, ["digest"])
+        # False under GuardedStore: a missing row means the GC removed it (bytes gone) after the
+        # caller's confirmation, so it must not be re-created here.
+        self.insert_missing = True
+        self._state = select(blobs.c.state).where(blobs.c.digest == bindparam("digest")).with_for_update(read=True)
+
+    async def claim_for_link(self, conn: AsyncConnection, digest: str, size: int) -> None:
+        """Makes sure `digest` has an `active` row before a link is written in this transaction.
+
+        Inserts it `active` when absent and `insert_missing` (a bare store: the caller vouches for
+        the bytes); under `GuardedStore` the row must already be `active` (it confirmed the bytes).
+        Raises BLOB_UNKNOWN when the row is `deleting` or `pending` (a GC incarnation race)."""
+        if self.insert_missing:
+            await conn.execute(self._insert, {
+                "digest": digest, "size": size, "state": ACTIVE, "epoch": new_epoch(),
+                "updated_at": datetime.now(UTC),
+            })
+        state = (await conn.execute(self._state, {"digest": digest})).scalar()
+        if state != ACTIVE:
+            raise blob_being_deleted(digest)
+
+    async def usable(self, conn: AsyncConnection, digest: str) -> bool:
+        """True when `digest` has an `active` row (locked FOR SHARE until the transaction ends)."""
+        return (await conn.execute(self._state, {"digest": digest})).scalar() == ACTIVE

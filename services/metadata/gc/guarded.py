@@ -1,0 +1,107 @@
+"""`GuardedStore`: the MetadataStore the metadata service serves, wrapping `SqlMetadataStore` with
+maintenance mode, review holds and the blob-plane confirmation of a blob's first link.
+
+- Maintenance mode: every mutating call raises UNSUPPORTED ("registry is in read-only maintenance
+  mode") while the flag is on (cached ~1 s per replica). Reads pass.
+- Review holds: before a tag, manifest or link is removed, what it referenced is held for
+  gc.review_delay_seconds (written before the removal, so a GC run can never miss the hold).
+- LinkBlob: when the digest has no `active` row, a `pending` row is claimed, the blob plane is
+  asked (BlobService.StatBlob over gRPC) whether the bytes exist, and only then is the row made
+  `active` (matching the claimed epoch) and the link written. See the package docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from services.common.errors import ErrorKind, RegistryError
+from services.metadata.gc.guard import ACTIVE
+from services.metadata.gc.store import GLOBAL, GcStore
+from services.metadata.store.base import MetadataStore, NewManifest, Page, Referrer, StoredManifest
+
+# Answers whether the blob plane holds the bytes of `digest` (None: no blob plane configured).
+BytesExist = Callable[[str], Awaitable[bool]]
+
+
+def _upload_again(digest: str) -> RegistryError:
+    return RegistryError(
+        ErrorKind.BLOB_UNKNOWN,
+        f"blob {digest} is not in storage (it may have just been garbage-collected); upload it again",
+        {"digest": digest},
+    )
+
+
+class GuardedStore:
+    def __init__(self, inner: MetadataStore, gc: GcStore, bytes_exist: BytesExist | None) -> None:
+        self._inner = inner
+        self._gc = gc
+        self._bytes_exist = bytes_exist
+
+    # -- reads pass through -----------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._inner.ping()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def stat_blob(self, repository: str, digest: str) -> int | None:
+        return await self._inner.stat_blob(repository, digest)
+
+    async def get_manifest(self, repository: str, *, tag: str | None = None, digest: str | None = None,
+                           with_payload: bool = True) -> StoredManifest:
+        return await self._inner.get_manifest(repository, tag=tag, digest=digest, with_payload=with_payload)
+
+    async def list_tags(self, repository: str, *, last: str, limit: int) -> Page[str]:
+        return await self._inner.list_tags(repository, last=last, limit=limit)
+
+    async def list_repositories(self, *, last: str, limit: int) -> Page[str]:
+        return await self._inner.list_repositories(last=last, limit=limit)
+
+    async def list_referrers(self, repository: str, subject_digest: str, *, artifact_type: str | None,
+                             last: str, limit: int) -> Page[Referrer]:
+        return await self._inner.list_referrers(repository, subject_digest, artifact_type=artifact_type,
+                                                last=last, limit=limit)
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+        await self._gc.refuse_in_maintenance()
+        # Fast path: an `active` row (the inner link re-checks it under a row lock).
+        epoch = None if await self._gc.blob_state(digest) == ACTIVE else await self._gc.prepare_link(digest, size)
+        if epoch is not None:
+            if self._bytes_exist is not None and not await self._bytes_exist(digest):
+                raise _upload_again(digest)
+            if not await self._gc.activate(digest, epoch):
+                raise _upload_again(digest)
+        # The inner link re-checks `active` under a row lock in its own transaction (guard.py).
+        await self._inner.link_blob(repository, digest, size)
+
+    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        await self._gc.refuse_in_maintenance()
+        await self._gc.holds_for_global([digest])
+        return await self._inner.unlink_blob(repository, digest)
+
+    async def mount_blob(self, repository: str, digest: str, from_repository: str | None) -> int | None:
+        await self._gc.refuse_in_maintenance()
+        return await self._inner.mount_blob(repository, digest, from_repository)
+
+    async def put_manifest(self, repository: str, manifest: NewManifest, tag: str | None) -> None:
+        await self._gc.refuse_in_maintenance()
+        if tag is not None:
+            # The manifest the tag leaves (if it moves) is held for the review delay.
+            await self._gc.holds_for_tag(repository, tag)
+        await self._inner.put_manifest(repository, manifest, tag)
+
+    async def delete_manifest(self, repository: str, digest: str) -> None:
+        await self._gc.refuse_in_maintenance()
+        await self._gc.holds_for_manifest(repository, digest)
+        await self._inner.delete_manifest(repository, digest)
+
+    async def delete_tag(self, repository: str, tag: str) -> None:
+        await self._gc.refuse_in_maintenance()
+        await self._gc.holds_for_tag(repository, tag)
+        await self._inner.delete_tag(repository, tag)
+
+
+__all__ = ["GLOBAL", "BytesExist", "GuardedStore"]

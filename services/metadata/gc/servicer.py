@@ -1,0 +1,116 @@
+"""AdminServiceServicer: translates AdminService protobuf messages to GcStore / sweep calls."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import grpc
+from lading.metadata.v1 import admin_pb2 as pb
+from lading.metadata.v1 import admin_pb2_grpc
+
+from services.common.digests import Digest
+from services.common.names import validate_repository
+from services.metadata.gc import sweep
+from services.metadata.gc.store import GcStore, RunTotals
+
+_MAX_LIST = 10_000
+
+
+def _seconds(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, gc: GcStore, *, delete_untagged: bool) -> None:
+        self._gc = gc
+        self._delete_untagged = delete_untagged
+
+    def _untagged(self, requested: bool) -> bool:
+        return self._delete_untagged or requested
+
+    async def GcPlan(self, request: pb.GcPlanRequest, context: grpc.aio.ServicerContext) -> pb.GcPlanResponse:
+        result = await sweep.plan(self._gc, delete_untagged=self._untagged(request.delete_untagged))
+        return pb.GcPlanResponse(manifests=result.manifests, manifest_bytes=result.manifest_bytes, links=result.links,
+                                 blobs=result.blobs, blob_bytes=result.blob_bytes, deleting=result.deleting)
+
+    async def GcSweepMetadata(self, request: pb.GcSweepMetadataRequest,
+                              context: grpc.aio.ServicerContext) -> pb.GcSweepMetadataResponse:
+        await self._gc.refuse_in_maintenance()
+        manifests, links = await sweep.sweep(self._gc, delete_untagged=self._untagged(request.delete_untagged))
+        return pb.GcSweepMetadataResponse(manifests_deleted=manifests, links_removed=links)
+
+    async def GcMarkBlobs(self, request: pb.GcMarkBlobsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.GcMarkBlobsResponse:
+        await self._gc.refuse_in_maintenance()
+        marked = await sweep.mark(self._gc)
+        return pb.GcMarkBlobsResponse(blobs=[pb.BlobInfo(digest=c.digest, size=c.size, state="deleting")
+                                             for c in marked])
+
+    async def GcForgetBlob(self, request: pb.GcForgetBlobRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GcForgetBlobResponse:
+        return pb.GcForgetBlobResponse(forgotten=await self._gc.forget_blob(str(Digest.parse(request.digest))))
+
+    async def GcRecordRun(self, request: pb.GcRun, context: grpc.aio.ServicerContext) -> pb.GcRecordRunResponse:
+        totals = RunTotals(request.manifests_deleted, request.links_removed, request.blobs_deleted,
+                           request.bytes_freed, request.errors)
+        await self._gc.record_run(datetime.fromtimestamp(request.started_at, UTC), request.dry_run, totals)
+        await self._gc.drop_expired_holds()
+        return pb.GcRecordRunResponse()
+
+    async def GcStats(self, request: pb.GcStatsRequest, context: grpc.aio.ServicerContext) -> pb.GcStatsResponse:
+        stats = await self._gc.stats(request.last_runs or 5)
+        states = stats["blobs_by_state"]
+        runs = [pb.GcRun(started_at=_seconds(r["started_at"]), finished_at=_seconds(r["finished_at"]),
+                         dry_run=r["dry_run"], manifests_deleted=r["manifests_deleted"],
+                         links_removed=r["links_removed"], blobs_deleted=r["blobs_deleted"],
+                         bytes_freed=r["bytes_freed"], errors=r["errors"]) for r in stats["runs"]]
+        return pb.GcStatsResponse(
+            active_blobs=states.get("active", (0, 0))[0], active_bytes=states.get("active", (0, 0))[1],
+            pending_blobs=states.get("pending", (0, 0))[0], deleting_blobs=states.get("deleting", (0, 0))[0],
+            held=stats["held"], manifest_candidates=stats["manifest_candidates"],
+            link_candidates=stats["link_candidates"], blob_candidates=stats["blob_candidates"], runs=runs)
+
+    async def ListRepositories(self, request: pb.AdminListRepositoriesRequest,
+                               context: grpc.aio.ServicerContext) -> pb.AdminListRepositoriesResponse:
+        return pb.AdminListRepositoriesResponse(repositories=[
+            pb.RepositorySummary(name=r.name, tags=r.tags, manifests=r.manifests, bytes=r.bytes)
+            for r in await self._gc.list_repositories()])
+
+    async def ListTags(self, request: pb.AdminListTagsRequest,
+                       context: grpc.aio.ServicerContext) -> pb.AdminListTagsResponse:
+        validate_repository(request.repository)
+        return pb.AdminListTagsResponse(tags=[pb.TagInfo(name=n, digest=d)
+                                              for n, d in await self._gc.list_tags(request.repository)])
+
+    async def ListManifests(self, request: pb.AdminListManifestsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.AdminListManifestsResponse:
+        validate_repository(request.repository)
+        return pb.AdminListManifestsResponse(manifests=[
+            pb.ManifestInfo(digest=m.digest, media_type=m.media_type, size=m.size, tags=m.tags)
+            for m in await self._gc.list_manifests(request.repository)])
+
+    async def DeleteRepository(self, request: pb.DeleteRepositoryRequest,
+                               context: grpc.aio.ServicerContext) -> pb.DeleteRepositoryResponse:
+        validate_repository(request.repository)
+        await self._gc.refuse_in_maintenance()
+        manifests, links = await self._gc.delete_repository(request.repository)
+        return pb.DeleteRepositoryResponse(manifests=manifests, links=links)
+
+    async def WhereBlob(self, request: pb.WhereBlobRequest, context: grpc.aio.ServicerContext) -> pb.WhereBlobResponse:
+        state, size, linked, users = await self._gc.where_blob(str(Digest.parse(request.digest)))
+        return pb.WhereBlobResponse(state=state, size=size, repositories=linked,
+                                    manifests=[pb.ManifestRef(repository=r, digest=d) for r, d in users])
+
+    async def ListBlobs(self, request: pb.ListBlobsRequest, context: grpc.aio.ServicerContext) -> pb.ListBlobsResponse:
+        limit = min(max(request.limit, 1), _MAX_LIST) if request.limit else 1000
+        return pb.ListBlobsResponse(blobs=[pb.BlobInfo(digest=d, size=s, state="active")
+                                           for d, s in await self._gc.referenced_blobs(request.last, limit)])
+
+    async def SetMaintenance(self, request: pb.SetMaintenanceRequest,
+                             context: grpc.aio.ServicerContext) -> pb.MaintenanceStatus:
+        await self._gc.set_maintenance(request.on)
+        return pb.MaintenanceStatus(on=request.on)
+
+    async def GetMaintenance(self, request: pb.GetMaintenanceRequest,
+                             context: grpc.aio.ServicerContext) -> pb.MaintenanceStatus:
+        return pb.MaintenanceStatus(on=await self._gc.maintenance(fresh=True))

@@ -1,0 +1,475 @@
+"""`GcStore`: the SQL side of garbage collection, maintenance mode and the admin listings.
+
+Every collecting step is one short transaction per item that first locks the row it will change
+(SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers) and then
+re-checks, in a new statement, that nothing references it any more. The write paths that add a
+reference lock the same rows FOR SHARE (sql.py, guard.py), so either the collector sees the new
+reference and skips, or the writer sees the row gone / `deleting` and fails with BLOB_UNKNOWN /
+MANIFEST_BLOB_UNKNOWN. See the package docstring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, bindparam, delete, exists, func, literal, or_, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.errors import ErrorKind, RegistryError
+from services.metadata.gc.guard import ACTIVE, DELETING, PENDING, new_epoch
+from services.metadata.gc.tables import blobs, gc_review, gc_runs, registry_flags
+from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
+from services.metadata.store.engine import Database
+from services.metadata.store.schema import (
+    manifest_references,
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+)
+
+T = TypeVar("T")
+GLOBAL = 0  # gc_review.repository_id of a hold on the global blob row
+MAINTENANCE_FLAG = "maintenance"
+MAINTENANCE_MESSAGE = "registry is in read-only maintenance mode"
+_ATTEMPTS = 5
+_DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """Something the collector would remove: a manifest, a repository link or a blob's bytes."""
+
+    kind: str  # "manifest" | "link" | "blob"
+    repository_id: int
+    digest: str
+    size: int
+    # manifests.id for kind "manifest".
+    row_id: int = 0
+    state: str = ""
+
+
+@dataclass(slots=True)
+class RunTotals:
+    manifests_deleted: int = 0
+    links_removed: int = 0
+    blobs_deleted: int = 0
+    bytes_freed: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RepositorySummary:
+    name: str
+    tags: int
+    manifests: int
+    # Linked blob bytes + manifest bytes (shared blobs count in every repository linking them).
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestSummary:
+    digest: str
+    media_type: str
+    size: int
+    tags: list[str] = field(default_factory=list)
+
+
+class GcStore:
+    """GC / admin SQL over the metadata `Database`. `delay_seconds` is gc.review_delay_seconds."""
+
+    def __init__(self, database: Database, *, delay_seconds: float, maintenance_cache_seconds: float = 1.0) -> None:
+        self._db = database
+        self._delay = timedelta(seconds=max(0.0, delay_seconds))
+        self._dialect = database.dialect
+        self._cache_seconds = maintenance_cache_seconds
+        self._maintenance: tuple[float, bool] | None = None
+        self._hold = upsert(self._dialect, gc_review, ["repository_id", "digest"], {"review_after": None})
+        self._insert_blob = insert_ignore(self._dialect, blobs, ["digest"])
+        self._set_flag = upsert(self._dialect, registry_flags, ["name"], {"value": None})
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                async with self._db.writes.begin() as conn:
+                    return await work(conn)
+            except RegistryError:
+                raise
+            except _DB_ERRORS as exc:
+                if attempt < _ATTEMPTS and is_retryable(exc):
+                    await asyncio.sleep(0.005 * attempt)
+                    continue
+                raise _unavailable(exc) from None
+        raise AssertionError("unreachable")
+
+    async def _read(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        try:
+            # `reads`: no BEGIN IMMEDIATE on SQLite; may be the replica (every collecting step
+            # re-checks on the primary under a row lock, so a lagging answer is only a hint).
+            async with self._db.reads.connect() as conn:
+                return list(await conn.execute(statement, params or {}))
+        except _DB_ERRORS as exc:
+            raise _unavailable(exc) from None
+
+    def _lock(self, statement: Any) -> Any:
+        return statement.with_for_update() if self._dialect == "postgresql" else statement
+
+    # -- maintenance mode ---------------------------------------------------------------------------
+
+    async def maintenance(self, *, fresh: bool = False) -> bool:
+        """True when read-only maintenance mode is on. Cached for `maintenance_cache_seconds`, so
+        a switch reaches every replica within that time."""
+        cached = self._maintenance
+        if not fresh and cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
+            return cached[1]
+        rows = await self._read(select(registry_flags.c.value).where(registry_flags.c.name == MAINTENANCE_FLAG))
+        on = bool(rows) and rows[0][0] == "on"
+        self._maintenance = (time.monotonic(), on)
+        return on
+
+    async def set_maintenance(self, on: bool) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(self._set_flag, {"name": MAINTENANCE_FLAG, "value": "on" if on else "off"})
+
+        await self._write(work)
+        self._maintenance = (time.monotonic(), on)
+
+    async def refuse_in_maintenance(self) -> None:
+        """Raises UNSUPPORTED (HTTP 405) with a clear message while maintenance mode is on."""
+        if await self.maintenance():
+            raise RegistryError(ErrorKind.UNSUPPORTED, MAINTENANCE_MESSAGE + "; retry when it is over",
+                                {"reason": "maintenance"})
+
+    # -- review holds -------------------------------------------------------------------------------
+
+    async def hold(self, items: list[tuple[int, str]]) -> None:
+        """Keeps each (repository_id or GLOBAL, digest) from being collected for the review delay."""
+        if not items or not self._delay:
+            return
+        after = _now() + self._delay
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(self._hold, [{"repository_id": r, "digest": d, "review_after": after}
+                                            for r, d in items])
+
+        await self._write(work)
+
+    async def holds_for_tag(self, repository: str, tag: str) -> None:
+        if not self._delay:
+            return
+        rows = await self._read(
+            select(repositories.c.id, manifests.c.digest)
+            .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id)
+                         .join(manifests, manifests.c.id == tags.c.manifest_id))
+            .where(repositories.c.name == repository, tags.c.name == tag))
+        await self.hold([(row[0], row[1]) for row in rows])
+
+    async def holds_for_manifest(self, repository: str, digest: str) -> None:
+        """Holds the blobs and child manifests `digest` references in `repository`."""
+        if not self._delay:
+            return
+        rows = await self._read(
+            select(repositories.c.id, manifest_references.c.digest)
+            .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id)
+                         .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id))
+            .where(repositories.c.name == repository, manifests.c.digest == digest))
+        await self.hold([(row[0], row[1]) for row in rows])
+
+    async def holds_for_global(self, digests: list[str]) -> None:
+        await self.hold([(GLOBAL, d) for d in digests])
+
+    # -- LinkBlob with blob-plane confirmation (GuardedStore) ---------------------------------------
+
+    async def prepare_link(self, digest: str, size: int) -> int | None:
+        """Before a LinkBlob: None when the blob row is `active` (bytes known to exist); otherwise
+        the epoch of a `pending` row (inserted now when absent) the caller must confirm with the
+        blob plane and then `activate`. Raises BLOB_UNKNOWN when the row is `deleting`."""
+        async def work(conn: AsyncConnection) -> int | None:
+            await conn.execute(self._insert_blob, {
+                "digest": digest, "size": size, "state": PENDING, "epoch": new_epoch(), "updated_at": _now()})
+            row = (await conn.execute(select(blobs.c.state, blobs.c.epoch).where(blobs.c.digest == digest))).first()
+            if row is None or row[0] == DELETING:
+                from services.metadata.gc.guard import blob_being_deleted
+
+                raise blob_being_deleted(digest)
+            return None if row[0] == ACTIVE else int(row[1])
+
+        return await self._write(work)
+
+    async def blob_state(self, digest: str) -> str | None:
+        """The row's state, or None (one read, no lock: callers re-check under a lock)."""
+        rows = await self._read(select(blobs.c.state).where(blobs.c.digest == digest))
+        return rows[0][0] if rows else None
+
+    async def activate(self, digest: str, epoch: int) -> bool:
+        """Marks the `pending` row of that epoch `active`; False when the GC took it meanwhile."""
+        async def work(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                update(blobs).where(blobs.c.digest == digest, blobs.c.epoch == epoch,
+                                    blobs.c.state.in_([PENDING, ACTIVE]))
+                .values(state=ACTIVE, updated_at=_now()))
+            return result.rowcount > 0
+
+        return await self._write(work)
+
+    # -- the collector's queries ----------------------------------------------------------------------
+
+    def _not_held(self, repository_id: Any, digest: Any) -> Any:
+        return ~exists().where(gc_review.c.repository_id == repository_id, gc_review.c.digest == digest,
+                               gc_review.c.review_after > bindparam("now"))
+
+    def _manifest_deletable(self) -> Any:
+        m, m2, mr, t = manifests, manifests.alias("parent"), manifest_references, tags
+        referrer, subject, tagged = manifests.alias("referrer"), manifests.alias("subject"), tags.alias("rt")
+        is_child = exists().select_from(mr.join(m2, m2.c.id == mr.c.manifest_id)).where(
+            m2.c.repository_id == m.c.repository_id, mr.c.digest == m.c.digest, mr.c.kind == "manifest")
+        # A tagged referrer keeps its subject (a signed, tagged signature keeps the image).
+        kept_by_referrer = exists().select_from(referrer.join(tagged, tagged.c.manifest_id == referrer.c.id)).where(
+            referrer.c.repository_id == m.c.repository_id, referrer.c.subject_digest == m.c.digest)
+        # A referrer lives as long as its subject.
+        subject_alive = exists().where(subject.c.repository_id == m.c.repository_id,
+                                       subject.c.digest == m.c.subject_digest)
+        return and_(
+            m.c.created_at <= bindparam("cutoff"),
+            ~exists().where(t.c.manifest_id == m.c.id),
+            ~is_child, ~kept_by_referrer,
+            or_(m.c.subject_digest.is_(None), ~subject_alive),
+            self._not_held(m.c.repository_id, m.c.digest),
+        )
+
+    def _link_unreferenced(self) -> Any:
+        rb, m, mr = repository_blobs, manifests, manifest_references
+        used = exists().select_from(mr.join(m, m.c.id == mr.c.manifest_id)).where(
+            m.c.repository_id == rb.c.repository_id, mr.c.digest == rb.c.digest, mr.c.kind == "blob")
+        return and_(rb.c.created_at <= bindparam("cutoff"), ~used, self._not_held(rb.c.repository_id, rb.c.digest))
+
+    def _blob_unlinked(self) -> Any:
+        rb = repository_blobs
+        return and_(
+            blobs.c.updated_at <= bindparam("cutoff"),
+            ~exists().where(rb.c.digest == blobs.c.digest),
+            self._not_held(literal(GLOBAL), blobs.c.digest),
+        )
+
+    def _times(self) -> dict[str, Any]:
+        now = _now()
+        return {"now": now, "cutoff": now - self._delay}
+
+    async def manifest_candidates(self) -> list[Candidate]:
+        m = manifests
+        rows = await self._read(select(m.c.id, m.c.repository_id, m.c.digest, m.c.size)
+                                .where(self._manifest_deletable()).order_by(m.c.id), self._times())
+        return [Candidate("manifest", r[1], r[2], int(r[3]), row_id=r[0]) for r in rows]
+
+    async def link_candidates(self) -> list[Candidate]:
+        rb = repository_blobs
+        rows = await self._read(select(rb.c.repository_id, rb.c.digest, rb.c.size)
+                                .where(self._link_unreferenced()), self._times())
+        return [Candidate("link", r[0], r[1], int(r[2])) for r in rows]
+
+    async def blob_candidates(self) -> list[Candidate]:
+        """Blobs no repository links (after the delay), and blobs left `deleting` by a failed run."""
+        rows = await self._read(
+            select(blobs.c.digest, blobs.c.size, blobs.c.state)
+            .where(or_(blobs.c.state == DELETING, and_(blobs.c.state.in_([ACTIVE, PENDING]), self._blob_unlinked())))
+            .order_by(blobs.c.digest), self._times())
+        return [Candidate("blob", GLOBAL, r[0], int(r[1]), state=r[2]) for r in rows]
+
+    async def blobs_by_digest(self, digests: list[str]) -> list[Candidate]:
+        """Collectable rows (active/pending, not globally held) among `digests`, links ignored."""
+        found: list[Candidate] = []
+        for start in range(0, len(digests), 500):
+            rows = await self._read(
+                select(blobs.c.digest, blobs.c.size, blobs.c.state)
+                .where(blobs.c.digest.in_(bindparam("digests", expanding=True)),
+                       blobs.c.state.in_([ACTIVE, PENDING]), blobs.c.updated_at <= bindparam("cutoff"),
+                       self._not_held(literal(GLOBAL), blobs.c.digest)),
+                {**self._times(), "digests": digests[start:start + 500]})
+            found += [Candidate("blob", GLOBAL, r[0], int(r[1]), state=r[2]) for r in rows]
+        return found
+
+    async def delete_manifest_if_unreferenced(self, candidate: Candidate) -> bool:
+        m = manifests
+
+        async def work(conn: AsyncConnection) -> bool:
+            locked = (await conn.execute(self._lock(select(m.c.id).where(m.c.id == candidate.row_id)))).first()
+            if locked is None:
+                return False
+            still = (await conn.execute(select(m.c.id).where(m.c.id == candidate.row_id, self._manifest_deletable()),
+                                        self._times())).first()
+            if still is None:
+                return False
+            await conn.execute(delete(m).where(m.c.id == candidate.row_id))
+            return True
+
+        return await self._write(work)
+
+    async def unlink_if_unreferenced(self, candidate: Candidate) -> bool:
+        rb = repository_blobs
+        key = and_(rb.c.repository_id == candidate.repository_id, rb.c.digest == candidate.digest)
+
+        async def work(conn: AsyncConnection) -> bool:
+            if (await conn.execute(self._lock(select(rb.c.digest).where(key)))).first() is None:
+                return False
+            if (await conn.execute(select(rb.c.digest).where(key, self._link_unreferenced()),
+                                   self._times())).first() is None:
+                return False
+            await conn.execute(delete(rb).where(key))
+            return True
+
+        return await self._write(work)
+
+    async def mark_deleting(self, candidate: Candidate) -> bool:
+        """Claims an unlinked blob for deletion: `deleting` from now on (LinkBlob, MountBlob, HEAD
+        and PutManifest refuse it). True also when it already was `deleting` (a retry)."""
+        async def work(conn: AsyncConnection) -> bool:
+            state = (await conn.execute(self._lock(select(blobs.c.state).where(blobs.c.digest == candidate.digest))
+                                        )).scalar()
+            if state is None:
+                return False
+            if state == DELETING:
+                return True
+            if (await conn.execute(select(blobs.c.digest).where(blobs.c.digest == candidate.digest,
+                                                                self._blob_unlinked()), self._times())).first() is None:
+                return False
+            await conn.execute(update(blobs).where(blobs.c.digest == candidate.digest)
+                               .values(state=DELETING, updated_at=_now()))
+            return True
+
+        return await self._write(work)
+
+    async def forget_blob(self, digest: str) -> bool:
+        """Deletes the `deleting` row once the bytes are gone."""
+        async def work(conn: AsyncConnection) -> bool:
+            result = await conn.execute(delete(blobs).where(blobs.c.digest == digest, blobs.c.state == DELETING))
+            await conn.execute(delete(gc_review).where(gc_review.c.repository_id == GLOBAL,
+                                                       gc_review.c.digest == digest))
+            return result.rowcount > 0
+
+        return await self._write(work)
+
+    async def drop_expired_holds(self) -> int:
+        async def work(conn: AsyncConnection) -> int:
+            return (await conn.execute(delete(gc_review).where(gc_review.c.review_after <= _now()))).rowcount
+
+        return await self._write(work)
+
+    async def record_run(self, started_at: datetime, dry_run: bool, totals: RunTotals) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(gc_runs.insert().values(
+                started_at=started_at, finished_at=_now(), dry_run=dry_run,
+                manifests_deleted=totals.manifests_deleted, links_removed=totals.links_removed,
+                blobs_deleted=totals.blobs_deleted, bytes_freed=totals.bytes_freed, errors=totals.errors))
+
+        await self._write(work)
+
+    async def stats(self, last_runs: int) -> dict[str, Any]:
+        """Queue sizes (what the next run would look at) and the last runs, newest first."""
+        by_state = {r[0]: (int(r[1]), int(r[2] or 0)) for r in await self._read(
+            select(blobs.c.state, func.count(), func.sum(blobs.c.size)).group_by(blobs.c.state))}
+        holds = (await self._read(select(func.count()).select_from(gc_review)
+                                  .where(gc_review.c.review_after > bindparam("now")), {"now": _now()}))[0][0]
+        runs = await self._read(select(gc_runs).order_by(gc_runs.c.id.desc()).limit(last_runs))
+        return {
+            "blobs_by_state": by_state,
+            "held": int(holds),
+            "link_candidates": len(await self.link_candidates()),
+            "blob_candidates": len(await self.blob_candidates()),
+            "manifest_candidates": len(await self.manifest_candidates()),
+            "runs": [dict(r._mapping) for r in runs],
+        }
+
+    # -- admin --------------------------------------------------------------------------------------
+
+    async def repository_id(self, name: str) -> int:
+        rows = await self._read(select(repositories.c.id).where(repositories.c.name == name))
+        if not rows:
+            raise RegistryError(ErrorKind.NAME_UNKNOWN, f"repository {name!r} is not known to this registry",
+                                {"name": name})
+        return int(rows[0][0])
+
+    async def list_repositories(self) -> list[RepositorySummary]:
+        r, t, m, rb = repositories, tags, manifests, repository_blobs
+        tag_count = select(func.count()).where(t.c.repository_id == r.c.id).scalar_subquery()
+        manifest_count = select(func.count()).where(m.c.repository_id == r.c.id).scalar_subquery()
+        manifest_bytes = select(func.coalesce(func.sum(m.c.size), 0)).where(m.c.repository_id == r.c.id).scalar_subquery()
+        blob_bytes = select(func.coalesce(func.sum(rb.c.size), 0)).where(rb.c.repository_id == r.c.id).scalar_subquery()
+        rows = await self._read(select(r.c.name, tag_count, manifest_count, manifest_bytes, blob_bytes).order_by(r.c.name))
+        return [RepositorySummary(row[0], int(row[1]), int(row[2]), int(row[3]) + int(row[4])) for row in rows]
+
+    async def list_tags(self, repository: str) -> list[tuple[str, str]]:
+        repository_id = await self.repository_id(repository)
+        rows = await self._read(select(tags.c.name, manifests.c.digest)
+                                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+                                .where(tags.c.repository_id == repository_id).order_by(tags.c.name))
+        return [(row[0], row[1]) for row in rows]
+
+    async def list_manifests(self, repository: str) -> list[ManifestSummary]:
+        repository_id = await self.repository_id(repository)
+        rows = await self._read(select(manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.size)
+                                .where(manifests.c.repository_id == repository_id).order_by(manifests.c.digest))
+        names: dict[int, list[str]] = {}
+        for tag_row in await self._read(select(tags.c.manifest_id, tags.c.name)
+                                        .where(tags.c.repository_id == repository_id).order_by(tags.c.name)):
+            names.setdefault(tag_row[0], []).append(tag_row[1])
+        return [ManifestSummary(row[1], row[2], int(row[3]), names.get(row[0], [])) for row in rows]
+
+    async def delete_repository(self, repository: str) -> tuple[int, int]:
+        """Deletes the repository and everything in it (metadata only). Returns (manifests, links)."""
+        repository_id = await self.repository_id(repository)
+        digests = [row[0] for row in await self._read(
+            select(repository_blobs.c.digest).where(repository_blobs.c.repository_id == repository_id))]
+        await self.holds_for_global(digests)
+
+        async def work(conn: AsyncConnection) -> tuple[int, int]:
+            count = (await conn.execute(select(func.count()).where(manifests.c.repository_id == repository_id))).scalar()
+            # Children first: SQLite runs the cascades only with foreign_keys=ON (engine.py sets it).
+            links = (await conn.execute(delete(repository_blobs)
+                                        .where(repository_blobs.c.repository_id == repository_id))).rowcount
+            await conn.execute(delete(tags).where(tags.c.repository_id == repository_id))
+            await conn.execute(delete(manifests).where(manifests.c.repository_id == repository_id))
+            await conn.execute(delete(repositories).where(repositories.c.id == repository_id))
+            return int(count or 0), int(links)
+
+        return await self._write(work)
+
+    async def where_blob(self, digest: str) -> tuple[str, int, list[str], list[tuple[str, str]]]:
+        """(state or "", size, repositories linking it, (repository, manifest digest) referencing it)."""
+        row = await self._read(select(blobs.c.state, blobs.c.size).where(blobs.c.digest == digest))
+        linked = [r[0] for r in await self._read(
+            select(repositories.c.name).select_from(repository_blobs.join(
+                repositories, repositories.c.id == repository_blobs.c.repository_id))
+            .where(repository_blobs.c.digest == digest).order_by(repositories.c.name))]
+        users = [(r[0], r[1]) for r in await self._read(
+            select(repositories.c.name, manifests.c.digest).select_from(
+                manifest_references.join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+                .join(repositories, repositories.c.id == manifests.c.repository_id))
+            .where(manifest_references.c.digest == digest).order_by(repositories.c.name, manifests.c.digest))]
+        state, size = (row[0][0], int(row[0][1])) if row else ("", 0)
+        return state, size, linked, users
+
+    async def referenced_blobs(self, last: str, limit: int) -> list[tuple[str, int]]:
+        """Active blob rows after `last`, by digest (for `lading check`)."""
+        rows = await self._read(select(blobs.c.digest, blobs.c.size)
+                                .where(blobs.c.state == ACTIVE, blobs.c.digest > last)
+                                .order_by(blobs.c.digest).limit(limit))
+        return [(r[0], int(r[1])) for r in rows]
+
+
+def _unavailable(error: BaseException) -> BaseException:
+    if is_unavailable(error):
+        return RegistryError(ErrorKind.UNAVAILABLE, "the metadata database is unavailable; retry shortly",
+                             {"reason": type(error).__name__})
+    return error

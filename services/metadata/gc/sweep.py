@@ -1,0 +1,90 @@
+"""The metadata-side steps of a GC run over `GcStore`: plan (dry run), sweep, mark.
+
+A run is: `sweep` (untagged manifests when retention allows, in passes until nothing more goes;
+then repository links no manifest there references) → `mark` (unlinked blobs become `deleting`)
+→ the caller deletes each `deleting` blob's bytes on the blob plane and calls `forget`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, func, select
+
+from services.metadata.gc.guard import DELETING
+from services.metadata.gc.store import Candidate, GcStore
+from services.metadata.store.schema import repository_blobs
+
+log = logging.getLogger("lading.metadata.gc")
+# Manifest passes per sweep: an index freed in one pass frees its children in the next.
+_MAX_PASSES = 8
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    manifests: int
+    manifest_bytes: int
+    links: int
+    blobs: int
+    blob_bytes: int
+    deleting: int
+
+
+async def plan(gc: GcStore, *, delete_untagged: bool) -> Plan:
+    """What a run would free now. Exact when untagged manifests are kept (the default); with
+    deletion on, manifests that only become collectable after an index above them goes (and the
+    links/blobs only they used) are counted by the next run."""
+    manifests = await gc.manifest_candidates() if delete_untagged else []
+    links = await gc.link_candidates()
+    blobs = await gc.blob_candidates()
+    candidate_links = Counter(c.digest for c in links)
+    total_links: dict[str, int] = {}
+    digests = sorted(candidate_links)
+    rb = repository_blobs
+    query = (select(rb.c.digest, func.count()).where(rb.c.digest.in_(bindparam("digests", expanding=True)))
+             .group_by(rb.c.digest))
+    for start in range(0, len(digests), _CHUNK):
+        for row in await gc._read(query, {"digests": digests[start:start + _CHUNK]}):  # noqa: SLF001
+            total_links[row[0]] = int(row[1])
+    freed = {c.digest: c for c in blobs}
+    fully_unlinked = [d for d, n in candidate_links.items() if total_links.get(d) == n and d not in freed]
+    for candidate in await gc.blobs_by_digest(fully_unlinked):
+        freed[candidate.digest] = candidate
+    return Plan(
+        manifests=len(manifests), manifest_bytes=sum(c.size for c in manifests), links=len(links),
+        blobs=len(freed), blob_bytes=sum(c.size for c in freed.values()),
+        deleting=sum(1 for c in freed.values() if c.state == DELETING),
+    )
+
+
+async def sweep(gc: GcStore, *, delete_untagged: bool) -> tuple[int, int]:
+    """Deletes collectable manifests and links; returns (manifests deleted, links removed)."""
+    manifests_deleted = 0
+    if delete_untagged:
+        for _ in range(_MAX_PASSES):
+            deleted = 0
+            for candidate in await gc.manifest_candidates():
+                if await gc.delete_manifest_if_unreferenced(candidate):
+                    deleted += 1
+            manifests_deleted += deleted
+            if not deleted:
+                break
+    links_removed = 0
+    for candidate in await gc.link_candidates():
+        if await gc.unlink_if_unreferenced(candidate):
+            links_removed += 1
+    if manifests_deleted or links_removed:
+        log.info("gc sweep: %d manifest(s) deleted, %d link(s) removed", manifests_deleted, links_removed)
+    return manifests_deleted, links_removed
+
+
+async def mark(gc: GcStore) -> list[Candidate]:
+    """Marks every collectable blob `deleting`; returns the `deleting` blobs (new and left over)."""
+    marked = []
+    for candidate in await gc.blob_candidates():
+        if await gc.mark_deleting(candidate):
+            marked.append(candidate)
+    return marked

@@ -1,0 +1,80 @@
+"""Builds the GC / admin pieces of the metadata service from Settings (used by main.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from lading.blob.v1 import blob_pb2, blob_pb2_grpc
+from lading.metadata.v1 import admin_pb2_grpc
+
+from services.common.errors import ErrorKind, RegistryError, from_rpc_error
+from services.common.grpc_server import CHANNEL_OPTIONS
+from services.common.settings import Settings
+from services.metadata.gc.guarded import BytesExist, GuardedStore
+from services.metadata.gc.loop import GcLoop
+from services.metadata.gc.servicer import AdminServicer
+from services.metadata.gc.store import GcStore
+from services.metadata.store.base import MetadataStore
+from services.metadata.store.engine import Database
+
+ADMIN_SERVICE_NAME = "lading.metadata.v1.AdminService"
+_STAT_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass
+class GcParts:
+    store: GuardedStore
+    gc: GcStore
+    admin: AdminServicer
+    channel: grpc.aio.Channel | None
+    loop: GcLoop | None = None
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(self.admin, server)
+        if self.loop is not None:
+            self.loop.start()
+
+    async def close(self) -> None:
+        if self.loop is not None:
+            await self.loop.stop()
+        if self.channel is not None:
+            await self.channel.close()
+
+
+def blob_plane_checker(channel: grpc.aio.Channel) -> BytesExist:
+    """BlobService.StatBlob as "do the bytes exist?"; UNAVAILABLE when the blob plane is down."""
+    stub = blob_pb2_grpc.BlobServiceStub(channel)
+
+    async def exists(digest: str) -> bool:
+        try:
+            await stub.StatBlob(blob_pb2.StatBlobRequest(digest=digest), timeout=_STAT_TIMEOUT_SECONDS)
+        except grpc.RpcError as error:
+            failure = from_rpc_error(error)
+            if failure.kind is ErrorKind.BLOB_UNKNOWN:
+                return False
+            raise RegistryError(ErrorKind.UNAVAILABLE, "the blob plane did not answer; retry shortly",
+                                {"reason": failure.kind.name}) from None
+        return True
+
+    return exists
+
+
+def build_gc(settings: Settings, database: Database, store: MetadataStore) -> GcParts:
+    """The guarded store the core must use, the AdminService servicer, the blob-plane channel
+    (when gc.blob_target is set; the channel is opened lazily by gRPC) and the periodic collector
+    (gc.interval_seconds > 0 with a blob target; started by `add_to_server`, stopped by `close`)."""
+    gc = GcStore(database, delay_seconds=settings.gc.review_delay_seconds)
+    require = getattr(store, "require_blob_rows", None)
+    if require is not None:
+        require()
+    channel = None
+    checker = None
+    if settings.gc.blob_target:
+        channel = grpc.aio.insecure_channel(settings.gc.blob_target, options=CHANNEL_OPTIONS)
+        checker = blob_plane_checker(channel)
+    admin = AdminServicer(gc, delete_untagged=settings.gc.delete_untagged_manifests)
+    loop = None
+    if channel is not None and settings.gc.interval_seconds > 0:
+        loop = GcLoop(admin, blob_pb2_grpc.BlobServiceStub(channel), settings.gc.interval_seconds)
+    return GcParts(store=GuardedStore(store, gc, checker), gc=gc, admin=admin, channel=channel, loop=loop)
