@@ -14,6 +14,7 @@ from lading.blob.v1 import blob_pb2, blob_pb2_grpc
 from services.blob.core import BlobStore
 from services.blob.uploads import UploadStatus
 from services.common.errors import ErrorKind, RegistryError
+from services.common.wire import already_encoded, encode_bytes_field
 
 # ReadBlob messages carry at most this much (the backends already yield chunks of this size).
 # Measured: 4 MiB messages did not pull faster (the per-byte gRPC work dominates), and cost memory.
@@ -28,18 +29,6 @@ _READ_DATA_FIELD = 1
 @dataclass(frozen=True, slots=True)
 class _Redirect:
     url: str
-
-
-def encode_bytes_field(number: int, data: bytes | memoryview) -> bytes:
-    """The protobuf wire form of one length-delimited field: a complete message when it is the
-    message's only field (and messages may be concatenated field by field)."""
-    header = bytearray([number << 3 | 2])
-    size = len(data)
-    while size > 0x7F:
-        header.append(size & 0x7F | 0x80)
-        size >>= 7
-    header.append(size)
-    return b"".join((header, data))
 
 
 def add_to_server(servicer: BlobServiceServicer, server: grpc.aio.Server) -> None:
@@ -58,14 +47,10 @@ def add_to_server(servicer: BlobServiceServicer, server: grpc.aio.Server) -> Non
             "ReadBlob": grpc.unary_stream_rpc_method_handler(
                 servicer.read_blob_encoded,
                 request_deserializer=blob_pb2.ReadBlobRequest.FromString,
-                response_serializer=_already_encoded,
+                response_serializer=already_encoded,
             )
         },
     )
-
-
-def _already_encoded(message: bytes) -> bytes:
-    return message
 
 
 def _status(status: UploadStatus) -> blob_pb2.UploadStatus:

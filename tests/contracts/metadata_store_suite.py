@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, inspect, select
 
 from services.common.errors import ErrorKind, RegistryError
 from services.common.settings import MetadataSettings
@@ -33,6 +33,7 @@ from services.metadata.store.engine import Database, open_database
 from services.metadata.store.schema import ALL_TABLES
 from services.metadata.store.sql import SqlMetadataStore
 from tests.metadata import docs
+from tests.support.metadata_db import empty_database_url, migrated_database, truncate
 
 DIALECTS = ["sqlite", "postgresql"]
 LIMITS = MetadataLimits(max_manifest_bytes=64 * 1024, default_page_size=3, max_page_size=50)
@@ -47,42 +48,22 @@ def dialect(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@contextlib.contextmanager
-def _empty_database_url(dialect: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
-    if dialect == "sqlite":
-        # A folder that does not exist yet: the engine must create it.
-        yield f"sqlite+aiosqlite:///{folder}/nested/dir/registry.db"
-    else:
-        with request.getfixturevalue("postgres").database() as url:
-            yield url
-
-
 @pytest.fixture
 def empty_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL to a brand-new, never-migrated database of the current dialect."""
-    with _empty_database_url(dialect, request, tmp_path) as url:
+    with empty_database_url(dialect, request, tmp_path) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 async def database(dialect: str, request: pytest.FixtureRequest,
                    tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
-    with _empty_database_url(dialect, request, tmp_path_factory.mktemp(f"store-{dialect}")) as url:
-        db = open_database(MetadataSettings(database_url=url, pool_size=5, max_overflow=20))
-        await migrate(db)
-        try:
-            yield db
-        finally:
-            await db.dispose()
+    async with migrated_database(dialect, request, tmp_path_factory.mktemp(f"store-{dialect}")) as db:
+        yield db
 
 
 async def _truncate(db: Database) -> None:
-    async with db.writes.begin() as conn:
-        if db.dialect == "postgresql":
-            await conn.execute(text(f"TRUNCATE {', '.join(TABLE_NAMES)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in reversed(ALL_TABLES):
-                await conn.execute(table.delete())
+    await truncate(db, ALL_TABLES)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from lading.metadata.v1 import metadata_pb2
 from sqlalchemy import func, select
 
 from services.common.errors import ErrorKind, RegistryError
-from services.common.settings import EventEndpointSettings, EventsSettings, MetadataSettings
+from services.common.settings import EventEndpointSettings, EventsSettings
 from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.events import context as event_context
 from services.metadata.events.delivery import DeliveryWorker
@@ -26,11 +26,11 @@ from services.metadata.events.envelope import MEDIA_TYPE, Source
 from services.metadata.events.outbox import EventOutbox
 from services.metadata.events.store import OutboxStore
 from services.metadata.events.tables import event_outbox
-from services.metadata.migrations import migrate
-from services.metadata.store.engine import Database, open_database
+from services.metadata.store.engine import Database
 from services.metadata.store.sql import SqlMetadataStore
 from tests.events.receiver import Receiver
 from tests.support import oci
+from tests.support.metadata_db import migrated_database
 
 LIMITS = MetadataLimits(max_manifest_bytes=64 * 1024, default_page_size=100, max_page_size=1000)
 SOURCE = Source(addr="node-1:5000", instance_id="instance-1")
@@ -38,28 +38,8 @@ SOURCE = Source(addr="node-1:5000", instance_id="instance-1")
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        holder: Any = _nullcontext(f"sqlite+aiosqlite:///{tmp_path}/events.db")
-    else:
-        holder = request.getfixturevalue("postgres").database()
-    with holder as url:
-        db = open_database(MetadataSettings(database_url=url, pool_size=5, max_overflow=10))
-        await migrate(db)
-        try:
-            yield db
-        finally:
-            await db.dispose()
-
-
-class _nullcontext:
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __enter__(self) -> str:
-        return self.value
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    async with migrated_database(request.param, request, tmp_path) as db:
+        yield db
 
 
 @pytest.fixture

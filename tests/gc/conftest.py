@@ -6,17 +6,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
-from services.common.settings import MetadataSettings
 from services.metadata.gc.guarded import GuardedStore
 from services.metadata.gc.store import GcStore
 from services.metadata.gc.tables import GC_TABLES
-from services.metadata.migrations import migrate
-from services.metadata.store.engine import Database, open_database
+from services.metadata.store.engine import Database
 from services.metadata.store.schema import ALL_TABLES
 from services.metadata.store.sql import SqlMetadataStore
-from tests.contracts.metadata_store_suite import _empty_database_url
+from tests.support.metadata_db import migrated_database, truncate
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -27,23 +24,12 @@ def dialect(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 async def database(dialect: str, request: pytest.FixtureRequest,
                    tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
-    with _empty_database_url(dialect, request, tmp_path_factory.mktemp(f"gc-{dialect}")) as url:
-        db = open_database(MetadataSettings(database_url=url, pool_size=5, max_overflow=20))
-        await migrate(db)
-        try:
-            yield db
-        finally:
-            await db.dispose()
+    async with migrated_database(dialect, request, tmp_path_factory.mktemp(f"gc-{dialect}")) as db:
+        yield db
 
 
 async def _truncate(db: Database) -> None:
-    tables = [*ALL_TABLES, *GC_TABLES]
-    async with db.writes.begin() as conn:
-        if db.dialect == "postgresql":
-            await conn.execute(text(f"TRUNCATE {', '.join(t.name for t in tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in reversed(tables):
-                await conn.execute(table.delete())
+    await truncate(db, [*ALL_TABLES, *GC_TABLES])
 
 
 class Storage:

@@ -17,17 +17,15 @@ again on the same port. Everything started is stopped by pid in `stop()`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 import httpx
@@ -134,42 +132,6 @@ def blob_storage(workdir: Path) -> Iterator[Storage]:
             yield S3Storage(seaweed, seaweed.new_prefix())
     else:
         yield FilesystemStorage(workdir / "blobs")
-
-
-# -- database ------------------------------------------------------------------------------------
-
-
-def plain_url(url: str) -> str:
-    """An asyncpg DSN for a SQLAlchemy URL (`postgresql+asyncpg://` → `postgresql://`)."""
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    """Runs one query on its own thread and event loop; returns the rows as tuples."""
-    import asyncpg
-
-    result: list[list[tuple[Any, ...]]] = []
-    errors: list[BaseException] = []
-
-    async def run() -> None:
-        conn = await asyncpg.connect(plain_url(url), timeout=10)
-        try:
-            result.append([tuple(row) for row in await conn.fetch(sql, *args)])
-        finally:
-            await conn.close()
-
-    def target() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
 
 
 # -- processes -----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ha.cluster import Cluster, http_client, query
+from tests.ha.cluster import Cluster, http_client
 from tests.ha.traffic import DirtyFailure, Traffic, expect, pull_and_verify, push_image, with_retries
 from tests.support.clients import require_binary
 from tests.support.oci import (
@@ -29,6 +29,7 @@ from tests.support.oci import (
     sha256,
     write_layout,
 )
+from tests.support.postgres import query
 
 pytestmark = pytest.mark.ha
 

@@ -11,21 +11,25 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 
-def _run_sql(url: str, sql: str) -> None:
-    """Runs one statement on its own thread and loop, so it works inside or outside an event loop."""
+def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Runs one statement on its own thread and event loop (so it works inside or outside a
+    running loop); returns its rows as tuples. `url` may be a SQLAlchemy asyncpg URL."""
     import asyncpg
 
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    result: list[list[tuple[Any, ...]]] = []
+    errors: list[BaseException] = []
+
     async def run() -> None:
-        conn = await asyncpg.connect(url)
+        conn = await asyncpg.connect(dsn, timeout=10)
         try:
-            await conn.execute(sql)
+            result.append([tuple(row) for row in await conn.fetch(sql, *args)])
         finally:
             await conn.close()
-
-    errors: list[BaseException] = []
 
     def target() -> None:
         try:
@@ -38,6 +42,7 @@ def _run_sql(url: str, sql: str) -> None:
     thread.join()
     if errors:
         raise errors[0]
+    return result[0]
 
 
 class PostgresProvider:
@@ -65,8 +70,8 @@ class PostgresProvider:
         """Yields an asyncpg SQLAlchemy URL to a new, empty database; drops it afterwards."""
         name = f"lading_test_{uuid.uuid4().hex[:12]}"
         admin = self.url(self._admin_db, driver="")
-        _run_sql(admin, f'CREATE DATABASE "{name}"')
+        query(admin, f'CREATE DATABASE "{name}"')
         try:
             yield self.url(name)
         finally:
-            _run_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            query(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

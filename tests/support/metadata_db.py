@@ -1,0 +1,49 @@
+"""Migrated metadata databases for store-level tests, one per dialect, emptied between tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import text
+
+from services.common.settings import MetadataSettings
+from services.metadata.migrations import migrate
+from services.metadata.store.engine import Database, open_database
+
+
+@contextlib.contextmanager
+def empty_database_url(dialect: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
+    """A URL to a brand-new, never-migrated database: SQLite under `folder`, or a fresh database
+    on the test PostgreSQL server (the `postgres` fixture)."""
+    if dialect == "sqlite":
+        # A folder that does not exist yet: the engine must create it.
+        yield f"sqlite+aiosqlite:///{folder}/nested/dir/registry.db"
+    else:
+        with request.getfixturevalue("postgres").database() as url:
+            yield url
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(dialect: str, request: pytest.FixtureRequest, folder: Path) -> AsyncIterator[Database]:
+    """An open, migrated database of `dialect`; disposed (and, on PostgreSQL, dropped) after."""
+    with empty_database_url(dialect, request, folder) as url:
+        db = open_database(MetadataSettings(database_url=url, pool_size=5, max_overflow=20))
+        await migrate(db)
+        try:
+            yield db
+        finally:
+            await db.dispose()
+
+
+async def truncate(db: Database, tables: Sequence[sa.Table]) -> None:
+    """Empties `tables` (given parents first)."""
+    async with db.writes.begin() as conn:
+        if db.dialect == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(t.name for t in tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(tables):
+                await conn.execute(table.delete())
