@@ -382,23 +382,8 @@ class UploadSessions:
                 state = await self._load(upload_id, repository)
             else:
                 return await self._commit_whole(upload_id, state, parsed, expected_size, final_data)
-        if expected_size is not None and expected_size != state.offset:
-            await self._remove_session(upload_id, state.owner)
-            raise RegistryError(
-                ErrorKind.SIZE_INVALID,
-                f"upload {upload_id!r} received {state.offset} bytes, not the {expected_size} stated; "
-                "the upload was cancelled, push the blob again",
-                {"size": state.offset, "expected_size": expected_size},
-            )
-        actual = await self._content_digest(state, parsed.algorithm)
-        if actual != parsed.encoded:
-            await self._remove_session(upload_id, state.owner)
-            raise RegistryError(
-                ErrorKind.DIGEST_INVALID,
-                f"the uploaded content hashes to {parsed.algorithm}:{actual}, not {parsed}; "
-                "the upload was cancelled, push the blob again",
-                {"digest": str(parsed), "actual": f"{parsed.algorithm}:{actual}"},
-            )
+        await self._check_size(upload_id, state, state.offset, expected_size)
+        await self._check_digest(upload_id, state, parsed, await self._content_digest(state, parsed.algorithm))
         blob = keys.blob_key(parsed)
         if not await self._exists(blob):
             try:
@@ -422,11 +407,10 @@ class UploadSessions:
         await self._remove_session(upload_id, state.owner)
         return CommittedBlob(parsed, state.offset)
 
-    async def _commit_whole(
-        self, upload_id: str, state: SessionState, parsed: Digest, expected_size: int | None, data: bytes
-    ) -> CommittedBlob:
-        """`commit` of a session with nothing staged whose whole content is `data`."""
-        size = len(data)
+    async def _check_size(
+        self, upload_id: str, state: SessionState, size: int, expected_size: int | None
+    ) -> None:
+        """SIZE_INVALID (and the session cancelled: nothing is left behind) on a size mismatch."""
         if expected_size is not None and expected_size != size:
             await self._remove_session(upload_id, state.owner)
             raise RegistryError(
@@ -435,15 +419,9 @@ class UploadSessions:
                 "the upload was cancelled, push the blob again",
                 {"size": size, "expected_size": expected_size},
             )
-        if parsed.algorithm == SESSION_HASH and state.hash_state is not None and ResumableHash.available():
-            hasher = ResumableHash.from_state(SESSION_HASH, state.hash_state)
-        else:
-            hasher = hashlib.new(parsed.algorithm)  # type: ignore[assignment]
-        if size >= _THREADED_HASH_BYTES:
-            await asyncio.get_running_loop().run_in_executor(None, hasher.update, data)
-        else:
-            hasher.update(data)
-        actual = hasher.hexdigest()
+
+    async def _check_digest(self, upload_id: str, state: SessionState, parsed: Digest, actual: str) -> None:
+        """DIGEST_INVALID (and the session cancelled) when the content hashes to `actual` instead."""
         if actual != parsed.encoded:
             await self._remove_session(upload_id, state.owner)
             raise RegistryError(
@@ -452,6 +430,22 @@ class UploadSessions:
                 "the upload was cancelled, push the blob again",
                 {"digest": str(parsed), "actual": f"{parsed.algorithm}:{actual}"},
             )
+
+    async def _commit_whole(
+        self, upload_id: str, state: SessionState, parsed: Digest, expected_size: int | None, data: bytes
+    ) -> CommittedBlob:
+        """`commit` of a session with nothing staged whose whole content is `data`."""
+        size = len(data)
+        await self._check_size(upload_id, state, size, expected_size)
+        if parsed.algorithm == SESSION_HASH and state.hash_state is not None and ResumableHash.available():
+            hasher = ResumableHash.from_state(SESSION_HASH, state.hash_state)
+        else:
+            hasher = hashlib.new(parsed.algorithm)  # type: ignore[assignment]
+        if size >= _THREADED_HASH_BYTES:
+            await asyncio.get_running_loop().run_in_executor(None, hasher.update, data)
+        else:
+            hasher.update(data)
+        await self._check_digest(upload_id, state, parsed, hasher.hexdigest())
         blob = keys.blob_key(parsed)
         # Verified bytes only ever reach the blob key, and `put` is atomic: a crash leaves the
         # blob absent (the session remains, for the purge) or complete.
