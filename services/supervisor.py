@@ -13,7 +13,10 @@ the `--host`/`--port`/`--data-dir` flags, when given, win.
 
 Lifecycle (written order):
   start:  metadata and blob → wait until both report grpc.health SERVING → gateway → wait until
-          GET /v2/ answers → print "Lading is serving on http://HOST:PORT".
+          GET /v2/ answers (200, or 401 with auth on) → print "Lading is serving on
+          http://HOST:PORT" (https:// when `gateway.tls.cert_file` is set: the gateway child reads
+          the same settings and serves HTTPS itself; the probe then speaks TLS without checking
+          the certificate, as it only asks whether its own child is up).
   stop:   on SIGINT/SIGTERM, or when any child dies: SIGTERM to gateway, then blob, then metadata,
           each waited for (SIGKILL after a grace period). A child that died on its own makes the
           exit status non-zero.
@@ -28,6 +31,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +60,8 @@ class ServePlan:
     metadata_target: str
     blob_target: str
     env: dict[str, str] = field(default_factory=dict)
+    # "https" when the gateway serves TLS (settings.gateway.tls.cert_file).
+    scheme: str = "http"
 
 
 def _user_set(settings: Settings, dotted: str, environ: Mapping[str, str]) -> bool:
@@ -128,6 +134,7 @@ def plan_serve(
         metadata_target=metadata_target,
         blob_target=blob_target,
         env=env,
+        scheme="https" if settings.gateway.tls.cert_file is not None else "http",
     )
 
 
@@ -183,10 +190,10 @@ class Supervisor:
             ):
                 return 0
             await self._spawn("gateway", "gateway", env)
-            if not await self._race(_wait_http(self.plan.host, self.plan.port)):
+            if not await self._race(_wait_http(self.plan.host, self.plan.port, tls=self.plan.scheme == "https")):
                 return 0
             print(
-                f"Lading is serving on http://{_url_host(self.plan.host)}:{self.plan.port}",
+                f"Lading is serving on {self.plan.scheme}://{_url_host(self.plan.host)}:{self.plan.port}",
                 file=self.out,
                 flush=True,
             )
@@ -280,21 +287,32 @@ async def _wait_serving(target: str, within_seconds: float = START_TIMEOUT_SECON
             raise TimeoutError(f"{target} did not report SERVING within {within_seconds:.0f}s") from None
 
 
-async def _wait_http(host: str, port: int, within_seconds: float = START_TIMEOUT_SECONDS) -> None:
-    """Polls `GET /v2/` until it answers 200. TimeoutError after `within_seconds`."""
+async def _wait_http(host: str, port: int, within_seconds: float = START_TIMEOUT_SECONDS, *,
+                     tls: bool = False) -> None:
+    """Polls `GET /v2/` (over TLS with `tls`) until it answers 200, or 401 when auth is on.
+    TimeoutError after `within_seconds`."""
     try:
         async with asyncio.timeout(within_seconds):
-            await _poll_http(host, port)
+            await _poll_http(host, port, _probe_tls_context() if tls else None)
     except TimeoutError:
         raise TimeoutError(
             f"the gateway did not answer GET /v2/ on {host}:{port} within {within_seconds:.0f}s"
         ) from None
 
 
-async def _poll_http(host: str, port: int) -> None:
+def _probe_tls_context() -> ssl.SSLContext:
+    """TLS for the start-up probe of our own child on a local address: the certificate is for
+    the public name, not for the probed address, and clients check it, not this probe."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _poll_http(host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
     while True:
-        with contextlib.suppress(OSError):
-            reader, writer = await asyncio.open_connection(_probe_host(host), port)
+        with contextlib.suppress(OSError):  # ssl.SSLError is one: a handshake before TLS is up
+            reader, writer = await asyncio.open_connection(_probe_host(host), port, ssl=tls)
             try:
                 writer.write(
                     f"GET /v2/ HTTP/1.1\r\nHost: {_url_host(host)}:{port}\r\nConnection: close\r\n\r\n".encode()
@@ -305,7 +323,8 @@ async def _poll_http(host: str, port: int) -> None:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
-            if status_line.split(b" ")[1:2] == [b"200"]:
+            # 401: auth is on and the probe is anonymous; the gateway answered, so it is up.
+            if status_line.split(b" ")[1:2] in ([b"200"], [b"401"]):
                 return
         await asyncio.sleep(_POLL_SECONDS)
 

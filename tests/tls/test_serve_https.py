@@ -1,0 +1,80 @@
+"""`lading serve` over HTTPS: with the gateway's TLS settings set, the embedded registry serves
+HTTPS with that certificate (its gateway child reads the same settings), says so when it is up,
+and registry traffic works with the client checking the certificate against its CA."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import oci
+from tests.support.stack import LadingProcess, free_port, lading_command
+from tests.tls.pki import KeyPair, Pki
+
+
+@dataclass
+class HttpsServe:
+    process: LadingProcess
+    port: int
+    ca: KeyPair
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def verifying(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca.cert))
+
+
+@pytest.fixture(scope="module")
+def https_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsServe]:
+    root = tmp_path_factory.mktemp("serve-https")
+    pki = Pki(root / "pki")
+    ca = pki.authority("registry-ca")
+    server = pki.leaf("registry", ca)  # for localhost and 127.0.0.1
+    port = free_port()
+    process = LadingProcess(
+        "lading-serve-https",
+        lading_command("serve", "--data-dir", str(root / "data"), "--host", "127.0.0.1", "--port", str(port)),
+        log_dir=root / "logs",
+        env={
+            "LADING_GATEWAY__TLS__CERT_FILE": str(server.cert),
+            "LADING_GATEWAY__TLS__KEY_FILE": str(server.key),
+        },
+    ).start()
+    try:
+        # The supervisor probes its gateway over TLS and prints the https:// URL once it answers.
+        assert process.wait_for_output(f"Lading is serving on https://127.0.0.1:{port}"), process.log()
+        yield HttpsServe(process, port, ca)
+    finally:
+        process.stop()
+
+
+def test_serve_pushes_and_pulls_over_https_verified_against_the_ca(https_serve: HttpsServe) -> None:
+    manifest = oci.image(layers=2, layer_size=256 * 1024)
+    with httpx.Client(base_url=https_serve.url, verify=https_serve.verifying(), timeout=30) as client:
+        version = client.get("/v2/")
+        assert version.status_code == 200
+        assert version.headers["docker-distribution-api-version"] == "registry/2.0"
+        oci.push(client, "tls/app", manifest, tag="v1")
+        pulled = oci.get_manifest(client, "tls/app", "v1")
+        assert pulled.status_code == 200 and pulled.content == manifest.payload
+        for blob in manifest.blobs:
+            got = client.get(f"/v2/tls/app/blobs/{blob.digest}")
+            assert got.status_code == 200 and got.content == blob.data
+        assert client.get("/v2/tls/app/tags/list").json()["tags"] == ["v1"]
+    assert https_serve.process.poll() is None
+
+
+def test_serve_over_https_refuses_plain_http_and_unknown_cas(https_serve: HttpsServe, tmp_path: Path) -> None:
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{https_serve.port}/v2/", timeout=5)
+    stranger = Pki(tmp_path / "pki").authority("stranger-ca")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{https_serve.url}/v2/", verify=ssl.create_default_context(cafile=str(stranger.cert)), timeout=5)
+    assert httpx.get(f"{https_serve.url}/v2/", verify=https_serve.verifying(), timeout=5).status_code == 200
