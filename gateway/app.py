@@ -20,6 +20,7 @@ from gateway.bodies import BodyReadTimeoutMiddleware
 from gateway.channels import BLOB_READS, BLOB_SERVICE, METADATA_READS, METADATA_SERVICE, open_channel
 from gateway.clients import BlobClient, MetadataClient
 from gateway.context import Gateway
+from gateway.maintenance import MaintenanceGate
 from gateway.manifest_cache import ManifestCache
 from gateway.middleware import ApiVersionMiddleware, ForwardedHeadersMiddleware, TrustedProxies
 from gateway.observability import ObservabilityMiddleware
@@ -75,6 +76,7 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
                 max_bytes=settings.gateway.manifest_cache_bytes,
                 max_entry_bytes=settings.gateway.manifest_cache_max_entry_bytes,
             ),
+            maintenance=MaintenanceGate(metadata_channel, ttl_seconds=config.maintenance_check_seconds),
         )
         try:
             yield {STATE_KEY: gateway}

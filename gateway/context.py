@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.clients import BlobClient, MetadataClient
+from gateway.maintenance import MaintenanceGate
 from gateway.manifest_cache import ManifestCache
 from gateway.readiness import Readiness
 from services.common.settings import GatewaySettings
@@ -27,3 +28,5 @@ class Gateway:
     auth: AuthGate | None = None
     # Recent manifest GET/HEAD answers (gateway.manifest_cache); None disables caching.
     manifests: ManifestCache | None = None
+    # Read-only maintenance mode for uploads (gateway.maintenance); None: never checked.
+    maintenance: MaintenanceGate | None = None

@@ -2,7 +2,8 @@
 
 They talk to the metadata service at `--metadata` (default: `gateway.metadata_target` from the
 settings, i.e. LADING_GATEWAY__METADATA_TARGET; `unix:data/run/metadata.sock` for `lading serve`
-run from the same folder). `lading auth keygen` needs no service.
+run from the same folder), with the gateway's client TLS settings (services/cli_channels.py).
+`lading auth keygen` needs no service.
 """
 
 from __future__ import annotations
@@ -111,11 +112,18 @@ async def _call(args: argparse.Namespace) -> int:
     from lading.metadata.v1 import accounts_pb2 as pb
     from lading.metadata.v1 import accounts_pb2_grpc
 
+    from services.cli_channels import open_channel, report_tls_error
     from services.common.errors import from_rpc_error
     from services.common.settings import load_settings
+    from services.common.tls import TlsConfigError
 
-    target = args.metadata or load_settings().gateway.metadata_target
-    async with grpc.aio.insecure_channel(target) as channel:
+    settings = load_settings()
+    target = args.metadata or settings.gateway.metadata_target
+    try:
+        opened = open_channel(target, settings)
+    except TlsConfigError as error:
+        return report_tls_error(f"{args.command} {args.action}", error)
+    async with opened as channel:
         stub = accounts_pb2_grpc.AccountServiceStub(channel)
         try:
             return await _dispatch(args, stub, pb)

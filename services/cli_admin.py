@@ -2,7 +2,9 @@
 (AdminService and MetadataService on the metadata plane, BlobService on the blob plane).
 
 Targets: `--metadata` (default gateway.metadata_target) and `--blob` (default gc.blob_target,
-else gateway.blob_target). Progress of long operations goes to stderr, one line per N items.
+else gateway.blob_target), dialled with the gateway's client TLS settings (services/cli_channels.py).
+Deletes name the actor `lading-admin` in their delete events. Progress of long operations goes to
+stderr, one line per N items.
 """
 
 from __future__ import annotations
@@ -138,11 +140,12 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
         if args.dry_run:
             plan = report.plan
             print(f"would free: {plan.manifests} manifest(s) ({_size(plan.manifest_bytes)}), {plan.links} link(s), "
-                  f"{plan.blobs} blob(s) ({_size(plan.blob_bytes)})")
+                  f"{plan.blobs} blob(s) ({_size(plan.blob_bytes)}), {report.orphans} orphan blob(s) "
+                  f"({_size(report.orphan_bytes)})")
         else:
             print(f"freed: {report.manifests_deleted} manifest(s), {report.links_removed} link(s), "
-                  f"{report.blobs_deleted} blob(s) ({_size(report.bytes_freed)}) in {report.seconds:.1f}s; "
-                  f"{report.errors} error(s)")
+                  f"{report.blobs_deleted} blob(s) ({_size(report.bytes_freed)}; {report.orphans} of them orphans, "
+                  f"{_size(report.orphan_bytes)}) in {report.seconds:.1f}s; {report.errors} error(s)")
             return 0 if report.errors == 0 else 1
     elif command == "repo" and action == "list":
         for repo in (await admin.ListRepositories(pb.AdminListRepositoriesRequest(), timeout=_TIMEOUT)).repositories:
@@ -159,9 +162,11 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
         for item in reply.manifests:
             print(f"{item.digest}\t{item.media_type}\t{item.size}\t{','.join(item.tags) or '-'}")
     elif (command, action) in (("tag", "delete"), ("manifest", "delete")):
+        from services.cli_channels import admin_request_context
+
         reference = args.tag if command == "tag" else args.digest
         await metadata.DeleteManifest(metadata_pb2.DeleteManifestRequest(
-            repository=args.repository, reference=reference), timeout=_TIMEOUT)
+            repository=args.repository, reference=reference, context=admin_request_context()), timeout=_TIMEOUT)
         print(f"deleted {args.repository}:{reference}" if command == "tag" else f"deleted {args.repository}@{reference}")
     elif command == "blob":
         reply = await admin.WhereBlob(pb.WhereBlobRequest(digest=args.digest), timeout=_TIMEOUT)
@@ -184,17 +189,24 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
 async def _call(args: argparse.Namespace) -> int:
     import grpc
 
+    from services.cli_channels import open_channel, report_tls_error
     from services.common.errors import from_rpc_error
     from services.common.settings import load_settings
+    from services.common.tls import TlsConfigError
 
     settings = load_settings()
     metadata_target = args.metadata or settings.gateway.metadata_target
     blob_target = args.blob or settings.gc.blob_target or settings.gateway.blob_target
-    async with grpc.aio.insecure_channel(metadata_target) as metadata, grpc.aio.insecure_channel(blob_target) as blob:
+    name = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+    try:
+        metadata_channel = open_channel(metadata_target, settings)
+        blob_channel = open_channel(blob_target, settings)
+    except TlsConfigError as error:
+        return report_tls_error(name, error)
+    async with metadata_channel as metadata, blob_channel as blob:
         try:
             return await _dispatch(args, {"metadata": metadata, "blob": blob})
         except grpc.RpcError as error:
-            name = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
             print(f"lading {name}: {from_rpc_error(error).message}", file=sys.stderr)
             return 1
 

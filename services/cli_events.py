@@ -1,5 +1,6 @@
 """`lading events list|replay`: the event-notification outbox, over the metadata service's
-EventsService (gRPC; `--metadata` defaults to gateway.metadata_target).
+EventsService (gRPC; `--metadata` defaults to gateway.metadata_target; the gateway's client TLS
+settings apply, see services/cli_channels.py).
 
     lading events list [--state pending|delivered|dead] [--endpoint NAME] [--limit N] [--json]
     lading events replay ID            # one outbox row, whatever its state
@@ -59,10 +60,17 @@ async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
 
 
 async def _call(args: argparse.Namespace) -> int:
+    from services.cli_channels import open_channel, report_tls_error
     from services.common.settings import load_settings
+    from services.common.tls import TlsConfigError
 
-    target = args.metadata or load_settings().gateway.metadata_target
-    async with grpc.aio.insecure_channel(target) as channel:
+    settings = load_settings()
+    target = args.metadata or settings.gateway.metadata_target
+    try:
+        opened = open_channel(target, settings)
+    except TlsConfigError as error:
+        return report_tls_error(f"events {args.events_action}", error)
+    async with opened as channel:
         try:
             return await _dispatch(args, channel)
         except grpc.RpcError as error:

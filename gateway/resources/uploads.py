@@ -5,7 +5,8 @@ Chunks follow the spec (`Content-Range: <start>-<end>`, in order, else 416) and 
 one streamed PATCH without Content-Range (appended at the session's current offset). Bodies are
 streamed to the blob plane in messages of at most `settings.chunk_bytes`; nothing is buffered whole.
 With `settings.max_blob_bytes`, an upload that would grow past it gets 413 and its session is
-cancelled (see gateway.bodies).
+cancelled (see gateway.bodies). In read-only maintenance mode POST, PATCH and PUT get 405
+UNSUPPORTED before anything reaches the blob plane (gateway.maintenance).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def _created(request: Request, repository: str, digest: str) -> Response:
 async def start(request: Request, gateway: Gateway) -> Response:
     """POST: mount (`?mount=&from=`), monolithic upload (`?digest=` with a body), or a new session."""
     repository = params.repository(request)
+    await _refuse_in_maintenance(gateway)
     query = request.query_params
     mount = query.get("mount")
     if mount is not None:
@@ -115,6 +117,13 @@ async def _monolithic(request: Request, gateway: Gateway, repository: str, diges
     return _created(request, repository, committed.digest)
 
 
+async def _refuse_in_maintenance(gateway: Gateway) -> None:
+    """405 UNSUPPORTED while read-only maintenance mode is on (gateway.maintenance): a session
+    would only be refused at its closing PUT. Status (GET) and cancel (DELETE) stay open."""
+    if gateway.maintenance is not None:
+        await gateway.maintenance.refuse_writes()
+
+
 async def _cancel_quietly(gateway: Gateway, upload_id: str, repository: str) -> None:
     try:
         await gateway.blob.cancel_upload(upload_id, repository)
@@ -137,6 +146,7 @@ async def patch(request: Request, gateway: Gateway) -> Response:
     """PATCH <location>: append one chunk (with or without Content-Range) → 202 with the new Range."""
     repository = params.repository(request)
     upload_id = params.upload_id(request)
+    await _refuse_in_maintenance(gateway)
     body = await peek_body(request)
     current = await _append(request, gateway, repository, upload_id, body)
     return empty(202, _session_headers(request, repository, current))
@@ -146,6 +156,7 @@ async def put(request: Request, gateway: Gateway) -> Response:
     """PUT <location>?digest=: append an optional final chunk, verify and store, link → 201."""
     repository = params.repository(request)
     upload_id = params.upload_id(request)
+    await _refuse_in_maintenance(gateway)
     raw_digest = request.query_params.get("digest")
     if not raw_digest:
         raise RegistryError(

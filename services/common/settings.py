@@ -113,6 +113,9 @@ class GatewaySettings(BaseModel):
     # largest blob an upload may produce, checked against Content-Length and the bytes streamed
     # (413; the session is cancelled). 0: no limit.
     max_blob_bytes: int = Field(default=0, ge=0)
+    # Seconds the gateway trusts its last answer about read-only maintenance mode before asking
+    # the metadata plane again (uploads are refused with 405 while it is on); 0: ask every time.
+    maintenance_check_seconds: float = Field(default=1.0, ge=0)
 
 
 class FilesystemBackendSettings(BaseModel):
@@ -276,6 +279,9 @@ class ObservabilitySettings(BaseModel):
     # host:port where the metadata / blob service serves GET /metrics; empty: off.
     metadata_metrics_listen: str = ""
     blob_metrics_listen: str = ""
+    # Seconds between refreshes of the metadata service's queue gauges (GC review queues, event
+    # outbox): counted by a background task with a few COUNT queries, never on the scrape itself.
+    queue_metrics_interval_seconds: float = Field(default=15.0, gt=0)
 
 
 class GcSettings(BaseModel):
@@ -290,6 +296,10 @@ class GcSettings(BaseModel):
     # gRPC target of the blob plane, used by the metadata plane to confirm a new blob's bytes
     # before its first link (and by `lading gc`); "" skips that check (`lading serve` sets it).
     blob_target: str = ""
+    # A run also deletes orphan bytes (blobs stored on the blob plane with no `blobs` row: an
+    # upload committed whose link never happened), but only once they are older than this, so
+    # bytes committed a moment ago whose LinkBlob is still on its way are never taken.
+    orphan_grace_seconds: float = Field(default=3600.0, ge=0)
 
 
 class EventEndpointSettings(BaseModel):

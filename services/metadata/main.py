@@ -25,6 +25,7 @@ from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate
+from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
 from services.metadata.store.engine import Database, open_database
@@ -78,7 +79,7 @@ async def run(settings: Settings) -> None:
         await _prepare_schema(database, auto_migrate=config.auto_migrate)
         events = build_events(settings.events, database)
         store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
-        gc = build_gc(settings, database, store)
+        gc = build_gc(settings, database, store, events=events.outbox)
         core = MetadataCore(
             gc.store,
             MetadataLimits(
@@ -101,17 +102,22 @@ async def run(settings: Settings) -> None:
             MetadataServicer(core, events.outbox, database.writes, events.worker.wake), service.server
         )
         events.add_to_server(service.server)
-        metrics.register_gauge_callback(
-            "lading_event_outbox_rows", "event outbox rows by endpoint and state", events.queue_sizes(),
-            labels=("endpoint", "state"),
+        # GC review queues and the outbox, counted in the background (never on a scrape).
+        queues = QueueMetrics(
+            gc.gc.queue_sizes, events.store.counts, endpoints=[e.name for e in settings.events.endpoints],
+            interval_seconds=settings.observability.queue_metrics_interval_seconds,
         )
+        queues.register(metrics)
         events.start()
         gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
         prepare_listen_address(config.listen)
         if settings.observability.metadata_metrics_listen:
             metrics_server = await MetricsHttpServer(metrics, settings.observability.metadata_metrics_listen).start()
-        await service.serve_forever(ready=store.ping, on_shutdown=_closer(events.close, gc.close, store.close))
+            queues.start()
+        await service.serve_forever(
+            ready=store.ping, on_shutdown=_closer(queues.close, events.close, gc.close, store.close)
+        )
     finally:
         if metrics_server is not None:
             await metrics_server.close()
@@ -130,8 +136,8 @@ def _closer(*steps):  # type: ignore[no-untyped-def]
 
 def build_metrics(database: Database) -> Metrics:
     """The metadata service's metrics: gRPC calls (added by the interceptor) and the database
-    pool's connections. Components with queues (GC, outbox) add theirs with
-    `metrics.register_gauge_callback(...)`."""
+    pool's connections. The GC and outbox queue gauges are added by `QueueMetrics.register`
+    (services/metadata/queue_metrics.py)."""
     metrics = Metrics("metadata")
     pools = {"primary": database.engine.sync_engine.pool}
     if database.replica is not None:

@@ -159,6 +159,20 @@ class BlobBackend(Protocol):
         """
         ...
 
+    def list_blobs(self, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every object under `blobs/` (keys.BLOBS_PREFIX: committed blobs) whose key sorts after
+        `start_after` ("" for all), in lexical key order, so a caller can page through a large
+        store by passing the last key it saw. Garbage collection walks it to find bytes the
+        metadata plane has no row for (orphans), and deletes those older than a grace period.
+
+        `modified` is never earlier than when the key was last put in place: a commit may
+        hard-link a staged part written long before (filesystem), so that backend reports the
+        later of the file's mtime and ctime. Objects written or deleted during the listing may or
+        may not appear. Raises InvalidKey (on the first iteration) when `start_after` is neither
+        "" nor a valid key.
+        """
+        ...
+
     async def compose(self, dest: str, sources: Sequence[str]) -> int:
         """Creates or replaces `dest` with the concatenation of `sources`; returns its size.
 

@@ -22,6 +22,13 @@
         written after it switches to that key, so a crash between the two writes leaves a valid state plus an
         unlisted part. Unlisted parts are removed with the session (commit, cancel, purge).
 
+    uploads/<id>/data
+        Backends that stage in place (`staging.StagesInPlace`: the filesystem) keep all the bytes of
+        a session in this one object instead of parts: each accepted chunk is written at the
+        session's offset under the object's lock, before the state that lists it (as the only
+        part, with the session's offset as its size) is written; bytes past that size are what
+        a failed append left, dropped by the next writer. A commit renames it to the blob's key.
+
     owners/<owner hash>/<id>
         An empty marker for each open session started with an owner (the gateway names it: the
         account, or the client's address); `<owner hash>` is the first 32 hex digits of the
@@ -39,7 +46,9 @@ parts). Keys under `uploads/<id>/` without a state.json, left when a process die
 removing a session's state and its parts, are removed once the newest of them is older than the
 cutoff. `owners/` markers whose session has no state.json are removed. `probes/` keys older
 than the cutoff are removed. `blobs/` is never purged: blob bytes go
-only through DeleteBlob, when the metadata plane's garbage collection decides.
+only through DeleteBlob, when the metadata plane's garbage collection decides — also for bytes
+it has no row for at all (orphans, e.g. a commit whose link never happened), which it finds by
+listing `blobs/` (BlobService.ListBlobs) and takes only once older than gc.orphan_grace_seconds.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ import re
 import secrets
 
 from services.common.digests import Digest
+from services.common.errors import RegistryError
 
 BLOBS_PREFIX = "blobs/"
 UPLOADS_PREFIX = "uploads/"
@@ -56,6 +66,7 @@ PROBES_PREFIX = "probes/"
 OWNERS_PREFIX = "owners/"
 STATE_NAME = "state.json"
 PARTS_FOLDER = "parts/"
+DATA_NAME = "data"
 
 _OFFSET_DIGITS = 20
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$")
@@ -64,6 +75,19 @@ _TOKEN = re.compile(r"^[0-9a-f]{16}$")
 
 def blob_key(digest: Digest) -> str:
     return f"{BLOBS_PREFIX}{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}"
+
+
+def digest_of_blob_key(key: str) -> Digest | None:
+    """The digest a `blobs/` key stores (the inverse of `blob_key`), or None for any other key
+    (a stray file, a misplaced shard) — listings skip those rather than trust them."""
+    if not key.startswith(BLOBS_PREFIX):
+        return None
+    algorithm, _, rest = key[len(BLOBS_PREFIX) :].partition("/")
+    try:
+        digest = Digest.parse(f"{algorithm}:{rest.rpartition('/')[2]}")
+    except RegistryError:
+        return None
+    return digest if blob_key(digest) == key else None
 
 
 def is_valid_upload_id(upload_id: str) -> bool:
@@ -90,6 +114,10 @@ def upload_part_key(upload_id: str, start: int, token: str) -> str:
     if start < 0 or not _TOKEN.match(token):
         raise ValueError(f"bad part start {start} or token {token!r}")
     return f"{upload_prefix(upload_id)}{PARTS_FOLDER}{start:0{_OFFSET_DIGITS}d}-{token}"
+
+
+def upload_data_key(upload_id: str) -> str:
+    return f"{upload_prefix(upload_id)}{DATA_NAME}"
 
 
 def new_token() -> str:

@@ -20,6 +20,7 @@ from services.blob.backends.base import (
     validate_key,
     validate_prefix,
 )
+from services.blob.backends.keys import BLOBS_PREFIX
 
 # key -> (bytes, unix seconds written)
 MemoryObjects = dict[str, tuple[bytes, float]]
@@ -66,6 +67,14 @@ class MemoryBackend:
     async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         validate_prefix(prefix)
         for key in sorted(k for k in self.objects if k.startswith(prefix)):
+            entry = self.objects.get(key)
+            if entry is not None:
+                yield ObjectInfo(key, len(entry[0]), entry[1])
+
+    async def list_blobs(self, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        if start_after:
+            validate_key(start_after)
+        for key in sorted(k for k in self.objects if k.startswith(BLOBS_PREFIX) and k > start_after):
             entry = self.objects.get(key)
             if entry is not None:
                 yield ObjectInfo(key, len(entry[0]), entry[1])

@@ -19,6 +19,7 @@ How each protocol method maps onto S3:
   server-side copies: CopyObject for a single source, else a multipart upload of UploadPartCopy
   parts (≤ 5 GiB ranges, `compose_concurrency` at a time, each conditioned on the source ETag).
 - `list`: ListObjectsV2 pages of 1000, fetched one page per pool call.
+- `list_blobs`: the same under `blobs/`, resumed with StartAfter (see the method).
 - `delete`: DeleteObject, idempotent on S3 already.
 
 Beyond the protocol: `presigned_get_url` (for 307 redirects of blob reads), `purge_multipart_uploads`
@@ -76,6 +77,7 @@ from services.blob.backends.base import (
     validate_key,
     validate_prefix,
 )
+from services.blob.backends.keys import BLOBS_PREFIX
 from services.common.errors import ErrorKind, RegistryError
 
 if TYPE_CHECKING:
@@ -273,6 +275,15 @@ class S3Backend:
         """
         validate_prefix(prefix)
         async for info in self._walk(self._prefix + prefix):
+            yield info
+
+    async def list_blobs(self, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        """See BlobBackend.list_blobs. A level-by-level walk like `list`'s, that skips folders
+        sorting entirely before `start_after` and lists the level holding `start_after` from it
+        (ListObjectsV2 StartAfter): resuming costs about one request, whatever the position."""
+        if start_after:
+            validate_key(start_after)
+        async for info in self._walk_after(self._prefix + BLOBS_PREFIX, self._prefix + start_after if start_after else ""):
             yield info
 
     async def compose(self, dest: str, sources: Sequence[str]) -> int:
@@ -488,6 +499,34 @@ class S3Backend:
                 continue
             modified = entry.last_modified.timestamp() if entry.last_modified else time.time()
             yield ObjectInfo(name[len(self._prefix) :], entry.size or 0, modified)
+
+    async def _walk_after(self, level_prefix: str, after: str) -> AsyncIterator[ObjectInfo]:
+        """Objects under `level_prefix` whose full name sorts after `after` ("" for all), one
+        level at a time like `_walk`, but a page (of ≤ 1000) at a time instead of a whole level:
+        a shard of the blob layout holds only files and the levels above only folders, so the
+        per-page sort gives lexical order there (see `list_blobs`)."""
+        # StartAfter only where `after` names an object of this very level: how S3 servers roll
+        # keys after it up into the "folders" of a delimited listing varies.
+        inside = bool(after) and after.startswith(level_prefix) and "/" not in after[len(level_prefix):]
+        pages = self._client.list_objects(self._bucket, prefix=level_prefix, recursive=False,
+                                          start_after=after if inside else None)
+        while True:
+            page = await self._call(functools.partial(_take, pages, _LIST_PAGE))
+            page.sort(key=lambda entry: entry.object_name or "")
+            for entry in page:
+                name = entry.object_name or ""
+                if not name.startswith(level_prefix) or name == level_prefix:
+                    continue
+                if entry.is_dir or name.endswith("/"):
+                    if name < after and not after.startswith(name):
+                        continue  # every name below sorts before `after`
+                    async for info in self._walk_after(name, after):
+                        yield info
+                elif name > after:
+                    modified = entry.last_modified.timestamp() if entry.last_modified else time.time()
+                    yield ObjectInfo(name[len(self._prefix) :], entry.size or 0, modified)
+            if len(page) < _LIST_PAGE:
+                break
 
     async def _head(self, key: str) -> _Head:
         stat = await self._call(

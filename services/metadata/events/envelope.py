@@ -3,7 +3,11 @@
 Pure functions: build one event (a dict) and wrap events in an envelope. Targets follow
 Distribution: push/pull/mount carry the descriptor (mediaType, digest, size, length), repository,
 url (when the request's host is known) and tag; a manifest delete carries digest + repository
-only; a tag delete carries repository + tag.
+only; a tag delete carries repository + tag; a repository delete carries repository only.
+
+Changes the registry makes on its own behalf carry an internal request (`internal_request`): the
+collector's deletes name the actor `lading-gc`, the admin CLI's `lading-admin` (in `actor.name`
+and `request.useragent`), with an empty address and host.
 """
 
 from __future__ import annotations
@@ -31,6 +35,17 @@ class RequestInfo:
     user_agent: str = ""
     actor: str = ""
     scheme: str = "http"
+
+
+# `actor.name` of events for changes the registry makes itself, not an HTTP client.
+GC_ACTOR = "lading-gc"
+ADMIN_ACTOR = "lading-admin"
+
+
+def internal_request(actor: str, request_id: str = "") -> RequestInfo:
+    """The request behind a change made by `lading gc` / the collector (GC_ACTOR) or an admin
+    command (ADMIN_ACTOR): method DELETE, the actor as user agent, a fresh id unless given."""
+    return RequestInfo(request_id=request_id or str(uuid.uuid4()), method="DELETE", user_agent=actor, actor=actor)
 
 
 @dataclass(frozen=True, slots=True)

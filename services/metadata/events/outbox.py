@@ -1,8 +1,9 @@
 """`EventOutbox`: writes events into `event_outbox` inside the caller's transaction.
 
 The store calls one method per change (`manifest_pushed`, `blob_pushed`, `blob_mounted`,
-`manifest_deleted`, `tag_deleted`) with the connection of the transaction that makes the change,
-so the event commits or rolls back with it: a failed push never produces an event. One row is
+`manifest_deleted`, `tag_deleted`, `repository_deleted`; the collector and the admin repository
+delete pass their own `internal_request`) with the connection of the transaction that makes the
+change, so the event commits or rolls back with it: a failed push never produces an event. One row is
 written per endpoint whose filters accept the event; with no endpoints nothing is written.
 Pull events are written in their own transaction (`record_pull`), only when enabled and sampled.
 """
@@ -65,22 +66,29 @@ class EventOutbox:
         rate = self._settings.pull_sample_rate
         return rate >= 1.0 or self._sample() < rate
 
+    def _rows(self, action: str, repository: str, target: dict[str, Any], request: RequestInfo | None
+              ) -> list[dict[str, Any]]:
+        """The outbox rows of one event: one per endpoint whose filters accept it."""
+        media_type = target.get("mediaType")
+        chosen = [e.name for e in self._endpoints if accepts(e, action, media_type)]
+        if not chosen:
+            return []
+        now = datetime.now(UTC)
+        event = build_event(action, target, request or context.current(), self._source, now=now)
+        body = dumps(event)
+        return [
+            {"event_id": event["id"], "endpoint": name, "action": action, "repository": repository,
+             "body": body, "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+            for name in chosen
+        ]
+
     async def _record(self, conn: AsyncConnection, action: str, repository: str, target: dict[str, Any],
                       request: RequestInfo | None = None) -> None:
         if not self._endpoints:
             return
-        media_type = target.get("mediaType")
-        chosen = [e.name for e in self._endpoints if accepts(e, action, media_type)]
-        if not chosen:
-            return
-        now = datetime.now(UTC)
-        event = build_event(action, target, request or context.current(), self._source, now=now)
-        body = dumps(event)
-        await conn.execute(self._insert, [
-            {"event_id": event["id"], "endpoint": name, "action": action, "repository": repository,
-             "body": body, "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
-            for name in chosen
-        ])
+        rows = self._rows(action, repository, target, request)
+        if rows:
+            await conn.execute(self._insert, rows)
 
     # -- one method per change (called by the store inside its write transaction) ----------------
 
@@ -107,11 +115,27 @@ class EventOutbox:
             url=target_url(request, repository, "blobs", digest), from_repository=from_repository,
         ), request)
 
-    async def manifest_deleted(self, conn: AsyncConnection, repository: str, digest: str) -> None:
-        await self._record(conn, "delete", repository, {"digest": digest, "repository": repository})
+    async def manifest_deleted(self, conn: AsyncConnection, repository: str, digest: str,
+                               request: RequestInfo | None = None) -> None:
+        """`request`: the collector's or an admin command's (`internal_request`); default: the call's."""
+        await self._record(conn, "delete", repository, {"digest": digest, "repository": repository}, request)
 
-    async def tag_deleted(self, conn: AsyncConnection, repository: str, tag: str) -> None:
-        await self._record(conn, "delete", repository, {"repository": repository, "tag": tag})
+    async def tag_deleted(self, conn: AsyncConnection, repository: str, tag: str,
+                          request: RequestInfo | None = None) -> None:
+        await self._record(conn, "delete", repository, {"repository": repository, "tag": tag}, request)
+
+    async def repository_deleted(self, conn: AsyncConnection, repository: str, manifest_digests: list[str],
+                                 request: RequestInfo | None = None) -> None:
+        """A whole repository deleted: one manifest delete event per manifest it held, then
+        Distribution's repository delete event (target: repository only), all with one request."""
+        if not self._endpoints:
+            return
+        request = request or context.current()
+        rows = [row for digest in manifest_digests
+                for row in self._rows("delete", repository, {"digest": digest, "repository": repository}, request)]
+        rows += self._rows("delete", repository, {"repository": repository}, request)
+        if rows:
+            await conn.execute(self._insert, rows)
 
     async def record_pull(self, engine: AsyncEngine, repository: str, reference_tag: str | None, digest: str,
                           media_type: str, size: int) -> None:

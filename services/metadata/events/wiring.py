@@ -36,10 +36,6 @@ class EventParts:
     async def close(self) -> None:
         await self.worker.close()
 
-    def queue_sizes(self):  # type: ignore[no-untyped-def]
-        """A gauge callback: outbox rows by (endpoint, state)."""
-        return self.store.counts
-
 
 def build_events(settings: EventsSettings, database: Database) -> EventParts:
     source = Source(addr=settings.source_addr or socket.gethostname(), instance_id=str(uuid.uuid4()))

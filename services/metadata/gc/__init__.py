@@ -11,7 +11,14 @@ Rules of a run (`lading gc`, services/metadata/gc/worker.py):
 2. a repository link goes when no manifest in that repository references the digest;
 3. a blob row goes `deleting` when no repository links it; its bytes are then deleted through
    BlobService.DeleteBlob, and only then the row is removed. A failed byte deletion leaves the
-   row `deleting`, retried by the next run (never `active` with missing bytes).
+   row `deleting`, retried by the next run (never `active` with missing bytes);
+4. orphan bytes, stored on the blob plane with no `blobs` row (an upload committed whose LinkBlob
+   never happened, leftovers), go once older than gc.orphan_grace_seconds (by the blob plane's
+   time of the commit): the run lists the blob plane (BlobService.ListBlobs) and the metadata
+   plane *claims* each orphan by inserting its row `deleting` where none exists (one
+   transaction; a row that appeared meanwhile means it is no orphan). From then on it is like
+   any `deleting` blob: a LinkBlob, mount or HEAD meets BLOB_UNKNOWN (upload it again), the
+   bytes are deleted, the row forgotten, and the blob can be pushed again.
 Every step waits gc.review_delay_seconds: links from their creation, blob rows from their last
 state change, and anything that stopped being referenced (tag deleted or moved, manifest
 deleted, blob unlinked, repository deleted) through a review hold written *before* the change.
@@ -35,5 +42,8 @@ The protocol that closes the HEAD-then-delete race (each step one transaction):
   metadata plane run alone) the check is skipped and LinkBlob trusts the caller.
 Maintenance mode (`lading maintenance on`) is a row in `registry_flags`; every mutating metadata
 call answers UNSUPPORTED (HTTP 405) "registry is in read-only maintenance mode" (cached ~1 s per
-replica). Upload sessions still start and take bytes on the blob plane; they fail at LinkBlob.
+replica). The gateway asks AdminService.GetMaintenance (cached per gateway, gateway/maintenance.py)
+and refuses upload POST/PATCH/PUT itself, so no bytes reach the blob plane meanwhile. The
+collector's manifest deletes and `delete_repository` write delete events (services/metadata/events)
+in their own transaction, as actors `lading-gc` / `lading-admin`.
 """

@@ -21,9 +21,10 @@ def _seconds(moment: datetime) -> int:
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, gc: GcStore, *, delete_untagged: bool) -> None:
+    def __init__(self, gc: GcStore, *, delete_untagged: bool, orphan_grace_seconds: float = 3600.0) -> None:
         self._gc = gc
         self._delete_untagged = delete_untagged
+        self._orphan_grace = orphan_grace_seconds
 
     def _untagged(self, requested: bool) -> bool:
         return self._delete_untagged or requested
@@ -49,6 +50,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GcForgetBlob(self, request: pb.GcForgetBlobRequest,
                            context: grpc.aio.ServicerContext) -> pb.GcForgetBlobResponse:
         return pb.GcForgetBlobResponse(forgotten=await self._gc.forget_blob(str(Digest.parse(request.digest))))
+
+    async def GcClaimOrphans(self, request: pb.GcClaimOrphansRequest,
+                             context: grpc.aio.ServicerContext) -> pb.GcClaimOrphansResponse:
+        if not request.dry_run:
+            await self._gc.refuse_in_maintenance()
+        listed = [sweep.ListedBlob(str(Digest.parse(b.digest)), b.size, b.modified_at) for b in request.blobs]
+        found = await sweep.orphans(self._gc, listed, grace_seconds=self._orphan_grace, claim=not request.dry_run)
+        return pb.GcClaimOrphansResponse(orphans=[pb.BlobInfo(digest=c.digest, size=c.size, state=c.state)
+                                                  for c in found])
 
     async def GcRecordRun(self, request: pb.GcRun, context: grpc.aio.ServicerContext) -> pb.GcRecordRunResponse:
         totals = RunTotals(request.manifests_deleted, request.links_removed, request.blobs_deleted,

@@ -15,13 +15,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import and_, bindparam, delete, exists, func, literal, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.events.envelope import ADMIN_ACTOR, GC_ACTOR, internal_request
 from services.metadata.gc.guard import ACTIVE, DELETING, PENDING, new_epoch
 from services.metadata.gc.tables import blobs, gc_review, gc_runs, registry_flags
 from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
@@ -34,12 +35,17 @@ from services.metadata.store.schema import (
     tags,
 )
 
+if TYPE_CHECKING:
+    from services.metadata.events.outbox import EventOutbox
+
 T = TypeVar("T")
 GLOBAL = 0  # gc_review.repository_id of a hold on the global blob row
 MAINTENANCE_FLAG = "maintenance"
 MAINTENANCE_MESSAGE = "registry is in read-only maintenance mode"
 _ATTEMPTS = 5
 _DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
+# Digests per IN (...) query when looking for orphans.
+_ORPHAN_CHUNK = 500
 
 
 def _now() -> datetime:
@@ -69,6 +75,16 @@ class RunTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueSizes:
+    """`GcStore.queue_sizes()`: what a run would collect now by kind ("manifest", "link", "blob"),
+    items held for review, and blob rows by state as (count, bytes)."""
+
+    collectable: dict[str, int]
+    held: int
+    blobs_by_state: dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class RepositorySummary:
     name: str
     tags: int
@@ -88,8 +104,12 @@ class ManifestSummary:
 class GcStore:
     """GC / admin SQL over the metadata `Database`. `delay_seconds` is gc.review_delay_seconds."""
 
-    def __init__(self, database: Database, *, delay_seconds: float, maintenance_cache_seconds: float = 1.0) -> None:
+    def __init__(self, database: Database, *, delay_seconds: float, maintenance_cache_seconds: float = 1.0,
+                 events: EventOutbox | None = None) -> None:
         self._db = database
+        # Delete events (services/metadata/events) of the collector and the admin repository
+        # delete, written in the deleting transaction; None: no endpoints configured.
+        self._events = events if events is not None and events.enabled else None
         self._delay = timedelta(seconds=max(0.0, delay_seconds))
         self._dialect = database.dialect
         self._cache_seconds = maintenance_cache_seconds
@@ -312,6 +332,11 @@ class GcStore:
             if still is None:
                 return False
             await conn.execute(delete(m).where(m.c.id == candidate.row_id))
+            if self._events is not None:
+                name = (await conn.execute(select(repositories.c.name)
+                                           .where(repositories.c.id == candidate.repository_id))).scalar()
+                if name is not None:
+                    await self._events.manifest_deleted(conn, name, candidate.digest, internal_request(GC_ACTOR))
             return True
 
         return await self._write(work)
@@ -347,6 +372,49 @@ class GcStore:
             await conn.execute(update(blobs).where(blobs.c.digest == candidate.digest)
                                .values(state=DELETING, updated_at=_now()))
             return True
+
+        return await self._write(work)
+
+    # -- orphan bytes (stored on the blob plane, no `blobs` row) ------------------------------------
+
+    def _unaccounted(self) -> Any:
+        """No `blobs` row and no repository link for bindparam("digest") (the link check only
+        guards against data from before rows were kept: every link has an `active` row)."""
+        return and_(~exists().where(blobs.c.digest == bindparam("digest")),
+                    ~exists().where(repository_blobs.c.digest == bindparam("digest")))
+
+    async def unaccounted_digests(self, digests: list[str]) -> list[str]:
+        """Those of `digests` with no `blobs` row and no repository link (a hint: `claim_orphans`
+        decides), in the order given."""
+        known: set[str] = set()
+        for start in range(0, len(digests), _ORPHAN_CHUNK):
+            chunk = digests[start:start + _ORPHAN_CHUNK]
+            for table in (blobs, repository_blobs):
+                known.update(row[0] for row in await self._read(
+                    select(table.c.digest).where(table.c.digest.in_(bindparam("digests", expanding=True))),
+                    {"digests": chunk}))
+        return [digest for digest in digests if digest not in known]
+
+    async def claim_orphans(self, orphans: list[tuple[str, int]]) -> list[str]:
+        """Claims each (digest, size) that has no `blobs` row and no link by inserting its row
+        `deleting` (insert-if-absent), all in one transaction; returns the digests claimed. From
+        then on LinkBlob, MountBlob, HEAD and PutManifest refuse them (BLOB_UNKNOWN: upload it
+        again) until `forget_blob`. A digest whose row appeared meanwhile is not an orphan and is
+        left alone. (On SQLite BEGIN IMMEDIATE serialises this with every writer; on PostgreSQL a
+        LinkBlob racing the insert either finds the row `deleting` or wins the primary key.)"""
+        if not orphans:
+            return []
+
+        async def work(conn: AsyncConnection) -> list[str]:
+            claimed = []
+            for digest, size in orphans:
+                if (await conn.execute(select(literal(1)).where(self._unaccounted()), {"digest": digest})).first() is None:
+                    continue
+                inserted = await conn.execute(self._insert_blob, {
+                    "digest": digest, "size": size, "state": DELETING, "epoch": new_epoch(), "updated_at": _now()})
+                if inserted.rowcount > 0:
+                    claimed.append(digest)
+            return claimed
 
         return await self._write(work)
 
@@ -390,6 +458,28 @@ class GcStore:
             "manifest_candidates": len(await self.manifest_candidates()),
             "runs": [dict(r._mapping) for r in runs],
         }
+
+    async def queue_sizes(self) -> QueueSizes:
+        """The review queues as counts, for metrics: one COUNT per queue, no rows fetched. The
+        predicates are the collector's own (`manifest_candidates` and friends), so the numbers are
+        what a run would find now (manifests count whether or not retention deletes them)."""
+        times = self._times()
+        collectable_blobs = or_(blobs.c.state == DELETING,
+                                and_(blobs.c.state.in_([ACTIVE, PENDING]), self._blob_unlinked()))
+        counts = {}
+        for kind, statement in (
+            ("manifest", select(func.count()).select_from(manifests).where(self._manifest_deletable())),
+            ("link", select(func.count()).select_from(repository_blobs).where(self._link_unreferenced())),
+            ("blob", select(func.count()).select_from(blobs).where(collectable_blobs)),
+        ):
+            counts[kind] = int((await self._read(statement, times))[0][0])
+        holds = (await self._read(select(func.count()).select_from(gc_review)
+                                  .where(gc_review.c.review_after > bindparam("now")), times))[0][0]
+        by_state = {state: (0, 0) for state in (ACTIVE, PENDING, DELETING)}
+        for row in await self._read(select(blobs.c.state, func.count(), func.sum(blobs.c.size))
+                                    .group_by(blobs.c.state)):
+            by_state[row[0]] = (int(row[1]), int(row[2] or 0))
+        return QueueSizes(collectable=counts, held=int(holds), blobs_by_state=by_state)
 
     # -- admin --------------------------------------------------------------------------------------
 
@@ -435,6 +525,10 @@ class GcStore:
 
         async def work(conn: AsyncConnection) -> tuple[int, int]:
             count = (await conn.execute(select(func.count()).where(manifests.c.repository_id == repository_id))).scalar()
+            if self._events is not None:
+                gone = list((await conn.execute(select(manifests.c.digest).where(
+                    manifests.c.repository_id == repository_id).order_by(manifests.c.id))).scalars())
+                await self._events.repository_deleted(conn, repository, gone, internal_request(ADMIN_ACTOR))
             # Children first: SQLite runs the cascades only with foreign_keys=ON (engine.py sets it).
             links = (await conn.execute(delete(repository_blobs)
                                         .where(repository_blobs.c.repository_id == repository_id))).rowcount

@@ -2,25 +2,38 @@
 
 A run is: `sweep` (untagged manifests when retention allows, in passes until nothing more goes;
 then repository links no manifest there references) → `mark` (unlinked blobs become `deleting`)
-→ the caller deletes each `deleting` blob's bytes on the blob plane and calls `forget`.
+→ the caller deletes each `deleting` blob's bytes on the blob plane and calls `forget` → the
+caller lists the blob plane page by page and `orphans` claims the bytes no row accounts for
+(older than gc.orphan_grace_seconds), whose bytes it then deletes and forgets the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select
 
 from services.metadata.gc.guard import DELETING
-from services.metadata.gc.store import Candidate, GcStore
+from services.metadata.gc.store import GLOBAL, Candidate, GcStore
 from services.metadata.store.schema import repository_blobs
 
 log = logging.getLogger("lading.metadata.gc")
 # Manifest passes per sweep: an index freed in one pass frees its children in the next.
 _MAX_PASSES = 8
 _CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ListedBlob:
+    """One blob the blob plane lists (BlobService.ListBlobs)."""
+
+    digest: str
+    size: int
+    # Unix seconds when the bytes were put in place (the blob plane's clock).
+    modified_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +101,26 @@ async def mark(gc: GcStore) -> list[Candidate]:
         if await gc.mark_deleting(candidate):
             marked.append(candidate)
     return marked
+
+
+async def orphans(gc: GcStore, listed: list[ListedBlob], *, grace_seconds: float, claim: bool,
+                  now: float | None = None) -> list[Candidate]:
+    """The orphans among `listed`: bytes older than `grace_seconds` with no `blobs` row and no
+    link. With `claim`, each is claimed first (its row inserted `deleting`, see
+    GcStore.claim_orphans) and only those claimed are returned; otherwise nothing changes.
+
+    The grace keeps a blob just committed on the blob plane, whose LinkBlob is still on its way,
+    out of reach; a link that arrives after a claim anyway gets BLOB_UNKNOWN (upload it again).
+    """
+    cutoff = (time.time() if now is None else now) - max(0.0, grace_seconds)
+    old: dict[str, ListedBlob] = {}
+    for item in listed:
+        if item.modified_at <= cutoff:
+            old.setdefault(item.digest, item)
+    found = await gc.unaccounted_digests(list(old))
+    if claim:
+        found = await gc.claim_orphans([(digest, old[digest].size) for digest in found])
+        if found:
+            log.info("gc: claimed %d orphan blob(s) for deletion", len(found))
+    return [Candidate("blob", GLOBAL, digest, old[digest].size, state=DELETING if claim else "")
+            for digest in found]

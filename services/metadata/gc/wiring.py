@@ -11,6 +11,7 @@ from lading.metadata.v1 import admin_pb2_grpc
 from services.common.errors import ErrorKind, RegistryError, from_rpc_error
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import Settings
+from services.metadata.events.outbox import EventOutbox
 from services.metadata.gc.guarded import BytesExist, GuardedStore
 from services.metadata.gc.loop import GcLoop
 from services.metadata.gc.servicer import AdminServicer
@@ -60,11 +61,13 @@ def blob_plane_checker(channel: grpc.aio.Channel) -> BytesExist:
     return exists
 
 
-def build_gc(settings: Settings, database: Database, store: MetadataStore) -> GcParts:
+def build_gc(settings: Settings, database: Database, store: MetadataStore,
+             events: EventOutbox | None = None) -> GcParts:
     """The guarded store the core must use, the AdminService servicer, the blob-plane channel
     (when gc.blob_target is set; the channel is opened lazily by gRPC) and the periodic collector
-    (gc.interval_seconds > 0 with a blob target; started by `add_to_server`, stopped by `close`)."""
-    gc = GcStore(database, delay_seconds=settings.gc.review_delay_seconds)
+    (gc.interval_seconds > 0 with a blob target; started by `add_to_server`, stopped by `close`).
+    `events`: the outbox the collector's manifest deletes and repository deletes write to."""
+    gc = GcStore(database, delay_seconds=settings.gc.review_delay_seconds, events=events)
     require = getattr(store, "require_blob_rows", None)
     if require is not None:
         require()
@@ -73,7 +76,8 @@ def build_gc(settings: Settings, database: Database, store: MetadataStore) -> Gc
     if settings.gc.blob_target:
         channel = grpc.aio.insecure_channel(settings.gc.blob_target, options=CHANNEL_OPTIONS)
         checker = blob_plane_checker(channel)
-    admin = AdminServicer(gc, delete_untagged=settings.gc.delete_untagged_manifests)
+    admin = AdminServicer(gc, delete_untagged=settings.gc.delete_untagged_manifests,
+                          orphan_grace_seconds=settings.gc.orphan_grace_seconds)
     loop = None
     if channel is not None and settings.gc.interval_seconds > 0:
         loop = GcLoop(admin, blob_pb2_grpc.BlobServiceStub(channel), settings.gc.interval_seconds)

@@ -4,6 +4,9 @@ a BlobService stub.
 Order (safety first): sweep metadata (manifests, links) → mark unlinked blobs `deleting` (from
 then on nothing can link, mount, HEAD or reference them) → delete each one's bytes on the blob
 plane → forget the row. A failed byte deletion leaves the row `deleting`; the next run retries it.
+Then orphan bytes: list the blob plane a page at a time (BlobService.ListBlobs); the metadata
+plane claims the blobs of each page that have no row and are older than gc.orphan_grace_seconds
+(GcClaimOrphans inserts their rows `deleting`), and they go the same way: bytes, then row.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from lading.metadata.v1 import admin_pb2 as pb
 from services.common.errors import ErrorKind, from_rpc_error
 
 _TIMEOUT = 300.0
+# Blobs per ListBlobs page (and per GcClaimOrphans call) when looking for orphan bytes.
+_ORPHAN_PAGE = 1000
 Progress = Callable[[str], None]
 
 
@@ -34,18 +39,25 @@ class RunReport:
     seconds: float = 0.0
     # Dry run: what would go.
     plan: Any = None
+    # Orphan bytes (no `blobs` row, past the grace): deleted, or in a dry run found. Deleted
+    # orphans also count in blobs_deleted / bytes_freed.
+    orphans: int = 0
+    orphan_bytes: int = 0
 
 
 async def run_gc(admin: Any, blob: Any, *, dry_run: bool = False, delete_untagged: bool = False,
                  progress: Progress | None = None, progress_every: int = 100,
-                 after_mark: Callable[[list[Any]], Awaitable[None]] | None = None) -> RunReport:
-    """Runs one collection. `after_mark` (tests only) runs between marking and byte deletion."""
+                 after_mark: Callable[[list[Any]], Awaitable[None]] | None = None,
+                 after_orphan_claim: Callable[[list[Any]], Awaitable[None]] | None = None) -> RunReport:
+    """Runs one collection. `after_mark` (tests only) runs between marking and byte deletion,
+    `after_orphan_claim` (tests only) between claiming a page's orphans and deleting their bytes."""
     started = time.time()
     clock = time.monotonic()
     say = progress or (lambda _line: None)
     report = RunReport(dry_run=dry_run)
     if dry_run:
         report.plan = await admin.GcPlan(pb.GcPlanRequest(delete_untagged=delete_untagged), timeout=_TIMEOUT)
+        await _orphans(admin, blob, report, say, dry_run=True)
         report.seconds = time.monotonic() - clock
         return report
     swept = await admin.GcSweepMetadata(pb.GcSweepMetadataRequest(delete_untagged=delete_untagged), timeout=_TIMEOUT)
@@ -56,21 +68,69 @@ async def run_gc(admin: Any, blob: Any, *, dry_run: bool = False, delete_untagge
     if after_mark is not None:
         await after_mark(list(marked))
     for index, item in enumerate(marked, 1):
-        try:
-            await blob.DeleteBlob(blob_pb2.DeleteBlobRequest(digest=item.digest), timeout=_TIMEOUT)
-        except grpc.RpcError as error:
-            if from_rpc_error(error).kind is not ErrorKind.BLOB_UNKNOWN:
-                report.errors += 1  # stays `deleting`; retried next run
-                say(f"gc: deleting {item.digest} failed ({from_rpc_error(error).message}); will retry")
-                continue
-        await admin.GcForgetBlob(pb.GcForgetBlobRequest(digest=item.digest), timeout=_TIMEOUT)
-        report.blobs_deleted += 1
-        report.bytes_freed += item.size
+        await _delete_bytes(admin, blob, item, report, say)
         if index % progress_every == 0:
             say(f"gc: {index}/{len(marked)} blobs deleted")
+    await _orphans(admin, blob, report, say, dry_run=False, after_claim=after_orphan_claim)
     report.seconds = time.monotonic() - clock
     await admin.GcRecordRun(pb.GcRun(
         started_at=int(started), finished_at=int(time.time()), dry_run=False,
         manifests_deleted=report.manifests_deleted, links_removed=report.links_removed,
         blobs_deleted=report.blobs_deleted, bytes_freed=report.bytes_freed, errors=report.errors), timeout=_TIMEOUT)
     return report
+
+
+async def _delete_bytes(admin: Any, blob: Any, item: Any, report: RunReport, say: Progress) -> bool:
+    """Deletes a `deleting` blob's bytes, then forgets its row; False (row left `deleting`, for
+    the next run to retry) when the blob plane fails."""
+    try:
+        await blob.DeleteBlob(blob_pb2.DeleteBlobRequest(digest=item.digest), timeout=_TIMEOUT)
+    except grpc.RpcError as error:
+        if from_rpc_error(error).kind is not ErrorKind.BLOB_UNKNOWN:
+            report.errors += 1  # stays `deleting`; retried next run
+            say(f"gc: deleting {item.digest} failed ({from_rpc_error(error).message}); will retry")
+            return False
+    await admin.GcForgetBlob(pb.GcForgetBlobRequest(digest=item.digest), timeout=_TIMEOUT)
+    report.blobs_deleted += 1
+    report.bytes_freed += item.size
+    return True
+
+
+async def _orphans(admin: Any, blob: Any, report: RunReport, say: Progress, *, dry_run: bool,
+                   after_claim: Callable[[list[Any]], Awaitable[None]] | None = None) -> None:
+    """Walks the blob plane's listing; the metadata plane picks (and, unless `dry_run`, claims)
+    each page's orphans, whose bytes are then deleted and rows forgotten. A blob plane or
+    metadata plane without the listing calls (older versions) is skipped with a note."""
+    token = ""
+    try:
+        while True:
+            page = await blob.ListBlobs(blob_pb2.ListBlobsRequest(page_size=_ORPHAN_PAGE, page_token=token),
+                                        timeout=_TIMEOUT)
+            if page.blobs:
+                found = list((await admin.GcClaimOrphans(pb.GcClaimOrphansRequest(
+                    blobs=[pb.OrphanCandidate(digest=b.digest, size=b.size, modified_at=b.modified_at)
+                           for b in page.blobs], dry_run=dry_run), timeout=_TIMEOUT)).orphans)
+                if dry_run:
+                    report.orphans += len(found)
+                    report.orphan_bytes += sum(item.size for item in found)
+                else:
+                    if found and after_claim is not None:
+                        await after_claim(found)
+                    for item in found:
+                        if await _delete_bytes(admin, blob, item, report, say):
+                            report.orphans += 1
+                            report.orphan_bytes += item.size
+            token = page.next_page_token
+            if not token:
+                break
+    except grpc.RpcError as error:
+        failure = from_rpc_error(error)
+        if failure.kind is ErrorKind.UNSUPPORTED:  # an older plane without these calls; maintenance mode
+            say(f"gc: orphan bytes skipped ({failure.message})")
+            return
+        report.errors += 1
+        say(f"gc: looking for orphan bytes failed ({failure.message}); the next run goes on")
+        return
+    if report.orphans:
+        verb = "would be deleted" if dry_run else "deleted"
+        say(f"gc: {report.orphans} orphan blob(s) ({report.orphan_bytes} bytes) {verb}")

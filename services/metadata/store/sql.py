@@ -51,6 +51,8 @@ T = TypeVar("T")
 
 # Attempts of one write transaction when PostgreSQL reports a conflict with a concurrent writer.
 _WRITE_ATTEMPTS = 5
+# Times a manifest push re-inserts a stored copy the collector deleted under it (put_manifest).
+_REINSERT_ATTEMPTS = 3
 _DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
 # Busy timeout of the one-hop SQLite readers. In WAL mode readers do not wait for writers; this
 # only covers the rare moments SQLite itself makes a reader wait (WAL recovery after a crash).
@@ -122,9 +124,12 @@ class SqlMetadataStore:
             .with_for_update(read=True)
         )
         self._insert_manifest = insert_ignore(dialect, m, ["repository_id", "digest"]).returning(m.c.id)
+        # FOR SHARE: an existing manifest row a re-push finds stays until the push commits (the
+        # collector's FOR UPDATE waits), or, when the collector deleted it first, it is not found
+        # and the push inserts it again (see put_manifest).
         self._manifest_id = select(m.c.id).where(
             m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
-        )
+        ).with_for_update(read=True)
         self._insert_references = insert_ignore(dialect, mr, ["manifest_id", "digest", "kind"])
         self._upsert_tag = upsert(
             dialect, t, ["repository_id", "name"], {"manifest_id": None, "updated_at": None},
@@ -327,31 +332,7 @@ class SqlMetadataStore:
                 repository_id = await self._ensure_repository(conn, repository)
 
             now = _now()
-            inserted = (await conn.execute(self._insert_manifest, {
-                "repository_id": repository_id,
-                "digest": manifest.digest,
-                "media_type": manifest.media_type,
-                "payload": manifest.payload,
-                "size": len(manifest.payload),
-                "subject_digest": manifest.subject_digest,
-                "artifact_type": manifest.artifact_type,
-                "config_media_type": manifest.config_media_type,
-                "annotations": manifest.annotations,
-                "created_at": now,
-            })).scalar()
-            if inserted is not None:
-                manifest_id = inserted
-                references = [{"manifest_id": manifest_id, "digest": d, "kind": "blob"}
-                              for d in manifest.blob_digests]
-                references += [{"manifest_id": manifest_id, "digest": d, "kind": "manifest"}
-                               for d in manifest.manifest_digests]
-                if references:
-                    await conn.execute(self._insert_references, references)
-            else:
-                # Already stored (same bytes): its references were written with it.
-                manifest_id = (await conn.execute(
-                    self._manifest_id, {"repository_id": repository_id, "digest": manifest.digest}
-                )).scalar_one()
+            manifest_id = await self._store_manifest(conn, repository_id, manifest, now)
             if tag is not None:
                 await conn.execute(self._upsert_tag, {
                     "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
@@ -361,6 +342,51 @@ class SqlMetadataStore:
                                                    len(manifest.payload), tag)
 
         await self._write(work)
+
+    async def _store_manifest(self, conn: AsyncConnection, repository_id: int, manifest: NewManifest,
+                              now: datetime) -> int:
+        """Inserts the manifest with its references, or finds the stored copy (same bytes, same
+        references) and locks it FOR SHARE until the caller commits. Returns its id.
+
+        A stored copy can vanish between the INSERT that found it and the lookup: the collector
+        (gc.delete_untagged_manifests) deleted it in between. Then it is inserted again, as new.
+        Raises UNAVAILABLE (retry) if that keeps happening, never an internal error.
+        """
+        row = {
+            "repository_id": repository_id,
+            "digest": manifest.digest,
+            "media_type": manifest.media_type,
+            "payload": manifest.payload,
+            "size": len(manifest.payload),
+            "subject_digest": manifest.subject_digest,
+            "artifact_type": manifest.artifact_type,
+            "config_media_type": manifest.config_media_type,
+            "annotations": manifest.annotations,
+            "created_at": now,
+        }
+        for _ in range(_REINSERT_ATTEMPTS):
+            inserted = (await conn.execute(self._insert_manifest, row)).scalar()
+            if inserted is not None:
+                references = [{"manifest_id": inserted, "digest": d, "kind": "blob"}
+                              for d in manifest.blob_digests]
+                references += [{"manifest_id": inserted, "digest": d, "kind": "manifest"}
+                               for d in manifest.manifest_digests]
+                if references:
+                    await conn.execute(self._insert_references, references)
+                return int(inserted)
+            # Already stored (same bytes): its references were written with it.
+            found = (await conn.execute(
+                self._manifest_id, {"repository_id": repository_id, "digest": manifest.digest}
+            )).scalar()
+            if found is not None:
+                return int(found)
+            log.info("manifest %s was garbage-collected while being pushed again; storing it anew",
+                     manifest.digest)
+        raise RegistryError(
+            ErrorKind.UNAVAILABLE,
+            f"manifest {manifest.digest} is being garbage-collected concurrently; retry the push",
+            {"digest": manifest.digest},
+        )
 
     async def get_manifest(
         self, repository: str, *, tag: str | None = None, digest: str | None = None, with_payload: bool = True

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lading/blob/v1/blob.proto\x12\x0elading.blob.v1\"!\n\x0fStatBlobRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"0\n\x10StatBlobResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"Y\n\x0fReadBlobRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x16\n\x0e\x61llow_redirect\x18\x04 \x01(\x08\"6\n\x10ReadBlobResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0credirect_url\x18\x02 \x01(\t\"#\n\x11\x44\x65leteBlobRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"%\n\x12\x44\x65leteBlobResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"Y\n\x0cUploadStatus\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x12\n\nstarted_at\x18\x04 \x01(\x03\"7\n\x12StartUploadRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"[\n\x13StartUploadResponse\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.lading.blob.v1.UploadStatus\x12\x16\n\x0emin_chunk_size\x18\x02 \x01(\x03\"c\n\x13\x41ppendUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpected_offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"D\n\x14\x41ppendUploadResponse\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.lading.blob.v1.UploadStatus\"?\n\x16GetUploadStatusRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\"G\n\x17GetUploadStatusResponse\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.lading.blob.v1.UploadStatus\"\x8d\x01\n\x13\x43ommitUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x15\n\rexpected_size\x18\x04 \x01(\x03\x12\x12\n\nfinal_data\x18\x05 \x01(\x0c\x12\x14\n\x0c\x66inal_offset\x18\x06 \x01(\x03\"4\n\x14\x43ommitUploadResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"<\n\x13\x43\x61ncelUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\"\x16\n\x14\x43\x61ncelUploadResponse\"1\n\x13PurgeUploadsRequest\x12\x1a\n\x12older_than_seconds\x18\x01 \x01(\x03\"&\n\x14PurgeUploadsResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x03\x32\xac\x06\n\x0b\x42lobService\x12M\n\x08StatBlob\x12\x1f.lading.blob.v1.StatBlobRequest\x1a .lading.blob.v1.StatBlobResponse\x12O\n\x08ReadBlob\x12\x1f.lading.blob.v1.ReadBlobRequest\x1a .lading.blob.v1.ReadBlobResponse0\x01\x12S\n\nDeleteBlob\x12!.lading.blob.v1.DeleteBlobRequest\x1a\".lading.blob.v1.DeleteBlobResponse\x12V\n\x0bStartUpload\x12\".lading.blob.v1.StartUploadRequest\x1a#.lading.blob.v1.StartUploadResponse\x12[\n\x0c\x41ppendUpload\x12#.lading.blob.v1.AppendUploadRequest\x1a$.lading.blob.v1.AppendUploadResponse(\x01\x12\x62\n\x0fGetUploadStatus\x12&.lading.blob.v1.GetUploadStatusRequest\x1a\'.lading.blob.v1.GetUploadStatusResponse\x12Y\n\x0c\x43ommitUpload\x12#.lading.blob.v1.CommitUploadRequest\x1a$.lading.blob.v1.CommitUploadResponse\x12Y\n\x0c\x43\x61ncelUpload\x12#.lading.blob.v1.CancelUploadRequest\x1a$.lading.blob.v1.CancelUploadResponse\x12Y\n\x0cPurgeUploads\x12#.lading.blob.v1.PurgeUploadsRequest\x1a$.lading.blob.v1.PurgeUploadsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lading/blob/v1/blob.proto\x12\x0elading.blob.v1\"!\n\x0fStatBlobRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"0\n\x10StatBlobResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"Y\n\x0fReadBlobRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x16\n\x0e\x61llow_redirect\x18\x04 \x01(\x08\"6\n\x10ReadBlobResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0credirect_url\x18\x02 \x01(\t\"#\n\x11\x44\x65leteBlobRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"%\n\x12\x44\x65leteBlobResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"9\n\x10ListBlobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"?\n\nStoredBlob\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x13\n\x0bmodified_at\x18\x03 \x01(\x01\"W\n\x11ListBlobsResponse\x12)\n\x05\x62lobs\x18\x01 \x03(\x0b\x32\x1a.lading.blob.v1.StoredBlob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x0cUploadStatus\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x12\n\nstarted_at\x18\x04 \x01(\x03\"7\n\x12StartUploadRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"[\n\x13StartUploadResponse\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.lading.blob.v1.UploadStatus\x12\x16\n\x0emin_chunk_size\x18\x02 \x01(\x03\"c\n\x13\x41ppendUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpected_offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"D\n\x14\x41ppendUploadResponse\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.lading.blob.v1.UploadStatus\"?\n\x16GetUploadStatusRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\"G\n\x17GetUploadStatusResponse\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.lading.blob.v1.UploadStatus\"\x8d\x01\n\x13\x43ommitUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x15\n\rexpected_size\x18\x04 \x01(\x03\x12\x12\n\nfinal_data\x18\x05 \x01(\x0c\x12\x14\n\x0c\x66inal_offset\x18\x06 \x01(\x03\"4\n\x14\x43ommitUploadResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"<\n\x13\x43\x61ncelUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\"\x16\n\x14\x43\x61ncelUploadResponse\"1\n\x13PurgeUploadsRequest\x12\x1a\n\x12older_than_seconds\x18\x01 \x01(\x03\"&\n\x14PurgeUploadsResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x03\x32\xfe\x06\n\x0b\x42lobService\x12M\n\x08StatBlob\x12\x1f.lading.blob.v1.StatBlobRequest\x1a .lading.blob.v1.StatBlobResponse\x12O\n\x08ReadBlob\x12\x1f.lading.blob.v1.ReadBlobRequest\x1a .lading.blob.v1.ReadBlobResponse0\x01\x12S\n\nDeleteBlob\x12!.lading.blob.v1.DeleteBlobRequest\x1a\".lading.blob.v1.DeleteBlobResponse\x12P\n\tListBlobs\x12 .lading.blob.v1.ListBlobsRequest\x1a!.lading.blob.v1.ListBlobsResponse\x12V\n\x0bStartUpload\x12\".lading.blob.v1.StartUploadRequest\x1a#.lading.blob.v1.StartUploadResponse\x12[\n\x0c\x41ppendUpload\x12#.lading.blob.v1.AppendUploadRequest\x1a$.lading.blob.v1.AppendUploadResponse(\x01\x12\x62\n\x0fGetUploadStatus\x12&.lading.blob.v1.GetUploadStatusRequest\x1a\'.lading.blob.v1.GetUploadStatusResponse\x12Y\n\x0c\x43ommitUpload\x12#.lading.blob.v1.CommitUploadRequest\x1a$.lading.blob.v1.CommitUploadResponse\x12Y\n\x0c\x43\x61ncelUpload\x12#.lading.blob.v1.CancelUploadRequest\x1a$.lading.blob.v1.CancelUploadResponse\x12Y\n\x0cPurgeUploads\x12#.lading.blob.v1.PurgeUploadsRequest\x1a$.lading.blob.v1.PurgeUploadsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,32 +43,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEBLOBREQUEST']._serialized_end=312
   _globals['_DELETEBLOBRESPONSE']._serialized_start=314
   _globals['_DELETEBLOBRESPONSE']._serialized_end=351
-  _globals['_UPLOADSTATUS']._serialized_start=353
-  _globals['_UPLOADSTATUS']._serialized_end=442
-  _globals['_STARTUPLOADREQUEST']._serialized_start=444
-  _globals['_STARTUPLOADREQUEST']._serialized_end=499
-  _globals['_STARTUPLOADRESPONSE']._serialized_start=501
-  _globals['_STARTUPLOADRESPONSE']._serialized_end=592
-  _globals['_APPENDUPLOADREQUEST']._serialized_start=594
-  _globals['_APPENDUPLOADREQUEST']._serialized_end=693
-  _globals['_APPENDUPLOADRESPONSE']._serialized_start=695
-  _globals['_APPENDUPLOADRESPONSE']._serialized_end=763
-  _globals['_GETUPLOADSTATUSREQUEST']._serialized_start=765
-  _globals['_GETUPLOADSTATUSREQUEST']._serialized_end=828
-  _globals['_GETUPLOADSTATUSRESPONSE']._serialized_start=830
-  _globals['_GETUPLOADSTATUSRESPONSE']._serialized_end=901
-  _globals['_COMMITUPLOADREQUEST']._serialized_start=904
-  _globals['_COMMITUPLOADREQUEST']._serialized_end=1045
-  _globals['_COMMITUPLOADRESPONSE']._serialized_start=1047
-  _globals['_COMMITUPLOADRESPONSE']._serialized_end=1099
-  _globals['_CANCELUPLOADREQUEST']._serialized_start=1101
-  _globals['_CANCELUPLOADREQUEST']._serialized_end=1161
-  _globals['_CANCELUPLOADRESPONSE']._serialized_start=1163
-  _globals['_CANCELUPLOADRESPONSE']._serialized_end=1185
-  _globals['_PURGEUPLOADSREQUEST']._serialized_start=1187
-  _globals['_PURGEUPLOADSREQUEST']._serialized_end=1236
-  _globals['_PURGEUPLOADSRESPONSE']._serialized_start=1238
-  _globals['_PURGEUPLOADSRESPONSE']._serialized_end=1276
-  _globals['_BLOBSERVICE']._serialized_start=1279
-  _globals['_BLOBSERVICE']._serialized_end=2091
+  _globals['_LISTBLOBSREQUEST']._serialized_start=353
+  _globals['_LISTBLOBSREQUEST']._serialized_end=410
+  _globals['_STOREDBLOB']._serialized_start=412
+  _globals['_STOREDBLOB']._serialized_end=475
+  _globals['_LISTBLOBSRESPONSE']._serialized_start=477
+  _globals['_LISTBLOBSRESPONSE']._serialized_end=564
+  _globals['_UPLOADSTATUS']._serialized_start=566
+  _globals['_UPLOADSTATUS']._serialized_end=655
+  _globals['_STARTUPLOADREQUEST']._serialized_start=657
+  _globals['_STARTUPLOADREQUEST']._serialized_end=712
+  _globals['_STARTUPLOADRESPONSE']._serialized_start=714
+  _globals['_STARTUPLOADRESPONSE']._serialized_end=805
+  _globals['_APPENDUPLOADREQUEST']._serialized_start=807
+  _globals['_APPENDUPLOADREQUEST']._serialized_end=906
+  _globals['_APPENDUPLOADRESPONSE']._serialized_start=908
+  _globals['_APPENDUPLOADRESPONSE']._serialized_end=976
+  _globals['_GETUPLOADSTATUSREQUEST']._serialized_start=978
+  _globals['_GETUPLOADSTATUSREQUEST']._serialized_end=1041
+  _globals['_GETUPLOADSTATUSRESPONSE']._serialized_start=1043
+  _globals['_GETUPLOADSTATUSRESPONSE']._serialized_end=1114
+  _globals['_COMMITUPLOADREQUEST']._serialized_start=1117
+  _globals['_COMMITUPLOADREQUEST']._serialized_end=1258
+  _globals['_COMMITUPLOADRESPONSE']._serialized_start=1260
+  _globals['_COMMITUPLOADRESPONSE']._serialized_end=1312
+  _globals['_CANCELUPLOADREQUEST']._serialized_start=1314
+  _globals['_CANCELUPLOADREQUEST']._serialized_end=1374
+  _globals['_CANCELUPLOADRESPONSE']._serialized_start=1376
+  _globals['_CANCELUPLOADRESPONSE']._serialized_end=1398
+  _globals['_PURGEUPLOADSREQUEST']._serialized_start=1400
+  _globals['_PURGEUPLOADSREQUEST']._serialized_end=1449
+  _globals['_PURGEUPLOADSRESPONSE']._serialized_start=1451
+  _globals['_PURGEUPLOADSRESPONSE']._serialized_end=1489
+  _globals['_BLOBSERVICE']._serialized_start=1492
+  _globals['_BLOBSERVICE']._serialized_end=2386
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,11 @@ class BlobServiceStub:
                 request_serializer=lading_dot_blob_dot_v1_dot_blob__pb2.DeleteBlobRequest.SerializeToString,
                 response_deserializer=lading_dot_blob_dot_v1_dot_blob__pb2.DeleteBlobResponse.FromString,
                 _registered_method=True)
+        self.ListBlobs = channel.unary_unary(
+                '/lading.blob.v1.BlobService/ListBlobs',
+                request_serializer=lading_dot_blob_dot_v1_dot_blob__pb2.ListBlobsRequest.SerializeToString,
+                response_deserializer=lading_dot_blob_dot_v1_dot_blob__pb2.ListBlobsResponse.FromString,
+                _registered_method=True)
         self.StartUpload = channel.unary_unary(
                 '/lading.blob.v1.BlobService/StartUpload',
                 request_serializer=lading_dot_blob_dot_v1_dot_blob__pb2.StartUploadRequest.SerializeToString,
@@ -102,6 +107,16 @@ class BlobServiceServicer:
 
     def DeleteBlob(self, request, context):
         """Physically deletes a blob's bytes. Idempotent: deleting an absent blob succeeds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBlobs(self, request, context):
+        """Lists the stored blobs a page at a time, by key (algorithm, then digest), with size and the
+        time their bytes were put in place: how garbage collection finds bytes the metadata plane
+        has no row for (orphans). Blobs written or deleted during a walk may or may not appear.
+        PAGINATION_NUMBER_INVALID for a negative page_size or a page_token it did not hand out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,6 +182,11 @@ def add_BlobServiceServicer_to_server(servicer, server):
                     servicer.DeleteBlob,
                     request_deserializer=lading_dot_blob_dot_v1_dot_blob__pb2.DeleteBlobRequest.FromString,
                     response_serializer=lading_dot_blob_dot_v1_dot_blob__pb2.DeleteBlobResponse.SerializeToString,
+            ),
+            'ListBlobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBlobs,
+                    request_deserializer=lading_dot_blob_dot_v1_dot_blob__pb2.ListBlobsRequest.FromString,
+                    response_serializer=lading_dot_blob_dot_v1_dot_blob__pb2.ListBlobsResponse.SerializeToString,
             ),
             'StartUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.StartUpload,
@@ -280,6 +300,33 @@ class BlobService:
             '/lading.blob.v1.BlobService/DeleteBlob',
             lading_dot_blob_dot_v1_dot_blob__pb2.DeleteBlobRequest.SerializeToString,
             lading_dot_blob_dot_v1_dot_blob__pb2.DeleteBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.blob.v1.BlobService/ListBlobs',
+            lading_dot_blob_dot_v1_dot_blob__pb2.ListBlobsRequest.SerializeToString,
+            lading_dot_blob_dot_v1_dot_blob__pb2.ListBlobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

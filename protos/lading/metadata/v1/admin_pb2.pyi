@@ -74,6 +74,30 @@ class GcForgetBlobResponse(_message.Message):
     forgotten: bool
     def __init__(self, forgotten: _Optional[bool] = ...) -> None: ...
 
+class OrphanCandidate(_message.Message):
+    __slots__ = ("digest", "size", "modified_at")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODIFIED_AT_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    size: int
+    modified_at: float
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., modified_at: _Optional[float] = ...) -> None: ...
+
+class GcClaimOrphansRequest(_message.Message):
+    __slots__ = ("blobs", "dry_run")
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    blobs: _containers.RepeatedCompositeFieldContainer[OrphanCandidate]
+    dry_run: bool
+    def __init__(self, blobs: _Optional[_Iterable[_Union[OrphanCandidate, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class GcClaimOrphansResponse(_message.Message):
+    __slots__ = ("orphans",)
+    ORPHANS_FIELD_NUMBER: _ClassVar[int]
+    orphans: _containers.RepeatedCompositeFieldContainer[BlobInfo]
+    def __init__(self, orphans: _Optional[_Iterable[_Union[BlobInfo, _Mapping]]] = ...) -> None: ...
+
 class GcRun(_message.Message):
     __slots__ = ("started_at", "finished_at", "dry_run", "manifests_deleted", "links_removed", "blobs_deleted", "bytes_freed", "errors")
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]

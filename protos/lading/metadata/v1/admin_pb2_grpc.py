@@ -57,6 +57,11 @@ class AdminServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_admin__pb2.GcForgetBlobRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_admin__pb2.GcForgetBlobResponse.FromString,
                 _registered_method=True)
+        self.GcClaimOrphans = channel.unary_unary(
+                '/lading.metadata.v1.AdminService/GcClaimOrphans',
+                request_serializer=lading_dot_metadata_dot_v1_dot_admin__pb2.GcClaimOrphansRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_admin__pb2.GcClaimOrphansResponse.FromString,
+                _registered_method=True)
         self.GcRecordRun = channel.unary_unary(
                 '/lading.metadata.v1.AdminService/GcRecordRun',
                 request_serializer=lading_dot_metadata_dot_v1_dot_admin__pb2.GcRun.SerializeToString,
@@ -138,6 +143,17 @@ class AdminServiceServicer:
 
     def GcForgetBlob(self, request, context):
         """Removes a `deleting` blob's row once its bytes are gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GcClaimOrphans(self, request, context):
+        """Of blobs the blob plane lists (BlobService.ListBlobs), the orphans: no `blobs` row, no
+        repository link, bytes older than gc.orphan_grace_seconds. Unless dry_run, each is claimed
+        first: its row inserted `deleting` where none exists (a row that appeared meanwhile means
+        it is no orphan), so no link, mount or HEAD can use it; the caller then deletes the bytes
+        and calls GcForgetBlob.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -226,6 +242,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GcForgetBlob,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_admin__pb2.GcForgetBlobRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_admin__pb2.GcForgetBlobResponse.SerializeToString,
+            ),
+            'GcClaimOrphans': grpc.unary_unary_rpc_method_handler(
+                    servicer.GcClaimOrphans,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_admin__pb2.GcClaimOrphansRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_admin__pb2.GcClaimOrphansResponse.SerializeToString,
             ),
             'GcRecordRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GcRecordRun,
@@ -389,6 +410,33 @@ class AdminService:
             '/lading.metadata.v1.AdminService/GcForgetBlob',
             lading_dot_metadata_dot_v1_dot_admin__pb2.GcForgetBlobRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_admin__pb2.GcForgetBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GcClaimOrphans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.AdminService/GcClaimOrphans',
+            lading_dot_metadata_dot_v1_dot_admin__pb2.GcClaimOrphansRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_admin__pb2.GcClaimOrphansResponse.FromString,
             options,
             channel_credentials,
             insecure,

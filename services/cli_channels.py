@@ -1,0 +1,52 @@
+"""gRPC channels of the operator commands (`lading gc|repo|tag|manifest|blob|check|maintenance`,
+`lading events ...`, `lading user|robot|grant ...`).
+
+They dial the planes the way the gateway does: with `gateway.grpc.tls.enabled`
+(`LADING_GATEWAY__GRPC__TLS__*`) the channel speaks TLS, verifying the planes with `ca_file`,
+presenting `cert_file`/`key_file` for mutual TLS and checking `server_name_override` when the
+certificate's name differs from the target's host (services/common/tls.py); otherwise plaintext.
+An operator host therefore needs the same client settings as a gateway to reach TLS planes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import grpc
+
+from services.common.grpc_server import CHANNEL_OPTIONS
+from services.common.settings import Settings
+from services.common.tls import TlsConfigError, channel_credentials, channel_options
+
+TLS_SECTION = "gateway.grpc.tls"
+# Exit code of a command whose TLS settings cannot work (missing or unreadable files).
+TLS_CONFIG_EXIT = 2
+
+
+def open_channel(target: str, settings: Settings) -> grpc.aio.Channel:
+    """A grpc.aio channel to `target` with the gateway's client TLS settings (plaintext when
+    `gateway.grpc.tls.enabled` is false). Raises TlsConfigError for unusable TLS settings."""
+    tls = settings.gateway.grpc.tls
+    options: list[tuple[str, Any]] = [*CHANNEL_OPTIONS, *channel_options(tls)]
+    if tls.enabled:
+        return grpc.aio.secure_channel(target, channel_credentials(tls, section=TLS_SECTION), options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+def report_tls_error(command: str, error: TlsConfigError) -> int:
+    """Prints why the TLS settings cannot work; returns the exit code."""
+    print(f"lading {command}: {error}", file=sys.stderr)
+    return TLS_CONFIG_EXIT
+
+
+def admin_request_context() -> Any:
+    """The RequestContext the admin commands send with deletes, so that their delete events name
+    the actor `lading-admin` (services/metadata/events/envelope.py)."""
+    from lading.common.v1 import common_pb2
+
+    from services.metadata.events.envelope import ADMIN_ACTOR, internal_request
+
+    info = internal_request(ADMIN_ACTOR)
+    return common_pb2.RequestContext(request_id=info.request_id, method=info.method, user_agent=info.user_agent,
+                                     actor=info.actor)
