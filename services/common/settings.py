@@ -300,6 +300,9 @@ class GcSettings(BaseModel):
     # upload committed whose link never happened), but only once they are older than this, so
     # bytes committed a moment ago whose LinkBlob is still on its way are never taken.
     orphan_grace_seconds: float = Field(default=3600.0, ge=0)
+    # TLS of the metadata plane's channel to `blob_target` (client side, same shape as
+    # `gateway.grpc.tls`): needed when the blob plane serves TLS (`blob.tls`).
+    blob_tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
 
 
 class EventEndpointSettings(BaseModel):

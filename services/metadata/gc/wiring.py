@@ -11,6 +11,7 @@ from lading.metadata.v1 import admin_pb2_grpc
 from services.common.errors import ErrorKind, RegistryError, from_rpc_error
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import Settings
+from services.common.tls import channel_credentials, channel_options
 from services.metadata.events.outbox import EventOutbox
 from services.metadata.gc.guarded import BytesExist, GuardedStore
 from services.metadata.gc.loop import GcLoop
@@ -61,6 +62,17 @@ def blob_plane_checker(channel: grpc.aio.Channel) -> BytesExist:
     return exists
 
 
+def blob_channel(settings: Settings) -> grpc.aio.Channel:
+    """The metadata plane's channel to the blob plane: TLS with `gc.blob_tls` when enabled.
+    Raises TlsConfigError for unusable TLS files, so the service stops at start naming the setting."""
+    tls = settings.gc.blob_tls
+    options = [*CHANNEL_OPTIONS, *channel_options(tls)]
+    if tls.enabled:
+        credentials = channel_credentials(tls, section="gc.blob_tls")
+        return grpc.aio.secure_channel(settings.gc.blob_target, credentials, options=options)
+    return grpc.aio.insecure_channel(settings.gc.blob_target, options=options)
+
+
 def build_gc(settings: Settings, database: Database, store: MetadataStore,
              events: EventOutbox | None = None) -> GcParts:
     """The guarded store the core must use, the AdminService servicer, the blob-plane channel
@@ -74,7 +86,7 @@ def build_gc(settings: Settings, database: Database, store: MetadataStore,
     channel = None
     checker = None
     if settings.gc.blob_target:
-        channel = grpc.aio.insecure_channel(settings.gc.blob_target, options=CHANNEL_OPTIONS)
+        channel = blob_channel(settings)
         checker = blob_plane_checker(channel)
     admin = AdminServicer(gc, delete_untagged=settings.gc.delete_untagged_manifests,
                           orphan_grace_seconds=settings.gc.orphan_grace_seconds)
