@@ -9,7 +9,7 @@ else in the gateway touches grpc.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 
 from gateway import request_context
 from services.common.errors import ErrorKind, RegistryError, from_rpc_error
-from services.common.wire import already_encoded, encode_bytes_field
+from services.common.wire import already_encoded, encode_bytes_field_pieces
 
 
 async def _unary(rpc: Any, request: Any, deadline_seconds: float) -> Any:
@@ -56,7 +56,7 @@ class MetadataClient:
     async def unlink_blob(self, repository: str, digest: str) -> None:
         await _unary(
             self._stub.UnlinkBlob,
-            metadata_pb2.UnlinkBlobRequest(repository=repository, digest=digest),
+            metadata_pb2.UnlinkBlobRequest(repository=repository, digest=digest, context=request_context.current()),
             self._timeout,
         )
 
@@ -169,9 +169,11 @@ class BlobClient:
         upload_id: str,
         repository: str,
         expected_offset: int,
-        chunks: AsyncIterable[bytes],
+        chunks: AsyncIterable[bytes | Sequence[bytes | memoryview]],
     ) -> blob_pb2.UploadStatus:
-        """Streams `chunks` (each ≤ the plane's 1 MiB message limit) into the session.
+        """Streams `chunks` (each ≤ the plane's 1 MiB message limit) into the session. A chunk
+        may be given as the pieces it is made of (`bodies.in_message_pieces`): they are joined
+        straight into the gRPC message, one copy instead of two.
 
         Raises RANGE_INVALID when `expected_offset` is not the session's offset (the plane puts
         the current offset in the error's detail) and BLOB_UPLOAD_UNKNOWN for an unknown session.
@@ -187,11 +189,9 @@ class BlobClient:
             async for data in chunks:
                 # Wire form of AppendUploadRequest: the first message is the header's fields
                 # followed by `data`, the others `data` alone (protobuf fields concatenate).
-                if first:
-                    message = header + encode_bytes_field(_APPEND_DATA_FIELD, data)
-                    first = False
-                else:
-                    message = encode_bytes_field(_APPEND_DATA_FIELD, data)
+                pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+                message = encode_bytes_field_pieces(header if first else b"", _APPEND_DATA_FIELD, pieces)
+                first = False
                 await call.write(message)
             if first:
                 # No bytes at all: the session is still named, so the plane answers with its status.

@@ -55,6 +55,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
     async def UnlinkBlob(
         self, request: pb.UnlinkBlobRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnlinkBlobResponse:
+        event_context.bind(request)
         await self._core.unlink_blob(request.repository, request.digest)
         return _EMPTY_UNLINK
 

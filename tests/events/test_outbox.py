@@ -103,13 +103,14 @@ async def test_push_mount_and_delete_events_reach_the_receiver_as_committed(data
     assert await core.mount_blob("team/other", config_blob.digest, "team/app") == config_blob.size
     await core.delete_manifest("team/app", "v1")
     await core.delete_manifest("team/app", image.digest)
+    await core.unlink_blob("team/other", config_blob.digest)
     await drain(worker)
 
     headers, _ = receiver.posts[0]
     assert headers["content-type"] == MEDIA_TYPE
     assert headers["authorization"] == "Bearer s3cret"
     events = receiver.events
-    assert [e["action"] for e in events] == ["push"] * 4 + ["mount", "delete", "delete"]
+    assert [e["action"] for e in events] == ["push"] * 4 + ["mount", "delete", "delete", "delete"]
     manifest_push = events[3]
     assert manifest_push["target"] == {
         "mediaType": image.media_type, "digest": image.digest, "size": image.size, "length": image.size,
@@ -126,6 +127,7 @@ async def test_push_mount_and_delete_events_reach_the_receiver_as_committed(data
     assert events[4]["target"]["repository"] == "team/other"
     assert events[5]["target"] == {"repository": "team/app", "tag": "v1"}
     assert events[6]["target"] == {"digest": image.digest, "repository": "team/app"}
+    assert events[7]["target"] == {"digest": config_blob.digest, "repository": "team/other"}
     # All settled: nothing left to send.
     assert await worker.run_once() is False
     assert receiver.attempts == len(receiver.posts)

@@ -120,6 +120,11 @@ class EventOutbox:
         """`request`: the collector's or an admin command's (`internal_request`); default: the call's."""
         await self._record(conn, "delete", repository, {"digest": digest, "repository": repository}, request)
 
+    async def blob_deleted(self, conn: AsyncConnection, repository: str, digest: str) -> None:
+        """`DELETE /v2/<name>/blobs/<digest>`: Distribution's blob delete event has the same target
+        shape as a manifest delete (digest and repository only)."""
+        await self._record(conn, "delete", repository, {"digest": digest, "repository": repository}, None)
+
     async def tag_deleted(self, conn: AsyncConnection, repository: str, tag: str,
                           request: RequestInfo | None = None) -> None:
         await self._record(conn, "delete", repository, {"repository": repository, "tag": tag}, request)

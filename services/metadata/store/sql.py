@@ -282,6 +282,8 @@ class SqlMetadataStore:
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         async def work(conn: AsyncConnection) -> bool:
             result = await conn.execute(self._unlink, {"repository": repository, "digest": digest})
+            if result.rowcount > 0 and self._events is not None:
+                await self._events.blob_deleted(conn, repository, digest)
             return result.rowcount > 0
 
         return await self._write(work)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lading.common.v1 import common_pb2 as lading_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lading/metadata/v1/metadata.proto\x12\x12lading.metadata.v1\x1a\x1dlading/common/v1/common.proto\"v\n\x0fLinkBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x12\n\x10LinkBlobResponse\"5\n\x0fStatBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"0\n\x10StatBlobResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"7\n\x11UnlinkBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x14\n\x12UnlinkBlobResponse\"\x82\x01\n\x10MountBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x17\n\x0f\x66rom_repository\x18\x03 \x01(\t\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"2\n\x11MountBlobResponse\x12\x0f\n\x07mounted\x18\x01 \x01(\x08\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x93\x01\n\x12PutManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x31\n\x07\x63ontext\x18\x05 \x01(\x0b\x32 .lading.common.v1.RequestContext\"=\n\x13PutManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\"\x84\x01\n\x12GetManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x14\n\x0comit_payload\x18\x03 \x01(\x08\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"X\n\x13GetManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"q\n\x15\x44\x65leteManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x18\n\x16\x44\x65leteManifestResponse\"R\n\x0fListTagsRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12+\n\x04page\x18\x02 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"N\n\x10ListTagsResponse\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse\"F\n\x17ListRepositoriesRequest\x12+\n\x04page\x18\x01 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"^\n\x18ListRepositoriesResponse\x12\x14\n\x0crepositories\x18\x01 \x03(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse\"\x86\x01\n\x14ListReferrersRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\x12\x15\n\rartifact_type\x18\x03 \x01(\t\x12+\n\x04page\x18\x04 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"v\n\x15ListReferrersResponse\x12/\n\treferrers\x18\x01 \x03(\x0b\x32\x1c.lading.common.v1.Descriptor\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse2\xcb\x07\n\x0fMetadataService\x12U\n\x08LinkBlob\x12#.lading.metadata.v1.LinkBlobRequest\x1a$.lading.metadata.v1.LinkBlobResponse\x12U\n\x08StatBlob\x12#.lading.metadata.v1.StatBlobRequest\x1a$.lading.metadata.v1.StatBlobResponse\x12[\n\nUnlinkBlob\x12%.lading.metadata.v1.UnlinkBlobRequest\x1a&.lading.metadata.v1.UnlinkBlobResponse\x12X\n\tMountBlob\x12$.lading.metadata.v1.MountBlobRequest\x1a%.lading.metadata.v1.MountBlobResponse\x12^\n\x0bPutManifest\x12&.lading.metadata.v1.PutManifestRequest\x1a\'.lading.metadata.v1.PutManifestResponse\x12^\n\x0bGetManifest\x12&.lading.metadata.v1.GetManifestRequest\x1a\'.lading.metadata.v1.GetManifestResponse\x12g\n\x0e\x44\x65leteManifest\x12).lading.metadata.v1.DeleteManifestRequest\x1a*.lading.metadata.v1.DeleteManifestResponse\x12U\n\x08ListTags\x12#.lading.metadata.v1.ListTagsRequest\x1a$.lading.metadata.v1.ListTagsResponse\x12m\n\x10ListRepositories\x12+.lading.metadata.v1.ListRepositoriesRequest\x1a,.lading.metadata.v1.ListRepositoriesResponse\x12\x64\n\rListReferrers\x12(.lading.metadata.v1.ListReferrersRequest\x1a).lading.metadata.v1.ListReferrersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lading/metadata/v1/metadata.proto\x12\x12lading.metadata.v1\x1a\x1dlading/common/v1/common.proto\"v\n\x0fLinkBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x12\n\x10LinkBlobResponse\"5\n\x0fStatBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"0\n\x10StatBlobResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"j\n\x11UnlinkBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x14\n\x12UnlinkBlobResponse\"\x82\x01\n\x10MountBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x17\n\x0f\x66rom_repository\x18\x03 \x01(\t\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"2\n\x11MountBlobResponse\x12\x0f\n\x07mounted\x18\x01 \x01(\x08\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x93\x01\n\x12PutManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x31\n\x07\x63ontext\x18\x05 \x01(\x0b\x32 .lading.common.v1.RequestContext\"=\n\x13PutManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\"\x84\x01\n\x12GetManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x14\n\x0comit_payload\x18\x03 \x01(\x08\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"X\n\x13GetManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"q\n\x15\x44\x65leteManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x18\n\x16\x44\x65leteManifestResponse\"R\n\x0fListTagsRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12+\n\x04page\x18\x02 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"N\n\x10ListTagsResponse\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse\"F\n\x17ListRepositoriesRequest\x12+\n\x04page\x18\x01 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"^\n\x18ListRepositoriesResponse\x12\x14\n\x0crepositories\x18\x01 \x03(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse\"\x86\x01\n\x14ListReferrersRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\x12\x15\n\rartifact_type\x18\x03 \x01(\t\x12+\n\x04page\x18\x04 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"v\n\x15ListReferrersResponse\x12/\n\treferrers\x18\x01 \x03(\x0b\x32\x1c.lading.common.v1.Descriptor\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse2\xcb\x07\n\x0fMetadataService\x12U\n\x08LinkBlob\x12#.lading.metadata.v1.LinkBlobRequest\x1a$.lading.metadata.v1.LinkBlobResponse\x12U\n\x08StatBlob\x12#.lading.metadata.v1.StatBlobRequest\x1a$.lading.metadata.v1.StatBlobResponse\x12[\n\nUnlinkBlob\x12%.lading.metadata.v1.UnlinkBlobRequest\x1a&.lading.metadata.v1.UnlinkBlobResponse\x12X\n\tMountBlob\x12$.lading.metadata.v1.MountBlobRequest\x1a%.lading.metadata.v1.MountBlobResponse\x12^\n\x0bPutManifest\x12&.lading.metadata.v1.PutManifestRequest\x1a\'.lading.metadata.v1.PutManifestResponse\x12^\n\x0bGetManifest\x12&.lading.metadata.v1.GetManifestRequest\x1a\'.lading.metadata.v1.GetManifestResponse\x12g\n\x0e\x44\x65leteManifest\x12).lading.metadata.v1.DeleteManifestRequest\x1a*.lading.metadata.v1.DeleteManifestResponse\x12U\n\x08ListTags\x12#.lading.metadata.v1.ListTagsRequest\x1a$.lading.metadata.v1.ListTagsResponse\x12m\n\x10ListRepositories\x12+.lading.metadata.v1.ListRepositoriesRequest\x1a,.lading.metadata.v1.ListRepositoriesResponse\x12\x64\n\rListReferrers\x12(.lading.metadata.v1.ListReferrersRequest\x1a).lading.metadata.v1.ListReferrersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,37 +41,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATBLOBRESPONSE']._serialized_start=283
   _globals['_STATBLOBRESPONSE']._serialized_end=331
   _globals['_UNLINKBLOBREQUEST']._serialized_start=333
-  _globals['_UNLINKBLOBREQUEST']._serialized_end=388
-  _globals['_UNLINKBLOBRESPONSE']._serialized_start=390
-  _globals['_UNLINKBLOBRESPONSE']._serialized_end=410
-  _globals['_MOUNTBLOBREQUEST']._serialized_start=413
-  _globals['_MOUNTBLOBREQUEST']._serialized_end=543
-  _globals['_MOUNTBLOBRESPONSE']._serialized_start=545
-  _globals['_MOUNTBLOBRESPONSE']._serialized_end=595
-  _globals['_PUTMANIFESTREQUEST']._serialized_start=598
-  _globals['_PUTMANIFESTREQUEST']._serialized_end=745
-  _globals['_PUTMANIFESTRESPONSE']._serialized_start=747
-  _globals['_PUTMANIFESTRESPONSE']._serialized_end=808
-  _globals['_GETMANIFESTREQUEST']._serialized_start=811
-  _globals['_GETMANIFESTREQUEST']._serialized_end=943
-  _globals['_GETMANIFESTRESPONSE']._serialized_start=945
-  _globals['_GETMANIFESTRESPONSE']._serialized_end=1033
-  _globals['_DELETEMANIFESTREQUEST']._serialized_start=1035
-  _globals['_DELETEMANIFESTREQUEST']._serialized_end=1148
-  _globals['_DELETEMANIFESTRESPONSE']._serialized_start=1150
-  _globals['_DELETEMANIFESTRESPONSE']._serialized_end=1174
-  _globals['_LISTTAGSREQUEST']._serialized_start=1176
-  _globals['_LISTTAGSREQUEST']._serialized_end=1258
-  _globals['_LISTTAGSRESPONSE']._serialized_start=1260
-  _globals['_LISTTAGSRESPONSE']._serialized_end=1338
-  _globals['_LISTREPOSITORIESREQUEST']._serialized_start=1340
-  _globals['_LISTREPOSITORIESREQUEST']._serialized_end=1410
-  _globals['_LISTREPOSITORIESRESPONSE']._serialized_start=1412
-  _globals['_LISTREPOSITORIESRESPONSE']._serialized_end=1506
-  _globals['_LISTREFERRERSREQUEST']._serialized_start=1509
-  _globals['_LISTREFERRERSREQUEST']._serialized_end=1643
-  _globals['_LISTREFERRERSRESPONSE']._serialized_start=1645
-  _globals['_LISTREFERRERSRESPONSE']._serialized_end=1763
-  _globals['_METADATASERVICE']._serialized_start=1766
-  _globals['_METADATASERVICE']._serialized_end=2737
+  _globals['_UNLINKBLOBREQUEST']._serialized_end=439
+  _globals['_UNLINKBLOBRESPONSE']._serialized_start=441
+  _globals['_UNLINKBLOBRESPONSE']._serialized_end=461
+  _globals['_MOUNTBLOBREQUEST']._serialized_start=464
+  _globals['_MOUNTBLOBREQUEST']._serialized_end=594
+  _globals['_MOUNTBLOBRESPONSE']._serialized_start=596
+  _globals['_MOUNTBLOBRESPONSE']._serialized_end=646
+  _globals['_PUTMANIFESTREQUEST']._serialized_start=649
+  _globals['_PUTMANIFESTREQUEST']._serialized_end=796
+  _globals['_PUTMANIFESTRESPONSE']._serialized_start=798
+  _globals['_PUTMANIFESTRESPONSE']._serialized_end=859
+  _globals['_GETMANIFESTREQUEST']._serialized_start=862
+  _globals['_GETMANIFESTREQUEST']._serialized_end=994
+  _globals['_GETMANIFESTRESPONSE']._serialized_start=996
+  _globals['_GETMANIFESTRESPONSE']._serialized_end=1084
+  _globals['_DELETEMANIFESTREQUEST']._serialized_start=1086
+  _globals['_DELETEMANIFESTREQUEST']._serialized_end=1199
+  _globals['_DELETEMANIFESTRESPONSE']._serialized_start=1201
+  _globals['_DELETEMANIFESTRESPONSE']._serialized_end=1225
+  _globals['_LISTTAGSREQUEST']._serialized_start=1227
+  _globals['_LISTTAGSREQUEST']._serialized_end=1309
+  _globals['_LISTTAGSRESPONSE']._serialized_start=1311
+  _globals['_LISTTAGSRESPONSE']._serialized_end=1389
+  _globals['_LISTREPOSITORIESREQUEST']._serialized_start=1391
+  _globals['_LISTREPOSITORIESREQUEST']._serialized_end=1461
+  _globals['_LISTREPOSITORIESRESPONSE']._serialized_start=1463
+  _globals['_LISTREPOSITORIESRESPONSE']._serialized_end=1557
+  _globals['_LISTREFERRERSREQUEST']._serialized_start=1560
+  _globals['_LISTREFERRERSREQUEST']._serialized_end=1694
+  _globals['_LISTREFERRERSRESPONSE']._serialized_start=1696
+  _globals['_LISTREFERRERSRESPONSE']._serialized_end=1814
+  _globals['_METADATASERVICE']._serialized_start=1817
+  _globals['_METADATASERVICE']._serialized_end=2788
 # @@protoc_insertion_point(module_scope)
