@@ -16,7 +16,6 @@ from pathlib import Path
 
 from bench import profile, registries, report, workload
 from bench.loadgen import ensure_hey, ensure_wrk, run_wrk
-from bench.registries import peak_rss_mib
 
 
 def _log(message: str) -> None:
@@ -26,7 +25,8 @@ def _log(message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="about a minute: 1 s per wrk run, one round, 64 MiB / 16 MiB blobs, 48 images")
+                        help="about a minute: 1 s per wrk run, one round, 64 MiB / 16 MiB blobs, 48 images, "
+                             "16 × 32 MiB (not 256 MiB) in the memory test")
     parser.add_argument("--profile", choices=("embedded", "production"), default="embedded",
                         help="embedded: SQLite + filesystem (default); production: PostgreSQL + SeaweedFS S3 "
                              "(Distribution then stores in the same SeaweedFS)")
@@ -66,13 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.py_spy:
             stack.enter_context(profile.recording(lading.processes, args.py_spy))
         metrics = workload.run_tests(tests, both, sizes, _log)
-        for label, pid in sorted(lading.processes.items()):
-            metrics.append(workload.Metric(f"peak RSS (VmHWM), Lading {label} process", "MiB", "lower",
-                                           values={"lading": peak_rss_mib(pid) or 0.0}))
-        lading_total = sum(peak_rss_mib(pid) or 0.0 for pid in lading.processes.values())
-        metrics.append(workload.Metric("peak RSS (VmHWM), whole registry (Lading: sum of 3)", "MiB", "lower",
-                                       values={"distribution": peak_rss_mib(distribution.processes["registry"])
-                                               or 0.0, "lading": lading_total}))
+        lading_peaks = lading.run_peaks_mib()
+        for label, peak in sorted(lading_peaks.items()):
+            metrics.append(workload.Metric(f"peak RSS (VmHWM) over the whole run, Lading {label} process", "MiB",
+                                           "lower", values={"lading": peak}))
+        metrics.append(workload.Metric("peak RSS (VmHWM) over the whole run, whole registry (Lading: sum of 3)",
+                                       "MiB", "lower", values={
+                                           "distribution": sum(distribution.run_peaks_mib().values()),
+                                           "lading": sum(lading_peaks.values())}))
     if args.py_spy:
         for raw in sorted(args.py_spy.glob("*.txt")):
             print(profile.summarize(raw), file=sys.stderr)

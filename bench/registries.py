@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.memory.streams import reset_peak
 from tests.support.stack import LadingProcess, Stack, free_port, wait_until_http_ok
 
 DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
@@ -36,9 +37,27 @@ class Registry:
     # What the benchmark pushed before the tests (workload.seed_registry), e.g. the manifest digest.
     fixture: dict[str, str] = field(default_factory=dict)
 
+    # Peaks (MiB) seen before the last `reset_peaks`, so whole-run peaks survive a reset.
+    earlier_peaks: dict[str, float] = field(default_factory=dict)
+
     @property
     def hostport(self) -> str:
         return self.base_url.removeprefix("http://")
+
+    def reset_peaks(self) -> None:
+        """Starts a new VmHWM window for every process (see `peaks_mib`), keeping the old peaks."""
+        for label, peak in self.peaks_mib().items():
+            self.earlier_peaks[label] = max(peak, self.earlier_peaks.get(label, 0.0))
+        for pid in self.processes.values():
+            reset_peak(pid)
+
+    def peaks_mib(self) -> dict[str, float]:
+        """VmHWM per process since start or the last `reset_peaks`."""
+        return {label: peak_rss_mib(pid) or 0.0 for label, pid in self.processes.items()}
+
+    def run_peaks_mib(self) -> dict[str, float]:
+        """VmHWM per process over the whole run (across resets)."""
+        return {label: max(peak, self.earlier_peaks.get(label, 0.0)) for label, peak in self.peaks_mib().items()}
 
 
 def peak_rss_mib(pid: int) -> float | None:
@@ -104,7 +123,11 @@ def distribution(*, s3: dict[str, str] | None = None) -> Iterator[Registry]:
     port = free_port()
     config = work / "config.yml"
     config.write_text(_distribution_config(port, work / "storage", s3))
-    process = LadingProcess("distribution", [binary, "serve", str(config)], log_dir=work, cwd=work)
+    # The AWS SDK in Distribution panics at start-up ("unable to load custom CA bundle, HTTPClient's
+    # transport unsupported type") when AWS_CA_BUNDLE is set, as it is on some machines; the
+    # benchmark's S3 is plain HTTP on loopback, so it is blanked (empty means unset to the SDK).
+    process = LadingProcess("distribution", [binary, "serve", str(config)], log_dir=work, cwd=work,
+                            env={"AWS_CA_BUNDLE": ""})
     try:
         process.start()
         base_url = f"http://127.0.0.1:{port}"

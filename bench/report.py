@@ -51,13 +51,16 @@ def table(metrics: list[Metric]) -> str:
     ]
     for m in metrics:
         ratio = m.ratio()
-        if m.target is None or ratio is None:
+        if m.limit is not None and "lading" in m.values:
+            verdict = f"≤{m.limit:g} {m.unit} " + ("ok" if m.values["lading"] < m.limit else "**MISS**")
+        elif m.target is None or ratio is None:
             verdict = ""
         else:
             verdict = f"≥{m.target:g} " + ("ok" if ratio >= m.target else "**MISS**")
         cpu = ""
         if m.client_cpu:
-            cpu = " / ".join(f"{m.client_cpu.get(n, 0) * 100:.0f}%" for n in ("distribution", "lading"))
+            cpu = " / ".join(f"{m.client_cpu[n] * 100:.0f}%" if n in m.client_cpu else "-"
+                             for n in ("distribution", "lading"))
         ratio_text = "-" if ratio is None else f"{ratio:.2f}"
         lines.append(f"| {m.name} | {m.unit} | {_fmt(m.values.get('distribution'))} | "
                      f"{_fmt(m.values.get('lading'))} | {ratio_text} | {verdict} | {cpu} |")
@@ -70,7 +73,7 @@ def write_json(path: Path, *, metrics: list[Metric], settings: dict[str, Any]) -
         "settings": settings,
         "rows": [
             {"row": m.name, "unit": m.unit, "better": m.better, "distribution": m.values.get("distribution"),
-             "lading": m.values.get("lading"), "ratio": m.ratio(), "target": m.target,
+             "lading": m.values.get("lading"), "ratio": m.ratio(), "target": m.target, "limit": m.limit,
              "client_cpu": m.client_cpu}
             for m in metrics
         ],

@@ -8,6 +8,11 @@ median of the rounds' percentiles.
 Data: before the tests each registry gets the same fixture (`bench/app:latest`, a small OCI
 image, plus `TAGS` more tags on it and `CATALOG_REPOSITORIES` small repositories); byte-moving
 tests push fresh random blobs each round (a different first 16 bytes, so nothing deduplicates).
+
+The memory test (last) runs once per registry, not in rounds: 16 clients push distinct
+generated blobs at once, then pull them at once, and each process's peak resident size over just
+that workload is read from VmHWM (reset through /proc/<pid>/clear_refs first; the whole-run peak
+rows keep the peaks from before the reset).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 from bench.loadgen import run_load
 from bench.registries import Registry
 from bench.transfer import OCI_MANIFEST, Client, MiB, image_manifest
+from tests.memory.streams import PatternBlob, pull_hashed, push_streamed
 
 APP = "bench/app"
 TAGS = 50
@@ -50,13 +56,18 @@ class Sizes:
     pull_clients: int
     images: int
     image_clients: int
+    memory_blob: int  # each client's blob in the concurrent push-then-pull memory test
+    memory_clients: int
     concurrency: tuple[int, ...] = (1, 16, 64)
 
 
 FULL = Sizes(seconds=5, rounds=3, big_blob=256 * MiB, chunk=8 * MiB, shared_blob=64 * MiB, pull_clients=16,
-             images=200, image_clients=16)
+             images=200, image_clients=16, memory_blob=256 * MiB, memory_clients=16)
 QUICK = Sizes(seconds=1, rounds=1, big_blob=64 * MiB, chunk=8 * MiB, shared_blob=16 * MiB, pull_clients=16,
-              images=48, image_clients=16)
+              images=48, image_clients=16, memory_blob=32 * MiB, memory_clients=16)
+# Issue 5: every Lading process stays under this resident size during the memory test.
+RSS_BOUND_MIB = 300.0
+WHOLE = "peak RSS, whole registry (Lading = sum of its 3 peaks)"
 
 
 @dataclass
@@ -70,6 +81,7 @@ class Metric:
     client_cpu: dict[str, float] = field(default_factory=dict)
     note: str = ""
     target: float | None = None  # minimum ratio the issue asks for (None: not rated)
+    limit: float | None = None  # maximum Lading value the issue asks for, in `unit` (None: none)
 
     def ratio(self) -> float | None:
         d, lading = self.values.get("distribution"), self.values.get("lading")
@@ -84,10 +96,13 @@ class Test:
     {metric suffix: (value, weight)} plus the client's CPU share."""
 
     name: str
-    metrics: list[tuple[str, str, str, float | None]]  # (suffix, unit, better, target ratio)
+    # (suffix, unit, better, target ratio[, limit]); a suffix a registry's run does not return
+    # (a Lading-only process) stays empty for it.
+    metrics: list[tuple[Any, ...]]
     run: Callable[[Registry, Any, int], tuple[dict[str, float], float, float]]
     prepare: Callable[[Registry], Any] = lambda registry: None
     note: str = ""
+    rounds: int | None = None  # None: `Sizes.rounds`
 
 
 def sha256(data: bytes | memoryview) -> str:
@@ -262,6 +277,56 @@ def small_images_test(sizes: Sizes) -> Test:
     return Test(label, [("images/s", "images/s", "higher", 1.0)], run)
 
 
+def memory_test(sizes: Sizes) -> Test:
+    """`memory_clients` clients push distinct `memory_blob` blobs at once (POST + one streamed PUT
+    each), then pull them back at once; the peak resident size (VmHWM, reset just before) of every
+    process, plus the aggregate push and pull rates. Blobs are generated 1 MiB at a time
+    (tests/memory/streams.PatternBlob) so the client holds none of them; their digests are made
+    once, untimed, and pulled bytes are counted (not hashed: tests/memory checks the digests)."""
+    clients, size = sizes.memory_clients, sizes.memory_blob
+    label = f"{clients} clients × {size // MiB} MiB concurrent pushes, then pulls"
+    blobs = [PatternBlob(1000 + i, size) for i in range(clients)]
+    digests: list[str] = []
+
+    def prepare(registry: Registry) -> list[str]:
+        if not digests:
+            with ThreadPoolExecutor(2) as pool:
+                digests.extend(pool.map(PatternBlob.digest, blobs))
+        return digests
+
+    def run(registry: Registry, state: Any, round_no: int) -> tuple[dict[str, float], float, float]:
+        repository = f"bench/memory-{round_no}"
+        registry.reset_peaks()
+        with ThreadPoolExecutor(clients) as pool:
+            def push() -> float:
+                list(pool.map(lambda i: push_streamed(registry.base_url, repository, blobs[i], digest=state[i],
+                                                      verify=False), range(clients)))
+                return clients * size / MiB
+
+            def pull() -> float:
+                received = list(pool.map(lambda d: pull_hashed(registry.base_url, repository, d, verify=False)[0],
+                                         state))
+                if any(n != size for n in received):
+                    raise RuntimeError(f"{registry.name}: pulled {received} bytes of {size}-byte blobs")
+                return sum(received) / MiB
+
+            pushed, push_wall, push_cpu = _timed(push)
+            pulled, pull_wall, pull_cpu = _timed(pull)
+        peaks = registry.peaks_mib()
+        values = {"push MiB/s": pushed / push_wall, "pull MiB/s": pulled / pull_wall,
+                  WHOLE: sum(peaks.values())}
+        if len(peaks) > 1:
+            values |= {f"peak RSS, {name} process": peak for name, peak in peaks.items()}
+        wall = push_wall + pull_wall
+        return values, wall, (push_cpu * push_wall + pull_cpu * pull_wall) / wall
+
+    metrics: list[tuple[Any, ...]] = [("push MiB/s", "MiB/s", "higher", None), ("pull MiB/s", "MiB/s", "higher", None)]
+    metrics += [(f"peak RSS, {name} process", "MiB", "lower", None, RSS_BOUND_MIB)
+                for name in ("gateway", "metadata", "blob")]
+    metrics.append((WHOLE, "MiB", "lower", None))
+    return Test(label, metrics, run, prepare=prepare, rounds=1)
+
+
 def build_tests(sizes: Sizes) -> list[Test]:
     tests = []
     for method in ("GET", "HEAD"):
@@ -286,6 +351,7 @@ def build_tests(sizes: Sizes) -> list[Test]:
     shared = Blobs(sizes.shared_blob)
     tests.append(pull_test(sizes, clients=sizes.pull_clients, size=sizes.shared_blob, blobs=shared))
     tests.append(small_images_test(sizes))
+    tests.append(memory_test(sizes))
     return tests
 
 
@@ -296,14 +362,17 @@ def run_tests(tests: list[Test], registries: list[Registry], sizes: Sizes,
     for test in tests:
         states = {registry.name: test.prepare(registry) for registry in registries}
         samples: dict[str, list[tuple[dict[str, float], float, float]]] = {r.name: [] for r in registries}
-        for round_no in range(sizes.rounds):
+        for round_no in range(test.rounds or sizes.rounds):
             order = registries if round_no % 2 == 0 else list(reversed(registries))
             for registry in order:
                 samples[registry.name].append(test.run(registry, states[registry.name], round_no))
-        for suffix, unit, better, target in test.metrics:
+        for suffix, unit, better, target, *limit in test.metrics:
             metric = Metric(f"{test.name}: {suffix}" if suffix not in ("req/s", "MiB/s", "images/s")
-                            else test.name, unit, better, target=target, note=test.note)
+                            else test.name, unit, better, target=target, limit=limit[0] if limit else None,
+                            note=test.note)
             for name, runs in samples.items():
+                if any(suffix not in values for values, _, _ in runs):
+                    continue
                 if better == "higher":
                     # Total work over total time: weight each round's rate by its duration.
                     total_time = sum(wall for _, wall, _ in runs)
@@ -313,7 +382,8 @@ def run_tests(tests: list[Test], registries: list[Registry], sizes: Sizes,
                 metric.client_cpu[name] = max(cpu for _, _, cpu in runs)
             metrics.append(metric)
         summary = "  ".join(f"{m.name.split(': ')[-1] if ': ' in m.name else m.unit}: "
-                            f"D {m.values['distribution']:.1f} L {m.values['lading']:.1f}"
+                            + " ".join(f"{name[0].upper()} {m.values[name]:.1f}"
+                                       for name in ("distribution", "lading") if name in m.values)
                             for m in metrics[-len(test.metrics):])
         log(f"{test.name}: {summary}")
     return metrics
