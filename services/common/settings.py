@@ -155,9 +155,14 @@ class S3BackendSettings(BaseModel):
     # The periodic purge also aborts multipart uploads under `key_prefix` started longer ago
     # than `upload_expiry_seconds` (their parts cost storage until aborted).
     purge_multipart_uploads: bool = True
-    # Size of each part of a streamed multipart write (≥ 5 MiB, S3's minimum); two parts per
-    # write in flight are held in memory.
+    # Size of each part of a streamed multipart write (≥ 5 MiB, S3's minimum); a write holds at
+    # most two parts in memory (one uploading, one filling), within `part_buffer_budget_bytes`.
     part_size_bytes: int = Field(default=16 * MiB, ge=5 * MiB, le=512 * MiB)
+    # Bytes the blob process may hold in S3 part buffers, across all writes (a part reserves
+    # its whole size before it fills and frees it once uploaded): more concurrent writes wait
+    # for room instead of buffering. At least 2 × part_size_bytes lets a write fill one part
+    # while the previous uploads; a part larger than the budget still proceeds, alone.
+    part_buffer_budget_bytes: int = Field(default=32 * MiB, gt=0)
     # Parallel server-side part copies per compose.
     compose_concurrency: int = Field(default=4, ge=1, le=64)
     # A stopped or unreachable S3 answers UNAVAILABLE after these, instead of hanging.

@@ -6,15 +6,21 @@ loop, and no pool thread ever waits on the event loop (so a put fed by another p
 cannot deadlock the pool).
 
 How each protocol method maps onto S3:
-- `put`: bytes are gathered on the event loop into parts of `part_size` bytes; an object smaller
-  than one part is one PutObject, a larger one a multipart upload (one part uploading while the
-  next fills, so at most two parts are held in memory), completed atomically or aborted on
+- `put`: bytes are copied on the event loop into part buffers of `part_size` bytes; an object
+  smaller than one part is one PutObject, a larger one a multipart upload (one part uploading
+  while the next fills, so at most two parts per write), completed atomically or aborted on
   failure. Part sizes grow every 1000 parts so that the 10,000-part limit is only reached past
-  ~55,000 × `part_size` bytes (≈ 880 GiB with the default 16 MiB).
+  ~55,000 × `part_size` bytes (≈ 880 GiB with the default 16 MiB). Memory: every part buffer of
+  the process comes from one budget (`part_buffer_budget_bytes`, see `_PartBuffers`): a part
+  reserves its whole size before it fills and gives it back once uploaded, so more concurrent
+  writes wait (and their streams pause) instead of buffering. The SDK is handed a memoryview of
+  the buffer, not a copy. A write of ≤ 1 MiB in all, or of one chunk, is sent from the caller's
+  bytes as they are, without a part buffer.
 - `get`: a HEAD checks existence and range up front; the iterator then opens one ranged GET
   conditioned on the HEAD's ETag (If-Match) and reads it in ≤ READ_CHUNK_BYTES pieces, one pool
-  call per piece. A replacement between HEAD and GET fails the read (UNAVAILABLE, retry) instead
-  of mixing versions.
+  call per piece, only when the consumer asks for the next (no read-ahead: a read holds one piece
+  plus what the socket buffers). A replacement between HEAD and GET fails the read (UNAVAILABLE,
+  retry) instead of mixing versions.
 - `compose`: HEADs every source (typed ObjectNotFound / PartTooSmall before any write), then
   server-side copies: CopyObject for a single source, else a multipart upload of UploadPartCopy
   parts (≤ 5 GiB ranges, `compose_concurrency` at a time, each conditioned on the source ETag).
@@ -42,7 +48,9 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import mmap
 import time
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -95,6 +103,11 @@ S3_MAX_PARTS = 10_000
 _PART_SIZE_STEP_EVERY = 1000
 # Objects per ListObjectsV2 / uploads per ListMultipartUploads page.
 _LIST_PAGE = 1000
+# A write's first bytes up to this much are kept as the caller's chunks, outside the part budget:
+# small objects (session states, markers) never wait behind big writes for a part buffer.
+_UNBUFFERED_BYTES = 1 * MiB
+# Idle part buffers are unmapped once no write has used one for this long.
+_IDLE_BUFFER_SECONDS = 2.0
 
 # S3 error codes that mean "our credentials or permissions are wrong": an operator must act.
 _AUTH_CODES = frozenset(
@@ -134,6 +147,7 @@ class S3Backend:
         executor: Executor | None = None,
         io_threads: int = 16,
         part_size: int = 16 * MiB,
+        part_buffer_budget: int = 32 * MiB,
         compose_concurrency: int = 4,
         presign_client: Minio | None = None,
         presign_expiry_seconds: int = 900,
@@ -147,7 +161,8 @@ class S3Backend:
         `close`. `presign_client`: signs presigned URLs (defaults to `client`); no I/O.
         `key_prefix` is normalised to "" or "<segments>/". `create_bucket` is `ensure_bucket`'s
         default; `multipart_expiry_seconds` is `purge_abandoned_uploads`'s age (None: it does
-        nothing). Raises ValueError on bad sizes.
+        nothing). `part_buffer_budget`: bytes all concurrent puts may hold in part buffers
+        (see `_PartBuffers`). Raises ValueError on bad sizes.
         """
         if not bucket:
             raise ValueError("an S3 bucket name is required (LADING_BLOB__S3__BUCKET)")
@@ -162,7 +177,10 @@ class S3Backend:
         self._executor: Executor = executor or ThreadPoolExecutor(
             max_workers=io_threads, thread_name_prefix="lading-s3"
         )
+        if part_buffer_budget <= 0:
+            raise ValueError("part_buffer_budget must be positive")
         self._part_size = part_size
+        self._buffers = _PartBuffers(part_buffer_budget)
         self._compose_concurrency = max(1, compose_concurrency)
         self._presign_expiry = presign_expiry_seconds
         self._http = http
@@ -179,52 +197,83 @@ class S3Backend:
     def key_prefix(self) -> str:
         return self._prefix
 
+    @property
+    def part_buffers(self) -> _PartBuffers:
+        """The part buffer budget of this backend (its `peak_reserved` shows how much was held)."""
+        return self._buffers
+
     # ---- the BlobBackend protocol -------------------------------------------------------
 
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         """See BlobBackend.put. A failing `chunks` aborts the multipart upload and re-raises."""
         validate_key(key)
         name = self._name(key)
-        pending: list[bytes] = []
-        pending_size = 0
+        incoming = aiter(chunks)
+        # The first bytes stay the caller's chunks while they are ≤ _UNBUFFERED_BYTES, and so
+        # does a big first chunk that turns out to be the only one (a commit's bytes): those
+        # are sent as they are. Anything else goes through part buffers.
+        head: list[bytes] = []
+        head_size = 0
+        while (chunk := await _first_non_empty(incoming)) is not None:
+            if head_size + len(chunk) <= _UNBUFFERED_BYTES:
+                head.append(chunk)
+                head_size += len(chunk)
+                continue
+            head.append(chunk)
+            if len(head) == 1:
+                following = await _first_non_empty(incoming)
+                if following is None:
+                    await self._put_whole(key, name, head)
+                    return len(chunk)
+                head.append(following)
+            return await self._put_buffered(key, name, _chain(head, incoming))
+        await self._put_whole(key, name, head)
+        return head_size
+
+    async def _put_buffered(self, key: str, name: str, chunks: AsyncIterator[bytes]) -> int:
+        """`put` through part buffers of the budget: one PutObject when the bytes fit one part,
+        else a multipart upload with one part uploading while the next fills."""
         total = 0
         upload_id: str | None = None
         parts: list[Part] = []
-        in_flight: asyncio.Future[Part] | None = None
+        buffer: _PartBuffer | None = None  # the part filling
+        in_flight: asyncio.Task[Part] | None = None  # the part uploading
         try:
             async for chunk in chunks:
-                if not chunk:
-                    continue
-                pending.append(bytes(chunk))
-                pending_size += len(chunk)
-                total += len(chunk)
-                if pending_size < self._target_part_size(len(parts) + (in_flight is not None)):
-                    continue
-                data = b"".join(pending)
-                pending, pending_size = [], 0
-                if upload_id is None:
-                    upload_id = await self._call(
-                        functools.partial(self._client._create_multipart_upload, self._bucket, name, {}),
-                        key=key,
-                    )
-                if in_flight is not None:
-                    parts.append(await in_flight)
-                in_flight = asyncio.ensure_future(
-                    self._upload_part(key, name, upload_id, len(parts) + 1, data)
-                )
+                size = len(chunk)
+                total += size
+                taken = 0
+                while taken < size:
+                    if buffer is None:
+                        number = len(parts) + (in_flight is not None) + 1
+                        buffer = await self._buffers.acquire(self._target_part_size(number - 1))
+                    taken += buffer.write(chunk, taken)
+                    if not buffer.full:
+                        continue
+                    if upload_id is None:
+                        upload_id = await self._call(
+                            functools.partial(self._client._create_multipart_upload, self._bucket, name, {}),
+                            key=key,
+                        )
+                    if in_flight is not None:
+                        parts.append(await asyncio.shield(in_flight))
+                        in_flight = None
+                    in_flight = self._start_part(key, name, upload_id, len(parts) + 1, buffer)
+                    buffer = None
             if upload_id is None:
                 # Smaller than one part: a single PutObject is already atomic.
-                data = b"".join(pending)
-                await self._call(
-                    functools.partial(self._client._put_object, self._bucket, name, data, _octet_stream()),
-                    key=key,
-                )
+                if buffer is not None:
+                    in_flight, buffer = self._start_part(key, name, None, 0, buffer), None
+                    await asyncio.shield(in_flight)
+                    in_flight = None
                 return total
             if in_flight is not None:
-                parts.append(await in_flight)
+                parts.append(await asyncio.shield(in_flight))
                 in_flight = None
-            if pending_size:
-                parts.append(await self._upload_part(key, name, upload_id, len(parts) + 1, b"".join(pending)))
+            if buffer is not None and buffer.filled:
+                in_flight, buffer = self._start_part(key, name, upload_id, len(parts) + 1, buffer), None
+                parts.append(await asyncio.shield(in_flight))
+                in_flight = None
             await self._call(
                 functools.partial(
                     self._client._complete_multipart_upload, self._bucket, name, upload_id, parts
@@ -242,6 +291,54 @@ class S3Backend:
             if upload_id is not None:
                 await self._abort_quietly(name, upload_id)
             raise
+        finally:
+            if buffer is not None:
+                self._buffers.release(buffer)
+
+    async def _put_whole(self, key: str, name: str, chunks: list[bytes]) -> None:
+        """One PutObject of bytes the caller already holds (at most one copy, to join them)."""
+        data: bytes | memoryview = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # b"" for none
+        chunks.clear()
+        await self._call(
+            functools.partial(self._client._put_object, self._bucket, name, data, _octet_stream()), key=key
+        )
+
+    def _start_part(
+        self, key: str, name: str, upload_id: str | None, number: int, buffer: _PartBuffer
+    ) -> asyncio.Task[Part]:
+        """Uploads `buffer` as part `number` of `upload_id` (None: as the whole object, with a
+        PutObject) in a task of its own that gives the buffer back once the pool thread is done
+        with it: await it shielded, so that a cancelled put never frees a buffer being sent."""
+        data = buffer.view()
+
+        async def upload() -> Part:
+            finished = False  # the pool call returned or raised: no thread holds `data` any more
+            try:
+                if upload_id is None:
+                    await self._call(
+                        functools.partial(self._client._put_object, self._bucket, name, data, _octet_stream()),
+                        key=key,
+                    )
+                    finished = True
+                    return Part(0, "")
+                etag = await self._call(
+                    functools.partial(self._client._upload_part, self._bucket, name, data, None, upload_id, number),
+                    key=key,
+                )
+                finished = True
+                return Part(number, etag)
+            except asyncio.CancelledError:
+                raise  # (only at shutdown: puts await parts shielded) the thread may still send
+            except BaseException:
+                finished = True
+                raise
+            finally:
+                with contextlib.suppress(BufferError):
+                    if finished:
+                        data.release()
+                self._buffers.release(buffer, reuse=finished)
+
+        return asyncio.ensure_future(upload())
 
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """See BlobBackend.get. Raises ObjectNotFound, InvalidRange, InvalidKey up front; the
@@ -343,6 +440,7 @@ class S3Backend:
         if self._closed:
             return
         self._closed = True
+        self._buffers.close()
         if self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._http is not None:
@@ -535,13 +633,6 @@ class S3Backend:
         modified = stat.last_modified.timestamp() if stat.last_modified else time.time()
         return _Head(ObjectInfo(key, stat.size or 0, modified), (stat.etag or "").strip('"'))
 
-    async def _upload_part(self, key: str, name: str, upload_id: str, number: int, data: bytes) -> Part:
-        etag = await self._call(
-            functools.partial(self._client._upload_part, self._bucket, name, data, None, upload_id, number),
-            key=key,
-        )
-        return Part(number, etag)
-
     async def _copy_part(
         self, name: str, upload_id: str, number: int, source_key: str, etag: str, start: int, end: int
     ) -> Part:
@@ -654,6 +745,173 @@ class S3Backend:
         )
 
 
+class _PartBuffer:
+    """One part's bytes: an anonymous memory map of `size` bytes, filled from the start.
+
+    Memory maps, not bytearrays: unmapping gives the pages back to the kernel at once, where a
+    freed 16 MiB heap block may stay resident (glibc's malloc raises its mmap threshold after the
+    first such free), and a fresh map costs no memset (pages are zero-filled as first touched)."""
+
+    __slots__ = ("map", "size", "filled", "reserved")
+
+    def __init__(self, size: int) -> None:
+        self.map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+        self.size = size
+        self.filled = 0
+        self.reserved = 0  # bytes of the budget this buffer holds while in use
+
+    @property
+    def full(self) -> bool:
+        return self.filled == self.size
+
+    def write(self, data: bytes | memoryview, start: int = 0) -> int:
+        """Copies as much of `data[start:]` as fits; returns how many bytes that was."""
+        count = min(self.size - self.filled, len(data) - start)
+        if count > 0:
+            piece = data if start == 0 and count == len(data) else memoryview(data)[start : start + count]
+            self.map[self.filled : self.filled + count] = piece
+            self.filled += count
+        return max(count, 0)
+
+    def view(self) -> memoryview:
+        """The filled bytes, without a copy (valid until the buffer is given back)."""
+        return memoryview(self.map)[: self.filled]
+
+    def unmap(self) -> None:
+        # A view still referenced (say, by a traceback) keeps the map until it is collected.
+        with contextlib.suppress(BufferError):
+            self.map.close()
+
+
+class _PartBuffers:
+    """The part buffers of all puts of one backend (one per blob process), within `capacity` bytes.
+
+    `acquire(size)` reserves `size` bytes (FIFO: no write starves), waiting while other parts
+    hold the budget, then hands out an idle buffer of that size or maps a new one; `release`
+    gives both back. Idle buffers are kept for reuse (refilling a mapped buffer costs about a
+    tenth of faulting fresh pages in) but count against the budget too, so mapped part memory
+    never exceeds `capacity`; they are unmapped when a new size needs the room, and all of them
+    once no part has been in use for _IDLE_BUFFER_SECONDS.
+
+    Never deadlocks: a put reserves a part only when it has bytes for it and holds at most one
+    part filling (fed by its own stream) and one uploading (finishes without the budget), so
+    every reservation is given back without waiting on another. A part larger than `capacity`
+    reserves the whole budget: it waits until nothing else is held and then proceeds alone.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.reserved = 0
+        # Highest `reserved` so far, and how many acquires had to wait (tests and diagnostics).
+        self.peak_reserved = 0
+        self.waited = 0
+        self._idle: list[_PartBuffer] = []
+        self._idle_bytes = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._trim_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Puts waiting for room."""
+        return sum(1 for _, future in self._waiters if not future.done())
+
+    async def acquire(self, size: int) -> _PartBuffer:
+        amount = min(size, self.capacity)
+        if self._waiters or self.capacity - self.reserved < amount:
+            future = asyncio.get_running_loop().create_future()
+            self._waiters.append((amount, future))
+            self.waited += 1
+            try:
+                await future
+            except BaseException:
+                if future.done() and not future.cancelled():
+                    self._give_back(amount)  # granted, then cancelled before it could be used
+                else:
+                    self._wake()  # a waiter at the head may have blocked the ones behind it
+                raise
+        else:
+            self._take(amount)
+        try:
+            buffer = self._reuse(size)
+            if buffer is None:
+                # Idle buffers and every reservation (this one included) must fit the budget.
+                self._unmap_idle(max(self.capacity - self.reserved, 0))
+                buffer = _PartBuffer(size)
+        except BaseException:
+            self._give_back(amount)
+            raise
+        buffer.reserved = amount
+        return buffer
+
+    def release(self, buffer: _PartBuffer, *, reuse: bool = True) -> None:
+        """Gives `buffer` and its reservation back; `reuse=False` when a thread may still read it."""
+        amount, buffer.reserved = buffer.reserved, 0
+        if (
+            reuse
+            and buffer.size <= self.capacity
+            and self.reserved - amount + self._idle_bytes + buffer.size <= self.capacity
+        ):
+            buffer.filled = 0
+            self._idle.append(buffer)
+            self._idle_bytes += buffer.size
+        else:
+            buffer.unmap()
+        self._give_back(amount)
+
+    def close(self) -> None:
+        """Unmaps the idle buffers (buffers in use are unmapped as they come back)."""
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+            self._trim_timer = None
+        self._unmap_idle(0)
+
+    def _take(self, amount: int) -> None:
+        self.reserved += amount
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+
+    def _give_back(self, amount: int) -> None:
+        self.reserved -= amount
+        self._wake()
+        if self.reserved == 0 and self._idle:
+            # (Re)start the idle clock: the idle buffers go if nothing is reserved till it rings.
+            if self._trim_timer is not None:
+                self._trim_timer.cancel()
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule on
+                loop = asyncio.get_running_loop()
+                self._trim_timer = loop.call_later(_IDLE_BUFFER_SECONDS, self._trim_if_idle)
+
+    def _wake(self) -> None:
+        while self._waiters:
+            amount, future = self._waiters[0]
+            if future.done():
+                self._waiters.popleft()  # cancelled
+                continue
+            if self.capacity - self.reserved < amount:
+                return
+            self._waiters.popleft()
+            self._take(amount)
+            future.set_result(None)
+
+    def _reuse(self, size: int) -> _PartBuffer | None:
+        for index, buffer in enumerate(self._idle):
+            if buffer.size == size:
+                del self._idle[index]
+                self._idle_bytes -= size
+                return buffer
+        return None
+
+    def _unmap_idle(self, keep_bytes: int) -> None:
+        while self._idle and self._idle_bytes > keep_bytes:
+            buffer = self._idle.pop()
+            self._idle_bytes -= buffer.size
+            buffer.unmap()
+
+    def _trim_if_idle(self) -> None:
+        self._trim_timer = None
+        if self.reserved == 0:
+            self._unmap_idle(0)
+
+
 class _BucketAlreadyThere(RegistryError):
     """make_bucket lost a race with another creator: the bucket exists, which is what we want."""
 
@@ -664,6 +922,23 @@ class _UploadGone(RegistryError):
 
 def _octet_stream() -> dict[str, str]:
     return {"Content-Type": "application/octet-stream"}
+
+
+async def _first_non_empty(chunks: AsyncIterator[bytes]) -> bytes | None:
+    async for chunk in chunks:
+        if chunk:
+            return chunk
+    return None
+
+
+async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks of `first` (dropped from the list as they go), then the non-empty ones of `rest`."""
+    first.reverse()
+    while first:
+        yield first.pop()
+    async for chunk in rest:
+        if chunk:
+            yield chunk
 
 
 def _take(iterator: Any, count: int) -> list[Any]:
@@ -796,6 +1071,7 @@ def create_s3_backend(settings: BlobSettings, executor: Executor | None = None) 
         executor=executor,
         io_threads=settings.io_threads,
         part_size=s3.part_size_bytes,
+        part_buffer_budget=s3.part_buffer_budget_bytes,
         compose_concurrency=s3.compose_concurrency,
         presign_client=presign_client,
         presign_expiry_seconds=s3.presign_expiry_seconds,
