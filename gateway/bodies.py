@@ -135,15 +135,34 @@ async def in_messages(
     limit: int | None = None,
     max_blob_bytes: int = 0,
 ) -> AsyncIterator[bytes]:
-    """Regroups body pieces (whatever size the server read) into messages of ≤ `message_bytes`.
+    """Regroups body pieces (whatever size the server read) into messages of ≤ `message_bytes`:
+    `in_message_pieces`, each message joined (one copy) unless it is a single whole piece."""
+    async for message in in_message_pieces(
+        pieces, message_bytes, exact_length=exact_length, limit=limit, max_blob_bytes=max_blob_bytes
+    ):
+        only = message[0]
+        yield only if len(message) == 1 and isinstance(only, bytes) else b"".join(message)
 
-    Small pieces are joined (one copy) so the blob plane gets few, large messages; a piece that
-    crosses a message boundary is split. With `exact_length`, raises SIZE_INVALID as soon as the
-    body is longer, or at the end when it is shorter, than the length the client declared. With
-    `limit` (from `check_blob_room`), raises BLOB_TOO_LARGE (naming `max_blob_bytes`) as soon as
-    the body passes `limit` bytes.
+
+async def in_message_pieces(
+    pieces: AsyncIterator[bytes],
+    message_bytes: int,
+    *,
+    exact_length: int | None = None,
+    limit: int | None = None,
+    max_blob_bytes: int = 0,
+) -> AsyncIterator[list[bytes | memoryview]]:
+    """Regroups body pieces (whatever size the server read) into messages of ≤ `message_bytes`,
+    each given as the pieces (or views of pieces) it is made of, uncopied: the caller joins them
+    once, with whatever framing it needs (gateway.clients frames gRPC messages that way).
+
+    Small pieces are grouped so the blob plane gets few, large messages; a piece that crosses a
+    message boundary is split (views, no copy). With `exact_length`, raises SIZE_INVALID as soon
+    as the body is longer, or at the end when it is shorter, than the length the client
+    declared. With `limit` (from `check_blob_room`), raises BLOB_TOO_LARGE (naming
+    `max_blob_bytes`) as soon as the body passes `limit` bytes.
     """
-    pending: list[bytes] = []
+    pending: list[bytes | memoryview] = []
     pending_size = 0
     total = 0
     async for piece in pieces:
@@ -152,20 +171,30 @@ async def in_messages(
             raise _size_mismatch(exact_length, total, "more")
         if limit is not None and total > limit:
             raise blob_too_large(max_blob_bytes, max_blob_bytes - limit + total)
-        view = memoryview(piece)
-        while view:
-            room = message_bytes - pending_size
-            take = view[:room]
-            pending.append(bytes(take) if len(take) < len(piece) else piece)
-            pending_size += len(take)
-            view = view[room:]
-            if pending_size >= message_bytes:
-                yield pending[0] if len(pending) == 1 else b"".join(pending)
-                pending, pending_size = [], 0
+        if not piece:
+            continue
+        room = message_bytes - pending_size
+        if len(piece) <= room:
+            pending.append(piece)
+            pending_size += len(piece)
+        else:
+            view = memoryview(piece)
+            while view:
+                take = view[:room]
+                pending.append(take)
+                pending_size += len(take)
+                view = view[room:]
+                if pending_size >= message_bytes:
+                    yield pending
+                    pending, pending_size = [], 0
+                room = message_bytes
+        if pending_size >= message_bytes:
+            yield pending
+            pending, pending_size = [], 0
     if exact_length is not None and total != exact_length:
         raise _size_mismatch(exact_length, total, "fewer")
     if pending:
-        yield pending[0] if len(pending) == 1 else b"".join(pending)
+        yield pending
 
 
 def _size_mismatch(expected: int, got: int, which: str) -> RegistryError:

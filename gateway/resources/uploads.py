@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from gateway import params, urls
 from gateway.auth.gate import upload_state_query
-from gateway.bodies import check_blob_room, declared_length, in_messages, peek_body
+from gateway.bodies import check_blob_room, declared_length, in_message_pieces, in_messages, peek_body
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
 from gateway.limits import upload_owner
@@ -98,7 +98,7 @@ async def _monolithic(request: Request, gateway: Gateway, repository: str, diges
                 upload_id=upload_id,
                 repository=repository,
                 expected_offset=0,
-                chunks=in_messages(
+                chunks=in_message_pieces(
                     body,
                     gateway.settings.chunk_bytes,
                     exact_length=expected_size,
@@ -232,7 +232,7 @@ async def _append(
             offset=expected_offset,
             adding=exact_length if exact_length is not None else declared_length(request),
         )
-        chunks = in_messages(
+        chunks = in_message_pieces(
             body if body is not None else _nothing(),
             gateway.settings.chunk_bytes,
             exact_length=exact_length,

@@ -21,6 +21,18 @@ Two appends racing on the same session and offset (two replicas) each stage a pa
 and write a complete state; the last state written wins, and the other part becomes an unlisted
 leftover that is removed with the session.
 
+In place: on a backend that can grow an object under a lock (`staging.StagesInPlace`, the
+filesystem), the session's bytes live in ONE object, `uploads/<id>/data`, listed as the session's
+only part. An append locks it, re-reads the state (the truth while the lock is held), drops
+whatever a failed append left past the offset, writes and hashes the chunk (the hash runs in the
+writing thread), makes it durable, writes the new state and only then unlocks; a commit locks it,
+verifies, and renames it to the blob's key. Nothing is copied at commit and no staged bytes are
+freed, which a composed commit does with every byte of a chunked upload. A concurrent append or
+commit finds the lock taken and gets RANGE_INVALID with the current offset (the spec's answer to
+chunks out of order). When the staged object is missing (a part lost, or a commit that renamed
+it crashed before removing the session) appends fall back to parts, so the loss shows at commit
+as it does for parts.
+
 Sessions per owner: a session started with an owner (the gateway passes the account, or the
 client's address) gets a marker under `owners/` (keys.py). With `max_sessions_per_owner`, `start`
 counts the owner's markers and refuses one more with TOOMANYREQUESTS. The count is read, then the
@@ -43,6 +55,7 @@ from dataclasses import dataclass, replace
 
 from services.blob.backends import keys
 from services.blob.backends.base import BackendError, BlobBackend, ObjectNotFound
+from services.blob.backends.staging import CreatesUnsynced, StagesInPlace, StagingBusy, StagingObject
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
 from services.common.hashing import ResumableHash
@@ -165,6 +178,8 @@ class UploadSessions:
         self.backend = backend
         self._clock = clock
         self.max_sessions_per_owner = max_sessions_per_owner
+        self._in_place: StagesInPlace | None = backend if isinstance(backend, StagesInPlace) else None
+        self._unsynced: CreatesUnsynced | None = backend if isinstance(backend, CreatesUnsynced) else None
 
     # -- session state ------------------------------------------------------------------------
 
@@ -197,6 +212,16 @@ class UploadSessions:
     async def _write_state(self, upload_id: str, state: SessionState) -> None:
         await self.backend.put(keys.upload_state_key(upload_id), _one(state.to_json()))
 
+    async def _create_bookkeeping(self, key: str, data: bytes) -> None:
+        """Creates a fresh key that a crash may lose without harm (the state of a session with
+        no bytes, whose id nobody knows yet; an owner marker) the cheap way where the backend
+        allows (`create_unsynced`): a lost or torn state makes the session unknown or unreadable,
+        so its client starts a new one, and the purge removes what is left."""
+        if self._unsynced is not None:
+            await self._unsynced.create_unsynced(key, data)
+        else:
+            await self.backend.put(key, _one(data))
+
     @staticmethod
     def _status(upload_id: str, state: SessionState) -> UploadStatus:
         return UploadStatus(upload_id, state.repository, state.offset, state.started_at, state.updated_at)
@@ -215,9 +240,9 @@ class UploadSessions:
         now = self._clock()
         hash_state = ResumableHash(SESSION_HASH).state() if ResumableHash.available() else None
         state = SessionState(repository, 0, now, now, hash_state, (), owner)
-        await self._write_state(upload_id, state)
+        await self._create_bookkeeping(keys.upload_state_key(upload_id), state.to_json())
         if owner:
-            await self.backend.put(keys.owner_marker_key(owner, upload_id), _one(b""))
+            await self._create_bookkeeping(keys.owner_marker_key(owner, upload_id), b"")
         return self._status(upload_id, state)
 
     async def open_sessions(self, owner: str) -> int:
@@ -261,6 +286,11 @@ class UploadSessions:
         first = await _first_non_empty(incoming)
         if first is None:
             return self._status(upload_id, state)
+        if self._in_place is not None and _stages_in_place(upload_id, state):
+            appended = await self._append_in_place(self._in_place, upload_id, state, first, incoming)
+            if appended is not None:
+                return appended
+            # The staged object is gone: stage this chunk as a part (the loss shows at commit).
 
         hasher = _resume_hash(state)
         received = 0
@@ -322,6 +352,62 @@ class UploadSessions:
         await _quietly(self._delete_all(part.key for part in superseded))
         return self._status(upload_id, new_state)
 
+    async def _append_in_place(
+        self,
+        backend: StagesInPlace,
+        upload_id: str,
+        seen: SessionState,
+        first: bytes,
+        rest: AsyncIterator[bytes],
+    ) -> UploadStatus | None:
+        """`append` into the session's one staged object (see the module docstring); None, with
+        nothing consumed past `first`, when that object vanished."""
+        key = keys.upload_data_key(upload_id)
+        staged = await self._lock_staged(backend, upload_id, seen, create=not seen.parts)
+        if staged is None:
+            return None
+        try:
+            # Under the lock the state cannot change: it is the truth now.
+            state = await self._load(upload_id, seen.repository)
+            if state.offset != seen.offset or state.parts != seen.parts:
+                raise _misplaced(upload_id, seen.offset, state.offset)
+            if staged.size < state.offset:
+                raise _staged_data_lost(upload_id)
+            hasher = _resume_hash(state)
+            received = await staged.write_at(
+                state.offset, _prepend(first, rest), None if hasher is None else hasher.update
+            )
+            new_state = replace(
+                state,
+                offset=state.offset + received,
+                updated_at=self._clock(),
+                hash_state=None if hasher is None else hasher.state(),
+                parts=(Part(key, 0, state.offset + received),),
+            )
+            await self._write_state(upload_id, new_state)
+        finally:
+            await staged.close()
+        return self._status(upload_id, new_state)
+
+    async def _lock_staged(
+        self, backend: StagesInPlace, upload_id: str, seen: SessionState, *, create: bool
+    ) -> StagingObject | None:
+        """The session's staged object, locked; None when it is missing. RANGE_INVALID (with the
+        current offset) while another request holds it, BLOB_UPLOAD_UNKNOWN once the session
+        is gone."""
+        try:
+            return await backend.open_staging(keys.upload_data_key(upload_id), create=create)
+        except ObjectNotFound:
+            return None
+        except StagingBusy:
+            current = await self._load(upload_id, seen.repository)
+            raise RegistryError(
+                ErrorKind.RANGE_INVALID,
+                f"upload {upload_id!r} is being written by another request; resume from offset "
+                f"{current.offset} once it is done",
+                {"offset": current.offset},
+            ) from None
+
     async def _merge(self, upload_id: str, run: list[Part]) -> Part:
         """Stages the concatenation of `run` (consecutive parts) as one new part and returns it.
 
@@ -382,6 +468,11 @@ class UploadSessions:
                 state = await self._load(upload_id, repository)
             else:
                 return await self._commit_whole(upload_id, state, parsed, expected_size, final_data)
+        if self._in_place is not None and state.parts and _stages_in_place(upload_id, state):
+            committed = await self._commit_in_place(self._in_place, upload_id, state, parsed, expected_size)
+            if committed is not None:
+                return committed
+            state = await self._load(upload_id, repository)
         await self._check_size(upload_id, state, state.offset, expected_size)
         await self._check_digest(upload_id, state, parsed, await self._content_digest(state, parsed.algorithm))
         blob = keys.blob_key(parsed)
@@ -404,6 +495,34 @@ class UploadSessions:
                 # its storage lost a part. Either way it cannot complete; clear what is left.
                 await self._remove_session(upload_id, state.owner)
                 raise _unknown(upload_id) from None
+        await self._remove_session(upload_id, state.owner)
+        return CommittedBlob(parsed, state.offset)
+
+    async def _commit_in_place(
+        self, backend: StagesInPlace, upload_id: str, seen: SessionState, parsed: Digest, expected_size: int | None
+    ) -> CommittedBlob | None:
+        """`commit` of a session staged in place: the staged object is renamed to the blob's key.
+        None when the staged object is missing or the session no longer stages in place (the
+        caller then commits from the parts, which reports the loss)."""
+        staged = await self._lock_staged(backend, upload_id, seen, create=False)
+        if staged is None:
+            return None
+        try:
+            state = await self._load(upload_id, seen.repository)
+            if not (state.parts and _stages_in_place(upload_id, state)):
+                return None
+            await self._check_size(upload_id, state, state.offset, expected_size)
+            await self._check_digest(upload_id, state, parsed, await self._content_digest(state, parsed.algorithm))
+            blob = keys.blob_key(parsed)
+            if not await self._exists(blob):
+                if staged.size < state.offset:
+                    await self._remove_session(upload_id, state.owner)
+                    raise _unknown(upload_id)
+                # Verified bytes only ever reach the blob key, atomically; the staged key is gone
+                # once they have, so no later append can touch the blob's file.
+                await staged.move_to(blob, state.offset)
+        finally:
+            await staged.close()
         await self._remove_session(upload_id, state.owner)
         return CommittedBlob(parsed, state.offset)
 
@@ -576,6 +695,25 @@ def _misplaced(upload_id: str, offset: int, current: int) -> RegistryError:
         f"{current} bytes; resume from offset {current}",
         {"offset": current},
     )
+
+
+def _stages_in_place(upload_id: str, state: SessionState) -> bool:
+    """True when the session keeps its bytes in its one staged object (or has none yet)."""
+    return not state.parts or state.parts == (Part(keys.upload_data_key(upload_id), 0, state.offset),)
+
+
+def _staged_data_lost(upload_id: str) -> RegistryError:
+    return RegistryError(
+        ErrorKind.BLOB_UPLOAD_INVALID,
+        f"staged data of upload {upload_id!r} is missing; cancel it and start a new upload",
+        {"upload_id": upload_id},
+    )
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _resume_hash(state: SessionState) -> ResumableHash | None:

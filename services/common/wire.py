@@ -9,16 +9,27 @@ still use the generated classes.
 from __future__ import annotations
 
 
-def encode_bytes_field(number: int, data: bytes | memoryview) -> bytes:
-    """The protobuf wire form of one length-delimited field, with one copy of `data`: a complete
-    message when it is the message's only field (messages may be concatenated field by field)."""
+def bytes_field_header(number: int, size: int) -> bytes:
+    """The tag and length that precede `size` bytes of a length-delimited field."""
     header = bytearray([number << 3 | 2])
-    size = len(data)
     while size > 0x7F:
         header.append(size & 0x7F | 0x80)
         size >>= 7
     header.append(size)
-    return b"".join((header, data))
+    return bytes(header)
+
+
+def encode_bytes_field(number: int, data: bytes | bytearray | memoryview) -> bytes:
+    """The protobuf wire form of one length-delimited field, with one copy of `data`: a complete
+    message when it is the message's only field (messages may be concatenated field by field)."""
+    return b"".join((bytes_field_header(number, len(data)), data))
+
+
+def encode_bytes_field_pieces(prefix: bytes, number: int, pieces: list[bytes | memoryview]) -> bytes:
+    """`prefix` (other fields, already encoded) then the field `number` holding the concatenated
+    `pieces`, in ONE copy of their bytes (joining the pieces first would copy them twice)."""
+    size = sum(len(piece) for piece in pieces)
+    return b"".join([prefix, bytes_field_header(number, size), *pieces])
 
 
 def already_encoded(message: bytes) -> bytes:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.bodies import in_messages
+from gateway.bodies import in_message_pieces, in_messages
 from services.common.errors import ErrorKind, RegistryError
 
 
@@ -48,3 +48,18 @@ async def test_exact_length_refuses_other_sizes(sizes: tuple[int, ...]) -> None:
     with pytest.raises(RegistryError) as caught:
         await collect(in_messages(pieces(*sizes), 4, exact_length=7))
     assert caught.value.kind is ErrorKind.SIZE_INVALID
+
+
+@pytest.mark.parametrize(
+    ("sizes", "limit"),
+    [((10, 10, 10), 16), ((5, 0), 5), ((0,), 3), ((100,), 7), ((65536,) * 20, 1 << 20), ((3, 300_000, 5), 65536)],
+)
+async def test_message_pieces_regroup_without_copying(sizes: tuple[int, ...], limit: int) -> None:
+    """`in_message_pieces` gives each message as the pieces (or views of them) it is made of, so
+    the gRPC framing can join them in one copy; the grouping is the one `in_messages` joins."""
+    original = b"".join([bytes([i % 256]) * s for i, s in enumerate(sizes)])
+    groups = [group async for group in in_message_pieces(pieces(*sizes), limit)]
+    assert [b"".join(group) for group in groups] == await collect(in_messages(pieces(*sizes), limit))
+    assert b"".join(b"".join(group) for group in groups) == original
+    assert all(piece and isinstance(piece, (bytes, memoryview)) for group in groups for piece in group)
+    assert all(sum(map(len, group)) == limit for group in groups[:-1])

@@ -1,19 +1,30 @@
 """A BlobBackend over a local (or shared, POSIX) directory.
 
 Each key is a file under `root` (`a/b/c` -> `root/a/b/c`). Every blocking call runs in a bounded
-thread pool owned by the backend (`io_threads`), never on the event loop.
+thread pool owned by the backend (`io_threads`), never on the event loop. The one exception never
+blocks: a read of bytes that are all in the page cache (`RWF_NOWAIT`, see `get`).
 
 - `put` writes a hidden temporary file (`.tmp-<random>`, never a valid key, so never listed) in
   the destination's folder, fsyncs it, `os.replace`s it over the key and fsyncs the folder:
   readers see the old file or the new one, and a crash leaves at worst a stray temporary file.
   Small incoming chunks are coalesced into ~1 MiB writes, and the next chunk is received while
-  the previous one is being written.
-- `get` reads with `pread` from a descriptor opened up front, one chunk ahead of the consumer, so
-  a replace during a read does not disturb it (the old inode stays readable).
+  the previous one is being written; an object that fits in one write takes one pool trip.
+- `create_unsynced` (staging.CreatesUnsynced) writes a fresh small key in place, without the
+  temporary file, rename and fsyncs: for upload bookkeeping a crash may lose (keys.py).
+- `get` reads from a descriptor opened up front, so a replace during a read does not disturb it
+  (the old inode stays readable). Each chunk is first read on the event loop with
+  `preadv(..., RWF_NOWAIT)`, which copies bytes already in the page cache and fails at once
+  (EAGAIN) instead of waiting for the disk: a warm blob streams without a thread hop per chunk
+  (two context switches and a wake-up of the loop, which cost more than the copy itself). From
+  the first chunk that is not cached on, it reads in the pool, one chunk ahead of the consumer.
 - `compose` of one source hard-links it (no copy; safe because a `put` always replaces the inode
   rather than rewriting it); of several sources it copies them kernel-side (`copy_file_range`)
   into a temporary file that is then renamed into place like `put`.
 - `delete` removes the file and prunes folders left empty, up to `root`.
+- `open_staging` (services.blob.backends.staging): an upload's bytes grow in one file, written with
+  `pwrite` under an exclusive `flock`, and `move_to` renames that file into place at commit.
+- `list_blobs` walks `blobs/` from `start_after` (earlier folders are skipped unread) and reports
+  the later of a file's mtime and ctime: a hard-linked commit keeps the part's mtime.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import fcntl
 import os
 import stat as stat_module
 import uuid
@@ -38,6 +50,8 @@ from services.blob.backends.base import (
     validate_key,
     validate_prefix,
 )
+from services.blob.backends.keys import BLOBS_PREFIX
+from services.blob.backends.staging import ObjectExists, StagingBusy
 
 T = TypeVar("T")
 
@@ -50,6 +64,8 @@ _CREATE_ATTEMPTS = 5
 _COPY_BYTES = 64 * 1024 * 1024
 
 _NOT_FOUND_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+# preadv flag: fail with EAGAIN rather than wait for the disk (Linux 4.14+; absent elsewhere).
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 
 class FilesystemBackend:
@@ -63,6 +79,9 @@ class FilesystemBackend:
         self.root = Path(root).absolute()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="blob-fs")
         self._closed = False
+        # Cleared when the filesystem refuses RWF_NOWAIT reads (EOPNOTSUPP): every read then
+        # goes through the pool.
+        self._cached_reads = _CachedReads(_RWF_NOWAIT is not None)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -80,38 +99,34 @@ class FilesystemBackend:
 
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         path = self._path(key)
-        fd, temp = await self._run(_create_temp, path.parent)
+        batches = _batches(chunks)
+        data = await anext(batches, b"")
+        following = await anext(batches, None) if data else None
+        if following is None:
+            # Everything fits in one write (session states, markers, small blobs): create, write,
+            # fsync and rename in ONE trip to the pool instead of three.
+            return await self._run(_put_whole, path, data)
+        fd, temp = await self._run(_create_temp_and_write, path.parent, data)
         open_fd: int | None = fd
         pending: concurrent.futures.Future[None] | None = None
         try:
-            size = 0
-            batch = bytearray()
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                size += len(chunk)
-                if not batch and len(chunk) >= WRITE_BATCH_BYTES:
-                    data: bytes | bytearray = chunk
-                else:
-                    batch += chunk
-                    if len(batch) < WRITE_BATCH_BYTES:
-                        continue
-                    data, batch = batch, bytearray()
+            size = len(data)
+            data = following
+            # The next batch is received while the previous one is being written.
+            async for batch in batches:
                 if pending is not None:
                     await asyncio.wrap_future(pending)
                 pending = self._submit(_write_all, fd, data)
-            if batch:
-                if pending is not None:
-                    await asyncio.wrap_future(pending)
-                pending = self._submit(_write_all, fd, batch)
+                size += len(data)
+                data = batch
             if pending is not None:
                 await asyncio.wrap_future(pending)
             pending = None
             # `_commit_temp` closes the descriptor whatever happens; never close it twice (the
             # number may already belong to another file).
-            open_fd: int | None = None
-            await self._run(_commit_temp, fd, temp, path)
-            return size
+            open_fd = None
+            await self._run(_commit_temp, fd, temp, path, data)
+            return size + len(data)
         except BaseException:
             # The write in flight (if any) finishes before the descriptor is closed and the
             # temporary file removed, so a reused descriptor number is never written to.
@@ -119,9 +134,19 @@ class FilesystemBackend:
                 await asyncio.shield(asyncio.wrap_future(self._submit(_discard_temp, open_fd, temp, pending)))
             raise
 
+    async def create_unsynced(self, key: str, data: bytes) -> None:
+        """See `CreatesUnsynced.create_unsynced`: one file written in place, one pool trip."""
+        await self._run(_create_in_place, key, self._path(key), data)
+
     async def compose(self, dest: str, sources: Sequence[str]) -> int:
         keys = check_compose_args(dest, sources)
         return await self._run(_compose, self._path(dest), [(key, self._path(key)) for key in keys])
+
+    async def open_staging(self, key: str, *, create: bool) -> _StagingFile:
+        """See `StagesInPlace.open_staging`."""
+        path = self._path(key)
+        fd, size, created = await self._run(_open_staging, key, path, create)
+        return _StagingFile(self, key, path, fd, size, created)
 
     async def delete(self, key: str) -> None:
         await self._run(_delete, self._path(key), self.root)
@@ -136,7 +161,7 @@ class FilesystemBackend:
         except BaseException:
             os.close(fd)
             raise
-        return _FileReader(self._pool, fd, offset, count)
+        return _FileReader(self._pool, fd, offset, count, self._cached_reads)
 
     async def stat(self, key: str) -> ObjectInfo:
         return await self._run(_stat, key, self._path(key))
@@ -156,6 +181,21 @@ class FilesystemBackend:
             else:
                 yield ObjectInfo(f"{key_prefix}{name}", size, modified)
 
+    async def list_blobs(self, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        if start_after:
+            validate_key(start_after)
+        async for info in self._walk_after(self.root / BLOBS_PREFIX.rstrip("/"), BLOBS_PREFIX, start_after):
+            yield info
+
+    async def _walk_after(self, folder: Path, key_prefix: str, start_after: str) -> AsyncIterator[ObjectInfo]:
+        """`_walk` for `list_blobs`: skips (without a stat) what sorts at or before `start_after`."""
+        for name, is_dir, size, modified in await self._run(_scan_after, folder, key_prefix, start_after):
+            if is_dir:
+                async for info in self._walk_after(folder / name, f"{key_prefix}{name}/", start_after):
+                    yield info
+            else:
+                yield ObjectInfo(f"{key_prefix}{name}", size, modified)
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -164,19 +204,37 @@ class FilesystemBackend:
         await asyncio.get_running_loop().run_in_executor(None, lambda: self._pool.shutdown(wait=True))
 
 
+class _CachedReads:
+    """Whether `preadv(..., RWF_NOWAIT)` may be tried on the event loop (shared by a backend's readers)."""
+
+    __slots__ = ("enabled",)
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+
 class _FileReader:
-    """Streams `count` bytes from `fd` at `offset`, reading one chunk ahead in the pool.
+    """Streams `count` bytes from `fd` at `offset`: on the event loop while the bytes are in the
+    page cache (never waiting for the disk), else in the pool, one chunk ahead of the consumer.
 
     The descriptor is closed at the end, on `aclose()`, or when the reader is garbage collected
     (also when it was never iterated), always after the read in flight has finished.
     """
 
-    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor, fd: int, offset: int, count: int) -> None:
+    def __init__(
+        self,
+        pool: concurrent.futures.ThreadPoolExecutor,
+        fd: int,
+        offset: int,
+        count: int,
+        cached_reads: _CachedReads | None = None,
+    ) -> None:
         self._pool = pool
         self._fd: int | None = fd
         self._next_offset = offset
         self._remaining = count
         self._ahead: concurrent.futures.Future[bytes] | None = None
+        self._cached_reads = cached_reads if cached_reads is not None else _CachedReads(False)
 
     def __aiter__(self) -> _FileReader:
         return self
@@ -188,11 +246,36 @@ class _FileReader:
         self._next_offset += amount
         self._remaining -= amount
 
-    async def __anext__(self) -> bytes:
+    def _read_cached(self) -> bytearray | None:
+        """The next chunk if every byte of it is in the page cache (no disk wait), else None."""
+        assert self._fd is not None and _RWF_NOWAIT is not None
+        amount = min(READ_CHUNK_BYTES, self._remaining)
+        chunk = bytearray(amount)
+        try:
+            got = os.preadv(self._fd, [chunk], self._next_offset, _RWF_NOWAIT)
+        except BlockingIOError:
+            return None
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self._cached_reads.enabled = False  # this filesystem cannot promise not to block
+                return None
+            self._close()
+            raise
+        if got != amount:
+            return None  # partly cached (or the object shrank): the pool reads it whole
+        self._next_offset += amount
+        self._remaining -= amount
+        return chunk
+
+    async def __anext__(self) -> bytes | bytearray:
         if self._ahead is None:
             if self._remaining <= 0 or self._fd is None:
                 self._close()
                 raise StopAsyncIteration
+            if self._cached_reads.enabled:
+                cached = self._read_cached()
+                if cached is not None:
+                    return cached
             self._read_ahead()
         assert self._ahead is not None
         try:
@@ -226,18 +309,90 @@ class _FileReader:
             self._close()
 
 
+class _StagingFile:
+    """`StagingObject` over a file descriptor holding an exclusive `flock` (see `open_staging`).
+
+    One operation at a time; the descriptor (and with it the lock) is closed by `close` or at
+    the end of `move_to`, after any write in flight has finished.
+    """
+
+    def __init__(self, backend: FilesystemBackend, key: str, path: Path, fd: int, size: int, created: bool) -> None:
+        self._backend = backend
+        self.key = key
+        self._path = path
+        self._fd: int | None = fd
+        self.size = size
+        # The file's name is not durable yet: the first `write_at` fsyncs its folder too.
+        self._new_name = created
+
+    def _open_fd(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"staging object {self.key!r} is closed")
+        return self._fd
+
+    async def write_at(
+        self, offset: int, chunks: AsyncIterable[bytes], observe: Callable[[bytes], None] | None = None
+    ) -> int:
+        fd = self._open_fd()
+        if offset > self.size:
+            raise ValueError(f"offset {offset} is past the end of {self.key!r} ({self.size} bytes)")
+        backend = self._backend
+        batches = _batches(chunks)
+        position = offset
+        pending: concurrent.futures.Future[None] | None = None
+        try:
+            data = await anext(batches, b"")
+            # The first write drops what a failed write left past `offset`; the last one fsyncs.
+            truncate = self.size > offset
+            async for following in batches:
+                if pending is not None:
+                    await asyncio.wrap_future(pending)
+                pending = backend._submit(_staging_write, fd, data, position, observe, truncate, None)
+                truncate = False
+                position += len(data)
+                data = following
+            if pending is not None:
+                await asyncio.wrap_future(pending)
+            pending = None
+            folder = self._path.parent if self._new_name else None
+            await backend._run(_staging_write, fd, data, position, observe, truncate, (folder,))
+            position += len(data)
+        except BaseException:
+            if pending is not None:
+                # Never leave a write in flight behind: the descriptor may be closed next.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(asyncio.wrap_future(pending))
+            self.size = max(self.size, position)
+            raise
+        self._new_name = False
+        self.size = position
+        return position - offset
+
+    async def move_to(self, dest: str, size: int) -> None:
+        fd = self._open_fd()
+        dest_path = self._backend._path(dest)
+        self._fd = None
+        await asyncio.shield(asyncio.wrap_future(self._backend._submit(_staging_move, fd, self._path, dest_path, size)))
+
+    async def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            await asyncio.shield(asyncio.wrap_future(self._backend._submit(os.close, fd)))
+
+    def __del__(self) -> None:
+        # A caller that forgot `close` still releases the lock (closing the descriptor does).
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 # -- blocking helpers (run in the pool) -------------------------------------------------------
 
 
 def _create_temp(folder: Path) -> tuple[int, Path]:
     for attempt in range(_CREATE_ATTEMPTS):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            # mkdir saw EEXIST, then a concurrent prune removed the folder before its is_dir check.
-            if attempt == _CREATE_ATTEMPTS - 1:
-                raise
-            continue
+        _make_folder(folder)
         temp = folder / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
             return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), temp
@@ -248,11 +403,77 @@ def _create_temp(folder: Path) -> tuple[int, Path]:
     raise AssertionError("unreachable")
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
+async def _batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes | bytearray]:
+    """The non-empty bytes of `chunks` as writes of at least WRITE_BATCH_BYTES (but the last):
+    a chunk that big on its own passes through uncopied, smaller ones are gathered."""
+    batch = bytearray()
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        if not batch and len(chunk) >= WRITE_BATCH_BYTES:
+            yield chunk
+            continue
+        batch += chunk
+        if len(batch) >= WRITE_BATCH_BYTES:
+            yield batch
+            batch = bytearray()
+    if batch:
+        yield batch
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _create_temp_and_write(folder: Path, data: bytes | bytearray) -> tuple[int, Path]:
+    fd, temp = _create_temp(folder)
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        _discard_temp(fd, temp, None)
+        raise
+    return fd, temp
+
+
+def _put_whole(path: Path, data: bytes | bytearray) -> int:
+    """`put` of an object whose bytes are all in hand: temp file, write, fsync, rename, fsync."""
+    fd, temp = _create_temp_and_write(path.parent, data)
+    _commit_temp(fd, temp, path)
+    return len(data)
+
+
+def _make_folder(folder: Path) -> None:
+    """`mkdir -p` that tolerates a concurrent `delete` pruning the folders it makes."""
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return
+        except (FileExistsError, FileNotFoundError):
+            # EEXIST, then the folder was pruned before mkdir's is_dir check; or a parent made a
+            # moment ago was pruned before its child's mkdir. Walk down again.
+            if attempt == _CREATE_ATTEMPTS - 1:
+                raise
+
+
+def _create_in_place(key: str, path: Path, data: bytes) -> None:
+    for attempt in range(_CREATE_ATTEMPTS):
+        _make_folder(path.parent)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            break
+        except FileExistsError:
+            raise ObjectExists(key) from None
+        except FileNotFoundError:
+            # A concurrent delete pruned the folder between mkdir and open; make it again.
+            if attempt == _CREATE_ATTEMPTS - 1:
+                raise
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -263,12 +484,19 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _commit_temp(fd: int, temp: Path, path: Path) -> None:
-    """fsync + close the temporary file, rename it over `path`, fsync the folder."""
+def _commit_temp(fd: int, temp: Path, path: Path, last: bytes | bytearray = b"") -> None:
+    """Writes `last`, fsyncs and closes the temporary file (removed on failure), renames it over
+    `path`, fsyncs the folder."""
     try:
+        if last:
+            _write_all(fd, last)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    os.close(fd)
     try:
         os.replace(temp, path)
     except BaseException:
@@ -383,13 +611,45 @@ def _scan(folder: Path, name_start: str) -> list[tuple[str, bool, int, float]]:
     return found
 
 
+def _scan_after(folder: Path, key_prefix: str, start_after: str) -> list[tuple[str, bool, int, float]]:
+    """Like `_scan`, for the keys `key_prefix + name` that sort after `start_after` (folders that
+    may hold such keys). A file's time is the later of mtime and ctime: a commit that hard-links
+    an older staged part changes the inode's ctime, not its mtime (see BlobBackend.list_blobs)."""
+    found: list[tuple[str, bool, int, float]] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as error:
+        if _not_found(error):
+            return []
+        raise
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
+            continue  # temporary files
+        key = f"{key_prefix}{name}"
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                below = f"{key}/"
+                # Every key below sorts before `start_after` unless `start_after` is inside it.
+                if below < start_after and not start_after.startswith(below):
+                    continue
+                found.append((name, True, 0, 0.0))
+            elif entry.is_file(follow_symlinks=False) and key > start_after:
+                info = entry.stat(follow_symlinks=False)
+                found.append((name, False, info.st_size, max(info.st_mtime, info.st_ctime)))
+        except FileNotFoundError:
+            continue  # deleted while listing
+    found.sort(key=lambda item: f"{item[0]}/" if item[1] else item[0])
+    return found
+
+
 def _compose(dest: Path, sources: list[tuple[str, Path]]) -> int:
     fds: list[int] = []
     try:
         for key, path in sources:
             fd, _ = _open_for_read(key, path)
             fds.append(fd)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(dest.parent)
         if len(sources) == 1 and _link_into_place(sources[0][1], fds[0], dest):
             return os.fstat(fds[0]).st_size
         out, temp = _create_temp(dest.parent)
@@ -457,3 +717,93 @@ def _copy_plain(source_fd: int, out_fd: int, offset: int, size: int) -> int:
         copied += len(data)
     return copied
 
+
+def _open_staging(key: str, path: Path, create: bool) -> tuple[int, int, bool]:
+    """Opens and locks a staging file: (descriptor, size, whether this call created it)."""
+    created = False
+    flags = os.O_RDWR | os.O_CLOEXEC
+    try:
+        if create:
+            _make_folder(path.parent)
+            try:
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                created = True
+            except FileExistsError:
+                fd = os.open(path, flags)
+        else:
+            fd = os.open(path, flags)
+    except OSError as error:
+        if _not_found(error):
+            raise ObjectNotFound(key) from None
+        raise
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StagingBusy(key) from None
+        # The name must still lead to the inode we locked: a commit renames the file away (and
+        # a cancel unlinks it) while holding the lock, after we opened it.
+        try:
+            named = os.stat(path)
+        except OSError as error:
+            if _not_found(error):
+                raise ObjectNotFound(key) from None
+            raise
+        info = os.fstat(fd)
+        if (named.st_ino, named.st_dev) != (info.st_ino, info.st_dev):
+            raise StagingBusy(key)
+        return fd, info.st_size, created
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _staging_write(
+    fd: int,
+    data: bytes | bytearray,
+    position: int,
+    observe: Callable[[bytes], None] | None,
+    truncate: bool,
+    durable: tuple[Path | None] | None,
+) -> None:
+    """One write of a staging file at `position` (truncated there first with `truncate`); with
+    `durable`, then fsync (and fsync the folder it names, for a file created just before)."""
+    if truncate:
+        os.ftruncate(fd, position)
+    if data:
+        if observe is not None:
+            observe(data)  # type: ignore[arg-type]
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, position)
+            position += written
+            view = view[written:]
+    if durable is not None:
+        os.fsync(fd)
+        folder = durable[0]
+        if folder is not None:
+            _fsync_folder(folder)
+
+
+def _staging_move(fd: int, source: Path, dest: Path, size: int) -> None:
+    """Cuts the staging file to `size`, renames it over `dest`, fsyncs; closes `fd` (the lock)."""
+    try:
+        actual = os.fstat(fd).st_size
+        if actual < size:
+            raise ValueError(f"staging file {source} holds {actual} bytes, fewer than {size}")
+        if actual > size:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        for attempt in range(_CREATE_ATTEMPTS):
+            _make_folder(dest.parent)
+            try:
+                os.replace(source, dest)
+                break
+            except FileNotFoundError:
+                # A concurrent delete pruned the destination's folder; make it again (a missing
+                # source raises again below and propagates).
+                if attempt == _CREATE_ATTEMPTS - 1 or not source.exists():
+                    raise
+        _fsync_folder(dest.parent)
+    finally:
+        os.close(fd)

@@ -37,6 +37,11 @@
         after it (commit, cancel, purge), so a crash can only leave a marker without a session,
         which the purge removes; a session without its marker merely goes uncounted.
 
+    A session's first state.json and its marker are created in place, unsynced, where the backend
+    can (`staging.CreatesUnsynced`, the filesystem): nobody knows the session before `start`
+    returns, and a crash may leave either absent or torn. A torn state reads as unreadable
+    (BLOB_UPLOAD_INVALID, so the client starts over) and is purged by age like a leftover.
+
     probes/<token>
         Written and deleted by readiness checks. Anything left here is garbage.
 
