@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import ErrorKind, RegistryError
@@ -43,15 +43,26 @@ class BlobRowGuard:
         # False under GuardedStore: a missing row means the GC removed it (bytes gone) after the
         # caller's confirmation, so it must not be re-created here.
         self.insert_missing = True
+        self._activate = (update(blobs)
+                          .where(blobs.c.digest == bindparam("b_digest"), blobs.c.epoch == bindparam("b_epoch"),
+                                 blobs.c.state.in_([PENDING, ACTIVE]))
+                          .values(state=ACTIVE, updated_at=bindparam("activated_at")))
         self._state = select(blobs.c.state).where(blobs.c.digest == bindparam("digest")).with_for_update(read=True)
 
-    async def claim_for_link(self, conn: AsyncConnection, digest: str, size: int) -> None:
+    async def claim_for_link(self, conn: AsyncConnection, digest: str, size: int, *,
+                             activate_epoch: int | None = None) -> None:
         """Makes sure `digest` has an `active` row before a link is written in this transaction.
 
         Inserts it `active` when absent and `insert_missing` (a bare store: the caller vouches for
         the bytes); under `GuardedStore` the row must already be `active` (it confirmed the bytes).
-        Raises BLOB_UNKNOWN when the row is `deleting` or `pending` (a GC incarnation race)."""
-        if self.insert_missing:
+        Raises BLOB_UNKNOWN when the row is `deleting` or `pending` (a GC incarnation race).
+        `activate_epoch`: the caller confirmed the bytes of the `pending` row of that epoch; it is
+        made `active` here, in the link's transaction (one write instead of two). A row of another
+        epoch, or `deleting`, means the GC took it meanwhile: BLOB_UNKNOWN."""
+        if activate_epoch is not None:
+            await conn.execute(self._activate, {"b_digest": digest, "b_epoch": activate_epoch,
+                                                "activated_at": datetime.now(UTC)})
+        elif self.insert_missing:
             await conn.execute(self._insert, {
                 "digest": digest, "size": size, "state": ACTIVE, "epoch": new_epoch(),
                 "updated_at": datetime.now(UTC),

@@ -69,13 +69,11 @@ class GuardedStore:
         await self._gc.refuse_in_maintenance()
         # Fast path: an `active` row (the inner link re-checks it under a row lock).
         epoch = None if await self._gc.blob_state(digest) == ACTIVE else await self._gc.prepare_link(digest, size)
-        if epoch is not None:
-            if self._bytes_exist is not None and not await self._bytes_exist(digest):
-                raise _upload_again(digest)
-            if not await self._gc.activate(digest, epoch):
-                raise _upload_again(digest)
-        # The inner link re-checks `active` under a row lock in its own transaction (guard.py).
-        await self._inner.link_blob(repository, digest, size)
+        if epoch is not None and self._bytes_exist is not None and not await self._bytes_exist(digest):
+            raise _upload_again(digest)
+        # The inner link activates the confirmed `pending` row (when there is one) and re-checks
+        # `active` under a row lock, in the link's own transaction (guard.py).
+        await self._inner.link_blob(repository, digest, size, activate_epoch=epoch)
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         await self._gc.refuse_in_maintenance()

@@ -69,9 +69,10 @@ class MetadataStore(Protocol):
     async def close(self) -> None:
         """Releases pooled connections. Idempotent."""
 
-    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+    async def link_blob(self, repository: str, digest: str, size: int, *, activate_epoch: int | None = None) -> None:
         """Links `digest` into `repository`, creating the repository if needed. Idempotent: an
-        existing link is kept as is (its first recorded size wins)."""
+        existing link is kept as is (its first recorded size wins). `activate_epoch` (GC guard):
+        first turn the `pending` blob row of that epoch `active` in the same transaction."""
 
     async def stat_blob(self, repository: str, digest: str) -> int | None:
         """The linked blob's size, or None when the blob is not linked there (or the repository does

@@ -263,9 +263,9 @@ class SqlMetadataStore:
         instead of creating one: the GC's GuardedStore creates rows after confirming the bytes."""
         self._blob_guard.insert_missing = False
 
-    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+    async def link_blob(self, repository: str, digest: str, size: int, *, activate_epoch: int | None = None) -> None:
         async def work(conn: AsyncConnection) -> None:
-            await self._blob_guard.claim_for_link(conn, digest, size)
+            await self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch)
             repository_id = await self._ensure_repository(conn, repository)
             await conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
