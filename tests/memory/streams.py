@@ -25,8 +25,10 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 MiB = 1024 * 1024
@@ -235,3 +237,41 @@ def process_labels(pids: list[int]) -> dict[str, int]:
                     labelled[name] = pid
                     break
     return labelled
+
+
+BOUND_MIB = 300
+
+
+def _rounded(peaks: dict[str, float]) -> dict[str, float]:
+    return {label: round(peak, 1) for label, peak in sorted(peaks.items())}
+
+
+def push_then_pull_within_bound(stack: Any, repository: str, blobs: list[PatternBlob], what: str,
+                                record_property: Any) -> None:
+    """The issue's memory workload against a running `lading serve` (`stack`): every blob pushed
+    concurrently (one client each), then pulled back concurrently; checks sizes and digests and
+    that no Lading process reached BOUND_MIB resident (VmHWM, reset between the two phases)."""
+    processes = process_labels(stack.process.children())
+    assert sorted(processes) == ["blob", "gateway", "metadata"], processes
+    with RssSampler(processes) as sampler, ThreadPoolExecutor(len(blobs)) as pool:
+        sampler.reset_peaks()
+        digests = list(pool.map(lambda blob: push_streamed(stack.base_url, repository, blob), blobs))
+        push_peaks = sampler.peaks_mib()
+        sampler.reset_peaks()
+        pulled = list(pool.map(lambda digest: pull_hashed(stack.base_url, repository, digest), digests))
+        pull_peaks = sampler.peaks_mib()
+    assert len(set(digests)) == len(blobs)
+    for blob, digest, (received, pulled_digest) in zip(blobs, digests, pulled, strict=True):
+        assert received == blob.size, f"{digest}: pulled {received} of {blob.size} bytes"
+        assert pulled_digest == digest, f"pulled bytes hash to {pulled_digest}, pushed {digest}"
+    over_push = {label: peak for label, peak in _rounded(push_peaks).items() if peak >= BOUND_MIB}
+    over_pull = {label: peak for label, peak in _rounded(pull_peaks).items() if peak >= BOUND_MIB}
+    assert not over_push and not over_pull, (
+        f"{what}: Lading processes reached {BOUND_MIB} MiB resident (VmHWM) during the pushes {over_push} / "
+        f"the pulls {over_pull}; all peaks: pushes {_rounded(push_peaks)}, pulls {_rounded(pull_peaks)}. "
+        "VmRSS samples (MiB):\n" + sampler.describe()
+    )
+    for label in sorted(processes):
+        record_property(f"peak_rss_mib_{label}_push", round(push_peaks[label], 1))
+        record_property(f"peak_rss_mib_{label}_pull", round(pull_peaks[label], 1))
+    print(f"{what}: peak RSS (MiB) pushes {_rounded(push_peaks)}, pulls {_rounded(pull_peaks)}")

@@ -19,29 +19,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.memory.streams import MiB, PatternBlob, RssSampler, process_labels, pull_hashed, push_streamed
+from tests.memory.streams import MiB, PatternBlob, push_then_pull_within_bound
 from tests.support.seaweedfs import seaweedfs_server
 from tests.support.stack import Stack
 
 CLIENTS = 16
 BLOB_BYTES = int(os.environ.get("LADING_TEST_S3_MEMORY_BLOB_MIB", "64")) * MiB
-BOUND_MIB = 300
 REPOSITORY = "memory/s3"
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(1200)]
-
-
-def _rounded(peaks: dict[str, float]) -> dict[str, float]:
-    return {label: round(peak, 1) for label, peak in sorted(peaks.items())}
-
-
-def _over(peaks: dict[str, float]) -> dict[str, float]:
-    return {label: round(peak, 1) for label, peak in peaks.items() if peak >= BOUND_MIB}
 
 
 def test_sixteen_concurrent_big_pushes_and_streamed_pulls_on_s3_stay_under_300_mib(record_property) -> None:
@@ -65,29 +55,8 @@ def test_sixteen_concurrent_big_pushes_and_streamed_pulls_on_s3_stay_under_300_m
             "LADING_BLOB__S3__REDIRECT_READS": "false",
             "LADING_BLOB__S3__READ_TIMEOUT_SECONDS": "300",
         }) as stack:
-            processes = process_labels(stack.process.children())
-            assert sorted(processes) == ["blob", "gateway", "metadata"], processes
             blobs = [PatternBlob(1000 + seed, BLOB_BYTES) for seed in range(CLIENTS)]
-            with RssSampler(processes) as sampler, ThreadPoolExecutor(CLIENTS) as pool:
-                sampler.reset_peaks()
-                digests = list(pool.map(lambda blob: push_streamed(stack.base_url, REPOSITORY, blob), blobs))
-                push_peaks = sampler.peaks_mib()
-                sampler.reset_peaks()
-                pulled = list(pool.map(lambda digest: pull_hashed(stack.base_url, REPOSITORY, digest), digests))
-                pull_peaks = sampler.peaks_mib()
-            assert len(set(digests)) == CLIENTS
-            for digest, (received, pulled_digest) in zip(digests, pulled, strict=True):
-                assert received == BLOB_BYTES, f"{digest}: pulled {received} of {BLOB_BYTES} bytes"
-                assert pulled_digest == digest, f"pulled bytes hash to {pulled_digest}, pushed {digest}"
-            over_push, over_pull = _over(push_peaks), _over(pull_peaks)
-            assert not over_push and not over_pull, (
-                f"S3, {CLIENTS} × {BLOB_BYTES // MiB} MiB: Lading processes reached {BOUND_MIB} MiB resident "
-                f"(VmHWM) during the pushes {over_push} / the pulls {over_pull}; all peaks: pushes "
-                f"{_rounded(push_peaks)}, pulls {_rounded(pull_peaks)}. VmRSS samples (MiB):\n" + sampler.describe()
-            )
-        for label in sorted(processes):
-            record_property(f"peak_rss_mib_{label}_push", round(push_peaks[label], 1))
-            record_property(f"peak_rss_mib_{label}_pull", round(pull_peaks[label], 1))
-        print(f"S3 peak RSS (MiB) pushes {_rounded(push_peaks)}, pulls {_rounded(pull_peaks)}")
+            push_then_pull_within_bound(stack, REPOSITORY, blobs, f"S3, {CLIENTS} × {BLOB_BYTES // MiB} MiB",
+                                        record_property)
     finally:
         shutil.rmtree(work, ignore_errors=True)
