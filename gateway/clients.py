@@ -20,7 +20,7 @@ from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 
 from gateway import request_context
 from services.common.errors import ErrorKind, RegistryError, from_rpc_error
-from services.common.wire import already_encoded, encode_bytes_field_pieces
+from services.common.wire import already_encoded, encode_bytes_field_pieces, only_bytes_field
 
 
 async def _unary(rpc: Any, request: Any, deadline_seconds: float) -> Any:
@@ -288,8 +288,8 @@ _APPEND_UPLOAD_METHOD = "/lading.blob.v1.BlobService/AppendUpload"
 _APPEND_DATA_FIELD = 4
 
 
-# Wire tag of `ReadBlobResponse.data` (field 1, length-delimited).
-_DATA_TAG = 0x0A
+# `ReadBlobResponse.data`.
+_READ_DATA_FIELD = 1
 
 
 def _decode_read_response(raw: bytes) -> memoryview | blob_pb2.ReadBlobResponse:
@@ -297,19 +297,9 @@ def _decode_read_response(raw: bytes) -> memoryview | blob_pb2.ReadBlobResponse:
     those bytes inside `raw`, no copy. Anything else (a redirect, an unknown field): the parsed
     message. Protobuf's own parser would copy each chunk twice (parse, then the `.data` access).
     """
-    if len(raw) > 1 and raw[0] == _DATA_TAG:
-        length = 0
-        shift = 0
-        position = 1
-        while position < len(raw) and position <= 10:
-            byte = raw[position]
-            position += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                if position + length == len(raw):
-                    return memoryview(raw)[position:]
-                break
+    start = only_bytes_field(raw, _READ_DATA_FIELD)
+    if start is not None:
+        return memoryview(raw)[start:]
     return blob_pb2.ReadBlobResponse.FromString(raw)
 
 

@@ -15,7 +15,7 @@ from services.blob.core import BlobStore
 from services.blob.listing import list_blobs
 from services.blob.uploads import UploadStatus
 from services.common.errors import ErrorKind, RegistryError
-from services.common.wire import already_encoded, encode_bytes_field
+from services.common.wire import already_encoded, encode_bytes_field, only_bytes_field
 
 # ReadBlob messages carry at most this much (the backends already yield chunks of this size).
 # Measured: 4 MiB messages did not pull faster (the per-byte gRPC work dominates), and cost memory.
@@ -25,8 +25,8 @@ MAX_MESSAGE_DATA = 1024 * 1024
 _SERVICE = "lading.blob.v1.BlobService"
 # Field number of ReadBlobResponse.data.
 _READ_DATA_FIELD = 1
-# Wire tag of AppendUploadRequest.data (field 4, length-delimited).
-_APPEND_DATA_TAG = 4 << 3 | 2
+# Field number of AppendUploadRequest.data.
+_APPEND_DATA_FIELD = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +66,9 @@ def add_to_server(servicer: BlobServiceServicer, server: grpc.aio.Server) -> Non
 def decode_append_request(raw: bytes) -> bytes | blob_pb2.AppendUploadRequest:
     """An AppendUploadRequest that carries only `data` (every message of a chunk stream but the
     first): those bytes, copied once. Anything else: the parsed message."""
-    if len(raw) > 1 and raw[0] == _APPEND_DATA_TAG:
-        length = 0
-        shift = 0
-        position = 1
-        while position < len(raw) and position <= 10:
-            byte = raw[position]
-            position += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                if position + length == len(raw):
-                    return raw[position:]
-                break
+    start = only_bytes_field(raw, _APPEND_DATA_FIELD)
+    if start is not None:
+        return raw[start:]
     return blob_pb2.AppendUploadRequest.FromString(raw)
 
 

@@ -32,6 +32,24 @@ def encode_bytes_field_pieces(prefix: bytes, number: int, pieces: list[bytes | m
     return b"".join([prefix, bytes_field_header(number, size), *pieces])
 
 
+def only_bytes_field(raw: bytes, number: int) -> int | None:
+    """When `raw` is a message holding nothing but the length-delimited field `number`, the
+    offset where that field's bytes start (they run to the end of `raw`); otherwise None, and the
+    caller parses it with the generated class. Lets a byte stream skip protobuf's parse copies."""
+    if len(raw) < 2 or raw[0] != (number << 3 | 2):
+        return None
+    length = shift = 0
+    position = 1
+    while position < len(raw) and position <= 10:
+        byte = raw[position]
+        position += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return position if position + length == len(raw) else None
+    return None
+
+
 def already_encoded(message: bytes) -> bytes:
     """A gRPC (de)serializer for messages that are already in wire form."""
     return message

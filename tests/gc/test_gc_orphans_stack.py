@@ -26,23 +26,10 @@ from tests.support import oci
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 from tests.support.stack import Stack, child_env, lading_command
 
-MiB = 1024 * 1024
-
 
 def s3_env(server: SeaweedFS) -> dict[str, str]:
     """An S3 blob backend on `server`, under a fresh key prefix (fresh, empty storage)."""
-    return {
-        "LADING_BLOB__BACKEND": "s3",
-        "LADING_BLOB__S3__ENDPOINT": server.endpoint,
-        "LADING_BLOB__S3__REGION": server.region,
-        "LADING_BLOB__S3__BUCKET": server.bucket,
-        "LADING_BLOB__S3__ACCESS_KEY": server.access_key,
-        "LADING_BLOB__S3__SECRET_KEY": server.secret_key,
-        "LADING_BLOB__S3__SECURE": "false",
-        "LADING_BLOB__S3__PATH_STYLE": "true",
-        "LADING_BLOB__S3__KEY_PREFIX": server.new_prefix(),
-        "LADING_BLOB__S3__PART_SIZE_BYTES": str(5 * MiB),
-    }
+    return server.lading_env()
 
 
 @contextlib.contextmanager

