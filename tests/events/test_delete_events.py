@@ -19,15 +19,6 @@ from tests.support.stack import Stack, child_env, lading_command
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def stack(tmp_path: Path, receiver: Receiver) -> Iterator[Stack]:
     endpoint = {"name": "hook", "url": receiver.url, "timeout_seconds": 2, "max_attempts": 100,
                 "backoff_base_seconds": 0.1, "backoff_cap_seconds": 0.3}

@@ -5,8 +5,6 @@ and marked with the `lading-gc` / `lading-admin` actor."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,22 +16,6 @@ from services.metadata.store.engine import Database
 from tests.events.receiver import Receiver
 from tests.events.test_outbox import build, endpoint, outbox_rows, push_image
 from tests.support import oci
-from tests.support.metadata_db import migrated_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with migrated_database(request.param, request, tmp_path) as db:
-        yield db
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def gc_over(db: Database, outbox: Any) -> GcStore:

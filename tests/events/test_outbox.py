@@ -8,8 +8,6 @@ concurrent claims and pull sampling.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,25 +28,9 @@ from services.metadata.store.engine import Database
 from services.metadata.store.sql import SqlMetadataStore
 from tests.events.receiver import Receiver
 from tests.support import oci
-from tests.support.metadata_db import migrated_database
 
 LIMITS = MetadataLimits(max_manifest_bytes=64 * 1024, default_page_size=100, max_page_size=1000)
 SOURCE = Source(addr="node-1:5000", instance_id="instance-1")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with migrated_database(request.param, request, tmp_path) as db:
-        yield db
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def endpoint(receiver: Receiver, **extra: Any) -> EventEndpointSettings:

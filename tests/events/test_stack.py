@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.events.receiver import Receiver
 from tests.support import oci
@@ -27,15 +25,6 @@ def _env(receiver: Receiver) -> dict[str, str]:
         "LADING_EVENTS__PULL_SAMPLE_RATE": "1.0",
         "LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS": "0",
     }
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
