@@ -108,29 +108,16 @@ def _when(seconds: int) -> str:
 
 
 async def _call(args: argparse.Namespace) -> int:
-    import grpc
     from lading.metadata.v1 import accounts_pb2 as pb
     from lading.metadata.v1 import accounts_pb2_grpc
 
-    from services.cli_channels import open_channel, report_tls_error
-    from services.common.errors import from_rpc_error
+    from services.cli_channels import with_planes
     from services.common.settings import load_settings
-    from services.common.tls import TlsConfigError
 
     settings = load_settings()
-    target = args.metadata or settings.gateway.metadata_target
-    try:
-        opened = open_channel(target, settings)
-    except TlsConfigError as error:
-        return report_tls_error(f"{args.command} {args.action}", error)
-    async with opened as channel:
-        stub = accounts_pb2_grpc.AccountServiceStub(channel)
-        try:
-            return await _dispatch(args, stub, pb)
-        except grpc.RpcError as error:
-            failure = from_rpc_error(error)
-            print(f"lading {args.command} {args.action}: {failure.message}", file=sys.stderr)
-            return 1
+    targets = {"metadata": args.metadata or settings.gateway.metadata_target}
+    return await with_planes(f"{args.command} {args.action}", targets, settings, lambda channels: _dispatch(
+        args, accounts_pb2_grpc.AccountServiceStub(channels["metadata"]), pb))
 
 
 async def _dispatch(args: argparse.Namespace, stub: Any, pb: Any) -> int:

@@ -187,28 +187,14 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
 
 
 async def _call(args: argparse.Namespace) -> int:
-    import grpc
-
-    from services.cli_channels import open_channel, report_tls_error
-    from services.common.errors import from_rpc_error
+    from services.cli_channels import with_planes
     from services.common.settings import load_settings
-    from services.common.tls import TlsConfigError
 
     settings = load_settings()
-    metadata_target = args.metadata or settings.gateway.metadata_target
-    blob_target = args.blob or settings.gc.blob_target or settings.gateway.blob_target
+    targets = {"metadata": args.metadata or settings.gateway.metadata_target,
+               "blob": args.blob or settings.gc.blob_target or settings.gateway.blob_target}
     name = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
-    try:
-        metadata_channel = open_channel(metadata_target, settings)
-        blob_channel = open_channel(blob_target, settings)
-    except TlsConfigError as error:
-        return report_tls_error(name, error)
-    async with metadata_channel as metadata, blob_channel as blob:
-        try:
-            return await _dispatch(args, {"metadata": metadata, "blob": blob})
-        except grpc.RpcError as error:
-            print(f"lading {name}: {from_rpc_error(error).message}", file=sys.stderr)
-            return 1
+    return await with_planes(name, targets, settings, lambda channels: _dispatch(args, channels))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,11 +10,14 @@ An operator host therefore needs the same client settings as a gateway to reach 
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
 
+from services.common.errors import from_rpc_error
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import Settings
 from services.common.tls import TlsConfigError, channel_credentials, channel_options
@@ -38,6 +41,25 @@ def report_tls_error(command: str, error: TlsConfigError) -> int:
     """Prints why the TLS settings cannot work; returns the exit code."""
     print(f"lading {command}: {error}", file=sys.stderr)
     return TLS_CONFIG_EXIT
+
+
+async def with_planes(command: str, targets: Mapping[str, str], settings: Settings,
+                      dispatch: Callable[[dict[str, grpc.aio.Channel]], Awaitable[int]]) -> int:
+    """Runs one operator command: opens a channel to each named plane target (see `open_channel`),
+    calls `dispatch` with them and closes them. Unusable TLS settings end the command with
+    TLS_CONFIG_EXIT, a failed call with exit code 1; both print `lading <command>: <why>`."""
+    try:
+        channels = {name: open_channel(target, settings) for name, target in targets.items()}
+    except TlsConfigError as error:
+        return report_tls_error(command, error)
+    async with contextlib.AsyncExitStack() as opened:
+        for channel in channels.values():
+            await opened.enter_async_context(channel)
+        try:
+            return await dispatch(channels)
+        except grpc.RpcError as error:
+            print(f"lading {command}: {from_rpc_error(error).message}", file=sys.stderr)
+            return 1
 
 
 def admin_request_context() -> Any:

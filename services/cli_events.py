@@ -16,8 +16,6 @@ from typing import Any
 
 import grpc
 
-from services.common.errors import from_rpc_error
-
 COMMAND = "events"
 
 
@@ -60,22 +58,13 @@ async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
 
 
 async def _call(args: argparse.Namespace) -> int:
-    from services.cli_channels import open_channel, report_tls_error
+    from services.cli_channels import with_planes
     from services.common.settings import load_settings
-    from services.common.tls import TlsConfigError
 
     settings = load_settings()
-    target = args.metadata or settings.gateway.metadata_target
-    try:
-        opened = open_channel(target, settings)
-    except TlsConfigError as error:
-        return report_tls_error(f"events {args.events_action}", error)
-    async with opened as channel:
-        try:
-            return await _dispatch(args, channel)
-        except grpc.RpcError as error:
-            print(f"lading events {args.events_action}: {from_rpc_error(error).message}", file=sys.stderr)
-            return 1
+    targets = {"metadata": args.metadata or settings.gateway.metadata_target}
+    return await with_planes(f"events {args.events_action}", targets, settings,
+                             lambda channels: _dispatch(args, channels["metadata"]))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ backend closes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from services.common.logs import configure_logging
 from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor
 from services.common.paths import prepare_listen_address
 from services.common.settings import BlobSettings, Settings, load_settings
+from services.common.tasks import cancel_and_wait
 from services.common.telemetry import setup_tracing
 
 log = logging.getLogger("lading.blob")
@@ -189,10 +189,7 @@ async def run(settings: Settings) -> None:
             purger = asyncio.create_task(purge_periodically(store, blob.purge_interval_seconds))
 
     async def on_shutdown() -> None:
-        if purger is not None:
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
+        await cancel_and_wait(purger)
         if metrics_server is not None:
             await metrics_server.close()
         await backend.close()

@@ -21,13 +21,13 @@ Gauges (every replica reports the same database-wide numbers; aggregate with max
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from services.common.metrics import Metrics
+from services.common.tasks import cancel_and_wait
 from services.metadata.events.tables import STATES
 from services.metadata.gc.store import QueueSizes
 
@@ -124,11 +124,8 @@ class QueueMetrics:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="lading-queue-metrics")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -12,8 +12,17 @@ from services.blob.backends.filesystem import FilesystemBackend
 from services.blob.backends.memory import MemoryBackend, MemoryObjects
 from services.blob.core import BlobStore
 from services.blob.uploads import UploadSessions
+from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 
 EXPIRY_SECONDS = 3600
+
+
+@pytest.fixture(scope="module")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """One throwaway SeaweedFS per test module; tests separate themselves by key prefix."""
+    with seaweedfs_server() as server:
+        yield server
+
 # Small enough that tests of a few hundred bytes exercise re-staging of small parts.
 SMALL_MIN_PART = 64
 

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import itertools
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -24,13 +24,6 @@ from tests.contracts.blob_backend_suite import BlobBackendContract, chunks_of, k
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def seaweedfs() -> Iterator[SeaweedFS]:
-    """One throwaway SeaweedFS for this module; tests separate themselves by key prefix."""
-    with seaweedfs_server() as server:
-        yield server
 
 
 def s3_settings(server: SeaweedFS, **overrides: object) -> BlobSettings:

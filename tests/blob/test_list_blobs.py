@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,7 +20,7 @@ from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
 from tests.blob.test_backend_s3 import s3_settings
 from tests.contracts.blob_backend_suite import assert_nothing_left, chunks_of
-from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
+from tests.support.seaweedfs import SeaweedFS
 
 
 async def commit(backend: BlobBackend, data: bytes) -> Digest:
@@ -101,12 +101,6 @@ async def test_filesystem_time_of_a_hard_linked_commit_is_the_commit(tmp_path) -
         await backend.delete(key)
     finally:
         await backend.close()
-
-
-@pytest.fixture(scope="module")
-def seaweedfs() -> Iterator[SeaweedFS]:
-    with seaweedfs_server() as server:
-        yield server
 
 
 @pytest.fixture

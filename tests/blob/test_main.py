@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -38,7 +38,7 @@ from services.common.errors import ErrorKind, RegistryError, from_rpc_error
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import BlobSettings, S3BackendSettings
 from tests.blob.processes import BlobServiceProcess
-from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
+from tests.support.seaweedfs import SeaweedFS
 
 MiB = 1024 * 1024
 
@@ -88,12 +88,6 @@ async def test_wait_for_backend_gives_up_on_a_broken_backend(tmp_path) -> None:
 
 
 # ---- S3: wiring into the composition root, against a real SeaweedFS -----------------------------
-
-
-@pytest.fixture(scope="module")
-def seaweedfs() -> Iterator[SeaweedFS]:
-    with seaweedfs_server() as server:
-        yield server
 
 
 def s3_settings(server: SeaweedFS, **s3: object) -> BlobSettings:

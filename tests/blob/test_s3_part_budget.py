@@ -11,7 +11,7 @@ import hashlib
 import random
 import struct
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,7 +19,7 @@ from services.blob.backends.base import READ_CHUNK_BYTES
 from services.blob.backends.s3 import S3Backend, create_s3_backend
 from services.common.settings import BlobSettings, S3BackendSettings
 from tests.contracts.blob_backend_suite import assert_nothing_left
-from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
+from tests.support.seaweedfs import SeaweedFS
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum part size: the smallest parts, the quickest tests
@@ -29,12 +29,6 @@ DEADLOCK_SECONDS = 180
 pytestmark = pytest.mark.s3
 
 _BLOCK = random.Random(5).randbytes(256 * 1024)
-
-
-@pytest.fixture(scope="module")
-def seaweedfs() -> Iterator[SeaweedFS]:
-    with seaweedfs_server() as server:
-        yield server
 
 
 def make_backend(server: SeaweedFS, budget: int, *, io_threads: int = 8) -> S3Backend:

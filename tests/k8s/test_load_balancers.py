@@ -359,11 +359,7 @@ def test_the_token_realm_behind_the_proxy_is_the_proxys_and_works(proxied: Proxi
         client.delete(started.headers["Location"])
         manifest = oci.image(layers=1, layer_size=64 * 1024)
         oci.push(client, "proxied/app", manifest, tag="v1")
-        pulled = oci.get_manifest(client, "proxied/app", "v1")
-        assert pulled.status_code == 200 and pulled.content == manifest.payload
-        for blob in manifest.blobs:
-            got = client.get(f"/v2/proxied/app/blobs/{blob.digest}")
-            assert got.status_code == 200 and got.content == blob.data
+        oci.assert_pulls_back(client, "proxied/app", "v1", manifest)
     assert auth.realms == {f"{proxied.base_url}/token"}
 
 

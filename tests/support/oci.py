@@ -349,6 +349,15 @@ def get_manifest(client: httpx.Client, repo: str, reference: str, *, method: str
     return client.request(method, f"/v2/{repo}/manifests/{reference}", headers={"Accept": ACCEPT_ALL})
 
 
+def assert_pulls_back(client: httpx.Client, repo: str, reference: str, manifest: Manifest) -> None:
+    """The manifest under `reference` and each of its blobs come back byte-identical."""
+    pulled = get_manifest(client, repo, reference)
+    assert pulled.status_code == 200 and pulled.content == manifest.payload, pulled.text
+    for blob in manifest.blobs:
+        got = client.get(f"/v2/{repo}/blobs/{blob.digest}")
+        assert got.status_code == 200 and got.content == blob.data, f"{blob.digest}: {got.status_code}"
+
+
 def error_codes(response: httpx.Response) -> list[str]:
     """The `code`s of an OCI error envelope; asserts the envelope's shape."""
     body = response.json()

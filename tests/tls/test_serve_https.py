@@ -62,11 +62,7 @@ def test_serve_pushes_and_pulls_over_https_verified_against_the_ca(https_serve: 
         assert version.status_code == 200
         assert version.headers["docker-distribution-api-version"] == "registry/2.0"
         oci.push(client, "tls/app", manifest, tag="v1")
-        pulled = oci.get_manifest(client, "tls/app", "v1")
-        assert pulled.status_code == 200 and pulled.content == manifest.payload
-        for blob in manifest.blobs:
-            got = client.get(f"/v2/tls/app/blobs/{blob.digest}")
-            assert got.status_code == 200 and got.content == blob.data
+        oci.assert_pulls_back(client, "tls/app", "v1", manifest)
         assert client.get("/v2/tls/app/tags/list").json()["tags"] == ["v1"]
     assert https_serve.process.poll() is None
 

@@ -585,37 +585,14 @@ def _delete(path: Path, root: Path) -> None:
         folder = folder.parent
 
 
-def _scan(folder: Path, name_start: str) -> list[tuple[str, bool, int, float]]:
-    """Entries of `folder` whose name starts with `name_start`, in the order their keys sort."""
-    found: list[tuple[str, bool, int, float]] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError as error:
-        if _not_found(error):
-            return []
-        raise
-    for entry in entries:
-        name = entry.name
-        if name.startswith(".") or not name.startswith(name_start):
-            continue  # temporary files and anything that is not a key
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                found.append((name, True, 0, 0.0))
-            elif entry.is_file(follow_symlinks=False):
-                info = entry.stat(follow_symlinks=False)
-                found.append((name, False, info.st_size, info.st_mtime))
-        except FileNotFoundError:
-            continue  # deleted while listing
-    # A folder's keys continue with "/", so "a/x" sorts after "a-b" although "a" < "a-b".
-    found.sort(key=lambda item: f"{item[0]}/" if item[1] else item[0])
-    return found
+Entry = tuple[str, bool, int, float]  # name, is a folder, size, time (folders: 0, 0.0)
 
 
-def _scan_after(folder: Path, key_prefix: str, start_after: str) -> list[tuple[str, bool, int, float]]:
-    """Like `_scan`, for the keys `key_prefix + name` that sort after `start_after` (folders that
-    may hold such keys). A file's time is the later of mtime and ctime: a commit that hard-links
-    an older staged part changes the inode's ctime, not its mtime (see BlobBackend.list_blobs)."""
-    found: list[tuple[str, bool, int, float]] = []
+def _entries(folder: Path, keep: Callable[[str, bool], bool], file_time: Callable[[os.stat_result], float]
+             ) -> list[Entry]:
+    """The entries of `folder` that `keep(name, is_folder)` accepts, temporary files (".name")
+    skipped, in the order their keys sort; a missing folder has none."""
+    found: list[Entry] = []
     try:
         entries = list(os.scandir(folder))
     except OSError as error:
@@ -626,21 +603,39 @@ def _scan_after(folder: Path, key_prefix: str, start_after: str) -> list[tuple[s
         name = entry.name
         if name.startswith("."):
             continue  # temporary files
-        key = f"{key_prefix}{name}"
         try:
             if entry.is_dir(follow_symlinks=False):
-                below = f"{key}/"
-                # Every key below sorts before `start_after` unless `start_after` is inside it.
-                if below < start_after and not start_after.startswith(below):
-                    continue
-                found.append((name, True, 0, 0.0))
-            elif entry.is_file(follow_symlinks=False) and key > start_after:
+                if keep(name, True):
+                    found.append((name, True, 0, 0.0))
+            elif entry.is_file(follow_symlinks=False) and keep(name, False):
                 info = entry.stat(follow_symlinks=False)
-                found.append((name, False, info.st_size, max(info.st_mtime, info.st_ctime)))
+                found.append((name, False, info.st_size, file_time(info)))
         except FileNotFoundError:
             continue  # deleted while listing
+    # A folder's keys continue with "/", so "a/x" sorts after "a-b" although "a" < "a-b".
     found.sort(key=lambda item: f"{item[0]}/" if item[1] else item[0])
     return found
+
+
+def _scan(folder: Path, name_start: str) -> list[Entry]:
+    """Entries of `folder` whose name starts with `name_start` (anything else is not a key)."""
+    return _entries(folder, lambda name, _is_dir: name.startswith(name_start), lambda info: info.st_mtime)
+
+
+def _scan_after(folder: Path, key_prefix: str, start_after: str) -> list[Entry]:
+    """Like `_scan`, for the keys `key_prefix + name` that sort after `start_after` (folders that
+    may hold such keys). A file's time is the later of mtime and ctime: a commit that hard-links
+    an older staged part changes the inode's ctime, not its mtime (see BlobBackend.list_blobs)."""
+
+    def keep(name: str, is_dir: bool) -> bool:
+        key = f"{key_prefix}{name}"
+        if not is_dir:
+            return key > start_after
+        below = f"{key}/"
+        # Every key below sorts before `start_after` unless `start_after` is inside it.
+        return not (below < start_after and not start_after.startswith(below))
+
+    return _entries(folder, keep, lambda info: max(info.st_mtime, info.st_ctime))
 
 
 def _compose(dest: Path, sources: list[tuple[str, Path]]) -> int:

@@ -18,6 +18,7 @@ import time
 import httpx
 
 from services.common.settings import EventEndpointSettings, EventsSettings
+from services.common.tasks import cancel_and_wait
 from services.metadata.events.envelope import MEDIA_TYPE, envelope
 from services.metadata.events.store import OutboxStore
 from services.metadata.store.dialect import is_unavailable
@@ -50,13 +51,8 @@ class DeliveryWorker:
 
     async def close(self) -> None:
         """Stops the task; rows it had claimed but not settled are sent again after the lease."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

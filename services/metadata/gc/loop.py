@@ -6,11 +6,11 @@ every step locks and re-checks its row, so they only repeat each other's reads."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from services.common.errors import RegistryError
+from services.common.tasks import cancel_and_wait
 from services.metadata.gc.worker import run_gc
 
 log = logging.getLogger("lading.metadata.gc")
@@ -42,11 +42,8 @@ class GcLoop:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="lading-gc-loop")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
