@@ -5,6 +5,8 @@ Layout under the data folder (default `./data`):
     blobs/             filesystem root of the blob plane
     run/metadata.sock  gRPC unix socket of the metadata plane
     run/blob.sock      gRPC unix socket of the blob plane
+Blob GETs answer 307 to the blob plane's direct-read server (sendfile; a free port on the
+gateway's host, `blob.direct_reads.listen` to pin it), so pulled bytes skip gRPC.
 
 Settings reach the children as LADING_* environment variables. The supervisor only fills in what
 the user has not set (in the environment or LADING_CONFIG_FILE), so e.g.
@@ -127,6 +129,14 @@ def plan_serve(
         env["LADING_GATEWAY__PORT"] = str(port)
     else:
         port = settings.gateway.port
+    # Blob GETs redirect to the blob plane's own file server (sendfile, no gRPC hop) on the
+    # gateway's host, any free port, with the gateway's certificate: every plane shares this host.
+    direct = default("blob.direct_reads.enabled", str(settings.blob.backend == "filesystem").lower())
+    default("blob.direct_reads.listen", f"{host}:0")
+    tls = settings.gateway.tls
+    if direct.lower() == "true" and tls.cert_file is not None:
+        default("blob.direct_reads.cert_file", str(tls.cert_file))
+        default("blob.direct_reads.key_file", str(tls.key_file or tls.cert_file))
     return ServePlan(
         data_dir=root,
         host=host,

@@ -9,7 +9,9 @@ presigned URL, with `Docker-Content-Digest`, so the bytes never pass through Pyt
 redirect too: the gateway first validates the Range against the blob's size (416 stays ours), and
 the client re-sends its Range header to the presigned URL, which answers 206 itself. HEAD never
 redirects, nor does a GET of an empty blob or a conditional GET that matches (304), nor any GET on
-a backend that cannot presign (filesystem): those are answered (or streamed) here.
+a backend that cannot presign: those are answered (or streamed) here. On the filesystem, reads
+redirect to the blob plane's direct-read server when `blob.direct_reads` is on (`lading serve`
+turns it on): its URL may leave the host out, for the gateway to put in the one the client used.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def _headers(digest: str, length: int) -> dict[str, str]:
         "accept-ranges": "bytes",
         "etag": f'"{digest}"',
     }
+
+
+def _addressed(url: str, request: Request) -> str:
+    """`url` with the host this client addressed put in, when the blob plane left it out
+    (`http://:PORT/...`: its direct-read server without `public_url`)."""
+    scheme, separator, rest = url.partition("://:")
+    if not separator:
+        return url
+    host = request.url.hostname or "localhost"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{rest}"
 
 
 async def head(request: Request, gateway: Gateway) -> Response:
@@ -67,7 +79,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
         return Response(b"", status_code=status, headers=headers)
     chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
     if isinstance(chunks, Redirect):
-        return empty(307, {"location": chunks.url, "docker-content-digest": digest})
+        return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
     return StreamingResponse(chunks, status_code=status, headers=headers)
 
 

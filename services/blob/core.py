@@ -3,9 +3,10 @@
 Backend failures are translated into registry errors here, once; transport code only maps
 messages to these calls.
 
-Redirected reads: a backend that can presign GET URLs (`PresignsReads`, the S3 backend) lets
+Redirected reads: a backend that can presign GET URLs (`PresignsReads`, the S3 backend), or the
+blob plane's own direct-read server (filesystem, services/blob/direct_reads.py), lets
 `read_redirect` hand out a URL instead of bytes when the store was built with
-`redirect_reads=True`, so blob bytes never pass through Python.
+`redirect_reads=True`, so blob bytes never pass through gRPC.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class BlobStore:
     """Blobs and upload sessions over one backend.
 
     `upload_expiry_seconds` is the default age after which `purge_uploads` removes a session.
-    `redirect_reads`: `read_redirect` hands out presigned URLs (only if the backend can presign;
-    ignored otherwise).
+    `redirect_reads`: `read_redirect` hands out URLs signed by `presigner` (default: the backend,
+    if it can presign, as S3 can; the filesystem's direct reads pass `SignedBlobUrls`); ignored
+    when there is neither.
     """
 
     def __init__(
@@ -73,13 +75,14 @@ class BlobStore:
         upload_expiry_seconds: float,
         sessions: UploadSessions | None = None,
         redirect_reads: bool = False,
+        presigner: PresignsReads | None = None,
     ):
         self.backend = backend
         self.upload_expiry_seconds = upload_expiry_seconds
         self.sessions = sessions or UploadSessions(backend)
-        self._presigner: PresignsReads | None = (
-            backend if redirect_reads and isinstance(backend, PresignsReads) else None
-        )
+        if presigner is None and isinstance(backend, PresignsReads):
+            presigner = backend
+        self._presigner: PresignsReads | None = presigner if redirect_reads else None
 
     @property
     def redirects_reads(self) -> bool:

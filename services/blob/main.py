@@ -4,7 +4,8 @@ Start-up: build the backend named by `settings.blob.backend` (an unknown name, o
 backend cannot work with, fail here with the reason), the store and the servicer; bind; report
 SERVING once the backend is prepared (S3: the bucket exists, or is created when
 `s3.create_bucket` is on) and answers a write/read/delete probe. Reads are redirected to
-presigned URLs when the backend is S3 and `s3.redirect_reads` is on. While running, a background
+presigned URLs when the backend is S3 and `s3.redirect_reads` is on, and to the blob plane's own
+direct-read server (services/blob/direct_reads.py) when `direct_reads.enabled`. While running, a background
 task purges expired upload sessions every `purge_interval_seconds`, and lets the backend clean up
 abandoned partial writes (S3: multipart uploads of crashed writers). Shutdown (SIGTERM/SIGINT):
 health NOT_SERVING, in-flight calls drain for `shutdown_grace_seconds`, the purge task stops, the
@@ -25,6 +26,7 @@ from services.blob.backends.filesystem import FilesystemBackend
 from services.blob.backends.memory import MemoryBackend
 from services.blob.backends.s3 import create_s3_backend
 from services.blob.core import BlobStore
+from services.blob.direct_reads import DirectReadServer, SignedBlobUrls, signing_secret
 from services.blob.servicer import BlobServiceServicer, add_to_server
 from services.blob.uploads import UploadSessions
 from services.common.allocator import tune_allocator
@@ -91,15 +93,36 @@ def build_backend(settings: BlobSettings) -> BlobBackend:
         raise BackendConfigError(f"blob backend {settings.backend!r}: {error}") from error
 
 
-def build_store(settings: BlobSettings, backend: BlobBackend) -> BlobStore:
-    """The store over `backend`; reads redirect to presigned URLs only for S3 with
-    `s3.redirect_reads` on (the store ignores the flag for backends that cannot presign)."""
+def build_store(
+    settings: BlobSettings, backend: BlobBackend, direct_urls: SignedBlobUrls | None = None
+) -> BlobStore:
+    """The store over `backend`. Reads redirect to presigned URLs for S3 with
+    `s3.redirect_reads` on, and to `direct_urls` (the direct-read server's signed URLs) when
+    given; otherwise they stream through gRPC."""
     return BlobStore(
         backend,
         upload_expiry_seconds=settings.upload_expiry_seconds,
         sessions=UploadSessions(backend, max_sessions_per_owner=settings.max_upload_sessions_per_owner),
-        redirect_reads=settings.backend == "s3" and settings.s3.redirect_reads,
+        redirect_reads=direct_urls is not None or (settings.backend == "s3" and settings.s3.redirect_reads),
+        presigner=direct_urls,
     )
+
+
+def build_direct_reads(settings: BlobSettings, backend: BlobBackend) -> DirectReadServer | None:
+    """The direct-read server when `direct_reads.enabled` (not started). Raises
+    BackendConfigError when the backend's objects are not local files."""
+    direct = settings.direct_reads
+    if not direct.enabled:
+        return None
+    if not callable(getattr(backend, "local_path", None)):
+        raise BackendConfigError(
+            f"blob.direct_reads serves local files, and the {settings.backend!r} backend has none: "
+            "turn LADING_BLOB__DIRECT_READS__ENABLED off (S3 redirects reads itself: blob.s3.redirect_reads)"
+        )
+    if direct.key_file is not None and direct.cert_file is None:
+        raise BackendConfigError("blob.direct_reads.key_file is set without cert_file")
+    urls = SignedBlobUrls(signing_secret(direct), direct.url_lifetime_seconds)
+    return DirectReadServer(direct, urls, backend)  # type: ignore[arg-type]
 
 
 async def prepare_backend(backend: BlobBackend) -> None:
@@ -161,7 +184,9 @@ async def run(settings: Settings) -> None:
     telemetry = setup_tracing(settings.observability, "blob")
     # A span per storage operation (S3 request, file I/O) when tracing is on; else the backend itself.
     backend = telemetry.wrap_backend(build_backend(blob))
-    store = build_store(blob, backend)
+    # Built on the raw backend: the direct-read server only needs its file paths.
+    direct_reads = build_direct_reads(blob, backend)
+    store = build_store(blob, backend, direct_reads.urls if direct_reads else None)
     metrics = Metrics("blob")
     service = GrpcService(
         listen=blob.listen,
@@ -192,12 +217,17 @@ async def run(settings: Settings) -> None:
         await cancel_and_wait(purger)
         if metrics_server is not None:
             await metrics_server.close()
+        if direct_reads is not None:
+            await direct_reads.close()
         await backend.close()
         telemetry.shutdown()
 
     prepare_listen_address(blob.listen)
     if settings.observability.blob_metrics_listen:
         metrics_server = await MetricsHttpServer(metrics, settings.observability.blob_metrics_listen).start()
+    if direct_reads is not None:
+        # Before the gRPC port opens: a signed URL needs the bound port.
+        await direct_reads.start()
     await service.serve_forever(ready=ready, on_shutdown=on_shutdown)
 
 

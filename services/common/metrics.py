@@ -275,7 +275,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port` (or `[v6]:port`) → (host, port). Raises ValueError naming the format."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"metrics listen address {listen!r} must be host:port, e.g. 127.0.0.1:9101")
+        raise ValueError(f"listen address {listen!r} must be host:port, e.g. 127.0.0.1:9101")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 

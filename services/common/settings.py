@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -171,6 +171,30 @@ class S3BackendSettings(BaseModel):
     max_retries: int = 3
 
 
+class DirectReadSettings(BaseModel):
+    """Blob GETs answered by the blob plane itself, from its files (filesystem backend only).
+
+    With `enabled`, the gateway answers a blob GET with `307` to a signed URL of this small HTTP
+    server, which sends the file with sendfile(2): the bytes never pass through Python or gRPC,
+    the way presigned URLs work on S3. Clients must be able to reach `listen` (or `public_url`).
+    `lading serve` turns it on (on the gateway's host, a free port) unless set explicitly."""
+
+    enabled: bool = False
+    # host:port to listen on (port 0: any free port).
+    listen: str = "0.0.0.0:5001"
+    # Base URL clients use to reach `listen` ("https://blobs.example.com"); empty: the host the
+    # client sent its blob GET to, on the port `listen` is bound to.
+    public_url: str = ""
+    # HMAC-SHA256 key signing the URLs; every blob replica behind one public URL needs the same.
+    # Empty: a random key per process (fine for one replica; URLs die with the process).
+    secret: SecretStr = SecretStr("")
+    # How long a signed URL stays valid.
+    url_lifetime_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    # HTTPS on the direct-read server (PEM chain and key); None: plain HTTP.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
 class BlobSettings(BaseModel):
     listen: str = "unix:data/run/blob.sock"
     backend: Literal["filesystem", "memory", "s3"] = "filesystem"
@@ -188,6 +212,7 @@ class BlobSettings(BaseModel):
     # is on, else the client's address); one more is refused with 429 until one is committed,
     # cancelled or purged. 0: no limit.
     max_upload_sessions_per_owner: int = Field(default=1000, ge=0)
+    direct_reads: DirectReadSettings = Field(default_factory=DirectReadSettings)
 
 
 class MetadataSettings(BaseModel):

@@ -5,13 +5,15 @@ once per profile, unchanged. A profile is a name plus a context manager that yie
 variables for a fresh, empty set of backing stores (and tears them down after). Adding a profile
 is one more entry in `PROFILES`:
 
-- "sqlite": the embedded default (SQLite + blob files under the stack's data dir);
-- "postgres": metadata on a fresh PostgreSQL database (the `postgres` fixture);
+- "sqlite": the embedded default (SQLite + blob files under the stack's data dir); blob GETs
+  answer 307 to the blob plane's direct-read server, as `lading serve` does by default;
+- "postgres": metadata on a fresh PostgreSQL database (the `postgres` fixture); blob GETs stream
+  through the gateway (direct reads off), so both read paths run every test;
 - "postgres-s3": the production profile: a fresh PostgreSQL database, and blobs on one throwaway
   SeaweedFS per session (started on first use, stopped when the profile is done), each stack under
   a key prefix of its own in the shared bucket. Blob GETs answer 307 to presigned SeaweedFS URLs
   (`redirect_reads` is on, as in production), so this profile's `client` follows redirects, as
-  every registry client does; a test that means to see the 307 itself sends
+  every registry client does (so does "sqlite"'s); a test that means to see the 307 itself sends
   `follow_redirects=False` on its request.
 
 Select or skip profiles with `-m` (`postgres`, `s3`) or `-k sqlite|postgres|postgres-s3`.
@@ -32,6 +34,9 @@ import pytest
 
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 from tests.support.stack import ExternalRegistry, Stack
+
+# `lading serve` redirects blob GETs to the blob plane's direct-read server unless told not to.
+DIRECT_READS_OFF = {"LADING_BLOB__DIRECT_READS__ENABLED": "false"}
 
 # Yields the LADING_* variables of fresh backing stores for one stack of a profile.
 EnvFactory = Callable[["Profile"], AbstractContextManager[dict[str, str]]]
@@ -54,11 +59,15 @@ class Profile:
     request: pytest.FixtureRequest | None = None
     # True when blob GETs may answer 307 (clients are expected to follow it).
     redirects_reads: bool = False
+    # The LADING_* variables that make this profile stream blob GETs through the gateway instead.
+    streaming_env: dict[str, str] = field(default_factory=dict, compare=False)
+    # Blobs on S3 (SeaweedFS) rather than local files.
+    s3: bool = False
     _resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, compare=False, repr=False)
     _shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def bind(self, request: pytest.FixtureRequest) -> Profile:
-        return Profile(self.name, self.make_env, request, self.redirects_reads)
+        return Profile(self.name, self.make_env, request, self.redirects_reads, self.streaming_env, self.s3)
 
     def environment(self) -> AbstractContextManager[dict[str, str]]:
         assert self.request is not None, "bind() the profile to a fixture request first"
@@ -88,6 +97,13 @@ def _postgres_env(profile: Profile) -> Iterator[dict[str, str]]:
         yield {"LADING_METADATA__DATABASE_URL": url}
 
 
+@contextlib.contextmanager
+def _postgres_streaming_env(profile: Profile) -> Iterator[dict[str, str]]:
+    # Blob GETs stream through the gateway (ReadBlob), so that path keeps its end-to-end tests.
+    with _postgres_env(profile) as env:
+        yield {**env, **DIRECT_READS_OFF}
+
+
 def s3_env(server: SeaweedFS) -> dict[str, str]:
     """An S3 blob backend on `server`, under a fresh key prefix (fresh, empty storage)."""
     return server.lading_env()
@@ -101,10 +117,16 @@ def _postgres_s3_env(profile: Profile) -> Iterator[dict[str, str]]:
 
 
 PROFILES = [
-    pytest.param(Profile("sqlite", _sqlite_env), id="sqlite"),
-    pytest.param(Profile("postgres", _postgres_env), id="postgres", marks=pytest.mark.postgres),
+    pytest.param(Profile("sqlite", _sqlite_env, redirects_reads=True, streaming_env=DIRECT_READS_OFF), id="sqlite"),
+    pytest.param(Profile("postgres", _postgres_streaming_env), id="postgres", marks=pytest.mark.postgres),
     pytest.param(
-        Profile("postgres-s3", _postgres_s3_env, redirects_reads=True),
+        Profile(
+            "postgres-s3",
+            _postgres_s3_env,
+            redirects_reads=True,
+            streaming_env={"LADING_BLOB__S3__REDIRECT_READS": "false"},
+            s3=True,
+        ),
         id="postgres-s3",
         marks=[pytest.mark.postgres, pytest.mark.s3],
     ),

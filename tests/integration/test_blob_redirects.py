@@ -1,10 +1,11 @@
-"""Blob GETs redirected to presigned storage URLs (S3), and S3's small-chunk uploads, over HTTP.
+"""Blob GETs redirected to signed URLs, and S3's small-chunk uploads, over HTTP.
 
-In profiles whose blob plane redirects reads ("postgres-s3"), a blob GET answers `307` with
-`Location: <presigned URL>` and `Docker-Content-Digest`; following it gives the exact bytes, and a
+In profiles whose blob plane redirects reads, a blob GET answers `307` with `Location: <signed
+URL>` and `Docker-Content-Digest`: a presigned SeaweedFS URL ("postgres-s3"), or the blob plane's
+direct-read server ("sqlite", the embedded default). Following it gives the exact bytes, and a
 Range header sent along gives the exact slice (206). HEAD, empty blobs, 304s and range errors are
-answered by the registry itself. With `LADING_BLOB__S3__REDIRECT_READS=false` the bytes stream
-through the gateway again. Elsewhere (filesystem), GETs never redirect.
+answered by the registry itself. With the profile's `streaming_env` the bytes stream through the
+gateway again ("postgres" runs that way throughout).
 
 S3 needs parts of ≥ 5 MiB; the upload POST advertises it (`OCI-Chunk-Min-Length`) and chunks far
 smaller still work (the blob plane merges small trailing parts).
@@ -41,14 +42,17 @@ def _registry_answer(client: httpx.Client, path: str, **headers: str) -> httpx.R
     return client.get(path, headers=headers, follow_redirects=False)
 
 
-def _assert_redirect(response: httpx.Response, digest: str, base_url: str) -> str:
+def _assert_redirect(response: httpx.Response, digest: str, base_url: str, profile: Profile) -> str:
     assert response.status_code == 307, response.text
     assert response.headers["Docker-Content-Digest"] == digest
     assert response.content == b""
     location = response.headers["Location"]
     # An absolute, signed URL of the storage, not of the registry.
     assert location.startswith("http://") and not location.startswith(base_url), location
-    assert "X-Amz-Signature=" in location, location
+    assert ("X-Amz-Signature=" if profile.s3 else "&signature=") in location, location
+    if not profile.s3:
+        # The direct-read server is reached under the host name the client used for the registry.
+        assert httpx.URL(location).host == httpx.URL(base_url).host, location
     return location
 
 
@@ -62,7 +66,7 @@ def test_get_redirects_to_the_storage_only_where_it_can(
         assert "Location" not in response.headers
         assert response.content == blob
         return
-    location = _assert_redirect(response, digest, registry.base_url)
+    location = _assert_redirect(response, digest, registry.base_url, profile)
     # The presigned URL needs no credentials: a bare GET gets the exact bytes.
     fetched = httpx.get(location, timeout=60.0)
     assert fetched.status_code == 200, fetched.text
@@ -88,7 +92,7 @@ def test_range_is_honoured_through_the_redirect(
     path = f"/v2/{repo}/blobs/{digest}"
     first = _registry_answer(client, path, Range=range_header)
     if profile.redirects_reads:
-        _assert_redirect(first, digest, registry.base_url)
+        _assert_redirect(first, digest, registry.base_url, profile)
     else:
         assert first.status_code == 206
     # httpx re-sends the Range header to the redirect target, as Go and other clients do.
@@ -125,12 +129,12 @@ def test_empty_blob_and_matching_etag_are_answered_without_redirect(
 
 @pytest.fixture(scope="module")
 def streaming_registry(profile: Profile, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A second stack of a redirecting profile with LADING_BLOB__S3__REDIRECT_READS=false."""
+    """A second stack of a redirecting profile with its redirects turned off (`streaming_env`)."""
     if not profile.redirects_reads:
         pytest.skip(f"profile {profile.name!r} never redirects reads")
     with profile.environment() as env:
         data_dir = tmp_path_factory.mktemp(f"streaming-{profile.name}") / "data"
-        with Stack(data_dir, env={**env, "LADING_BLOB__S3__REDIRECT_READS": "false"},
+        with Stack(data_dir, env={**env, **profile.streaming_env},
                    name=f"lading-streaming-{profile.name}") as stack:
             yield stack
 
@@ -152,7 +156,7 @@ def test_redirects_can_be_turned_off(streaming_registry: Stack) -> None:
 def test_upload_advertises_the_minimum_chunk_length(client: httpx.Client, profile: Profile, repo: str) -> None:
     started = client.post(f"/v2/{repo}/blobs/uploads/")
     assert started.status_code == 202, started.text
-    if profile.redirects_reads:  # the S3 profile: S3's 5 MiB minimum part size
+    if profile.s3:  # S3's 5 MiB minimum part size
         assert started.headers["OCI-Chunk-Min-Length"] == str(5 * MiB)
     else:
         assert "OCI-Chunk-Min-Length" not in started.headers

@@ -350,11 +350,12 @@ def get_manifest(client: httpx.Client, repo: str, reference: str, *, method: str
 
 
 def assert_pulls_back(client: httpx.Client, repo: str, reference: str, manifest: Manifest) -> None:
-    """The manifest under `reference` and each of its blobs come back byte-identical."""
+    """The manifest under `reference` and each of its blobs come back byte-identical (following
+    a blob GET's redirect, as registry clients do)."""
     pulled = get_manifest(client, repo, reference)
     assert pulled.status_code == 200 and pulled.content == manifest.payload, pulled.text
     for blob in manifest.blobs:
-        got = client.get(f"/v2/{repo}/blobs/{blob.digest}")
+        got = client.get(f"/v2/{repo}/blobs/{blob.digest}", follow_redirects=True)
         assert got.status_code == 200 and got.content == blob.data, f"{blob.digest}: {got.status_code}"
 
 

@@ -74,3 +74,16 @@ def test_serve_over_https_refuses_plain_http_and_unknown_cas(https_serve: HttpsS
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{https_serve.url}/v2/", verify=ssl.create_default_context(cafile=str(stranger.cert)), timeout=5)
     assert httpx.get(f"{https_serve.url}/v2/", verify=https_serve.verifying(), timeout=5).status_code == 200
+
+
+def test_blob_gets_redirect_to_direct_reads_over_https_with_the_same_certificate(https_serve: HttpsServe) -> None:
+    data = oci.random_bytes(512 * 1024)
+    with httpx.Client(base_url=https_serve.url, verify=https_serve.verifying(), timeout=30) as client:
+        oci.push_blob(client, "tls/direct", data)
+        answer = client.get(f"/v2/tls/direct/blobs/{oci.sha256(data)}")
+    assert answer.status_code == 307, answer.text
+    location = httpx.URL(answer.headers["Location"])
+    assert location.scheme == "https" and location.host == "127.0.0.1" and location.port != https_serve.port
+    fetched = httpx.get(location, verify=https_serve.verifying(), timeout=30)
+    assert fetched.status_code == 200
+    assert fetched.content == data

@@ -95,6 +95,11 @@ class FilesystemBackend:
         # Validated keys have no empty, `.` or `..` segment, so the path stays under root.
         return self.root / validate_key(key)
 
+    def local_path(self, key: str) -> Path:
+        """Where `key` is stored (for direct reads, services/blob/direct_reads.py). Raises
+        ValueError for an invalid key."""
+        return self._path(key)
+
     # -- writes -------------------------------------------------------------------------------
 
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:

@@ -1,0 +1,226 @@
+"""The blob plane's direct-read server (services/blob/direct_reads.py) over real files and HTTP.
+
+A signed URL gets the exact bytes (GET, HEAD, Range) of exactly the blob it names, until it
+expires; anything altered, expired or not a blob gets 403/404 with a reason; the server only
+starts over a backend with local files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.blob.backends import keys
+from services.blob.backends.filesystem import FilesystemBackend
+from services.blob.core import BlobStore
+from services.blob.direct_reads import DirectReadServer, SignedBlobUrls, signing_secret
+from services.blob.main import BackendConfigError, build_direct_reads, build_store
+from services.common.digests import Digest
+from services.common.settings import BlobSettings, DirectReadSettings
+
+SECRET = b"direct-read-test-secret"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _one(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
+
+
+async def _store_blob(backend: FilesystemBackend, data: bytes) -> str:
+    digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+    await backend.put(keys.blob_key(digest), _one(data))
+    return keys.blob_key(digest)
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[FilesystemBackend]:
+    fs = FilesystemBackend(tmp_path / "blobs")
+    yield fs
+    await fs.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def server(backend: FilesystemBackend, clock: Clock) -> AsyncIterator[DirectReadServer]:
+    urls = SignedBlobUrls(SECRET, 300, clock=clock)
+    started = await DirectReadServer(DirectReadSettings(enabled=True, listen="127.0.0.1:0"), urls, backend).start()
+    yield started
+    await started.close()
+
+
+@pytest.fixture
+async def http(server: DirectReadServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield client
+
+
+def _on_loopback(url: str) -> str:
+    """The server leaves the host out (`http://:PORT/...`) for the gateway to fill in."""
+    assert url.startswith("http://:"), url
+    return url.replace("http://:", "http://127.0.0.1:", 1)
+
+
+async def test_a_signed_url_serves_the_exact_bytes(
+    server: DirectReadServer, backend: FilesystemBackend, http: httpx.AsyncClient
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 11)
+    key = await _store_blob(backend, data)
+    url = _on_loopback(await server.urls.presigned_get_url(key))
+
+    response = await http.get(url)
+    assert response.status_code == 200, response.text
+    assert response.content == data
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["docker-content-digest"] == str(keys.digest_of_blob_key(key))
+    assert response.headers["accept-ranges"] == "bytes"
+
+    head = await http.head(url)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert int(head.headers["content-length"]) == len(data)
+
+
+@pytest.mark.parametrize(("header", "start", "end"), [("bytes=10-19", 10, 19), ("bytes=-7", 993, 999), ("bytes=990-", 990, 999)])
+async def test_ranges_are_answered_with_206(
+    server: DirectReadServer, backend: FilesystemBackend, http: httpx.AsyncClient, header: str, start: int, end: int
+) -> None:
+    data = os.urandom(1000)
+    url = _on_loopback(await server.urls.presigned_get_url(await _store_blob(backend, data)))
+    response = await http.get(url, headers={"Range": header})
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes {start}-{end}/1000"
+    assert response.content == data[start : end + 1]
+    unsatisfiable = await http.get(url, headers={"Range": "bytes=1000-"})
+    assert unsatisfiable.status_code == 416
+
+
+async def test_altered_urls_are_refused(
+    server: DirectReadServer, backend: FilesystemBackend, http: httpx.AsyncClient
+) -> None:
+    key = await _store_blob(backend, b"first blob")
+    other = await _store_blob(backend, b"second blob")
+    url = _on_loopback(await server.urls.presigned_get_url(key))
+    path, query = url.split("?", 1)
+
+    # Another blob under this URL's signature.
+    swapped = await http.get(path.replace(key, other) + "?" + query)
+    assert swapped.status_code == 403
+    assert "signature does not match" in swapped.text
+    # A later expiry under the same signature.
+    expires = query.split("&")[0].split("=")[1]
+    extended = await http.get(url.replace(f"expires={expires}", f"expires={int(expires) + 3600}"))
+    assert extended.status_code == 403
+    unsigned = await http.get(path)
+    assert unsigned.status_code == 403
+    assert "ask the registry for the blob again" in unsigned.text
+    # Signed by a registry with another secret.
+    stranger = SignedBlobUrls(b"another secret", 300)
+    stranger.base_url = "http://127.0.0.1:1"
+    foreign = await stranger.presigned_get_url(key)
+    assert (await http.get(path + "?" + foreign.split("?", 1)[1])).status_code == 403
+    # The genuine URL still works.
+    assert (await http.get(url)).content == b"first blob"
+
+
+async def test_urls_expire(
+    server: DirectReadServer, backend: FilesystemBackend, http: httpx.AsyncClient, clock: Clock
+) -> None:
+    url = _on_loopback(await server.urls.presigned_get_url(await _store_blob(backend, b"short-lived")))
+    clock.now += 299
+    assert (await http.get(url)).status_code == 200
+    clock.now += 2
+    expired = await http.get(url)
+    assert expired.status_code == 403
+    assert "expired" in expired.text
+
+
+async def test_only_stored_blobs_are_served(
+    server: DirectReadServer, backend: FilesystemBackend, http: httpx.AsyncClient
+) -> None:
+    key = await _store_blob(backend, b"collected soon")
+    url = _on_loopback(await server.urls.presigned_get_url(key))
+    await backend.delete(key)  # garbage collection after the URL was handed out
+    assert (await http.get(url)).status_code == 404
+
+    base = url.split("/blobs/", 1)[0]
+    for path in ("/blobs/sha256/zz/not-a-digest", "/uploads/x/data", "/blobs/../registry.db", "/"):
+        assert (await http.get(base + path)).status_code in (403, 404), path
+    assert (await http.post(url, content=b"x")).status_code == 405
+    assert (await http.delete(url)).status_code == 405
+
+
+async def test_urls_signed_with_a_shared_secret_verify_on_every_replica(clock: Clock) -> None:
+    one, two = SignedBlobUrls(SECRET, 60, clock=clock), SignedBlobUrls(SECRET, 60, clock=clock)
+    one.base_url = two.base_url = "https://blobs.example.com"
+    url = await one.presigned_get_url("blobs/sha256/ab/" + "ab" * 32)
+    assert url.startswith("https://blobs.example.com/blobs/sha256/ab/")
+    query = dict(part.split("=") for part in url.split("?", 1)[1].split("&"))
+    assert two.verify("blobs/sha256/ab/" + "ab" * 32, query["expires"], query["signature"]) is None
+    # An empty setting means a random key per process: URLs from one process fail on another.
+    random_a = signing_secret(DirectReadSettings())
+    random_b = signing_secret(DirectReadSettings())
+    assert random_a != random_b and len(random_a) == 32
+    assert signing_secret(DirectReadSettings(secret="shared")) == b"shared"
+
+
+async def test_public_url_is_the_base_of_every_url(backend: FilesystemBackend) -> None:
+    settings = DirectReadSettings(enabled=True, listen="127.0.0.1:0", public_url="https://blobs.example.com/")
+    server = await DirectReadServer(settings, SignedBlobUrls(SECRET, 60), backend).start()
+    try:
+        url = await server.urls.presigned_get_url(await _store_blob(backend, b"x"))
+        assert url.startswith("https://blobs.example.com/blobs/sha256/")
+        assert server.port > 0
+    finally:
+        await server.close()
+
+
+async def test_the_store_redirects_to_direct_reads_only_when_they_are_on(tmp_path: Path) -> None:
+    settings = BlobSettings(backend="filesystem")
+    settings.filesystem.root = tmp_path / "blobs"
+    backend = FilesystemBackend(settings.filesystem.root)
+    try:
+        assert build_direct_reads(settings, backend) is None
+        assert not build_store(settings, backend).redirects_reads
+
+        settings.direct_reads = DirectReadSettings(enabled=True, listen="127.0.0.1:0")
+        direct = build_direct_reads(settings, backend)
+        assert direct is not None
+        store: BlobStore = build_store(settings, backend, direct.urls)
+        assert store.redirects_reads
+        await direct.start()
+        try:
+            data = b"redirected blob"
+            key = await _store_blob(backend, data)
+            digest = str(keys.digest_of_blob_key(key))
+            url = await store.read_redirect(digest)
+            assert url is not None
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(_on_loopback(url))).content == data
+        finally:
+            await direct.close()
+    finally:
+        await backend.close()
+
+
+def test_direct_reads_need_local_files() -> None:
+    from services.blob.backends.memory import MemoryBackend
+
+    settings = BlobSettings(backend="memory", direct_reads=DirectReadSettings(enabled=True))
+    with pytest.raises(BackendConfigError, match="LADING_BLOB__DIRECT_READS__ENABLED"):
+        build_direct_reads(settings, MemoryBackend())
