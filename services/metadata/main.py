@@ -68,7 +68,11 @@ async def run(settings: Settings) -> None:
     config = settings.metadata
     database = open_database(config)
     telemetry = setup_tracing(settings.observability, "metadata")
-    telemetry.instrument_engines([database.engine, database.replica])
+    # On a SQLite file, writes run on their own engine (store/writes.py): trace it too.
+    writes = database.write_engine
+    telemetry.instrument_engines(
+        [database.engine, database.replica, writes if writes is not database.engine.sync_engine else None]
+    )
     metrics = build_metrics(database)
     metrics_server: MetricsHttpServer | None = None
     # Calls are only counted when something can scrape them.

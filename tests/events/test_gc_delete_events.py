@@ -65,12 +65,12 @@ async def test_a_repository_delete_writes_its_events_or_nothing(database: Databa
         if statement.lstrip().upper().startswith("DELETE FROM REPOSITORIES"):
             raise RuntimeError("injected failure")
 
-    event.listen(database.engine.sync_engine, "before_cursor_execute", fail_on_repository_delete)
+    event.listen(database.write_engine, "before_cursor_execute", fail_on_repository_delete)
     try:
         with pytest.raises(Exception, match="injected failure"):
             await gc.delete_repository("gone/app")
     finally:
-        event.remove(database.engine.sync_engine, "before_cursor_execute", fail_on_repository_delete)
+        event.remove(database.write_engine, "before_cursor_execute", fail_on_repository_delete)
     assert await outbox_rows(database) == before
     assert (await core.get_manifest("gone/app", "v1")).digest == first.digest
 

@@ -2,8 +2,8 @@
 
 The store calls one method per change (`manifest_pushed`, `blob_pushed`, `blob_mounted`,
 `manifest_deleted`, `tag_deleted`, `repository_deleted`; the collector and the admin repository
-delete pass their own `internal_request`) with the connection of the transaction that makes the
-change, so the event commits or rolls back with it: a failed push never produces an event. One row is
+delete pass their own `internal_request`) with the (synchronous: store/writes.py) connection of
+the transaction that makes the change, so the event commits or rolls back with it: a failed push never produces an event. One row is
 written per endpoint whose filters accept the event; with no endpoints nothing is written.
 Pull events are written in their own transaction (`record_pull`), only when enabled and sampled.
 """
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection, insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.settings import EventEndpointSettings, EventsSettings
 from services.metadata.events import context
@@ -82,55 +82,55 @@ class EventOutbox:
             for name in chosen
         ]
 
-    async def _record(self, conn: AsyncConnection, action: str, repository: str, target: dict[str, Any],
-                      request: RequestInfo | None = None) -> None:
+    def _record(self, conn: Connection, action: str, repository: str, target: dict[str, Any],
+                request: RequestInfo | None = None) -> None:
         if not self._endpoints:
             return
         rows = self._rows(action, repository, target, request)
         if rows:
-            await conn.execute(self._insert, rows)
+            conn.execute(self._insert, rows)
 
     # -- one method per change (called by the store inside its write transaction) ----------------
 
-    async def manifest_pushed(self, conn: AsyncConnection, repository: str, digest: str, media_type: str,
-                              size: int, tag: str | None) -> None:
+    def manifest_pushed(self, conn: Connection, repository: str, digest: str, media_type: str,
+                        size: int, tag: str | None) -> None:
         request = context.current()
-        await self._record(conn, "push", repository, descriptor_target(
+        self._record(conn, "push", repository, descriptor_target(
             media_type=media_type, digest=digest, size=size, repository=repository,
             url=target_url(request, repository, "manifests", digest), tag=tag,
         ), request)
 
-    async def blob_pushed(self, conn: AsyncConnection, repository: str, digest: str, size: int) -> None:
+    def blob_pushed(self, conn: Connection, repository: str, digest: str, size: int) -> None:
         request = context.current()
-        await self._record(conn, "push", repository, descriptor_target(
+        self._record(conn, "push", repository, descriptor_target(
             media_type=BLOB_MEDIA_TYPE, digest=digest, size=size, repository=repository,
             url=target_url(request, repository, "blobs", digest),
         ), request)
 
-    async def blob_mounted(self, conn: AsyncConnection, repository: str, digest: str, size: int,
-                           from_repository: str | None) -> None:
+    def blob_mounted(self, conn: Connection, repository: str, digest: str, size: int,
+                     from_repository: str | None) -> None:
         request = context.current()
-        await self._record(conn, "mount", repository, descriptor_target(
+        self._record(conn, "mount", repository, descriptor_target(
             media_type=BLOB_MEDIA_TYPE, digest=digest, size=size, repository=repository,
             url=target_url(request, repository, "blobs", digest), from_repository=from_repository,
         ), request)
 
-    async def manifest_deleted(self, conn: AsyncConnection, repository: str, digest: str,
-                               request: RequestInfo | None = None) -> None:
+    def manifest_deleted(self, conn: Connection, repository: str, digest: str,
+                         request: RequestInfo | None = None) -> None:
         """`request`: the collector's or an admin command's (`internal_request`); default: the call's."""
-        await self._record(conn, "delete", repository, {"digest": digest, "repository": repository}, request)
+        self._record(conn, "delete", repository, {"digest": digest, "repository": repository}, request)
 
-    async def blob_deleted(self, conn: AsyncConnection, repository: str, digest: str) -> None:
+    def blob_deleted(self, conn: Connection, repository: str, digest: str) -> None:
         """`DELETE /v2/<name>/blobs/<digest>`: Distribution's blob delete event has the same target
         shape as a manifest delete (digest and repository only)."""
-        await self._record(conn, "delete", repository, {"digest": digest, "repository": repository}, None)
+        self._record(conn, "delete", repository, {"digest": digest, "repository": repository}, None)
 
-    async def tag_deleted(self, conn: AsyncConnection, repository: str, tag: str,
-                          request: RequestInfo | None = None) -> None:
-        await self._record(conn, "delete", repository, {"repository": repository, "tag": tag}, request)
+    def tag_deleted(self, conn: Connection, repository: str, tag: str,
+                    request: RequestInfo | None = None) -> None:
+        self._record(conn, "delete", repository, {"repository": repository, "tag": tag}, request)
 
-    async def repository_deleted(self, conn: AsyncConnection, repository: str, manifest_digests: list[str],
-                                 request: RequestInfo | None = None) -> None:
+    def repository_deleted(self, conn: Connection, repository: str, manifest_digests: list[str],
+                           request: RequestInfo | None = None) -> None:
         """A whole repository deleted: one manifest delete event per manifest it held, then
         Distribution's repository delete event (target: repository only), all with one request."""
         if not self._endpoints:
@@ -140,14 +140,15 @@ class EventOutbox:
                 for row in self._rows("delete", repository, {"digest": digest, "repository": repository}, request)]
         rows += self._rows("delete", repository, {"repository": repository}, request)
         if rows:
-            await conn.execute(self._insert, rows)
+            conn.execute(self._insert, rows)
 
     async def record_pull(self, engine: AsyncEngine, repository: str, reference_tag: str | None, digest: str,
                           media_type: str, size: int) -> None:
         """A manifest GET, in its own transaction (a read has none). Call only when `wants_pull()`."""
         request = context.current()
+        target = descriptor_target(
+            media_type=media_type, digest=digest, size=size, repository=repository,
+            url=target_url(request, repository, "manifests", digest), tag=reference_tag,
+        )
         async with engine.begin() as conn:
-            await self._record(conn, "pull", repository, descriptor_target(
-                media_type=media_type, digest=digest, size=size, repository=repository,
-                url=target_url(request, repository, "manifests", digest), tag=reference_tag,
-            ), request)
+            await conn.run_sync(self._record, "pull", repository, target, request)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, select, update
 
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.gc.tables import blobs
@@ -49,8 +48,8 @@ class BlobRowGuard:
                           .values(state=ACTIVE, updated_at=bindparam("activated_at")))
         self._state = select(blobs.c.state).where(blobs.c.digest == bindparam("digest")).with_for_update(read=True)
 
-    async def claim_for_link(self, conn: AsyncConnection, digest: str, size: int, *,
-                             activate_epoch: int | None = None) -> None:
+    def claim_for_link(self, conn: Connection, digest: str, size: int, *,
+                       activate_epoch: int | None = None) -> None:
         """Makes sure `digest` has an `active` row before a link is written in this transaction.
 
         Inserts it `active` when absent and `insert_missing` (a bare store: the caller vouches for
@@ -60,17 +59,17 @@ class BlobRowGuard:
         made `active` here, in the link's transaction (one write instead of two). A row of another
         epoch, or `deleting`, means the GC took it meanwhile: BLOB_UNKNOWN."""
         if activate_epoch is not None:
-            await conn.execute(self._activate, {"b_digest": digest, "b_epoch": activate_epoch,
+            conn.execute(self._activate, {"b_digest": digest, "b_epoch": activate_epoch,
                                                 "activated_at": datetime.now(UTC)})
         elif self.insert_missing:
-            await conn.execute(self._insert, {
+            conn.execute(self._insert, {
                 "digest": digest, "size": size, "state": ACTIVE, "epoch": new_epoch(),
                 "updated_at": datetime.now(UTC),
             })
-        state = (await conn.execute(self._state, {"digest": digest})).scalar()
+        state = conn.execute(self._state, {"digest": digest}).scalar()
         if state != ACTIVE:
             raise blob_being_deleted(digest)
 
-    async def usable(self, conn: AsyncConnection, digest: str) -> bool:
+    def usable(self, conn: Connection, digest: str) -> bool:
         """True when `digest` has an `active` row (locked FOR SHARE until the transaction ends)."""
-        return (await conn.execute(self._state, {"digest": digest})).scalar() == ACTIVE
+        return conn.execute(self._state, {"digest": digest}).scalar() == ACTIVE

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from services.common.errors import ErrorKind, RegistryError
-from services.metadata.gc.guard import ACTIVE
 from services.metadata.gc.store import GLOBAL, GcStore
 from services.metadata.store.base import MetadataStore, NewManifest, Page, Referrer, StoredManifest
 
@@ -67,8 +66,8 @@ class GuardedStore:
 
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         await self._gc.refuse_in_maintenance()
-        # Fast path: an `active` row (the inner link re-checks it under a row lock).
-        epoch = None if await self._gc.blob_state(digest) == ACTIVE else await self._gc.prepare_link(digest, size)
+        # None: an `active` row (the inner link re-checks it under a row lock).
+        epoch = await self._gc.link_epoch(digest, size)
         if epoch is not None and self._bytes_exist is not None and not await self._bytes_exist(digest):
             raise _upload_again(digest)
         # The inner link activates the confirmed `pending` row (when there is one) and re-checks

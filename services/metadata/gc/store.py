@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, exists, func, literal, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, literal, or_, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events.envelope import ADMIN_ACTOR, GC_ACTOR, internal_request
@@ -34,6 +33,7 @@ from services.metadata.store.schema import (
     repository_blobs,
     tags,
 )
+from services.metadata.store.writes import SqliteThreadWriter
 
 if TYPE_CHECKING:
     from services.metadata.events.outbox import EventOutbox
@@ -117,14 +117,18 @@ class GcStore:
         self._hold = upsert(self._dialect, gc_review, ["repository_id", "digest"], {"review_after": None})
         self._insert_blob = insert_ignore(self._dialect, blobs, ["digest"])
         self._set_flag = upsert(self._dialect, registry_flags, ["name"], {"value": None})
+        # On a SQLite file (no replica) the small reads of the push path take one hop on the
+        # writer thread instead of several aiosqlite hops (store/writes.py).
+        self._one_hop = isinstance(database.writer, SqliteThreadWriter) and database.replica is None
 
     # -- plumbing -----------------------------------------------------------------------------------
 
-    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _write(self, work: Callable[[Connection], T]) -> T:
+        """Runs the synchronous `work` in one write transaction on the database's writer (shared
+        with the metadata store: store/writes.py)."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with self._db.writes.begin() as conn:
-                    return await work(conn)
+                return await self._db.writer.run(work)
             except RegistryError:
                 raise
             except _DB_ERRORS as exc:
@@ -140,6 +144,16 @@ class GcStore:
             # re-checks on the primary under a row lock, so a lagging answer is only a hint).
             async with self._db.reads.connect() as conn:
                 return list(await conn.execute(statement, params or {}))
+        except _DB_ERRORS as exc:
+            raise _unavailable(exc) from None
+
+    async def _read_small(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        """`_read` for a small indexed lookup on the push path (never a scan: on SQLite it runs
+        on the writer thread, between write transactions)."""
+        if not self._one_hop:
+            return await self._read(statement, params)
+        try:
+            return await self._db.writer.run(lambda conn: list(conn.execute(statement, params or {})))
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from None
 
@@ -160,8 +174,8 @@ class GcStore:
         return on
 
     async def set_maintenance(self, on: bool) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(self._set_flag, {"name": MAINTENANCE_FLAG, "value": "on" if on else "off"})
+        def work(conn: Connection) -> None:
+            conn.execute(self._set_flag, {"name": MAINTENANCE_FLAG, "value": "on" if on else "off"})
 
         await self._write(work)
         self._maintenance = (time.monotonic(), on)
@@ -180,8 +194,8 @@ class GcStore:
             return
         after = _now() + self._delay
 
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(self._hold, [{"repository_id": r, "digest": d, "review_after": after}
+        def work(conn: Connection) -> None:
+            conn.execute(self._hold, [{"repository_id": r, "digest": d, "review_after": after}
                                             for r, d in items])
 
         await self._write(work)
@@ -189,7 +203,7 @@ class GcStore:
     async def holds_for_tag(self, repository: str, tag: str) -> None:
         if not self._delay:
             return
-        rows = await self._read(
+        rows = await self._read_small(
             select(repositories.c.id, manifests.c.digest)
             .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id)
                          .join(manifests, manifests.c.id == tags.c.manifest_id))
@@ -200,7 +214,7 @@ class GcStore:
         """Holds the blobs and child manifests `digest` references in `repository`."""
         if not self._delay:
             return
-        rows = await self._read(
+        rows = await self._read_small(
             select(repositories.c.id, manifest_references.c.digest)
             .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id)
                          .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id))
@@ -216,10 +230,10 @@ class GcStore:
         """Before a LinkBlob: None when the blob row is `active` (bytes known to exist); otherwise
         the epoch of a `pending` row (inserted now when absent) the caller must confirm with the
         blob plane and then `activate`. Raises BLOB_UNKNOWN when the row is `deleting`."""
-        async def work(conn: AsyncConnection) -> int | None:
-            await conn.execute(self._insert_blob, {
+        def work(conn: Connection) -> int | None:
+            conn.execute(self._insert_blob, {
                 "digest": digest, "size": size, "state": PENDING, "epoch": new_epoch(), "updated_at": _now()})
-            row = (await conn.execute(select(blobs.c.state, blobs.c.epoch).where(blobs.c.digest == digest))).first()
+            row = (conn.execute(select(blobs.c.state, blobs.c.epoch).where(blobs.c.digest == digest))).first()
             if row is None or row[0] == DELETING:
                 from services.metadata.gc.guard import blob_being_deleted
 
@@ -228,6 +242,15 @@ class GcStore:
 
         return await self._write(work)
 
+    async def link_epoch(self, digest: str, size: int) -> int | None:
+        """`prepare_link` for a LinkBlob: None when the row is `active`, else the `pending`
+        epoch to confirm. Elsewhere than on a SQLite file a lock-free read comes first, so the
+        re-push of a known blob writes nothing; on SQLite the write transaction is one hop on
+        the writer thread, cheaper than that read."""
+        if not self._one_hop and await self.blob_state(digest) == ACTIVE:
+            return None
+        return await self.prepare_link(digest, size)
+
     async def blob_state(self, digest: str) -> str | None:
         """The row's state, or None (one read, no lock: callers re-check under a lock)."""
         rows = await self._read(select(blobs.c.state).where(blobs.c.digest == digest))
@@ -235,8 +258,8 @@ class GcStore:
 
     async def activate(self, digest: str, epoch: int) -> bool:
         """Marks the `pending` row of that epoch `active`; False when the GC took it meanwhile."""
-        async def work(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 update(blobs).where(blobs.c.digest == digest, blobs.c.epoch == epoch,
                                     blobs.c.state.in_([PENDING, ACTIVE]))
                 .values(state=ACTIVE, updated_at=_now()))
@@ -323,20 +346,20 @@ class GcStore:
     async def delete_manifest_if_unreferenced(self, candidate: Candidate) -> bool:
         m = manifests
 
-        async def work(conn: AsyncConnection) -> bool:
-            locked = (await conn.execute(self._lock(select(m.c.id).where(m.c.id == candidate.row_id)))).first()
+        def work(conn: Connection) -> bool:
+            locked = (conn.execute(self._lock(select(m.c.id).where(m.c.id == candidate.row_id)))).first()
             if locked is None:
                 return False
-            still = (await conn.execute(select(m.c.id).where(m.c.id == candidate.row_id, self._manifest_deletable()),
+            still = (conn.execute(select(m.c.id).where(m.c.id == candidate.row_id, self._manifest_deletable()),
                                         self._times())).first()
             if still is None:
                 return False
-            await conn.execute(delete(m).where(m.c.id == candidate.row_id))
+            conn.execute(delete(m).where(m.c.id == candidate.row_id))
             if self._events is not None:
-                name = (await conn.execute(select(repositories.c.name)
+                name = (conn.execute(select(repositories.c.name)
                                            .where(repositories.c.id == candidate.repository_id))).scalar()
                 if name is not None:
-                    await self._events.manifest_deleted(conn, name, candidate.digest, internal_request(GC_ACTOR))
+                    self._events.manifest_deleted(conn, name, candidate.digest, internal_request(GC_ACTOR))
             return True
 
         return await self._write(work)
@@ -345,13 +368,13 @@ class GcStore:
         rb = repository_blobs
         key = and_(rb.c.repository_id == candidate.repository_id, rb.c.digest == candidate.digest)
 
-        async def work(conn: AsyncConnection) -> bool:
-            if (await conn.execute(self._lock(select(rb.c.digest).where(key)))).first() is None:
+        def work(conn: Connection) -> bool:
+            if (conn.execute(self._lock(select(rb.c.digest).where(key)))).first() is None:
                 return False
-            if (await conn.execute(select(rb.c.digest).where(key, self._link_unreferenced()),
+            if (conn.execute(select(rb.c.digest).where(key, self._link_unreferenced()),
                                    self._times())).first() is None:
                 return False
-            await conn.execute(delete(rb).where(key))
+            conn.execute(delete(rb).where(key))
             return True
 
         return await self._write(work)
@@ -359,17 +382,17 @@ class GcStore:
     async def mark_deleting(self, candidate: Candidate) -> bool:
         """Claims an unlinked blob for deletion: `deleting` from now on (LinkBlob, MountBlob, HEAD
         and PutManifest refuse it). True also when it already was `deleting` (a retry)."""
-        async def work(conn: AsyncConnection) -> bool:
-            state = (await conn.execute(self._lock(select(blobs.c.state).where(blobs.c.digest == candidate.digest))
+        def work(conn: Connection) -> bool:
+            state = (conn.execute(self._lock(select(blobs.c.state).where(blobs.c.digest == candidate.digest))
                                         )).scalar()
             if state is None:
                 return False
             if state == DELETING:
                 return True
-            if (await conn.execute(select(blobs.c.digest).where(blobs.c.digest == candidate.digest,
+            if (conn.execute(select(blobs.c.digest).where(blobs.c.digest == candidate.digest,
                                                                 self._blob_unlinked()), self._times())).first() is None:
                 return False
-            await conn.execute(update(blobs).where(blobs.c.digest == candidate.digest)
+            conn.execute(update(blobs).where(blobs.c.digest == candidate.digest)
                                .values(state=DELETING, updated_at=_now()))
             return True
 
@@ -405,12 +428,12 @@ class GcStore:
         if not orphans:
             return []
 
-        async def work(conn: AsyncConnection) -> list[str]:
+        def work(conn: Connection) -> list[str]:
             claimed = []
             for digest, size in orphans:
-                if (await conn.execute(select(literal(1)).where(self._unaccounted()), {"digest": digest})).first() is None:
+                if (conn.execute(select(literal(1)).where(self._unaccounted()), {"digest": digest})).first() is None:
                     continue
-                inserted = await conn.execute(self._insert_blob, {
+                inserted = conn.execute(self._insert_blob, {
                     "digest": digest, "size": size, "state": DELETING, "epoch": new_epoch(), "updated_at": _now()})
                 if inserted.rowcount > 0:
                     claimed.append(digest)
@@ -420,23 +443,23 @@ class GcStore:
 
     async def forget_blob(self, digest: str) -> bool:
         """Deletes the `deleting` row once the bytes are gone."""
-        async def work(conn: AsyncConnection) -> bool:
-            result = await conn.execute(delete(blobs).where(blobs.c.digest == digest, blobs.c.state == DELETING))
-            await conn.execute(delete(gc_review).where(gc_review.c.repository_id == GLOBAL,
+        def work(conn: Connection) -> bool:
+            result = conn.execute(delete(blobs).where(blobs.c.digest == digest, blobs.c.state == DELETING))
+            conn.execute(delete(gc_review).where(gc_review.c.repository_id == GLOBAL,
                                                        gc_review.c.digest == digest))
             return result.rowcount > 0
 
         return await self._write(work)
 
     async def drop_expired_holds(self) -> int:
-        async def work(conn: AsyncConnection) -> int:
-            return (await conn.execute(delete(gc_review).where(gc_review.c.review_after <= _now()))).rowcount
+        def work(conn: Connection) -> int:
+            return (conn.execute(delete(gc_review).where(gc_review.c.review_after <= _now()))).rowcount
 
         return await self._write(work)
 
     async def record_run(self, started_at: datetime, dry_run: bool, totals: RunTotals) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(gc_runs.insert().values(
+        def work(conn: Connection) -> None:
+            conn.execute(gc_runs.insert().values(
                 started_at=started_at, finished_at=_now(), dry_run=dry_run,
                 manifests_deleted=totals.manifests_deleted, links_removed=totals.links_removed,
                 blobs_deleted=totals.blobs_deleted, bytes_freed=totals.bytes_freed, errors=totals.errors))
@@ -523,18 +546,18 @@ class GcStore:
             select(repository_blobs.c.digest).where(repository_blobs.c.repository_id == repository_id))]
         await self.holds_for_global(digests)
 
-        async def work(conn: AsyncConnection) -> tuple[int, int]:
-            count = (await conn.execute(select(func.count()).where(manifests.c.repository_id == repository_id))).scalar()
+        def work(conn: Connection) -> tuple[int, int]:
+            count = (conn.execute(select(func.count()).where(manifests.c.repository_id == repository_id))).scalar()
             if self._events is not None:
-                gone = list((await conn.execute(select(manifests.c.digest).where(
+                gone = list((conn.execute(select(manifests.c.digest).where(
                     manifests.c.repository_id == repository_id).order_by(manifests.c.id))).scalars())
-                await self._events.repository_deleted(conn, repository, gone, internal_request(ADMIN_ACTOR))
+                self._events.repository_deleted(conn, repository, gone, internal_request(ADMIN_ACTOR))
             # Children first: SQLite runs the cascades only with foreign_keys=ON (engine.py sets it).
-            links = (await conn.execute(delete(repository_blobs)
+            links = (conn.execute(delete(repository_blobs)
                                         .where(repository_blobs.c.repository_id == repository_id))).rowcount
-            await conn.execute(delete(tags).where(tags.c.repository_id == repository_id))
-            await conn.execute(delete(manifests).where(manifests.c.repository_id == repository_id))
-            await conn.execute(delete(repositories).where(repositories.c.id == repository_id))
+            conn.execute(delete(tags).where(tags.c.repository_id == repository_id))
+            conn.execute(delete(manifests).where(manifests.c.repository_id == repository_id))
+            conn.execute(delete(repositories).where(repositories.c.id == repository_id))
             return int(count or 0), int(links)
 
         return await self._write(work)

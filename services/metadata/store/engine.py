@@ -19,6 +19,10 @@ recommend ("Enabling Non-Legacy SQLite Transactional Modes"). PostgreSQL connect
 `statement_timeout` server setting; the pool uses `pool_size`/`max_overflow` and waits at most
 `statement_timeout_seconds` for a free connection.
 
+`writer` runs whole write transactions as one synchronous function (writes.py): on a SQLite file,
+on one dedicated thread with its own pysqlite connection (same pragmas, BEGIN IMMEDIATE);
+otherwise through `run_sync` on `writes`.
+
 URL conveniences: `sqlite:///path` becomes `sqlite+aiosqlite:///path`, and `postgresql://...` or
 `postgres://...` becomes `postgresql+asyncpg://...`. The SQLite file's folder is created if missing.
 """
@@ -29,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.common.settings import MetadataSettings
+from services.metadata.store.writes import EngineWriter, SqliteThreadWriter, Writer
 
 # Execution option read by the SQLite `begin` hook: the statement that opens a transaction, or None.
 _SQLITE_BEGIN = "lading_sqlite_begin"
@@ -48,8 +53,16 @@ class Database:
     engine: AsyncEngine
     reads: AsyncEngine
     writes: AsyncEngine
+    # Whole write transactions in one call (writes.py); always the primary's.
+    writer: Writer
     # The read replica's engine when `read_replica_url` is set (then `reads` is a view of it).
     replica: AsyncEngine | None = None
+
+    @property
+    def write_engine(self) -> Engine:
+        """The synchronous engine the write transactions run on (`writer`): hook SQLAlchemy
+        events of writes here (on SQLite files it is not `engine`'s)."""
+        return self.writer.engine
 
     @property
     def dialect(self) -> str:
@@ -57,7 +70,8 @@ class Database:
         return self.engine.dialect.name
 
     async def dispose(self) -> None:
-        """Closes every pooled connection (the replica's too). Idempotent."""
+        """Closes every pooled connection (the replica's and the writer's too). Idempotent."""
+        await self.writer.close()
         await self.engine.dispose()
         if self.replica is not None:
             await self.replica.dispose()
@@ -94,8 +108,30 @@ def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
         kwargs.update(pool_size=settings.pool_size, max_overflow=settings.max_overflow,
                       pool_timeout=settings.statement_timeout_seconds)
     engine = create_async_engine(url, **kwargs)
+    _sqlite_hooks(engine.sync_engine, busy_ms)
+    writes = engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"})
+    writer: Writer
+    if path is not None:
+        # The writer thread's own connection: same file, same pragmas, the sync driver.
+        sync_engine = create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0,
+                                    connect_args={"timeout": settings.statement_timeout_seconds,
+                                                  "check_same_thread": False})
+        _sqlite_hooks(sync_engine, busy_ms)
+        writer = SqliteThreadWriter(sync_engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"}))
+    else:
+        writer = EngineWriter(writes, serialize=True)
+    return Database(
+        engine=engine,
+        reads=engine.execution_options(**{_SQLITE_BEGIN: None}),
+        writes=writes,
+        writer=writer,
+    )
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _sqlite_hooks(sync_engine: Any, busy_ms: int) -> None:
+    """The pragmas of every SQLite connection, and our BEGIN instead of the driver's."""
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take BEGIN away from the driver; `_on_begin` emits the right one.
         dbapi_connection.isolation_level = None
@@ -110,17 +146,11 @@ def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         statement = connection.get_execution_options().get(_SQLITE_BEGIN, "BEGIN")
         if statement:
             connection.exec_driver_sql(statement)
-
-    return Database(
-        engine=engine,
-        reads=engine.execution_options(**{_SQLITE_BEGIN: None}),
-        writes=engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"}),
-    )
 
 
 def _open_postgresql(url: URL, settings: MetadataSettings) -> Database:
@@ -147,6 +177,7 @@ def _open_postgresql(url: URL, settings: MetadataSettings) -> Database:
         engine=engine,
         reads=engine.execution_options(isolation_level="AUTOCOMMIT"),
         writes=engine,
+        writer=EngineWriter(engine, serialize=False),
     )
 
 
@@ -173,4 +204,5 @@ def open_database(settings: MetadataSettings) -> Database:
             f"the read replica is {replica.dialect} but the primary is {primary.dialect}; "
             "LADING_METADATA__READ_REPLICA_URL must point at a copy of the primary database"
         )
-    return Database(engine=primary.engine, reads=replica.reads, writes=primary.writes, replica=replica.engine)
+    return Database(engine=primary.engine, reads=replica.reads, writes=primary.writes, writer=primary.writer,
+                    replica=replica.engine)

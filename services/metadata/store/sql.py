@@ -4,9 +4,10 @@ Statements are built once, at construction, with bind parameters: each call only
 and SQLAlchemy's compiled cache does the rest. Reads go through `Database.reads` (no explicit
 transaction, one statement; the read replica when one is configured); writes through `Database.writes` in one transaction each, re-run
 from the start when PostgreSQL reports a conflict with a concurrent writer (every write is
-idempotent, so a re-run is safe). On SQLite, writers in this process also queue on an asyncio lock:
-SQLite admits one writer at a time anyway, and waiting here is cheaper than spinning in
-busy_timeout. Writers in other processes are still serialised by BEGIN IMMEDIATE + busy_timeout.
+idempotent, so a re-run is safe). Write bodies are synchronous functions handed to the database's
+writer (writes.py): on a SQLite file each transaction is one hop to the one writer thread of the
+process (SQLite admits one writer at a time anyway); writers in other processes are still
+serialised by BEGIN IMMEDIATE + busy_timeout.
 
 On a SQLite file the hot reads (GetManifest, StatBlob and the listings) skip the async engine and
 run on read-only sqlite3 connections, one thread hop each (sqlite_reads.py: the engine path costs
@@ -16,16 +17,14 @@ four or five hops per read, which was most of the metadata process's CPU under l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, literal, literal_column, select
+from sqlalchemy import Connection, and_, bindparam, delete, literal, literal_column, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.gc.guard import BlobRowGuard
@@ -83,7 +82,6 @@ class SqlMetadataStore:
         # Event notifications (services/metadata/events): written in each change's transaction.
         self._events = events
         dialect = database.dialect
-        self._write_lock: Any = asyncio.Lock() if dialect == "sqlite" else contextlib.nullcontext()
         r, rb, m, mr, t = repositories, repository_blobs, manifests, manifest_references, tags
         repository = bindparam("repository")
 
@@ -214,12 +212,12 @@ class SqlMetadataStore:
         except _DB_ERRORS as exc:
             raise _translate(exc) from None
 
-    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Runs `work` in one write transaction; rolls back on any exception."""
+    async def _write(self, work: Callable[[Connection], T]) -> T:
+        """Runs the synchronous `work` in one write transaction (one call to the database's
+        writer: store/writes.py); rolls back on any exception."""
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                async with self._write_lock, self._db.writes.begin() as conn:
-                    return await work(conn)
+                return await self._db.writer.run(work)
             except RegistryError:
                 raise
             except _DB_ERRORS as exc:
@@ -230,15 +228,15 @@ class SqlMetadataStore:
                 raise _translate(exc) from None
         raise AssertionError("unreachable")
 
-    async def _find_repository(self, conn: AsyncConnection, name: str) -> int | None:
-        return (await conn.execute(self._repository_id, {"repository": name})).scalar()
+    def _find_repository(self, conn: Connection, name: str) -> int | None:
+        return conn.execute(self._repository_id, {"repository": name}).scalar()
 
-    async def _ensure_repository(self, conn: AsyncConnection, name: str) -> int:
-        found = await self._find_repository(conn, name)
+    def _ensure_repository(self, conn: Connection, name: str) -> int:
+        found = self._find_repository(conn, name)
         if found is not None:
             return found
-        await conn.execute(self._insert_repository, {"name": name, "created_at": _now()})
-        return (await conn.execute(self._repository_id, {"repository": name})).scalar_one()
+        conn.execute(self._insert_repository, {"name": name, "created_at": _now()})
+        return conn.execute(self._repository_id, {"repository": name}).scalar_one()
 
     # -- the contract -------------------------------------------------------------------------------
 
@@ -264,14 +262,14 @@ class SqlMetadataStore:
         self._blob_guard.insert_missing = False
 
     async def link_blob(self, repository: str, digest: str, size: int, *, activate_epoch: int | None = None) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            await self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch)
-            repository_id = await self._ensure_repository(conn, repository)
-            await conn.execute(
+        def work(conn: Connection) -> None:
+            self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch)
+            repository_id = self._ensure_repository(conn, repository)
+            conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
             )
             if self._events is not None:
-                await self._events.blob_pushed(conn, repository, digest, size)
+                self._events.blob_pushed(conn, repository, digest, size)
 
         await self._write(work)
 
@@ -280,49 +278,47 @@ class SqlMetadataStore:
         return None if row is None else row[0]
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
-        async def work(conn: AsyncConnection) -> bool:
-            result = await conn.execute(self._unlink, {"repository": repository, "digest": digest})
+        def work(conn: Connection) -> bool:
+            result = conn.execute(self._unlink, {"repository": repository, "digest": digest})
             if result.rowcount > 0 and self._events is not None:
-                await self._events.blob_deleted(conn, repository, digest)
+                self._events.blob_deleted(conn, repository, digest)
             return result.rowcount > 0
 
         return await self._write(work)
 
     async def mount_blob(self, repository: str, digest: str, from_repository: str | None) -> int | None:
-        async def work(conn: AsyncConnection) -> int | None:
+        def work(conn: Connection) -> int | None:
             if from_repository:
-                size = (
-                    await conn.execute(self._stat_blob, {"repository": from_repository, "digest": digest})
-                ).scalar()
+                size = conn.execute(self._stat_blob, {"repository": from_repository, "digest": digest}).scalar()
             else:
-                size = (await conn.execute(self._blob_anywhere, {"digest": digest})).scalar()
-            if size is None or not await self._blob_guard.usable(conn, digest):
+                size = conn.execute(self._blob_anywhere, {"digest": digest}).scalar()
+            if size is None or not self._blob_guard.usable(conn, digest):
                 return None
-            repository_id = await self._ensure_repository(conn, repository)
-            await conn.execute(
+            repository_id = self._ensure_repository(conn, repository)
+            conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
             )
             if self._events is not None:
-                await self._events.blob_mounted(conn, repository, digest, int(size), from_repository)
+                self._events.blob_mounted(conn, repository, digest, int(size), from_repository)
             return int(size)
 
         return await self._write(work)
 
     async def put_manifest(self, repository: str, manifest: NewManifest, tag: str | None) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            repository_id = await self._find_repository(conn, repository)
+        def work(conn: Connection) -> None:
+            repository_id = self._find_repository(conn, repository)
             missing_blobs = list(manifest.blob_digests)
             missing_manifests = list(manifest.manifest_digests)
             if repository_id is not None:
                 if missing_blobs:
-                    found = set((await conn.execute(
+                    found = set(conn.execute(
                         self._linked_blobs, {"repository_id": repository_id, "digests": missing_blobs}
-                    )).scalars())
+                    ).scalars())
                     missing_blobs = [d for d in missing_blobs if d not in found]
                 if missing_manifests:
-                    found = set((await conn.execute(
+                    found = set(conn.execute(
                         self._existing_manifests, {"repository_id": repository_id, "digests": missing_manifests}
-                    )).scalars())
+                    ).scalars())
                     missing_manifests = [d for d in missing_manifests if d not in found]
             if missing_blobs or missing_manifests:
                 raise RegistryError(
@@ -331,22 +327,22 @@ class SqlMetadataStore:
                     {"blobs": missing_blobs, "manifests": missing_manifests},
                 )
             if repository_id is None:
-                repository_id = await self._ensure_repository(conn, repository)
+                repository_id = self._ensure_repository(conn, repository)
 
             now = _now()
-            manifest_id = await self._store_manifest(conn, repository_id, manifest, now)
+            manifest_id = self._store_manifest(conn, repository_id, manifest, now)
             if tag is not None:
-                await conn.execute(self._upsert_tag, {
+                conn.execute(self._upsert_tag, {
                     "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
                 })
             if self._events is not None:
-                await self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
+                self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
                                                    len(manifest.payload), tag)
 
         await self._write(work)
 
-    async def _store_manifest(self, conn: AsyncConnection, repository_id: int, manifest: NewManifest,
-                              now: datetime) -> int:
+    def _store_manifest(self, conn: Connection, repository_id: int, manifest: NewManifest,
+                        now: datetime) -> int:
         """Inserts the manifest with its references, or finds the stored copy (same bytes, same
         references) and locks it FOR SHARE until the caller commits. Returns its id.
 
@@ -367,19 +363,19 @@ class SqlMetadataStore:
             "created_at": now,
         }
         for _ in range(_REINSERT_ATTEMPTS):
-            inserted = (await conn.execute(self._insert_manifest, row)).scalar()
+            inserted = conn.execute(self._insert_manifest, row).scalar()
             if inserted is not None:
                 references = [{"manifest_id": inserted, "digest": d, "kind": "blob"}
                               for d in manifest.blob_digests]
                 references += [{"manifest_id": inserted, "digest": d, "kind": "manifest"}
                                for d in manifest.manifest_digests]
                 if references:
-                    await conn.execute(self._insert_references, references)
+                    conn.execute(self._insert_references, references)
                 return int(inserted)
             # Already stored (same bytes): its references were written with it.
-            found = (await conn.execute(
+            found = conn.execute(
                 self._manifest_id, {"repository_id": repository_id, "digest": manifest.digest}
-            )).scalar()
+            ).scalar()
             if found is not None:
                 return int(found)
             log.info("manifest %s was garbage-collected while being pushed again; storing it anew",
@@ -410,29 +406,29 @@ class SqlMetadataStore:
         )
 
     async def delete_manifest(self, repository: str, digest: str) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            repository_id = await self._find_repository(conn, repository)
+        def work(conn: Connection) -> None:
+            repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
             # Tags and references go with it (ON DELETE CASCADE).
-            result = await conn.execute(self._delete_manifest, {"repository_id": repository_id, "digest": digest})
+            result = conn.execute(self._delete_manifest, {"repository_id": repository_id, "digest": digest})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, digest)
             if self._events is not None:
-                await self._events.manifest_deleted(conn, repository, digest)
+                self._events.manifest_deleted(conn, repository, digest)
 
         await self._write(work)
 
     async def delete_tag(self, repository: str, tag: str) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            repository_id = await self._find_repository(conn, repository)
+        def work(conn: Connection) -> None:
+            repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
-            result = await conn.execute(self._delete_tag, {"repository_id": repository_id, "tag": tag})
+            result = conn.execute(self._delete_tag, {"repository_id": repository_id, "tag": tag})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, tag)
             if self._events is not None:
-                await self._events.tag_deleted(conn, repository, tag)
+                self._events.tag_deleted(conn, repository, tag)
 
         await self._write(work)
 

@@ -1,0 +1,192 @@
+"""One write transaction, one call: `Writer.run(work)` runs the synchronous `work(conn)` (a sync
+SQLAlchemy `Connection`) inside one write transaction and returns its result.
+
+Why synchronous bodies: through the async engine, every statement of a transaction costs several
+hops between the event loop and aiosqlite's thread (cursor, execute, fetch, close), each a queue
+put plus a loop wake-up, while the transaction holds SQLite's single write lock. Under 16
+concurrent pushes the writers queued behind each other for ~100 ms per LinkBlob. Here:
+
+- SQLite file (`SqliteThreadWriter`): one dedicated thread owns one pysqlite connection and runs
+  each whole transaction (BEGIN IMMEDIATE, statements, COMMIT) in ONE hop; transactions queued
+  meanwhile run back to back on that thread without waiting for the event loop. Every writer of
+  the process shares this thread (the store's and the collector's), so they never spin in
+  busy_timeout against each other; other processes are still serialised by BEGIN IMMEDIATE +
+  busy_timeout. The connection has the engine's pragmas (WAL, foreign_keys, busy_timeout,
+  synchronous=NORMAL: a committed transaction survives a process crash).
+- PostgreSQL and in-memory SQLite (`EngineWriter`): `AsyncConnection.run_sync` on the `writes`
+  engine (SQLAlchemy's greenlet bridge: one transaction, each statement one driver round trip);
+  on SQLite also behind an asyncio lock, one writer at a time.
+
+Contract: `work` runs in one transaction that commits when it returns and rolls back when it
+raises; its exception (RegistryError, or the driver's error wrapped by SQLAlchemy) reaches the
+caller unchanged, so callers keep their own retry and translation. ContextVars of the caller are
+visible inside `work` (event notifications read the request context). A caller cancelled while
+its transaction runs on the thread does not stop it: it commits or rolls back as a whole
+(writes are idempotent, so the client's retry converges). `close()` waits for queued work and
+closes the connection; a later `run` opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger("lading.metadata.store")
+
+T = TypeVar("T")
+# A queued transaction: the work, the caller's context, its loop and the future it awaits.
+_Job = tuple[Callable[[Connection], Any], contextvars.Context, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+# Transactions run per wake-up of the writer thread at most (then the loop hears of them).
+_BATCH = 64
+
+
+class Writer(Protocol):
+    @property
+    def engine(self) -> Engine:
+        """The synchronous engine whose connections run the transactions (for event hooks)."""
+        ...
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Runs `work(conn)` in one write transaction (see the module docstring)."""
+        ...
+
+    async def close(self) -> None:
+        """Releases the writer's connection. Idempotent."""
+        ...
+
+
+class EngineWriter:
+    """Write transactions on the async `writes` engine through `run_sync` (PostgreSQL; SQLite
+    databases without a file, which the writer thread cannot share)."""
+
+    def __init__(self, writes: AsyncEngine, *, serialize: bool) -> None:
+        self._writes = writes
+        self._lock: Any = asyncio.Lock() if serialize else contextlib.nullcontext()
+
+    @property
+    def engine(self) -> Engine:
+        return self._writes.sync_engine
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        async with self._lock, self._writes.begin() as conn:
+            return await conn.run_sync(work)
+
+    async def close(self) -> None:
+        return None
+
+
+class SqliteThreadWriter:
+    """Write transactions on one thread with its own pysqlite connection (see the module docstring).
+
+    `engine` is a synchronous engine over the same file whose `begin` emits BEGIN IMMEDIATE
+    (engine.py builds it); its connection is opened on the writer thread at first use. The
+    thread takes every transaction queued so far (up to `_BATCH`), runs them one after the
+    other, each in its own transaction, and hands their results back to the event loop in ONE
+    callback: one loop wake-up per batch instead of one per transaction.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None
+        self._thread: threading.Thread | None = None
+        # Only touched on the writer thread.
+        self._conn: Connection | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._started().put((work, contextvars.copy_context(), loop, future))
+        return await future
+
+    def _started(self) -> queue.SimpleQueue[_Job | None]:
+        if self._jobs is None or self._thread is None:
+            self._jobs = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._serve, args=(self._jobs,), name="lading-sqlite-write",
+                                            daemon=True)
+            self._thread.start()
+        return self._jobs
+
+    def _serve(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        stopping = False
+        while not stopping:
+            first = jobs.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < _BATCH:
+                try:
+                    job = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+            for work, context, loop, future in batch:
+                if future.cancelled():
+                    continue  # its caller is gone and it has not started: nothing to undo
+                try:
+                    outcome: tuple[bool, Any] = (True, context.run(self._transaction, work))
+                except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
+                    outcome = (False, error)
+                settled.setdefault(loop, []).append((future, *outcome))
+            for loop, outcomes in settled.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, outcomes)
+        self._close_connection()
+
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        conn = self._conn
+        if conn is None or conn.invalidated or conn.closed:
+            if conn is not None:
+                with contextlib.suppress(sa_exc.SQLAlchemyError):
+                    conn.close()
+            conn = self._conn = self._engine.connect()
+        try:
+            with conn.begin():
+                return work(conn)
+        except sa_exc.DBAPIError as error:
+            if error.connection_invalidated:
+                # Next transaction reconnects.
+                self._conn = None
+            raise
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sa_exc.SQLAlchemyError):
+                conn.close()
+
+    async def close(self) -> None:
+        jobs, thread = self._jobs, self._thread
+        self._jobs = self._thread = None
+        if jobs is None or thread is None:
+            return
+        jobs.put(None)  # after the queued work
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        self._engine.dispose()
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        if future.done():
+            continue  # cancelled meanwhile
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
