@@ -81,7 +81,7 @@ def test_uploads_are_refused_in_maintenance_mode(stack: Stack) -> None:
         closed = client.put(oci.with_digest(oci.absolute(client, second.headers["Location"]), digest),
                             content=data[2000:], headers={"Content-Range": f"2000-{len(data) - 1}"})
         assert closed.status_code == 201, closed.text
-        assert client.get(f"/v2/{repo}/blobs/{digest}").content == data
+        assert client.get(f"/v2/{repo}/blobs/{digest}", follow_redirects=True).content == data
 
 
 def test_cancelling_a_session_stays_allowed(stack: Stack) -> None:

@@ -91,7 +91,7 @@ async def test_gc_under_fire(stack: Stack) -> None:
                 got = oci.get_manifest(client, repo, tag)
                 assert got.status_code == 200 and got.content == image.payload
                 for item in image.blobs:
-                    pulled = client.get(f"/v2/{repo}/blobs/{item.digest}")
+                    pulled = client.get(f"/v2/{repo}/blobs/{item.digest}", follow_redirects=True)
                     assert pulled.status_code == 200 and pulled.content == item.data
 
     await asyncio.to_thread(pull_everything)
@@ -141,7 +141,7 @@ async def test_head_then_delete_race_is_closed(stack: Stack) -> None:
         # Uploading again works, and so does the push.
         ok, why = try_push(client, repo, image, "v1")
         assert ok, why
-        assert client.get(f"/v2/{repo}/blobs/{target.digest}").content == target.data
+        assert client.get(f"/v2/{repo}/blobs/{target.digest}", follow_redirects=True).content == target.data
 
     try:
         await asyncio.to_thread(before)

@@ -73,7 +73,7 @@ def test_stalled_patch_keeps_the_session_at_its_previous_offset(
     assert resumed.headers["Range"] == "0-899"
     done = client.put(with_digest(absolute(client, resumed.headers["Location"]), sha256(data)))
     assert done.status_code == 201, done.text
-    assert client.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
+    assert client.get(f"/v2/{repo}/blobs/{sha256(data)}", follow_redirects=True).content == data
 
 
 def test_stalled_streamed_patch_without_content_range(
