@@ -1,8 +1,9 @@
 """A small in-process cache of manifest GET/HEAD answers, so hot pulls skip the metadata round trip.
 
 What is cached: for a (repository, reference) pair, the answer the metadata plane gave — digest,
-media type, size and (for GETs) the payload. Errors are never cached: a manifest pushed a moment
-ago is visible at once.
+media type, size and (for GETs) the payload; and for a repository, the pages of its tag list
+(`tags/list`, per `n` and `last`), which change exactly when its manifests and tags do. Errors are
+never cached: a manifest pushed a moment ago is visible at once.
 
 Correctness (the contract the TTL buys):
 - A reference by digest names immutable bytes, and a tag moves; but both can be deleted, and
@@ -11,7 +12,7 @@ Correctness (the contract the TTL buys):
   through ANOTHER replica is served by this one for at most `ttl_seconds` afterwards — the same
   kind of staleness a read replica gives, and far shorter than any client's retry loop.
 - Writes through THIS gateway (manifest PUT or DELETE, tag or digest) drop every entry of that
-  repository before answering, so a client that writes and then reads through one gateway never
+  repository (tag-list pages included) before answering, so a client that writes and then reads through one gateway never
   sees the old state.
 - Access control is not affected: the route's Endpoint checks the request before the handler
   (and so the cache) runs.
@@ -45,8 +46,21 @@ class CachedManifest:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class CachedTagPage:
+    tags: tuple[str, ...]
+    has_more: bool
+    expires_at: float
+
+
+def _tag_page_reference(limit: int, last: str) -> str:
+    # NUL never occurs in a tag or digest, so these keys cannot meet a manifest reference.
+    return f"\0tags {limit} {last}"
+
+
 class ManifestCache:
-    """LRU + TTL map (repository, reference) → CachedManifest. Not thread-safe (one event loop)."""
+    """LRU + TTL map (repository, reference) → CachedManifest (and tag-list pages). Not
+    thread-safe (one event loop)."""
 
     def __init__(self, *, ttl_seconds: float = DEFAULT_TTL_SECONDS, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
@@ -55,7 +69,7 @@ class ManifestCache:
         self.max_bytes = max_bytes
         self.max_entry_bytes = max_entry_bytes
         self._clock = clock
-        self._entries: OrderedDict[tuple[str, str], CachedManifest] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], CachedManifest | CachedTagPage] = OrderedDict()
         # repository → its references in `_entries`, so invalidation does not scan everything.
         self._by_repository: dict[str, set[str]] = {}
         self._bytes = 0
@@ -73,14 +87,22 @@ class ManifestCache:
 
     def get(self, repository: str, reference: str, *, need_payload: bool) -> CachedManifest | None:
         """The live entry, or None (missing, expired, or `need_payload` and only HEAD was cached)."""
-        key = (repository, reference)
+        entry = self._live((repository, reference))
+        if not isinstance(entry, CachedManifest) or (need_payload and entry.payload is None):
+            return None
+        return entry
+
+    def get_tag_page(self, repository: str, limit: int, last: str) -> CachedTagPage | None:
+        """The live `tags/list` page of `repository` for (`limit`, `last`), or None."""
+        entry = self._live((repository, _tag_page_reference(limit, last)))
+        return entry if isinstance(entry, CachedTagPage) else None
+
+    def _live(self, key: tuple[str, str]) -> CachedManifest | CachedTagPage | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
         if entry.expires_at <= self._clock():
             self._drop(key)
-            return None
-        if need_payload and entry.payload is None:
             return None
         self._entries.move_to_end(key)
         return entry
@@ -90,10 +112,21 @@ class ManifestCache:
         """Keeps what the metadata plane just answered, for `ttl_seconds` from now."""
         if not self.enabled or (payload is not None and len(payload) > self.max_entry_bytes):
             return
+        entry = CachedManifest(digest, media_type, size, payload, self._clock() + self.ttl_seconds)
+        self._keep(repository, reference, entry)
+
+    def put_tag_page(self, repository: str, limit: int, last: str, tags: list[str], has_more: bool) -> None:
+        """Keeps a `tags/list` page the metadata plane just answered, for `ttl_seconds` from now."""
+        if not self.enabled:
+            return
+        entry = CachedTagPage(tuple(tags), has_more, self._clock() + self.ttl_seconds)
+        if _cost(entry) <= self.max_entry_bytes:
+            self._keep(repository, _tag_page_reference(limit, last), entry)
+
+    def _keep(self, repository: str, reference: str, entry: CachedManifest | CachedTagPage) -> None:
         key = (repository, reference)
         if key in self._entries:
             self._drop(key)
-        entry = CachedManifest(digest, media_type, size, payload, self._clock() + self.ttl_seconds)
         self._entries[key] = entry
         self._by_repository.setdefault(repository, set()).add(reference)
         self._bytes += _cost(entry)
@@ -115,5 +148,8 @@ class ManifestCache:
                 del self._by_repository[key[0]]
 
 
-def _cost(entry: CachedManifest) -> int:
+def _cost(entry: CachedManifest | CachedTagPage) -> int:
+    if isinstance(entry, CachedTagPage):
+        # Each tag's string plus its slot in the tuple.
+        return _ENTRY_OVERHEAD + sum(len(tag) + 64 for tag in entry.tags)
     return _ENTRY_OVERHEAD + (len(entry.payload) if entry.payload is not None else 0)

@@ -69,3 +69,42 @@ def test_oversized_payloads_and_a_zero_ttl_are_not_cached() -> None:
     off = ManifestCache(ttl_seconds=0, clock=Clock())
     _put(off, "r", "t")
     assert off.get("r", "t", need_payload=False) is None
+
+
+def test_tag_pages_are_kept_per_page_expire_and_go_with_their_repository() -> None:
+    clock = Clock()
+    cache = ManifestCache(ttl_seconds=1.0, clock=clock)
+    cache.put_tag_page("library/a", 2, "", ["v1", "v2"], True)
+    cache.put_tag_page("library/a", 2, "v2", ["v3"], False)
+    cache.put_tag_page("library/b", 2, "", ["x"], False)
+    first = cache.get_tag_page("library/a", 2, "")
+    assert first is not None and first.tags == ("v1", "v2") and first.has_more
+    second = cache.get_tag_page("library/a", 2, "v2")
+    assert second is not None and second.tags == ("v3",) and not second.has_more
+    assert cache.get_tag_page("library/a", 3, "") is None  # another page size is another page
+    # A page is not a manifest, and a manifest is not a page.
+    _put(cache, "library/a", "latest")
+    assert cache.get("library/a", "\0tags 2 ", need_payload=False) is None
+    assert cache.get_tag_page("library/a", 2, "latest") is None
+
+    cache.invalidate_repository("library/a")  # a manifest PUT or DELETE through this gateway
+    assert cache.get_tag_page("library/a", 2, "") is None
+    assert cache.get("library/a", "latest", need_payload=False) is None
+    assert cache.get_tag_page("library/b", 2, "") is not None
+    clock.now += 1.0
+    assert cache.get_tag_page("library/b", 2, "") is None
+    assert len(cache) == 0 and cache.size_bytes == 0
+
+
+def test_tag_pages_count_against_the_bounds() -> None:
+    cache = ManifestCache(max_bytes=4096, max_entry_bytes=2048, clock=Clock())
+    cache.put_tag_page("big/repo", 100, "", [f"tag-{i:04d}" for i in range(100)], False)
+    assert cache.get_tag_page("big/repo", 100, "") is None  # over max_entry_bytes
+    for i in range(20):
+        cache.put_tag_page(f"r/{i}", 10, "", [f"v{j}" for j in range(10)], False)
+    assert 0 < cache.size_bytes <= 4096
+    assert cache.get_tag_page("r/19", 10, "") is not None and cache.get_tag_page("r/0", 10, "") is None
+
+    off = ManifestCache(ttl_seconds=0, clock=Clock())
+    off.put_tag_page("library/a", 2, "", ["v1"], False)
+    assert off.get_tag_page("library/a", 2, "") is None

@@ -173,3 +173,24 @@ def test_repository_with_only_deleted_tags_lists_no_tags(client: httpx.Client, r
     response = client.get(f"/v2/{repo}/tags/list")
     assert response.status_code == 200
     assert response.json()["tags"] in ([], None)
+
+
+def test_tags_list_shows_each_write_through_the_gateway_at_once(client: httpx.Client, repo: str) -> None:
+    """The gateway keeps tag-list pages for a moment; its own tag writes and deletes drop them."""
+    manifest = image(1)
+    push(client, repo, manifest, tag="one")
+
+    def listed(**params: str) -> list[str]:
+        response = client.get(f"/v2/{repo}/tags/list", params=params)
+        assert response.status_code == 200, response.text
+        return response.json()["tags"] or []
+
+    assert listed() == ["one"] and listed(n="1") == ["one"]
+    assert push_manifest_only(client, repo, "two", manifest).status_code == 201
+    assert listed() == ["one", "two"] and listed(n="1") == ["one"]
+    assert listed(n="1", last="one") == ["two"]
+    assert client.delete(f"/v2/{repo}/manifests/two").status_code == 202
+    assert listed() == ["one"] and listed(n="1", last="one") == []
+    digest = client.head(f"/v2/{repo}/manifests/one").headers["Docker-Content-Digest"]
+    assert client.delete(f"/v2/{repo}/manifests/{digest}").status_code == 202
+    assert listed() == []
