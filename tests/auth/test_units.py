@@ -158,13 +158,18 @@ def test_upload_state_binds_id_repository_and_account() -> None:
     assert not states.check(None, "u1", "team-a/x", "alice")
 
 
-def test_auth_is_off_by_default_and_bad_configurations_fail_at_start(tmp_path: Path) -> None:
+async def test_auth_is_off_by_default_and_bad_configurations_fail_at_start(tmp_path: Path) -> None:
+    # Async: a grpc.aio channel belongs to a running event loop (a sync test has none once an
+    # earlier test closed the default loop).
     assert load_settings().auth.mode == "none"
     channel = grpc.aio.insecure_channel("127.0.0.1:1")
-    assert build_auth(AuthSettings(), channel, timeout=1) is None
-    with pytest.raises(AuthConfigError):
-        build_auth(AuthSettings(mode="basic"), channel, timeout=1)  # no upload state key
-    with pytest.raises(AuthConfigError):
-        build_auth(AuthSettings(mode="token", upload_state_key="k"), channel, timeout=1)  # no keys
-    with pytest.raises(KeyFileError):
-        build_auth(AuthSettings(mode="token", signing_key_file=tmp_path / "missing.pem"), channel, timeout=1)
+    try:
+        assert build_auth(AuthSettings(), channel, timeout=1) is None
+        with pytest.raises(AuthConfigError):
+            build_auth(AuthSettings(mode="basic"), channel, timeout=1)  # no upload state key
+        with pytest.raises(AuthConfigError):
+            build_auth(AuthSettings(mode="token", upload_state_key="k"), channel, timeout=1)  # no keys
+        with pytest.raises(KeyFileError):
+            build_auth(AuthSettings(mode="token", signing_key_file=tmp_path / "missing.pem"), channel, timeout=1)
+    finally:
+        await channel.close()
