@@ -33,6 +33,11 @@ chunks out of order). When the staged object is missing (a part lost, or a commi
 it crashed before removing the session) appends fall back to parts, so the loss shows at commit
 as it does for parts.
 
+Bookkeeping in few calls: where the backend batches it (`staging.BatchesBookkeeping`, the
+filesystem, where each call is a thread-pool trip) `start` counts the owner's markers and creates
+the state and the marker in one call, a session ends in one call, and state rewrites skip the
+fsyncs (see `_write_state`).
+
 Sessions per owner: a session started with an owner (the gateway passes the account, or the
 client's address) gets a marker under `owners/` (keys.py). With `max_sessions_per_owner`, `start`
 counts the owner's markers and refuses one more with TOOMANYREQUESTS. The count is read, then the
@@ -55,7 +60,14 @@ from dataclasses import dataclass, replace
 
 from services.blob.backends import keys
 from services.blob.backends.base import BackendError, BlobBackend, ObjectNotFound
-from services.blob.backends.staging import CreatesUnsynced, StagesInPlace, StagingBusy, StagingObject
+from services.blob.backends.staging import (
+    BatchesBookkeeping,
+    CreatesUnsynced,
+    PutsIfAbsent,
+    StagesInPlace,
+    StagingBusy,
+    StagingObject,
+)
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
 from services.common.hashing import ResumableHash
@@ -180,6 +192,8 @@ class UploadSessions:
         self.max_sessions_per_owner = max_sessions_per_owner
         self._in_place: StagesInPlace | None = backend if isinstance(backend, StagesInPlace) else None
         self._unsynced: CreatesUnsynced | None = backend if isinstance(backend, CreatesUnsynced) else None
+        self._batches = backend if isinstance(backend, BatchesBookkeeping) else None
+        self._puts_if_absent = backend if isinstance(backend, PutsIfAbsent) else None
 
     # -- session state ------------------------------------------------------------------------
 
@@ -210,7 +224,20 @@ class UploadSessions:
         return state
 
     async def _write_state(self, upload_id: str, state: SessionState) -> None:
-        await self.backend.put(keys.upload_state_key(upload_id), _one(state.to_json()))
+        """Rewrites the state after an append, whose staged bytes are durable by now. Where the
+        backend allows (`replace_unsynced`) the state itself is not synced: a crash may then
+        leave an older state, which claims fewer bytes than are stored (the client asks for the
+        offset and resumes from it; the next append drops the bytes past it), or an unreadable
+        one (the client starts over). Never one claiming bytes that are not stored."""
+        key = keys.upload_state_key(upload_id)
+        if self._batches is not None:
+            try:
+                await self._batches.replace_unsynced(key, state.to_json())
+            except ObjectNotFound:
+                # A cancel or purge ended the session (and took the temporary file) meanwhile.
+                raise _unknown(upload_id) from None
+        else:
+            await self.backend.put(key, _one(state.to_json()))
 
     async def _create_bookkeeping(self, key: str, data: bytes) -> None:
         """Creates a fresh key that a crash may lose without harm (the state of a session with
@@ -234,23 +261,35 @@ class UploadSessions:
         With an `owner`, the session counts against that owner until it is committed, cancelled
         or purged; TOOMANYREQUESTS when the owner already holds `max_sessions_per_owner`.
         """
-        if owner and self.max_sessions_per_owner > 0:
-            await self._check_room(owner)
+        bounded = bool(owner) and self.max_sessions_per_owner > 0
         upload_id = uuid.uuid4().hex
         now = self._clock()
         hash_state = ResumableHash(SESSION_HASH).state() if ResumableHash.available() else None
         state = SessionState(repository, 0, now, now, hash_state, (), owner)
-        await self._create_bookkeeping(keys.upload_state_key(upload_id), state.to_json())
+        created = [(keys.upload_state_key(upload_id), state.to_json())]
         if owner:
-            await self._create_bookkeeping(keys.owner_marker_key(owner, upload_id), b"")
+            created.append((keys.owner_marker_key(owner, upload_id), b""))
+        if self._batches is not None:
+            # Count, state and marker in one call (one pool trip on the filesystem).
+            held = await self._batches.create_unsynced_bounded(
+                created,
+                count_prefix=keys.owner_prefix(owner) if bounded else "",
+                limit=self.max_sessions_per_owner if bounded else 0,
+            )
+            if bounded:
+                self._refuse_when_full(held)
+            return self._status(upload_id, state)
+        if bounded:
+            self._refuse_when_full(await self.open_sessions(owner))
+        for key, data in created:
+            await self._create_bookkeeping(key, data)
         return self._status(upload_id, state)
 
     async def open_sessions(self, owner: str) -> int:
         """How many sessions `owner` holds (started with that owner, not yet ended)."""
         return len([info async for info in self.backend.list(keys.owner_prefix(owner))])
 
-    async def _check_room(self, owner: str) -> None:
-        held = await self.open_sessions(owner)
+    def _refuse_when_full(self, held: int) -> None:
         if held >= self.max_sessions_per_owner:
             raise RegistryError(
                 ErrorKind.TOOMANYREQUESTS,
@@ -568,7 +607,9 @@ class UploadSessions:
         blob = keys.blob_key(parsed)
         # Verified bytes only ever reach the blob key, and `put` is atomic: a crash leaves the
         # blob absent (the session remains, for the purge) or complete.
-        if not await self._exists(blob):
+        if self._puts_if_absent is not None:
+            await self._puts_if_absent.put_if_absent(blob, data)
+        elif not await self._exists(blob):
             await self.backend.put(blob, _one(data))
         await self._remove_session(upload_id, state.owner)
         return CommittedBlob(parsed, size)
@@ -622,6 +663,9 @@ class UploadSessions:
             if upload_id is None or not await self._exists(keys.upload_state_key(upload_id)):
                 orphans.append(info.key)
         await self._delete_all(orphans)
+        if self._batches is not None:
+            # Owner folders are kept while sessions come and go (`delete_all`); idle ones go.
+            await self._batches.prune_empty_folders(keys.OWNERS_PREFIX, cutoff)
         stale_probes = [info.key async for info in self.backend.list(keys.PROBES_PREFIX) if info.modified < cutoff]
         await self._delete_all(stale_probes)
         if purged:
@@ -673,6 +717,12 @@ class UploadSessions:
     async def _remove_session(self, upload_id: str, owner: str = "") -> None:
         """Deletes the state first (the session is gone at once), then every other key, then
         the owner's marker."""
+        if self._batches is not None:
+            marker = [keys.owner_marker_key(owner, upload_id)] if owner else []
+            await self._batches.delete_all(
+                [keys.upload_state_key(upload_id), keys.upload_prefix(upload_id), *marker]
+            )
+            return
         await self.backend.delete(keys.upload_state_key(upload_id))
         await self._delete_all([info.key async for info in self.backend.list(keys.upload_prefix(upload_id))])
         if owner:

@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from services.blob.backends import keys
-from services.blob.backends.base import ObjectNotFound
+from services.blob.backends.base import InvalidKey, ObjectNotFound
 from services.blob.backends.filesystem import WRITE_BATCH_BYTES, FilesystemBackend
-from services.blob.backends.staging import CreatesUnsynced, ObjectExists, StagesInPlace, StagingBusy
+from services.blob.backends.staging import (
+    BatchesBookkeeping,
+    CreatesUnsynced,
+    ObjectExists,
+    PutsIfAbsent,
+    StagesInPlace,
+    StagingBusy,
+)
 from services.blob.core import BlobStore
 from services.blob.uploads import SessionState, UploadSessions
 from services.common.digests import Digest
@@ -22,6 +30,7 @@ from tests.contracts.blob_backend_suite import chunks_of, keys_of, pattern, read
 
 REPO = "library/alpine"
 KEY = "uploads/x/data"
+OWNER = "owners/a/"
 
 
 @pytest.fixture
@@ -56,6 +65,8 @@ async def failing_after(*parts: bytes) -> AsyncIterator[bytes]:
 def test_the_filesystem_backend_has_the_capabilities(backend: FilesystemBackend) -> None:
     assert isinstance(backend, StagesInPlace)
     assert isinstance(backend, CreatesUnsynced)
+    assert isinstance(backend, BatchesBookkeeping)
+    assert isinstance(backend, PutsIfAbsent)
 
 
 async def test_staging_grows_in_place_and_drops_what_a_failed_write_left(backend: FilesystemBackend) -> None:
@@ -156,6 +167,80 @@ async def test_create_unsynced_creates_once(backend: FilesystemBackend) -> None:
     assert not [name for _, _, files in os.walk(backend.root) for name in files if name.startswith(".")]
     await backend.delete("owners/a/b")
     await backend.delete("uploads/x/state.json")
+
+
+def temporary_files(backend: FilesystemBackend) -> list[str]:
+    return [name for _, _, files in os.walk(backend.root) for name in files if name.startswith(".")]
+
+
+async def test_create_unsynced_bounded_counts_then_creates_unless_full(backend: FilesystemBackend) -> None:
+    first = [("uploads/x/state.json", b"{}"), ("owners/a/1", b"")]
+    assert await backend.create_unsynced_bounded(first, count_prefix="owners/a/", limit=2) == 0
+    assert await backend.create_unsynced_bounded([("owners/a/2", b"")], count_prefix=OWNER, limit=2) == 1
+    # Full: nothing is created. Keys elsewhere, or only sharing the name's start, do not count.
+    await backend.create_unsynced("owners/ab/1", b"")
+    assert await backend.create_unsynced_bounded([("owners/a/3", b"")], count_prefix=OWNER, limit=2) == 2
+    assert await keys_of(backend, "owners/a/") == ["owners/a/1", "owners/a/2"]
+    # A partial last segment counts the keys below every folder it starts.
+    assert await backend.create_unsynced_bounded([], count_prefix="owners/a") == 3
+    # No prefix: nothing counted, no limit.
+    assert await backend.create_unsynced_bounded([("owners/a/3", b"x")]) == 0
+    assert await read(backend, "owners/a/3") == b"x"
+    with pytest.raises(ObjectExists):
+        await backend.create_unsynced_bounded([("owners/a/3", b"again")], count_prefix="owners/a/", limit=9)
+    assert await read(backend, "owners/a/3") == b"x"
+    assert temporary_files(backend) == []
+    await backend.delete_all(["uploads/", "owners/"])
+    assert await keys_of(backend) == []
+
+
+async def test_replace_unsynced_replaces_atomically(backend: FilesystemBackend) -> None:
+    await backend.replace_unsynced("uploads/x/state.json", b"one")
+    reader = await backend.get("uploads/x/state.json")
+    await backend.replace_unsynced("uploads/x/state.json", b"two")
+    # A reader opened before the replacement keeps the old object whole.
+    assert b"".join([chunk async for chunk in reader]) == b"one"
+    assert await read(backend, "uploads/x/state.json") == b"two"
+    assert temporary_files(backend) == []
+    await backend.delete("uploads/x/state.json")
+
+
+async def test_delete_all_takes_keys_and_prefixes_keeping_emptied_folders(backend: FilesystemBackend) -> None:
+    session = ("uploads/x/state.json", "uploads/x/data", "uploads/x/parts/1")
+    for key in (*session, "uploads/y/state.json", "owners/a/x"):
+        await backend.put(key, chunks_of(b"bytes"))
+    (backend.root / "uploads" / "x" / ".tmp-left").write_bytes(b"")
+    doomed = ["uploads/x/state.json", "uploads/x/", "owners/a/x", "owners/a/absent", "uploads/z/"]
+    await backend.delete_all(doomed)
+    assert await keys_of(backend) == ["uploads/y/state.json"]
+    assert not (backend.root / "uploads" / "x").exists()
+    assert (backend.root / "owners" / "a").is_dir()  # kept for the owner's next session
+    with pytest.raises(InvalidKey):
+        await backend.delete_all(["../"])
+    await backend.delete_all(["uploads/y/state.json"])
+    assert await keys_of(backend) == []
+
+
+async def test_prune_empty_folders_removes_only_idle_empty_ones(backend: FilesystemBackend) -> None:
+    await backend.create_unsynced("owners/busy/1", b"")
+    await backend.create_unsynced("owners/idle/1", b"")
+    await backend.create_unsynced("owners/fresh/1", b"")
+    await backend.delete_all(["owners/idle/1", "owners/fresh/1"])
+    past = time.time() - 3600
+    for name in ("busy", "idle"):
+        os.utime(backend.root / "owners" / name, (past, past))
+    assert await backend.prune_empty_folders("owners/", time.time() - 60) == 1
+    assert sorted(os.listdir(backend.root / "owners")) == ["busy", "fresh"]
+    assert await backend.prune_empty_folders("probes/", time.time()) == 0  # absent: nothing to do
+    await backend.delete("owners/busy/1")
+
+
+async def test_put_if_absent_writes_once(backend: FilesystemBackend) -> None:
+    assert await backend.put_if_absent("blobs/sha256/ab/abc", b"first")
+    assert not await backend.put_if_absent("blobs/sha256/ab/abc", b"second")
+    assert await read(backend, "blobs/sha256/ab/abc") == b"first"
+    assert temporary_files(backend) == []
+    await backend.delete("blobs/sha256/ab/abc")
 
 
 # -- upload sessions over it --------------------------------------------------------------------
@@ -271,8 +356,9 @@ async def test_start_writes_no_temporary_files(store: BlobStore, backend: Filesy
 
 
 async def test_sessions_started_and_ended_at_once_never_trip_over_pruned_folders(tmp_path) -> None:
-    """Ending the last open session prunes `uploads/` (and the owner's folder) while other
-    sessions are being created in it: creation must make the folders again, not fail."""
+    """A purge prunes idle empty owner folders while other sessions are being created in them,
+    and a plain `delete` prunes every folder it empties (`uploads/` too): creation must make
+    the folders again, not fail."""
     backend = FilesystemBackend(tmp_path / "root", io_threads=16)
     store = BlobStore(backend, upload_expiry_seconds=3600, sessions=UploadSessions(backend, max_sessions_per_owner=100))
     try:
@@ -286,11 +372,43 @@ async def test_sessions_started_and_ended_at_once_never_trip_over_pruned_folders
                     await store.commit_upload(upload.upload_id, REPO, digest=sha256(data), expected_size=len(data),
                                               final_data=data)
 
-        # Few workers: `uploads/` empties (and is pruned) often while another session starts.
-        await asyncio.gather(*(churn(worker) for worker in range(3)))
+        async def prune() -> None:
+            for _ in range(300):
+                await backend.prune_empty_folders("owners/", time.time() + 60)
+                # A probe written and deleted the plain way prunes the folders it empties.
+                await backend.put("uploads/probe", chunks_of(b""))
+                await backend.delete("uploads/probe")
+                await asyncio.sleep(0)
+
+        # Few workers: folders empty (and are pruned) often while another session starts.
+        await asyncio.gather(*(churn(worker) for worker in range(3)), prune())
         assert await keys_of(backend, "uploads/") == []
         assert await keys_of(backend, "owners/") == []
         for key in await keys_of(backend):
             await backend.delete(key)
     finally:
         await backend.close()
+
+
+async def test_an_ended_session_leaves_its_owner_folder_until_a_purge_finds_it_idle(
+    store: BlobStore, backend: FilesystemBackend
+) -> None:
+    store.sessions.max_sessions_per_owner = 1
+    data = b"small blob"
+    upload = await store.start_upload(REPO, owner="ip:10.0.0.2")
+    with pytest.raises(RegistryError) as refused:
+        await store.start_upload(REPO, owner="ip:10.0.0.2")
+    assert refused.value.kind is ErrorKind.TOOMANYREQUESTS
+    await store.commit_upload(
+        upload.upload_id, REPO, digest=sha256(data), expected_size=None, final_data=data
+    )
+    owner_folder = backend.root / keys.owner_prefix("ip:10.0.0.2").rstrip("/")
+    assert owner_folder.is_dir() and not os.listdir(owner_folder)
+    assert not (backend.root / keys.upload_prefix(upload.upload_id)).exists()
+    # The kept folder takes the next session, and counts it.
+    again = await store.start_upload(REPO, owner="ip:10.0.0.2")
+    await store.cancel_upload(again.upload_id, REPO)
+    later = UploadSessions(backend, clock=lambda: time.time() + 7200)
+    assert await later.purge(3600) == 0
+    assert not owner_folder.exists()
+    assert await keys_of(backend) == [keys.blob_key(Digest.parse(sha256(data)))]

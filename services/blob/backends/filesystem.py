@@ -10,7 +10,11 @@ blocks: a read of bytes that are all in the page cache (`RWF_NOWAIT`, see `get`)
   Small incoming chunks are coalesced into ~1 MiB writes, and the next chunk is received while
   the previous one is being written; an object that fits in one write takes one pool trip.
 - `create_unsynced` (staging.CreatesUnsynced) writes a fresh small key in place, without the
-  temporary file, rename and fsyncs: for upload bookkeeping a crash may lose (keys.py).
+  temporary file, rename and fsyncs: for upload bookkeeping a crash may lose (keys.py). The
+  `staging.BatchesBookkeeping` calls run a session's bookkeeping steps (count + create, rewrite,
+  remove) in one pool trip each, unsynced, and leave emptied folders in place for the next
+  session (an mkdir and an rmdir per session are journal work too); `prune_empty_folders` takes
+  them away once idle.
 - `get` reads from a descriptor opened up front, so a replace during a read does not disturb it
   (the old inode stays readable). Each chunk is first read on the event loop with
   `preadv(..., RWF_NOWAIT)`, which copies bytes already in the page cache and fails at once
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -43,6 +48,7 @@ from typing import Any, TypeVar
 
 from services.blob.backends.base import (
     READ_CHUNK_BYTES,
+    InvalidKey,
     ObjectInfo,
     ObjectNotFound,
     check_compose_args,
@@ -142,6 +148,52 @@ class FilesystemBackend:
     async def create_unsynced(self, key: str, data: bytes) -> None:
         """See `CreatesUnsynced.create_unsynced`: one file written in place, one pool trip."""
         await self._run(_create_in_place, key, self._path(key), data)
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        """See `PutsIfAbsent.put_if_absent`: the check and the write in one pool trip."""
+        return await self._run(_put_whole_if_absent, key, self._path(key), data)
+
+    async def create_unsynced_bounded(
+        self, objects: Sequence[tuple[str, bytes]], *, count_prefix: str = "", limit: int = 0
+    ) -> int:
+        """See `BatchesBookkeeping.create_unsynced_bounded`: the count and the creations in one
+        pool trip."""
+        counted = self._prefix_scan(count_prefix) if count_prefix else None
+        planned = [(key, self._path(key), data) for key, data in objects]
+        return await self._run(_create_unsynced_bounded, counted, limit, planned)
+
+    async def replace_unsynced(self, key: str, data: bytes) -> None:
+        """See `BatchesBookkeeping.replace_unsynced`: temporary file and rename, no fsync.
+        Raises ObjectNotFound when a concurrent removal of the folder took the temporary file."""
+        try:
+            await self._run(_replace_unsynced, self._path(key), data)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    async def delete_all(self, targets: Sequence[str]) -> None:
+        """See `BatchesBookkeeping.delete_all`: one pool trip."""
+        planned: list[tuple[Path, bool]] = []
+        for target in targets:
+            if target.endswith("/"):
+                planned.append((self._folder_of(target), True))
+            else:
+                planned.append((self._path(target), False))
+        await self._run(_delete_targets, planned)
+
+    async def prune_empty_folders(self, prefix: str, older_than: float) -> int:
+        """See `BatchesBookkeeping.prune_empty_folders`."""
+        return await self._run(_prune_empty_folders, self._folder_of(prefix), older_than)
+
+    def _folder_of(self, prefix: str) -> Path:
+        """The folder of a non-empty prefix ending in `/`."""
+        if not prefix.endswith("/"):
+            raise InvalidKey(prefix, "not a folder prefix (ending in /)")
+        return self.root / validate_prefix(prefix).rstrip("/")
+
+    def _prefix_scan(self, prefix: str) -> tuple[Path, str]:
+        """The folder to scan for `prefix`, and the start of the names that match in it."""
+        folder, _, name_start = validate_prefix(prefix).rpartition("/")
+        return (self.root / folder if folder else self.root), name_start
 
     async def compose(self, dest: str, sources: Sequence[str]) -> int:
         keys = check_compose_args(dest, sources)
@@ -396,15 +448,16 @@ class _StagingFile:
 
 
 def _create_temp(folder: Path) -> tuple[int, Path]:
-    for attempt in range(_CREATE_ATTEMPTS):
-        _make_folder(folder)
+    for attempt in range(_CREATE_ATTEMPTS + 1):
         temp = folder / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
             return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), temp
         except FileNotFoundError:
-            # A concurrent delete pruned the folder between mkdir and open; make it again.
-            if attempt == _CREATE_ATTEMPTS - 1:
+            # The folder is missing (tried first: an existing folder then costs no mkdir), or a
+            # concurrent delete pruned it between mkdir and open; make it (again).
+            if attempt == _CREATE_ATTEMPTS:
                 raise
+            _make_folder(folder)
     raise AssertionError("unreachable")
 
 
@@ -450,6 +503,16 @@ def _put_whole(path: Path, data: bytes | bytearray) -> int:
     return len(data)
 
 
+def _put_whole_if_absent(key: str, path: Path, data: bytes) -> bool:
+    try:
+        _stat(key, path)
+        return False
+    except ObjectNotFound:
+        pass
+    _put_whole(path, data)
+    return True
+
+
 def _make_folder(folder: Path) -> None:
     """`mkdir -p` that tolerates a concurrent `delete` pruning the folders it makes."""
     for attempt in range(_CREATE_ATTEMPTS):
@@ -464,21 +527,122 @@ def _make_folder(folder: Path) -> None:
 
 
 def _create_in_place(key: str, path: Path, data: bytes) -> None:
-    for attempt in range(_CREATE_ATTEMPTS):
-        _make_folder(path.parent)
+    for attempt in range(_CREATE_ATTEMPTS + 1):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             break
         except FileExistsError:
             raise ObjectExists(key) from None
         except FileNotFoundError:
-            # A concurrent delete pruned the folder between mkdir and open; make it again.
-            if attempt == _CREATE_ATTEMPTS - 1:
+            # The folder is missing (tried first: a kept folder then costs no mkdir), or a
+            # concurrent delete pruned it between mkdir and open; make it (again).
+            if attempt == _CREATE_ATTEMPTS:
                 raise
+            _make_folder(path.parent)
     try:
         _write_all(fd, data)
     finally:
         os.close(fd)
+
+
+def _create_unsynced_bounded(
+    counted: tuple[Path, str] | None, limit: int, planned: list[tuple[str, Path, bytes]]
+) -> int:
+    held = 0 if counted is None else _count_files(*counted)
+    if limit > 0 and held >= limit:
+        return held
+    for key, path, data in planned:
+        _create_in_place(key, path, data)
+    return held
+
+
+def _count_files(folder: Path, name_start: str = "") -> int:
+    """How many keys are under `folder` whose first segment starts with `name_start`: files
+    only, temporary files skipped, nothing stat'ed."""
+    count = 0
+    entries = _folder_entries(folder)
+    if entries is None:
+        return 0
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") or not name.startswith(name_start):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                count += _count_files(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                count += 1
+        except FileNotFoundError:
+            continue
+    return count
+
+
+def _replace_unsynced(path: Path, data: bytes) -> None:
+    """`put` without its two fsyncs: the rename still makes the replacement atomic."""
+    fd, temp = _create_temp_and_write(path.parent, data)
+    os.close(fd)
+    _rename_or_discard(temp, path)
+
+
+def _rename_or_discard(temp: Path, path: Path) -> None:
+    """Renames `temp` over `path`; on failure removes `temp` and raises."""
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _delete_targets(planned: list[tuple[Path, bool]]) -> None:
+    for path, is_folder in planned:
+        if is_folder:
+            _remove_tree(path)
+            continue
+        try:
+            os.unlink(path)
+        except OSError as error:
+            if not _not_found(error):
+                raise
+
+
+def _remove_tree(folder: Path) -> None:
+    """Removes `folder` and everything in it; what a concurrent writer adds meanwhile stays."""
+    entries = _folder_entries(folder)
+    if entries is None:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree(Path(entry.path))
+            else:
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+    try:
+        folder.rmdir()
+    except OSError as error:
+        if not (_not_found(error) or error.errno in (errno.ENOTEMPTY, errno.EEXIST)):
+            raise
+
+
+def _prune_empty_folders(folder: Path, older_than: float) -> int:
+    pruned = 0
+    entries = _folder_entries(folder)
+    if entries is None:
+        return 0
+    for entry in entries:
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                continue
+            os.rmdir(entry.path)
+            pruned += 1
+        except OSError as error:
+            if not (_not_found(error) or error.errno in (errno.ENOTEMPTY, errno.EEXIST)):
+                raise
+    return pruned
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -502,12 +666,7 @@ def _commit_temp(fd: int, temp: Path, path: Path, last: bytes | bytearray = b"")
             os.unlink(temp)
         raise
     os.close(fd)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    _rename_or_discard(temp, path)
     _fsync_folder(path.parent)
 
 
@@ -593,17 +752,24 @@ def _delete(path: Path, root: Path) -> None:
 Entry = tuple[str, bool, int, float]  # name, is a folder, size, time (folders: 0, 0.0)
 
 
+def _folder_entries(folder: Path) -> list[os.DirEntry[str]] | None:
+    """The entries of `folder`, or None when it does not exist (a concurrent delete may prune it)."""
+    try:
+        return list(os.scandir(folder))
+    except OSError as error:
+        if _not_found(error):
+            return None
+        raise
+
+
 def _entries(folder: Path, keep: Callable[[str, bool], bool], file_time: Callable[[os.stat_result], float]
              ) -> list[Entry]:
     """The entries of `folder` that `keep(name, is_folder)` accepts, temporary files (".name")
     skipped, in the order their keys sort; a missing folder has none."""
     found: list[Entry] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError as error:
-        if _not_found(error):
-            return []
-        raise
+    entries = _folder_entries(folder)
+    if entries is None:
+        return []
     for entry in entries:
         name = entry.name
         if name.startswith("."):
@@ -770,6 +936,7 @@ def _staging_write(
     `durable`, then fsync (and fsync the folder it names, for a file created just before)."""
     if truncate:
         os.ftruncate(fd, position)
+    start = position
     if data:
         if observe is not None:
             observe(data)  # type: ignore[arg-type]
@@ -778,11 +945,37 @@ def _staging_write(
             written = os.pwrite(fd, view, position)
             position += written
             view = view[written:]
-    if durable is not None:
+    if durable is None:
+        _start_writeback(fd, start, position - start)
+    else:
         os.fsync(fd)
         folder = durable[0]
         if folder is not None:
             _fsync_folder(folder)
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's `sync_file_range` (Linux; Python's os module lacks it), or None."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int, offset: int, count: int) -> None:
+    """Starts writing `count` bytes at `offset` back to the disk without waiting for it: the
+    fsync that ends an append then waits for the last write only, not for the whole chunk
+    (measured: ~4 ms instead of ~65 ms of fsync per 128 MiB). Best effort; ctypes calls
+    release the GIL."""
+    if _SYNC_FILE_RANGE is not None and count > 0:
+        _SYNC_FILE_RANGE(fd, offset, count, _SYNC_FILE_RANGE_WRITE)
 
 
 def _staging_move(fd: int, source: Path, dest: Path, size: int) -> None:

@@ -35,12 +35,18 @@
         SHA-256 of the owner's name. The markers under one owner are what
         `max_upload_sessions_per_owner` counts. Written after the session's state.json and removed
         after it (commit, cancel, purge), so a crash can only leave a marker without a session,
-        which the purge removes; a session without its marker merely goes uncounted.
+        which the purge removes; a session without its marker merely goes uncounted. On the
+        filesystem (`staging.BatchesBookkeeping`) an owner's folder outlives its last marker, so
+        the next session needs no mkdir; the purge removes owner folders left empty and idle.
 
     A session's first state.json and its marker are created in place, unsynced, where the backend
     can (`staging.CreatesUnsynced`, the filesystem): nobody knows the session before `start`
     returns, and a crash may leave either absent or torn. A torn state reads as unreadable
     (BLOB_UPLOAD_INVALID, so the client starts over) and is purged by age like a leftover.
+    There (`staging.BatchesBookkeeping`) the rewrites of state.json are atomic but not synced
+    either: each is written after the bytes it lists are durable, so a crash can only leave an
+    older state (claiming fewer bytes: the client resumes from the offset it reports) or an
+    unreadable one, never one claiming bytes that were not stored.
 
     probes/<token>
         Written and deleted by readiness checks. Anything left here is garbage.

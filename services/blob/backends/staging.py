@@ -16,7 +16,7 @@ too. Readers take no lock: they only read below a size recorded after a complete
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from services.blob.backends.base import BackendError
@@ -86,6 +86,55 @@ class ObjectExists(BackendError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"an object already exists at key {key!r}")
+
+
+@runtime_checkable
+class PutsIfAbsent(Protocol):
+    """A backend that checks for an object and writes it in one call (one pool trip instead of
+    two on the filesystem): how a commit stores a small blob that may already be there."""
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Stores `data` at `key` exactly as `BlobBackend.put` does (atomic, durable) unless an
+        object is already there; True when it wrote. Raises InvalidKey."""
+        ...
+
+
+@runtime_checkable
+class BatchesBookkeeping(Protocol):
+    """A backend that runs a session's small bookkeeping steps (count, create, rewrite, remove
+    a few small objects) in one call each, without fsyncs: on a filesystem every call is a trip
+    to a thread pool that costs more than the file operations it runs, and every fsync a journal
+    commit. Blob bytes, and staged bytes, never go through these calls.
+    """
+
+    async def create_unsynced_bounded(
+        self, objects: Sequence[tuple[str, bytes]], *, count_prefix: str = "", limit: int = 0
+    ) -> int:
+        """Counts the objects under `count_prefix` (none counted when it is ""), then, unless
+        `limit` > 0 and the count reached it, creates each of `objects` in order, each as
+        `CreatesUnsynced.create_unsynced` does (not atomic, not synced). Returns the count.
+        The count and the creation are not atomic: another writer may create under the prefix
+        meanwhile. Raises InvalidKey, ObjectExists (the objects before it stay created)."""
+        ...
+
+    async def replace_unsynced(self, key: str, data: bytes) -> None:
+        """Creates or replaces `key` with `data` atomically (readers see the old object or the
+        new one) but not durably: after a crash the key may hold its previous object, or be
+        absent or empty (as a filesystem renames before it writes back). Raises InvalidKey."""
+        ...
+
+    async def delete_all(self, targets: Sequence[str]) -> None:
+        """Deletes each target in order: a key (absent: nothing to do), or a prefix ending in
+        `/` (every object under it, and the folder). Unlike `delete`, folders a key leaves
+        empty are kept, so the next object created there needs no new folder (see
+        `prune_empty_folders`). Not synced. Raises InvalidKey."""
+        ...
+
+    async def prune_empty_folders(self, prefix: str, older_than: float) -> int:
+        """Removes the empty folders directly under `prefix` (ending in `/`) that nothing was
+        created in or deleted from since `older_than` (unix seconds); returns how many.
+        A creation racing with the removal makes its folder again. Raises InvalidKey."""
+        ...
 
 
 @runtime_checkable
