@@ -164,6 +164,13 @@ class SessionState:
         )
 
 
+def _session_keys(upload_id: str, owner: str) -> list[str]:
+    """What `delete_all` removes to end a session, in order: the state (the session is gone at
+    once), the rest of its folder, then the owner's marker."""
+    marker = [keys.owner_marker_key(owner, upload_id)] if owner else []
+    return [keys.upload_state_key(upload_id), keys.upload_prefix(upload_id), *marker]
+
+
 def _unknown(upload_id: str) -> RegistryError:
     return RegistryError(
         ErrorKind.BLOB_UPLOAD_UNKNOWN,
@@ -607,6 +614,12 @@ class UploadSessions:
         blob = keys.blob_key(parsed)
         # Verified bytes only ever reach the blob key, and `put` is atomic: a crash leaves the
         # blob absent (the session remains, for the purge) or complete.
+        if self._puts_if_absent is not None and self._batches is not None:
+            # The blob, then the session's removal, in one call (one pool trip on the filesystem).
+            await self._puts_if_absent.put_if_absent(
+                blob, data, then_delete=_session_keys(upload_id, state.owner)
+            )
+            return CommittedBlob(parsed, size)
         if self._puts_if_absent is not None:
             await self._puts_if_absent.put_if_absent(blob, data)
         elif not await self._exists(blob):
@@ -718,10 +731,7 @@ class UploadSessions:
         """Deletes the state first (the session is gone at once), then every other key, then
         the owner's marker."""
         if self._batches is not None:
-            marker = [keys.owner_marker_key(owner, upload_id)] if owner else []
-            await self._batches.delete_all(
-                [keys.upload_state_key(upload_id), keys.upload_prefix(upload_id), *marker]
-            )
+            await self._batches.delete_all(_session_keys(upload_id, owner))
             return
         await self.backend.delete(keys.upload_state_key(upload_id))
         await self._delete_all([info.key async for info in self.backend.list(keys.upload_prefix(upload_id))])

@@ -243,6 +243,24 @@ async def test_put_if_absent_writes_once(backend: FilesystemBackend) -> None:
     await backend.delete("blobs/sha256/ab/abc")
 
 
+async def test_put_if_absent_then_deletes_what_it_is_told_in_the_same_call(backend: FilesystemBackend) -> None:
+    session = ["uploads/s1/state.json", "uploads/s1/", "owners/o/s1"]
+    for key in ("uploads/s1/state.json", "uploads/s1/data", "owners/o/s1"):
+        await backend.create_unsynced(key, b"x")
+    assert await backend.put_if_absent("blobs/sha256/cd/cde", b"blob", then_delete=session)
+    assert await read(backend, "blobs/sha256/cd/cde") == b"blob"
+    assert [info.key async for info in backend.list("uploads/")] == []
+    assert [info.key async for info in backend.list("owners/")] == []
+    # The blob was there already: the session goes all the same.
+    await backend.create_unsynced("uploads/s2/state.json", b"x")
+    assert not await backend.put_if_absent("blobs/sha256/cd/cde", b"blob", then_delete=["uploads/s2/"])
+    assert [info.key async for info in backend.list("uploads/")] == []
+    with pytest.raises(InvalidKey):  # checked before anything is written
+        await backend.put_if_absent("blobs/sha256/ef/efg", b"blob", then_delete=["../escape"])
+    assert [info.key async for info in backend.list("blobs/sha256/ef/")] == []
+    await backend.delete("blobs/sha256/cd/cde")
+
+
 # -- upload sessions over it --------------------------------------------------------------------
 
 

@@ -149,9 +149,9 @@ class FilesystemBackend:
         """See `CreatesUnsynced.create_unsynced`: one file written in place, one pool trip."""
         await self._run(_create_in_place, key, self._path(key), data)
 
-    async def put_if_absent(self, key: str, data: bytes) -> bool:
-        """See `PutsIfAbsent.put_if_absent`: the check and the write in one pool trip."""
-        return await self._run(_put_whole_if_absent, key, self._path(key), data)
+    async def put_if_absent(self, key: str, data: bytes, *, then_delete: Sequence[str] = ()) -> bool:
+        """See `PutsIfAbsent.put_if_absent`: the check, the write and the deletes in one pool trip."""
+        return await self._run(_put_whole_if_absent, key, self._path(key), data, self._planned_deletes(then_delete))
 
     async def create_unsynced_bounded(
         self, objects: Sequence[tuple[str, bytes]], *, count_prefix: str = "", limit: int = 0
@@ -172,13 +172,14 @@ class FilesystemBackend:
 
     async def delete_all(self, targets: Sequence[str]) -> None:
         """See `BatchesBookkeeping.delete_all`: one pool trip."""
-        planned: list[tuple[Path, bool]] = []
-        for target in targets:
-            if target.endswith("/"):
-                planned.append((self._folder_of(target), True))
-            else:
-                planned.append((self._path(target), False))
-        await self._run(_delete_targets, planned)
+        await self._run(_delete_targets, self._planned_deletes(targets))
+
+    def _planned_deletes(self, targets: Sequence[str]) -> list[tuple[Path, bool]]:
+        """(path, is folder) of each `delete_all` target; raises InvalidKey before any I/O."""
+        return [
+            (self._folder_of(target), True) if target.endswith("/") else (self._path(target), False)
+            for target in targets
+        ]
 
     async def prune_empty_folders(self, prefix: str, older_than: float) -> int:
         """See `BatchesBookkeeping.prune_empty_folders`."""
@@ -503,14 +504,16 @@ def _put_whole(path: Path, data: bytes | bytearray) -> int:
     return len(data)
 
 
-def _put_whole_if_absent(key: str, path: Path, data: bytes) -> bool:
+def _put_whole_if_absent(key: str, path: Path, data: bytes, then_delete: list[tuple[Path, bool]]) -> bool:
     try:
         _stat(key, path)
-        return False
+        written = False
     except ObjectNotFound:
-        pass
-    _put_whole(path, data)
-    return True
+        _put_whole(path, data)
+        written = True
+    # Only once the object is durably in place: a failed write keeps what `then_delete` names.
+    _delete_targets(then_delete)
+    return written
 
 
 def _make_folder(folder: Path) -> None:

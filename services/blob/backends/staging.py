@@ -93,9 +93,11 @@ class PutsIfAbsent(Protocol):
     """A backend that checks for an object and writes it in one call (one pool trip instead of
     two on the filesystem): how a commit stores a small blob that may already be there."""
 
-    async def put_if_absent(self, key: str, data: bytes) -> bool:
+    async def put_if_absent(self, key: str, data: bytes, *, then_delete: Sequence[str] = ()) -> bool:
         """Stores `data` at `key` exactly as `BlobBackend.put` does (atomic, durable) unless an
-        object is already there; True when it wrote. Raises InvalidKey."""
+        object is already there; True when it wrote. Then, in the same call and only if that
+        succeeded, deletes `then_delete` as `BatchesBookkeeping.delete_all` does (a commit ends
+        its session this way). Raises InvalidKey (before any write)."""
         ...
 
 
