@@ -22,16 +22,9 @@ from services.blob.direct_reads import DirectReadServer, SignedBlobUrls, signing
 from services.blob.main import BackendConfigError, build_direct_reads, build_store
 from services.common.digests import Digest
 from services.common.settings import BlobSettings, DirectReadSettings
+from tests.support.clock import FakeClock
 
 SECRET = b"direct-read-test-secret"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _one(chunk: bytes) -> AsyncIterator[bytes]:
@@ -52,12 +45,12 @@ async def backend(tmp_path: Path) -> AsyncIterator[FilesystemBackend]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(1_800_000_000.0)
 
 
 @pytest.fixture
-async def server(backend: FilesystemBackend, clock: Clock) -> AsyncIterator[DirectReadServer]:
+async def server(backend: FilesystemBackend, clock: FakeClock) -> AsyncIterator[DirectReadServer]:
     urls = SignedBlobUrls(SECRET, 300, clock=clock)
     started = await DirectReadServer(DirectReadSettings(enabled=True, listen="127.0.0.1:0"), urls, backend).start()
     yield started
@@ -139,7 +132,7 @@ async def test_altered_urls_are_refused(
 
 
 async def test_urls_expire(
-    server: DirectReadServer, backend: FilesystemBackend, http: httpx.AsyncClient, clock: Clock
+    server: DirectReadServer, backend: FilesystemBackend, http: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     url = _on_loopback(await server.urls.presigned_get_url(await _store_blob(backend, b"short-lived")))
     clock.now += 299
@@ -165,7 +158,7 @@ async def test_only_stored_blobs_are_served(
     assert (await http.delete(url)).status_code == 405
 
 
-async def test_urls_signed_with_a_shared_secret_verify_on_every_replica(clock: Clock) -> None:
+async def test_urls_signed_with_a_shared_secret_verify_on_every_replica(clock: FakeClock) -> None:
     one, two = SignedBlobUrls(SECRET, 60, clock=clock), SignedBlobUrls(SECRET, 60, clock=clock)
     one.base_url = two.base_url = "https://blobs.example.com"
     url = await one.presigned_get_url("blobs/sha256/ab/" + "ab" * 32)

@@ -5,14 +5,7 @@ A fake clock drives expiry, so nothing here sleeps or depends on timing."""
 from __future__ import annotations
 
 from gateway.manifest_cache import ManifestCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def _put(cache: ManifestCache, repository: str, reference: str, payload: bytes | None = b"{}") -> None:
@@ -21,7 +14,7 @@ def _put(cache: ManifestCache, repository: str, reference: str, payload: bytes |
 
 
 def test_entries_expire_after_the_ttl() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     cache = ManifestCache(ttl_seconds=1.0, clock=clock)
     _put(cache, "library/a", "latest")
     clock.now += 0.999
@@ -33,7 +26,7 @@ def test_entries_expire_after_the_ttl() -> None:
 
 
 def test_head_only_entries_do_not_answer_gets() -> None:
-    cache = ManifestCache(clock=Clock())
+    cache = ManifestCache(clock=FakeClock(100.0))
     _put(cache, "library/a", "latest", payload=None)
     assert cache.get("library/a", "latest", need_payload=True) is None
     hit = cache.get("library/a", "latest", need_payload=False)
@@ -41,7 +34,7 @@ def test_head_only_entries_do_not_answer_gets() -> None:
 
 
 def test_invalidation_drops_only_that_repository() -> None:
-    cache = ManifestCache(clock=Clock())
+    cache = ManifestCache(clock=FakeClock(100.0))
     for reference in ("latest", "v1", "sha256:" + "b" * 64):
         _put(cache, "library/a", reference)
     _put(cache, "library/b", "latest")
@@ -52,7 +45,7 @@ def test_invalidation_drops_only_that_repository() -> None:
 
 
 def test_byte_bound_evicts_least_recently_used() -> None:
-    cache = ManifestCache(max_bytes=3 * (512 + 1000), clock=Clock())
+    cache = ManifestCache(max_bytes=3 * (512 + 1000), clock=FakeClock(100.0))
     for name in ("one", "two", "three"):
         _put(cache, "r", name, payload=b"x" * 1000)
     assert cache.get("r", "one", need_payload=True) is not None  # now most recently used
@@ -63,16 +56,16 @@ def test_byte_bound_evicts_least_recently_used() -> None:
 
 
 def test_oversized_payloads_and_a_zero_ttl_are_not_cached() -> None:
-    big = ManifestCache(max_entry_bytes=10, clock=Clock())
+    big = ManifestCache(max_entry_bytes=10, clock=FakeClock(100.0))
     _put(big, "r", "t", payload=b"x" * 11)
     assert len(big) == 0
-    off = ManifestCache(ttl_seconds=0, clock=Clock())
+    off = ManifestCache(ttl_seconds=0, clock=FakeClock(100.0))
     _put(off, "r", "t")
     assert off.get("r", "t", need_payload=False) is None
 
 
 def test_tag_pages_are_kept_per_page_expire_and_go_with_their_repository() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     cache = ManifestCache(ttl_seconds=1.0, clock=clock)
     cache.put_tag_page("library/a", 2, "", ["v1", "v2"], True)
     cache.put_tag_page("library/a", 2, "v2", ["v3"], False)
@@ -97,7 +90,7 @@ def test_tag_pages_are_kept_per_page_expire_and_go_with_their_repository() -> No
 
 
 def test_tag_pages_count_against_the_bounds() -> None:
-    cache = ManifestCache(max_bytes=4096, max_entry_bytes=2048, clock=Clock())
+    cache = ManifestCache(max_bytes=4096, max_entry_bytes=2048, clock=FakeClock(100.0))
     cache.put_tag_page("big/repo", 100, "", [f"tag-{i:04d}" for i in range(100)], False)
     assert cache.get_tag_page("big/repo", 100, "") is None  # over max_entry_bytes
     for i in range(20):
@@ -105,6 +98,6 @@ def test_tag_pages_count_against_the_bounds() -> None:
     assert 0 < cache.size_bytes <= 4096
     assert cache.get_tag_page("r/19", 10, "") is not None and cache.get_tag_page("r/0", 10, "") is None
 
-    off = ManifestCache(ttl_seconds=0, clock=Clock())
+    off = ManifestCache(ttl_seconds=0, clock=FakeClock(100.0))
     off.put_tag_page("library/a", 2, "", ["v1"], False)
     assert off.get_tag_page("library/a", 2, "") is None

@@ -15,17 +15,10 @@ from services.blob.backends.memory import MemoryBackend
 from services.blob.uploads import UploadSessions
 from services.common.errors import ErrorKind, RegistryError
 from tests.contracts.blob_backend_suite import chunks_of, keys_of
+from tests.support.clock import FakeClock
 
 REPO = "limits/app"
 LIMIT = 2
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(params=["filesystem", "memory"])
@@ -36,12 +29,12 @@ async def backend(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Blo
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def sessions(backend: BlobBackend, clock: Clock) -> UploadSessions:
+def sessions(backend: BlobBackend, clock: FakeClock) -> UploadSessions:
     return UploadSessions(backend, clock=clock, max_sessions_per_owner=LIMIT)
 
 
@@ -82,7 +75,7 @@ async def test_ending_a_session_frees_its_place(sessions: UploadSessions, ending
     await sessions.start(REPO, "ip:192.0.2.1")
 
 
-async def test_purged_sessions_free_their_places(sessions: UploadSessions, clock: Clock) -> None:
+async def test_purged_sessions_free_their_places(sessions: UploadSessions, clock: FakeClock) -> None:
     for _ in range(LIMIT):
         await sessions.start(REPO, "account:alice")
     clock.now += 7200

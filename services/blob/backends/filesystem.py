@@ -850,12 +850,7 @@ def _link_into_place(source: Path, source_fd: int, dest: Path) -> bool:
     if os.stat(temp).st_ino != os.fstat(source_fd).st_ino:
         os.unlink(temp)
         return False
-    try:
-        os.replace(temp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    _rename_or_discard(temp, dest)
     _fsync_folder(dest.parent)
     return True
 
