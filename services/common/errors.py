@@ -136,6 +136,9 @@ _KIND_BY_BARE_STATUS: dict[grpc.StatusCode, ErrorKind] = {
     grpc.StatusCode.UNIMPLEMENTED: ErrorKind.UNSUPPORTED,
 }
 
+# Bare statuses of the planes' access check (no ErrorInfo): see from_rpc_error.
+_ACCESS_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
 
 class RegistryError(Exception):
     """A failure a client should see, with the kind that decides its code and statuses.
@@ -172,6 +175,11 @@ def from_rpc_error(error: grpc.RpcError) -> RegistryError:
                     detail = json.loads(raw) if raw else None
                     return RegistryError(ErrorKind[info.reason], status.message, detail)
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    if code in _ACCESS_REFUSED:
+        # A plane refused this process's own identity (services/common/access.py): the
+        # deployment's credentials are wrong, not the HTTP client's, so never a 401/403.
+        return RegistryError(ErrorKind.INTERNAL, "a registry plane refused this service's credentials; "
+                             "the plane's log names the role it needs")
     kind = _KIND_BY_BARE_STATUS.get(code, ErrorKind.INTERNAL)
     if kind is ErrorKind.INTERNAL:
         return RegistryError(kind, "internal server error; the registry logs say more")
