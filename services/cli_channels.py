@@ -23,7 +23,7 @@ import grpc
 
 from services.common.access import AccessConfigError
 from services.common.bearer import token_file_interceptors
-from services.common.errors import from_rpc_error
+from services.common.errors import from_rpc_error, is_access_refusal
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import GrpcTlsSettings, Settings
 from services.common.tls import TlsConfigError, channel_credentials, channel_options
@@ -33,7 +33,6 @@ TLS_SECTION = "gateway.grpc.tls"
 TLS_CONFIG_EXIT = 2
 # Exit code of a command a plane refused for lack of the operator role.
 ACCESS_REFUSED_EXIT = 2
-_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 OPERATOR_CREDENTIALS_HINT = (
     "operator commands need the operator role: set LADING_OPERATOR__TOKEN_FILE to a file holding a token "
     "listed in the planes' grpc_access.operator.token_file, or present a client certificate named in "
@@ -62,7 +61,7 @@ class _RefusalUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
         try:
             return await call
         except grpc.RpcError as error:
-            if error.code() in _REFUSED:
+            if is_access_refusal(error):
                 raise PlaneRefused(self._plane, self._target, error) from None
             raise
 
@@ -80,7 +79,7 @@ class _RefusalUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
                 async for message in call:
                     yield message
             except grpc.RpcError as error:
-                if error.code() in _REFUSED:
+                if is_access_refusal(error):
                     raise PlaneRefused(plane, target, error) from None
                 raise
 

@@ -10,7 +10,7 @@ from lading.blob.v1 import blob_pb2, blob_pb2_grpc
 from lading.metadata.v1 import admin_pb2_grpc
 
 from services.common.bearer import token_file_interceptors
-from services.common.errors import ErrorKind, RegistryError, from_rpc_error
+from services.common.errors import ErrorKind, RegistryError, from_rpc_error, is_access_refusal
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import Settings
 from services.common.tls import channel_credentials, channel_options
@@ -58,7 +58,7 @@ def blob_plane_checker(channel: grpc.aio.Channel) -> BytesExist:
             failure = from_rpc_error(error)
             if failure.kind is ErrorKind.BLOB_UNKNOWN:
                 return False
-            if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            if is_access_refusal(error):
                 # A deployment mistake, not an outage: say which settings to fix.
                 log.error("the blob plane refused this metadata plane (give it the `metadata` role: "
                           "gc.blob_token_file or a client certificate in gc.blob_tls): %s", error.details())
