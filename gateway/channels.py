@@ -5,7 +5,9 @@ Each channel uses the shared CHANNEL_OPTIONS plus a service config that
   default), so new replicas take load without restarting gateways;
 - retries idempotent reads (and only those) on UNAVAILABLE, up to `max_attempts` in all.
 With `settings.tls.enabled` the channel speaks TLS (a CA bundle, optionally a client certificate
-for mutual TLS; services/common/tls.py); otherwise plaintext (unix sockets, trusted networks).
+for mutual TLS; services/common/tls.py); otherwise plaintext (unix sockets, a mesh that encrypts).
+The gateway's identity on the planes (the `gateway` role, services/common/access.py) is its client
+certificate, or the bearer token in `settings.token_file`, sent with every call.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from services.common.bearer import token_file_interceptors
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import GrpcClientSettings
 from services.common.tls import channel_credentials
@@ -78,10 +81,11 @@ def open_channel(
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `target` (gRPC target syntax: host:port, dns:///, unix:): TLS when
-    `settings.tls.enabled`, else plaintext; `interceptors` (tracing) wrap every call.
-    Raises TlsConfigError for unusable TLS settings."""
+    `settings.tls.enabled`, else plaintext; `interceptors` (tracing) wrap every call, then the
+    bearer token of `settings.token_file` is added to it. Raises TlsConfigError for unusable TLS
+    settings, AccessConfigError for an unreadable or empty token file."""
     options = channel_options(service, reads, settings)
-    chain = list(interceptors) or None
+    chain = [*interceptors, *token_file_interceptors(settings.token_file, "gateway.grpc.token_file")] or None
     if settings.tls.enabled:
         credentials = channel_credentials(settings.tls, section="gateway.grpc.tls")
         return grpc.aio.secure_channel(target, credentials, options=options, interceptors=chain)

@@ -3,6 +3,9 @@
 Layout under the data folder (default `./data`):
     registry.db        SQLite database of the metadata plane
     blobs/             filesystem root of the blob plane
+    run/               the planes' sockets: 0700 whatever the umask (an existing one of ours is
+                       narrowed to 0700, one of another user refused), sockets 0600: callers
+                       there are trusted with every role (grpc_access.trust_unix_socket_peers)
     run/metadata.sock  gRPC unix socket of the metadata plane
     run/blob.sock      gRPC unix socket of the blob plane
 Blob GETs answer 307 to the blob plane's direct-read server (sendfile; a free port on the
@@ -44,6 +47,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel
 
+from services.common.paths import UnsafeFolder, ensure_private_folder
 from services.common.settings import Settings, load_settings
 
 # How long the planes may take to come up, and to go down before they are killed.
@@ -186,12 +190,19 @@ class Supervisor:
         self._stop.set()
 
     async def run(self) -> int:
-        """Runs until a signal (exit 0) or a child's death / failed start (exit 1)."""
+        """Runs until a signal (exit 0) or a child's death / failed start (exit 1); exit 2 when
+        the run folder cannot be made private."""
+        try:
+            # The planes trust callers on their unix sockets (grpc_access.trust_unix_socket_peers):
+            # only this user may reach them.
+            ensure_private_folder(self.plan.data_dir / "run")
+        except UnsafeFolder as unsafe:
+            print(f"lading serve: {unsafe}", file=sys.stderr, flush=True)
+            return 2
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         env = {**os.environ, **self.plan.env}
-        (self.plan.data_dir / "run").mkdir(parents=True, exist_ok=True)
         try:
             await self._spawn("metadata", "services.metadata", env)
             await self._spawn("blob", "services.blob", env)

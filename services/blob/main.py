@@ -29,6 +29,7 @@ from services.blob.core import BlobStore
 from services.blob.direct_reads import DirectReadServer, SignedBlobUrls, signing_secret
 from services.blob.servicer import BlobServiceServicer, add_to_server
 from services.blob.uploads import UploadSessions
+from services.common.access import AccessConfigError
 from services.common.allocator import tune_allocator
 from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
@@ -37,6 +38,7 @@ from services.common.paths import prepare_listen_address
 from services.common.settings import BlobSettings, Settings, load_settings
 from services.common.tasks import cancel_and_wait
 from services.common.telemetry import setup_tracing
+from services.common.tls import TlsConfigError
 
 log = logging.getLogger("lading.blob")
 
@@ -192,8 +194,10 @@ async def run(settings: Settings) -> None:
         listen=blob.listen,
         service_names=[SERVICE_NAME],
         grace_seconds=blob.shutdown_grace_seconds,
+        access=settings.grpc_access,
+        plane="blob",
         tls=blob.tls,
-        tls_section="blob.tls",
+        health_listen=blob.health_listen,
         # Calls are only counted when something can scrape them.
         interceptors=[
             *telemetry.server_interceptors(),
@@ -258,7 +262,7 @@ def main() -> int:
     tune_allocator()
     try:
         asyncio.run(run(settings))
-    except BackendConfigError as error:
+    except (BackendConfigError, AccessConfigError, TlsConfigError) as error:
         print(f"lading blob: {error}", file=sys.stderr)
         return 2
     except BackendNotReady as error:

@@ -136,6 +136,9 @@ _KIND_BY_BARE_STATUS: dict[grpc.StatusCode, ErrorKind] = {
     grpc.StatusCode.UNIMPLEMENTED: ErrorKind.UNSUPPORTED,
 }
 
+# Bare statuses of the planes' access check (no ErrorInfo): see from_rpc_error.
+_ACCESS_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
 
 class RegistryError(Exception):
     """A failure a client should see, with the kind that decides its code and statuses.
@@ -159,8 +162,8 @@ class RegistryError(Exception):
         return status_pb2.Status(code=self.kind.grpc_status.value[0], message=self.message, details=[packed])
 
 
-def from_rpc_error(error: grpc.RpcError) -> RegistryError:
-    """Reads the registry error back out of a failed gRPC call (the gateway's side)."""
+def _carried_registry_error(error: grpc.RpcError) -> RegistryError | None:
+    """The RegistryError a failed call carries in its ErrorInfo, if any."""
     status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
     if status is not None:
         for packed in status.details:
@@ -171,7 +174,28 @@ def from_rpc_error(error: grpc.RpcError) -> RegistryError:
                     raw = info.metadata.get("detail")
                     detail = json.loads(raw) if raw else None
                     return RegistryError(ErrorKind[info.reason], status.message, detail)
+    return None
+
+
+def is_access_refusal(error: grpc.RpcError) -> bool:
+    """True when a plane refused the caller's own identity (services/common/access.py: a bare
+    UNAUTHENTICATED or PERMISSION_DENIED), as opposed to a registry DENIED or UNAUTHORIZED about
+    a client's account, which carries its ErrorInfo."""
+    code = error.code() if hasattr(error, "code") else None
+    return code in _ACCESS_REFUSED and _carried_registry_error(error) is None
+
+
+def from_rpc_error(error: grpc.RpcError) -> RegistryError:
+    """Reads the registry error back out of a failed gRPC call (the gateway's side)."""
+    carried = _carried_registry_error(error)
+    if carried is not None:
+        return carried
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    if code in _ACCESS_REFUSED:
+        # A plane refused this process's own identity (services/common/access.py): the
+        # deployment's credentials are wrong, not the HTTP client's, so never a 401/403.
+        return RegistryError(ErrorKind.INTERNAL, "a registry plane refused this service's credentials; "
+                             "the plane's log names the role it needs")
     kind = _KIND_BY_BARE_STATUS.get(code, ErrorKind.INTERNAL)
     if kind is ErrorKind.INTERNAL:
         return RegistryError(kind, "internal server error; the registry logs say more")

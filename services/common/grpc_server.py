@@ -1,7 +1,11 @@
 """Server bootstrap shared by both services: error mapping, health, TLS, graceful shutdown.
 
 With `tls` enabled the listener speaks TLS (optionally mutual TLS; services/common/tls.py);
-otherwise it is plaintext, meant for unix sockets and trusted networks.
+otherwise it is plaintext. Either way every call passes the access check (services/common/access.py:
+who the caller is, and whether the method's role in services/common/rpc_roles.py is theirs); a unix
+socket is bound with mode 0600 whatever the umask, so only this user (and root) can connect to it.
+An optional second listener (`health_listen`, plaintext) serves grpc.health.v1 alone, for probes
+that cannot speak TLS.
 
 Shutdown order (SIGTERM or SIGINT):
   1. health flips to NOT_SERVING, so load balancers and probes stop sending new calls;
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -21,8 +26,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from services.common.access import AccessInterceptor, build_access_policy
 from services.common.errors import ErrorKind, RegistryError
-from services.common.settings import GrpcTlsSettings
+from services.common.paths import unix_socket_path
+from services.common.settings import GrpcAccessSettings, GrpcTlsSettings
 from services.common.tls import server_credentials
 
 log = logging.getLogger("lading.grpc")
@@ -108,13 +115,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
 
 class GrpcService:
-    """One gRPC server with health checking and a written shutdown order.
+    """One gRPC server with access control, health checking and a written shutdown order.
 
-    `interceptors` (outermost first) wrap every call before the error mapping does.
-    `register` adds servicers (`add_XServicer_to_server` functions); `serve_forever` binds,
-    marks the named services SERVING once `ready()` succeeds, and runs until SIGTERM/SIGINT or
-    `request_stop()`. With `tls` enabled, its certificate files are read here, so bad TLS
-    settings raise `TlsConfigError` before anything binds.
+    `interceptors` (outermost first) wrap every call before the access check and the error
+    mapping do. Servicers are added to `server` (`add_XServicer_to_server` functions);
+    `serve_forever` binds, marks the named services SERVING once `ready()` succeeds, and runs
+    until SIGTERM/SIGINT or `request_stop()`. `plane` ("metadata", "blob") names the settings in
+    messages. Certificate and token files are read here, so bad TLS or access settings raise
+    `TlsConfigError` / `AccessConfigError` before anything binds.
     """
 
     def __init__(
@@ -123,24 +131,36 @@ class GrpcService:
         listen: str,
         service_names: Iterable[str],
         grace_seconds: float,
+        access: GrpcAccessSettings,
+        plane: str,
         tls: GrpcTlsSettings | None = None,
-        tls_section: str = "tls",
+        health_listen: str = "",
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.listen = listen
+        self.health_listen = health_listen
         self.service_names = list(service_names)
         self.grace_seconds = grace_seconds
         self._credentials = (
-            server_credentials(tls, section=tls_section) if tls is not None and tls.enabled else None
+            server_credentials(tls, section=f"{plane}.tls") if tls is not None and tls.enabled else None
         )
-        # `interceptors` (tracing, metrics) run outside the error mapping, so they see the final status.
+        self.access = build_access_policy(access, listen=listen, tls=tls, plane=plane)
+        # `interceptors` (tracing, metrics) run outside the access check and the error mapping, so
+        # they see the final status, refusals included.
         self.server = grpc.aio.server(
-            interceptors=[*interceptors, ErrorMappingInterceptor()], options=CHANNEL_OPTIONS
+            interceptors=[*interceptors, AccessInterceptor(self.access), ErrorMappingInterceptor()],
+            options=CHANNEL_OPTIONS,
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        # Health alone, in plaintext, for probes (no interceptor: nothing else is served there).
+        self.health_server: grpc.aio.Server | None = None
+        if health_listen:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
         self._stop = asyncio.Event()
         self.bound_port: int | None = None
+        self.health_port: int | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -156,11 +176,11 @@ class GrpcService:
         on_shutdown: Callable[[], Awaitable[None]],
     ) -> None:
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if self._credentials is not None:
-            self.bound_port = self.server.add_secure_port(self.listen, self._credentials)
-        else:
-            self.bound_port = self.server.add_insecure_port(self.listen)
+        self.bound_port = self._bind()
         await self.server.start()
+        if self.health_server is not None:
+            self.health_port = self.health_server.add_insecure_port(self.health_listen)
+            await self.health_server.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -176,5 +196,24 @@ class GrpcService:
             # 1. probes flip first; 2. in-flight calls drain; 3. resources close.
             await self.health.enter_graceful_shutdown()
             await self.server.stop(self.grace_seconds)
+            if self.health_server is not None:
+                await self.health_server.stop(0)
             await on_shutdown()
             log.info("stopped %s", ", ".join(self.service_names))
+
+    def _bind(self) -> int:
+        """Binds `listen`. A unix socket is created with mode 0600 (the umask is narrowed around
+        the bind, so it never exists with wider permissions): its peers are trusted by
+        `grpc_access.trust_unix_socket_peers`, so only this user (and root) may connect."""
+        if unix_socket_path(self.listen) is None:
+            return self._add_port()
+        previous = os.umask(0o177)
+        try:
+            return self._add_port()
+        finally:
+            os.umask(previous)
+
+    def _add_port(self) -> int:
+        if self._credentials is not None:
+            return self.server.add_secure_port(self.listen, self._credentials)
+        return self.server.add_insecure_port(self.listen)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
+
+PRIVATE_FOLDER_MODE = 0o700
+
+
+class UnsafeFolder(RuntimeError):
+    """A folder that must be private is not (the message says why and what to do)."""
 
 
 def unix_socket_path(address: str) -> Path | None:
@@ -14,11 +22,41 @@ def unix_socket_path(address: str) -> Path | None:
     return None
 
 
+def _make_private(path: Path) -> None:
+    """Creates `path` (parents as needed) and leaves the folder itself 0700, whatever the umask."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+    os.chmod(path, PRIVATE_FOLDER_MODE)
+
+
 def prepare_listen_address(address: str) -> None:
-    """Creates the socket's folder and removes a stale socket file left by a killed process."""
+    """Creates the socket's folder (0700, whatever the umask) when it is missing, and removes a
+    stale socket file left by a killed process. An existing folder is left as it is: it may be a
+    shared one such as /tmp (the socket itself is bound 0600, services/common/grpc_server.py)."""
     path = unix_socket_path(address)
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        _make_private(path.parent)
     if path.exists():
         path.unlink()
+
+
+def ensure_private_folder(path: Path) -> None:
+    """Makes `path` a folder only its owner may enter (what `lading serve` keeps its sockets in):
+    created 0700 whatever the umask; an existing one of ours with wider permissions is narrowed
+    to 0700. Raises UnsafeFolder when it is not a folder, or belongs to another user (who could
+    put their own socket in our place)."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        _make_private(path)
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeFolder(f"{path} is not a folder; remove it, or pick another --data-dir")
+    if info.st_uid != os.geteuid():
+        raise UnsafeFolder(
+            f"{path} belongs to user id {info.st_uid}, not to this user ({os.geteuid()}): another user could "
+            "replace the planes' sockets there; remove it, or pick another --data-dir"
+        )
+    if stat.S_IMODE(info.st_mode) != PRIVATE_FOLDER_MODE:
+        os.chmod(path, PRIVATE_FOLDER_MODE)

@@ -31,7 +31,9 @@ class GrpcTlsSettings(BaseModel):
 
     A plane's server (`blob.tls`, `metadata.tls`): `cert_file` + `key_file` are its certificate
     chain and key; with `require_client_cert` (mutual TLS) clients must present a certificate
-    signed by a CA in `ca_file`. The gateway's channels (`gateway.grpc.tls`): `ca_file` is the CA
+    signed by a CA in `ca_file` (without it, gRPC asks clients for no certificate at all, so
+    callers can only identify by bearer token: `grpc_access`). The gateway's channels
+    (`gateway.grpc.tls`): `ca_file` is the CA
     bundle that verifies the planes (None: the system's roots); `cert_file` + `key_file` are the
     client certificate for mutual TLS; `server_name_override` is the name checked against the
     planes' certificates when it differs from the target's host (e.g. a `unix:` target).
@@ -70,6 +72,10 @@ class GrpcClientSettings(BaseModel):
     # Longest wait between reconnection attempts to a replica that went away (gRPC's default: 120 s).
     max_reconnect_backoff_ms: int = 5000
     tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+    # File holding the bearer token this client presents to the planes (first line; sent as
+    # `authorization: Bearer ...` on every call): the role's token of `grpc_access` on the planes.
+    # None: no token (identity by client certificate, or a trusted unix socket).
+    token_file: Path | None = None
 
 
 class GatewaySettings(BaseModel):
@@ -208,6 +214,9 @@ class BlobSettings(BaseModel):
     io_threads: int = 16
     shutdown_grace_seconds: float = 10.0
     tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+    # host:port of a second, plaintext listener that serves grpc.health.v1 and nothing else, for
+    # probes that cannot speak TLS (Kubernetes gRPC probes); empty: none.
+    health_listen: str = ""
     # Open upload sessions one owner may hold (the gateway names the owner: the account when auth
     # is on, else the client's address); one more is refused with 429 until one is committed,
     # cancelled or purged. 0: no limit.
@@ -231,6 +240,8 @@ class MetadataSettings(BaseModel):
     statement_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+    # As `blob.health_listen`: a plaintext grpc.health.v1-only listener for probes; empty: none.
+    health_listen: str = ""
 
 
 class ExternalIssuerSettings(BaseModel):
@@ -333,6 +344,10 @@ class GcSettings(BaseModel):
     # TLS of the metadata plane's channel to `blob_target` (client side, same shape as
     # `gateway.grpc.tls`): needed when the blob plane serves TLS (`blob.tls`).
     blob_tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+    # File holding the bearer token of the `metadata` role (grpc_access.metadata on the blob
+    # plane), presented on that channel; None: none (a client certificate in `blob_tls`, or a
+    # trusted unix socket).
+    blob_token_file: Path | None = None
 
 
 class EventEndpointSettings(BaseModel):
@@ -378,6 +393,51 @@ class EventsSettings(BaseModel):
     source_addr: str = ""
 
 
+class RoleCredentials(BaseModel):
+    """Who holds one role on the planes' gRPC listeners (services/common/access.py)."""
+
+    # Client certificates that hold the role, by name: a certificate's subject common name, any
+    # of its subject alternative names (DNS name, URI such as a SPIFFE ID, e-mail, IP address) or
+    # its whole subject as OpenSSL prints it (`CN=lading-gateway,O=Example`). Needs mutual TLS on
+    # the listener (`<plane>.tls.require_client_cert`), with a CA that signs only your planes'
+    # and operators' certificates: any name it signs is believed.
+    certificate_names: list[str] = Field(default_factory=list)
+    # File with the role's bearer token(s), one per line (two during a rotation); callers send
+    # `authorization: Bearer <token>`. Read at start-up. Make tokens long and random
+    # (`openssl rand -hex 32`); over plaintext TCP they are only as safe as the network.
+    token_file: Path | None = None
+
+
+class GrpcAccessSettings(BaseModel):
+    """Who may call the gRPC planes (both read this section; services/common/access.py has the
+    method → role table). Roles: `gateway` (the data calls), `operator` (the `lading` admin
+    commands: accounts, GC, repositories, events), `metadata` (the metadata plane calling the blob
+    plane: byte checks and GC)."""
+
+    gateway: RoleCredentials = Field(default_factory=RoleCredentials)
+    operator: RoleCredentials = Field(default_factory=RoleCredentials)
+    metadata: RoleCredentials = Field(default_factory=RoleCredentials)
+    # Callers on a unix socket get every role: Lading creates its sockets 0600 (in a 0700 folder
+    # for `lading serve`), so only its own user and root can connect, and they can read the data
+    # folder anyway. False: they need credentials like anyone else.
+    trust_unix_socket_peers: bool = True
+    # DANGEROUS: every caller gets every role, with no credentials. A plane on a TCP address with
+    # no way to identify callers refuses to start unless this is true; only for a network that
+    # nothing else can reach.
+    allow_unauthenticated: bool = False
+
+
+class OperatorSettings(BaseModel):
+    """How the operator commands (`lading user|robot|grant|gc|repo|tag|manifest|blob|check|
+    maintenance|events`) identify themselves to the planes (services/cli_channels.py)."""
+
+    # File holding a token of the `operator` role (grpc_access.operator.token_file on the planes).
+    token_file: Path | None = None
+    # TLS of the commands' channels: with `enabled`, this (a client certificate named in
+    # grpc_access.operator.certificate_names for mutual TLS); otherwise `gateway.grpc.tls`.
+    tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LADING_",
@@ -395,6 +455,8 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     gc: GcSettings = Field(default_factory=GcSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    grpc_access: GrpcAccessSettings = Field(default_factory=GrpcAccessSettings)
+    operator: OperatorSettings = Field(default_factory=OperatorSettings)
 
     @classmethod
     def settings_customise_sources(

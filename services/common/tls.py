@@ -5,8 +5,9 @@ with `TlsConfigError` naming the setting when a required file is missing or unre
 misconfigured plane stops at start instead of refusing every call.
 
 Server: `cert_file` + `key_file` (required); with `require_client_cert`, mutual TLS: every
-client must present a certificate signed by a CA in `ca_file` (required then). Without it, a
-`ca_file` still lets clients that send a certificate be verified, and others connect too.
+client must present a certificate signed by a CA in `ca_file` (required then), whose names then
+identify it (services/common/access.py). Without it, gRPC asks clients for no certificate at all
+(`ca_file` is unused), so callers identify by bearer token.
 
 Channel: `ca_file` verifies the server (None: gRPC's default roots); `cert_file` + `key_file`
 (both or neither) are the client certificate for mutual TLS; `server_name_override` replaces the

@@ -13,6 +13,7 @@ import sys
 
 from lading.metadata.v1 import accounts_pb2_grpc, metadata_pb2_grpc
 
+from services.common.access import AccessConfigError
 from services.common.errors import ErrorKind, RegistryError
 from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
@@ -20,6 +21,7 @@ from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, Met
 from services.common.paths import prepare_listen_address
 from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_tracing
+from services.common.tls import TlsConfigError
 from services.metadata.accounts.main import bootstrap_admin, build_account_servicer
 from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
@@ -80,6 +82,17 @@ async def run(settings: Settings) -> None:
         [MetricsInterceptor(GrpcMetrics(metrics))] if settings.observability.metadata_metrics_listen else []
     )
     try:
+        # First: TLS and access settings that cannot work stop the process before it touches the database.
+        service = GrpcService(
+            listen=config.listen,
+            service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME],
+            grace_seconds=config.shutdown_grace_seconds,
+            access=settings.grpc_access,
+            plane="metadata",
+            tls=config.tls,
+            health_listen=config.health_listen,
+            interceptors=[*telemetry.server_interceptors(), *metrics_interceptors],
+        )
         await _prepare_schema(database, auto_migrate=config.auto_migrate)
         events = build_events(settings.events, database)
         store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
@@ -94,14 +107,6 @@ async def run(settings: Settings) -> None:
         )
         accounts = build_account_servicer(database, settings.auth)
         await bootstrap_admin(accounts, settings.auth)
-        service = GrpcService(
-            listen=config.listen,
-            service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME],
-            grace_seconds=config.shutdown_grace_seconds,
-            tls=config.tls,
-            tls_section="metadata.tls",
-            interceptors=[*telemetry.server_interceptors(), *metrics_interceptors],
-        )
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
             MetadataServicer(core, events.outbox, database.writes, events.worker.wake), service.server
         )
@@ -180,6 +185,9 @@ def main() -> int:
         asyncio.run(run(settings))
     except SchemaOutOfDate as exc:
         log.error("%s", exc)
+        return 2
+    except (AccessConfigError, TlsConfigError) as exc:
+        log.error("cannot start: %s", exc)
         return 2
     except RegistryError as exc:
         log.error("cannot start: %s", exc.message)

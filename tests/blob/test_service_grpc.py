@@ -53,7 +53,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     env = {"LADING_BLOB__BACKEND": "filesystem", "LADING_BLOB__FILESYSTEM__ROOT": str(root),
            "LADING_BLOB__IO_THREADS": "4", "LADING_BLOB__SHUTDOWN_GRACE_SECONDS": "2"}
     first = BlobServiceProcess("blob-a", listen=f"unix://{socket_dir}/a.sock", env=env, workdir=workdir)
-    second = BlobServiceProcess("blob-b", listen=f"127.0.0.1:{free_port()}", env=env, workdir=workdir)
+    # This test is about two processes sharing one root; its stubs call every RPC, as the gateway,
+    # the metadata plane and operators would. tests/access checks who may call what on TCP.
+    second = BlobServiceProcess("blob-b", listen=f"127.0.0.1:{free_port()}", workdir=workdir,
+                                env={**env, "LADING_GRPC_ACCESS__ALLOW_UNAUTHENTICATED": "true"})
     started: list[BlobServiceProcess] = []
     try:
         for process in (first, second):

@@ -6,7 +6,9 @@
                                                          └─> blob 0, 1 ─> S3 (SeaweedFS) or a
                                                                          shared filesystem root
 
-Every process is `lading <plane>` with LADING_* variables, on its own 127.0.0.1 port. The
+Every process is `lading <plane>` with LADING_* variables, on its own 127.0.0.1 port; the planes
+identify their callers by bearer token, one per role (`tokens`, as in a deployment where TLS ends
+in a mesh), and refuse anyone else. The
 metadata processes run with auto_migrate off after one `lading migrate`, as in production. The
 gateways reach each plane through one gRPC target naming both replicas with round_robin (gRPC's
 `ipv4:` target syntax takes a comma-separated address list), so both replicas take load.
@@ -31,6 +33,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.grpc_tokens import RoleTokens, write_role_tokens
 from tests.support.haproxy import HAProxy
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 from tests.support.stack import (
@@ -184,12 +187,14 @@ class Cluster:
     ports: dict[str, list[int]] = field(init=False)
     processes: dict[str, list[LadingProcess]] = field(init=False)
     haproxy: HAProxy | None = field(init=False, default=None)
+    tokens: RoleTokens = field(init=False)
     _generation: int = field(init=False, default=0)
     _retired: list[LadingProcess] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.ports = {plane: [free_port() for _ in range(self.replicas)] for plane in PLANES}
         self.processes = {plane: [] for plane in PLANES}
+        self.tokens = write_role_tokens(self.workdir / "tokens")
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -222,12 +227,14 @@ class Cluster:
                 "LADING_METADATA__AUTO_MIGRATE": "false",
                 "LADING_METADATA__POOL_SIZE": "5",
                 "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "2",
+                **self.tokens.metadata_env(),
             })
         elif plane == "blob":
             env.update({
                 "LADING_BLOB__LISTEN": f"127.0.0.1:{port}",
                 "LADING_BLOB__SHUTDOWN_GRACE_SECONDS": "2",
                 **self.storage.env(),
+                **self.tokens.plane_env(),
             })
         else:
             env.update({
@@ -238,6 +245,7 @@ class Cluster:
                 "LADING_GATEWAY__GRPC__TIMEOUT_SECONDS": str(GRPC_TIMEOUT_SECONDS),
                 "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "2",
                 **self.storage.env(),  # the gateway presigns S3 redirects with the same settings
+                **self.tokens.gateway_env(),
             })
         env.update(self.extra_env)
         return env

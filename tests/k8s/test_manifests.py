@@ -185,12 +185,21 @@ def test_grpc_planes_probe_grpc_health_on_their_listen_port(
     objects = rendered[kustomization]
     for plane in GRPC_PLANES:
         container = _only_container(_plane_deployment(objects, plane))
-        (port,) = container["ports"]
-        assert port["containerPort"] == PLANES[plane]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["grpc"] == PLANES[plane]
         env = container_env(objects, container)
         assert env[f"LADING_{plane.upper()}__LISTEN"] == f"0.0.0.0:{PLANES[plane]}"
+        # Kubernetes gRPC probes cannot speak TLS: with it on, they use the plaintext health-only
+        # listener (`<plane>.health_listen`) on the `health` port.
+        tls = env.get(f"LADING_{plane.upper()}__TLS__ENABLED") == "true"
+        health_listen = env.get(f"LADING_{plane.upper()}__HEALTH_LISTEN")
+        assert set(ports) == ({"grpc", "health"} if tls else {"grpc"}), plane
+        probed = ports["grpc"]
+        if tls:
+            assert health_listen == f"0.0.0.0:{ports['health']}", plane
+            probed = ports["health"]
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            assert container[probe]["grpc"]["port"] == PLANES[plane], f"{plane} {probe}"
+            assert container[probe]["grpc"]["port"] == probed, f"{plane} {probe}"
 
 
 @pytest.mark.parametrize("kustomization", ["base", "production", "embedded"])
@@ -531,9 +540,9 @@ def test_production_gives_each_workload_only_the_auth_settings_and_secrets_it_re
 ) -> None:
     objects = rendered["production"]
     mounted_secrets = {
-        ("Deployment", "lading-gateway"): {"lading-token-key"},
-        ("Deployment", "lading-metadata"): {"lading-admin"},
-        ("Deployment", "lading-blob"): set(),
+        ("Deployment", "lading-gateway"): {"lading-token-key", "lading-gateway-grpc-tls"},
+        ("Deployment", "lading-metadata"): {"lading-admin", "lading-metadata-grpc-tls"},
+        ("Deployment", "lading-blob"): {"lading-blob-grpc-tls"},
         ("Job", "lading-migrate"): set(),
     }
     for (kind, name), variables in PRODUCTION_AUTH.items():

@@ -1,7 +1,8 @@
 """The operator commands (`lading gc|repo|check|maintenance|tag|manifest`, `lading events ...`,
 `lading user ...`) against metadata and blob planes that require mutual TLS: they dial with the
-gateway's client settings (`LADING_GATEWAY__GRPC__TLS__*`), are refused without them, and stop
-with the setting's name when a file is missing."""
+operator's client settings (`LADING_OPERATOR__TLS__*`, else the gateway's
+`LADING_GATEWAY__GRPC__TLS__*`), are refused without them or with a certificate of another role,
+and stop with the setting's name when a file is missing."""
 
 from __future__ import annotations
 
@@ -18,20 +19,23 @@ from tests.tls.test_grpc_tls import Certs, Planes, certs, client_tls, planes  # 
 
 
 def tls_env(certs: Certs, **changes: str) -> dict[str, str]:  # noqa: F811 - the fixture's name
+    """The gateway's client TLS settings, which the commands fall back to, with the operator's
+    certificate (the planes give CN=operator the operator role)."""
     env = {
         "LADING_GATEWAY__GRPC__TLS__ENABLED": "true",
         "LADING_GATEWAY__GRPC__TLS__CA_FILE": str(certs.ca.cert),
-        "LADING_GATEWAY__GRPC__TLS__CERT_FILE": str(certs.client.cert),
-        "LADING_GATEWAY__GRPC__TLS__KEY_FILE": str(certs.client.key),
+        "LADING_GATEWAY__GRPC__TLS__CERT_FILE": str(certs.operator.cert),
+        "LADING_GATEWAY__GRPC__TLS__KEY_FILE": str(certs.operator.key),
     }
     env.update(changes)
     return env
 
 
-def lading(planes: Planes, env: dict[str, str], *args: str, blob: bool = True) -> subprocess.CompletedProcess[str]:  # noqa: F811
+def lading(planes: Planes, env: dict[str, str], *args: str, blob: bool = True,  # noqa: F811
+           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     targets = ["--metadata", planes.metadata_target] + (["--blob", planes.blob_target] if blob else [])
     return subprocess.run(lading_command(*args, *targets), env=child_env(env), capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, input=stdin)
 
 
 def store_blob(planes: Planes, certs: Certs, repository: str, data: bytes) -> str:  # noqa: F811
@@ -88,3 +92,35 @@ def test_tls_settings_that_cannot_work_stop_the_command(planes: Planes, certs: C
         broken = lading(planes, tls_env(certs, LADING_GATEWAY__GRPC__TLS__CA_FILE=str(missing)), *args, blob=blob)
         assert broken.returncode == 2, (args, broken.stderr)
         assert "gateway.grpc.tls.ca_file" in broken.stderr and str(missing) in broken.stderr
+
+
+def test_operator_tls_settings_win_over_the_gateways(planes: Planes, certs: Certs) -> None:  # noqa: F811
+    # On a gateway host the gateway's client certificate is configured too; `operator.tls` wins.
+    env = {
+        **tls_env(certs, LADING_GATEWAY__GRPC__TLS__CERT_FILE=str(certs.client.cert),
+                  LADING_GATEWAY__GRPC__TLS__KEY_FILE=str(certs.client.key)),
+        "LADING_OPERATOR__TLS__ENABLED": "true",
+        "LADING_OPERATOR__TLS__CA_FILE": str(certs.ca.cert),
+        "LADING_OPERATOR__TLS__CERT_FILE": str(certs.operator.cert),
+        "LADING_OPERATOR__TLS__KEY_FILE": str(certs.operator.key),
+    }
+    added = lading(planes, env, "user", "add", "tls-operator-made", "--password-stdin", blob=False,
+                   stdin="a fine password\n")
+    assert added.returncode == 0 and "created user tls-operator-made" in added.stdout, added.stderr
+
+
+def test_a_gateway_certificate_cannot_run_operator_commands(planes: Planes, certs: Certs) -> None:  # noqa: F811
+    gateway = tls_env(certs, LADING_GATEWAY__GRPC__TLS__CERT_FILE=str(certs.client.cert),
+                      LADING_GATEWAY__GRPC__TLS__KEY_FILE=str(certs.client.key))
+    added = lading(planes, gateway, "user", "add", "evil", "--admin", "--password-stdin", blob=False,
+                   stdin="a fine password\n")
+    assert added.returncode == 2 and added.stdout == "", added.stderr
+    assert "CreateUser needs the operator role" in added.stderr
+    assert "certificate CN=gateway" in added.stderr and "has the gateway role" in added.stderr
+    assert "LADING_OPERATOR__TOKEN_FILE" in added.stderr and "grpc_access.operator.certificate_names" in added.stderr
+    listed = lading(planes, tls_env(certs), "user", "list", blob=False)
+    assert listed.returncode == 0 and "evil" not in listed.stdout, listed.stderr
+    # `lading check` tolerates a failing blob, but a refusal ends it instead of reading as missing data.
+    check = lading(planes, gateway, "check")
+    assert check.returncode == 2 and "missing" not in check.stdout + check.stderr, check.stderr
+    assert "needs the operator role" in check.stderr

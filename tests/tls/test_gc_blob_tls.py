@@ -20,7 +20,8 @@ def settings_with(target: str, tls: GrpcTlsSettings) -> Settings:
 
 
 async def test_checker_reaches_a_mutual_tls_blob_plane(planes: Planes, certs: Certs) -> None:  # noqa: F811
-    channel = blob_channel(settings_with(planes.blob_target, client_tls(certs)))
+    channel = blob_channel(settings_with(planes.blob_target, client_tls(
+        certs, cert_file=certs.metadata_client.cert, key_file=certs.metadata_client.key)))
     async with channel:
         # An answer from the plane itself: the bytes are not there (not "plane unreachable").
         assert await blob_plane_checker(channel)(ABSENT) is False

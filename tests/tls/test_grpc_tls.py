@@ -4,6 +4,7 @@ gateway's own channels, and the connections that must be refused."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,13 @@ class Certs:
     rogue_server: KeyPair
     # Valid for the name "blob.internal" only (not 127.0.0.1).
     named_server: KeyPair
+    # Client certificates of the other roles (the planes map CN=operator and CN=metadata-plane).
+    operator: KeyPair
+    metadata_client: KeyPair
+    # Same CA, a name no role lists.
+    stranger: KeyPair
+    # An operator known by a URI subject alternative name (a SPIFFE ID), whatever its CN.
+    operator_by_uri: KeyPair
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,16 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         rogue_client=pki.leaf("rogue-client", rogue_ca),
         rogue_server=pki.leaf("rogue-server", rogue_ca),
         named_server=pki.leaf("named", ca, san="subjectAltName=DNS:blob.internal"),
+        operator=pki.leaf("operator", ca),
+        metadata_client=pki.leaf("metadata-plane", ca),
+        stranger=pki.leaf("stranger", ca),
+        operator_by_uri=pki.leaf("ops-laptop", ca, san=f"subjectAltName=URI:{OPERATOR_URI}"),
     )
+
+
+# Which client certificates (by common name or URI) hold which role on the planes below.
+OPERATOR_URI = "spiffe://lading.test/operator"
+ROLE_NAMES = {"gateway": ["gateway"], "operator": ["operator", OPERATOR_URI], "metadata": ["metadata-plane"]}
 
 
 def server_env(section: str, server: KeyPair, ca: KeyPair) -> dict[str, str]:
@@ -62,6 +79,8 @@ def server_env(section: str, server: KeyPair, ca: KeyPair) -> dict[str, str]:
         f"{prefix}KEY_FILE": str(server.key),
         f"{prefix}CA_FILE": str(ca.cert),
         f"{prefix}REQUIRE_CLIENT_CERT": "true",
+        **{f"LADING_GRPC_ACCESS__{role.upper()}__CERTIFICATE_NAMES": json.dumps(names)
+           for role, names in ROLE_NAMES.items()},
     }
 
 
@@ -101,12 +120,14 @@ class Planes:
     blob_target: str
     metadata_target: str
     named_blob_target: str
+    # The metadata plane's plaintext health-only listener (metadata.health_listen).
+    metadata_health_target: str
 
 
 @pytest.fixture(scope="module")
 def planes(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planes]:
     workdir = tmp_path_factory.mktemp("grpc-tls")
-    blob_port, metadata_port, named_port = free_port(), free_port(), free_port()
+    blob_port, metadata_port, named_port, health_port = free_port(), free_port(), free_port(), free_port()
     blob = LadingProcess(
         "blob-mtls",
         lading_command("blob"),
@@ -128,13 +149,15 @@ def planes(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         log_dir=workdir,
         env={"LADING_METADATA__LISTEN": f"127.0.0.1:{metadata_port}",
              "LADING_METADATA__DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'registry.db'}",
+             "LADING_METADATA__HEALTH_LISTEN": f"127.0.0.1:{health_port}",
              **server_env("metadata", certs.server, certs.ca)},
     )
     with running(blob, named, metadata):
         wait_serving(blob, f"127.0.0.1:{blob_port}", client_tls(certs), BLOB)
         wait_serving(named, f"127.0.0.1:{named_port}", client_tls(certs, server_name_override="blob.internal"), BLOB)
         wait_serving(metadata, f"127.0.0.1:{metadata_port}", client_tls(certs), METADATA)
-        yield Planes(f"127.0.0.1:{blob_port}", f"127.0.0.1:{metadata_port}", f"127.0.0.1:{named_port}")
+        yield Planes(f"127.0.0.1:{blob_port}", f"127.0.0.1:{metadata_port}", f"127.0.0.1:{named_port}",
+                     f"127.0.0.1:{health_port}")
 
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import grpc
 from lading.blob.v1 import blob_pb2, blob_pb2_grpc
 from lading.metadata.v1 import admin_pb2_grpc
 
-from services.common.errors import ErrorKind, RegistryError, from_rpc_error
+from services.common.bearer import token_file_interceptors
+from services.common.errors import ErrorKind, RegistryError, from_rpc_error, is_access_refusal
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import Settings
 from services.common.tls import channel_credentials, channel_options
@@ -21,6 +23,7 @@ from services.metadata.store.base import MetadataStore
 from services.metadata.store.engine import Database
 
 ADMIN_SERVICE_NAME = "lading.metadata.v1.AdminService"
+log = logging.getLogger("lading.metadata.gc")
 _STAT_TIMEOUT_SECONDS = 10.0
 
 
@@ -55,6 +58,12 @@ def blob_plane_checker(channel: grpc.aio.Channel) -> BytesExist:
             failure = from_rpc_error(error)
             if failure.kind is ErrorKind.BLOB_UNKNOWN:
                 return False
+            if is_access_refusal(error):
+                # A deployment mistake, not an outage: say which settings to fix.
+                log.error("the blob plane refused this metadata plane (give it the `metadata` role: "
+                          "gc.blob_token_file or a client certificate in gc.blob_tls): %s", error.details())
+                raise RegistryError(ErrorKind.UNAVAILABLE, "the blob plane refused the metadata plane's "
+                                    "credentials; the metadata plane's log says which to fix") from None
             raise RegistryError(ErrorKind.UNAVAILABLE, "the blob plane did not answer; retry shortly",
                                 {"reason": failure.kind.name}) from None
         return True
@@ -63,14 +72,18 @@ def blob_plane_checker(channel: grpc.aio.Channel) -> BytesExist:
 
 
 def blob_channel(settings: Settings) -> grpc.aio.Channel:
-    """The metadata plane's channel to the blob plane: TLS with `gc.blob_tls` when enabled.
-    Raises TlsConfigError for unusable TLS files, so the service stops at start naming the setting."""
+    """The metadata plane's channel to the blob plane: TLS with `gc.blob_tls` when enabled, the
+    `metadata` role's token of `gc.blob_token_file` on every call when set (else the identity is
+    the client certificate, or a trusted unix socket). Raises TlsConfigError / AccessConfigError for
+    unusable TLS or token files, so the service stops at start naming the setting."""
     tls = settings.gc.blob_tls
     options = [*CHANNEL_OPTIONS, *channel_options(tls)]
+    interceptors = token_file_interceptors(settings.gc.blob_token_file, "gc.blob_token_file") or None
     if tls.enabled:
         credentials = channel_credentials(tls, section="gc.blob_tls")
-        return grpc.aio.secure_channel(settings.gc.blob_target, credentials, options=options)
-    return grpc.aio.insecure_channel(settings.gc.blob_target, options=options)
+        return grpc.aio.secure_channel(settings.gc.blob_target, credentials, options=options,
+                                       interceptors=interceptors)
+    return grpc.aio.insecure_channel(settings.gc.blob_target, options=options, interceptors=interceptors)
 
 
 def build_gc(settings: Settings, database: Database, store: MetadataStore,

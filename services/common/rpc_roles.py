@@ -1,0 +1,102 @@
+"""The one table of who may call what on the gRPC planes: every method → the roles that may call it.
+
+Roles (who holds one is configured in `grpc_access`, see services/common/access.py):
+  gateway   the HTTP gateways: the data calls of both planes, credential and scope checks, the
+            maintenance flag;
+  operator  the `lading` admin commands: accounts, grants, GC, repositories, events, checks;
+  metadata  the metadata plane as a client of the blob plane: the first-link byte check and GC.
+
+A method missing here is refused to everyone (fail closed), and tests/unit/test_rpc_roles.py fails
+when a service in the generated descriptors has a method without an entry, so a new RPC needs a
+line below before anything can call it. OPEN methods need no identity (health, for probes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+GATEWAY = "gateway"
+OPERATOR = "operator"
+METADATA = "metadata"
+ROLES = (GATEWAY, OPERATOR, METADATA)
+
+OPEN: frozenset[str] = frozenset()
+GATEWAY_ONLY = frozenset({GATEWAY})
+OPERATOR_ONLY = frozenset({OPERATOR})
+
+# service (full proto name) → method → roles (any one of them suffices).
+SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
+    "grpc.health.v1.Health": {
+        "Check": OPEN,
+        "Watch": OPEN,
+        "List": OPEN,
+    },
+    "lading.metadata.v1.MetadataService": {
+        "LinkBlob": GATEWAY_ONLY,
+        "StatBlob": GATEWAY_ONLY,
+        "UnlinkBlob": GATEWAY_ONLY,
+        "MountBlob": GATEWAY_ONLY,
+        "PutManifest": GATEWAY_ONLY,
+        "GetManifest": GATEWAY_ONLY,
+        # `lading tag delete` / `lading manifest delete` too.
+        "DeleteManifest": frozenset({GATEWAY, OPERATOR}),
+        "ListTags": GATEWAY_ONLY,
+        "ListRepositories": GATEWAY_ONLY,
+        "ListReferrers": GATEWAY_ONLY,
+    },
+    "lading.metadata.v1.AccountService": {
+        "CreateUser": OPERATOR_ONLY,
+        "SetPassword": OPERATOR_ONLY,
+        "DeleteAccount": OPERATOR_ONLY,
+        "CreateRobot": OPERATOR_ONLY,
+        "ListAccounts": OPERATOR_ONLY,
+        "Grant": OPERATOR_ONLY,
+        "Revoke": OPERATOR_ONLY,
+        "ListGrants": OPERATOR_ONLY,
+        # The gateway checks logins and scopes; nobody else needs a password oracle.
+        "Authenticate": GATEWAY_ONLY,
+        "Authorize": GATEWAY_ONLY,
+    },
+    "lading.metadata.v1.AdminService": {
+        "GcPlan": OPERATOR_ONLY,
+        "GcSweepMetadata": OPERATOR_ONLY,
+        "GcMarkBlobs": OPERATOR_ONLY,
+        "GcForgetBlob": OPERATOR_ONLY,
+        "GcClaimOrphans": OPERATOR_ONLY,
+        "GcRecordRun": OPERATOR_ONLY,
+        "GcStats": OPERATOR_ONLY,
+        "ListRepositories": OPERATOR_ONLY,
+        "ListTags": OPERATOR_ONLY,
+        "ListManifests": OPERATOR_ONLY,
+        "DeleteRepository": OPERATOR_ONLY,
+        "WhereBlob": OPERATOR_ONLY,
+        "ListBlobs": OPERATOR_ONLY,
+        "SetMaintenance": OPERATOR_ONLY,
+        # Gateways refuse writes while maintenance mode is on.
+        "GetMaintenance": frozenset({GATEWAY, OPERATOR}),
+    },
+    "lading.metadata.v1.EventsService": {
+        "ListEvents": OPERATOR_ONLY,
+        "ReplayEvents": OPERATOR_ONLY,
+    },
+    "lading.blob.v1.BlobService": {
+        # The metadata plane confirms bytes before a blob's first link; `lading check` too.
+        "StatBlob": frozenset({GATEWAY, METADATA, OPERATOR}),
+        # `lading check --verify-sample` re-hashes blobs.
+        "ReadBlob": frozenset({GATEWAY, OPERATOR}),
+        # Garbage collection: the metadata plane's collector and `lading gc`.
+        "DeleteBlob": frozenset({METADATA, OPERATOR}),
+        "ListBlobs": frozenset({METADATA, OPERATOR}),
+        "StartUpload": GATEWAY_ONLY,
+        "AppendUpload": GATEWAY_ONLY,
+        "GetUploadStatus": GATEWAY_ONLY,
+        "CommitUpload": GATEWAY_ONLY,
+        "CancelUpload": GATEWAY_ONLY,
+        "PurgeUploads": frozenset({METADATA, OPERATOR}),
+    },
+}
+
+
+def method_roles(table: Mapping[str, Mapping[str, frozenset[str]]] = SERVICE_ROLES) -> dict[str, frozenset[str]]:
+    """The table keyed the way gRPC names a call: `/<service>/<method>` → roles."""
+    return {f"/{service}/{method}": roles for service, methods in table.items() for method, roles in methods.items()}
