@@ -216,9 +216,12 @@ async def read_capped(request: Request, cap: int, too_large: ErrorKind) -> bytes
     Checks Content-Length first so an oversized body is refused before it is read; a chunked body
     is counted as it arrives and never held beyond `cap` bytes.
     """
-    declared = declared_length(request)
+    raw = request.headers.get("content-length")
+    declared = wire_int(raw) if raw is not None else None
     if declared is not None and declared > cap:
+        # Past 64 bits too: that body is too large, whatever else is wrong with it.
         raise _too_large(too_large, cap, declared)
+    declared_length(request)  # SIZE_INVALID when it is no number at all
     parts: list[bytes] = []
     size = 0
     async for piece in request.stream():
