@@ -42,7 +42,7 @@ async def read_until_closed(reader: asyncio.StreamReader, deadline: float) -> by
 async def still_open(reader: asyncio.StreamReader, for_seconds: float) -> bool:
     """True when nothing arrives and the connection stays open for `for_seconds`."""
     try:
-        piece = await asyncio.wait_for(reader.read(1), for_seconds)
+        await asyncio.wait_for(reader.read(1), for_seconds)
     except TimeoutError:
         return True
     return False

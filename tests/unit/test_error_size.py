@@ -14,7 +14,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.common.errors import MAX_DETAIL_BYTES, MAX_MESSAGE_BYTES, ErrorKind, RegistryError, from_rpc_error
+from services.common.errors import (
+    MAX_DETAIL_BYTES,
+    MAX_MESSAGE_BYTES,
+    ErrorKind,
+    RegistryError,
+    from_rpc_error,
+)
 from services.common.grpc_server import ErrorMappingInterceptor
 
 DIGESTS = [f"sha256:{hashlib.sha256(str(i).encode()).hexdigest()}" for i in range(10_000)]
