@@ -1,8 +1,7 @@
 """The gateway's connection guards (issue 11, item 11) and its quiet answer to non-HTTP bytes
 (item 19), on its own HTTP server (gateway.connections, gateway.limits), with short timeouts.
 
-Timers never fire early, so "still open before the timeout" holds under any load; "closed after
-it" is polled with a deadline (the timeout plus a margin), never timed.
+See tests/support/connections.py for how time is (not) measured.
 """
 
 from __future__ import annotations
@@ -17,35 +16,10 @@ import httpx
 import pytest
 
 from tests.gateway.serving import serving, settings_for
+from tests.support.connections import MARGIN, hold, read_until_closed, request, still_open
 
 HEADER_TIMEOUT = 1.5
 KEEP_ALIVE = 1.0
-# A safety net for a hung test, not a timing assertion.
-MARGIN = 10.0
-
-
-async def read_until_closed(reader: asyncio.StreamReader, deadline: float) -> bytes:
-    """Everything the server sends until it closes the connection (fails past `deadline`)."""
-    received = b""
-    while True:
-        try:
-            piece = await asyncio.wait_for(reader.read(65536), max(deadline - time.monotonic(), 0.01))
-        except ConnectionResetError:
-            return received
-        except TimeoutError:
-            pytest.fail(f"the connection was still open at the deadline; received {received!r}")
-        if not piece:
-            return received
-        received += piece
-
-
-async def still_open(reader: asyncio.StreamReader, for_seconds: float) -> bool:
-    """True when nothing arrives and the connection stays open for `for_seconds`."""
-    try:
-        await asyncio.wait_for(reader.read(1), for_seconds)
-    except TimeoutError:
-        return True
-    return False
 
 
 @pytest.fixture
@@ -124,44 +98,26 @@ async def test_an_idle_keep_alive_connection_is_closed(port: int) -> None:
     writer.close()
 
 
-async def _hold(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection from `source` holding a half-sent head (so no idle timeout ends it)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    writer.write(b"GET /v2/ HTTP/1.1\r\n")
-    await writer.drain()
-    return reader, writer
-
-
-async def _get(port: int, source: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    writer.write(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    await writer.drain()
-    try:
-        return await read_until_closed(reader, time.monotonic() + MARGIN)
-    finally:
-        writer.close()
-
-
 async def test_connections_per_client_address_are_capped(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, gateway={
         "max_connections_per_client": 3, "trusted_proxies": ["127.0.0.9"], "header_timeout_seconds": 60,
     })
     async with serving(settings) as port:
-        held = [await _hold(port, "127.0.0.2") for _ in range(3)]
-        over = await _get(port, "127.0.0.2")
+        held = [await hold(port, "127.0.0.2") for _ in range(3)]
+        over = await request(port, "127.0.0.2", "/v2/")
         assert over.startswith(b"HTTP/1.1 429 "), over
         error = json.loads(over.split(b"\r\n\r\n", 1)[1])["errors"][0]
         assert error["code"] == "TOOMANYREQUESTS" and error["detail"] == {"max_connections_per_client": 3}
         # Other addresses are not affected, nor is a trusted proxy.
-        assert (await _get(port, "127.0.0.3")).startswith(b"HTTP/1.1 200 ")
-        proxied = [await _hold(port, "127.0.0.9") for _ in range(4)]
-        assert (await _get(port, "127.0.0.9")).startswith(b"HTTP/1.1 200 ")
+        assert (await request(port, "127.0.0.3", "/v2/")).startswith(b"HTTP/1.1 200 ")
+        proxied = [await hold(port, "127.0.0.9") for _ in range(4)]
+        assert (await request(port, "127.0.0.9", "/v2/")).startswith(b"HTTP/1.1 200 ")
         # Closing one connection frees its place.
         _, writer = held.pop()
         writer.close()
         await writer.wait_closed()
         for _ in range(100):
-            answer = await _get(port, "127.0.0.2")
+            answer = await request(port, "127.0.0.2", "/v2/")
             if not answer.startswith(b"HTTP/1.1 429 "):
                 break
             await asyncio.sleep(0.05)  # until the server has seen the close
