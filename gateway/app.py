@@ -1,7 +1,8 @@
 """The gateway's ASGI app: `create_app(settings)` builds it; its lifespan owns the gRPC channels.
 
 Middleware (outermost first): the tracing span of each request (only when tracing is configured),
-request metrics, `/metrics` and log fields (gateway.observability), the API-version header on every
+request metrics, `/metrics` on the public port when asked for, and log fields
+(gateway.observability), the API-version header on every
 response, then trusted X-Forwarded-* handling, then the request-body read timeout
 (gateway.bodies). All pure ASGI.
 """
@@ -26,7 +27,7 @@ from gateway.middleware import ApiVersionMiddleware, ForwardedHeadersMiddleware,
 from gateway.observability import ObservabilityMiddleware
 from gateway.readiness import Drain, PlaneCheck, Readiness
 from gateway.routes import STATE_KEY, build_routes
-from services.common.metrics import Metrics
+from services.common.metrics import Metrics, MetricsHttpServer
 from services.common.settings import Settings
 from services.common.telemetry import Telemetry, setup_tracing
 
@@ -39,15 +40,24 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
 
     `drain` is the flag the server sets when it starts shutting down (then /readyz answers 503);
     the app gets one of its own when none is given. `telemetry` (tracing) is built from
-    `settings.observability` when not given; the lifespan's end flushes it.
+    `settings.observability` when not given; the lifespan's end flushes it. The lifespan also
+    serves the metrics on `observability.gateway_metrics_listen` when set (off the public port).
     """
     config = settings.gateway
+    observability = settings.observability
     drain = drain or Drain()
     telemetry = telemetry if telemetry is not None else setup_tracing(settings.observability, "gateway")
     interceptors = telemetry.client_interceptors()
+    metrics = Metrics("gateway") if observability.gateway_metrics or observability.gateway_metrics_listen else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        # First, so that an address it cannot bind stops the gateway before anything else opens.
+        metrics_server = None
+        if metrics is not None and observability.gateway_metrics_listen:
+            metrics_server = await MetricsHttpServer(
+                metrics, observability.gateway_metrics_listen, reuse_port=config.workers > 1
+            ).start()
         # Channels connect lazily: the gateway starts even if a plane is not up yet and answers
         # 503 until it is.
         metadata_channel = open_channel(
@@ -81,19 +91,21 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
         try:
             yield {STATE_KEY: gateway}
         finally:
+            if metrics_server is not None:
+                await metrics_server.close()
             await blob_channel.close()
             await metadata_channel.close()
             telemetry.shutdown()
 
     routes = build_routes()
-    observability = settings.observability
     middleware: list[Middleware] = []
     tracing = telemetry.asgi_middleware()
     if tracing is not None:
         middleware.append(Middleware(tracing[0], **tracing[1]))
-    metrics = Metrics("gateway") if observability.gateway_metrics else None
     if metrics is not None or tracing is not None or observability.log_format == "json":
-        middleware.append(Middleware(ObservabilityMiddleware, routes=routes, metrics=metrics))
+        middleware.append(Middleware(
+            ObservabilityMiddleware, routes=routes, metrics=metrics, serve_metrics=observability.gateway_metrics
+        ))
     return Starlette(
         routes=routes,
         middleware=[

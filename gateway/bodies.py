@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import HttpRegistryError
+from gateway.numbers import MAX_INT64, wire_int
 from services.common.errors import ErrorKind, RegistryError
 
 
@@ -95,15 +96,19 @@ def check_blob_room(max_blob_bytes: int, *, offset: int, adding: int | None) -> 
 
 
 def declared_length(request: Request) -> int | None:
-    """The request's Content-Length, or None when absent (chunked). SIZE_INVALID when not a number."""
+    """The request's Content-Length, or None when absent (chunked). SIZE_INVALID when it is not a
+    decimal number within 64 bits."""
     raw = request.headers.get("content-length")
     if raw is None:
         return None
-    if not raw.isdigit():
+    length = wire_int(raw)
+    if length is None or length > MAX_INT64:
         raise RegistryError(
-            ErrorKind.SIZE_INVALID, f"invalid Content-Length {raw!r}", {"content_length": raw}
+            ErrorKind.SIZE_INVALID,
+            f"invalid Content-Length {raw!r}: send the body's size in bytes, a decimal number below 2^63",
+            {"content_length": raw},
         )
-    return int(raw)
+    return length
 
 
 async def peek_body(request: Request) -> AsyncIterator[bytes] | None:
@@ -211,9 +216,12 @@ async def read_capped(request: Request, cap: int, too_large: ErrorKind) -> bytes
     Checks Content-Length first so an oversized body is refused before it is read; a chunked body
     is counted as it arrives and never held beyond `cap` bytes.
     """
-    declared = declared_length(request)
+    raw = request.headers.get("content-length")
+    declared = wire_int(raw) if raw is not None else None
     if declared is not None and declared > cap:
+        # Past 64 bits too: that body is too large, whatever else is wrong with it.
         raise _too_large(too_large, cap, declared)
+    declared_length(request)  # SIZE_INVALID when it is no number at all
     parts: list[bytes] = []
     size = 0
     async for piece in request.stream():

@@ -12,12 +12,18 @@ is measured exactly (request target + header lines) before the app is called.
 The limit travels in uvicorn's `h11_max_incomplete_event_size` (the same meaning for the h11
 protocol: bytes of an incomplete head), so the class stays importable by name for `workers > 1`.
 Counting is per read: a head may overshoot the limit by at most one read (≤ 64 KiB) before the 431.
+
+Bytes that are not HTTP at all still get uvicorn's `400`, but are logged at debug level, once per
+connection, instead of uvicorn's warning: skopeo and podman with TLS verification off first try a
+TLS handshake on the plain-HTTP port, on every call, and that is no news to an operator.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import httptools
 from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -26,7 +32,11 @@ from gateway.errors import error_body
 from gateway.middleware import API_VERSION_HEADER
 from services.common.errors import ErrorKind, RegistryError
 
+log = logging.getLogger("lading.gateway.http")
+
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+# A TLS record of type handshake (a ClientHello) starts with these bytes.
+_TLS_HANDSHAKE = b"\x16\x03"
 # Per header line, ": " and CRLF besides the name and value.
 _LINE_OVERHEAD = 4
 
@@ -69,11 +79,33 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._in_head:
             self._head_bytes += len(data)
-        super().data_received(data)
+        self._parse(data)
         if not self._refused and self._in_head and self._head_bytes > self._max_head:
             self._refuse()
         if self._refused and not self.transport.is_closing():
             self._answer_431()
+
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's `data_received`, except for the log line of a request that is not HTTP."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._log_not_http(data, error)
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def _log_not_http(self, data: bytes, error: Exception) -> None:
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        if data.startswith(_TLS_HANDSHAKE):
+            log.debug("%s started a TLS handshake on this plain-HTTP port (a client probing for HTTPS); "
+                      "answered 400", client)
+        else:
+            log.debug("%s sent bytes that are not an HTTP/1.1 request (%s); answered 400", client, error)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

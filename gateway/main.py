@@ -18,7 +18,9 @@ supervisor answers SIGHUP by restarting the workers one by one, which re-reads t
 changes alone are not noticed there.
 
 Limits: the request head is bounded by `max_header_bytes` in the HTTP protocol itself
-(gateway.limits); request bodies by `body_read_timeout_seconds` (gateway.bodies).
+(gateway.limits); request bodies by `body_read_timeout_seconds` (gateway.bodies); the time to send
+a head, idle connections and connections per client address by the protocol's guards
+(gateway.connections).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.connections import ConnectionLimits, GatewayServerConfig
 from gateway.readiness import Drain
 from gateway.tls import CertificateReloader
 from services.common.allocator import tune_allocator
@@ -114,8 +117,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": config.host,
         "port": config.port,
         "loop": "uvloop",
-        # httptools with a bound on request-head bytes, carried in h11's setting of that meaning.
-        "http": "gateway.limits:HeadLimitedHttpToolsProtocol",
+        # httptools with a bound on request-head bytes, carried in h11's setting of that meaning,
+        # and the connection guards (gateway.connections).
+        "http": "gateway.connections:GatewayHttpProtocol",
         "h11_max_incomplete_event_size": config.max_header_bytes,
         "lifespan": "on",
         "proxy_headers": False,
@@ -124,6 +128,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # An access line per request costs a visible share of throughput; on at debug level.
         "access_log": config.log_level.lower() == "debug",
         "server_header": False,
+        # Idle connections (just opened, or between requests) close after this (gateway.connections).
+        "timeout_keep_alive": config.keep_alive_timeout_seconds,
         "timeout_graceful_shutdown": config.shutdown_grace_seconds,
     }
 
@@ -144,7 +150,9 @@ def run(settings: Settings) -> None:
         options["ssl_context_factory"] = lambda _config, _default: certificates.context
     drain = Drain()
     server = DrainingServer(
-        uvicorn.Config(create_app(settings, drain=drain), **options),
+        GatewayServerConfig(
+            create_app(settings, drain=drain), limits=ConnectionLimits.from_settings(config), **options
+        ),
         drain=drain,
         drain_seconds=config.shutdown_drain_seconds,
         certificates=certificates,

@@ -7,7 +7,9 @@ outside everything else. Per request it:
 - names the tracing span after the route template (`GET /v2/{name:path}/manifests/{reference}`);
 - binds log fields read lazily when a line is written: `repository`, `digest` (a digest path
   parameter or a digest reference), `reference` (a tag) and `account` (when auth admitted one).
-It answers `GET /metrics` itself (Prometheus text format) when given a `Metrics`.
+It answers `GET /metrics` itself (Prometheus text format) when given a `Metrics` and
+`serve_metrics` (`observability.gateway_metrics`: off by default, since this is the public port;
+the gateway serves them on `observability.gateway_metrics_listen` instead, see gateway.app).
 
 The route is known only after Starlette's router has matched; the router writes `endpoint` into
 the request's scope dict in place, and each Endpoint maps back to its route template here.
@@ -82,11 +84,19 @@ def _request_fields(scope: Scope) -> Mapping[str, Any]:
 
 class ObservabilityMiddleware:
     """See the module docstring. `metrics` None: no metrics and no `/metrics` (log fields and
-    span names still work)."""
+    span names still work); `serve_metrics` False: counted, but `/metrics` is left to the app
+    (which answers 404)."""
 
-    def __init__(self, app: ASGIApp, *, routes: Iterable[BaseRoute], metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: Iterable[BaseRoute],
+        metrics: Metrics | None = None,
+        serve_metrics: bool = True,
+    ) -> None:
         self.app = app
-        self.registry = metrics
+        self.registry = metrics if serve_metrics else None
         self.metrics = GatewayMetrics(metrics) if metrics is not None else None
         self.templates = route_templates(routes)
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from lading.common.v1 import common_pb2
 
+from gateway.numbers import MAX_INT64, wire_int
 from services.common.errors import ErrorKind, RegistryError
-
-_DIGITS = re.compile(r"^[0-9]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +27,15 @@ def parse_page(query: Mapping[str, str], *, default_size: int, max_size: int) ->
     """Reads `n` and `last` from a query string.
 
     `n` absent or empty means `default_size`; `n` must otherwise be a non-negative decimal
-    integer (else PAGINATION_NUMBER_INVALID); values above `max_size` are capped to it. `n=0` is
-    valid and asks for an empty page.
+    integer within 64 bits (else PAGINATION_NUMBER_INVALID); values above `max_size` are capped
+    to it. `n=0` is valid and asks for an empty page.
     """
     raw = query.get("n", "")
+    number = wire_int(raw)
     if raw == "":
         limit = default_size
-    elif _DIGITS.match(raw):
-        limit = int(raw)
+    elif number is not None and number <= MAX_INT64:
+        limit = number
     else:
         raise RegistryError(
             ErrorKind.PAGINATION_NUMBER_INVALID,

@@ -12,10 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.numbers import MAX_INT64, wire_int
 from services.common.errors import ErrorKind, RegistryError
 
-_BYTES_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
-_CHUNK_RANGE = re.compile(r"^([0-9]+)-([0-9]+)$")
+_BYTES_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_CHUNK_RANGE = re.compile(r"([0-9]+)-([0-9]+)")
+# Optional whitespace around a header value (RFC 9110: SP and HTAB only, never a line break).
+_OWS = " \t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,26 +50,33 @@ def parse_blob_range(header: str | None, size: int) -> ByteRange | None:
     """
     if not header:
         return None
-    match = _BYTES_RANGE.match(header.strip())
+    match = _BYTES_RANGE.fullmatch(header.strip(_OWS))
     if match is None:
         return None
-    first, last = match.group(1), match.group(2)
-    if not first and not last:
+    # Numbers past 64 bits read as OUT_OF_RANGE, beyond any blob: a start there is unsatisfiable,
+    # an end or suffix there covers the rest of the blob.
+    first, last = _optional_number(match.group(1)), _optional_number(match.group(2))
+    if first is None and last is None:
         return None
-    if not first:
+    if first is None:
         # A suffix range: the last n bytes.
-        suffix = int(last)
+        assert last is not None
+        suffix = last
         if suffix == 0 or size == 0:
             raise _unsatisfiable(header, size)
         start = max(size - suffix, 0)
         return ByteRange(start, size - 1, size)
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
+    start = first
+    end = last if last is not None else size - 1
+    if last is not None and end < start:
         return None  # invalid syntax per RFC 9110: ignore the header
     if start >= size:
         raise _unsatisfiable(header, size)
     return ByteRange(start, min(end, size - 1), size)
+
+
+def _optional_number(digits: str) -> int | None:
+    return wire_int(digits) if digits else None
 
 
 def _unsatisfiable(header: str, size: int) -> RegistryError:
@@ -80,17 +90,25 @@ def _unsatisfiable(header: str, size: int) -> RegistryError:
 def parse_chunk_range(header: str) -> tuple[int, int]:
     """Parses an upload chunk's `Content-Range: <start>-<end>` (inclusive both ends).
 
-    Raises RANGE_INVALID (416) when the value does not match `^[0-9]+-[0-9]+$` or ends before it
-    starts.
+    Raises RANGE_INVALID (416) when the value does not match `^[0-9]+-[0-9]+$`, ends before it
+    starts, or holds a number past 64 bits (no blob can reach such an offset).
     """
-    match = _CHUNK_RANGE.match(header.strip())
+    match = _CHUNK_RANGE.fullmatch(header.strip(_OWS))
     if match is None:
         raise RegistryError(
             ErrorKind.RANGE_INVALID,
             f"malformed Content-Range {header!r}: expected <start>-<end>, such as 0-1023",
             {"content_range": header},
         )
-    start, end = int(match.group(1)), int(match.group(2))
+    start, end = wire_int(match.group(1)), wire_int(match.group(2))
+    assert start is not None and end is not None  # the pattern admits digits only
+    if end > MAX_INT64:
+        raise RegistryError(
+            ErrorKind.RANGE_INVALID,
+            f"Content-Range {header!r} reaches past the largest blob offset (2^63 - 1); "
+            "send the chunk at the session's offset",
+            {"content_range": header},
+        )
     if end < start:
         raise RegistryError(
             ErrorKind.RANGE_INVALID,

@@ -7,10 +7,14 @@ overlap: upload routes precede the blob route so that `.../blobs/uploads` is nev
 
 Anything not in the table is a 404 with an OCI body; a known path with a method it does not
 support is a 405 UNSUPPORTED carrying `Allow`.
+
+Every route matches the WHOLE path (`FullPathRoute`): Starlette ends its patterns with `$`, which
+also matches before a final newline, so `/v2/x/tags/list%0A` would be served as `/v2/x/tags/list`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
@@ -80,6 +84,17 @@ async def _not_found(request: Request, gateway: Gateway) -> Response:
     )
 
 
+class FullPathRoute(Route):
+    """A Route whose pattern must match the whole path, control characters included: what follows
+    a newline is never dropped, and a name or reference holding one reaches its handler, whose
+    validation refuses it with the spec's error."""
+
+    def __init__(self, path: str, endpoint: Endpoint) -> None:
+        super().__init__(path, endpoint)
+        pattern = self.path_regex.pattern.removesuffix("$") + r"\Z"
+        self.path_regex = re.compile(pattern, self.path_regex.flags | re.DOTALL)
+
+
 def _everything(handler: Handler) -> Endpoint:
     return Endpoint(**{m: handler for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")})
 
@@ -89,38 +104,38 @@ def build_routes() -> list[BaseRoute]:
     version_check = Endpoint(GET=base.version_check, HEAD=base.version_check)
     upload_collection = Endpoint(POST=uploads.start, access={"POST": PUSH})
     return [
-        Route("/v2/", version_check),
-        Route("/v2", version_check),
-        Route("/healthz", Endpoint(GET=base.healthz, HEAD=base.healthz)),
-        Route("/readyz", Endpoint(GET=health.readyz, HEAD=health.readyz)),
-        Route("/token", Endpoint(GET=token_endpoint.get_token, POST=token_endpoint.post_token)),
-        Route("/v2/_catalog", Endpoint(GET=catalog.list_repositories, access={"GET": CATALOG})),
-        Route(
+        FullPathRoute("/v2/", version_check),
+        FullPathRoute("/v2", version_check),
+        FullPathRoute("/healthz", Endpoint(GET=base.healthz, HEAD=base.healthz)),
+        FullPathRoute("/readyz", Endpoint(GET=health.readyz, HEAD=health.readyz)),
+        FullPathRoute("/token", Endpoint(GET=token_endpoint.get_token, POST=token_endpoint.post_token)),
+        FullPathRoute("/v2/_catalog", Endpoint(GET=catalog.list_repositories, access={"GET": CATALOG})),
+        FullPathRoute(
             "/v2/{name:path}/manifests/{reference}",
             Endpoint(
                 GET=manifests.get, HEAD=manifests.head, PUT=manifests.put, DELETE=manifests.delete,
                 access={"GET": PULL, "HEAD": PULL, "PUT": PUSH, "DELETE": DELETE},
             ),
         ),
-        Route("/v2/{name:path}/blobs/uploads/", upload_collection),
-        Route("/v2/{name:path}/blobs/uploads", upload_collection),
-        Route(
+        FullPathRoute("/v2/{name:path}/blobs/uploads/", upload_collection),
+        FullPathRoute("/v2/{name:path}/blobs/uploads", upload_collection),
+        FullPathRoute(
             "/v2/{name:path}/blobs/uploads/{upload_id}",
             Endpoint(
                 GET=uploads.status, PATCH=uploads.patch, PUT=uploads.put, DELETE=uploads.cancel,
                 access={"GET": UPLOAD, "PATCH": UPLOAD, "PUT": UPLOAD, "DELETE": UPLOAD},
             ),
         ),
-        Route(
+        FullPathRoute(
             "/v2/{name:path}/blobs/{digest}",
             Endpoint(
                 GET=blobs.get, HEAD=blobs.head, DELETE=blobs.delete,
                 access={"GET": PULL, "HEAD": PULL, "DELETE": DELETE},
             ),
         ),
-        Route("/v2/{name:path}/tags/list", Endpoint(GET=tags.list_tags, access={"GET": PULL})),
-        Route(
+        FullPathRoute("/v2/{name:path}/tags/list", Endpoint(GET=tags.list_tags, access={"GET": PULL})),
+        FullPathRoute(
             "/v2/{name:path}/referrers/{digest}", Endpoint(GET=referrers.list_referrers, access={"GET": PULL})
         ),
-        Route("/{path:path}", _everything(_not_found)),
+        FullPathRoute("/{path:path}", _everything(_not_found)),
     ]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 COMMANDS = ("user", "robot", "grant", "auth")
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_DURATION = re.compile(r"([0-9]+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -70,7 +70,7 @@ def add_commands(commands: Any) -> None:
 
 
 def parse_expiry(text: str, now: datetime) -> datetime:
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if match:
         return now + timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
     moment = datetime.fromisoformat(text)

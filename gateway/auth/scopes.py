@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-_TYPE = re.compile(r"^[a-z0-9]+(\([a-z0-9]+\))?$")
-_ACTION = re.compile(r"^([a-z]*|\*)$")
+_TYPE = re.compile(r"[a-z0-9]+(\([a-z0-9]+\))?")
+_ACTION = re.compile(r"[a-z]*|\*")
 
 CATALOG_NAME = "catalog"
 
@@ -39,10 +39,10 @@ def parse_scope(text: str) -> Scope | None:
     if not sep:
         return None
     kind, sep, name = head.partition(":")
-    if not sep or not name or not _TYPE.match(kind):
+    if not sep or not name or not _TYPE.fullmatch(kind):
         return None
     parsed = tuple(a for a in actions.split(",") if a)
-    if not all(_ACTION.match(a) for a in parsed):
+    if not all(_ACTION.fullmatch(a) for a in parsed):
         return None
     return Scope(_base_type(kind), name, parsed)
 

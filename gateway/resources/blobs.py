@@ -50,14 +50,14 @@ def _addressed(url: str, request: Request) -> str:
 
 async def head(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
-    digest = params.digest(request.path_params["digest"])
+    digest = params.stored_digest(request.path_params["digest"])
     stat = await gateway.metadata.stat_blob(repository, digest)
     return Response(b"", headers=_headers(digest, stat.size))
 
 
 async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
-    digest = params.digest(request.path_params["digest"])
+    digest = params.stored_digest(request.path_params["digest"])
     stat = await gateway.metadata.stat_blob(repository, digest)
     size = stat.size
     if etag_matches(request, f'"{digest}"'):

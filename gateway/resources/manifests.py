@@ -21,7 +21,7 @@ from services.common.errors import ErrorKind
 
 async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> Response:
     repository = params.repository(request)
-    reference = params.reference(request.path_params["reference"])
+    reference = params.stored_reference(request.path_params["reference"])
     cache = gateway.manifests
     manifest = None if cache is None else cache.get(repository, reference, need_payload=not omit_payload)
     if manifest is None:
@@ -77,7 +77,7 @@ async def put(request: Request, gateway: Gateway) -> Response:
 
 async def delete(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
-    reference = params.reference(request.path_params["reference"])
+    reference = params.stored_reference(request.path_params["reference"])
     try:
         await gateway.metadata.delete_manifest(repository, reference)
     finally:

@@ -12,29 +12,39 @@ cannot know the name a client used, so the gateway puts in the host the client a
 `gateway/resources/blobs.py`).
 
 aiohttp serves the requests: its FileResponse sends files with sendfile and answers Range,
-If-Range and HEAD per RFC 9110.
+If-Range and HEAD per RFC 9110. Its connections are guarded as the gateway's are
+(gateway/connections.py): `GuardedRequestHandler` answers a head that takes longer than
+`header_timeout_seconds` from its first byte with 408 and closes the connection, and caps the
+connections per client address (services/common/connections.py); aiohttp's own keep-alive timer,
+set to `keep_alive_timeout_seconds`, closes connections without a request under way, and also one
+whose head is still arriving when it runs out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from aiohttp import web
 
 from services.blob.backends import keys
+from services.common.connections import ClientConnections, RefusedConnection, peer_address, plain_response
 from services.common.metrics import parse_listen
 from services.common.settings import DirectReadSettings
 
 log = logging.getLogger("lading.blob.direct")
+
+_EXPIRY = re.compile(r"[0-9]{1,12}")
 
 
 class LocalFiles(Protocol):
@@ -70,10 +80,9 @@ class SignedBlobUrls:
 
     def verify(self, key: str, expires: str, signature: str) -> str | None:
         """None when the URL is genuine and unexpired; else why not (for the client)."""
-        try:
-            until = int(expires)
-        except ValueError:
+        if not _EXPIRY.fullmatch(expires):
             return "the URL has no valid expiry"
+        until = int(expires)
         if not hmac.compare_digest(self._signature(key, until), signature):
             return "the URL's signature does not match (was it altered, or signed by another registry?)"
         if self._clock() > until:
@@ -97,8 +106,123 @@ def _ssl_context(settings: DirectReadSettings) -> ssl.SSLContext | None:
     return context
 
 
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def _refused(status: int, reason: str) -> web.Response:
     return web.Response(status=status, text=f"{reason}; ask the registry for the blob again\n")
+
+
+class GuardedRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler with the header timeout and the per-client cap (see the module
+    docstring). Whether a head is awaited is read from aiohttp's own waiter for the next request,
+    the state its keep-alive timer checks too."""
+
+    def __init__(self, manager: web.Server, *, clients: ClientConnections, settings: DirectReadSettings,
+                 **options: Any) -> None:
+        super().__init__(manager, keepalive_timeout=settings.keep_alive_timeout_seconds, **options)
+        self._clients = clients
+        self._header_timeout = settings.header_timeout_seconds
+        self._linger = settings.keep_alive_timeout_seconds
+        self._address: str | None = None
+        self._counted = False
+        self._refusal: RefusedConnection | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._address = peer_address(transport)
+        if not self._clients.admit(self._address):
+            limit = self._clients.limit
+            self._refusal = RefusedConnection(
+                transport,  # type: ignore[arg-type]
+                plain_response(429, "Too Many Requests",
+                               f"this client address already holds {limit} open connections; close some and retry\n"),
+                linger_seconds=self._linger,
+                loop=asyncio.get_running_loop(),
+            )
+            return
+        self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._refusal is not None:
+            self._refusal.connection_lost()
+            return
+        self._stop_head_timer()
+        if self._counted:
+            self._counted = False
+            self._clients.release(self._address)
+        super().connection_lost(exc)
+
+    def eof_received(self) -> None:
+        if self._refusal is not None:
+            self._refusal.eof_received()
+            return
+        super().eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            self._refusal.data_received(data)
+            return
+        if self._header_timeout > 0 and self._head_timer is None and self._awaiting_request():
+            # The first byte of a request head: the whole head must follow in time.
+            self._head_timer = asyncio.get_running_loop().call_later(self._header_timeout, self._head_timed_out)
+        super().data_received(data)
+        if not self._awaiting_request():
+            self._stop_head_timer()
+
+    def _awaiting_request(self) -> bool:
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing() or not self._awaiting_request():
+            return
+        transport.write(plain_response(
+            408, "Request Timeout",
+            f"the request line and headers did not arrive within {self._header_timeout:g} s\n",
+        ))
+        self.force_close()
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP site whose connections get `GuardedRequestHandler`s (aiohttp's TCPSite, otherwise)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, settings: DirectReadSettings,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self._host = host
+        self._port = port
+        self._settings = settings
+        # Per process: every connection of this site counts against its client's cap.
+        self._clients = ClientConnections(settings.max_connections_per_client)
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+
+        def handler() -> GuardedRequestHandler:
+            return GuardedRequestHandler(server, clients=self._clients, settings=self._settings, loop=loop,
+                                         access_log=None)
+
+        self._server = await loop.create_server(
+            handler, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_address=True
+        )
 
 
 class DirectReadServer:
@@ -118,13 +242,15 @@ class DirectReadServer:
         await runner.setup()
         host, port = parse_listen(self.settings.listen)
         context = _ssl_context(self.settings)
-        site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
+        site = GuardedSite(runner, host, port, settings=self.settings, ssl_context=context)
         await site.start()
         self._runner = runner
         self.port = runner.addresses[0][1]
         scheme = "https" if context is not None else "http"
-        self.urls.base_url = self.settings.public_url.rstrip("/") or f"{scheme}://:{self.port}"
-        log.info("direct blob reads on %s://%s:%d (URLs: %s)", scheme, host, self.port, self.urls.base_url)
+        public = self.settings.public_url.rstrip("/")
+        self.urls.base_url = public or f"{scheme}://:{self.port}"
+        log.info("direct blob reads on %s (URLs: %s)", _url(scheme, host, self.port),
+                 public or f"the host each client used for the registry, port {self.port}")
         return self
 
     async def close(self) -> None:

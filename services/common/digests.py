@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from services.common.errors import ErrorKind, RegistryError
 
 # algorithm-component(+separator)* ":" encoded, from the OCI image spec.
-_DIGEST_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_DIGEST_GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 # Registered algorithms and the exact form of their encoded part.
 _ENCODED = {
-    "sha256": re.compile(r"^[a-f0-9]{64}$"),
-    "sha512": re.compile(r"^[a-f0-9]{128}$"),
+    "sha256": re.compile(r"[a-f0-9]{64}"),
+    "sha512": re.compile(r"[a-f0-9]{128}"),
 }
 
 SUPPORTED_ALGORITHMS = tuple(_ENCODED)
@@ -35,7 +35,7 @@ class Digest:
         Digests with a well-formed but unsupported algorithm are refused too: Lading cannot
         verify content it cannot hash.
         """
-        if not isinstance(text, str) or not _DIGEST_GRAMMAR.match(text):
+        if not isinstance(text, str) or not _DIGEST_GRAMMAR.fullmatch(text):
             raise RegistryError(
                 ErrorKind.DIGEST_INVALID,
                 f"invalid digest {text!r}: expected <algorithm>:<hex>, such as sha256:<64 hex digits>",
@@ -49,7 +49,7 @@ class Digest:
                 f"unsupported digest algorithm {algorithm!r}; use one of {', '.join(SUPPORTED_ALGORITHMS)}",
                 {"digest": text},
             )
-        if not pattern.match(encoded):
+        if not pattern.fullmatch(encoded):
             raise RegistryError(
                 ErrorKind.DIGEST_INVALID,
                 f"invalid {algorithm} digest {text!r}: wrong length or non-lowercase-hex characters",

@@ -21,6 +21,15 @@ from grpc_status import rpc_status
 
 ERROR_DOMAIN = "lading.registry"
 
+# A status travels in gRPC trailers, which a client refuses past 8 KiB (grpc's default
+# max_metadata_size; the call then fails as RESOURCE_EXHAUSTED, which a client would retry as a
+# 429). The message goes out twice (grpc-message, percent-encoded: up to 3 bytes per byte; and
+# inside grpc-status-details-bin, base64: 4 per 3) and the detail once (base64): with these bounds
+# a status stays under ~5.5 KiB whatever it holds.
+MAX_MESSAGE_BYTES = 768
+MAX_DETAIL_BYTES = 1536
+_ELLIPSIS = "…"
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorSpec:
@@ -154,12 +163,33 @@ class RegistryError(Exception):
         super().__init__(f"{kind.name}: {self.message}")
 
     def to_rpc_status(self) -> status_pb2.Status:
+        """The gRPC status carrying this error, its message and detail cut to MAX_MESSAGE_BYTES and
+        MAX_DETAIL_BYTES so that it always fits in a call's trailers."""
         info = error_details_pb2.ErrorInfo(reason=self.kind.name, domain=ERROR_DOMAIN)
         if self.detail is not None:
-            info.metadata["detail"] = json.dumps(self.detail, separators=(",", ":"))
+            info.metadata["detail"] = _bounded_detail(self.detail)
         packed = any_pb2.Any()
         packed.Pack(info)
-        return status_pb2.Status(code=self.kind.grpc_status.value[0], message=self.message, details=[packed])
+        return status_pb2.Status(
+            code=self.kind.grpc_status.value[0], message=_bounded_message(self.message), details=[packed]
+        )
+
+
+def _bounded_message(message: str) -> str:
+    encoded = message.encode()
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return message
+    cut = encoded[: MAX_MESSAGE_BYTES - len(_ELLIPSIS.encode())].decode(errors="ignore")
+    return cut + _ELLIPSIS
+
+
+def _bounded_detail(detail: Any) -> str:
+    """The detail as compact JSON; when too large, a small note of that instead (whoever raises
+    an error with a detail that can grow, a list of digests say, bounds it with a count)."""
+    text = json.dumps(detail, separators=(",", ":"))
+    if len(text.encode()) <= MAX_DETAIL_BYTES:
+        return text
+    return json.dumps({"truncated": True, "detail_bytes": len(text.encode())}, separators=(",", ":"))
 
 
 def _carried_registry_error(error: grpc.RpcError) -> RegistryError | None:

@@ -283,13 +283,18 @@ class MetricsHttpServer:
     """`GET /metrics` (and nothing else) on `listen`, served on the running event loop, so that
     gauge callbacks can await. One request per connection; anything else gets 404/405."""
 
-    def __init__(self, metrics: Metrics, listen: str) -> None:
+    def __init__(self, metrics: Metrics, listen: str, *, reuse_port: bool = False) -> None:
         self.metrics = metrics
         self.host, self.port = parse_listen(listen)
+        # Several processes (the gateway's uvicorn workers) may share `listen`; each scrape is
+        # then answered by one of them, with its own counts.
+        self.reuse_port = reuse_port
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> MetricsHttpServer:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self.port, reuse_port=self.reuse_port or None
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
         return self

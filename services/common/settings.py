@@ -119,6 +119,15 @@ class GatewaySettings(BaseModel):
     # largest blob an upload may produce, checked against Content-Length and the bytes streamed
     # (413; the session is cancelled). 0: no limit.
     max_blob_bytes: int = Field(default=0, ge=0)
+    # Connection guards (gateway/connections.py):
+    # seconds from the first byte of a request to the end of its headers before the client gets
+    # 408 and the connection is closed (0: never);
+    header_timeout_seconds: float = Field(default=10.0, ge=0)
+    # seconds a connection without a request under way (just opened, or between requests) stays open;
+    keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
+    # open connections one client address may hold; one more is answered 429 and closed (0: no
+    # cap). Addresses in `trusted_proxies` are not capped: a proxy speaks for many clients.
+    max_connections_per_client: int = Field(default=256, ge=0)
     # Seconds the gateway trusts its last answer about read-only maintenance mode before asking
     # the metadata plane again (uploads are refused with 405 while it is on); 0: ask every time.
     maintenance_check_seconds: float = Field(default=1.0, ge=0)
@@ -199,6 +208,13 @@ class DirectReadSettings(BaseModel):
     # HTTPS on the direct-read server (PEM chain and key); None: plain HTTP.
     cert_file: Path | None = None
     key_file: Path | None = None
+    # Connection guards, as the gateway's (services/blob/direct_reads.py): seconds from the first
+    # byte of a request to the end of its headers (then 408; 0: never); seconds a connection
+    # without a request under way stays open (a head still arriving when they run out ends it
+    # too); open connections per client address (one more is answered 429 and closed; 0: no cap).
+    header_timeout_seconds: float = Field(default=10.0, ge=0)
+    keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_connections_per_client: int = Field(default=256, ge=0)
 
 
 class BlobSettings(BaseModel):
@@ -315,9 +331,11 @@ class ObservabilitySettings(BaseModel):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     # "text" (human) or "json" (one object per line with trace_id, repository, digest, account).
     log_format: Literal["text", "json"] = "text"
-    # The gateway answers GET /metrics (Prometheus text format) on its HTTP port.
-    gateway_metrics: bool = True
-    # host:port where the metadata / blob service serves GET /metrics; empty: off.
+    # The gateway ALSO answers GET /metrics (Prometheus text format) on its public HTTP port.
+    # Off by default: metrics are internal; serve them on `gateway_metrics_listen` instead.
+    gateway_metrics: bool = False
+    # host:port where the gateway / metadata / blob service serves GET /metrics; empty: off.
+    gateway_metrics_listen: str = ""
     metadata_metrics_listen: str = ""
     blob_metrics_listen: str = ""
     # Seconds between refreshes of the metadata service's queue gauges (GC review queues, event

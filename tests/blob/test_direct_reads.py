@@ -7,8 +7,11 @@ starts over a backend with local files.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from services.blob.main import BackendConfigError, build_direct_reads, build_sto
 from services.common.digests import Digest
 from services.common.settings import BlobSettings, DirectReadSettings
 from tests.support.clock import FakeClock
+from tests.support.connections import MARGIN, hold, read_until_closed, request, still_open
 
 SECRET = b"direct-read-test-secret"
 
@@ -217,3 +221,66 @@ def test_direct_reads_need_local_files() -> None:
     settings = BlobSettings(backend="memory", direct_reads=DirectReadSettings(enabled=True))
     with pytest.raises(BackendConfigError, match="LADING_BLOB__DIRECT_READS__ENABLED"):
         build_direct_reads(settings, MemoryBackend())
+
+
+# --- connection guards (issue 11, item 11) and the start-up line (item 19) --------------------------
+
+
+async def _guarded_server(backend: FilesystemBackend, **guards: float) -> DirectReadServer:
+    settings = DirectReadSettings(enabled=True, listen="127.0.0.1:0", **guards)
+    return await DirectReadServer(settings, SignedBlobUrls(SECRET, 300), backend).start()
+
+
+async def test_a_half_sent_head_gets_408_once_its_time_is_up(backend: FilesystemBackend) -> None:
+    # A long keep-alive timeout: the header timeout is what must end it.
+    server = await _guarded_server(backend, header_timeout_seconds=1.5, keep_alive_timeout_seconds=60)
+    try:
+        reader, writer = await hold(server.port, "127.0.0.2", b"GET /blobs/x HTTP/1.1\r\nHo")
+        started = time.monotonic()
+        for _ in range(3):  # a byte now and then, never ending the head
+            assert await still_open(reader, 0.3)
+            writer.write(b"s")
+        answer = await read_until_closed(reader, started + 1.5 + MARGIN)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        writer.close()
+        # A whole request is still served meanwhile and after.
+        assert (await request(server.port, "127.0.0.3", "/blobs/nope")).startswith(b"HTTP/1.1 404 ")
+    finally:
+        await server.close()
+
+
+async def test_an_idle_connection_is_closed(backend: FilesystemBackend) -> None:
+    server = await _guarded_server(backend, keep_alive_timeout_seconds=1.0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        started = time.monotonic()
+        assert await still_open(reader, 0.5)
+        assert await read_until_closed(reader, started + 1.0 + MARGIN) == b""
+        writer.close()
+    finally:
+        await server.close()
+
+
+async def test_connections_per_client_address_are_capped(backend: FilesystemBackend) -> None:
+    server = await _guarded_server(backend, max_connections_per_client=2, header_timeout_seconds=60,
+                                   keep_alive_timeout_seconds=60)
+    try:
+        held = [await hold(server.port, "127.0.0.2") for _ in range(2)]
+        over = await request(server.port, "127.0.0.2", "/blobs/nope")
+        assert over.startswith(b"HTTP/1.1 429 "), over
+        assert (await request(server.port, "127.0.0.3", "/blobs/nope")).startswith(b"HTTP/1.1 404 ")
+        for _, writer in held:
+            writer.close()
+    finally:
+        await server.close()
+
+
+async def test_the_start_up_line_names_where_it_listens(
+    backend: FilesystemBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="lading.blob.direct"):
+        server = await _guarded_server(backend)
+    await server.close()
+    (line,) = [r.getMessage() for r in caplog.records if "direct blob reads" in r.getMessage()]
+    assert f"http://127.0.0.1:{server.port}" in line
+    assert "://:" not in line, line  # a URL without a host says nothing a user can use

@@ -273,7 +273,19 @@ async def test_missing_blobs_are_listed_and_leave_no_rows(core: MetadataCore, da
     await core.link_blob("fresh", layer0, size0)
     async with leaves_no_rows(database, ErrorKind.MANIFEST_BLOB_UNKNOWN) as caught:
         await core.put_manifest("fresh", "v1", docs.OCI_MANIFEST, payload)
-    assert caught[0].detail == {"blobs": [config, layer1], "manifests": []}
+    assert caught[0].detail == {"blobs": [config, layer1], "blob_count": 2, "manifests": [], "manifest_count": 0}
+
+
+async def test_many_missing_blobs_are_counted_and_a_few_named(core: MetadataCore, database: Database) -> None:
+    # The error must stay small enough to cross gRPC however many are missing.
+    document = docs.image(layers=300)
+    missing = [digest for digest, _ in docs.blobs_of(document)]
+    async with leaves_no_rows(database, ErrorKind.MANIFEST_BLOB_UNKNOWN) as caught:
+        await core.put_manifest("many", "v1", docs.OCI_MANIFEST, docs.render(document))
+    detail = caught[0].detail
+    assert detail["blob_count"] == len(missing) == 301 and detail["manifest_count"] == 0
+    assert 0 < len(detail["blobs"]) <= 5 and set(detail["blobs"]) <= set(missing)
+    assert str(len(missing)) in caught[0].message
 
 
 async def test_blobs_linked_elsewhere_do_not_count(core: MetadataCore, database: Database) -> None:
@@ -299,7 +311,7 @@ async def test_index_needs_its_children(core: MetadataCore, database: Database) 
     document = docs.index([child_a, child_b])
     async with leaves_no_rows(database, ErrorKind.MANIFEST_BLOB_UNKNOWN) as caught:
         await core.put_manifest("multi", "latest", docs.OCI_INDEX, docs.render(document))
-    assert caught[0].detail == {"blobs": [], "manifests": [docs.sha256(child_b)]}
+    assert caught[0].detail == {"blobs": [], "blob_count": 0, "manifests": [docs.sha256(child_b)], "manifest_count": 1}
     await push_image(core, "multi", docs.sha256(child_b), json.loads(child_b))
     result = await core.put_manifest("multi", "latest", docs.OCI_INDEX, docs.render(document))
     got = await core.get_manifest("multi", "latest")
@@ -580,7 +592,8 @@ async def test_put_manifest_store_level_references(store: SqlMetadataStore, data
     async with leaves_no_rows(database, ErrorKind.MANIFEST_BLOB_UNKNOWN) as caught:
         await store.put_manifest("r", new_manifest(b"{}", blobs=(blob, "sha256:" + "1" * 64),
                                                    children=(child, "sha256:" + "2" * 64)), "t")
-    assert caught[0].detail == {"blobs": ["sha256:" + "1" * 64], "manifests": ["sha256:" + "2" * 64]}
+    assert caught[0].detail == {"blobs": ["sha256:" + "1" * 64], "blob_count": 1,
+                                "manifests": ["sha256:" + "2" * 64], "manifest_count": 1}
     assert (await store.get_manifest("r", tag="t")).digest == child
 
 

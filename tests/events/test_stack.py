@@ -33,6 +33,25 @@ def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
+def _rows(data_dir: Path, state: str) -> int | None:
+    """How many outbox rows are in `state` (None when the command failed)."""
+    listed = _cli(data_dir, "list", "--state", state, "--limit", "1000")
+    return len(listed.stdout.strip().splitlines()) - 1 if listed.returncode == 0 else None
+
+
+def _settled(data_dir: Path, timeout: float = 30.0) -> int:
+    """Waits until no outbox row is pending (every event delivered; no POST can still be on its
+    way, since a row is marked delivered only after its POST succeeded); the delivered count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _rows(data_dir, "pending") == 0 and _rows(data_dir, "dead") == 0:
+            delivered = _rows(data_dir, "delivered")
+            assert delivered is not None
+            return delivered
+        time.sleep(0.2)
+    raise AssertionError(f"outbox rows still pending after {timeout:.0f}s")
+
+
 def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, receiver: Receiver) -> None:
     data_dir = tmp_path / "data"
     stack = Stack(data_dir, env=_env(receiver)).start()
@@ -77,9 +96,12 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
     stack = Stack(data_dir, env=_env(receiver), port=stack.port).start()
     try:
         receiver.start()
-        events = receiver.wait_for(7 + 6)
-        time.sleep(0.5)  # anything extra (duplicates beyond at-least-once) would show up here
+        receiver.wait_for(7 + 6)
+        # Once nothing is pending nothing more is sent: what the receiver holds then is final, and
+        # any duplicate (beyond at-least-once) is in it.
+        delivered = _settled(data_dir)
         events = receiver.events
+        assert len(events) == delivered == 7 + 6, [(e["action"], e["id"]) for e in events]
         actions = [(e["action"], e["target"].get("digest"), e["target"].get("tag")) for e in events]
         # One worker, one endpoint: the backlog arrives in commit order.
         assert actions[7:] == [
@@ -91,15 +113,9 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
         assert all(e["target"].get("digest") != broken.digest for e in events)
         assert [e["action"] for e in events[:7]].count("pull") == 1
         assert len({e["id"] for e in events}) == len(events)
-        # The receiver may see a batch just before the worker records it delivered.
-        for _ in range(50):
-            delivered = _cli(data_dir, "list", "--state", "delivered", "--limit", "1000")
-            if delivered.returncode == 0 and len(delivered.stdout.strip().splitlines()) - 1 == len(events):
-                break
-            time.sleep(0.2)
-        assert delivered.returncode == 0 and len(delivered.stdout.strip().splitlines()) - 1 == len(events)
         # Replay one delivered row by id (the newest: the tag delete): it is sent again, same event id.
-        newest_id = delivered.stdout.strip().splitlines()[1].split()[0]
+        listed = _cli(data_dir, "list", "--state", "delivered", "--limit", "1000")
+        newest_id = listed.stdout.strip().splitlines()[1].split()[0]
         replayed = _cli(data_dir, "replay", newest_id)
         assert replayed.returncode == 0 and "1 event(s) pending again" in replayed.stdout, replayed.stderr
         again = receiver.wait_for(len(events) + 1)

@@ -312,8 +312,14 @@ async def test_referrers_never_404(client: httpx.AsyncClient) -> None:
     ("method", "path", "status", "code"),
     [
         ("GET", "/v2/Upper/tags/list", 400, "NAME_INVALID"),
-        ("GET", "/v2/a/manifests/-bad-tag", 400, "TAG_INVALID"),
-        ("GET", "/v2/a/manifests/sha256:short", 400, "DIGEST_INVALID"),
+        # A reference that can never exist is unknown to reads and deletes (404, as the spec's
+        # pull section answers what is not in the repository); a push under it is invalid (400).
+        ("GET", "/v2/a/manifests/-bad-tag", 404, "MANIFEST_UNKNOWN"),
+        ("DELETE", "/v2/a/manifests/-bad-tag", 404, "MANIFEST_UNKNOWN"),
+        ("PUT", "/v2/a/manifests/-bad-tag", 400, "TAG_INVALID"),
+        ("GET", "/v2/a/manifests/sha256:short", 404, "MANIFEST_UNKNOWN"),
+        ("PUT", "/v2/a/manifests/sha256:short", 400, "DIGEST_INVALID"),
+        ("GET", "/v2/a/blobs/md5:abc", 404, "BLOB_UNKNOWN"),
         ("DELETE", "/v2/a/blobs/md5:abc", 400, "DIGEST_INVALID"),
         ("POST", f"/v2/a/blobs/uploads/?mount={DIGEST}&from=Bad..Name", 400, "NAME_INVALID"),
         ("POST", "/v2/a/blobs/uploads/?mount=nope", 400, "DIGEST_INVALID"),

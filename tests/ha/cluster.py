@@ -3,8 +3,7 @@
     HAProxy (round-robin, health-checked) ─┬─ gateway 0 ─┐   ipv4:127.0.0.1:M0,127.0.0.1:M1
                                            └─ gateway 1 ─┴─> metadata 0, 1 ─> PostgreSQL
                                                 ipv4:127.0.0.1:B0,127.0.0.1:B1
-                                                         └─> blob 0, 1 ─> S3 (SeaweedFS) or a
-                                                                         shared filesystem root
+                                                         └─> blob 0, 1 ─> S3 (SeaweedFS)
 
 Every process is `lading <plane>` with LADING_* variables, on its own 127.0.0.1 port; the planes
 identify their callers by bearer token, one per role (`tokens`, as in a deployment where TLS ends
@@ -67,21 +66,6 @@ class Storage(Protocol):
 
 
 @dataclass
-class FilesystemStorage:
-    root: Path
-    name: str = "filesystem"
-
-    def env(self) -> dict[str, str]:
-        return {"LADING_BLOB__BACKEND": "filesystem", "LADING_BLOB__FILESYSTEM__ROOT": str(self.root)}
-
-    def blob_keys(self) -> list[str]:
-        blobs = self.root / "blobs"
-        if not blobs.is_dir():
-            return []
-        return sorted(str(path.relative_to(self.root)) for path in blobs.rglob("*") if path.is_file())
-
-
-@dataclass
 class S3Storage:
     seaweed: SeaweedFS
     prefix: str
@@ -119,22 +103,12 @@ class S3Storage:
             http.clear()
 
 
-def s3_backend_available() -> bool:
-    """True once the blob plane's composition root knows the "s3" backend."""
-    from services.blob.main import BACKENDS
-
-    return "s3" in BACKENDS
-
-
 @contextlib.contextmanager
-def blob_storage(workdir: Path) -> Iterator[Storage]:
-    """SeaweedFS S3 (its own server, stopped afterwards) when the S3 backend exists, else a
-    filesystem root under `workdir` shared by the blob processes."""
-    if s3_backend_available():
-        with seaweedfs_server() as seaweed:
-            yield S3Storage(seaweed, seaweed.new_prefix())
-    else:
-        yield FilesystemStorage(workdir / "blobs")
+def blob_storage(workdir: Path) -> Iterator[S3Storage]:
+    """SeaweedFS S3 on its own server (stopped afterwards), under a fresh key prefix: production's
+    blob storage. `workdir` is unused (kept for callers that pass one)."""
+    with seaweedfs_server() as seaweed:
+        yield S3Storage(seaweed, seaweed.new_prefix())
 
 
 # -- processes -----------------------------------------------------------------------------------

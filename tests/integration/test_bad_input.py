@@ -13,6 +13,14 @@ trailing slash that leaves `//` before the endpoint) may instead be 404: dependi
 router splits the path, such a request may match no endpoint at all, and "no such resource" is
 then an honest answer. Either way: never 2xx, never 5xx, nothing created.
 
+References. A read (GET/HEAD) or delete of a manifest reference that can never exist (it breaks
+the tag or digest grammar) is 404 MANIFEST_UNKNOWN, and a GET/HEAD of a malformed blob digest 404
+BLOB_UNKNOWN: the spec's pull section answers whatever is not in the repository with 404, and its
+endpoint table lists only 404 for end-2 and end-3. A push under a bad reference is 400 (TAG_INVALID,
+DIGEST_INVALID), as are a blob delete (end-10 allows 400) and a referrers query (the spec asks 400
+for an invalid digest there). Values with a trailing newline, CRLF or NUL are bad values: Python's
+`$` once let `v1\n` through as a tag.
+
 Upload ids. A single path segment that is not an upload id (`not-an-id`, `..`, `%2e%2e`) is
 404 BLOB_UPLOAD_UNKNOWN. One that decodes to several segments (`..%2F..%2Fetc`, `../../etc`)
 matches no route and may be any 404 (or 400 NAME_INVALID, when the router reads the extra
@@ -202,6 +210,9 @@ BAD_DIGESTS = {
     "no-algorithm": ":" + "0" * 64,
     "no-encoded-part": "sha256:",
     "sha512-wrong-length": "sha512:" + "0" * 64,
+    "trailing-newline": "sha256:" + "0" * 64 + "\n",
+    "trailing-crlf": "sha256:" + "0" * 64 + "\r\n",
+    "trailing-nul": "sha256:" + "0" * 64 + "\x00",
 }
 # Path segments cannot be empty without changing the route, so "" is only tried in queries.
 BAD_QUERY_DIGESTS = {**BAD_DIGESTS, "empty": ""}
@@ -230,14 +241,36 @@ def digest_requests(seed: Seed, digest: str, *, in_query: bool) -> list[tuple[st
     ]
 
 
+def expected_for_malformed_digest(method: str, path: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """(statuses, codes) for a malformed digest in `path` (see the module docstring)."""
+    if "/referrers/" in path:
+        return (400,), ("DIGEST_INVALID",)
+    if "/manifests/" in path:
+        return ((400,), ("DIGEST_INVALID",)) if method == "PUT" else ((404,), ("MANIFEST_UNKNOWN",))
+    return ((400,), ("DIGEST_INVALID",)) if method == "DELETE" else ((404,), ("BLOB_UNKNOWN",))
+
+
 @pytest.mark.parametrize("name", list(BAD_DIGESTS))
-def test_malformed_digest_in_path_is_digest_invalid(registry: Stack, seed: Seed, name: str) -> None:
+def test_malformed_digest_in_path(registry: Stack, seed: Seed, name: str) -> None:
     digest = BAD_DIGESTS[name]
     expect = Expect()
     for method, path, body, headers in digest_requests(seed, digest, in_query=False):
         if "/manifests/" in path and ":" not in digest:
             continue  # without ':' a manifest reference is a tag, not a digest
-        expect.check(raw(registry, method, path, body, headers), (400,), ("DIGEST_INVALID",))
+        statuses, codes = expected_for_malformed_digest(method, path)
+        expect.check(raw(registry, method, path, body, headers), statuses, codes)
+    expect.done()
+
+
+@pytest.mark.parametrize("suffix", ["%0A", "%0D%0A", "%00"])
+def test_a_stored_blob_digest_with_a_trailing_control_character_is_unknown(
+    registry: Stack, seed: Seed, suffix: str
+) -> None:
+    blob = seed.image.blobs[0].digest
+    expect = Expect()
+    for method in ("GET", "HEAD"):
+        expect.check(raw(registry, method, f"/v2/{seed.repo}/blobs/{blob}{suffix}"), (404,), ("BLOB_UNKNOWN",))
+    expect.check(raw(registry, "DELETE", f"/v2/{seed.repo}/blobs/{blob}{suffix}"), (400,), ("DIGEST_INVALID",))
     expect.done()
 
 
@@ -331,19 +364,23 @@ BAD_TAGS = {
     "leading-dot": ".hidden",
     "leading-dash": "-dash",
     "bad-character": "a%2Bb",  # '+', percent-encoded
+    # "v1" is the seeded tag: the same with a control character after it is another, invalid tag.
+    "trailing-newline": "v1%0A",
+    "trailing-crlf": "v1%0D%0A",
+    "trailing-nul": "v1%00",
+    ".INVALID_MANIFEST_NAME": ".INVALID_MANIFEST_NAME",  # what the OCI conformance suite reads
 }
 
 
 @pytest.mark.parametrize("kind", list(BAD_TAGS))
-def test_bad_tags_are_400(registry: Stack, seed: Seed, kind: str) -> None:
+def test_bad_tags_are_invalid_to_push_and_unknown_to_read(registry: Stack, seed: Seed, kind: str) -> None:
     tag = BAD_TAGS[kind]
     manifest = seed.unpushed
     expect = Expect()
     expect.check(raw(registry, "PUT", f"/v2/{seed.repo}/manifests/{tag}", manifest.payload,
-                     {"Content-Type": manifest.media_type}), (400,), ("TAG_INVALID", "MANIFEST_INVALID"))
+                     {"Content-Type": manifest.media_type}), (400,), ("TAG_INVALID",))
     for method in ("GET", "HEAD", "DELETE"):
-        expect.check(raw(registry, method, f"/v2/{seed.repo}/manifests/{tag}"), (400,),
-                     ("TAG_INVALID", "MANIFEST_INVALID", "NAME_INVALID"))
+        expect.check(raw(registry, method, f"/v2/{seed.repo}/manifests/{tag}"), (404,), ("MANIFEST_UNKNOWN",))
     expect.done()
 
 
@@ -416,6 +453,10 @@ BAD_CONTENT_RANGES = {
     "suffix": "-50",
     "length-mismatch": "100-199",  # 100 bytes announced, 50 sent
     "negative": "-100-149",
+    # Numbers past 64 bits: the spec's 416, never a 500.
+    "past-64-bits": "18446744073709551615-18446744073709551617",
+    "start-past-63-bits": "9223372036854775808-9223372036854775857",
+    "thousands-of-digits": "9" * 5000 + "-" + "9" * 5000,
 }
 
 
@@ -444,6 +485,84 @@ def test_malformed_content_range_leaves_the_session_as_it_was(
                       headers={"Content-Type": "application/octet-stream"})
     assert done.status_code == 201, done.text
     assert client.get(f"/v2/{seed.repo}/blobs/{sha256(data)}").content == data
+
+
+# Numbers past 64 bits ---------------------------------------------------------------------------
+
+HUGE = {
+    "2^63": str(2**63),
+    "2^64-1": str(2**64 - 1),
+    "2^64+1": str(2**64 + 1),
+    "5000-digits": "9" * 5000,
+}
+
+
+def chunk_range(start: str, length: int) -> str:
+    """`<start>-<end>` covering `length` bytes from a decimal `start` of any size (Python refuses to
+    convert more than 4300 digits, so the end is computed on the digits)."""
+    if len(start) <= 4000:
+        return f"{start}-{int(start) + length - 1}"
+    head = start.rstrip("9")  # ...x999 + n: only the nines roll over (here start is all nines)
+    assert head == "", "only all-nines long numbers are used here"
+    return f"{start}-1{length - 2:0{len(start)}d}"  # 10^len + length - 2
+
+
+@pytest.mark.parametrize("kind", list(HUGE))
+def test_numbers_past_64_bits_get_the_spec_answer(registry: Stack, client: httpx.Client, seed: Seed,
+                                                  kind: str) -> None:
+    number = HUGE[kind]
+    blob = seed.image.blobs[0]
+    blob_path = f"/v2/{seed.repo}/blobs/{blob.digest}"
+    expect = Expect()
+    # A Range that starts past any blob is unsatisfiable; one that ends there covers the rest.
+    expect.check(raw(registry, "GET", blob_path, headers={"Range": f"bytes={number}-"}), (416,),
+                 ("BLOB_UNKNOWN",), label="range start")
+    whole = raw(registry, "GET", blob_path, headers={"Range": f"bytes=0-{number}"})
+    suffix = raw(registry, "GET", blob_path, headers={"Range": f"bytes=-{number}"})
+    for label, response in (("range end", whole), ("range suffix", suffix)):
+        if response.status in (206, 307):
+            continue  # the whole blob (or a redirect to it)
+        expect.failures.append(f"[{label}] expected the whole blob: {response}")
+    for path in (f"/v2/{seed.repo}/tags/list?n={number}", f"/v2/_catalog?n={number}"):
+        expect.check(raw(registry, "GET", path), (400,), ("PAGINATION_NUMBER_INVALID",), label="n")
+    expect.done()
+    # A chunk (PATCH) or closing chunk (PUT) placed past 64 bits, its length matching its
+    # Content-Range: 416, and the session is as it was.
+    data = random_bytes(50)
+    started = client.post(f"/v2/{seed.repo}/blobs/uploads/")
+    location = absolute(client, started.headers["Location"])
+    octet = {"Content-Type": "application/octet-stream"}
+    patched = client.patch(location, content=data[:3], headers={**octet, "Content-Range": chunk_range(number, 3)})
+    assert patched.status_code == 416, patched.text
+    assert patched.json()["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
+    closed = client.put(with_digest(location, sha256(data)), content=data,
+                        headers={**octet, "Content-Range": chunk_range(number, len(data))})
+    assert closed.status_code == 416, closed.text
+    assert client.get(location).headers["Range"] == "0-0"
+    done = client.put(with_digest(location, sha256(data)), content=data, headers=octet)
+    assert done.status_code == 201, done.text
+
+
+@pytest.mark.parametrize("length", [str(2**63), str(2**64 - 1)])
+def test_content_length_past_63_bits_is_size_invalid(registry: Stack, client: httpx.Client, seed: Seed,
+                                                     length: str) -> None:
+    started = client.post(f"/v2/{seed.repo}/blobs/uploads/")
+    location = urlsplit(absolute(client, started.headers["Location"]))
+    session = location.path + (f"?{location.query}" if location.query else "")
+    digest = "sha256:" + "0" * 64
+    octet_huge = {"Content-Type": "application/octet-stream", "Content-Length": length}
+    expect = Expect()
+    for method, path in (
+        ("PATCH", session),
+        ("PUT", session + ("&" if "?" in session else "?") + f"digest={digest}"),
+        ("POST", f"/v2/{seed.repo}/blobs/uploads/?digest={digest}"),
+    ):
+        expect.check(raw(registry, method, path, b"", octet_huge), (400,), ("SIZE_INVALID",), label=method)
+    # A manifest that large is too large (end-7's 413).
+    expect.check(raw(registry, "PUT", f"/v2/{seed.repo}/manifests/huge", b"",
+                     {"Content-Type": OCI_MANIFEST, "Content-Length": length}), (413,), ("MANIFEST_INVALID",))
+    expect.done()
+    assert client.get(absolute(client, started.headers["Location"])).headers["Range"] == "0-0"
 
 
 # Upload ids -------------------------------------------------------------------------------------

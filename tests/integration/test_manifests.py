@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.conftest import unique_repo
 from tests.support.oci import (
+    OCI_LAYER,
     OCI_MANIFEST,
     Manifest,
     absolute,
@@ -147,6 +148,30 @@ def test_manifest_with_missing_blob_is_manifest_blob_unknown(client: httpx.Clien
     assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN")
     assert_error(get_manifest(client, repo, "broken"), 404, "MANIFEST_UNKNOWN")
     assert_error(get_manifest(client, repo, manifest.digest), 404, "MANIFEST_UNKNOWN")
+
+
+@pytest.mark.parametrize("unknown", [200, 500, 10_000])
+def test_any_number_of_unknown_blobs_is_one_bounded_manifest_blob_unknown(
+    client: httpx.Client, repo: str, unknown: int
+) -> None:
+    # Once 200 unknown blobs answered 500 and 500 or more 429: the error outgrew gRPC's trailers.
+    known = image(1)
+    push(client, repo, known, tag="known")
+    layers = [
+        {"mediaType": OCI_LAYER, "digest": sha256(f"{repo} {i}".encode()), "size": 1}
+        for i in range(unknown)
+    ]
+    document = {**known.json, "layers": known.json["layers"] + layers}
+    manifest = Manifest(render(document), OCI_MANIFEST, blobs=known.blobs)
+    response = push_manifest_only(client, repo, "many", manifest)
+    assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN")
+    detail = response.json()["errors"][0]["detail"]
+    assert detail["blob_count"] == unknown and detail["manifest_count"] == 0
+    assert 0 < len(detail["blobs"]) <= 5 and set(detail["blobs"]) <= {layer["digest"] for layer in layers}
+    assert len(response.content) < 4096
+    assert_error(get_manifest(client, repo, "many"), 404, "MANIFEST_UNKNOWN")
+    assert_error(get_manifest(client, repo, manifest.digest), 404, "MANIFEST_UNKNOWN")
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["known"]
 
 
 def test_manifest_with_blob_linked_only_in_another_repository_is_rejected(

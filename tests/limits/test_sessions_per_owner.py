@@ -4,17 +4,11 @@ client's address), the blob plane bounds that owner's open sessions, and the ref
 from __future__ import annotations
 
 import httpx
-import pytest
-from lading.blob.v1 import blob_pb2
 
 from tests.limits.conftest import MAX_UPLOAD_SESSIONS_PER_OWNER
 from tests.support.oci import absolute, assert_error, random_bytes, sha256
 
 
-@pytest.mark.skipif(
-    "owner" not in blob_pb2.StartUploadRequest.DESCRIPTOR.fields_by_name,
-    reason="StartUploadRequest.owner is not in blob.proto yet: the gateway cannot name owners",
-)
 def test_a_client_cannot_hold_more_than_the_limit_of_open_sessions(client: httpx.Client, repo: str) -> None:
     opened: list[str] = []
     try:

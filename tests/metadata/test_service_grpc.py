@@ -204,6 +204,7 @@ async def test_put_manifest_errors(stub: metadata_pb2_grpc.MetadataServiceStub, 
 
     error = await expect(put("v1"), ErrorKind.MANIFEST_BLOB_UNKNOWN)
     assert sorted(error.detail["blobs"]) == sorted(d for d, _ in docs.blobs_of(document))
+    assert error.detail["blob_count"] == len(docs.blobs_of(document)) and error.detail["manifest_count"] == 0
     await expect(put("sha256:" + "0" * 64), ErrorKind.DIGEST_INVALID)
     await expect(put("v1", b"{}"), ErrorKind.MANIFEST_INVALID)
     schema1 = await expect(put("v1", b'{"schemaVersion": 1}', "application/vnd.docker.distribution.manifest.v1+json"),

@@ -2,7 +2,8 @@
 `/metrics` on each, JSON log lines carrying the trace id, and the health endpoints.
 
 The stack runs with tracing exported to an in-test OTLP/HTTP receiver, JSON logs at debug level
-(so uvicorn writes an access line per request) and metrics ports for both gRPC services.
+(so uvicorn writes an access line per request) and a metrics port for every process (the
+gateway's off its public port, where `/metrics` is a 404).
 """
 
 from __future__ import annotations
@@ -28,24 +29,26 @@ SERVER, CLIENT = 2, 3  # OTLP span kinds
 class Observed:
     stack: Stack
     receiver: OtlpReceiver
+    gateway_metrics: str
     metadata_metrics: str
     blob_metrics: str
 
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
-    metadata_port, blob_port = free_port(), free_port()
+    gateway_port, metadata_port, blob_port = free_port(), free_port(), free_port()
     with OtlpReceiver() as receiver:
         env = {
             "LADING_OBSERVABILITY__OTLP_ENDPOINT": receiver.endpoint,
             "LADING_OBSERVABILITY__LOG_FORMAT": "json",
+            "LADING_OBSERVABILITY__GATEWAY_METRICS_LISTEN": f"127.0.0.1:{gateway_port}",
             "LADING_OBSERVABILITY__METADATA_METRICS_LISTEN": f"127.0.0.1:{metadata_port}",
             "LADING_OBSERVABILITY__BLOB_METRICS_LISTEN": f"127.0.0.1:{blob_port}",
             "LADING_GATEWAY__LOG_LEVEL": "debug",
         }
         with Stack(tmp_path_factory.mktemp("observed") / "data", env=env) as stack:
-            yield Observed(stack, receiver, f"http://127.0.0.1:{metadata_port}/metrics",
-                           f"http://127.0.0.1:{blob_port}/metrics")
+            yield Observed(stack, receiver, f"http://127.0.0.1:{gateway_port}/metrics",
+                           f"http://127.0.0.1:{metadata_port}/metrics", f"http://127.0.0.1:{blob_port}/metrics")
 
 
 @pytest.fixture
@@ -146,7 +149,7 @@ def test_metrics_of_every_process_parse_and_count_traffic(observed: Observed, cl
     open_session = client.post(f"/v2/{repo}/blobs/uploads/")
     assert open_session.status_code == 202
 
-    gateway = _families(client.get("/metrics").text)
+    gateway = _families(httpx.get(observed.gateway_metrics, timeout=10).text)
     manifests = "/v2/{name:path}/manifests/{reference}"
     requests = gateway["lading_http_requests"]
     assert _value(requests, "lading_http_requests_total", route=manifests, method="PUT", status="201") >= 1
@@ -178,10 +181,18 @@ def test_metrics_of_every_process_parse_and_count_traffic(observed: Observed, cl
     assert client.delete(oci.absolute(client, open_session.headers["Location"])).status_code == 204
 
 
+def test_the_public_port_does_not_serve_metrics(observed: Observed, client: httpx.Client) -> None:
+    assert httpx.get(observed.gateway_metrics, timeout=10).status_code == 200
+    for method in ("GET", "HEAD"):
+        public = client.request(method, "/metrics")
+        assert public.status_code == 404
+        assert b"lading_http_requests" not in public.content
+
+
 def test_errors_are_counted_with_their_grpc_code(observed: Observed, client: httpx.Client) -> None:
     missing = client.get("/v2/metered/none/manifests/nope", headers={"Accept": oci.ACCEPT_ALL})
     assert missing.status_code == 404
-    gateway = _families(client.get("/metrics").text)
+    gateway = _families(httpx.get(observed.gateway_metrics, timeout=10).text)
     assert _value(gateway["lading_http_requests"], "lading_http_requests_total",
                   route="/v2/{name:path}/manifests/{reference}", method="GET", status="404") >= 1
     metadata = _families(httpx.get(observed.metadata_metrics, timeout=10).text)

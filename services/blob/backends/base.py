@@ -28,9 +28,9 @@ READ_CHUNK_BYTES = 1 * MiB
 MAX_KEY_LENGTH = 1024
 
 _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
-_KEY = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*$")
+_KEY = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 # A prefix is a key, or the start of one: complete segments then a possibly partial last one.
-_PREFIX = re.compile(rf"^(?:{_SEGMENT}/)*(?:{_SEGMENT})?$")
+_PREFIX = re.compile(rf"(?:{_SEGMENT}/)*(?:{_SEGMENT})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +86,14 @@ class PartTooSmall(BackendError):
 
 def validate_key(key: str) -> str:
     """Returns `key` when it is of the allowed form; raises InvalidKey otherwise."""
-    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not _KEY.match(key):
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
         raise InvalidKey(str(key))
     return key
 
 
 def validate_prefix(prefix: str) -> str:
     """Returns `prefix` when some valid key could start with it ("" lists everything)."""
-    if not isinstance(prefix, str) or len(prefix) > MAX_KEY_LENGTH or not _PREFIX.match(prefix):
+    if not isinstance(prefix, str) or len(prefix) > MAX_KEY_LENGTH or not _PREFIX.fullmatch(prefix):
         raise InvalidKey(str(prefix), "not a valid key prefix")
     return prefix
 

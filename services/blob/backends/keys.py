@@ -80,8 +80,8 @@ PARTS_FOLDER = "parts/"
 DATA_NAME = "data"
 
 _OFFSET_DIGITS = 20
-_UPLOAD_ID = re.compile(r"^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$")
-_TOKEN = re.compile(r"^[0-9a-f]{16}$")
+_UPLOAD_ID = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
+_TOKEN = re.compile(r"[0-9a-f]{16}")
 
 
 def blob_key(digest: Digest) -> str:
@@ -103,7 +103,7 @@ def digest_of_blob_key(key: str) -> Digest | None:
 
 def is_valid_upload_id(upload_id: str) -> bool:
     """True for a uuid4 in 32-lowercase-hex form, the only ids `start` hands out."""
-    return isinstance(upload_id, str) and bool(_UPLOAD_ID.match(upload_id))
+    return isinstance(upload_id, str) and bool(_UPLOAD_ID.fullmatch(upload_id))
 
 
 def _checked(upload_id: str) -> str:
@@ -122,7 +122,7 @@ def upload_state_key(upload_id: str) -> str:
 
 
 def upload_part_key(upload_id: str, start: int, token: str) -> str:
-    if start < 0 or not _TOKEN.match(token):
+    if start < 0 or not _TOKEN.fullmatch(token):
         raise ValueError(f"bad part start {start} or token {token!r}")
     return f"{upload_prefix(upload_id)}{PARTS_FOLDER}{start:0{_OFFSET_DIGITS}d}-{token}"
 
@@ -162,6 +162,6 @@ def upload_id_of_marker(key: str) -> str | None:
 
 
 def probe_key(token: str) -> str:
-    if not _TOKEN.match(token):
+    if not _TOKEN.fullmatch(token):
         raise ValueError(f"bad probe token {token!r}")
     return f"{PROBES_PREFIX}{token}"

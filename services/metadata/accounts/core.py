@@ -30,8 +30,8 @@ log = logging.getLogger("lading.metadata.accounts")
 
 ROBOT_PREFIX = "robot$"
 # No ':' (Basic credentials split there) and no '$' (reserved for robots) in user names.
-_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
-_ROBOT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+_ROBOT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ class AccountsCore:
 
     async def create_user(self, name: str, password: str, *, is_admin: bool = False,
                           description: str = "") -> StoredAccount:
-        if not _USER_NAME.match(name):
+        if not _USER_NAME.fullmatch(name):
             raise RegistryError(
                 ErrorKind.NAME_INVALID,
                 f"invalid user name {name!r}: letters, digits, '.', '_', '@', '-' (no ':' or '$'), at most 128",
@@ -92,7 +92,7 @@ class AccountsCore:
                            expires_at: datetime | None = None) -> CreatedRobot:
         """A robot `robot$<name>` with a fresh secret (returned once; only its hash is stored)."""
         short = name.removeprefix(ROBOT_PREFIX)
-        if not _ROBOT_NAME.match(short):
+        if not _ROBOT_NAME.fullmatch(short):
             raise RegistryError(
                 ErrorKind.NAME_INVALID,
                 f"invalid robot name {name!r}: lowercase letters, digits, '.', '_', '-', at most 64",

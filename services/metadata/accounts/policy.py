@@ -18,7 +18,7 @@ from functools import lru_cache
 from services.common.errors import ErrorKind, RegistryError
 
 REPOSITORY_ACTIONS = ("pull", "push", "delete")
-_PATTERN = re.compile(r"^[a-z0-9*][a-z0-9._/*-]{0,254}$")
+_PATTERN = re.compile(r"[a-z0-9*][a-z0-9._/*-]{0,254}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,7 @@ class Scope:
 
 def validate_pattern(pattern: str) -> str:
     """The pattern, or NAME_INVALID when it has characters a repository name cannot have."""
-    if not _PATTERN.match(pattern) or "**" in pattern:
+    if not _PATTERN.fullmatch(pattern) or "**" in pattern:
         raise RegistryError(
             ErrorKind.NAME_INVALID,
             f"invalid repository pattern {pattern!r}: use a repository name where `*` matches anything "
@@ -62,12 +62,12 @@ def normalize_actions(actions: Iterable[str]) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4096)
 def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$")
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
 def matches(pattern: str, name: str) -> bool:
     """True when repository `name` matches `pattern` (see the module docstring)."""
-    return _compiled(pattern).match(name) is not None
+    return _compiled(pattern).fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

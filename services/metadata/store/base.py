@@ -91,8 +91,9 @@ class MetadataStore(Protocol):
         """Stores the manifest, its references and (optionally) moves `tag` onto it, in one
         transaction, creating the repository if needed.
 
-        Raises MANIFEST_BLOB_UNKNOWN (detail `{"blobs": [...], "manifests": [...]}`, the missing
-        digests) when a blob in `manifest.blob_digests` is not linked in the repository or a digest in
+        Raises MANIFEST_BLOB_UNKNOWN (detail `{"blobs": [...], "blob_count": n, "manifests": [...],
+        "manifest_count": m}`: the first few missing digests of each kind and how many are missing)
+        when a blob in `manifest.blob_digests` is not linked in the repository or a digest in
         `manifest.manifest_digests` is not a manifest there. Re-storing a digest that exists keeps the
         stored row (its first media type wins) and still moves the tag. A tag move is atomic: readers
         see the old or the new manifest, never neither.

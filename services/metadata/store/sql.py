@@ -324,7 +324,7 @@ class SqlMetadataStore:
                 raise RegistryError(
                     ErrorKind.MANIFEST_BLOB_UNKNOWN,
                     _missing_message(missing_blobs, missing_manifests),
-                    {"blobs": missing_blobs, "manifests": missing_manifests},
+                    _missing_detail(missing_blobs, missing_manifests),
                 )
             if repository_id is None:
                 repository_id = self._ensure_repository(conn, repository)
@@ -486,10 +486,24 @@ def _manifest_unknown(repository: str, reference: str) -> RegistryError:
     )
 
 
+# Digests named in a MANIFEST_BLOB_UNKNOWN (each kind): a manifest may reference thousands, and
+# the error must stay small enough to cross gRPC (services/common/errors.py); the counts say the rest.
+_MISSING_SHOWN = 5
+
+
+def _missing_detail(blobs: list[str], children: list[str]) -> dict[str, object]:
+    return {
+        "blobs": blobs[:_MISSING_SHOWN], "blob_count": len(blobs),
+        "manifests": children[:_MISSING_SHOWN], "manifest_count": len(children),
+    }
+
+
 def _missing_message(blobs: list[str], children: list[str]) -> str:
     parts = []
     if blobs:
-        parts.append(f"{len(blobs)} blob(s) not linked in this repository: {', '.join(blobs[:5])}")
+        parts.append(f"{len(blobs)} blob(s) not linked in this repository: {', '.join(blobs[:_MISSING_SHOWN])}")
     if children:
-        parts.append(f"{len(children)} manifest(s) not in this repository: {', '.join(children[:5])}")
+        parts.append(
+            f"{len(children)} manifest(s) not in this repository: {', '.join(children[:_MISSING_SHOWN])}"
+        )
     return "manifest references unknown content (" + "; ".join(parts) + "); push those first"
