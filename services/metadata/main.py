@@ -22,6 +22,7 @@ from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_tracing
 from services.metadata.accounts.main import bootstrap_admin, build_account_servicer
 from services.metadata.core import MetadataCore, MetadataLimits
+from services.metadata.events.destinations import EventsConfigError
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate
@@ -180,6 +181,9 @@ def main() -> int:
         asyncio.run(run(settings))
     except SchemaOutOfDate as exc:
         log.error("%s", exc)
+        return 2
+    except EventsConfigError as exc:
+        log.error("cannot start: %s", exc)
         return 2
     except RegistryError as exc:
         log.error("cannot start: %s", exc.message)
