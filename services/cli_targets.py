@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING
 
 from services.common.paths import unix_socket_path
 from services.common.serve_record import read_record
-from services.common.settings import Settings, is_user_set
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # kept out of `lading --help`'s imports
     import grpc
+
+    from services.common.settings import Settings
 
 # Exit status of a command that cannot reach a plane it needs (the same as for unusable TLS settings:
 # the command cannot run as configured).
@@ -95,6 +96,8 @@ class PlaneFailed(Exception):
 
 def _data_dir(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> tuple[Path, str]:
     """The data folder and, in words, where it came from."""
+    from services.common.settings import is_user_set
+
     flag = getattr(args, "data_dir", None)
     if flag:
         return Path(flag).resolve(), "from --data-dir"
@@ -118,6 +121,8 @@ def _under(plane: str, data_dir: Path, why: str) -> PlaneTarget:
 def resolve(args: argparse.Namespace, settings: Settings, planes: tuple[str, ...],
             environ: Mapping[str, str] | None = None) -> dict[str, PlaneTarget]:
     """The target of each plane in `planes`, in the order of the module docstring."""
+    from services.common.settings import is_user_set
+
     environ = os.environ if environ is None else environ
     chosen: dict[str, PlaneTarget] = {}
     for plane in planes:
@@ -170,7 +175,8 @@ def _why_not(address: str) -> str:
     """Words for a failed connection; for a unix socket, whether the file is even there."""
     path = unix_socket_path(address)
     if path is None:
-        return "the connection failed: nothing accepts connections there, or its TLS settings do not match"
+        return ("the connection failed: nothing accepts connections there, or the plane's TLS does not match this "
+                "command's (LADING_GATEWAY__GRPC__TLS__*)")
     if not path.exists():
         return "no such socket file"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
@@ -179,4 +185,4 @@ def _why_not(address: str) -> str:
             probe.connect(str(path))
         except OSError as error:
             return f"nothing listens on that socket ({error.strerror or error})"
-    return "the connection failed (its TLS settings may not match)"
+    return "the connection failed: the plane's TLS may not match this command's (LADING_GATEWAY__GRPC__TLS__*)"

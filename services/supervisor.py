@@ -18,12 +18,13 @@ Lifecycle (written order):
           and `--port` / LADING_GATEWAY__PORT) and check the planes' other listen addresses
           (services/serve_listeners.py); record the planes' targets in `run/serve.json` for the
           operator commands (services/common/serve_record.py; removed on stop).
-  start:  metadata and blob → wait until both report grpc.health SERVING → gateway → wait until
-          GET /v2/ answers (200, or 401 with auth on) on the socket the supervisor bound and handed
-          to the gateway child (`gateway.listen_fds`): only that child can answer it → print "Lading is serving on
-          http://HOST:PORT" (https:// when `gateway.tls.cert_file` is set: the gateway child reads
-          the same settings and serves HTTPS itself; the probe then speaks TLS without checking
-          the certificate, as it only asks whether its own child is up).
+  start:  metadata and blob → wait until both report grpc.health SERVING → gateway (it inherits
+          the bound port, `gateway.listen_fds`, and the supervisor closes its copy) → wait until
+          GET /v2/ answers (200, or 401 with auth on): only that child can answer on that socket
+          → print "Lading is serving on http://HOST:PORT" (https:// when `gateway.tls.cert_file`
+          is set: the gateway child reads the same settings and serves HTTPS itself; the probe
+          then speaks TLS without checking the certificate, as it only asks whether its own child
+          is up).
   stop:   on SIGINT/SIGTERM, or when any child dies: SIGTERM to gateway, then blob, then metadata,
           each waited for (SIGKILL after a grace period). A child that died on its own makes the
           exit status non-zero.
