@@ -70,7 +70,11 @@ def check_free(listen: Listen) -> None:
     if path is not None:
         _check_unix(path, listen)
         return
-    host, port = _split(listen.address)
+    try:
+        host, port = _split(listen.address)
+    except ValueError:
+        raise ListenUnavailable(f"cannot listen on {listen.address} ({listen.what}): not host:port or unix:PATH; "
+                                f"{listen.change}") from None
     if port == 0:
         return
     try:

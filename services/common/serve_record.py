@@ -53,7 +53,10 @@ def write_record(data_dir: Path, *, metadata_target: str, blob_target: str, url:
     body = {"pid": os.getpid(), "metadata_target": absolute_target(metadata_target),
             "blob_target": absolute_target(blob_target), "url": url}
     staging = path.with_name(f".{RECORD_NAME}.{os.getpid()}")
-    staging.write_text(json.dumps(body) + "\n")
+    # Readable by its owner only, like everything in the data folder, whatever the umask.
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(body) + "\n")
     staging.replace(path)
     return path
 

@@ -193,6 +193,18 @@ async def test_destinations_are_checked_by_their_resolved_addresses_and_pinned_t
                                                         "169.254.169.254")
 
 
+async def test_a_refused_connection_moves_on_to_the_next_checked_address(database: Database,
+                                                                       receiver: Receiver) -> None:
+    # The receiver listens on 127.0.0.1 only: [::1] refuses the connection, nothing was sent.
+    resolver = FixedResolver({"dual.test": ["::1", "127.0.0.1"]})
+    worker, store = await worker_with_one_event(database, hook(f"http://dual.test:{receiver.port}/events"),
+                                                resolve=resolver)
+    await worker.run_once()
+    await worker.close()
+    assert [r.state for r in await rows(store)] == ["delivered"]
+    assert receiver.attempts == 1
+
+
 @pytest.mark.parametrize(("allowed", "delivered"), [
     (["10.0.0.0/8"], False),  # localhost resolves (system resolver) to loopback: not listed
     (["hooks.example.com", "*.example.org"], False),
@@ -223,19 +235,19 @@ async def test_policy_edges() -> None:
 
     metadata = destination_of(hook("http://169.254.169.254/latest"))
     # An explicitly listed network lifts the default refusal (no request is made here).
-    assert await DestinationPolicy(["169.254.169.254/32"]).address_for(metadata) == "169.254.169.254"
+    assert await DestinationPolicy(["169.254.169.254/32"]).addresses_for(metadata) == ["169.254.169.254"]
     # A host name entry never does: the name may resolve anywhere.
     resolver = FixedResolver({"hooks.example.com": ["169.254.169.254"]})
     named = destination_of(hook("https://hooks.example.com/in"))
     with pytest.raises(DestinationRefused):
-        await DestinationPolicy(["hooks.example.com"], resolver).address_for(named)
+        await DestinationPolicy(["hooks.example.com"], resolver).addresses_for(named)
     with pytest.raises(DestinationRefused, match="does not resolve"):
-        await DestinationPolicy([], FixedResolver({})).address_for(named)
+        await DestinationPolicy([], FixedResolver({})).addresses_for(named)
     wildcard = DestinationPolicy(["*.example.com"], FixedResolver({"a.b.example.com": ["192.0.2.1"],
                                                                    "badexample.com": ["192.0.2.1"]}))
-    assert await wildcard.address_for(destination_of(hook("http://a.b.example.com/"))) == "192.0.2.1"
+    assert await wildcard.addresses_for(destination_of(hook("http://a.b.example.com/"))) == ["192.0.2.1"]
     with pytest.raises(DestinationRefused):
-        await wildcard.address_for(destination_of(hook("http://badexample.com/")))
+        await wildcard.addresses_for(destination_of(hook("http://badexample.com/")))
     for entry in ("not a host!", "*", "10.0.0.0/33", "http://x/"):
         with pytest.raises(EventsConfigError, match="allowed_destinations"):
             DestinationPolicy([entry])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import _parser
+from services.cli import _parser, main
 from services.common.settings import Settings
 from services.supervisor import ServePlan, Supervisor, plan_serve
 from tests.support.stack import LadingProcess, lading_command
@@ -199,6 +199,15 @@ def test_global_flags_work_before_and_after_the_subcommand() -> None:
     assert parser.parse_args(["serve"]).data_dir is None
 
 
+@pytest.mark.parametrize("argv", [["--data-dir", "/d", "gateway"], ["--metadata", "unix:/m.sock", "metadata"],
+                                  ["--blob", "unix:/b.sock", "blob"], ["--blob", "unix:/b.sock", "serve"]])
+def test_global_flags_a_command_cannot_use_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(f"lading {argv[-1]}: ")
+
+
 def _foreign_listener(port: int) -> socket.socket:
     """Another process's server on the port, as far as `lading serve` can tell."""
     sock = socket.socket()
@@ -237,6 +246,7 @@ async def test_the_gateway_child_serves_the_port_the_supervisor_bound_and_the_ru
             assert not run.done(), run.result()
             await asyncio.sleep(0.05)
     record = json.loads((plan.data_dir / "run" / "serve.json").read_text())
+    assert (plan.data_dir / "run" / "serve.json").stat().st_mode & 0o777 == 0o600
     assert record == {"pid": os.getpid(), "metadata_target": plan.metadata_target, "blob_target": plan.blob_target,
                       "url": f"http://127.0.0.1:{plan.port}"}
     # The port is the gateway child's alone: the supervisor let go of its copy.

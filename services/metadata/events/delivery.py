@@ -135,20 +135,25 @@ class DeliveryWorker:
                                              verify=httpx.create_ssl_context(trust_env=True))
         destination = self._destinations[endpoint.name]
         try:
-            address = await self._policy.address_for(destination)
+            addresses = await self._policy.addresses_for(destination)
         except DestinationRefused as refused:
             return f"destination refused: {refused}"
-        url, pinned_headers, extensions = pinned_request(destination, address)
-        headers = {**endpoint.headers, **pinned_headers, "content-type": MEDIA_TYPE}
-        if destination.authorization is not None:
-            headers["Authorization"] = destination.authorization
-        try:
-            response = await self._client.post(
-                url, content=envelope(bodies), headers=headers, timeout=endpoint.timeout_seconds,
-                extensions=extensions,
-            )
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
+        body = envelope(bodies)
+        for index, address in enumerate(addresses):
+            url, pinned_headers, extensions = pinned_request(destination, address)
+            headers = {**endpoint.headers, **pinned_headers, "content-type": MEDIA_TYPE}
+            if destination.authorization is not None:
+                headers["Authorization"] = destination.authorization
+            try:
+                response = await self._client.post(
+                    url, content=body, headers=headers, timeout=endpoint.timeout_seconds, extensions=extensions,
+                )
+                break
+            except httpx.ConnectError as exc:
+                if index + 1 == len(addresses):  # nothing was sent: the next checked address may answer
+                    return f"{type(exc).__name__}: {exc}"
+            except httpx.HTTPError as exc:
+                return f"{type(exc).__name__}: {exc}"
         if response.is_redirect or 300 <= response.status_code < 400:
             location = response.headers.get("location", "")
             return (f"HTTP {response.status_code} redirect{' to ' + redact_url(location) if location else ''}, "

@@ -11,7 +11,8 @@
   to is checked: link-local and cloud metadata addresses (`REFUSED_BY_DEFAULT`) are refused unless
   `events.allowed_destinations` lists a network containing them; when that list is not empty, the
   host must match one of its names or all its addresses must lie in its networks. The request then
-  goes to the checked address (the name stays in `Host` and in TLS's SNI and certificate check),
+  goes to a checked address (the next one when a connection is refused; the name stays in `Host`
+  and in TLS's SNI and certificate check),
   so a name that resolves differently a moment later (DNS rebinding) cannot move it elsewhere.
 - **Redirects** are never followed (delivery.py): a 3xx is a failed attempt.
 """
@@ -163,9 +164,9 @@ class DestinationPolicy:
     def _explicitly_allowed(self, address: IpAddress) -> bool:
         return any(address in network for network in self._networks if network.version == address.version)
 
-    async def address_for(self, destination: Destination) -> str:
-        """The address to connect to for `destination`, after resolving its host now; raises
-        DestinationRefused when any address it resolves to is not allowed."""
+    async def addresses_for(self, destination: Destination) -> list[str]:
+        """The addresses to connect to for `destination`, in the resolver's order, after resolving
+        its host now; raises DestinationRefused when any address it resolves to is not allowed."""
         host = destination.host
         literal = _literal(host)
         if literal is not None:
@@ -190,7 +191,7 @@ class DestinationPolicy:
             if outside:
                 raise DestinationRefused(
                     f"{host}{seen} ({', '.join(outside)}) is not in events.allowed_destinations")
-        return str(found[0])
+        return [str(address) for address in found]
 
 
 def _literal(host: str) -> IpAddress | None:
