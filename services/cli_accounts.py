@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from services.cli_targets import add_target_flags
+
 COMMANDS = ("user", "robot", "grant", "auth")
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -26,8 +28,6 @@ def add_commands(commands: Any) -> None:
     """Adds the subcommands to `lading`'s subparsers."""
 
     def with_target(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        from services.cli_targets import add_target_flags
-
         return add_target_flags(parser, ("metadata",))
 
     user = commands.add_parser("user", help="manage user accounts").add_subparsers(dest="action", required=True)

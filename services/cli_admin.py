@@ -20,6 +20,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from services.cli_targets import add_target_flags
+
 COMMANDS = ("gc", "repo", "tag", "manifest", "check", "maintenance")
 
 
@@ -31,8 +33,6 @@ _TIMEOUT = 60.0
 
 def add_commands(commands: Any) -> None:
     def targets(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        from services.cli_targets import add_target_flags
-
         return add_target_flags(parser, ("metadata", "blob"))
 
     gc = targets(commands.add_parser("gc", help="garbage-collect unreferenced manifests, links and blob bytes"))

@@ -17,6 +17,8 @@ from typing import Any
 
 import grpc
 
+from services.cli_targets import add_target_flags
+
 COMMAND = "events"
 
 
@@ -32,8 +34,6 @@ def add_commands(commands: Any) -> None:
     replay.add_argument("id", nargs="?", type=int, default=0, help="outbox row id (see `events list`)")
     replay.add_argument("--dead", action="store_true", help="every dead row")
     replay.add_argument("--endpoint", default="", help="with --dead: only this endpoint's rows")
-    from services.cli_targets import add_target_flags
-
     for parser in (listing, replay):
         add_target_flags(parser, ("metadata",))
 
