@@ -51,7 +51,10 @@ class DeliveryWorker:
         self._destinations = validate(settings)
         self._policy = DestinationPolicy(settings.allowed_destinations, resolve)
         self._task: asyncio.Task[None] | None = None
-        self._client: httpx.AsyncClient | None = None
+        # One client (connection pool) per endpoint: connections are pooled by the address they
+        # were pinned to, so two host names on one address must not share a TLS connection that was
+        # checked for only one of them.
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self._last_purge = 0.0
         self._wakeup = asyncio.Event()
         self.delivered_total = 0
@@ -70,9 +73,9 @@ class DeliveryWorker:
         """Stops the task; rows it had claimed but not settled are sent again after the lease."""
         await cancel_and_wait(self._task)
         self._task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -128,11 +131,13 @@ class DeliveryWorker:
 
     async def _attempt(self, endpoint: EventEndpointSettings, bodies: list[str]) -> str:
         """"" on success, else why it failed."""
-        if self._client is None:
+        client = self._clients.get(endpoint.name)
+        if client is None:
             # No redirects; no proxy or .netrc from the environment (neither may reroute a delivery
             # or add credentials); the environment's CA bundle (SSL_CERT_FILE) still applies.
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                             verify=httpx.create_ssl_context(trust_env=True))
+            client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
+                                       verify=httpx.create_ssl_context(trust_env=True))
+            self._clients[endpoint.name] = client
         destination = self._destinations[endpoint.name]
         try:
             addresses = await self._policy.addresses_for(destination)
@@ -145,7 +150,7 @@ class DeliveryWorker:
             if destination.authorization is not None:
                 headers["Authorization"] = destination.authorization
             try:
-                response = await self._client.post(
+                response = await client.post(
                     url, content=body, headers=headers, timeout=endpoint.timeout_seconds, extensions=extensions,
                 )
                 break
