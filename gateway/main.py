@@ -17,6 +17,10 @@ SSLContext and reloads the files in place on SIGHUP and when they change (checke
 supervisor answers SIGHUP by restarting the workers one by one, which re-reads the files; file
 changes alone are not noticed there.
 
+Listening: on `host:port`, or, with `listen_fds`, on sockets already bound and listening that the
+process inherited (`lading serve` hands its gateway the registry port this way; see
+services/serve_listeners.py).
+
 Limits: the request head is bounded by `max_header_bytes` in the HTTP protocol itself
 (gateway.limits); request bodies by `body_read_timeout_seconds` (gateway.bodies); the time to send
 a head, idle connections and connections per client address by the protocol's guards
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import time
 from types import FrameType
 from typing import Any
@@ -140,9 +145,18 @@ def run(settings: Settings) -> None:
     configure_logging(config.log_level, "gateway", settings.observability.log_format)
     options = uvicorn_options(settings)
     tls = config.tls
+    inherited = [socket.socket(fileno=fd) for fd in config.listen_fds] or None
     if config.workers > 1:
         if tls.cert_file is not None:
             options.update(ssl_certfile=tls.cert_file, ssl_keyfile=tls.key_file)
+        if inherited is not None:
+            # What uvicorn.run does for workers, with our sockets instead of ones it binds.
+            from uvicorn.supervisors import Multiprocess
+
+            multi = uvicorn.Config("gateway.main:app_from_environment", factory=True, workers=config.workers,
+                                   **options)
+            Multiprocess(multi, sockets=inherited).run()
+            return
         uvicorn.run("gateway.main:app_from_environment", factory=True, workers=config.workers, **options)
         return
     certificates = CertificateReloader(tls.cert_file, tls.key_file) if tls.cert_file is not None else None
@@ -158,7 +172,7 @@ def run(settings: Settings) -> None:
         certificates=certificates,
         reload_check_seconds=tls.reload_check_seconds,
     )
-    server.run()
+    server.run(sockets=inherited)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 `blob`), and `migrate` (apply the metadata schema migrations).
 
 Planes are imported only when their command runs, so one plane's dependencies never load in another.
+`--data-dir`, `--metadata` and `--blob` work before or after the subcommand (services/cli_targets.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from services import cli_accounts, cli_admin, cli_events
+from services.cli_targets import add_target_flags
+
+# Commands that run a plane themselves: it reads its addresses from the LADING_* settings.
+_PLANES = ("gateway", "metadata", "blob", "migrate")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,13 +26,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Lading, an OCI Distribution v1.1 container registry. Planes read LADING_* "
         "environment variables (and LADING_CONFIG_FILE).",
     )
+    add_target_flags(parser, ("metadata", "blob"), default=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
         help="run the embedded registry: all three planes on this machine (SQLite + files under --data-dir)",
     )
     serve.add_argument(
-        "--data-dir", default=None, help="folder for the database, blobs and sockets (default ./data)"
+        "--data-dir", default=argparse.SUPPRESS, help="folder for the database, blobs and sockets (default ./data)"
     )
     serve.add_argument("--host", default=None, help="address the registry listens on (default 127.0.0.1)")
     serve.add_argument("--port", default=None, type=int, help="port the registry listens on (default 5000)")
@@ -41,8 +47,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _misplaced_flags(args: argparse.Namespace) -> str | None:
+    """Why the global flags given do not apply to this command, or None."""
+    plane = args.command in _PLANES and getattr(args, "action", None) is None
+    given = [flag for flag, value in (("--data-dir", args.data_dir), ("--metadata", args.metadata),
+                                      ("--blob", args.blob)) if value is not None]
+    if plane and given:
+        return (f"{', '.join(given)} apply to `lading serve` and the operator commands; `lading {args.command}` "
+                "reads its addresses from the LADING_* settings (e.g. LADING_METADATA__LISTEN)")
+    if args.command == "serve" and (args.metadata is not None or args.blob is not None):
+        return ("--metadata and --blob are for the operator commands; `lading serve` puts its planes' "
+                "sockets under --data-dir (or set LADING_METADATA__LISTEN, LADING_BLOB__LISTEN)")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    misplaced = _misplaced_flags(args)
+    if misplaced is not None:
+        print(f"lading {args.command}: {misplaced}", file=sys.stderr)
+        sys.exit(2)
     if args.command in cli_accounts.COMMANDS:
         sys.exit(cli_accounts.run(args))
     if args.command == cli_events.COMMAND:

@@ -1,8 +1,8 @@
 """`lading user|robot|grant|auth` subcommands: manage accounts over AccountService (gRPC).
 
-They talk to the metadata service at `--metadata` (default: `gateway.metadata_target` from the
-settings, i.e. LADING_GATEWAY__METADATA_TARGET; `unix:data/run/metadata.sock` for `lading serve`
-run from the same folder), with the gateway's client TLS settings (services/cli_channels.py).
+They talk to the metadata service found as services/cli_targets.py says (`--metadata`,
+`--data-dir`, LADING_GATEWAY__METADATA_TARGET, else the `lading serve` of the data folder), with the
+gateway's client TLS settings (services/cli_channels.py).
 `lading auth keygen` needs no service.
 """
 
@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from services.cli_targets import add_target_flags
+
 COMMANDS = ("user", "robot", "grant", "auth")
 _DURATION = re.compile(r"([0-9]+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -26,9 +28,7 @@ def add_commands(commands: Any) -> None:
     """Adds the subcommands to `lading`'s subparsers."""
 
     def with_target(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--metadata", default=None, help="gRPC target of the metadata service "
-                            "(default: LADING_GATEWAY__METADATA_TARGET)")
-        return parser
+        return add_target_flags(parser, ("metadata",))
 
     user = commands.add_parser("user", help="manage user accounts").add_subparsers(dest="action", required=True)
     add = with_target(user.add_parser("add", help="create a user (asks for the password)"))
@@ -112,10 +112,11 @@ async def _call(args: argparse.Namespace) -> int:
     from lading.metadata.v1 import accounts_pb2_grpc
 
     from services.cli_channels import with_planes
+    from services.cli_targets import resolve
     from services.common.settings import load_settings
 
     settings = load_settings()
-    targets = {"metadata": args.metadata or settings.gateway.metadata_target}
+    targets = resolve(args, settings, ("metadata",))
     return await with_planes(f"{args.command} {args.action}", targets, settings, lambda channels: _dispatch(
         args, accounts_pb2_grpc.AccountServiceStub(channels["metadata"]), pb))
 

@@ -1,8 +1,11 @@
 """`lading gc|repo|tag|manifest|blob|check|maintenance`: operate the registry over gRPC
 (AdminService and MetadataService on the metadata plane, BlobService on the blob plane).
 
-Targets: `--metadata` (default gateway.metadata_target) and `--blob` (default gc.blob_target,
-else gateway.blob_target), dialled with the gateway's client TLS settings (services/cli_channels.py).
+Targets: `--metadata`, `--blob`, `--data-dir`, the settings, else the `lading serve` of the data
+folder (services/cli_targets.py); only the planes a command calls must be reachable (the blob
+plane: `gc` runs and dry runs, `check`). Dialled with the gateway's client TLS settings
+(services/cli_channels.py). A plane that cannot be reached, or stops answering, ends the command
+with exit 2 and its target named; it is never reported as missing data.
 Deletes name the actor `lading-admin` in their delete events. Progress of long operations goes to
 stderr, one line per N items.
 """
@@ -17,6 +20,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from services.cli_targets import add_target_flags
+
 COMMANDS = ("gc", "repo", "tag", "manifest", "check", "maintenance")
 
 
@@ -28,9 +33,7 @@ _TIMEOUT = 60.0
 
 def add_commands(commands: Any) -> None:
     def targets(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--metadata", default=None, help="gRPC target of the metadata service")
-        parser.add_argument("--blob", default=None, help="gRPC target of the blob service")
-        return parser
+        return add_target_flags(parser, ("metadata", "blob"))
 
     gc = targets(commands.add_parser("gc", help="garbage-collect unreferenced manifests, links and blob bytes"))
     gc.add_argument("action", nargs="?", choices=["run", "stats"], default="run")
@@ -78,12 +81,22 @@ def _err(line: str) -> None:
 
 
 async def _check(admin: Any, blob: Any, pb: Any, blob_pb: Any, sample: int, every: int) -> int:
+    """Stats every blob the metadata plane knows on the blob plane. Only the blob plane's own
+    answer "unknown blob" counts as missing; any other failure (unreachable, timed out, refused)
+    says nothing about the data and stops the check with PlaneFailed."""
     import grpc
 
-    from services.common.errors import from_rpc_error
+    from services.cli_targets import PlaneFailed
+    from services.common.errors import ErrorKind, from_rpc_error
 
     last, checked, missing = "", 0, []
     seen: list[tuple[str, int]] = []
+
+    def stopped(error: grpc.RpcError, doing: str) -> PlaneFailed:
+        return PlaneFailed("blob", f"{from_rpc_error(error).message} ({doing}); the check stopped after {checked} "
+                                   f"blob(s), {len(missing)} of them missing; run it again once the blob plane "
+                                   "answers")
+
     while True:
         page = (await admin.ListBlobs(pb.ListBlobsRequest(last=last, limit=1000), timeout=_TIMEOUT)).blobs
         if not page:
@@ -93,8 +106,10 @@ async def _check(admin: Any, blob: Any, pb: Any, blob_pb: Any, sample: int, ever
                 await blob.StatBlob(blob_pb.StatBlobRequest(digest=item.digest), timeout=_TIMEOUT)
                 seen.append((item.digest, item.size))
             except grpc.RpcError as error:
+                if from_rpc_error(error).kind is not ErrorKind.BLOB_UNKNOWN:
+                    raise stopped(error, f"asking for {item.digest}") from None
                 missing.append(item.digest)
-                _err(f"missing: {item.digest} ({from_rpc_error(error).message})")
+                _err(f"missing: {item.digest} (the blob plane has no bytes for it)")
             checked += 1
             if checked % every == 0:
                 _err(f"check: {checked} blobs checked")
@@ -103,8 +118,11 @@ async def _check(admin: Any, blob: Any, pb: Any, blob_pb: Any, sample: int, ever
     for digest, _ in random.sample(seen, min(sample, len(seen))):
         algorithm, _, expected = digest.partition(":")
         hasher = hashlib.new(algorithm)
-        async for chunk in blob.ReadBlob(blob_pb.ReadBlobRequest(digest=digest), timeout=3600):
-            hasher.update(chunk.data)
+        try:
+            async for chunk in blob.ReadBlob(blob_pb.ReadBlobRequest(digest=digest), timeout=3600):
+                hasher.update(chunk.data)
+        except grpc.RpcError as error:
+            raise stopped(error, f"reading {digest} to re-hash it") from None
         if hasher.hexdigest() != expected:
             corrupt.append(digest)
             _err(f"corrupt: {digest} hashes to {algorithm}:{hasher.hexdigest()}")
@@ -120,7 +138,7 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
 
     admin = admin_pb2_grpc.AdminServiceStub(channels["metadata"])
     metadata = metadata_pb2_grpc.MetadataServiceStub(channels["metadata"])
-    blob = blob_pb2_grpc.BlobServiceStub(channels["blob"])
+    blob = blob_pb2_grpc.BlobServiceStub(channels["blob"]) if "blob" in channels else None
     command, action = args.command, getattr(args, "action", None)
     if command == "gc" and action == "stats":
         stats = await admin.GcStats(pb.GcStatsRequest(last_runs=5), timeout=_TIMEOUT)
@@ -142,6 +160,10 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
             print(f"would free: {plan.manifests} manifest(s) ({_size(plan.manifest_bytes)}), {plan.links} link(s), "
                   f"{plan.blobs} blob(s) ({_size(plan.blob_bytes)}), {report.orphans} orphan blob(s) "
                   f"({_size(report.orphan_bytes)})")
+            if report.errors:
+                # Part of the plan could not be computed: the figures above are incomplete.
+                _err(f"lading gc --dry-run: {report.errors} error(s) (see above); the figures are incomplete")
+                return 1
         else:
             print(f"freed: {report.manifests_deleted} manifest(s), {report.links_removed} link(s), "
                   f"{report.blobs_deleted} blob(s) ({_size(report.bytes_freed)}; {report.orphans} of them orphans, "
@@ -188,13 +210,21 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
 
 async def _call(args: argparse.Namespace) -> int:
     from services.cli_channels import with_planes
+    from services.cli_targets import resolve
     from services.common.settings import load_settings
 
     settings = load_settings()
-    targets = {"metadata": args.metadata or settings.gateway.metadata_target,
-               "blob": args.blob or settings.gc.blob_target or settings.gateway.blob_target}
+    targets = resolve(args, settings, planes_of(args))
     name = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
     return await with_planes(name, targets, settings, lambda channels: _dispatch(args, channels))
+
+
+def planes_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The planes a command calls: all need the metadata plane; `gc` (but `gc stats`) and `check`
+    also the blob plane."""
+    if args.command == "check" or (args.command == "gc" and getattr(args, "action", None) != "stats"):
+        return ("metadata", "blob")
+    return ("metadata",)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ and these settings, even inside loops that tolerate other failures (`lading chec
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from services.cli_targets import UNREACHABLE_EXIT, PlaneFailed, PlaneTarget, check_reachable
 from services.common.access import AccessConfigError
 from services.common.bearer import token_file_interceptors
 from services.common.errors import from_rpc_error, is_access_refusal
@@ -125,23 +127,33 @@ def report_refusal(command: str, refused: PlaneRefused) -> int:
     return ACCESS_REFUSED_EXIT
 
 
-async def with_planes(command: str, targets: Mapping[str, str], settings: Settings,
+async def with_planes(command: str, targets: Mapping[str, PlaneTarget], settings: Settings,
                       dispatch: Callable[[dict[str, grpc.aio.Channel]], Awaitable[int]]) -> int:
-    """Runs one operator command: opens a channel to each named plane target (see `open_channel`),
-    calls `dispatch` with them and closes them. Unusable TLS or token settings end the command
-    with TLS_CONFIG_EXIT, a refusal of its identity with ACCESS_REFUSED_EXIT, a failed call with
-    exit code 1; all print `lading <command>: <why>`."""
+    """Runs one operator command: opens a channel to each named plane target (see `open_channel`;
+    targets from services/cli_targets.py), checks that every one accepts a connection, calls
+    `dispatch` with them and closes them. Unusable TLS or token settings end the command with
+    TLS_CONFIG_EXIT, a refusal of its identity with ACCESS_REFUSED_EXIT, an unreachable plane (at
+    the start, or `PlaneFailed` later) with UNREACHABLE_EXIT naming its target and where it came
+    from, a failed call with exit code 1; each prints `lading <command>: <why>`."""
     try:
-        channels = {name: open_channel(target, settings, name) for name, target in targets.items()}
+        channels = {name: open_channel(target.address, settings, name) for name, target in targets.items()}
     except (TlsConfigError, AccessConfigError) as error:
         return report_tls_error(command, error)
     async with contextlib.AsyncExitStack() as opened:
         for channel in channels.values():
             await opened.enter_async_context(channel)
+        problems = await asyncio.gather(*(check_reachable(channels[name], target) for name, target in targets.items()))
+        if any(problems):
+            for problem in filter(None, problems):
+                print(f"lading {command}: {problem}", file=sys.stderr)
+            return UNREACHABLE_EXIT
         try:
             return await dispatch(channels)
         except PlaneRefused as refused:
             return report_refusal(command, refused)
+        except PlaneFailed as failed:
+            print(f"lading {command}: {targets[failed.plane].failed(failed.message)}", file=sys.stderr)
+            return UNREACHABLE_EXIT
         except grpc.RpcError as error:
             print(f"lading {command}: {from_rpc_error(error).message}", file=sys.stderr)
             return 1

@@ -1,6 +1,7 @@
 """`lading events list|replay`: the event-notification outbox, over the metadata service's
-EventsService (gRPC; `--metadata` defaults to gateway.metadata_target; the gateway's client TLS
-settings apply, see services/cli_channels.py).
+EventsService (gRPC; found as services/cli_targets.py says: `--metadata`, `--data-dir`, the
+settings, else the `lading serve` of the data folder; the gateway's client TLS settings apply, see
+services/cli_channels.py).
 
     lading events list [--state pending|delivered|dead] [--endpoint NAME] [--limit N] [--json]
     lading events replay ID            # one outbox row, whatever its state
@@ -15,6 +16,8 @@ import sys
 from typing import Any
 
 import grpc
+
+from services.cli_targets import add_target_flags
 
 COMMAND = "events"
 
@@ -32,7 +35,7 @@ def add_commands(commands: Any) -> None:
     replay.add_argument("--dead", action="store_true", help="every dead row")
     replay.add_argument("--endpoint", default="", help="with --dead: only this endpoint's rows")
     for parser in (listing, replay):
-        parser.add_argument("--metadata", default=None, help="gRPC target of the metadata service")
+        add_target_flags(parser, ("metadata",))
 
 
 async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
@@ -59,10 +62,11 @@ async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
 
 async def _call(args: argparse.Namespace) -> int:
     from services.cli_channels import with_planes
+    from services.cli_targets import resolve
     from services.common.settings import load_settings
 
     settings = load_settings()
-    targets = {"metadata": args.metadata or settings.gateway.metadata_target}
+    targets = resolve(args, settings, ("metadata",))
     return await with_planes(f"events {args.events_action}", targets, settings,
                              lambda channels: _dispatch(args, channels["metadata"]))
 

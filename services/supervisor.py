@@ -17,11 +17,17 @@ the user has not set (in the environment or LADING_CONFIG_FILE), so e.g.
 the `--host`/`--port`/`--data-dir` flags, when given, win.
 
 Lifecycle (written order):
-  start:  metadata and blob → wait until both report grpc.health SERVING → gateway → wait until
-          GET /v2/ answers (200, or 401 with auth on) → print "Lading is serving on
-          http://HOST:PORT" (https:// when `gateway.tls.cert_file` is set: the gateway child reads
-          the same settings and serves HTTPS itself; the probe then speaks TLS without checking
-          the certificate, as it only asks whether its own child is up).
+  claim:  bind the registry port (a port another process holds stops here, exit 2, naming the port
+          and `--port` / LADING_GATEWAY__PORT) and check the planes' other listen addresses
+          (services/serve_listeners.py); record the planes' targets in `run/serve.json` for the
+          operator commands (services/common/serve_record.py; removed on stop).
+  start:  metadata and blob → wait until both report grpc.health SERVING → gateway (it inherits
+          the bound port, `gateway.listen_fds`, and the supervisor closes its copy) → wait until
+          GET /v2/ answers (200, or 401 with auth on): only that child can answer on that socket
+          → print "Lading is serving on http://HOST:PORT" (https:// when `gateway.tls.cert_file`
+          is set: the gateway child reads the same settings and serves HTTPS itself; the probe
+          then speaks TLS without checking the certificate, as it only asks whether its own child
+          is up).
   stop:   on SIGINT/SIGTERM, or when any child dies: SIGTERM to gateway, then blob, then metadata,
           each waited for (SIGKILL after a grace period). A child that died on its own makes the
           exit status non-zero.
@@ -34,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import ssl
@@ -45,14 +52,17 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import BaseModel
 
 from services.common.paths import UnsafeFolder, ensure_private_folder
-from services.common.settings import Settings, load_settings
+from services.common.serve_record import remove_record, write_record
+from services.common.settings import Settings, is_user_set, load_settings
+from services.serve_listeners import Listen, ListenUnavailable, bind_gateway, check_free, close_all
 
 # How long the planes may take to come up, and to go down before they are killed.
 START_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 20.0
+# Exit status when an address `lading serve` must listen on is taken (nothing was started).
+LISTEN_UNAVAILABLE_EXIT = 2
 _POLL_SECONDS = 0.1
 
 
@@ -68,20 +78,13 @@ class ServePlan:
     env: dict[str, str] = field(default_factory=dict)
     # "https" when the gateway serves TLS (settings.gateway.tls.cert_file).
     scheme: str = "http"
+    # The planes' other listen addresses, checked before any plane starts.
+    listens: tuple[Listen, ...] = ()
 
 
 def _user_set(settings: Settings, dotted: str, environ: Mapping[str, str]) -> bool:
     """True when the user chose `dotted` (e.g. "metadata.database_url") in the env or config file."""
-    env_name = "LADING_" + dotted.replace(".", "__").upper()
-    if any(key.upper() == env_name for key in environ):
-        return True
-    node: Any = settings
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        if not isinstance(node, BaseModel) or part not in node.model_fields_set:
-            return False
-        node = getattr(node, part)
-    return isinstance(node, BaseModel) and leaf in node.model_fields_set
+    return is_user_set(settings, dotted, environ)
 
 
 def _target_for(listen: str) -> str:
@@ -136,11 +139,18 @@ def plan_serve(
     # Blob GETs redirect to the blob plane's own file server (sendfile, no gRPC hop) on the
     # gateway's host, any free port, with the gateway's certificate: every plane shares this host.
     direct = default("blob.direct_reads.enabled", str(settings.blob.backend == "filesystem").lower())
-    default("blob.direct_reads.listen", f"{host}:0")
+    direct_listen = default("blob.direct_reads.listen", f"{host}:0")
     tls = settings.gateway.tls
     if direct.lower() == "true" and tls.cert_file is not None:
         default("blob.direct_reads.cert_file", str(tls.cert_file))
         default("blob.direct_reads.key_file", str(tls.key_file or tls.cert_file))
+    listens = [Listen(metadata_listen, "the metadata plane's gRPC address",
+                      "set LADING_METADATA__LISTEN (metadata.listen) or use another --data-dir"),
+               Listen(blob_listen, "the blob plane's gRPC address",
+                      "set LADING_BLOB__LISTEN (blob.listen) or use another --data-dir")]
+    if direct.lower() == "true":
+        listens.append(Listen(direct_listen, "the blob direct-read server", "choose another with "
+                              "LADING_BLOB__DIRECT_READS__LISTEN (blob.direct_reads.listen; port 0: any free port)"))
     return ServePlan(
         data_dir=root,
         host=host,
@@ -149,6 +159,7 @@ def plan_serve(
         blob_target=blob_target,
         env=env,
         scheme="https" if settings.gateway.tls.cert_file is not None else "http",
+        listens=tuple(listens),
     )
 
 
@@ -185,6 +196,7 @@ class Supervisor:
         self.out = out if out is not None else sys.stdout
         self.children: list[_Child] = []
         self._stop = asyncio.Event()
+        self._gateway_sockets: list[Any] = []
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -203,6 +215,17 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         env = {**os.environ, **self.plan.env}
+        try:
+            self._claim_listeners()
+        except ListenUnavailable as refused:
+            print(f"lading serve: {refused}", file=sys.stderr, flush=True)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            return LISTEN_UNAVAILABLE_EXIT
+        env["LADING_GATEWAY__LISTEN_FDS"] = json.dumps([sock.fileno() for sock in self._gateway_sockets])
+        write_record(self.plan.data_dir, metadata_target=self.plan.metadata_target,
+                     blob_target=self.plan.blob_target,
+                     url=f"{self.plan.scheme}://{_url_host(self.plan.host)}:{self.plan.port}")
         try:
             await self._spawn("metadata", "services.metadata", env)
             await self._spawn("blob", "services.blob", env)
@@ -229,9 +252,25 @@ class Supervisor:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            close_all(self._gateway_sockets)
             await self.stop_all()
+            remove_record(self.plan.data_dir)
+
+    def _claim_listeners(self) -> None:
+        """Binds the registry port (kept, for the gateway child) and checks the other listen
+        addresses. Raises ListenUnavailable before anything was started."""
+        for listen in self.plan.listens:
+            check_free(listen)
+        self._gateway_sockets = bind_gateway(
+            self.plan.host, self.plan.port,
+            "stop that process, or choose another port with --port or LADING_GATEWAY__PORT (gateway.port)")
 
     async def _spawn(self, name: str, module: str, env: Mapping[str, str]) -> None:
+        # Only the gateway inherits the registry port; once it has, the supervisor lets go of its
+        # copy, so a connection to the port reaches the gateway child or nobody.
+        inherited = [sock.fileno() for sock in self._gateway_sockets] if name == "gateway" else []
+        if name != "gateway":
+            env = {key: value for key, value in env.items() if key != "LADING_GATEWAY__LISTEN_FDS"}
         process = await asyncio.create_subprocess_exec(
             self.python,
             "-m",
@@ -240,8 +279,12 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             process_group=0,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            pass_fds=inherited,
         )
         self.children.append(_Child(name, process, asyncio.ensure_future(process.wait())))
+        if inherited:
+            close_all(self._gateway_sockets)
+            self._gateway_sockets = []
 
     async def _race(self, work: Awaitable[Any]) -> bool:
         """Awaits `work`; False if a stop was requested first. Raises ChildDied if a child exits."""

@@ -102,3 +102,6 @@ def configure_logging(level: str = "info", process: str = "lading", log_format: 
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    # httpx writes an INFO line per request with the whole URL (for event deliveries: one per
+    # POST, with whatever secret the URL carries); the delivery worker logs its own, redacted.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

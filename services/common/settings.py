@@ -12,8 +12,9 @@ gRPC addresses use gRPC's own target syntax: `127.0.0.1:50051`, `dns:///metadata
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -131,6 +132,11 @@ class GatewaySettings(BaseModel):
     # Seconds the gateway trusts its last answer about read-only maintenance mode before asking
     # the metadata plane again (uploads are refused with 405 while it is on); 0: ask every time.
     maintenance_check_seconds: float = Field(default=1.0, ge=0)
+    # Already-listening sockets (file descriptors) to serve on instead of binding host:port:
+    # `lading serve` binds the registry port itself and hands it over, so a port another process
+    # holds fails before any plane starts and its readiness probe reaches only its own gateway.
+    # `host` and `port` then only describe the address (for messages). Empty: bind host:port.
+    listen_fds: list[int] = Field(default_factory=list)
 
 
 class FilesystemBackendSettings(BaseModel):
@@ -409,6 +415,11 @@ class EventsSettings(BaseModel):
     delivered_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
     # `source.addr` of events; "" = this host's name.
     source_addr: str = ""
+    # Where deliveries may go (services/metadata/events/destinations.py): networks ("10.0.0.0/8",
+    # "192.0.2.7") and host names ("hooks.example.com", "*.example.com"). Empty: anywhere but
+    # link-local and cloud metadata addresses, which are refused unless a network listed here
+    # contains them. Checked against the addresses a name resolves to, at every attempt.
+    allowed_destinations: list[str] = Field(default_factory=list)
 
 
 class RoleCredentials(BaseModel):
@@ -492,6 +503,21 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"LADING_CONFIG_FILE={config_file} does not exist")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+
+def is_user_set(settings: Settings, dotted: str, environ: Mapping[str, str]) -> bool:
+    """True when the user chose `dotted` (e.g. "metadata.database_url") in `environ` (LADING_*
+    variables) or in the config file, rather than leaving the built-in default."""
+    env_name = "LADING_" + dotted.replace(".", "__").upper()
+    if any(key.upper() == env_name for key in environ):
+        return True
+    node: Any = settings
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if not isinstance(node, BaseModel) or part not in node.model_fields_set:
+            return False
+        node = getattr(node, part)
+    return isinstance(node, BaseModel) and leaf in node.model_fields_set
 
 
 def load_settings(**overrides: object) -> Settings:

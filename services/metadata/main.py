@@ -24,6 +24,7 @@ from services.common.telemetry import setup_tracing
 from services.common.tls import TlsConfigError
 from services.metadata.accounts.main import bootstrap_admin, build_account_servicer
 from services.metadata.core import MetadataCore, MetadataLimits
+from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate
@@ -64,10 +65,12 @@ async def _prepare_schema(database: Database, *, auto_migrate: bool) -> None:
 async def run(settings: Settings) -> None:
     """Runs the metadata service until SIGTERM/SIGINT.
 
-    Raises SchemaOutOfDate when auto_migrate is off and the schema is not current, RegistryError
+    Raises EventsConfigError for event endpoints that cannot work, SchemaOutOfDate when
+    auto_migrate is off and the schema is not current, RegistryError
     (UNAVAILABLE) or a driver error when the database cannot be reached at start-up.
     """
     config = settings.metadata
+    validate(settings.events)  # event endpoints that cannot work stop the plane before the database is touched
     database = open_database(config)
     telemetry = setup_tracing(settings.observability, "metadata")
     # On a SQLite file, writes run on their own engine (store/writes.py): trace it too.
@@ -186,7 +189,7 @@ def main() -> int:
     except SchemaOutOfDate as exc:
         log.error("%s", exc)
         return 2
-    except (AccessConfigError, TlsConfigError) as exc:
+    except (AccessConfigError, TlsConfigError, EventsConfigError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     except RegistryError as exc:

@@ -1,7 +1,9 @@
 """A tiny HTTP receiver for event notifications on 127.0.0.1, in a thread (tests only).
 
 Records every POST (headers + parsed JSON body). `status` is what it answers (e.g. 500 to make
-deliveries fail). `stop()` closes the socket (connection refused); `start()` again on the same port.
+deliveries fail; a 3xx carries `location` as its Location header). Every attempt's path and
+headers are in `requests`, whatever the answer. `stop()` closes the socket (connection refused);
+`start()` again on the same port.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ class Receiver:
         self.port = port or free_port()
         self.status = 200
         self.posts: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.requests: list[tuple[str, dict[str, str]]] = []
         self.attempts = 0
+        self.location = ""
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -40,12 +44,16 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver._lock:
                     receiver.attempts += 1
+                    receiver.requests.append((self.path, headers))
                     status = receiver.status
                     if status < 300:
-                        receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
+                        receiver.posts.append((headers, json.loads(body)))
                 self.send_response(status)
+                if 300 <= status < 400 and receiver.location:
+                    self.send_header("location", receiver.location)
                 self.send_header("content-length", "0")
                 self.end_headers()
 

@@ -1,13 +1,16 @@
 """A stand-in for `python -m <plane>` in the supervisor's tests (run as a script, not imported by
 pytest): metadata/blob serve grpc.health SERVING on their LADING_*__LISTEN socket, the gateway
-answers `GET /v2/` on LADING_GATEWAY__HOST/PORT. Each logs "start NAME"/"stop NAME" to
+answers `GET /v2/` on the sockets in LADING_GATEWAY__LISTEN_FDS (what `lading serve` hands
+its gateway), else on LADING_GATEWAY__HOST/PORT. Each logs "start NAME"/"stop NAME" to
 $FAKE_PLANE_LOG; with FAKE_PLANE_DIE=NAME that plane exits with status 3 soon after starting."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import sys
 
 import grpc
@@ -28,6 +31,9 @@ async def serve_http(host: str, port: int) -> asyncio.AbstractServer:
         await writer.drain()
         writer.close()
 
+    fds = json.loads(os.environ.get("LADING_GATEWAY__LISTEN_FDS") or "[]")
+    if fds:
+        return await asyncio.start_server(answer, sock=socket.socket(fileno=fds[0]))
     return await asyncio.start_server(answer, host, port)
 
 

@@ -7,18 +7,24 @@ these tests pin the supervisor's own behaviour; tests/integration runs it with t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from services.cli import _parser
+from services.cli import _parser, main
 from services.common.settings import Settings
 from services.supervisor import ServePlan, Supervisor, plan_serve
+from tests.support.stack import LadingProcess, lading_command
 
 FAKE_PLANE = Path(__file__).with_name("fake_plane.py")
 
@@ -177,3 +183,130 @@ print(json.dumps({{"code": code, "children": [c.process.returncode for c in supe
     # The first to die stops the rest: one still starting under load is SIGTERMed (-15) instead.
     assert 7 in result["children"] and set(result["children"]) <= {7, -15}
     assert "exited unexpectedly with status 7" in done.stderr
+
+
+def test_global_flags_work_before_and_after_the_subcommand() -> None:
+    parser = _parser()
+    for argv in (["--metadata", "unix:/m.sock", "--blob", "unix:/b.sock", "--data-dir", "/d", "check"],
+                 ["check", "--metadata", "unix:/m.sock", "--blob", "unix:/b.sock", "--data-dir", "/d"],
+                 ["--data-dir", "/d", "check", "--metadata", "unix:/m.sock", "--blob", "unix:/b.sock"]):
+        args = parser.parse_args(argv)
+        assert (args.command, args.metadata, args.blob, args.data_dir) == ("check", "unix:/m.sock", "unix:/b.sock",
+                                                                           "/d"), argv
+    assert parser.parse_args(["--metadata", "X", "user", "list"]).metadata == "X"
+    assert parser.parse_args(["events", "list", "--metadata", "X"]).metadata == "X"
+    assert parser.parse_args(["--data-dir", "/d", "serve"]).data_dir == "/d"
+    assert parser.parse_args(["serve"]).data_dir is None
+
+
+@pytest.mark.parametrize("argv", [["--data-dir", "/d", "gateway"], ["--metadata", "unix:/m.sock", "metadata"],
+                                  ["--blob", "unix:/b.sock", "blob"], ["--blob", "unix:/b.sock", "serve"]])
+def test_global_flags_a_command_cannot_use_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(f"lading {argv[-1]}: ")
+
+
+def _foreign_listener(port: int) -> socket.socket:
+    """Another process's server on the port, as far as `lading serve` can tell."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+async def test_a_port_another_process_holds_stops_serve_before_any_plane_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _plan(tmp_path, monkeypatch, tmp_path / "planes.log")
+    out = io.StringIO()
+    supervisor = Supervisor(plan, python=_fake_python(tmp_path), out=out)
+    with _foreign_listener(plan.port):
+        assert await asyncio.wait_for(supervisor.run(), 60) == 2
+    assert supervisor.children == [] and not (tmp_path / "planes.log").exists()
+    assert out.getvalue() == ""
+    assert capsys.readouterr().err == (
+        f"lading serve: cannot listen on 127.0.0.1:{plan.port} (the registry port): the address is already in use "
+        "(another process holds the port); stop that process, or choose another port with --port or "
+        "LADING_GATEWAY__PORT (gateway.port)\n")
+    assert not (plan.data_dir / "run").exists()
+
+
+async def test_the_gateway_child_serves_the_port_the_supervisor_bound_and_the_run_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _plan(tmp_path, monkeypatch, tmp_path / "planes.log")
+    out = io.StringIO()
+    supervisor = Supervisor(plan, python=_fake_python(tmp_path), out=out)
+    run = asyncio.create_task(supervisor.run())
+    async with asyncio.timeout(60):
+        while "serving" not in out.getvalue():
+            assert not run.done(), run.result()
+            await asyncio.sleep(0.05)
+    record = json.loads((plan.data_dir / "run" / "serve.json").read_text())
+    assert (plan.data_dir / "run" / "serve.json").stat().st_mode & 0o777 == 0o600
+    assert record == {"pid": os.getpid(), "metadata_target": plan.metadata_target, "blob_target": plan.blob_target,
+                      "url": f"http://127.0.0.1:{plan.port}"}
+    # The port is the gateway child's alone: the supervisor let go of its copy.
+    gateway = next(child for child in supervisor.children if child.name == "gateway")
+    assert _listening_inodes(gateway.process.pid, plan.port) and not _listening_inodes(os.getpid(), plan.port)
+    supervisor.request_stop()
+    assert await asyncio.wait_for(run, 60) == 0
+    assert not (plan.data_dir / "run" / "serve.json").exists()
+
+
+def _listening_inodes(pid: int, port: int) -> set[str]:
+    """Inodes of TCP sockets listening on `port` that process `pid` holds open (Linux /proc)."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    listening.add(fields[9])
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:[") and target[8:-1] in listening:
+                held.add(target[8:-1])
+    return held
+
+
+def test_lading_serve_refuses_a_port_another_registry_answers_on(tmp_path: Path) -> None:
+    # Another registry on the port, answering 200 to GET /v2/ as a healthy Lading gateway would.
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    port = other.server_address[1]
+    data_dir = tmp_path / "data"
+    serve = LadingProcess("serve", lading_command("serve", "--data-dir", str(data_dir), "--port", str(port)),
+                          log_dir=tmp_path)
+    try:
+        serve.start()
+        deadline = time.monotonic() + 60
+        while serve.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        code = serve.poll()
+    finally:
+        serve.stop()
+        other.shutdown()
+        other.server_close()
+    output = serve.log()
+    assert code == 2, output
+    assert "Lading is serving" not in output
+    assert f"cannot listen on 127.0.0.1:{port} (the registry port): the address is already in use" in output
+    assert "--port or LADING_GATEWAY__PORT" in output
+    # Stopped before any plane started: no database, no sockets.
+    assert not (data_dir / "registry.db").exists() and not (data_dir / "run").exists()

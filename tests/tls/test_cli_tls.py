@@ -79,11 +79,15 @@ def test_operator_commands_reach_tls_planes(planes: Planes, certs: Certs) -> Non
 
 def test_operator_commands_without_client_tls_are_refused(planes: Planes, certs: Certs) -> None:  # noqa: F811
     plain = lading(planes, {}, "maintenance", "status")
-    assert plain.returncode == 1 and "maintenance mode" not in plain.stdout
+    # A plaintext channel never connects to a TLS plane: the plane cannot be reached (exit 2).
+    assert plain.returncode == 2 and "maintenance mode" not in plain.stdout
+    assert "cannot reach the metadata plane" in plain.stderr and "LADING_GATEWAY__GRPC__TLS__" in plain.stderr
     no_client_cert = lading(planes, {"LADING_GATEWAY__GRPC__TLS__ENABLED": "true",
                                      "LADING_GATEWAY__GRPC__TLS__CA_FILE": str(certs.ca.cert)},
                             "events", "list", blob=False)
-    assert no_client_cert.returncode == 1 and no_client_cert.stdout == ""
+    # mutual TLS refuses the handshake of a client without a certificate: no connection either.
+    assert no_client_cert.returncode == 2 and no_client_cert.stdout == ""
+    assert "cannot reach the metadata plane" in no_client_cert.stderr
 
 
 def test_tls_settings_that_cannot_work_stop_the_command(planes: Planes, certs: Certs, tmp_path) -> None:  # noqa: F811

@@ -2,8 +2,12 @@
 
 Each round, every endpoint (concurrently, so a slow endpoint does not hold back the others) claims
 a batch of due rows (store.py), POSTs them as one envelope with the endpoint's headers and timeout,
-and marks them delivered on any 2xx/3xx answer (redirects followed), or counts a failed attempt
-(exponential backoff with a cap, dead after max_attempts). An endpoint whose batch was full is
+and marks them delivered on a 2xx answer, or counts a failed attempt (exponential backoff with a
+cap, dead after max_attempts). Redirects are never followed: a 3xx is a failed attempt, since
+following one would send the events and the endpoint's headers to wherever the receiver points.
+Before each POST the destination is resolved and checked, and the request goes to the checked
+address (destinations.py); a refused destination is a failed attempt too. URLs in log lines and in
+the errors kept on the rows (`lading events list`) are redacted. An endpoint whose batch was full is
 served again at once; otherwise the worker sleeps `delivery_interval_seconds` or until this
 process commits a change (`wake()`, called by the servicer), whichever comes first. All state is in the
 database: a restarted or another replica's worker carries on where this one stopped.
@@ -19,6 +23,15 @@ import httpx
 
 from services.common.settings import EventEndpointSettings, EventsSettings
 from services.common.tasks import cancel_and_wait
+from services.metadata.events.destinations import (
+    DestinationPolicy,
+    DestinationRefused,
+    Resolver,
+    pinned_request,
+    redact_url,
+    scrub,
+    validate,
+)
 from services.metadata.events.envelope import MEDIA_TYPE, envelope
 from services.metadata.events.store import OutboxStore
 from services.metadata.store.dialect import is_unavailable
@@ -30,11 +43,18 @@ _PURGE_EVERY_SECONDS = 3600.0
 
 
 class DeliveryWorker:
-    def __init__(self, settings: EventsSettings, store: OutboxStore) -> None:
+    def __init__(self, settings: EventsSettings, store: OutboxStore, *, resolve: Resolver | None = None) -> None:
+        """Raises EventsConfigError for endpoints or an allow-list that cannot work. `resolve`
+        replaces the system resolver (tests)."""
         self._settings = settings
         self._store = store
+        self._destinations = validate(settings)
+        self._policy = DestinationPolicy(settings.allowed_destinations, resolve)
         self._task: asyncio.Task[None] | None = None
-        self._client: httpx.AsyncClient | None = None
+        # One client (connection pool) per endpoint: connections are pooled by the address they
+        # were pinned to, so two host names on one address must not share a TLS connection that was
+        # checked for only one of them.
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self._last_purge = 0.0
         self._wakeup = asyncio.Event()
         self.delivered_total = 0
@@ -53,9 +73,9 @@ class DeliveryWorker:
         """Stops the task; rows it had claimed but not settled are sent again after the lease."""
         await cancel_and_wait(self._task)
         self._task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -93,27 +113,57 @@ class DeliveryWorker:
         if error is None:
             await self._store.delivered([row.id for row in batch])
             self.delivered_total += len(batch)
+            log.debug("delivered %d event(s) to %s (%s)", len(batch), endpoint.name,
+                      self._destinations[endpoint.name].display)
             return len(batch) == self._settings.batch_size
         dead = await self._store.failed(
             batch, error, max_attempts=endpoint.max_attempts,
             base=endpoint.backoff_base_seconds, cap=endpoint.backoff_cap_seconds,
         )
         self.dead_total += dead
-        log.warning("event delivery to %s (%s) failed for %d event(s)%s: %s", endpoint.name, endpoint.url,
-                    len(batch), f", {dead} now dead" if dead else "", error)
+        log.warning("event delivery to %s (%s) failed for %d event(s)%s: %s", endpoint.name,
+                    self._destinations[endpoint.name].display, len(batch), f", {dead} now dead" if dead else "", error)
         return False
 
     async def _post(self, endpoint: EventEndpointSettings, bodies: list[str]) -> str | None:
-        """None on success, else why it failed."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=True)
-        headers = {**endpoint.headers, "content-type": MEDIA_TYPE}
+        """None on success, else why it failed (redacted: it is logged and kept on the rows)."""
+        return scrub(await self._attempt(endpoint, bodies), endpoint.url) or None
+
+    async def _attempt(self, endpoint: EventEndpointSettings, bodies: list[str]) -> str:
+        """"" on success, else why it failed."""
+        client = self._clients.get(endpoint.name)
+        if client is None:
+            # No redirects; no proxy or .netrc from the environment (neither may reroute a delivery
+            # or add credentials); the environment's CA bundle (SSL_CERT_FILE) still applies.
+            client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
+                                       verify=httpx.create_ssl_context(trust_env=True))
+            self._clients[endpoint.name] = client
+        destination = self._destinations[endpoint.name]
         try:
-            response = await self._client.post(
-                endpoint.url, content=envelope(bodies), headers=headers, timeout=endpoint.timeout_seconds,
-            )
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        if response.status_code >= 400:
+            addresses = await self._policy.addresses_for(destination)
+        except DestinationRefused as refused:
+            return f"destination refused: {refused}"
+        body = envelope(bodies)
+        for index, address in enumerate(addresses):
+            url, pinned_headers, extensions = pinned_request(destination, address)
+            headers = {**endpoint.headers, **pinned_headers, "content-type": MEDIA_TYPE}
+            if destination.authorization is not None:
+                headers["Authorization"] = destination.authorization
+            try:
+                response = await client.post(
+                    url, content=body, headers=headers, timeout=endpoint.timeout_seconds, extensions=extensions,
+                )
+                break
+            except httpx.ConnectError as exc:
+                if index + 1 == len(addresses):  # nothing was sent: the next checked address may answer
+                    return f"{type(exc).__name__}: {exc}"
+            except httpx.HTTPError as exc:
+                return f"{type(exc).__name__}: {exc}"
+        if response.is_redirect or 300 <= response.status_code < 400:
+            location = response.headers.get("location", "")
+            return (f"HTTP {response.status_code} redirect{' to ' + redact_url(location) if location else ''}, "
+                    "not followed: event deliveries never follow redirects; set the endpoint's url to the "
+                    "final address")
+        if not response.is_success:
             return f"HTTP {response.status_code}"
-        return None
+        return ""

@@ -11,6 +11,7 @@ from lading.metadata.v1 import events_pb2_grpc
 
 from services.common.settings import EventsSettings
 from services.metadata.events.delivery import DeliveryWorker
+from services.metadata.events.destinations import validate
 from services.metadata.events.envelope import Source
 from services.metadata.events.outbox import EventOutbox
 from services.metadata.events.servicer import EventsServicer
@@ -38,6 +39,9 @@ class EventParts:
 
 
 def build_events(settings: EventsSettings, database: Database) -> EventParts:
+    """Raises EventsConfigError (destinations.py) for endpoints that cannot work, on every replica
+    (a replica with `deliver = false` too: the settings are shared)."""
+    validate(settings)
     source = Source(addr=settings.source_addr or socket.gethostname(), instance_id=str(uuid.uuid4()))
     store = OutboxStore(database.writes, database.reads)
     worker = DeliveryWorker(settings, store) if settings.deliver else DeliveryWorker(
