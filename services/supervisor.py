@@ -204,24 +204,25 @@ class Supervisor:
     async def run(self) -> int:
         """Runs until a signal (exit 0) or a child's death / failed start (exit 1); exit 2 when
         the run folder cannot be made private."""
+        # Listeners first: a port or socket that another process holds stops everything before
+        # anything is created.
+        try:
+            self._claim_listeners()
+        except ListenUnavailable as refused:
+            print(f"lading serve: {refused}", file=sys.stderr, flush=True)
+            return LISTEN_UNAVAILABLE_EXIT
         try:
             # The planes trust callers on their unix sockets (grpc_access.trust_unix_socket_peers):
             # only this user may reach them.
             ensure_private_folder(self.plan.data_dir / "run")
         except UnsafeFolder as unsafe:
             print(f"lading serve: {unsafe}", file=sys.stderr, flush=True)
+            close_all(self._gateway_sockets)
             return 2
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         env = {**os.environ, **self.plan.env}
-        try:
-            self._claim_listeners()
-        except ListenUnavailable as refused:
-            print(f"lading serve: {refused}", file=sys.stderr, flush=True)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            return LISTEN_UNAVAILABLE_EXIT
         env["LADING_GATEWAY__LISTEN_FDS"] = json.dumps([sock.fileno() for sock in self._gateway_sockets])
         write_record(self.plan.data_dir, metadata_target=self.plan.metadata_target,
                      blob_target=self.plan.blob_target,

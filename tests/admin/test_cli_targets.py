@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support import oci
+from tests.support.grpc_tokens import write_role_tokens
 from tests.support.stack import Stack, child_env, free_port, lading_command
 
 
@@ -31,7 +32,11 @@ class Running:
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("targets")
     metadata = f"127.0.0.1:{free_port()}"
-    with Stack(root / "data", env={"LADING_METADATA__LISTEN": metadata}) as stack:
+    # A plane on TCP identifies its callers: the gateway and the commands present role tokens.
+    tokens = write_role_tokens(root / "tokens")
+    _OPERATOR_ENV.update(tokens.operator_env())
+    env = {"LADING_METADATA__LISTEN": metadata, **tokens.plane_env(), **tokens.gateway_env()}
+    with Stack(root / "data", env=env) as stack:
         image = oci.image(layers=2)
         with httpx.Client(base_url=stack.base_url, timeout=30) as client:
             oci.push(client, "targets/app", image, "v1")
@@ -40,8 +45,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         yield Running(stack, metadata, f"unix:{stack.data_dir / 'run' / 'blob.sock'}", elsewhere, image)
 
 
+# The operator's token for the commands, written by the `running` fixture.
+_OPERATOR_ENV: dict[str, str] = {}
+
+
 def lading(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(lading_command(*args), env=child_env(env), cwd=cwd, capture_output=True, text=True,
+    return subprocess.run(lading_command(*args), env=child_env({**_OPERATOR_ENV, **env}), cwd=cwd, capture_output=True, text=True,
                           timeout=60)
 
 
