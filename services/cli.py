@@ -14,6 +14,18 @@ from collections.abc import Sequence
 
 from services import cli_accounts, cli_admin, cli_events
 
+DISTRIBUTION = "lading-registry"
+
+
+def _version() -> str:
+    """The installed distribution's version (a source tree that was never installed has none)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return f"unknown ({DISTRIBUTION} is not installed: pip install .)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -21,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Lading, an OCI Distribution v1.1 container registry. Planes read LADING_* "
         "environment variables (and LADING_CONFIG_FILE).",
     )
+    parser.add_argument("--version", action="version", version=f"lading {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
