@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# A current full install already holds the runtime: nothing to add then.
 $(RUNTIME): pyproject.toml | $(BIN)/python
-	if [ $(STAMP) -nt pyproject.toml ]; then :; else $(BIN)/pip install --quiet -e .; fi
+	[ $(STAMP) -nt pyproject.toml ] || $(BIN)/pip install --quiet -e .
 	touch $(RUNTIME)
 
 ## run: start the embedded registry (SQLite + filesystem under ./data) on localhost:5000

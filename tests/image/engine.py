@@ -245,10 +245,9 @@ class Podman:
             self("image", "unmount", image, check=False)
 
     def close(self) -> None:
-        """Unmounts and removes every image of this storage, then the storage itself."""
+        """Unmounts every image of this storage, then removes the storage."""
         if self.storage.exists():
             self("image", "unmount", "--all", check=False)
-            self("rmi", "--all", "--force", check=False)
         home = str(self.home)
         with open("/proc/self/mounts") as mounts:
             points = [line.split()[1] for line in mounts]
