@@ -9,8 +9,9 @@ package registries but no container registry (as CI's does).
 - `Podman`: podman with a storage of its own under the test's folder, never the machine's.
 - `ImageRoot`: runs a command in the image's own root filesystem (`podman image mount`, then
   `unshare`) the way a container runtime would: the image's entrypoint, environment, user and
-  working directory; the root read-only, tmpfs on /tmp and /dev/shm, and a data volume owned by
-  the image's user. For machines where `podman run` cannot start containers.
+  working directory. Only the data volume (a tmpfs owned by the image's user) and /dev/shm are
+  writable; the rest, /tmp included, is read-only. For machines where `podman run` cannot start
+  containers.
 """
 
 from __future__ import annotations
@@ -283,7 +284,6 @@ root=$1 image=$2 uid=$3 gid=$4 workdir=$5
 shift 5
 mount --bind "$image" "$root"
 mount -o remount,bind,ro "$root"
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/tmp"
 mount -t tmpfs -o "uid=$uid,gid=$gid,mode=0700,nosuid,nodev" tmpfs "$root/data"
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 mount -t tmpfs -o mode=0755,nosuid tmpfs "$root/dev"

@@ -306,7 +306,8 @@ def _check_serving(base_url: str) -> None:
 
 
 def test_image_runs_with_podman_run(built: Built, tmp_path: Path) -> None:
-    """Where the machine lets podman start containers: read-only root, a volume for the data."""
+    """Where the machine lets podman start containers: a read-only root (no tmpfs on /tmp either)
+    and a volume for the data."""
     probe = built.podman("run", "--rm", "--network", "none", IMAGE, "--version", check=False, timeout=120)
     if probe.returncode != 0:
         reason = (probe.stderr.strip().splitlines() or ["no output"])[-1]
@@ -317,7 +318,8 @@ def test_image_runs_with_podman_run(built: Built, tmp_path: Path) -> None:
     name = f"lading-test-{port}"
     volume = f"lading-test-data-{port}"
     process = LadingProcess("podman-run", built.podman.argv(
-        "run", "--rm", "--name", name, "--read-only", "--network", "host", "-v", f"{volume}:/data",
+        "run", "--rm", "--name", name, "--read-only", "--read-only-tmpfs=false", "--network", "host",
+        "-v", f"{volume}:/data",
         IMAGE, "serve", "--host", "127.0.0.1", "--port", str(port)), log_dir=tmp_path, env=built.podman.env,
         exact_env=True)
     process.start()
@@ -335,7 +337,7 @@ def test_image_runs_with_podman_run(built: Built, tmp_path: Path) -> None:
 
 WRITE_PROBE = """
 import errno, os
-for path in ("/x", "/opt/lading/x", "/etc/x"):
+for path in ("/x", "/opt/lading/x", "/etc/x", "/tmp/x"):
     try:
         open(path, "w")
     except OSError as error:
@@ -349,8 +351,8 @@ print(os.getuid(), os.getgid())
 
 def test_image_runs_from_its_own_root_filesystem(built: Built, tmp_path: Path) -> None:
     """The fallback that works wherever podman can mount images: the image's entrypoint, user,
-    environment and working directory, in its own root filesystem mounted read-only, with tmpfs on
-    /tmp and a data volume (tmpfs) owned by the image's user."""
+    environment and working directory, in its own root filesystem mounted read-only (/tmp too), with
+    a data volume (tmpfs) owned by the image's user as the only place Lading may write."""
     with built.podman.mounted(IMAGE) as root:
         run = ImageRoot(mounted=root, config=built.config, scratch=tmp_path / "roots")
         version = run.run(run.entrypoint(["--version"]))
