@@ -3,18 +3,30 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+# Two installs into one .venv: RUNTIME (what the registry needs; `make run`) and STAMP (that plus
+# the test extras; `make test` and the tools). The full install also satisfies `make run`, so the
+# two targets take turns without reinstalling.
 STAMP   = $(VENV)/.installed
+RUNTIME = $(VENV)/.runtime
 
-.PHONY: run test test-ha protos lint clean bench bench-quick
+.PHONY: run test test-ha protos lint clean bench bench-quick image
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# A current full install already holds the runtime: nothing to add then.
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	[ $(STAMP) -nt pyproject.toml ] || $(BIN)/pip install --quiet -e .
+	touch $(RUNTIME)
+
 ## run: start the embedded registry (SQLite + filesystem under ./data) on localhost:5000
-run: $(STAMP)
+run: $(RUNTIME)
+	@echo "For the lading command in another shell: . $(VENV)/bin/activate"
 	$(BIN)/lading serve
 
 ## test: install what the tests need and run them all
@@ -39,6 +51,22 @@ protos: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+## image: build the container image (podman, buildah or docker; see Containerfile). Override
+## IMAGE, BASE_IMAGE, PIP_OPTIONS (e.g. a mirror: --index-url URL), ENGINE, IMAGE_BUILD_FLAGS.
+ENGINE            ?= $(firstword $(foreach tool,podman buildah docker,$(shell command -v $(tool) 2>/dev/null)))
+IMAGE_VERSION     ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE             ?= localhost/lading:$(IMAGE_VERSION)
+BASE_IMAGE        ?= docker.io/library/python:3.12-slim-bookworm
+IMAGE_REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+PIP_OPTIONS       ?=
+IMAGE_BUILD_FLAGS ?=
+image:
+	@test -n "$(ENGINE)" || { echo "make image needs podman, buildah or docker on PATH (or ENGINE=...)" >&2; exit 2; }
+	$(ENGINE) build --file Containerfile --tag $(IMAGE) \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg PIP_OPTIONS="$(PIP_OPTIONS)" \
+	  --build-arg VERSION=$(IMAGE_VERSION) --build-arg REVISION=$(IMAGE_REVISION) \
+	  $(IMAGE_BUILD_FLAGS) .
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -19,6 +19,18 @@ from services.cli_targets import add_target_flags
 # Commands that run a plane themselves: it reads its addresses from the LADING_* settings.
 _PLANES = ("gateway", "metadata", "blob", "migrate")
 
+DISTRIBUTION = "lading-registry"
+
+
+def _version() -> str:
+    """The installed distribution's version (a source tree that was never installed has none)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return f"unknown ({DISTRIBUTION} is not installed: pip install .)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -27,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         "environment variables (and LADING_CONFIG_FILE).",
     )
     add_target_flags(parser, ("metadata", "blob"), default=None)
+    parser.add_argument("--version", action="version", version=f"lading {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",

@@ -6,8 +6,10 @@ plane, production credentials from Secrets, settings that Lading actually reads)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)"
 )
 
+import yaml  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from services.common.settings import Settings  # noqa: E402
@@ -43,6 +46,8 @@ EXAMPLE_FILES = [
     K8S / "examples" / "ingress-nginx.yaml",
 ]
 PLANES = {"gateway": 5000, "metadata": 50051, "blob": 50052}
+# The image every container runs: by digest, never by a tag that can move.
+IMAGE_BY_DIGEST = re.compile(r"[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}")
 GRPC_PLANES = ("metadata", "blob")
 # The oldest Kubernetes the manifests target (preStop `sleep` is on by default from 1.30) and the
 # newest schema kubernetes-validate ships.
@@ -158,7 +163,7 @@ def test_every_pod_is_hardened_to_the_restricted_profile(
             mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
             assert "/tmp" in mounts, f"{cwhere}: no /tmp mount"
             assert "emptyDir" in volumes[mounts["/tmp"]], f"{cwhere}: /tmp is not an emptyDir"
-            assert container["image"].startswith("ghcr.io/lading/lading:"), cwhere
+            assert IMAGE_BY_DIGEST.fullmatch(container["image"]), f"{cwhere}: {container['image']} is not pinned"
             assert container["command"] == ["lading"], cwhere
 
 
@@ -396,6 +401,65 @@ def test_embedded_is_one_pod_with_sqlite_and_blobs_on_a_volume(rendered: dict[st
     assert env["LADING_BLOB__FILESYSTEM__ROOT"].startswith("/data/")
     (service,) = of_kind(objects, "Service")
     assert selector_matches(service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+
+
+# --- the image ------------------------------------------------------------------------------------
+
+# The name the manifests give Lading's image; only the kustomizations' `images:` say where it is.
+IMAGE_NAME = "lading"
+
+
+def _image_entry(kustomization: Path) -> dict[str, str]:
+    entries = yaml.safe_load((kustomization / "kustomization.yaml").read_text()).get("images") or []
+    found = [entry for entry in entries if entry.get("name") == IMAGE_NAME]
+    assert len(found) == 1, f"{kustomization}: no images: entry named {IMAGE_NAME!r}"
+    return found[0]
+
+
+@pytest.mark.parametrize("kustomization", sorted(KUSTOMIZATIONS))
+def test_every_container_runs_the_image_set_by_kustomize_images_by_digest(
+    rendered: dict[str, list[Obj]], kustomization: str
+) -> None:
+    entry = _image_entry(KUSTOMIZATIONS[kustomization])
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", entry.get("digest", "")), f"{kustomization}: no digest"
+    assert "newTag" not in entry, f"{kustomization}: a tag next to the digest"
+    if kustomization != "base":  # the base is never applied alone; each overlay says where to pull
+        assert entry.get("newName"), f"{kustomization}: images: entry without newName"
+    expected = f"{entry.get('newName', IMAGE_NAME)}@{entry['digest']}"
+    images = {c["image"] for w in _workloads(rendered[kustomization]) for c in containers(w)}
+    assert images == {expected}
+
+
+def test_manifests_name_the_image_only_by_its_kustomize_name() -> None:
+    """No container hard-codes a registry or tag that the `images:` entries would not reach."""
+    sources = sorted(K8S.glob("base/*.yaml")) + sorted(K8S.glob("overlays/*/*.yaml"))
+    named_images = set()
+    for source in sources:
+        if source.name == "kustomization.yaml":
+            continue
+        for obj in load_file(source):
+            # Patches (no pod template, or containers without an image) name none.
+            if obj.get("kind") in {"Deployment", "Job"} and "template" in obj.get("spec", {}):
+                named_images |= {c["image"] for c in containers(obj) if "image" in c}
+    assert named_images == {IMAGE_NAME}
+
+
+def test_pinning_an_overlay_pins_every_container(tmp_path: Path) -> None:
+    """What k8s/README.md says to do after pushing an image (`kustomize edit set image
+    lading=<where>@<digest>` in the overlay) reaches every container of that overlay."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    pinned = "127.0.0.1:5000/lading/lading@sha256:" + hashlib.sha256(b"a pushed image").hexdigest()
+    new_name, digest = pinned.split("@")
+    for overlay in ("embedded", "production"):
+        path = copy / "overlays" / overlay / "kustomization.yaml"
+        document = yaml.safe_load(path.read_text())
+        (entry,) = [e for e in document["images"] if e["name"] == IMAGE_NAME]
+        entry.update(newName=new_name, digest=digest)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        objects = render(path.parent)
+        images = {c["image"] for w in _workloads(objects) for c in containers(w)}
+        assert images == {pinned}, overlay
 
 
 # --- settings Lading really reads -----------------------------------------------------------------

@@ -71,11 +71,12 @@ class LadingProcess:
     """One process started by the tests, with its output captured to a log file."""
 
     def __init__(self, name: str, command: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, exact_env: bool = False) -> None:
         self.name = name
         self.command = list(command)
         self.log_path = log_dir / f"{name}.log"
-        self._env = child_env(env)
+        # exact_env: `env` is the whole environment (e.g. a container image's), nothing inherited.
+        self._env = dict(env or {}) if exact_env else child_env(env)
         self._cwd = cwd or log_dir
         self._popen: subprocess.Popen[bytes] | None = None
         # Pids still in the process group after the leader exited (a child that outlived it).
