@@ -44,6 +44,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel
 
+from services.common.private_files import make_private_folder, restrict_new_files
 from services.common.settings import Settings, load_settings
 
 # How long the planes may take to come up, and to go down before they are killed.
@@ -191,6 +192,8 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         env = {**os.environ, **self.plan.env}
+        # The data folder is Lading's own: owner only (private_files.py).
+        make_private_folder(self.plan.data_dir, tighten=True)
         (self.plan.data_dir / "run").mkdir(parents=True, exist_ok=True)
         try:
             await self._spawn("metadata", "services.metadata", env)
@@ -342,4 +345,6 @@ async def _poll_http(host: str, port: int, tls: ssl.SSLContext | None = None) ->
 def serve(*, data_dir: str | None = None, host: str | None = None, port: int | None = None) -> int:
     """`lading serve`: returns the process exit status."""
     plan = plan_serve(load_settings(), os.environ, data_dir=data_dir, host=host, port=port)
+    # Everything this process and the planes create is owner only, whatever the shell's umask.
+    restrict_new_files()
     return asyncio.run(Supervisor(plan).run())

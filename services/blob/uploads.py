@@ -35,8 +35,14 @@ as it does for parts.
 
 Bookkeeping in few calls: where the backend batches it (`staging.BatchesBookkeeping`, the
 filesystem, where each call is a thread-pool trip) `start` counts the owner's markers and creates
-the state and the marker in one call, a session ends in one call, and state rewrites skip the
-fsyncs (see `_write_state`).
+the state and the marker in one call, a session ends in one call, and a state rewrite is one call
+too (see `_write_state`).
+
+Durability (a power cut, not only a crash of the process): a chunk is acknowledged once its
+bytes and the state that lists them are on the disk, so a session resumes from at least the
+offset its client was last told. What a crash may lose is unacknowledged work, and sessions no
+chunk was acknowledged for (their first state is written unsynced: see keys.py): the client then
+gets BLOB_UPLOAD_UNKNOWN and starts over. A commit answers once the blob is durably in place.
 
 Sessions per owner: a session started with an owner (the gateway passes the account, or the
 client's address) gets a marker under `owners/` (keys.py). With `max_sessions_per_owner`, `start`
@@ -231,15 +237,16 @@ class UploadSessions:
         return state
 
     async def _write_state(self, upload_id: str, state: SessionState) -> None:
-        """Rewrites the state after an append, whose staged bytes are durable by now. Where the
-        backend allows (`replace_unsynced`) the state itself is not synced: a crash may then
-        leave an older state, which claims fewer bytes than are stored (the client asks for the
-        offset and resumes from it; the next append drops the bytes past it), or an unreadable
-        one (the client starts over). Never one claiming bytes that are not stored."""
+        """Rewrites the state after an append, whose staged bytes are durable by now, and makes
+        it durable before the append is acknowledged: a crash before that leaves the previous
+        state, which claims fewer bytes than are stored (the client asks for the offset and
+        resumes from it; the next append drops the bytes past it), never one claiming bytes
+        that are not stored. (An unsynced rewrite was cheaper, but after a power cut it could
+        take the session back to any earlier offset, or leave it unreadable.)"""
         key = keys.upload_state_key(upload_id)
         if self._batches is not None:
             try:
-                await self._batches.replace_unsynced(key, state.to_json())
+                await self._batches.replace_durably(key, state.to_json())
             except ObjectNotFound:
                 # A cancel or purge ended the session (and took the temporary file) meanwhile.
                 raise _unknown(upload_id) from None

@@ -231,6 +231,11 @@ class MetadataSettings(BaseModel):
     statement_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+    # SQLite only. True: a write is on the disk (the WAL fsynced, `synchronous=FULL`) before it is
+    # acknowledged; concurrent writes share one fsync. False (`synchronous=NORMAL`): faster, and
+    # still safe against a crash of the process, but an OS crash or power cut loses the last
+    # acknowledged writes (the database itself stays consistent). See README "Durability".
+    sqlite_durable_commits: bool = True
 
 
 class ExternalIssuerSettings(BaseModel):

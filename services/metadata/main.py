@@ -18,6 +18,7 @@ from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
 from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor, pool_usage
 from services.common.paths import prepare_listen_address
+from services.common.private_files import restrict_new_files
 from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_tracing
 from services.metadata.accounts.main import bootstrap_admin, build_account_servicer
@@ -176,6 +177,9 @@ def main() -> int:
     """`python -m services.metadata` / `lading metadata`. Returns the exit code."""
     settings = load_settings()
     configure_logging(settings.gateway.log_level, "metadata", settings.observability.log_format)
+    if settings.metadata.database_url.startswith("sqlite"):
+        # SQLite's files (and its -wal/-shm) for the owner only, whatever the inherited umask.
+        restrict_new_files()
     try:
         asyncio.run(run(settings))
     except SchemaOutOfDate as exc:

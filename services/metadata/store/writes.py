@@ -12,7 +12,15 @@ concurrent pushes the writers queued behind each other for ~100 ms per LinkBlob.
   the process shares this thread (the store's and the collector's), so they never spin in
   busy_timeout against each other; other processes are still serialised by BEGIN IMMEDIATE +
   busy_timeout. The connection has the engine's pragmas (WAL, foreign_keys, busy_timeout,
-  synchronous=NORMAL: a committed transaction survives a process crash).
+  synchronous=FULL by default: a COMMIT returns once the WAL is fsynced).
+
+  Group commit: the transactions queued while the previous COMMIT waited for the disk run
+  together, each inside a SAVEPOINT of ONE transaction, and share its COMMIT (one WAL fsync for
+  the group instead of one each). A transaction whose `work` raises is rolled back to its
+  savepoint and gets its error; the others are unaffected. If the group's transaction fails as
+  a whole (its COMMIT, or an error after which SQLite rolled everything back), nobody has been
+  answered yet, and each transaction of the group runs again alone: `work` must be re-runnable,
+  which the callers' retries already require (writes are idempotent).
 - PostgreSQL and in-memory SQLite (`EngineWriter`): `AsyncConnection.run_sync` on the `writes`
   engine (SQLAlchemy's greenlet bridge: one transaction, each statement one driver round trip);
   on SQLite also behind an asyncio lock, one writer at a time.
@@ -90,9 +98,10 @@ class SqliteThreadWriter:
 
     `engine` is a synchronous engine over the same file whose `begin` emits BEGIN IMMEDIATE
     (engine.py builds it); its connection is opened on the writer thread at first use. The
-    thread takes every transaction queued so far (up to `_BATCH`), runs them one after the
-    other, each in its own transaction, and hands their results back to the event loop in ONE
-    callback: one loop wake-up per batch instead of one per transaction.
+    thread takes every transaction queued so far (up to `_BATCH`), runs them as one group (each
+    in a savepoint of one transaction, one COMMIT: see the module docstring), and hands their
+    results back to the event loop in ONE callback: one loop wake-up per batch instead of one
+    per transaction.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -136,34 +145,70 @@ class SqliteThreadWriter:
                     stopping = True
                     break
                 batch.append(job)
+            # A job whose caller is gone before it started has nothing to undo: skipped.
+            live = [job for job in batch if not job[3].cancelled()]
+            results = self._group(live) if len(live) > 1 else [self._alone(job) for job in live]
             settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-            for work, context, loop, future in batch:
-                if future.cancelled():
-                    continue  # its caller is gone and it has not started: nothing to undo
-                try:
-                    outcome: tuple[bool, Any] = (True, context.run(self._transaction, work))
-                except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
-                    outcome = (False, error)
+            for (_, _, loop, future), outcome in zip(live, results, strict=True):
                 settled.setdefault(loop, []).append((future, *outcome))
             for loop, outcomes in settled.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                     loop.call_soon_threadsafe(_settle, outcomes)
         self._close_connection()
 
-    def _transaction(self, work: Callable[[Connection], T]) -> T:
+    def _alone(self, job: _Job) -> tuple[bool, Any]:
+        """(True, result) or (False, error) of one job in a transaction of its own."""
+        work, context, _, _ = job
+        try:
+            return True, context.run(self._transaction, work)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
+            return False, error
+
+    def _group(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        """Group commit (see the module docstring): every job in a savepoint of one transaction,
+        one COMMIT; each job alone again if that transaction fails as a whole."""
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn = self._connection()
+            with conn.begin():
+                for work, context, _, _ in jobs:
+                    savepoint = conn.begin_nested()
+                    try:
+                        value = context.run(work, conn)
+                    except BaseException as error:  # noqa: BLE001 - this job's answer
+                        savepoint.rollback()
+                        outcomes.append((False, error))
+                    else:
+                        savepoint.commit()
+                        outcomes.append((True, value))
+        except BaseException as error:  # noqa: BLE001 - nothing of the group was committed
+            self._forget_invalidated(error)
+            log.debug("group of %d write transactions failed as a whole (%s); running each alone",
+                      len(jobs), error)
+            return [self._alone(job) for job in jobs]
+        return outcomes
+
+    def _connection(self) -> Connection:
         conn = self._conn
         if conn is None or conn.invalidated or conn.closed:
             if conn is not None:
                 with contextlib.suppress(sa_exc.SQLAlchemyError):
                     conn.close()
             conn = self._conn = self._engine.connect()
+        return conn
+
+    def _forget_invalidated(self, error: BaseException) -> None:
+        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+            # Next transaction reconnects.
+            self._conn = None
+
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        conn = self._connection()
         try:
             with conn.begin():
                 return work(conn)
         except sa_exc.DBAPIError as error:
-            if error.connection_invalidated:
-                # Next transaction reconnects.
-                self._conn = None
+            self._forget_invalidated(error)
             raise
 
     def _close_connection(self) -> None:
