@@ -536,8 +536,10 @@ def _put_whole_if_absent(key: str, path: Path, data: bytes, then_delete: list[tu
 
 def _make_folder(folder: Path, *, durable: bool = False) -> None:
     """`mkdir -p` (mode 0700) that tolerates a concurrent `delete` pruning the folders it makes.
-    With `durable`, each folder found missing is made durable once it exists (an fsync of the
-    folder it is in), whoever created it: a file synced into it later cannot vanish with it."""
+    Each folder found missing is made durable once it exists (an fsync of the folder it is in),
+    whoever created it, so a file synced into it later cannot vanish with it; all but `folder`
+    itself without `durable` (a session's folder: see `_StagingFile`). Folders above `folder`
+    (`uploads/`, the root) are made once in a store's life, so this costs nothing later."""
     for attempt in range(_CREATE_ATTEMPTS):
         missing = []
         probe = folder
@@ -553,9 +555,8 @@ def _make_folder(folder: Path, *, durable: bool = False) -> None:
             if attempt == _CREATE_ATTEMPTS - 1:
                 raise
             continue
-        if durable:
-            for path in reversed(missing):
-                _fsync_folder(path.parent)
+        for path in reversed(missing if durable else missing[1:]):
+            _fsync_folder(path.parent)
         return
 
 

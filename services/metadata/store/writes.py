@@ -182,7 +182,7 @@ class SqliteThreadWriter:
                         savepoint.commit()
                         outcomes.append((True, value))
         except BaseException as error:  # noqa: BLE001 - nothing of the group was committed
-            self._forget_invalidated(error)
+            self._recover(error)
             log.debug("group of %d write transactions failed as a whole (%s); running each alone",
                       len(jobs), error)
             return [self._alone(job) for job in jobs]
@@ -197,9 +197,24 @@ class SqliteThreadWriter:
             conn = self._conn = self._engine.connect()
         return conn
 
-    def _forget_invalidated(self, error: BaseException) -> None:
-        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-            # Next transaction reconnects.
+    def _recover(self, error: BaseException) -> None:
+        """After a failed transaction, the next one starts on a connection without an open
+        transaction: a failed COMMIT (SQLITE_BUSY, an I/O error) can leave one open, and then
+        every BEGIN would fail. A connection that cannot be cleaned is dropped (the next
+        transaction reconnects)."""
+        conn = self._conn
+        if conn is None:
+            return
+        if (isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated) or conn.invalidated or conn.closed:
+            self._conn = None
+            return
+        try:
+            dbapi = conn.connection.dbapi_connection
+            if dbapi is not None and dbapi.in_transaction:
+                dbapi.rollback()
+        except Exception:  # noqa: BLE001 - unusable: start afresh
+            with contextlib.suppress(Exception):
+                conn.invalidate()
             self._conn = None
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
@@ -207,8 +222,8 @@ class SqliteThreadWriter:
         try:
             with conn.begin():
                 return work(conn)
-        except sa_exc.DBAPIError as error:
-            self._forget_invalidated(error)
+        except BaseException as error:
+            self._recover(error)
             raise
 
     def _close_connection(self) -> None:
