@@ -1,6 +1,7 @@
 """Composition root of the metadata service: builds everything from Settings and runs it.
 
 Start-up order: open the database pool → migrate (auto_migrate) or refuse an out-of-date schema →
+warn when the database acknowledges commits before they are durable (store/durability.py) →
 build store, core, servicer → bind the gRPC listener → health SERVING once the database answers.
 Shutdown order is GrpcService's (health NOT_SERVING → drain in-flight calls → close the pool).
 """
@@ -29,6 +30,7 @@ from services.metadata.migrations import check_schema_current, head_revision, mi
 from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
+from services.metadata.store.durability import commit_durability_warning
 from services.metadata.store.engine import Database, open_database
 from services.metadata.store.sql import SqlMetadataStore
 
@@ -82,6 +84,9 @@ async def run(settings: Settings) -> None:
     )
     try:
         await _prepare_schema(database, auto_migrate=config.auto_migrate)
+        durability = await commit_durability_warning(database)
+        if durability:
+            log.warning("%s", durability)
         events = build_events(settings.events, database)
         store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
         gc = build_gc(settings, database, store, events=events.outbox)

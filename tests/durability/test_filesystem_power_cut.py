@@ -81,17 +81,24 @@ async def test_a_small_blob_committed_whole_survives(store: Backend) -> None:
     assert await _read(store.backend, keys.blob_key(committed.digest)) == data
 
 
-async def test_an_acknowledged_chunk_survives_and_the_upload_resumes(store: Backend) -> None:
-    first, second = b"a" * 5000, b"b" * 7000
+async def test_acknowledged_chunks_survive_and_the_upload_resumes(store: Backend) -> None:
+    first, second, third = b"a" * 5000, b"b" * 7000, b"c" * 3000
     started = await store.sessions.start("repo", owner="someone")
     acknowledged = await store.sessions.append(started.upload_id, "repo", expected_offset=0, chunks=_chunks(first))
     await store.cut()
-    # The session comes back where its client was told it is, and completes from there.
+    # The session comes back where its client was told it is (its first state was written
+    # unsynced: the first chunk's durable state must bring the session's folder along).
     status = await store.sessions.status(started.upload_id, "repo")
     assert status.offset == acknowledged.offset == len(first)
-    await store.sessions.append(started.upload_id, "repo", expected_offset=status.offset, chunks=_chunks(second))
-    committed = await store.sessions.commit(started.upload_id, "repo", digest=oci.sha256(first + second))
-    assert await _read(store.backend, keys.blob_key(committed.digest)) == first + second
+    # A later chunk: its state rewrite (a rename over the previous state) is durable too.
+    acknowledged = await store.sessions.append(started.upload_id, "repo", expected_offset=status.offset,
+                                               chunks=_chunks(second))
+    await store.cut()
+    status = await store.sessions.status(started.upload_id, "repo")
+    assert status.offset == acknowledged.offset == len(first + second)
+    await store.sessions.append(started.upload_id, "repo", expected_offset=status.offset, chunks=_chunks(third))
+    committed = await store.sessions.commit(started.upload_id, "repo", digest=oci.sha256(first + second + third))
+    assert await _read(store.backend, keys.blob_key(committed.digest)) == first + second + third
 
 
 async def test_a_chunked_commit_survives_whole_and_leaves_no_staged_copy(store: Backend) -> None:
