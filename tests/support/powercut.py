@@ -75,7 +75,9 @@ class PowerCutDisk:
                 [sys.executable, "-m", "tests.support.powercut_fs", str(self.path), str(self._control),
                  str(self._state)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-                env=child_env(), start_new_session=True,
+                # libfuse 3 even where libfuse 2 is installed too (mfusepy would take that first).
+                env=child_env({"FUSE_LIBRARY_PATH": ctypes.util.find_library("fuse3") or "libfuse3.so.3"}),
+                start_new_session=True,
             )
         deadline = time.monotonic() + MOUNT_TIMEOUT_SECONDS
         while not (self._mounted() and self._command("ping", quiet=True) == "ping"):
