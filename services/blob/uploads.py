@@ -529,6 +529,9 @@ class UploadSessions:
         await self._check_size(upload_id, state, state.offset, expected_size)
         await self._check_digest(upload_id, state, parsed, await self._content_digest(state, parsed.algorithm))
         blob = keys.blob_key(parsed)
+        # An object there is durable on S3. On the filesystem this path runs only once the staged
+        # object is gone: after a crash (all that is left is on the disk), or just after another
+        # commit of this same session moved it, while that commit waits for its fsyncs.
         if not await self._exists(blob):
             try:
                 parts = list(state.parts)
@@ -566,14 +569,15 @@ class UploadSessions:
                 return None
             await self._check_size(upload_id, state, state.offset, expected_size)
             await self._check_digest(upload_id, state, parsed, await self._content_digest(state, parsed.algorithm))
-            blob = keys.blob_key(parsed)
-            if not await self._exists(blob):
-                if staged.size < state.offset:
-                    await self._remove_session(upload_id, state.owner)
-                    raise _unknown(upload_id)
-                # Verified bytes only ever reach the blob key, atomically; the staged key is gone
-                # once they have, so no later append can touch the blob's file.
-                await staged.move_to(blob, state.offset)
+            if staged.size < state.offset:
+                await self._remove_session(upload_id, state.owner)
+                raise _unknown(upload_id)
+            # Verified bytes only ever reach the blob key, atomically and durably; the staged key
+            # is gone once they have, so no later append can touch the blob's file. Even when
+            # another commit stored the same blob already: its copy may not be durable yet (it
+            # may still be on its way to its fsyncs), this one is once `move_to` returns, and
+            # the rename costs no more than asking whether the blob is there.
+            await staged.move_to(keys.blob_key(parsed), state.offset)
         finally:
             await staged.close()
         await self._remove_session(upload_id, state.owner)

@@ -33,8 +33,8 @@ blocks: a read of bytes that are all in the page cache (`RWF_NOWAIT`, see `get`)
 - `delete` removes the file and prunes folders left empty, up to `root`.
 - `open_staging` (services.blob.backends.staging): an upload's bytes grow in one file, written with
   `pwrite` under an exclusive `flock`, and `move_to` renames that file into place at commit. The
-  first write of a new staging file also fsyncs every folder from its own up to `root`: the
-  session's folder was created unsynced with its first state (keys.py).
+  first write of a new staging file also fsyncs its folder and the one above: the session's
+  folder was created unsynced with its first state (keys.py).
 - `list_blobs` walks `blobs/` from `start_after` (earlier folders are skipped unread) and reports
   the later of a file's mtime and ctime: a hard-linked commit keeps the part's mtime.
 """
@@ -393,7 +393,8 @@ class _StagingFile:
         self._fd: int | None = fd
         self.size = size
         # The file's name is not durable yet, nor perhaps its folder's (a session's folder is
-        # created unsynced): the first `write_at` fsyncs every folder up to the root too.
+        # created unsynced): the first `write_at` fsyncs the folder and the one above it too
+        # (`_make_folder` made every folder further up durable when it created it).
         self._new_name = created
 
     def _open_fd(self) -> int:
@@ -425,7 +426,7 @@ class _StagingFile:
             if pending is not None:
                 await asyncio.wrap_future(pending)
             pending = None
-            folders = _folders_up_to(self._path.parent, backend.root) if self._new_name else ()
+            folders = _new_file_folders(self._path, backend.root) if self._new_name else ()
             await backend._run(_staging_write, fd, data, position, observe, truncate, folders)
             position += len(data)
         except BaseException:
@@ -521,10 +522,9 @@ def _put_whole(path: Path, data: bytes | bytearray) -> int:
 
 def _put_whole_if_absent(key: str, path: Path, data: bytes, then_delete: list[tuple[Path, bool]]) -> bool:
     try:
-        _stat(key, path)
         # Another commit may have renamed it into place a moment ago and still be on its way
-        # to the fsyncs: this commit's answer must not come before they are done.
-        _sync_existing(path)
+        # to its fsyncs: this commit's answer must not come before they are done.
+        _sync_existing(key, path)
         written = False
     except ObjectNotFound:
         _put_whole(path, data)
@@ -694,18 +694,19 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _folders_up_to(folder: Path, root: Path) -> tuple[Path, ...]:
-    """`folder` and each folder above it up to `root` (included), deepest first."""
-    chain = [folder]
-    while chain[-1] != root and root in chain[-1].parents:
-        chain.append(chain[-1].parent)
-    return tuple(chain)
+def _new_file_folders(path: Path, root: Path) -> tuple[Path, ...]:
+    """The folders to fsync so that a new file at `path` keeps its name after a power cut: its
+    own, and the one above it unless its own is `root` (whose name is made durable when it is
+    created, like every folder `_make_folder` creates but the deepest)."""
+    folder = path.parent
+    return (folder,) if folder == root else (folder, folder.parent)
 
 
-def _sync_existing(path: Path) -> None:
-    """Makes an object found in place durable (its bytes and its name), as its writer does
-    before it returns; on an object long on the disk both fsyncs find nothing to write."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def _sync_existing(key: str, path: Path) -> None:
+    """Makes the object at `path` durable (its bytes and its name), as its writer does before it
+    returns; on an object long on the disk both fsyncs find nothing to write. Raises
+    ObjectNotFound when there is none."""
+    fd, _ = _open_for_read(key, path)
     try:
         os.fsync(fd)
     finally:
