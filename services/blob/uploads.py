@@ -507,7 +507,9 @@ class UploadSessions:
         checked) differs from the bytes received and DIGEST_INVALID when the content does not
         hash to `digest` — in those two cases the session is cancelled, leaving nothing behind.
         Idempotent per blob: when the blob already exists (another session committed the same
-        content) its bytes are kept and this session is simply removed.
+        content) it keeps its bytes (a staged copy in place may take the place of the identical
+        stored one) and this session is removed. Durable: the blob is on the disk when this
+        returns, whoever wrote it.
         """
         parsed = Digest.parse(digest)
         state = await self._load(upload_id, repository)
