@@ -78,7 +78,6 @@ class OpenUpload:
 class Workload:
     """What the clients were told: acknowledged images and unfinished uploads."""
 
-    rng: random.Random
     round_no: int
     acknowledged: list[Acknowledged] = field(default_factory=list)
     # Blobs whose upload answered 201 (linked in the repository), images complete or not.
@@ -300,7 +299,7 @@ def test_acknowledged_pushes_survive_power_cuts(tmp_path: Path, disk: PowerCutDi
     stack = _serve(tmp_path, disk, 0)
     try:
         for round_no in range(1, ROUNDS + 1):
-            workload = Workload(rng, round_no)
+            workload = Workload(round_no)
             clients = [threading.Thread(target=workload.run_client, args=(stack.base_url, index, rng.random()),
                                         daemon=True) for index in range(CLIENTS)]
             for client in clients:
