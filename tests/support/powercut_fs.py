@@ -33,6 +33,13 @@ left to the kernel, which keeps them for the processes of this one machine.
 Deliberately out of the model: kernel writeback after a timeout (the worst case is that nothing
 was written back) and torn sectors (SQLite's WAL checksums cope with those anyway).
 
+One difference from a disk file system: a file unlinked (or renamed over) while open keeps
+working through its descriptor (read, write, fsync: they carry the handle), but an `fstat` on it
+fails with ESTALE once the kernel's one-second attribute cache has expired, because libfuse's
+high-level API knows inodes by name and the kernel sends no handle with a stat. (Without
+`hard_remove` libfuse would instead rename such files to `.fuse_hidden*`, which could then
+survive a cut as names a disk would not have kept.)
+
 Performance: single-threaded (`-s`): one Python thread serves every request, at tens of
 microseconds each; a file remembers the byte range written since its last fsync, so an fsync
 copies only that.
