@@ -51,6 +51,28 @@ async def test_an_operator_can_trade_durability_away(tmp_path: Path) -> None:
         await traded.dispose()
 
 
+def _level(conn: Connection) -> int:
+    return conn.execute(text("PRAGMA synchronous")).scalar()
+
+
+async def test_a_commit_nobody_is_answered_on_skips_the_fsync(database: Database) -> None:
+    # A reservation that a later durable commit completes (and makes durable: one WAL fsync
+    # covers every frame before it) need not wait for the disk itself.
+    assert await database.writer.run(_level, durable=False) == NORMAL
+    assert await database.writer.run(_level) == FULL
+    assert await database.writer.run(_level, durable=False) == NORMAL
+
+
+async def test_the_traded_setting_never_waits_for_the_disk(tmp_path: Path) -> None:
+    traded = open_database(MetadataSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/fast.db",
+                                            sqlite_durable_commits=False))
+    try:
+        assert await traded.writer.run(_level) == NORMAL
+        assert await traded.writer.run(_level, durable=False) == NORMAL
+    finally:
+        await traded.dispose()
+
+
 def _count_commits(database: Database) -> list[int]:
     commits: list[int] = []
     event.listen(database.write_engine, "commit", lambda conn: commits.append(1))

@@ -126,7 +126,8 @@ def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
                                     connect_args={"timeout": settings.statement_timeout_seconds,
                                                   "check_same_thread": False})
         _sqlite_hooks(sync_engine, busy_ms, synchronous)
-        writer = SqliteThreadWriter(sync_engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"}))
+        writer = SqliteThreadWriter(sync_engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"}),
+                                    durable_commits=settings.sqlite_durable_commits)
     else:
         writer = EngineWriter(writes, serialize=True)
     return Database(

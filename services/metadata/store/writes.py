@@ -21,6 +21,12 @@ concurrent pushes the writers queued behind each other for ~100 ms per LinkBlob.
   a whole (its COMMIT, or an error after which SQLite rolled everything back), nobody has been
   answered yet, and each transaction of the group runs again alone: `work` must be re-runnable,
   which the callers' retries already require (writes are idempotent).
+
+  `run(work, durable=False)` is for a transaction nobody is answered on the strength of (a
+  reservation a later transaction completes, such as LinkBlob's `pending` blob row): a group of
+  only such transactions commits with synchronous=NORMAL, skipping the WAL fsync. That loses
+  nothing: the transaction that does answer someone commits with FULL later, and its fsync of
+  the WAL makes every frame written before it durable too.
 - PostgreSQL and in-memory SQLite (`EngineWriter`): `AsyncConnection.run_sync` on the `writes`
   engine (SQLAlchemy's greenlet bridge: one transaction, each statement one driver round trip);
   on SQLite also behind an asyncio lock, one writer at a time.
@@ -52,8 +58,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = logging.getLogger("lading.metadata.store")
 
 T = TypeVar("T")
-# A queued transaction: the work, the caller's context, its loop and the future it awaits.
-_Job = tuple[Callable[[Connection], Any], contextvars.Context, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+# A queued transaction: the work, the caller's context, its loop, the future it awaits, and
+# whether its commit must be durable before it is answered.
+_Job = tuple[
+    Callable[[Connection], Any], contextvars.Context, asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool
+]
 # Transactions run per wake-up of the writer thread at most (then the loop hears of them).
 _BATCH = 64
 
@@ -64,8 +73,10 @@ class Writer(Protocol):
         """The synchronous engine whose connections run the transactions (for event hooks)."""
         ...
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
-        """Runs `work(conn)` in one write transaction (see the module docstring)."""
+    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+        """Runs `work(conn)` in one write transaction (see the module docstring). `durable`
+        False: nobody is answered on the strength of this commit alone, so it need not wait for
+        the disk (a later durable commit makes it durable too)."""
         ...
 
     async def close(self) -> None:
@@ -85,7 +96,8 @@ class EngineWriter:
     def engine(self) -> Engine:
         return self._writes.sync_engine
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+        # PostgreSQL: every commit is as durable as the server's synchronous_commit makes it.
         async with self._lock, self._writes.begin() as conn:
             return await conn.run_sync(work)
 
@@ -104,21 +116,25 @@ class SqliteThreadWriter:
     per transaction.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, durable_commits: bool = True) -> None:
         self._engine = engine
+        # False: the operator traded durability away (every commit is synchronous=NORMAL).
+        self._durable_commits = durable_commits
         self._jobs: queue.SimpleQueue[_Job | None] | None = None
         self._thread: threading.Thread | None = None
-        # Only touched on the writer thread.
+        # Only touched on the writer thread: the connection, and the synchronous level it is
+        # set to (None: as it was opened, `durable_commits`' level).
         self._conn: Connection | None = None
+        self._synchronous: str | None = None
 
     @property
     def engine(self) -> Engine:
         return self._engine
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._started().put((work, contextvars.copy_context(), loop, future))
+        self._started().put((work, contextvars.copy_context(), loop, future, durable))
         return await future
 
     def _started(self) -> queue.SimpleQueue[_Job | None]:
@@ -149,7 +165,7 @@ class SqliteThreadWriter:
             live = [job for job in batch if not job[3].cancelled()]
             results = self._group(live) if len(live) > 1 else [self._alone(job) for job in live]
             settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-            for (_, _, loop, future), outcome in zip(live, results, strict=True):
+            for (_, _, loop, future, _), outcome in zip(live, results, strict=True):
                 settled.setdefault(loop, []).append((future, *outcome))
             for loop, outcomes in settled.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
@@ -158,9 +174,9 @@ class SqliteThreadWriter:
 
     def _alone(self, job: _Job) -> tuple[bool, Any]:
         """(True, result) or (False, error) of one job in a transaction of its own."""
-        work, context, _, _ = job
+        work, context, _, _, durable = job
         try:
-            return True, context.run(self._transaction, work)
+            return True, context.run(self._transaction, work, durable)
         except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
             return False, error
 
@@ -169,9 +185,9 @@ class SqliteThreadWriter:
         one COMMIT; each job alone again if that transaction fails as a whole."""
         outcomes: list[tuple[bool, Any]] = []
         try:
-            conn = self._connection()
+            conn = self._connection(durable=any(job[4] for job in jobs))
             with conn.begin():
-                for work, context, _, _ in jobs:
+                for work, context, _, _, _ in jobs:
                     savepoint = conn.begin_nested()
                     try:
                         value = context.run(work, conn)
@@ -188,13 +204,22 @@ class SqliteThreadWriter:
             return [self._alone(job) for job in jobs]
         return outcomes
 
-    def _connection(self) -> Connection:
+    def _connection(self, *, durable: bool) -> Connection:
+        """The connection, set to commit the next transaction durably or not (see `run`)."""
         conn = self._conn
         if conn is None or conn.invalidated or conn.closed:
             if conn is not None:
                 with contextlib.suppress(sa_exc.SQLAlchemyError):
                     conn.close()
             conn = self._conn = self._engine.connect()
+            self._synchronous = None
+        if self._durable_commits:
+            wanted = "FULL" if durable else "NORMAL"
+            if (self._synchronous or "FULL") != wanted:
+                # On the driver's connection, outside any transaction (SQLAlchemy would BEGIN
+                # first); SQLite reads the level at each COMMIT.
+                conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={wanted}")
+                self._synchronous = wanted
         return conn
 
     def _recover(self, error: BaseException) -> None:
@@ -217,8 +242,8 @@ class SqliteThreadWriter:
                 conn.invalidate()
             self._conn = None
 
-    def _transaction(self, work: Callable[[Connection], T]) -> T:
-        conn = self._connection()
+    def _transaction(self, work: Callable[[Connection], T], durable: bool = True) -> T:
+        conn = self._connection(durable=durable)
         try:
             with conn.begin():
                 return work(conn)
