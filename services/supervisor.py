@@ -54,6 +54,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.paths import UnsafeFolder, ensure_private_folder
+from services.common.private_files import make_private_folder, restrict_new_files
 from services.common.serve_record import remove_record, write_record
 from services.common.settings import Settings, is_user_set, load_settings
 from services.serve_listeners import Listen, ListenUnavailable, bind_gateway, check_free, close_all
@@ -212,10 +213,12 @@ class Supervisor:
             print(f"lading serve: {refused}", file=sys.stderr, flush=True)
             return LISTEN_UNAVAILABLE_EXIT
         try:
-            # The planes trust callers on their unix sockets (grpc_access.trust_unix_socket_peers):
-            # only this user may reach them.
+            # The data folder is Lading's own: owner only (private_files.py). The planes trust
+            # callers on their unix sockets (grpc_access.trust_unix_socket_peers): only this user
+            # may reach them.
+            make_private_folder(self.plan.data_dir, tighten=True)
             ensure_private_folder(self.plan.data_dir / "run")
-        except UnsafeFolder as unsafe:
+        except (UnsafeFolder, PermissionError) as unsafe:
             print(f"lading serve: {unsafe}", file=sys.stderr, flush=True)
             close_all(self._gateway_sockets)
             return 2
@@ -397,4 +400,6 @@ async def _poll_http(host: str, port: int, tls: ssl.SSLContext | None = None) ->
 def serve(*, data_dir: str | None = None, host: str | None = None, port: int | None = None) -> int:
     """`lading serve`: returns the process exit status."""
     plan = plan_serve(load_settings(), os.environ, data_dir=data_dir, host=host, port=port)
+    # Everything this process and the planes create is owner only, whatever the shell's umask.
+    restrict_new_files()
     return asyncio.run(Supervisor(plan).run())

@@ -35,6 +35,7 @@ from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
 from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor
 from services.common.paths import prepare_listen_address
+from services.common.private_files import make_private_folder, restrict_new_files
 from services.common.settings import BlobSettings, Settings, load_settings
 from services.common.tasks import cancel_and_wait
 from services.common.telemetry import setup_tracing
@@ -258,6 +259,11 @@ def main() -> int:
         print(f"lading blob: invalid settings: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.gateway.log_level, "blob", settings.observability.log_format)
+    if settings.blob.backend == "filesystem":
+        # Blobs and upload state for the owner only, whatever the inherited umask; the root is
+        # Lading's own folder: 0700 even if an older version made it wider.
+        restrict_new_files()
+        make_private_folder(settings.blob.filesystem.root, tighten=True)
     # Blob bytes stream through here in ~1 MiB buffers: keep them off mmap (services/common/allocator.py).
     tune_allocator()
     try:

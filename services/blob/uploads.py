@@ -35,8 +35,14 @@ as it does for parts.
 
 Bookkeeping in few calls: where the backend batches it (`staging.BatchesBookkeeping`, the
 filesystem, where each call is a thread-pool trip) `start` counts the owner's markers and creates
-the state and the marker in one call, a session ends in one call, and state rewrites skip the
-fsyncs (see `_write_state`).
+the state and the marker in one call, a session ends in one call, and a state rewrite is one call
+too (see `_write_state`).
+
+Durability (a power cut, not only a crash of the process): a chunk is acknowledged once its
+bytes and the state that lists them are on the disk, so a session resumes from at least the
+offset its client was last told. What a crash may lose is unacknowledged work, and sessions no
+chunk was acknowledged for (their first state is written unsynced: see keys.py): the client then
+gets BLOB_UPLOAD_UNKNOWN and starts over. A commit answers once the blob is durably in place.
 
 Sessions per owner: a session started with an owner (the gateway passes the account, or the
 client's address) gets a marker under `owners/` (keys.py). With `max_sessions_per_owner`, `start`
@@ -231,15 +237,16 @@ class UploadSessions:
         return state
 
     async def _write_state(self, upload_id: str, state: SessionState) -> None:
-        """Rewrites the state after an append, whose staged bytes are durable by now. Where the
-        backend allows (`replace_unsynced`) the state itself is not synced: a crash may then
-        leave an older state, which claims fewer bytes than are stored (the client asks for the
-        offset and resumes from it; the next append drops the bytes past it), or an unreadable
-        one (the client starts over). Never one claiming bytes that are not stored."""
+        """Rewrites the state after an append, whose staged bytes are durable by now, and makes
+        it durable before the append is acknowledged: a crash before that leaves the previous
+        state, which claims fewer bytes than are stored (the client asks for the offset and
+        resumes from it; the next append drops the bytes past it), never one claiming bytes
+        that are not stored. (An unsynced rewrite was cheaper, but after a power cut it could
+        take the session back to any earlier offset, or leave it unreadable.)"""
         key = keys.upload_state_key(upload_id)
         if self._batches is not None:
             try:
-                await self._batches.replace_unsynced(key, state.to_json())
+                await self._batches.replace_durably(key, state.to_json())
             except ObjectNotFound:
                 # A cancel or purge ended the session (and took the temporary file) meanwhile.
                 raise _unknown(upload_id) from None
@@ -500,7 +507,9 @@ class UploadSessions:
         checked) differs from the bytes received and DIGEST_INVALID when the content does not
         hash to `digest` — in those two cases the session is cancelled, leaving nothing behind.
         Idempotent per blob: when the blob already exists (another session committed the same
-        content) its bytes are kept and this session is simply removed.
+        content) it keeps its bytes (a staged copy in place may take the place of the identical
+        stored one) and this session is removed. Durable: the blob is on the disk when this
+        returns, whoever wrote it.
         """
         parsed = Digest.parse(digest)
         state = await self._load(upload_id, repository)
@@ -522,6 +531,9 @@ class UploadSessions:
         await self._check_size(upload_id, state, state.offset, expected_size)
         await self._check_digest(upload_id, state, parsed, await self._content_digest(state, parsed.algorithm))
         blob = keys.blob_key(parsed)
+        # An object there is durable on S3. On the filesystem this path runs only once the staged
+        # object is gone: after a crash (all that is left is on the disk), or just after another
+        # commit of this same session moved it, while that commit waits for its fsyncs.
         if not await self._exists(blob):
             try:
                 parts = list(state.parts)
@@ -559,14 +571,15 @@ class UploadSessions:
                 return None
             await self._check_size(upload_id, state, state.offset, expected_size)
             await self._check_digest(upload_id, state, parsed, await self._content_digest(state, parsed.algorithm))
-            blob = keys.blob_key(parsed)
-            if not await self._exists(blob):
-                if staged.size < state.offset:
-                    await self._remove_session(upload_id, state.owner)
-                    raise _unknown(upload_id)
-                # Verified bytes only ever reach the blob key, atomically; the staged key is gone
-                # once they have, so no later append can touch the blob's file.
-                await staged.move_to(blob, state.offset)
+            if staged.size < state.offset:
+                await self._remove_session(upload_id, state.owner)
+                raise _unknown(upload_id)
+            # Verified bytes only ever reach the blob key, atomically and durably; the staged key
+            # is gone once they have, so no later append can touch the blob's file. Even when
+            # another commit stored the same blob already: its copy may not be durable yet (it
+            # may still be on its way to its fsyncs), this one is once `move_to` returns, and
+            # the rename costs no more than asking whether the blob is there.
+            await staged.move_to(keys.blob_key(parsed), state.offset)
         finally:
             await staged.close()
         await self._remove_session(upload_id, state.owner)

@@ -6,7 +6,8 @@ import os
 import stat
 from pathlib import Path
 
-PRIVATE_FOLDER_MODE = 0o700
+from services.common.private_files import FOLDER_MODE as PRIVATE_FOLDER_MODE
+from services.common.private_files import make_private_folder
 
 
 class UnsafeFolder(RuntimeError):
@@ -22,12 +23,6 @@ def unix_socket_path(address: str) -> Path | None:
     return None
 
 
-def _make_private(path: Path) -> None:
-    """Creates `path` (parents as needed) and leaves the folder itself 0700, whatever the umask."""
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
-    os.chmod(path, PRIVATE_FOLDER_MODE)
-
-
 def prepare_listen_address(address: str) -> None:
     """Creates the socket's folder (0700, whatever the umask) when it is missing, and removes a
     stale socket file left by a killed process. An existing folder is left as it is: it may be a
@@ -36,7 +31,7 @@ def prepare_listen_address(address: str) -> None:
     if path is None:
         return
     if not path.parent.exists():
-        _make_private(path.parent)
+        make_private_folder(path.parent, tighten=False)
     if path.exists():
         path.unlink()
 
@@ -49,7 +44,7 @@ def ensure_private_folder(path: Path) -> None:
     try:
         info = path.lstat()
     except FileNotFoundError:
-        _make_private(path)
+        make_private_folder(path, tighten=False)
         return
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafeFolder(f"{path} is not a folder; remove it, or pick another --data-dir")

@@ -264,6 +264,11 @@ class MetadataSettings(BaseModel):
     tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
     # As `blob.health_listen`: a plaintext grpc.health.v1-only listener for probes; empty: none.
     health_listen: str = ""
+    # SQLite only. True: a write is on the disk (the WAL fsynced, `synchronous=FULL`) before it is
+    # acknowledged; concurrent writes share one fsync. False (`synchronous=NORMAL`): faster, and
+    # still safe against a crash of the process, but an OS crash or power cut loses the last
+    # acknowledged writes (the database itself stays consistent). See README "Durability".
+    sqlite_durable_commits: bool = True
 
 
 class ExternalIssuerSettings(BaseModel):

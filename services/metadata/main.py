@@ -1,6 +1,7 @@
 """Composition root of the metadata service: builds everything from Settings and runs it.
 
 Start-up order: open the database pool → migrate (auto_migrate) or refuse an out-of-date schema →
+warn when the database acknowledges commits before they are durable (store/durability.py) →
 build store, core, servicer → bind the gRPC listener → health SERVING once the database answers.
 Shutdown order is GrpcService's (health NOT_SERVING → drain in-flight calls → close the pool).
 """
@@ -19,6 +20,7 @@ from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
 from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor, pool_usage
 from services.common.paths import prepare_listen_address
+from services.common.private_files import restrict_new_files
 from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_tracing
 from services.common.tls import TlsConfigError
@@ -31,6 +33,7 @@ from services.metadata.migrations import check_schema_current, head_revision, mi
 from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
+from services.metadata.store.durability import commit_durability_warning
 from services.metadata.store.engine import Database, open_database
 from services.metadata.store.sql import SqlMetadataStore
 
@@ -97,6 +100,9 @@ async def run(settings: Settings) -> None:
             interceptors=[*telemetry.server_interceptors(), *metrics_interceptors],
         )
         await _prepare_schema(database, auto_migrate=config.auto_migrate)
+        durability = await commit_durability_warning(database)
+        if durability:
+            log.warning("%s", durability)
         events = build_events(settings.events, database)
         store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
         gc = build_gc(settings, database, store, events=events.outbox)
@@ -184,6 +190,9 @@ def main() -> int:
     """`python -m services.metadata` / `lading metadata`. Returns the exit code."""
     settings = load_settings()
     configure_logging(settings.gateway.log_level, "metadata", settings.observability.log_format)
+    if settings.metadata.database_url.startswith("sqlite"):
+        # SQLite's files (and its -wal/-shm) for the owner only, whatever the inherited umask.
+        restrict_new_files()
     try:
         asyncio.run(run(settings))
     except SchemaOutOfDate as exc:

@@ -194,15 +194,23 @@ async def test_create_unsynced_bounded_counts_then_creates_unless_full(backend: 
     assert await keys_of(backend) == []
 
 
-async def test_replace_unsynced_replaces_atomically(backend: FilesystemBackend) -> None:
-    await backend.replace_unsynced("uploads/x/state.json", b"one")
+async def test_replace_durably_replaces_atomically(backend: FilesystemBackend) -> None:
+    await backend.create_unsynced("uploads/x/state.json", b"zero")
+    await backend.replace_durably("uploads/x/state.json", b"one")
     reader = await backend.get("uploads/x/state.json")
-    await backend.replace_unsynced("uploads/x/state.json", b"two")
+    await backend.replace_durably("uploads/x/state.json", b"two")
     # A reader opened before the replacement keeps the old object whole.
     assert b"".join([chunk async for chunk in reader]) == b"one"
     assert await read(backend, "uploads/x/state.json") == b"two"
     assert temporary_files(backend) == []
     await backend.delete("uploads/x/state.json")
+
+
+async def test_replace_durably_never_makes_a_removed_folder_again(backend: FilesystemBackend) -> None:
+    # A session removed (cancel, purge) while an append was on its way stays removed.
+    with pytest.raises(ObjectNotFound):
+        await backend.replace_durably("uploads/gone/state.json", b"late")
+    assert not (backend.root / "uploads" / "gone").exists()
 
 
 async def test_delete_all_takes_keys_and_prefixes_keeping_emptied_folders(backend: FilesystemBackend) -> None:

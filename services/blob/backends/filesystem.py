@@ -4,6 +4,10 @@ Each key is a file under `root` (`a/b/c` -> `root/a/b/c`). Every blocking call r
 thread pool owned by the backend (`io_threads`), never on the event loop. The one exception never
 blocks: a read of bytes that are all in the page cache (`RWF_NOWAIT`, see `get`).
 
+- Durable means on the disk, surviving a power cut, before the call returns. Every path that
+  renames or links a file into place makes its bytes durable first (fsync of the file) and the
+  new name durable after (fsync of the folder); a folder it had to create is made durable too
+  (fsync of the folder it was created in), else a synced file could vanish with its folder.
 - `put` writes a hidden temporary file (`.tmp-<random>`, never a valid key, so never listed) in
   the destination's folder, fsyncs it, `os.replace`s it over the key and fsyncs the folder:
   readers see the old file or the new one, and a crash leaves at worst a stray temporary file.
@@ -12,9 +16,11 @@ blocks: a read of bytes that are all in the page cache (`RWF_NOWAIT`, see `get`)
 - `create_unsynced` (staging.CreatesUnsynced) writes a fresh small key in place, without the
   temporary file, rename and fsyncs: for upload bookkeeping a crash may lose (keys.py). The
   `staging.BatchesBookkeeping` calls run a session's bookkeeping steps (count + create, rewrite,
-  remove) in one pool trip each, unsynced, and leave emptied folders in place for the next
-  session (an mkdir and an rmdir per session are journal work too); `prune_empty_folders` takes
-  them away once idle.
+  remove) in one pool trip each; only the rewrite (`replace_durably`) is synced. They leave
+  emptied folders in place for the next session (an mkdir and an rmdir per session are journal
+  work too); `prune_empty_folders` takes them away once idle.
+- Files are created 0600 and folders 0700 (the process's umask can only take bits away; the
+  planes set it to 077 at start-up, services/common/private_files.py).
 - `get` reads from a descriptor opened up front, so a replace during a read does not disturb it
   (the old inode stays readable). Each chunk is first read on the event loop with
   `preadv(..., RWF_NOWAIT)`, which copies bytes already in the page cache and fails at once
@@ -26,7 +32,9 @@ blocks: a read of bytes that are all in the page cache (`RWF_NOWAIT`, see `get`)
   into a temporary file that is then renamed into place like `put`.
 - `delete` removes the file and prunes folders left empty, up to `root`.
 - `open_staging` (services.blob.backends.staging): an upload's bytes grow in one file, written with
-  `pwrite` under an exclusive `flock`, and `move_to` renames that file into place at commit.
+  `pwrite` under an exclusive `flock`, and `move_to` renames that file into place at commit. The
+  first write of a new staging file also fsyncs its folder and the one above: the session's
+  folder was created unsynced with its first state (keys.py).
 - `list_blobs` walks `blobs/` from `start_after` (earlier folders are skipped unread) and reports
   the later of a file's mtime and ctime: a hard-linked commit keeps the part's mtime.
 """
@@ -68,6 +76,9 @@ _TEMP_PREFIX = ".tmp-"
 # Attempts at creating a temporary file when a concurrent `delete` prunes its folder meanwhile.
 _CREATE_ATTEMPTS = 5
 _COPY_BYTES = 64 * 1024 * 1024
+# Blobs may be private layers and the upload state names repositories: owner only.
+_FILE_MODE = 0o600
+_FOLDER_MODE = 0o700
 
 _NOT_FOUND_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
 # preadv flag: fail with EAGAIN rather than wait for the disk (Linux 4.14+; absent elsewhere).
@@ -162,11 +173,12 @@ class FilesystemBackend:
         planned = [(key, self._path(key), data) for key, data in objects]
         return await self._run(_create_unsynced_bounded, counted, limit, planned)
 
-    async def replace_unsynced(self, key: str, data: bytes) -> None:
-        """See `BatchesBookkeeping.replace_unsynced`: temporary file and rename, no fsync.
-        Raises ObjectNotFound when a concurrent removal of the folder took the temporary file."""
+    async def replace_durably(self, key: str, data: bytes) -> None:
+        """See `BatchesBookkeeping.replace_durably`: temporary file, fsync, rename, fsync of the
+        folder, in one pool trip. Raises ObjectNotFound when the folder is gone (a concurrent
+        removal of the session), which it never makes again."""
         try:
-            await self._run(_replace_unsynced, self._path(key), data)
+            await self._run(_replace_durably, self._path(key), data)
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
 
@@ -380,7 +392,9 @@ class _StagingFile:
         self._path = path
         self._fd: int | None = fd
         self.size = size
-        # The file's name is not durable yet: the first `write_at` fsyncs its folder too.
+        # The file's name is not durable yet, nor perhaps its folder's (a session's folder is
+        # created unsynced): the first `write_at` fsyncs the folder and the one above it too
+        # (`_make_folder` made every folder further up durable when it created it).
         self._new_name = created
 
     def _open_fd(self) -> int:
@@ -412,8 +426,8 @@ class _StagingFile:
             if pending is not None:
                 await asyncio.wrap_future(pending)
             pending = None
-            folder = self._path.parent if self._new_name else None
-            await backend._run(_staging_write, fd, data, position, observe, truncate, (folder,))
+            folders = _new_file_folders(self._path, backend.root) if self._new_name else ()
+            await backend._run(_staging_write, fd, data, position, observe, truncate, folders)
             position += len(data)
         except BaseException:
             if pending is not None:
@@ -449,16 +463,18 @@ class _StagingFile:
 
 
 def _create_temp(folder: Path) -> tuple[int, Path]:
+    """A new temporary file in `folder`, for an object that will be renamed into place durably:
+    a folder made for it is made durable too."""
     for attempt in range(_CREATE_ATTEMPTS + 1):
         temp = folder / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), temp
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE), temp
         except FileNotFoundError:
             # The folder is missing (tried first: an existing folder then costs no mkdir), or a
             # concurrent delete pruned it between mkdir and open; make it (again).
             if attempt == _CREATE_ATTEMPTS:
                 raise
-            _make_folder(folder)
+            _make_folder(folder, durable=True)
     raise AssertionError("unreachable")
 
 
@@ -506,7 +522,9 @@ def _put_whole(path: Path, data: bytes | bytearray) -> int:
 
 def _put_whole_if_absent(key: str, path: Path, data: bytes, then_delete: list[tuple[Path, bool]]) -> bool:
     try:
-        _stat(key, path)
+        # Another commit may have renamed it into place a moment ago and still be on its way
+        # to its fsyncs: this commit's answer must not come before they are done.
+        _sync_existing(key, path)
         written = False
     except ObjectNotFound:
         _put_whole(path, data)
@@ -516,23 +534,36 @@ def _put_whole_if_absent(key: str, path: Path, data: bytes, then_delete: list[tu
     return written
 
 
-def _make_folder(folder: Path) -> None:
-    """`mkdir -p` that tolerates a concurrent `delete` pruning the folders it makes."""
+def _make_folder(folder: Path, *, durable: bool = False) -> None:
+    """`mkdir -p` (mode 0700) that tolerates a concurrent `delete` pruning the folders it makes.
+    Each folder found missing is made durable once it exists (an fsync of the folder it is in),
+    whoever created it, so a file synced into it later cannot vanish with it; all but `folder`
+    itself without `durable` (a session's folder: see `_StagingFile`). Folders above `folder`
+    (`uploads/`, the root) are made once in a store's life, so this costs nothing later."""
     for attempt in range(_CREATE_ATTEMPTS):
+        missing = []
+        probe = folder
+        while not probe.is_dir():
+            missing.append(probe)
+            probe = probe.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            return
-        except (FileExistsError, FileNotFoundError):
-            # EEXIST, then the folder was pruned before mkdir's is_dir check; or a parent made a
-            # moment ago was pruned before its child's mkdir. Walk down again.
+            for path in reversed(missing):
+                with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent call
+                    os.mkdir(path, _FOLDER_MODE)
+        except FileNotFoundError:
+            # A parent made a moment ago was pruned before its child's mkdir. Walk down again.
             if attempt == _CREATE_ATTEMPTS - 1:
                 raise
+            continue
+        for path in reversed(missing if durable else missing[1:]):
+            _fsync_folder(path.parent)
+        return
 
 
 def _create_in_place(key: str, path: Path, data: bytes) -> None:
     for attempt in range(_CREATE_ATTEMPTS + 1):
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
             break
         except FileExistsError:
             raise ObjectExists(key) from None
@@ -580,11 +611,17 @@ def _count_files(folder: Path, name_start: str = "") -> int:
     return count
 
 
-def _replace_unsynced(path: Path, data: bytes) -> None:
-    """`put` without its two fsyncs: the rename still makes the replacement atomic."""
-    fd, temp = _create_temp_and_write(path.parent, data)
-    os.close(fd)
-    _rename_or_discard(temp, path)
+def _replace_durably(path: Path, data: bytes) -> None:
+    """`put` of a small object into a folder that must already exist: FileNotFoundError when it
+    does not (unlike `put`, which would make it again and bring back a removed session)."""
+    temp = path.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        _discard_temp(fd, temp, None)
+        raise
+    _commit_temp(fd, temp, path)
 
 
 def _rename_or_discard(temp: Path, path: Path) -> None:
@@ -649,11 +686,32 @@ def _prune_empty_folders(folder: Path, older_than: float) -> int:
 
 
 def _fsync_folder(folder: Path) -> None:
+    """Makes the entries of `folder` (names created, renamed in or out, removed) durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _new_file_folders(path: Path, root: Path) -> tuple[Path, ...]:
+    """The folders to fsync so that a new file at `path` keeps its name after a power cut: its
+    own, and the one above it unless its own is `root` (whose name is made durable when it is
+    created, like every folder `_make_folder` creates but the deepest)."""
+    folder = path.parent
+    return (folder,) if folder == root else (folder, folder.parent)
+
+
+def _sync_existing(key: str, path: Path) -> None:
+    """Makes the object at `path` durable (its bytes and its name), as its writer does before it
+    returns; on an object long on the disk both fsyncs find nothing to write. Raises
+    ObjectNotFound when there is none."""
+    fd, _ = _open_for_read(key, path)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_folder(path.parent)
 
 
 def _commit_temp(fd: int, temp: Path, path: Path, last: bytes | bytearray = b"") -> None:
@@ -818,7 +876,7 @@ def _compose(dest: Path, sources: list[tuple[str, Path]]) -> int:
         for key, path in sources:
             fd, _ = _open_for_read(key, path)
             fds.append(fd)
-        _make_folder(dest.parent)
+        _make_folder(dest.parent, durable=True)
         if len(sources) == 1 and _link_into_place(sources[0][1], fds[0], dest):
             return os.fstat(fds[0]).st_size
         out, temp = _create_temp(dest.parent)
@@ -890,7 +948,7 @@ def _open_staging(key: str, path: Path, create: bool) -> tuple[int, int, bool]:
         if create:
             _make_folder(path.parent)
             try:
-                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, _FILE_MODE)
                 created = True
             except FileExistsError:
                 fd = os.open(path, flags)
@@ -928,10 +986,10 @@ def _staging_write(
     position: int,
     observe: Callable[[bytes], None] | None,
     truncate: bool,
-    durable: tuple[Path | None] | None,
+    durable: tuple[Path, ...] | None,
 ) -> None:
     """One write of a staging file at `position` (truncated there first with `truncate`); with
-    `durable`, then fsync (and fsync the folder it names, for a file created just before)."""
+    `durable`, then fsync, and fsync the folders it names (for a file created just before)."""
     if truncate:
         os.ftruncate(fd, position)
     start = position
@@ -947,8 +1005,7 @@ def _staging_write(
         _start_writeback(fd, start, position - start)
     else:
         os.fsync(fd)
-        folder = durable[0]
-        if folder is not None:
+        for folder in durable:
             _fsync_folder(folder)
 
 
@@ -977,7 +1034,8 @@ def _start_writeback(fd: int, offset: int, count: int) -> None:
 
 
 def _staging_move(fd: int, source: Path, dest: Path, size: int) -> None:
-    """Cuts the staging file to `size`, renames it over `dest`, fsyncs; closes `fd` (the lock)."""
+    """Cuts the staging file to `size`, renames it over `dest`, fsyncs both folders; closes `fd`
+    (the lock). Its bytes are durable already (the last `write_at` synced them)."""
     try:
         actual = os.fstat(fd).st_size
         if actual < size:
@@ -986,7 +1044,7 @@ def _staging_move(fd: int, source: Path, dest: Path, size: int) -> None:
             os.ftruncate(fd, size)
             os.fsync(fd)
         for attempt in range(_CREATE_ATTEMPTS):
-            _make_folder(dest.parent)
+            _make_folder(dest.parent, durable=True)
             try:
                 os.replace(source, dest)
                 break
@@ -995,6 +1053,10 @@ def _staging_move(fd: int, source: Path, dest: Path, size: int) -> None:
                 # source raises again below and propagates).
                 if attempt == _CREATE_ATTEMPTS - 1 or not source.exists():
                     raise
+        # The staged name's removal first: a crash between the two fsyncs can then lose this
+        # (unanswered) commit, but never leave the blob's inode also named as the session's
+        # staging file, where a resumed append would write into the blob.
+        _fsync_folder(source.parent)
         _fsync_folder(dest.parent)
     finally:
         os.close(fd)

@@ -41,12 +41,16 @@
 
     A session's first state.json and its marker are created in place, unsynced, where the backend
     can (`staging.CreatesUnsynced`, the filesystem): nobody knows the session before `start`
-    returns, and a crash may leave either absent or torn. A torn state reads as unreadable
-    (BLOB_UPLOAD_INVALID, so the client starts over) and is purged by age like a leftover.
-    There (`staging.BatchesBookkeeping`) the rewrites of state.json are atomic but not synced
-    either: each is written after the bytes it lists are durable, so a crash can only leave an
-    older state (claiming fewer bytes: the client resumes from the offset it reports) or an
-    unreadable one, never one claiming bytes that were not stored.
+    returns, and a crash (of the process or the machine) may leave either absent or torn. A torn
+    state reads as unreadable (BLOB_UPLOAD_INVALID, so the client starts over) and is purged by
+    age like a leftover; a lost one answers BLOB_UPLOAD_UNKNOWN. That costs a client at most a
+    session without acknowledged bytes, and saves every POST (every blob pushed) the fsyncs of
+    two files and their folders. Every rewrite of state.json is atomic and durable
+    (`replace_durably`), written after the bytes it lists are durable, and the session's folder
+    is made durable by then too (its staging file's first write fsyncs its folder and the one
+    above): a crash leaves the state of the last acknowledged chunk, or of the append in flight,
+    never one claiming bytes that were not stored. Removals (a session ending, markers) are not
+    synced: after a crash a removed session may be back, and is purged by age.
 
     probes/<token>
         Written and deleted by readiness checks. Anything left here is garbage.

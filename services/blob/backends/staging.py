@@ -104,9 +104,10 @@ class PutsIfAbsent(Protocol):
 @runtime_checkable
 class BatchesBookkeeping(Protocol):
     """A backend that runs a session's small bookkeeping steps (count, create, rewrite, remove
-    a few small objects) in one call each, without fsyncs: on a filesystem every call is a trip
-    to a thread pool that costs more than the file operations it runs, and every fsync a journal
-    commit. Blob bytes, and staged bytes, never go through these calls.
+    a few small objects) in one call each: on a filesystem every call is a trip to a thread pool
+    that costs more than the file operations it runs. Only the rewrite is synced (every fsync is
+    a journal commit): creations and removals are what a crash may lose without harm (keys.py).
+    Blob bytes, and staged bytes, never go through these calls.
     """
 
     async def create_unsynced_bounded(
@@ -119,10 +120,11 @@ class BatchesBookkeeping(Protocol):
         meanwhile. Raises InvalidKey, ObjectExists (the objects before it stay created)."""
         ...
 
-    async def replace_unsynced(self, key: str, data: bytes) -> None:
+    async def replace_durably(self, key: str, data: bytes) -> None:
         """Creates or replaces `key` with `data` atomically (readers see the old object or the
-        new one) but not durably: after a crash the key may hold its previous object, or be
-        absent or empty (as a filesystem renames before it writes back). Raises InvalidKey."""
+        new one) and durably (like `put`: a crash after it returns leaves the new object), in
+        a folder that must exist already: ObjectNotFound when `key`'s folder is gone (a
+        concurrent removal of the session), which it never makes again. Raises InvalidKey."""
         ...
 
     async def delete_all(self, targets: Sequence[str]) -> None:

@@ -123,12 +123,12 @@ class GcStore:
 
     # -- plumbing -----------------------------------------------------------------------------------
 
-    async def _write(self, work: Callable[[Connection], T]) -> T:
+    async def _write(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
         """Runs the synchronous `work` in one write transaction on the database's writer (shared
-        with the metadata store: store/writes.py)."""
+        with the metadata store: store/writes.py); `durable` as `Writer.run` says."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return await self._db.writer.run(work)
+                return await self._db.writer.run(work, durable=durable)
             except RegistryError:
                 raise
             except _DB_ERRORS as exc:
@@ -153,7 +153,8 @@ class GcStore:
         if not self._one_hop:
             return await self._read(statement, params)
         try:
-            return await self._db.writer.run(lambda conn: list(conn.execute(statement, params or {})))
+            return await self._db.writer.run(lambda conn: list(conn.execute(statement, params or {})),
+                                             durable=False)  # writes nothing
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from None
 
@@ -240,7 +241,9 @@ class GcStore:
                 raise blob_being_deleted(digest)
             return None if row[0] == ACTIVE else int(row[1])
 
-        return await self._write(work)
+        # A reservation: nobody is answered until the link's own (durable) transaction commits,
+        # which makes this one durable too; lost in a crash before that, nothing was promised.
+        return await self._write(work, durable=False)
 
     async def link_epoch(self, digest: str, size: int) -> int | None:
         """`prepare_link` for a LinkBlob: None when the row is `active`, else the `pending`

@@ -12,8 +12,12 @@
   SQLITE_BUSY when it would upgrade a read lock; PostgreSQL uses READ COMMITTED and relies on
   unique constraints with ON CONFLICT.
 
-SQLite connections get WAL, `foreign_keys=ON` (the schema's ON DELETE CASCADE needs it) and a busy
-timeout of `statement_timeout_seconds`. The pysqlite driver's own BEGIN handling is switched off
+SQLite connections get WAL, `foreign_keys=ON` (the schema's ON DELETE CASCADE needs it), a busy
+timeout of `statement_timeout_seconds`, and `synchronous=FULL` (`sqlite_durable_commits`, the
+default): every COMMIT fsyncs the WAL before it returns, so an acknowledged write survives an OS
+crash or a power cut, not only a crash of the process (NORMAL syncs the WAL only at checkpoints
+and loses the last commits then). The writer thread groups concurrent transactions into one
+COMMIT (writes.py), so concurrent writers share that fsync. The pysqlite driver's own BEGIN handling is switched off
 (`isolation_level = None`) and the engine's `begin` event emits ours, as SQLAlchemy's SQLite docs
 recommend ("Enabling Non-Legacy SQLite Transactional Modes"). PostgreSQL connections get the
 `statement_timeout` server setting; the pool uses `pool_size`/`max_overflow` and waits at most
@@ -24,7 +28,9 @@ on one dedicated thread with its own pysqlite connection (same pragmas, BEGIN IM
 otherwise through `run_sync` on `writes`.
 
 URL conveniences: `sqlite:///path` becomes `sqlite+aiosqlite:///path`, and `postgresql://...` or
-`postgres://...` becomes `postgresql+asyncpg://...`. The SQLite file's folder is created if missing.
+`postgres://...` becomes `postgresql+asyncpg://...`. The SQLite file's folder is created if missing
+(0700, durably) and the file itself is created 0600 (its -wal and -shm take its mode), or set to
+0600 when an older version made it readable by others (services/common/private_files.py).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from services.common.private_files import make_private_file, make_private_folder
 from services.common.settings import MetadataSettings
 from services.metadata.store.writes import EngineWriter, SqliteThreadWriter, Writer
 
@@ -101,14 +108,16 @@ def _sqlite_file(url: URL) -> Path | None:
 def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
     path = _sqlite_file(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(path.parent, tighten=False)
+        make_private_file(path, companions=("-wal", "-shm", "-journal"))
     busy_ms = int(settings.statement_timeout_seconds * 1000)
     kwargs: dict[str, Any] = {"connect_args": {"timeout": settings.statement_timeout_seconds}}
     if path is not None:
         kwargs.update(pool_size=settings.pool_size, max_overflow=settings.max_overflow,
                       pool_timeout=settings.statement_timeout_seconds)
     engine = create_async_engine(url, **kwargs)
-    _sqlite_hooks(engine.sync_engine, busy_ms)
+    synchronous = "FULL" if settings.sqlite_durable_commits else "NORMAL"
+    _sqlite_hooks(engine.sync_engine, busy_ms, synchronous)
     writes = engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"})
     writer: Writer
     if path is not None:
@@ -116,8 +125,9 @@ def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
         sync_engine = create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0,
                                     connect_args={"timeout": settings.statement_timeout_seconds,
                                                   "check_same_thread": False})
-        _sqlite_hooks(sync_engine, busy_ms)
-        writer = SqliteThreadWriter(sync_engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"}))
+        _sqlite_hooks(sync_engine, busy_ms, synchronous)
+        writer = SqliteThreadWriter(sync_engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"}),
+                                    durable_commits=settings.sqlite_durable_commits)
     else:
         writer = EngineWriter(writes, serialize=True)
     return Database(
@@ -128,7 +138,7 @@ def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
     )
 
 
-def _sqlite_hooks(sync_engine: Any, busy_ms: int) -> None:
+def _sqlite_hooks(sync_engine: Any, busy_ms: int, synchronous: str) -> None:
     """The pragmas of every SQLite connection, and our BEGIN instead of the driver's."""
 
     @event.listens_for(sync_engine, "connect")
@@ -140,9 +150,9 @@ def _sqlite_hooks(sync_engine: Any, busy_ms: int) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-            # WAL + NORMAL is durable against process crashes (the invariant we need); only an OS
-            # crash can lose the last commits, never corrupt the file.
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit returns once the WAL is on the disk (see the module docstring);
+            # NORMAL only when the operator traded that away (sqlite_durable_commits=false).
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
         finally:
             cursor.close()
 

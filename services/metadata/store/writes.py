@@ -12,7 +12,21 @@ concurrent pushes the writers queued behind each other for ~100 ms per LinkBlob.
   the process shares this thread (the store's and the collector's), so they never spin in
   busy_timeout against each other; other processes are still serialised by BEGIN IMMEDIATE +
   busy_timeout. The connection has the engine's pragmas (WAL, foreign_keys, busy_timeout,
-  synchronous=NORMAL: a committed transaction survives a process crash).
+  synchronous=FULL by default: a COMMIT returns once the WAL is fsynced).
+
+  Group commit: the transactions queued while the previous COMMIT waited for the disk run
+  together, each inside a SAVEPOINT of ONE transaction, and share its COMMIT (one WAL fsync for
+  the group instead of one each). A transaction whose `work` raises is rolled back to its
+  savepoint and gets its error; the others are unaffected. If the group's transaction fails as
+  a whole (its COMMIT, or an error after which SQLite rolled everything back), nobody has been
+  answered yet, and each transaction of the group runs again alone: `work` must be re-runnable,
+  which the callers' retries already require (writes are idempotent).
+
+  `run(work, durable=False)` is for a transaction nobody is answered on the strength of (a
+  reservation a later transaction completes, such as LinkBlob's `pending` blob row): a group of
+  only such transactions commits with synchronous=NORMAL, skipping the WAL fsync. That loses
+  nothing: the transaction that does answer someone commits with FULL later, and its fsync of
+  the WAL makes every frame written before it durable too.
 - PostgreSQL and in-memory SQLite (`EngineWriter`): `AsyncConnection.run_sync` on the `writes`
   engine (SQLAlchemy's greenlet bridge: one transaction, each statement one driver round trip);
   on SQLite also behind an asyncio lock, one writer at a time.
@@ -44,8 +58,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = logging.getLogger("lading.metadata.store")
 
 T = TypeVar("T")
-# A queued transaction: the work, the caller's context, its loop and the future it awaits.
-_Job = tuple[Callable[[Connection], Any], contextvars.Context, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+# A queued transaction: the work, the caller's context, its loop, the future it awaits, and
+# whether its commit must be durable before it is answered.
+_Job = tuple[
+    Callable[[Connection], Any], contextvars.Context, asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool
+]
 # Transactions run per wake-up of the writer thread at most (then the loop hears of them).
 _BATCH = 64
 
@@ -56,8 +73,10 @@ class Writer(Protocol):
         """The synchronous engine whose connections run the transactions (for event hooks)."""
         ...
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
-        """Runs `work(conn)` in one write transaction (see the module docstring)."""
+    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+        """Runs `work(conn)` in one write transaction (see the module docstring). `durable`
+        False: nobody is answered on the strength of this commit alone, so it need not wait for
+        the disk (a later durable commit makes it durable too)."""
         ...
 
     async def close(self) -> None:
@@ -77,7 +96,8 @@ class EngineWriter:
     def engine(self) -> Engine:
         return self._writes.sync_engine
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+        # PostgreSQL: every commit is as durable as the server's synchronous_commit makes it.
         async with self._lock, self._writes.begin() as conn:
             return await conn.run_sync(work)
 
@@ -90,26 +110,31 @@ class SqliteThreadWriter:
 
     `engine` is a synchronous engine over the same file whose `begin` emits BEGIN IMMEDIATE
     (engine.py builds it); its connection is opened on the writer thread at first use. The
-    thread takes every transaction queued so far (up to `_BATCH`), runs them one after the
-    other, each in its own transaction, and hands their results back to the event loop in ONE
-    callback: one loop wake-up per batch instead of one per transaction.
+    thread takes every transaction queued so far (up to `_BATCH`), runs them as one group (each
+    in a savepoint of one transaction, one COMMIT: see the module docstring), and hands their
+    results back to the event loop in ONE callback: one loop wake-up per batch instead of one
+    per transaction.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, durable_commits: bool = True) -> None:
         self._engine = engine
+        # False: the operator traded durability away (every commit is synchronous=NORMAL).
+        self._durable_commits = durable_commits
         self._jobs: queue.SimpleQueue[_Job | None] | None = None
         self._thread: threading.Thread | None = None
-        # Only touched on the writer thread.
+        # Only touched on the writer thread: the connection, and the synchronous level it is
+        # set to (None: as it was opened, `durable_commits`' level).
         self._conn: Connection | None = None
+        self._synchronous: str | None = None
 
     @property
     def engine(self) -> Engine:
         return self._engine
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._started().put((work, contextvars.copy_context(), loop, future))
+        self._started().put((work, contextvars.copy_context(), loop, future, durable))
         return await future
 
     def _started(self) -> queue.SimpleQueue[_Job | None]:
@@ -136,34 +161,94 @@ class SqliteThreadWriter:
                     stopping = True
                     break
                 batch.append(job)
+            # A job whose caller is gone before it started has nothing to undo: skipped.
+            live = [job for job in batch if not job[3].cancelled()]
+            results = self._group(live) if len(live) > 1 else [self._alone(job) for job in live]
             settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-            for work, context, loop, future in batch:
-                if future.cancelled():
-                    continue  # its caller is gone and it has not started: nothing to undo
-                try:
-                    outcome: tuple[bool, Any] = (True, context.run(self._transaction, work))
-                except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
-                    outcome = (False, error)
+            for (_, _, loop, future, _), outcome in zip(live, results, strict=True):
                 settled.setdefault(loop, []).append((future, *outcome))
             for loop, outcomes in settled.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                     loop.call_soon_threadsafe(_settle, outcomes)
         self._close_connection()
 
-    def _transaction(self, work: Callable[[Connection], T]) -> T:
+    def _alone(self, job: _Job) -> tuple[bool, Any]:
+        """(True, result) or (False, error) of one job in a transaction of its own."""
+        work, context, _, _, durable = job
+        try:
+            return True, context.run(self._transaction, work, durable)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
+            return False, error
+
+    def _group(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        """Group commit (see the module docstring): every job in a savepoint of one transaction,
+        one COMMIT; each job alone again if that transaction fails as a whole."""
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn = self._connection(durable=any(job[4] for job in jobs))
+            with conn.begin():
+                for work, context, _, _, _ in jobs:
+                    savepoint = conn.begin_nested()
+                    try:
+                        value = context.run(work, conn)
+                    except BaseException as error:  # noqa: BLE001 - this job's answer
+                        savepoint.rollback()
+                        outcomes.append((False, error))
+                    else:
+                        savepoint.commit()
+                        outcomes.append((True, value))
+        except BaseException as error:  # noqa: BLE001 - nothing of the group was committed
+            self._recover(error)
+            log.debug("group of %d write transactions failed as a whole (%s); running each alone",
+                      len(jobs), error)
+            return [self._alone(job) for job in jobs]
+        return outcomes
+
+    def _connection(self, *, durable: bool) -> Connection:
+        """The connection, set to commit the next transaction durably or not (see `run`)."""
         conn = self._conn
         if conn is None or conn.invalidated or conn.closed:
             if conn is not None:
                 with contextlib.suppress(sa_exc.SQLAlchemyError):
                     conn.close()
             conn = self._conn = self._engine.connect()
+            self._synchronous = None
+        if self._durable_commits:
+            wanted = "FULL" if durable else "NORMAL"
+            if (self._synchronous or "FULL") != wanted:
+                # On the driver's connection, outside any transaction (SQLAlchemy would BEGIN
+                # first); SQLite reads the level at each COMMIT.
+                conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={wanted}")
+                self._synchronous = wanted
+        return conn
+
+    def _recover(self, error: BaseException) -> None:
+        """After a failed transaction, the next one starts on a connection without an open
+        transaction: a failed COMMIT (SQLITE_BUSY, an I/O error) can leave one open, and then
+        every BEGIN would fail. A connection that cannot be cleaned is dropped (the next
+        transaction reconnects)."""
+        conn = self._conn
+        if conn is None:
+            return
+        if (isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated) or conn.invalidated or conn.closed:
+            self._conn = None
+            return
+        try:
+            dbapi = conn.connection.dbapi_connection
+            if dbapi is not None and dbapi.in_transaction:
+                dbapi.rollback()
+        except Exception:  # noqa: BLE001 - unusable: start afresh
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            self._conn = None
+
+    def _transaction(self, work: Callable[[Connection], T], durable: bool = True) -> T:
+        conn = self._connection(durable=durable)
         try:
             with conn.begin():
                 return work(conn)
-        except sa_exc.DBAPIError as error:
-            if error.connection_invalidated:
-                # Next transaction reconnects.
-                self._conn = None
+        except BaseException as error:
+            self._recover(error)
             raise
 
     def _close_connection(self) -> None:
