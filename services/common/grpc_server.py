@@ -4,7 +4,8 @@ With `tls` enabled the listener speaks TLS (optionally mutual TLS; services/comm
 otherwise it is plaintext, meant for unix sockets and trusted networks.
 
 Shutdown order (SIGTERM or SIGINT):
-  1. health flips to NOT_SERVING, so load balancers and probes stop sending new calls;
+  1. health flips to NOT_SERVING, so load balancers and probes stop sending new calls, and the
+     caller's `on_draining` ends long-lived streams (their callers subscribe elsewhere);
   2. `server.stop(grace)` lets in-flight calls finish for up to `grace` seconds;
   3. the caller's `on_shutdown` closes the service's resources (database pool, thread pool).
 """
@@ -154,6 +155,7 @@ class GrpcService:
         *,
         ready: Callable[[], Awaitable[None]],
         on_shutdown: Callable[[], Awaitable[None]],
+        on_draining: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._credentials is not None:
@@ -175,6 +177,8 @@ class GrpcService:
         finally:
             # 1. probes flip first; 2. in-flight calls drain; 3. resources close.
             await self.health.enter_graceful_shutdown()
+            if on_draining is not None:
+                await on_draining()
             await self.server.stop(self.grace_seconds)
             await on_shutdown()
             log.info("stopped %s", ", ".join(self.service_names))

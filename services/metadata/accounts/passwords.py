@@ -1,48 +1,143 @@
-"""bcrypt hashing and checking, run in worker threads so the event loop never waits on it.
+"""bcrypt hashing and checking on a bounded pool of threads of its own, in two lanes.
 
 bcrypt only reads the first 72 bytes of a secret (bcrypt 5 refuses longer ones): longer passwords
 are refused when set (`PasswordTooLong`) and never match when checked. Checking an unknown name
 still runs bcrypt against a dummy hash of the same cost, so the answer takes as long either way.
+
+Lanes (`PasswordSlots`): bcrypt is slow on purpose (~0.3 s at cost 12), so a crowd of wrong
+guesses would otherwise queue in front of every real login. A check runs in the *priority* lane
+when the gateway says it verified these exact credentials before (`verified_recently`), and so do
+hashes (operators setting passwords); everything else runs in the *normal* lane. With two or more
+workers, the normal lane may use all but one of them: failed guesses can never take every thread,
+and a priority check waits at most for one running bcrypt. The normal lane's queue is bounded
+(`password_check_queue`); past it a check is refused at once (`PasswordChecksBusy`, 429) instead of
+waiting behind hundreds of others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import bcrypt
 
 MAX_SECRET_BYTES = 72
+T = TypeVar("T")
 
 
 class PasswordTooLong(ValueError):
     """The secret is longer than bcrypt's 72 bytes."""
 
 
-class Passwords:
-    """bcrypt with a fixed work factor and at most `concurrency` hashes at once."""
+class PasswordChecksBusy(Exception):
+    """The normal lane's queue is full: refuse the check now (retry later)."""
 
-    def __init__(self, *, rounds: int, concurrency: int = 4) -> None:
+
+class PasswordSlots:
+    """`workers` slots; the normal lane holds at most `workers - reserved` of them at once and at
+    most `max_waiting` callers wait for one. Priority waiters are always served first."""
+
+    def __init__(self, workers: int, *, reserved: int, max_waiting: int) -> None:
+        self._free = workers
+        self._normal_cap = max(1, workers - reserved)
+        self._normal_busy = 0
+        self._max_waiting = max_waiting
+        self._priority: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """(priority, normal) callers waiting."""
+        return len(self._priority), len(self._normal)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, *, priority: bool) -> AsyncIterator[None]:
+        """Holds a slot of the lane for the block. Raises PasswordChecksBusy when the normal queue is full."""
+        await self._acquire(priority)
+        try:
+            yield
+        finally:
+            self._release(priority)
+
+    def _can_take(self, priority: bool) -> bool:
+        if self._free <= 0:
+            return False
+        return priority or (self._normal_busy < self._normal_cap and not self._priority)
+
+    def _take(self, priority: bool) -> None:
+        self._free -= 1
+        if not priority:
+            self._normal_busy += 1
+
+    async def _acquire(self, priority: bool) -> None:
+        queue = self._priority if priority else self._normal
+        if not queue and self._can_take(priority):
+            self._take(priority)
+            return
+        if not priority and len(queue) >= self._max_waiting:
+            raise PasswordChecksBusy
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release(priority)  # handed a slot while being cancelled: give it back
+            else:
+                with contextlib.suppress(ValueError):
+                    queue.remove(waiter)
+            raise
+
+    def _release(self, priority: bool) -> None:
+        self._free += 1
+        if not priority:
+            self._normal_busy -= 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for lane_is_priority, queue in ((True, self._priority), (False, self._normal)):
+            while queue and self._can_take(lane_is_priority):
+                waiter = queue.popleft()
+                if waiter.done():
+                    continue
+                self._take(lane_is_priority)
+                waiter.set_result(None)
+
+
+class Passwords:
+    """bcrypt with a fixed work factor on `workers` threads of its own, in two lanes (see above)."""
+
+    def __init__(self, *, rounds: int, workers: int = 2, max_waiting: int = 32) -> None:
         self._rounds = rounds
-        self._slots = asyncio.Semaphore(concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
+        self.slots = PasswordSlots(workers, reserved=1 if workers > 1 else 0, max_waiting=max_waiting)
         # Compared against when the account does not exist (see the module docstring); made on
         # first use, in a worker thread like every other hash.
         self._dummy: str | None = None
 
+    async def _run(self, priority: bool, fn: Callable[..., T], *args: object) -> T:
+        async with self.slots.slot(priority=priority):
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     async def hash(self, secret: str) -> str:
-        """The bcrypt hash of `secret`. Raises PasswordTooLong past 72 bytes, ValueError when empty."""
+        """The bcrypt hash of `secret` (priority lane). Raises PasswordTooLong past 72 bytes,
+        ValueError when empty."""
         raw = secret.encode()
         if not raw:
             raise ValueError("empty secret")
         if len(raw) > MAX_SECRET_BYTES:
             raise PasswordTooLong(f"passwords are limited to {MAX_SECRET_BYTES} bytes (bcrypt)")
-        async with self._slots:
-            hashed = await asyncio.to_thread(bcrypt.hashpw, raw, bcrypt.gensalt(self._rounds))
+        hashed = await self._run(True, bcrypt.hashpw, raw, bcrypt.gensalt(self._rounds))
         return hashed.decode()
 
-    async def check(self, secret: str, hashed: str | None) -> bool:
+    async def check(self, secret: str, hashed: str | None, *, priority: bool = False) -> bool:
         """True when `secret` matches `hashed`; `hashed=None` (no such account) is checked against
-        the dummy hash and is always False."""
+        the dummy hash and is always False. Raises PasswordChecksBusy (normal lane full)."""
         raw = secret.encode()
         if hashed is None and self._dummy is None:
             self._dummy = await self.hash(secrets.token_urlsafe(16))
@@ -50,9 +145,11 @@ class Passwords:
         if not raw or len(raw) > MAX_SECRET_BYTES:
             raw = b"\x00"  # still pay for one bcrypt, then fail
             hashed = None
-        async with self._slots:
-            matched = await asyncio.to_thread(_checkpw, raw, target)
+        matched = await self._run(priority, _checkpw, raw, target)
         return matched and hashed is not None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _checkpw(raw: bytes, target: bytes) -> bool:
@@ -65,5 +162,3 @@ def _checkpw(raw: bytes, target: bytes) -> bool:
 def new_robot_secret() -> str:
     """43 URL-safe characters (256 bits), within bcrypt's 72 bytes."""
     return secrets.token_urlsafe(32)
-
-
