@@ -297,7 +297,7 @@ class LoginThrottleSettings(BaseModel):
     # A key with no failure for this long starts again from zero.
     forget_after_seconds: float = Field(default=900.0, gt=0)
     # Password checks of not-yet-trusted credentials in flight at once, per address and per account.
-    max_concurrent_per_address: int = Field(default=4, ge=1)
+    max_concurrent_per_address: int = Field(default=8, ge=1)
     max_concurrent_per_account: int = Field(default=4, ge=1)
     trusted_credential_seconds: float = Field(default=86400.0, ge=0)
     # Bound on the keys remembered (oldest forgotten first).

@@ -74,8 +74,11 @@ class ChangeServicer(changes_pb2_grpc.ChangeServiceServicer):
                 first = False
                 if len(found) == BATCH:
                     continue
-            # Nothing above `position` is readable: wait for a change above what the hub knows too
-            # (rows below it that cannot be read were pruned; waiting on them would spin).
+            # Only the hub's word leads to another read (one read per replica and change, not a
+            # poll per stream). Nothing above `position` readable: wait for a change above what the
+            # hub knows too (rows below it that cannot be read were pruned; waiting on them would spin).
             waited = position if found else max(position, self._hub.latest)
-            if not await self._hub.wait_beyond(waited, heartbeat) and not self._hub.closed:
+            while not await self._hub.wait_beyond(waited, heartbeat):
+                if self._hub.closed:
+                    return
                 yield pb.WatchChangesResponse(position=position, caught_up=True)
