@@ -29,7 +29,12 @@ from gateway.auth.change_feed import RevocationFeed
 from gateway.auth.revocations import RevocationSet
 from services.common.grpc_server import ErrorMappingInterceptor
 from services.common.metrics import Metrics
-from services.common.settings import AuthSettings, ChangeFeedSettings, MetadataSettings, RevocationFeedSettings
+from services.common.settings import (
+    AuthSettings,
+    ChangeFeedSettings,
+    MetadataSettings,
+    RevocationFeedSettings,
+)
 from services.metadata.accounts.main import build_account_servicer
 from services.metadata.accounts.servicer import AccountServicer
 from services.metadata.changes.wiring import ChangeParts, build_changes
