@@ -1,0 +1,221 @@
+"""`python -m bench.login_attack`: how fast a correct login is while many clients guess passwords.
+
+Issue 11 item 4: "a correct login stays under 1 s p99 while 64 clients send wrong passwords".
+Starts `lading serve` in token mode (bcrypt at the default cost 12; the gateway's short Basic
+cache off, so every login below pays a real bcrypt check), creates the accounts, then for each
+scenario runs, for `--seconds` (30):
+- the attack: `--attackers` clients (64) in a process of their own, each sending `GET /token` with
+  a wrong, never repeated password as fast as the answers come (they ignore `Retry-After`), all
+  from 127.0.0.1;
+- "known user": one client logging in with the right password every 0.2 s, from 127.0.0.1 too
+  (it logged in once before the attack: the gateway has verified these credentials before);
+- "first login, other address": every second a user never seen before logs in for the first
+  time, from another client address (`X-Forwarded-For`; 127.0.0.1 is a trusted proxy).
+Scenarios: `none` (no attack), `same-account` (the guesses target the known user's own account),
+`other-accounts` (64 other accounts). It prints one Markdown table: per measured client the
+logins, how many got 200 / 429 / other, and p50 / p99 / max latency; per scenario what the
+attackers got.
+
+`--lading-root DIR` runs another checkout's `lading serve` (with `DIR/.venv/bin/python`), e.g. the
+code before the change, to measure "before" with the same client code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import multiprocessing
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from lading.metadata.v1 import accounts_pb2 as pb
+from lading.metadata.v1 import accounts_pb2_grpc
+
+from gateway.auth.keys import generate_signing_key_pem
+from tests.support.stack import REPO_ROOT, LadingProcess, free_port, wait_until_http_ok
+
+KNOWN = ("known-user", "known-user-password-1")
+VICTIMS = 64
+
+
+def _basic(name: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+
+@dataclass
+class Samples:
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    def add(self, status: int, seconds: float) -> None:
+        self.statuses[status] += 1
+        self.latencies.append(seconds)
+
+    def row(self) -> str:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return "0 | - | - | - | - | - | -"
+        p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+        other = sum(n for s, n in self.statuses.items() if s not in (200, 429))
+        return (f"{len(ordered)} | {self.statuses[200]} | {self.statuses[429]} | {other} | "
+                f"{statistics.median(ordered) * 1000:.0f} | {p99 * 1000:.0f} | {ordered[-1] * 1000:.0f}")
+
+
+@contextmanager
+def registry(root: Path, lading_root: Path | None) -> Iterator[tuple[str, str]]:
+    """`lading serve` in token mode under `root`; yields (base URL, metadata gRPC target)."""
+    key = root / "token.pem"
+    key.write_bytes(generate_signing_key_pem())
+    port = free_port()
+    code = (lading_root or REPO_ROOT).resolve()
+    python = code / ".venv" / "bin" / "python" if lading_root else Path(sys.executable)
+    data = root / "data"
+    process = LadingProcess(
+        "lading-serve", [str(python), "-m", "services.cli", "serve", "--data-dir", str(data),
+                         "--host", "127.0.0.1", "--port", str(port)],
+        log_dir=root / "logs", cwd=root, env={
+            "PYTHONPATH": str(code),
+            "LADING_AUTH__MODE": "token",
+            "LADING_AUTH__SIGNING_KEY_FILE": str(key),
+            "LADING_AUTH__BASIC_CACHE_SECONDS": "0",
+            "LADING_GATEWAY__LOG_LEVEL": "warning",
+        })
+    process.start()
+    try:
+        wait_until_http_ok(f"http://127.0.0.1:{port}/readyz", process, timeout=60)
+        yield f"http://127.0.0.1:{port}", f"unix:{(data / 'run' / 'metadata.sock').resolve()}"
+    finally:
+        process.stop()
+
+
+def create_accounts(target: str, fresh: int) -> list[tuple[str, str]]:
+    """The known user, the victims, and `fresh` users who will log in once each."""
+    with grpc.insecure_channel(target) as channel, ThreadPoolExecutor(4) as pool:
+        stub = accounts_pb2_grpc.AccountServiceStub(channel)
+        names = [KNOWN[0]] + [f"victim-{i}" for i in range(VICTIMS)] + [f"fresh-{i}" for i in range(fresh)]
+
+        def create(name: str) -> None:
+            password = KNOWN[1] if name == KNOWN[0] else f"{name}-password"
+            stub.CreateUser(pb.CreateUserRequest(name=name, password=password), timeout=120)
+
+        list(pool.map(create, names))
+    return [(f"fresh-{i}", f"fresh-{i}-password") for i in range(fresh)]
+
+
+def _attack(base_url: str, accounts: list[str], seconds: float, ready: multiprocessing.Event,  # type: ignore[valid-type]
+            results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """The attackers (in a process of their own): each sends wrong passwords until time is up."""
+    async def attacker(client: httpx.AsyncClient, account: str, until: float, seen: Counter[int]) -> None:
+        while time.monotonic() < until:
+            try:
+                response = await client.get("/token", params={"service": "lading"},
+                                            headers={"Authorization": _basic(account, secrets.token_hex(8))})
+                seen[response.status_code] += 1
+            except httpx.HTTPError:
+                seen[0] += 1
+
+    async def main() -> None:
+        seen: Counter[int] = Counter()
+        limits = httpx.Limits(max_connections=len(accounts), max_keepalive_connections=len(accounts))
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+            ready.set()  # type: ignore[attr-defined]
+            until = time.monotonic() + seconds
+            await asyncio.gather(*(attacker(client, account, until, seen) for account in accounts))
+        results.put(dict(seen))
+
+    asyncio.run(main())
+
+
+def _login(client: httpx.Client, creds: tuple[str, str], samples: Samples, address: str | None = None) -> None:
+    headers = {"Authorization": _basic(*creds)}
+    if address:
+        headers["X-Forwarded-For"] = address
+    started = time.monotonic()
+    response = client.get("/token", params={"service": "lading"}, headers=headers)
+    samples.add(response.status_code, time.monotonic() - started)
+
+
+def run_scenario(base_url: str, scenario: str, seconds: float, attackers: int,
+                 fresh: list[tuple[str, str]]) -> tuple[Samples, Samples, dict[int, int]]:
+    known, first = Samples(), Samples()
+    attack_result: dict[int, int] = {}
+    process = None
+    if scenario != "none":
+        accounts = [KNOWN[0]] * attackers if scenario == "same-account" else [
+            f"victim-{i % VICTIMS}" for i in range(attackers)]
+        ctx = multiprocessing.get_context("spawn")
+        ready, results = ctx.Event(), ctx.Queue()
+        process = ctx.Process(target=_attack, args=(base_url, accounts, seconds, ready, results), daemon=True)
+        process.start()
+        ready.wait(30)
+        time.sleep(1.0)  # let the attack reach its steady state
+    until = time.monotonic() + (seconds - 1.5 if process else seconds)
+
+    def first_logins() -> None:
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            for i, creds in enumerate(fresh):
+                if time.monotonic() >= until:
+                    return
+                _login(client, creds, first, address=f"203.0.113.{i % 250 + 1}")
+                time.sleep(max(0.0, 1.0 - first.latencies[-1]))
+
+    newcomers = threading.Thread(target=first_logins)
+    newcomers.start()
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        while time.monotonic() < until:
+            _login(client, KNOWN, known)
+            time.sleep(0.2)
+    newcomers.join()
+    if process is not None:
+        attack_result = results.get(timeout=seconds + 60)
+        process.join(30)
+    return known, first, attack_result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.login_attack", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="per scenario (default 30)")
+    parser.add_argument("--attackers", type=int, default=64)
+    parser.add_argument("--scenarios", default="none,same-account,other-accounts")
+    parser.add_argument("--lading-root", type=Path, help="run this checkout's lading serve (its .venv) instead")
+    args = parser.parse_args(argv)
+    scenarios = args.scenarios.split(",")
+    fresh_per_scenario = int(args.seconds) + 2
+    with tempfile.TemporaryDirectory(prefix="lading-login-bench-") as folder, \
+            registry(Path(folder), args.lading_root) as (base_url, target):
+        print(f"[bench] lading at {base_url} ({args.lading_root or REPO_ROOT}); creating accounts", file=sys.stderr)
+        fresh = create_accounts(target, fresh_per_scenario * len(scenarios))
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            _login(client, KNOWN, Samples())  # the known user has logged in before
+        rows = []
+        for n, scenario in enumerate(scenarios):
+            print(f"[bench] scenario {scenario}: {args.seconds:g} s", file=sys.stderr)
+            batch = fresh[n * fresh_per_scenario:(n + 1) * fresh_per_scenario]
+            known, first, attack = run_scenario(base_url, scenario, args.seconds, args.attackers, batch)
+            attack_text = ", ".join(f"{code or 'error'}: {count}" for code, count in sorted(attack.items())) or "-"
+            rows.append(f"| {scenario} | known user, 127.0.0.1 | {known.row()} | {attack_text} |")
+            rows.append(f"| {scenario} | first login, other address | {first.row()} | |")
+    print(f"\nLogin latency under attack ({args.attackers} attackers, {args.seconds:g} s per scenario, "
+          f"bcrypt cost 12, cpus {os.cpu_count()}):\n")
+    print("| attack | client | logins | 200 | 429 | other | p50 ms | p99 ms | max ms | attackers got |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
