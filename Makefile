@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test test-ha protos lint clean bench bench-quick
+.PHONY: run test test-ha protos lint clean bench bench-quick bench-login
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP)
 ## bench-quick: the same benchmark in about a minute (smaller sizes, one round)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+## bench-login: a correct login's latency while 64 clients guess passwords (docs/benchmarks.md)
+bench-login: $(STAMP)
+	$(BIN)/python -m bench.login_attack $(BENCH_ARGS)
 
 ## protos: regenerate the committed gRPC code from protos/**/*.proto
 protos: $(STAMP)
