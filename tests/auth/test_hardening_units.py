@@ -143,6 +143,24 @@ async def test_failed_guesses_cannot_take_the_reserved_slot_and_priority_goes_fi
     assert order.index("known-2") < order.index("guess1")  # priority waiters are served first
 
 
+async def test_addresses_take_turns_in_the_normal_lane() -> None:
+    slots = PasswordSlots(1, reserved=0, max_waiting=20)
+    order: list[str] = []
+
+    async def check(name: str, source: str) -> None:
+        async with slots.slot(priority=False, source=source):
+            order.append(name)
+            await asyncio.sleep(0)
+
+    async with slots.slot(priority=False, source="busy"):  # a check is running
+        tasks = [asyncio.create_task(check(f"guess{i}", "198.51.100.1")) for i in range(6)]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(check("newcomer", "203.0.113.5")))
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert order.index("newcomer") == 1  # after one guess, not after all six
+
+
 async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     slots = PasswordSlots(1, reserved=0, max_waiting=2)
     async with slots.slot(priority=False):

@@ -192,16 +192,19 @@ class AccountsCore:
 
     # -- the gateway's questions -------------------------------------------------------------------
 
-    async def authenticate(self, name: str, secret: str, *, verified_recently: bool = False) -> StoredAccount:
+    async def authenticate(self, name: str, secret: str, *, verified_recently: bool = False,
+                           client_address: str = "") -> StoredAccount:
         """The account `name` when `secret` is its password or robot secret; UNAUTHORIZED otherwise.
 
         bcrypt runs in every case (unknown name, disabled account, expired robot) so the failure
-        takes as long. `verified_recently` (the gateway's word) picks the bcrypt lane.
+        takes as long. `verified_recently` (the gateway's word) picks the bcrypt lane; addresses
+        take turns in the normal one.
         """
         account = await self._store.get(name) if name else None
         try:
             matched = await self._passwords.check(
-                secret, account.password_hash if account else None, priority=verified_recently
+                secret, account.password_hash if account else None, priority=verified_recently,
+                source=client_address,
             )
         except PasswordChecksBusy:
             raise RegistryError(

@@ -9,9 +9,10 @@ guesses would otherwise queue in front of every real login. A check runs in the 
 when the gateway says it verified these exact credentials before (`verified_recently`), and so do
 hashes (operators setting passwords); everything else runs in the *normal* lane. With two or more
 workers, the normal lane may use all but one of them: failed guesses can never take every thread,
-and a priority check waits at most for one running bcrypt. The normal lane's queue is bounded
-(`password_check_queue`); past it a check is refused at once (`PasswordChecksBusy`, 429) instead of
-waiting behind hundreds of others.
+and a priority check waits at most for one running bcrypt. Within the normal lane, client
+addresses take turns (one address's pile of guesses delays another's login by one check per
+thread, not by the whole pile). The normal lane's queue is bounded (`password_check_queue`); past
+it a check is refused at once (`PasswordChecksBusy`, 429) instead of waiting behind hundreds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -40,7 +41,9 @@ class PasswordChecksBusy(Exception):
 
 class PasswordSlots:
     """`workers` slots; the normal lane holds at most `workers - reserved` of them at once and at
-    most `max_waiting` callers wait for one. Priority waiters are always served first."""
+    most `max_waiting` callers wait for one. Priority waiters are always served first; normal
+    waiters take turns by `source` (the client address), so one address with many checks queued
+    delays another address's check by at most one check per slot."""
 
     def __init__(self, workers: int, *, reserved: int, max_waiting: int) -> None:
         self._free = workers
@@ -48,17 +51,19 @@ class PasswordSlots:
         self._normal_busy = 0
         self._max_waiting = max_waiting
         self._priority: deque[asyncio.Future[None]] = deque()
-        self._normal: deque[asyncio.Future[None]] = deque()
+        # source → its waiters; the first source is served next, then moves to the end.
+        self._normal: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        self._normal_waiting = 0
 
     @property
     def waiting(self) -> tuple[int, int]:
         """(priority, normal) callers waiting."""
-        return len(self._priority), len(self._normal)
+        return len(self._priority), self._normal_waiting
 
     @contextlib.asynccontextmanager
-    async def slot(self, *, priority: bool) -> AsyncIterator[None]:
+    async def slot(self, *, priority: bool, source: str = "") -> AsyncIterator[None]:
         """Holds a slot of the lane for the block. Raises PasswordChecksBusy when the normal queue is full."""
-        await self._acquire(priority)
+        await self._acquire(priority, source)
         try:
             yield
         finally:
@@ -74,24 +79,39 @@ class PasswordSlots:
         if not priority:
             self._normal_busy += 1
 
-    async def _acquire(self, priority: bool) -> None:
-        queue = self._priority if priority else self._normal
-        if not queue and self._can_take(priority):
+    async def _acquire(self, priority: bool, source: str) -> None:
+        waiting = self._priority if priority else self._normal_waiting
+        if not waiting and self._can_take(priority):
             self._take(priority)
             return
-        if not priority and len(queue) >= self._max_waiting:
+        if not priority and self._normal_waiting >= self._max_waiting:
             raise PasswordChecksBusy
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue.append(waiter)
+        if priority:
+            self._priority.append(waiter)
+        else:
+            self._normal.setdefault(source, deque()).append(waiter)
+            self._normal_waiting += 1
         try:
             await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._release(priority)  # handed a slot while being cancelled: give it back
             else:
-                with contextlib.suppress(ValueError):
-                    queue.remove(waiter)
+                self._forget(waiter, priority, source)
             raise
+
+    def _forget(self, waiter: asyncio.Future[None], priority: bool, source: str) -> None:
+        if priority:
+            with contextlib.suppress(ValueError):
+                self._priority.remove(waiter)
+            return
+        queue = self._normal.get(source)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            self._normal_waiting -= 1
+            if not queue:
+                del self._normal[source]
 
     def _release(self, priority: bool) -> None:
         self._free += 1
@@ -100,13 +120,19 @@ class PasswordSlots:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        for lane_is_priority, queue in ((True, self._priority), (False, self._normal)):
-            while queue and self._can_take(lane_is_priority):
-                waiter = queue.popleft()
-                if waiter.done():
-                    continue
-                self._take(lane_is_priority)
-                waiter.set_result(None)
+        while self._priority and self._can_take(True):
+            self._take(True)
+            self._priority.popleft().set_result(None)
+        while self._normal and self._can_take(False):
+            source, queue = next(iter(self._normal.items()))
+            waiter = queue.popleft()
+            self._normal_waiting -= 1
+            if queue:
+                self._normal.move_to_end(source)
+            else:
+                del self._normal[source]
+            self._take(False)
+            waiter.set_result(None)
 
 
 class Passwords:
@@ -120,8 +146,8 @@ class Passwords:
         # first use, in a worker thread like every other hash.
         self._dummy: str | None = None
 
-    async def _run(self, priority: bool, fn: Callable[..., T], *args: object) -> T:
-        async with self.slots.slot(priority=priority):
+    async def _run(self, priority: bool, fn: Callable[..., T], *args: object, source: str = "") -> T:
+        async with self.slots.slot(priority=priority, source=source):
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def hash(self, secret: str) -> str:
@@ -135,9 +161,10 @@ class Passwords:
         hashed = await self._run(True, bcrypt.hashpw, raw, bcrypt.gensalt(self._rounds))
         return hashed.decode()
 
-    async def check(self, secret: str, hashed: str | None, *, priority: bool = False) -> bool:
+    async def check(self, secret: str, hashed: str | None, *, priority: bool = False, source: str = "") -> bool:
         """True when `secret` matches `hashed`; `hashed=None` (no such account) is checked against
-        the dummy hash and is always False. Raises PasswordChecksBusy (normal lane full)."""
+        the dummy hash and is always False. `source` (the client address) takes turns with other
+        sources in the normal lane. Raises PasswordChecksBusy (normal lane full)."""
         raw = secret.encode()
         if hashed is None and self._dummy is None:
             self._dummy = await self.hash(secrets.token_urlsafe(16))
@@ -145,7 +172,7 @@ class Passwords:
         if not raw or len(raw) > MAX_SECRET_BYTES:
             raw = b"\x00"  # still pay for one bcrypt, then fail
             hashed = None
-        matched = await self._run(priority, _checkpw, raw, target)
+        matched = await self._run(priority, _checkpw, raw, target, source=source)
         return matched and hashed is not None
 
     def close(self) -> None:

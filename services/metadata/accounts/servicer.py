@@ -85,7 +85,8 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
     async def Authenticate(self, request: pb.AuthenticateRequest, context: grpc.aio.ServicerContext
                            ) -> pb.AuthenticateResponse:
         account = await self._core.authenticate(request.name, request.secret,
-                                                verified_recently=request.verified_recently)
+                                                verified_recently=request.verified_recently,
+                                                client_address=request.client_address)
         return pb.AuthenticateResponse(account=account_message(account))
 
     async def Authorize(self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
