@@ -4,13 +4,13 @@ Issue 11 item 4: "a correct login stays under 1 s p99 while 64 clients send wron
 Starts `lading serve` in token mode (bcrypt at the default cost 12; the gateway's short Basic
 cache off, so every login below pays a real bcrypt check), creates the accounts, then for each
 scenario runs, for `--seconds` (30):
-- the attack: `--attackers` clients (64) in a process of their own, each sending `GET /token` with
-  a wrong, never repeated password as fast as the answers come (they ignore `Retry-After`), all
-  from 127.0.0.1;
-- "known user": one client logging in with the right password every 0.2 s, from 127.0.0.1 too
+- the attack: `--attackers` (64) connections of one `wrk` process (bench/login_attack.lua), each
+  sending `GET /token` with a wrong, never repeated password as soon as the last answer came (they
+  ignore `Retry-After`), all from 127.0.0.1;
+- "known user": one client logging in with the right password every 0.5 s, from 127.0.0.1 too
   (it logged in once before the attack: the gateway has verified these credentials before);
-- "first login, other address": every second a user never seen before logs in for the first
-  time, from another client address (`X-Forwarded-For`; 127.0.0.1 is a trusted proxy).
+- "first login, other address": every 2 s a user never seen before logs in for the first time,
+  from another client address (`X-Forwarded-For`; 127.0.0.1 is a trusted proxy).
 Scenarios: `none` (no attack), `same-account` (the guesses target the known user's own account),
 `other-accounts` (64 other accounts). It prints one Markdown table: per measured client the
 logins, how many got 200 / 429 / other, and p50 / p99 / max latency; per scenario what the
@@ -23,12 +23,12 @@ code before the change, to measure "before" with the same client code.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
-import multiprocessing
+import json
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -45,11 +45,17 @@ import httpx
 from lading.metadata.v1 import accounts_pb2 as pb
 from lading.metadata.v1 import accounts_pb2_grpc
 
+from bench.loadgen import ensure_wrk
 from gateway.auth.keys import generate_signing_key_pem
 from tests.support.stack import REPO_ROOT, LadingProcess, free_port, wait_until_http_ok
 
 KNOWN = ("known-user", "known-user-password-1")
 VICTIMS = 64
+ATTACK_SCRIPT = Path(__file__).with_name("login_attack.lua")
+# Seconds between the measured logins (each pays a ~0.35 s bcrypt: closer together, the measuring
+# clients would load the two cores themselves).
+KNOWN_LOGIN_EVERY = 0.5
+FIRST_LOGIN_EVERY = 2.0
 
 
 def _basic(name: str, password: str) -> str:
@@ -116,28 +122,26 @@ def create_accounts(target: str, fresh: int) -> list[tuple[str, str]]:
     return [(f"fresh-{i}", f"fresh-{i}-password") for i in range(fresh)]
 
 
-def _attack(base_url: str, accounts: list[str], seconds: float, ready: multiprocessing.Event,  # type: ignore[valid-type]
-            results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """The attackers (in a process of their own): each sends wrong passwords until time is up."""
-    async def attacker(client: httpx.AsyncClient, account: str, until: float, seen: Counter[int]) -> None:
-        while time.monotonic() < until:
-            try:
-                response = await client.get("/token", params={"service": "lading"},
-                                            headers={"Authorization": _basic(account, secrets.token_hex(8))})
-                seen[response.status_code] += 1
-            except httpx.HTTPError:
-                seen[0] += 1
+def _start_attack(base_url: str, accounts: list[str], attackers: int, seconds: float) -> subprocess.Popen[str]:
+    """wrk (one thread, an event loop: a small share of a core, so the cores stay with the
+    registry) with `attackers` connections, each sending a new wrong password as soon as the last
+    answer came (bench/login_attack.lua)."""
+    env = dict(os.environ, BENCH_ACCOUNTS=",".join(accounts), BENCH_SEED=secrets.token_hex(4))
+    command = [ensure_wrk(), "-t", "1", "-c", str(attackers), "-d", f"{seconds:.0f}s", "--timeout", "30s",
+               "-s", str(ATTACK_SCRIPT), base_url]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    async def main() -> None:
-        seen: Counter[int] = Counter()
-        limits = httpx.Limits(max_connections=len(accounts), max_keepalive_connections=len(accounts))
-        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-            ready.set()  # type: ignore[attr-defined]
-            until = time.monotonic() + seconds
-            await asyncio.gather(*(attacker(client, account, until, seen) for account in accounts))
-        results.put(dict(seen))
 
-    asyncio.run(main())
+def _attack_result(process: subprocess.Popen[str], seconds: float) -> dict[int, int]:
+    out, _ = process.communicate(timeout=seconds + 60)
+    line = next((text for text in out.splitlines() if text.startswith("BENCH-ATTACK ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed ({process.returncode}): {out[-2000:]}")
+    data = json.loads(line.removeprefix("BENCH-ATTACK "))
+    result = {int(code): count for code, count in data["statuses"].items()}
+    if data["errors"]:
+        result[0] = data["errors"]
+    return result
 
 
 def _login(client: httpx.Client, creds: tuple[str, str], samples: Samples, address: str | None = None) -> None:
@@ -155,15 +159,10 @@ def run_scenario(base_url: str, scenario: str, seconds: float, attackers: int,
     attack_result: dict[int, int] = {}
     process = None
     if scenario != "none":
-        accounts = [KNOWN[0]] * attackers if scenario == "same-account" else [
-            f"victim-{i % VICTIMS}" for i in range(attackers)]
-        ctx = multiprocessing.get_context("spawn")
-        ready, results = ctx.Event(), ctx.Queue()
-        process = ctx.Process(target=_attack, args=(base_url, accounts, seconds, ready, results), daemon=True)
-        process.start()
-        ready.wait(30)
+        accounts = [KNOWN[0]] if scenario == "same-account" else [f"victim-{i}" for i in range(VICTIMS)]
+        process = _start_attack(base_url, accounts, attackers, seconds)
         time.sleep(1.0)  # let the attack reach its steady state
-    until = time.monotonic() + (seconds - 1.5 if process else seconds)
+    until = time.monotonic() + (seconds - 2.0 if process else seconds)
 
     def first_logins() -> None:
         with httpx.Client(base_url=base_url, timeout=60) as client:
@@ -171,18 +170,17 @@ def run_scenario(base_url: str, scenario: str, seconds: float, attackers: int,
                 if time.monotonic() >= until:
                     return
                 _login(client, creds, first, address=f"203.0.113.{i % 250 + 1}")
-                time.sleep(max(0.0, 1.0 - first.latencies[-1]))
+                time.sleep(max(0.0, FIRST_LOGIN_EVERY - first.latencies[-1]))
 
     newcomers = threading.Thread(target=first_logins)
     newcomers.start()
     with httpx.Client(base_url=base_url, timeout=60) as client:
         while time.monotonic() < until:
             _login(client, KNOWN, known)
-            time.sleep(0.2)
+            time.sleep(max(0.0, KNOWN_LOGIN_EVERY - known.latencies[-1]))
     newcomers.join()
     if process is not None:
-        attack_result = results.get(timeout=seconds + 60)
-        process.join(30)
+        attack_result = _attack_result(process, seconds)
     return known, first, attack_result
 
 
@@ -194,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lading-root", type=Path, help="run this checkout's lading serve (its .venv) instead")
     args = parser.parse_args(argv)
     scenarios = args.scenarios.split(",")
-    fresh_per_scenario = int(args.seconds) + 2
+    fresh_per_scenario = int(args.seconds / FIRST_LOGIN_EVERY) + 2
     with tempfile.TemporaryDirectory(prefix="lading-login-bench-") as folder, \
             registry(Path(folder), args.lading_root) as (base_url, target):
         print(f"[bench] lading at {base_url} ({args.lading_root or REPO_ROOT}); creating accounts", file=sys.stderr)

@@ -7,7 +7,9 @@ In order:
    still current) are *trusted*: they skip the throttle and ask for the metadata plane's reserved
    bcrypt lane (`verified_recently`), so guesses cannot keep a known user out;
 3. other credentials pass the throttle first (gateway/auth/throttle.py): refused with
-   `429 TOOMANYREQUESTS` and `Retry-After` while their address or account is backing off;
+   `429 TOOMANYREQUESTS` and `Retry-After` while their address or account is backing off, the
+   answer held back `throttle.refusal_delay_seconds` (1 s, at most the Retry-After) so that a
+   client ignoring Retry-After cannot keep the gateway busy answering it;
 4. the metadata plane checks the password (bcrypt). A failure is counted by the throttle.
 Identical credentials from one address checked at the same moment share one check (steps 2-4).
 Every refused login writes one log line `login refused` with the account, the client address and
@@ -65,6 +67,7 @@ class Logins:
         self._accounts = accounts
         self._status = status
         self._throttle = throttle
+        self._refusal_delay = settings.throttle.refusal_delay_seconds
         self._cache = TtlCache(settings.basic_cache_seconds)
         self._trusted = TtlCache(settings.throttle.trusted_credential_seconds, max_entries=_MAX_TRUSTED)
         # Checks in flight, by (credential, address bucket): the same credentials sent by many
@@ -101,6 +104,8 @@ class Logins:
             outcome = await asyncio.shield(pending)
         except Throttled as throttled:
             refused(name, address, throttled.reason)
+            # Held back a moment (see throttle.refusal_delay_seconds): costs a sleeping coroutine.
+            await asyncio.sleep(min(self._refusal_delay, throttled.retry_after))
             raise too_many(throttled.message, throttled.retry_after) from None
         except _Saturated:
             refused(name, address, "checks_saturated")

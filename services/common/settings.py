@@ -300,6 +300,10 @@ class LoginThrottleSettings(BaseModel):
     max_concurrent_per_address: int = Field(default=8, ge=1)
     max_concurrent_per_account: int = Field(default=4, ge=1)
     trusted_credential_seconds: float = Field(default=86400.0, ge=0)
+    # A refused attempt is answered after this long (at most its Retry-After): a client that
+    # ignores Retry-After and asks again at once gets one answer per connection and delay, not
+    # thousands a second that would keep the gateway busy. 0: answer at once.
+    refusal_delay_seconds: float = Field(default=1.0, ge=0, le=10)
     # Bound on the keys remembered (oldest forgotten first).
     max_tracked_keys: int = Field(default=100_000, ge=100)
 
