@@ -3,7 +3,8 @@
 Issue 11 item 4: "a correct login stays under 1 s p99 while 64 clients send wrong passwords".
 Starts `lading serve` in token mode (bcrypt at the default cost 12; the gateway's short Basic
 cache off, so every login below pays a real bcrypt check), creates the accounts, then for each
-scenario runs, for `--seconds` (30):
+scenario runs, for `--seconds` (20) in each of `--rounds` (3) rounds (the scenarios take turns,
+so machine noise hits them alike):
 - the attack: `--attackers` (64) connections of one `wrk` process (bench/login_attack.lua), each
   sending `GET /token` with a wrong, never repeated password as soon as the last answer came (they
   ignore `Retry-After`), all from 127.0.0.1;
@@ -82,7 +83,8 @@ class Samples:
 
 
 @contextmanager
-def registry(root: Path, lading_root: Path | None) -> Iterator[tuple[str, str]]:
+def registry(root: Path, lading_root: Path | None, extra_env: dict[str, str] | None = None
+             ) -> Iterator[tuple[str, str]]:
     """`lading serve` in token mode under `root`; yields (base URL, metadata gRPC target)."""
     key = root / "token.pem"
     key.write_bytes(generate_signing_key_pem())
@@ -99,6 +101,7 @@ def registry(root: Path, lading_root: Path | None) -> Iterator[tuple[str, str]]:
             "LADING_AUTH__SIGNING_KEY_FILE": str(key),
             "LADING_AUTH__BASIC_CACHE_SECONDS": "0",
             "LADING_GATEWAY__LOG_LEVEL": "warning",
+            **(extra_env or {}),
         })
     process.start()
     try:
@@ -153,9 +156,10 @@ def _login(client: httpx.Client, creds: tuple[str, str], samples: Samples, addre
     samples.add(response.status_code, time.monotonic() - started)
 
 
-def run_scenario(base_url: str, scenario: str, seconds: float, attackers: int,
-                 fresh: list[tuple[str, str]]) -> tuple[Samples, Samples, dict[int, int]]:
-    known, first = Samples(), Samples()
+def run_scenario(base_url: str, scenario: str, seconds: float, attackers: int, fresh: list[tuple[str, str]],
+                 known: Samples, first: Samples) -> dict[int, int]:
+    """One run of `scenario`; the measured logins are added to `known` and `first`. Returns what
+    the attackers got (status → count)."""
     attack_result: dict[int, int] = {}
     process = None
     if scenario != "none":
@@ -169,49 +173,63 @@ def run_scenario(base_url: str, scenario: str, seconds: float, attackers: int,
             for i, creds in enumerate(fresh):
                 if time.monotonic() >= until:
                     return
+                started = time.monotonic()
                 _login(client, creds, first, address=f"203.0.113.{i % 250 + 1}")
-                time.sleep(max(0.0, FIRST_LOGIN_EVERY - first.latencies[-1]))
+                time.sleep(max(0.0, FIRST_LOGIN_EVERY - (time.monotonic() - started)))
 
     newcomers = threading.Thread(target=first_logins)
     newcomers.start()
     with httpx.Client(base_url=base_url, timeout=60) as client:
         while time.monotonic() < until:
+            started = time.monotonic()
             _login(client, KNOWN, known)
-            time.sleep(max(0.0, KNOWN_LOGIN_EVERY - known.latencies[-1]))
+            time.sleep(max(0.0, KNOWN_LOGIN_EVERY - (time.monotonic() - started)))
     newcomers.join()
     if process is not None:
         attack_result = _attack_result(process, seconds)
-    return known, first, attack_result
+    return attack_result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.login_attack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=30.0, help="per scenario (default 30)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per scenario and round (default 20)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="the scenarios run in turn this many times, so machine noise hits all alike (3)")
     parser.add_argument("--attackers", type=int, default=64)
     parser.add_argument("--scenarios", default="none,same-account,other-accounts")
     parser.add_argument("--lading-root", type=Path, help="run this checkout's lading serve (its .venv) instead")
+    parser.add_argument("--env", action="append", default=[], metavar="LADING_X=VALUE",
+                        help="a setting for lading serve (repeatable)")
     args = parser.parse_args(argv)
+    extra_env = dict(item.split("=", 1) for item in args.env)
     scenarios = args.scenarios.split(",")
-    fresh_per_scenario = int(args.seconds / FIRST_LOGIN_EVERY) + 2
+    fresh_per_run = int(args.seconds / FIRST_LOGIN_EVERY) + 2
+    known = {s: Samples() for s in scenarios}
+    first = {s: Samples() for s in scenarios}
+    attacks: dict[str, Counter[int]] = {s: Counter() for s in scenarios}
     with tempfile.TemporaryDirectory(prefix="lading-login-bench-") as folder, \
-            registry(Path(folder), args.lading_root) as (base_url, target):
+            registry(Path(folder), args.lading_root, extra_env) as (base_url, target):
         print(f"[bench] lading at {base_url} ({args.lading_root or REPO_ROOT}); creating accounts", file=sys.stderr)
-        fresh = create_accounts(target, fresh_per_scenario * len(scenarios))
+        fresh = create_accounts(target, fresh_per_run * len(scenarios) * args.rounds)
         with httpx.Client(base_url=base_url, timeout=60) as client:
             _login(client, KNOWN, Samples())  # the known user has logged in before
-        rows = []
-        for n, scenario in enumerate(scenarios):
-            print(f"[bench] scenario {scenario}: {args.seconds:g} s", file=sys.stderr)
-            batch = fresh[n * fresh_per_scenario:(n + 1) * fresh_per_scenario]
-            known, first, attack = run_scenario(base_url, scenario, args.seconds, args.attackers, batch)
-            attack_text = ", ".join(f"{code or 'error'}: {count}" for code, count in sorted(attack.items())) or "-"
-            rows.append(f"| {scenario} | known user, 127.0.0.1 | {known.row()} | {attack_text} |")
-            rows.append(f"| {scenario} | first login, other address | {first.row()} | |")
-    print(f"\nLogin latency under attack ({args.attackers} attackers, {args.seconds:g} s per scenario, "
-          f"bcrypt cost 12, cpus {os.cpu_count()}):\n")
+        run = 0
+        for round_number in range(args.rounds):
+            for scenario in scenarios:
+                print(f"[bench] round {round_number + 1}, {scenario}: {args.seconds:g} s", file=sys.stderr)
+                batch = fresh[run * fresh_per_run:(run + 1) * fresh_per_run]
+                run += 1
+                attack = run_scenario(base_url, scenario, args.seconds, args.attackers, batch,
+                                      known[scenario], first[scenario])
+                attacks[scenario].update(attack)
+    print(f"\nLogin latency under attack ({args.attackers} attackers; {args.rounds} rounds of {args.seconds:g} s per "
+          f"scenario; bcrypt cost 12; {os.cpu_count()} cpus; {args.lading_root or 'this checkout'}):\n")
     print("| attack | client | logins | 200 | 429 | other | p50 ms | p99 ms | max ms | attackers got |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    for scenario in scenarios:
+        attack_text = ", ".join(f"{code or 'error'}: {n}" for code, n in sorted(attacks[scenario].items())) or "-"
+        print(f"| {scenario} | known user, 127.0.0.1 | {known[scenario].row()} | {attack_text} |")
+        print(f"| {scenario} | first login, other address | {first[scenario].row()} | |")
     return 0
 
 

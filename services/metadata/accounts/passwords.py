@@ -12,14 +12,18 @@ workers, the normal lane may use all but one of them: failed guesses can never t
 and a priority check waits at most for one running bcrypt. Within the normal lane, client
 addresses take turns (one address's pile of guesses delays another's login by one check per
 thread, not by the whole pile). The normal lane's queue is bounded (`password_check_queue`); past
-it a check is refused at once (`PasswordChecksBusy`, 429) instead of waiting behind hundreds.
+it a check is refused at once (`PasswordChecksBusy`, 429) instead of waiting behind hundreds. The
+normal lane's threads also run at a lower CPU priority (niceness 10): a thread of its own is not
+enough when the cores are busy, and guesses must not slow a known user's bcrypt down either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+import threading
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +32,9 @@ from typing import TypeVar
 import bcrypt
 
 MAX_SECRET_BYTES = 72
+# Niceness added to the normal lane's threads: checks of unverified credentials (where failed
+# guesses land) get the CPU only after verified logins, the event loops and the rest of the machine.
+NORMAL_LANE_NICENESS = 10
 T = TypeVar("T")
 
 
@@ -135,20 +142,33 @@ class PasswordSlots:
             waiter.set_result(None)
 
 
+def _lower_thread_priority() -> None:
+    """Runs in each normal-lane thread: the kernel schedules it after everything else (Linux
+    `setpriority` on a thread id applies to that thread only)."""
+    with contextlib.suppress(AttributeError, OSError):
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + NORMAL_LANE_NICENESS))
+
+
 class Passwords:
     """bcrypt with a fixed work factor on `workers` threads of its own, in two lanes (see above)."""
 
     def __init__(self, *, rounds: int, workers: int = 2, max_waiting: int = 32) -> None:
         self._rounds = rounds
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
         self.slots = PasswordSlots(workers, reserved=1 if workers > 1 else 0, max_waiting=max_waiting)
+        # The slots bound how many run at once; each lane has threads of its own so that the
+        # normal lane's can run at a lower CPU priority.
+        self._priority_threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
+        self._normal_threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt-normal",
+                                                  initializer=_lower_thread_priority)
         # Compared against when the account does not exist (see the module docstring); made on
         # first use, in a worker thread like every other hash.
         self._dummy: str | None = None
 
     async def _run(self, priority: bool, fn: Callable[..., T], *args: object, source: str = "") -> T:
+        threads = self._priority_threads if priority else self._normal_threads
         async with self.slots.slot(priority=priority, source=source):
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(threads, fn, *args)
 
     async def hash(self, secret: str) -> str:
         """The bcrypt hash of `secret` (priority lane). Raises PasswordTooLong past 72 bytes,
@@ -176,7 +196,8 @@ class Passwords:
         return matched and hashed is not None
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._priority_threads.shutdown(wait=False, cancel_futures=True)
+        self._normal_threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _checkpw(raw: bytes, target: bytes) -> bool:
