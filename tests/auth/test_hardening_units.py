@@ -200,3 +200,20 @@ def test_revocation_set_refuses_older_generations_and_inactive_accounts() -> Non
     assert not revocations.refuses("u1", 2) and revocations.refuses("u2", 5) and len(revocations) == 1
     revocations.reset()
     assert len(revocations) == 0 and not revocations.refuses("u2", 1)
+
+
+async def test_normal_lane_threads_run_at_a_lower_cpu_priority() -> None:
+    import os
+    import threading
+
+    from services.metadata.accounts.passwords import Passwords
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    passwords = Passwords(rounds=4, workers=2)
+    try:
+        assert await passwords._run(False, niceness) > niceness() or niceness() == 19
+        assert await passwords._run(True, niceness) == niceness()
+    finally:
+        passwords.close()
