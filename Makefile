@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 RUNTIME = $(VENV)/.runtime
 
-.PHONY: run test test-ha protos lint clean bench bench-quick image
+.PHONY: run test test-ha protos lint clean bench bench-quick bench-login image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP)
 ## bench-quick: the same benchmark in about a minute (smaller sizes, one round)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+## bench-login: a correct login's latency while 64 clients guess passwords (docs/benchmarks.md)
+bench-login: $(STAMP)
+	$(BIN)/python -m bench.login_attack $(BENCH_ARGS)
 
 ## protos: regenerate the committed gRPC code from protos/**/*.proto
 protos: $(STAMP)

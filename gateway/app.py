@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
                 timeout_seconds=min(READINESS_TIMEOUT_SECONDS, config.grpc.timeout_seconds),
                 drain=drain,
             ),
-            auth=build_auth(settings.auth, metadata_channel, timeout=config.grpc.timeout_seconds),
+            auth=build_auth(settings.auth, metadata_channel, timeout=config.grpc.timeout_seconds, metrics=metrics),
             manifests=ManifestCache(
                 ttl_seconds=settings.gateway.manifest_cache_ttl_seconds,
                 max_bytes=settings.gateway.manifest_cache_bytes,
@@ -88,11 +88,15 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
             ),
             maintenance=MaintenanceGate(metadata_channel, ttl_seconds=config.maintenance_check_seconds),
         )
+        if gateway.auth is not None:
+            gateway.auth.start()  # follows account revocations (gateway/auth/change_feed.py)
         try:
             yield {STATE_KEY: gateway}
         finally:
             if metrics_server is not None:
                 await metrics_server.close()
+            if gateway.auth is not None:
+                await gateway.auth.close()
             await blob_channel.close()
             await metadata_channel.close()
             telemetry.shutdown()

@@ -3,6 +3,9 @@
 - `ApiVersionMiddleware` stamps `Docker-Distribution-API-Version: registry/2.0` on every response.
 - `ForwardedHeadersMiddleware` trusts `X-Forwarded-Proto` / `X-Forwarded-Host` only from the
   configured proxies and records the external base URL for Location headers (see `gateway.urls`).
+  From those proxies it also takes the client's address out of `X-Forwarded-For` (the right-most
+  entry that is not itself a trusted proxy: entries left of it were written by the client and
+  prove nothing), for the login throttle (gateway/auth/throttle.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
 # Scope key holding the external "scheme://host" base when a trusted proxy supplied one.
 BASE_URL_SCOPE_KEY = "lading.base_url"
+# Scope key holding the client's address when a trusted proxy named it in X-Forwarded-For.
+CLIENT_ADDRESS_SCOPE_KEY = "lading.client_address"
 
 # Bound on the per-peer cache of proxy-trust verdicts (clients behind NAT are few; scanners are not).
 _MAX_REMEMBERED_PEERS = 4096
@@ -98,7 +103,18 @@ class ForwardedHeadersMiddleware:
             client = scope.get("client")
             if (client[0] if client else None) in self.trusted:
                 self._apply(scope)
+                self._apply_forwarded_for(scope)
         await self.app(scope, receive, send)
+
+    def _apply_forwarded_for(self, scope: Scope) -> None:
+        entries: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                entries.extend(e.strip() for e in value.decode("latin-1").split(","))
+        for entry in reversed(entries):
+            if entry and entry not in self.trusted:
+                scope[CLIENT_ADDRESS_SCOPE_KEY] = entry
+                return
 
     def _apply(self, scope: Scope) -> None:
         proto = host = None

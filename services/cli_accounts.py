@@ -41,6 +41,13 @@ def add_commands(commands: Any) -> None:
     passwd.add_argument("--password-stdin", action="store_true")
     with_target(user.add_parser("delete", help="delete a user and its grants")).add_argument("name")
     with_target(user.add_parser("list", help="list users and robots"))
+    with_target(user.add_parser(
+        "revoke-tokens", help="make every token issued to an account so far stop working (users and robots)"
+    )).add_argument("name")
+    with_target(user.add_parser(
+        "disable", help="refuse an account's logins and tokens until enabled (its tokens never come back)"
+    )).add_argument("name")
+    with_target(user.add_parser("enable", help="let a disabled account log in again")).add_argument("name")
 
     robot = commands.add_parser("robot", help="manage robot accounts (CI)").add_subparsers(
         dest="action", required=True)
@@ -51,6 +58,12 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--description", default="")
     with_target(robot.add_parser("delete", help="delete a robot")).add_argument("name")
     with_target(robot.add_parser("list", help="list robots"))
+    with_target(robot.add_parser(
+        "rotate", help="give robot$NAME a new secret, printed once; the old secret and its tokens stop working"
+    )).add_argument("name")
+    with_target(robot.add_parser("disable", help="refuse a robot's logins and tokens until enabled")
+                ).add_argument("name")
+    with_target(robot.add_parser("enable", help="let a disabled robot log in again")).add_argument("name")
 
     grant = commands.add_parser("grant", help="manage permissions").add_subparsers(dest="action", required=True)
     grant_add = with_target(grant.add_parser("add", help="grant ACTIONS (pull,push,delete) on PATTERN"))
@@ -103,6 +116,11 @@ def _keygen(out: Path) -> int:
     return 0
 
 
+def _account_name(command: str, name: str) -> str:
+    """`lading robot ... NAME` takes the robot's name with or without its `robot$` prefix."""
+    return "robot$" + name.removeprefix("robot$") if command == "robot" else name
+
+
 def _when(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if seconds else "never"
 
@@ -134,11 +152,24 @@ async def _dispatch(args: argparse.Namespace, stub: Any, pb: Any) -> int:
                                timeout=timeout)
         print(f"password of {args.name} changed")
     elif action == "delete":
-        name = args.name
-        if command == "robot" and not name.startswith("robot$"):
-            name = "robot$" + name
+        name = _account_name(command, args.name)
         await stub.DeleteAccount(pb.DeleteAccountRequest(name=name), timeout=timeout)
         print(f"deleted {name}")
+    elif action == "revoke-tokens":
+        reply = await stub.RevokeTokens(pb.RevokeTokensRequest(name=args.name), timeout=timeout)
+        print(f"revoked every token of {reply.account.name} issued so far")
+    elif action in ("disable", "enable"):
+        name = _account_name(command, args.name)
+        await stub.SetAccountDisabled(pb.SetAccountDisabledRequest(name=name, disabled=action == "disable"),
+                                      timeout=timeout)
+        print(f"{action}d {name}")
+    elif command == "robot" and action == "rotate":
+        reply = await stub.RotateRobotSecret(pb.RotateRobotSecretRequest(name=args.name), timeout=timeout)
+        print(f"name: {reply.account.name}")
+        print(f"secret: {reply.secret}")
+        print(f"expires: {_when(reply.account.expires_at)}")
+        print("The new secret is shown only now; the old one and every token issued with it no longer work.",
+              file=sys.stderr)
     elif action == "list" and command in ("user", "robot"):
         reply = await stub.ListAccounts(pb.ListAccountsRequest(), timeout=timeout)
         for account in reply.accounts:
@@ -146,6 +177,8 @@ async def _dispatch(args: argparse.Namespace, stub: Any, pb: Any) -> int:
             if command == "robot" and not robot:
                 continue
             flags = "admin" if account.is_admin else ("robot" if robot else "user")
+            if account.disabled:
+                flags += ",disabled"
             print(f"{account.name}\t{flags}\texpires={_when(account.expires_at)}\t{account.description}")
     elif command == "robot" and action == "create":
         expires = parse_expiry(args.expires, datetime.now(UTC)) if args.expires else None

@@ -12,9 +12,17 @@ Answers (documented in gateway/auth/__init__.py):
 - basic mode, an authenticated account without the permission → 403 DENIED (a new challenge would
   not help); an anonymous caller → 401 with the Basic challenge;
 - an invalid repository name with valid credentials → 400 NAME_INVALID (checked after authentication);
-- an upload session of another account → 404 BLOB_UPLOAD_UNKNOWN.
+- an upload session of another account → 404 BLOB_UPLOAD_UNKNOWN;
+- a token (or remembered Basic check) of an account deleted, disabled or whose tokens were revoked
+  → 401 like any invalid token, within the 2 s the revocation feed needs (account_status.py);
+- a password check while its address or account backs off → 429 TOOMANYREQUESTS with
+  `Retry-After` (logins.py, throttle.py).
 The caller's identity is left in the ASGI scope (`PRINCIPAL_KEY`) for handlers that filter
 (the catalog) or choose (mount sources) by it.
+
+Basic mode remembers granted actions per (account, scope) for `auth.basic_cache_seconds`; a change
+of the account (grants, deletion, disable) drops its entries as the feed reports it, and while the
+feed is down only entries younger than `revocation_feed.degraded_check_seconds` count.
 """
 
 from __future__ import annotations
@@ -23,17 +31,21 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+from lading.metadata.v1 import changes_pb2
 from starlette.requests import Request
 from starlette.types import Scope as AsgiScope
 
-from gateway.auth.accounts import AccountClient
-from gateway.auth.basic import TtlCache, bearer_token, credential_key, parse_basic
+from gateway.auth.account_status import AccountStatus
+from gateway.auth.accounts import AccountClient, Identity
+from gateway.auth.basic import TtlCache, bearer_token
+from gateway.auth.change_feed import RevocationFeed
+from gateway.auth.logins import Logins
 from gateway.auth.rules import OPEN, Rule
 from gateway.auth.scopes import CATALOG_SCOPE, Scope, repository_scope
 from gateway.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, VerifiedToken
 from gateway.auth.upload_state import STATE_PARAM, UploadStates
 from gateway.errors import HttpRegistryError
-from gateway.middleware import BASE_URL_SCOPE_KEY
+from gateway.middleware import BASE_URL_SCOPE_KEY, CLIENT_ADDRESS_SCOPE_KEY
 from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository
 from services.common.settings import AuthSettings
@@ -53,8 +65,17 @@ class Principal:
     token: VerifiedToken | None = None  # token mode only
 
 
+def client_address(request: Request) -> str:
+    """The client's address: from a trusted proxy's X-Forwarded-For, else the peer's."""
+    forwarded = request.scope.get(CLIENT_ADDRESS_SCOPE_KEY)
+    if isinstance(forwarded, str):
+        return forwarded
+    return request.client.host if request.client else ""
+
+
 class AuthGate:
     def __init__(self, settings: AuthSettings, *, accounts: AccountClient, upload_states: UploadStates,
+                 status: AccountStatus, logins: Logins, feed: RevocationFeed,
                  verifier: TokenVerifier | None = None, issuer: TokenIssuer | None = None) -> None:
         self.settings = settings
         self.mode: Literal["basic", "token"] = "token" if settings.mode == "token" else "basic"
@@ -62,8 +83,32 @@ class AuthGate:
         self.verifier = verifier
         self.issuer = issuer
         self.upload_states = upload_states
-        self._credentials = TtlCache(settings.basic_cache_seconds)
+        self.status = status
+        self.logins = logins
+        self.feed = feed
         self._grants = TtlCache(settings.basic_cache_seconds)
+        # Bumped by every account change the feed reports: a grants answer asked before a change
+        # and arriving after it is not remembered.
+        self._grants_epoch = 0
+        feed.listen(on_change=self.account_changed, on_reset=self.feed_reset)
+
+    # -- lifecycle (the app's lifespan) ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.feed.start()
+
+    async def close(self) -> None:
+        await self.feed.close()
+
+    def account_changed(self, change: changes_pb2.AccountChange) -> None:
+        """The feed reported a change of `change.name`: forget its remembered grants."""
+        self._grants_epoch += 1
+        self._grants.drop_where(lambda key, _value: isinstance(key, tuple) and key[0] == change.name)
+
+    def feed_reset(self) -> None:
+        """The feed starts over: whatever it reported before may be incomplete."""
+        self._grants_epoch += 1
+        self._grants.clear()
 
     # -- challenges -----------------------------------------------------------------------------
 
@@ -98,24 +143,18 @@ class AuthGate:
 
     # -- identity -------------------------------------------------------------------------------
 
-    async def authenticate_basic(self, header: str) -> str | None:
-        """The account name for valid Basic credentials (cached, see gateway.auth.basic), None for
-        invalid ones. Raises UNAVAILABLE when the metadata plane is down."""
-        key = credential_key(header)
-        cached = self._credentials.get(key)
-        if isinstance(cached, str):
-            return cached
-        parsed = parse_basic(header)
-        if parsed is None:
-            return None
-        try:
-            account = await self.accounts.authenticate(*parsed)
-        except RegistryError as error:
-            if error.kind is ErrorKind.UNAUTHORIZED:
-                return None
-            raise
-        self._credentials.put(key, account.name)
-        return account.name
+    async def authenticate_basic(self, request: Request, header: str) -> Identity | None:
+        """The account for valid Basic credentials (see gateway.auth.logins), None for invalid
+        ones. Raises 429 TOOMANYREQUESTS (throttled), UNAVAILABLE (metadata plane down)."""
+        return await self.logins.check(header, client_address(request))
+
+    async def _token_current(self, verified: VerifiedToken) -> bool:
+        """False when the token's account was deleted, disabled or revoked since it was issued."""
+        if not verified.local or not verified.subject:
+            return True  # anonymous, or another issuer's account
+        if verified.account_id:
+            return await self.status.current(verified.account_id, verified.generation)
+        return self.status.current_unversioned(verified.subject, verified.issued_at)
 
     async def identify(self, request: Request, needed: Scope | None) -> Principal:
         header = request.headers.get("authorization")
@@ -129,13 +168,17 @@ class AuthGate:
             except InvalidToken as exc:
                 log.info("refused a token: %s", exc)
                 raise self.unauthorized(request, "the token is invalid or expired", needed, "invalid_token") from None
+            if not await self._token_current(verified):
+                log.info("refused a token of %r: the account was deleted, disabled or its tokens revoked",
+                         verified.subject)
+                raise self.unauthorized(request, "the token was revoked: log in again", needed, "invalid_token")
             return Principal(verified.subject, verified)
         if header is None:
             return Principal("")
-        account = await self.authenticate_basic(header)
-        if account is None:
+        identity = await self.authenticate_basic(request, header)
+        if identity is None:
             raise self.unauthorized(request, "invalid username or password", needed)
-        return Principal(account)
+        return Principal(identity.name)
 
     # -- permissions ----------------------------------------------------------------------------
 
@@ -144,11 +187,14 @@ class AuthGate:
         if principal.token is not None:
             return all(principal.token.access.allows(scope.type, scope.name, a) for a in scope.actions)
         key = (principal.account, scope)
-        cached = self._grants.get(key)
+        max_age = None if self.status.live else self.settings.revocation_feed.degraded_check_seconds
+        cached = self._grants.get(key, max_age=max_age)
         if cached is None:
+            epoch = self._grants_epoch
             granted, _ = await self.accounts.authorize(principal.account, [scope])
             cached = set(granted[0].actions) if granted else set()
-            self._grants.put(key, cached)
+            if epoch == self._grants_epoch:
+                self._grants.put(key, cached)
         assert isinstance(cached, set)
         return all(a in cached or "*" in cached for a in scope.actions)
 

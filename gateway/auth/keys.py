@@ -36,6 +36,8 @@ class VerificationKey:
     key: Any  # a cryptography public key
     issuer: str
     audience: str
+    # ES256 only: also accept high-S signatures (an external issuer that cannot make low-S ones).
+    allow_high_s: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,7 @@ def load_public_pem(path: Path, *, issuer: str, audience: str) -> VerificationKe
     return VerificationKey(libtrust_kid(public), _algorithm_for(public), public, issuer, audience)
 
 
-def load_jwks(path: Path, *, issuer: str, audience: str) -> list[VerificationKey]:
+def load_jwks(path: Path, *, issuer: str, audience: str, allow_high_s: bool = False) -> list[VerificationKey]:
     """The keys of a JWKS file (RFC 7517); each needs a `kid`. Keys of other types are refused."""
     try:
         document = json.loads(path.read_text())
@@ -123,7 +125,7 @@ def load_jwks(path: Path, *, issuer: str, audience: str) -> list[VerificationKey
         algorithm = _algorithm_for(public)
         if entry.get("alg") not in (None, algorithm):
             raise KeyFileError(f"key {kid} in {path} says alg {entry.get('alg')!r}; its type allows {algorithm}")
-        keys.append(VerificationKey(kid, algorithm, public, issuer, audience))
+        keys.append(VerificationKey(kid, algorithm, public, issuer, audience, allow_high_s))
     if not keys:
         raise KeyFileError(f"the JWKS file {path} has no signing keys")
     return keys

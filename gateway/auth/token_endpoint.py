@@ -11,7 +11,13 @@
 The token's `access` claim is the INTERSECTION of what was asked and what the account may do
 (AccountService.Authorize): asking for more is not an error, the token just lacks it. Wrong
 credentials or a bad refresh token → 401 UNAUTHORIZED; a `service` other than ours → 403 DENIED;
-an `account` parameter that differs from the credentials → 401.
+an `account` parameter that differs from the credentials → 401; a password check while the client
+or account backs off → 429 TOOMANYREQUESTS with `Retry-After` (gateway/auth/logins.py).
+
+Tokens name the account's immutable id and credential generation (gateway/auth/tokens.py). A
+refresh succeeds only while the account still has both: after a password change, a robot secret
+rotation, `lading user revoke-tokens`, a disable or a delete (even if an account of the same name
+was created since) the refresh token gets 401.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.auth.accounts import Identity
 from gateway.auth.gate import AuthGate
 from gateway.auth.scopes import Scope, parse_scopes
 from gateway.auth.tokens import InvalidToken
@@ -59,13 +66,20 @@ def _check_service(gate: AuthGate, service: str | None) -> None:
         )
 
 
-async def _answer(gate: AuthGate, account: str, scopes: list[Scope], *, refresh: str | None,
-                  oauth: bool) -> Response:
-    granted, valid = await gate.accounts.authorize(account, scopes)
+async def _answer(gate: AuthGate, identity: Identity | None, scopes: list[Scope], *, refresh: str | None,
+                  oauth: bool, refreshing: bool = False) -> Response:
+    """Issues the token. `identity` None: anonymous. Its account must still have the id and
+    generation it carries (checked by the metadata plane in the same call as the grants)."""
+    account = identity.name if identity else ""
+    granted, valid = await gate.accounts.authorize(account, scopes, identity=identity)
     if not valid:
-        raise _bad_credentials(gate, "the account no longer exists or has expired")
+        if refreshing:
+            raise _bad_credentials(
+                gate, "the refresh token was revoked (password changed, secret rotated, tokens revoked, account "
+                      "disabled or deleted) or its account expired: log in again")
+        raise _bad_credentials(gate, "the account no longer exists, is disabled or has expired")
     assert gate.issuer is not None
-    issued = gate.issuer.access_token(account, granted)
+    issued = gate.issuer.access_token(identity, granted)
     body: dict[str, Any] = {
         "token": issued.token, "access_token": issued.token,
         "expires_in": issued.expires_in, "issued_at": issued.issued_at,
@@ -81,22 +95,21 @@ async def get_token(request: Request, gateway: Gateway) -> Response:
     gate = _gate(gateway)
     query = request.query_params
     _check_service(gate, query.get("service"))
-    account = ""
+    identity = None
     header = request.headers.get("authorization")
     if header is not None:
-        found = await gate.authenticate_basic(header)
-        if found is None:
+        identity = await gate.authenticate_basic(request, header)
+        if identity is None:
             raise _bad_credentials(gate)
-        account = found
     requested_account = query.get("account")
-    if requested_account and account and requested_account != account:
+    if requested_account and identity and requested_account != identity.name:
         raise _bad_credentials(gate, "the account parameter does not match the credentials")
     scopes = parse_scopes(query.getlist("scope"))
     assert gate.issuer is not None
     refresh = None
-    if account and query.get("offline_token", "").lower() in _TRUE:
-        refresh = gate.issuer.refresh_token(account)
-    return await _answer(gate, account, scopes, refresh=refresh, oauth=False)
+    if identity and query.get("offline_token", "").lower() in _TRUE:
+        refresh = gate.issuer.refresh_token(identity)
+    return await _answer(gate, identity, scopes, refresh=refresh, oauth=False)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -119,22 +132,23 @@ async def post_token(request: Request, gateway: Gateway) -> Response:
     grant_type = form.get("grant_type", "")
     assert gate.issuer is not None and gate.verifier is not None
     refresh: str | None = None
+    scopes = parse_scopes([form.get("scope", "")])
     if grant_type == "password":
         username, password = form.get("username", ""), form.get("password", "")
         header = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-        account = await gate.authenticate_basic(header) if username else None
-        if account is None:
+        identity = await gate.authenticate_basic(request, header) if username else None
+        if identity is None:
             raise _bad_credentials(gate)
         if form.get("access_type") == "offline":
-            refresh = gate.issuer.refresh_token(account)
-    elif grant_type == "refresh_token":
+            refresh = gate.issuer.refresh_token(identity)
+        return await _answer(gate, identity, scopes, refresh=refresh, oauth=True)
+    if grant_type == "refresh_token":
         refresh = form.get("refresh_token", "")
         try:
-            account = gate.verifier.verify_refresh(refresh)
+            claims = gate.verifier.verify_refresh(refresh)
         except InvalidToken:
-            raise _bad_credentials(gate, "invalid refresh token") from None
-    else:
-        raise RegistryError(
-            ErrorKind.UNSUPPORTED, f"grant_type {grant_type!r} is not supported: use password or refresh_token"
-        )
-    return await _answer(gate, account, parse_scopes([form.get("scope", "")]), refresh=refresh, oauth=True)
+            raise _bad_credentials(gate, "invalid refresh token: log in again") from None
+        return await _answer(gate, claims.identity(), scopes, refresh=refresh, oauth=True, refreshing=True)
+    raise RegistryError(
+        ErrorKind.UNSUPPORTED, f"grant_type {grant_type!r} is not supported: use password or refresh_token"
+    )

@@ -8,7 +8,8 @@ An optional second listener (`health_listen`, plaintext) serves grpc.health.v1 a
 that cannot speak TLS.
 
 Shutdown order (SIGTERM or SIGINT):
-  1. health flips to NOT_SERVING, so load balancers and probes stop sending new calls;
+  1. health flips to NOT_SERVING, so load balancers and probes stop sending new calls, and the
+     caller's `on_draining` ends long-lived streams (their callers subscribe elsewhere);
   2. `server.stop(grace)` lets in-flight calls finish for up to `grace` seconds;
   3. the caller's `on_shutdown` closes the service's resources (database pool, thread pool).
 """
@@ -174,6 +175,7 @@ class GrpcService:
         *,
         ready: Callable[[], Awaitable[None]],
         on_shutdown: Callable[[], Awaitable[None]],
+        on_draining: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.bound_port = self._bind()
@@ -195,6 +197,8 @@ class GrpcService:
         finally:
             # 1. probes flip first; 2. in-flight calls drain; 3. resources close.
             await self.health.enter_graceful_shutdown()
+            if on_draining is not None:
+                await on_draining()
             await self.server.stop(self.grace_seconds)
             if self.health_server is not None:
                 await self.health_server.stop(0)

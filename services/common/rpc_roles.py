@@ -54,8 +54,18 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "Revoke": OPERATOR_ONLY,
         "ListGrants": OPERATOR_ONLY,
         # The gateway checks logins and scopes; nobody else needs a password oracle.
+        # `verified_recently` on Authenticate is trusted because only gateways may send it.
         "Authenticate": GATEWAY_ONLY,
         "Authorize": GATEWAY_ONLY,
+        # The gateway's fail-safe check while its revocation feed is down.
+        "GetCredentialStates": GATEWAY_ONLY,
+        "RevokeTokens": OPERATOR_ONLY,
+        "RotateRobotSecret": OPERATOR_ONLY,
+        "SetAccountDisabled": OPERATOR_ONLY,
+    },
+    "lading.metadata.v1.ChangeService": {
+        # The gateways' revocation feed.
+        "WatchChanges": GATEWAY_ONLY,
     },
     "lading.metadata.v1.AdminService": {
         "GcPlan": OPERATOR_ONLY,

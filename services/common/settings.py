@@ -246,6 +246,22 @@ class BlobSettings(BaseModel):
     direct_reads: DirectReadSettings = Field(default_factory=DirectReadSettings)
 
 
+class ChangeFeedSettings(BaseModel):
+    """The metadata plane's change feed (services/metadata/changes, ChangeService.WatchChanges).
+
+    Changes are rows with an increasing position; a replica learns of rows committed by another
+    replica from PostgreSQL LISTEN/NOTIFY at once, and in any case by polling the newest position
+    every `poll_seconds` (one indexed read per replica, whatever the number of subscribers)."""
+
+    poll_seconds: float = Field(default=1.0, gt=0)
+    # Changes older than this are deleted (a subscriber further behind rebuilds from what is
+    # kept). At least the longest token lifetime (24 h) plus leeway, so every token that a change
+    # revoked has expired before the change is forgotten.
+    retention_seconds: float = Field(default=2 * 86400.0, ge=86400.0 + 300)
+    # Seconds between deletions of expired changes.
+    prune_interval_seconds: float = Field(default=600.0, gt=0)
+
+
 class MetadataSettings(BaseModel):
     listen: str = "unix:data/run/metadata.sock"
     database_url: str = "sqlite+aiosqlite:///data/registry.db"
@@ -269,6 +285,7 @@ class MetadataSettings(BaseModel):
     # still safe against a crash of the process, but an OS crash or power cut loses the last
     # acknowledged writes (the database itself stays consistent). See README "Durability".
     sqlite_durable_commits: bool = True
+    change_feed: ChangeFeedSettings = Field(default_factory=ChangeFeedSettings)
 
 
 class ExternalIssuerSettings(BaseModel):
@@ -280,6 +297,53 @@ class ExternalIssuerSettings(BaseModel):
     audience: str = ""
     # JWKS document (RFC 7517) with its public keys (RS256 or ES256, each with a `kid`).
     jwks_file: Path | None = None
+    # ES256 signatures are accepted only in the canonical low-S form (a high S is the same
+    # signature made malleable). Set this only for an issuer whose library cannot produce low-S.
+    accept_high_s_signatures: bool = False
+
+
+class RevocationFeedSettings(BaseModel):
+    """How a gateway follows account revocations (gateway/auth/revocations.py): a stream from the
+    metadata plane (ChangeService.WatchChanges), with heartbeats so a dead stream shows quickly."""
+
+    # The metadata plane sends at least one message this often.
+    heartbeat_seconds: float = Field(default=0.5, gt=0, le=10)
+    # With no message for this long the feed counts as down: token and cached Basic checks then
+    # ask the metadata plane (fail safe) until it is back. Keep heartbeat + stale under 2 s.
+    stale_after_seconds: float = Field(default=1.5, gt=0)
+    # While the feed is down, one account's state is asked at most this often (per gateway).
+    degraded_check_seconds: float = Field(default=0.25, ge=0, le=1)
+    # Longest wait between two attempts to subscribe again.
+    reconnect_max_seconds: float = Field(default=2.0, gt=0)
+
+
+class LoginThrottleSettings(BaseModel):
+    """Throttling of password checks (`/token` and Basic credentials; gateway/auth/throttle.py).
+
+    Failed logins are counted per (client address, account), per account and per client address
+    (IPv6 per /64). Past each key's free failures, the key is blocked for `base_delay_seconds`,
+    doubled with each further failure up to `max_delay_seconds`: attempts then get `429
+    TOOMANYREQUESTS` with `Retry-After` and cost no bcrypt. Credentials this gateway verified in
+    the last `trusted_credential_seconds` are never throttled and use the reserved bcrypt lane."""
+
+    enabled: bool = True
+    free_failures_per_address_account: int = Field(default=5, ge=1)
+    free_failures_per_account: int = Field(default=20, ge=1)
+    free_failures_per_address: int = Field(default=50, ge=1)
+    base_delay_seconds: float = Field(default=1.0, gt=0)
+    max_delay_seconds: float = Field(default=300.0, gt=0)
+    # A key with no failure for this long starts again from zero.
+    forget_after_seconds: float = Field(default=900.0, gt=0)
+    # Password checks of not-yet-trusted credentials in flight at once, per address and per account.
+    max_concurrent_per_address: int = Field(default=8, ge=1)
+    max_concurrent_per_account: int = Field(default=4, ge=1)
+    trusted_credential_seconds: float = Field(default=86400.0, ge=0)
+    # A refused attempt is answered after this long (at most its Retry-After): a client that
+    # ignores Retry-After and asks again at once gets one answer per connection and delay, not
+    # thousands a second that would keep the gateway busy. 0: answer at once.
+    refusal_delay_seconds: float = Field(default=1.0, ge=0, le=10)
+    # Bound on the keys remembered (oldest forgotten first).
+    max_tracked_keys: int = Field(default=100_000, ge=100)
 
 
 class AuthSettings(BaseModel):
@@ -324,6 +388,13 @@ class AuthSettings(BaseModel):
     basic_cache_seconds: float = Field(default=10.0, ge=0)
     # bcrypt work factor for new hashes (tests lower it).
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    # The metadata plane's bcrypt threads. With two or more, one is kept for credentials a gateway
+    # verified before, so failed guesses can never take every thread.
+    password_check_workers: int = Field(default=2, ge=1, le=64)
+    # Checks of not-yet-verified credentials waiting for a thread; more are refused (429).
+    password_check_queue: int = Field(default=32, ge=1)
+    throttle: LoginThrottleSettings = Field(default_factory=LoginThrottleSettings)
+    revocation_feed: RevocationFeedSettings = Field(default_factory=RevocationFeedSettings)
 
 
 class ObservabilitySettings(BaseModel):

@@ -25,6 +25,7 @@ from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_tracing
 from services.common.tls import TlsConfigError
 from services.metadata.accounts.main import bootstrap_admin, build_account_servicer
+from services.metadata.changes.wiring import CHANGE_SERVICE_NAME, build_changes
 from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
@@ -91,7 +92,8 @@ async def run(settings: Settings) -> None:
         # First: TLS and access settings that cannot work stop the process before it touches the database.
         service = GrpcService(
             listen=config.listen,
-            service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME],
+            service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME,
+                           CHANGE_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             access=settings.grpc_access,
             plane="metadata",
@@ -114,7 +116,8 @@ async def run(settings: Settings) -> None:
                 max_page_size=settings.gateway.max_page_size,
             ),
         )
-        accounts = build_account_servicer(database, settings.auth)
+        changes = build_changes(database, config.change_feed)
+        accounts = build_account_servicer(database, settings.auth, changes.log)
         await bootstrap_admin(accounts, settings.auth)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
             MetadataServicer(core, events.outbox, database.writes, events.worker.wake), service.server
@@ -129,12 +132,15 @@ async def run(settings: Settings) -> None:
         events.start()
         gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
+        changes.add_to_server(service.server)
+        await changes.start()
         prepare_listen_address(config.listen)
         if settings.observability.metadata_metrics_listen:
             metrics_server = await MetricsHttpServer(metrics, settings.observability.metadata_metrics_listen).start()
             queues.start()
         await service.serve_forever(
-            ready=store.ping, on_shutdown=_closer(queues.close, events.close, gc.close, store.close)
+            ready=store.ping, on_draining=changes.close,
+            on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close),
         )
     finally:
         if metrics_server is not None:

@@ -4,15 +4,18 @@ Docker Bearer dance, and snapshots of registry state (to show refused requests c
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import subprocess
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
+from lading.metadata.v1 import accounts_pb2_grpc
 
 from tests.support.stack import START_TIMEOUT_SECONDS, Stack, child_env, lading_command
 
@@ -136,3 +139,40 @@ def snapshot(stack: AuthStack, admin: tuple[str, str]) -> Snapshot:
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+@contextlib.contextmanager
+def account_service(target: str) -> Iterator[accounts_pb2_grpc.AccountServiceStub]:
+    """AccountService of the metadata plane at `target`, called directly (so a test knows the
+    moment a change committed: when the call returns)."""
+    with grpc.insecure_channel(target) as channel:
+        yield accounts_pb2_grpc.AccountServiceStub(channel)
+
+
+def refused_within(seconds: float, attempt: Callable[[], httpx.Response], refused: Callable[[httpx.Response], bool],
+                   ) -> tuple[bool, float, httpx.Response]:
+    """Runs `attempt` until `refused(response)` or `seconds` have passed since the call; returns
+    (refused in time, seconds it took, last response). The issue's bound is the deadline."""
+    started = time.monotonic()
+    while True:
+        response = attempt()
+        elapsed = time.monotonic() - started
+        if refused(response):
+            return True, elapsed, response
+        if elapsed > seconds:
+            return False, elapsed, response
+        time.sleep(0.05)
+
+
+def oauth_login(base_url: str, creds: tuple[str, str], scope: str = "", *,
+                headers: Mapping[str, str] | None = None) -> httpx.Response:
+    """POST /token with the password grant, asking for a refresh token."""
+    return httpx.post(f"{base_url}/token", headers=headers or {}, data={
+        "grant_type": "password", "username": creds[0], "password": creds[1], "service": "lading",
+        "client_id": "tests", "access_type": "offline", "scope": scope}, timeout=30)
+
+
+def oauth_refresh(base_url: str, refresh_token: str, scope: str = "") -> httpx.Response:
+    return httpx.post(f"{base_url}/token", data={
+        "grant_type": "refresh_token", "refresh_token": refresh_token, "service": "lading", "client_id": "tests",
+        "scope": scope}, timeout=30)

@@ -133,3 +133,91 @@ async def test_expired_robot_cannot_authenticate_and_gets_anonymous_rights(
         await stub.Authenticate(pb.AuthenticateRequest(name="robot$old", secret=robot.secret))
     answer = await stub.Authorize(pb.AuthorizeRequest(account="robot$old", scopes=[scope("team-a/x", "pull")]))
     assert not answer.account_valid and list(answer.granted[0].actions) == []
+
+
+async def test_credential_generations_ids_and_the_new_calls(stub: accounts_pb2_grpc.AccountServiceStub) -> None:
+    alice = (await stub.CreateUser(pb.CreateUserRequest(name="alice", password="pw"))).account
+    assert alice.id and alice.credential_generation == 1 and not alice.disabled
+
+    async def valid(account: str, account_id: str, generation: int) -> bool:
+        reply = await stub.Authorize(pb.AuthorizeRequest(account=account, scopes=[], account_id=account_id,
+                                                         credential_generation=generation))
+        return reply.account_valid
+
+    assert await valid("alice", alice.id, 1)
+    await stub.SetPassword(pb.SetPasswordRequest(name="alice", password="pw-2"))
+    assert not await valid("alice", alice.id, 1) and await valid("alice", alice.id, 2)
+    revoked = await stub.RevokeTokens(pb.RevokeTokensRequest(name="alice"))
+    assert revoked.account.credential_generation == 3 and not await valid("alice", alice.id, 2)
+    await stub.Authenticate(pb.AuthenticateRequest(name="alice", secret="pw-2"))  # the password stays
+
+    disabled = await stub.SetAccountDisabled(pb.SetAccountDisabledRequest(name="alice", disabled=True))
+    assert disabled.account.disabled and disabled.account.credential_generation == 4
+    async with fails_with(ErrorKind.UNAUTHORIZED):
+        await stub.Authenticate(pb.AuthenticateRequest(name="alice", secret="pw-2"))
+    assert not await valid("alice", alice.id, 4)
+    assert not (await stub.Authorize(pb.AuthorizeRequest(account="alice", scopes=[]))).account_valid
+    enabled = await stub.SetAccountDisabled(pb.SetAccountDisabledRequest(name="alice", disabled=False))
+    assert not enabled.account.disabled and enabled.account.credential_generation == 4
+    await stub.Authenticate(pb.AuthenticateRequest(name="alice", secret="pw-2"))
+
+    robot = await stub.CreateRobot(pb.CreateRobotRequest(name="ci"))
+    rotated = await stub.RotateRobotSecret(pb.RotateRobotSecretRequest(name="ci"))
+    assert rotated.secret != robot.secret and rotated.account.credential_generation == 2
+    assert rotated.account.id == robot.account.id
+    async with fails_with(ErrorKind.UNAUTHORIZED):
+        await stub.Authenticate(pb.AuthenticateRequest(name="robot$ci", secret=robot.secret))
+    await stub.Authenticate(pb.AuthenticateRequest(name="robot$ci", secret=rotated.secret))
+    for missing in ("nobody", "alice"):  # a user is not a robot
+        async with fails_with(ErrorKind.NAME_UNKNOWN):
+            await stub.RotateRobotSecret(pb.RotateRobotSecretRequest(name=missing))
+    for call, request in ((stub.RevokeTokens, pb.RevokeTokensRequest(name="nobody")),
+                          (stub.SetAccountDisabled, pb.SetAccountDisabledRequest(name="nobody", disabled=True))):
+        async with fails_with(ErrorKind.NAME_UNKNOWN):
+            await call(request)
+
+    states = await stub.GetCredentialStates(pb.GetCredentialStatesRequest(account_ids=[alice.id, robot.account.id]))
+    assert {(s.name, s.credential_generation, s.active) for s in states.states} == {("alice", 4, True),
+                                                                                   ("robot$ci", 2, True)}
+    # Deleted and created again under the same name: another id, and the old id names nothing.
+    await stub.DeleteAccount(pb.DeleteAccountRequest(name="alice"))
+    again = (await stub.CreateUser(pb.CreateUserRequest(name="alice", password="pw-2"))).account
+    assert again.id != alice.id and again.credential_generation == 1
+    assert not await valid("alice", alice.id, 1) and await valid("alice", again.id, 1)
+    states = await stub.GetCredentialStates(pb.GetCredentialStatesRequest(account_ids=[alice.id]))
+    assert list(states.states) == []
+
+
+async def test_migration_0005_keeps_accounts_and_grants_and_gives_each_an_id(database_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from services.metadata.migrations import alembic_config
+
+    database = open_database(MetadataSettings(database_url=database_url))
+    try:
+        def upgrade_to(connection, revision: str) -> None:  # type: ignore[no-untyped-def]
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+        async with database.writes.begin() as conn:
+            await conn.run_sync(upgrade_to, "0004_events")
+        async with database.writes.begin() as conn:
+            for name in ("alice", "bob"):
+                await conn.execute(text(
+                    "INSERT INTO accounts (name, kind, password_hash, is_admin, description, created_at) "
+                    "VALUES (:name, 'user', 'x', false, '', CURRENT_TIMESTAMP)"), {"name": name})
+                await conn.execute(text(
+                    "INSERT INTO grants (account_id, pattern, actions) "
+                    "SELECT id, 'team/*', 'pull' FROM accounts WHERE name = :name"), {"name": name})
+        await migrate(database)
+        async with database.engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT a.name, a.uid, a.credential_generation, a.disabled, g.pattern FROM accounts a "
+                "JOIN grants g ON g.account_id = a.id ORDER BY a.name"))).all()
+        assert [(r.name, r.credential_generation, bool(r.disabled), r.pattern) for r in rows] == [
+            ("alice", 1, False, "team/*"), ("bob", 1, False, "team/*")]
+        assert len({r.uid for r in rows}) == 2 and all(len(r.uid) == 32 for r in rows)
+    finally:
+        await database.dispose()

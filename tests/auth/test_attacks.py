@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.auth.keys import libtrust_kid, load_signing_key
+from gateway.auth.tokens import canonical_es256
 from tests.auth.conftest import ADMIN, ALICE, BOB, Secured, unique
 from tests.auth.support import challenge_params, client, get_token, snapshot
 from tests.support.oci import image, push, random_blob, sha256, with_digest
@@ -52,7 +53,9 @@ def forge(secured: Secured, *, key: object | None = None, kid: str | None = None
               "jti": "x", "access": [{"type": "repository", "name": n, "actions": ["pull", "push", "delete"]}
                                      for n in (TARGET, OTHER)]}
     claims.update(overrides)
-    return jwt.encode(claims, key or signing.private_key, algorithm=alg, headers={"kid": kid or signing.kid})
+    token = jwt.encode(claims, key or signing.private_key, algorithm=alg, headers={"kid": kid or signing.kid})
+    # The canonical (low-S) spelling, as our issuer writes it: only that form verifies.
+    return canonical_es256(token) if alg == "ES256" else token
 
 
 def raw_jwt(header: dict, claims: dict, signature: bytes) -> str:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lading.metadata.v1 import accounts_pb2 as pb
 
 from tests.auth.conftest import ADMIN, ALICE, BOB, unique
-from tests.auth.support import AuthStack, basic
+from tests.auth.support import AuthStack, account_service, basic, refused_within
 from tests.support.oci import get_manifest, image, push, sha256, with_digest
 
 
@@ -84,3 +85,56 @@ def test_upload_session_belongs_to_its_account(basic_stack: AuthStack) -> None:
         assert hijack.status_code == 404 and hijack.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
         done = alice.put(with_digest(location, sha256(b"alice")), content=b"alice")
         assert done.status_code == 201
+
+
+# The issue's bound for Basic mode too: a deleted account or a revoked grant stops working within
+# 2 s, although successful checks are remembered for `auth.basic_cache_seconds` (10 s here, the
+# default): the change feed tells the gateway to drop them.
+REVOCATION_BOUND_SECONDS = 2.0
+
+
+def _remembered_user(stack: AuthStack, prefix: str) -> tuple[tuple[str, str], str]:
+    """A user with pull,push on <name>/*, whose credentials the gateway has just checked (so they
+    are in its 10 s cache), and the repository it pushed."""
+    creds = (unique(prefix), "pw-basic-1")
+    stack.lading("user", "add", creds[0], "--password-stdin", stdin=creds[1] + "\n")
+    stack.lading("grant", "add", creds[0], f"{creds[0]}/*", "pull,push")
+    repository = f"{creds[0]}/app"
+    with as_user(stack, creds) as user:
+        push(user, repository, image(1, layer_size=64), tag="v1")
+        assert user.get(f"/v2/{repository}/tags/list").status_code == 200
+    return creds, repository
+
+
+def test_deleted_account_stops_working_within_the_bound(basic_stack: AuthStack) -> None:
+    creds, repository = _remembered_user(basic_stack, "bgone")
+    with as_user(basic_stack, creds) as user, account_service(basic_stack.metadata_target) as accounts:
+        accounts.DeleteAccount(pb.DeleteAccountRequest(name=creds[0]), timeout=10)
+        refused, elapsed, last = refused_within(
+            REVOCATION_BOUND_SECONDS, lambda: user.get(f"/v2/{repository}/tags/list"),
+            lambda r: r.status_code == 401)
+    assert refused, f"a deleted account still works after {elapsed:.2f}s: {last.status_code}"
+
+
+def test_revoked_grant_stops_working_within_the_bound(basic_stack: AuthStack) -> None:
+    creds, repository = _remembered_user(basic_stack, "bgrant")
+    with as_user(basic_stack, creds) as user, account_service(basic_stack.metadata_target) as accounts:
+        accounts.Revoke(pb.RevokeRequest(account=creds[0], pattern=f"{creds[0]}/*", actions=["pull"]), timeout=10)
+        refused, elapsed, last = refused_within(
+            REVOCATION_BOUND_SECONDS, lambda: user.get(f"/v2/{repository}/tags/list"),
+            lambda r: r.status_code == 403)
+        assert refused, f"a revoked grant still works after {elapsed:.2f}s: {last.status_code}"
+        # What was not revoked still works: the account is fine, only its pull is gone.
+        assert user.post(f"/v2/{repository}/blobs/uploads/").status_code == 202
+
+
+def test_password_change_ends_the_remembered_check_within_the_bound(basic_stack: AuthStack) -> None:
+    creds, repository = _remembered_user(basic_stack, "bpass")
+    with as_user(basic_stack, creds) as user, account_service(basic_stack.metadata_target) as accounts:
+        accounts.SetPassword(pb.SetPasswordRequest(name=creds[0], password="pw-basic-2"), timeout=10)
+        refused, elapsed, _ = refused_within(
+            REVOCATION_BOUND_SECONDS, lambda: user.get(f"/v2/{repository}/tags/list"),
+            lambda r: r.status_code == 401)
+    assert refused, f"the old password still works after {elapsed:.2f}s"
+    with as_user(basic_stack, (creds[0], "pw-basic-2")) as user:
+        assert user.get(f"/v2/{repository}/tags/list").status_code == 200

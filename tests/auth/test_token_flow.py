@@ -8,6 +8,7 @@ import time
 import httpx
 import jwt
 
+from gateway.auth.tokens import canonical_es256
 from tests.auth.conftest import ADMIN, ALICE, EXTERNAL_ISSUER, Secured, unique
 from tests.auth.support import basic, challenge_params, claims, client, get_token
 from tests.support.oci import image, push
@@ -128,9 +129,9 @@ def test_rotated_key_and_external_issuer_are_accepted(secured: Secured) -> None:
     now = int(time.time())
     access = [{"type": "repository", "name": repo, "actions": ["pull"]}]
     old = load_signing_key(secured.keys / "old.pem")
-    rotated = jwt.encode({"iss": "lading", "sub": "alice", "aud": "lading", "exp": now + 60, "iat": now,
-                          "nbf": now, "access": access}, old.private_key, algorithm="ES256",
-                         headers={"kid": old.kid})
+    rotated = canonical_es256(jwt.encode({"iss": "lading", "sub": "alice", "aud": "lading", "exp": now + 60,
+                                          "iat": now, "nbf": now, "access": access}, old.private_key,
+                                         algorithm="ES256", headers={"kid": old.kid}))
     external = jwt.encode({"iss": EXTERNAL_ISSUER, "sub": "someone", "aud": "lading", "exp": now + 60, "iat": now,
                            "access": access}, secured.external_key, algorithm="RS256", headers={"kid": "ext-1"})
     for token in (rotated, external):

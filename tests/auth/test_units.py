@@ -13,6 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.auth.accounts import Identity
 from gateway.auth.keys import (
     KeyFileError,
     VerificationKey,
@@ -123,11 +124,14 @@ def issued(tmp_path: Path) -> tuple[TokenIssuer, TokenVerifier, object]:
 
 def test_tokens_verify_and_refresh_tokens_do_not_pass_as_access(issued) -> None:
     issuer, verifier, _ = issued
-    token = issuer.access_token("alice", [Scope("repository", "a", ("pull",))])
+    alice = Identity("alice", "0123abcd", 3)
+    token = issuer.access_token(alice, [Scope("repository", "a", ("pull",))])
     verified = verifier.verify(token.token)
     assert verified.subject == "alice" and verified.local and verified.access.allows("repository", "a", "pull")
-    refresh = issuer.refresh_token("alice")
-    assert verifier.verify_refresh(refresh) == "alice"
+    assert (verified.account_id, verified.generation) == ("0123abcd", 3)
+    refresh = issuer.refresh_token(alice)
+    claims = verifier.verify_refresh(refresh)
+    assert (claims.name, claims.account_id, claims.generation) == ("alice", "0123abcd", 3)
     with pytest.raises(InvalidToken):
         verifier.verify(refresh)
     with pytest.raises(InvalidToken):

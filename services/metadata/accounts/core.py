@@ -2,7 +2,12 @@
 
 Errors: NAME_INVALID (bad account name or pattern), DENIED (name taken, unknown action, password
 too long), NAME_UNKNOWN (no such account), UNAUTHORIZED (authentication failed: one answer for a
-wrong secret, an unknown name and an expired robot).
+wrong secret, an unknown name, a disabled account and an expired robot), TOOMANYREQUESTS (too
+many password checks waiting; see passwords.py).
+
+Credential generations: a password change, a robot secret rotation, `revoke_tokens`, a disable and
+a delete bump the account's generation (store.py), and tokens carry the generation they were
+issued for, so every earlier token stops working.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from datetime import UTC, datetime
 
 from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository
-from services.metadata.accounts.passwords import Passwords, PasswordTooLong, new_robot_secret
+from services.metadata.accounts.passwords import (
+    PasswordChecksBusy,
+    Passwords,
+    PasswordTooLong,
+    new_robot_secret,
+)
 from services.metadata.accounts.policy import (
     Scope,
     Subject,
@@ -88,6 +98,34 @@ class AccountsCore:
         if not await self._store.delete(name):
             raise _unknown(name)
 
+    async def revoke_tokens(self, name: str) -> StoredAccount:
+        """Every token issued to `name` so far stops working (its credentials stay)."""
+        account = await self._store.revoke_tokens(name)
+        if account is None:
+            raise _unknown(name)
+        log.info("revoked every token of %r (credential generation %d)", name, account.credential_generation)
+        return account
+
+    async def set_disabled(self, name: str, disabled: bool) -> StoredAccount:
+        account = await self._store.set_disabled(name, disabled)
+        if account is None:
+            raise _unknown(name)
+        return account
+
+    async def rotate_robot_secret(self, name: str) -> CreatedRobot:
+        """A new secret for robot `name` (with or without the prefix), returned once; the old
+        secret and every token issued before stop working."""
+        full = ROBOT_PREFIX + name.removeprefix(ROBOT_PREFIX)
+        secret = new_robot_secret()
+        if not await self._store.set_password_hash(full, await self._passwords.hash(secret), kind="robot"):
+            raise RegistryError(ErrorKind.NAME_UNKNOWN, f"no robot named {full!r}", {"account": full})
+        account = await self._require(full)
+        return CreatedRobot(account, secret)
+
+    async def credential_states(self, uids: Sequence[str]) -> list[StoredAccount]:
+        """The accounts with these immutable ids (deleted ones are absent)."""
+        return await self._store.get_by_uids(list(dict.fromkeys(uids))[:1000])
+
     async def create_robot(self, name: str, *, description: str = "",
                            expires_at: datetime | None = None) -> CreatedRobot:
         """A robot `robot$<name>` with a fresh secret (returned once; only its hash is stored)."""
@@ -121,7 +159,7 @@ class AccountsCore:
         account = await self._require(name)
         current = (await self._store.grants_of(account.id)).get(pattern, ())
         merged = normalize_actions([*current, *wanted])
-        await self._store.set_grant(account.id, pattern, merged)
+        await self._store.set_grant(account, pattern, merged)
         return merged
 
     async def revoke(self, name: str, pattern: str, actions: Sequence[str]) -> bool:
@@ -131,7 +169,7 @@ class AccountsCore:
         if current is None:
             return False
         removed = set(normalize_actions(actions)) if actions else set(current)
-        await self._store.set_grant(account.id, pattern, tuple(a for a in current if a not in removed))
+        await self._store.set_grant(account, pattern, tuple(a for a in current if a not in removed))
         return True
 
     async def list_grants(self, name: str = "") -> list[tuple[str, str, tuple[str, ...]]]:
@@ -154,25 +192,44 @@ class AccountsCore:
 
     # -- the gateway's questions -------------------------------------------------------------------
 
-    async def authenticate(self, name: str, secret: str) -> StoredAccount:
+    async def authenticate(self, name: str, secret: str, *, verified_recently: bool = False,
+                           client_address: str = "") -> StoredAccount:
         """The account `name` when `secret` is its password or robot secret; UNAUTHORIZED otherwise.
 
-        bcrypt runs in every case (unknown name, expired robot) so the failure takes as long.
+        bcrypt runs in every case (unknown name, disabled account, expired robot) so the failure
+        takes as long. `verified_recently` (the gateway's word) picks the bcrypt lane; addresses
+        take turns in the normal one.
         """
         account = await self._store.get(name) if name else None
-        matched = await self._passwords.check(secret, account.password_hash if account else None)
-        if account is None or not matched or account.expired(datetime.now(UTC)):
+        try:
+            matched = await self._passwords.check(
+                secret, account.password_hash if account else None, priority=verified_recently,
+                source=client_address,
+            )
+        except PasswordChecksBusy:
+            raise RegistryError(
+                ErrorKind.TOOMANYREQUESTS,
+                "too many logins are being checked at the moment; retry in a few seconds",
+            ) from None
+        if account is None or not matched or not account.active(datetime.now(UTC)):
             raise _failed()
         return account
 
-    async def authorize(self, name: str, scopes: Sequence[Scope]) -> tuple[list[Scope], bool]:
+    async def authorize(self, name: str, scopes: Sequence[Scope], *, account_id: str = "",
+                        generation: int = 0) -> tuple[list[Scope], bool]:
         """(granted scopes in request order, whether `name` is a valid account). Empty `name` is
-        anonymous; an unknown or expired account gets anonymous rights and `False`."""
+        anonymous; an unknown, disabled or expired account gets anonymous rights and `False`.
+        With `account_id`, the account must also still have that immutable id and credential
+        `generation` (a refresh token's), else it is not valid either."""
         subject = Subject(is_admin=False, grants=self._anonymous)
         valid = not name
         if name:
             account = await self._store.get(name)
-            if account is not None and not account.expired(datetime.now(UTC)):
+            if account is not None and account_id and (
+                account.uid != account_id or account.credential_generation != generation
+            ):
+                account = None
+            if account is not None and account.active(datetime.now(UTC)):
                 valid = True
                 own = await self._store.grants_of(account.id)
                 merged = dict(self._anonymous)
@@ -180,6 +237,9 @@ class AccountsCore:
                     merged[pattern] = normalize_actions([*merged.get(pattern, ()), *actions])
                 subject = Subject(is_admin=account.is_admin, grants=merged)
         return intersect(subject, scopes, valid_name=_valid_repository), valid
+
+    def close(self) -> None:
+        self._passwords.close()
 
     # -- helpers ------------------------------------------------------------------------------------
 

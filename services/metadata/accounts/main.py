@@ -7,13 +7,18 @@ from services.metadata.accounts.core import AccountsCore
 from services.metadata.accounts.passwords import Passwords
 from services.metadata.accounts.servicer import AccountServicer
 from services.metadata.accounts.store import AccountStore
+from services.metadata.changes.log import ChangeLog
 from services.metadata.store.engine import Database
 
 
-def build_account_servicer(database: Database, settings: AuthSettings) -> AccountServicer:
+def build_account_servicer(database: Database, settings: AuthSettings,
+                           changes: ChangeLog | None = None) -> AccountServicer:
+    """`changes`: the process's change feed (account changes are appended to it); a private one
+    when not given (tests of the service alone)."""
     core = AccountsCore(
-        AccountStore(database),
-        Passwords(rounds=settings.bcrypt_rounds),
+        AccountStore(database, changes),
+        Passwords(rounds=settings.bcrypt_rounds, workers=settings.password_check_workers,
+                  max_waiting=settings.password_check_queue),
         anonymous_pull=settings.anonymous_pull,
     )
     return AccountServicer(core)

@@ -1,8 +1,9 @@
-"""The account tables (SQLAlchemy Core); migration 0002 creates them (it does not import this)."""
+"""The account tables (SQLAlchemy Core); migrations 0002 and 0005 create them (they do not import this)."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -30,6 +31,11 @@ accounts = Table(
     Column("description", Text, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Immutable, never reused (random hex): what tokens name. `id` may be reused by SQLite.
+    Column("uid", String(32), nullable=False, unique=True),
+    # Bumped whenever tokens issued so far must stop working (see migration 0005).
+    Column("credential_generation", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False),
     UniqueConstraint("name", name="uq_accounts_name"),
 )
 

@@ -20,7 +20,8 @@ def account_message(account: StoredAccount) -> pb.Account:
         name=account.name, kind=_KINDS.get(account.kind, pb.ACCOUNT_KIND_UNSPECIFIED), is_admin=account.is_admin,
         description=account.description,
         expires_at=int(account.expires_at.timestamp()) if account.expires_at else 0,
-        created_at=int(account.created_at.timestamp()),
+        created_at=int(account.created_at.timestamp()), id=account.uid,
+        credential_generation=account.credential_generation, disabled=account.disabled,
     )
 
 
@@ -35,6 +36,10 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
     @property
     def core(self) -> AccountsCore:
         return self._core
+
+    async def close(self) -> None:
+        """Stops the bcrypt threads (after the server drained)."""
+        self._core.close()
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext
                          ) -> pb.CreateUserResponse:
@@ -79,14 +84,42 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
 
     async def Authenticate(self, request: pb.AuthenticateRequest, context: grpc.aio.ServicerContext
                            ) -> pb.AuthenticateResponse:
-        account = await self._core.authenticate(request.name, request.secret)
+        account = await self._core.authenticate(request.name, request.secret,
+                                                verified_recently=request.verified_recently,
+                                                client_address=request.client_address)
         return pb.AuthenticateResponse(account=account_message(account))
 
     async def Authorize(self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
                         ) -> pb.AuthorizeResponse:
         scopes = [Scope(s.type, s.name, tuple(s.actions)) for s in request.scopes]
-        granted, valid = await self._core.authorize(request.account, scopes)
+        granted, valid = await self._core.authorize(request.account, scopes, account_id=request.account_id,
+                                                    generation=request.credential_generation)
         return pb.AuthorizeResponse(
             granted=[pb.Scope(type=s.type, name=s.name, actions=list(s.actions)) for s in granted],
             account_valid=valid,
         )
+
+    async def RevokeTokens(self, request: pb.RevokeTokensRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.RevokeTokensResponse:
+        return pb.RevokeTokensResponse(account=account_message(await self._core.revoke_tokens(request.name)))
+
+    async def RotateRobotSecret(self, request: pb.RotateRobotSecretRequest, context: grpc.aio.ServicerContext
+                                ) -> pb.RotateRobotSecretResponse:
+        rotated = await self._core.rotate_robot_secret(request.name)
+        return pb.RotateRobotSecretResponse(account=account_message(rotated.account), secret=rotated.secret)
+
+    async def SetAccountDisabled(self, request: pb.SetAccountDisabledRequest, context: grpc.aio.ServicerContext
+                                 ) -> pb.SetAccountDisabledResponse:
+        account = await self._core.set_disabled(request.name, request.disabled)
+        return pb.SetAccountDisabledResponse(account=account_message(account))
+
+    async def GetCredentialStates(self, request: pb.GetCredentialStatesRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.GetCredentialStatesResponse:
+        now = datetime.now(UTC)
+        return pb.GetCredentialStatesResponse(states=[
+            pb.CredentialState(
+                account_id=a.uid, name=a.name, credential_generation=a.credential_generation, active=a.active(now),
+                expires_at=int(a.expires_at.timestamp()) if a.expires_at else 0,
+            )
+            for a in await self._core.credential_states(list(request.account_ids))
+        ])

@@ -2,12 +2,18 @@
 
 Reads go to the primary (never a read replica): an account created or revoked a moment ago must
 count at once. Writes run in one transaction each; a duplicate name surfaces as `AccountExists`.
+
+Every change that must reach the gateways (a credential generation bumped, an account deleted,
+disabled or enabled, grants changed) appends an "account" change to the change feed
+(services/metadata/changes) in the same transaction, so the feed never tells of a change that
+rolled back nor misses one that committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.accounts.schema import accounts, grants
+from services.metadata.changes.log import ChangeLog
 from services.metadata.store.dialect import is_unavailable, upsert
 from services.metadata.store.engine import Database
 
@@ -40,9 +47,32 @@ class StoredAccount:
     description: str
     expires_at: datetime | None
     created_at: datetime
+    # Immutable and never reused (see schema.py); tokens name it.
+    uid: str = ""
+    credential_generation: int = 1
+    disabled: bool = False
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and _aware(self.expires_at) <= now
+
+    def active(self, now: datetime) -> bool:
+        """May log in and use its tokens: neither disabled nor expired."""
+        return not self.disabled and not self.expired(now)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialChange:
+    """What one account change left behind (the body of its change-feed entry)."""
+
+    uid: str
+    name: str
+    generation: int
+    active: bool
+    reason: str
+
+    def body(self) -> dict[str, object]:
+        return {"account_id": self.uid, "name": self.name, "generation": self.generation,
+                "active": self.active, "reason": self.reason}
 
 
 def _aware(moment: datetime) -> datetime:
@@ -54,7 +84,8 @@ def _account(row: Any) -> StoredAccount:
     return StoredAccount(
         id=row.id, name=row.name, kind=row.kind, password_hash=row.password_hash, is_admin=bool(row.is_admin),
         description=row.description, expires_at=_aware(row.expires_at) if row.expires_at else None,
-        created_at=_aware(row.created_at),
+        created_at=_aware(row.created_at), uid=row.uid, credential_generation=int(row.credential_generation),
+        disabled=bool(row.disabled),
     )
 
 
@@ -65,8 +96,9 @@ def _unavailable(exc: BaseException) -> BaseException:
 
 
 class AccountStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, changes: ChangeLog | None = None) -> None:
         self._db = database
+        self._changes = changes or ChangeLog(database)
         self._write_lock: Any = asyncio.Lock() if database.dialect == "sqlite" else contextlib.nullcontext()
 
     async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -85,10 +117,34 @@ class AccountStore:
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from None
 
+    async def _write_changes(self, work: Callable[[AsyncConnection], Awaitable[list[CredentialChange]]]
+                             ) -> list[CredentialChange]:
+        """A write transaction that appends its account changes to the change feed."""
+        async def with_feed(conn: AsyncConnection) -> list[CredentialChange]:
+            made = await work(conn)
+            for change in made:
+                await self._changes.append(conn, "account", change.uid, change.body())
+            return made
+
+        made = await self._write(with_feed)
+        if made:
+            self._changes.committed()
+        return made
+
     async def get(self, name: str) -> StoredAccount | None:
         async def work(conn: AsyncConnection) -> StoredAccount | None:
             row = (await conn.execute(select(accounts).where(accounts.c.name == name))).first()
             return _account(row) if row else None
+
+        return await self._read(work)
+
+    async def get_by_uids(self, uids: list[str]) -> list[StoredAccount]:
+        """The accounts with these immutable ids (deleted ones are absent)."""
+        if not uids:
+            return []
+
+        async def work(conn: AsyncConnection) -> list[StoredAccount]:
+            return [_account(r) for r in await conn.execute(select(accounts).where(accounts.c.uid.in_(uids)))]
 
         return await self._read(work)
 
@@ -106,7 +162,8 @@ class AccountStore:
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(insert(accounts).values(
                 name=name, kind=kind, password_hash=password_hash, is_admin=is_admin, description=description,
-                expires_at=expires_at, created_at=now,
+                expires_at=expires_at, created_at=now, uid=uuid.uuid4().hex, credential_generation=1,
+                disabled=False,
             ))
 
         await self._write(work)
@@ -114,29 +171,70 @@ class AccountStore:
         assert created is not None
         return created
 
-    async def set_password_hash(self, name: str, password_hash: str) -> bool:
-        """False when there is no such user."""
-        async def work(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
-                update(accounts).where(accounts.c.name == name, accounts.c.kind == "user")
-                .values(password_hash=password_hash)
-            )
-            return result.rowcount > 0
+    async def _bump(self, conn: AsyncConnection, condition: Any, reason: str, **values: Any
+                    ) -> list[CredentialChange]:
+        """Bumps the credential generation of the account matching `condition` (setting `values`
+        too); [] when none matches."""
+        row = (await conn.execute(
+            update(accounts).where(condition)
+            .values(credential_generation=accounts.c.credential_generation + 1, **values)
+            .returning(accounts.c.uid, accounts.c.name, accounts.c.credential_generation, accounts.c.disabled)
+        )).first()
+        if row is None:
+            return []
+        return [CredentialChange(row.uid, row.name, int(row.credential_generation), not row.disabled, reason)]
 
-        return await self._write(work)
+    async def set_password_hash(self, name: str, password_hash: str, *, kind: str = "user") -> bool:
+        """Replaces the password (a user's) or secret (`kind="robot"`) and bumps the credential
+        generation. False when there is no such account of that kind."""
+        reason = "secret_rotated" if kind == "robot" else "password_changed"
+
+        async def work(conn: AsyncConnection) -> list[CredentialChange]:
+            return await self._bump(conn, (accounts.c.name == name) & (accounts.c.kind == kind), reason,
+                                    password_hash=password_hash)
+
+        return bool(await self._write_changes(work))
+
+    async def revoke_tokens(self, name: str) -> StoredAccount | None:
+        """Bumps the credential generation; None when there is no such account."""
+        async def work(conn: AsyncConnection) -> list[CredentialChange]:
+            return await self._bump(conn, accounts.c.name == name, "tokens_revoked")
+
+        if not await self._write_changes(work):
+            return None
+        return await self.get(name)
+
+    async def set_disabled(self, name: str, disabled: bool) -> StoredAccount | None:
+        """Disables (bumping the generation: tokens issued before never count again) or enables
+        the account. None when there is no such account."""
+        async def work(conn: AsyncConnection) -> list[CredentialChange]:
+            if disabled:
+                return await self._bump(conn, accounts.c.name == name, "disabled", disabled=True)
+            row = (await conn.execute(
+                update(accounts).where(accounts.c.name == name).values(disabled=False)
+                .returning(accounts.c.uid, accounts.c.name, accounts.c.credential_generation)
+            )).first()
+            return [CredentialChange(row.uid, row.name, int(row.credential_generation), True, "enabled")] if row else []
+
+        if not await self._write_changes(work):
+            return None
+        return await self.get(name)
 
     async def delete(self, name: str) -> bool:
         """Deletes the account and its grants. False when there is no such account."""
-        async def work(conn: AsyncConnection) -> bool:
-            account_id = (await conn.execute(select(accounts.c.id).where(accounts.c.name == name))).scalar()
-            if account_id is None:
-                return False
+        async def work(conn: AsyncConnection) -> list[CredentialChange]:
+            row = (await conn.execute(
+                select(accounts.c.id, accounts.c.uid, accounts.c.credential_generation)
+                .where(accounts.c.name == name)
+            )).first()
+            if row is None:
+                return []
             # Explicit: SQLite only cascades with foreign_keys=ON, which the engine sets, but be sure.
-            await conn.execute(delete(grants).where(grants.c.account_id == account_id))
-            await conn.execute(delete(accounts).where(accounts.c.id == account_id))
-            return True
+            await conn.execute(delete(grants).where(grants.c.account_id == row.id))
+            await conn.execute(delete(accounts).where(accounts.c.id == row.id))
+            return [CredentialChange(row.uid, name, int(row.credential_generation) + 1, False, "deleted")]
 
-        return await self._write(work)
+        return bool(await self._write_changes(work))
 
     async def grants_of(self, account_id: int) -> dict[str, tuple[str, ...]]:
         async def work(conn: AsyncConnection) -> dict[str, tuple[str, ...]]:
@@ -162,17 +260,19 @@ class AccountStore:
 
         return await self._read(work)
 
-    async def set_grant(self, account_id: int, pattern: str, actions: tuple[str, ...]) -> None:
+    async def set_grant(self, account: StoredAccount, pattern: str, actions: tuple[str, ...]) -> None:
         """Stores exactly `actions` on `pattern` (no actions: removes the row)."""
-        async def work(conn: AsyncConnection) -> None:
+        async def work(conn: AsyncConnection) -> list[CredentialChange]:
             if not actions:
                 await conn.execute(
-                    delete(grants).where(grants.c.account_id == account_id, grants.c.pattern == pattern)
+                    delete(grants).where(grants.c.account_id == account.id, grants.c.pattern == pattern)
                 )
-                return
-            await conn.execute(
-                upsert(self._db.dialect, grants, ["account_id", "pattern"], {"actions": None})
-                .values(account_id=account_id, pattern=pattern, actions=",".join(actions))
-            )
+            else:
+                await conn.execute(
+                    upsert(self._db.dialect, grants, ["account_id", "pattern"], {"actions": None})
+                    .values(account_id=account.id, pattern=pattern, actions=",".join(actions))
+                )
+            return [CredentialChange(account.uid, account.name, account.credential_generation,
+                                     not account.disabled, "grants_changed")]
 
-        await self._write(work)
+        await self._write_changes(work)

@@ -17,20 +17,26 @@ ACCOUNT_KIND_USER: AccountKind
 ACCOUNT_KIND_ROBOT: AccountKind
 
 class Account(_message.Message):
-    __slots__ = ("name", "kind", "is_admin", "description", "expires_at", "created_at")
+    __slots__ = ("name", "kind", "is_admin", "description", "expires_at", "created_at", "id", "credential_generation", "disabled")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     IS_ADMIN_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: AccountKind
     is_admin: bool
     description: str
     expires_at: int
     created_at: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[AccountKind, str]] = ..., is_admin: _Optional[bool] = ..., description: _Optional[str] = ..., expires_at: _Optional[int] = ..., created_at: _Optional[int] = ...) -> None: ...
+    id: str
+    credential_generation: int
+    disabled: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[AccountKind, str]] = ..., is_admin: _Optional[bool] = ..., description: _Optional[str] = ..., expires_at: _Optional[int] = ..., created_at: _Optional[int] = ..., id: _Optional[str] = ..., credential_generation: _Optional[int] = ..., disabled: _Optional[bool] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
     __slots__ = ("name", "password", "is_admin", "description")
@@ -155,12 +161,16 @@ class ListGrantsResponse(_message.Message):
     def __init__(self, permissions: _Optional[_Iterable[_Union[Permission, _Mapping]]] = ...) -> None: ...
 
 class AuthenticateRequest(_message.Message):
-    __slots__ = ("name", "secret")
+    __slots__ = ("name", "secret", "client_address", "verified_recently")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SECRET_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_RECENTLY_FIELD_NUMBER: _ClassVar[int]
     name: str
     secret: str
-    def __init__(self, name: _Optional[str] = ..., secret: _Optional[str] = ...) -> None: ...
+    client_address: str
+    verified_recently: bool
+    def __init__(self, name: _Optional[str] = ..., secret: _Optional[str] = ..., client_address: _Optional[str] = ..., verified_recently: _Optional[bool] = ...) -> None: ...
 
 class AuthenticateResponse(_message.Message):
     __slots__ = ("account",)
@@ -179,12 +189,16 @@ class Scope(_message.Message):
     def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., actions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("account", "scopes")
+    __slots__ = ("account", "scopes", "account_id", "credential_generation")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     SCOPES_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_GENERATION_FIELD_NUMBER: _ClassVar[int]
     account: str
     scopes: _containers.RepeatedCompositeFieldContainer[Scope]
-    def __init__(self, account: _Optional[str] = ..., scopes: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ...) -> None: ...
+    account_id: str
+    credential_generation: int
+    def __init__(self, account: _Optional[str] = ..., scopes: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ..., account_id: _Optional[str] = ..., credential_generation: _Optional[int] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
     __slots__ = ("granted", "account_valid")
@@ -193,3 +207,69 @@ class AuthorizeResponse(_message.Message):
     granted: _containers.RepeatedCompositeFieldContainer[Scope]
     account_valid: bool
     def __init__(self, granted: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ..., account_valid: _Optional[bool] = ...) -> None: ...
+
+class RevokeTokensRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RevokeTokensResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class RotateRobotSecretRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RotateRobotSecretResponse(_message.Message):
+    __slots__ = ("account", "secret")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    secret: str
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class SetAccountDisabledRequest(_message.Message):
+    __slots__ = ("name", "disabled")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    disabled: bool
+    def __init__(self, name: _Optional[str] = ..., disabled: _Optional[bool] = ...) -> None: ...
+
+class SetAccountDisabledResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class GetCredentialStatesRequest(_message.Message):
+    __slots__ = ("account_ids",)
+    ACCOUNT_IDS_FIELD_NUMBER: _ClassVar[int]
+    account_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, account_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CredentialState(_message.Message):
+    __slots__ = ("account_id", "name", "credential_generation", "active", "expires_at")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    name: str
+    credential_generation: int
+    active: bool
+    expires_at: int
+    def __init__(self, account_id: _Optional[str] = ..., name: _Optional[str] = ..., credential_generation: _Optional[int] = ..., active: _Optional[bool] = ..., expires_at: _Optional[int] = ...) -> None: ...
+
+class GetCredentialStatesResponse(_message.Message):
+    __slots__ = ("states",)
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedCompositeFieldContainer[CredentialState]
+    def __init__(self, states: _Optional[_Iterable[_Union[CredentialState, _Mapping]]] = ...) -> None: ...

@@ -84,6 +84,26 @@ class AccountServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.AuthorizeRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.AuthorizeResponse.FromString,
                 _registered_method=True)
+        self.RevokeTokens = channel.unary_unary(
+                '/lading.metadata.v1.AccountService/RevokeTokens',
+                request_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.RevokeTokensRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.RevokeTokensResponse.FromString,
+                _registered_method=True)
+        self.RotateRobotSecret = channel.unary_unary(
+                '/lading.metadata.v1.AccountService/RotateRobotSecret',
+                request_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.RotateRobotSecretRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.RotateRobotSecretResponse.FromString,
+                _registered_method=True)
+        self.SetAccountDisabled = channel.unary_unary(
+                '/lading.metadata.v1.AccountService/SetAccountDisabled',
+                request_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.SetAccountDisabledRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.SetAccountDisabledResponse.FromString,
+                _registered_method=True)
+        self.GetCredentialStates = channel.unary_unary(
+                '/lading.metadata.v1.AccountService/GetCredentialStates',
+                request_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -159,6 +179,40 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeTokens(self, request, context):
+        """Bumps the account's credential generation: every refresh and access token issued before is
+        refused from now on (gateways learn it from ChangeService.WatchChanges). NAME_UNKNOWN when
+        there is no such account. Called by operators (`lading user revoke-tokens`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateRobotSecret(self, request, context):
+        """A new secret for a robot, returned here ONCE; the old secret and every token issued before
+        stop working (the credential generation is bumped). NAME_UNKNOWN when there is no such robot.
+        Called by operators (`lading robot rotate`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAccountDisabled(self, request, context):
+        """Disables (or enables again) an account. Disabling bumps the credential generation, so tokens
+        issued before never work again, even after the account is enabled. Called by operators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCredentialStates(self, request, context):
+        """The current credential state of accounts by immutable id (absent from the answer: deleted).
+        Called by gateways only while their change feed is down (the fail-safe path).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -211,6 +265,26 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.Authorize,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.AuthorizeRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.AuthorizeResponse.SerializeToString,
+            ),
+            'RevokeTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeTokens,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.RevokeTokensRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.RevokeTokensResponse.SerializeToString,
+            ),
+            'RotateRobotSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateRobotSecret,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.RotateRobotSecretRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.RotateRobotSecretResponse.SerializeToString,
+            ),
+            'SetAccountDisabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAccountDisabled,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.SetAccountDisabledRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.SetAccountDisabledResponse.SerializeToString,
+            ),
+            'GetCredentialStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCredentialStates,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +557,114 @@ class AccountService:
             '/lading.metadata.v1.AccountService/Authorize',
             lading_dot_metadata_dot_v1_dot_accounts__pb2.AuthorizeRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_accounts__pb2.AuthorizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.AccountService/RevokeTokens',
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.RevokeTokensRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.RevokeTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateRobotSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.AccountService/RotateRobotSecret',
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.RotateRobotSecretRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.RotateRobotSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAccountDisabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.AccountService/SetAccountDisabled',
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.SetAccountDisabledRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.SetAccountDisabledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCredentialStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.AccountService/GetCredentialStates',
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

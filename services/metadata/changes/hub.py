@@ -1,0 +1,151 @@
+"""`ChangeHub`: one per metadata process; knows the newest change position and wakes the streams.
+
+The hub learns that the feed advanced in three ways, all leading to one indexed read of the newest
+position (`ChangeLog.head`), whatever the number of subscribed gateways:
+- this process committed a change (`ChangeLog.committed` → `kick`);
+- PostgreSQL `NOTIFY lading_changes` from any replica (a LISTEN on a connection of its own,
+  re-established when it drops);
+- a poll every `change_feed.poll_seconds`, the safety net when LISTEN is down or the database is
+  SQLite written by another process.
+Each WatchChanges stream waits on the hub (`wait_beyond`) and reads the new rows itself.
+The hub also deletes expired changes every `prune_interval_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from services.common.settings import ChangeFeedSettings
+from services.metadata.changes.log import NOTIFY_CHANNEL, ChangeLog
+from services.metadata.store.engine import Database
+
+log = logging.getLogger("lading.metadata.changes")
+
+# Seconds between liveness checks of the LISTEN connection, and the wait before a new LISTEN
+# after it failed.
+_LISTEN_CHECK_SECONDS = 30.0
+_LISTEN_RETRY_SECONDS = 2.0
+
+
+class ChangeHub:
+    def __init__(self, database: Database, changes: ChangeLog, settings: ChangeFeedSettings) -> None:
+        self._db = database
+        self._log = changes
+        self._settings = settings
+        self.latest = 0
+        self._kicked = asyncio.Event()
+        self._advanced = asyncio.Event()
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.listening = False
+        changes.on_commit(self.kick)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def kick(self) -> None:
+        """Something may have changed: read the newest position soon."""
+        self._kicked.set()
+
+    async def start(self) -> None:
+        """Reads the newest position, then starts the poll, LISTEN and prune tasks."""
+        self.latest = await self._log.head()
+        self._tasks.append(asyncio.create_task(self._follow(), name="change-hub-follow"))
+        self._tasks.append(asyncio.create_task(self._prune_loop(), name="change-hub-prune"))
+        if self._db.dialect == "postgresql":
+            self._tasks.append(asyncio.create_task(self._listen_loop(), name="change-hub-listen"))
+
+    async def wait_beyond(self, position: int, seconds: float) -> bool:
+        """True as soon as a change newer than `position` is known; False after `seconds` or when
+        the hub closes."""
+        if self.latest > position:
+            return True
+        advanced = self._advanced
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(advanced.wait(), seconds)
+        return self.latest > position and not self._closed
+
+    async def close(self) -> None:
+        """Ends every stream's wait (they return) and stops the background tasks."""
+        self._closed = True
+        self._wake_streams()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    def _wake_streams(self) -> None:
+        previous, self._advanced = self._advanced, asyncio.Event()
+        previous.set()
+
+    async def _follow(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kicked.wait(), self._settings.poll_seconds)
+            self._kicked.clear()
+            try:
+                head = await self._log.head()
+            except Exception as exc:  # noqa: BLE001 - the next poll tries again
+                log.warning("could not read the change feed's position: %s", exc)
+                continue
+            if head > self.latest:
+                self.latest = head
+                self._wake_streams()
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                deleted = await self._log.prune(self._settings.retention_seconds)
+                if deleted:
+                    log.info("deleted %d changes older than %.0f s", deleted, self._settings.retention_seconds)
+            except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; retried later
+                log.warning("could not prune the change feed: %s", exc)
+            await asyncio.sleep(self._settings.prune_interval_seconds)
+
+    async def _listen_loop(self) -> None:
+        while True:
+            try:
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the poll covers the gap; LISTEN again soon
+                log.warning("LISTEN %s failed (changes still arrive by polling): %s", NOTIFY_CHANNEL, exc)
+            self.listening = False
+            await asyncio.sleep(_LISTEN_RETRY_SECONDS)
+
+    async def _listen_once(self) -> None:
+        """LISTENs on a pooled connection of its own until that connection fails."""
+        lost = asyncio.Event()
+
+        def on_notify(*_args: Any) -> None:
+            self.kick()
+
+        def on_terminated(*_args: Any) -> None:
+            lost.set()
+
+        async with self._db.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            await driver.add_listener(NOTIFY_CHANNEL, on_notify)
+            driver.add_termination_listener(on_terminated)
+            self.listening = True
+            # A change committed between our head read and the LISTEN would otherwise wait for a poll.
+            self.kick()
+            try:
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), _LISTEN_CHECK_SECONDS)
+                    if not lost.is_set():
+                        await asyncio.wait_for(driver.execute("SELECT 1"), 10.0)
+            finally:
+                self.listening = False
+                with contextlib.suppress(Exception):
+                    driver.remove_termination_listener(on_terminated)
+                    await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
+        raise ConnectionError("the LISTEN connection was closed")

@@ -1,0 +1,84 @@
+"""ChangeService: the change feed over a server-streaming call (protobuf <-> ChangeLog and ChangeHub).
+
+A stream sends what is retained after the caller's position in batches, then waits on the hub for
+newer changes, and sends an empty answer (a heartbeat) whenever `heartbeat_ms` passes without one.
+It ends when the caller cancels or the process starts shutting down (`ChangeHub.close`); callers
+subscribe again from their last position, on this replica or another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from lading.metadata.v1 import changes_pb2 as pb
+from lading.metadata.v1 import changes_pb2_grpc
+
+from services.metadata.changes.hub import ChangeHub
+from services.metadata.changes.log import ChangeLog, StoredChange
+
+# Changes per answer.
+BATCH = 500
+# Bounds on the heartbeat interval a caller may ask for (milliseconds).
+_MIN_HEARTBEAT_MS, _MAX_HEARTBEAT_MS, _DEFAULT_HEARTBEAT_MS = 100, 60_000, 1000
+
+ACCOUNT_KIND = "account"
+_REASONS = {
+    "deleted": pb.ACCOUNT_CHANGE_REASON_DELETED,
+    "disabled": pb.ACCOUNT_CHANGE_REASON_DISABLED,
+    "enabled": pb.ACCOUNT_CHANGE_REASON_ENABLED,
+    "tokens_revoked": pb.ACCOUNT_CHANGE_REASON_TOKENS_REVOKED,
+    "password_changed": pb.ACCOUNT_CHANGE_REASON_PASSWORD_CHANGED,
+    "secret_rotated": pb.ACCOUNT_CHANGE_REASON_SECRET_ROTATED,
+    "grants_changed": pb.ACCOUNT_CHANGE_REASON_GRANTS_CHANGED,
+}
+
+
+def change_message(change: StoredChange) -> pb.Change:
+    message = pb.Change(position=change.position, changed_at_ms=int(change.created_at.timestamp() * 1000))
+    if change.kind == ACCOUNT_KIND:
+        body = change.body
+        message.account.CopyFrom(pb.AccountChange(
+            account_id=str(body.get("account_id", "")), name=str(body.get("name", "")),
+            credential_generation=int(body.get("generation", 0)), active=bool(body.get("active", False)),
+            reason=_REASONS.get(str(body.get("reason", "")), pb.ACCOUNT_CHANGE_REASON_UNSPECIFIED),
+        ))
+    return message
+
+
+class ChangeServicer(changes_pb2_grpc.ChangeServiceServicer):
+    def __init__(self, changes: ChangeLog, hub: ChangeHub) -> None:
+        self._log = changes
+        self._hub = hub
+
+    async def WatchChanges(self, request: pb.WatchChangesRequest, context: grpc.aio.ServicerContext
+                           ) -> AsyncIterator[pb.WatchChangesResponse]:
+        heartbeat_ms = request.heartbeat_ms or _DEFAULT_HEARTBEAT_MS
+        heartbeat = min(max(heartbeat_ms, _MIN_HEARTBEAT_MS), _MAX_HEARTBEAT_MS) / 1000
+        horizon = await self._log.horizon()
+        head = max(await self._log.head(), horizon)
+        position = request.after
+        reset = position <= 0 or position < horizon or position > head
+        if reset:
+            position = 0
+        first = True
+        while not self._hub.closed:
+            found = await self._log.read_after(position, BATCH)
+            if found or first:
+                if found:
+                    position = found[-1].position
+                yield pb.WatchChangesResponse(
+                    changes=[change_message(c) for c in found], position=position, reset=first and reset,
+                    caught_up=len(found) < BATCH,
+                )
+                first = False
+                if len(found) == BATCH:
+                    continue
+            # Only the hub's word leads to another read (one read per replica and change, not a
+            # poll per stream). Nothing above `position` readable: wait for a change above what the
+            # hub knows too (rows below it that cannot be read were pruned; waiting on them would spin).
+            waited = position if found else max(position, self._hub.latest)
+            while not await self._hub.wait_beyond(waited, heartbeat):
+                if self._hub.closed:
+                    return
+                yield pb.WatchChangesResponse(position=position, caught_up=True)

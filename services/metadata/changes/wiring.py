@@ -1,0 +1,38 @@
+"""Builds the change feed of the metadata service (used by services/metadata/main.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from lading.metadata.v1 import changes_pb2_grpc
+
+from services.common.settings import ChangeFeedSettings
+from services.metadata.changes.hub import ChangeHub
+from services.metadata.changes.log import ChangeLog
+from services.metadata.changes.servicer import ChangeServicer
+from services.metadata.store.engine import Database
+
+CHANGE_SERVICE_NAME = "lading.metadata.v1.ChangeService"
+
+
+@dataclass
+class ChangeParts:
+    log: ChangeLog
+    hub: ChangeHub
+    servicer: ChangeServicer
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        changes_pb2_grpc.add_ChangeServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        await self.hub.start()
+
+    async def close(self) -> None:
+        await self.hub.close()
+
+
+def build_changes(database: Database, settings: ChangeFeedSettings) -> ChangeParts:
+    log = ChangeLog(database)
+    hub = ChangeHub(database, log, settings)
+    return ChangeParts(log=log, hub=hub, servicer=ChangeServicer(log, hub))
