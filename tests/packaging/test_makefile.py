@@ -62,9 +62,12 @@ class Checkout:
     def make(self, target: str) -> list[str]:
         """Runs `make target`; returns the commands the stand-ins logged during it."""
         before = self.log.read_text().splitlines() if self.log.exists() else []
-        env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+        # An outer `make test PYTEST_ARGS=…` (as .ci/run calls it) exports its command-line
+        # variables to this process: give the inner make its own.
+        env = {k: v for k, v in os.environ.items()
+               if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTEST_ARGS", "BENCH_ARGS"}}
         result = subprocess.run(["make", "--no-print-directory", "-C", str(self.root), target,
-                                 f"PYTHON={self.python}"], capture_output=True, text=True, timeout=60,
+                                 f"PYTHON={self.python}", "PYTEST_ARGS=", "BENCH_ARGS="], capture_output=True, text=True, timeout=60,
                                 env=env, check=False)
         assert result.returncode == 0, f"make {target}:\n{result.stdout}\n{result.stderr}"
         return self.log.read_text().splitlines()[len(before):]
