@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, inspect, select, text
 
 from services.common.errors import ErrorKind, RegistryError
 from services.common.settings import MetadataSettings
@@ -30,10 +31,11 @@ from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.migrations import check_schema_current, current_revisions, head_revision, migrate
 from services.metadata.store.base import MetadataStore, NewManifest
 from services.metadata.store.engine import Database, open_database
-from services.metadata.store.schema import ALL_TABLES
+from services.metadata.store.schema import ALL_TABLES, complete_metadata
 from services.metadata.store.sql import SqlMetadataStore
 from tests.metadata import docs
-from tests.support.metadata_db import empty_database_url, migrated_database, truncate
+from tests.support.metadata_db import empty_database_url, migrate_to, migrated_database, truncate
+from tests.support.schema_drift import schema_differences
 
 DIALECTS = ["sqlite", "postgresql"]
 LIMITS = MetadataLimits(max_manifest_bytes=64 * 1024, default_page_size=3, max_page_size=50)
@@ -130,6 +132,103 @@ async def test_migrations_run_up_from_empty(empty_url: str, dialect: str) -> Non
             names = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
         assert set(TABLE_NAMES) <= names
         assert db.dialect == dialect
+    finally:
+        await db.dispose()
+
+
+async def test_migrated_schema_is_the_declared_one(empty_url: str) -> None:
+    """Alembic's autogenerate comparison (and tests/support/schema_drift.py's additions) finds no
+    difference between `complete_metadata()` and a database migrated from empty."""
+    await migrate(empty_url)
+    db = open_database(MetadataSettings(database_url=empty_url))
+    try:
+        async with db.engine.connect() as conn:
+            differences = await conn.run_sync(schema_differences, complete_metadata())
+    finally:
+        await db.dispose()
+    assert differences == [], "the migrations and the models disagree:\n" + "\n".join(differences)
+
+
+def test_every_table_is_on_the_one_metadata() -> None:
+    """Each `Table` any metadata-plane module holds is on `complete_metadata()`, so Alembic and
+    the comparison above see it."""
+    import importlib
+    import pkgutil
+
+    from sqlalchemy import Table
+
+    import services.metadata
+
+    one = complete_metadata()
+    tables = {}
+    for module_info in pkgutil.walk_packages(services.metadata.__path__, "services.metadata."):
+        if module_info.name.endswith(".__main__") or ".migrations" in module_info.name:
+            continue  # a program; Alembic's environment and frozen revisions
+        module = importlib.import_module(module_info.name)
+        tables.update({f"{module_info.name}.{name}": value for name, value in vars(module).items()
+                       if isinstance(value, Table)})
+    assert {"services.metadata.accounts.schema.accounts", "services.metadata.changes.tables.changes"} <= set(tables)
+    elsewhere = sorted(name for name, table in tables.items() if one.tables.get(table.name) is not table)
+    assert elsewhere == [], f"tables not declared on services.metadata.store.schema.metadata: {elsewhere}"
+
+
+async def test_upgrading_keeps_accounts_grants_and_changes(empty_url: str, dialect: str) -> None:
+    """From the previous head (0005) up to head, down again and up: every account (ids included),
+    grant and change is kept, and the defaults 0005 needed to fill its new columns are gone (an
+    account without its own immutable id is refused instead of getting a shared '')."""
+    rows_before: dict[str, list[tuple[Any, ...]]] = {}
+    queries = {
+        "accounts": "SELECT id, name, kind, password_hash, is_admin, description, expires_at, created_at, uid, "
+                    "credential_generation, disabled FROM accounts ORDER BY id",
+        "grants": "SELECT account_id, pattern, actions FROM grants ORDER BY account_id, pattern",
+        "changes": "SELECT position, kind, subject, body FROM changes ORDER BY position",
+    }
+    db = open_database(MetadataSettings(database_url=empty_url))
+    try:
+        await migrate_to(db, "0005_credentials")
+        async with db.writes.begin() as conn:
+            for number, (name, disabled) in enumerate((("alice", False), ("robot$ci", True), ("zed", False))):
+                await conn.execute(text(
+                    "INSERT INTO accounts (name, kind, password_hash, is_admin, description, expires_at, created_at, "
+                    "uid, credential_generation, disabled) VALUES (:name, 'user', 'hash', :admin, 'who', NULL, "
+                    "CURRENT_TIMESTAMP, :uid, :generation, :disabled)"),
+                    {"name": name, "admin": number == 0, "uid": f"{number:032x}", "generation": number + 1,
+                     "disabled": disabled})
+                for pattern in ("team/*", f"{name.split('$')[0]}/*"):
+                    await conn.execute(text(
+                        "INSERT INTO grants (account_id, pattern, actions) SELECT id, :pattern, 'pull,push' "
+                        "FROM accounts WHERE name = :name"), {"pattern": pattern, "name": name})
+                await conn.execute(text(
+                    "INSERT INTO changes (kind, subject, body, created_at) "
+                    "VALUES ('account', :uid, '{}', CURRENT_TIMESTAMP)"), {"uid": f"{number:032x}"})
+            await conn.execute(text("DELETE FROM accounts WHERE name = 'zed'"))  # a hole in the ids
+        async with db.engine.connect() as conn:
+            for table, query in queries.items():
+                rows_before[table] = [tuple(row) for row in await conn.execute(text(query))]
+        assert len(rows_before["grants"]) == 4
+
+        for step in ("up", "down", "up"):
+            if step == "up":
+                await migrate(db)
+            else:
+                await migrate_to(db, "0005_credentials", down=True)
+            async with db.engine.connect() as conn:
+                for table, query in queries.items():
+                    assert [tuple(row) for row in await conn.execute(text(query))] == rows_before[table], (step, table)
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(schema_differences, complete_metadata()) == []
+
+        with pytest.raises(sa_exc.IntegrityError):
+            async with db.writes.begin() as conn:
+                await conn.execute(text(
+                    "INSERT INTO accounts (name, kind, password_hash, is_admin, description, created_at, "
+                    "credential_generation, disabled) VALUES ('no-uid', 'user', 'x', false, '', CURRENT_TIMESTAMP, 1, "
+                    "false)"))
+        # The cascade still holds after the rebuild: deleting an account deletes its grants.
+        async with db.writes.begin() as conn:
+            await conn.execute(text("DELETE FROM accounts WHERE name = 'alice'"))
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT COUNT(*) FROM grants"))).scalar_one() == 2
     finally:
         await db.dispose()
 

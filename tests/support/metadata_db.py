@@ -47,3 +47,18 @@ async def truncate(db: Database, tables: Sequence[sa.Table]) -> None:
         else:
             for table in reversed(tables):
                 await conn.execute(table.delete())
+
+
+async def migrate_to(db: Database, revision: str, *, down: bool = False) -> None:
+    """Upgrades (or, with `down`, downgrades) `db` to `revision`, in one transaction as `migrate` does."""
+    from alembic import command
+
+    from services.metadata.migrations import alembic_config
+
+    def run(connection: sa.Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+    async with db.writes.begin() as conn:
+        await conn.run_sync(run)

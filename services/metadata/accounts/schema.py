@@ -1,4 +1,5 @@
-"""The account tables (SQLAlchemy Core); migrations 0002 and 0005 create them (they do not import this)."""
+"""The account tables (SQLAlchemy Core); migrations 0002, 0005 and 0006 create them (they do not
+import this)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
-    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -17,13 +18,14 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-metadata = MetaData()
+from services.metadata.store.schema import bytewise, metadata
 
 accounts = Table(
     "accounts",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(255), nullable=False),
+    # Compared byte-wise, so `lading accounts list` sorts the same on both dialects.
+    Column("name", bytewise(255), nullable=False),
     # "user" or "robot".
     Column("kind", String(16), nullable=False),
     Column("password_hash", String(128), nullable=False),
@@ -32,18 +34,21 @@ accounts = Table(
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Immutable, never reused (random hex): what tokens name. `id` may be reused by SQLite.
-    Column("uid", String(32), nullable=False, unique=True),
+    Column("uid", String(32), nullable=False),
     # Bumped whenever tokens issued so far must stop working (see migration 0005).
     Column("credential_generation", BigInteger, nullable=False),
     Column("disabled", Boolean, nullable=False),
-    UniqueConstraint("name", name="uq_accounts_name"),
+    UniqueConstraint("name"),
+    # A unique index, not a constraint: SQLite adds those to an existing table only by rebuilding it.
+    Index("uq_accounts_uid", "uid", unique=True),
 )
 
 grants = Table(
     "grants",
     metadata,
     Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
-    Column("pattern", String(255), nullable=False),
+    Column("pattern", bytewise(255), nullable=False),
+    # Comma-separated, sorted subset of pull,push,delete.
     Column("actions", String(64), nullable=False),
-    PrimaryKeyConstraint("account_id", "pattern", name="pk_grants"),
+    PrimaryKeyConstraint("account_id", "pattern"),
 )

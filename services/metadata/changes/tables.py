@@ -9,13 +9,13 @@ below P.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Table, Text
 
-changes_metadata = MetaData()
+from services.metadata.store.schema import metadata
 
 changes = Table(
     "changes",
-    changes_metadata,
+    metadata,
     Column("position", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     # "account" today; the kind decides how `body` (JSON) reads.
     Column("kind", String(32), nullable=False),
@@ -23,5 +23,7 @@ changes = Table(
     Column("subject", String(255), nullable=False),
     Column("body", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Pruning by age.
+    Index(None, "created_at"),
     sqlite_autoincrement=True,
 )

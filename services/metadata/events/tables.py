@@ -8,16 +8,16 @@ mid-POST only delays the batch by the lease (at-least-once, never lost).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Table, Text
 
-events_metadata = MetaData()
+from services.metadata.store.schema import metadata
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATES = (PENDING, DELIVERED, DEAD)
 
 event_outbox = Table(
     "event_outbox",
-    events_metadata,
+    metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("event_id", String(64), nullable=False),
     Column("endpoint", String(128), nullable=False),
@@ -30,4 +30,6 @@ event_outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
+    # The delivery worker's claim: due rows of one endpoint, oldest first.
+    Index("ix_event_outbox_due", "state", "endpoint", "next_attempt_at"),
 )

@@ -14,25 +14,24 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, String, Table, Text
 
-from services.metadata.store.schema import DIGEST_LENGTH, bytewise
-
-gc_metadata = MetaData()
+from services.metadata.store.schema import DIGEST_LENGTH, bytewise, metadata
 
 blobs = Table(
     "blobs",
-    gc_metadata,
+    metadata,
     Column("digest", bytewise(DIGEST_LENGTH), primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("state", String(16), nullable=False),
     Column("epoch", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "state"),
 )
 
 gc_review = Table(
     "gc_review",
-    gc_metadata,
+    metadata,
     Column("repository_id", Integer, primary_key=True),
     Column("digest", bytewise(DIGEST_LENGTH), primary_key=True),
     Column("review_after", DateTime(timezone=True), nullable=False),
@@ -40,7 +39,7 @@ gc_review = Table(
 
 gc_runs = Table(
     "gc_runs",
-    gc_metadata,
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
@@ -54,7 +53,7 @@ gc_runs = Table(
 
 registry_flags = Table(
     "registry_flags",
-    gc_metadata,
+    metadata,
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )

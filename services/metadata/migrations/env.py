@@ -14,7 +14,11 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from services.metadata.store.schema import metadata as target_metadata
+from services.metadata.store.schema import complete_metadata
+
+# Every table (for `alembic revision --autogenerate`) and the naming convention, which names the
+# constraints and indexes the revisions create.
+target_metadata = complete_metadata()
 
 
 def _run(connection: Connection) -> None:
@@ -24,6 +28,7 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place; batch mode rebuilds tables instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        compare_server_default=True,
     )
     with context.begin_transaction():
         context.run_migrations()

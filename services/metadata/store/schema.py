@@ -1,4 +1,11 @@
-"""The metadata tables (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+"""The metadata database's one schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Every table of the metadata database is declared on the one `metadata` below: the registry's
+tables here, the others next to the code that owns them (`TABLE_MODULES`). `complete_metadata()`
+imports them all; it is what Alembic compares the database with (migrations/env.py), and
+tests/contracts/metadata_store_suite.py fails when a freshly migrated database differs from it.
+A new table goes on `metadata` (which names its constraints and indexes by the convention below,
+in migrations too) and its module into `TABLE_MODULES`; a new migration creates it.
 
 Every hot lookup is one indexed query:
 - StatBlob                 repository_blobs PK (repository_id, digest), joined to repositories.name
@@ -12,11 +19,14 @@ Every hot lookup is one indexed query:
 Names, tags and digests compare byte-wise ("C" collation on PostgreSQL, SQLite's default BINARY),
 so listings are in the lexical order the distribution spec asks for on both dialects.
 
-This module describes the current schema; the migrations in `services/metadata/migrations` create
-it (they do not import this module, so old revisions stay frozen).
+The migrations in `services/metadata/migrations` create the schema without importing the tables
+(old revisions stay frozen); only the naming convention reaches them, through Alembic's
+target metadata.
 """
 
 from __future__ import annotations
+
+import importlib
 
 from sqlalchemy import (
     BigInteger,
@@ -119,3 +129,20 @@ tags = Table(
 )
 
 ALL_TABLES = (repositories, repository_blobs, manifests, manifest_references, tags)
+"""The registry's own tables (this module's), parents first."""
+
+# The modules that declare tables on `metadata`, this one included.
+TABLE_MODULES = (
+    __name__,
+    "services.metadata.accounts.schema",
+    "services.metadata.gc.tables",
+    "services.metadata.events.tables",
+    "services.metadata.changes.tables",
+)
+
+
+def complete_metadata() -> MetaData:
+    """The one `metadata` with every table of the database declared on it (imports `TABLE_MODULES`)."""
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+    return metadata
