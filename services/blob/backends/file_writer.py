@@ -130,7 +130,10 @@ class FileWriter:
             if pending is not None:
                 await asyncio.wrap_future(pending)
             pending = None
-            folders = new_file_folders(self._path, self._root) if self._new_name else ()
+            # The file's name (and its folder's) must be durable once its first bytes are
+            # acknowledged: when this writer created it, and also when it exists but nothing was
+            # saved in it yet (a first append that failed created it, and synced nothing).
+            folders = new_file_folders(self._path, self._root) if self._new_name or not parts else ()
             await self._run(_write_at, fd, data, position, observe, truncate, folders)
             position += len(data)
         except BaseException:
