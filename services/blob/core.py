@@ -1,7 +1,8 @@
 """The blob plane's use cases, free of gRPC: stat, read and delete blobs; upload sessions.
 
-Backend failures are translated into registry errors here, once; transport code only maps
-messages to these calls.
+Backend failures are translated into registry errors here, once (`registry_error`): every public
+call of `BlobStore`, and the streams it hands out, raise RegistryError, never a BackendError.
+Transport code only maps messages to these calls.
 
 Redirected reads: a backend that can presign GET URLs (`PresignsReads`, the S3 backend), or the
 blob plane's own direct-read server (filesystem, services/blob/direct_reads.py), lets
@@ -11,15 +12,31 @@ blob plane's own direct-read server (filesystem, services/blob/direct_reads.py),
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+import functools
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from services.blob.backends import keys
-from services.blob.backends.base import BlobBackend, InvalidRange, ObjectNotFound
+from services.blob.backends.base import (
+    BackendAccessDenied,
+    BackendError,
+    BackendLimitExceeded,
+    BackendUnavailable,
+    BlobBackend,
+    InvalidRange,
+    ObjectNotFound,
+)
+from services.blob.listing import BlobPage, list_blobs
 from services.blob.uploads import CommittedBlob, UploadSessions, UploadStatus
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
+
+log = logging.getLogger("lading.blob")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +55,52 @@ class PresignsReads(Protocol):
         ...
 
 
-@runtime_checkable
-class AbortsAbandonedWrites(Protocol):
-    """A backend that can clean up writes left behind by crashed processes (S3 multipart uploads)."""
+def registry_error(error: BackendError) -> RegistryError:
+    """The registry error a client sees for a backend failure that no use case handled."""
+    if isinstance(error, BackendUnavailable):
+        return RegistryError(ErrorKind.UNAVAILABLE, f"blob storage is unavailable, retry later: {error}")
+    if isinstance(error, BackendAccessDenied):
+        return RegistryError(ErrorKind.INTERNAL, str(error))
+    if isinstance(error, BackendLimitExceeded):
+        return RegistryError(ErrorKind.UNSUPPORTED, str(error))
+    log.error("unexpected blob backend error: %r", error)
+    return RegistryError(ErrorKind.INTERNAL, "blob storage failed unexpectedly; the blob service logs say more")
 
-    async def purge_abandoned_uploads(self) -> int:
-        """Removes abandoned partial writes older than the backend's configured age; returns how many."""
-        ...
+
+def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """`method` raising RegistryError (`registry_error`) where the backend raised a BackendError."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except BackendError as error:
+            raise registry_error(error) from error
+
+    return call
+
+
+class _TranslatedStream:
+    """A byte stream whose BackendErrors (mid-read: S3 went away) become registry errors."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _TranslatedStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self._stream)
+        except BackendError as error:
+            raise registry_error(error) from error
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _blob_unknown(digest: Digest) -> RegistryError:
@@ -96,6 +152,7 @@ class BlobStore:
 
     # -- blobs --------------------------------------------------------------------------------
 
+    @_translated
     async def stat_blob(self, digest: str) -> BlobInfo:
         """Raises DIGEST_INVALID, BLOB_UNKNOWN."""
         parsed = Digest.parse(digest)
@@ -105,6 +162,7 @@ class BlobStore:
             raise _blob_unknown(parsed) from None
         return BlobInfo(parsed, info.size)
 
+    @_translated
     async def read_blob(self, digest: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """Opens `[offset, offset+length)` of a blob (`length` None: to the end) for streaming.
 
@@ -120,12 +178,13 @@ class BlobStore:
                 info = await self.backend.stat(key)
                 if offset >= info.size:
                     raise InvalidRange(key, offset, length, info.size)
-            return await self.backend.get(key, offset, length)
+            return _TranslatedStream(await self.backend.get(key, offset, length))
         except ObjectNotFound:
             raise _blob_unknown(parsed) from None
         except InvalidRange as error:
             raise _range_invalid(parsed, offset, length, error.size) from None
 
+    @_translated
     async def read_redirect(self, digest: str, *, offset: int = 0, length: int | None = None) -> str | None:
         """A presigned URL serving the whole blob, or None when this store does not redirect reads.
 
@@ -146,6 +205,7 @@ class BlobStore:
             raise _range_invalid(parsed, offset, length, info.size)
         return await self._presigner.presigned_get_url(key)
 
+    @_translated
     async def delete_blob(self, digest: str) -> bool:
         """Physically deletes a blob's bytes; True if it existed. Idempotent. Raises DIGEST_INVALID.
 
@@ -161,20 +221,29 @@ class BlobStore:
         await self.backend.delete(key)
         return True
 
+    @_translated
+    async def list_blobs(self, *, page_token: str = "", page_size: int = 0) -> BlobPage:
+        """One page of the stored blobs (see `listing.list_blobs`)."""
+        return await list_blobs(self.backend, page_token=page_token, page_size=page_size)
+
     # -- uploads ------------------------------------------------------------------------------
 
+    @_translated
     async def start_upload(self, repository: str, owner: str = "") -> UploadStatus:
         """Raises TOOMANYREQUESTS when `owner` holds the maximum of open sessions already."""
         return await self.sessions.start(repository, owner)
 
+    @_translated
     async def append_upload(
         self, upload_id: str, repository: str, *, expected_offset: int, chunks: AsyncIterable[bytes]
     ) -> UploadStatus:
         return await self.sessions.append(upload_id, repository, expected_offset=expected_offset, chunks=chunks)
 
+    @_translated
     async def upload_status(self, upload_id: str, repository: str) -> UploadStatus:
         return await self.sessions.status(upload_id, repository)
 
+    @_translated
     async def commit_upload(
         self,
         upload_id: str,
@@ -195,20 +264,22 @@ class BlobStore:
             final_offset=final_offset,
         )
 
+    @_translated
     async def cancel_upload(self, upload_id: str, repository: str) -> None:
         await self.sessions.cancel(upload_id, repository)
 
+    @_translated
     async def purge_uploads(self, older_than_seconds: float | None = None) -> int:
         """Removes sessions older than `older_than_seconds` (None or 0: the configured expiry)."""
         age = older_than_seconds or self.upload_expiry_seconds
         return await self.sessions.purge(age)
 
+    @_translated
     async def purge_abandoned_writes(self) -> int:
-        """Lets the backend clean up partial writes of crashed processes (S3: aborts multipart
-        uploads older than its configured age); 0 for backends with nothing to clean."""
-        if isinstance(self.backend, AbortsAbandonedWrites):
-            return await self.backend.purge_abandoned_uploads()
-        return 0
+        """Lets the backend clean up what it left behind and nobody lists, untouched for the
+        upload expiry (`BlobBackend.clean_up`: S3's multipart uploads of crashed writers, the
+        filesystem's idle empty folders); returns how many things went."""
+        return await self.backend.clean_up(self.upload_expiry_seconds)
 
     # -- health -------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ class LocalFiles(Protocol):
     """A backend whose objects are local files (the filesystem backend)."""
 
     def local_path(self, key: str) -> Path:
-        """Where `key` is (or would be) stored. Raises ValueError for an invalid key."""
+        """Where `key` is (or would be) stored. Raises InvalidKey for an invalid key."""
         ...
 
 

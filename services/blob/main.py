@@ -18,13 +18,15 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
 
 from services.blob.backends.base import BlobBackend
 from services.blob.backends.filesystem import FilesystemBackend
+from services.blob.backends.instrumented import BackendMetrics, InstrumentedBackend
 from services.blob.backends.memory import MemoryBackend
-from services.blob.backends.s3 import create_s3_backend
+from services.blob.backends.s3_factory import create_s3_backend
 from services.blob.core import BlobStore
 from services.blob.direct_reads import DirectReadServer, SignedBlobUrls, signing_secret
 from services.blob.servicer import BlobServiceServicer, add_to_server
@@ -78,8 +80,11 @@ BACKENDS: dict[str, Callable[[BlobSettings], BlobBackend]] = {
 }
 
 
-def build_backend(settings: BlobSettings) -> BlobBackend:
-    """The backend named by `settings.backend`. No I/O.
+def build_backend(
+    settings: BlobSettings, *, metrics: BackendMetrics | None = None, tracer: Any = None
+) -> InstrumentedBackend:
+    """The backend named by `settings.backend`, inside the wrapper every backend runs in (keys
+    checked; a metric per call with `metrics`, a span with `tracer`). No I/O.
 
     Raises UnknownBackend for a name no backend has, BackendConfigError for settings the named
     backend cannot work with (e.g. S3 without a bucket).
@@ -91,9 +96,10 @@ def build_backend(settings: BlobSettings) -> BlobBackend:
             f"choose one of: {', '.join(sorted(BACKENDS))}"
         )
     try:
-        return factory(settings)
+        backend = factory(settings)
     except ValueError as error:
         raise BackendConfigError(f"blob backend {settings.backend!r}: {error}") from error
+    return InstrumentedBackend(backend, name=settings.backend, metrics=metrics, tracer=tracer)
 
 
 def build_store(
@@ -128,14 +134,6 @@ def build_direct_reads(settings: BlobSettings, backend: BlobBackend) -> DirectRe
     return DirectReadServer(direct, urls, backend)  # type: ignore[arg-type]
 
 
-async def prepare_backend(backend: BlobBackend) -> None:
-    """One-time start-up work a backend needs before its probe can pass: S3 checks the bucket
-    (creating it when `s3.create_bucket` is on). Raises what the backend raises."""
-    ensure_bucket = getattr(backend, "ensure_bucket", None)
-    if ensure_bucket is not None:
-        await ensure_bucket()
-
-
 async def purge_periodically(store: BlobStore, interval_seconds: float) -> None:
     """Every `interval_seconds` until cancelled: purges expired upload sessions, then lets the
     backend clean up abandoned partial writes (S3 multipart uploads). Each failure is logged and
@@ -151,9 +149,9 @@ async def purge_periodically(store: BlobStore, interval_seconds: float) -> None:
         except Exception:  # noqa: BLE001 - a failed purge is retried at the next interval
             log.exception("purging expired uploads failed; retrying in %ss", interval_seconds)
         try:
-            aborted = await store.purge_abandoned_writes()
-            if aborted:
-                log.info("aborted %d abandoned partial writes in the blob backend", aborted)
+            cleaned = await store.purge_abandoned_writes()
+            if cleaned:
+                log.info("cleaned up %d abandoned partial writes or idle folders in the blob backend", cleaned)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - as above
@@ -161,7 +159,7 @@ async def purge_periodically(store: BlobStore, interval_seconds: float) -> None:
 
 
 async def wait_for_backend(store: BlobStore, *, attempts: int = 8, first_delay: float = 0.25) -> None:
-    """Returns once the backend is prepared (`prepare_backend`) and passes its probe; retries
+    """Returns once the backend is prepared (`BlobBackend.prepare`) and passes its probe; retries
     both with backoff, then raises the last error.
 
     Bounded so that a misconfigured backend ends the process (with the reason in the log)
@@ -170,7 +168,7 @@ async def wait_for_backend(store: BlobStore, *, attempts: int = 8, first_delay: 
     delay = first_delay
     for attempt in range(1, attempts + 1):
         try:
-            await prepare_backend(store.backend)
+            await store.backend.prepare()
             await store.check()
             return
         except Exception as error:  # noqa: BLE001 - any failure means "not ready yet"
@@ -185,12 +183,16 @@ async def run(settings: Settings) -> None:
     """Runs the blob service until SIGTERM/SIGINT."""
     blob = settings.blob
     telemetry = setup_tracing(settings.observability, "blob")
-    # A span per storage operation (S3 request, file I/O) when tracing is on; else the backend itself.
-    backend = telemetry.wrap_backend(build_backend(blob))
-    # Built on the raw backend: the direct-read server only needs its file paths.
+    metrics = Metrics("blob")
+    # A metric per storage operation when something can scrape it, a span when tracing is on.
+    backend = build_backend(
+        blob,
+        metrics=BackendMetrics(metrics) if settings.observability.blob_metrics_listen else None,
+        tracer=telemetry.tracer("lading.blob.backend") if telemetry.enabled else None,
+    )
+    # The direct-read server only needs the backend's file paths (`local_path`).
     direct_reads = build_direct_reads(blob, backend)
     store = build_store(blob, backend, direct_reads.urls if direct_reads else None)
-    metrics = Metrics("blob")
     service = GrpcService(
         listen=blob.listen,
         service_names=[SERVICE_NAME],

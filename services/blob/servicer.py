@@ -12,7 +12,6 @@ import grpc
 from lading.blob.v1 import blob_pb2, blob_pb2_grpc
 
 from services.blob.core import BlobStore
-from services.blob.listing import list_blobs
 from services.blob.uploads import UploadStatus
 from services.common.errors import ErrorKind, RegistryError
 from services.common.wire import already_encoded, encode_bytes_field, only_bytes_field
@@ -135,7 +134,7 @@ class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
 
     async def ListBlobs(self, request: blob_pb2.ListBlobsRequest, context: grpc.aio.ServicerContext
                         ) -> blob_pb2.ListBlobsResponse:
-        page = await list_blobs(self.store.backend, page_token=request.page_token, page_size=request.page_size)
+        page = await self.store.list_blobs(page_token=request.page_token, page_size=request.page_size)
         return blob_pb2.ListBlobsResponse(
             blobs=[blob_pb2.StoredBlob(digest=str(b.digest), size=b.size, modified_at=b.modified)
                    for b in page.blobs],

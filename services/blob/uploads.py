@@ -1,48 +1,32 @@
-"""Resumable upload sessions on top of a BlobBackend.
+"""Resumable upload sessions on top of a BlobBackend: one algorithm for every backend.
 
 A session's whole state lives in the backend (`keys.py` has the layout): nothing is kept in
 process memory between calls, so any blob-service replica sharing the storage can continue any
-upload, and a killed process loses at most the chunk it was receiving.
+upload, and a killed process loses at most the chunk it was receiving. A session is its state
+(`uploads/<id>/state.json`: repository, offset, owner, times, the SHA-256 state of the bytes
+received, and the parts that hold them) and the bytes its writer staged under
+`uploads/<id>/data` (`BlobBackend.open_writer`; how they are stored is the backend's business).
 
-Appending a chunk stages its bytes as a new part object while hashing them in the same pass
-(SHA-256, with a state that `ResumableHash` can save), then rewrites the session state with the
-new offset, part list and hash state. On a backend with a minimum part size (S3), chunks smaller
-than the minimum stay separate small parts until the trailing run of small parts (plus the chunk
-that follows them) reaches the minimum; that run is then merged ONCE into one new part, listed in
-the state written next, and the merged parts are deleted after it. So every part before the
-trailing run of small parts reaches the minimum, each byte is re-staged at most once (many small
-PATCHes cost linear work, not quadratic), and a commit merges a remaining run of several small
-parts into its last part before composing. Committing checks the size, checks the digest (SHA-256 from
-the saved state; any other algorithm, or a session without saved state, by re-reading the parts),
-then composes the parts into `blobs/<alg>/..` unless that blob already exists, and removes the
-session.
+Appending a chunk: open the session's writer (on the filesystem that takes the lock, so the
+state read next is the truth until the writer is closed; on S3 writers share nothing and the
+state saved last wins), read the state, check the offset, append the chunk while hashing it
+(`ResumableHash`, whose state can be saved), and, as the append's `save` step, rewrite the state
+with the new offset, parts and hash state. A concurrent append that finds the writer busy gets
+RANGE_INVALID with the current offset (the spec's answer to chunks out of order).
 
-Two appends racing on the same session and offset (two replicas) each stage a part of their own
-and write a complete state; the last state written wins, and the other part becomes an unlisted
-leftover that is removed with the session.
-
-In place: on a backend that can grow an object under a lock (`staging.StagesInPlace`, the
-filesystem), the session's bytes live in ONE object, `uploads/<id>/data`, listed as the session's
-only part. An append locks it, re-reads the state (the truth while the lock is held), drops
-whatever a failed append left past the offset, writes and hashes the chunk (the hash runs in the
-writing thread), makes it durable, writes the new state and only then unlocks; a commit locks it,
-verifies, and renames it to the blob's key. Nothing is copied at commit and no staged bytes are
-freed, which a composed commit does with every byte of a chunked upload. A concurrent append or
-commit finds the lock taken and gets RANGE_INVALID with the current offset (the spec's answer to
-chunks out of order). When the staged object is missing (a part lost, or a commit that renamed
-it crashed before removing the session) appends fall back to parts, so the loss shows at commit
-as it does for parts.
-
-Bookkeeping in few calls: where the backend batches it (`staging.BatchesBookkeeping`, the
-filesystem, where each call is a thread-pool trip) `start` counts the owner's markers and creates
-the state and the marker in one call, a session ends in one call, and a state rewrite is one call
-too (see `_write_state`).
+Committing: open the writer, read the state, check the size, check the digest (SHA-256 from the
+saved state; any other algorithm, or a session without saved state, by re-reading the staged
+bytes), let the writer commit the bytes to `blobs/<alg>/..` (the filesystem renames its file; S3
+composes its parts server-side), and remove the session. Nothing is visible under a blob key
+before its digest is verified. A small blob sent whole with the commit (POST then PUT) is hashed
+in memory and stored with `put_if_absent`, without a writer or a state rewrite.
 
 Durability (a power cut, not only a crash of the process): a chunk is acknowledged once its
-bytes and the state that lists them are on the disk, so a session resumes from at least the
-offset its client was last told. What a crash may lose is unacknowledged work, and sessions no
-chunk was acknowledged for (their first state is written unsynced: see keys.py): the client then
-gets BLOB_UPLOAD_UNKNOWN and starts over. A commit answers once the blob is durably in place.
+bytes and the state that lists them are on the disk (the writer syncs its bytes before `save`,
+and the state is `replace`d durably), so a session resumes from at least the offset its client
+was last told. What a crash may lose is unacknowledged work, and sessions no chunk was
+acknowledged for (their first state is written unsynced: see keys.py): the client then gets
+BLOB_UPLOAD_UNKNOWN and starts over. A commit answers once the blob is durably in place.
 
 Sessions per owner: a session started with an owner (the gateway passes the account, or the
 client's address) gets a marker under `owners/` (keys.py). With `max_sessions_per_owner`, `start`
@@ -55,37 +39,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from services.blob.backends import keys
-from services.blob.backends.base import BackendError, BlobBackend, ObjectNotFound
-from services.blob.backends.staging import (
-    BatchesBookkeeping,
-    CreatesUnsynced,
-    PutsIfAbsent,
-    StagesInPlace,
-    StagingBusy,
-    StagingObject,
-)
+from services.blob.backends.base import BlobBackend, BlobWriter, ObjectNotFound, Part, WriterBusy, staged_size
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
 from services.common.hashing import ResumableHash
+
+__all__ = ["CommittedBlob", "Part", "SessionState", "UploadSessions", "UploadStatus"]
 
 log = logging.getLogger("lading.blob.uploads")
 
 # The algorithm whose state is saved while appending; commits with another one re-read the parts.
 SESSION_HASH = "sha256"
 _STATE_VERSION = 1
-# Concurrent deletes when removing a session (one call per key on S3).
-_DELETE_CONCURRENCY = 16
-# Chunks at least this big are hashed in a worker thread; smaller ones are not worth the hop.
+# Whole blobs at least this big are hashed in a worker thread; smaller ones are not worth the hop.
 _THREADED_HASH_BYTES = 128 * 1024
 
 
@@ -109,15 +86,6 @@ class CommittedBlob:
 
 
 @dataclass(frozen=True, slots=True)
-class Part:
-    """Staged bytes [start, start+size) of an upload, stored at `key`."""
-
-    key: str
-    start: int
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
 class SessionState:
     """The contents of `uploads/<id>/state.json`."""
 
@@ -127,6 +95,7 @@ class SessionState:
     updated_at: float
     # OpenSSL SHA-256 context of bytes [0, offset); None when it could not be kept.
     hash_state: bytes | None
+    # Where the writer holds bytes [0, offset) (BlobWriter.append returned them).
     parts: tuple[Part, ...]
     # Who started the session ("" when the caller named nobody); its marker is under owners/.
     owner: str = ""
@@ -159,7 +128,7 @@ class SessionState:
         if hashed is not None and hashed.get("algorithm") == SESSION_HASH:
             hash_state = base64.b64decode(hashed["state"])
         parts = tuple(Part(str(p["key"]), int(p["start"]), int(p["size"])) for p in data["parts"])
-        return cls(
+        state = cls(
             repository=str(data["repository"]),
             offset=int(data["offset"]),
             started_at=float(data["started_at"]),
@@ -168,6 +137,9 @@ class SessionState:
             parts=parts,
             owner=str(data.get("owner", "")),
         )
+        if staged_size(parts) != state.offset:
+            raise ValueError(f"parts hold {staged_size(parts)} bytes, the offset says {state.offset}")
+        return state
 
 
 def _session_keys(upload_id: str, owner: str) -> list[str]:
@@ -182,6 +154,23 @@ def _unknown(upload_id: str) -> RegistryError:
         ErrorKind.BLOB_UPLOAD_UNKNOWN,
         f"upload {upload_id!r} is unknown: it was never started in this repository, or it was "
         "committed, cancelled or purged; start a new upload",
+        {"upload_id": upload_id},
+    )
+
+
+def _misplaced(upload_id: str, offset: int, current: int) -> RegistryError:
+    return RegistryError(
+        ErrorKind.RANGE_INVALID,
+        f"chunk starts at offset {offset} but upload {upload_id!r} has received "
+        f"{current} bytes; resume from offset {current}",
+        {"offset": current},
+    )
+
+
+def _staged_data_lost(upload_id: str) -> RegistryError:
+    return RegistryError(
+        ErrorKind.BLOB_UPLOAD_INVALID,
+        f"staged data of upload {upload_id!r} is missing; cancel it and start a new upload",
         {"upload_id": upload_id},
     )
 
@@ -203,10 +192,6 @@ class UploadSessions:
         self.backend = backend
         self._clock = clock
         self.max_sessions_per_owner = max_sessions_per_owner
-        self._in_place: StagesInPlace | None = backend if isinstance(backend, StagesInPlace) else None
-        self._unsynced: CreatesUnsynced | None = backend if isinstance(backend, CreatesUnsynced) else None
-        self._batches = backend if isinstance(backend, BatchesBookkeeping) else None
-        self._puts_if_absent = backend if isinstance(backend, PutsIfAbsent) else None
 
     # -- session state ------------------------------------------------------------------------
 
@@ -236,32 +221,39 @@ class UploadSessions:
             raise _unknown(upload_id)
         return state
 
+    @contextlib.asynccontextmanager
+    async def _opened(self, upload_id: str, repository: str) -> AsyncIterator[tuple[BlobWriter, SessionState]]:
+        """The session's writer and its state, read once the writer is open (see the module
+        docstring); the writer is closed on the way out. RANGE_INVALID (with the current offset)
+        while another request writes the session, BLOB_UPLOAD_UNKNOWN as `_load`."""
+        if not keys.is_valid_upload_id(upload_id):
+            raise _unknown(upload_id)
+        try:
+            writer = await self.backend.open_writer(keys.upload_data_key(upload_id))
+        except WriterBusy:
+            current = await self._load(upload_id, repository)
+            raise RegistryError(
+                ErrorKind.RANGE_INVALID,
+                f"upload {upload_id!r} is being written by another request; resume from offset "
+                f"{current.offset} once it is done",
+                {"offset": current.offset},
+            ) from None
+        try:
+            yield writer, await self._load(upload_id, repository)
+        finally:
+            await writer.close()
+
     async def _write_state(self, upload_id: str, state: SessionState) -> None:
-        """Rewrites the state after an append, whose staged bytes are durable by now, and makes
-        it durable before the append is acknowledged: a crash before that leaves the previous
+        """Rewrites the state after an append, whose bytes are durable by now, and makes it
+        durable before the append is acknowledged: a crash before that leaves the previous
         state, which claims fewer bytes than are stored (the client asks for the offset and
         resumes from it; the next append drops the bytes past it), never one claiming bytes
-        that are not stored. (An unsynced rewrite was cheaper, but after a power cut it could
-        take the session back to any earlier offset, or leave it unreadable.)"""
-        key = keys.upload_state_key(upload_id)
-        if self._batches is not None:
-            try:
-                await self._batches.replace_durably(key, state.to_json())
-            except ObjectNotFound:
-                # A cancel or purge ended the session (and took the temporary file) meanwhile.
-                raise _unknown(upload_id) from None
-        else:
-            await self.backend.put(key, _one(state.to_json()))
-
-    async def _create_bookkeeping(self, key: str, data: bytes) -> None:
-        """Creates a fresh key that a crash may lose without harm (the state of a session with
-        no bytes, whose id nobody knows yet; an owner marker) the cheap way where the backend
-        allows (`create_unsynced`): a lost or torn state makes the session unknown or unreadable,
-        so its client starts a new one, and the purge removes what is left."""
-        if self._unsynced is not None:
-            await self._unsynced.create_unsynced(key, data)
-        else:
-            await self.backend.put(key, _one(data))
+        that are not stored. `replace`, not `put`: a session removed meanwhile (cancel, purge)
+        stays removed."""
+        try:
+            await self.backend.replace(keys.upload_state_key(upload_id), state.to_json())
+        except ObjectNotFound:
+            raise _unknown(upload_id) from None
 
     @staticmethod
     def _status(upload_id: str, state: SessionState) -> UploadStatus:
@@ -274,6 +266,8 @@ class UploadSessions:
 
         With an `owner`, the session counts against that owner until it is committed, cancelled
         or purged; TOOMANYREQUESTS when the owner already holds `max_sessions_per_owner`.
+        The state and the marker are created unsynced (keys.py: nobody knows the session yet,
+        and a crash costs its client only a session without acknowledged bytes).
         """
         bounded = bool(owner) and self.max_sessions_per_owner > 0
         upload_id = uuid.uuid4().hex
@@ -283,28 +277,12 @@ class UploadSessions:
         created = [(keys.upload_state_key(upload_id), state.to_json())]
         if owner:
             created.append((keys.owner_marker_key(owner, upload_id), b""))
-        if self._batches is not None:
-            # Count, state and marker in one call (one pool trip on the filesystem).
-            held = await self._batches.create_unsynced_bounded(
-                created,
-                count_prefix=keys.owner_prefix(owner) if bounded else "",
-                limit=self.max_sessions_per_owner if bounded else 0,
-            )
-            if bounded:
-                self._refuse_when_full(held)
-            return self._status(upload_id, state)
-        if bounded:
-            self._refuse_when_full(await self.open_sessions(owner))
-        for key, data in created:
-            await self._create_bookkeeping(key, data)
-        return self._status(upload_id, state)
-
-    async def open_sessions(self, owner: str) -> int:
-        """How many sessions `owner` holds (started with that owner, not yet ended)."""
-        return len([info async for info in self.backend.list(keys.owner_prefix(owner))])
-
-    def _refuse_when_full(self, held: int) -> None:
-        if held >= self.max_sessions_per_owner:
+        held = await self.backend.create_unsynced(
+            created,
+            count_prefix=keys.owner_prefix(owner) if bounded else "",
+            limit=self.max_sessions_per_owner if bounded else 0,
+        )
+        if bounded and held >= self.max_sessions_per_owner:
             raise RegistryError(
                 ErrorKind.TOOMANYREQUESTS,
                 f"{held} upload sessions are already open for this client (the limit is "
@@ -312,6 +290,11 @@ class UploadSessions:
                 "abandoned ones to expire",
                 {"limit": self.max_sessions_per_owner, "open": held},
             )
+        return self._status(upload_id, state)
+
+    async def open_sessions(self, owner: str) -> int:
+        """How many sessions `owner` holds (started with that owner, not yet ended)."""
+        return len([info async for info in self.backend.list(keys.owner_prefix(owner))])
 
     async def status(self, upload_id: str, repository: str) -> UploadStatus:
         """The session's status. Raises BLOB_UPLOAD_UNKNOWN."""
@@ -328,161 +311,52 @@ class UploadSessions:
         """Appends the bytes of `chunks` at `expected_offset`; returns the new status.
 
         Raises BLOB_UPLOAD_UNKNOWN, and RANGE_INVALID with detail `{"offset": <current>}` when
-        `expected_offset` is not the session's offset (the chunks are then not consumed). An
-        append that brings no bytes changes nothing. If `chunks` fails midway, nothing of this
-        call is kept and the session stays at its previous offset, so the client can retry.
+        `expected_offset` is not the session's offset, or another request is writing the
+        session (the chunks are then not consumed). An append that brings no bytes changes
+        nothing. If `chunks` fails midway, nothing of this call is kept and the session stays at
+        its previous offset, so the client can retry. BLOB_UPLOAD_INVALID when the staged bytes
+        were lost (the session cannot complete).
         """
-        state = await self._load(upload_id, repository)
-        if expected_offset != state.offset:
-            raise _misplaced(upload_id, expected_offset, state.offset)
-        incoming = aiter(chunks)
-        first = await _first_non_empty(incoming)
-        if first is None:
-            return self._status(upload_id, state)
-        if self._in_place is not None and _stages_in_place(upload_id, state):
-            appended = await self._append_in_place(self._in_place, upload_id, state, first, incoming)
-            if appended is not None:
-                return appended
-            # The staged object is gone: stage this chunk as a part (the loss shows at commit).
+        async with self._opened(upload_id, repository) as (writer, state):
+            if expected_offset != state.offset:
+                raise _misplaced(upload_id, expected_offset, state.offset)
+            return self._status(upload_id, await self._append(upload_id, writer, state, chunks))
 
+    async def _append(
+        self, upload_id: str, writer: BlobWriter, state: SessionState, chunks: AsyncIterable[bytes]
+    ) -> SessionState:
+        """`append` with the writer open: the state saved after it (`state` for no bytes)."""
         hasher = _resume_hash(state)
-        received = 0
-        loop = asyncio.get_running_loop()
+        saved = state
 
-        async def hashed() -> AsyncIterator[bytes]:
-            nonlocal received
-            chunk: bytes | None = first
-            while chunk is not None:
-                if chunk:
-                    if hasher is not None:
-                        if len(chunk) >= _THREADED_HASH_BYTES:
-                            # libcrypto runs without the GIL: hashing this chunk in a worker
-                            # overlaps with the backend writing the previous one and keeps the
-                            # event loop free for other streams.
-                            await loop.run_in_executor(None, hasher.update, chunk)
-                        else:
-                            hasher.update(chunk)
-                    received += len(chunk)
-                    yield chunk
-                chunk = await anext(incoming, None)
-
-        parts = list(state.parts)
-        key = keys.upload_part_key(upload_id, state.offset, keys.new_token())
-        written = await self.backend.put(key, hashed())
-        parts.append(Part(key, state.offset, written))
-        fresh = [key]
-        superseded: list[Part] = []
-        run = _small_run(parts, self.backend.min_part_size)
-        if len(run) > 1 and sum(part.size for part in run) >= self.backend.min_part_size:
-            # The small parts and this chunk now reach the minimum: merge them ONCE into one part
-            # (each byte is re-staged at most once, so many small chunks cost linear work).
-            try:
-                merged = await self._merge(upload_id, run)
-            except ObjectNotFound:
-                await _quietly(self.backend.delete(key))
-                raise await self._lost_part(upload_id, repository, state) from None
-            except BaseException:
-                await _quietly(self.backend.delete(key))
-                raise
-            del parts[len(parts) - len(run):]
-            parts.append(merged)
-            fresh.append(merged.key)
-            superseded = run
-        new_state = replace(
-            state,
-            offset=state.offset + received,
-            updated_at=self._clock(),
-            hash_state=None if hasher is None else hasher.state(),
-            parts=tuple(parts),
-        )
-        try:
-            await self._write_state(upload_id, new_state)
-        except BaseException:
-            await self._delete_all(fresh)
-            raise
-        # Only once the state no longer lists them (a crash before this leaves unlisted parts,
-        # removed with the session).
-        await _quietly(self._delete_all(part.key for part in superseded))
-        return self._status(upload_id, new_state)
-
-    async def _append_in_place(
-        self,
-        backend: StagesInPlace,
-        upload_id: str,
-        seen: SessionState,
-        first: bytes,
-        rest: AsyncIterator[bytes],
-    ) -> UploadStatus | None:
-        """`append` into the session's one staged object (see the module docstring); None, with
-        nothing consumed past `first`, when that object vanished."""
-        key = keys.upload_data_key(upload_id)
-        staged = await self._lock_staged(backend, upload_id, seen, create=not seen.parts)
-        if staged is None:
-            return None
-        try:
-            # Under the lock the state cannot change: it is the truth now.
-            state = await self._load(upload_id, seen.repository)
-            if state.offset != seen.offset or state.parts != seen.parts:
-                raise _misplaced(upload_id, seen.offset, state.offset)
-            if staged.size < state.offset:
-                raise _staged_data_lost(upload_id)
-            hasher = _resume_hash(state)
-            received = await staged.write_at(
-                state.offset, _prepend(first, rest), None if hasher is None else hasher.update
-            )
+        async def save(parts: tuple[Part, ...]) -> None:
+            nonlocal saved
             new_state = replace(
                 state,
-                offset=state.offset + received,
+                offset=staged_size(parts),
                 updated_at=self._clock(),
                 hash_state=None if hasher is None else hasher.state(),
-                parts=(Part(key, 0, state.offset + received),),
+                parts=parts,
             )
             await self._write_state(upload_id, new_state)
-        finally:
-            await staged.close()
-        return self._status(upload_id, new_state)
+            saved = new_state
 
-    async def _lock_staged(
-        self, backend: StagesInPlace, upload_id: str, seen: SessionState, *, create: bool
-    ) -> StagingObject | None:
-        """The session's staged object, locked; None when it is missing. RANGE_INVALID (with the
-        current offset) while another request holds it, BLOB_UPLOAD_UNKNOWN once the session
-        is gone."""
         try:
-            return await backend.open_staging(keys.upload_data_key(upload_id), create=create)
+            await writer.append(
+                state.parts, chunks, observe=None if hasher is None else hasher.update, save=save
+            )
         except ObjectNotFound:
-            return None
-        except StagingBusy:
-            current = await self._load(upload_id, seen.repository)
-            raise RegistryError(
-                ErrorKind.RANGE_INVALID,
-                f"upload {upload_id!r} is being written by another request; resume from offset "
-                f"{current.offset} once it is done",
-                {"offset": current.offset},
-            ) from None
+            raise await self._lost(upload_id, state) from None
+        return saved
 
-    async def _merge(self, upload_id: str, run: list[Part]) -> Part:
-        """Stages the concatenation of `run` (consecutive parts) as one new part and returns it.
-
-        Raises ObjectNotFound when one of them vanished (a concurrent append on another replica
-        merged it, or the session was removed); nothing is left behind then.
-        """
-        backend = self.backend
-
-        async def contents() -> AsyncIterator[bytes]:
-            for part in run:  # opened one at a time: one open read per merge
-                stream = await backend.get(part.key, 0, part.size)
-                async for chunk in stream:
-                    yield chunk
-
-        start = run[0].start
-        key = keys.upload_part_key(upload_id, start, keys.new_token())
-        size = await backend.put(key, contents())
-        expected = sum(part.size for part in run)
-        if size != expected:
-            await _quietly(self.backend.delete(key))
-            raise BackendError(f"staged parts of upload {upload_id!r} hold {size} bytes, not {expected}")
-        return Part(key, start, size)
+    async def _lost(self, upload_id: str, seen: SessionState) -> RegistryError:
+        """The error for staged bytes that vanished: a concurrent append on another replica
+        replaced them (the client must resume from the new offset), or the session is broken
+        (or gone)."""
+        current = await self._load(upload_id, seen.repository)
+        if current.parts != seen.parts:
+            return _misplaced(upload_id, seen.offset, current.offset)
+        return _staged_data_lost(upload_id)
 
     async def commit(
         self,
@@ -499,89 +373,45 @@ class UploadSessions:
         `final_data` (bounded by the caller, one gRPC message) is appended first, at
         `final_offset` (None: at the session's offset; otherwise RANGE_INVALID like `append`).
         For a session with nothing staged yet (a small blob in POST + PUT) the bytes are hashed
-        in memory and, once their digest checks out, written straight to the blob's key: no
-        part, no state rewrite, no compose. Otherwise it is `append` then the usual commit.
+        in memory and, once their digest checks out, stored straight at the blob's key: no
+        writer, no state rewrite.
 
         Raises DIGEST_INVALID for a malformed or unsupported digest (the session is kept, the
         request was wrong), BLOB_UPLOAD_UNKNOWN; SIZE_INVALID when `expected_size` (None: not
         checked) differs from the bytes received and DIGEST_INVALID when the content does not
         hash to `digest` — in those two cases the session is cancelled, leaving nothing behind.
         Idempotent per blob: when the blob already exists (another session committed the same
-        content) it keeps its bytes (a staged copy in place may take the place of the identical
-        stored one) and this session is removed. Durable: the blob is on the disk when this
+        content) it keeps its bytes (or the backend puts this session's identical ones in its
+        place) and this session is removed. Durable: the blob is on the disk when this
         returns, whoever wrote it.
         """
         parsed = Digest.parse(digest)
-        state = await self._load(upload_id, repository)
+        seen = await self._load(upload_id, repository)
+        expected_offset = seen.offset if final_offset is None else final_offset
         if final_data:
-            if final_offset is not None and final_offset != state.offset:
-                raise _misplaced(upload_id, final_offset, state.offset)
-            if state.parts or state.offset:
-                await self.append(
-                    upload_id, repository, expected_offset=state.offset, chunks=_one(final_data)
-                )
-                state = await self._load(upload_id, repository)
-            else:
-                return await self._commit_whole(upload_id, state, parsed, expected_size, final_data)
-        if self._in_place is not None and state.parts and _stages_in_place(upload_id, state):
-            committed = await self._commit_in_place(self._in_place, upload_id, state, parsed, expected_size)
-            if committed is not None:
-                return committed
-            state = await self._load(upload_id, repository)
-        await self._check_size(upload_id, state, state.offset, expected_size)
-        await self._check_digest(upload_id, state, parsed, await self._content_digest(state, parsed.algorithm))
-        blob = keys.blob_key(parsed)
-        # An object there is durable on S3. On the filesystem this path runs only once the staged
-        # object is gone: after a crash (all that is left is on the disk), or just after another
-        # commit of this same session moved it, while that commit waits for its fsyncs.
-        if not await self._exists(blob):
-            try:
-                parts = list(state.parts)
-                run = _small_run(parts, self.backend.min_part_size)
-                if len(run) > 1:
-                    # Compose needs every part but the last at the minimum: merge the trailing
-                    # small ones (less than the minimum in all) into the last part. Not listed in
-                    # any state: removed with the session below, or by the purge after a crash.
-                    del parts[len(parts) - len(run):]
-                    parts.append(await self._merge(upload_id, run))
-                if parts:
-                    await self.backend.compose(blob, [part.key for part in parts])
-                else:
-                    await self.backend.put(blob, _one(b""))
-            except ObjectNotFound:
-                # A part vanished under us: the session was cancelled or purged meanwhile, or
-                # its storage lost a part. Either way it cannot complete; clear what is left.
-                await self._remove_session(upload_id, state.owner)
-                raise _unknown(upload_id) from None
-        await self._remove_session(upload_id, state.owner)
-        return CommittedBlob(parsed, state.offset)
-
-    async def _commit_in_place(
-        self, backend: StagesInPlace, upload_id: str, seen: SessionState, parsed: Digest, expected_size: int | None
-    ) -> CommittedBlob | None:
-        """`commit` of a session staged in place: the staged object is renamed to the blob's key.
-        None when the staged object is missing or the session no longer stages in place (the
-        caller then commits from the parts, which reports the loss)."""
-        staged = await self._lock_staged(backend, upload_id, seen, create=False)
-        if staged is None:
-            return None
-        try:
-            state = await self._load(upload_id, seen.repository)
-            if not (state.parts and _stages_in_place(upload_id, state)):
-                return None
+            if expected_offset != seen.offset:
+                raise _misplaced(upload_id, expected_offset, seen.offset)
+            if not seen.parts and seen.offset == 0:
+                return await self._commit_whole(upload_id, seen, parsed, expected_size, final_data)
+        async with self._opened(upload_id, repository) as (writer, state):
+            if final_data:
+                if expected_offset != state.offset:
+                    raise _misplaced(upload_id, expected_offset, state.offset)
+                state = await self._append(upload_id, writer, state, _one(final_data))
             await self._check_size(upload_id, state, state.offset, expected_size)
             await self._check_digest(upload_id, state, parsed, await self._content_digest(state, parsed.algorithm))
-            if staged.size < state.offset:
-                await self._remove_session(upload_id, state.owner)
-                raise _unknown(upload_id)
-            # Verified bytes only ever reach the blob key, atomically and durably; the staged key
-            # is gone once they have, so no later append can touch the blob's file. Even when
-            # another commit stored the same blob already: its copy may not be durable yet (it
-            # may still be on its way to its fsyncs), this one is once `move_to` returns, and
-            # the rename costs no more than asking whether the blob is there.
-            await staged.move_to(keys.blob_key(parsed), state.offset)
-        finally:
-            await staged.close()
+            blob = keys.blob_key(parsed)
+            try:
+                # Verified bytes only ever reach the blob key, atomically and durably.
+                await writer.commit(state.parts, blob)
+            except ObjectNotFound:
+                # The staged bytes are gone. A commit of this session that stored the blob and
+                # died before removing the session leaves exactly that (the filesystem renamed
+                # its file away): the blob is there, verified, so this retry succeeds. Otherwise
+                # (cancelled, purged, or lost) the session cannot complete.
+                if not await self._exists(blob):
+                    await self._remove_session(upload_id, state.owner)
+                    raise _unknown(upload_id) from None
         await self._remove_session(upload_id, state.owner)
         return CommittedBlob(parsed, state.offset)
 
@@ -624,19 +454,9 @@ class UploadSessions:
         else:
             hasher.update(data)
         await self._check_digest(upload_id, state, parsed, hasher.hexdigest())
-        blob = keys.blob_key(parsed)
-        # Verified bytes only ever reach the blob key, and `put` is atomic: a crash leaves the
-        # blob absent (the session remains, for the purge) or complete.
-        if self._puts_if_absent is not None and self._batches is not None:
-            # The blob, then the session's removal, in one call (one pool trip on the filesystem).
-            await self._puts_if_absent.put_if_absent(
-                blob, data, then_delete=_session_keys(upload_id, state.owner)
-            )
-            return CommittedBlob(parsed, size)
-        if self._puts_if_absent is not None:
-            await self._puts_if_absent.put_if_absent(blob, data)
-        elif not await self._exists(blob):
-            await self.backend.put(blob, _one(data))
+        # Verified bytes only ever reach the blob key, atomically: a crash leaves the blob absent
+        # (the session remains, for the purge) or complete.
+        await self.backend.put_if_absent(keys.blob_key(parsed), data)
         await self._remove_session(upload_id, state.owner)
         return CommittedBlob(parsed, size)
 
@@ -688,33 +508,13 @@ class UploadSessions:
                 continue
             if upload_id is None or not await self._exists(keys.upload_state_key(upload_id)):
                 orphans.append(info.key)
-        await self._delete_all(orphans)
-        if self._batches is not None:
-            # Owner folders are kept while sessions come and go (`delete_all`); idle ones go.
-            await self._batches.prune_empty_folders(keys.OWNERS_PREFIX, cutoff)
         stale_probes = [info.key async for info in self.backend.list(keys.PROBES_PREFIX) if info.modified < cutoff]
-        await self._delete_all(stale_probes)
+        await self.backend.delete_all([*orphans, *stale_probes])
         if purged:
             log.info("purged %d upload sessions untouched since %.0f", purged, cutoff)
         return purged
 
     # -- helpers ------------------------------------------------------------------------------
-
-    async def _lost_part(self, upload_id: str, repository: str, seen: SessionState) -> RegistryError:
-        """The error for a listed part that vanished: a concurrent append on another replica
-        replaced it (the client must resume from the new offset), or the session is broken."""
-        current = await self._load(upload_id, repository)
-        if current.parts != seen.parts:
-            return RegistryError(
-                ErrorKind.RANGE_INVALID,
-                f"upload {upload_id!r} changed during this append; resume from offset {current.offset}",
-                {"offset": current.offset},
-            )
-        return RegistryError(
-            ErrorKind.BLOB_UPLOAD_INVALID,
-            f"staged data of upload {upload_id!r} is missing; cancel it and start a new upload",
-            {"upload_id": upload_id},
-        )
 
     async def _exists(self, key: str) -> bool:
         try:
@@ -743,50 +543,7 @@ class UploadSessions:
     async def _remove_session(self, upload_id: str, owner: str = "") -> None:
         """Deletes the state first (the session is gone at once), then every other key, then
         the owner's marker."""
-        if self._batches is not None:
-            await self._batches.delete_all(_session_keys(upload_id, owner))
-            return
-        await self.backend.delete(keys.upload_state_key(upload_id))
-        await self._delete_all([info.key async for info in self.backend.list(keys.upload_prefix(upload_id))])
-        if owner:
-            await self.backend.delete(keys.owner_marker_key(owner, upload_id))
-
-    async def _delete_all(self, doomed: Iterable[str]) -> None:
-        limit = asyncio.Semaphore(_DELETE_CONCURRENCY)
-
-        async def delete(key: str) -> None:
-            async with limit:
-                await self.backend.delete(key)
-
-        await asyncio.gather(*(delete(key) for key in doomed))
-
-
-def _misplaced(upload_id: str, offset: int, current: int) -> RegistryError:
-    return RegistryError(
-        ErrorKind.RANGE_INVALID,
-        f"chunk starts at offset {offset} but upload {upload_id!r} has received "
-        f"{current} bytes; resume from offset {current}",
-        {"offset": current},
-    )
-
-
-def _stages_in_place(upload_id: str, state: SessionState) -> bool:
-    """True when the session keeps its bytes in its one staged object (or has none yet)."""
-    return not state.parts or state.parts == (Part(keys.upload_data_key(upload_id), 0, state.offset),)
-
-
-def _staged_data_lost(upload_id: str) -> RegistryError:
-    return RegistryError(
-        ErrorKind.BLOB_UPLOAD_INVALID,
-        f"staged data of upload {upload_id!r} is missing; cancel it and start a new upload",
-        {"upload_id": upload_id},
-    )
-
-
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+        await self.backend.delete_all(_session_keys(upload_id, owner))
 
 
 def _resume_hash(state: SessionState) -> ResumableHash | None:
@@ -796,39 +553,5 @@ def _resume_hash(state: SessionState) -> ResumableHash | None:
     return ResumableHash.from_state(SESSION_HASH, state.hash_state)
 
 
-def _small_run(parts: list[Part], min_part_size: int) -> list[Part]:
-    """The trailing parts from the first one under `min_part_size` on: every part before them
-    reaches the minimum (the invariant `append` keeps), so only these may need merging. Empty
-    when the backend has no minimum."""
-    if min_part_size <= 0:
-        return []
-    for index, part in enumerate(parts):
-        if part.size < min_part_size:
-            return parts[index:]
-    return []
-
-
-async def _first_non_empty(chunks: AsyncIterator[bytes]) -> bytes | None:
-    async for chunk in chunks:
-        if chunk:
-            return chunk
-    return None
-
-
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-async def _concat(*streams: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    for stream in streams:
-        async for chunk in stream:
-            yield chunk
-
-
-async def _quietly(call: object) -> None:
-    """Awaits a best-effort cleanup call; a failure only leaves a key for the purge."""
-    try:
-        await call  # type: ignore[misc]
-    except (BackendError, OSError) as error:
-        log.warning("cleanup failed, the purge will retry: %s", error)
-

@@ -10,7 +10,8 @@ exporting over OTLP/HTTP in batches, and hands out the pieces each plane wires i
   injected into the gRPC metadata, W3C trace context);
 - services: `server_interceptors()` (a server span per call, continuing the caller's trace);
 - metadata: `instrument_engines(...)` (a span per SQL statement);
-- blob: `wrap_backend(backend)` (a span per storage operation: S3 requests, file I/O).
+- blob: `tracer("lading.blob.backend")` for the backend wrapper (services/blob/backends/
+  instrumented.py: a span per storage operation, S3 requests and file I/O).
 
 `shutdown()` flushes the spans still queued; call it when the process stops.
 """
@@ -18,7 +19,6 @@ exporting over OTLP/HTTP in batches, and hands out the pieces each plane wires i
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -26,10 +26,6 @@ from typing import Any
 from services.common.settings import ObservabilitySettings
 
 log = logging.getLogger("lading.telemetry")
-
-# Backend methods that get a span (the others pass through untouched).
-_TRACED_BACKEND_METHODS = ("put", "get", "stat", "delete", "compose")
-
 
 def traces_url(endpoint: str) -> str:
     """The OTLP/HTTP traces URL for a collector base URL (or the URL itself if it names /v1/traces)."""
@@ -102,12 +98,6 @@ class Telemetry:
                 # Instrumenting the engine itself (not create_engine) leaves other engines alone.
                 EngineTracer(tracer, getattr(engine, "sync_engine", engine), usage)
 
-    def wrap_backend(self, backend: Any) -> Any:
-        """`backend` with a span around each storage operation (itself when disabled)."""
-        if self.provider is None:
-            return backend
-        return TracedBackend(backend, self.tracer("lading.blob.backend"))
-
     def shutdown(self) -> None:
         """Exports what is queued and stops the exporter. Idempotent."""
         if self.provider is not None:
@@ -139,37 +129,6 @@ def setup_tracing(settings: ObservabilitySettings, process: str) -> Telemetry:
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
     log.info("tracing: exporting spans of %s to %s", process, traces_url(settings.otlp_endpoint))
     return Telemetry(provider)
-
-
-class TracedBackend:
-    """A blob backend whose put/get/stat/delete/compose each run in a span
-    (`blob.backend.<op>`, with the object key); everything else is the backend's own, so
-    capability checks (`isinstance(x, PresignsReads)`) see what the wrapped backend has."""
-
-    def __init__(self, backend: Any, tracer: Any) -> None:
-        self._backend = backend
-        self._tracer = tracer
-        self._system = type(backend).__name__
-        for name in _TRACED_BACKEND_METHODS:
-            method = getattr(backend, name, None)
-            if method is not None:
-                setattr(self, name, self._traced(name, method))
-
-    def _traced(self, name: str, method: Any) -> Any:
-        span_name = f"blob.backend.{name}"
-
-        @functools.wraps(method)
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            attributes = {"lading.blob.backend": self._system}
-            if args and isinstance(args[0], str):
-                attributes["lading.blob.key"] = args[0]
-            with self._tracer.start_as_current_span(span_name, attributes=attributes):
-                return await method(*args, **kwargs)
-
-        return call
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
 
 
 class _ClientSpans:

@@ -3,16 +3,16 @@
 import pytest
 
 from services.blob.backends.memory import MemoryBackend
-from tests.contracts.blob_backend_suite import BlobBackendContract
+from tests.contracts.blob_backend_suite import BlobBackendContract, ComposingStoreContract
 
 
-class TestMemoryBackend(BlobBackendContract):
+class TestMemoryBackend(BlobBackendContract, ComposingStoreContract):
     @pytest.fixture
     def make_backend(self):
         return MemoryBackend
 
 
-class TestMemoryBackendWithMinimumPartSize(BlobBackendContract):
+class TestMemoryBackendWithMinimumPartSize(BlobBackendContract, ComposingStoreContract):
     @pytest.fixture
     def make_backend(self):
         return lambda: MemoryBackend(min_part_size=64)

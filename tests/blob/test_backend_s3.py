@@ -13,14 +13,24 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 from minio import Minio
+from minio.credentials.providers import Provider
 
 from services.blob.backends import keys
-from services.blob.backends.s3 import S3Backend, create_s3_backend
-from services.blob.core import BlobStore
+from services.blob.backends.base import BackendAccessDenied, BackendUnavailable
+from services.blob.backends.s3 import ReportingProvider, S3Backend
+from services.blob.backends.s3_factory import create_s3_backend
+from services.blob.core import BlobStore, registry_error
 from services.common.digests import Digest
-from services.common.errors import ErrorKind, RegistryError
+from services.common.errors import ErrorKind
 from services.common.settings import BlobSettings, S3BackendSettings
-from tests.contracts.blob_backend_suite import BlobBackendContract, chunks_of, keys_of, pattern, read
+from tests.contracts.blob_backend_suite import (
+    BlobBackendContract,
+    ComposingStoreContract,
+    chunks_of,
+    keys_of,
+    pattern,
+    read,
+)
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 
 MiB = 1024 * 1024
@@ -50,7 +60,7 @@ def raw_client(server: SeaweedFS) -> Minio:
     return Minio(server.endpoint, server.access_key, server.secret_key, secure=False, region=server.region)
 
 
-class TestS3Backend(BlobBackendContract):
+class TestS3Backend(BlobBackendContract, ComposingStoreContract):
     @pytest.fixture
     def make_backend(self, seaweedfs: SeaweedFS) -> Callable[[], S3Backend]:
         # Each backend gets a fresh key prefix: fresh, empty storage in the shared bucket.
@@ -192,7 +202,7 @@ async def test_purge_aborts_only_old_uploads_under_the_prefix(
         upload_id = client._create_multipart_upload(seaweedfs.bucket, name, {})
         client._upload_part(seaweedfs.bucket, name, pattern(5 * MiB), None, upload_id, 1)
     try:
-        assert await backend.purge_abandoned_uploads() == 0  # expiry from the settings: 24 h
+        assert await backend.clean_up(24 * 3600) == 0  # the purge's age: nothing that old
         assert await backend.purge_multipart_uploads(older_than=3600) == 0
         assert [name for name, _ in multipart_uploads(seaweedfs, backend.key_prefix)] == [mine]
         await asyncio.sleep(1.1)  # S3 reports initiation times in whole seconds
@@ -225,11 +235,9 @@ async def test_ensure_bucket_creates_or_reports_a_missing_bucket(seaweedfs: Seaw
     settings = s3_settings(seaweedfs, bucket="lading-made-by-test")
     backend = create_s3_backend(settings)
     try:
-        with pytest.raises(RegistryError) as caught:
+        with pytest.raises(BackendUnavailable, match="CREATE_BUCKET"):
             await backend.ensure_bucket(create=False)
-        assert caught.value.kind is ErrorKind.UNAVAILABLE
-        assert "CREATE_BUCKET" in caught.value.message
-        with pytest.raises(RegistryError):
+        with pytest.raises(BackendUnavailable):
             await backend.ping()
         await backend.ensure_bucket(create=True)
         await backend.ensure_bucket(create=True)  # already there: fine
@@ -268,11 +276,12 @@ async def test_refused_credentials_name_the_setting_to_fix(seaweedfs: SeaweedFS)
     backend = create_s3_backend(s3_settings(seaweedfs, secret_key="not-the-secret"))
     try:
         for call in (lambda: backend.stat("k"), lambda: backend.put("k", chunks_of(b"x"))):
-            with pytest.raises(RegistryError) as caught:
+            with pytest.raises(BackendAccessDenied, match="SECRET_KEY") as caught:
                 await call()
-            assert caught.value.kind is ErrorKind.INTERNAL
-            assert "SECRET_KEY" in caught.value.message
-        with pytest.raises(RegistryError):
+            # What a client sees: an internal error naming the setting (core.registry_error).
+            seen = registry_error(caught.value)
+            assert seen.kind is ErrorKind.INTERNAL and "SECRET_KEY" in seen.message
+        with pytest.raises(BackendAccessDenied):
             await backend.ping()
     finally:
         await backend.close()
@@ -328,10 +337,9 @@ async def test_a_stopped_server_is_unavailable_not_a_hang() -> None:
             lambda: backend.ping(),
         ]
         for call in calls:
-            with pytest.raises(RegistryError) as caught:
+            with pytest.raises(BackendUnavailable, match="did not answer") as caught:
                 await asyncio.wait_for(call(), timeout=60)
-            assert caught.value.kind is ErrorKind.UNAVAILABLE
-            assert "did not answer" in caught.value.message
+            assert registry_error(caught.value).kind is ErrorKind.UNAVAILABLE
     finally:
         await backend.close()
 
@@ -357,9 +365,9 @@ async def test_a_server_that_never_answers_times_out_as_unavailable() -> None:
     )
     backend = create_s3_backend(settings)
     try:
-        with pytest.raises(RegistryError) as caught:
+        with pytest.raises(BackendUnavailable) as caught:
             await asyncio.wait_for(backend.stat("k"), timeout=60)
-        assert caught.value.kind is ErrorKind.UNAVAILABLE
+        assert registry_error(caught.value).kind is ErrorKind.UNAVAILABLE
     finally:
         await backend.close()
         silent.close()
@@ -396,3 +404,22 @@ async def test_chunked_upload_across_two_replicas_commits_on_s3(seaweedfs: Seawe
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_credential_chain_that_finds_nothing_is_recognised_by_type(seaweedfs: SeaweedFS) -> None:
+    """A provider that fails (no keys in the environment, no instance role) surfaces as
+    BackendUnavailable naming the settings, recognised by the exception's type: the SDK's
+    message text is never matched."""
+
+    class Empty(Provider):
+        def retrieve(self):  # type: ignore[no-untyped-def]
+            raise ValueError("some wording the SDK may change")
+
+    client = Minio(seaweedfs.endpoint, secure=False, region=seaweedfs.region, credentials=ReportingProvider(Empty()))
+    backend = S3Backend(client, bucket=seaweedfs.bucket, key_prefix=seaweedfs.new_prefix())
+    try:
+        with pytest.raises(BackendUnavailable, match="ACCESS_KEY") as caught:
+            await backend.stat("k")
+        assert registry_error(caught.value).kind is ErrorKind.UNAVAILABLE
+    finally:
+        await backend.close()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.blob.backends import filesystem
+from services.blob.backends import file_reader
 from services.blob.backends.base import READ_CHUNK_BYTES
 from services.blob.backends.filesystem import FilesystemBackend
 from tests.contracts.blob_backend_suite import chunks_of, pattern, read
@@ -31,17 +31,17 @@ async def backend(tmp_path) -> AsyncIterator[FilesystemBackend]:
 def pool_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the chunks read in the pool (not on the event loop)."""
     counted: list[int] = []
-    real = filesystem._pread_exact
+    real = file_reader.pread_exact
 
     def counting(fd: int, amount: int, offset: int) -> bytes:
         counted.append(amount)
         return real(fd, amount, offset)
 
-    monkeypatch.setattr(filesystem, "_pread_exact", counting)
+    monkeypatch.setattr(file_reader, "pread_exact", counting)
     return counted
 
 
-@pytest.mark.skipif(filesystem._RWF_NOWAIT is None, reason="no RWF_NOWAIT on this platform")
+@pytest.mark.skipif(file_reader.RWF_NOWAIT is None, reason="no RWF_NOWAIT on this platform")
 async def test_cached_bytes_are_read_without_the_pool(backend: FilesystemBackend, pool_reads: list[int]) -> None:
     assert await read(backend, KEY) == DATA  # warms the page cache, if it was not
     pool_reads.clear()
@@ -67,7 +67,7 @@ async def test_a_filesystem_refusing_nowait_reads_falls_back_to_the_pool(
     def refuse(*args: object) -> int:
         raise OSError(errno.EOPNOTSUPP, "not supported")
 
-    monkeypatch.setattr(filesystem.os, "preadv", refuse)
+    monkeypatch.setattr(file_reader.os, "preadv", refuse)
     assert await read(backend, KEY) == DATA
     assert sum(pool_reads) == len(DATA)
     assert not backend._cached_reads.enabled

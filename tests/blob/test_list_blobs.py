@@ -13,7 +13,7 @@ import pytest
 from services.blob.backends import keys, s3
 from services.blob.backends.base import BlobBackend
 from services.blob.backends.filesystem import FilesystemBackend
-from services.blob.backends.s3 import create_s3_backend
+from services.blob.backends.s3_factory import create_s3_backend
 from services.blob.core import BlobStore
 from services.blob.listing import MAX_PAGE_SIZE, list_blobs
 from services.common.digests import Digest
@@ -81,21 +81,24 @@ async def test_bad_page_arguments_are_refused(store: BlobStore) -> None:
     assert page.blobs == [] and page.next_page_token == ""
 
 
-async def test_filesystem_time_of_a_hard_linked_commit_is_the_commit(tmp_path) -> None:
-    """A commit of one staged part hard-links it: the inode keeps the part's mtime (possibly
-    hours old), but the link changes its ctime, which `list_blobs` reports."""
+async def test_filesystem_time_of_a_renamed_commit_is_the_commit(tmp_path) -> None:
+    """A commit renames the staged file, which may have been last written hours before: the
+    inode keeps that mtime, but the rename changes its ctime, which `list_blobs` reports."""
     backend = FilesystemBackend(tmp_path / "root", io_threads=2)
     try:
         data = b"staged long ago"
-        await backend.put("uploads/part", chunks_of(data))
+        writer = await backend.open_writer("uploads/u/data")
+        parts = await writer.append((), chunks_of(data))
+        await writer.close()
         hours_ago = time.time() - 7200
-        os.utime(tmp_path / "root" / "uploads" / "part", (hours_ago, hours_ago))
+        os.utime(tmp_path / "root" / "uploads" / "u" / "data", (hours_ago, hours_ago))
         before = time.time()
         key = keys.blob_key(Digest.of(data))
-        await backend.compose(key, ["uploads/part"])
-        await backend.delete("uploads/part")
+        writer = await backend.open_writer("uploads/u/data")
+        await writer.commit(parts, key)
+        await backend.delete_all(["uploads/u/"])
         (plain,) = [info async for info in backend.list(keys.BLOBS_PREFIX)]
-        assert plain.modified < before - 3600, "the premise: the linked inode keeps the old mtime"
+        assert plain.modified < before - 3600, "the premise: the renamed inode keeps the old mtime"
         (listed,) = [info async for info in backend.list_blobs()]
         assert listed.key == key and listed.modified >= before - 1
         await backend.delete(key)

@@ -20,7 +20,9 @@ from lading.blob.v1 import blob_pb2, blob_pb2_grpc
 from minio import Minio
 
 from services.blob.backends import keys
+from services.blob.backends.base import BackendUnavailable
 from services.blob.backends.filesystem import FilesystemBackend
+from services.blob.backends.instrumented import InstrumentedBackend
 from services.blob.backends.memory import MemoryBackend
 from services.blob.backends.s3 import S3Backend
 from services.blob.core import BlobStore
@@ -47,9 +49,11 @@ async def test_build_backend_by_name(tmp_path) -> None:
     settings = BlobSettings(backend="filesystem", io_threads=2)
     settings.filesystem.root = tmp_path / "root"
     backend = build_backend(settings)
-    assert isinstance(backend, FilesystemBackend) and backend.root == tmp_path / "root"
+    # Every backend runs inside the wrapper that checks keys and measures calls.
+    assert isinstance(backend, InstrumentedBackend) and backend.name == "filesystem"
+    assert isinstance(backend.inner, FilesystemBackend) and backend.root == tmp_path / "root"
     await backend.close()
-    assert isinstance(build_backend(BlobSettings(backend="memory")), MemoryBackend)
+    assert isinstance(build_backend(BlobSettings(backend="memory")).inner, MemoryBackend)
 
 
 def test_unknown_backend_names_the_choices() -> None:
@@ -119,7 +123,7 @@ async def test_s3_is_built_from_settings_without_io(seaweedfs: SeaweedFS) -> Non
     settings = s3_settings(seaweedfs, endpoint="127.0.0.1:9")  # nothing listens there: no I/O yet
     backend = build_backend(settings)
     try:
-        assert isinstance(backend, S3Backend) and backend.bucket == seaweedfs.bucket
+        assert isinstance(backend.inner, S3Backend) and backend.bucket == seaweedfs.bucket
     finally:
         await backend.close()
 
@@ -144,9 +148,8 @@ async def test_readiness_checks_the_bucket_and_creates_it_only_when_allowed(seaw
     refused = build_backend(s3_settings(seaweedfs, bucket=bucket, create_bucket=False))
     created = build_backend(s3_settings(seaweedfs, bucket=bucket, create_bucket=True))
     try:
-        with pytest.raises(RegistryError, match="LADING_BLOB__S3__CREATE_BUCKET") as caught:
+        with pytest.raises(BackendUnavailable, match="LADING_BLOB__S3__CREATE_BUCKET"):
             await wait_for_backend(BlobStore(refused, upload_expiry_seconds=60), attempts=1)
-        assert caught.value.kind is ErrorKind.UNAVAILABLE
         assert not raw_client(seaweedfs).bucket_exists(bucket)
         await wait_for_backend(BlobStore(created, upload_expiry_seconds=60), attempts=1)
         assert raw_client(seaweedfs).bucket_exists(bucket)

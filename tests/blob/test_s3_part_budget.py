@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.blob.backends.base import READ_CHUNK_BYTES
-from services.blob.backends.s3 import S3Backend, create_s3_backend
+from services.blob.backends.s3 import S3Backend
+from services.blob.backends.s3_factory import create_s3_backend
 from services.common.settings import BlobSettings, S3BackendSettings
 from tests.contracts.blob_backend_suite import assert_nothing_left
 from tests.support.seaweedfs import SeaweedFS

@@ -226,8 +226,8 @@ async def test_a_failed_chunk_stream_keeps_the_previous_offset(store: BlobStore)
 async def test_unlisted_parts_from_a_crash_are_removed_with_the_session(store: BlobStore) -> None:
     upload = await store.start_upload(REPO)
     await append(store, upload.upload_id, 0, b"kept")
-    # A part staged by a process that died before writing the state.
-    orphan = keys.upload_part_key(upload.upload_id, 4, keys.new_token())
+    # Bytes staged by a process that died before writing the state.
+    orphan = f"{keys.upload_prefix(upload.upload_id)}orphan-{keys.new_token()}"
     await store.backend.put(orphan, chunks_of(b"never acknowledged"))
     await append(store, upload.upload_id, 4, b"+more")
     await store.commit_upload(upload.upload_id, REPO, digest=sha256(b"kept+more"), expected_size=9)
@@ -255,7 +255,7 @@ async def test_purge_removes_only_expired_sessions_and_leftovers(replicas: Repli
     await append(store, stale.upload_id, 0, pattern(1000))
     # Parts whose state is gone (a process died while removing a session).
     leftover_id = "0" * 12 + "4" + "0" * 3 + "8" + "0" * 15
-    await store.backend.put(keys.upload_part_key(leftover_id, 0, keys.new_token()), chunks_of(b"x"))
+    await store.backend.put(f"{keys.upload_prefix(leftover_id)}orphan-{keys.new_token()}", chunks_of(b"x"))
     await store.backend.put(keys.probe_key(keys.new_token()), chunks_of(b"ok"))
 
     assert await store.purge_uploads() == 0
@@ -306,7 +306,7 @@ async def test_small_trailing_parts_are_restaged_to_the_minimum(replicas: Replic
     assert all(part.size >= minimum for part in state.parts[:-1])
     if minimum:
         # Re-staged parts replaced the small ones: no superseded part is left staged.
-        assert len(await keys_of(store.backend, keys.upload_prefix(upload.upload_id) + "parts/")) == len(state.parts)
+        assert len(await keys_of(store.backend, keys.upload_data_key(upload.upload_id) + "/")) == len(state.parts)
         assert len(state.parts) < 9
     await store.commit_upload(upload.upload_id, REPO, digest=sha256(data), expected_size=len(data))
     assert await read_all(store, sha256(data)) == data
@@ -356,10 +356,16 @@ async def test_a_vanished_part_is_reported_and_the_session_cleared(replicas: Rep
     await append(store, upload.upload_id, 0, b"tiny")
     state = SessionState.from_json(await _state_bytes(store, upload.upload_id))
     await store.backend.delete(state.parts[0].key)
-    # Appends never re-read staged parts below the minimum (they are merged once, when the run
-    # reaches it, or at commit): the loss shows at commit.
-    await append(store, upload.upload_id, 4, b"more")
-    content = b"tinymore"
+    # The filesystem's writer sees at once that its file is gone; S3's never re-reads staged
+    # parts below the minimum (they are merged once, when the run reaches it, or at commit), so
+    # there the loss shows at commit. Either way the session cannot complete.
+    content = b"tiny"
+    try:
+        await append(store, upload.upload_id, 4, b"more")
+        content = b"tinymore"
+    except RegistryError as error:
+        assert error.kind is ErrorKind.BLOB_UPLOAD_INVALID
+        assert (await store.upload_status(upload.upload_id, REPO)).offset == 4
     with pytest.raises(RegistryError) as caught:
         await store.commit_upload(upload.upload_id, REPO, digest=sha256(content), expected_size=len(content))
     assert kind_of(caught) is ErrorKind.BLOB_UPLOAD_UNKNOWN
@@ -385,7 +391,7 @@ async def test_small_chunks_are_staged_apart_and_merged_once(replicas: Replicas)
     if minimum:
         # One merged part (the small run + the large chunk), then three small ones left apart.
         assert [part.size for part in state.parts] == [offset - 21, 7, 7, 7]
-        assert len(await keys_of(store.backend, keys.upload_prefix(upload.upload_id) + "parts/")) == 4
+        assert len(await keys_of(store.backend, keys.upload_data_key(upload.upload_id) + "/")) == 4
     offset = await append(store, upload.upload_id, offset, data[offset:])
     await store.commit_upload(upload.upload_id, REPO, digest=sha256(data), expected_size=len(data))
     assert await read_all(store, sha256(data)) == data

@@ -1,9 +1,13 @@
-"""The one contract every BlobBackend passes, unchanged.
+"""The one contract every BlobBackend passes, unchanged: objects, small-object calls, writers.
 
 A backend's test module subclasses `BlobBackendContract` and provides a `make_backend` fixture:
 a zero-argument callable returning a new backend over fresh, empty storage. Every test gets such
-a backend and must leave it empty: after each test the suite lists every key, and a test that
-left any behind fails (at teardown) with the keys named, after they are removed.
+a backend inside the wrapper production runs it in (`InstrumentedBackend`: keys checked, a metric
+and a span per call) and must leave it empty: after each test the suite lists every key, and a
+test that left any behind fails with the keys named, after they are removed.
+
+Stores that back S3's writers (`parts.PartsWriter`: S3, memory) also subclass
+`ComposingStoreContract`, the contract of their `compose`.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from services.blob.backends.base import (
     InvalidKey,
     InvalidRange,
     ObjectNotFound,
-    PartTooSmall,
+    Part,
+    WriterBusy,
+    staged_size,
 )
+from services.blob.backends.instrumented import InstrumentedBackend
 from services.blob.backends.keys import blob_key
+from services.blob.backends.parts import PartTooSmall
 from services.common.digests import Digest
 
 MiB = 1024 * 1024
@@ -37,6 +45,54 @@ INVALID_PREFIXES = ["/", "/a", "a//", "../", "a/../", "a/.", " "]
 async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
     for part in parts:
         yield part
+
+
+async def failing_after(*parts: bytes) -> AsyncIterator[bytes]:
+    """`parts`, then the stream breaks (a client that went away)."""
+    for part in parts:
+        yield part
+    raise ConnectionResetError("client went away")
+
+
+def wrapped(backend: BlobBackend) -> InstrumentedBackend:
+    """`backend` as the blob plane runs it."""
+    return backend if isinstance(backend, InstrumentedBackend) else InstrumentedBackend(backend, name="contract")
+
+
+async def append_with_new_writer(
+    backend: BlobBackend, key: str, parts: tuple[Part, ...], *chunks: bytes, seen: list[bytes] | None = None
+) -> tuple[Part, ...]:
+    """One append as the upload layer makes it: a writer of its own, the new parts saved, closed."""
+    saved: list[tuple[Part, ...]] = []
+
+    async def save(new: tuple[Part, ...]) -> None:
+        saved.append(new)
+
+    writer = await backend.open_writer(key)
+    try:
+        appended = await writer.append(
+            parts, chunks_of(*chunks), observe=None if seen is None else seen.append, save=save
+        )
+    finally:
+        await writer.close()
+    if any(chunks):
+        assert saved == [appended], "save must be called once, with the parts returned"
+    else:
+        assert saved == [] and appended == parts, "an append of no bytes changes nothing"
+    return appended
+
+
+async def commit_with_new_writer(backend: BlobBackend, key: str, parts: tuple[Part, ...], dest: str) -> None:
+    writer = await backend.open_writer(key)
+    try:
+        await writer.commit(parts, dest)
+    finally:
+        await writer.close()
+
+
+async def cancel_with_new_writer(backend: BlobBackend, key: str) -> None:
+    writer = await backend.open_writer(key)
+    await writer.cancel()
 
 
 async def read(backend: BlobBackend, key: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -97,7 +153,7 @@ class BlobBackendContract:
 
     @pytest.fixture
     async def backend(self, make_backend: Callable[[], BlobBackend]) -> AsyncIterator[BlobBackend]:
-        backend = make_backend()
+        backend = wrapped(make_backend())
         try:
             yield backend
             await assert_nothing_left(backend)
@@ -107,7 +163,7 @@ class BlobBackendContract:
     # -- the leftover check itself --------------------------------------------------------------
 
     async def test_leftover_keys_are_detected(self, make_backend: Callable[[], BlobBackend]) -> None:
-        backend = make_backend()
+        backend = wrapped(make_backend())
         try:
             await backend.put("left/behind", chunks_of(b"x"))
             with pytest.raises(AssertionError, match="left/behind"):
@@ -309,15 +365,326 @@ class BlobBackendContract:
                 await backend.stat(key)
             with pytest.raises(InvalidKey):
                 await backend.delete(key)
-        await backend.put("ok", chunks_of(b"x"))
+            with pytest.raises(InvalidKey):
+                await backend.put_if_absent(key, b"x")
+            with pytest.raises(InvalidKey):
+                await backend.replace(key, b"x")
+            with pytest.raises(InvalidKey):
+                await backend.create_unsynced([("fine", b"x"), (key, b"x")])
+            if not key.endswith("/"):  # "a/" is a valid prefix target of delete_all
+                with pytest.raises(InvalidKey):
+                    await backend.delete_all([key])
+            with pytest.raises(InvalidKey):
+                await backend.open_writer(key)
+        # Nothing was written before a bad key was found.
+        assert await keys_of(backend) == []
+        writer = await backend.open_writer("w/data")
+        parts = await writer.append((), chunks_of(b"x"))
         for key in INVALID_KEYS:
             with pytest.raises(InvalidKey):
-                await backend.compose(key, ["ok"])
+                await writer.commit(parts, key)
+        await writer.cancel()
+        for prefix in ("/", "../", "a//"):
             with pytest.raises(InvalidKey):
-                await backend.compose("ok2", ["ok", key])
-        await backend.delete("ok")
+                await backend.delete_all([prefix])
+        with pytest.raises(InvalidKey):
+            await backend.create_unsynced([], count_prefix="../")
 
-    # -- compose ----------------------------------------------------------------------------------
+    # -- list_blobs -------------------------------------------------------------------------------
+
+    async def test_list_blobs_lists_committed_blobs_in_key_order_and_resumes(self, backend: BlobBackend) -> None:
+        blob_keys = sorted({blob_key(Digest.of(f"blob {i}".encode())) for i in range(12)}
+                           | {blob_key(Digest.of(b"long", "sha512"))})
+        assert len({key.split("/")[2] for key in blob_keys}) > 5, "the blobs should span several shards"
+        others = ["blobs-x", "blobsy/z", "uploads/u/state.json", "probes/0123456789abcdef", "a"]
+        for index, key in enumerate(blob_keys):
+            await backend.put(key, chunks_of(pattern(index + 1)))
+        for key in others:
+            await backend.put(key, chunks_of(b"not a blob"))
+        listed = [info async for info in backend.list_blobs()]
+        assert [info.key for info in listed] == blob_keys
+        assert [info.size for info in listed] == list(range(1, len(blob_keys) + 1))
+        # Resuming after any key (present, or in between) gives exactly the rest.
+        for index, key in enumerate(blob_keys):
+            assert [info.key async for info in backend.list_blobs(key)] == blob_keys[index + 1:]
+        between = blob_keys[3][:-1] + "0"
+        assert [info.key async for info in backend.list_blobs(between)] == [k for k in blob_keys if k > between]
+        assert [info.key async for info in backend.list_blobs("blobs/sha256/zz")] == [
+            k for k in blob_keys if k > "blobs/sha256/zz"]
+        assert [info.key async for info in backend.list_blobs("a")] == blob_keys
+        assert [info.key async for info in backend.list_blobs("z")] == []
+        # Stopping early is fine (a page), and deleting what was listed does not disturb the rest.
+        listing = backend.list_blobs()
+        first = await anext(listing)
+        await listing.aclose()  # type: ignore[attr-defined]
+        await backend.delete(first.key)
+        assert [info.key async for info in backend.list_blobs(first.key)] == blob_keys[1:]
+        for key in [*blob_keys[1:], *others]:
+            await backend.delete(key)
+        assert [info async for info in backend.list_blobs()] == []
+
+    async def test_list_blobs_times_are_when_the_key_was_put_in_place(self, backend: BlobBackend) -> None:
+        key = blob_key(Digest.of(b"timed"))
+        parts = await append_with_new_writer(backend, "staged/data", (), b"timed")
+        before = time.time()
+        await commit_with_new_writer(backend, "staged/data", parts, key)  # how a commit puts it in place
+        await cancel_with_new_writer(backend, "staged/data")
+        (info,) = [info async for info in backend.list_blobs()]
+        assert info.key == key and info.size == 5
+        # Clocks of a filesystem or an object store may be coarse; allow generous slack.
+        assert before - 60 <= info.modified <= time.time() + 60
+        await backend.delete(key)
+
+    async def test_list_blobs_refuses_an_impossible_start(self, backend: BlobBackend) -> None:
+        for start in ("/a", "a//b", "../x", "a b"):
+            with pytest.raises(InvalidKey):
+                [info async for info in backend.list_blobs(start)]
+
+    # -- small-object calls -----------------------------------------------------------------------
+
+    async def test_put_if_absent_writes_once(self, backend: BlobBackend) -> None:
+        assert await backend.put_if_absent("blobs/sha256/ab/abc", b"first") is True
+        assert await backend.put_if_absent("blobs/sha256/ab/abc", b"second") is False
+        assert await read(backend, "blobs/sha256/ab/abc") == b"first"
+        assert await backend.put_if_absent("empty", b"") is True
+        assert await read(backend, "empty") == b""
+        assert await keys_of(backend) == ["blobs/sha256/ab/abc", "empty"]
+        await backend.delete_all(["blobs/sha256/ab/abc", "empty"])
+
+    async def test_replace_needs_an_object_to_replace(self, backend: BlobBackend) -> None:
+        # A late writer must not bring back what its owner removed.
+        with pytest.raises(ObjectNotFound):
+            await backend.replace("gone/state.json", b"late")
+        assert await keys_of(backend) == []
+        await backend.put("s/state.json", chunks_of(b"zero"))
+        await backend.replace("s/state.json", b"one")
+        assert await read(backend, "s/state.json") == b"one"
+        await backend.replace("s/state.json", b"two, longer")
+        assert await read(backend, "s/state.json") == b"two, longer"
+        assert await keys_of(backend) == ["s/state.json"]
+        await backend.delete("s/state.json")
+        with pytest.raises(ObjectNotFound):
+            await backend.replace("s/state.json", b"three")
+        assert await keys_of(backend) == []
+
+    async def test_create_unsynced_counts_then_creates_unless_full(self, backend: BlobBackend) -> None:
+        first = [("uploads/x/state.json", b"{}"), ("owners/a/1", b"")]
+        assert await backend.create_unsynced(first, count_prefix="owners/a/", limit=2) == 0
+        assert await backend.create_unsynced([("owners/a/2", b"")], count_prefix="owners/a/", limit=2) == 1
+        # Full: nothing is created. Keys elsewhere, or only sharing the name's start, do not count.
+        await backend.create_unsynced([("owners/ab/1", b"")])
+        assert await backend.create_unsynced([("owners/a/3", b"")], count_prefix="owners/a/", limit=2) == 2
+        assert await keys_of(backend, "owners/a/") == ["owners/a/1", "owners/a/2"]
+        # A partial last segment counts the keys below every folder it starts.
+        assert await backend.create_unsynced([], count_prefix="owners/a") == 3
+        # No prefix: nothing counted, no limit.
+        assert await backend.create_unsynced([("owners/a/3", b"x")]) == 0
+        assert await read(backend, "owners/a/3") == b"x"
+        assert await read(backend, "uploads/x/state.json") == b"{}"
+        assert (await backend.stat("owners/a/1")).size == 0
+        await backend.delete_all(["uploads/", "owners/"])
+        assert await keys_of(backend) == []
+
+    async def test_delete_all_takes_keys_and_prefixes(self, backend: BlobBackend) -> None:
+        session = ("uploads/x/state.json", "uploads/x/data", "uploads/x/data2/1")
+        for key in (*session, "uploads/y/state.json", "uploads/xy/state.json", "owners/a/x"):
+            await backend.put(key, chunks_of(b"bytes"))
+        with pytest.raises(InvalidKey):  # checked before anything is deleted
+            await backend.delete_all(["uploads/x/state.json", "../"])
+        assert await read(backend, "uploads/x/state.json") == b"bytes"
+        await backend.delete_all(
+            ["uploads/x/state.json", "uploads/x/", "owners/a/x", "owners/a/absent", "uploads/z/"]
+        )
+        assert await keys_of(backend) == ["uploads/xy/state.json", "uploads/y/state.json"]
+        await backend.put("owners/a/y", chunks_of(b"again"))  # into a folder its last key left
+        assert await read(backend, "owners/a/y") == b"again"
+        await backend.delete_all(["uploads/", "owners/a/y"])
+        assert await keys_of(backend) == []
+
+    async def test_clean_up_never_takes_an_object(self, backend: BlobBackend) -> None:
+        for key in ("owners/a/1", "owners/b/1", "uploads/x/state.json", "blobs/sha256/ab/abc"):
+            await backend.put(key, chunks_of(b"kept?"))
+        await backend.delete_all(["owners/a/1", "uploads/x/"])
+        cleaned = await backend.clean_up(0)
+        assert cleaned >= 0
+        assert await keys_of(backend) == ["blobs/sha256/ab/abc", "owners/b/1"]
+        await backend.put("owners/a/2", chunks_of(b"new"))  # its folder may be gone: made again
+        assert await read(backend, "owners/a/2") == b"new"
+        await backend.delete_all(["owners/", "blobs/sha256/ab/abc"])
+
+    # -- writers ----------------------------------------------------------------------------------
+
+    async def test_writer_appends_across_writers_and_commits(self, backend: BlobBackend) -> None:
+        """Appends of every size, each by a writer of its own (as replicas take turns), observed
+        in order; the commit stores exactly the bytes appended; cancel takes what is staged."""
+        unit = max(backend.min_part_size, 64 * 1024)
+        pieces = [b"a" * 10, pattern(unit - 5, 1), b"", pattern(unit + 3, 2), b"b" * 7, pattern(300, 3), b"c" * 9]
+        seen: list[bytes] = []
+        parts: tuple[Part, ...] = ()
+        received = b""
+        for piece in pieces:
+            halves = (piece[: len(piece) // 3], piece[len(piece) // 3 :])
+            parts = await append_with_new_writer(backend, "uploads/w/data", parts, *halves, seen=seen)
+            received += piece
+            assert staged_size(parts) == len(received)
+            assert [part.start for part in parts] == sorted(part.start for part in parts)
+        assert b"".join(seen) == received
+        for part in parts:  # every part is readable where it says
+            assert await read(backend, part.key, 0, part.size) == received[part.start : part.start + part.size]
+        dest = blob_key(Digest.of(received))
+        await commit_with_new_writer(backend, "uploads/w/data", parts, dest)
+        assert await read(backend, dest) == received
+        await cancel_with_new_writer(backend, "uploads/w/data")
+        assert await keys_of(backend) == [dest]
+        # Committing the same content again keeps one whole copy.
+        again = await append_with_new_writer(backend, "uploads/v/data", (), received)
+        await commit_with_new_writer(backend, "uploads/v/data", again, dest)
+        await cancel_with_new_writer(backend, "uploads/v/data")
+        assert await read(backend, dest) == received
+        assert await keys_of(backend) == [dest]
+        await backend.delete(dest)
+
+    async def test_writer_resumes_after_a_failed_append(self, backend: BlobBackend) -> None:
+        parts = await append_with_new_writer(backend, "uploads/r/data", (), b"head:")
+        writer = await backend.open_writer("uploads/r/data")
+        big = pattern(max(backend.min_part_size, 2 * MiB) + 1, 4)
+        with pytest.raises(ConnectionResetError):
+            await writer.append(parts, failing_after(big, big), save=_never_saved)
+        await writer.close()
+        # The parts saved before the failure still describe the content; the next append
+        # continues from them, whatever the failed one left behind.
+        parts = await append_with_new_writer(backend, "uploads/r/data", parts, b"tail")
+        assert staged_size(parts) == 9
+        await commit_with_new_writer(backend, "uploads/r/data", parts, "blobs/resumed")
+        assert await read(backend, "blobs/resumed") == b"head:tail"
+        await cancel_with_new_writer(backend, "uploads/r/data")
+        assert await keys_of(backend) == ["blobs/resumed"]
+        await backend.delete("blobs/resumed")
+
+    async def test_an_append_whose_save_fails_does_not_count(self, backend: BlobBackend) -> None:
+        parts = await append_with_new_writer(backend, "uploads/s/data", (), b"one,")
+
+        async def refuse(_: tuple[Part, ...]) -> None:
+            raise RuntimeError("the session was removed meanwhile")
+
+        writer = await backend.open_writer("uploads/s/data")
+        with pytest.raises(RuntimeError):
+            await writer.append(parts, chunks_of(b"two,"), save=refuse)
+        await writer.close()
+        parts = await append_with_new_writer(backend, "uploads/s/data", parts, b"three")
+        await commit_with_new_writer(backend, "uploads/s/data", parts, "blobs/saved")
+        assert await read(backend, "blobs/saved") == b"one,three"
+        await cancel_with_new_writer(backend, "uploads/s/data")
+        assert await keys_of(backend) == ["blobs/saved"]
+        await backend.delete("blobs/saved")
+
+    async def test_a_commit_of_nothing_is_an_empty_object(self, backend: BlobBackend) -> None:
+        assert await append_with_new_writer(backend, "uploads/e/data", ()) == ()
+        await commit_with_new_writer(backend, "uploads/e/data", (), "blobs/empty")
+        assert await read(backend, "blobs/empty") == b""
+        await cancel_with_new_writer(backend, "uploads/e/data")
+        assert await keys_of(backend) == ["blobs/empty"]
+        await backend.delete("blobs/empty")
+
+    async def test_cancel_takes_everything_staged(self, backend: BlobBackend) -> None:
+        parts = await append_with_new_writer(backend, "uploads/c/data", (), pattern(1000, 5))
+        writer = await backend.open_writer("uploads/c/data")
+        with pytest.raises(ConnectionResetError):
+            await writer.append(parts, failing_after(pattern(3000, 6)), save=_never_saved)
+        await writer.cancel()
+        await writer.cancel()  # idempotent
+        assert await keys_of(backend) == []
+
+    async def test_lost_staged_bytes_are_not_found(self, backend: BlobBackend) -> None:
+        parts = await append_with_new_writer(backend, "uploads/l/data", (), b"soon gone")
+        await cancel_with_new_writer(backend, "uploads/l/data")
+        writer = await backend.open_writer("uploads/l/data")
+        try:
+            with pytest.raises(ObjectNotFound):
+                await writer.commit(parts, "blobs/lost")
+        finally:
+            await writer.close()
+        with pytest.raises(ObjectNotFound):
+            await backend.stat("blobs/lost")
+        # An append after them fails (or, where the backend does not look, the loss shows at
+        # the commit): never a blob with bytes missing.
+        try:
+            later = await append_with_new_writer(backend, "uploads/l/data", parts, b"+more")
+        except ObjectNotFound:
+            pass
+        else:
+            writer = await backend.open_writer("uploads/l/data")
+            try:
+                with pytest.raises(ObjectNotFound):
+                    await writer.commit(later, "blobs/lost")
+            finally:
+                await writer.close()
+        await cancel_with_new_writer(backend, "uploads/l/data")
+        assert await keys_of(backend) == []
+
+    async def test_concurrent_appenders_never_mix_their_bytes(self, backend: BlobBackend) -> None:
+        """Two writers of one key append after the same parts at once. Each either is refused
+        (WriterBusy where writers lock; ObjectNotFound where the other's merge took a part it
+        needed) or gets parts that hold exactly its own bytes after the base; never both refused."""
+        base = await append_with_new_writer(backend, "uploads/k/data", (), b"base-")
+        first_started = asyncio.Event()
+
+        async def slow(label: bytes) -> AsyncIterator[bytes]:
+            for index in range(4):
+                if label == b"one" and index == 1:
+                    first_started.set()
+                await asyncio.sleep(0.01)
+                yield label * 1000
+
+        async def appender(label: bytes) -> tuple[Part, ...]:
+            if label == b"two":
+                await first_started.wait()
+            writer = await backend.open_writer("uploads/k/data")
+            try:
+                return await writer.append(base, slow(label))
+            finally:
+                await writer.close()
+
+        outcomes = await asyncio.gather(appender(b"one"), appender(b"two"), return_exceptions=True)
+        succeeded = []
+        for label, outcome in zip((b"one", b"two"), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                assert isinstance(outcome, WriterBusy | ObjectNotFound), outcome
+            else:
+                succeeded.append((label, outcome))
+        assert succeeded, "at least one appender must succeed"
+        for label, parts in succeeded:
+            dest = f"blobs/{label.decode()}"
+            await commit_with_new_writer(backend, "uploads/k/data", parts, dest)
+            assert await read(backend, dest) == b"base-" + label * 4000
+            await backend.delete(dest)
+        await cancel_with_new_writer(backend, "uploads/k/data")
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def test_prepare_is_repeatable(self, backend: BlobBackend) -> None:
+        await backend.prepare()
+        await backend.prepare()
+        await backend.put("p", chunks_of(b"ready"))
+        assert await read(backend, "p") == b"ready"
+        await backend.delete("p")
+
+    async def test_close_is_idempotent(self, make_backend: Callable[[], BlobBackend]) -> None:
+        backend = make_backend()
+        await backend.put("c", chunks_of(b"x"))
+        await backend.delete("c")
+        await backend.close()
+        await backend.close()
+
+
+async def _never_saved(parts: tuple[Part, ...]) -> None:
+    raise AssertionError(f"a failed append must not save its parts: {parts}")
+
+
+@_checking_leftovers
+class ComposingStoreContract:
+    """The contract of `compose`, for the stores under S3's writers (parts.ComposingStore).
+    Mixed into a class that also subclasses BlobBackendContract (its `backend` fixture)."""
 
     async def test_compose_concatenates_and_keeps_the_sources(self, backend: BlobBackend) -> None:
         minimum = backend.min_part_size
@@ -383,62 +750,3 @@ class BlobBackendContract:
             await backend.delete("bad")
         for key in ("ok", "small", "large"):
             await backend.delete(key)
-
-    # -- list_blobs -------------------------------------------------------------------------------
-
-    async def test_list_blobs_lists_committed_blobs_in_key_order_and_resumes(self, backend: BlobBackend) -> None:
-        blob_keys = sorted({blob_key(Digest.of(f"blob {i}".encode())) for i in range(12)}
-                           | {blob_key(Digest.of(b"long", "sha512"))})
-        assert len({key.split("/")[2] for key in blob_keys}) > 5, "the blobs should span several shards"
-        others = ["blobs-x", "blobsy/z", "uploads/u/state.json", "probes/0123456789abcdef", "a"]
-        for index, key in enumerate(blob_keys):
-            await backend.put(key, chunks_of(pattern(index + 1)))
-        for key in others:
-            await backend.put(key, chunks_of(b"not a blob"))
-        listed = [info async for info in backend.list_blobs()]
-        assert [info.key for info in listed] == blob_keys
-        assert [info.size for info in listed] == list(range(1, len(blob_keys) + 1))
-        # Resuming after any key (present, or in between) gives exactly the rest.
-        for index, key in enumerate(blob_keys):
-            assert [info.key async for info in backend.list_blobs(key)] == blob_keys[index + 1:]
-        between = blob_keys[3][:-1] + "0"
-        assert [info.key async for info in backend.list_blobs(between)] == [k for k in blob_keys if k > between]
-        assert [info.key async for info in backend.list_blobs("blobs/sha256/zz")] == [
-            k for k in blob_keys if k > "blobs/sha256/zz"]
-        assert [info.key async for info in backend.list_blobs("a")] == blob_keys
-        assert [info.key async for info in backend.list_blobs("z")] == []
-        # Stopping early is fine (a page), and deleting what was listed does not disturb the rest.
-        listing = backend.list_blobs()
-        first = await anext(listing)
-        await listing.aclose()  # type: ignore[attr-defined]
-        await backend.delete(first.key)
-        assert [info.key async for info in backend.list_blobs(first.key)] == blob_keys[1:]
-        for key in [*blob_keys[1:], *others]:
-            await backend.delete(key)
-        assert [info async for info in backend.list_blobs()] == []
-
-    async def test_list_blobs_times_are_when_the_key_was_put_in_place(self, backend: BlobBackend) -> None:
-        key = blob_key(Digest.of(b"timed"))
-        await backend.put("staged/part", chunks_of(b"timed"))
-        before = time.time()
-        await backend.compose(key, ["staged/part"])  # how a commit puts a staged part in place
-        await backend.delete("staged/part")
-        (info,) = [info async for info in backend.list_blobs()]
-        assert info.key == key and info.size == 5
-        # Clocks of a filesystem or an object store may be coarse; allow generous slack.
-        assert before - 60 <= info.modified <= time.time() + 60
-        await backend.delete(key)
-
-    async def test_list_blobs_refuses_an_impossible_start(self, backend: BlobBackend) -> None:
-        for start in ("/a", "a//b", "../x", "a b"):
-            with pytest.raises(InvalidKey):
-                [info async for info in backend.list_blobs(start)]
-
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    async def test_close_is_idempotent(self, make_backend: Callable[[], BlobBackend]) -> None:
-        backend = make_backend()
-        await backend.put("c", chunks_of(b"x"))
-        await backend.delete("c")
-        await backend.close()
-        await backend.close()

@@ -115,3 +115,24 @@ async def test_a_chunked_commit_survives_whole_and_leaves_no_staged_copy(store: 
     # to the blob's bytes (an append to a resumed session would write into the blob).
     staged = store.disk.path / "blobs" / keys.upload_data_key(started.upload_id)
     assert not staged.exists()
+
+
+async def test_a_chunk_acknowledged_after_a_failed_first_attempt_survives(store: Backend) -> None:
+    """The first PATCH of a session broke midway (its staged file was created, nothing synced),
+    the retry was acknowledged: the session must come back where its client was told it is,
+    although the retry found the staged file already there."""
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x" * (2 << 20)  # more than one write reaches the file
+        yield b"y" * (2 << 20)
+        raise ConnectionResetError("client went away")
+
+    started = await store.sessions.start("repo", owner="someone")
+    with pytest.raises(ConnectionResetError):
+        await store.sessions.append(started.upload_id, "repo", expected_offset=0, chunks=broken())
+    acknowledged = await store.sessions.append(started.upload_id, "repo", expected_offset=0, chunks=_chunks(b"ok"))
+    await store.cut()
+    status = await store.sessions.status(started.upload_id, "repo")
+    assert status.offset == acknowledged.offset == 2
+    committed = await store.sessions.commit(started.upload_id, "repo", digest=oci.sha256(b"ok"))
+    assert await _read(store.backend, keys.blob_key(committed.digest)) == b"ok"

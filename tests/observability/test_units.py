@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.blob.backends.base import BlobBackend
+from services.blob.backends.instrumented import InstrumentedBackend
 from services.blob.backends.memory import MemoryBackend
 from services.blob.core import PresignsReads
 from services.common.logs import JsonFormatter, bind_log_fields, log_context, reset_log_fields
@@ -121,7 +122,8 @@ def test_tracing_off_installs_nothing() -> None:
     assert not telemetry.enabled
     assert telemetry.server_interceptors() == [] and telemetry.client_interceptors() == []
     assert telemetry.asgi_middleware() is None
-    assert telemetry.wrap_backend(backend) is backend
+    # The blob plane then gives its backend wrapper no tracer: it starts no span.
+    assert InstrumentedBackend(backend, name="memory")._quiet
 
 
 def test_traces_url() -> None:
@@ -133,7 +135,7 @@ def test_traced_backend_spans_and_keeps_capabilities() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    backend = Telemetry(provider).wrap_backend(MemoryBackend())
+    backend = InstrumentedBackend(MemoryBackend(), name="memory", tracer=Telemetry(provider).tracer("t"))
 
     async def chunks():  # type: ignore[no-untyped-def]
         yield b"hello"
@@ -151,3 +153,4 @@ def test_traced_backend_spans_and_keeps_capabilities() -> None:
     spans = exporter.get_finished_spans()
     assert [s.name for s in spans] == ["blob.backend.put", "blob.backend.get", "blob.backend.delete"]
     assert spans[0].attributes["lading.blob.key"] == "a/b"
+    assert spans[0].attributes["lading.blob.backend"] == "memory"

@@ -9,25 +9,21 @@
     uploads/<id>/state.json
         One upload session's state, rewritten after every accepted chunk: repository, offset
         (bytes received), started_at / updated_at (unix seconds), the serialized SHA-256 state of
-        everything received, and the list of staged parts in order. `<id>` is a uuid4 in hex
-        form (32 lowercase hex digits, version nibble 4), checked strictly before any key is
-        built from it, so a client-supplied id can never reach another path.
-
-    uploads/<id>/parts/<start>-<token>
-        Staged bytes of the upload beginning at offset `<start>` (zero-padded to 20 digits, so
-        keys sort by position); `<token>` is random per write. Only the parts listed in
-        state.json, with their sizes, belong to the session: a listed part is never rewritten.
-        A retried chunk, or a trailing run of small parts merged once it reaches the minimum
-        (backends with a minimum part size; see uploads.py), goes to a new key and the state
-        written after it switches to that key, so a crash between the two writes leaves a valid state plus an
-        unlisted part. Unlisted parts are removed with the session (commit, cancel, purge).
+        everything received, and the parts that hold those bytes (what the session's writer
+        returned). `<id>` is a uuid4 in hex form (32 lowercase hex digits, version nibble 4),
+        checked strictly before any key is built from it, so a client-supplied id can never reach
+        another path.
 
     uploads/<id>/data
-        Backends that stage in place (`staging.StagesInPlace`: the filesystem) keep all the bytes of
-        a session in this one object instead of parts: each accepted chunk is written at the
-        session's offset under the object's lock, before the state that lists it (as the only
-        part, with the session's offset as its size) is written; bytes past that size are what
-        a failed append left, dropped by the next writer. A commit renames it to the blob's key.
+        The session's staged bytes, through its writer (`BlobBackend.open_writer`). On the
+        filesystem one file, grown in place under a lock, listed as the only part (with the
+        session's offset as its size; bytes past it are what a failed append left, dropped by the
+        next one) and renamed to the blob's key at commit. On S3 (and memory) objects
+        `uploads/<id>/data/<start>-<token>` (parts.py): each append a new one, small ones merged
+        once to S3's 5 MiB part minimum, composed server-side at commit; only the parts listed in
+        state.json belong to the session, and a listed part is never rewritten. A crash between
+        an append and its state rewrite leaves a valid state plus bytes (or parts) it does not
+        list; they go with the session (commit, cancel, purge).
 
     owners/<owner hash>/<id>
         An empty marker for each open session started with an owner (the gateway names it: the
@@ -36,18 +32,18 @@
         `max_upload_sessions_per_owner` counts. Written after the session's state.json and removed
         after it (commit, cancel, purge), so a crash can only leave a marker without a session,
         which the purge removes; a session without its marker merely goes uncounted. On the
-        filesystem (`staging.BatchesBookkeeping`) an owner's folder outlives its last marker, so
-        the next session needs no mkdir; the purge removes owner folders left empty and idle.
+        filesystem an owner's folder outlives its last marker (`delete_all` keeps it), so the next
+        session needs no mkdir; `BlobBackend.clean_up` removes owner folders left empty and idle.
 
-    A session's first state.json and its marker are created in place, unsynced, where the backend
-    can (`staging.CreatesUnsynced`, the filesystem): nobody knows the session before `start`
-    returns, and a crash (of the process or the machine) may leave either absent or torn. A torn
+    A session's first state.json and its marker are created unsynced (`create_unsynced`; in
+    place on the filesystem, without temporary file, rename or fsync): nobody knows the session
+    before `start` returns, and a crash (of the process or the machine) may leave either absent or torn. A torn
     state reads as unreadable (BLOB_UPLOAD_INVALID, so the client starts over) and is purged by
     age like a leftover; a lost one answers BLOB_UPLOAD_UNKNOWN. That costs a client at most a
     session without acknowledged bytes, and saves every POST (every blob pushed) the fsyncs of
-    two files and their folders. Every rewrite of state.json is atomic and durable
-    (`replace_durably`), written after the bytes it lists are durable, and the session's folder
-    is made durable by then too (its staging file's first write fsyncs its folder and the one
+    two files and their folders. Every rewrite of state.json is atomic and durable (`replace`),
+    written after the bytes it lists are durable, and the session's folder is made durable by
+    then too (on the filesystem the staged file's first append fsyncs its folder and the one
     above): a crash leaves the state of the last acknowledged chunk, or of the append in flight,
     never one claiming bytes that were not stored. Removals (a session ending, markers) are not
     synced: after a crash a removed session may be back, and is purged by age.
@@ -60,8 +56,9 @@ before the cutoff is removed whole (state first, so the session stops existing a
 parts). Keys under `uploads/<id>/` without a state.json, left when a process died between
 removing a session's state and its parts, are removed once the newest of them is older than the
 cutoff. `owners/` markers whose session has no state.json are removed. `probes/` keys older
-than the cutoff are removed. `blobs/` is never purged: blob bytes go
-only through DeleteBlob, when the metadata plane's garbage collection decides — also for bytes
+than the cutoff are removed. Then the backend cleans up after itself (`BlobBackend.clean_up`:
+S3 multipart uploads of crashed writers, idle empty folders). `blobs/` is never purged: blob
+bytes go only through DeleteBlob, when the metadata plane's garbage collection decides — also for bytes
 it has no row for at all (orphans, e.g. a commit whose link never happened), which it finds by
 listing `blobs/` (BlobService.ListBlobs) and takes only once older than gc.orphan_grace_seconds.
 """
@@ -80,7 +77,6 @@ UPLOADS_PREFIX = "uploads/"
 PROBES_PREFIX = "probes/"
 OWNERS_PREFIX = "owners/"
 STATE_NAME = "state.json"
-PARTS_FOLDER = "parts/"
 DATA_NAME = "data"
 
 _OFFSET_DIGITS = 20
@@ -125,18 +121,12 @@ def upload_state_key(upload_id: str) -> str:
     return f"{upload_prefix(upload_id)}{STATE_NAME}"
 
 
-def upload_part_key(upload_id: str, start: int, token: str) -> str:
-    if start < 0 or not _TOKEN.fullmatch(token):
-        raise ValueError(f"bad part start {start} or token {token!r}")
-    return f"{upload_prefix(upload_id)}{PARTS_FOLDER}{start:0{_OFFSET_DIGITS}d}-{token}"
-
-
 def upload_data_key(upload_id: str) -> str:
     return f"{upload_prefix(upload_id)}{DATA_NAME}"
 
 
 def new_token() -> str:
-    """A random token for a part or probe key (16 hex digits)."""
+    """A random token for a probe key (16 hex digits)."""
     return secrets.token_hex(8)
 
 

@@ -3,38 +3,43 @@
 Built on the `minio` SDK, which is blocking: every SDK call runs on a bounded thread pool
 (`run_in_executor` on a `ThreadPoolExecutor` of `blob.io_threads` threads), never on the event
 loop, and no pool thread ever waits on the event loop (so a put fed by another pool-bound stream
-cannot deadlock the pool).
+cannot deadlock the pool). The settings factory is s3_factory.py.
 
-How each protocol method maps onto S3:
+How each contract call maps onto S3:
 - `put`: bytes are copied on the event loop into part buffers of `part_size` bytes; an object
   smaller than one part is one PutObject, a larger one a multipart upload (one part uploading
   while the next fills, so at most two parts per write), completed atomically or aborted on
   failure. Part sizes grow every 1000 parts so that the 10,000-part limit is only reached past
   ~55,000 × `part_size` bytes (≈ 880 GiB with the default 16 MiB). Memory: every part buffer of
-  the process comes from one budget (`part_buffer_budget_bytes`, see `_PartBuffers`): a part
-  reserves its whole size before it fills and gives it back once uploaded, so more concurrent
-  writes wait (and their streams pause) instead of buffering. The SDK is handed a memoryview of
-  the buffer, not a copy. A write of ≤ 1 MiB in all, or of one chunk, is sent from the caller's
-  bytes as they are, without a part buffer.
+  the process comes from one budget (`part_buffer_budget_bytes`, see part_buffers.py), so more
+  concurrent writes wait (and their streams pause) instead of buffering. The SDK is handed a
+  memoryview of the buffer, not a copy. A write of ≤ 1 MiB in all, or of one chunk, is sent from
+  the caller's bytes as they are, without a part buffer.
+- `put_if_absent`, `replace`, `create_unsynced`, `delete_all`: HEADs, PUTs, listings and
+  DELETEs, one request per object (basic_calls.py).
 - `get`: a HEAD checks existence and range up front; the iterator then opens one ranged GET
   conditioned on the HEAD's ETag (If-Match) and reads it in ≤ READ_CHUNK_BYTES pieces, one pool
   call per piece, only when the consumer asks for the next (no read-ahead: a read holds one piece
-  plus what the socket buffers). A replacement between HEAD and GET fails the read (UNAVAILABLE,
-  retry) instead of mixing versions.
-- `compose`: HEADs every source (typed ObjectNotFound / PartTooSmall before any write), then
-  server-side copies: CopyObject for a single source, else a multipart upload of UploadPartCopy
-  parts (≤ 5 GiB ranges, `compose_concurrency` at a time, each conditioned on the source ETag).
+  plus what the socket buffers). A replacement between HEAD and GET fails the read
+  (BackendUnavailable: retry) instead of mixing versions.
+- `open_writer`: an object cannot grow, so each append is an object of its own, small ones are
+  merged to the 5 MiB part minimum, and a commit composes them server-side (parts.PartsWriter
+  over `compose`): HEADs every source (typed ObjectNotFound / PartTooSmall before any write),
+  then CopyObject for a single source, else a multipart upload of UploadPartCopy parts (≤ 5 GiB
+  ranges, `compose_concurrency` at a time, each conditioned on the source ETag).
 - `list`: ListObjectsV2 pages of 1000, fetched one page per pool call.
 - `list_blobs`: the same under `blobs/`, resumed with StartAfter (see the method).
 - `delete`: DeleteObject, idempotent on S3 already.
+- `prepare`: `ensure_bucket`; `clean_up`: `purge_multipart_uploads` (aborts multipart uploads
+  abandoned by crashed writers) when `s3.purge_multipart_uploads` is on.
 
-Beyond the protocol: `presigned_get_url` (for 307 redirects of blob reads), `purge_multipart_uploads`
-(aborts multipart uploads abandoned by crashed writers), `ensure_bucket` (start-up) and `ping`
-(health).
+Beyond the contract: `presigned_get_url` (for 307 redirects of blob reads) and `ping` (health).
 
-Errors: S3's NoSuchKey becomes ObjectNotFound; a missing bucket, a refused connection, a timeout,
-a 5xx or throttling becomes `RegistryError(ErrorKind.UNAVAILABLE)`; refused credentials become
-`RegistryError(ErrorKind.INTERNAL)` with a message naming the setting to fix.
+Errors, typed by S3's error codes and the SDK's exception classes (never by message text): S3's
+NoSuchKey becomes ObjectNotFound; refused credentials (AccessDenied, InvalidAccessKeyId, ...)
+become BackendAccessDenied with a message naming the setting to fix; a missing bucket, a refused
+connection, a timeout, a 5xx, throttling, and a credential chain that finds no credentials (an
+instance role's metadata service may answer later) become BackendUnavailable.
 
 The minio calls `_create_multipart_upload`, `_upload_part`, `_upload_part_copy`,
 `_complete_multipart_upload`, `_abort_multipart_upload` and `_list_multipart_uploads` are
@@ -48,48 +53,35 @@ import asyncio
 import contextlib
 import functools
 import itertools
-import mmap
 import time
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
-import certifi
 import urllib3
 from minio import Minio
 from minio.commonconfig import CopySource
-from minio.credentials.providers import (
-    AWSConfigProvider,
-    ChainedProvider,
-    EnvAWSProvider,
-    EnvMinioProvider,
-    IamAwsProvider,
-    Provider,
-    StaticProvider,
-)
+from minio.credentials.credentials import Credentials
+from minio.credentials.providers import Provider
 from minio.datatypes import Part
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
-from minio.helpers import check_bucket_name
 
 from services.blob.backends.base import (
     READ_CHUNK_BYTES,
+    BackendAccessDenied,
+    BackendLimitExceeded,
+    BackendUnavailable,
     ObjectInfo,
     ObjectNotFound,
-    PartTooSmall,
-    check_compose_args,
     check_range,
     validate_key,
-    validate_prefix,
 )
+from services.blob.backends.basic_calls import BasicCalls
 from services.blob.backends.keys import BLOBS_PREFIX
-from services.common.errors import ErrorKind, RegistryError
-
-if TYPE_CHECKING:
-    from services.common.settings import BlobSettings, S3BackendSettings
+from services.blob.backends.part_buffers import PartBuffer, PartBuffers
+from services.blob.backends.parts import PartsWriter, PartTooSmall, check_compose_args
 
 T = TypeVar("T")
 
@@ -106,8 +98,6 @@ _LIST_PAGE = 1000
 # A write's first bytes up to this much are kept as the caller's chunks, outside the part budget:
 # small objects (session states, markers) never wait behind big writes for a part buffer.
 _UNBUFFERED_BYTES = 1 * MiB
-# Idle part buffers are unmapped once no write has used one for this long.
-_IDLE_BUFFER_SECONDS = 2.0
 
 # S3 error codes that mean "our credentials or permissions are wrong": an operator must act.
 _AUTH_CODES = frozenset(
@@ -124,6 +114,33 @@ _AUTH_CODES = frozenset(
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 
 
+class NoCredentials(Exception):
+    """The credential chain produced no credentials (raised inside SDK calls by
+    `ReportingProvider`, translated into BackendUnavailable by `S3Backend._call`)."""
+
+
+class ReportingProvider(Provider):
+    """A credential provider that reports any failure of the one it wraps as `NoCredentials`,
+    so that the backend recognises it by its type rather than by the SDK's message text."""
+
+    def __init__(self, inner: Provider) -> None:
+        self._inner = inner
+
+    def retrieve(self) -> Credentials:
+        try:
+            return self._inner.retrieve()
+        except Exception as error:  # noqa: BLE001 - every provider failure means "no credentials"
+            raise NoCredentials(str(error)) from error
+
+
+class _BucketAlreadyThere(BackendUnavailable):
+    """make_bucket lost a race with another creator: the bucket exists, which is what we want."""
+
+
+class _UploadGone(BackendUnavailable):
+    """NoSuchUpload: a multipart upload was completed or aborted by someone else."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Head:
     """One HEAD's answer: the object's info and the ETag that pins its current version."""
@@ -132,10 +149,10 @@ class _Head:
     etag: str
 
 
-class S3Backend:
+class S3Backend(BasicCalls):
     """BlobBackend over one bucket, optionally under a key prefix. See the module docstring."""
 
-    # S3's minimum multipart part size: the protocol's compose rule.
+    # S3's minimum multipart part size: what `compose` needs of every source but the last.
     min_part_size: int = S3_MIN_PART_SIZE
 
     def __init__(
@@ -154,15 +171,15 @@ class S3Backend:
         http: urllib3.PoolManager | None = None,
         description: str = "S3",
         create_bucket: bool = False,
-        multipart_expiry_seconds: float | None = None,
+        purge_multipart_uploads: bool = False,
     ) -> None:
         """`executor`: the pool for SDK calls; when None the backend makes (and `close` shuts
         down) its own of `io_threads` threads. `http`: the client's PoolManager, cleared by
         `close`. `presign_client`: signs presigned URLs (defaults to `client`); no I/O.
         `key_prefix` is normalised to "" or "<segments>/". `create_bucket` is `ensure_bucket`'s
-        default; `multipart_expiry_seconds` is `purge_abandoned_uploads`'s age (None: it does
-        nothing). `part_buffer_budget`: bytes all concurrent puts may hold in part buffers
-        (see `_PartBuffers`). Raises ValueError on bad sizes.
+        default; `purge_multipart_uploads` lets `clean_up` abort abandoned multipart uploads.
+        `part_buffer_budget`: bytes all concurrent puts may hold in part buffers (see
+        `PartBuffers`). Raises ValueError on bad sizes.
         """
         if not bucket:
             raise ValueError("an S3 bucket name is required (LADING_BLOB__S3__BUCKET)")
@@ -180,13 +197,13 @@ class S3Backend:
         if part_buffer_budget <= 0:
             raise ValueError("part_buffer_budget must be positive")
         self._part_size = part_size
-        self._buffers = _PartBuffers(part_buffer_budget)
+        self._buffers = PartBuffers(part_buffer_budget)
         self._compose_concurrency = max(1, compose_concurrency)
         self._presign_expiry = presign_expiry_seconds
         self._http = http
         self._description = description
         self._create_bucket = create_bucket
-        self._multipart_expiry = multipart_expiry_seconds
+        self._purges_multipart_uploads = purge_multipart_uploads
         self._closed = False
 
     @property
@@ -198,7 +215,7 @@ class S3Backend:
         return self._prefix
 
     @property
-    def part_buffers(self) -> _PartBuffers:
+    def part_buffers(self) -> PartBuffers:
         """The part buffer budget of this backend (its `peak_reserved` shows how much was held)."""
         return self._buffers
 
@@ -206,7 +223,6 @@ class S3Backend:
 
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         """See BlobBackend.put. A failing `chunks` aborts the multipart upload and re-raises."""
-        validate_key(key)
         name = self._name(key)
         incoming = aiter(chunks)
         # The first bytes stay the caller's chunks while they are ≤ _UNBUFFERED_BYTES, and so
@@ -236,7 +252,7 @@ class S3Backend:
         total = 0
         upload_id: str | None = None
         parts: list[Part] = []
-        buffer: _PartBuffer | None = None  # the part filling
+        buffer: PartBuffer | None = None  # the part filling
         in_flight: asyncio.Task[Part] | None = None  # the part uploading
         try:
             async for chunk in chunks:
@@ -304,7 +320,7 @@ class S3Backend:
         )
 
     def _start_part(
-        self, key: str, name: str, upload_id: str | None, number: int, buffer: _PartBuffer
+        self, key: str, name: str, upload_id: str | None, number: int, buffer: PartBuffer
     ) -> asyncio.Task[Part]:
         """Uploads `buffer` as part `number` of `upload_id` (None: as the whole object, with a
         PutObject) in a task of its own that gives the buffer back once the pool thread is done
@@ -342,21 +358,18 @@ class S3Backend:
 
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """See BlobBackend.get. Raises ObjectNotFound, InvalidRange, InvalidKey up front; the
-        iterator raises RegistryError(UNAVAILABLE) if the object is replaced or the connection
-        drops mid-read."""
-        validate_key(key)
+        iterator raises BackendUnavailable if the object is replaced or the connection drops
+        mid-read."""
         head = await self._head(key)
         count = check_range(key, offset, length, head.info.size)
         return self._stream(key, offset, count, head.etag)
 
     async def stat(self, key: str) -> ObjectInfo:
         """See BlobBackend.stat."""
-        validate_key(key)
         return (await self._head(key)).info
 
     async def delete(self, key: str) -> None:
         """See BlobBackend.delete (S3's DeleteObject is idempotent)."""
-        validate_key(key)
         await self._call(
             functools.partial(self._client.remove_object, self._bucket, self._name(key)), key=key
         )
@@ -370,7 +383,6 @@ class S3Backend:
         as `a-b`, while real S3 sorts by the whole key. Memory is bounded by the widest level
         (for Lading's layout: the blobs sharing a two-hex-digit shard), not by the listing.
         """
-        validate_prefix(prefix)
         async for info in self._walk(self._prefix + prefix):
             yield info
 
@@ -378,13 +390,16 @@ class S3Backend:
         """See BlobBackend.list_blobs. A level-by-level walk like `list`'s, that skips folders
         sorting entirely before `start_after` and lists the level holding `start_after` from it
         (ListObjectsV2 StartAfter): resuming costs about one request, whatever the position."""
-        if start_after:
-            validate_key(start_after)
         async for info in self._walk_after(self._prefix + BLOBS_PREFIX, self._prefix + start_after if start_after else ""):
             yield info
 
+    async def open_writer(self, key: str) -> PartsWriter:
+        """See BlobBackend.open_writer: parts composed server-side (module docstring). No I/O."""
+        return PartsWriter(self, key)
+
     async def compose(self, dest: str, sources: Sequence[str]) -> int:
-        """See BlobBackend.compose. Server-side copies only; no byte passes through this process."""
+        """For `PartsWriter` (parts.ComposingStore.compose). Server-side copies only; no byte
+        passes through this process."""
         keys = check_compose_args(dest, sources)
         heads = await _gather_bounded(self._compose_concurrency, [self._head(key) for key in keys])
         for key, head in zip(keys[:-1], heads[:-1], strict=True):
@@ -399,9 +414,7 @@ class S3Backend:
                 end = min(start + S3_MAX_PART_SIZE, size) - 1
                 pieces.append((key, head.etag, start, end, start == 0 and end == size - 1))
         if len(pieces) > S3_MAX_PARTS:
-            raise RegistryError(
-                ErrorKind.UNSUPPORTED, f"compose of {len(pieces)} parts exceeds S3's limit of {S3_MAX_PARTS}"
-            )
+            raise BackendLimitExceeded(f"compose of {len(pieces)} parts exceeds S3's limit of {S3_MAX_PARTS}")
         name = self._name(dest)
         if not pieces:
             await self._call(
@@ -460,7 +473,7 @@ class S3Backend:
 
         Does not check that the object exists (the URL then answers 404). `response_headers`
         become S3's `response-*` overrides, e.g. {"response-content-type": "..."}.
-        Raises InvalidKey, ValueError (expiry out of range), RegistryError(UNAVAILABLE) when the
+        Raises InvalidKey, ValueError (expiry out of range), BackendUnavailable when the
         credential chain cannot produce credentials.
         """
         validate_key(key)
@@ -488,7 +501,7 @@ class S3Backend:
         Writers abort their own uploads on failure; this catches those of crashed processes,
         whose parts would otherwise be billed forever. Uploads a live writer started within the
         window are untouched, so pass at least the longest a put or compose may take.
-        Raises RegistryError(UNAVAILABLE).
+        Raises BackendUnavailable.
         """
         age = older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
         cutoff = time.time() - age
@@ -528,27 +541,29 @@ class S3Backend:
             key_marker = page.uploads[-1].object_name
             upload_id_marker = page.uploads[-1].upload_id
 
-    async def purge_abandoned_uploads(self) -> int:
-        """`purge_multipart_uploads` with the configured age (`blob.upload_expiry_seconds` when
-        `s3.purge_multipart_uploads` is on); 0 without a call when it is off. For the service's
-        periodic purge."""
-        if self._multipart_expiry is None:
+    async def clean_up(self, older_than: float) -> int:
+        """See BlobBackend.clean_up: `purge_multipart_uploads(older_than)` when
+        `s3.purge_multipart_uploads` is on; 0 without a call when it is off."""
+        if not self._purges_multipart_uploads:
             return 0
-        return await self.purge_multipart_uploads(self._multipart_expiry)
+        return await self.purge_multipart_uploads(older_than)
+
+    async def prepare(self) -> None:
+        """See BlobBackend.prepare: `ensure_bucket` with the configured `create_bucket`."""
+        await self.ensure_bucket()
 
     async def ensure_bucket(self, *, create: bool | None = None) -> None:
         """Start-up check: the bucket exists, or is created when `create` (default: the
         `s3.create_bucket` setting; races with another replica creating it are fine). Raises
-        RegistryError(UNAVAILABLE) naming the setting to change when it is missing and `create`
-        is off, or when S3 does not answer."""
+        BackendUnavailable naming the setting to change when it is missing and `create` is off,
+        or when S3 does not answer."""
         if create is None:
             create = self._create_bucket
         exists = await self._call(functools.partial(self._client.bucket_exists, self._bucket))
         if exists:
             return
         if not create:
-            raise RegistryError(
-                ErrorKind.UNAVAILABLE,
+            raise BackendUnavailable(
                 f"bucket {self._bucket!r} does not exist at {self._description}; create it or set "
                 "LADING_BLOB__S3__CREATE_BUCKET=true",
             )
@@ -558,11 +573,9 @@ class S3Backend:
             pass
 
     async def ping(self) -> None:
-        """Health: returns when the bucket answers; raises RegistryError(UNAVAILABLE) otherwise."""
+        """Health: returns when the bucket answers; raises BackendUnavailable otherwise."""
         if not await self._call(functools.partial(self._client.bucket_exists, self._bucket)):
-            raise RegistryError(
-                ErrorKind.UNAVAILABLE, f"bucket {self._bucket!r} does not exist at {self._description}"
-            )
+            raise BackendUnavailable(f"bucket {self._bucket!r} does not exist at {self._description}")
 
     # ---- internals ----------------------------------------------------------------------
 
@@ -679,9 +692,8 @@ class S3Backend:
                     functools.partial(response.read, min(READ_CHUNK_BYTES, remaining)), key=key, reading=True
                 )
                 if not piece:
-                    raise RegistryError(
-                        ErrorKind.UNAVAILABLE,
-                        f"S3 closed the read of {key!r} after {count - remaining} of {count} bytes; retry",
+                    raise BackendUnavailable(
+                        f"S3 closed the read of {key!r} after {count - remaining} of {count} bytes; retry"
                     )
                 remaining -= len(piece)
                 yield piece
@@ -694,230 +706,44 @@ class S3Backend:
     async def _call(self, fn: Callable[[], T], *, key: str | None = None, reading: bool = False) -> T:
         """Runs one blocking SDK call on the pool and translates its failures (module docstring)."""
         if self._closed:
-            raise RegistryError(ErrorKind.UNAVAILABLE, "the S3 blob backend is closed")
+            raise BackendUnavailable("the S3 blob backend is closed")
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn)
         except S3Error as exc:
             raise self._translate(exc, key, reading=reading) from exc
-        except (urllib3.exceptions.HTTPError, OSError, ServerError, InvalidResponseError) as exc:
-            raise RegistryError(
-                ErrorKind.UNAVAILABLE, f"S3 at {self._description} did not answer: {_short(exc)}"
+        except NoCredentials as exc:
+            # Transient when it comes from an instance role (the metadata service did not
+            # answer), so a retry may cure it: unavailable, with what to set otherwise.
+            raise BackendUnavailable(
+                "no S3 credentials: set LADING_BLOB__S3__ACCESS_KEY/SECRET_KEY or provide "
+                f"AWS credentials (environment, ~/.aws/credentials, instance role): {exc}"
             ) from exc
-        except ValueError as exc:
-            if "providers fail" in str(exc) or "must not be empty" in str(exc):
-                raise RegistryError(
-                    ErrorKind.UNAVAILABLE,
-                    "no S3 credentials: set LADING_BLOB__S3__ACCESS_KEY/SECRET_KEY or provide "
-                    f"AWS credentials (environment, ~/.aws/credentials, instance role): {exc}",
-                ) from exc
-            raise
+        except (urllib3.exceptions.HTTPError, OSError, ServerError, InvalidResponseError) as exc:
+            raise BackendUnavailable(f"S3 at {self._description} did not answer: {_short(exc)}") from exc
         except MinioException as exc:
-            raise RegistryError(ErrorKind.UNAVAILABLE, f"S3 at {self._description}: {_short(exc)}") from exc
+            raise BackendUnavailable(f"S3 at {self._description}: {_short(exc)}") from exc
 
     def _translate(self, exc: S3Error, key: str | None, *, reading: bool) -> Exception:
+        """The BackendError for an S3 error response, by its code."""
         code = exc.code or ""
         if code in _NOT_FOUND_CODES and key is not None:
             return ObjectNotFound(key)
         if code == "NoSuchBucket":
-            return RegistryError(
-                ErrorKind.UNAVAILABLE, f"bucket {self._bucket!r} does not exist at {self._description}"
-            )
+            return BackendUnavailable(f"bucket {self._bucket!r} does not exist at {self._description}")
         if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            return _BucketAlreadyThere(ErrorKind.UNAVAILABLE, f"bucket {self._bucket!r} exists ({code})")
+            return _BucketAlreadyThere(f"bucket {self._bucket!r} exists ({code})")
         if code == "NoSuchUpload":
-            return _UploadGone(
-                ErrorKind.UNAVAILABLE, "the multipart upload was aborted meanwhile (by a purge?); retry"
-            )
+            return _UploadGone("the multipart upload was aborted meanwhile (by a purge?); retry")
         if code in ("PreconditionFailed", "InvalidRange") and (reading or key is not None):
-            return RegistryError(
-                ErrorKind.UNAVAILABLE, f"object {key!r} was replaced while being read or copied; retry"
-            )
+            return BackendUnavailable(f"object {key!r} was replaced while being read or copied; retry")
         if code in _AUTH_CODES:
-            return RegistryError(
-                ErrorKind.INTERNAL,
+            return BackendAccessDenied(
                 f"S3 at {self._description} refused Lading's credentials ({code}); check "
                 "LADING_BLOB__S3__ACCESS_KEY/SECRET_KEY or the role's permissions on "
-                f"bucket {self._bucket!r}",
+                f"bucket {self._bucket!r}"
             )
-        return RegistryError(
-            ErrorKind.UNAVAILABLE, f"S3 at {self._description} failed: {code}: {exc.message}"
-        )
-
-
-class _PartBuffer:
-    """One part's bytes: an anonymous memory map of `size` bytes, filled from the start.
-
-    Memory maps, not bytearrays: unmapping gives the pages back to the kernel at once, where a
-    freed 16 MiB heap block may stay resident (glibc's malloc raises its mmap threshold after the
-    first such free), and a fresh map costs no memset (pages are zero-filled as first touched)."""
-
-    __slots__ = ("map", "size", "filled", "reserved")
-
-    def __init__(self, size: int) -> None:
-        self.map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
-        self.size = size
-        self.filled = 0
-        self.reserved = 0  # bytes of the budget this buffer holds while in use
-
-    @property
-    def full(self) -> bool:
-        return self.filled == self.size
-
-    def write(self, data: bytes | memoryview, start: int = 0) -> int:
-        """Copies as much of `data[start:]` as fits; returns how many bytes that was."""
-        count = min(self.size - self.filled, len(data) - start)
-        if count > 0:
-            piece = data if start == 0 and count == len(data) else memoryview(data)[start : start + count]
-            self.map[self.filled : self.filled + count] = piece
-            self.filled += count
-        return max(count, 0)
-
-    def view(self) -> memoryview:
-        """The filled bytes, without a copy (valid until the buffer is given back)."""
-        return memoryview(self.map)[: self.filled]
-
-    def unmap(self) -> None:
-        # A view still referenced (say, by a traceback) keeps the map until it is collected.
-        with contextlib.suppress(BufferError):
-            self.map.close()
-
-
-class _PartBuffers:
-    """The part buffers of all puts of one backend (one per blob process), within `capacity` bytes.
-
-    `acquire(size)` reserves `size` bytes (FIFO: no write starves), waiting while other parts
-    hold the budget, then hands out an idle buffer of that size or maps a new one; `release`
-    gives both back. Idle buffers are kept for reuse (refilling a mapped buffer costs about a
-    tenth of faulting fresh pages in) but count against the budget too, so mapped part memory
-    never exceeds `capacity`; they are unmapped when a new size needs the room, and all of them
-    once no part has been in use for _IDLE_BUFFER_SECONDS.
-
-    Never deadlocks: a put reserves a part only when it has bytes for it and holds at most one
-    part filling (fed by its own stream) and one uploading (finishes without the budget), so
-    every reservation is given back without waiting on another. A part larger than `capacity`
-    reserves the whole budget: it waits until nothing else is held and then proceeds alone.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.reserved = 0
-        # Highest `reserved` so far, and how many acquires had to wait (tests and diagnostics).
-        self.peak_reserved = 0
-        self.waited = 0
-        self._idle: list[_PartBuffer] = []
-        self._idle_bytes = 0
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-        self._trim_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def waiting(self) -> int:
-        """Puts waiting for room."""
-        return sum(1 for _, future in self._waiters if not future.done())
-
-    async def acquire(self, size: int) -> _PartBuffer:
-        amount = min(size, self.capacity)
-        if self._waiters or self.capacity - self.reserved < amount:
-            future = asyncio.get_running_loop().create_future()
-            self._waiters.append((amount, future))
-            self.waited += 1
-            try:
-                await future
-            except BaseException:
-                if future.done() and not future.cancelled():
-                    self._give_back(amount)  # granted, then cancelled before it could be used
-                else:
-                    self._wake()  # a waiter at the head may have blocked the ones behind it
-                raise
-        else:
-            self._take(amount)
-        try:
-            buffer = self._reuse(size)
-            if buffer is None:
-                # Idle buffers and every reservation (this one included) must fit the budget.
-                self._unmap_idle(max(self.capacity - self.reserved, 0))
-                buffer = _PartBuffer(size)
-        except BaseException:
-            self._give_back(amount)
-            raise
-        buffer.reserved = amount
-        return buffer
-
-    def release(self, buffer: _PartBuffer, *, reuse: bool = True) -> None:
-        """Gives `buffer` and its reservation back; `reuse=False` when a thread may still read it."""
-        amount, buffer.reserved = buffer.reserved, 0
-        if (
-            reuse
-            and buffer.size <= self.capacity
-            and self.reserved - amount + self._idle_bytes + buffer.size <= self.capacity
-        ):
-            buffer.filled = 0
-            self._idle.append(buffer)
-            self._idle_bytes += buffer.size
-        else:
-            buffer.unmap()
-        self._give_back(amount)
-
-    def close(self) -> None:
-        """Unmaps the idle buffers (buffers in use are unmapped as they come back)."""
-        if self._trim_timer is not None:
-            self._trim_timer.cancel()
-            self._trim_timer = None
-        self._unmap_idle(0)
-
-    def _take(self, amount: int) -> None:
-        self.reserved += amount
-        self.peak_reserved = max(self.peak_reserved, self.reserved)
-
-    def _give_back(self, amount: int) -> None:
-        self.reserved -= amount
-        self._wake()
-        if self.reserved == 0 and self._idle:
-            # (Re)start the idle clock: the idle buffers go if nothing is reserved till it rings.
-            if self._trim_timer is not None:
-                self._trim_timer.cancel()
-            with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule on
-                loop = asyncio.get_running_loop()
-                self._trim_timer = loop.call_later(_IDLE_BUFFER_SECONDS, self._trim_if_idle)
-
-    def _wake(self) -> None:
-        while self._waiters:
-            amount, future = self._waiters[0]
-            if future.done():
-                self._waiters.popleft()  # cancelled
-                continue
-            if self.capacity - self.reserved < amount:
-                return
-            self._waiters.popleft()
-            self._take(amount)
-            future.set_result(None)
-
-    def _reuse(self, size: int) -> _PartBuffer | None:
-        for index, buffer in enumerate(self._idle):
-            if buffer.size == size:
-                del self._idle[index]
-                self._idle_bytes -= size
-                return buffer
-        return None
-
-    def _unmap_idle(self, keep_bytes: int) -> None:
-        while self._idle and self._idle_bytes > keep_bytes:
-            buffer = self._idle.pop()
-            self._idle_bytes -= buffer.size
-            buffer.unmap()
-
-    def _trim_if_idle(self) -> None:
-        self._trim_timer = None
-        if self.reserved == 0:
-            self._unmap_idle(0)
-
-
-class _BucketAlreadyThere(RegistryError):
-    """make_bucket lost a race with another creator: the bucket exists, which is what we want."""
-
-
-class _UploadGone(RegistryError):
-    """NoSuchUpload: a multipart upload was completed or aborted by someone else."""
+        return BackendUnavailable(f"S3 at {self._description} failed: {code}: {exc.message}")
 
 
 def _octet_stream() -> dict[str, str]:
@@ -968,115 +794,3 @@ async def _gather_bounded(limit: int, awaitables: Sequence[Awaitable[T]]) -> lis
         # Wait for copies already running on the pool so a later abort is not raced by them.
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-# ---- construction from settings ---------------------------------------------------------
-
-
-def _credentials(settings: S3BackendSettings, http: urllib3.PoolManager) -> Provider:
-    """Static keys when configured, else the standard chain (env, AWS files, instance role)."""
-    if settings.access_key or settings.secret_key:
-        if not (settings.access_key and settings.secret_key):
-            raise ValueError(
-                "set both LADING_BLOB__S3__ACCESS_KEY and LADING_BLOB__S3__SECRET_KEY, or neither"
-            )
-        return StaticProvider(settings.access_key, settings.secret_key, settings.session_token or None)
-    return ChainedProvider(
-        [
-            EnvAWSProvider(),
-            EnvMinioProvider(),
-            AWSConfigProvider(),
-            # EC2/ECS metadata or a web-identity token (EKS IRSA); short timeouts via `http`.
-            IamAwsProvider(http_client=http),
-        ]
-    )
-
-
-def _http_client(settings: S3BackendSettings, pool_size: int) -> urllib3.PoolManager:
-    """Timeouts and few, quick retries: a stopped S3 turns into UNAVAILABLE, never a hang."""
-    retries = urllib3.Retry(
-        total=settings.max_retries,
-        connect=settings.max_retries,
-        read=settings.max_retries,
-        backoff_factor=0.2,
-        backoff_max=2.0,
-        status_forcelist=[500, 502, 503, 504],
-        # urllib3 retries only idempotent methods by default; S3 POSTs (create/complete
-        # multipart) are safe to repeat too but a retried complete may answer NoSuchUpload.
-        raise_on_status=False,
-    )
-    ca_certs = str(settings.ca_bundle) if settings.ca_bundle else certifi.where()
-    return urllib3.PoolManager(
-        num_pools=4,
-        maxsize=pool_size,
-        timeout=urllib3.Timeout(connect=settings.connect_timeout_seconds, read=settings.read_timeout_seconds),
-        retries=retries,
-        cert_reqs="CERT_REQUIRED",
-        ca_certs=ca_certs,
-    )
-
-
-def _client(
-    endpoint: str,
-    *,
-    secure: bool,
-    settings: S3BackendSettings,
-    http: urllib3.PoolManager,
-    credentials: Provider,
-) -> Minio:
-    client = Minio(
-        endpoint, secure=secure, region=settings.region or None, http_client=http, credentials=credentials
-    )
-    if settings.path_style is True:
-        client.disable_virtual_style_endpoint()
-    elif settings.path_style is False:
-        client.enable_virtual_style_endpoint()
-    return client
-
-
-def create_s3_backend(settings: BlobSettings, executor: Executor | None = None) -> S3Backend:
-    """Builds the S3 backend from `settings.s3` (no I/O: call `ensure_bucket` at start-up).
-
-    `executor` is the blob plane's pool for blocking calls (the caller shuts it down); None
-    gives the backend its own of `settings.io_threads` threads. Raises ValueError for settings
-    that cannot work (no bucket, half a key pair, a malformed presign_endpoint).
-    """
-    s3 = settings.s3
-    if not s3.bucket:
-        raise ValueError("backend 's3' needs a bucket: set LADING_BLOB__S3__BUCKET")
-    try:
-        check_bucket_name(s3.bucket)
-    except ValueError as exc:
-        raise ValueError(f"LADING_BLOB__S3__BUCKET: {exc}") from None
-    # One connection per pool thread, so concurrent calls never queue for (or drop) connections.
-    http = _http_client(s3, pool_size=max(settings.io_threads, 1))
-    credentials = _credentials(s3, http)
-    client = _client(s3.endpoint, secure=s3.secure, settings=s3, http=http, credentials=credentials)
-    presign_client = None
-    if s3.presign_endpoint:
-        public = urlsplit(s3.presign_endpoint)
-        if public.scheme not in ("http", "https") or not public.netloc or public.path not in ("", "/"):
-            raise ValueError(
-                f"LADING_BLOB__S3__PRESIGN_ENDPOINT must look like https://host[:port], not {s3.presign_endpoint!r}"
-            )
-        # Signing needs no I/O when the region is set; it shares the connection pool anyway.
-        presign_client = _client(
-            public.netloc, secure=public.scheme == "https", settings=s3, http=http, credentials=credentials
-        )
-    scheme = "https" if s3.secure else "http"
-    return S3Backend(
-        client,
-        bucket=s3.bucket,
-        key_prefix=s3.key_prefix,
-        executor=executor,
-        io_threads=settings.io_threads,
-        part_size=s3.part_size_bytes,
-        part_buffer_budget=s3.part_buffer_budget_bytes,
-        compose_concurrency=s3.compose_concurrency,
-        presign_client=presign_client,
-        presign_expiry_seconds=s3.presign_expiry_seconds,
-        http=http,
-        description=f"{scheme}://{s3.endpoint}/{s3.bucket}",
-        create_bucket=s3.create_bucket,
-        multipart_expiry_seconds=settings.upload_expiry_seconds if s3.purge_multipart_uploads else None,
-    )

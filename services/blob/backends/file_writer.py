@@ -1,0 +1,349 @@
+"""The filesystem backend's BlobWriter: an upload's bytes grow in ONE file, written with `pwrite`
+under an exclusive `flock`, and a commit renames that file into place.
+
+Nothing is copied at commit and no staged bytes are freed: on a filesystem without reflinks
+(ext4), composing parts would cost a chunked 256 MiB push a second 256 MiB write and fsync, and
+deleting the parts afterwards frees as much (a TRIM per extent with the `discard` mount option).
+CNCF Distribution stores its uploads the same way.
+
+The file's parts are always `((key, 0, size),)`: the first `size` bytes of the file. Bytes past
+that size are what a failed (or unsaved) append left; the next append truncates them first.
+
+Locking: `flock`, which Linux's NFS client maps to whole-file POSIX locks, so replicas sharing a
+directory exclude each other too. The lock is held from `open_writer` (when the file exists) or
+from the first append (which creates it) until `close`, `commit` or `cancel`. Readers take no
+lock: they only read below a size saved after a completed append. After taking the lock a writer
+checks that the name still leads to the inode it locked: a commit renames the file away (and a
+cancel unlinks it) while holding the lock, and a writer must never write into what is a blob now.
+
+Durability: every append ends with an fsync (earlier writes only start writeback, see
+durable_files.start_writeback). The first append of a new file also fsyncs its folder and the one
+above: a session's folder is created unsynced with its first state (keys.py). A commit cuts the
+file to its parts' size, renames it over the destination and fsyncs both folders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from services.blob.backends.base import (
+    ObjectNotFound,
+    Observer,
+    Part,
+    SaveParts,
+    WriterBusy,
+    staged_size,
+    validate_key,
+)
+from services.blob.backends.durable_files import (
+    CREATE_ATTEMPTS,
+    FILE_MODE,
+    fsync_folder,
+    make_folder,
+    new_file_folders,
+    not_found,
+    start_writeback,
+)
+
+T = TypeVar("T")
+
+# Incoming chunks smaller than this are gathered before a write: one thread hop per MiB, not per
+# gRPC message.
+WRITE_BATCH_BYTES = 1024 * 1024
+
+
+class FileWriter:
+    """BlobWriter over one file of the filesystem backend (see the module docstring).
+
+    One operation at a time; the descriptor (and with it the lock) is closed by `close`, `cancel`
+    or at the end of `commit`, after any write in flight has finished.
+    """
+
+    def __init__(
+        self, pool: concurrent.futures.Executor, root: Path, key: str, fd: int | None, size: int
+    ) -> None:
+        self._pool = pool
+        self._root = root
+        self.key = key
+        self._path = root / key
+        # None until the file exists and is locked by this writer (see `open_file_writer`).
+        self._fd = fd
+        # Bytes in the file: possibly more than the caller's parts, after a failed append.
+        self._size = size
+        # The file's name is not durable yet, nor perhaps its folder's: the first append (or a
+        # commit) fsyncs them.
+        self._new_name = False
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self._pool.submit(fn, *args))
+
+    def _checked_size(self, parts: Sequence[Part]) -> int:
+        """The size `parts` give the file; ObjectNotFound when they name anything else, or more
+        bytes than the file holds (lost: taken by a commit, or cut short)."""
+        size = staged_size(parts)
+        if parts and tuple(parts) != (Part(self.key, 0, size),):
+            raise ObjectNotFound(parts[0].key)
+        if size > (self._size if self._fd is not None else 0):
+            raise ObjectNotFound(self.key)
+        return size
+
+    async def _lock_new_file(self) -> int:
+        fd = await self._run(_create_locked, self.key, self._path)
+        self._fd = fd
+        self._size = 0
+        self._new_name = True
+        return fd
+
+    async def append(
+        self,
+        parts: Sequence[Part],
+        chunks: AsyncIterable[bytes],
+        *,
+        observe: Observer | None = None,
+        save: SaveParts | None = None,
+    ) -> tuple[Part, ...]:
+        batches = write_batches(chunks)
+        data = await anext(batches, None)
+        if data is None:
+            return tuple(parts)
+        start = self._checked_size(parts)
+        fd = self._fd if self._fd is not None else await self._lock_new_file()
+        position = start
+        pending: concurrent.futures.Future[None] | None = None
+        try:
+            # The first write drops what a failed append left past `start`; the last one fsyncs.
+            truncate = self._size > start
+            async for following in batches:
+                if pending is not None:
+                    await asyncio.wrap_future(pending)
+                pending = self._pool.submit(_write_at, fd, data, position, observe, truncate, None)
+                truncate = False
+                position += len(data)
+                data = following
+            if pending is not None:
+                await asyncio.wrap_future(pending)
+            pending = None
+            # The file's name (and its folder's) must be durable once its first bytes are
+            # acknowledged: when this writer created it, and also when it exists but nothing was
+            # saved in it yet (a first append that failed created it, and synced nothing).
+            folders = new_file_folders(self._path, self._root) if self._new_name or not parts else ()
+            await self._run(_write_at, fd, data, position, observe, truncate, folders)
+            position += len(data)
+        except BaseException:
+            if pending is not None:
+                # Never leave a write in flight behind: the descriptor may be closed next.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(asyncio.wrap_future(pending))
+            self._size = max(self._size, position)
+            raise
+        self._new_name = False
+        self._size = position
+        appended = (Part(self.key, 0, position),)
+        if save is not None:
+            await save(appended)  # a failure leaves bytes past `start` for the next append to drop
+        return appended
+
+    async def commit(self, parts: Sequence[Part], dest: str) -> None:
+        size = self._checked_size(parts)
+        dest_path = self._root / validate_key(dest)
+        fd = self._fd if self._fd is not None else await self._lock_new_file()  # an empty blob
+        self._fd = None
+        sync = self._new_name
+        await asyncio.shield(self._run(_move, fd, self.key, self._path, dest_path, size, sync))
+
+    async def cancel(self) -> None:
+        fd, self._fd = self._fd, None
+        await asyncio.shield(self._run(_unlink_and_close, self._path, self._root, fd))
+
+    async def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            await asyncio.shield(self._run(os.close, fd))
+
+    def __del__(self) -> None:
+        # A caller that forgot `close` still releases the lock (closing the descriptor does).
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+async def open_file_writer(pool: concurrent.futures.Executor, root: Path, key: str) -> FileWriter:
+    """`open_writer` of the filesystem backend: locks the file when it exists (WriterBusy while
+    another writer holds it); otherwise the writer's first append creates and locks it."""
+    path = root / validate_key(key)
+    fd, size = await asyncio.wrap_future(pool.submit(_open_locked, key, path))
+    return FileWriter(pool, root, key, fd, size)
+
+
+async def write_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes | bytearray]:
+    """The non-empty bytes of `chunks` as writes of at least WRITE_BATCH_BYTES (but the last):
+    a chunk that big on its own passes through uncopied, smaller ones are gathered."""
+    batch = bytearray()
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        if not batch and len(chunk) >= WRITE_BATCH_BYTES:
+            yield chunk
+            continue
+        batch += chunk
+        if len(batch) >= WRITE_BATCH_BYTES:
+            yield batch
+            batch = bytearray()
+    if batch:
+        yield batch
+
+
+# -- blocking helpers (run in the pool) -------------------------------------------------------
+
+
+def _lock_and_check(fd: int, key: str, path: Path) -> bool:
+    """Takes the lock of `fd` (WriterBusy when another writer has it); True when `path` still
+    names the locked inode, False when it was renamed away or replaced meanwhile."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise WriterBusy(key) from None
+    try:
+        named = os.stat(path)
+    except OSError as error:
+        if not_found(error):
+            return False
+        raise
+    info = os.fstat(fd)
+    return (named.st_ino, named.st_dev) == (info.st_ino, info.st_dev)
+
+
+def _open_locked(key: str, path: Path) -> tuple[int | None, int]:
+    """(descriptor, size) of the existing file, locked; (None, 0) when there is none."""
+    for _ in range(CREATE_ATTEMPTS):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as error:
+            if not_found(error):
+                return None, 0
+            raise
+        try:
+            if _lock_and_check(fd, key, path):
+                return fd, os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # renamed away (a commit) or replaced: look again
+    raise WriterBusy(key)
+
+
+def _create_locked(key: str, path: Path) -> int:
+    """Creates the file (and its folder, unsynced: the first append's fsyncs cover it) and locks
+    it. WriterBusy when another writer created it since this one was opened."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for attempt in range(CREATE_ATTEMPTS + 1):
+        try:
+            fd = os.open(path, flags, FILE_MODE)
+            break
+        except FileExistsError:
+            raise WriterBusy(key) from None
+        except FileNotFoundError:
+            # The folder is missing (tried first: an existing folder then costs no mkdir), or a
+            # concurrent delete pruned it between mkdir and open; make it (again).
+            if attempt == CREATE_ATTEMPTS:
+                raise
+            make_folder(path.parent)
+    try:
+        if not _lock_and_check(fd, key, path):
+            raise WriterBusy(key)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_at(
+    fd: int,
+    data: bytes | bytearray,
+    position: int,
+    observe: Observer | None,
+    truncate: bool,
+    durable: tuple[Path, ...] | None,
+) -> None:
+    """One write at `position` (the file truncated there first with `truncate`); with `durable`,
+    then fsync, and fsync the folders it names (for a file created just before)."""
+    if truncate:
+        os.ftruncate(fd, position)
+    start = position
+    if data:
+        if observe is not None:
+            observe(data)  # type: ignore[arg-type]
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, position)
+            position += written
+            view = view[written:]
+    if durable is None:
+        start_writeback(fd, start, position - start)
+    else:
+        os.fsync(fd)
+        for folder in durable:
+            fsync_folder(folder)
+
+
+def _move(fd: int, key: str, source: Path, dest: Path, size: int, sync: bool) -> None:
+    """Cuts the file to `size`, renames it over `dest`, fsyncs both folders; closes `fd` (the
+    lock). Its bytes are durable already (the last append synced them) unless `sync` (a file
+    this writer created without appending: fsynced here). ObjectNotFound when it holds fewer
+    than `size` bytes."""
+    try:
+        actual = os.fstat(fd).st_size
+        if actual < size:
+            raise ObjectNotFound(key)
+        if actual > size:
+            os.ftruncate(fd, size)
+            sync = True
+        if sync:
+            os.fsync(fd)
+        for attempt in range(CREATE_ATTEMPTS):
+            make_folder(dest.parent, durable=True)
+            try:
+                os.replace(source, dest)
+                break
+            except FileNotFoundError:
+                # A concurrent delete pruned the destination's folder; make it again (a missing
+                # source raises again below and propagates).
+                if attempt == CREATE_ATTEMPTS - 1 or not source.exists():
+                    raise
+        # The staged name's removal first: a crash between the two fsyncs can then lose this
+        # (unanswered) commit, but never leave the blob's inode also named as the staged file,
+        # where a resumed append would write into the blob.
+        fsync_folder(source.parent)
+        fsync_folder(dest.parent)
+    finally:
+        os.close(fd)
+
+
+def _unlink_and_close(path: Path, root: Path, fd: int | None) -> None:
+    """Removes the staged file (whoever holds it) and prunes the folders it leaves empty, up to
+    `root`; then closes `fd`."""
+    try:
+        try:
+            os.unlink(path)
+        except OSError as error:
+            if not not_found(error):
+                raise
+            return
+        folder = path.parent
+        while folder != root and root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (or already gone): stop pruning
+            folder = folder.parent
+    finally:
+        if fd is not None:
+            os.close(fd)
