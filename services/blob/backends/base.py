@@ -215,9 +215,10 @@ class BlobWriter(Protocol):
         no bytes returns `parts` unchanged, without calling `save`.
 
         If `chunks` (or a write) fails, the exception propagates once nothing is being written
-        any more; `parts` stay valid. Raises ObjectNotFound when bytes `parts` describe are no
-        longer stored (lost, or taken by a commit), WriterBusy (see the class docstring),
-        InvalidKey.
+        any more; `parts` stay valid. Raises ObjectNotFound when it finds bytes `parts` describe
+        no longer stored (lost, or taken by a commit: the filesystem looks at once; S3 does not
+        re-read its parts, so there the loss shows at `commit`), WriterBusy (see the class
+        docstring), InvalidKey.
         """
         ...
 
