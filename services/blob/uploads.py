@@ -386,9 +386,11 @@ class UploadSessions:
         returns, whoever wrote it.
         """
         parsed = Digest.parse(digest)
-        seen = await self._load(upload_id, repository)
-        expected_offset = seen.offset if final_offset is None else final_offset
+        expected_offset = final_offset
         if final_data:
+            # Read before the writer is opened: a session with nothing staged needs no writer.
+            seen = await self._load(upload_id, repository)
+            expected_offset = seen.offset if final_offset is None else final_offset
             if expected_offset != seen.offset:
                 raise _misplaced(upload_id, expected_offset, seen.offset)
             if not seen.parts and seen.offset == 0:

@@ -83,7 +83,12 @@ class ResumableHash:
         if not data:
             return
         view = memoryview(data)
-        buf = (ctypes.c_char * view.nbytes).from_buffer_copy(view) if not isinstance(data, bytes) else data
+        if isinstance(data, bytes):
+            buf: object = data
+        elif not view.readonly and view.contiguous:
+            buf = (ctypes.c_char * view.nbytes).from_buffer(view)  # a bytearray: no copy
+        else:
+            buf = (ctypes.c_char * view.nbytes).from_buffer_copy(view)
         getattr(self._lib, _PREFIX[self.algorithm] + "_Update")(self._ctx, buf, view.nbytes)
 
     def state(self) -> bytes:

@@ -209,14 +209,16 @@ class BlobWriter(Protocol):
         objects the new parts no longer name removed (S3's merged small parts), so a crash
         between the two leaves the previous parts valid. If `save` raises, the append is undone
         (its parts are not valid) and the exception propagates. `save` None: nothing to persist.
-        `observe` sees every byte appended, in order, before it is written, off the event loop
-        when the chunk is large (a hash; the filesystem calls it in the thread that writes).
-        An append of no bytes returns `parts` unchanged, without calling `save`.
+        `observe` sees every byte appended, in order, and has seen them all before `save`; it is
+        called off the event loop for large chunks, possibly while they are being written (a
+        hash runs beside the write), so chunks must not change once handed over. An append of
+        no bytes returns `parts` unchanged, without calling `save`.
 
         If `chunks` (or a write) fails, the exception propagates once nothing is being written
-        any more; `parts` stay valid. Raises ObjectNotFound when bytes `parts` describe are no
-        longer stored (lost, or taken by a commit), WriterBusy (see the class docstring),
-        InvalidKey.
+        any more; `parts` stay valid. Raises ObjectNotFound when it finds bytes `parts` describe
+        no longer stored (lost, or taken by a commit: the filesystem looks at once; S3 does not
+        re-read its parts, so there the loss shows at `commit`), WriterBusy (see the class
+        docstring), InvalidKey.
         """
         ...
 

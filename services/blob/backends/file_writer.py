@@ -57,6 +57,8 @@ T = TypeVar("T")
 # Incoming chunks smaller than this are gathered before a write: one thread hop per MiB, not per
 # gRPC message.
 WRITE_BATCH_BYTES = 1024 * 1024
+# Batches at least this big are hashed in parallel with their write (see `_write_and_observe`).
+PARALLEL_OBSERVE_BYTES = 256 * 1024
 
 
 class FileWriter:
@@ -116,32 +118,33 @@ class FileWriter:
         start = self._checked_size(parts)
         fd = self._fd if self._fd is not None else await self._lock_new_file()
         position = start
-        pending: concurrent.futures.Future[None] | None = None
+        in_flight: list[concurrent.futures.Future[None]] = []
         try:
             # The first write drops what a failed append left past `start`; the last one fsyncs.
             truncate = self._size > start
             async for following in batches:
-                if pending is not None:
-                    await asyncio.wrap_future(pending)
-                pending = self._pool.submit(_write_at, fd, data, position, observe, truncate, None)
+                # The next batch is received while this one is written and hashed.
+                await _all_of(in_flight)
+                in_flight = self._write_and_observe(fd, data, position, observe, truncate, None)
                 truncate = False
                 position += len(data)
                 data = following
-            if pending is not None:
-                await asyncio.wrap_future(pending)
-            pending = None
+            await _all_of(in_flight)
             # The file's name (and its folder's) must be durable once its first bytes are
             # acknowledged: when this writer created it, and also when it exists but nothing was
             # saved in it yet (a first append that failed created it, and synced nothing).
             folders = new_file_folders(self._path, self._root) if self._new_name or not parts else ()
-            await self._run(_write_at, fd, data, position, observe, truncate, folders)
+            in_flight = self._write_and_observe(fd, data, position, observe, truncate, folders)
+            await _all_of(in_flight)
             position += len(data)
         except BaseException:
-            if pending is not None:
-                # Never leave a write in flight behind: the descriptor may be closed next.
+            # Never leave a write in flight behind: the descriptor may be closed next.
+            for future in in_flight:
                 with contextlib.suppress(BaseException):
-                    await asyncio.shield(asyncio.wrap_future(pending))
-            self._size = max(self._size, position)
+                    await asyncio.shield(asyncio.wrap_future(future))
+            # What a failed append left is dropped by the next one (an overestimate only makes
+            # it truncate when there is nothing to drop).
+            self._size = max(self._size, position + len(data))
             raise
         self._new_name = False
         self._size = position
@@ -149,6 +152,26 @@ class FileWriter:
         if save is not None:
             await save(appended)  # a failure leaves bytes past `start` for the next append to drop
         return appended
+
+    def _write_and_observe(
+        self,
+        fd: int,
+        data: bytes | bytearray,
+        position: int,
+        observe: Observer | None,
+        truncate: bool,
+        durable: tuple[Path, ...] | None,
+    ) -> list[concurrent.futures.Future[None]]:
+        """Starts writing `data` at `position` and showing it to `observe`. A large batch is
+        hashed in a thread of its own, at the same time as it is written: both release the GIL
+        (libcrypto through ctypes, pwrite), so on two cores the append costs the longer of the
+        two instead of their sum. A small one is observed in the writing thread (one hop)."""
+        if observe is None or len(data) < PARALLEL_OBSERVE_BYTES:
+            return [self._pool.submit(_write_at, fd, data, position, observe, truncate, durable)]
+        return [
+            self._pool.submit(observe, data),  # type: ignore[arg-type]
+            self._pool.submit(_write_at, fd, data, position, None, truncate, durable),
+        ]
 
     async def commit(self, parts: Sequence[Part], dest: str) -> None:
         size = self._checked_size(parts)
@@ -173,6 +196,18 @@ class FileWriter:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+async def _all_of(futures: list[concurrent.futures.Future[None]]) -> None:
+    """Waits for every future; raises the first failure once all are done (none is left running)."""
+    for future in futures:
+        try:
+            await asyncio.wrap_future(future)
+        except BaseException:
+            for other in futures:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(asyncio.wrap_future(other))
+            raise
 
 
 async def open_file_writer(pool: concurrent.futures.Executor, root: Path, key: str) -> FileWriter:

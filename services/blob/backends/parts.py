@@ -17,6 +17,7 @@ objects, removed by `cancel` (with the session) or the purge.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Protocol
@@ -193,20 +194,33 @@ def small_run(parts: list[Part], min_part_size: int) -> list[Part]:
 
 
 async def _observed(first: bytes, rest: AsyncIterator[bytes], observe: Observer | None) -> AsyncIterator[bytes]:
-    """`first` then the non-empty chunks of `rest`, each shown to `observe` before it is passed on."""
+    """`first` then the non-empty chunks of `rest`, each shown to `observe` in order. A large
+    chunk is observed in a worker thread while the store takes it (libcrypto runs without the
+    GIL), the next one only once that is done; all are observed when the stream ends."""
     loop = asyncio.get_running_loop()
+    observing: asyncio.Future[None] | None = None
     chunk: bytes | None = first
-    while chunk is not None:
-        if chunk:
-            if observe is not None:
+    try:
+        while chunk is not None:
+            if chunk and observe is not None:
+                if observing is not None:
+                    await observing
+                    observing = None
                 if len(chunk) >= THREADED_OBSERVE_BYTES:
-                    # libcrypto runs without the GIL: hashing this chunk in a worker overlaps
-                    # with the store writing the previous one and keeps the event loop free.
-                    await loop.run_in_executor(None, observe, chunk)
+                    observing = loop.run_in_executor(None, observe, chunk)
                 else:
                     observe(chunk)
-            yield chunk
-        chunk = await anext(rest, None)
+            if chunk:
+                yield chunk
+            chunk = await anext(rest, None)
+        if observing is not None:
+            await observing
+            observing = None
+    finally:
+        if observing is not None:
+            # The stream failed or was abandoned: let the thread finish before the caller moves on.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(observing)
 
 
 async def _first_non_empty(chunks: AsyncIterator[bytes]) -> bytes | None:
