@@ -91,6 +91,8 @@ manifests = Table(
     # The manifest's annotations as JSON object text (the referrers API shows them).
     Column("annotations", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The account that pushed it first (migration 0006); NULL: anonymous, or before 0006.
+    Column("pushed_by", String(NAME_LENGTH), nullable=True),
     UniqueConstraint("repository_id", "digest"),
     Index(None, "repository_id", "subject_digest", "digest"),
 )
@@ -114,6 +116,8 @@ tags = Table(
     Column("name", bytewise(TAG_LENGTH), nullable=False),
     Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The account that last moved the tag (migration 0006); NULL: anonymous, or before 0006.
+    Column("pushed_by", String(NAME_LENGTH), nullable=True),
     PrimaryKeyConstraint("repository_id", "name"),
     Index(None, "manifest_id"),
 )

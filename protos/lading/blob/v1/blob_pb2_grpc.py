@@ -5,7 +5,7 @@ import warnings
 
 from lading.blob.v1 import blob_pb2 as lading_dot_blob_dot_v1_dot_blob__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
