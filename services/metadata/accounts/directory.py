@@ -31,6 +31,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import ssl
@@ -106,8 +107,10 @@ class LdapDirectory:
         if settings.url.startswith("ldaps://") or settings.start_tls:
             tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
                             ca_certs_file=str(settings.ca_file) if settings.ca_file else None)
+        # ldap3 packs its receive timeout as whole seconds (SO_RCVTIMEO).
+        self._timeout = max(1, math.ceil(settings.timeout_seconds))
         self._server = ldap3.Server(settings.url, use_ssl=settings.url.startswith("ldaps://"), tls=tls,
-                                    connect_timeout=settings.timeout_seconds, get_info=ldap3.NONE)
+                                    connect_timeout=self._timeout, get_info=ldap3.NONE)
 
     @property
     def can_lookup(self) -> bool:
@@ -164,7 +167,7 @@ class LdapDirectory:
     def _connection(self, user: str | None, password: str | None) -> Any:
         ldap3 = self._ldap3
         return ldap3.Connection(self._server, user=user, password=password, auto_bind=ldap3.AUTO_BIND_NONE,
-                                receive_timeout=self._settings.timeout_seconds, read_only=True,
+                                receive_timeout=self._timeout, read_only=True,
                                 raise_exceptions=False, authentication=ldap3.SIMPLE if user else ldap3.ANONYMOUS)
 
     def _open_and_bind(self, connection: Any) -> bool:
