@@ -12,7 +12,7 @@
   state key, see gateway/auth/upload_state.py) and valid 10 minutes.
 - Headers on every console response: a Content-Security-Policy that allows only this origin's
   own scripts, styles and images and no framing, `X-Content-Type-Options: nosniff`,
-  `Referrer-Policy: no-referrer` (the OIDC callback's URL holds a code), `Cache-Control: no-store`.
+  `Referrer-Policy: same-origin` (no URL of ours, the OIDC callback's with its code included, goes to another site; `no-referrer` would make browsers send `Origin: null` with our own forms), `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 

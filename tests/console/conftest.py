@@ -15,6 +15,7 @@ Everything is shared by the whole session (these are the slow parts) and stopped
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -141,3 +142,54 @@ def artifacts() -> Path:
     """Where failing browser tests leave their screenshots (kept after the run)."""
     folder = Path(os.environ.get("LADING_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
     return folder / "console"
+
+
+# -- the browser ---------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Leaves each phase's report on the test item, so fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's chromium, headless, driven by Playwright (never a browser Playwright downloads).
+    `launch` gives every run a fresh temporary profile (user data dir)."""
+    if not Path(CHROMIUM).exists():
+        require_binary("chromium", install_hint="apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: object, stack: AuthStack, artifacts: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A page in a fresh browser context (no cookies); on failure, a screenshot of where it stood
+    is kept under `artifacts` (test-artifacts/console/<test>.png)."""
+    context = browser.new_context(base_url=stack.base_url, viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    try:
+        yield tab
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            artifacts.mkdir(parents=True, exist_ok=True)
+            name = request.node.name.replace("/", "_").replace("[", "_").replace("]", "")
+            with contextlib.suppress(Exception):
+                tab.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+                (artifacts / f"{name}.html").write_text(tab.content())
+        context.close()

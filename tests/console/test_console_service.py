@@ -16,10 +16,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from lading.common.v1 import common_pb2
-from lading.metadata.v1 import accounts_pb2, accounts_pb2_grpc, admin_pb2, console_pb2, console_pb2_grpc
-from lading.metadata.v1 import events_pb2
+from lading.metadata.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    admin_pb2,
+    console_pb2,
+    console_pb2_grpc,
+    events_pb2,
+    metadata_pb2_grpc,
+)
 from lading.metadata.v1 import metadata_pb2 as mpb
-from lading.metadata.v1 import metadata_pb2_grpc
 
 from services.common.errors import ErrorKind, from_rpc_error
 from services.common.grpc_server import CHANNEL_OPTIONS
