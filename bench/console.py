@@ -118,6 +118,16 @@ class Console:
             assert answer.status_code == 200, (path, answer.status_code)
         return took
 
+    def time_post(self, path: str, rounds: int) -> list[float]:
+        token = _CSRF.search(self.http.get(path).text).group(1)  # type: ignore[union-attr]
+        took = []
+        for _ in range(rounds + 1):
+            started = time.perf_counter()
+            answer = self.http.post(path, data={"csrf": token})
+            took.append((time.perf_counter() - started) * 1000)
+            assert answer.status_code == 200, (path, answer.status_code)
+        return took[1:]
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.console", description=__doc__.split("\n\n")[0])
@@ -174,6 +184,10 @@ def main() -> int:
                     p95 = took[max(0, int(len(took) * 0.95) - 1)]
                     worst = max(worst, p95)
                     rows.append(f"| {label} | {who} | {statistics.median(took):.0f} | {p95:.0f} | {took[-1]:.0f} |")
+            # The GC dry run: an explicit action (a POST), which scans what the collector would.
+            took = sorted(Console(base, ADMIN).time_post("/ui/admin/gc", args.rounds))
+            rows.append(f"| admin: GC dry run (POST, an action) | admin | {statistics.median(took):.0f} | "
+                        f"{took[max(0, int(len(took) * 0.95) - 1)]:.0f} | {took[-1]:.0f} |")
             print(f"\n{args.repositories} repositories, {args.tags} tags, "
                   f"{'PostgreSQL' if args.database_url else 'SQLite'}; {args.rounds} requests per row (ms)\n")
             print("| page | account | p50 | p95 | max |\n|---|---|---|---|---|")

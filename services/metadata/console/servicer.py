@@ -21,7 +21,7 @@ from services.metadata.console.core import Actor, ConsoleCore
 from services.metadata.core import MetadataCore
 from services.metadata.events import context as event_context
 from services.metadata.events.servicer import EventsServicer
-from services.metadata.gc.servicer import AdminServicer
+from services.metadata.gc.servicer import AdminServicer, run_message
 
 pb = console_pb2
 _DEFAULT_PAGE, _MAX_PAGE = 50, 1000
@@ -271,7 +271,14 @@ class ConsoleServicer(console_pb2_grpc.ConsoleServiceServicer):
     async def AdminGcStats(self, request: pb.AdminGcStatsRequest, context: grpc.aio.ServicerContext
                            ) -> admin_pb2.GcStatsResponse:
         await self._core.admin(request.session)
-        return await self._admin.GcStats(request.request, context)
+        # Blob rows by state, review holds and the last runs: cheap. What a run would collect now
+        # scans manifests and links, so it is the dry run's (AdminGcPlan), not every page view's.
+        states, held = await self._admin.gc.summary()
+        runs = await self._admin.gc.recent_runs(request.request.last_runs or 5)
+        return admin_pb2.GcStatsResponse(
+            active_blobs=states["active"][0], active_bytes=states["active"][1], pending_blobs=states["pending"][0],
+            deleting_blobs=states["deleting"][0], held=held,
+            runs=[run_message(r) for r in runs])
 
     async def AdminGcPlan(self, request: pb.AdminGcPlanRequest, context: grpc.aio.ServicerContext
                           ) -> admin_pb2.GcPlanResponse:
