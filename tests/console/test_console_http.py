@@ -11,7 +11,14 @@ from collections.abc import Iterator
 import grpc
 import httpx
 import pytest
-from lading.metadata.v1 import accounts_pb2, accounts_pb2_grpc, admin_pb2, admin_pb2_grpc, events_pb2, events_pb2_grpc
+from lading.metadata.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    admin_pb2,
+    admin_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+)
 
 from tests.auth.support import AuthStack, DockerAuth
 from tests.console.conftest import ADMIN, ALICE
