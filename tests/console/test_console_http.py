@@ -4,9 +4,12 @@ refused to a non-admin with nothing changed (the same checks as the API)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -23,6 +26,8 @@ from lading.metadata.v1 import (
 from tests.auth.support import AuthStack, DockerAuth
 from tests.console.conftest import ADMIN, ALICE
 from tests.support import oci
+from tests.support.slapd import Slapd
+from tests.support.stack import Stack
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -176,3 +181,41 @@ def test_every_admin_page_is_refused_to_a_non_admin_and_served_to_an_admin(stack
         assert plan.status_code == 200 and "A run would free" in plan.text
     finally:
         admin.http.close()
+
+
+def test_a_directory_users_console_session_ends_when_it_leaves_a_group(stack: AuthStack, slapd: Slapd,
+                                                                        browser: Browser) -> None:
+    slapd.add_member("team-a", "frank")
+    try:
+        browser.sign_in(("frank", "frank-pw"))
+        assert browser.get("/ui/account").status_code == 200
+        slapd.remove_member("team-a", "frank")
+        left = time.monotonic()
+        # cache_seconds is 1 (conftest): then the service account reads frank's groups again, the
+        # lost group ends his tokens and sessions.
+        while browser.get("/ui/account").status_code == 200:
+            assert time.monotonic() - left < 5, "the session outlived the group membership"
+            time.sleep(0.2)
+        assert browser.get("/ui/account").headers["location"].startswith("/ui/signin")
+    finally:
+        with contextlib.suppress(AssertionError):
+            slapd.remove_member("team-a", "frank")
+
+
+def test_an_oidc_callback_that_did_not_start_here_is_refused(browser: Browser) -> None:
+    refused = browser.get("/ui/oidc/callback?code=stolen&state=guessed")
+    assert refused.status_code == 401 and "did not start here" in refused.text
+    assert "lading_session" not in refused.headers.get("set-cookie", "")
+
+
+def test_with_auth_off_the_console_is_open_and_administration_is_the_commands(tmp_path: Path) -> None:
+    with Stack(tmp_path / "data") as stack:
+        repository = "open/app"
+        with httpx.Client(base_url=stack.base_url, timeout=30) as registry:
+            assert oci.push(registry, repository, oci.image(layers=1), "v1").status_code == 201
+            page = registry.get("/ui/")
+            assert page.status_code == 200 and repository in page.text and "Sign out" not in page.text
+            assert registry.get(f"/ui/r/{repository}/-/manifests/v1").status_code == 200
+            admin = registry.get("/ui/admin/")
+            assert admin.status_code == 403 and "lading command" in admin.text
+            assert registry.get("/ui/signin", follow_redirects=False).headers["location"] == "/ui/"
