@@ -159,10 +159,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """Debian's chromium, headless, driven by Playwright (never a browser Playwright downloads).
-    `launch` gives every run a fresh temporary profile (user data dir)."""
+    `launch` gives every run a fresh temporary profile (user data dir). Module scope, not session:
+    Playwright's sync API keeps an event loop running in the main thread while it is open, which
+    would break the asyncio tests of later modules."""
     if not Path(CHROMIUM).exists():
         require_binary("chromium", install_hint="apt-get install chromium")
     from playwright.sync_api import sync_playwright
