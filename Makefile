@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 RUNTIME = $(VENV)/.runtime
 
-.PHONY: run test test-ha protos lint clean bench bench-quick bench-login image
+.PHONY: run test test-ha protos lint clean bench bench-quick bench-login bench-console image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-quick: $(STAMP)
 ## bench-login: a correct login's latency while 64 clients guess passwords (docs/benchmarks.md)
 bench-login: $(STAMP)
 	$(BIN)/python -m bench.login_attack $(BENCH_ARGS)
+
+## bench-console: console page timings on 10,000 repositories and 100,000 tags (docs/benchmarks.md)
+bench-console: $(STAMP)
+	$(BIN)/python -m bench.console $(BENCH_ARGS)
 
 ## protos: regenerate the committed gRPC code from protos/**/*.proto
 protos: $(STAMP)

@@ -9,6 +9,7 @@ response, then trusted X-Forwarded-* handling, then the request-body read timeou
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from gateway.auth.setup import build_auth
 from gateway.bodies import BodyReadTimeoutMiddleware
 from gateway.channels import BLOB_READS, BLOB_SERVICE, METADATA_READS, METADATA_SERVICE, open_channel
 from gateway.clients import BlobClient, MetadataClient
+from gateway.console.wiring import build_console
 from gateway.context import Gateway
 from gateway.maintenance import MaintenanceGate
 from gateway.manifest_cache import ManifestCache
@@ -88,6 +90,8 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
             ),
             maintenance=MaintenanceGate(metadata_channel, ttl_seconds=config.maintenance_check_seconds),
         )
+        if settings.console.enabled:
+            gateway = dataclasses.replace(gateway, console=build_console(settings, metadata_channel, gateway.auth))
         if gateway.auth is not None:
             gateway.auth.start()  # follows account revocations (gateway/auth/change_feed.py)
         try:

@@ -13,6 +13,7 @@ from services.common.settings import GatewaySettings
 
 if TYPE_CHECKING:
     from gateway.auth.gate import AuthGate
+    from gateway.console.context import Console
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +31,5 @@ class Gateway:
     manifests: ManifestCache | None = None
     # Read-only maintenance mode for uploads (gateway.maintenance); None: never checked.
     maintenance: MaintenanceGate | None = None
+    # The web console under /ui/ (gateway.console); None when `console.enabled` is false.
+    console: Console | None = None

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import request_context
 from gateway.auth import rules, token_endpoint
 from gateway.auth.rules import CATALOG, DELETE, PULL, PUSH, UPLOAD, Rule
+from gateway.console.routes import console_routes
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError, render_error
 from gateway.resources import base, blobs, catalog, health, manifests, referrers, tags, uploads
@@ -137,5 +138,7 @@ def build_routes() -> list[BaseRoute]:
         FullPathRoute(
             "/v2/{name:path}/referrers/{digest}", Endpoint(GET=referrers.list_referrers, access={"GET": PULL})
         ),
+        # The web console (gateway/console): HTML pages under /ui/.
+        *console_routes(),
         FullPathRoute("/{path:path}", _everything(_not_found)),
     ]

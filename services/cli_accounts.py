@@ -1,4 +1,4 @@
-"""`lading user|robot|grant|auth` subcommands: manage accounts over AccountService (gRPC).
+"""`lading user|robot|grant|group|auth` subcommands: manage accounts over AccountService (gRPC).
 
 They talk to the metadata service found as services/cli_targets.py says (`--metadata`,
 `--data-dir`, LADING_GATEWAY__METADATA_TARGET, else the `lading serve` of the data folder), with the
@@ -19,7 +19,7 @@ from typing import Any
 
 from services.cli_targets import add_target_flags
 
-COMMANDS = ("user", "robot", "grant", "auth")
+COMMANDS = ("user", "robot", "grant", "group", "auth")
 _DURATION = re.compile(r"([0-9]+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -76,6 +76,25 @@ def add_commands(commands: Any) -> None:
     revoke.add_argument("account")
     revoke.add_argument("pattern")
     revoke.add_argument("actions", nargs="?", default="")
+
+    group = commands.add_parser(
+        "group", help="map LDAP / OIDC groups to grants or admin").add_subparsers(dest="action", required=True)
+    group_map = with_target(group.add_parser(
+        "map", help="give a group's members ACTIONS on PATTERN (or, with --admin, admin rights)"))
+    group_map.add_argument("provider", choices=("ldap", "oidc"))
+    group_map.add_argument("group", help="LDAP: the group's DN; OIDC: a value of the groups claim")
+    group_map.add_argument("pattern", nargs="?", default="", help="repositories, e.g. 'team-a/*'")
+    group_map.add_argument("actions", nargs="?", default="", help="pull,push,delete")
+    group_map.add_argument("--admin", action="store_true", help="the group's members are admins")
+    group_unmap = with_target(group.add_parser(
+        "unmap", help="remove a group's ACTIONS (default: all) on PATTERN, or its --admin mapping"))
+    group_unmap.add_argument("provider", choices=("ldap", "oidc"))
+    group_unmap.add_argument("group")
+    group_unmap.add_argument("pattern", nargs="?", default="")
+    group_unmap.add_argument("actions", nargs="?", default="")
+    group_unmap.add_argument("--admin", action="store_true")
+    with_target(group.add_parser("list", help="list group mappings")).add_argument(
+        "provider", nargs="?", default="", choices=("", "ldap", "oidc"))
 
     auth = commands.add_parser("auth", help="token signing keys").add_subparsers(dest="action", required=True)
     keygen = auth.add_parser("keygen", help="write a new ES256 (P-256) signing key in PEM")
@@ -179,7 +198,9 @@ async def _dispatch(args: argparse.Namespace, stub: Any, pb: Any) -> int:
             flags = "admin" if account.is_admin else ("robot" if robot else "user")
             if account.disabled:
                 flags += ",disabled"
-            print(f"{account.name}\t{flags}\texpires={_when(account.expires_at)}\t{account.description}")
+            # origin: local, ldap (a directory account) or oidc (single sign-on).
+            print(f"{account.name}\t{flags}\torigin={account.origin or 'local'}\texpires={_when(account.expires_at)}"
+                  f"\t{account.description}")
     elif command == "robot" and action == "create":
         expires = parse_expiry(args.expires, datetime.now(UTC)) if args.expires else None
         reply = await stub.CreateRobot(pb.CreateRobotRequest(
@@ -202,9 +223,27 @@ async def _dispatch(args: argparse.Namespace, stub: Any, pb: Any) -> int:
         reply = await stub.Revoke(pb.RevokeRequest(account=args.account, pattern=args.pattern, actions=actions),
                                   timeout=timeout)
         print("revoked" if reply.revoked else "nothing was granted on that pattern")
+    elif command == "group" and action in ("map", "unmap"):
+        mapping = pb.GroupMapping(provider=args.provider, group=args.group, pattern=args.pattern,
+                                  actions=[a for a in args.actions.split(",") if a], admin=args.admin)
+        if action == "map":
+            reply = await stub.MapGroup(pb.MapGroupRequest(mapping=mapping), timeout=timeout)
+            print(_mapping_line(reply.mapping))
+        else:
+            reply = await stub.UnmapGroup(pb.UnmapGroupRequest(mapping=mapping), timeout=timeout)
+            print("removed" if reply.removed else "nothing was mapped there")
+    elif command == "group" and action == "list":
+        reply = await stub.ListGroupMappings(pb.ListGroupMappingsRequest(provider=args.provider), timeout=timeout)
+        for mapping in reply.mappings:
+            print(_mapping_line(mapping))
     else:  # pragma: no cover - argparse only admits the above
         raise SystemExit(f"unknown command {command} {action}")
     return 0
+
+
+def _mapping_line(mapping: Any) -> str:
+    gives = "admin" if mapping.admin else f"{mapping.pattern}\t{','.join(mapping.actions)}"
+    return f"{mapping.provider}\t{mapping.group}\t{gives}"
 
 
 def run(args: argparse.Namespace) -> int:

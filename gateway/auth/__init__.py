@@ -21,5 +21,6 @@ Refusals, by case:
 | upload session of another account / without `_state`  | 404 BLOB_UPLOAD_UNKNOWN |
 | token of an account deleted, disabled or revoked since | 401 UNAUTHORIZED, `error="invalid_token"` (within 2 s) |
 | password check while its address/account backs off    | 429 TOOMANYREQUESTS + `Retry-After` |
+| LDAP directory down (a directory account's login)      | 503 UNAVAILABLE, saying so (never "wrong password") |
 | mount from a repository the caller cannot pull         | 202 new session (no link made) |
 """

@@ -101,8 +101,12 @@ class AuthGate:
         await self.feed.close()
 
     def account_changed(self, change: changes_pb2.AccountChange) -> None:
-        """The feed reported a change of `change.name`: forget its remembered grants."""
+        """The feed reported a change of `change.name`: forget its remembered grants (every
+        account's for a change without a name: a directory group mapping changed)."""
         self._grants_epoch += 1
+        if not change.name:
+            self._grants.clear()
+            return
         self._grants.drop_where(lambda key, _value: isinstance(key, tuple) and key[0] == change.name)
 
     def feed_reset(self) -> None:

@@ -53,6 +53,8 @@ class RevocationSet:
         self._by_name.clear()
 
     def apply(self, change: changes_pb2.AccountChange, changed_at_ms: int) -> None:
+        if not change.account_id:
+            return  # a change of many accounts' grants (a group mapping): no credentials end
         entry = self._by_id.get(change.account_id)
         if entry is None or change.credential_generation >= entry.generation:
             self._by_id[change.account_id] = AccountEntry(

@@ -30,6 +30,11 @@ class UploadStates:
         mac = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
+    def derived_key(self, purpose: bytes) -> bytes:
+        """A key for another of the gateway's MACs (e.g. the console's OIDC sign-in cookie): the
+        same on every replica, like this one, and independent of it."""
+        return hmac.new(self._key, purpose, hashlib.sha256).digest()
+
     def check(self, state: str | None, upload_id: str, repository: str, account: str) -> bool:
         if not state:
             return False

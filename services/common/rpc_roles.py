@@ -62,6 +62,10 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "RevokeTokens": OPERATOR_ONLY,
         "RotateRobotSecret": OPERATOR_ONLY,
         "SetAccountDisabled": OPERATOR_ONLY,
+        # `lading group map|unmap|list`: directory and provider groups → grants.
+        "MapGroup": OPERATOR_ONLY,
+        "UnmapGroup": OPERATOR_ONLY,
+        "ListGroupMappings": OPERATOR_ONLY,
     },
     "lading.metadata.v1.ChangeService": {
         # The gateways' revocation feed.
@@ -88,6 +92,43 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
     "lading.metadata.v1.EventsService": {
         "ListEvents": OPERATOR_ONLY,
         "ReplayEvents": OPERATOR_ONLY,
+    },
+    "lading.metadata.v1.ConsoleService": {
+        # The web console (gateway/console) runs in the gateways. CreateSession names an account
+        # the gateway has just authenticated, trusted because only gateways may call it (as
+        # Authenticate's `verified_recently`); every other call names a session this plane
+        # created, and the plane applies that session's account's permissions itself.
+        "GetSignInOptions": GATEWAY_ONLY,
+        "CreateSession": GATEWAY_ONLY,
+        "OidcAuthorizationUrl": GATEWAY_ONLY,
+        "CompleteOidcSignIn": GATEWAY_ONLY,
+        "GetSession": GATEWAY_ONLY,
+        "EndSession": GATEWAY_ONLY,
+        "CreateCliSecret": GATEWAY_ONLY,
+        "RevokeCliSecret": GATEWAY_ONLY,
+        "SearchRepositories": GATEWAY_ONLY,
+        "ListTagDetails": GATEWAY_ONLY,
+        "GetManifestDetails": GATEWAY_ONLY,
+        "ListReferrerTree": GATEWAY_ONLY,
+        "DeleteTag": GATEWAY_ONLY,
+        "AdminListAccounts": GATEWAY_ONLY,
+        "AdminCreateUser": GATEWAY_ONLY,
+        "AdminDeleteAccount": GATEWAY_ONLY,
+        "AdminSetAccountDisabled": GATEWAY_ONLY,
+        "AdminCreateRobot": GATEWAY_ONLY,
+        "AdminGrant": GATEWAY_ONLY,
+        "AdminRevoke": GATEWAY_ONLY,
+        "AdminListGrants": GATEWAY_ONLY,
+        "AdminListGroupMappings": GATEWAY_ONLY,
+        "AdminMapGroup": GATEWAY_ONLY,
+        "AdminUnmapGroup": GATEWAY_ONLY,
+        "AdminGcStats": GATEWAY_ONLY,
+        "AdminGcPlan": GATEWAY_ONLY,
+        "AdminListEvents": GATEWAY_ONLY,
+        "AdminReplayEvents": GATEWAY_ONLY,
+        "AdminGetMaintenance": GATEWAY_ONLY,
+        "AdminSetMaintenance": GATEWAY_ONLY,
+        "AdminStorage": GATEWAY_ONLY,
     },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.

@@ -346,6 +346,78 @@ class LoginThrottleSettings(BaseModel):
     max_tracked_keys: int = Field(default=100_000, ge=100)
 
 
+class LdapSettings(BaseModel):
+    """Accounts from an LDAP directory or Active Directory (services/metadata/accounts/directory.py).
+
+    Checked by the metadata plane (the gateways never talk to the directory). A name that is not a
+    local account or robot is looked up in the directory: either bound directly as
+    `user_dn_template` with `{username}` filled in, or (search-then-bind) found under
+    `user_base_dn` with `user_filter` by the service account `bind_dn`, then bound as. Groups come
+    from the user entry's `member_of_attribute` or, with `group_search`, from a search under
+    `group_base_dn` with `group_filter`; group DNs are mapped to grants and admin with
+    `lading group map` (or the console). Off unless `url` is set."""
+
+    # ldap://host:389 (with `start_tls`) or ldaps://host:636; empty: no directory.
+    url: str = ""
+    # Upgrade an ldap:// connection with StartTLS before binding.
+    start_tls: bool = False
+    # PEM bundle of CAs that sign the directory's certificate; None: the system's.
+    ca_file: Path | None = None
+    # Direct bind: e.g. "uid={username},ou=people,dc=example,dc=org" (AD: "{username}@example.org").
+    user_dn_template: str = ""
+    # Search-then-bind: the service account, and where and how users are found.
+    bind_dn: str = ""
+    bind_password: SecretStr = SecretStr("")
+    bind_password_file: Path | None = None
+    user_base_dn: str = ""
+    # AD: "(sAMAccountName={username})".
+    user_filter: str = "(uid={username})"
+    # Group membership: the user entry's attribute, or a group search (needs the service account).
+    member_of_attribute: str = "memberOf"
+    group_search: bool = False
+    group_base_dn: str = ""
+    group_filter: str = "(|(member={user_dn})(uniqueMember={user_dn}))"
+    # A successful bind (and the groups it read) counts this long: repeated logins within it cost
+    # no directory round trip, and a user removed from the directory or a group loses access
+    # within it (sessions and refresh tokens are checked again after it).
+    cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    # Deadline of one directory conversation (connect, TLS, bind, searches).
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Directory conversations at once (each on a thread of its own); one is kept for users
+    # verified before, as with the bcrypt lanes.
+    max_concurrent_checks: int = Field(default=8, ge=1, le=64)
+
+
+class OidcSettings(BaseModel):
+    """Console sign-in with an OpenID Connect provider (authorization code flow with PKCE).
+
+    The metadata plane fetches the discovery document and the JWKS, exchanges the code and checks
+    the ID token (services/metadata/accounts/oidc.py); the gateway only redirects the browser.
+    Off unless `issuer` is set."""
+
+    # The provider's issuer URL; its discovery document is at <issuer>/.well-known/openid-configuration.
+    issuer: str = ""
+    client_id: str = ""
+    # Empty (and no file): a public client (PKCE alone).
+    client_secret: SecretStr = SecretStr("")
+    client_secret_file: Path | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    # The claim that names the account, and the one listing its groups (a list or one string).
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    # Shown on the console's sign-in button.
+    display_name: str = "single sign-on"
+    # PEM bundle of CAs that sign the provider's certificate; None: the system's.
+    ca_file: Path | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # The discovery document and the JWKS are fetched again after this long (and the JWKS at once
+    # for an unknown key id).
+    metadata_cache_seconds: float = Field(default=3600.0, ge=0)
+    # Longest lifetime of a CLI secret (what OIDC users give docker/podman/skopeo as password);
+    # also the default.
+    cli_secret_max_seconds: int = Field(default=30 * 86400, ge=3600)
+
+
 class AuthSettings(BaseModel):
     """Access control (docs: gateway/auth/__init__.py). Off by default (`mode = "none"`).
 
@@ -395,6 +467,9 @@ class AuthSettings(BaseModel):
     password_check_queue: int = Field(default=32, ge=1)
     throttle: LoginThrottleSettings = Field(default_factory=LoginThrottleSettings)
     revocation_feed: RevocationFeedSettings = Field(default_factory=RevocationFeedSettings)
+    # Accounts from a directory and from single sign-on (both checked by the metadata plane).
+    ldap: LdapSettings = Field(default_factory=LdapSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
 
 
 class ObservabilitySettings(BaseModel):
@@ -543,6 +618,21 @@ class OperatorSettings(BaseModel):
     tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
 
 
+class ConsoleSettings(BaseModel):
+    """The web console under /ui/ on the registry's port (gateway/console). Sessions live in the
+    metadata plane (services/metadata/console), so every gateway replica serves every session."""
+
+    enabled: bool = True
+    # A session ends this long after sign-in, or after `idle_seconds` without a page.
+    session_seconds: float = Field(default=8 * 3600.0, ge=60)
+    idle_seconds: float = Field(default=3600.0, ge=60)
+    # Rows per page of the repository and tag lists.
+    page_size: int = Field(default=50, ge=1, le=1000)
+    # The OIDC callback URL given to the provider: <public_url>/ui/oidc/callback; empty: the
+    # scheme and host the browser used (X-Forwarded-* from a trusted proxy included).
+    public_url: str = ""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LADING_",
@@ -562,6 +652,7 @@ class Settings(BaseSettings):
     events: EventsSettings = Field(default_factory=EventsSettings)
     grpc_access: GrpcAccessSettings = Field(default_factory=GrpcAccessSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -26,6 +26,8 @@ from services.common.telemetry import setup_tracing
 from services.common.tls import TlsConfigError
 from services.metadata.accounts.main import bootstrap_admin, build_account_servicer
 from services.metadata.changes.wiring import CHANGE_SERVICE_NAME, build_changes
+from services.metadata.console.wiring import CONSOLE_SERVICE_NAME, build_console
+from services.metadata.console.wiring import add_to_server as add_console_to_server
 from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
@@ -93,7 +95,7 @@ async def run(settings: Settings) -> None:
         service = GrpcService(
             listen=config.listen,
             service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME,
-                           CHANGE_SERVICE_NAME],
+                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             access=settings.grpc_access,
             plane="metadata",
@@ -133,6 +135,9 @@ async def run(settings: Settings) -> None:
         gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
         changes.add_to_server(service.server)
+        console = build_console(settings, database, metadata=core, accounts=accounts, admin=gc.admin,
+                                events=events.servicer, on_change=events.worker.wake)
+        add_console_to_server(console, service.server)
         await changes.start()
         prepare_listen_address(config.listen)
         if settings.observability.metadata_metrics_listen:
@@ -140,7 +145,7 @@ async def run(settings: Settings) -> None:
             queues.start()
         await service.serve_forever(
             ready=store.ping, on_draining=changes.close,
-            on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close),
+            on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close, console.close),
         )
     finally:
         if metrics_server is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.common.settings import AuthSettings
 from services.metadata.accounts.core import AccountsCore
+from services.metadata.accounts.directory import LdapDirectory
 from services.metadata.accounts.passwords import Passwords
 from services.metadata.accounts.servicer import AccountServicer
 from services.metadata.accounts.store import AccountStore
@@ -15,11 +16,15 @@ def build_account_servicer(database: Database, settings: AuthSettings,
                            changes: ChangeLog | None = None) -> AccountServicer:
     """`changes`: the process's change feed (account changes are appended to it); a private one
     when not given (tests of the service alone)."""
+    directory = None
+    if settings.ldap.url:
+        directory = LdapDirectory(settings.ldap, max_waiting=settings.password_check_queue)
     core = AccountsCore(
         AccountStore(database, changes),
         Passwords(rounds=settings.bcrypt_rounds, workers=settings.password_check_workers,
                   max_waiting=settings.password_check_queue),
         anonymous_pull=settings.anonymous_pull,
+        directory=directory,
     )
     return AccountServicer(core)
 

@@ -10,7 +10,7 @@ from lading.metadata.v1 import accounts_pb2_grpc
 
 from services.metadata.accounts.core import AccountsCore
 from services.metadata.accounts.policy import Scope
-from services.metadata.accounts.store import StoredAccount
+from services.metadata.accounts.store import GroupMapping, StoredAccount
 
 _KINDS = {"user": pb.ACCOUNT_KIND_USER, "robot": pb.ACCOUNT_KIND_ROBOT}
 
@@ -22,7 +22,15 @@ def account_message(account: StoredAccount) -> pb.Account:
         expires_at=int(account.expires_at.timestamp()) if account.expires_at else 0,
         created_at=int(account.created_at.timestamp()), id=account.uid,
         credential_generation=account.credential_generation, disabled=account.disabled,
+        origin=account.origin, groups=list(account.groups),
+        groups_checked_at=int(account.groups_checked_at.timestamp()) if account.groups_checked_at else 0,
+        secret_expires_at=int(account.secret_expires_at.timestamp()) if account.secret_expires_at else 0,
     )
+
+
+def mapping_message(mapping: GroupMapping) -> pb.GroupMapping:
+    return pb.GroupMapping(provider=mapping.provider, group=mapping.group, pattern=mapping.pattern,
+                           actions=[] if mapping.admin else list(mapping.actions), admin=mapping.admin)
 
 
 def _permission(name: str, pattern: str, actions: tuple[str, ...]) -> pb.Permission:
@@ -123,3 +131,21 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
             )
             for a in await self._core.credential_states(list(request.account_ids))
         ])
+
+    async def MapGroup(self, request: pb.MapGroupRequest, context: grpc.aio.ServicerContext) -> pb.MapGroupResponse:
+        wanted = request.mapping
+        mapping = await self._core.map_group(wanted.provider, wanted.group, wanted.pattern, list(wanted.actions),
+                                             admin=wanted.admin)
+        return pb.MapGroupResponse(mapping=mapping_message(mapping))
+
+    async def UnmapGroup(self, request: pb.UnmapGroupRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.UnmapGroupResponse:
+        wanted = request.mapping
+        removed = await self._core.unmap_group(wanted.provider, wanted.group, wanted.pattern, list(wanted.actions),
+                                               admin=wanted.admin)
+        return pb.UnmapGroupResponse(removed=removed)
+
+    async def ListGroupMappings(self, request: pb.ListGroupMappingsRequest, context: grpc.aio.ServicerContext
+                                ) -> pb.ListGroupMappingsResponse:
+        return pb.ListGroupMappingsResponse(
+            mappings=[mapping_message(m) for m in await self._core.list_mappings(request.provider)])

@@ -19,17 +19,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import ErrorKind, RegistryError
-from services.metadata.accounts.schema import accounts, grants
+from services.metadata.accounts.schema import accounts, grants, group_mappings
 from services.metadata.changes.log import ChangeLog
 from services.metadata.store.dialect import is_unavailable, upsert
 from services.metadata.store.engine import Database
 
 T = TypeVar("T")
+LOCAL, LDAP, OIDC = "local", "ldap", "oidc"
+ORIGINS = (LOCAL, LDAP, OIDC)
+# The group mapping that makes a group's members admins: no pattern, this one action.
+ADMIN_PATTERN, ADMIN_ACTION = "", "admin"
 _DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
 
 
@@ -51,6 +56,14 @@ class StoredAccount:
     uid: str = ""
     credential_generation: int = 1
     disabled: bool = False
+    # "local", "ldap" or "oidc".
+    origin: str = LOCAL
+    # Directory / provider accounts: the groups last reported and when (None: never).
+    groups: tuple[str, ...] = ()
+    groups_checked_at: datetime | None = None
+    # OIDC: "<issuer> <sub>"; and when the CLI secret (the password hash) stops working.
+    external_id: str | None = None
+    secret_expires_at: datetime | None = None
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and _aware(self.expires_at) <= now
@@ -58,6 +71,11 @@ class StoredAccount:
     def active(self, now: datetime) -> bool:
         """May log in and use its tokens: neither disabled nor expired."""
         return not self.disabled and not self.expired(now)
+
+    def groups_fresh(self, now: datetime, max_age_seconds: float) -> bool:
+        """The directory reported its groups at most `max_age_seconds` ago."""
+        checked = self.groups_checked_at
+        return checked is not None and (now - checked).total_seconds() <= max_age_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +103,33 @@ def _account(row: Any) -> StoredAccount:
         id=row.id, name=row.name, kind=row.kind, password_hash=row.password_hash, is_admin=bool(row.is_admin),
         description=row.description, expires_at=_aware(row.expires_at) if row.expires_at else None,
         created_at=_aware(row.created_at), uid=row.uid, credential_generation=int(row.credential_generation),
-        disabled=bool(row.disabled),
+        disabled=bool(row.disabled), origin=row.origin or LOCAL,
+        groups=tuple(orjson.loads(row.directory_groups)) if row.directory_groups else (),
+        groups_checked_at=_aware(row.directory_checked_at) if row.directory_checked_at else None,
+        external_id=row.external_id,
+        secret_expires_at=_aware(row.secret_expires_at) if row.secret_expires_at else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMapping:
+    provider: str
+    group: str  # normalized (see `normalize_group`)
+    pattern: str  # ADMIN_PATTERN for the admin mapping
+    actions: tuple[str, ...]
+
+    @property
+    def admin(self) -> bool:
+        return self.pattern == ADMIN_PATTERN
+
+
+def normalize_group(provider: str, group: str) -> str:
+    """How groups are compared: LDAP DNs case-insensitively and without spaces around `,` and
+    `=` (`CN=Team A, OU=Groups` is `cn=team a,ou=groups`); OIDC claim values exactly."""
+    if provider != LDAP:
+        return group
+    parts = [part.strip() for part in group.split(",")]
+    return ",".join("=".join(side.strip() for side in part.split("=", 1)) for part in parts).lower()
 
 
 def _unavailable(exc: BaseException) -> BaseException:
@@ -155,15 +198,19 @@ class AccountStore:
         return await self._read(work)
 
     async def create(self, *, name: str, kind: str, password_hash: str, is_admin: bool, description: str,
-                     expires_at: datetime | None) -> StoredAccount:
-        """Raises AccountExists when the name is taken."""
+                     expires_at: datetime | None, origin: str = LOCAL, groups: tuple[str, ...] | None = None,
+                     external_id: str | None = None) -> StoredAccount:
+        """Raises AccountExists when the name is taken. `groups` (directory and provider
+        accounts): what the directory reported just now."""
         now = datetime.now(UTC)
 
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(insert(accounts).values(
                 name=name, kind=kind, password_hash=password_hash, is_admin=is_admin, description=description,
                 expires_at=expires_at, created_at=now, uid=uuid.uuid4().hex, credential_generation=1,
-                disabled=False,
+                disabled=False, origin=origin, external_id=external_id,
+                directory_groups=orjson.dumps(list(groups)).decode() if groups is not None else None,
+                directory_checked_at=now if groups is not None else None,
             ))
 
         await self._write(work)
@@ -274,5 +321,88 @@ class AccountStore:
                 )
             return [CredentialChange(account.uid, account.name, account.credential_generation,
                                      not account.disabled, "grants_changed")]
+
+        await self._write_changes(work)
+
+    # -- directory and provider accounts ---------------------------------------------------------
+
+    async def set_groups(self, account: StoredAccount, groups: tuple[str, ...]) -> StoredAccount:
+        """Records the groups the directory or provider reported just now. When they differ
+        from the stored ones, the change feed hears of it (gateways forget remembered grants);
+        a lost group also bumps the credential generation, so tokens issued with its grants and
+        sessions opened under it stop working."""
+        now = datetime.now(UTC)
+        lost = bool(set(account.groups) - set(groups))
+
+        async def work(conn: AsyncConnection) -> list[CredentialChange]:
+            values: dict[str, Any] = {"directory_groups": orjson.dumps(list(groups)).decode(),
+                                      "directory_checked_at": now}
+            if tuple(groups) == tuple(account.groups):
+                await conn.execute(update(accounts).where(accounts.c.id == account.id).values(**values))
+                return []
+            if lost:
+                return await self._bump(conn, accounts.c.id == account.id, "tokens_revoked", **values)
+            await conn.execute(update(accounts).where(accounts.c.id == account.id).values(**values))
+            return [CredentialChange(account.uid, account.name, account.credential_generation,
+                                     not account.disabled, "grants_changed")]
+
+        await self._write_changes(work)
+        found = await self.get(account.name)
+        assert found is not None
+        return found
+
+    async def gone_from_directory(self, account: StoredAccount) -> None:
+        """The directory no longer knows the account: every token and session of it stops
+        working (its row stays, with its local grants, should it come back)."""
+        async def work(conn: AsyncConnection) -> list[CredentialChange]:
+            return await self._bump(conn, accounts.c.id == account.id, "tokens_revoked",
+                                    directory_groups="[]", directory_checked_at=datetime.now(UTC))
+
+        await self._write_changes(work)
+
+    async def set_cli_secret(self, account: StoredAccount, password_hash: str,
+                             expires_at: datetime | None) -> StoredAccount | None:
+        """Replaces an OIDC account's CLI secret ("" removes it) and bumps the credential
+        generation (tokens issued with the old secret stop working). None: no such account."""
+        async def work(conn: AsyncConnection) -> list[CredentialChange]:
+            return await self._bump(conn, (accounts.c.id == account.id) & (accounts.c.uid == account.uid),
+                                    "secret_rotated", password_hash=password_hash, secret_expires_at=expires_at)
+
+        if not await self._write_changes(work):
+            return None
+        return await self.get(account.name)
+
+    # -- group mappings ----------------------------------------------------------------------
+
+    async def mappings(self, provider: str | None = None, groups: tuple[str, ...] | None = None
+                       ) -> list[GroupMapping]:
+        """The mappings (of one provider; of these normalized groups), by provider, group, pattern."""
+        async def work(conn: AsyncConnection) -> list[GroupMapping]:
+            statement = select(group_mappings).order_by(
+                group_mappings.c.provider, group_mappings.c.group_name, group_mappings.c.pattern)
+            if provider:
+                statement = statement.where(group_mappings.c.provider == provider)
+            if groups is not None:
+                if not groups:
+                    return []
+                statement = statement.where(group_mappings.c.group_name.in_(list(groups)))
+            return [GroupMapping(r.provider, r.group_name, r.pattern, tuple(a for a in r.actions.split(",") if a))
+                    for r in await conn.execute(statement)]
+
+        return await self._read(work)
+
+    async def set_mapping(self, mapping: GroupMapping) -> None:
+        """Stores exactly `mapping.actions` for (provider, group, pattern); none removes the row.
+        Every account the change could affect is told through the change feed ("grants_changed"
+        with an empty account id and name: gateways forget every remembered grant)."""
+        async def work(conn: AsyncConnection) -> list[CredentialChange]:
+            key = ((group_mappings.c.provider == mapping.provider) & (group_mappings.c.group_name == mapping.group)
+                   & (group_mappings.c.pattern == mapping.pattern))
+            await conn.execute(delete(group_mappings).where(key))
+            if mapping.actions:
+                await conn.execute(insert(group_mappings).values(
+                    provider=mapping.provider, group_name=mapping.group, pattern=mapping.pattern,
+                    actions=",".join(mapping.actions)))
+            return [CredentialChange("", "", 0, True, "grants_changed")]
 
         await self._write_changes(work)

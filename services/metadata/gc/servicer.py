@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 from lading.metadata.v1 import admin_pb2 as pb
@@ -20,11 +21,22 @@ def _seconds(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+def run_message(run: dict[str, Any]) -> pb.GcRun:
+    return pb.GcRun(started_at=_seconds(run["started_at"]), finished_at=_seconds(run["finished_at"]),
+                    dry_run=run["dry_run"], manifests_deleted=run["manifests_deleted"],
+                    links_removed=run["links_removed"], blobs_deleted=run["blobs_deleted"],
+                    bytes_freed=run["bytes_freed"], errors=run["errors"])
+
+
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, gc: GcStore, *, delete_untagged: bool, orphan_grace_seconds: float = 3600.0) -> None:
         self._gc = gc
         self._delete_untagged = delete_untagged
         self._orphan_grace = orphan_grace_seconds
+
+    @property
+    def gc(self) -> GcStore:
+        return self._gc
 
     def _untagged(self, requested: bool) -> bool:
         return self._delete_untagged or requested
@@ -70,10 +82,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GcStats(self, request: pb.GcStatsRequest, context: grpc.aio.ServicerContext) -> pb.GcStatsResponse:
         stats = await self._gc.stats(request.last_runs or 5)
         states = stats["blobs_by_state"]
-        runs = [pb.GcRun(started_at=_seconds(r["started_at"]), finished_at=_seconds(r["finished_at"]),
-                         dry_run=r["dry_run"], manifests_deleted=r["manifests_deleted"],
-                         links_removed=r["links_removed"], blobs_deleted=r["blobs_deleted"],
-                         bytes_freed=r["bytes_freed"], errors=r["errors"]) for r in stats["runs"]]
+        runs = [run_message(r) for r in stats["runs"]]
         return pb.GcStatsResponse(
             active_blobs=states.get("active", (0, 0))[0], active_bytes=states.get("active", (0, 0))[1],
             pending_blobs=states.get("pending", (0, 0))[0], deleting_blobs=states.get("deleting", (0, 0))[0],

@@ -475,15 +475,19 @@ class GcStore:
             select(blobs.c.state, func.count(), func.sum(blobs.c.size)).group_by(blobs.c.state))}
         holds = (await self._read(select(func.count()).select_from(gc_review)
                                   .where(gc_review.c.review_after > bindparam("now")), {"now": _now()}))[0][0]
-        runs = await self._read(select(gc_runs).order_by(gc_runs.c.id.desc()).limit(last_runs))
         return {
             "blobs_by_state": by_state,
             "held": int(holds),
             "link_candidates": len(await self.link_candidates()),
             "blob_candidates": len(await self.blob_candidates()),
             "manifest_candidates": len(await self.manifest_candidates()),
-            "runs": [dict(r._mapping) for r in runs],
+            "runs": await self.recent_runs(last_runs),
         }
+
+    async def recent_runs(self, last_runs: int) -> list[dict[str, Any]]:
+        """The last recorded runs, newest first."""
+        runs = await self._read(select(gc_runs).order_by(gc_runs.c.id.desc()).limit(last_runs))
+        return [dict(r._mapping) for r in runs]
 
     async def queue_sizes(self) -> QueueSizes:
         """The review queues as counts, for metrics: one COUNT per queue, no rows fetched. The
@@ -499,13 +503,19 @@ class GcStore:
             ("blob", select(func.count()).select_from(blobs).where(collectable_blobs)),
         ):
             counts[kind] = int((await self._read(statement, times))[0][0])
+        by_state, holds = await self.summary()
+        return QueueSizes(collectable=counts, held=holds, blobs_by_state=by_state)
+
+    async def summary(self) -> tuple[dict[str, tuple[int, int]], int]:
+        """(blob rows by state as (count, bytes), items held for review): two cheap queries, without
+        the collectable counts (those scan manifests and links)."""
         holds = (await self._read(select(func.count()).select_from(gc_review)
-                                  .where(gc_review.c.review_after > bindparam("now")), times))[0][0]
+                                  .where(gc_review.c.review_after > bindparam("now")), {"now": _now()}))[0][0]
         by_state = {state: (0, 0) for state in (ACTIVE, PENDING, DELETING)}
         for row in await self._read(select(blobs.c.state, func.count(), func.sum(blobs.c.size))
                                     .group_by(blobs.c.state)):
             by_state[row[0]] = (int(row[1]), int(row[2] or 0))
-        return QueueSizes(collectable=counts, held=int(holds), blobs_by_state=by_state)
+        return by_state, int(holds)
 
     # -- admin --------------------------------------------------------------------------------------
 

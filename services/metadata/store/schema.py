@@ -101,6 +101,8 @@ manifests = Table(
     # The manifest's annotations as JSON object text (the referrers API shows them).
     Column("annotations", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The account that pushed it first (migration 0007); NULL: anonymous, or before 0006.
+    Column("pushed_by", String(NAME_LENGTH), nullable=True),
     UniqueConstraint("repository_id", "digest"),
     Index(None, "repository_id", "subject_digest", "digest"),
 )
@@ -124,6 +126,8 @@ tags = Table(
     Column("name", bytewise(TAG_LENGTH), nullable=False),
     Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The account that last moved the tag (migration 0007); NULL: anonymous, or before 0006.
+    Column("pushed_by", String(NAME_LENGTH), nullable=True),
     PrimaryKeyConstraint("repository_id", "name"),
     Index(None, "manifest_id"),
 )
@@ -138,6 +142,7 @@ TABLE_MODULES = (
     "services.metadata.gc.tables",
     "services.metadata.events.tables",
     "services.metadata.changes.tables",
+    "services.metadata.console.tables",
 )
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, literal, literal_col
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.events import context as event_context
 from services.metadata.gc.guard import BlobRowGuard
 from services.metadata.gc.tables import blobs as gc_blobs
 from services.metadata.store.base import NewManifest, Page, Referrer, StoredManifest
@@ -130,7 +131,7 @@ class SqlMetadataStore:
         ).with_for_update(read=True)
         self._insert_references = insert_ignore(dialect, mr, ["manifest_id", "digest", "kind"])
         self._upsert_tag = upsert(
-            dialect, t, ["repository_id", "name"], {"manifest_id": None, "updated_at": None},
+            dialect, t, ["repository_id", "name"], {"manifest_id": None, "updated_at": None, "pushed_by": None},
             where_changed=["manifest_id"],
         )
         self._delete_manifest = delete(m).where(
@@ -330,10 +331,12 @@ class SqlMetadataStore:
                 repository_id = self._ensure_repository(conn, repository)
 
             now = _now()
-            manifest_id = self._store_manifest(conn, repository_id, manifest, now)
+            pusher = event_context.current().actor or None
+            manifest_id = self._store_manifest(conn, repository_id, manifest, now, pusher)
             if tag is not None:
                 conn.execute(self._upsert_tag, {
                     "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
+                    "pushed_by": pusher,
                 })
             if self._events is not None:
                 self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
@@ -342,7 +345,7 @@ class SqlMetadataStore:
         await self._write(work)
 
     def _store_manifest(self, conn: Connection, repository_id: int, manifest: NewManifest,
-                        now: datetime) -> int:
+                        now: datetime, pusher: str | None = None) -> int:
         """Inserts the manifest with its references, or finds the stored copy (same bytes, same
         references) and locks it FOR SHARE until the caller commits. Returns its id.
 
@@ -361,6 +364,7 @@ class SqlMetadataStore:
             "config_media_type": manifest.config_media_type,
             "annotations": manifest.annotations,
             "created_at": now,
+            "pushed_by": pusher,
         }
         for _ in range(_REINSERT_ATTEMPTS):
             inserted = conn.execute(self._insert_manifest, row).scalar()

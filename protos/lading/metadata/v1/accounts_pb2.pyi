@@ -17,7 +17,7 @@ ACCOUNT_KIND_USER: AccountKind
 ACCOUNT_KIND_ROBOT: AccountKind
 
 class Account(_message.Message):
-    __slots__ = ("name", "kind", "is_admin", "description", "expires_at", "created_at", "id", "credential_generation", "disabled")
+    __slots__ = ("name", "kind", "is_admin", "description", "expires_at", "created_at", "id", "credential_generation", "disabled", "origin", "groups", "groups_checked_at", "secret_expires_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     IS_ADMIN_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,10 @@ class Account(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_GENERATION_FIELD_NUMBER: _ClassVar[int]
     DISABLED_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    SECRET_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: AccountKind
     is_admin: bool
@@ -36,7 +40,11 @@ class Account(_message.Message):
     id: str
     credential_generation: int
     disabled: bool
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[AccountKind, str]] = ..., is_admin: _Optional[bool] = ..., description: _Optional[str] = ..., expires_at: _Optional[int] = ..., created_at: _Optional[int] = ..., id: _Optional[str] = ..., credential_generation: _Optional[int] = ..., disabled: _Optional[bool] = ...) -> None: ...
+    origin: str
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    groups_checked_at: int
+    secret_expires_at: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[AccountKind, str]] = ..., is_admin: _Optional[bool] = ..., description: _Optional[str] = ..., expires_at: _Optional[int] = ..., created_at: _Optional[int] = ..., id: _Optional[str] = ..., credential_generation: _Optional[int] = ..., disabled: _Optional[bool] = ..., origin: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., groups_checked_at: _Optional[int] = ..., secret_expires_at: _Optional[int] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
     __slots__ = ("name", "password", "is_admin", "description")
@@ -273,3 +281,53 @@ class GetCredentialStatesResponse(_message.Message):
     STATES_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedCompositeFieldContainer[CredentialState]
     def __init__(self, states: _Optional[_Iterable[_Union[CredentialState, _Mapping]]] = ...) -> None: ...
+
+class GroupMapping(_message.Message):
+    __slots__ = ("provider", "group", "pattern", "actions", "admin")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    group: str
+    pattern: str
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    admin: bool
+    def __init__(self, provider: _Optional[str] = ..., group: _Optional[str] = ..., pattern: _Optional[str] = ..., actions: _Optional[_Iterable[str]] = ..., admin: _Optional[bool] = ...) -> None: ...
+
+class MapGroupRequest(_message.Message):
+    __slots__ = ("mapping",)
+    MAPPING_FIELD_NUMBER: _ClassVar[int]
+    mapping: GroupMapping
+    def __init__(self, mapping: _Optional[_Union[GroupMapping, _Mapping]] = ...) -> None: ...
+
+class MapGroupResponse(_message.Message):
+    __slots__ = ("mapping",)
+    MAPPING_FIELD_NUMBER: _ClassVar[int]
+    mapping: GroupMapping
+    def __init__(self, mapping: _Optional[_Union[GroupMapping, _Mapping]] = ...) -> None: ...
+
+class UnmapGroupRequest(_message.Message):
+    __slots__ = ("mapping",)
+    MAPPING_FIELD_NUMBER: _ClassVar[int]
+    mapping: GroupMapping
+    def __init__(self, mapping: _Optional[_Union[GroupMapping, _Mapping]] = ...) -> None: ...
+
+class UnmapGroupResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    def __init__(self, removed: _Optional[bool] = ...) -> None: ...
+
+class ListGroupMappingsRequest(_message.Message):
+    __slots__ = ("provider",)
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    def __init__(self, provider: _Optional[str] = ...) -> None: ...
+
+class ListGroupMappingsResponse(_message.Message):
+    __slots__ = ("mappings",)
+    MAPPINGS_FIELD_NUMBER: _ClassVar[int]
+    mappings: _containers.RepeatedCompositeFieldContainer[GroupMapping]
+    def __init__(self, mappings: _Optional[_Iterable[_Union[GroupMapping, _Mapping]]] = ...) -> None: ...

@@ -104,6 +104,21 @@ class AccountServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesResponse.FromString,
                 _registered_method=True)
+        self.MapGroup = channel.unary_unary(
+                '/lading.metadata.v1.AccountService/MapGroup',
+                request_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.MapGroupRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.MapGroupResponse.FromString,
+                _registered_method=True)
+        self.UnmapGroup = channel.unary_unary(
+                '/lading.metadata.v1.AccountService/UnmapGroup',
+                request_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.UnmapGroupRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.UnmapGroupResponse.FromString,
+                _registered_method=True)
+        self.ListGroupMappings = channel.unary_unary(
+                '/lading.metadata.v1.AccountService/ListGroupMappings',
+                request_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.ListGroupMappingsRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.ListGroupMappingsResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -213,6 +228,29 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MapGroup(self, request, context):
+        """Maps a directory (LDAP) or provider (OIDC) group to actions on a repository pattern (merged
+        with what the group has there), or with `admin` makes its members admins. Called by
+        operators (`lading group map`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnmapGroup(self, request, context):
+        """Removes a group's actions on exactly that pattern (all when `actions` is empty), or its admin
+        mapping. `removed` is false when there was nothing to remove.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroupMappings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -285,6 +323,21 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.GetCredentialStates,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesResponse.SerializeToString,
+            ),
+            'MapGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapGroup,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.MapGroupRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.MapGroupResponse.SerializeToString,
+            ),
+            'UnmapGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnmapGroup,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.UnmapGroupRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.UnmapGroupResponse.SerializeToString,
+            ),
+            'ListGroupMappings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroupMappings,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.ListGroupMappingsRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_accounts__pb2.ListGroupMappingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -665,6 +718,87 @@ class AccountService:
             '/lading.metadata.v1.AccountService/GetCredentialStates',
             lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_accounts__pb2.GetCredentialStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MapGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.AccountService/MapGroup',
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.MapGroupRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.MapGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnmapGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.AccountService/UnmapGroup',
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.UnmapGroupRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.UnmapGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroupMappings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.AccountService/ListGroupMappings',
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.ListGroupMappingsRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_accounts__pb2.ListGroupMappingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,197 @@
+"""One real directory, one real OIDC provider and one registry for the console and identity tests.
+
+- `slapd`: OpenLDAP (tests/support/slapd.py) with StartTLS and LDAPS from a test CA;
+- `oidc`: panva's `oidc-provider` from the npm registry (tests/console/oidc, installed with
+  `npm ci` from its lockfile when missing), with one confidential client;
+- `stack`: `lading serve` in token mode with both: LDAP search-then-bind over StartTLS (service
+  account, memberOf, `cache_seconds` 1 so group changes show quickly), OIDC single sign-on, and
+  group mappings made with `lading group map`:
+    ldap  cn=team-a           → team-a/* pull,push,delete
+    ldap  cn=registry-admins  → admin
+    oidc  platform            → platform/* pull,push
+  Local accounts: `admin` (bootstrap) and `alice` (pull on team-a/*).
+Everything is shared by the whole session (these are the slow parts) and stopped at its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.auth.keys import generate_signing_key_pem
+from tests.auth.support import AuthStack, write
+from tests.support.clients import require_binary
+from tests.support.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Slapd, group_dn
+from tests.support.stack import LadingProcess, free_port
+from tests.tls.pki import Pki
+
+ADMIN = ("admin", "admin-secret-1")
+ALICE = ("alice", "alice-secret-1")
+OIDC_CLIENT = ("lading-console", "console-client-secret")
+# OIDC users (any password signs in at the provider's development login) → their groups.
+OIDC_GROUPS = {"carol": ["platform"], "oscar": []}
+OIDC_DIR = Path(__file__).resolve().parent / "oidc"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("console-pki"))
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Slapd]:
+    server = Slapd(tmp_path_factory.mktemp("slapd"), pki).start()
+    try:
+        server.load()
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class OidcProvider:
+    port: int
+    process: LadingProcess
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _npm_ci() -> None:
+    if (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
+        return
+    npm = require_binary("npm", install_hint="apt-get install npm (Node.js 20 or later)")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=OIDC_DIR, check=True,
+                   timeout=300, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def registry_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def oidc(tmp_path_factory: pytest.TempPathFactory, registry_port: int) -> Iterator[OidcProvider]:
+    node = require_binary("node", install_hint="apt-get install nodejs")
+    _npm_ci()
+    port = free_port()
+    process = LadingProcess("oidc-provider", [node, str(OIDC_DIR / "provider.mjs")],
+                            log_dir=tmp_path_factory.mktemp("oidc"), cwd=OIDC_DIR, env={
+                                "OIDC_PORT": str(port), "OIDC_CLIENT_ID": OIDC_CLIENT[0],
+                                "OIDC_CLIENT_SECRET": OIDC_CLIENT[1],
+                                "OIDC_REDIRECT_URI": f"http://127.0.0.1:{registry_port}/ui/oidc/callback",
+                                "OIDC_GROUPS": json.dumps(OIDC_GROUPS)}).start()
+    try:
+        assert process.wait_for_output("oidc provider ready"), process.describe_failure("did not start")
+        yield OidcProvider(port, process)
+    finally:
+        process.stop()
+
+
+def ldap_env(slapd: Slapd, **extra: str) -> dict[str, str]:
+    return {
+        "LADING_AUTH__LDAP__URL": slapd.url,
+        "LADING_AUTH__LDAP__START_TLS": "true",
+        "LADING_AUTH__LDAP__CA_FILE": str(slapd.ca.cert),
+        "LADING_AUTH__LDAP__BIND_DN": SERVICE_DN,
+        "LADING_AUTH__LDAP__BIND_PASSWORD": SERVICE_PASSWORD,
+        "LADING_AUTH__LDAP__USER_BASE_DN": PEOPLE,
+        "LADING_AUTH__LDAP__CACHE_SECONDS": "1",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, oidc: OidcProvider,
+          registry_port: int) -> Iterator[AuthStack]:
+    root = tmp_path_factory.mktemp("console-stack")
+    write(root / "signing.pem", generate_signing_key_pem())
+    env = {
+        "LADING_AUTH__MODE": "token",
+        "LADING_AUTH__SIGNING_KEY_FILE": str(root / "signing.pem"),
+        "LADING_AUTH__BOOTSTRAP_ADMIN": ADMIN[0],
+        "LADING_AUTH__BOOTSTRAP_ADMIN_PASSWORD": ADMIN[1],
+        "LADING_AUTH__BCRYPT_ROUNDS": "4",
+        "LADING_AUTH__BASIC_CACHE_SECONDS": "0",
+        "LADING_AUTH__OIDC__ISSUER": oidc.issuer,
+        "LADING_AUTH__OIDC__CLIENT_ID": OIDC_CLIENT[0],
+        "LADING_AUTH__OIDC__CLIENT_SECRET": OIDC_CLIENT[1],
+        "LADING_AUTH__OIDC__DISPLAY_NAME": "Test IdP",
+        **ldap_env(slapd),
+    }
+    with AuthStack(root / "data", env=env, port=registry_port) as registry:
+        registry.lading("user", "add", ALICE[0], "--password-stdin", stdin=ALICE[1] + "\n")
+        registry.lading("grant", "add", ALICE[0], "team-a/*", "pull")
+        registry.lading("group", "map", "ldap", group_dn("team-a").upper().replace(",", ", "), "team-a/*",
+                        "pull,push,delete")
+        registry.lading("group", "map", "ldap", group_dn("registry-admins"), "--admin")
+        registry.lading("group", "map", "oidc", "platform", "platform/*", "pull,push")
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where failing browser tests leave their screenshots (kept after the run)."""
+    folder = Path(os.environ.get("LADING_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+    return folder / "console"
+
+
+# -- the browser ---------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Leaves each phase's report on the test item, so fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's chromium, headless, driven by Playwright (never a browser Playwright downloads).
+    `launch` gives every run a fresh temporary profile (user data dir). Module scope, not session:
+    Playwright's sync API keeps an event loop running in the main thread while it is open, which
+    would break the asyncio tests of later modules."""
+    if not Path(CHROMIUM).exists():
+        require_binary("chromium", install_hint="apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: object, stack: AuthStack, artifacts: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A page in a fresh browser context (no cookies); on failure, a screenshot of where it stood
+    is kept under `artifacts` (test-artifacts/console/<test>.png)."""
+    context = browser.new_context(base_url=stack.base_url, viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    try:
+        yield tab
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            artifacts.mkdir(parents=True, exist_ok=True)
+            name = request.node.name.replace("/", "_").replace("[", "_").replace("]", "")
+            with contextlib.suppress(Exception):
+                tab.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+                (artifacts / f"{name}.html").write_text(tab.content())
+        context.close()
