@@ -7,7 +7,8 @@ socket is bound with mode 0600 whatever the umask, so only this user (and root) 
 An optional second listener (`health_listen`, plaintext) serves grpc.health.v1 alone, for probes
 that cannot speak TLS.
 
-Shutdown order (SIGTERM or SIGINT):
+Shutdown order (SIGTERM or SIGINT; or the host's `PlaneControl.stop` when the plane shares its
+process with others, as under `lading serve`, services/embedded.py):
   1. health flips to NOT_SERVING, so load balancers and probes stop sending new calls;
   2. `server.stop(grace)` lets in-flight calls finish for up to `grace` seconds;
   3. the caller's `on_shutdown` closes the service's resources (database pool, thread pool).
@@ -20,6 +21,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -51,6 +53,16 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
+
+
+@dataclass
+class PlaneControl:
+    """How a host process drives a plane that shares the process with other planes (`lading
+    serve`): the host sets `stop` to begin the plane's graceful shutdown (instead of a signal,
+    which belongs to the host), and the plane sets `serving` once its health reports SERVING."""
+
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    serving: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -120,7 +132,8 @@ class GrpcService:
     `interceptors` (outermost first) wrap every call before the access check and the error
     mapping do. Servicers are added to `server` (`add_XServicer_to_server` functions);
     `serve_forever` binds, marks the named services SERVING once `ready()` succeeds, and runs
-    until SIGTERM/SIGINT or `request_stop()`. `plane` ("metadata", "blob") names the settings in
+    until SIGTERM/SIGINT or `request_stop()` (with a `control`: until `control.stop` is set; the
+    signals are then left to the host). `plane` ("metadata", "blob") names the settings in
     messages. Certificate and token files are read here, so bad TLS or access settings raise
     `TlsConfigError` / `AccessConfigError` before anything binds.
     """
@@ -174,23 +187,29 @@ class GrpcService:
         *,
         ready: Callable[[], Awaitable[None]],
         on_shutdown: Callable[[], Awaitable[None]],
+        control: PlaneControl | None = None,
     ) -> None:
+        if control is not None:
+            self._stop = control.stop
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.bound_port = self._bind()
         await self.server.start()
         if self.health_server is not None:
             self.health_port = self.health_server.add_insecure_port(self.health_listen)
             await self.health_server.start()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.request_stop)
-            except (NotImplementedError, RuntimeError):
-                pass
+        if control is None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(sig, self.request_stop)
+                except (NotImplementedError, RuntimeError):
+                    pass
         try:
             await ready()
             await self._set_status(health_pb2.HealthCheckResponse.SERVING)
             log.info("serving %s on %s", ", ".join(self.service_names), self.listen)
+            if control is not None:
+                control.serving.set()
             await self._stop.wait()
         finally:
             # 1. probes flip first; 2. in-flight calls drain; 3. resources close.

@@ -244,6 +244,8 @@ class BlobSettings(BaseModel):
     # cancelled or purged. 0: no limit.
     max_upload_sessions_per_owner: int = Field(default=1000, ge=0)
     direct_reads: DirectReadSettings = Field(default_factory=DirectReadSettings)
+    # Logging of the blob plane (each plane reads only its own section).
+    log_level: str = "info"
 
 
 class MetadataSettings(BaseModel):
@@ -269,6 +271,14 @@ class MetadataSettings(BaseModel):
     # still safe against a crash of the process, but an OS crash or power cut loses the last
     # acknowledged writes (the database itself stays consistent). See README "Durability".
     sqlite_durable_commits: bool = True
+    # The metadata plane's own limits (checked again here whoever the caller is; the gateway has
+    # its own of the same names, and `lading serve` keeps the two equal): larger manifests are
+    # refused (MANIFEST_TOO_LARGE), pages of tags, repositories and referrers hold
+    # `default_page_size` entries when the caller names none and at most `max_page_size`.
+    max_manifest_bytes: int = 4 * MiB
+    default_page_size: int = 1000
+    max_page_size: int = 10000
+    log_level: str = "info"
 
 
 class ExternalIssuerSettings(BaseModel):

@@ -16,7 +16,7 @@ from lading.metadata.v1 import accounts_pb2_grpc, metadata_pb2_grpc
 
 from services.common.access import AccessConfigError
 from services.common.errors import ErrorKind, RegistryError
-from services.common.grpc_server import GrpcService
+from services.common.grpc_server import GrpcService, PlaneControl
 from services.common.logs import configure_logging
 from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor, pool_usage
 from services.common.paths import prepare_listen_address
@@ -65,8 +65,10 @@ async def _prepare_schema(database: Database, *, auto_migrate: bool) -> None:
         )
 
 
-async def run(settings: Settings) -> None:
-    """Runs the metadata service until SIGTERM/SIGINT.
+async def run(settings: Settings, control: PlaneControl | None = None) -> None:
+    """Runs the metadata service until SIGTERM/SIGINT (with a `control`: until `control.stop`;
+    services/embedded.py runs it so, beside the other planes). Reads only its own settings
+    sections: metadata, gc, events, auth (accounts), and the shared observability and grpc_access.
 
     Raises EventsConfigError for event endpoints that cannot work, SchemaOutOfDate when
     auto_migrate is off and the schema is not current, RegistryError
@@ -81,12 +83,10 @@ async def run(settings: Settings) -> None:
     telemetry.instrument_engines(
         [database.engine, database.replica, writes if writes is not database.engine.sync_engine else None]
     )
-    metrics = build_metrics(database)
+    # Metrics are only kept when something can scrape them.
+    metrics = build_metrics(database) if settings.observability.metadata_metrics_listen else None
     metrics_server: MetricsHttpServer | None = None
-    # Calls are only counted when something can scrape them.
-    metrics_interceptors = (
-        [MetricsInterceptor(GrpcMetrics(metrics))] if settings.observability.metadata_metrics_listen else []
-    )
+    metrics_interceptors = [MetricsInterceptor(GrpcMetrics(metrics))] if metrics is not None else []
     try:
         # First: TLS and access settings that cannot work stop the process before it touches the database.
         service = GrpcService(
@@ -109,9 +109,9 @@ async def run(settings: Settings) -> None:
         core = MetadataCore(
             gc.store,
             MetadataLimits(
-                max_manifest_bytes=settings.gateway.max_manifest_bytes,
-                default_page_size=settings.gateway.default_page_size,
-                max_page_size=settings.gateway.max_page_size,
+                max_manifest_bytes=config.max_manifest_bytes,
+                default_page_size=config.default_page_size,
+                max_page_size=config.max_page_size,
             ),
         )
         accounts = build_account_servicer(database, settings.auth)
@@ -125,16 +125,17 @@ async def run(settings: Settings) -> None:
             gc.gc.queue_sizes, events.store.counts, endpoints=[e.name for e in settings.events.endpoints],
             interval_seconds=settings.observability.queue_metrics_interval_seconds,
         )
-        queues.register(metrics)
+        if metrics is not None:
+            queues.register(metrics)
         events.start()
         gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
         prepare_listen_address(config.listen)
-        if settings.observability.metadata_metrics_listen:
+        if metrics is not None:
             metrics_server = await MetricsHttpServer(metrics, settings.observability.metadata_metrics_listen).start()
             queues.start()
         await service.serve_forever(
-            ready=store.ping, on_shutdown=_closer(queues.close, events.close, gc.close, store.close)
+            ready=store.ping, on_shutdown=_closer(queues.close, events.close, gc.close, store.close), control=control
         )
     finally:
         if metrics_server is not None:
@@ -189,7 +190,7 @@ def migrate_main(settings: Settings) -> int:
 def main() -> int:
     """`python -m services.metadata` / `lading metadata`. Returns the exit code."""
     settings = load_settings()
-    configure_logging(settings.gateway.log_level, "metadata", settings.observability.log_format)
+    configure_logging(settings.metadata.log_level, "metadata", settings.observability.log_format)
     if settings.metadata.database_url.startswith("sqlite"):
         # SQLite's files (and its -wal/-shm) for the owner only, whatever the inherited umask.
         restrict_new_files()
