@@ -137,6 +137,11 @@ class GatewaySettings(BaseModel):
     # holds fails before any plane starts and its readiness probe reaches only its own gateway.
     # `host` and `port` then only describe the address (for messages). Empty: bind host:port.
     listen_fds: list[int] = Field(default_factory=list)
+    # An inherited pipe (file descriptor) the gateway reads one byte from before it accepts
+    # connections; if the pipe closes first, it exits without serving. `lading serve` starts its
+    # gateway beside the other planes (its imports overlap theirs) and opens the gate once they
+    # report SERVING. None: accept at once.
+    start_gate_fd: int | None = None
 
 
 class FilesystemBackendSettings(BaseModel):

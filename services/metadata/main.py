@@ -187,15 +187,12 @@ def migrate_main(settings: Settings) -> int:
     return 0
 
 
-def main() -> int:
-    """`python -m services.metadata` / `lading metadata`. Returns the exit code."""
-    settings = load_settings()
-    configure_logging(settings.metadata.log_level, "metadata", settings.observability.log_format)
-    if settings.metadata.database_url.startswith("sqlite"):
-        # SQLite's files (and its -wal/-shm) for the owner only, whatever the inherited umask.
-        restrict_new_files()
+async def serve(settings: Settings, control: PlaneControl | None = None) -> int:
+    """`run` with its failures logged and turned into the exit code `main` returns: 2 for
+    settings that cannot work, 1 when it failed, 0 after a clean stop. `lading serve` runs the
+    metadata plane this way inside its own process (services/supervisor.py)."""
     try:
-        asyncio.run(run(settings))
+        await run(settings, control)
     except SchemaOutOfDate as exc:
         log.error("%s", exc)
         return 2
@@ -205,9 +202,25 @@ def main() -> int:
     except RegistryError as exc:
         log.error("cannot start: %s", exc.message)
         return 1
-    except KeyboardInterrupt:
-        return 0
     except Exception:  # noqa: BLE001 - e.g. the database refused the connection at start-up
         log.exception("metadata service failed")
         return 1
     return 0
+
+
+def prepare_process(settings: Settings) -> None:
+    """What the metadata plane sets for its whole process: logging, and file permissions."""
+    configure_logging(settings.metadata.log_level, "metadata", settings.observability.log_format)
+    if settings.metadata.database_url.startswith("sqlite"):
+        # SQLite's files (and its -wal/-shm) for the owner only, whatever the inherited umask.
+        restrict_new_files()
+
+
+def main() -> int:
+    """`python -m services.metadata` / `lading metadata`. Returns the exit code."""
+    settings = load_settings()
+    prepare_process(settings)
+    try:
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 0
