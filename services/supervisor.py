@@ -62,11 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from services.common.grpc_server import PlaneControl
 from services.common.paths import UnsafeFolder, ensure_private_folder
+from services.common.plane_control import PlaneControl
 from services.common.private_files import make_private_folder, restrict_new_files
 from services.common.serve_record import remove_record, write_record
 from services.common.settings import Settings, is_user_set, load_settings
@@ -445,6 +442,10 @@ def _probe_host(host: str) -> str:
 
 async def _wait_serving(target: str, within_seconds: float = START_TIMEOUT_SECONDS) -> None:
     """Polls grpc.health.v1 on `target` until it reports SERVING. TimeoutError after `within_seconds`."""
+    # Here, not at the top: the children are started before this process loads grpc.
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     request = health_pb2.HealthCheckRequest(service="")
     async with grpc.aio.insecure_channel(target, options=_PROBE_CHANNEL_OPTIONS) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -28,10 +28,11 @@ from services.blob.servicer import BlobServiceServicer, add_to_server
 from services.blob.uploads import UploadSessions
 from services.common.access import AccessConfigError
 from services.common.allocator import tune_allocator
-from services.common.grpc_server import GrpcService, PlaneControl
+from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
 from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor
 from services.common.paths import prepare_listen_address
+from services.common.plane_control import PlaneControl
 from services.common.private_files import make_private_folder, restrict_new_files
 from services.common.settings import BlobSettings, Settings, load_settings
 from services.common.tasks import cancel_and_wait

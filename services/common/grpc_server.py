@@ -8,7 +8,7 @@ An optional second listener (`health_listen`, plaintext) serves grpc.health.v1 a
 that cannot speak TLS.
 
 Shutdown order (SIGTERM or SIGINT; or the host's `PlaneControl.stop` when the plane shares its
-process with others, as under `lading serve`, services/embedded.py):
+process with other work, as the metadata plane does under `lading serve`, services/supervisor.py):
   1. health flips to NOT_SERVING, so load balancers and probes stop sending new calls;
   2. `server.stop(grace)` lets in-flight calls finish for up to `grace` seconds;
   3. the caller's `on_shutdown` closes the service's resources (database pool, thread pool).
@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -31,6 +30,7 @@ from grpc_status import rpc_status
 from services.common.access import AccessInterceptor, build_access_policy
 from services.common.errors import ErrorKind, RegistryError
 from services.common.paths import unix_socket_path
+from services.common.plane_control import PlaneControl
 from services.common.settings import GrpcAccessSettings, GrpcTlsSettings
 from services.common.tls import server_credentials
 
@@ -53,16 +53,6 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
-
-
-@dataclass
-class PlaneControl:
-    """How a host process drives a plane that shares the process with other planes (`lading
-    serve`): the host sets `stop` to begin the plane's graceful shutdown (instead of a signal,
-    which belongs to the host), and the plane sets `serving` once its health reports SERVING."""
-
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    serving: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:

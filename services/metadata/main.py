@@ -16,10 +16,11 @@ from lading.metadata.v1 import accounts_pb2_grpc, metadata_pb2_grpc
 
 from services.common.access import AccessConfigError
 from services.common.errors import ErrorKind, RegistryError
-from services.common.grpc_server import GrpcService, PlaneControl
+from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
 from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor, pool_usage
 from services.common.paths import prepare_listen_address
+from services.common.plane_control import PlaneControl
 from services.common.private_files import restrict_new_files
 from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_tracing

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Loaded only when something needs them: migrations to run, S3, webhooks, token auth, /metrics,
 # tracing (and JSON logs), PostgreSQL.
-OPTIONAL = ["alembic", "minio", "urllib3", "httpx", "jwt", "cryptography", "prometheus_client",
+OPTIONAL = ["alembic", "minio", "urllib3", "httpx", "jwt", "cryptography", "prometheus_client", "aiohttp",
             "opentelemetry.sdk", "sqlalchemy.dialects.postgresql", "asyncpg"]
 
 
@@ -40,7 +40,7 @@ def test_a_plane_imports_no_optional_dependency(module: str) -> None:
 def test_a_plane_reads_no_other_planes_code() -> None:
     # Each plane's composition root stays out of the others' (the embedded registry runs them
     # as separate processes: services/supervisor.py).
-    assert not {"sqlalchemy", "aiosqlite", "uvicorn", "starlette"} & _loaded_after("import services.blob.main")
+    assert not {"sqlalchemy", "aiosqlite", "uvicorn", "starlette", "aiohttp"} & _loaded_after("import services.blob.main")
     assert not {"sqlalchemy", "aiohttp", "services.blob.main"} & _loaded_after("import gateway.main")
     assert not {"aiohttp", "uvicorn", "starlette"} & _loaded_after("import services.metadata.main")
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from services.blob import main as blob_main
-from services.common.grpc_server import PlaneControl
+from services.common.plane_control import PlaneControl
 from services.common.settings import BlobSettings, GcSettings, MetadataSettings, Settings
 from services.metadata import main as metadata_main
 
