@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.memory.streams import reset_peak, rss_kib
+from tests.memory.streams import process_labels, reset_peak, rss_kib
 from tests.support.stack import LadingProcess, Stack, free_port, wait_until_http_ok
 
 DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
@@ -167,14 +167,8 @@ def tree_rss_mib(root: int) -> float:
 def _label(pid: int, root: int) -> str:
     if pid == root:
         return "serve+metadata"  # the supervisor runs the metadata plane (services/supervisor.py)
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return str(pid)
-    for name in ("gateway", "metadata", "blob"):
-        if name in command:
-            return name
-    return str(pid)
+    labels = process_labels([pid])  # the planes forked by `lading serve` are named lading-blob, lading-gateway
+    return next(iter(labels), str(pid))
 
 
 @contextlib.contextmanager

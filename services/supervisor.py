@@ -52,11 +52,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import json
 import os
 import signal
 import ssl
+import subprocess
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +202,65 @@ def _die_with_parent() -> None:
         pass
 
 
+def _set_process_name(name: str) -> None:
+    """The name `ps`, `top` and /proc/<pid>/comm show (Linux, ≤ 15 bytes): a forked plane keeps
+    its parent's command line, so this is what tells the planes apart."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_name = 15
+        libc.prctl(pr_set_name, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+# What a forked child runs: the plane's own `main()`, as `python -m <module>` would.
+_PLANE_MAINS = {"services.blob": "services.blob.main", "gateway": "gateway.main"}
+
+
+def fork_plane(name: str, module: str, env: Mapping[str, str], *, close: list[int]) -> int:
+    """Forks a child that runs the plane `module` (its `main()`) with `env` added to its
+    environment; returns its pid. The child is as one started with `python -m <module>` (its own
+    process group, told to exit if this process dies, stdin from /dev/null, no file descriptor of
+    the supervisor's but those not in `close`), minus the start of a new interpreter and the
+    import and validation of the settings, which it shares with this process (~0.25 s of every
+    start). Call it before any event loop or thread exists."""
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        if sys.platform.startswith("linux"):
+            _die_with_parent()
+            if os.getppid() != parent:  # the supervisor died before the line above
+                os._exit(1)
+            _set_process_name(f"lading-{name}")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in close:
+            os.close(fd)
+        with open(os.devnull, "rb") as devnull:
+            os.dup2(devnull.fileno(), 0)
+        os.environ.update(env)
+        result = importlib.import_module(_PLANE_MAINS[module]).main()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as stopped:
+        code = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 1)
+    except KeyboardInterrupt:
+        code = 0
+    except BaseException:  # noqa: BLE001 - the child's last word, then it must not return into the parent's code
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
 class ChildDied(Exception):
     def __init__(self, name: str, returncode: int | None) -> None:
         super().__init__(f"the {name} plane exited unexpectedly with status {returncode}")
@@ -208,9 +270,48 @@ class ChildDied(Exception):
 
 @dataclass
 class _Child:
+    """A child plane, by pid; `watch()` (in the event loop) reaps it when it exits."""
+
     name: str
-    process: asyncio.subprocess.Process
-    exited: asyncio.Task[int]
+    pid: int
+    returncode: int | None = None
+    exited: asyncio.Future[int] = field(init=False)
+
+    def watch(self) -> None:
+        if hasattr(self, "exited"):
+            return
+        loop = asyncio.get_running_loop()
+        self.exited = loop.create_future()
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # not Linux (or the child is gone): look twice a second
+            self._poll = asyncio.ensure_future(self._poll_exit())
+            return
+
+        def exited() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self._reap(os.waitpid(self.pid, 0)[1])
+
+        loop.add_reader(pidfd, exited)
+
+    async def _poll_exit(self) -> None:
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG: never waits
+            if pid:
+                self._reap(status)
+                return
+            await asyncio.sleep(0.5)
+
+    def _reap(self, status: int) -> None:
+        self.returncode = os.waitstatus_to_exitcode(status)
+        if not self.exited.done():
+            self.exited.set_result(self.returncode)
+
+    def signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
 
 
 @dataclass
@@ -248,9 +349,12 @@ def metadata_plane(env: Mapping[str, str]) -> PlaneRunner:
 
 class Supervisor:
     """Starts, watches and stops the three planes of `lading serve` (see the module docstring).
-    `metadata` runs the metadata plane in this process (`metadata_plane()` when None)."""
+    `metadata` runs the metadata plane in this process (`metadata_plane()` when None). The blob
+    and gateway children are forked from this process (`python` None: they skip loading Python
+    and the settings again) or, with `python`, started as `python -m <plane>` (the tests'
+    stand-in planes)."""
 
-    def __init__(self, plan: ServePlan, *, python: str = sys.executable, out: Any = None,
+    def __init__(self, plan: ServePlan, *, python: str | None = None, out: Any = None,
                  metadata: PlaneRunner | None = None) -> None:
         self.plan = plan
         self.python = python
@@ -261,13 +365,15 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._gateway_sockets: list[Any] = []
         self._gate: int | None = None  # write end of the gateway's start gate
+        self._prepared = False
 
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> int:
-        """Runs until a signal (exit 0) or a child's death / failed start (exit 1); exit 2 when
-        the run folder cannot be made private."""
+    def prepare(self) -> int | None:
+        """Claims the listeners and makes the data folder private; the exit status to stop with
+        (2, nothing was started) or None. Runs before any event loop: `launch` may fork."""
+        self._prepared = True
         # Listeners first: a port or socket that another process holds stops everything before
         # anything is created.
         try:
@@ -285,19 +391,55 @@ class Supervisor:
             print(f"lading serve: {unsafe}", file=sys.stderr, flush=True)
             close_all(self._gateway_sockets)
             return 2
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
-        env = {**os.environ, **self.plan.env}
-        gate_read, self._gate = os.pipe()
-        env["LADING_GATEWAY__LISTEN_FDS"] = json.dumps([sock.fileno() for sock in self._gateway_sockets])
-        env["LADING_GATEWAY__START_GATE_FD"] = str(gate_read)
         write_record(self.plan.data_dir, metadata_target=self.plan.metadata_target,
                      blob_target=self.plan.blob_target,
                      url=f"{self.plan.scheme}://{_url_host(self.plan.host)}:{self.plan.port}")
+        return None
+
+    def launch(self) -> None:
+        """Starts the blob plane and the gateway (gated: see the module docstring). Outside an
+        event loop when they are forked."""
+        env = dict(self.plan.env)
+        gate_read, self._gate = os.pipe()
+        gateway_fds = [sock.fileno() for sock in self._gateway_sockets]
+        gateway_env = {**env, "LADING_GATEWAY__LISTEN_FDS": json.dumps(gateway_fds),
+                       "LADING_GATEWAY__START_GATE_FD": str(gate_read)}
+        # Only the gateway keeps the registry port and its start gate; once it has them, the
+        # supervisor lets go of its copies, so a connection to the port reaches the gateway child
+        # or nobody.
+        self._start_child("blob", "services.blob", env, keep=[])
+        self._start_child("gateway", "gateway", gateway_env, keep=[*gateway_fds, gate_read])
+        os.close(gate_read)
+        close_all(self._gateway_sockets)
+        self._gateway_sockets = []
+
+    def _start_child(self, name: str, module: str, env: Mapping[str, str], keep: list[int]) -> None:
+        if self.python is None:
+            owned = [*(sock.fileno() for sock in self._gateway_sockets), self._gate]
+            pid = fork_plane(name, module, env, close=[fd for fd in owned if fd is not None and fd not in keep])
+        else:
+            pid = subprocess.Popen(
+                [self.python, "-m", module], env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+                process_group=0, pass_fds=keep,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            ).pid
+        self.children.append(_Child(name, pid))
+
+    async def run(self) -> int:
+        """Runs until a signal (exit 0) or a plane's death / failed start (exit 1); exit 2 when a
+        listen address is taken or the run folder cannot be made private."""
+        if not self._prepared:
+            refused = self.prepare()
+            if refused is not None:
+                return refused
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
         try:
-            await self._spawn("blob", "services.blob", env)
-            await self._spawn("gateway", "gateway", env, gate=gate_read)
+            if not self.children:
+                self.launch()
+            for child in self.children:
+                child.watch()
             self._start_metadata()
             assert self.metadata is not None
             if not await self._race(asyncio.gather(self.metadata.control.serving.wait(),
@@ -351,33 +493,6 @@ class Supervisor:
             os.close(self._gate)
             self._gate = None
 
-    async def _spawn(self, name: str, module: str, env: Mapping[str, str], *, gate: int | None = None) -> None:
-        # Only the gateway inherits the registry port and its start gate; once it has, the
-        # supervisor lets go of its copies, so a connection to the port reaches the gateway child
-        # or nobody.
-        inherited = [sock.fileno() for sock in self._gateway_sockets] if name == "gateway" else []
-        if gate is not None:
-            inherited.append(gate)
-        if name != "gateway":
-            env = {key: value for key, value in env.items()
-                   if key not in ("LADING_GATEWAY__LISTEN_FDS", "LADING_GATEWAY__START_GATE_FD")}
-        process = await asyncio.create_subprocess_exec(
-            self.python,
-            "-m",
-            module,
-            env=dict(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            process_group=0,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            pass_fds=inherited,
-        )
-        self.children.append(_Child(name, process, asyncio.ensure_future(process.wait())))
-        if gate is not None:
-            os.close(gate)
-        if name == "gateway":
-            close_all(self._gateway_sockets)
-            self._gateway_sockets = []
-
     async def _race(self, work: Awaitable[Any]) -> bool:
         """Awaits `work`; False if a stop was requested first. Raises ChildDied if a child exits."""
         work_task = asyncio.ensure_future(work)
@@ -408,17 +523,14 @@ class Supervisor:
         the metadata plane in this process and wait for it."""
         order = {"gateway": 0, "blob": 1}
         for child in sorted(self.children, key=lambda c: order.get(c.name, 99)):
-            if child.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.send_signal(signal.SIGTERM)
+            child.watch()
+            if child.returncode is None:
+                child.signal(signal.SIGTERM)
                 try:
                     await asyncio.wait_for(asyncio.shield(child.exited), STOP_GRACE_SECONDS)
                 except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        child.process.kill()
-                    await child.exited
-            elif not child.exited.done():
-                await child.exited
+                    child.signal(signal.SIGKILL)
+            await child.exited
         if self.metadata is not None:
             self.metadata.control.stop.set()
             with contextlib.suppress(Exception):  # its failure was logged by the plane itself
@@ -510,4 +622,9 @@ def serve(*, data_dir: str | None = None, host: str | None = None, port: int | N
     plan = plan_serve(load_settings(), os.environ, data_dir=data_dir, host=host, port=port)
     # Everything this process and the planes create is owner only, whatever the shell's umask.
     restrict_new_files()
-    return asyncio.run(Supervisor(plan).run())
+    supervisor = Supervisor(plan)
+    refused = supervisor.prepare()
+    if refused is not None:
+        return refused
+    supervisor.launch()  # forks: before any event loop exists
+    return asyncio.run(supervisor.run())

@@ -155,7 +155,7 @@ async def test_serve_starts_in_order_and_stops_in_order(
     assert await asyncio.wait_for(run, 60) == 0
     stops = [line for line in log.read_text().splitlines() if line.startswith("stop")]
     assert stops == ["stop gateway", "stop blob", "stop metadata"]
-    assert all(child.process.returncode == 0 for child in supervisor.children)
+    assert all(child.returncode == 0 for child in supervisor.children)
 
 
 async def test_a_dying_plane_stops_the_others_and_fails(
@@ -166,7 +166,7 @@ async def test_a_dying_plane_stops_the_others_and_fails(
     monkeypatch.setenv("FAKE_PLANE_DIE", "blob")
     supervisor = _supervisor(plan, tmp_path, io.StringIO())
     assert await asyncio.wait_for(supervisor.run(), 60) == 1
-    assert all(child.process.returncode is not None for child in supervisor.children)
+    assert all(child.returncode is not None for child in supervisor.children)
     lines = log.read_text().splitlines()
     assert "die blob" in lines and "stop metadata" in lines
 
@@ -183,7 +183,7 @@ async def test_a_metadata_plane_that_cannot_start_stops_the_children_and_fails(
     lines = log.read_text().splitlines()
     # The gateway never served: its gate stayed shut (it is stopped there, or before it got there).
     assert "fail metadata" in lines and "start gateway" not in lines
-    assert all(child.process.returncode in (0, -signal.SIGTERM) for child in supervisor.children)
+    assert all(child.returncode in (0, -signal.SIGTERM) for child in supervisor.children)
 
 
 def test_a_plane_that_cannot_start_fails_the_command(tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ from services.supervisor import Supervisor, plan_serve
 plan = plan_serve(Settings(), {{}}, data_dir={str(tmp_path / "data")!r}, host="127.0.0.1", port={_free_port()})
 supervisor = Supervisor(plan, python={str(broken)!r}, out=io.StringIO())
 code = asyncio.run(asyncio.wait_for(supervisor.run(), 60))
-print(json.dumps({{"code": code, "children": [c.process.returncode for c in supervisor.children]}}))
+print(json.dumps({{"code": code, "children": [c.returncode for c in supervisor.children]}}))
 """
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, cwd=Path(__file__).parents[2]
@@ -278,7 +278,7 @@ async def test_the_gateway_child_serves_the_port_the_supervisor_bound_and_the_ru
                       "url": f"http://127.0.0.1:{plan.port}"}
     # The port is the gateway child's alone: the supervisor let go of its copy.
     gateway = next(child for child in supervisor.children if child.name == "gateway")
-    assert _listening_inodes(gateway.process.pid, plan.port) and not _listening_inodes(os.getpid(), plan.port)
+    assert _listening_inodes(gateway.pid, plan.port) and not _listening_inodes(os.getpid(), plan.port)
     supervisor.request_stop()
     assert await asyncio.wait_for(run, 60) == 0
     assert not (plan.data_dir / "run" / "serve.json").exists()

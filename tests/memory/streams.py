@@ -227,14 +227,16 @@ class RssSampler:
 
 
 def process_labels(pids: list[int]) -> dict[str, int]:
-    """{"gateway"|"metadata"|"blob": pid} for the children of `lading serve`, from their cmdline."""
+    """{"gateway"|"metadata"|"blob": pid} for planes started separately, from their command line,
+    or forked by `lading serve`, from their process name (`lading-blob`, `lading-gateway`)."""
     labelled: dict[str, int] = {}
     for pid in pids:
         with contextlib.suppress(OSError):
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            for name in ("gateway", "metadata", "blob"):
-                if name in command:
-                    labelled[name] = pid
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            command = name + " " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            for plane in ("gateway", "metadata", "blob"):
+                if plane in command:
+                    labelled[plane] = pid
                     break
     return labelled
 
