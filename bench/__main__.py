@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             values={"distribution": registries.tree_rss_mib(distribution.processes["registry"]),
                     "lading": registries.tree_rss_mib(lading.processes["serve+metadata"])},
             limit=workload.IDLE_BOUND_MIB))
+        metrics.append(workload.Metric(
+            "idle PSS right after start, whole registry (pages its processes share counted once)", "MiB", "lower",
+            values={"distribution": registries.tree_pss_mib(distribution.processes["registry"]),
+                    "lading": registries.tree_pss_mib(lading.processes["serve+metadata"])}))
         for registry in [distribution, *ladings.values()]:
             registry.fixture = workload.seed_registry(registry)
             # Warm-up (connection pools, caches, first-call imports), not measured.

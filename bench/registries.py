@@ -164,6 +164,22 @@ def tree_rss_mib(root: int) -> float:
     return sum((rss_kib(pid) or 0) for pid in process_tree(root)) / 1024
 
 
+def tree_pss_mib(root: int) -> float:
+    """Proportional set size summed over `root` and its descendants, in MiB: each page shared by n
+    processes counts 1/n in each, so pages the registry's processes share (a forked child's, the
+    interpreter's) count once. From /proc/<pid>/smaps_rollup."""
+    total_kib = 0
+    for pid in process_tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kib += int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return total_kib / 1024
+
+
 def _label(pid: int, root: int) -> str:
     if pid == root:
         return "serve+metadata"  # the supervisor runs the metadata plane (services/supervisor.py)

@@ -1,12 +1,14 @@
 """`lading serve`: the embedded registry, three planes as three processes on one machine.
 
 The metadata plane runs inside this process (`services/metadata/main.serve`, driven through a
-`PlaneControl`), beside the supervision below; the blob plane and the gateway are its children.
-Each plane keeps its own process (the Python code of the three shares no GIL: one process for all
-three measured 30-60 % slower on request-heavy work, docs/benchmarks.md), its own settings
+`PlaneControl`), beside the supervision below; the blob plane and the gateway are its children,
+forked once the settings are read (`fork_plane`: they run their plane's own `main()` without
+loading Python and the settings again) and named `lading-blob` and `lading-gateway` in ps/top.
+Each plane keeps its own process (the Python code of the three shares no GIL that way: one process
+for all three measured 30-60 % slower on request-heavy work, docs/benchmarks.md), its own settings
 section, its own gRPC socket and health; the gateway reaches the other two over gRPC on their
 sockets. Hosting one plane here spares a fourth interpreter that would hold the settings, grpc and
-asyncio a second time (~55 MiB resident) and load them again at every start.
+asyncio again (~55 MiB resident) and load them again at every start.
 
 Layout under the data folder (default `./data`):
     registry.db        SQLite database of the metadata plane
@@ -19,8 +21,8 @@ Layout under the data folder (default `./data`):
 Blob GETs answer 307 to the blob plane's direct-read server (sendfile; a free port on the
 gateway's host, `blob.direct_reads.listen` to pin it), so pulled bytes skip gRPC.
 
-Settings reach the planes as LADING_* environment variables (the metadata plane here reads them
-from this process's environment, the children inherit it). The supervisor only fills in what
+Settings reach the planes as LADING_* environment variables (the children's environment; the
+metadata plane here reads the same values as overrides, `settings_overrides`). The supervisor only fills in what
 the user has not set (in the environment or LADING_CONFIG_FILE), so e.g.
 `LADING_METADATA__DATABASE_URL=postgresql+asyncpg://...` points the embedded stack at PostgreSQL;
 the `--host`/`--port`/`--data-dir` flags, when given, win.
@@ -30,8 +32,8 @@ Lifecycle (written order):
           and `--port` / LADING_GATEWAY__PORT) and check the planes' other listen addresses
           (services/serve_listeners.py); record the planes' targets in `run/serve.json` for the
           operator commands (services/common/serve_record.py; removed on stop).
-  start:  the three planes at once, so their imports overlap: blob and gateway as children, the
-          metadata plane here. The gateway inherits the bound port (`gateway.listen_fds`; the
+  start:  the three planes at once, so their imports overlap: blob and gateway as children (forked
+          before this process loads grpc or runs an event loop), the metadata plane here. The gateway inherits the bound port (`gateway.listen_fds`; the
           supervisor closes its copy) and a start gate (`gateway.start_gate_fd`, a pipe): it
           accepts nothing until the supervisor opens the gate, once metadata and blob report
           grpc.health SERVING. Then wait until GET /v2/ answers (200, or 401 with auth on): only
