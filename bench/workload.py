@@ -249,25 +249,27 @@ def pull_test(sizes: Sizes, *, clients: int, size: int, blobs: Blobs, aiohttp: b
     return Test(label, [("MiB/s", "MiB/s", "higher", 1.0)], run, prepare=prepare)
 
 
+def small_images(count: int, round_no: int) -> list[tuple[str, list[tuple[bytes, str]], bytes]]:
+    """A round's small images as (repository, [(blob, digest)...] with the config last, manifest):
+    the same bytes for both registries (a generator seeded by the round alone), new bytes in every
+    round (so nothing deduplicates against an earlier round)."""
+    rng = random.Random(f"small-images-{round_no}")
+    made = []
+    for i in range(count):
+        layers = [rng.randbytes(rng.randint(4 * 1024, 64 * 1024)) for _ in range(3)]
+        config = (f'{{"architecture":"amd64","os":"linux","created":"round-{round_no}-{i}",'
+                  '"rootfs":{"type":"layers","diff_ids":[]}}').encode()
+        blobs = [(b, sha256(b)) for b in [*layers, config]]
+        manifest = image_manifest((blobs[-1][1], len(config)), [(d, len(b)) for b, d in blobs[:-1]])
+        made.append((f"bench/small-{i % 8}", blobs, manifest))
+    return made
+
+
 def small_images_test(sizes: Sizes) -> Test:
     label = f"{sizes.images} small images (3 layers 4-64 KiB + config + manifest), {sizes.image_clients} clients"
 
-    def images(round_no: int) -> list[tuple[str, list[tuple[bytes, str]], bytes]]:
-        """The round's images: the same bytes for both registries (a generator seeded by the round
-        alone), new bytes in every round (so nothing deduplicates against an earlier round)."""
-        rng = random.Random(f"small-images-{round_no}")
-        made = []
-        for i in range(sizes.images):
-            layers = [rng.randbytes(rng.randint(4 * 1024, 64 * 1024)) for _ in range(3)]
-            config = (f'{{"architecture":"amd64","os":"linux","created":"round-{round_no}-{i}",'
-                      '"rootfs":{"type":"layers","diff_ids":[]}}').encode()
-            blobs = [(b, sha256(b)) for b in [*layers, config]]
-            manifest = image_manifest((blobs[-1][1], len(config)), [(d, len(b)) for b, d in blobs[:-1]])
-            made.append((f"bench/small-{i % 8}", blobs, manifest))
-        return made
-
     def run(registry: Registry, state: Any, round_no: int) -> tuple[dict[str, float], float, float]:
-        work_items = images(round_no)
+        work_items = small_images(sizes.images, round_no)
         local = threading.local()
         opened: list[Client] = []
         lock = threading.Lock()
