@@ -405,3 +405,35 @@ def test_the_gateways_start_gate() -> None:
     closed, writer = os.pipe()
     os.close(writer)
     assert not wait_for_start_gate(closed)  # whoever held it gave up on this start
+
+
+def test_the_forked_planes_are_apart_and_leave_with_the_supervisor(tmp_path: Path) -> None:
+    """`lading serve` forks its blob and gateway children: each in a process group of its own,
+    named for its plane, holding no descriptor of the registry port but the gateway's, and gone
+    when the supervisor dies (even by SIGKILL, which it cannot answer)."""
+    port = _free_port()
+    serve = LadingProcess("serve", lading_command("serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)),
+                          log_dir=tmp_path)
+    try:
+        serve.start()
+        assert serve.wait_for_output("Lading is serving", timeout=60), serve.log()
+        children = {Path(f"/proc/{pid}/comm").read_text().strip(): pid for pid in serve.children()}
+        assert sorted(children) == ["lading-blob", "lading-gateway"], children
+        groups = {os.getpgid(pid) for pid in [serve.pid, *children.values()]}
+        assert len(groups) == 3, "each plane in a process group of its own"
+        assert _listening_inodes(children["lading-gateway"], port)
+        assert not _listening_inodes(children["lading-blob"], port) and not _listening_inodes(serve.pid, port)
+        os.kill(serve.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in children.values()), serve.log()
+    finally:
+        serve.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
