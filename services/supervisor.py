@@ -195,7 +195,7 @@ def plan_serve(
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the supervisor dies (Linux only)."""
+    """Runs in a child (before exec, or right after fork): SIGTERM it if the supervisor dies (Linux only)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
@@ -276,8 +276,11 @@ class _Child:
 
     name: str
     pid: int
+    # When started with `python -m` (subprocess.Popen), kept so that it is not collected as a
+    # still-running process; its returncode is filled in when this reaps the child.
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     returncode: int | None = None
-    exited: asyncio.Future[int] = field(init=False)
+    exited: asyncio.Future[int] = field(init=False, repr=False)
 
     def watch(self) -> None:
         if hasattr(self, "exited"):
@@ -307,6 +310,8 @@ class _Child:
 
     def _reap(self, status: int) -> None:
         self.returncode = os.waitstatus_to_exitcode(status)
+        if self.popen is not None:
+            self.popen.returncode = self.returncode
         if not self.exited.done():
             self.exited.set_result(self.returncode)
 
@@ -419,13 +424,14 @@ class Supervisor:
         if self.python is None:
             owned = [*(sock.fileno() for sock in self._gateway_sockets), self._gate]
             pid = fork_plane(name, module, env, close=[fd for fd in owned if fd is not None and fd not in keep])
-        else:
-            pid = subprocess.Popen(
-                [self.python, "-m", module], env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                process_group=0, pass_fds=keep,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            ).pid
-        self.children.append(_Child(name, pid))
+            self.children.append(_Child(name, pid))
+            return
+        popen = subprocess.Popen(
+            [self.python, "-m", module], env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+            process_group=0, pass_fds=keep,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self.children.append(_Child(name, popen.pid, popen))
 
     async def run(self) -> int:
         """Runs until a signal (exit 0) or a plane's death / failed start (exit 1); exit 2 when a
