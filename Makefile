@@ -41,7 +41,7 @@ test-ha: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench --json bench-results.json $(BENCH_ARGS)
 
-## bench-quick: the same benchmark in about a minute (smaller sizes, one round)
+## bench-quick: the same benchmark in a few minutes (smaller sizes, one round)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 

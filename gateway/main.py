@@ -19,7 +19,8 @@ changes alone are not noticed there.
 
 Listening: on `host:port`, or, with `listen_fds`, on sockets already bound and listening that the
 process inherited (`lading serve` hands its gateway the registry port this way; see
-services/serve_listeners.py).
+services/serve_listeners.py). With `start_gate_fd` it accepts only once that pipe delivers a byte
+(`lading serve` opens it when the other planes are SERVING), and exits if the pipe closes first.
 
 Limits: the request head is bounded by `max_header_bytes` in the HTTP protocol itself
 (gateway.limits); request bodies by `body_read_timeout_seconds` (gateway.bodies); the time to send
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import time
@@ -139,6 +141,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def wait_for_start_gate(fd: int | None) -> bool:
+    """Blocks until the start gate (an inherited pipe, `gateway.start_gate_fd`) delivers a byte:
+    True. False when it closed first (whoever held it gave up on this start). No gate: True."""
+    if fd is None:
+        return True
+    with os.fdopen(fd, "rb", buffering=0) as gate:
+        return gate.read(1) != b""
+
+
 def run(settings: Settings) -> None:
     """Serves the gateway until SIGINT/SIGTERM, then shuts down in the order written above."""
     config = settings.gateway
@@ -147,6 +158,8 @@ def run(settings: Settings) -> None:
     tls = config.tls
     inherited = [socket.socket(fileno=fd) for fd in config.listen_fds] or None
     if config.workers > 1:
+        if not wait_for_start_gate(config.start_gate_fd):
+            return
         if tls.cert_file is not None:
             options.update(ssl_certfile=tls.cert_file, ssl_keyfile=tls.key_file)
         if inherited is not None:
@@ -172,6 +185,8 @@ def run(settings: Settings) -> None:
         certificates=certificates,
         reload_check_seconds=tls.reload_check_seconds,
     )
+    if not wait_for_start_gate(config.start_gate_fd):
+        return
     server.run(sockets=inherited)
 
 

@@ -1,20 +1,16 @@
 """The `lading` command: `serve` (the embedded registry), one plane each (`gateway`, `metadata`,
 `blob`), and `migrate` (apply the metadata schema migrations).
 
-Planes are imported only when their command runs, so one plane's dependencies never load in another.
+Planes are imported only when their command runs, so one plane's dependencies never load in another,
+and `lading serve`'s supervisor (services/supervisor.py) loads nothing but the standard library.
 `--data-dir`, `--metadata` and `--blob` work before or after the subcommand (services/cli_targets.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import inspect
 import sys
 from collections.abc import Sequence
-
-from services import cli_accounts, cli_admin, cli_events
-from services.cli_targets import add_target_flags
 
 # Commands that run a plane themselves: it reads its addresses from the LADING_* settings.
 _PLANES = ("gateway", "metadata", "blob", "migrate")
@@ -32,7 +28,34 @@ def _version() -> str:
         return f"unknown ({DISTRIBUTION} is not installed: pip install .)"
 
 
+def _plain_serve(argv: Sequence[str]) -> dict[str, str | int | None] | None:
+    """The flags of a plain `lading [--data-dir D] serve [--data-dir D] [--host H] [--port P]`, or
+    None for anything else (help, errors, other flags: the full parser answers those). Lets
+    `lading serve` start its supervisor without importing the operator commands (~7 MiB)."""
+    if "serve" not in argv:
+        return None
+    at = list(argv).index("serve")
+    before = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    before.add_argument("--data-dir", default=None)
+    after = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    after.add_argument("--data-dir", default=None)
+    after.add_argument("--host", default=None)
+    after.add_argument("--port", default=None, type=int)
+    try:
+        head, head_rest = before.parse_known_args(argv[:at])
+        tail, tail_rest = after.parse_known_args(argv[at + 1:])
+    except argparse.ArgumentError:
+        return None
+    if head_rest or tail_rest:
+        return None
+    return {"data_dir": tail.data_dir if tail.data_dir is not None else head.data_dir,
+            "host": tail.host, "port": tail.port}
+
+
 def _parser() -> argparse.ArgumentParser:
+    from services import cli_accounts, cli_admin, cli_events
+    from services.cli_targets import add_target_flags
+
     parser = argparse.ArgumentParser(
         prog="lading",
         description="Lading, an OCI Distribution v1.1 container registry. Planes read LADING_* "
@@ -75,6 +98,14 @@ def _misplaced_flags(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    serve_flags = _plain_serve(argv)
+    if serve_flags is not None:
+        from services.supervisor import serve
+
+        sys.exit(serve(**serve_flags))  # type: ignore[arg-type]
+    from services import cli_accounts, cli_admin, cli_events
+
     args = _parser().parse_args(argv)
     misplaced = _misplaced_flags(args)
     if misplaced is not None:
@@ -107,7 +138,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         from services.metadata.main import migrate_main
 
         outcome = migrate_main(load_settings())
+        import inspect
+
         if inspect.iscoroutine(outcome):
+            import asyncio
+
             outcome = asyncio.run(outcome)
         if isinstance(outcome, int):
             sys.exit(outcome)

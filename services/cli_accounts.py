@@ -9,7 +9,6 @@ gateway's client TLS settings (services/cli_channels.py).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import re
 import sys
@@ -250,4 +249,6 @@ def run(args: argparse.Namespace) -> int:
     """Runs one account command; returns the exit code."""
     if args.command == "auth":
         return _keygen(args.out)
+    import asyncio  # here, not at the top: `lading serve` builds this parser and never runs asyncio
+
     return asyncio.run(_call(args))

@@ -13,7 +13,6 @@ stderr, one line per N items.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import random
 import sys
@@ -229,4 +228,6 @@ def planes_of(args: argparse.Namespace) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Runs one admin command; returns the exit code."""
+    import asyncio  # here, not at the top: `lading serve` builds this parser and never runs asyncio
+
     return asyncio.run(_call(args))

@@ -11,13 +11,13 @@ services/cli_channels.py).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from typing import Any
-
-import grpc
+from typing import TYPE_CHECKING, Any
 
 from services.cli_targets import add_target_flags
+
+if TYPE_CHECKING:  # kept out of `lading serve`'s and `lading --help`'s imports
+    import grpc
 
 COMMAND = "events"
 
@@ -73,4 +73,6 @@ async def _call(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Runs one `lading events` command; returns the exit code."""
+    import asyncio
+
     return asyncio.run(_call(args))

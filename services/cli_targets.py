@@ -19,7 +19,6 @@ never "missing" data, never success.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 from collections.abc import Mapping
@@ -154,6 +153,8 @@ async def check_reachable(channel: grpc.aio.Channel, target: PlaneTarget,
     """None once `channel` is connected; otherwise the message saying why the plane cannot be
     reached. A first failed connection attempt answers at once (gRPC's state TRANSIENT_FAILURE);
     a target that neither accepts nor refuses is given `within_seconds`."""
+    import asyncio
+
     import grpc
 
     ready = grpc.ChannelConnectivity.READY

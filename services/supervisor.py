@@ -1,4 +1,14 @@
-"""`lading serve`: the embedded registry, three planes as three child processes on one machine.
+"""`lading serve`: the embedded registry, three planes as three processes on one machine.
+
+The metadata plane runs inside this process (`services/metadata/main.serve`, driven through a
+`PlaneControl`), beside the supervision below; the blob plane and the gateway are its children,
+forked once the settings are read (`fork_plane`: they run their plane's own `main()` without
+loading Python and the settings again) and named `lading-blob` and `lading-gateway` in ps/top.
+Each plane keeps its own process (the Python code of the three shares no GIL that way: one process
+for all three measured 30-60 % slower on request-heavy work, docs/benchmarks.md), its own settings
+section, its own gRPC socket and health; the gateway reaches the other two over gRPC on their
+sockets. Hosting one plane here spares a fourth interpreter that would hold the settings, grpc and
+asyncio again (~55 MiB resident) and load them again at every start.
 
 Layout under the data folder (default `./data`):
     registry.db        SQLite database of the metadata plane
@@ -11,7 +21,8 @@ Layout under the data folder (default `./data`):
 Blob GETs answer 307 to the blob plane's direct-read server (sendfile; a free port on the
 gateway's host, `blob.direct_reads.listen` to pin it), so pulled bytes skip gRPC.
 
-Settings reach the children as LADING_* environment variables. The supervisor only fills in what
+Settings reach the planes as LADING_* environment variables (the children's environment; the
+metadata plane here reads the same values as overrides, `settings_overrides`). The supervisor only fills in what
 the user has not set (in the environment or LADING_CONFIG_FILE), so e.g.
 `LADING_METADATA__DATABASE_URL=postgresql+asyncpg://...` points the embedded stack at PostgreSQL;
 the `--host`/`--port`/`--data-dir` flags, when given, win.
@@ -21,16 +32,19 @@ Lifecycle (written order):
           and `--port` / LADING_GATEWAY__PORT) and check the planes' other listen addresses
           (services/serve_listeners.py); record the planes' targets in `run/serve.json` for the
           operator commands (services/common/serve_record.py; removed on stop).
-  start:  metadata and blob → wait until both report grpc.health SERVING → gateway (it inherits
-          the bound port, `gateway.listen_fds`, and the supervisor closes its copy) → wait until
-          GET /v2/ answers (200, or 401 with auth on): only that child can answer on that socket
-          → print "Lading is serving on http://HOST:PORT" (https:// when `gateway.tls.cert_file`
-          is set: the gateway child reads the same settings and serves HTTPS itself; the probe
-          then speaks TLS without checking the certificate, as it only asks whether its own child
-          is up).
-  stop:   on SIGINT/SIGTERM, or when any child dies: SIGTERM to gateway, then blob, then metadata,
-          each waited for (SIGKILL after a grace period). A child that died on its own makes the
-          exit status non-zero.
+  start:  the three planes at once, so their imports overlap: blob and gateway as children (forked
+          before this process loads grpc or runs an event loop), the metadata plane here. The gateway inherits the bound port (`gateway.listen_fds`; the
+          supervisor closes its copy) and a start gate (`gateway.start_gate_fd`, a pipe): it
+          accepts nothing until the supervisor opens the gate, once metadata and blob report
+          grpc.health SERVING. Then wait until GET /v2/ answers (200, or 401 with auth on): only
+          the gateway child can answer on that socket → print "Lading is serving on
+          http://HOST:PORT" (https:// when `gateway.tls.cert_file` is set: the gateway child
+          reads the same settings and serves HTTPS itself; the probe then speaks TLS without
+          checking the certificate, as it only asks whether its own child is up).
+  stop:   on SIGINT/SIGTERM, or when any plane stops on its own: SIGTERM to the gateway, then the
+          blob plane, each waited for (SIGKILL after a grace period), then the metadata plane
+          here (health NOT_SERVING, calls drain, the database closes). A plane that stopped on its
+          own makes the exit status non-zero.
 Children run in their own process group (so a terminal's Ctrl-C reaches only the supervisor,
 which then stops them in order) and, on Linux, are told to exit if the supervisor itself dies.
 """
@@ -40,20 +54,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import json
 import os
 import signal
 import ssl
+import subprocess
 import sys
-from collections.abc import Awaitable, Mapping
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from services.common.paths import UnsafeFolder, ensure_private_folder
+from services.common.plane_control import PlaneControl
 from services.common.private_files import make_private_folder, restrict_new_files
 from services.common.serve_record import remove_record, write_record
 from services.common.settings import Settings, is_user_set, load_settings
@@ -64,7 +79,14 @@ START_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 20.0
 # Exit status when an address `lading serve` must listen on is taken (nothing was started).
 LISTEN_UNAVAILABLE_EXIT = 2
-_POLL_SECONDS = 0.1
+# Start-up polls (plane health, GET /v2/): often enough that nobody waits on the poll.
+_POLL_SECONDS = 0.02
+# The health probe's channel retries a plane that is not listening yet at this pace (gRPC's own
+# reconnect backoff starts at 1 s and grows: the start would wait on it, not on the plane).
+_PROBE_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.min_reconnect_backoff_ms", 20),
+                          ("grpc.max_reconnect_backoff_ms", 100)]
+# The metadata plane run inside this process: settings and a control in, exit status out.
+PlaneRunner = Callable[[PlaneControl], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -129,6 +151,14 @@ def plan_serve(
     default("gc.blob_target", blob_target)
     default("metadata.database_url", f"sqlite+aiosqlite:///{root / 'registry.db'}")
     default("blob.filesystem.root", str(root / "blobs"))
+    # Limits both the gateway and the metadata plane enforce, each from its own section: one
+    # registry, one value. A limit the user set on one plane only applies to both.
+    for limit in ("max_manifest_bytes", "default_page_size", "max_page_size"):
+        on_gateway, on_metadata = f"gateway.{limit}", f"metadata.{limit}"
+        if _user_set(settings, on_gateway, environ) and not _user_set(settings, on_metadata, environ):
+            default(on_metadata, str(getattr(settings.gateway, limit)))
+        elif _user_set(settings, on_metadata, environ) and not _user_set(settings, on_gateway, environ):
+            default(on_gateway, str(getattr(settings.metadata, limit)))
     if host is not None:
         env["LADING_GATEWAY__HOST"] = host
     else:
@@ -165,13 +195,72 @@ def plan_serve(
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the supervisor dies (Linux only)."""
+    """Runs in a child (before exec, or right after fork): SIGTERM it if the supervisor dies (Linux only)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _set_process_name(name: str) -> None:
+    """The name `ps`, `top` and /proc/<pid>/comm show (Linux, ≤ 15 bytes): a forked plane keeps
+    its parent's command line, so this is what tells the planes apart."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_name = 15
+        libc.prctl(pr_set_name, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+# What a forked child runs: the plane's own `main()`, as `python -m <module>` would.
+_PLANE_MAINS = {"services.blob": "services.blob.main", "gateway": "gateway.main"}
+
+
+def fork_plane(name: str, module: str, env: Mapping[str, str], *, close: list[int]) -> int:
+    """Forks a child that runs the plane `module` (its `main()`) with `env` added to its
+    environment; returns its pid. The child is as one started with `python -m <module>` (its own
+    process group, told to exit if this process dies, stdin from /dev/null, no file descriptor of
+    the supervisor's but those not in `close`), minus the start of a new interpreter and the
+    import and validation of the settings, which it shares with this process (~0.25 s of every
+    start). Call it before any event loop or thread exists."""
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        if sys.platform.startswith("linux"):
+            _die_with_parent()
+            if os.getppid() != parent:  # the supervisor died before the line above
+                os._exit(1)
+            _set_process_name(f"lading-{name}")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in close:
+            os.close(fd)
+        with open(os.devnull, "rb") as devnull:
+            os.dup2(devnull.fileno(), 0)
+        os.environ.update(env)
+        result = importlib.import_module(_PLANE_MAINS[module]).main()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as stopped:
+        code = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 1)
+    except KeyboardInterrupt:
+        code = 0
+    except BaseException:  # noqa: BLE001 - the child's last word, then it must not return into the parent's code
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 class ChildDied(Exception):
@@ -183,28 +272,115 @@ class ChildDied(Exception):
 
 @dataclass
 class _Child:
+    """A child plane, by pid; `watch()` (in the event loop) reaps it when it exits."""
+
     name: str
-    process: asyncio.subprocess.Process
+    pid: int
+    # When started with `python -m` (subprocess.Popen), kept so that it is not collected as a
+    # still-running process; its returncode is filled in when this reaps the child.
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    returncode: int | None = None
+    exited: asyncio.Future[int] = field(init=False, repr=False)
+
+    def watch(self) -> None:
+        if hasattr(self, "exited"):
+            return
+        loop = asyncio.get_running_loop()
+        self.exited = loop.create_future()
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # not Linux (or the child is gone): look twice a second
+            self._poll = asyncio.ensure_future(self._poll_exit())
+            return
+
+        def exited() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self._reap(os.waitpid(self.pid, 0)[1])
+
+        loop.add_reader(pidfd, exited)
+
+    async def _poll_exit(self) -> None:
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG: never waits
+            if pid:
+                self._reap(status)
+                return
+            await asyncio.sleep(0.5)
+
+    def _reap(self, status: int) -> None:
+        self.returncode = os.waitstatus_to_exitcode(status)
+        if self.popen is not None:
+            self.popen.returncode = self.returncode
+        if not self.exited.done():
+            self.exited.set_result(self.returncode)
+
+    def signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+
+@dataclass
+class _InProcess:
+    """The plane that runs in the supervisor's own process (the metadata plane)."""
+
+    name: str
+    control: PlaneControl
     exited: asyncio.Task[int]
 
 
-class Supervisor:
-    """Starts, watches and stops the three planes of `lading serve` (see the module docstring)."""
+def settings_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """LADING_* variables (`LADING_BLOB__FILESYSTEM__ROOT=...`) as nested settings values
+    (`{"blob": {"filesystem": {"root": ...}}}`), to give this process the settings its children
+    get from their environment, without changing its own environment."""
+    nested: dict[str, Any] = {}
+    for name, value in env.items():
+        *parents, leaf = name.removeprefix("LADING_").lower().split("__")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
 
-    def __init__(self, plan: ServePlan, *, python: str = sys.executable, out: Any = None) -> None:
+
+def metadata_plane(env: Mapping[str, str]) -> PlaneRunner:
+    """The real metadata plane, on the settings of this process's environment plus `env` (the
+    serve plan's LADING_* variables), as a child started with that environment would read them."""
+    from services.metadata import main as metadata_main
+
+    settings = load_settings(**settings_overrides(env))
+    metadata_main.prepare_process(settings)
+    return lambda control: metadata_main.serve(settings, control)
+
+
+class Supervisor:
+    """Starts, watches and stops the three planes of `lading serve` (see the module docstring).
+    `metadata` runs the metadata plane in this process (`metadata_plane()` when None). The blob
+    and gateway children are forked from this process (`python` None: they skip loading Python
+    and the settings again) or, with `python`, started as `python -m <plane>` (the tests'
+    stand-in planes)."""
+
+    def __init__(self, plan: ServePlan, *, python: str | None = None, out: Any = None,
+                 metadata: PlaneRunner | None = None) -> None:
         self.plan = plan
         self.python = python
         self.out = out if out is not None else sys.stdout
         self.children: list[_Child] = []
+        self.metadata: _InProcess | None = None
+        self._metadata_runner = metadata
         self._stop = asyncio.Event()
         self._gateway_sockets: list[Any] = []
+        self._gate: int | None = None  # write end of the gateway's start gate
+        self._prepared = False
 
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> int:
-        """Runs until a signal (exit 0) or a child's death / failed start (exit 1); exit 2 when
-        the run folder cannot be made private."""
+    def prepare(self) -> int | None:
+        """Claims the listeners and makes the data folder private; the exit status to stop with
+        (2, nothing was started) or None. Runs before any event loop: `launch` may fork."""
+        self._prepared = True
         # Listeners first: a port or socket that another process holds stops everything before
         # anything is created.
         try:
@@ -222,22 +398,62 @@ class Supervisor:
             print(f"lading serve: {unsafe}", file=sys.stderr, flush=True)
             close_all(self._gateway_sockets)
             return 2
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
-        env = {**os.environ, **self.plan.env}
-        env["LADING_GATEWAY__LISTEN_FDS"] = json.dumps([sock.fileno() for sock in self._gateway_sockets])
         write_record(self.plan.data_dir, metadata_target=self.plan.metadata_target,
                      blob_target=self.plan.blob_target,
                      url=f"{self.plan.scheme}://{_url_host(self.plan.host)}:{self.plan.port}")
+        return None
+
+    def launch(self) -> None:
+        """Starts the blob plane and the gateway (gated: see the module docstring). Outside an
+        event loop when they are forked."""
+        env = dict(self.plan.env)
+        gate_read, self._gate = os.pipe()
+        gateway_fds = [sock.fileno() for sock in self._gateway_sockets]
+        gateway_env = {**env, "LADING_GATEWAY__LISTEN_FDS": json.dumps(gateway_fds),
+                       "LADING_GATEWAY__START_GATE_FD": str(gate_read)}
+        # Only the gateway keeps the registry port and its start gate; once it has them, the
+        # supervisor lets go of its copies, so a connection to the port reaches the gateway child
+        # or nobody.
+        self._start_child("blob", "services.blob", env, keep=[])
+        self._start_child("gateway", "gateway", gateway_env, keep=[*gateway_fds, gate_read])
+        os.close(gate_read)
+        close_all(self._gateway_sockets)
+        self._gateway_sockets = []
+
+    def _start_child(self, name: str, module: str, env: Mapping[str, str], keep: list[int]) -> None:
+        if self.python is None:
+            owned = [*(sock.fileno() for sock in self._gateway_sockets), self._gate]
+            pid = fork_plane(name, module, env, close=[fd for fd in owned if fd is not None and fd not in keep])
+            self.children.append(_Child(name, pid))
+            return
+        popen = subprocess.Popen(
+            [self.python, "-m", module], env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+            process_group=0, pass_fds=keep,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self.children.append(_Child(name, popen.pid, popen))
+
+    async def run(self) -> int:
+        """Runs until a signal (exit 0) or a plane's death / failed start (exit 1); exit 2 when a
+        listen address is taken or the run folder cannot be made private."""
+        if not self._prepared:
+            refused = self.prepare()
+            if refused is not None:
+                return refused
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
         try:
-            await self._spawn("metadata", "services.metadata", env)
-            await self._spawn("blob", "services.blob", env)
-            if not await self._race(
-                asyncio.gather(_wait_serving(self.plan.metadata_target), _wait_serving(self.plan.blob_target))
-            ):
+            if not self.children:
+                self.launch()
+            for child in self.children:
+                child.watch()
+            self._start_metadata()
+            assert self.metadata is not None
+            if not await self._race(asyncio.gather(self.metadata.control.serving.wait(),
+                                                   _wait_serving(self.plan.blob_target))):
                 return 0
-            await self._spawn("gateway", "gateway", env)
+            self._open_gate()
             if not await self._race(_wait_http(self.plan.host, self.plan.port, tls=self.plan.scheme == "https")):
                 return 0
             print(
@@ -257,6 +473,7 @@ class Supervisor:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             close_all(self._gateway_sockets)
+            self._close_gate()  # a gateway still waiting at its gate exits without serving
             await self.stop_all()
             remove_record(self.plan.data_dir)
 
@@ -269,63 +486,70 @@ class Supervisor:
             self.plan.host, self.plan.port,
             "stop that process, or choose another port with --port or LADING_GATEWAY__PORT (gateway.port)")
 
-    async def _spawn(self, name: str, module: str, env: Mapping[str, str]) -> None:
-        # Only the gateway inherits the registry port; once it has, the supervisor lets go of its
-        # copy, so a connection to the port reaches the gateway child or nobody.
-        inherited = [sock.fileno() for sock in self._gateway_sockets] if name == "gateway" else []
-        if name != "gateway":
-            env = {key: value for key, value in env.items() if key != "LADING_GATEWAY__LISTEN_FDS"}
-        process = await asyncio.create_subprocess_exec(
-            self.python,
-            "-m",
-            module,
-            env=dict(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            process_group=0,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            pass_fds=inherited,
-        )
-        self.children.append(_Child(name, process, asyncio.ensure_future(process.wait())))
-        if inherited:
-            close_all(self._gateway_sockets)
-            self._gateway_sockets = []
+    def _start_metadata(self) -> None:
+        runner = self._metadata_runner if self._metadata_runner is not None else metadata_plane(self.plan.env)
+        control = PlaneControl()
+        self.metadata = _InProcess("metadata", control, asyncio.ensure_future(runner(control)))
+
+    def _open_gate(self) -> None:
+        if self._gate is not None:
+            os.write(self._gate, b"1")
+            self._close_gate()
+
+    def _close_gate(self) -> None:
+        if self._gate is not None:
+            os.close(self._gate)
+            self._gate = None
 
     async def _race(self, work: Awaitable[Any]) -> bool:
         """Awaits `work`; False if a stop was requested first. Raises ChildDied if a child exits."""
         work_task = asyncio.ensure_future(work)
         stop_task = asyncio.ensure_future(self._stop.wait())
-        watched = {child.exited: child for child in self.children}
+        watched: dict[asyncio.Task[int], _Child | _InProcess] = {child.exited: child for child in self.children}
+        if self.metadata is not None:
+            watched[self.metadata.exited] = self.metadata
         try:
             done, _ = await asyncio.wait(
                 {work_task, stop_task, *watched}, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            for task in (work_task, stop_task):
-                if not task.done():
-                    task.cancel()
+            cancelled = [task for task in (work_task, stop_task) if not task.done()]
+            for task in cancelled:
+                task.cancel()
+            # Collected, so that a gather cancelled half-way is not reported as a lost exception.
+            await asyncio.gather(*cancelled, return_exceptions=True)
         for task, child in watched.items():
             if task in done:
-                raise ChildDied(child.name, child.process.returncode)
+                raise ChildDied(child.name, _status(task))
         if stop_task in done:
             return False
         work_task.result()  # re-raise its failure (e.g. TimeoutError)
         return True
 
     async def stop_all(self) -> None:
-        """SIGTERM each live child in the written order (gateway, blob, metadata) and wait for it."""
-        order = {"gateway": 0, "blob": 1, "metadata": 2}
+        """SIGTERM each live child in the written order (gateway, blob) and wait for it, then stop
+        the metadata plane in this process and wait for it."""
+        order = {"gateway": 0, "blob": 1}
         for child in sorted(self.children, key=lambda c: order.get(c.name, 99)):
-            if child.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.send_signal(signal.SIGTERM)
+            child.watch()
+            if child.returncode is None:
+                child.signal(signal.SIGTERM)
                 try:
                     await asyncio.wait_for(asyncio.shield(child.exited), STOP_GRACE_SECONDS)
                 except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        child.process.kill()
-                    await child.exited
-            elif not child.exited.done():
-                await child.exited
+                    child.signal(signal.SIGKILL)
+            await child.exited
+        if self.metadata is not None:
+            self.metadata.control.stop.set()
+            with contextlib.suppress(Exception):  # its failure was logged by the plane itself
+                await self.metadata.exited
+
+
+def _status(task: asyncio.Task[int]) -> int | None:
+    """A finished plane's exit status (None when it was cancelled or raised)."""
+    if task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
 
 
 def _url_host(host: str) -> str:
@@ -338,8 +562,12 @@ def _probe_host(host: str) -> str:
 
 async def _wait_serving(target: str, within_seconds: float = START_TIMEOUT_SECONDS) -> None:
     """Polls grpc.health.v1 on `target` until it reports SERVING. TimeoutError after `within_seconds`."""
+    # Here, not at the top: the children are started before this process loads grpc.
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     request = health_pb2.HealthCheckRequest(service="")
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(target, options=_PROBE_CHANNEL_OPTIONS) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             async with asyncio.timeout(within_seconds):
@@ -402,4 +630,9 @@ def serve(*, data_dir: str | None = None, host: str | None = None, port: int | N
     plan = plan_serve(load_settings(), os.environ, data_dir=data_dir, host=host, port=port)
     # Everything this process and the planes create is owner only, whatever the shell's umask.
     restrict_new_files()
-    return asyncio.run(Supervisor(plan).run())
+    supervisor = Supervisor(plan)
+    refused = supervisor.prepare()
+    if refused is not None:
+        return refused
+    supervisor.launch()  # forks: before any event loop exists
+    return asyncio.run(supervisor.run())

@@ -18,9 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from services.common.lazy import lazy_module
+
+# Loaded when a key is first read: a gateway without auth never needs them (services/common/lazy.py).
+jwt = lazy_module("jwt")
+serialization = lazy_module("cryptography.hazmat.primitives.serialization")
+ec = lazy_module("cryptography.hazmat.primitives.asymmetric.ec")
+rsa = lazy_module("cryptography.hazmat.primitives.asymmetric.rsa")
 
 ALLOWED_ALGORITHMS = ("ES256", "RS256")
 

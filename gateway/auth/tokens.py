@@ -27,11 +27,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import jwt
-
 from gateway.auth.accounts import Identity
 from gateway.auth.keys import SigningKey, VerificationKey
 from gateway.auth.scopes import Access, Scope, access_claim
+from services.common.lazy import lazy_module
+
+jwt = lazy_module("jwt")  # loaded by the first token: a gateway without auth never needs it
 
 REFRESH_AUDIENCE_SUFFIX = "#refresh"
 # The order n of P-256; an ES256 signature is R || S, 32 bytes each (RFC 7518 section 3.4).

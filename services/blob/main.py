@@ -23,10 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.blob.backends.base import BlobBackend
-from services.blob.backends.filesystem import FilesystemBackend
 from services.blob.backends.instrumented import BackendMetrics, InstrumentedBackend
-from services.blob.backends.memory import MemoryBackend
-from services.blob.backends.s3_factory import create_s3_backend
 from services.blob.core import BlobStore
 from services.blob.direct_reads import DirectReadServer, SignedBlobUrls, signing_secret
 from services.blob.servicer import BlobServiceServicer, add_to_server
@@ -37,6 +34,7 @@ from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
 from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor
 from services.common.paths import prepare_listen_address
+from services.common.plane_control import PlaneControl
 from services.common.private_files import make_private_folder, restrict_new_files
 from services.common.settings import BlobSettings, Settings, load_settings
 from services.common.tasks import cancel_and_wait
@@ -60,16 +58,24 @@ class BackendNotReady(RuntimeError):
     """The backend never became ready at start-up (the message has the last reason)."""
 
 
+# Each factory imports its backend: a plane loads only the one it runs (the S3 SDK alone costs
+# ~0.2 s and ~7 MiB that the filesystem profile never needs).
 def _filesystem(settings: BlobSettings) -> BlobBackend:
+    from services.blob.backends.filesystem import FilesystemBackend
+
     return FilesystemBackend(settings.filesystem.root, io_threads=settings.io_threads)
 
 
 def _memory(settings: BlobSettings) -> BlobBackend:
+    from services.blob.backends.memory import MemoryBackend
+
     return MemoryBackend()
 
 
 def _s3(settings: BlobSettings) -> BlobBackend:
-    # No I/O here: the bucket is checked (or created) by `prepare_backend` before readiness.
+    from services.blob.backends.s3_factory import create_s3_backend
+
+    # No I/O here: the bucket is checked (or created) before readiness.
     return create_s3_backend(settings)
 
 
@@ -179,15 +185,18 @@ async def wait_for_backend(store: BlobStore, *, attempts: int = 8, first_delay: 
             delay = min(delay * 2, 5.0)
 
 
-async def run(settings: Settings) -> None:
-    """Runs the blob service until SIGTERM/SIGINT."""
+async def run(settings: Settings, control: PlaneControl | None = None) -> None:
+    """Runs the blob service until SIGTERM/SIGINT (with a `control`: until `control.stop`;
+    services/embedded.py runs it so, beside the other planes). Reads only its own settings
+    sections: blob, and the shared observability and grpc_access."""
     blob = settings.blob
     telemetry = setup_tracing(settings.observability, "blob")
-    metrics = Metrics("blob")
+    # Metrics are only kept when something can scrape them.
+    metrics = Metrics("blob") if settings.observability.blob_metrics_listen else None
     # A metric per storage operation when something can scrape it, a span when tracing is on.
     backend = build_backend(
         blob,
-        metrics=BackendMetrics(metrics) if settings.observability.blob_metrics_listen else None,
+        metrics=BackendMetrics(metrics) if metrics is not None else None,
         tracer=telemetry.tracer("lading.blob.backend") if telemetry.enabled else None,
     )
     # The direct-read server only needs the backend's file paths (`local_path`).
@@ -204,7 +213,7 @@ async def run(settings: Settings) -> None:
         # Calls are only counted when something can scrape them.
         interceptors=[
             *telemetry.server_interceptors(),
-            *([upload_metrics_interceptor(metrics)] if settings.observability.blob_metrics_listen else []),
+            *([upload_metrics_interceptor(metrics)] if metrics is not None else []),
         ],
     )
     metrics_server: MetricsHttpServer | None = None
@@ -230,12 +239,12 @@ async def run(settings: Settings) -> None:
         telemetry.shutdown()
 
     prepare_listen_address(blob.listen)
-    if settings.observability.blob_metrics_listen:
+    if metrics is not None:
         metrics_server = await MetricsHttpServer(metrics, settings.observability.blob_metrics_listen).start()
     if direct_reads is not None:
         # Before the gRPC port opens: a signed URL needs the bound port.
         await direct_reads.start()
-    await service.serve_forever(ready=ready, on_shutdown=on_shutdown)
+    await service.serve_forever(ready=ready, on_shutdown=on_shutdown, control=control)
 
 
 def upload_metrics_interceptor(metrics: Metrics) -> MetricsInterceptor:
@@ -260,7 +269,7 @@ def main() -> int:
         # e.g. LADING_BLOB__BACKEND naming a backend that does not exist.
         print(f"lading blob: invalid settings: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.gateway.log_level, "blob", settings.observability.log_format)
+    configure_logging(settings.blob.log_level, "blob", settings.observability.log_format)
     if settings.blob.backend == "filesystem":
         # Blobs and upload state for the owner only, whatever the inherited umask; the root is
         # Lading's own folder: 0700 even if an older version made it wider.

@@ -14,7 +14,7 @@ from lading.blob.v1 import blob_pb2, blob_pb2_grpc
 from services.blob.core import BlobStore
 from services.blob.uploads import UploadStatus
 from services.common.errors import ErrorKind, RegistryError
-from services.common.wire import already_encoded, encode_bytes_field, only_bytes_field
+from services.common.wire import already_encoded, bytes_field_number, encode_bytes_field, only_bytes_field
 
 # ReadBlob messages carry at most this much (the backends already yield chunks of this size).
 # Measured: 4 MiB messages did not pull faster (the per-byte gRPC work dominates), and cost memory.
@@ -22,10 +22,8 @@ MAX_MESSAGE_DATA = 1024 * 1024
 
 
 _SERVICE = "lading.blob.v1.BlobService"
-# Field number of ReadBlobResponse.data.
-_READ_DATA_FIELD = 1
-# Field number of AppendUploadRequest.data.
-_APPEND_DATA_FIELD = 4
+_READ_DATA_FIELD = bytes_field_number(blob_pb2.ReadBlobResponse, "data")
+_APPEND_DATA_FIELD = bytes_field_number(blob_pb2.AppendUploadRequest, "data")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ socket is bound with mode 0600 whatever the umask, so only this user (and root) 
 An optional second listener (`health_listen`, plaintext) serves grpc.health.v1 alone, for probes
 that cannot speak TLS.
 
-Shutdown order (SIGTERM or SIGINT):
+Shutdown order (SIGTERM or SIGINT; or the host's `PlaneControl.stop` when the plane shares its
+process with other work, as the metadata plane does under `lading serve`, services/supervisor.py):
   1. health flips to NOT_SERVING, so load balancers and probes stop sending new calls, and the
      caller's `on_draining` ends long-lived streams (their callers subscribe elsewhere);
   2. `server.stop(grace)` lets in-flight calls finish for up to `grace` seconds;
@@ -30,6 +31,7 @@ from grpc_status import rpc_status
 from services.common.access import AccessInterceptor, build_access_policy
 from services.common.errors import ErrorKind, RegistryError
 from services.common.paths import unix_socket_path
+from services.common.plane_control import PlaneControl
 from services.common.settings import GrpcAccessSettings, GrpcTlsSettings
 from services.common.tls import server_credentials
 
@@ -121,7 +123,8 @@ class GrpcService:
     `interceptors` (outermost first) wrap every call before the access check and the error
     mapping do. Servicers are added to `server` (`add_XServicer_to_server` functions);
     `serve_forever` binds, marks the named services SERVING once `ready()` succeeds, and runs
-    until SIGTERM/SIGINT or `request_stop()`. `plane` ("metadata", "blob") names the settings in
+    until SIGTERM/SIGINT or `request_stop()` (with a `control`: until `control.stop` is set; the
+    signals are then left to the host). `plane` ("metadata", "blob") names the settings in
     messages. Certificate and token files are read here, so bad TLS or access settings raise
     `TlsConfigError` / `AccessConfigError` before anything binds.
     """
@@ -176,23 +179,29 @@ class GrpcService:
         ready: Callable[[], Awaitable[None]],
         on_shutdown: Callable[[], Awaitable[None]],
         on_draining: Callable[[], Awaitable[None]] | None = None,
+        control: PlaneControl | None = None,
     ) -> None:
+        if control is not None:
+            self._stop = control.stop
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.bound_port = self._bind()
         await self.server.start()
         if self.health_server is not None:
             self.health_port = self.health_server.add_insecure_port(self.health_listen)
             await self.health_server.start()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.request_stop)
-            except (NotImplementedError, RuntimeError):
-                pass
+        if control is None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(sig, self.request_stop)
+                except (NotImplementedError, RuntimeError):
+                    pass
         try:
             await ready()
             await self._set_status(health_pb2.HealthCheckResponse.SERVING)
             log.info("serving %s on %s", ", ".join(self.service_names), self.listen)
+            if control is not None:
+                control.serving.set()
             await self._stop.wait()
         finally:
             # 1. probes flip first; 2. in-flight calls drain; 3. resources close.

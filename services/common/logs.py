@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
-from opentelemetry import trace
-
 # Fields of the current request/call: a lazy provider (read at write time) and plain fields.
 FieldProvider = Callable[[], Mapping[str, Any]]
 _provider: ContextVar[FieldProvider | None] = ContextVar("lading_log_provider", default=None)
@@ -73,6 +71,10 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, process: str) -> None:
         super().__init__()
         self.process = process
+        # Loaded with the JSON format only: text logs never ask for the current span.
+        from opentelemetry import trace
+
+        self._trace = trace
 
     def format(self, record: logging.LogRecord) -> str:
         seconds = record.created
@@ -84,7 +86,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "process": self.process,
         }
-        span_context = trace.get_current_span().get_span_context()
+        span_context = self._trace.get_current_span().get_span_context()
         if span_context.is_valid:
             entry["trace_id"] = format(span_context.trace_id, "032x")
             entry["span_id"] = format(span_context.span_id, "016x")

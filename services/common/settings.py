@@ -137,6 +137,11 @@ class GatewaySettings(BaseModel):
     # holds fails before any plane starts and its readiness probe reaches only its own gateway.
     # `host` and `port` then only describe the address (for messages). Empty: bind host:port.
     listen_fds: list[int] = Field(default_factory=list)
+    # An inherited pipe (file descriptor) the gateway reads one byte from before it accepts
+    # connections; if the pipe closes first, it exits without serving. `lading serve` starts its
+    # gateway beside the other planes (its imports overlap theirs) and opens the gate once they
+    # report SERVING. None: accept at once.
+    start_gate_fd: int | None = None
 
 
 class FilesystemBackendSettings(BaseModel):
@@ -244,6 +249,8 @@ class BlobSettings(BaseModel):
     # cancelled or purged. 0: no limit.
     max_upload_sessions_per_owner: int = Field(default=1000, ge=0)
     direct_reads: DirectReadSettings = Field(default_factory=DirectReadSettings)
+    # Logging of the blob plane (each plane reads only its own section).
+    log_level: str = "info"
 
 
 class ChangeFeedSettings(BaseModel):
@@ -286,6 +293,14 @@ class MetadataSettings(BaseModel):
     # acknowledged writes (the database itself stays consistent). See README "Durability".
     sqlite_durable_commits: bool = True
     change_feed: ChangeFeedSettings = Field(default_factory=ChangeFeedSettings)
+    # The metadata plane's own limits (checked again here whoever the caller is; the gateway has
+    # its own of the same names, and `lading serve` keeps the two equal): larger manifests are
+    # refused (MANIFEST_TOO_LARGE), pages of tags, repositories and referrers hold
+    # `default_page_size` entries when the caller names none and at most `max_page_size`.
+    max_manifest_bytes: int = 4 * MiB
+    default_page_size: int = 1000
+    max_page_size: int = 10000
+    log_level: str = "info"
 
 
 class ExternalIssuerSettings(BaseModel):

@@ -20,6 +20,7 @@ from services.common.grpc_server import GrpcService
 from services.common.logs import configure_logging
 from services.common.metrics import GrpcMetrics, Metrics, MetricsHttpServer, MetricsInterceptor, pool_usage
 from services.common.paths import prepare_listen_address
+from services.common.plane_control import PlaneControl
 from services.common.private_files import restrict_new_files
 from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_tracing
@@ -68,8 +69,10 @@ async def _prepare_schema(database: Database, *, auto_migrate: bool) -> None:
         )
 
 
-async def run(settings: Settings) -> None:
-    """Runs the metadata service until SIGTERM/SIGINT.
+async def run(settings: Settings, control: PlaneControl | None = None) -> None:
+    """Runs the metadata service until SIGTERM/SIGINT (with a `control`: until `control.stop`;
+    services/embedded.py runs it so, beside the other planes). Reads only its own settings
+    sections: metadata, gc, events, auth (accounts), and the shared observability and grpc_access.
 
     Raises EventsConfigError for event endpoints that cannot work, SchemaOutOfDate when
     auto_migrate is off and the schema is not current, RegistryError
@@ -84,12 +87,10 @@ async def run(settings: Settings) -> None:
     telemetry.instrument_engines(
         [database.engine, database.replica, writes if writes is not database.engine.sync_engine else None]
     )
-    metrics = build_metrics(database)
+    # Metrics are only kept when something can scrape them.
+    metrics = build_metrics(database) if settings.observability.metadata_metrics_listen else None
     metrics_server: MetricsHttpServer | None = None
-    # Calls are only counted when something can scrape them.
-    metrics_interceptors = (
-        [MetricsInterceptor(GrpcMetrics(metrics))] if settings.observability.metadata_metrics_listen else []
-    )
+    metrics_interceptors = [MetricsInterceptor(GrpcMetrics(metrics))] if metrics is not None else []
     try:
         # First: TLS and access settings that cannot work stop the process before it touches the database.
         service = GrpcService(
@@ -113,9 +114,9 @@ async def run(settings: Settings) -> None:
         core = MetadataCore(
             gc.store,
             MetadataLimits(
-                max_manifest_bytes=settings.gateway.max_manifest_bytes,
-                default_page_size=settings.gateway.default_page_size,
-                max_page_size=settings.gateway.max_page_size,
+                max_manifest_bytes=config.max_manifest_bytes,
+                default_page_size=config.default_page_size,
+                max_page_size=config.max_page_size,
             ),
         )
         changes = build_changes(database, config.change_feed)
@@ -130,7 +131,8 @@ async def run(settings: Settings) -> None:
             gc.gc.queue_sizes, events.store.counts, endpoints=[e.name for e in settings.events.endpoints],
             interval_seconds=settings.observability.queue_metrics_interval_seconds,
         )
-        queues.register(metrics)
+        if metrics is not None:
+            queues.register(metrics)
         events.start()
         gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
@@ -140,12 +142,13 @@ async def run(settings: Settings) -> None:
         add_console_to_server(console, service.server)
         await changes.start()
         prepare_listen_address(config.listen)
-        if settings.observability.metadata_metrics_listen:
+        if metrics is not None:
             metrics_server = await MetricsHttpServer(metrics, settings.observability.metadata_metrics_listen).start()
             queues.start()
         await service.serve_forever(
             ready=store.ping, on_draining=changes.close,
             on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close, console.close),
+            control=control,
         )
     finally:
         if metrics_server is not None:
@@ -197,15 +200,12 @@ def migrate_main(settings: Settings) -> int:
     return 0
 
 
-def main() -> int:
-    """`python -m services.metadata` / `lading metadata`. Returns the exit code."""
-    settings = load_settings()
-    configure_logging(settings.gateway.log_level, "metadata", settings.observability.log_format)
-    if settings.metadata.database_url.startswith("sqlite"):
-        # SQLite's files (and its -wal/-shm) for the owner only, whatever the inherited umask.
-        restrict_new_files()
+async def serve(settings: Settings, control: PlaneControl | None = None) -> int:
+    """`run` with its failures logged and turned into the exit code `main` returns: 2 for
+    settings that cannot work, 1 when it failed, 0 after a clean stop. `lading serve` runs the
+    metadata plane this way inside its own process (services/supervisor.py)."""
     try:
-        asyncio.run(run(settings))
+        await run(settings, control)
     except SchemaOutOfDate as exc:
         log.error("%s", exc)
         return 2
@@ -215,9 +215,25 @@ def main() -> int:
     except RegistryError as exc:
         log.error("cannot start: %s", exc.message)
         return 1
-    except KeyboardInterrupt:
-        return 0
     except Exception:  # noqa: BLE001 - e.g. the database refused the connection at start-up
         log.exception("metadata service failed")
         return 1
     return 0
+
+
+def prepare_process(settings: Settings) -> None:
+    """What the metadata plane sets for its whole process: logging, and file permissions."""
+    configure_logging(settings.metadata.log_level, "metadata", settings.observability.log_format)
+    if settings.metadata.database_url.startswith("sqlite"):
+        # SQLite's files (and its -wal/-shm) for the owner only, whatever the inherited umask.
+        restrict_new_files()
+
+
+def main() -> int:
+    """`python -m services.metadata` / `lading metadata`. Returns the exit code."""
+    settings = load_settings()
+    prepare_process(settings)
+    try:
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 0

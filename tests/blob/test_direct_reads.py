@@ -107,6 +107,78 @@ async def test_ranges_are_answered_with_206(
     assert unsatisfiable.status_code == 416
 
 
+async def test_ranges_conditions_and_their_order_follow_rfc_9110(
+    server: DirectReadServer, backend: FilesystemBackend, http: httpx.AsyncClient
+) -> None:
+    data = os.urandom(1000)
+    key = await _store_blob(backend, data)
+    url = _on_loopback(await server.urls.presigned_get_url(key))
+    full = await http.get(url)
+    etag, modified = full.headers["etag"], full.headers["last-modified"]
+    assert etag == f'"{keys.digest_of_blob_key(key)}"'  # the digest: the same on every replica
+
+    async def get(**headers: str) -> httpx.Response:
+        return await http.get(url, headers=headers)
+
+    assert (await get(range="bytes=995-5000")).headers["content-range"] == "bytes 995-999/1000"
+    for unsatisfiable in ("bytes=0-1,5-6", "bytes=9-3", "lines=1-2", "bytes=-0"):
+        refused = await get(range=unsatisfiable)
+        assert (refused.status_code, refused.headers["content-range"]) == (416, "bytes */1000"), unsatisfiable
+    # If-Range: the range applies only to this very blob.
+    assert (await get(range="bytes=0-9", **{"if-range": etag})).status_code == 206
+    other = await get(range="bytes=0-9", **{"if-range": '"sha256:' + "0" * 64 + '"'})
+    assert (other.status_code, other.content) == (200, data)
+    assert (await get(range="bytes=0-9", **{"if-range": modified})).status_code == 206
+    # Conditional requests.
+    assert (await get(**{"if-none-match": etag})).status_code == 304
+    assert (await get(**{"if-none-match": f"W/{etag}"})).status_code == 304
+    assert (await get(**{"if-none-match": '"other"'})).status_code == 200
+    assert (await get(**{"if-modified-since": modified})).status_code == 304
+    assert (await get(**{"if-match": '"other"'})).status_code == 412
+    assert (await get(**{"if-match": etag}, range="bytes=0-0")).status_code == 206
+    assert (await get(**{"if-unmodified-since": "Thu, 01 Jan 1970 00:00:01 GMT"})).status_code == 412
+    head = await http.head(url, headers={"Range": "bytes=0-9"})
+    assert (head.status_code, head.content, head.headers["content-length"]) == (206, b"", "10")
+
+
+async def test_requests_on_one_connection_are_answered_in_order(
+    server: DirectReadServer, backend: FilesystemBackend
+) -> None:
+    first, second = os.urandom(300_000), os.urandom(5)
+    urls = [_on_loopback(await server.urls.presigned_get_url(await _store_blob(backend, data)))
+            for data in (first, second)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    # Pipelined: both requests in one write, the second asking to close afterwards.
+    paths = [url.split(str(server.port), 1)[1] for url in urls]
+    writer.write(f"GET {paths[0]} HTTP/1.1\r\nHost: x\r\n\r\n"
+                 f"GET {paths[1]} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    answer = await read_until_closed(reader, time.monotonic() + 10)
+    writer.close()
+    head_one, rest = answer.split(b"\r\n\r\n", 1)
+    assert head_one.startswith(b"HTTP/1.1 200 ") and rest[: len(first)] == first
+    head_two, body_two = rest[len(first):].split(b"\r\n\r\n", 1)
+    assert head_two.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in head_two and body_two == second
+
+
+async def test_a_client_leaving_mid_transfer_leaves_the_server_serving(
+    server: DirectReadServer, backend: FilesystemBackend
+) -> None:
+    data = os.urandom(16 * 1024 * 1024)  # more than the socket buffers hold
+    url = _on_loopback(await server.urls.presigned_get_url(await _store_blob(backend, data)))
+    path = url.split(str(server.port), 1)[1]
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await reader.read(65536)
+        writer.transport.abort()  # gone, with most of the blob unsent
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.get(url)).content == data
+    deadline = time.monotonic() + 5
+    while server.connections and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the server's state
+        await asyncio.sleep(0.05)
+    assert server.connections == set(), "a connection whose client left is still held"
+
+
 async def test_altered_urls_are_refused(
     server: DirectReadServer, backend: FilesystemBackend, http: httpx.AsyncClient
 ) -> None:

@@ -1,7 +1,9 @@
-"""`lading serve`: how settings reach the children, start order, stop order, and child deaths.
+"""`lading serve`: how settings reach the planes, start order, stop order, and plane deaths.
 
-The planes are stand-ins (tests/gateway/fake_plane.py) that speak the same health protocols, so
-these tests pin the supervisor's own behaviour; tests/integration runs it with the real planes.
+The planes are stand-ins (tests/gateway/fake_plane.py) that speak the same health protocols: the
+blob plane and the gateway as child processes, the metadata plane inside the supervisor, as the
+real ones run. These tests pin the supervisor's own behaviour; tests/integration runs it with the
+real planes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +26,8 @@ import pytest
 
 from services.cli import _parser, main
 from services.common.settings import Settings
-from services.supervisor import ServePlan, Supervisor, plan_serve
+from services.supervisor import ServePlan, Supervisor, plan_serve, settings_overrides
+from tests.gateway.fake_plane import in_process
 from tests.support.stack import LadingProcess, lading_command
 
 FAKE_PLANE = Path(__file__).with_name("fake_plane.py")
@@ -124,13 +128,19 @@ def _plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: Path) -> ServePl
     return plan_serve(Settings(), {}, data_dir=str(tmp_path / "data"), host="127.0.0.1", port=_free_port())
 
 
+def _supervisor(plan: ServePlan, tmp_path: Path, out: io.StringIO) -> Supervisor:
+    """Fake blob and gateway children, a fake metadata plane in the test's process."""
+    return Supervisor(plan, python=_fake_python(tmp_path), out=out,
+                      metadata=in_process("metadata", {**os.environ, **plan.env}))
+
+
 async def test_serve_starts_in_order_and_stops_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = tmp_path / "planes.log"
     plan = _plan(tmp_path, monkeypatch, log)
     out = io.StringIO()
-    supervisor = Supervisor(plan, python=_fake_python(tmp_path), out=out)
+    supervisor = _supervisor(plan, tmp_path, out)
     run = asyncio.create_task(supervisor.run())
     async with asyncio.timeout(60):
         while "serving" not in out.getvalue():
@@ -138,12 +148,14 @@ async def test_serve_starts_in_order_and_stops_in_order(
             await asyncio.sleep(0.05)
     assert out.getvalue() == f"Lading is serving on http://127.0.0.1:{plan.port}\n"
     started = log.read_text().split("\n")
-    assert started[-2] == "start gateway"  # the gateway only after both services were SERVING
+    # All three start at once, but the gateway serves only once both services are SERVING.
+    assert started[-2] == "start gateway" and set(started[:-2]) == {"start metadata", "start blob"}
+    assert {child.name for child in supervisor.children} == {"blob", "gateway"}
     supervisor.request_stop()  # what SIGINT/SIGTERM do
     assert await asyncio.wait_for(run, 60) == 0
     stops = [line for line in log.read_text().splitlines() if line.startswith("stop")]
     assert stops == ["stop gateway", "stop blob", "stop metadata"]
-    assert all(child.process.returncode == 0 for child in supervisor.children)
+    assert all(child.returncode == 0 for child in supervisor.children)
 
 
 async def test_a_dying_plane_stops_the_others_and_fails(
@@ -152,11 +164,26 @@ async def test_a_dying_plane_stops_the_others_and_fails(
     log = tmp_path / "planes.log"
     plan = _plan(tmp_path, monkeypatch, log)
     monkeypatch.setenv("FAKE_PLANE_DIE", "blob")
-    supervisor = Supervisor(plan, python=_fake_python(tmp_path), out=io.StringIO())
+    supervisor = _supervisor(plan, tmp_path, io.StringIO())
     assert await asyncio.wait_for(supervisor.run(), 60) == 1
-    assert all(child.process.returncode is not None for child in supervisor.children)
+    assert all(child.returncode is not None for child in supervisor.children)
     lines = log.read_text().splitlines()
     assert "die blob" in lines and "stop metadata" in lines
+
+
+async def test_a_metadata_plane_that_cannot_start_stops_the_children_and_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "planes.log"
+    plan = _plan(tmp_path, monkeypatch, log)
+    supervisor = Supervisor(plan, python=_fake_python(tmp_path), out=io.StringIO(),
+                            metadata=in_process("metadata", {**os.environ, **plan.env, "FAKE_PLANE_FAIL": "metadata"}))
+    assert await asyncio.wait_for(supervisor.run(), 60) == 1
+    assert "the metadata plane exited unexpectedly with status 3" in capsys.readouterr().err
+    lines = log.read_text().splitlines()
+    # The gateway never served: its gate stayed shut (it is stopped there, or before it got there).
+    assert "fail metadata" in lines and "start gateway" not in lines
+    assert all(child.returncode in (0, -signal.SIGTERM) for child in supervisor.children)
 
 
 def test_a_plane_that_cannot_start_fails_the_command(tmp_path: Path) -> None:
@@ -172,7 +199,7 @@ from services.supervisor import Supervisor, plan_serve
 plan = plan_serve(Settings(), {{}}, data_dir={str(tmp_path / "data")!r}, host="127.0.0.1", port={_free_port()})
 supervisor = Supervisor(plan, python={str(broken)!r}, out=io.StringIO())
 code = asyncio.run(asyncio.wait_for(supervisor.run(), 60))
-print(json.dumps({{"code": code, "children": [c.process.returncode for c in supervisor.children]}}))
+print(json.dumps({{"code": code, "children": [c.returncode for c in supervisor.children]}}))
 """
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, cwd=Path(__file__).parents[2]
@@ -222,7 +249,7 @@ async def test_a_port_another_process_holds_stops_serve_before_any_plane_starts(
 ) -> None:
     plan = _plan(tmp_path, monkeypatch, tmp_path / "planes.log")
     out = io.StringIO()
-    supervisor = Supervisor(plan, python=_fake_python(tmp_path), out=out)
+    supervisor = _supervisor(plan, tmp_path, out)
     with _foreign_listener(plan.port):
         assert await asyncio.wait_for(supervisor.run(), 60) == 2
     assert supervisor.children == [] and not (tmp_path / "planes.log").exists()
@@ -239,7 +266,7 @@ async def test_the_gateway_child_serves_the_port_the_supervisor_bound_and_the_ru
 ) -> None:
     plan = _plan(tmp_path, monkeypatch, tmp_path / "planes.log")
     out = io.StringIO()
-    supervisor = Supervisor(plan, python=_fake_python(tmp_path), out=out)
+    supervisor = _supervisor(plan, tmp_path, out)
     run = asyncio.create_task(supervisor.run())
     async with asyncio.timeout(60):
         while "serving" not in out.getvalue():
@@ -251,7 +278,7 @@ async def test_the_gateway_child_serves_the_port_the_supervisor_bound_and_the_ru
                       "url": f"http://127.0.0.1:{plan.port}"}
     # The port is the gateway child's alone: the supervisor let go of its copy.
     gateway = next(child for child in supervisor.children if child.name == "gateway")
-    assert _listening_inodes(gateway.process.pid, plan.port) and not _listening_inodes(os.getpid(), plan.port)
+    assert _listening_inodes(gateway.pid, plan.port) and not _listening_inodes(os.getpid(), plan.port)
     supervisor.request_stop()
     assert await asyncio.wait_for(run, 60) == 0
     assert not (plan.data_dir / "run" / "serve.json").exists()
@@ -310,3 +337,103 @@ def test_lading_serve_refuses_a_port_another_registry_answers_on(tmp_path: Path)
     assert "--port or LADING_GATEWAY__PORT" in output
     # Stopped before any plane started: no database, no sockets.
     assert not (data_dir / "registry.db").exists() and not (data_dir / "run").exists()
+
+
+async def test_the_gateway_answers_only_once_both_planes_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The three planes start at once (their imports overlap); the gateway child waits at its
+    start gate, so a client that connects early gets its answer only once the planes are up."""
+    log = tmp_path / "planes.log"
+    plan = _plan(tmp_path, monkeypatch, log)
+    release = asyncio.Event()
+    fake_metadata = in_process("metadata", {**os.environ, **plan.env})
+
+    async def slow_metadata(control) -> int:  # type: ignore[no-untyped-def]
+        await release.wait()
+        return await fake_metadata(control)
+
+    out = io.StringIO()
+    supervisor = Supervisor(plan, python=_fake_python(tmp_path), out=out, metadata=slow_metadata)
+    run = asyncio.create_task(supervisor.run())
+    async with asyncio.timeout(60):
+        while not (log.exists() and "start blob" in log.read_text()):
+            assert not run.done(), run.result()
+            await asyncio.sleep(0.05)
+    reader, writer = await asyncio.open_connection("127.0.0.1", plan.port)
+    writer.write(f"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:{plan.port}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    answer = asyncio.ensure_future(reader.readline())
+    await asyncio.sleep(1.0)  # the gateway child is up and waiting; the metadata plane is not
+    assert not answer.done() and "start gateway" not in log.read_text()
+    release.set()
+    assert (await asyncio.wait_for(answer, 30)).startswith(b"HTTP/1.1 200")
+    writer.close()
+    async with asyncio.timeout(60):
+        while "serving" not in out.getvalue():  # noqa: ASYNC110 - the supervisor prints; nothing to await
+            await asyncio.sleep(0.05)
+    supervisor.request_stop()
+    assert await asyncio.wait_for(run, 60) == 0
+
+
+def test_plan_keeps_the_limits_both_planes_enforce_equal(tmp_path: Path) -> None:
+    for plane, other in (("GATEWAY", "METADATA"), ("METADATA", "GATEWAY")):
+        environ = {f"LADING_{plane}__MAX_MANIFEST_BYTES": "8388608", f"LADING_{plane}__MAX_PAGE_SIZE": "500"}
+        env = plan_serve(Settings(**settings_overrides(environ)), environ, data_dir=str(tmp_path)).env
+        assert env[f"LADING_{other}__MAX_MANIFEST_BYTES"] == "8388608"
+        assert env[f"LADING_{other}__MAX_PAGE_SIZE"] == "500"
+        assert f"LADING_{plane}__MAX_MANIFEST_BYTES" not in env and f"LADING_{other}__DEFAULT_PAGE_SIZE" not in env
+    both = {"LADING_GATEWAY__MAX_PAGE_SIZE": "500", "LADING_METADATA__MAX_PAGE_SIZE": "700"}
+    env = plan_serve(Settings(**settings_overrides(both)), both, data_dir=str(tmp_path)).env
+    assert not {"LADING_GATEWAY__MAX_PAGE_SIZE", "LADING_METADATA__MAX_PAGE_SIZE"} & set(env)
+
+
+def test_settings_overrides_nest_like_the_environment() -> None:
+    assert settings_overrides({"LADING_DATA_DIR": "/d", "LADING_BLOB__FILESYSTEM__ROOT": "/b",
+                               "LADING_BLOB__LISTEN": "unix:/s"}) == {
+        "data_dir": "/d", "blob": {"filesystem": {"root": "/b"}, "listen": "unix:/s"}}
+
+
+def test_the_gateways_start_gate() -> None:
+    from gateway.main import wait_for_start_gate
+
+    assert wait_for_start_gate(None)
+    opened, writer = os.pipe()
+    os.write(writer, b"1")
+    os.close(writer)
+    assert wait_for_start_gate(opened)
+    closed, writer = os.pipe()
+    os.close(writer)
+    assert not wait_for_start_gate(closed)  # whoever held it gave up on this start
+
+
+def test_the_forked_planes_are_apart_and_leave_with_the_supervisor(tmp_path: Path) -> None:
+    """`lading serve` forks its blob and gateway children: each in a process group of its own,
+    named for its plane, holding no descriptor of the registry port but the gateway's, and gone
+    when the supervisor dies (even by SIGKILL, which it cannot answer)."""
+    port = _free_port()
+    serve = LadingProcess("serve", lading_command("serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)),
+                          log_dir=tmp_path)
+    try:
+        serve.start()
+        assert serve.wait_for_output("Lading is serving", timeout=60), serve.log()
+        children = {Path(f"/proc/{pid}/comm").read_text().strip(): pid for pid in serve.children()}
+        assert sorted(children) == ["lading-blob", "lading-gateway"], children
+        groups = {os.getpgid(pid) for pid in [serve.pid, *children.values()]}
+        assert len(groups) == 3, "each plane in a process group of its own"
+        assert _listening_inodes(children["lading-gateway"], port)
+        assert not _listening_inodes(children["lading-blob"], port) and not _listening_inodes(serve.pid, port)
+        os.kill(serve.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in children.values()), serve.log()
+    finally:
+        serve.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -227,16 +227,32 @@ class RssSampler:
 
 
 def process_labels(pids: list[int]) -> dict[str, int]:
-    """{"gateway"|"metadata"|"blob": pid} for the children of `lading serve`, from their cmdline."""
+    """{"gateway"|"metadata"|"blob": pid} for planes started separately, from their command line,
+    or forked by `lading serve`, from their process name (`lading-blob`, `lading-gateway`)."""
     labelled: dict[str, int] = {}
     for pid in pids:
         with contextlib.suppress(OSError):
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            for name in ("gateway", "metadata", "blob"):
-                if name in command:
-                    labelled[name] = pid
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            command = name + " " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            for plane in ("gateway", "metadata", "blob"):
+                if plane in command:
+                    labelled[plane] = pid
                     break
     return labelled
+
+
+def serve_processes(serve_pid: int) -> dict[str, int]:
+    """Every process of a `lading serve` tree, labelled: "serve+metadata" (the supervisor, which
+    runs the metadata plane) and its children by plane (see services/supervisor.py)."""
+    return {"serve+metadata": serve_pid, **process_labels(_children(serve_pid))}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found.extend(int(child) for child in task.read_text().split())
+    return found
 
 
 BOUND_MIB = 300
@@ -251,8 +267,8 @@ def push_then_pull_within_bound(stack: Any, repository: str, blobs: list[Pattern
     """The issue's memory workload against a running `lading serve` (`stack`): every blob pushed
     concurrently (one client each), then pulled back concurrently; checks sizes and digests and
     that no Lading process reached BOUND_MIB resident (VmHWM, reset between the two phases)."""
-    processes = process_labels(stack.process.children())
-    assert sorted(processes) == ["blob", "gateway", "metadata"], processes
+    processes = serve_processes(stack.process.pid)
+    assert sorted(processes) == ["blob", "gateway", "serve+metadata"], processes
     with RssSampler(processes) as sampler, ThreadPoolExecutor(len(blobs)) as pool:
         sampler.reset_peaks()
         digests = list(pool.map(lambda blob: push_streamed(stack.base_url, repository, blob), blobs))
@@ -274,4 +290,5 @@ def push_then_pull_within_bound(stack: Any, repository: str, blobs: list[Pattern
     for label in sorted(processes):
         record_property(f"peak_rss_mib_{label}_push", round(push_peaks[label], 1))
         record_property(f"peak_rss_mib_{label}_pull", round(pull_peaks[label], 1))
-    print(f"{what}: peak RSS (MiB) pushes {_rounded(push_peaks)}, pulls {_rounded(pull_peaks)}")
+    print(f"{what}: peak RSS (MiB) pushes {_rounded(push_peaks)} (sum {sum(push_peaks.values()):.1f}), "
+          f"pulls {_rounded(pull_peaks)} (sum {sum(pull_peaks.values()):.1f})")

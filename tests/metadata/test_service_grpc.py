@@ -41,8 +41,8 @@ def metadata_process(tmp: Path, database_url: str, *, auto_migrate: bool = True,
         "LADING_METADATA__DATABASE_URL": database_url,
         "LADING_METADATA__AUTO_MIGRATE": str(auto_migrate).lower(),
         "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
-        "LADING_GATEWAY__MAX_MANIFEST_BYTES": str(MAX_MANIFEST),
-        "LADING_GATEWAY__DEFAULT_PAGE_SIZE": str(DEFAULT_PAGE),
+        "LADING_METADATA__MAX_MANIFEST_BYTES": str(MAX_MANIFEST),
+        "LADING_METADATA__DEFAULT_PAGE_SIZE": str(DEFAULT_PAGE),
     }
     command = [sys.executable, "-m", "services.metadata"]
     return LadingProcess(name, command, log_dir=tmp, env=env), socket

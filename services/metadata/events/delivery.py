@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-
-import httpx
+from typing import TYPE_CHECKING
 
 from services.common.settings import EventEndpointSettings, EventsSettings
 from services.common.tasks import cancel_and_wait
@@ -35,6 +34,9 @@ from services.metadata.events.destinations import (
 from services.metadata.events.envelope import MEDIA_TYPE, envelope
 from services.metadata.events.store import OutboxStore
 from services.metadata.store.dialect import is_unavailable
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("lading.metadata.events")
 
@@ -131,6 +133,8 @@ class DeliveryWorker:
 
     async def _attempt(self, endpoint: EventEndpointSettings, bodies: list[str]) -> str:
         """"" on success, else why it failed."""
+        import httpx  # loaded by the first delivery, not by every metadata plane at start-up
+
         client = self._clients.get(endpoint.name)
         if client is None:
             # No redirects; no proxy or .netrc from the environment (neither may reroute a delivery

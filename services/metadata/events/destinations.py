@@ -26,11 +26,13 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-import httpx
-
 from services.common.settings import EventEndpointSettings, EventsSettings
+
+if TYPE_CHECKING:
+    import httpx
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -111,6 +113,8 @@ class Destination:
 
 def destination_of(endpoint: EventEndpointSettings) -> Destination:
     """Parses and checks `endpoint.url` (raises EventsConfigError naming the endpoint)."""
+    import httpx  # only with endpoints configured: a metadata plane without them never loads it
+
     display = redact_url(endpoint.url)
     try:
         url = httpx.URL(endpoint.url)

@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 # PostgreSQL SQLSTATEs after which re-running the whole (idempotent) transaction is safe:
@@ -16,9 +15,14 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505", "23503"})
 
 
 def _insert_for(dialect: str, table: Table) -> Any:
+    # Imported here: a plane loads the dialect its database speaks (its engine already did), not both.
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
     raise ValueError(f"unsupported dialect {dialect!r}")
 

@@ -1,0 +1,65 @@
+"""A plane loads only what its configuration uses (issue 13: resident memory and start-up time).
+
+Every import below costs a plane tens of milliseconds at each start and megabytes for its whole
+life (docs/benchmarks.md has the figures), and none is needed by the embedded default (SQLite,
+the filesystem, no auth, no tracing, no metrics, no event endpoints). Each check runs in a fresh
+interpreter, so what earlier tests imported does not count.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Loaded only when something needs them: migrations to run, S3, webhooks, token auth, /metrics,
+# tracing (and JSON logs), PostgreSQL.
+OPTIONAL = ["alembic", "minio", "urllib3", "httpx", "jwt", "cryptography", "prometheus_client", "aiohttp",
+            "opentelemetry.sdk", "sqlalchemy.dialects.postgresql", "asyncpg"]
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("module", ["services.metadata.main", "services.blob.main", "gateway.main"])
+def test_a_plane_imports_no_optional_dependency(module: str) -> None:
+    loaded = _loaded_after(f"import {module}")
+    assert sorted(name for name in OPTIONAL if name in loaded) == []
+
+
+def test_a_plane_reads_no_other_planes_code() -> None:
+    # Each plane's composition root stays out of the others' (the embedded registry runs them
+    # as separate processes: services/supervisor.py).
+    assert not {"sqlalchemy", "aiosqlite", "uvicorn", "starlette", "aiohttp"} & _loaded_after("import services.blob.main")
+    assert not {"sqlalchemy", "aiohttp", "services.blob.main"} & _loaded_after("import gateway.main")
+    assert not {"aiohttp", "uvicorn", "starlette"} & _loaded_after("import services.metadata.main")
+
+
+def test_a_current_database_is_opened_without_alembic(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/registry.db"
+    migrate = f"import asyncio\nfrom services.metadata.migrations import migrate\nasyncio.run(migrate({url!r}))"
+    assert "alembic" in _loaded_after(migrate), "the first start migrates, with Alembic"
+    assert "alembic" not in _loaded_after(migrate), "a database already at head needs no Alembic"
+
+
+def test_lading_serve_starts_without_the_operator_commands() -> None:
+    loaded = _loaded_after("from services.cli import _plain_serve\nassert _plain_serve(['serve']) is not None")
+    assert not {name for name in loaded if name.startswith(("services.cli_", "grpc", "pydantic", "asyncio"))}
+
+
+def test_the_head_read_from_the_revision_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from services.metadata.migrations import alembic_config, head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
