@@ -32,21 +32,16 @@ import httpx
 import jwt
 
 from services.common.settings import OidcSettings
+from services.metadata.accounts.oidc_errors import ProviderUnavailable, SignInRefused
 
 log = logging.getLogger("lading.metadata.accounts.oidc")
+
+__all__ = ["OidcIdentity", "OidcProvider", "ProviderUnavailable", "SignInRefused"]
 
 _ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 _LEEWAY_SECONDS = 60
 # Fetching the JWKS again for an unknown key id happens at most this often.
 _JWKS_REFRESH_SECONDS = 10.0
-
-
-class ProviderUnavailable(Exception):
-    """The OIDC provider cannot be reached or answered nonsense."""
-
-
-class SignInRefused(Exception):
-    """The provider refused the sign-in, or its ID token failed a check."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import grpc
 import orjson
@@ -15,13 +16,16 @@ from lading.metadata.v1 import accounts_pb2, admin_pb2, console_pb2, console_pb2
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository, validate_tag
-from services.metadata.accounts.oidc import OidcProvider, ProviderUnavailable, SignInRefused
+from services.metadata.accounts.oidc_errors import ProviderUnavailable, SignInRefused
 from services.metadata.accounts.servicer import AccountServicer, account_message
 from services.metadata.console.core import Actor, ConsoleCore
 from services.metadata.core import MetadataCore
 from services.metadata.events import context as event_context
 from services.metadata.events.servicer import EventsServicer
 from services.metadata.gc.servicer import AdminServicer, run_message
+
+if TYPE_CHECKING:  # httpx and PyJWT load only where an OIDC provider is configured (wiring.py)
+    from services.metadata.accounts.oidc import OidcProvider
 
 pb = console_pb2
 _DEFAULT_PAGE, _MAX_PAGE = 50, 1000

@@ -8,7 +8,6 @@ import grpc
 from lading.metadata.v1 import console_pb2_grpc
 
 from services.common.settings import Settings
-from services.metadata.accounts.oidc import OidcProvider
 from services.metadata.accounts.servicer import AccountServicer
 from services.metadata.console.core import ConsoleCore
 from services.metadata.console.reads import ConsoleReads
@@ -25,7 +24,11 @@ CONSOLE_SERVICE_NAME = "lading.metadata.v1.ConsoleService"
 def build_console(settings: Settings, database: Database, *, metadata: MetadataCore, accounts: AccountServicer,
                   admin: AdminServicer, events: EventsServicer,
                   on_change: Callable[[], None] | None = None) -> ConsoleServicer:
-    oidc = OidcProvider(settings.auth.oidc) if settings.auth.oidc.issuer else None
+    oidc = None
+    if settings.auth.oidc.issuer:  # httpx and PyJWT load only when a provider is configured
+        from services.metadata.accounts.oidc import OidcProvider
+
+        oidc = OidcProvider(settings.auth.oidc)
     core = ConsoleCore(
         accounts.core,
         SessionStore(database, lifetime_seconds=settings.console.session_seconds,
