@@ -118,17 +118,18 @@ def _password(stdin: bool) -> str:
 
 
 def _keygen(out: Path) -> int:
-    import os
-
     from gateway.auth.keys import generate_signing_key_pem, libtrust_kid, load_signing_key
+    from services.common.private_files import make_private_folder, write_private_file
 
     if out.exists():
         print(f"lading auth keygen: {out} exists; refusing to overwrite a key", file=sys.stderr)
         return 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(generate_signing_key_pem())
+    make_private_folder(out.parent, tighten=False)  # folders it makes are durable too
+    try:  # whole and durable, or not there at all (a power cut must not leave half a key)
+        write_private_file(out, generate_signing_key_pem(), replace=False)
+    except FileExistsError:
+        print(f"lading auth keygen: {out} exists; refusing to overwrite a key", file=sys.stderr)
+        return 1
     key = load_signing_key(out)
     print(f"wrote {out} (ES256, kid {libtrust_kid(key.private_key.public_key())})")
     return 0

@@ -61,6 +61,31 @@ def make_private_file(path: Path, *, companions: tuple[str, ...] = ()) -> None:
             os.chmod(file, FILE_MODE)
 
 
+def write_private_file(path: Path, data: bytes, *, replace: bool) -> None:
+    """Writes `data` to `path` (0600) so that a reader never sees half of it and a power cut
+    leaves either the old file or the whole new one: written to a staging file beside it, which
+    is fsynced, then moved into place (renamed over an existing file with `replace`, else linked,
+    which refuses an existing `path` with FileExistsError), and the folder fsynced after."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.staging")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        if replace:
+            staging.replace(path)
+        else:
+            os.link(staging, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staging.unlink()
+    fsync_folder(path.parent)
+
+
 def fsync_folder(folder: Path) -> None:
     """Makes the entries of `folder` durable (names created, renamed or removed in it)."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

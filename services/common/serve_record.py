@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.paths import unix_socket_path
+from services.common.private_files import make_private_folder, write_private_file
 
 RECORD_NAME = "serve.json"
 
@@ -49,15 +50,11 @@ def absolute_target(target: str) -> str:
 def write_record(data_dir: Path, *, metadata_target: str, blob_target: str, url: str) -> Path:
     """Writes this process's record atomically (a reader never sees half of it)."""
     path = record_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent, tighten=False)  # new folders made durable too
     body = {"pid": os.getpid(), "metadata_target": absolute_target(metadata_target),
             "blob_target": absolute_target(blob_target), "url": url}
-    staging = path.with_name(f".{RECORD_NAME}.{os.getpid()}")
     # Readable by its owner only, like everything in the data folder, whatever the umask.
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(body) + "\n")
-    staging.replace(path)
+    write_private_file(path, (json.dumps(body) + "\n").encode(), replace=True)
     return path
 
 

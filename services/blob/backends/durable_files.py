@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from services.common.private_files import fsync_folder
+
 # Blobs may be private layers and the upload state names repositories: owner only (the process's
 # umask can only take bits away; the planes set it to 077, services/common/private_files.py).
 FILE_MODE = 0o600
@@ -30,15 +32,6 @@ def not_found(error: OSError) -> bool:
     """True for the errors that mean "there is no such file" (including a file where a folder
     was expected, and the reverse)."""
     return error.errno in _NOT_FOUND_ERRNOS
-
-
-def fsync_folder(folder: Path) -> None:
-    """Makes the entries of `folder` (names created, renamed in or out, removed) durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_folder(folder: Path, *, durable: bool = False) -> None:
