@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -138,3 +139,29 @@ def test_password_change_ends_the_remembered_check_within_the_bound(basic_stack:
     assert refused, f"the old password still works after {elapsed:.2f}s"
     with as_user(basic_stack, (creds[0], "pw-basic-2")) as user:
         assert user.get(f"/v2/{repository}/tags/list").status_code == 200
+
+
+def test_wrong_basic_passwords_back_off_with_429_and_retry_after(basic_stack: AuthStack) -> None:
+    # Basic checks go through the same throttle as /token (issue 11, item 4): per client address
+    # (given by X-Forwarded-For; 127.0.0.1 is a trusted proxy) and per account.
+    creds = (unique("bguess"), "right-password-1")
+    basic_stack.lading("user", "add", creds[0], "--password-stdin", stdin=creds[1] + "\n")
+    attacker = "198.51.100.77"
+
+    def get(password: str, address: str) -> httpx.Response:
+        return httpx.get(f"{basic_stack.base_url}/v2/", timeout=30,
+                         headers={"Authorization": basic(creds[0], password), "X-Forwarded-For": address})
+
+    codes = [get(f"guess-{i}", attacker).status_code for i in range(6)]
+    assert codes == [401] * 6  # the free failures; the 6th starts a 1 s backoff
+    # At once, well inside that second (a refusal is itself held back up to a second): the next
+    # guess, and the right password from the same address (it cannot be told from a guess).
+    with ThreadPoolExecutor(2) as pool:
+        throttled = [pool.submit(get, "guess-7", attacker), pool.submit(get, creds[1], attacker)]
+        responses = [future.result() for future in throttled]
+    for response in responses:
+        assert response.status_code == 429, response.text
+        assert response.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+        assert int(response.headers["retry-after"]) >= 1
+    # The account is far from its own budget: from elsewhere the right password works.
+    assert get(creds[1], "203.0.113.77").status_code == 200

@@ -166,3 +166,26 @@ def test_robot_rotate_prints_a_new_secret_and_ends_the_old_one(secured: Secured)
     assert oauth_refresh(secured.base_url, new_refresh).status_code == 200
     unknown = stack.lading("robot", "rotate", unique("nobody"), check=False)
     assert unknown.returncode != 0 and "no robot named" in unknown.stderr
+
+
+def test_a_deleted_robot_and_one_created_again_under_its_name_have_no_old_token(secured: Secured) -> None:
+    stack = secured.stack
+    short = unique("gone-robot")
+    robot = robot_secret(stack.lading("robot", "create", short).stdout)
+    stack.lading("grant", "add", robot[0], "team-a/*", "pull")
+    access, refresh = _tokens(secured, robot, "team-a/app")
+    assert _tags(secured, "team-a/app", access).status_code in (200, 404)
+    stack.lading("robot", "delete", short)
+    assert oauth_refresh(secured.base_url, refresh).status_code == 401
+    refused, elapsed, last = refused_within(REVOCATION_BOUND_SECONDS, lambda: _tags(secured, "team-a/app", access),
+                                            _refused)
+    assert refused, f"a deleted robot's token still works after {elapsed:.2f}s: {last.status_code}"
+    # Created again under the same name, with the same grant: the old tokens stay dead.
+    again = robot_secret(stack.lading("robot", "create", short).stdout)
+    stack.lading("grant", "add", again[0], "team-a/*", "pull")
+    assert again[0] == robot[0]
+    assert oauth_refresh(secured.base_url, refresh).status_code == 401
+    assert _tags(secured, "team-a/app", access).status_code == 401
+    assert oauth_login(secured.base_url, robot).status_code == 401, "the old secret must not open the new robot"
+    new_access, _ = _tokens(secured, again, "team-a/app")
+    assert _tags(secured, "team-a/app", new_access).status_code in (200, 404)
