@@ -380,3 +380,59 @@ def test_image_runs_from_its_own_root_filesystem(built: Built, tmp_path: Path) -
             assert process.stop() == 0, process.log()
     print("\nran from the image's own root filesystem (podman image mount + unshare), read-only, "
           f"as uid {uid}")
+
+
+# Runs inside the image: the k8s way, one plane per process (the Job's `lading migrate`, then the
+# Deployments' `lading metadata`, `lading blob`, `lading gateway`), each started by the image's
+# entrypoint with its own plane's settings, talking over unix sockets on the data volume (the
+# in-cluster TCP needs the planes' mTLS or role tokens; tests/access covers that). Exits with the
+# first plane that stops; on SIGTERM stops them all.
+PLANES_LAUNCHER = """
+import os, signal, subprocess, sys
+entrypoint, port = sys.argv[1:-1], sys.argv[-1]
+run = "/data/run"
+os.makedirs(run, mode=0o700, exist_ok=True)
+common = {**os.environ, "LADING_METADATA__DATABASE_URL": "sqlite+aiosqlite:////data/registry.db"}
+planes = {
+    "metadata": {"LADING_METADATA__LISTEN": f"unix:{run}/metadata.sock", "LADING_METADATA__AUTO_MIGRATE": "false",
+                 "LADING_GC__BLOB_TARGET": f"unix:{run}/blob.sock"},
+    "blob": {"LADING_BLOB__LISTEN": f"unix:{run}/blob.sock", "LADING_BLOB__FILESYSTEM__ROOT": "/data/blobs"},
+    "gateway": {"LADING_GATEWAY__HOST": "127.0.0.1", "LADING_GATEWAY__PORT": port,
+                "LADING_GATEWAY__METADATA_TARGET": f"unix:{run}/metadata.sock",
+                "LADING_GATEWAY__BLOB_TARGET": f"unix:{run}/blob.sock"},
+}
+subprocess.run([*entrypoint, "migrate"], env=common, check=True)
+children = [subprocess.Popen([*entrypoint, plane], env={**common, **extra}) for plane, extra in planes.items()]
+def stop(*_):
+    for child in children:
+        child.terminate()
+signal.signal(signal.SIGTERM, stop)
+os.wait()
+stop()
+sys.exit(max(child.wait() for child in children))
+"""
+
+
+def test_one_image_serves_every_plane_as_its_own_process(built: Built, tmp_path: Path) -> None:
+    """`lading migrate`, `lading metadata`, `lading blob` and `lading gateway` from the image, each
+    its own process, as the k8s manifests run them: the registry they make answers and keeps what
+    is pushed."""
+    with built.podman.mounted(IMAGE) as root:
+        run = ImageRoot(mounted=root, config=built.config, scratch=tmp_path / "roots")
+        port = free_port()
+        launcher = ["/opt/lading/bin/python", "-c", PLANES_LAUNCHER, *run.entrypoint([]), str(port)]
+        process = LadingProcess("image-planes", run.argv(launcher), log_dir=tmp_path, env=run.env, exact_env=True)
+        process.start()
+        try:
+            # /readyz: the gateway and both planes behind it answer (/v2/ needs neither plane).
+            wait_until_http_ok(f"http://127.0.0.1:{port}/readyz", process, timeout=120)
+            try:
+                _check_serving(f"http://127.0.0.1:{port}")
+            except AssertionError as failed:
+                raise AssertionError(f"{failed}\n--- the planes' output ---\n{process.log(tail=20_000)}") from None
+            commands = [Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+                        for pid in process.children()]
+            assert sorted(command[-1] for command in commands) == ["blob", "gateway", "metadata"], commands
+        finally:
+            process.stop()
+        assert "metadata database is at revision" in process.log(tail=10_000_000), process.log()
