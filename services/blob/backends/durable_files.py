@@ -34,6 +34,24 @@ def not_found(error: OSError) -> bool:
     return error.errno in _NOT_FOUND_ERRNOS
 
 
+def delete_and_prune(path: Path, root: Path) -> None:
+    """Removes the file at `path` (gone already is fine) and then the folders it leaves empty, up
+    to `root` (never `root` itself)."""
+    try:
+        os.unlink(path)
+    except OSError as error:
+        if not not_found(error):
+            raise
+        return
+    folder = path.parent
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (or already gone): stop pruning
+        folder = folder.parent
+
+
 def make_folder(folder: Path, *, durable: bool = False) -> None:
     """`mkdir -p` (mode 0700) that tolerates a concurrent `delete` pruning the folders it makes.
     Each folder found missing is made durable once it exists (an fsync of the folder it is in),

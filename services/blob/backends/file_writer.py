@@ -45,6 +45,7 @@ from services.blob.backends.base import (
 from services.blob.backends.durable_files import (
     CREATE_ATTEMPTS,
     FILE_MODE,
+    delete_and_prune,
     fsync_folder,
     make_folder,
     new_file_folders,
@@ -366,19 +367,7 @@ def _unlink_and_close(path: Path, root: Path, fd: int | None) -> None:
     """Removes the staged file (whoever holds it) and prunes the folders it leaves empty, up to
     `root`; then closes `fd`."""
     try:
-        try:
-            os.unlink(path)
-        except OSError as error:
-            if not not_found(error):
-                raise
-            return
-        folder = path.parent
-        while folder != root and root in folder.parents:
-            try:
-                folder.rmdir()
-            except OSError:
-                break  # not empty (or already gone): stop pruning
-            folder = folder.parent
+        delete_and_prune(path, root)
     finally:
         if fd is not None:
             os.close(fd)

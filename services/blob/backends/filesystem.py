@@ -56,6 +56,7 @@ from services.blob.backends.base import (
 from services.blob.backends.durable_files import (
     CREATE_ATTEMPTS,
     FILE_MODE,
+    delete_and_prune,
     fsync_folder,
     make_folder,
     not_found,
@@ -161,7 +162,7 @@ class FilesystemBackend:
         return await self._run(_create_unsynced_bounded, counted, limit, planned)
 
     async def delete(self, key: str) -> None:
-        await self._run(_delete, self._path(key), self.root)
+        await self._run(delete_and_prune, self._path(key), self.root)
 
     async def delete_all(self, targets: Sequence[str]) -> None:
         """See BlobBackend.delete_all: one pool trip; folders emptied by a key's removal stay."""
@@ -496,22 +497,6 @@ def _stat(key: str, path: Path) -> ObjectInfo:
     if not stat_module.S_ISREG(info.st_mode):
         raise ObjectNotFound(key)
     return ObjectInfo(key, info.st_size, info.st_mtime)
-
-
-def _delete(path: Path, root: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError as error:
-        if not not_found(error):
-            raise
-        return
-    folder = path.parent
-    while folder != root and root in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:
-            break  # not empty (or already gone): stop pruning
-        folder = folder.parent
 
 
 Entry = tuple[str, bool, int, float]  # name, is a folder, size, time (folders: 0, 0.0)
