@@ -166,7 +166,8 @@ def test_single_sign_on_then_a_cli_secret_for_skopeo(page: Any, stack: AuthStack
     page.get_by_role("button", name="Revoke the secret").click()
     page.get_by_text("You have no CLI secret.").wait_for()
     revoked = copy("platform/tool:2", secret)
-    assert revoked.returncode != 0 and "401" in revoked.stderr or "unauthorized" in revoked.stderr.lower()
+    assert revoked.returncode != 0, "a revoked CLI secret still pushes"
+    assert "401" in revoked.stderr or "unauthorized" in revoked.stderr.lower(), revoked.stderr
 
 
 def test_main_pages_are_readable_320_px_wide(page: Any, stack: AuthStack) -> None:
