@@ -16,13 +16,17 @@ Everything is shared by the whole session (these are the slow parts) and stopped
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
+import httpx
 import pytest
 
 from gateway.auth.keys import generate_signing_key_pem
@@ -36,7 +40,7 @@ ADMIN = ("admin", "admin-secret-1")
 ALICE = ("alice", "alice-secret-1")
 OIDC_CLIENT = ("lading-console", "console-client-secret")
 # OIDC users (any password signs in at the provider's development login) → their groups.
-OIDC_GROUPS = {"carol": ["platform"], "oscar": []}
+OIDC_GROUPS = {"carol": ["platform"], "oscar": [], "paula": ["platform"]}
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 
 
@@ -79,7 +83,14 @@ def registry_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def oidc(tmp_path_factory: pytest.TempPathFactory, registry_port: int) -> Iterator[OidcProvider]:
+def basic_registry_port() -> int:
+    """The port of the Basic-mode registry of test_cli_secrets.py (the provider must know its callback)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def oidc(tmp_path_factory: pytest.TempPathFactory, registry_port: int, basic_registry_port: int
+         ) -> Iterator[OidcProvider]:
     node = require_binary("node", install_hint="apt-get install nodejs")
     _npm_ci()
     port = free_port()
@@ -87,7 +98,8 @@ def oidc(tmp_path_factory: pytest.TempPathFactory, registry_port: int) -> Iterat
                             log_dir=tmp_path_factory.mktemp("oidc"), cwd=OIDC_DIR, env={
                                 "OIDC_PORT": str(port), "OIDC_CLIENT_ID": OIDC_CLIENT[0],
                                 "OIDC_CLIENT_SECRET": OIDC_CLIENT[1],
-                                "OIDC_REDIRECT_URI": f"http://127.0.0.1:{registry_port}/ui/oidc/callback",
+                                "OIDC_REDIRECT_URI": " ".join(f"http://127.0.0.1:{callback_port}/ui/oidc/callback"
+                                                          for callback_port in (registry_port, basic_registry_port)),
                                 "OIDC_GROUPS": json.dumps(OIDC_GROUPS)}).start()
     try:
         assert process.wait_for_output("oidc provider ready"), process.describe_failure("did not start")
@@ -142,6 +154,67 @@ def artifacts() -> Path:
     """Where failing browser tests leave their screenshots (kept after the run)."""
     folder = Path(os.environ.get("LADING_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
     return folder / "console"
+
+
+# -- forms over plain HTTP ------------------------------------------------------------------------
+
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class Browser:
+    """Cookies and the CSRF token of the last page, as a browser keeps them."""
+
+    def __init__(self, stack: AuthStack) -> None:
+        self.base = stack.base_url
+        self.http = httpx.Client(base_url=stack.base_url, timeout=30, follow_redirects=False,
+                                 headers={"origin": stack.base_url})
+        self.csrf = ""
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        response = self.http.get(path, **kwargs)  # type: ignore[arg-type]
+        found = CSRF_FIELD.search(response.text)
+        if found:
+            self.csrf = found.group(1)
+        return response
+
+    def post(self, path: str, data: dict[str, str], *, csrf: str | None = None, **kwargs: object) -> httpx.Response:
+        return self.http.post(path, data={"csrf": self.csrf if csrf is None else csrf, **data}, **kwargs)  # type: ignore[arg-type]
+
+    def sign_in(self, creds: tuple[str, str]) -> httpx.Response:
+        self.get("/ui/signin")
+        response = self.post("/ui/signin", {"username": creds[0], "password": creds[1], "next": "/ui/"})
+        assert response.status_code == 303 and response.headers["location"] == "/ui/", response.text
+        self.get("/ui/")
+        return response
+
+
+
+def sign_in_with_provider(browser: Browser, user: str) -> None:
+    """Single sign-on over plain HTTP, as a browser does it: the console's redirect to the
+    provider, the provider's development login (any password) and consent forms, the callback."""
+    started = browser.http.get("/ui/oidc/start")
+    assert started.status_code == 302, started.text
+    with httpx.Client(timeout=30, follow_redirects=False) as idp:
+        response = idp.get(started.headers["location"])
+        for _ in range(12):
+            if response.is_redirect:
+                target = urljoin(str(response.url), response.headers["location"])
+                if target.startswith(browser.base):
+                    break
+                response = idp.get(target)
+                continue
+            assert response.status_code == 200, response.text
+            action = re.search(r'<form[^>]*action="([^"]+)"', response.text)
+            assert action, response.text
+            fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', response.text))
+            if 'name="login"' in response.text:
+                fields |= {"login": user, "password": "anything"}
+            response = idp.post(urljoin(str(response.url), html.unescape(action.group(1))), data=fields)
+        else:
+            raise AssertionError("the provider never sent the browser back")
+    back = browser.get(target.removeprefix(browser.base))
+    assert back.status_code == 303 and back.headers["location"] == "/ui/", back.text
+    browser.get("/ui/account")
 
 
 # -- the browser ---------------------------------------------------------------------------------
