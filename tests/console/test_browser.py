@@ -1,6 +1,7 @@
 """The console in a real browser (Debian's chromium, headless, driven by Playwright): signing in with
 a local account (by keyboard), a directory account and single sign-on; browsing to a multi-arch
-image, its platforms and its signature; copying a pull command; deleting a tag (gone from /v2/
+image, its platforms, annotations and signature; copying the pull commands by tag and by digest;
+deleting a tag (gone from /v2/
 too); an admin creating a robot whose secret works; a non-admin kept out of the admin pages;
 an OIDC user's CLI secret used by skopeo; and every main page readable 320 px wide.
 
@@ -23,6 +24,9 @@ from tests.support import oci
 from tests.support.clients import require_binary
 
 COSIGN = "application/vnd.dev.cosign.artifact.sig.v1+json"
+# The index's annotations, as the manifest page must show them (markup in a value stays text).
+ANNOTATIONS = {"org.opencontainers.image.source": "https://example.org/web",
+               "org.opencontainers.image.description": 'a <b>web</b> server & "friends"'}
 
 
 def sign_in(page: Any, creds: tuple[str, str], *, next_path: str = "/ui/") -> None:
@@ -40,7 +44,7 @@ def sign_in(page: Any, creds: tuple[str, str], *, next_path: str = "/ui/") -> No
 def push_web(stack: AuthStack) -> tuple[str, oci.Manifest, oci.Manifest]:
     """A multi-arch image tagged v1 and v2, signed (a cosign-style referrer)."""
     repository = f"team-a/web-{uuid.uuid4().hex[:6]}"
-    index = oci.multi_arch_index()
+    index = oci.index([oci.image(2, architecture=arch) for arch in ("amd64", "arm64")], annotations=ANNOTATIONS)
     signature = oci.artifact(artifact_type=COSIGN, subject=index)
     with httpx.Client(base_url=stack.base_url, auth=DockerAuth(ADMIN), timeout=30) as client:
         assert oci.push(client, repository, index, "v1").status_code == 201
@@ -73,6 +77,20 @@ def test_local_sign_in_browse_copy_and_delete_a_tag(page: Any, stack: AuthStack)
     expected = f"docker pull {stack.hostport}/{repository}:v1"
     assert page.locator("#pull-tag").input_value() == expected
     assert page.evaluate("navigator.clipboard.readText()") == expected
+    # And by digest: the copied command names exactly this index, as a client pulling it sees.
+    page.locator("button[data-copy=pull-digest]").click()
+    page.locator(".copy", has=page.locator("#pull-digest")).get_by_text("Copied.").wait_for()
+    by_digest = f"docker pull {stack.hostport}/{repository}@{index.digest}"
+    assert page.locator("#pull-digest").input_value() == by_digest
+    assert page.evaluate("navigator.clipboard.readText()") == by_digest
+    name, digest = by_digest.removeprefix(f"docker pull {stack.hostport}/").split("@")
+    with httpx.Client(base_url=stack.base_url, auth=DockerAuth(ADMIN), timeout=30) as client:
+        pulled = oci.get_manifest(client, name, digest)
+    assert pulled.status_code == 200 and oci.sha256(pulled.content) == index.digest
+    # The index's annotations, each key with its value, as text.
+    shown = page.locator("section[aria-labelledby=annotations-title] dl")
+    pairs = dict(zip(shown.locator("dt").all_inner_texts(), shown.locator("dd").all_inner_texts(), strict=True))
+    assert pairs == ANNOTATIONS
 
     # A platform, then the signature (which links back to its subject).
     platforms.first.locator("a").click()
