@@ -1,9 +1,9 @@
 """The console in a real browser (Debian's chromium, headless, driven by Playwright): signing in with
 a local account (by keyboard), a directory account and single sign-on; browsing to a multi-arch
 image, its platforms, annotations and signature; copying the pull commands by tag and by digest;
-deleting a tag (gone from /v2/
-too); an admin creating a robot whose secret works; a non-admin kept out of the admin pages;
-an OIDC user's CLI secret used by skopeo; and every main page readable 320 px wide.
+deleting a tag (gone from /v2/ too); an admin creating a robot whose secret works; a non-admin kept
+out of the admin pages; an OIDC user's CLI secret used by skopeo; and every main page readable
+320 px wide.
 
 Screenshots (and the HTML) of a failing test's page are kept in test-artifacts/console/.
 """
