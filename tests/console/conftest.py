@@ -9,7 +9,8 @@
     ldap  cn=team-a           → team-a/* pull,push,delete
     ldap  cn=registry-admins  → admin
     oidc  platform            → platform/* pull,push
-  Local accounts: `admin` (bootstrap) and `alice` (pull on team-a/*).
+  Local accounts: `admin` (bootstrap) and `alice` (pull on team-a/*). Delete events go to
+  `events_receiver` (one attempt each: a failure is a dead letter at once).
 Everything is shared by the whole session (these are the slow parts) and stopped at its end.
 """
 
@@ -31,6 +32,7 @@ import pytest
 
 from gateway.auth.keys import generate_signing_key_pem
 from tests.auth.support import AuthStack, write
+from tests.events.receiver import Receiver
 from tests.support.clients import require_binary
 from tests.support.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Slapd, group_dn
 from tests.support.stack import LadingProcess, free_port
@@ -122,8 +124,20 @@ def ldap_env(slapd: Slapd, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def events_receiver() -> Iterator[Receiver]:
+    """Where the stack sends delete events; it answers 500 (so they are dead letters) unless a
+    test sets `status`."""
+    receiver = Receiver().start()
+    receiver.status = 500
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, oidc: OidcProvider,
-          registry_port: int) -> Iterator[AuthStack]:
+          registry_port: int, events_receiver: Receiver) -> Iterator[AuthStack]:
     root = tmp_path_factory.mktemp("console-stack")
     write(root / "signing.pem", generate_signing_key_pem())
     env = {
@@ -137,6 +151,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, oidc: OidcProv
         "LADING_AUTH__OIDC__CLIENT_ID": OIDC_CLIENT[0],
         "LADING_AUTH__OIDC__CLIENT_SECRET": OIDC_CLIENT[1],
         "LADING_AUTH__OIDC__DISPLAY_NAME": "Test IdP",
+        "LADING_EVENTS__ENDPOINTS": json.dumps([{
+            "name": "console", "url": events_receiver.url, "max_attempts": 1, "timeout_seconds": 2,
+            "include_actions": ["delete"]}]),
+        "LADING_EVENTS__DELIVERY_INTERVAL_SECONDS": "0.2",
         **ldap_env(slapd),
     }
     with AuthStack(root / "data", env=env, port=registry_port) as registry:
