@@ -207,18 +207,17 @@ class Browser:
 
 
 
-def sign_in_with_provider(browser: Browser, user: str) -> None:
-    """Single sign-on over plain HTTP, as a browser does it: the console's redirect to the
-    provider, the provider's development login (any password) and consent forms, the callback."""
-    started = browser.http.get("/ui/oidc/start")
-    assert started.status_code == 302, started.text
+def through_the_provider(url: str, user: str, back_to: str) -> str:
+    """Follows an authorization URL as a browser would, through the provider's development login
+    (any password) and consent forms; returns the URL it sends the browser back to (starting
+    with `back_to`, carrying the code and state)."""
     with httpx.Client(timeout=30, follow_redirects=False) as idp:
-        response = idp.get(started.headers["location"])
+        response = idp.get(url)
         for _ in range(12):
             if response.is_redirect:
                 target = urljoin(str(response.url), response.headers["location"])
-                if target.startswith(browser.base):
-                    break
+                if target.startswith(back_to):
+                    return target
                 response = idp.get(target)
                 continue
             assert response.status_code == 200, response.text
@@ -228,8 +227,14 @@ def sign_in_with_provider(browser: Browser, user: str) -> None:
             if 'name="login"' in response.text:
                 fields |= {"login": user, "password": "anything"}
             response = idp.post(urljoin(str(response.url), html.unescape(action.group(1))), data=fields)
-        else:
-            raise AssertionError("the provider never sent the browser back")
+    raise AssertionError("the provider never sent the browser back")
+
+
+def sign_in_with_provider(browser: Browser, user: str) -> None:
+    """Single sign-on over plain HTTP: the console's redirect to the provider, its forms, the callback."""
+    started = browser.http.get("/ui/oidc/start")
+    assert started.status_code == 302, started.text
+    target = through_the_provider(started.headers["location"], user, browser.base)
     back = browser.get(target.removeprefix(browser.base))
     assert back.status_code == 303 and back.headers["location"] == "/ui/", back.text
     browser.get("/ui/account")
