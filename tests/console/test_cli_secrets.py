@@ -26,6 +26,8 @@ from tests.support.postgres import PostgresProvider, query
 
 USER = "paula"  # OIDC_GROUPS (conftest): "platform", mapped to platform/* pull,push
 SECRET_FIELD = 'id="cli-secret" value="'
+# How far ahead the stored expiry is moved: room for one request before it, under load.
+EXPIRY_AHEAD_SECONDS = 3.5
 
 
 def created_secret(browser: Browser, days: str = "1") -> str:
@@ -122,7 +124,7 @@ def test_at_its_expiry_a_cli_secret_stops_working_for_token(stack: AuthStack, si
     assert offline.status_code == 200, offline.text
     assert expiry(offline.json()["token"]) <= expires and expiry(offline.json()["refresh_token"]) <= expires
 
-    soon = datetime.now(UTC) + timedelta(seconds=2.5)
+    soon = datetime.now(UTC) + timedelta(seconds=EXPIRY_AHEAD_SECONDS)
     set_expiry_sqlite(stack, soon)
     working = token(stack, secret, offline=True)
     assert working.status_code == 200, working.text
@@ -168,7 +170,7 @@ def test_at_its_expiry_a_cli_secret_stops_working_for_basic(basic_stack: tuple[A
         return httpx.get(f"{stack.base_url}/v2/platform/cli/tags/list", headers={"Authorization": basic(USER, secret)},
                          timeout=30).status_code
 
-    soon = datetime.now(UTC) + timedelta(seconds=2.5)
+    soon = datetime.now(UTC) + timedelta(seconds=EXPIRY_AHEAD_SECONDS)
     query(url, "UPDATE accounts SET secret_expires_at = $1 WHERE name = $2", soon, USER)
     assert pull() == 404  # allowed (no such repository yet); the gateway now remembers the check
     wait_past(soon)

@@ -175,7 +175,7 @@ def test_oidc_accounts_and_their_cli_secrets(plane: Plane) -> None:
     assert plane.refused("carol", made.secret) and not plane.actions(account, "platform/tool")[0]
     account = plane.authenticate("carol", newer.secret)
     # Expired: refused from that moment on.
-    soon = datetime.now(UTC) + timedelta(seconds=1.5)
+    soon = datetime.now(UTC) + timedelta(seconds=2.5)
     plane.set_secret_expiry("carol", soon)
     assert plane.authenticate("carol", newer.secret).secret_expires_at == int(soon.timestamp())
     time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.1)
