@@ -23,12 +23,15 @@ class Identity:
     name: str
     account_id: str
     generation: int
-    # Unix seconds; 0 = never expires.
+    # Unix seconds; 0 = never expires. The credential's end: the account's expiry or, for an OIDC
+    # account, its CLI secret's, whichever comes first. Tokens made for the identity and the
+    # gateway's memory of the check end there too.
     expires_at: int = 0
 
     @classmethod
     def of(cls, account: accounts_pb2.Account) -> Identity:
-        return cls(account.name, account.id, account.credential_generation, account.expires_at)
+        ends = [moment for moment in (account.expires_at, account.secret_expires_at) if moment]
+        return cls(account.name, account.id, account.credential_generation, min(ends, default=0))
 
 
 @dataclass(frozen=True, slots=True)

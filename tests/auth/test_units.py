@@ -12,6 +12,7 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from lading.metadata.v1 import accounts_pb2
 
 from gateway.auth.accounts import Identity
 from gateway.auth.keys import (
@@ -177,3 +178,14 @@ async def test_auth_is_off_by_default_and_bad_configurations_fail_at_start(tmp_p
             build_auth(AuthSettings(mode="token", signing_key_file=tmp_path / "missing.pem"), channel, timeout=1)
     finally:
         await channel.close()
+
+
+@pytest.mark.parametrize(("expires_at", "secret_expires_at", "ends"), [
+    (0, 0, 0), (500, 0, 500), (0, 700, 700), (500, 700, 500), (900, 700, 700)])
+def test_an_identity_ends_with_its_account_or_its_cli_secret(expires_at: int, secret_expires_at: int,
+                                                             ends: int) -> None:
+    identity = Identity.of(accounts_pb2.Account(name="carol", id="u1", credential_generation=3, expires_at=expires_at,
+                                                secret_expires_at=secret_expires_at))
+    assert identity.expires_at == ends
+    # Tokens made for it end there too (never later than their lifetime).
+    assert TokenIssuer._expiry(100, 300, identity) == (min(400, ends) if ends else 400)

@@ -9,24 +9,30 @@
     ldap  cn=team-a           → team-a/* pull,push,delete
     ldap  cn=registry-admins  → admin
     oidc  platform            → platform/* pull,push
-  Local accounts: `admin` (bootstrap) and `alice` (pull on team-a/*).
+  Local accounts: `admin` (bootstrap) and `alice` (pull on team-a/*). Delete events go to
+  `events_receiver` (one attempt each: a failure is a dead letter at once).
 Everything is shared by the whole session (these are the slow parts) and stopped at its end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
+import httpx
 import pytest
 
 from gateway.auth.keys import generate_signing_key_pem
 from tests.auth.support import AuthStack, write
+from tests.events.receiver import Receiver
 from tests.support.clients import require_binary
 from tests.support.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Slapd, group_dn
 from tests.support.stack import LadingProcess, free_port
@@ -36,7 +42,7 @@ ADMIN = ("admin", "admin-secret-1")
 ALICE = ("alice", "alice-secret-1")
 OIDC_CLIENT = ("lading-console", "console-client-secret")
 # OIDC users (any password signs in at the provider's development login) → their groups.
-OIDC_GROUPS = {"carol": ["platform"], "oscar": []}
+OIDC_GROUPS = {"carol": ["platform"], "oscar": [], "paula": ["platform"]}
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 
 
@@ -79,7 +85,14 @@ def registry_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def oidc(tmp_path_factory: pytest.TempPathFactory, registry_port: int) -> Iterator[OidcProvider]:
+def basic_registry_port() -> int:
+    """The port of the Basic-mode registry of test_cli_secrets.py (the provider must know its callback)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def oidc(tmp_path_factory: pytest.TempPathFactory, registry_port: int, basic_registry_port: int
+         ) -> Iterator[OidcProvider]:
     node = require_binary("node", install_hint="apt-get install nodejs")
     _npm_ci()
     port = free_port()
@@ -87,7 +100,8 @@ def oidc(tmp_path_factory: pytest.TempPathFactory, registry_port: int) -> Iterat
                             log_dir=tmp_path_factory.mktemp("oidc"), cwd=OIDC_DIR, env={
                                 "OIDC_PORT": str(port), "OIDC_CLIENT_ID": OIDC_CLIENT[0],
                                 "OIDC_CLIENT_SECRET": OIDC_CLIENT[1],
-                                "OIDC_REDIRECT_URI": f"http://127.0.0.1:{registry_port}/ui/oidc/callback",
+                                "OIDC_REDIRECT_URI": " ".join(f"http://127.0.0.1:{callback_port}/ui/oidc/callback"
+                                                          for callback_port in (registry_port, basic_registry_port)),
                                 "OIDC_GROUPS": json.dumps(OIDC_GROUPS)}).start()
     try:
         assert process.wait_for_output("oidc provider ready"), process.describe_failure("did not start")
@@ -110,8 +124,20 @@ def ldap_env(slapd: Slapd, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def events_receiver() -> Iterator[Receiver]:
+    """Where the stack sends delete events; it answers 500 (so they are dead letters) unless a
+    test sets `status`."""
+    receiver = Receiver().start()
+    receiver.status = 500
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, oidc: OidcProvider,
-          registry_port: int) -> Iterator[AuthStack]:
+          registry_port: int, events_receiver: Receiver) -> Iterator[AuthStack]:
     root = tmp_path_factory.mktemp("console-stack")
     write(root / "signing.pem", generate_signing_key_pem())
     env = {
@@ -125,6 +151,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, oidc: OidcProv
         "LADING_AUTH__OIDC__CLIENT_ID": OIDC_CLIENT[0],
         "LADING_AUTH__OIDC__CLIENT_SECRET": OIDC_CLIENT[1],
         "LADING_AUTH__OIDC__DISPLAY_NAME": "Test IdP",
+        "LADING_EVENTS__ENDPOINTS": json.dumps([{
+            "name": "console", "url": events_receiver.url, "max_attempts": 1, "timeout_seconds": 2,
+            "include_actions": ["delete"]}]),
+        "LADING_EVENTS__DELIVERY_INTERVAL_SECONDS": "0.2",
         **ldap_env(slapd),
     }
     with AuthStack(root / "data", env=env, port=registry_port) as registry:
@@ -142,6 +172,72 @@ def artifacts() -> Path:
     """Where failing browser tests leave their screenshots (kept after the run)."""
     folder = Path(os.environ.get("LADING_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
     return folder / "console"
+
+
+# -- forms over plain HTTP ------------------------------------------------------------------------
+
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class Browser:
+    """Cookies and the CSRF token of the last page, as a browser keeps them."""
+
+    def __init__(self, stack: AuthStack) -> None:
+        self.base = stack.base_url
+        self.http = httpx.Client(base_url=stack.base_url, timeout=30, follow_redirects=False,
+                                 headers={"origin": stack.base_url})
+        self.csrf = ""
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        response = self.http.get(path, **kwargs)  # type: ignore[arg-type]
+        found = CSRF_FIELD.search(response.text)
+        if found:
+            self.csrf = found.group(1)
+        return response
+
+    def post(self, path: str, data: dict[str, str], *, csrf: str | None = None, **kwargs: object) -> httpx.Response:
+        return self.http.post(path, data={"csrf": self.csrf if csrf is None else csrf, **data}, **kwargs)  # type: ignore[arg-type]
+
+    def sign_in(self, creds: tuple[str, str]) -> httpx.Response:
+        self.get("/ui/signin")
+        response = self.post("/ui/signin", {"username": creds[0], "password": creds[1], "next": "/ui/"})
+        assert response.status_code == 303 and response.headers["location"] == "/ui/", response.text
+        self.get("/ui/")
+        return response
+
+
+
+def through_the_provider(url: str, user: str, back_to: str) -> str:
+    """Follows an authorization URL as a browser would, through the provider's development login
+    (any password) and consent forms; returns the URL it sends the browser back to (starting
+    with `back_to`, carrying the code and state)."""
+    with httpx.Client(timeout=30, follow_redirects=False) as idp:
+        response = idp.get(url)
+        for _ in range(12):
+            if response.is_redirect:
+                target = urljoin(str(response.url), response.headers["location"])
+                if target.startswith(back_to):
+                    return target
+                response = idp.get(target)
+                continue
+            assert response.status_code == 200, response.text
+            action = re.search(r'<form[^>]*action="([^"]+)"', response.text)
+            assert action, response.text
+            fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', response.text))
+            if 'name="login"' in response.text:
+                fields |= {"login": user, "password": "anything"}
+            response = idp.post(urljoin(str(response.url), html.unescape(action.group(1))), data=fields)
+    raise AssertionError("the provider never sent the browser back")
+
+
+def sign_in_with_provider(browser: Browser, user: str) -> None:
+    """Single sign-on over plain HTTP: the console's redirect to the provider, its forms, the callback."""
+    started = browser.http.get("/ui/oidc/start")
+    assert started.status_code == 302, started.text
+    target = through_the_provider(started.headers["location"], user, browser.base)
+    back = browser.get(target.removeprefix(browser.base))
+    assert back.status_code == 303 and back.headers["location"] == "/ui/", back.text
+    browser.get("/ui/account")
 
 
 # -- the browser ---------------------------------------------------------------------------------

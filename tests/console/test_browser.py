@@ -1,8 +1,10 @@
 """The console in a real browser (Debian's chromium, headless, driven by Playwright): signing in with
 a local account (by keyboard), a directory account and single sign-on; browsing to a multi-arch
-image, its platforms and its signature; copying a pull command; deleting a tag (gone from /v2/
-too); an admin creating a robot whose secret works; a non-admin kept out of the admin pages;
-an OIDC user's CLI secret used by skopeo; and every main page readable 320 px wide.
+image, its platforms, annotations and signature; copying the pull commands by tag and by digest;
+deleting a tag (gone from /v2/ too); an admin creating a robot whose secret works; a non-admin kept
+out of the admin pages; an OIDC user's CLI secret used by skopeo; browsing from a search to a
+manifest and copying its pull command with the keyboard only (skip link, Tab, Enter, a visible
+focus at every stop); and every main page readable 320 px wide.
 
 Screenshots (and the HTML) of a failing test's page are kept in test-artifacts/console/.
 """
@@ -23,6 +25,9 @@ from tests.support import oci
 from tests.support.clients import require_binary
 
 COSIGN = "application/vnd.dev.cosign.artifact.sig.v1+json"
+# The index's annotations, as the manifest page must show them (markup in a value stays text).
+ANNOTATIONS = {"org.opencontainers.image.source": "https://example.org/web",
+               "org.opencontainers.image.description": 'a <b>web</b> server & "friends"'}
 
 
 def sign_in(page: Any, creds: tuple[str, str], *, next_path: str = "/ui/") -> None:
@@ -40,7 +45,7 @@ def sign_in(page: Any, creds: tuple[str, str], *, next_path: str = "/ui/") -> No
 def push_web(stack: AuthStack) -> tuple[str, oci.Manifest, oci.Manifest]:
     """A multi-arch image tagged v1 and v2, signed (a cosign-style referrer)."""
     repository = f"team-a/web-{uuid.uuid4().hex[:6]}"
-    index = oci.multi_arch_index()
+    index = oci.index([oci.image(2, architecture=arch) for arch in ("amd64", "arm64")], annotations=ANNOTATIONS)
     signature = oci.artifact(artifact_type=COSIGN, subject=index)
     with httpx.Client(base_url=stack.base_url, auth=DockerAuth(ADMIN), timeout=30) as client:
         assert oci.push(client, repository, index, "v1").status_code == 201
@@ -73,6 +78,20 @@ def test_local_sign_in_browse_copy_and_delete_a_tag(page: Any, stack: AuthStack)
     expected = f"docker pull {stack.hostport}/{repository}:v1"
     assert page.locator("#pull-tag").input_value() == expected
     assert page.evaluate("navigator.clipboard.readText()") == expected
+    # And by digest: the copied command names exactly this index, as a client pulling it sees.
+    page.locator("button[data-copy=pull-digest]").click()
+    page.locator(".copy", has=page.locator("#pull-digest")).get_by_text("Copied.").wait_for()
+    by_digest = f"docker pull {stack.hostport}/{repository}@{index.digest}"
+    assert page.locator("#pull-digest").input_value() == by_digest
+    assert page.evaluate("navigator.clipboard.readText()") == by_digest
+    name, digest = by_digest.removeprefix(f"docker pull {stack.hostport}/").split("@")
+    with httpx.Client(base_url=stack.base_url, auth=DockerAuth(ADMIN), timeout=30) as client:
+        pulled = oci.get_manifest(client, name, digest)
+    assert pulled.status_code == 200 and oci.sha256(pulled.content) == index.digest
+    # The index's annotations, each key with its value, as text.
+    shown = page.locator("section[aria-labelledby=annotations-title] dl")
+    pairs = dict(zip(shown.locator("dt").all_inner_texts(), shown.locator("dd").all_inner_texts(), strict=True))
+    assert pairs == ANNOTATIONS
 
     # A platform, then the signature (which links back to its subject).
     platforms.first.locator("a").click()
@@ -95,6 +114,61 @@ def test_local_sign_in_browse_copy_and_delete_a_tag(page: Any, stack: AuthStack)
         assert client.get(f"/v2/{repository}/tags/list").json()["tags"] == ["v1"]
         assert oci.get_manifest(client, repository, "v2").status_code == 404
         assert oci.get_manifest(client, repository, index.digest).status_code == 200
+
+
+FOCUSED = """() => { const e = document.activeElement; const style = getComputedStyle(e);
+    const box = e.getBoundingClientRect();
+    return {id: e.id, tag: e.tagName, cls: e.className, text: (e.innerText || e.value || '').trim(),
+            outline: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2,
+            onScreen: box.width > 0 && box.left >= 0 && box.top >= 0}; }"""
+
+
+def tab_to(page: Any, wanted: Any, *, limit: int = 12) -> dict[str, Any]:
+    """Presses Tab until `wanted(focused)` holds (within `limit` presses); every stop on the way has
+    a visible focus ring and is on the screen."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(FOCUSED)
+        assert focused["outline"] and focused["onScreen"], focused
+        if wanted(focused):
+            return focused
+    raise AssertionError(f"never reached by Tab within {limit} presses")
+
+
+def skip_to_content(page: Any) -> None:
+    """The first Tab stop of every page is the skip link; Enter moves the focus into <main>."""
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.evaluate("window.scrollTo(0, 0)")
+    tab_to(page, lambda f: f["cls"] == "skip" and f["text"] == "Skip to content", limit=1)
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'main'")
+
+
+def test_keyboard_only_from_search_to_a_manifest(page: Any, stack: AuthStack) -> None:
+    repository, index, _ = push_web(stack)
+    sign_in(page, ADMIN)
+    skip_to_content(page)
+    tab_to(page, lambda f: f["id"] == "q", limit=1)  # the search field comes first in the content
+    page.keyboard.type(repository)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/ui/\?q="))
+    skip_to_content(page)
+    tab_to(page, lambda f: f["tag"] == "A" and f["text"] == repository)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(re.escape(f"/ui/r/{repository}") + "$"))
+    skip_to_content(page)
+    tab_to(page, lambda f: f["tag"] == "A" and f["text"] == "v1")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/-/manifests/v1$"))
+    assert page.locator("#digest").inner_text() == index.digest
+    # The by-digest pull command's Copy button, by keyboard too.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    skip_to_content(page)
+    tab_to(page, lambda f: f["id"] == "pull-digest")
+    tab_to(page, lambda f: f["tag"] == "BUTTON" and f["text"] == "Copy", limit=1)
+    page.keyboard.press("Enter")
+    page.locator(".copy", has=page.locator("#pull-digest")).get_by_text("Copied.").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == f"docker pull {stack.hostport}/{repository}@{index.digest}"
 
 
 def test_an_admin_creates_a_robot_and_its_secret_works(page: Any, stack: AuthStack) -> None:
@@ -166,7 +240,8 @@ def test_single_sign_on_then_a_cli_secret_for_skopeo(page: Any, stack: AuthStack
     page.get_by_role("button", name="Revoke the secret").click()
     page.get_by_text("You have no CLI secret.").wait_for()
     revoked = copy("platform/tool:2", secret)
-    assert revoked.returncode != 0 and "401" in revoked.stderr or "unauthorized" in revoked.stderr.lower()
+    assert revoked.returncode != 0, "a revoked CLI secret still pushes"
+    assert "401" in revoked.stderr or "unauthorized" in revoked.stderr.lower(), revoked.stderr
 
 
 def test_main_pages_are_readable_320_px_wide(page: Any, stack: AuthStack) -> None:

@@ -5,7 +5,6 @@ refused to a non-admin with nothing changed (the same checks as the API)."""
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,39 +23,10 @@ from lading.metadata.v1 import (
 )
 
 from tests.auth.support import AuthStack, DockerAuth
-from tests.console.conftest import ADMIN, ALICE
+from tests.console.conftest import ADMIN, ALICE, CSRF_FIELD, Browser
 from tests.support import oci
 from tests.support.slapd import Slapd
 from tests.support.stack import Stack
-
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-class Browser:
-    """Cookies and the CSRF token of the last page, as a browser keeps them."""
-
-    def __init__(self, stack: AuthStack) -> None:
-        self.base = stack.base_url
-        self.http = httpx.Client(base_url=stack.base_url, timeout=30, follow_redirects=False,
-                                 headers={"origin": stack.base_url})
-        self.csrf = ""
-
-    def get(self, path: str, **kwargs: object) -> httpx.Response:
-        response = self.http.get(path, **kwargs)  # type: ignore[arg-type]
-        found = _CSRF.search(response.text)
-        if found:
-            self.csrf = found.group(1)
-        return response
-
-    def post(self, path: str, data: dict[str, str], *, csrf: str | None = None, **kwargs: object) -> httpx.Response:
-        return self.http.post(path, data={"csrf": self.csrf if csrf is None else csrf, **data}, **kwargs)  # type: ignore[arg-type]
-
-    def sign_in(self, creds: tuple[str, str]) -> httpx.Response:
-        self.get("/ui/signin")
-        response = self.post("/ui/signin", {"username": creds[0], "password": creds[1], "next": "/ui/"})
-        assert response.status_code == 303 and response.headers["location"] == "/ui/", response.text
-        self.get("/ui/")
-        return response
 
 
 @pytest.fixture
@@ -82,7 +52,7 @@ def test_session_cookie_flags_and_security_headers(stack: AuthStack, browser: Br
     with httpx.Client(base_url=stack.base_url, timeout=30, headers={
             "x-forwarded-proto": "https", "x-forwarded-host": "registry.example", "origin": "https://registry.example"}) as tls:
         form = tls.get("/ui/signin")
-        token = _CSRF.search(form.text).group(1)  # type: ignore[union-attr]
+        token = CSRF_FIELD.search(form.text).group(1)  # type: ignore[union-attr]
         assert "secure" in form.headers["set-cookie"].lower()
         # (The proxy's side speaks HTTPS; on this plain hop the client must be told to send the cookie.)
         answer = tls.post("/ui/signin", data={"csrf": token, "username": ADMIN[0], "password": ADMIN[1]},

@@ -1,11 +1,12 @@
 """Directory accounts through the whole registry: `/token` (and Basic mode) check LDAP users in the
-metadata plane, their groups become grants and admin, a user taken out of a group loses what it
-gave within the cache time, and a directory that is down answers 503, never "wrong password",
+metadata plane, their groups become grants and admin, a user taken out of a group or out of the
+directory loses what it gave within the cache time, and a directory that is down answers 503, never "wrong password",
 while local accounts keep working."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 
 from gateway.auth.keys import generate_signing_key_pem
 from tests.auth.support import AuthStack, basic, claims, write
-from tests.console.conftest import ADMIN, ldap_env
+from tests.console.conftest import ADMIN, Browser, ldap_env
 from tests.support.slapd import Slapd
 
 TOKEN_DEADLINE_SECONDS = 5.0
@@ -59,6 +60,51 @@ def test_a_user_removed_from_a_group_loses_its_grants_within_the_cache_time(stac
             time.sleep(0.2)
     finally:
         slapd.add_member("team-a", "gwen")
+
+
+def refresh(stack: AuthStack, refresh_token: str) -> httpx.Response:
+    return httpx.post(f"{stack.base_url}/token", data={
+        "grant_type": "refresh_token", "refresh_token": refresh_token, "service": "lading", "client_id": "test",
+        "scope": "repository:team-a/x:push"}, timeout=30)
+
+
+def test_a_user_removed_from_the_directory_loses_access_within_the_cache_time(stack: AuthStack,
+                                                                             slapd: Slapd) -> None:
+    name = f"hank{uuid.uuid4().hex[:6]}"
+    creds = (name, f"{name}-pw")
+    slapd.add_user(name, "team-a")
+    query = [("service", "lading"), ("scope", "repository:team-a/x:push"), ("offline_token", "true"),
+             ("client_id", "test")]
+    offline = httpx.get(f"{stack.base_url}/token", params=query, headers={"Authorization": basic(*creds)}, timeout=30)
+    assert "push" in granted(offline)["team-a/x"]
+    refresh_token = offline.json()["refresh_token"]
+    assert "push" in granted(refresh(stack, refresh_token))["team-a/x"]
+    console = Browser(stack)
+    try:
+        console.sign_in(creds)
+        assert console.get("/ui/account").status_code == 200
+        slapd.delete_user(name)
+        removed = time.monotonic()
+        # cache_seconds is 1 (conftest): past it, the password is bound again (and fails), and the
+        # refresh token and the console session (no password with them) are looked up again with
+        # the service account, which no longer finds the user.
+        ended: dict[str, float] = {}
+        while len(ended) < 3:
+            elapsed = time.monotonic() - removed
+            assert elapsed < TOKEN_DEADLINE_SECONDS, f"{name} kept access after leaving the directory: only {ended}"
+            if "password" not in ended and token(stack, "repository:team-a/x:push", creds=creds).status_code == 401:
+                ended["password"] = elapsed
+            if "refresh token" not in ended and refresh(stack, refresh_token).status_code == 401:
+                ended["refresh token"] = elapsed
+            page = console.get("/ui/account")
+            if "console session" not in ended and page.status_code == 303:
+                assert page.headers["location"].startswith("/ui/signin")
+                ended["console session"] = elapsed
+            time.sleep(0.2)
+    finally:
+        console.http.close()
+    # The row stays (with origin=ldap) should the person come back; it grants nothing now.
+    assert any(line.startswith(f"{name}\t") for line in stack.lading("user", "list").stdout.splitlines())
 
 
 def test_a_stopped_directory_answers_503_and_local_accounts_still_work(stack: AuthStack, slapd: Slapd) -> None:

@@ -9,8 +9,8 @@ foreground on two free loopback ports, and loads the tree over LDAP as the root 
       ou=people                uid=<user> for each of USERS, password "<user>-pw"
       ou=groups                cn=<group> (groupOfNames) for each of GROUPS
 
-`stop()` / `start()` take the directory down and bring it back (same database); `remove_member`,
-`add_member`, `delete_user` change the tree. Only processes it started are stopped.
+`stop()` / `start()` take the directory down and bring it back (same database); `add_user`,
+`remove_member`, `add_member`, `delete_user` change the tree. Only processes it started are stopped.
 """
 
 from __future__ import annotations
@@ -156,6 +156,17 @@ class Slapd:
         import ldap3
 
         self._modify(group_dn(group), {"member": [(ldap3.MODIFY_ADD, [user_dn(user)])]})
+
+    def add_user(self, user: str, *groups: str) -> None:
+        """A new person (password "<user>-pw") in `groups`; tests that delete one use their own."""
+        connection = self._admin()
+        try:
+            assert connection.add(user_dn(user), ["inetOrgPerson"], {
+                "uid": user, "cn": user.title(), "sn": user, "userPassword": f"{user}-pw"}), connection.result
+        finally:
+            connection.unbind()
+        for group in groups:
+            self.add_member(group, user)
 
     def delete_user(self, user: str) -> None:
         connection = self._admin()

@@ -1,6 +1,6 @@
 // A real OpenID Connect provider for the console tests: panva's oidc-provider with its development
 // login and consent pages (any user name and password sign in). Configured from the environment:
-//   OIDC_PORT, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_REDIRECT_URI,
+//   OIDC_PORT, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_REDIRECT_URI (one or several, space-separated),
 //   OIDC_GROUPS: JSON object {"user name": ["group", ...]} (users not listed have no groups).
 // Prints "oidc provider ready" once it listens on 127.0.0.1:OIDC_PORT.
 import Provider from "oidc-provider";
@@ -13,7 +13,7 @@ const provider = new Provider(issuer, {
   clients: [{
     client_id: process.env.OIDC_CLIENT_ID,
     client_secret: process.env.OIDC_CLIENT_SECRET,
-    redirect_uris: [process.env.OIDC_REDIRECT_URI],
+    redirect_uris: process.env.OIDC_REDIRECT_URI.split(" ").filter(Boolean),
     grant_types: ["authorization_code"],
     response_types: ["code"],
     token_endpoint_auth_method: "client_secret_basic",
