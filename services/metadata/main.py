@@ -123,7 +123,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         accounts = build_account_servicer(database, settings.auth, changes.log)
         await bootstrap_admin(accounts, settings.auth)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
-            MetadataServicer(core, events.outbox, database.writes, events.worker.wake), service.server
+            MetadataServicer(core, events.outbox, database.access, events.worker.wake), service.server
         )
         events.add_to_server(service.server)
         # GC review queues and the outbox, counted in the background (never on a scrape).

@@ -25,6 +25,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from services.common.settings import MetadataSettings
+from services.metadata.store.access import Kind
 from services.metadata.store.engine import Database, open_database
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ async def migrate(target: str | Database) -> None:
 
 async def _upgrade_to_head(database: Database) -> None:
     config = alembic_config()
-    async with database.writes.begin() as connection:
+    async with database.access.transaction() as connection:
         if database.dialect == "postgresql":
             await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
         await connection.run_sync(_upgrade, config)
@@ -125,7 +126,7 @@ async def _upgrade_to_head(database: Database) -> None:
 async def current_revisions(target: str | Database) -> tuple[str, ...]:
     """The revisions the database is at (empty for a database never migrated). Asks the primary,
     never a read replica."""
-    async with _database(target) as database, database.engine.connect() as connection:
+    async with _database(target) as database, database.access.connection(Kind.PRIMARY_READ) as connection:
         return await connection.run_sync(_current_heads)
 
 
