@@ -48,6 +48,12 @@ _DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
 _ORPHAN_CHUNK = 500
 
 
+class _Simulated(Exception):  # noqa: N818 - not an error: carries `simulate`'s answer out of its rollback
+    def __init__(self, result: tuple[list[Candidate], list[Candidate], list[Candidate]]) -> None:
+        super().__init__("simulated GC run (rolled back)")
+        self.result = result
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -340,6 +346,50 @@ class GcStore:
                 {**self._times(), "digests": digests[start:start + 500]})
             found += [Candidate("blob", GLOBAL, r[0], int(r[1]), state=r[2]) for r in rows]
         return found
+
+    async def simulate(self, *, delete_untagged: bool, passes: int
+                       ) -> tuple[list[Candidate], list[Candidate], list[Candidate]]:
+        """What a run would take now, as (manifests, links, blobs): the sweep's and the mark's
+        own conditions, applied in the same order (untagged manifests in up to `passes` passes,
+        each pass seeing what the one before removed; then the links no remaining manifest
+        references; then the blobs no remaining link holds, and those left `deleting`), inside
+        ONE write transaction that is always rolled back. So the dry run counts what only
+        becomes collectable once other items go (an index's children, their referrers, the
+        blobs only they used), and nothing is changed. It holds the write lock (SQLite) or the
+        rows' locks (PostgreSQL) for that one transaction, as a run's steps do for theirs."""
+        m, rb = manifests, repository_blobs
+
+        def work(conn: Connection) -> None:
+            times = self._times()
+            gone: list[Candidate] = []
+            if delete_untagged:
+                for _ in range(passes):
+                    rows = conn.execute(select(m.c.id, m.c.repository_id, m.c.digest, m.c.size)
+                                        .where(self._manifest_deletable()).order_by(m.c.id), times).all()
+                    if not rows:
+                        break
+                    gone += [Candidate("manifest", r[1], r[2], int(r[3]), row_id=r[0]) for r in rows]
+                    ids = [r[0] for r in rows]
+                    for start in range(0, len(ids), _ORPHAN_CHUNK):
+                        conn.execute(delete(m).where(m.c.id.in_(ids[start:start + _ORPHAN_CHUNK])))
+            rows = conn.execute(select(rb.c.repository_id, rb.c.digest, rb.c.size)
+                                .where(self._link_unreferenced()), times).all()
+            links = [Candidate("link", r[0], r[1], int(r[2])) for r in rows]
+            if links:
+                conn.execute(delete(rb).where(rb.c.repository_id == bindparam("r"), rb.c.digest == bindparam("d")),
+                             [{"r": c.repository_id, "d": c.digest} for c in links])
+            rows = conn.execute(
+                select(blobs.c.digest, blobs.c.size, blobs.c.state)
+                .where(or_(blobs.c.state == DELETING, and_(blobs.c.state.in_([ACTIVE, PENDING]), self._blob_unlinked())))
+                .order_by(blobs.c.digest), times).all()
+            raise _Simulated((gone, links, [Candidate("blob", GLOBAL, r[0], int(r[1]), state=r[2]) for r in rows]))
+
+        try:
+            # Never commits (the body always raises), so nothing waits for the disk.
+            await self._write(work, durable=False)
+        except _Simulated as done:
+            return done.result
+        raise AssertionError("unreachable")
 
     async def delete_manifest_if_unreferenced(self, candidate: Candidate) -> bool:
         m = manifests
