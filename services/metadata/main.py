@@ -33,7 +33,7 @@ from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
-from services.metadata.migrations import check_schema_current, head_revision, migrate
+from services.metadata.migrations import check_schema_current, head_revision, migrate, migrate_in_child
 from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
@@ -53,7 +53,8 @@ class SchemaOutOfDate(RuntimeError):
 async def _prepare_schema(database: Database, *, auto_migrate: bool) -> None:
     try:
         if auto_migrate:
-            await migrate(database)
+            # A child process upgrades (Alembic stays out of this long-running plane).
+            await migrate_in_child(database)
             return
         current = await check_schema_current(database)
     except Exception as exc:

@@ -110,7 +110,10 @@ def normalize_url(database_url: str) -> URL:
     )
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL; None for in-memory and `file:` URLs (and other databases)."""
+    if url.get_backend_name() != "sqlite":
+        return None
     database = url.database or ""
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
@@ -118,7 +121,7 @@ def _sqlite_file(url: URL) -> Path | None:
 
 
 def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None:
         make_private_folder(path.parent, tighten=False)
         make_private_file(path, companions=("-wal", "-shm", "-journal"))
