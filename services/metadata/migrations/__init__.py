@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -120,6 +121,10 @@ async def migrate(target: str | Database) -> None:
         await _upgrade_to_head(database)
 
 
+# The folder holding the `services` package this code was loaded from (resolved once, at import).
+_CODE_ROOT = str(Path(__file__).resolve().parents[3])
+
+
 async def migrate_in_child(database: Database) -> None:
     """`migrate(database)`, with the upgrade itself (when one is needed) in a child process that
     exits afterwards: the caller never imports Alembic. The URL goes to the child on its stdin
@@ -133,8 +138,13 @@ async def migrate_in_child(database: Database) -> None:
         await _upgrade_to_head(database)
         return
     url = database.engine.url.render_as_string(hide_password=False)
+    # The child runs this very code: the folder `services` was loaded from goes first on its path,
+    # and `-P` keeps the current folder (whatever `services/` it may hold) off it.
+    root = _CODE_ROOT
+    inherited = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": root if not inherited else root + os.pathsep + inherited}
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.metadata.migrations",
+        sys.executable, "-P", "-m", "services.metadata.migrations", env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     _, errors = await child.communicate(url.encode() + b"\n")
     if child.returncode != 0:
