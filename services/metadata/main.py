@@ -33,7 +33,7 @@ from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
-from services.metadata.migrations import check_schema_current, head_revision, migrate
+from services.metadata.migrations import check_schema_current, head_revision, migrate, migrate_in_child
 from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
@@ -53,7 +53,8 @@ class SchemaOutOfDate(RuntimeError):
 async def _prepare_schema(database: Database, *, auto_migrate: bool) -> None:
     try:
         if auto_migrate:
-            await migrate(database)
+            # A child process upgrades (Alembic stays out of this long-running plane).
+            await migrate_in_child(database)
             return
         current = await check_schema_current(database)
     except Exception as exc:
@@ -123,7 +124,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         accounts = build_account_servicer(database, settings.auth, changes.log)
         await bootstrap_admin(accounts, settings.auth)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
-            MetadataServicer(core, events.outbox, database.writes, events.worker.wake), service.server
+            MetadataServicer(core, events.outbox, database.access, events.worker.wake), service.server
         )
         events.add_to_server(service.server)
         # GC review queues and the outbox, counted in the background (never on a scrape).

@@ -19,9 +19,8 @@ from services.metadata.core import MetadataCore
 from services.metadata.events import context as event_context
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from services.metadata.events.outbox import EventOutbox
+    from services.metadata.store.access import Access
 
 _EMPTY_LINK = pb.LinkBlobResponse()
 _EMPTY_UNLINK = pb.UnlinkBlobResponse()
@@ -34,13 +33,13 @@ def _limit(page: common_pb2.PageRequest) -> int | None:
 
 class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
     def __init__(self, core: MetadataCore, events: EventOutbox | None = None,
-                 event_engine: AsyncEngine | None = None, on_change: Callable[[], None] | None = None) -> None:
+                 event_access: Access | None = None, on_change: Callable[[], None] | None = None) -> None:
         self._core = core
         # Called after a committed change, so the event delivery worker sends at once.
         self._changed = on_change or (lambda: None)
         # Pull events (optional, sampled): written to the outbox after a manifest GET.
         self._events = events
-        self._event_engine = event_engine
+        self._event_access = event_access
 
     async def LinkBlob(self, request: pb.LinkBlobRequest, context: grpc.aio.ServicerContext) -> pb.LinkBlobResponse:
         event_context.bind(request)
@@ -83,11 +82,11 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
         manifest = await self._core.get_manifest(
             request.repository, request.reference, omit_payload=request.omit_payload
         )
-        if (self._events is not None and self._event_engine is not None and not request.omit_payload
+        if (self._events is not None and self._event_access is not None and not request.omit_payload
                 and self._events.wants_pull()):
             event_context.bind(request)
             tag = None if ":" in request.reference else request.reference
-            await self._events.record_pull(self._event_engine, request.repository, tag, manifest.digest,
+            await self._events.record_pull(self._event_access, request.repository, tag, manifest.digest,
                                            manifest.media_type, manifest.size)
             self._changed()
         return pb.GetManifestResponse(

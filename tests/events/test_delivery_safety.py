@@ -71,7 +71,7 @@ class FixedResolver:
 async def worker_with_one_event(db: Database, *endpoints: EventEndpointSettings, resolve: Any = None,
                                 **settings: Any) -> tuple[DeliveryWorker, OutboxStore]:
     config = EventsSettings(endpoints=list(endpoints), **settings)
-    store = OutboxStore(db.writes)
+    store = OutboxStore(db)
     async with db.writes.begin() as conn:
         await conn.run_sync(EventOutbox(config, SOURCE).tag_deleted, "team/app", "v1")
     extra = {"resolve": resolve} if resolve is not None else {}
@@ -139,7 +139,7 @@ async def test_an_authorization_header_with_credentials_in_the_url_is_refused_at
 
     both = hook(f"http://u:p@127.0.0.1:{receiver.port}/events", headers={"authorization": "Bearer t"})
     with pytest.raises(EventsConfigError) as refused:
-        DeliveryWorker(EventsSettings(endpoints=[both]), OutboxStore(database.writes))
+        DeliveryWorker(EventsSettings(endpoints=[both]), OutboxStore(database))
     assert "'hook'" in str(refused.value) and "keep one of them" in str(refused.value)
     assert ":p@" not in str(refused.value)
     # Either one alone is fine, and a configured header is sent as configured.

@@ -45,7 +45,7 @@ def build(db: Database, *endpoints: EventEndpointSettings, **settings: Any
           ) -> tuple[MetadataCore, EventOutbox, DeliveryWorker, OutboxStore]:
     config = EventsSettings(endpoints=list(endpoints), delivery_interval_seconds=0.05, **settings)
     outbox = EventOutbox(config, SOURCE)
-    store = OutboxStore(db.writes)
+    store = OutboxStore(db)
     return MetadataCore(SqlMetadataStore(db, outbox), LIMITS), outbox, DeliveryWorker(config, store), store
 
 
@@ -197,8 +197,8 @@ async def test_pull_events_are_off_by_default_and_sampled_when_on(database: Data
     sampled = EventOutbox(config, SOURCE, sample=lambda: next(draws))
     assert [sampled.wants_pull() for _ in range(4)] == [True, False, True, False]
     bind_request(method="GET", actor="")
-    await sampled.record_pull(database.writes, "repo", "v1", oci.sha256(b"m"), oci.OCI_MANIFEST, 10)
-    worker = DeliveryWorker(config.model_copy(update={"delivery_interval_seconds": 0.05}), OutboxStore(database.writes))
+    await sampled.record_pull(database.access, "repo", "v1", oci.sha256(b"m"), oci.OCI_MANIFEST, 10)
+    worker = DeliveryWorker(config.model_copy(update={"delivery_interval_seconds": 0.05}), OutboxStore(database))
     await drain(worker)
     [pull] = receiver.events
     assert pull["action"] == "pull" and pull["target"]["tag"] == "v1" and pull["actor"] == {}

@@ -295,3 +295,58 @@ async def test_runs_are_recorded_for_stats(make, storage) -> None:
     after = await gc.stats(5)
     assert after["link_candidates"] == 0 and after["blob_candidates"] == 0
     assert [(r["links_removed"], r["blobs_deleted"], r["bytes_freed"]) for r in after["runs"]] == [(1, 1, 5)]
+
+
+async def test_dry_run_with_untagged_deletion_reports_exactly_what_the_run_deletes(make, storage, database) -> None:
+    """Issue 11's gap: with --delete-untagged the dry run must count what only becomes
+    collectable once other items go: the children of an untagged index (over several levels),
+    their referrers, and the links and blobs only those manifests used."""
+    store, gc, _ = make()
+    # A blob left `deleting` by a run whose byte deletion failed: every run retries it.
+    leftover = await upload(store, storage, "x/left", size=7)
+    await sweep.sweep(gc, delete_untagged=False)
+    assert [c.digest for c in await sweep.mark(gc)] == [leftover]
+
+    kept_layer = await upload(store, storage, "u/a", size=1000)
+    kept = manifest([kept_layer])
+    await store.put_manifest("u/a", kept, "stays")
+    # index2 -> index1 -> (child1, child2); a signature of child1; all untagged once "multi" goes.
+    child_blobs = [await upload(store, storage, "u/a", size=100 + i) for i in range(3)]
+    child1 = manifest([child_blobs[0], child_blobs[1], kept_layer])
+    child2 = manifest([child_blobs[2]])
+    for child in (child1, child2):
+        await store.put_manifest("u/a", child, None)
+    index1 = manifest(children=[child1.payload, child2.payload])
+    await store.put_manifest("u/a", index1, None)
+    index2 = manifest(children=[index1.payload])
+    await store.put_manifest("u/a", index2, "multi")
+    signature_blob = await upload(store, storage, "u/a", size=30)
+    signature = manifest([signature_blob], subject=child1.digest)
+    await store.put_manifest("u/a", signature, None)
+    # child_blobs[2] is also linked (unreferenced) in another repository: that link goes first.
+    await store.link_blob("u/c", child_blobs[2], 102)
+    # child_blobs[1] is also used by a tagged image elsewhere: its link there and the blob stay.
+    await store.link_blob("u/b", child_blobs[1], 101)
+    await store.put_manifest("u/b", manifest([child_blobs[1]]), "v1")
+    await store.delete_tag("u/a", "multi")
+
+    # Without --delete-untagged: the leftover and the unreferenced link in u/c go (the blob is
+    # still linked in u/a), and the dry run says so.
+    plan = await sweep.plan(gc, delete_untagged=False)
+    assert plan == sweep.Plan(0, 0, 1, 1, 7, 1)
+    assert await collect(gc, storage) == (plan.manifests, plan.links, plan.blobs, plan.blob_bytes)
+
+    plan = await sweep.plan(gc, delete_untagged=True)
+    # The dry run changed nothing: the same answer again, and the manifests are still served.
+    assert await sweep.plan(gc, delete_untagged=True) == plan
+    await store.get_manifest("u/a", digest=child1.digest)
+    await store.get_manifest("u/a", digest=signature.digest)
+
+    result = await collect(gc, storage, delete_untagged=True)
+    assert result == (plan.manifests, plan.links, plan.blobs, plan.blob_bytes)
+    # index2, index1, child1, child2, signature; links in u/a: child_blobs[0..2] and the
+    # signature's blob; blobs: child_blobs[0], [2] and the signature's.
+    assert result == (5, 4, 3, 100 + 102 + 30)
+    assert plan.deleting == 0 and plan.manifest_bytes > 0
+    await store.get_manifest("u/a", digest=kept.digest)
+    assert await sweep.plan(gc, delete_untagged=True) == sweep.Plan(0, 0, 0, 0, 0, 0)

@@ -52,6 +52,53 @@ def test_a_current_database_is_opened_without_alembic(tmp_path: Path) -> None:
     assert "alembic" not in _loaded_after(migrate), "a database already at head needs no Alembic"
 
 
+def test_the_plane_migrates_a_new_database_in_a_child_without_loading_alembic(tmp_path: Path) -> None:
+    """The metadata plane's auto-migration (migrate_in_child): the upgrade happens in a child
+    process, so Alembic (~11 MiB) never stays resident in the plane, and the database is at head."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/registry.db"
+    code = (
+        "import asyncio\n"
+        "from services.common.settings import MetadataSettings\n"
+        "from services.metadata.migrations import check_schema_current, migrate_in_child\n"
+        "from services.metadata.store.engine import open_database\n"
+        "async def main():\n"
+        f"    db = open_database(MetadataSettings(database_url={url!r}))\n"
+        "    try:\n"
+        "        await migrate_in_child(db)\n"
+        "        assert await check_schema_current(db)\n"
+        "    finally:\n"
+        "        await db.dispose()\n"
+        "asyncio.run(main())"
+    )
+    assert "alembic" not in _loaded_after(code)
+    # A database only this process can open (in-memory SQLite) is migrated in-process.
+    memory = code.replace(repr(url), repr("sqlite+aiosqlite:///:memory:"))
+    assert "alembic" in _loaded_after(memory)
+
+
+def test_the_migration_child_runs_this_code_whatever_the_current_folder_holds(tmp_path: Path) -> None:
+    """A `services/` folder in the current folder (an operator's own project) must not be what
+    the migration child imports."""
+    (tmp_path / "services").mkdir()
+    (tmp_path / "services" / "__init__.py").write_text("raise SystemExit('the wrong services package')\n")
+    url = f"sqlite+aiosqlite:///{tmp_path}/registry.db"
+    code = (
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport asyncio\n"
+        "from services.common.settings import MetadataSettings\n"
+        "from services.metadata.migrations import check_schema_current, migrate_in_child\n"
+        "from services.metadata.store.engine import open_database\n"
+        "async def main():\n"
+        f"    db = open_database(MetadataSettings(database_url={url!r}))\n"
+        "    await migrate_in_child(db)\n"
+        "    assert await check_schema_current(db)\n"
+        "    await db.dispose()\n"
+        "asyncio.run(main())"
+    )
+    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
 def test_lading_serve_starts_without_the_operator_commands() -> None:
     loaded = _loaded_after("from services.cli import _plain_serve\nassert _plain_serve(['serve']) is not None")
     assert not {name for name in loaded if name.startswith(("services.cli_", "grpc", "pydantic", "asyncio"))}

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.accounts.schema import accounts, grants, group_mappings
 from services.metadata.changes.log import ChangeLog
+from services.metadata.store.access import Kind
 from services.metadata.store.dialect import is_unavailable, upsert
 from services.metadata.store.engine import Database
 
@@ -146,14 +147,14 @@ class AccountStore:
 
     async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         try:
-            async with self._db.engine.connect() as conn:
+            async with self._db.access.connection(Kind.PRIMARY_READ) as conn:
                 return await work(conn)
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from None
 
     async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         try:
-            async with self._write_lock, self._db.writes.begin() as conn:
+            async with self._write_lock, self._db.access.transaction() as conn:
                 return await work(conn)
         except sa_exc.IntegrityError as exc:
             raise AccountExists(str(exc)) from None

@@ -20,6 +20,7 @@ from typing import Any
 
 from services.common.settings import ChangeFeedSettings
 from services.metadata.changes.log import NOTIFY_CHANNEL, ChangeLog
+from services.metadata.store.access import Kind
 from services.metadata.store.engine import Database
 
 log = logging.getLogger("lading.metadata.changes")
@@ -129,7 +130,7 @@ class ChangeHub:
         def on_terminated(*_args: Any) -> None:
             lost.set()
 
-        async with self._db.engine.connect() as conn:
+        async with self._db.access.connection(Kind.PRIMARY_READ) as conn:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
             await driver.add_listener(NOTIFY_CHANNEL, on_notify)

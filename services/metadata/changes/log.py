@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metadata.changes.tables import changes
 from services.metadata.gc.tables import registry_flags
+from services.metadata.store.access import Kind
 from services.metadata.store.dialect import upsert
 from services.metadata.store.engine import Database
 
@@ -57,9 +58,8 @@ def _aware(moment: datetime) -> datetime:
 class ChangeLog:
     def __init__(self, database: Database) -> None:
         self._db = database
-        # Reads go to the primary even with a read replica configured: a lagging replica would
-        # make a subscriber look ahead of the head.
-        self._reads = database.reads if database.replica is None else database.engine
+        # Reads are PRIMARY_READs (store/access.py): never a lagging replica, which would make a
+        # subscriber look ahead of the head.
         self._listeners: list[Callable[[], None]] = []
         self._set_flag = upsert(database.dialect, registry_flags, ["name"], {"value": None})
 
@@ -86,12 +86,12 @@ class ChangeLog:
 
     async def head(self) -> int:
         """The newest position (0 when there is none)."""
-        async with self._reads.connect() as conn:
+        async with self._db.access.connection(Kind.PRIMARY_READ) as conn:
             return int((await conn.execute(select(func.max(changes.c.position)))).scalar() or 0)
 
     async def horizon(self) -> int:
         """The highest position deleted by `prune` (0 when nothing was)."""
-        async with self._reads.connect() as conn:
+        async with self._db.access.connection(Kind.PRIMARY_READ) as conn:
             value = (await conn.execute(
                 select(registry_flags.c.value).where(registry_flags.c.name == PRUNED_THROUGH_FLAG)
             )).scalar()
@@ -99,7 +99,7 @@ class ChangeLog:
 
     async def read_after(self, position: int, limit: int) -> list[StoredChange]:
         """Up to `limit` changes with a position above `position`, in order."""
-        async with self._reads.connect() as conn:
+        async with self._db.access.connection(Kind.PRIMARY_READ) as conn:
             rows = await conn.execute(
                 select(changes).where(changes.c.position > position).order_by(changes.c.position).limit(limit)
             )
@@ -109,7 +109,7 @@ class ChangeLog:
     async def prune(self, retention_seconds: float) -> int:
         """Deletes changes older than the retention; returns how many."""
         cutoff = datetime.now(UTC) - timedelta(seconds=retention_seconds)
-        async with self._db.writes.begin() as conn:
+        async with self._db.access.transaction() as conn:
             if self._db.dialect == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
             through = (await conn.execute(

@@ -6,7 +6,7 @@ a page of 50 names costs one indexed range scan however many repositories exist 
 account may see. Pages are keyset pages (strictly after `last`, in byte-wise name order, `limit`
 + 1 rows fetched to know whether more follow), as the registry API's listings.
 
-Reads go to `Database.reads` (the read replica when configured).
+Every query is a `READ` (store/access.py: the read replica when configured).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.gc.tables import blobs as gc_blobs
+from services.metadata.store.access import read
 from services.metadata.store.dialect import is_unavailable
 from services.metadata.store.engine import Database
 from services.metadata.store.schema import manifests, repositories, repository_blobs, tags
@@ -98,8 +99,7 @@ class ConsoleReads:
 
     async def _rows(self, statement: Any) -> list[Any]:
         try:
-            async with self._db.reads.connect() as conn:
-                return list(await conn.execute(statement))
+            return await self._db.access.rows(read(statement))
         except _DB_ERRORS as exc:
             if is_unavailable(exc):
                 raise RegistryError(ErrorKind.UNAVAILABLE, "the metadata database is unavailable; retry shortly") from None

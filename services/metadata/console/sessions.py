@@ -22,6 +22,7 @@ from sqlalchemy import exc as sa_exc
 
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.console.tables import console_sessions
+from services.metadata.store.access import primary_read
 from services.metadata.store.dialect import is_unavailable
 from services.metadata.store.engine import Database
 
@@ -63,7 +64,7 @@ class SessionStore:
 
     async def _write(self, work: Callable[[Connection], T]) -> T:
         try:
-            return await self._db.writer.run(work)
+            return await self._db.access.write(work)
         except RegistryError:
             raise
         except _DB_ERRORS as exc:
@@ -93,8 +94,7 @@ class SessionStore:
             return None
         key = session_id(secret)
         try:
-            async with self._db.engine.connect() as conn:
-                row = (await conn.execute(select(console_sessions).where(console_sessions.c.id == key))).first()
+            row = await self._db.access.first(primary_read(select(console_sessions).where(console_sessions.c.id == key)))
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from None
         if row is None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.settings import EventEndpointSettings, EventsSettings
 from services.metadata.events import context
@@ -30,6 +29,9 @@ from services.metadata.events.envelope import (
     target_url,
 )
 from services.metadata.events.tables import PENDING, event_outbox
+
+if TYPE_CHECKING:
+    from services.metadata.store.access import Access
 
 
 def accepts(endpoint: EventEndpointSettings, action: str, media_type: str | None) -> bool:
@@ -142,7 +144,7 @@ class EventOutbox:
         if rows:
             conn.execute(self._insert, rows)
 
-    async def record_pull(self, engine: AsyncEngine, repository: str, reference_tag: str | None, digest: str,
+    async def record_pull(self, access: Access, repository: str, reference_tag: str | None, digest: str,
                           media_type: str, size: int) -> None:
         """A manifest GET, in its own transaction (a read has none). Call only when `wants_pull()`."""
         request = context.current()
@@ -150,5 +152,5 @@ class EventOutbox:
             media_type=media_type, digest=digest, size=size, repository=repository,
             url=target_url(request, repository, "manifests", digest), tag=reference_tag,
         )
-        async with engine.begin() as conn:
+        async with access.transaction() as conn:
             await conn.run_sync(self._record, "pull", repository, target, request)

@@ -2,7 +2,7 @@
 
 Claiming is one UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING on PostgreSQL
 (concurrent workers skip each other's rows instead of waiting) and the same statement inside
-BEGIN IMMEDIATE on SQLite (`Database.writes`: one writer at a time). The claim pushes
+BEGIN IMMEDIATE on SQLite (`Access.transaction`: one writer at a time). The claim pushes
 `next_attempt_at` one lease ahead, so a worker that dies after claiming delays its rows by the lease
 and another worker then sends them (at least once).
 """
@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metadata.events.tables import DEAD, DELIVERED, PENDING
 from services.metadata.events.tables import event_outbox as o
+from services.metadata.store.access import Kind
+
+if TYPE_CHECKING:
+    from services.metadata.store.engine import Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +31,10 @@ class Claimed:
 
 
 class OutboxStore:
-    def __init__(self, writes: AsyncEngine, reads: AsyncEngine | None = None) -> None:
-        self._writes = writes
-        # Listings and counts (admin, metrics) may come from the read view / replica.
-        self._reads = reads or writes
+    def __init__(self, database: Database) -> None:
+        # Claims and state changes are async transactions on the primary; listings and counts
+        # (admin, metrics) are READs, which may come from the replica (store/access.py decides).
+        self._access = database.access
 
     async def claim(self, endpoint: str, limit: int, lease_seconds: float) -> list[Claimed]:
         """Due pending rows of `endpoint` (oldest first, at most `limit`), leased to the caller."""
@@ -49,13 +52,13 @@ class OutboxStore:
             .values(next_attempt_at=now + timedelta(seconds=lease_seconds))
             .returning(o.c.id, o.c.body, o.c.attempts)
         )
-        async with self._writes.begin() as conn:
+        async with self._access.transaction() as conn:
             rows = list(await conn.execute(statement))
         rows.sort(key=lambda row: row[0])
         return [Claimed(id=row[0], body=row[1], attempts=row[2]) for row in rows]
 
     async def delivered(self, ids: list[int]) -> None:
-        async with self._writes.begin() as conn:
+        async with self._access.transaction() as conn:
             await conn.execute(
                 update(o).where(o.c.id.in_(ids)).values(
                     state=DELIVERED, delivered_at=datetime.now(UTC), attempts=o.c.attempts + 1, last_error=None,
@@ -81,7 +84,7 @@ class OutboxStore:
                 state, due = PENDING, now + timedelta(seconds=min(cap, base * 2 ** (attempts - 1)))
             params.append({"row_id": row.id, "new_state": state, "new_attempts": attempts, "due": due,
                            "error": error[:1000]})
-        async with self._writes.begin() as conn:
+        async with self._access.transaction() as conn:
             await conn.execute(statement, params)
         return dead
 
@@ -93,7 +96,7 @@ class OutboxStore:
             query = query.where(o.c.endpoint == endpoint)
         if before_id:
             query = query.where(o.c.id < before_id)
-        async with self._reads.connect() as conn:
+        async with self._access.connection(Kind.READ) as conn:
             return list(await conn.execute(query))
 
     async def replay(self, *, row_id: int, dead: bool, endpoint: str) -> int:
@@ -108,17 +111,17 @@ class OutboxStore:
             return 0
         if endpoint:
             statement = statement.where(o.c.endpoint == endpoint)
-        async with self._writes.begin() as conn:
+        async with self._access.transaction() as conn:
             return (await conn.execute(statement)).rowcount
 
     async def purge_delivered(self, older_than_seconds: float) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
-        async with self._writes.begin() as conn:
+        async with self._access.transaction() as conn:
             result = await conn.execute(delete(o).where(o.c.state == DELIVERED, o.c.delivered_at < cutoff))
             return result.rowcount
 
     async def counts(self) -> dict[tuple[str, str], int]:
         """Rows by (endpoint, state), for metrics."""
         query = select(o.c.endpoint, o.c.state, func.count()).group_by(o.c.endpoint, o.c.state)
-        async with self._reads.connect() as conn:
+        async with self._access.connection(Kind.READ) as conn:
             return {(row[0], row[1]): row[2] for row in await conn.execute(query)}

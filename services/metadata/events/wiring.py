@@ -43,7 +43,7 @@ def build_events(settings: EventsSettings, database: Database) -> EventParts:
     (a replica with `deliver = false` too: the settings are shared)."""
     validate(settings)
     source = Source(addr=settings.source_addr or socket.gethostname(), instance_id=str(uuid.uuid4()))
-    store = OutboxStore(database.writes, database.reads)
+    store = OutboxStore(database)
     worker = DeliveryWorker(settings, store) if settings.deliver else DeliveryWorker(
         settings.model_copy(update={"endpoints": []}), store)
     return EventParts(outbox=EventOutbox(settings, source), store=store, worker=worker,

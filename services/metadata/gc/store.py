@@ -24,6 +24,7 @@ from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events.envelope import ADMIN_ACTOR, GC_ACTOR, internal_request
 from services.metadata.gc.guard import ACTIVE, DELETING, PENDING, new_epoch
 from services.metadata.gc.tables import blobs, gc_review, gc_runs, registry_flags
+from services.metadata.store.access import Read, Route, push_read, read
 from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
 from services.metadata.store.schema import (
@@ -33,7 +34,6 @@ from services.metadata.store.schema import (
     repository_blobs,
     tags,
 )
-from services.metadata.store.writes import SqliteThreadWriter
 
 if TYPE_CHECKING:
     from services.metadata.events.outbox import EventOutbox
@@ -46,6 +46,12 @@ _ATTEMPTS = 5
 _DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
 # Digests per IN (...) query when looking for orphans.
 _ORPHAN_CHUNK = 500
+
+
+class _Simulated(Exception):  # noqa: N818 - not an error: carries `simulate`'s answer out of its rollback
+    def __init__(self, result: tuple[list[Candidate], list[Candidate], list[Candidate]]) -> None:
+        super().__init__("simulated GC run (rolled back)")
+        self.result = result
 
 
 def _now() -> datetime:
@@ -117,9 +123,9 @@ class GcStore:
         self._hold = upsert(self._dialect, gc_review, ["repository_id", "digest"], {"review_after": None})
         self._insert_blob = insert_ignore(self._dialect, blobs, ["digest"])
         self._set_flag = upsert(self._dialect, registry_flags, ["name"], {"value": None})
-        # On a SQLite file (no replica) the small reads of the push path take one hop on the
-        # writer thread instead of several aiosqlite hops (store/writes.py).
-        self._one_hop = isinstance(database.writer, SqliteThreadWriter) and database.replica is None
+        self._access = database.access
+        # LinkBlob's lock-free look at the blob row before it writes (link_epoch).
+        self._link_state = push_read(select(blobs.c.state).where(blobs.c.digest == bindparam("digest")))
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -128,7 +134,7 @@ class GcStore:
         with the metadata store: store/writes.py); `durable` as `Writer.run` says."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return await self._db.writer.run(work, durable=durable)
+                return await self._access.write(work, durable=durable)
             except RegistryError:
                 raise
             except _DB_ERRORS as exc:
@@ -139,22 +145,14 @@ class GcStore:
         raise AssertionError("unreachable")
 
     async def _read(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        try:
-            # `reads`: no BEGIN IMMEDIATE on SQLite; may be the replica (every collecting step
-            # re-checks on the primary under a row lock, so a lagging answer is only a hint).
-            async with self._db.reads.connect() as conn:
-                return list(await conn.execute(statement, params or {}))
-        except _DB_ERRORS as exc:
-            raise _unavailable(exc) from None
+        """One read that may scan (store/access.py `READ`): no BEGIN IMMEDIATE on SQLite; may be
+        the replica (every collecting step re-checks on the primary under a row lock, so a
+        lagging answer is only a hint)."""
+        return await self._rows(read(statement), params)
 
-    async def _read_small(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        """`_read` for a small indexed lookup on the push path (never a scan: on SQLite it runs
-        on the writer thread, between write transactions)."""
-        if not self._one_hop:
-            return await self._read(statement, params)
+    async def _rows(self, declared: Read, params: dict[str, Any] | None = None) -> list[Any]:
         try:
-            return await self._db.writer.run(lambda conn: list(conn.execute(statement, params or {})),
-                                             durable=False)  # writes nothing
+            return await self._access.rows(declared, params)
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from None
 
@@ -204,22 +202,22 @@ class GcStore:
     async def holds_for_tag(self, repository: str, tag: str) -> None:
         if not self._delay:
             return
-        rows = await self._read_small(
+        rows = await self._rows(push_read(
             select(repositories.c.id, manifests.c.digest)
             .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id)
                          .join(manifests, manifests.c.id == tags.c.manifest_id))
-            .where(repositories.c.name == repository, tags.c.name == tag))
+            .where(repositories.c.name == repository, tags.c.name == tag)))
         await self.hold([(row[0], row[1]) for row in rows])
 
     async def holds_for_manifest(self, repository: str, digest: str) -> None:
         """Holds the blobs and child manifests `digest` references in `repository`."""
         if not self._delay:
             return
-        rows = await self._read_small(
+        rows = await self._rows(push_read(
             select(repositories.c.id, manifest_references.c.digest)
             .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id)
                          .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id))
-            .where(repositories.c.name == repository, manifests.c.digest == digest))
+            .where(repositories.c.name == repository, manifests.c.digest == digest)))
         await self.hold([(row[0], row[1]) for row in rows])
 
     async def holds_for_global(self, digests: list[str]) -> None:
@@ -247,11 +245,14 @@ class GcStore:
 
     async def link_epoch(self, digest: str, size: int) -> int | None:
         """`prepare_link` for a LinkBlob: None when the row is `active`, else the `pending`
-        epoch to confirm. Elsewhere than on a SQLite file a lock-free read comes first, so the
-        re-push of a known blob writes nothing; on SQLite the write transaction is one hop on
-        the writer thread, cheaper than that read."""
-        if not self._one_hop and await self.blob_state(digest) == ACTIVE:
-            return None
+        epoch to confirm. Where a push read takes its own path (not the writer), a lock-free read
+        comes first, so the re-push of a known blob writes nothing; where it would take the
+        writer anyway (a SQLite file: store/access.py), the write transaction alone is one hop,
+        cheaper than a read and then a write."""
+        if self._access.route(self._link_state) is not Route.WRITER:
+            rows = await self._rows(self._link_state, {"digest": digest})
+            if rows and rows[0][0] == ACTIVE:
+                return None
         return await self.prepare_link(digest, size)
 
     async def blob_state(self, digest: str) -> str | None:
@@ -345,6 +346,50 @@ class GcStore:
                 {**self._times(), "digests": digests[start:start + 500]})
             found += [Candidate("blob", GLOBAL, r[0], int(r[1]), state=r[2]) for r in rows]
         return found
+
+    async def simulate(self, *, delete_untagged: bool, passes: int
+                       ) -> tuple[list[Candidate], list[Candidate], list[Candidate]]:
+        """What a run would take now, as (manifests, links, blobs): the sweep's and the mark's
+        own conditions, applied in the same order (untagged manifests in up to `passes` passes,
+        each pass seeing what the one before removed; then the links no remaining manifest
+        references; then the blobs no remaining link holds, and those left `deleting`), inside
+        ONE write transaction that is always rolled back. So the dry run counts what only
+        becomes collectable once other items go (an index's children, their referrers, the
+        blobs only they used), and nothing is changed. It holds the write lock (SQLite) or the
+        rows' locks (PostgreSQL) for that one transaction, as a run's steps do for theirs."""
+        m, rb = manifests, repository_blobs
+
+        def work(conn: Connection) -> None:
+            times = self._times()
+            gone: list[Candidate] = []
+            if delete_untagged:
+                for _ in range(passes):
+                    rows = conn.execute(select(m.c.id, m.c.repository_id, m.c.digest, m.c.size)
+                                        .where(self._manifest_deletable()).order_by(m.c.id), times).all()
+                    if not rows:
+                        break
+                    gone += [Candidate("manifest", r[1], r[2], int(r[3]), row_id=r[0]) for r in rows]
+                    ids = [r[0] for r in rows]
+                    for start in range(0, len(ids), _ORPHAN_CHUNK):
+                        conn.execute(delete(m).where(m.c.id.in_(ids[start:start + _ORPHAN_CHUNK])))
+            rows = conn.execute(select(rb.c.repository_id, rb.c.digest, rb.c.size)
+                                .where(self._link_unreferenced()), times).all()
+            links = [Candidate("link", r[0], r[1], int(r[2])) for r in rows]
+            if links:
+                conn.execute(delete(rb).where(rb.c.repository_id == bindparam("r"), rb.c.digest == bindparam("d")),
+                             [{"r": c.repository_id, "d": c.digest} for c in links])
+            rows = conn.execute(
+                select(blobs.c.digest, blobs.c.size, blobs.c.state)
+                .where(or_(blobs.c.state == DELETING, and_(blobs.c.state.in_([ACTIVE, PENDING]), self._blob_unlinked())))
+                .order_by(blobs.c.digest), times).all()
+            raise _Simulated((gone, links, [Candidate("blob", GLOBAL, r[0], int(r[1]), state=r[2]) for r in rows]))
+
+        try:
+            # Never commits (the body always raises), so nothing waits for the disk.
+            await self._write(work, durable=False)
+        except _Simulated as done:
+            return done.result
+        raise AssertionError("unreachable")
 
     async def delete_manifest_if_unreferenced(self, candidate: Candidate) -> bool:
         m = manifests

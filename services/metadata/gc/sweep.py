@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
-
-from sqlalchemy import bindparam, func, select
 
 from services.metadata.gc.guard import DELETING
 from services.metadata.gc.store import GLOBAL, Candidate, GcStore
-from services.metadata.store.schema import repository_blobs
 
 log = logging.getLogger("lading.metadata.gc")
 # Manifest passes per sweep: an index freed in one pass frees its children in the next.
 _MAX_PASSES = 8
-_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,29 +42,15 @@ class Plan:
 
 
 async def plan(gc: GcStore, *, delete_untagged: bool) -> Plan:
-    """What a run would free now. Exact when untagged manifests are kept (the default); with
-    deletion on, manifests that only become collectable after an index above them goes (and the
-    links/blobs only they used) are counted by the next run."""
-    manifests = await gc.manifest_candidates() if delete_untagged else []
-    links = await gc.link_candidates()
-    blobs = await gc.blob_candidates()
-    candidate_links = Counter(c.digest for c in links)
-    total_links: dict[str, int] = {}
-    digests = sorted(candidate_links)
-    rb = repository_blobs
-    query = (select(rb.c.digest, func.count()).where(rb.c.digest.in_(bindparam("digests", expanding=True)))
-             .group_by(rb.c.digest))
-    for start in range(0, len(digests), _CHUNK):
-        for row in await gc._read(query, {"digests": digests[start:start + _CHUNK]}):  # noqa: SLF001
-            total_links[row[0]] = int(row[1])
-    freed = {c.digest: c for c in blobs}
-    fully_unlinked = [d for d, n in candidate_links.items() if total_links.get(d) == n and d not in freed]
-    for candidate in await gc.blobs_by_digest(fully_unlinked):
-        freed[candidate.digest] = candidate
+    """What a run with the same `delete_untagged` would free now: exactly what `sweep` then `mark`
+    would take, untagged manifests that only become collectable after an index above them goes
+    (and the links and blobs only they used) included. Computed by `GcStore.simulate`, which
+    applies the run's own conditions in one transaction and rolls it back."""
+    manifests, links, blobs = await gc.simulate(delete_untagged=delete_untagged, passes=_MAX_PASSES)
     return Plan(
         manifests=len(manifests), manifest_bytes=sum(c.size for c in manifests), links=len(links),
-        blobs=len(freed), blob_bytes=sum(c.size for c in freed.values()),
-        deleting=sum(1 for c in freed.values() if c.state == DELETING),
+        blobs=len(blobs), blob_bytes=sum(c.size for c in blobs),
+        deleting=sum(1 for c in blobs if c.state == DELETING),
     )
 
 

@@ -10,13 +10,19 @@ Run programmatically; no alembic.ini is needed (`alembic_config()` sets `script_
 Alembic is imported only when there is something to migrate: a database already at head (every
 start but the first after an upgrade) is recognised by reading `alembic_version` with plain SQL
 against the head read from the revision files (`head_revision`), which keeps Alembic's ~0.1 s and
-~11 MiB out of the metadata plane's start-up and resident size.
+~11 MiB out of the metadata plane's start-up and resident size. When there is something to
+migrate, the running plane does it in a short-lived child process (`migrate_in_child`, `python -m
+services.metadata.migrations`), so Alembic (and Mako, Pygments) never stay resident in it either;
+only databases another process cannot open (in-memory SQLite) are migrated in-process.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +31,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from services.common.settings import MetadataSettings
-from services.metadata.store.engine import Database, open_database
+from services.metadata.store.access import Kind
+from services.metadata.store.engine import Database, open_database, sqlite_file
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -114,9 +121,40 @@ async def migrate(target: str | Database) -> None:
         await _upgrade_to_head(database)
 
 
+# The folder holding the `services` package this code was loaded from (resolved once, at import).
+_CODE_ROOT = str(Path(__file__).resolve().parents[3])
+
+
+async def migrate_in_child(database: Database) -> None:
+    """`migrate(database)`, with the upgrade itself (when one is needed) in a child process that
+    exits afterwards: the caller never imports Alembic. The URL goes to the child on its stdin
+    (not its arguments or environment, which other users may read). Databases a child cannot
+    open (in-memory or `file:` SQLite) are migrated here instead.
+
+    Raises RuntimeError with the child's last lines of error output when it fails."""
+    if await current_revisions(database) == (head_revision(),):
+        return
+    if database.dialect == "sqlite" and sqlite_file(database.engine.url) is None:
+        await _upgrade_to_head(database)
+        return
+    url = database.engine.url.render_as_string(hide_password=False)
+    # The child runs this very code: the folder `services` was loaded from goes first on its path,
+    # and `-P` keeps the current folder (whatever `services/` it may hold) off it.
+    root = _CODE_ROOT
+    inherited = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": root if not inherited else root + os.pathsep + inherited}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-P", "-m", "services.metadata.migrations", env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, errors = await child.communicate(url.encode() + b"\n")
+    if child.returncode != 0:
+        tail = " | ".join(errors.decode(errors="replace").strip().splitlines()[-3:])
+        raise RuntimeError(f"migrating the metadata database to {head_revision()} failed: {tail}")
+
+
 async def _upgrade_to_head(database: Database) -> None:
     config = alembic_config()
-    async with database.writes.begin() as connection:
+    async with database.access.transaction() as connection:
         if database.dialect == "postgresql":
             await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
         await connection.run_sync(_upgrade, config)
@@ -125,7 +163,7 @@ async def _upgrade_to_head(database: Database) -> None:
 async def current_revisions(target: str | Database) -> tuple[str, ...]:
     """The revisions the database is at (empty for a database never migrated). Asks the primary,
     never a read replica."""
-    async with _database(target) as database, database.engine.connect() as connection:
+    async with _database(target) as database, database.access.connection(Kind.PRIMARY_READ) as connection:
         return await connection.run_sync(_current_heads)
 
 

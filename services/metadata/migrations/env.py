@@ -40,7 +40,7 @@ async def _run_with_own_engine(url: str) -> None:
 
     database = open_database(MetadataSettings(database_url=url))
     try:
-        async with database.writes.begin() as connection:
+        async with database.access.transaction() as connection:
             await connection.run_sync(_run)
     finally:
         await database.dispose()

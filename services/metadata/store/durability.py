@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from services.metadata.store.access import Kind
 from services.metadata.store.engine import Database
 
 
@@ -22,7 +23,7 @@ async def commit_durability_warning(database: Database) -> str | None:
     durable (PostgreSQL with `synchronous_commit=off`); None otherwise (and on SQLite)."""
     if database.dialect != "postgresql":
         return None
-    async with database.writes.connect() as conn:
+    async with database.access.connection(Kind.PRIMARY_READ) as conn:
         value = (await conn.execute(text("SHOW synchronous_commit"))).scalar()
         name = (await conn.execute(text("SELECT current_database() || ' as role ' || current_user"))).scalar()
     if str(value).lower() != "off":

@@ -27,6 +27,9 @@ recommend ("Enabling Non-Legacy SQLite Transactional Modes"). PostgreSQL connect
 on one dedicated thread with its own pysqlite connection (same pragmas, BEGIN IMMEDIATE);
 otherwise through `run_sync` on `writes`.
 
+Which of these a statement takes is decided in one place, `access` (access.py): stores declare
+each read's kind (or hand the writer a transaction body) and never pick a view themselves.
+
 URL conveniences: `sqlite:///path` becomes `sqlite+aiosqlite:///path`, and `postgresql://...` or
 `postgres://...` becomes `postgresql+asyncpg://...`. The SQLite file's folder is created if missing
 (0700, durably) and the file itself is created 0600 (its -wal and -shm take its mode), or set to
@@ -35,7 +38,7 @@ URL conveniences: `sqlite:///path` becomes `sqlite+aiosqlite:///path`, and `post
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.common.private_files import make_private_file, make_private_folder
 from services.common.settings import MetadataSettings
+from services.metadata.store.access import Access
 from services.metadata.store.writes import EngineWriter, SqliteThreadWriter, Writer
 
 # Execution option read by the SQLite `begin` hook: the statement that opens a transaction, or None.
@@ -64,6 +68,12 @@ class Database:
     writer: Writer
     # The read replica's engine when `read_replica_url` is set (then `reads` is a view of it).
     replica: AsyncEngine | None = None
+    # The one place that decides which of the views above (or the writer, or the one-hop sqlite3
+    # readers) a statement takes (access.py). Stores go through it, not through the views.
+    access: Access = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "access", Access(self))
 
     @property
     def write_engine(self) -> Engine:
@@ -77,7 +87,9 @@ class Database:
         return self.engine.dialect.name
 
     async def dispose(self) -> None:
-        """Closes every pooled connection (the replica's and the writer's too). Idempotent."""
+        """Closes every pooled connection (the replica's, the writer's and the sqlite3 readers'
+        too). Idempotent."""
+        await self.access.close()
         await self.writer.close()
         await self.engine.dispose()
         if self.replica is not None:
@@ -98,7 +110,10 @@ def normalize_url(database_url: str) -> URL:
     )
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL; None for in-memory and `file:` URLs (and other databases)."""
+    if url.get_backend_name() != "sqlite":
+        return None
     database = url.database or ""
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
@@ -106,7 +121,7 @@ def _sqlite_file(url: URL) -> Path | None:
 
 
 def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None:
         make_private_folder(path.parent, tighten=False)
         make_private_file(path, companions=("-wal", "-shm", "-journal"))

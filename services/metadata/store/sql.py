@@ -1,17 +1,17 @@
 """`SqlMetadataStore`: the MetadataStore contract (see base.py) over SQLite or PostgreSQL.
 
 Statements are built once, at construction, with bind parameters: each call only binds values,
-and SQLAlchemy's compiled cache does the rest. Reads go through `Database.reads` (no explicit
-transaction, one statement; the read replica when one is configured); writes through `Database.writes` in one transaction each, re-run
-from the start when PostgreSQL reports a conflict with a concurrent writer (every write is
-idempotent, so a re-run is safe). Write bodies are synchronous functions handed to the database's
-writer (writes.py): on a SQLite file each transaction is one hop to the one writer thread of the
-process (SQLite admits one writer at a time anyway); writers in other processes are still
-serialised by BEGIN IMMEDIATE + busy_timeout.
-
-On a SQLite file the hot reads (GetManifest, StatBlob and the listings) skip the async engine and
-run on read-only sqlite3 connections, one thread hop each (sqlite_reads.py: the engine path costs
-four or five hops per read, which was most of the metadata process's CPU under load).
+and SQLAlchemy's compiled cache does the rest. Each read is declared with its kind (access.py:
+`hot_read` for GetManifest, StatBlob and the listings; `read`/`primary_read` for the health
+check) and `Database.access` decides the path it takes: on a SQLite file the hot reads skip the
+async engine and run on read-only sqlite3 connections, one thread hop each (the engine path costs
+four or five hops per read, which was most of the metadata process's CPU under load); elsewhere
+they go through `Database.reads` (the read replica when one is configured). Writes are
+synchronous bodies run in one transaction each by the database's writer (writes.py, through
+`Access.write`), re-run from the start when PostgreSQL reports a conflict with a concurrent
+writer (every write is idempotent, so a re-run is safe): on a SQLite file each transaction is one
+hop to the one writer thread of the process (SQLite admits one writer at a time anyway); writers
+in other processes are still serialised by BEGIN IMMEDIATE + busy_timeout.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, and_, bindparam, delete, literal, literal_column, select
@@ -30,6 +29,7 @@ from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events import context as event_context
 from services.metadata.gc.guard import BlobRowGuard
 from services.metadata.gc.tables import blobs as gc_blobs
+from services.metadata.store.access import Read, hot_read, primary_read, read
 from services.metadata.store.base import NewManifest, Page, Referrer, StoredManifest
 from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
@@ -40,7 +40,6 @@ from services.metadata.store.schema import (
     repository_blobs,
     tags,
 )
-from services.metadata.store.sqlite_reads import Query, SqliteReader
 
 if TYPE_CHECKING:
     from services.metadata.events.outbox import EventOutbox
@@ -54,9 +53,6 @@ _WRITE_ATTEMPTS = 5
 # Times a manifest push re-inserts a stored copy the collector deleted under it (put_manifest).
 _REINSERT_ATTEMPTS = 3
 _DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
-# Busy timeout of the one-hop SQLite readers. In WAL mode readers do not wait for writers; this
-# only covers the rare moments SQLite itself makes a reader wait (WAL recovery after a crash).
-_READ_BUSY_SECONDS = 5.0
 
 
 def _now() -> datetime:
@@ -80,13 +76,15 @@ class SqlMetadataStore:
 
     def __init__(self, database: Database, events: EventOutbox | None = None) -> None:
         self._db = database
+        self._access = database.access
         # Event notifications (services/metadata/events): written in each change's transaction.
         self._events = events
         dialect = database.dialect
         r, rb, m, mr, t = repositories, repository_blobs, manifests, manifest_references, tags
         repository = bindparam("repository")
 
-        self._ping = select(literal(1))
+        self._ping = read(select(literal(1)))
+        self._ping_primary = primary_read(select(literal(1)))
         self._repository_id = select(r.c.id).where(r.c.name == repository)
         self._repository_id_subquery = self._repository_id.scalar_subquery()
         self._insert_repository = insert_ignore(dialect, r, ["name"])
@@ -97,7 +95,7 @@ class SqlMetadataStore:
         # unknown to HEAD, mount and manifests, checked in the same query/transaction.
         self._blob_guard = BlobRowGuard(dialect)
         blob_active = and_(gc_blobs.c.digest == rb.c.digest, gc_blobs.c.state == literal_column("'active'"))
-        self._stat_blob = (
+        self._stat_blob = hot_read(
             select(rb.c.size)
             .select_from(rb.join(r, r.c.id == rb.c.repository_id).join(gc_blobs, blob_active))
             .where(r.c.name == repository, rb.c.digest == bindparam("digest"))
@@ -147,7 +145,7 @@ class SqlMetadataStore:
             columns = [r.c.id, m.c.digest, m.c.media_type, m.c.size]
             if with_payload:
                 columns.append(m.c.payload)
-            return select(*columns).select_from(joined).where(r.c.name == repository)
+            return hot_read(select(*columns).select_from(joined).where(r.c.name == repository))
 
         by_tag_join = r.outerjoin(t, and_(t.c.repository_id == r.c.id, t.c.name == bindparam("tag"))).outerjoin(
             m, m.c.id == t.c.manifest_id
@@ -158,14 +156,14 @@ class SqlMetadataStore:
 
         # Listings: fetch limit + 1 rows to know whether more follow.
         limit = bindparam("limit")
-        self._list_tags = (
+        self._list_tags = hot_read(
             select(r.c.id, t.c.name)
             .select_from(r.outerjoin(t, and_(t.c.repository_id == r.c.id, t.c.name > bindparam("last"))))
             .where(r.c.name == repository)
             .order_by(t.c.name)
             .limit(limit)
         )
-        self._list_repositories = (
+        self._list_repositories = hot_read(
             select(r.c.name).where(r.c.name > bindparam("last")).order_by(r.c.name).limit(limit)
         )
         referrers = (
@@ -176,40 +174,20 @@ class SqlMetadataStore:
             .order_by(m.c.digest)
             .limit(limit)
         )
-        self._list_referrers = referrers
-        self._list_referrers_of_type = referrers.where(m.c.artifact_type == bindparam("artifact_type"))
-
-        # SQLite files: the hot reads take one thread hop instead of several (sqlite_reads).
-        self._reader: SqliteReader | None = None
-        self._fast: dict[int, Query] = {}
-        path = _sqlite_path(database)
-        if path is not None:
-            self._reader = SqliteReader(path, database.reads.dialect, busy_timeout_seconds=_READ_BUSY_SECONDS)
-            for statement in (self._stat_blob, *self._get_by_tag.values(), *self._get_by_digest.values(),
-                              self._list_tags, self._list_repositories, self._list_referrers,
-                              self._list_referrers_of_type):
-                self._fast[id(statement)] = self._reader.compile(statement)
+        self._list_referrers = hot_read(referrers)
+        self._list_referrers_of_type = hot_read(referrers.where(m.c.artifact_type == bindparam("artifact_type")))
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    async def _read_all(self, statement: Any, params: dict[str, Any]) -> list[Any]:
-        fast = self._fast.get(id(statement))
-        if fast is not None and self._reader is not None:
-            return await self._reader.fetch(fast, params)
+    async def _read_all(self, declared: Read, params: dict[str, Any]) -> list[Any]:
         try:
-            async with self._db.reads.connect() as conn:
-                return list(await conn.execute(statement, params))
+            return await self._access.rows(declared, params)
         except _DB_ERRORS as exc:
             raise _translate(exc) from None
 
-    async def _read_first(self, statement: Any, params: dict[str, Any]) -> Any:
-        fast = self._fast.get(id(statement))
-        if fast is not None and self._reader is not None:
-            rows = await self._reader.fetch(fast, params)
-            return rows[0] if rows else None
+    async def _read_first(self, declared: Read, params: dict[str, Any]) -> Any:
         try:
-            async with self._db.reads.connect() as conn:
-                return (await conn.execute(statement, params)).first()
+            return await self._access.first(declared, params)
         except _DB_ERRORS as exc:
             raise _translate(exc) from None
 
@@ -218,7 +196,7 @@ class SqlMetadataStore:
         writer: store/writes.py); rolls back on any exception."""
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                return await self._db.writer.run(work)
+                return await self._access.write(work)
             except RegistryError:
                 raise
             except _DB_ERRORS as exc:
@@ -245,16 +223,9 @@ class SqlMetadataStore:
         """Raises unless the primary and (when configured) the read replica both answer."""
         await self._read_first(self._ping, {})
         if self._db.replica is not None:
-            try:
-                async with self._db.writes.connect() as conn:
-                    await conn.execute(self._ping)
-            except _DB_ERRORS as exc:
-                raise _translate(exc) from None
+            await self._read_first(self._ping_primary, {})
 
     async def close(self) -> None:
-        if self._reader is not None:
-            await asyncio.to_thread(self._reader.close)
-            self._reader = None
         await self._db.dispose()
 
     def require_blob_rows(self) -> None:
@@ -290,7 +261,7 @@ class SqlMetadataStore:
     async def mount_blob(self, repository: str, digest: str, from_repository: str | None) -> int | None:
         def work(conn: Connection) -> int | None:
             if from_repository:
-                size = conn.execute(self._stat_blob, {"repository": from_repository, "digest": digest}).scalar()
+                size = conn.execute(self._stat_blob.statement, {"repository": from_repository, "digest": digest}).scalar()
             else:
                 size = conn.execute(self._blob_anywhere, {"digest": digest}).scalar()
             if size is None or not self._blob_guard.usable(conn, digest):
@@ -463,15 +434,6 @@ class SqlMetadataStore:
             for row in rows[:limit]
         ]
         return Page(items=items, has_more=len(rows) > limit)
-
-
-def _sqlite_path(database: Database) -> Path | None:
-    """The SQLite file the reads go to, or None (PostgreSQL, in-memory or `file:` URL databases)."""
-    url = database.reads.url
-    name = url.database or ""
-    if url.get_backend_name() != "sqlite" or not name or name == ":memory:" or name.startswith("file:"):
-        return None
-    return Path(name)
 
 
 def _name_unknown(repository: str) -> RegistryError:
