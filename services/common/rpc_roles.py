@@ -130,6 +130,16 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "AdminSetMaintenance": GATEWAY_ONLY,
         "AdminStorage": GATEWAY_ONLY,
     },
+    "lading.metadata.v1.ProxyService": {
+        # The gateway passes a blob's fetch lease between the two planes; `lading proxy status`.
+        "BeginBlobFetch": GATEWAY_ONLY,
+        "EndBlobFetch": GATEWAY_ONLY,
+        "ProxyStatus": frozenset({GATEWAY, OPERATOR}),
+    },
+    "lading.blob.v1.FetchService": {
+        # Fetch on miss: the gateway, holding the blob's lease from ProxyService.BeginBlobFetch.
+        "FetchBlob": GATEWAY_ONLY,
+    },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.
         "StatBlob": frozenset({GATEWAY, METADATA, OPERATOR}),

@@ -308,8 +308,8 @@ class SqlMetadataStore:
     async def put_manifest(self, repository: str, manifest: NewManifest, tag: str | None) -> None:
         def work(conn: Connection) -> None:
             repository_id = self._find_repository(conn, repository)
-            missing_blobs = list(manifest.blob_digests)
-            missing_manifests = list(manifest.manifest_digests)
+            missing_blobs = [] if manifest.from_upstream else list(manifest.blob_digests)
+            missing_manifests = [] if manifest.from_upstream else list(manifest.manifest_digests)
             if repository_id is not None:
                 if missing_blobs:
                     found = set(conn.execute(

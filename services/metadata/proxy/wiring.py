@@ -1,0 +1,42 @@
+"""Builds the metadata plane's pull-through cache from settings (services/metadata/main.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from services.common.settings import ProxySettings
+from services.common.upstream import Upstreams
+from services.metadata.core import MetadataCore
+from services.metadata.proxy.cache import ProxyCache
+from services.metadata.proxy.servicer import SERVICE_NAME, ProxyServicer, add_to_server
+from services.metadata.store.base import MetadataStore
+from services.metadata.store.engine import Database
+
+PROXY_SERVICE_NAME = SERVICE_NAME
+
+
+def build_upstreams(settings: ProxySettings) -> Upstreams | None:
+    """The configured upstreams, or None (no HTTP client is loaded then)."""
+    return Upstreams.build(settings)
+
+
+@dataclass
+class ProxyWiring:
+    cache: ProxyCache | None
+    upstreams: Upstreams | None
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        add_to_server(ProxyServicer(self.cache), server)
+
+    async def close(self) -> None:
+        if self.upstreams is not None:
+            await self.upstreams.aclose()
+
+
+def build_proxy(upstreams: Upstreams | None, settings: ProxySettings, *, core: MetadataCore,
+                store: MetadataStore, database: Database) -> ProxyWiring:
+    if upstreams is None:
+        return ProxyWiring(None, None)
+    return ProxyWiring(ProxyCache(upstreams, settings, core, store, database), upstreams)
