@@ -15,33 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.proxy.helpers import PREFIX, UPSTREAM, proxy_config
 from tests.support import oci
 from tests.support.clients import require_binary
 from tests.support.distribution import Distribution
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.clients
-
-PREFIX = "cache/"
-UPSTREAM = "dist"
-
-
-def proxy_config(path: Path, upstream_url: str, *, revalidate: float = 0.0, extra: str = "") -> Path:
-    # No gateway manifest cache: each GET reaches the metadata plane, whose revalidation is tested.
-    path.write_text(
-        "[gateway]\nmanifest_cache_ttl_seconds = 0\n"
-        "[proxy]\n"
-        f"{extra}"
-        "[[proxy.upstreams]]\n"
-        f'name = "{UPSTREAM}"\n'
-        f'url = "{upstream_url}"\n'
-        f'prefix = "{PREFIX}"\n'
-        f"revalidate_seconds = {revalidate}\n"
-        "max_staleness_seconds = 3600\n"
-        "timeout_seconds = 5\n"
-    )
-    return path
-
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
