@@ -135,6 +135,7 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "BeginBlobFetch": GATEWAY_ONLY,
         "EndBlobFetch": GATEWAY_ONLY,
         "ProxyStatus": frozenset({GATEWAY, OPERATOR}),
+        "EvictCached": OPERATOR_ONLY,
     },
     "lading.blob.v1.FetchService": {
         # Fetch on miss: the gateway, holding the blob's lease from ProxyService.BeginBlobFetch.

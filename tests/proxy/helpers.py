@@ -8,9 +8,12 @@ PREFIX = "cache/"
 UPSTREAM = "dist"
 
 
-def proxy_config(path: Path, upstream_url: str, *, revalidate: float = 0.0, extra: str = "") -> Path:
+def proxy_config(path: Path, upstream_url: str, *, revalidate: float = 0.0, extra: str = "",
+                 head: str = "") -> Path:
+    """A config file with one upstream; `head`: more sections, `extra`: more `[proxy]` settings."""
     # No gateway manifest cache: each GET reaches the metadata plane, whose revalidation is tested.
     path.write_text(
+        f"{head}"
         "[gateway]\nmanifest_cache_ttl_seconds = 0\n"
         "[proxy]\n"
         f"{extra}"

@@ -7,6 +7,7 @@ through Lading (skopeo and raw HTTP); the upstream's access log counts what reac
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from tests.proxy.helpers import PREFIX, UPSTREAM, proxy_config
 from tests.support import oci
 from tests.support.clients import require_binary
 from tests.support.distribution import Distribution
-from tests.support.stack import Stack
+from tests.support.stack import Stack, child_env, lading_command
 
 pytestmark = pytest.mark.clients
 
@@ -35,7 +36,8 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]
 @pytest.fixture(scope="module")
 def lading(tmp_path_factory: pytest.TempPathFactory, upstream: Distribution) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("lading-proxy")
-    config = proxy_config(root / "lading.toml", upstream.url)
+    # GC with no review delay, so that the eviction test sees the bytes go.
+    config = proxy_config(root / "lading.toml", upstream.url, head="[gc]\nreview_delay_seconds = 0\n")
     with Stack(root / "data", env={"LADING_CONFIG_FILE": str(config)}) as stack:
         yield stack
 
@@ -215,3 +217,42 @@ def test_upstream_down_serves_cached_tags_with_a_warning_and_names_it_otherwise(
         oci.assert_error(blob, 502, "UNAVAILABLE")
     finally:
         upstream.start()
+
+
+def lading_cli(stack: Stack, *args: str) -> str:
+    command = lading_command(*args, "--data-dir", str(stack.data_dir))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=child_env(), check=False)
+    assert result.returncode == 0, f"{' '.join(command)}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def test_status_and_eviction(up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+    image = oci.image(1, layer_size=64 * 1024)
+    oci.push(up, "team/evict", image, "v1")
+    oci.assert_pulls_back(local, f"{PREFIX}team/evict", "v1", image)
+    rows = [json.loads(line) for line in lading_cli(lading, "proxy", "status", "--json").splitlines()]
+    assert [row["name"] for row in rows] == [UPSTREAM]
+    status = rows[0]
+    assert status["prefix"] == PREFIX and status["url"] == upstream.url
+    assert int(status["cached_blobs"]) >= len(image.blobs)
+    assert int(status["cached_bytes"]) >= sum(blob.size for blob in image.blobs)
+    assert int(status["hits"]) > 0 and int(status["misses"]) > 0
+    assert int(status["stale_serves"]) >= 1  # the stale test above
+    planned = lading_cli(lading, "proxy", "evict", "--older-than", "0.001", "--dry-run")
+    assert all(blob.digest in planned for blob in image.blobs)
+    assert oci.get_manifest(local, f"{PREFIX}team/evict", "v1").status_code == 200  # a dry run changes nothing
+    evicted = lading_cli(lading, "proxy", "evict", "--older-than", "0.001")
+    assert all(f"evicted {UPSTREAM} {blob.digest}" in evicted for blob in image.blobs)
+    layer = image.blobs[1]
+    status = json.loads(lading_cli(lading, "proxy", "status", "--json").splitlines()[0])
+    assert int(status["cached_blobs"]) == 0
+    # Unlinked and unreferenced: garbage collection reclaims the bytes.
+    assert layer.digest.split(":", 1)[1] in stored_blobs(lading)
+    lading_cli(lading, "gc", "run")
+    assert layer.digest.split(":", 1)[1] not in stored_blobs(lading)
+    assert local.head(f"/v2/{PREFIX}team/evict/blobs/{layer.digest}").status_code == 200  # fetched again
+    fetches = upstream.requests("GET", f"/v2/team/evict/blobs/{layer.digest}")
+    assert fetches == 2, "an evicted blob is fetched from the upstream again"
+    assert upstream.requests("GET", "/v2/team/evict/manifests/v1") == 1
+    oci.assert_pulls_back(local, f"{PREFIX}team/evict", "v1", image)
+    assert upstream.requests("GET", "/v2/team/evict/manifests/v1") == 2, "its manifest was evicted too"

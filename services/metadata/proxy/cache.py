@@ -22,12 +22,16 @@ from services.metadata.proxy.tables import proxy_blobs, proxy_fetch_leases, prox
 from services.metadata.store.base import MetadataStore, StoredManifest
 from services.metadata.store.dialect import insert_ignore, upsert
 from services.metadata.store.engine import Database
+from services.metadata.store.schema import manifest_references, manifests, repositories, repository_blobs
 
 log = logging.getLogger("lading.proxy")
 
 _UNKNOWN = (ErrorKind.NAME_UNKNOWN, ErrorKind.MANIFEST_UNKNOWN)
 # How often a caller waiting for another's fetch looks again.
 _WAIT_POLL_SECONDS = 0.1
+# A cached manifest's pull is recorded (for eviction by age) at most this often per process.
+_TOUCH_EVERY_SECONDS = 60.0
+_TOUCH_MEMORY = 100_000
 
 
 def _now() -> datetime:
@@ -75,6 +79,7 @@ class ProxyCache:
 
     def __post_init__(self) -> None:
         self.counters = {u.name: UpstreamCounters() for u in self.upstreams.all}
+        self._touched: dict[tuple[str, str], float] = {}
         dialect = self.database.dialect
         self._insert_lease = insert_ignore(dialect, proxy_fetch_leases, ["digest"])
         self._upsert_checked = upsert(dialect, proxy_tags, ["repository", "tag"],
@@ -117,6 +122,7 @@ class ProxyCache:
             try:
                 manifest = await self.core.get_manifest(repository, reference, omit_payload=omit_payload)
                 counters.hits += 1
+                await self._touch(repository, manifest.digest)
                 return manifest, ""
             except RegistryError as error:
                 if error.kind not in _UNKNOWN:
@@ -143,6 +149,7 @@ class ProxyCache:
         if local is not None and checked is not None and checked[0] == local.digest and \
                 (now - checked[1]).total_seconds() < upstream.settings.revalidate_seconds:
             counters.hits += 1
+            await self._touch(repository, local.digest)
             return local, ""
         try:
             if local is not None:
@@ -151,6 +158,7 @@ class ProxyCache:
                 if head.digest == local.digest:
                     await self._mark_checked(repository, tag, local.digest)
                     counters.hits += 1
+                    await self._touch(repository, local.digest)
                     return local, ""
             counters.misses += 1
             digest = await self._fetch_manifest(upstream, repository, remote, tag)
@@ -281,6 +289,91 @@ class ProxyCache:
             return lease_id if conn.execute(lapsed).rowcount == 1 else None
 
         return await self.database.writer.run(work)
+
+    # -- pulls and eviction --------------------------------------------------------------------
+
+    async def _touch(self, repository: str, digest: str) -> None:
+        """Records that the cached manifest `digest` (and so its blobs) was pulled: at most once a
+        minute per manifest and process, so a hot tag costs no write per pull."""
+        now = self.clock()
+        key = (repository, digest)
+        if now - self._touched.get(key, 0.0) < _TOUCH_EVERY_SECONDS:
+            return
+        if len(self._touched) > _TOUCH_MEMORY:
+            self._touched.clear()
+        self._touched[key] = now
+        manifest_id = (select(manifests.c.id).join(repositories, repositories.c.id == manifests.c.repository_id)
+                       .where(repositories.c.name == repository, manifests.c.digest == digest)
+                       .scalar_subquery())
+        referenced = select(manifest_references.c.digest).where(manifest_references.c.manifest_id == manifest_id)
+        statement = (update(proxy_blobs).where(proxy_blobs.c.digest.in_(referenced))
+                     .values(last_pulled_at=_now()))
+        try:
+            await self.database.writer.run(lambda conn: conn.execute(statement), durable=False)
+        except Exception as error:  # noqa: BLE001 - bookkeeping never fails a pull
+            log.warning("could not record a pull of %s@%s: %s", repository, digest, error)
+
+    async def evict(self, *, older_than_seconds: float, upstream: str = "", dry_run: bool = False
+                    ) -> tuple[list[tuple[str, str, int, str]], int]:
+        """See ProxyService.EvictCached. Returns ([(upstream, digest, size, reason)], manifests removed)."""
+        age = older_than_seconds or self.settings.evict_after_seconds
+        cutoff = _now() - timedelta(seconds=age) if age > 0 else None
+        chosen: list[tuple[str, str, int, str]] = []
+        for configured in self.upstreams.all:
+            if upstream and configured.name != upstream:
+                continue
+            statement = (select(proxy_blobs.c.digest, proxy_blobs.c.size, proxy_blobs.c.last_pulled_at)
+                         .where(proxy_blobs.c.upstream == configured.name)
+                         .order_by(proxy_blobs.c.last_pulled_at, proxy_blobs.c.digest))
+            async with self.database.writes.connect() as conn:
+                rows = list(await conn.execute(statement))
+            total = sum(int(row[1]) for row in rows)
+            budget = configured.settings.byte_budget
+            for digest, size, pulled in rows:
+                if cutoff is not None and _aware(pulled) < cutoff:
+                    reason = "age"
+                elif budget and total > budget:
+                    reason = "budget"
+                else:
+                    break
+                total -= int(size)
+                chosen.append((configured.name, digest, int(size), reason))
+        if dry_run:
+            return chosen, 0
+        removed = 0
+        for name, digest, _size, _reason in chosen:
+            removed += await self._evict_blob(self.upstreams.named(name), digest)
+        return chosen, removed
+
+    async def _evict_blob(self, upstream: Upstream, digest: str) -> int:
+        """Unlinks `digest` from the upstream's repositories with the cached manifests that
+        reference it; forgets it. Returns the number of manifests removed."""
+        r, rb, m, mr = repositories, repository_blobs, manifests, manifest_references
+        prefix = upstream.prefix
+        in_prefix = func.substr(r.c.name, 1, len(prefix)) == prefix
+        linked = select(r.c.name).join(rb, rb.c.repository_id == r.c.id).where(rb.c.digest == digest, in_prefix)
+        referencing = (select(r.c.name, m.c.digest).join(m, m.c.repository_id == r.c.id)
+                       .join(mr, mr.c.manifest_id == m.c.id).where(mr.c.digest == digest, in_prefix))
+        async with self.database.writes.connect() as conn:
+            repos = [row[0] for row in await conn.execute(linked)]
+            holders = [(row[0], row[1]) for row in await conn.execute(referencing)]
+        removed = 0
+        for repository, manifest_digest in holders:
+            try:
+                await self.store.delete_manifest(repository, manifest_digest)
+                removed += 1
+            except RegistryError as error:
+                if error.kind not in _UNKNOWN:
+                    raise
+            forget = delete(proxy_tags).where(proxy_tags.c.repository == repository,
+                                              proxy_tags.c.digest == manifest_digest)
+            await self.database.writer.run(lambda conn, forget=forget: conn.execute(forget))
+        for repository in repos:
+            await self.store.unlink_blob(repository, digest)
+        drop = delete(proxy_blobs).where(proxy_blobs.c.digest == digest)
+        await self.database.writer.run(lambda conn: conn.execute(drop))
+        log.info("evicted cached blob %s of %s (%d manifests removed)", digest, upstream.describe(), removed)
+        return removed
 
     # -- status -------------------------------------------------------------------------------
 

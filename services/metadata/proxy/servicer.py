@@ -49,5 +49,17 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         return pb.ProxyStatusResponse(upstreams=[pb.UpstreamStatus(**row) for row in await self._cache.status()])
 
 
+    async def EvictCached(self, request: pb.EvictCachedRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.EvictCachedResponse:
+        if self._cache is None:
+            return pb.EvictCachedResponse()
+        chosen, removed = await self._cache.evict(older_than_seconds=request.older_than_seconds,
+                                                  upstream=request.upstream, dry_run=request.dry_run)
+        return pb.EvictCachedResponse(
+            blobs=[pb.EvictedBlob(upstream=u, digest=d, size=size, reason=reason) for u, d, size, reason in chosen],
+            manifests_removed=removed,
+        )
+
+
 def add_to_server(servicer: ProxyServicer, server: grpc.aio.Server) -> None:
     proxy_pb2_grpc.add_ProxyServiceServicer_to_server(servicer, server)

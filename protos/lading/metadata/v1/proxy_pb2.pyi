@@ -9,6 +9,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EvictCachedRequest(_message.Message):
+    __slots__ = ("older_than_seconds", "upstream", "dry_run")
+    OLDER_THAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    older_than_seconds: float
+    upstream: str
+    dry_run: bool
+    def __init__(self, older_than_seconds: _Optional[float] = ..., upstream: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class EvictedBlob(_message.Message):
+    __slots__ = ("upstream", "digest", "size", "reason")
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    upstream: str
+    digest: str
+    size: int
+    reason: str
+    def __init__(self, upstream: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EvictCachedResponse(_message.Message):
+    __slots__ = ("blobs", "manifests_removed")
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    blobs: _containers.RepeatedCompositeFieldContainer[EvictedBlob]
+    manifests_removed: int
+    def __init__(self, blobs: _Optional[_Iterable[_Union[EvictedBlob, _Mapping]]] = ..., manifests_removed: _Optional[int] = ...) -> None: ...
+
 class BeginBlobFetchRequest(_message.Message):
     __slots__ = ("repository", "digest", "wait_seconds", "context")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]

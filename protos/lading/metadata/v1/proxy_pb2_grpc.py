@@ -49,6 +49,11 @@ class ProxyServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.ProxyStatusRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.ProxyStatusResponse.FromString,
                 _registered_method=True)
+        self.EvictCached = channel.unary_unary(
+                '/lading.metadata.v1.ProxyService/EvictCached',
+                request_serializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.EvictCachedRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.EvictCachedResponse.FromString,
+                _registered_method=True)
 
 
 class ProxyServiceServicer:
@@ -84,6 +89,17 @@ class ProxyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvictCached(self, request, context):
+        """Evicts cached blobs nobody pulled for `older_than_seconds` (0: the configured
+        `proxy.evict_after_seconds`; both 0: none by age), then, per upstream over its byte budget,
+        the least recently pulled until it fits. An evicted blob is unlinked from the upstream's
+        repositories together with the cached manifests that reference it (and their tags), so the
+        next pull fetches them again; garbage collection reclaims the bytes. `dry_run` only lists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProxyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +117,11 @@ def add_ProxyServiceServicer_to_server(servicer, server):
                     servicer.ProxyStatus,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.ProxyStatusRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.ProxyStatusResponse.SerializeToString,
+            ),
+            'EvictCached': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvictCached,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.EvictCachedRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.EvictCachedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +205,33 @@ class ProxyService:
             '/lading.metadata.v1.ProxyService/ProxyStatus',
             lading_dot_metadata_dot_v1_dot_proxy__pb2.ProxyStatusRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_proxy__pb2.ProxyStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvictCached(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.ProxyService/EvictCached',
+            lading_dot_metadata_dot_v1_dot_proxy__pb2.EvictCachedRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_proxy__pb2.EvictCachedResponse.FromString,
             options,
             channel_credentials,
             insecure,
