@@ -224,7 +224,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     )
     metrics_server: MetricsHttpServer | None = None
     # The pull-through cache's upstreams (None: none configured, no HTTP client loaded).
-    upstreams = Upstreams.build(settings.proxy)
+    upstreams = Upstreams.build(settings.proxy, metrics=metrics,
+                                tracer=telemetry.tracer("lading.proxy") if telemetry.enabled else None)
     add_to_server(BlobServiceServicer(store, refuse_writes=upstreams.refuse_writes if upstreams else None),
                   service.server)
     add_fetch_to_server(FetchServicer(FetchOnMiss(store), upstreams), service.server)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import fnmatch
 import logging
 import re
@@ -53,10 +54,50 @@ class UpstreamManifest:
     payload: bytes  # b"" for a HEAD
 
 
+class ProxyObserver:
+    """Metrics and spans of the pull-through cache, for the plane that has them on.
+
+    Metrics (each labelled with `upstream`): `lading_proxy_requests_total{outcome}` (metadata
+    plane: hit, miss, revalidation, stale), `lading_proxy_upstream_seconds{method,status}` (upstream
+    latency, both planes) and `lading_proxy_upstream_bytes_total` (blob bytes fetched, blob plane).
+    Spans: `proxy.upstream <METHOD>` around every upstream request when tracing is on."""
+
+    def __init__(self, metrics: Any = None, tracer: Any = None) -> None:
+        self._tracer = tracer
+        self._outcomes = self._latency = self._bytes = None
+        if metrics is not None:
+            self._outcomes = metrics.counter("lading_proxy_requests_total",
+                                             "pull-through cache answers by outcome", ("upstream", "outcome"))
+            self._latency = metrics.histogram("lading_proxy_upstream_seconds",
+                                              "upstream request latency (to the response head)",
+                                              ("upstream", "method", "status"))
+            self._bytes = metrics.counter("lading_proxy_upstream_bytes_total",
+                                          "blob bytes fetched from the upstream", ("upstream",))
+
+    def outcome(self, upstream: str, outcome: str) -> None:
+        if self._outcomes is not None:
+            self._outcomes.labels(upstream, outcome).inc()
+
+    def fetched_bytes(self, upstream: str, count: int) -> None:
+        if self._bytes is not None:
+            self._bytes.labels(upstream).inc(count)
+
+    def span(self, upstream: str, method: str, path: str) -> Any:
+        if self._tracer is None:
+            return contextlib.nullcontext()
+        return self._tracer.start_as_current_span(
+            f"proxy.upstream {method}", attributes={"lading.upstream": upstream, "url.path": path})
+
+    def latency(self, upstream: str, method: str, status: str, seconds: float) -> None:
+        if self._latency is not None:
+            self._latency.labels(upstream, method, status).observe(seconds)
+
+
 class Upstream:
     """One configured upstream: maps local names to its names and makes its HTTP calls."""
 
-    def __init__(self, settings: ProxyUpstreamSettings, *, offline: bool = False) -> None:
+    def __init__(self, settings: ProxyUpstreamSettings, *, offline: bool = False,
+                 observer: ProxyObserver | None = None) -> None:
         import httpx  # optional: only a plane with upstreams configured loads it
 
         self._httpx = httpx
@@ -65,6 +106,7 @@ class Upstream:
         self.prefix = settings.prefix
         self.url = settings.url.rstrip("/")
         self.offline = offline
+        self.observer = observer or ProxyObserver()
         verify: Any = True
         if settings.ca_file is not None:
             verify = ssl.create_default_context(cafile=str(settings.ca_file))
@@ -139,6 +181,7 @@ class Upstream:
     async def _chunks(self, response: Any, remote: str, digest: str) -> AsyncIterator[bytes]:
         try:
             async for chunk in response.aiter_bytes(STREAM_CHUNK_BYTES):
+                self.observer.fetched_bytes(self.name, len(chunk))
                 yield chunk
         except self._httpx.HTTPError as error:
             raise self._failed(f"the body of blob {digest} of {remote} broke off: {type(error).__name__}") from None
@@ -185,11 +228,15 @@ class Upstream:
             authorization = self._authorization(remote)
             if authorization:
                 request_headers["authorization"] = authorization
+            started = time.monotonic()
             try:
-                request = self._client.build_request(method, url, headers=request_headers)
-                response = await self._client.send(request, stream=stream)
+                with self.observer.span(self.name, method, path):
+                    request = self._client.build_request(method, url, headers=request_headers)
+                    response = await self._client.send(request, stream=stream)
             except self._httpx.HTTPError as error:
+                self.observer.latency(self.name, method, "error", time.monotonic() - started)
                 raise self._failed(f"{method} {path}: {type(error).__name__}: {_plain(error)}") from None
+            self.observer.latency(self.name, method, str(response.status_code), time.monotonic() - started)
             if response.status_code != 401 or attempt:
                 return response
             challenge = response.headers.get("www-authenticate", "")
@@ -259,14 +306,17 @@ def _plain(error: BaseException) -> str:
 class Upstreams:
     """Every configured upstream, looked up by local repository name or by upstream name."""
 
-    def __init__(self, settings: ProxySettings) -> None:
+    def __init__(self, settings: ProxySettings, observer: ProxyObserver | None = None) -> None:
         self.settings = settings
-        self._by_name = {u.name: Upstream(u, offline=settings.offline) for u in settings.upstreams}
+        self.observer = observer or ProxyObserver()
+        self._by_name = {u.name: Upstream(u, offline=settings.offline, observer=self.observer)
+                         for u in settings.upstreams}
 
     @classmethod
-    def build(cls, settings: ProxySettings) -> Upstreams | None:
-        """None when no upstream is configured (nothing is imported then)."""
-        return cls(settings) if settings.upstreams else None
+    def build(cls, settings: ProxySettings, *, metrics: Any = None, tracer: Any = None) -> Upstreams | None:
+        """None when no upstream is configured (nothing is imported then). `metrics` (a
+        services.common.metrics.Metrics) and `tracer`: see ProxyObserver."""
+        return cls(settings, ProxyObserver(metrics, tracer)) if settings.upstreams else None
 
     @property
     def all(self) -> Sequence[Upstream]:

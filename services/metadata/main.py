@@ -112,7 +112,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         events = build_events(settings.events, database)
         store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
         gc = build_gc(settings, database, store, events=events.outbox)
-        upstreams = build_upstreams(settings.proxy)
+        upstreams = build_upstreams(settings.proxy, metrics=metrics,
+                                    tracer=telemetry.tracer("lading.proxy") if telemetry.enabled else None)
         core = MetadataCore(
             gc.store,
             MetadataLimits(

@@ -84,9 +84,9 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
     async def GetManifest(
         self, request: pb.GetManifestRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetManifestResponse:
-        warning = ""
+        warning = upstream = ""
         if self._proxy is not None:
-            manifest, warning = await self._proxy.get_manifest(
+            manifest, warning, upstream = await self._proxy.get_manifest(
                 request.repository, request.reference, omit_payload=request.omit_payload
             )
         else:
@@ -98,7 +98,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
             event_context.bind(request)
             tag = None if ":" in request.reference else request.reference
             await self._events.record_pull(self._event_engine, request.repository, tag, manifest.digest,
-                                           manifest.media_type, manifest.size)
+                                           manifest.media_type, manifest.size, through_cache=upstream)
             self._changed()
         return pb.GetManifestResponse(
             digest=manifest.digest, media_type=manifest.media_type, size=manifest.size,

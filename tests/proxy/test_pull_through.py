@@ -20,7 +20,7 @@ from tests.proxy.helpers import PREFIX, UPSTREAM, proxy_config
 from tests.support import oci
 from tests.support.clients import require_binary
 from tests.support.distribution import Distribution
-from tests.support.stack import Stack, child_env, lading_command
+from tests.support.stack import Stack, child_env, free_port, lading_command
 
 pytestmark = pytest.mark.clients
 
@@ -36,9 +36,19 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]
 @pytest.fixture(scope="module")
 def lading(tmp_path_factory: pytest.TempPathFactory, upstream: Distribution) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("lading-proxy")
-    # GC with no review delay, so that the eviction test sees the bytes go.
-    config = proxy_config(root / "lading.toml", upstream.url, head="[gc]\nreview_delay_seconds = 0\n")
+    # GC with no review delay, so that the eviction test sees the bytes go; pull events kept in the
+    # outbox (an endpoint nobody answers); metrics of both gRPC planes.
+    ports = (free_port(), free_port())
+    head = (
+        "[gc]\nreview_delay_seconds = 0\n"
+        f'[observability]\nmetadata_metrics_listen = "127.0.0.1:{ports[0]}"\n'
+        f'blob_metrics_listen = "127.0.0.1:{ports[1]}"\n'
+        '[events]\npull = "sampled"\n[[events.endpoints]]\nname = "sink"\nurl = "http://127.0.0.1:9/hook"\n'
+        "backoff_base_seconds = 3600\n"
+    )
+    config = proxy_config(root / "lading.toml", upstream.url, head=head)
     with Stack(root / "data", env={"LADING_CONFIG_FILE": str(config)}) as stack:
+        stack.metrics_ports = ports  # type: ignore[attr-defined]
         yield stack
 
 
@@ -256,3 +266,31 @@ def test_status_and_eviction(up: httpx.Client, local: httpx.Client, lading: Stac
     assert upstream.requests("GET", "/v2/team/evict/manifests/v1") == 1
     oci.assert_pulls_back(local, f"{PREFIX}team/evict", "v1", image)
     assert upstream.requests("GET", "/v2/team/evict/manifests/v1") == 2, "its manifest was evicted too"
+
+
+def test_pull_events_metrics_and_upstream_latency_say_it_came_through_the_cache(
+        up: httpx.Client, local: httpx.Client, lading: Stack) -> None:
+    image = oci.image(1)
+    oci.push(up, "team/observed", image, "v1")
+    oci.assert_pulls_back(local, f"{PREFIX}team/observed", "v1", image)
+    own = oci.image(1)
+    oci.push(local, "own/observed", own, "v1")
+    oci.get_manifest(local, "own/observed", "v1")
+    bodies = [json.loads(line) for line in lading_cli(lading, "events", "list", "--json").splitlines()
+              if line.startswith("          {")]
+    pulls = {(body["target"]["repository"], json.dumps(body["target"].get("throughCache")))
+             for body in bodies if body["action"] == "pull"}
+    assert (f"{PREFIX}team/observed", json.dumps({"upstream": UPSTREAM})) in pulls
+    assert ("own/observed", "null") in pulls
+    pushes = {body["target"]["repository"] for body in bodies if body["action"] == "push"
+              and body["target"].get("mediaType") == image.media_type}
+    assert f"{PREFIX}team/observed" not in pushes and "own/observed" in pushes
+    metadata_port, blob_port = lading.metrics_ports  # type: ignore[attr-defined]
+    metadata = httpx.get(f"http://127.0.0.1:{metadata_port}/metrics").text
+    blob = httpx.get(f"http://127.0.0.1:{blob_port}/metrics").text
+    for outcome in ("miss", "hit"):
+        assert f'lading_proxy_requests_total{{outcome="{outcome}",upstream="{UPSTREAM}"}}' in metadata
+    assert f'lading_proxy_upstream_seconds_count{{method="GET",status="200",upstream="{UPSTREAM}"}}' in metadata
+    fetched = [line for line in blob.splitlines()
+               if line.startswith(f'lading_proxy_upstream_bytes_total{{upstream="{UPSTREAM}"}}')]
+    assert fetched and float(fetched[0].split()[-1]) >= sum(blob.size for blob in image.blobs)

@@ -95,6 +95,19 @@ class ProxyCache:
             found[0].check_allowed(repository, found[1])
         return found
 
+    def _count(self, upstream: Upstream, counters: UpstreamCounters, outcome: str) -> None:
+        if outcome == "hit":
+            counters.hits += 1
+        elif outcome == "miss":
+            counters.misses += 1
+        elif outcome == "revalidation":
+            counters.revalidations += 1
+        elif outcome == "stale":
+            counters.stale_serves += 1
+        else:
+            counters.blob_fetches += 1
+        upstream.observer.outcome(upstream.name, outcome)
+
     def _failed(self, upstream: Upstream, error: RegistryError) -> None:
         counters = self.counters[upstream.name]
         counters.last_error = error.message
@@ -104,7 +117,14 @@ class ProxyCache:
     # -- manifests ----------------------------------------------------------------------------
 
     async def get_manifest(self, repository: str, reference: str, *, omit_payload: bool
-                           ) -> tuple[StoredManifest, str]:
+                           ) -> tuple[StoredManifest, str, str]:
+        """(`_answer`'s manifest and warning, the name of the upstream that serves the repository or "")."""
+        manifest, warning = await self._answer(repository, reference, omit_payload=omit_payload)
+        found = self.upstreams.for_repository(repository)
+        return manifest, warning, "" if found is None else found[0].name
+
+    async def _answer(self, repository: str, reference: str, *, omit_payload: bool
+                      ) -> tuple[StoredManifest, str]:
         """The manifest `reference` names and a warning ("" unless served stale).
 
         Outside every upstream's prefix: `MetadataCore.get_manifest`. Inside: see the package
@@ -121,13 +141,13 @@ class ProxyCache:
         if looks_like_digest(reference):
             try:
                 manifest = await self.core.get_manifest(repository, reference, omit_payload=omit_payload)
-                counters.hits += 1
+                self._count(upstream, counters, "hit")
                 await self._touch(repository, manifest.digest)
                 return manifest, ""
             except RegistryError as error:
                 if error.kind not in _UNKNOWN:
                     raise
-            counters.misses += 1
+            self._count(upstream, counters, "miss")
             try:
                 await self._fetch_manifest(upstream, repository, remote, reference)
             except RegistryError as error:
@@ -148,19 +168,19 @@ class ProxyCache:
         now = _now()
         if local is not None and checked is not None and checked[0] == local.digest and \
                 (now - checked[1]).total_seconds() < upstream.settings.revalidate_seconds:
-            counters.hits += 1
+            self._count(upstream, counters, "hit")
             await self._touch(repository, local.digest)
             return local, ""
         try:
             if local is not None:
-                counters.revalidations += 1
+                self._count(upstream, counters, "revalidation")
                 head = await upstream.head_manifest(remote, tag)
                 if head.digest == local.digest:
                     await self._mark_checked(repository, tag, local.digest)
-                    counters.hits += 1
+                    self._count(upstream, counters, "hit")
                     await self._touch(repository, local.digest)
                     return local, ""
-            counters.misses += 1
+            self._count(upstream, counters, "miss")
             digest = await self._fetch_manifest(upstream, repository, remote, tag)
             await self._mark_checked(repository, tag, digest)
         except RegistryError as error:
@@ -177,7 +197,7 @@ class ProxyCache:
                     f"the {int(upstream.settings.max_staleness_seconds)} s max staleness",
                     error.detail,
                 ) from None
-            counters.stale_serves += 1
+            self._count(upstream, counters, "stale")
             text = error.message.replace('"', "'").replace("\\", "/")
             return local, f'110 lading "Response is stale: {text}; cached copy last checked {int(age)} s ago"'
         return await self.core.get_manifest(repository, tag, omit_payload=omit_payload), ""
@@ -240,7 +260,7 @@ class ProxyCache:
                     return BlobFetchDecision("linked", size=size)
             lease_id = await self._take_lease(digest)
             if lease_id is not None:
-                self.counters[upstream.name].blob_fetches += 1
+                self._count(upstream, self.counters[upstream.name], "blob_fetch")
                 return BlobFetchDecision("fetch", lease_id=lease_id, upstream=upstream.name, remote=remote)
             if time.monotonic() >= deadline:
                 raise RegistryError(

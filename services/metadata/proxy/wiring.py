@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -17,9 +18,9 @@ from services.metadata.store.engine import Database
 PROXY_SERVICE_NAME = SERVICE_NAME
 
 
-def build_upstreams(settings: ProxySettings) -> Upstreams | None:
+def build_upstreams(settings: ProxySettings, *, metrics: Any = None, tracer: Any = None) -> Upstreams | None:
     """The configured upstreams, or None (no HTTP client is loaded then)."""
-    return Upstreams.build(settings)
+    return Upstreams.build(settings, metrics=metrics, tracer=tracer)
 
 
 @dataclass

@@ -338,7 +338,8 @@ class SqlMetadataStore:
                     "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
                     "pushed_by": pusher,
                 })
-            if self._events is not None:
+            # A manifest the pull-through cache stored was pulled, not pushed: its pull event says so.
+            if self._events is not None and not manifest.from_upstream:
                 self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
                                                    len(manifest.payload), tag)
 
