@@ -72,7 +72,13 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int 
         if error.kind is not ErrorKind.BLOB_UNKNOWN:
             raise
         unknown = error
-    decision = await gateway.metadata.begin_blob_fetch(repository, digest)
+    try:
+        decision = await gateway.metadata.begin_blob_fetch(repository, digest)
+    except RegistryError as error:
+        # A metadata plane without ProxyService (older, during a rolling upgrade) has no sources.
+        if error.kind is ErrorKind.UNSUPPORTED:
+            raise unknown from None
+        raise
     if decision.outcome == proxy_pb2.BeginBlobFetchResponse.OUTCOME_LINKED:
         return decision.size
     if decision.outcome != proxy_pb2.BeginBlobFetchResponse.OUTCOME_FETCH:
