@@ -144,8 +144,8 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.
         "StatBlob": frozenset({GATEWAY, METADATA, OPERATOR}),
-        # `lading check --verify-sample` re-hashes blobs.
-        "ReadBlob": frozenset({GATEWAY, OPERATOR}),
+        # `lading check --verify-sample` re-hashes blobs; the metadata plane's replication copies them.
+        "ReadBlob": frozenset({GATEWAY, OPERATOR, METADATA}),
         # Garbage collection: the metadata plane's collector and `lading gc`.
         "DeleteBlob": frozenset({METADATA, OPERATOR}),
         "ListBlobs": frozenset({METADATA, OPERATOR}),

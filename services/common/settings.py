@@ -12,11 +12,12 @@ gRPC addresses use gRPC's own target syntax: `127.0.0.1:50051`, `dns:///metadata
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -648,31 +649,47 @@ class ConsoleSettings(BaseModel):
     public_url: str = ""
 
 
-class ProxyUpstreamSettings(BaseModel):
+class RegistryAccessSettings(BaseModel):
+    """How Lading reaches another registry over HTTP (a pull-through upstream, a replication target)."""
+
+    # Shown in errors, metrics and status commands.
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    # The registry's base URL: "https://registry-1.docker.io", "http://127.0.0.1:5001".
+    url: str = Field(pattern=r"^https?://[^/?#]+/?$")
+    # Credentials: Basic on a Basic challenge, and for the registry's token endpoint on a Bearer
+    # challenge (empty username: anonymous tokens). The password is read from `password_file`
+    # (first line) when set; it never reaches clients or logs.
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: Path | None = None
+    # PEM bundle of CAs that sign the registry's certificate (and its token endpoint's); None:
+    # the system's.
+    ca_file: Path | None = None
+    # Requests in flight at once to this registry, per process.
+    max_concurrent_requests: int = Field(default=16, ge=1, le=1024)
+    # Seconds to connect and between two reads of its answers.
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    def secret(self) -> str:
+        """The password (from `password_file` when set)."""
+        if self.password_file is not None:
+            lines = self.password_file.read_text().splitlines()
+            return lines[0].strip() if lines else ""
+        return self.password.get_secret_value()
+
+
+class ProxyUpstreamSettings(RegistryAccessSettings):
     """One upstream registry served through the pull-through cache (`[[proxy.upstreams]]`).
 
     Local repositories named `<prefix><remote>` are pulled from `<url>/v2/<remote>/...` on a miss
     (services/common/upstream.py talks to it; the metadata plane caches manifests, the blob plane
     blobs). Pushes into the prefix are refused (405 UNSUPPORTED)."""
 
-    # Shown in errors, metrics and `lading proxy status`.
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    # The upstream's base URL: "https://registry-1.docker.io", "http://127.0.0.1:5001".
-    url: str = Field(pattern=r"^https?://[^/?#]+/?$")
     # Local repository prefix it serves, ending in "/": "docker.io/" makes
     # `docker.io/library/alpine` the upstream's `library/alpine`.
     prefix: str = Field(min_length=2, pattern=r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*/$")
     # Docker Hub's rule: a one-component name (`docker.io/alpine`) is `library/alpine` upstream.
     docker_hub_library: bool = False
-    # Credentials for the upstream: Basic on a Basic challenge, and for the upstream's token
-    # endpoint on a Bearer challenge (empty username: anonymous tokens). The password is read
-    # from `password_file` (first line) when set; it never reaches clients or logs.
-    username: str = ""
-    password: SecretStr = SecretStr("")
-    password_file: Path | None = None
-    # PEM bundle of CAs that sign the upstream's certificate (and its token endpoint's); None:
-    # the system's.
-    ca_file: Path | None = None
     # Upstream repository patterns that may be pulled (fnmatch: "library/*", "myorg/**" is the
     # same as "myorg/*"); empty: any.
     allowed_repositories: list[str] = Field(default_factory=list)
@@ -682,19 +699,9 @@ class ProxyUpstreamSettings(BaseModel):
     # Upstream failing (down, timing out, 5xx): a cached tag is served, with a `Warning` header,
     # while its last successful check is at most this old; older, the client gets the error.
     max_staleness_seconds: float = Field(default=7 * 86400.0, ge=0)
-    # Upstream requests in flight at once, per blob-plane and per metadata-plane process.
-    max_concurrent_requests: int = Field(default=16, ge=1, le=1024)
     # Bytes of cached blobs this upstream may hold (0: no limit); beyond it, the least recently
     # pulled are evicted first (`lading proxy evict`).
     byte_budget: int = Field(default=0, ge=0)
-    # Seconds to connect to the upstream and between two reads of its answers.
-    timeout_seconds: float = Field(default=30.0, gt=0)
-
-    def secret(self) -> str:
-        """The upstream password (from `password_file` when set)."""
-        if self.password_file is not None:
-            return self.password_file.read_text().splitlines()[0].strip() if self.password_file.stat().st_size else ""
-        return self.password.get_secret_value()
 
 
 class ProxySettings(BaseModel):
@@ -724,6 +731,46 @@ class ProxySettings(BaseModel):
         return self
 
 
+class ReplicationRuleSettings(RegistryAccessSettings):
+    """Push-based replication (`[[replication.rules]]`): content pushed into matching local
+    repositories is copied to the registry at `url` (services/metadata/replication). Fed by the
+    durable event outbox, so nothing pushed is missed across restarts; retried with backoff,
+    dead-lettered after `max_attempts` (`lading events list|replay`: the rule's rows carry the
+    endpoint name `replicate-<name>`)."""
+
+    # Local repository patterns (fnmatch, "team/*"); empty: every repository.
+    repositories: list[str] = Field(default_factory=list)
+    # Tags (regular expression, whole tag) whose pushes are copied; manifests pushed by digest
+    # (index children, signatures, SBOMs and other referrers) are copied whatever it says.
+    tags: str = ".*"
+    # Prepended to the repository name on the target ("" keeps the name).
+    target_prefix: str = ""
+    # Also delete on the target a manifest deleted here (by digest).
+    deletes: bool = False
+    max_attempts: int = Field(default=10, ge=1)
+    backoff_base_seconds: float = Field(default=1.0, ge=0)
+    backoff_cap_seconds: float = Field(default=300.0, ge=0)
+
+    @field_validator("tags")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+
+class ReplicationSettings(BaseModel):
+    """Replication to other registries (README "Replication"); read by the metadata plane."""
+
+    rules: list[ReplicationRuleSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ReplicationSettings:
+        names = [rule.name for rule in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"replication.rules: names must be distinct, got {names}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LADING_",
@@ -745,6 +792,7 @@ class Settings(BaseSettings):
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
+    replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
 
     @classmethod
     def settings_customise_sources(

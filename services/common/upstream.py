@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import ErrorKind, RegistryError
-from services.common.settings import ProxySettings, ProxyUpstreamSettings
+from services.common.settings import ProxySettings, RegistryAccessSettings
 
 log = logging.getLogger("lading.proxy")
 
@@ -96,15 +96,17 @@ class ProxyObserver:
 class Upstream:
     """One configured upstream: maps local names to its names and makes its HTTP calls."""
 
-    def __init__(self, settings: ProxyUpstreamSettings, *, offline: bool = False,
-                 observer: ProxyObserver | None = None) -> None:
+    def __init__(self, settings: RegistryAccessSettings, *, offline: bool = False,
+                 observer: ProxyObserver | None = None, actions: str = "pull") -> None:
         import httpx  # optional: only a plane with upstreams configured loads it
 
         self._httpx = httpx
         self.settings = settings
         self.name = settings.name
-        self.prefix = settings.prefix
+        self.prefix = getattr(settings, "prefix", "")
         self.url = settings.url.rstrip("/")
+        # The token scope's actions: "pull" for a cache, "pull,push" for a replication target.
+        self._actions = actions
         self.offline = offline
         self.observer = observer or ProxyObserver()
         verify: Any = True
@@ -128,13 +130,13 @@ class Upstream:
         if not repository.startswith(self.prefix):
             return None
         remote = repository[len(self.prefix):]
-        if self.settings.docker_hub_library and "/" not in remote:
+        if getattr(self.settings, "docker_hub_library", False) and "/" not in remote:
             remote = f"library/{remote}"
         return remote
 
     def check_allowed(self, repository: str, remote: str) -> None:
         """Raises DENIED when `remote` matches none of the allowed repository patterns."""
-        patterns = self.settings.allowed_repositories
+        patterns = getattr(self.settings, "allowed_repositories", [])
         if patterns and not any(fnmatch.fnmatchcase(remote, p.replace("**", "*")) for p in patterns):
             raise RegistryError(
                 ErrorKind.DENIED,
@@ -186,6 +188,16 @@ class Upstream:
         except self._httpx.HTTPError as error:
             raise self._failed(f"the body of blob {digest} of {remote} broke off: {type(error).__name__}") from None
 
+    async def send(self, method: str, remote: str, path_or_url: str, *, headers: dict[str, str] | None = None,
+                   content: Any = None) -> Any:
+        """One request to this registry (a path under its URL, or an absolute URL it handed out,
+        such as an upload Location), answering its auth challenge as for pulls. The response is
+        returned whatever its status; UPSTREAM_FAILED when it could not be sent. A streamed
+        `content` cannot be sent twice: make a request that gets the challenge first."""
+        async with self._limit:
+            return await self._send_authorized(method, remote, path_or_url, dict(headers or {}), False,
+                                               content=content)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -221,8 +233,8 @@ class Upstream:
         return await self._send_authorized(method, remote, path, headers, stream)
 
     async def _send_authorized(self, method: str, remote: str, path: str, headers: dict[str, str],
-                               stream: bool) -> Any:
-        url = self.url + path
+                               stream: bool, content: Any = None) -> Any:
+        url = path if path.startswith(("http://", "https://")) else self.url + path
         for attempt in range(2):
             request_headers = dict(headers)
             authorization = self._authorization(remote)
@@ -231,7 +243,7 @@ class Upstream:
             started = time.monotonic()
             try:
                 with self.observer.span(self.name, method, path):
-                    request = self._client.build_request(method, url, headers=request_headers)
+                    request = self._client.build_request(method, url, headers=request_headers, content=content)
                     response = await self._client.send(request, stream=stream)
             except self._httpx.HTTPError as error:
                 self.observer.latency(self.name, method, "error", time.monotonic() - started)
@@ -269,7 +281,7 @@ class Upstream:
         realm = params.get("realm")
         if not realm:
             return False
-        query = {"scope": f"repository:{remote}:pull"}
+        query = {"scope": f"repository:{remote}:{self._actions}"}
         if params.get("service"):
             query["service"] = params["service"]
         auth = None

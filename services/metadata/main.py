@@ -36,6 +36,7 @@ from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate
 from services.metadata.proxy.wiring import PROXY_SERVICE_NAME, build_proxy, build_upstreams
 from services.metadata.queue_metrics import QueueMetrics
+from services.metadata.replication.wiring import build_replicators, with_replication_endpoints
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
 from services.metadata.store.durability import commit_durability_warning
@@ -109,7 +110,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         durability = await commit_durability_warning(database)
         if durability:
             log.warning("%s", durability)
-        events = build_events(settings.events, database)
+        events = build_events(with_replication_endpoints(settings.events, settings.replication), database)
         store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
         gc = build_gc(settings, database, store, events=events.outbox)
         upstreams = build_upstreams(settings.proxy, metrics=metrics,
@@ -140,6 +141,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         )
         if metrics is not None:
             queues.register(metrics)
+        replicators = build_replicators(settings.replication, gc.store, gc.channel)
+        events.worker.use_replicators(replicators)
         events.start()
         gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
@@ -155,7 +158,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         await service.serve_forever(
             ready=store.ping, on_draining=changes.close,
             on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close, console.close,
-                                proxy.close),
+                                proxy.close, *[r.aclose for r in replicators.values()]),
             control=control,
         )
     finally:

@@ -24,7 +24,8 @@ from services.common.settings import BlobSettings, GcSettings, MetadataSettings,
 from services.metadata import main as metadata_main
 
 OWNED = {
-    "metadata": {"metadata", "gc", "events", "auth", "console", "proxy", "observability", "grpc_access"},
+    "metadata": {"metadata", "gc", "events", "auth", "console", "proxy", "replication", "observability",
+                 "grpc_access"},
     "blob": {"blob", "proxy", "observability", "grpc_access"},
 }
 
