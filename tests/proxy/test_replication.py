@@ -6,6 +6,7 @@ without blobs sent twice."""
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from tests.support import oci
 from tests.support.distribution import Distribution
-from tests.support.stack import Stack
+from tests.support.stack import Stack, child_env, lading_command
 
 pytestmark = pytest.mark.clients
 
@@ -45,6 +46,19 @@ def source(tmp_path_factory: pytest.TempPathFactory, target: Distribution) -> It
     )
     with Stack(root / "data", env={"LADING_CONFIG_FILE": str(config)}) as stack:
         yield stack
+
+
+def replication_status(stack: Stack) -> dict[str, dict[str, object]]:
+    """`lading replication status`, parsed: rule → pending, delivered, dead, error."""
+    command = lading_command("replication", "status", "--data-dir", str(stack.data_dir))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=child_env(), check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {}
+    for line in done.stdout.splitlines()[1:]:
+        name, pending, delivered, dead, *error = line.split(None, 4)
+        rows[name] = {"pending": int(pending), "delivered": int(delivered), "dead": int(dead),
+                      "error": error[0] if error else ""}
+    return rows
 
 
 def eventually(check: Callable[[], bool], *, timeout: float = 30.0, what: str) -> None:
@@ -86,12 +100,17 @@ def test_a_target_down_for_a_while_gets_everything_once_back(source: Stack, targ
         with httpx.Client(base_url=source.base_url, timeout=30, follow_redirects=True) as local:
             oci.push(local, "team/outage", image, "v7")
         time.sleep(3)  # several failed attempts (backoff 0.2 s, capped at 1 s)
+        status = replication_status(source)
+        assert status["dist"]["pending"] >= 1 and status["dist"]["dead"] == 0
+        assert target.url in status["dist"]["error"], status
     finally:
         target.start()
     with httpx.Client(base_url=target.url, timeout=30) as remote:
         eventually(lambda: oci.get_manifest(remote, f"{TARGET_PREFIX}team/outage", "v7").status_code == 200,
                    what="team/outage:v7 on the target after its outage")
         oci.assert_pulls_back(remote, f"{TARGET_PREFIX}team/outage", "v7", image)
+    eventually(lambda: replication_status(source)["dist"]["pending"] == 0, what="nothing pending")
+    assert replication_status(source)["dist"]["dead"] == 0
     text = Path(target.log_path).read_text()
     for blob in image.blobs:
         # Each blob uploaded once (what a retry finds on the target is not sent again).
