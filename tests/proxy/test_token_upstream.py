@@ -6,6 +6,7 @@ the cache's answers or logs."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     with AuthStack(root / "upstream", env=token_env(keys, "upstream")) as upstream:
         upstream.lading("user", "add", MIRROR[0], "--password-stdin", stdin=MIRROR[1] + "\n")
         upstream.lading("grant", "add", MIRROR[0], "mirrored/*", "pull")
+        upstream.lading("grant", "add", MIRROR[0], "replicated/*", "pull,push")
         secret = root / "upstream-password"
         secret.write_text(MIRROR[1] + "\n")
         config = root / "cache.toml"
@@ -62,6 +64,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             f'name = "{UPSTREAM}"\nurl = "{upstream.base_url}"\nprefix = "{PREFIX}"\n'
             f'username = "{MIRROR[0]}"\npassword_file = "{secret}"\n'
             'allowed_repositories = ["mirrored/*"]\n'
+            # The other direction: what is pushed into own/* here is replicated to the upstream.
+            "[events]\ndelivery_interval_seconds = 0.2\n"
+            "[[replication.rules]]\n"
+            f'name = "back"\nurl = "{upstream.base_url}"\nrepositories = ["own/*"]\n'
+            f'target_prefix = "replicated/"\nusername = "{MIRROR[0]}"\npassword_file = "{secret}"\n'
+            "backoff_base_seconds = 0.2\nbackoff_cap_seconds = 1\n"
         )
         with AuthStack(root / "cache", env=token_env(keys, "cache", LADING_CONFIG_FILE=str(config))) as cache:
             for user, password in (READER, OUTSIDER):
@@ -92,4 +100,21 @@ def test_pulls_through_an_upstream_in_token_mode_with_local_access_control(pair:
     for response in answers:
         assert MIRROR[1] not in str(response.headers) and MIRROR[1].encode() not in response.content
     assert MIRROR[1] not in pair.cache.log()
+    assert MIRROR[1] not in pair.cache.process.log(tail=10_000_000)
+
+
+def test_replicates_to_a_lading_in_token_mode(pair: Pair) -> None:
+    index = oci.multi_arch_index(layers=1)
+    with httpx.Client(base_url=pair.cache.base_url, auth=DockerAuth(ADMIN), timeout=30,
+                      follow_redirects=True) as admin:
+        oci.push(admin, "own/app", index, "v1")
+    with httpx.Client(base_url=pair.upstream.base_url, auth=DockerAuth(ADMIN), timeout=30,
+                      follow_redirects=True) as upstream:
+        deadline = time.monotonic() + 30
+        while oci.get_manifest(upstream, "replicated/own/app", "v1").status_code != 200:
+            assert time.monotonic() < deadline, "not replicated within 30 s"
+            time.sleep(0.2)
+        oci.assert_pulls_back(upstream, "replicated/own/app", "v1", index)
+        for child in index.children:
+            oci.assert_pulls_back(upstream, "replicated/own/app", child.digest, child)
     assert MIRROR[1] not in pair.cache.process.log(tail=10_000_000)
