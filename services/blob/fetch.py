@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -32,6 +32,8 @@ log = logging.getLogger("lading.blob.fetch")
 
 # Opens the source's body for one blob: (size, -1 when unknown; the chunks).
 Source = Callable[[], AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]]
+# Confirms that the source holds the blob (raises, e.g. BLOB_UNKNOWN naming it, when it does not).
+Confirm = Callable[[], Awaitable[object]]
 # The opaque repository tag of the upload sessions fetches store through.
 FETCH_SESSION_TAG = "lading-fetch"
 # Chunks buffered between the source and a slower reader.
@@ -43,9 +45,12 @@ class FetchOnMiss:
     def __init__(self, store: BlobStore) -> None:
         self._store = store
 
-    async def fetch(self, digest: str, source: Source, *, describe: str) -> AsyncIterator[int | bytes]:
+    async def fetch(self, digest: str, source: Source, *, describe: str, confirm: Confirm
+                    ) -> AsyncIterator[int | bytes]:
         """Yields the blob's size (-1: unknown) first, then its bytes. Already stored: from the
-        store. Otherwise from `source` (named `describe` in errors), stored on the way.
+        store, once `confirm` said the source holds it too (bytes stored for another repository
+        are not served to a reader of this one on the strength of their digest alone). Otherwise
+        from `source` (named `describe` in errors), stored on the way.
 
         Raises DIGEST_INVALID for a malformed digest; UPSTREAM_FAILED (after some bytes, maybe)
         when the source fails or its bytes do not hash to `digest` (nothing is stored then);
@@ -58,6 +63,7 @@ class FetchOnMiss:
             if error.kind is not ErrorKind.BLOB_UNKNOWN:
                 raise
         else:
+            await confirm()
             yield info.size
             if info.size:
                 async for chunk in await self._store.read_blob(digest):

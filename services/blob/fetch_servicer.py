@@ -34,7 +34,10 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
         def source():  # type: ignore[no-untyped-def]
             return upstream.open_blob(remote, digest)
 
-        async for item in self._fetcher.fetch(digest, source, describe=upstream.describe()):
+        async def confirm() -> int:
+            return await upstream.head_blob(remote, digest)
+
+        async for item in self._fetcher.fetch(digest, source, describe=upstream.describe(), confirm=confirm):
             if isinstance(item, int):
                 yield fetch_pb2.FetchBlobResponse(size=item)
             else:

@@ -164,6 +164,13 @@ class Upstream:
         return UpstreamManifest(response.headers.get("docker-content-digest", ""),
                                 _media_type(response.headers), response.content)
 
+    async def head_blob(self, remote: str, digest: str) -> int:
+        """The blob's size on the upstream (-1 if it did not say). BLOB_UNKNOWN naming the
+        upstream when it has no such blob there; UPSTREAM_FAILED when it failed."""
+        response = await self._send("HEAD", remote, f"/v2/{remote}/blobs/{digest}", {})
+        self._raise_for(response, remote, digest, manifest=False)
+        return int(response.headers.get("content-length", "-1"))
+
     @asynccontextmanager
     async def open_blob(self, remote: str, digest: str) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
         """(size or -1, the body's chunks) of the upstream's blob; holds a concurrency slot while

@@ -164,6 +164,15 @@ def test_an_unknown_name_upstream_answers_404_naming_it(local: httpx.Client) -> 
     assert UPSTREAM in missing.json()["errors"][0]["message"]
 
 
+def test_bytes_stored_for_a_local_repository_are_not_served_through_the_cache(local: httpx.Client) -> None:
+    secret = oci.Blob(os.urandom(4096))
+    oci.push_blob(local, "own/private", secret)
+    # Stored here, but the upstream has no such blob: knowing the digest is not enough.
+    leaked = local.get(f"/v2/{PREFIX}team/app/blobs/{secret.digest}")
+    oci.assert_error(leaked, 404, "BLOB_UNKNOWN")
+    assert UPSTREAM in leaked.json()["errors"][0]["message"]
+
+
 def test_a_body_that_does_not_match_its_digest_commits_nothing(
         up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
     image = oci.image(1, layer_size=256 * 1024)
