@@ -138,8 +138,9 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "EvictCached": OPERATOR_ONLY,
     },
     "lading.blob.v1.FetchService": {
-        # Fetch on miss: the gateway, holding the blob's lease from ProxyService.BeginBlobFetch.
-        "FetchBlob": GATEWAY_ONLY,
+        # Fetch on miss: the gateway, holding the blob's lease from ProxyService.BeginBlobFetch;
+        # the metadata plane's pull-based mirroring ([[proxy.mirrors]]).
+        "FetchBlob": frozenset({GATEWAY, METADATA}),
     },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.

@@ -704,11 +704,34 @@ class ProxyUpstreamSettings(RegistryAccessSettings):
     byte_budget: int = Field(default=0, ge=0)
 
 
+class ProxyMirrorSettings(BaseModel):
+    """Pull-based mirroring (`[[proxy.mirrors]]`): on a schedule, the tags of upstream repositories
+    are copied into the upstream's local prefix ahead of any pull (manifests, children, blobs),
+    incrementally: a tag whose digest did not move costs one HEAD, a blob already here nothing."""
+
+    # The `[[proxy.upstreams]]` entry to mirror from (its prefix, credentials and limits apply).
+    upstream: str = Field(min_length=1)
+    # Upstream repository names ("library/alpine"), not patterns: not every registry lists its
+    # catalog.
+    repositories: list[str] = Field(min_length=1)
+    # Tags copied (regular expression, whole tag).
+    tags: str = ".*"
+    # Seconds between two runs (each metadata replica may run it; a lease lets one at a time).
+    interval_seconds: float = Field(default=3600.0, gt=0)
+
+    @field_validator("tags")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+
 class ProxySettings(BaseModel):
     """The pull-through cache (README "Pull-through cache"). Read by the metadata plane
     (manifests, tags, fetch leases) and the blob plane (blob bytes)."""
 
     upstreams: list[ProxyUpstreamSettings] = Field(default_factory=list)
+    mirrors: list[ProxyMirrorSettings] = Field(default_factory=list)
     # Stop all upstream traffic: only cached content is served (tags with a `Warning` once due
     # for revalidation, within each upstream's max staleness).
     offline: bool = False
@@ -723,6 +746,9 @@ class ProxySettings(BaseModel):
         names = [u.name for u in self.upstreams]
         if len(set(names)) != len(names):
             raise ValueError(f"proxy.upstreams: names must be distinct, got {names}")
+        for mirror in self.mirrors:
+            if mirror.upstream not in names:
+                raise ValueError(f"proxy.mirrors: no upstream named {mirror.upstream!r} in proxy.upstreams")
         prefixes = sorted(u.prefix for u in self.upstreams)
         for a, b in zip(prefixes, prefixes[1:], strict=False):
             if b.startswith(a):

@@ -164,6 +164,23 @@ class Upstream:
         return UpstreamManifest(response.headers.get("docker-content-digest", ""),
                                 _media_type(response.headers), response.content)
 
+    async def list_tags(self, remote: str) -> list[str]:
+        """Every tag of `remote` upstream (following `Link` pages)."""
+        tags: list[str] = []
+        path = f"/v2/{remote}/tags/list?n=1000"
+        for _ in range(1000):
+            response = await self._send("GET", remote, path, {})
+            self._raise_for(response, remote, "tags/list", manifest=True)
+            try:
+                tags.extend(response.json().get("tags") or [])
+            except ValueError:
+                raise self._failed(f"its tag list of {remote} is not JSON") from None
+            link = response.headers.get("link", "")
+            if not link.startswith("<"):
+                return tags
+            path = link[1:link.index(">")]
+        return tags
+
     async def head_blob(self, remote: str, digest: str) -> int:
         """The blob's size on the upstream (-1 if it did not say). BLOB_UNKNOWN naming the
         upstream when it has no such blob there; UPSTREAM_FAILED when it failed."""

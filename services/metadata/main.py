@@ -124,7 +124,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
             ),
             refuse_writes=None if upstreams is None else upstreams.refuse_writes,
         )
-        proxy = build_proxy(upstreams, settings.proxy, core=core, store=gc.store, database=database)
+        proxy = build_proxy(upstreams, settings.proxy, core=core, store=gc.store, database=database,
+                            blob_channel=gc.channel)
         changes = build_changes(database, config.change_feed)
         accounts = build_account_servicer(database, settings.auth, changes.log)
         await bootstrap_admin(accounts, settings.auth)
@@ -144,6 +145,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         replicators = build_replicators(settings.replication, gc.store, gc.channel)
         events.worker.use_replicators(replicators)
         events.start()
+        proxy.start()
         gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
         changes.add_to_server(service.server)

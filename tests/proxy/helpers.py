@@ -9,8 +9,9 @@ UPSTREAM = "dist"
 
 
 def proxy_config(path: Path, upstream_url: str, *, revalidate: float = 0.0, extra: str = "",
-                 head: str = "") -> Path:
-    """A config file with one upstream; `head`: more sections, `extra`: more `[proxy]` settings."""
+                 head: str = "", tail: str = "") -> Path:
+    """A config file with one upstream; `head`: more sections first, `extra`: more `[proxy]`
+    settings, `tail`: more at the end (`[[proxy.mirrors]]`)."""
     # No gateway manifest cache: each GET reaches the metadata plane, whose revalidation is tested.
     path.write_text(
         f"{head}"
@@ -24,5 +25,6 @@ def proxy_config(path: Path, upstream_url: str, *, revalidate: float = 0.0, extr
         f"revalidate_seconds = {revalidate}\n"
         "max_staleness_seconds = 3600\n"
         "timeout_seconds = 5\n"
+        f"{tail}"
     )
     return path

@@ -293,6 +293,16 @@ class ProxyCache:
         async with self.database.writes.connect() as conn:
             return (await conn.execute(statement)).scalar()
 
+    async def release_lease(self, key: str, lease_id: str) -> None:
+        release = delete(proxy_fetch_leases).where(proxy_fetch_leases.c.digest == key,
+                                                   proxy_fetch_leases.c.lease_id == lease_id)
+        await self.database.writer.run(lambda conn: conn.execute(release))
+
+    async def take_lease(self, key: str) -> str | None:
+        """A new lease on `key` (a blob's digest: its fetch; "mirror:…": a mirror run), or None
+        while another holder's lease runs. Lapses after `proxy.fetch_lease_seconds`."""
+        return await self._take_lease(key)
+
     async def _take_lease(self, digest: str) -> str | None:
         """A new lease on `digest`'s fetch, or None while another holder's lease runs."""
         lease_id = uuid.uuid4().hex
