@@ -117,6 +117,8 @@ class Upstream:
         self._client = httpx.AsyncClient(verify=verify, timeout=timeout, follow_redirects=True,
                                          headers={"user-agent": "lading-proxy"})
         self._limit = asyncio.Semaphore(settings.max_concurrent_requests)
+        # Read once, at start-up (the composition root), never on the event loop.
+        self._secret = settings.secret() if settings.username else ""
         self._tokens: dict[str, tuple[str, float]] = {}
         self._basic = False
 
@@ -287,7 +289,7 @@ class Upstream:
         if token is not None and token[1] > time.monotonic():
             return f"Bearer {token[0]}"
         if self._basic:
-            pair = f"{self.settings.username}:{self.settings.secret()}".encode()
+            pair = f"{self.settings.username}:{self._secret}".encode()
             return "Basic " + base64.b64encode(pair).decode()
         return ""
 
@@ -310,7 +312,7 @@ class Upstream:
             query["service"] = params["service"]
         auth = None
         if self.settings.username:
-            auth = self._httpx.BasicAuth(self.settings.username, self.settings.secret())
+            auth = self._httpx.BasicAuth(self.settings.username, self._secret)
         try:
             answer = await self._client.get(realm, params=query, auth=auth)
         except self._httpx.HTTPError as error:
