@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.durability.crash import freeze_and_kill
 from tests.support import oci
 from tests.support.distribution import Distribution
 from tests.support.stack import Stack, child_env, lading_command
@@ -119,3 +120,33 @@ def test_a_target_down_for_a_while_gets_everything_once_back(source: Stack, targ
                              r'HTTP/1\.1" 201', text)
         assert len(uploads) == 1, uploads
     assert text.count(f'"PUT /v2/{TARGET_PREFIX}team/outage/manifests/v7 HTTP/1.1" 201') == 1
+
+
+def test_a_source_crash_with_copies_pending_resumes_after_restart(tmp_path: Path, target: Distribution) -> None:
+    """Every process of the source dies at once (frozen, then SIGKILLed: tests/durability/crash.py)
+    while a pushed image still waits to be copied; the restarted source copies it."""
+    config = tmp_path / "lading.toml"
+    config.write_text(
+        "[events]\ndelivery_interval_seconds = 0.2\n"
+        f'[[replication.rules]]\nname = "dist"\nurl = "{target.url}"\nrepositories = ["crash/*"]\n'
+        "backoff_base_seconds = 0.2\nbackoff_cap_seconds = 1\ntimeout_seconds = 2\n"
+    )
+    env = {"LADING_CONFIG_FILE": str(config)}
+    image = oci.image(1)
+    target.stop()
+    try:
+        stack = Stack(tmp_path / "data", env=env).start()
+        try:
+            with httpx.Client(base_url=stack.base_url, timeout=30, follow_redirects=True) as local:
+                oci.push(local, "crash/app", image, "v1")
+            time.sleep(1)  # a failed attempt or two
+        finally:
+            freeze_and_kill(stack.process.pid)
+            stack.stop()
+    finally:
+        target.start()
+    with Stack(tmp_path / "data", env=env, port=stack.port):
+        with httpx.Client(base_url=target.url, timeout=30) as remote:
+            eventually(lambda: oci.get_manifest(remote, "crash/app", "v1").status_code == 200,
+                       what="crash/app:v1 on the target after the source's crash and restart")
+            oci.assert_pulls_back(remote, "crash/app", "v1", image)
