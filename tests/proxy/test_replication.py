@@ -89,6 +89,16 @@ def test_pushes_are_copied_byte_identical_and_filters_hold(source: Stack, target
         eventually(lambda: oci.get_manifest(remote, f"{TARGET_PREFIX}team/app", signature.digest).status_code == 200,
                    what="the signature on the target")
         oci.assert_pulls_back(remote, f"{TARGET_PREFIX}team/app", signature.digest, signature)
+        # The same image in a second repository: its blobs are mounted from the first on the target.
+        with httpx.Client(base_url=source.base_url, timeout=30, follow_redirects=True) as local:
+            oci.push(local, "team/app2", index, "v1")
+        eventually(lambda: oci.get_manifest(remote, f"{TARGET_PREFIX}team/app2", "v1").status_code == 200,
+                   what="team/app2:v1 on the target")
+        oci.assert_pulls_back(remote, f"{TARGET_PREFIX}team/app2", "v1", index)
+        log = Path(target.log_path).read_text()
+        mounted = re.findall(rf'"POST /v2/{TARGET_PREFIX}team/app2/blobs/uploads/\?mount=[^ ]* HTTP/1\.1" 201', log)
+        assert len(mounted) == len(index.all_blobs()), mounted
+        assert f'"PUT /v2/{TARGET_PREFIX}team/app2/blobs/uploads/' not in log
         # Filters: a tag outside `tags`, a repository outside `repositories`.
         assert oci.get_manifest(remote, f"{TARGET_PREFIX}team/app", "dev").status_code == 404
         assert oci.get_manifest(remote, f"{TARGET_PREFIX}other/app", "v1").status_code == 404

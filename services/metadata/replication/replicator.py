@@ -64,6 +64,8 @@ class Replicator:
         self._blobs = blob_pb2_grpc.BlobServiceStub(blob_channel) if blob_channel is not None else None
         self._target = Upstream(rule, actions="pull,push")
         self._tags = re.compile(rule.tags)
+        # digest → a target repository this replicator put it in (a mount source for the next one).
+        self._placed: dict[str, str] = {}
 
     def _wanted(self, repository: str) -> bool:
         patterns = self.rule.repositories
@@ -128,11 +130,21 @@ class Replicator:
 
     async def _copy_blob(self, repository: str, remote: str, digest: str) -> None:
         if await self._target_has(remote, "blobs", digest):
+            self._remember(digest, remote)
             return
         size = await self._store.stat_blob(repository, digest)
         if size is None:
             raise self._failed(f"blob {digest} of {repository} is not linked here; it cannot be copied")
-        started = await self._target.send("POST", remote, f"/v2/{remote}/blobs/uploads/")
+        elsewhere = self._placed.get(digest)
+        if elsewhere and elsewhere != remote:
+            # Cross-repository mount: 201 when the target linked it, else 202 and a session.
+            query = urlencode({"mount": digest, "from": elsewhere})
+            started = await self._target.send("POST", remote, f"/v2/{remote}/blobs/uploads/?{query}")
+            if started.status_code == 201:
+                self._remember(digest, remote)
+                return
+        else:
+            started = await self._target.send("POST", remote, f"/v2/{remote}/blobs/uploads/")
         if started.status_code != 202 or "location" not in started.headers:
             raise self._failed(f"starting an upload to {remote} answered HTTP {started.status_code}")
         location = str(started.url.join(started.headers["location"]))
@@ -143,6 +155,12 @@ class Replicator:
             content=self._read(digest))
         if done.status_code != 201:
             raise self._failed(f"uploading blob {digest} to {remote} answered HTTP {done.status_code}")
+        self._remember(digest, remote)
+
+    def _remember(self, digest: str, remote: str) -> None:
+        if len(self._placed) > 100_000:
+            self._placed.clear()
+        self._placed[digest] = remote
 
     async def _read(self, digest: str) -> AsyncIterator[bytes]:
         if self._blobs is None:
