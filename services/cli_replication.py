@@ -2,6 +2,7 @@
 are rows of the event outbox under the endpoints `replicate-<rule>`; over the metadata service's
 EventsService (found as services/cli_targets.py says).
 
+    lading replication list              # the rules in this command's settings (LADING_CONFIG_FILE)
     lading replication status [RULE]
     lading replication retry RULE        # dead copies of RULE become pending again
 """
@@ -26,6 +27,7 @@ _PAGE = 1000
 def add_commands(commands: Any) -> None:
     replication = commands.add_parser("replication", help="push-based replication: status, retry dead copies")
     actions = replication.add_subparsers(dest="replication_action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="the [[replication.rules]] of this command's settings (LADING_CONFIG_FILE)")
     status = actions.add_parser("status", help="per rule: pending, delivered and dead copies, last error")
     status.add_argument("rule", nargs="?", default="", help="only this rule")
     retry = actions.add_parser("retry", help="make a rule's dead copies pending again")
@@ -87,9 +89,26 @@ async def _call(args: argparse.Namespace) -> int:
                              lambda channels: _dispatch(args, channels["metadata"], rules))
 
 
+def _list() -> int:
+    from services.common.settings import load_settings
+
+    rules = load_settings().replication.rules
+    if not rules:
+        print("lading replication list: no [[replication.rules]] in these settings (set LADING_CONFIG_FILE)")
+        return 0
+    print(f"{'RULE':20}  {'TARGET':32}  {'REPOSITORIES':24}  {'TAGS':16}  PREFIX  DELETES")
+    for rule in rules:
+        print(f"{rule.name[:20]:20}  {rule.url[:32]:32}  {','.join(rule.repositories or ['*'])[:24]:24}  "
+              f"{rule.tags[:16]:16}  {rule.target_prefix or '-':6}  {'yes' if rule.deletes else 'no'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs one `lading replication` command; returns the exit code."""
     import asyncio
+
+    if args.replication_action == "list":
+        return _list()
 
     try:
         return asyncio.run(_call(args))

@@ -121,6 +121,10 @@ def test_a_target_down_for_a_while_gets_everything_once_back(source: Stack, targ
                    what="team/outage:v7 on the target after its outage")
         oci.assert_pulls_back(remote, f"{TARGET_PREFIX}team/outage", "v7", image)
     eventually(lambda: replication_status(source)["dist"]["pending"] == 0, what="nothing pending")
+    listed = subprocess.run(lading_command("replication", "list"), capture_output=True, text=True, timeout=60,
+                            env=child_env({"LADING_CONFIG_FILE": str(source.data_dir.parent / "lading.toml")}),
+                            check=True).stdout
+    assert "dist" in listed and target.url in listed and "team/*" in listed
     assert replication_status(source)["dist"]["dead"] == 0
     text = Path(target.log_path).read_text()
     for blob in image.blobs:
