@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from lading.blob.v1 import blob_pb2, blob_pb2_grpc
-from lading.common.v1 import common_pb2
-from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc
+from lading.blob.v1 import blob_pb2, blob_pb2_grpc, fetch_pb2, fetch_pb2_grpc
+from lading.common.v1 import common_pb2, sources_pb2
+from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc, proxy_pb2, proxy_pb2_grpc
 
 from gateway import request_context
 from services.common.errors import ErrorKind, RegistryError, from_rpc_error
@@ -40,7 +40,28 @@ class MetadataClient:
 
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:
         self._stub = metadata_pb2_grpc.MetadataServiceStub(channel)
+        self._proxy = proxy_pb2_grpc.ProxyServiceStub(channel)
         self._timeout = timeout
+
+    async def begin_blob_fetch(self, repository: str, digest: str) -> proxy_pb2.BeginBlobFetchResponse:
+        """What to do about a blob not linked in `repository` (ProxyService.BeginBlobFetch): waits
+        for another caller's fetch of it for most of this call's deadline."""
+        return await _unary(
+            self._proxy.BeginBlobFetch,
+            proxy_pb2.BeginBlobFetchRequest(repository=repository, digest=digest,
+                                            wait_seconds=max(self._timeout - 2.0, 0.5),
+                                            context=request_context.current()),
+            self._timeout,
+        )
+
+    async def end_blob_fetch(self, repository: str, digest: str, *, lease_id: str, fetched: bool,
+                             size: int) -> None:
+        await _unary(
+            self._proxy.EndBlobFetch,
+            proxy_pb2.EndBlobFetchRequest(repository=repository, digest=digest, lease_id=lease_id,
+                                          fetched=fetched, size=size, context=request_context.current()),
+            self._timeout,
+        )
 
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         await _unary(
@@ -153,6 +174,32 @@ class BlobClient:
         )
         self._timeout = timeout
         self._stream_timeout = stream_timeout
+        self._fetch = fetch_pb2_grpc.FetchServiceStub(channel)
+
+    async def fetch_blob(self, digest: str, source: sources_pb2.BlobSource) -> tuple[int, AsyncIterator[bytes]]:
+        """Starts FetchService.FetchBlob: (size or -1, the bytes). The first message is awaited
+        here, so a source that fails at once fails before any response header; a failure later
+        (the source broke off, a wrong digest) ends the iterator with the error, before its
+        last chunk."""
+        call = self._fetch.FetchBlob(fetch_pb2.FetchBlobRequest(digest=digest, source=source),
+                                     timeout=self._stream_timeout)
+        try:
+            first = await call.read()
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if first is grpc.aio.EOF:
+            raise RegistryError(ErrorKind.INTERNAL, "the blob plane ended a fetch without a word")
+
+        async def rest() -> AsyncIterator[bytes]:
+            try:
+                while (message := await call.read()) is not grpc.aio.EOF:
+                    yield message.data
+            except grpc.RpcError as error:
+                raise from_rpc_error(error) from None
+            finally:
+                call.cancel()
+
+        return first.size, rest()
 
     async def start_upload(self, repository: str, owner: str = "") -> blob_pb2.StartUploadResponse:
         """Raises TOOMANYREQUESTS when `owner` already holds the blob plane's maximum of sessions."""

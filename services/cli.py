@@ -53,7 +53,7 @@ def _plain_serve(argv: Sequence[str]) -> dict[str, str | int | None] | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from services import cli_accounts, cli_admin, cli_events
+    from services import cli_accounts, cli_admin, cli_events, cli_proxy, cli_replication
     from services.cli_targets import add_target_flags
 
     parser = argparse.ArgumentParser(
@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     cli_accounts.add_commands(commands)
     cli_admin.add_commands(commands)
     cli_events.add_commands(commands)
+    cli_proxy.add_commands(commands)
+    cli_replication.add_commands(commands)
     return parser
 
 
@@ -104,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from services.supervisor import serve
 
         sys.exit(serve(**serve_flags))  # type: ignore[arg-type]
-    from services import cli_accounts, cli_admin, cli_events
+    from services import cli_accounts, cli_admin, cli_events, cli_proxy, cli_replication
 
     args = _parser().parse_args(argv)
     misplaced = _misplaced_flags(args)
@@ -115,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(cli_accounts.run(args))
     if args.command == cli_events.COMMAND:
         sys.exit(cli_events.run(args))
+    if args.command == cli_proxy.COMMAND:
+        sys.exit(cli_proxy.run(args))
+    if args.command == cli_replication.COMMAND:
+        sys.exit(cli_replication.run(args))
     if cli_admin.handles(args):
         sys.exit(cli_admin.run(args))
     if args.command == "serve":

@@ -12,10 +12,20 @@ redirects, nor does a GET of an empty blob or a conditional GET that matches (30
 a backend that cannot presign: those are answered (or streamed) here. On the filesystem, reads
 redirect to the blob plane's direct-read server when `blob.direct_reads` is on (`lading serve`
 turns it on): its URL may leave the host out, for the gateway to put in the one the client used.
+
+Fetch on miss (the pull-through cache): a blob not linked in the repository is not the end of it
+when a source serves the repository. The metadata plane decides (ProxyService.BeginBlobFetch:
+linked meanwhile, or this request holds the blob's fetch lease), the blob plane fetches, stores
+and verifies (FetchService.FetchBlob), and this module only streams its answer to the client and
+hands the lease back (EndBlobFetch, which links the blob). The gateway never talks to a source.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
+from lading.metadata.v1 import proxy_pb2
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -25,7 +35,7 @@ from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
 from gateway.ranges import parse_blob_range
 from gateway.responses import empty, etag_matches
-from services.common.errors import RegistryError
+from services.common.errors import ErrorKind, RegistryError
 
 
 def _headers(digest: str, length: int) -> dict[str, str]:
@@ -48,18 +58,84 @@ def _addressed(url: str, request: Request) -> str:
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{rest}"
 
 
+# EndBlobFetch calls still under way after their request ended (a client that went away).
+_ENDING: set[asyncio.Task[None]] = set()
+
+
+async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int | tuple[int, AsyncIterator[bytes]]:
+    """The blob's size when it is linked in `repository`; else, when a source (the pull-through
+    cache's upstream) serves the repository, the linked size once another request fetched it,
+    or (size or -1, the bytes) of a fetch this request leads. BLOB_UNKNOWN otherwise."""
+    try:
+        return (await gateway.metadata.stat_blob(repository, digest)).size
+    except RegistryError as error:
+        if error.kind is not ErrorKind.BLOB_UNKNOWN:
+            raise
+        unknown = error
+    try:
+        decision = await gateway.metadata.begin_blob_fetch(repository, digest)
+    except RegistryError as error:
+        # A metadata plane without ProxyService (older, during a rolling upgrade) has no sources.
+        if error.kind is ErrorKind.UNSUPPORTED:
+            raise unknown from None
+        raise
+    if decision.outcome == proxy_pb2.BeginBlobFetchResponse.OUTCOME_LINKED:
+        return decision.size
+    if decision.outcome != proxy_pb2.BeginBlobFetchResponse.OUTCOME_FETCH:
+        raise unknown
+
+    def end(fetched: bool, size: int) -> asyncio.Task[None]:
+        # A task of its own, out of the request's cancellation: the lease must be released (or
+        # the blob linked) even when the client went away.
+        task = asyncio.ensure_future(gateway.metadata.end_blob_fetch(
+            repository, digest, lease_id=decision.lease_id, fetched=fetched, size=size))
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
+        return task
+
+    try:
+        size, chunks = await gateway.blob.fetch_blob(digest, decision.source)
+    except BaseException:
+        end(False, 0)
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        received, complete = 0, False
+        try:
+            async for chunk in chunks:
+                received += len(chunk)
+                yield chunk
+            complete = True
+        finally:
+            ending = end(complete, received)
+        # Linked before the stream ends: a client that asks again right after finds the blob.
+        await asyncio.shield(ending)
+
+    return size, body()
+
+
 async def head(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
-    stat = await gateway.metadata.stat_blob(repository, digest)
-    return Response(b"", headers=_headers(digest, stat.size))
+    found = await _size_or_fetch(gateway, repository, digest)
+    if not isinstance(found, int):
+        # A HEAD of a blob fetched from a source: fetched (and stored) whole, then answered.
+        found = sum([len(chunk) async for chunk in found[1]])
+    return Response(b"", headers=_headers(digest, found))
 
 
 async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
-    stat = await gateway.metadata.stat_blob(repository, digest)
-    size = stat.size
+    found = await _size_or_fetch(gateway, repository, digest)
+    if not isinstance(found, int):
+        # Fetched from a source while this client reads it: the whole blob, whatever its Range.
+        length, chunks = found
+        headers = _headers(digest, length)
+        if length < 0:
+            del headers["content-length"]
+        return StreamingResponse(chunks, status_code=200, headers=headers)
+    size = found
     if etag_matches(request, f'"{digest}"'):
         headers = _headers(digest, size)
         del headers["content-length"], headers["content-type"]

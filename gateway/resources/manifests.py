@@ -24,9 +24,12 @@ async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> R
     reference = params.stored_reference(request.path_params["reference"])
     cache = gateway.manifests
     manifest = None if cache is None else cache.get(repository, reference, need_payload=not omit_payload)
+    warning = ""
     if manifest is None:
         manifest = await gateway.metadata.get_manifest(repository, reference, omit_payload=omit_payload)
-        if cache is not None:
+        # A stale answer of the pull-through cache (its upstream failed) is not kept here.
+        warning = getattr(manifest, "warning", "")
+        if cache is not None and not warning:
             cache.put(repository, reference, digest=manifest.digest, media_type=manifest.media_type,
                       size=manifest.size, payload=None if omit_payload else manifest.payload)
     etag = f'"{manifest.digest}"'
@@ -39,6 +42,8 @@ async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> R
     }
     if manifest.media_type:
         headers["content-type"] = manifest.media_type
+    if warning:
+        headers["warning"] = warning
     return Response(b"" if omit_payload else manifest.payload, headers=headers)
 
 

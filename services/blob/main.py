@@ -26,6 +26,10 @@ from services.blob.backends.base import BlobBackend
 from services.blob.backends.instrumented import BackendMetrics, InstrumentedBackend
 from services.blob.core import BlobStore
 from services.blob.direct_reads import DirectReadServer, SignedBlobUrls, signing_secret
+from services.blob.fetch import FetchOnMiss
+from services.blob.fetch_servicer import SERVICE_NAME as FETCH_SERVICE_NAME
+from services.blob.fetch_servicer import FetchServicer
+from services.blob.fetch_servicer import add_to_server as add_fetch_to_server
 from services.blob.servicer import BlobServiceServicer, add_to_server
 from services.blob.uploads import UploadSessions
 from services.common.access import AccessConfigError
@@ -40,6 +44,7 @@ from services.common.settings import BlobSettings, Settings, load_settings
 from services.common.tasks import cancel_and_wait
 from services.common.telemetry import setup_tracing
 from services.common.tls import TlsConfigError
+from services.common.upstream import Upstreams
 
 log = logging.getLogger("lading.blob")
 
@@ -188,7 +193,8 @@ async def wait_for_backend(store: BlobStore, *, attempts: int = 8, first_delay: 
 async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     """Runs the blob service until SIGTERM/SIGINT (with a `control`: until `control.stop`;
     services/embedded.py runs it so, beside the other planes). Reads only its own settings
-    sections: blob, and the shared observability and grpc_access."""
+    sections: blob, proxy (upstreams of the pull-through cache), and the shared observability and
+    grpc_access."""
     blob = settings.blob
     telemetry = setup_tracing(settings.observability, "blob")
     # Metrics are only kept when something can scrape them.
@@ -204,7 +210,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     store = build_store(blob, backend, direct_reads.urls if direct_reads else None)
     service = GrpcService(
         listen=blob.listen,
-        service_names=[SERVICE_NAME],
+        service_names=[SERVICE_NAME, FETCH_SERVICE_NAME],
         grace_seconds=blob.shutdown_grace_seconds,
         access=settings.grpc_access,
         plane="blob",
@@ -217,7 +223,12 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         ],
     )
     metrics_server: MetricsHttpServer | None = None
-    add_to_server(BlobServiceServicer(store), service.server)
+    # The pull-through cache's upstreams (None: none configured, no HTTP client loaded).
+    upstreams = Upstreams.build(settings.proxy, metrics=metrics,
+                                tracer=telemetry.tracer("lading.proxy") if telemetry.enabled else None)
+    add_to_server(BlobServiceServicer(store, refuse_writes=upstreams.refuse_writes if upstreams else None),
+                  service.server)
+    add_fetch_to_server(FetchServicer(FetchOnMiss(store), upstreams), service.server)
     purger: asyncio.Task[None] | None = None
 
     async def ready() -> None:
@@ -236,6 +247,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         if direct_reads is not None:
             await direct_reads.close()
         await backend.close()
+        if upstreams is not None:
+            await upstreams.aclose()
         telemetry.shutdown()
 
     prepare_listen_address(blob.listen)

@@ -5,7 +5,7 @@ Errors are raised as RegistryError and mapped to rich statuses by the server's i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -79,8 +79,10 @@ def _status(status: UploadStatus) -> blob_pb2.UploadStatus:
 
 
 class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, *, refuse_writes: Callable[[str], None] | None = None) -> None:
         self.store = store
+        # UNSUPPORTED for uploads into a pull-through cache's prefix (services/common/upstream.py).
+        self._refuse_writes = refuse_writes or (lambda repository: None)
 
     async def StatBlob(self, request: blob_pb2.StatBlobRequest, context: grpc.aio.ServicerContext
                        ) -> blob_pb2.StatBlobResponse:
@@ -141,6 +143,7 @@ class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
 
     async def StartUpload(self, request: blob_pb2.StartUploadRequest, context: grpc.aio.ServicerContext
                           ) -> blob_pb2.StartUploadResponse:
+        self._refuse_writes(request.repository)
         status = await self.store.start_upload(request.repository, request.owner)
         return blob_pb2.StartUploadResponse(status=_status(status), min_chunk_size=self.store.min_chunk_size)
 

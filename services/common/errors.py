@@ -116,6 +116,11 @@ class ErrorKind(enum.Enum):
     UNAVAILABLE = ErrorSpec(
         "UNAVAILABLE", grpc.StatusCode.UNAVAILABLE, 503, "service unavailable; retry the request shortly"
     )
+    # The pull-through cache's upstream registry failed (down, timing out, 5xx, a body that does not
+    # match its digest) and nothing cached can stand in: 502, the message names the upstream.
+    UPSTREAM_FAILED = ErrorSpec(
+        "UNAVAILABLE", grpc.StatusCode.ABORTED, 502, "the upstream registry of this repository failed"
+    )
     # A bug or an unexpected failure; the detail never carries a traceback.
     INTERNAL = ErrorSpec("UNKNOWN", grpc.StatusCode.INTERNAL, 500, "internal server error")
 

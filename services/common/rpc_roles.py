@@ -130,11 +130,23 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "AdminSetMaintenance": GATEWAY_ONLY,
         "AdminStorage": GATEWAY_ONLY,
     },
+    "lading.metadata.v1.ProxyService": {
+        # The gateway passes a blob's fetch lease between the two planes; `lading proxy status`.
+        "BeginBlobFetch": GATEWAY_ONLY,
+        "EndBlobFetch": GATEWAY_ONLY,
+        "ProxyStatus": frozenset({GATEWAY, OPERATOR}),
+        "EvictCached": OPERATOR_ONLY,
+    },
+    "lading.blob.v1.FetchService": {
+        # Fetch on miss: the gateway, holding the blob's lease from ProxyService.BeginBlobFetch;
+        # the metadata plane's pull-based mirroring ([[proxy.mirrors]]).
+        "FetchBlob": frozenset({GATEWAY, METADATA}),
+    },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.
         "StatBlob": frozenset({GATEWAY, METADATA, OPERATOR}),
-        # `lading check --verify-sample` re-hashes blobs.
-        "ReadBlob": frozenset({GATEWAY, OPERATOR}),
+        # `lading check --verify-sample` re-hashes blobs; the metadata plane's replication copies them.
+        "ReadBlob": frozenset({GATEWAY, OPERATOR, METADATA}),
         # Garbage collection: the metadata plane's collector and `lading gc`.
         "DeleteBlob": frozenset({METADATA, OPERATOR}),
         "ListBlobs": frozenset({METADATA, OPERATOR}),

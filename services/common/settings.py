@@ -12,11 +12,12 @@ gRPC addresses use gRPC's own target syntax: `127.0.0.1:50051`, `dns:///metadata
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -648,6 +649,154 @@ class ConsoleSettings(BaseModel):
     public_url: str = ""
 
 
+class RegistryAccessSettings(BaseModel):
+    """How Lading reaches another registry over HTTP (a pull-through upstream, a replication target)."""
+
+    # Shown in errors, metrics and status commands.
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    # The registry's base URL: "https://registry-1.docker.io", "http://127.0.0.1:5001".
+    url: str = Field(pattern=r"^https?://[^/?#]+/?$")
+    # Credentials: Basic on a Basic challenge, and for the registry's token endpoint on a Bearer
+    # challenge (empty username: anonymous tokens). The password is read from `password_file`
+    # (first line) when set; it never reaches clients or logs.
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: Path | None = None
+    # PEM bundle of CAs that sign the registry's certificate (and its token endpoint's); None:
+    # the system's.
+    ca_file: Path | None = None
+    # Requests in flight at once to this registry, per process.
+    max_concurrent_requests: int = Field(default=16, ge=1, le=1024)
+    # Seconds to connect and between two reads of its answers.
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    def secret(self) -> str:
+        """The password (from `password_file` when set)."""
+        if self.password_file is not None:
+            lines = self.password_file.read_text().splitlines()
+            return lines[0].strip() if lines else ""
+        return self.password.get_secret_value()
+
+
+class ProxyUpstreamSettings(RegistryAccessSettings):
+    """One upstream registry served through the pull-through cache (`[[proxy.upstreams]]`).
+
+    Local repositories named `<prefix><remote>` are pulled from `<url>/v2/<remote>/...` on a miss
+    (services/common/upstream.py talks to it; the metadata plane caches manifests, the blob plane
+    blobs). Pushes into the prefix are refused (405 UNSUPPORTED)."""
+
+    # Local repository prefix it serves, ending in "/": "docker.io/" makes
+    # `docker.io/library/alpine` the upstream's `library/alpine`.
+    prefix: str = Field(min_length=2, pattern=r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*/$")
+    # Docker Hub's rule: a one-component name (`docker.io/alpine`) is `library/alpine` upstream.
+    docker_hub_library: bool = False
+    # Upstream repository patterns that may be pulled (fnmatch: "library/*", "myorg/**" is the
+    # same as "myorg/*"); empty: any.
+    allowed_repositories: list[str] = Field(default_factory=list)
+    # A cached tag is served without asking the upstream while younger than this; then it is
+    # revalidated (HEAD, digest compared) and refreshed when it moved.
+    revalidate_seconds: float = Field(default=300.0, ge=0)
+    # Upstream failing (down, timing out, 5xx): a cached tag is served, with a `Warning` header,
+    # while its last successful check is at most this old; older, the client gets the error.
+    max_staleness_seconds: float = Field(default=7 * 86400.0, ge=0)
+    # Bytes of cached blobs this upstream may hold (0: no limit); beyond it, the least recently
+    # pulled are evicted first (`lading proxy evict`).
+    byte_budget: int = Field(default=0, ge=0)
+
+
+class ProxyMirrorSettings(BaseModel):
+    """Pull-based mirroring (`[[proxy.mirrors]]`): on a schedule, the tags of upstream repositories
+    are copied into the upstream's local prefix ahead of any pull (manifests, children, blobs),
+    incrementally: a tag whose digest did not move costs one HEAD, a blob already here nothing."""
+
+    # The `[[proxy.upstreams]]` entry to mirror from (its prefix, credentials and limits apply).
+    upstream: str = Field(min_length=1)
+    # Upstream repository names ("library/alpine"), not patterns: not every registry lists its
+    # catalog.
+    repositories: list[str] = Field(min_length=1)
+    # Tags copied (regular expression, whole tag).
+    tags: str = ".*"
+    # Seconds between two runs (each metadata replica may run it; a lease lets one at a time).
+    interval_seconds: float = Field(default=3600.0, gt=0)
+
+    @field_validator("tags")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+
+class ProxySettings(BaseModel):
+    """The pull-through cache (README "Pull-through cache"). Read by the metadata plane
+    (manifests, tags, fetch leases) and the blob plane (blob bytes)."""
+
+    upstreams: list[ProxyUpstreamSettings] = Field(default_factory=list)
+    mirrors: list[ProxyMirrorSettings] = Field(default_factory=list)
+    # Stop all upstream traffic: only cached content is served (tags with a `Warning` once due
+    # for revalidation, within each upstream's max staleness).
+    offline: bool = False
+    # A replica fetching a blob holds a lease row in the metadata database so that no other
+    # replica fetches the same blob; a lease not released (its holder died) expires after this.
+    fetch_lease_seconds: float = Field(default=120.0, gt=0)
+    # Cached blobs nobody pulled for this long are evicted (`lading proxy evict`; 0: never).
+    evict_after_seconds: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ProxySettings:
+        names = [u.name for u in self.upstreams]
+        if len(set(names)) != len(names):
+            raise ValueError(f"proxy.upstreams: names must be distinct, got {names}")
+        for mirror in self.mirrors:
+            if mirror.upstream not in names:
+                raise ValueError(f"proxy.mirrors: no upstream named {mirror.upstream!r} in proxy.upstreams")
+        prefixes = sorted(u.prefix for u in self.upstreams)
+        for a, b in zip(prefixes, prefixes[1:], strict=False):
+            if b.startswith(a):
+                raise ValueError(f"proxy.upstreams: prefix {b!r} lies inside prefix {a!r}; each repository "
+                                 "must belong to one upstream")
+        return self
+
+
+class ReplicationRuleSettings(RegistryAccessSettings):
+    """Push-based replication (`[[replication.rules]]`): content pushed into matching local
+    repositories is copied to the registry at `url` (services/metadata/replication). Fed by the
+    durable event outbox, so nothing pushed is missed across restarts; retried with backoff,
+    dead-lettered after `max_attempts` (`lading events list|replay`: the rule's rows carry the
+    endpoint name `replicate-<name>`)."""
+
+    # Local repository patterns (fnmatch, "team/*"); empty: every repository.
+    repositories: list[str] = Field(default_factory=list)
+    # Tags (regular expression, whole tag) whose pushes are copied; manifests pushed by digest
+    # (index children, signatures, SBOMs and other referrers) are copied whatever it says.
+    tags: str = ".*"
+    # Prepended to the repository name on the target ("" keeps the name).
+    target_prefix: str = ""
+    # Also delete on the target a manifest deleted here (by digest).
+    deletes: bool = False
+    max_attempts: int = Field(default=10, ge=1)
+    backoff_base_seconds: float = Field(default=1.0, ge=0)
+    backoff_cap_seconds: float = Field(default=300.0, ge=0)
+
+    @field_validator("tags")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+
+class ReplicationSettings(BaseModel):
+    """Replication to other registries (README "Replication"); read by the metadata plane."""
+
+    rules: list[ReplicationRuleSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ReplicationSettings:
+        names = [rule.name for rule in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"replication.rules: names must be distinct, got {names}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LADING_",
@@ -668,6 +817,8 @@ class Settings(BaseSettings):
     grpc_access: GrpcAccessSettings = Field(default_factory=GrpcAccessSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,7 @@ and `MetadataStore` for the kinds).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -36,9 +37,13 @@ class MetadataLimits:
 
 
 class MetadataCore:
-    def __init__(self, store: MetadataStore, limits: MetadataLimits) -> None:
+    def __init__(self, store: MetadataStore, limits: MetadataLimits,
+                 refuse_writes: Callable[[str], None] | None = None) -> None:
         self._store = store
         self._limits = limits
+        # Raises UNSUPPORTED for a repository whose content comes from elsewhere (a
+        # pull-through cache's prefix: services/common/upstream.py).
+        self._refuse_writes = refuse_writes or (lambda repository: None)
 
     # -- input checks -------------------------------------------------------------------------------
 
@@ -90,6 +95,7 @@ class MetadataCore:
         """Links `digest` from `from_repository` ("" = any repository) into `repository`; returns the
         size, or None when no source holds it (an unknown source repository is not an error)."""
         validate_repository(repository)
+        self._refuse_writes(repository)
         digest = self._digest(digest)
         if from_repository:
             validate_repository(from_repository)
@@ -97,15 +103,19 @@ class MetadataCore:
 
     # -- manifests ----------------------------------------------------------------------------------
 
-    async def put_manifest(self, repository: str, reference: str, media_type: str, payload: bytes
-                           ) -> PutManifestResult:
+    async def put_manifest(self, repository: str, reference: str, media_type: str, payload: bytes,
+                           *, from_upstream: bool = False) -> PutManifestResult:
         """Validates and stores a manifest under a tag or the digest it must hash to.
 
         Raises NAME_INVALID, TAG_INVALID, DIGEST_INVALID (bad reference, or the payload does not
         hash to it, or a descriptor digest is malformed), MANIFEST_TOO_LARGE, MANIFEST_INVALID,
         MANIFEST_BLOB_UNKNOWN. Pushed by tag, the manifest's digest is the sha256 of the exact bytes.
+        UNSUPPORTED into a pull-through cache's prefix, unless `from_upstream` (the cache storing
+        what its upstream served: references are then not required to exist yet).
         """
         validate_repository(repository)
+        if not from_upstream:
+            self._refuse_writes(repository)
         if len(payload) > self._limits.max_manifest_bytes:
             raise RegistryError(
                 ErrorKind.MANIFEST_TOO_LARGE,
@@ -137,6 +147,7 @@ class MetadataCore:
             annotations=orjson.dumps(parsed.annotations).decode() if parsed.annotations else None,
             blob_digests=parsed.blob_digests,
             manifest_digests=parsed.manifest_digests,
+            from_upstream=from_upstream,
         )
         await self._store.put_manifest(repository, manifest, tag)
         return PutManifestResult(digest=digest, subject_digest=parsed.subject_digest)

@@ -34,7 +34,9 @@ from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate, migrate_in_child
+from services.metadata.proxy.wiring import PROXY_SERVICE_NAME, build_proxy, build_upstreams
 from services.metadata.queue_metrics import QueueMetrics
+from services.metadata.replication.wiring import build_replicators, with_replication_endpoints
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
 from services.metadata.store.durability import commit_durability_warning
@@ -73,7 +75,7 @@ async def _prepare_schema(database: Database, *, auto_migrate: bool) -> None:
 async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     """Runs the metadata service until SIGTERM/SIGINT (with a `control`: until `control.stop`;
     services/embedded.py runs it so, beside the other planes). Reads only its own settings
-    sections: metadata, gc, events, auth (accounts), and the shared observability and grpc_access.
+    sections: metadata, gc, events, auth (accounts), proxy, and the shared observability and grpc_access.
 
     Raises EventsConfigError for event endpoints that cannot work, SchemaOutOfDate when
     auto_migrate is off and the schema is not current, RegistryError
@@ -97,7 +99,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         service = GrpcService(
             listen=config.listen,
             service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME,
-                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME],
+                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME, PROXY_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             access=settings.grpc_access,
             plane="metadata",
@@ -109,9 +111,11 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         durability = await commit_durability_warning(database)
         if durability:
             log.warning("%s", durability)
-        events = build_events(settings.events, database)
+        events = build_events(with_replication_endpoints(settings.events, settings.replication), database)
         store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
         gc = build_gc(settings, database, store, events=events.outbox)
+        upstreams = build_upstreams(settings.proxy, metrics=metrics,
+                                    tracer=telemetry.tracer("lading.proxy") if telemetry.enabled else None)
         core = MetadataCore(
             gc.store,
             MetadataLimits(
@@ -119,13 +123,18 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
                 default_page_size=config.default_page_size,
                 max_page_size=config.max_page_size,
             ),
+            refuse_writes=None if upstreams is None else upstreams.refuse_writes,
         )
+        proxy = build_proxy(upstreams, settings.proxy, core=core, store=gc.store, database=database,
+                            blob_channel=gc.channel)
         changes = build_changes(database, config.change_feed)
         accounts = build_account_servicer(database, settings.auth, changes.log)
         await bootstrap_admin(accounts, settings.auth)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
-            MetadataServicer(core, events.outbox, database.access, events.worker.wake), service.server
+            MetadataServicer(core, events.outbox, database.access, events.worker.wake, proxy=proxy.cache),
+            service.server,
         )
+        proxy.add_to_server(service.server)
         events.add_to_server(service.server)
         # GC review queues and the outbox, counted in the background (never on a scrape).
         queues = QueueMetrics(
@@ -134,7 +143,10 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         )
         if metrics is not None:
             queues.register(metrics)
+        replicators = build_replicators(settings.replication, gc.store, gc.channel)
+        events.worker.use_replicators(replicators)
         events.start()
+        proxy.start()
         gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
         changes.add_to_server(service.server)
@@ -148,7 +160,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
             queues.start()
         await service.serve_forever(
             ready=store.ping, on_draining=changes.close,
-            on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close, console.close),
+            on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close, console.close,
+                                proxy.close, *[r.aclose for r in replicators.values()]),
             control=control,
         )
     finally:

@@ -21,6 +21,7 @@ from services.metadata.events import context as event_context
 if TYPE_CHECKING:
     from services.metadata.events.outbox import EventOutbox
     from services.metadata.store.access import Access
+    from services.metadata.proxy.cache import ProxyCache
 
 _EMPTY_LINK = pb.LinkBlobResponse()
 _EMPTY_UNLINK = pb.UnlinkBlobResponse()
@@ -33,8 +34,11 @@ def _limit(page: common_pb2.PageRequest) -> int | None:
 
 class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
     def __init__(self, core: MetadataCore, events: EventOutbox | None = None,
-                 event_access: Access | None = None, on_change: Callable[[], None] | None = None) -> None:
+                 event_access: Access | None = None, on_change: Callable[[], None] | None = None,
+                 proxy: ProxyCache | None = None) -> None:
         self._core = core
+        # The pull-through cache, when upstreams are configured: manifests of its prefixes.
+        self._proxy = proxy
         # Called after a committed change, so the event delivery worker sends at once.
         self._changed = on_change or (lambda: None)
         # Pull events (optional, sampled): written to the outbox after a manifest GET.
@@ -79,19 +83,25 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
     async def GetManifest(
         self, request: pb.GetManifestRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetManifestResponse:
-        manifest = await self._core.get_manifest(
-            request.repository, request.reference, omit_payload=request.omit_payload
-        )
+        warning = upstream = ""
+        if self._proxy is not None:
+            manifest, warning, upstream = await self._proxy.get_manifest(
+                request.repository, request.reference, omit_payload=request.omit_payload
+            )
+        else:
+            manifest = await self._core.get_manifest(
+                request.repository, request.reference, omit_payload=request.omit_payload
+            )
         if (self._events is not None and self._event_access is not None and not request.omit_payload
                 and self._events.wants_pull()):
             event_context.bind(request)
             tag = None if ":" in request.reference else request.reference
             await self._events.record_pull(self._event_access, request.repository, tag, manifest.digest,
-                                           manifest.media_type, manifest.size)
+                                           manifest.media_type, manifest.size, through_cache=upstream)
             self._changed()
         return pb.GetManifestResponse(
             digest=manifest.digest, media_type=manifest.media_type, size=manifest.size,
-            payload=manifest.payload or b"",
+            payload=manifest.payload or b"", warning=warning,
         )
 
     async def DeleteManifest(

@@ -375,6 +375,23 @@ async def test_missing_blobs_are_listed_and_leave_no_rows(core: MetadataCore, da
     assert caught[0].detail == {"blobs": [config, layer1], "blob_count": 2, "manifests": [], "manifest_count": 0}
 
 
+async def test_a_manifest_from_an_upstream_needs_no_references_yet(core: MetadataCore) -> None:
+    # The pull-through cache stores what its upstream served; blobs and children come on demand.
+    document = docs.image(layers=2)
+    payload = docs.render(document)
+    result = await core.put_manifest("cached/app", "v1", docs.OCI_MANIFEST, payload, from_upstream=True)
+    stored = await core.get_manifest("cached/app", "v1")
+    assert stored.digest == result.digest and stored.payload == payload
+    index = docs.render(docs.index([docs.render(docs.image())]))
+    by_digest = docs.sha256(index)
+    await core.put_manifest("cached/app", by_digest, docs.OCI_INDEX, index, from_upstream=True)
+    assert (await core.get_manifest("cached/app", by_digest)).payload == index
+    # Without the flag the same manifest is still refused in a repository lacking its blobs.
+    with pytest.raises(RegistryError) as caught:
+        await core.put_manifest("pushed/app", "v1", docs.OCI_MANIFEST, payload)
+    assert caught.value.kind is ErrorKind.MANIFEST_BLOB_UNKNOWN
+
+
 async def test_many_missing_blobs_are_counted_and_a_few_named(core: MetadataCore, database: Database) -> None:
     # The error must stay small enough to cross gRPC however many are missing.
     document = docs.image(layers=300)

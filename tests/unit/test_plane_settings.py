@@ -5,7 +5,8 @@ folder, gRPC on a unix socket) with a settings object that fails the test the mo
 reads a section the plane does not own; their `main()`s (logging set-up) are checked the same way.
 Shared sections are owned by every plane that reads them: `observability` and `grpc_access` (every
 process of a deployment reads the same), `auth` (the gateway checks credentials, the metadata plane
-keeps the accounts), and `gc`/`events`/`console`, which are the metadata plane's (the console's
+keeps the accounts), and `gc`/`events`/`console`, which are the metadata plane's, and `proxy`, the pull-through cache's upstreams, read by the
+metadata plane (manifests) and the blob plane (blob bytes) (the console's
 service, sessions included, runs in the metadata process; the gateway only serves its pages).
 """
 
@@ -23,8 +24,9 @@ from services.common.settings import BlobSettings, GcSettings, MetadataSettings,
 from services.metadata import main as metadata_main
 
 OWNED = {
-    "metadata": {"metadata", "gc", "events", "auth", "console", "observability", "grpc_access"},
-    "blob": {"blob", "observability", "grpc_access"},
+    "metadata": {"metadata", "gc", "events", "auth", "console", "proxy", "replication", "observability",
+                 "grpc_access"},
+    "blob": {"blob", "proxy", "observability", "grpc_access"},
 }
 
 

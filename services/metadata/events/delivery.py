@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from services.common.settings import EventEndpointSettings, EventsSettings
@@ -37,6 +38,8 @@ from services.metadata.store.dialect import is_unavailable
 
 if TYPE_CHECKING:
     import httpx
+
+    from services.metadata.replication.replicator import Replicator
 
 log = logging.getLogger("lading.metadata.events")
 
@@ -59,8 +62,14 @@ class DeliveryWorker:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._last_purge = 0.0
         self._wakeup = asyncio.Event()
+        # Endpoints whose events are delivered by copying content (services/metadata/replication).
+        self._replicators: Mapping[str, Replicator] = {}
         self.delivered_total = 0
         self.dead_total = 0
+
+    def use_replicators(self, replicators: Mapping[str, Replicator]) -> None:
+        """Endpoint name → the replicator that delivers its events instead of a POST."""
+        self._replicators = replicators
 
     def start(self) -> None:
         """Starts the background task (no-op without endpoints)."""
@@ -129,6 +138,9 @@ class DeliveryWorker:
 
     async def _post(self, endpoint: EventEndpointSettings, bodies: list[str]) -> str | None:
         """None on success, else why it failed (redacted: it is logged and kept on the rows)."""
+        replicator = self._replicators.get(endpoint.name)
+        if replicator is not None:
+            return scrub(await replicator.deliver(bodies), endpoint.url) or None
         return scrub(await self._attempt(endpoint, bodies), endpoint.url) or None
 
     async def _attempt(self, endpoint: EventEndpointSettings, bodies: list[str]) -> str:

@@ -145,12 +145,16 @@ class EventOutbox:
             conn.execute(self._insert, rows)
 
     async def record_pull(self, access: Access, repository: str, reference_tag: str | None, digest: str,
-                          media_type: str, size: int) -> None:
-        """A manifest GET, in its own transaction (a read has none). Call only when `wants_pull()`."""
+                          media_type: str, size: int, *, through_cache: str = "") -> None:
+        """A manifest GET, in its own transaction (a read has none). Call only when `wants_pull()`.
+        `through_cache`: the pull-through cache's upstream that serves the repository (the
+        target then says `"throughCache": {"upstream": NAME}`)."""
         request = context.current()
         target = descriptor_target(
             media_type=media_type, digest=digest, size=size, repository=repository,
             url=target_url(request, repository, "manifests", digest), tag=reference_tag,
         )
+        if through_cache:
+            target["throughCache"] = {"upstream": through_cache}
         async with access.transaction() as conn:
             await conn.run_sync(self._record, "pull", repository, target, request)

@@ -32,6 +32,9 @@ class NewManifest:
     annotations: str | None
     blob_digests: tuple[str, ...]
     manifest_digests: tuple[str, ...]
+    # Cached from a pull-through upstream (services/metadata/proxy): its blobs and child
+    # manifests are fetched when asked for, so `put_manifest` does not require them yet.
+    from_upstream: bool = False
 
 
 @dataclass(frozen=True, slots=True)

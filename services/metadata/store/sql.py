@@ -279,8 +279,8 @@ class SqlMetadataStore:
     async def put_manifest(self, repository: str, manifest: NewManifest, tag: str | None) -> None:
         def work(conn: Connection) -> None:
             repository_id = self._find_repository(conn, repository)
-            missing_blobs = list(manifest.blob_digests)
-            missing_manifests = list(manifest.manifest_digests)
+            missing_blobs = [] if manifest.from_upstream else list(manifest.blob_digests)
+            missing_manifests = [] if manifest.from_upstream else list(manifest.manifest_digests)
             if repository_id is not None:
                 if missing_blobs:
                     found = set(conn.execute(
@@ -309,7 +309,8 @@ class SqlMetadataStore:
                     "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
                     "pushed_by": pusher,
                 })
-            if self._events is not None:
+            # A manifest the pull-through cache stored was pulled, not pushed: its pull event says so.
+            if self._events is not None and not manifest.from_upstream:
                 self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
                                                    len(manifest.payload), tag)
 

@@ -1,0 +1,80 @@
+"""`python -m bench.proxy [--size-mib N] [--rounds R]`: the pull-through cache's two bench rows.
+
+CNCF Distribution is the upstream of a `lading serve` (prefix `cache/`). Each round pushes a fresh
+random blob into Distribution, then times, one client, one blob at a time:
+- **cold**: a pull through the cache (fetched from Distribution, stored, streamed) against a
+  direct pull of the same blob from Distribution; ratio = direct ÷ cold seconds (the issue asks
+  ≥ 0.8);
+- **warm**: a second pull through the cache (now local) against a pull of the same bytes pushed
+  into an ordinary Lading repository; ratio = local ÷ warm seconds (≥ 0.95).
+The first pull of each pair alternates between rounds. Medians are printed as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import registries
+from bench.transfer import Client
+
+MiB = 1024 * 1024
+
+
+def _timed(client: Client, repository: str, digest: str, size: int) -> float:
+    started = time.perf_counter()
+    received = client.pull(repository, digest)
+    elapsed = time.perf_counter() - started
+    if received != size:
+        raise RuntimeError(f"pulled {received} bytes of {repository}@{digest}, expected {size}")
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    size = args.size_mib * MiB
+    rows: dict[str, list[float]] = {"cold": [], "direct": [], "warm": [], "local": []}
+    with registries.distribution() as upstream:
+        config = Path(tempfile.mkdtemp(prefix="lading-bench-proxy-")) / "lading.toml"
+        config.write_text(f'[[proxy.upstreams]]\nname = "bench"\nurl = "{upstream.base_url}"\nprefix = "cache/"\n')
+        with registries.lading(env={"LADING_CONFIG_FILE": str(config)}) as lading:
+            up, local = Client(upstream.base_url), Client(lading.base_url)
+            for round_no in range(args.rounds):
+                data = os.urandom(size)
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                up.push_monolithic("bench/app", digest, data)
+                local.push_monolithic("own/app", digest, data)
+                pairs = [("cold", lading.base_url, "cache/bench/app"), ("direct", upstream.base_url, "bench/app")]
+                for name, _, repository in pairs if round_no % 2 == 0 else reversed(pairs):
+                    client = local if name == "cold" else up
+                    rows[name].append(_timed(client, repository, digest, size))
+                pairs = [("warm", "cache/bench/app"), ("local", "own/app")]
+                for name, repository in pairs if round_no % 2 == 0 else reversed(pairs):
+                    rows[name].append(_timed(local, repository, digest, size))
+                print(f"[bench.proxy] round {round_no + 1}: " + ", ".join(
+                    f"{name} {values[-1]:.3f} s" for name, values in rows.items()), file=sys.stderr)
+            up.close()
+            local.close()
+    median = {name: statistics.median(values) for name, values in rows.items()}
+    print(f"\nPull-through cache, {args.size_mib} MiB blobs, {args.rounds} rounds (median seconds; "
+          "ratio > 1: the cache is faster)\n")
+    print("| row | through the cache | reference | ratio | bound |")
+    print("|---|---|---|---|---|")
+    print(f"| cold pull (fetch + store + stream) vs direct pull from Distribution | {median['cold']:.3f} s | "
+          f"{median['direct']:.3f} s | {median['direct'] / median['cold']:.2f} | ≥ 0.8 |")
+    print(f"| warm pull vs a local Lading pull | {median['warm']:.3f} s | {median['local']:.3f} s | "
+          f"{median['local'] / median['warm']:.2f} | ≥ 0.95 |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

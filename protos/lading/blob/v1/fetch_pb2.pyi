@@ -1,0 +1,23 @@
+from lading.common.v1 import sources_pb2 as _sources_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FetchBlobRequest(_message.Message):
+    __slots__ = ("digest", "source")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    source: _sources_pb2.BlobSource
+    def __init__(self, digest: _Optional[str] = ..., source: _Optional[_Union[_sources_pb2.BlobSource, _Mapping]] = ...) -> None: ...
+
+class FetchBlobResponse(_message.Message):
+    __slots__ = ("size", "data")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    data: bytes
+    def __init__(self, size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,333 @@
+"""The pull-through cache against a real upstream: CNCF Distribution (`docker-registry`).
+
+One Distribution with its own storage and one `lading serve` whose `[[proxy.upstreams]]` maps the
+local prefix `cache/` onto it. Content is pushed into the upstream over plain HTTP, then pulled
+through Lading (skopeo and raw HTTP); the upstream's access log counts what reached it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.proxy.helpers import PREFIX, UPSTREAM, proxy_config
+from tests.support import oci
+from tests.support.clients import require_binary
+from tests.support.distribution import Distribution
+from tests.support.stack import Stack, child_env, free_port, lading_command
+
+pytestmark = pytest.mark.clients
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
+    registry = Distribution(tmp_path_factory.mktemp("distribution")).start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="module")
+def lading(tmp_path_factory: pytest.TempPathFactory, upstream: Distribution) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("lading-proxy")
+    # GC with no review delay, so that the eviction test sees the bytes go; pull events kept in the
+    # outbox (an endpoint nobody answers); metrics of both gRPC planes.
+    ports = (free_port(), free_port())
+    head = (
+        "[gc]\nreview_delay_seconds = 0\n"
+        f'[observability]\nmetadata_metrics_listen = "127.0.0.1:{ports[0]}"\n'
+        f'blob_metrics_listen = "127.0.0.1:{ports[1]}"\n'
+        '[events]\npull = "sampled"\n[[events.endpoints]]\nname = "sink"\nurl = "http://127.0.0.1:9/hook"\n'
+        "backoff_base_seconds = 3600\n"
+    )
+    mirror = ('[[proxy.mirrors]]\nupstream = "dist"\nrepositories = ["team/mirrored"]\ntags = "v.*"\n'
+              "interval_seconds = 1\n")
+    config = proxy_config(root / "lading.toml", upstream.url, head=head, tail=mirror)
+    with Stack(root / "data", env={"LADING_CONFIG_FILE": str(config)}) as stack:
+        stack.metrics_ports = ports  # type: ignore[attr-defined]
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def up(upstream: Distribution) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=upstream.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def local(lading: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=lading.base_url, timeout=60, follow_redirects=True) as client:
+        yield client
+
+
+def lading_blob_file(stack: Stack, digest: str) -> Path:
+    algorithm, hex_ = digest.split(":", 1)
+    return stack.data_dir / "blobs" / "blobs" / algorithm / hex_[:2] / hex_
+
+
+def stored_blobs(stack: Stack) -> set[str]:
+    """Hex digests of the blobs in Lading's filesystem store."""
+    return {path.name for path in (stack.data_dir / "blobs").rglob("*") if path.is_file() and len(path.name) == 64}
+
+
+def get_outcome(client: httpx.Client, url: str) -> tuple[int, bytes] | str:
+    """(status, body) of a GET, or the name of the HTTP error that cut it short."""
+    try:
+        response = client.get(url)
+    except httpx.HTTPError as error:
+        return type(error).__name__
+    return response.status_code, response.content
+
+
+def skopeo(tmp_path: Path, *args: str) -> str:
+    binary = require_binary("skopeo", install_hint="apt-get install skopeo")
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    auth = tmp_path / "auth.json"
+    auth.write_text("{}")
+    command = [binary, "--insecure-policy", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False,
+                            env={"HOME": str(home), "PATH": "/usr/bin:/bin", "REGISTRY_AUTH_FILE": str(auth)})
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def test_skopeo_pulls_a_multi_arch_image_and_its_signature_byte_identical(
+        tmp_path: Path, up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+    index = oci.multi_arch_index(layers=2)
+    oci.push(up, "team/app", index, "multi")
+    signature = oci.artifact(artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json", subject=index)
+    oci.push(up, "team/app", signature)
+
+    layout = tmp_path / "layout"
+    skopeo(tmp_path, "copy", "--all", "--src-tls-verify=false", "--preserve-digests",
+           f"docker://{lading.hostport}/{PREFIX}team/app:multi", f"oci:{layout}:multi")
+    pulled = oci.Layout(layout)
+    assert pulled.descriptor_for("multi")["digest"] == index.digest
+    assert pulled.blob(index.digest) == index.payload
+    for child in index.children:
+        assert pulled.blob(child.digest) == child.payload
+        for blob in child.blobs:
+            assert pulled.blob(blob.digest) == blob.data
+    # The signature, by digest as clients find it, then its blobs: byte-identical.
+    oci.assert_pulls_back(local, f"{PREFIX}team/app", signature.digest, signature)
+    referrers = local.get(f"/v2/{PREFIX}team/app/referrers/{index.digest}").json()
+    assert [d["digest"] for d in referrers["manifests"]] == [signature.digest]
+    # Cached: a second pull of a layer does not reach the upstream again.
+    layer = index.children[0].blobs[1]
+    before = upstream.requests("GET", f"/v2/team/app/blobs/{layer.digest}")
+    assert before == 1
+    again = local.get(f"/v2/{PREFIX}team/app/blobs/{layer.digest}")
+    assert again.status_code == 200 and again.content == layer.data
+    assert upstream.requests("GET", f"/v2/team/app/blobs/{layer.digest}") == before
+    # Digest-addressed manifests are not asked again either.
+    child = index.children[1]
+    assert oci.get_manifest(local, f"{PREFIX}team/app", child.digest).content == child.payload
+    assert upstream.requests("GET", f"/v2/team/app/manifests/{child.digest}") == 1
+
+
+def test_a_moved_tag_is_revalidated_and_refreshed(up: httpx.Client, local: httpx.Client,
+                                                  upstream: Distribution) -> None:
+    first, second = oci.image(1), oci.image(1)
+    oci.push(up, "team/moving", first, "latest")
+    got = oci.get_manifest(local, f"{PREFIX}team/moving", "latest")
+    assert got.status_code == 200 and got.content == first.payload
+    # Unchanged upstream: revalidated with a HEAD, no second GET.
+    assert oci.get_manifest(local, f"{PREFIX}team/moving", "latest").content == first.payload
+    assert upstream.requests("HEAD", "/v2/team/moving/manifests/latest") >= 1
+    assert upstream.requests("GET", "/v2/team/moving/manifests/latest") == 1
+    oci.push(up, "team/moving", second, "latest")
+    moved = oci.get_manifest(local, f"{PREFIX}team/moving", "latest")
+    assert moved.status_code == 200 and moved.content == second.payload
+    assert moved.headers["docker-content-digest"] == second.digest
+
+
+def test_pushes_into_a_proxied_prefix_are_refused_naming_the_upstream(local: httpx.Client) -> None:
+    started = local.post(f"/v2/{PREFIX}team/app/blobs/uploads/")
+    oci.assert_error(started, 405, "UNSUPPORTED")
+    assert UPSTREAM in started.json()["errors"][0]["message"]
+    image = oci.image(1)
+    refused = oci.push_manifest_only(local, f"{PREFIX}team/app", "pushed", image)
+    oci.assert_error(refused, 405, "UNSUPPORTED")
+    assert UPSTREAM in refused.json()["errors"][0]["message"]
+    # Outside the prefix, pushes work as ever.
+    oci.push(local, "own/app", image, "v1")
+
+
+def test_an_unknown_name_upstream_answers_404_naming_it(local: httpx.Client) -> None:
+    missing = oci.get_manifest(local, f"{PREFIX}team/none", "latest")
+    oci.assert_error(missing, 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+    assert UPSTREAM in missing.json()["errors"][0]["message"]
+
+
+def test_bytes_stored_for_a_local_repository_are_not_served_through_the_cache(local: httpx.Client) -> None:
+    secret = oci.Blob(os.urandom(4096))
+    oci.push_blob(local, "own/private", secret)
+    # Stored here, but the upstream has no such blob: knowing the digest is not enough.
+    leaked = local.get(f"/v2/{PREFIX}team/app/blobs/{secret.digest}")
+    oci.assert_error(leaked, 404, "BLOB_UNKNOWN")
+    assert UPSTREAM in leaked.json()["errors"][0]["message"]
+
+
+def test_a_body_that_does_not_match_its_digest_commits_nothing(
+        up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+    image = oci.image(1, layer_size=256 * 1024)
+    oci.push(up, "team/bad", image, "v1")
+    layer = image.blobs[1]
+    stored = upstream.blob_file(layer.digest)
+    stored.write_bytes(os.urandom(layer.size))  # the upstream now serves other bytes of the same size
+    try:
+        outcome = get_outcome(local, f"/v2/{PREFIX}team/bad/blobs/{layer.digest}")
+        # An error status up front, or a body cut short (an HTTP error): never the whole body.
+        assert isinstance(outcome, str) or outcome[0] != 200, outcome
+        assert layer.digest.split(":", 1)[1] not in stored_blobs(lading)
+        head = local.head(f"/v2/{PREFIX}team/bad/blobs/{layer.digest}")
+        assert head.status_code == 502
+    finally:
+        stored.write_bytes(layer.data)
+    # Fixed upstream: the retry fetches and serves the right bytes.
+    retry = local.get(f"/v2/{PREFIX}team/bad/blobs/{layer.digest}")
+    assert retry.status_code == 200 and retry.content == layer.data
+    assert layer.digest.split(":", 1)[1] in stored_blobs(lading)
+
+
+def test_upstream_killed_mid_blob_commits_nothing_and_a_retry_succeeds(
+        up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+    layer = oci.Blob(os.urandom(32 * 1024 * 1024))
+    image = oci.image(0, extra={"layers": [layer.descriptor()]})
+    image = oci.Manifest(image.payload, image.media_type, blobs=(*image.blobs, layer))
+    oci.push(up, "team/big", image, "v1")
+    received = 0
+    with pytest.raises(httpx.HTTPError):  # noqa: PT012 - the error comes while reading
+        with local.stream("GET", f"/v2/{PREFIX}team/big/blobs/{layer.digest}") as response:
+            assert response.status_code == 200
+            for chunk in response.iter_bytes(64 * 1024):
+                if received == 0:
+                    # The client reads slowly: the upstream is held mid-body; now it dies.
+                    upstream.kill()
+                received += len(chunk)
+    assert 0 < received < layer.size
+    assert layer.digest.split(":", 1)[1] not in stored_blobs(lading)
+    upstream.start()
+    retry = local.get(f"/v2/{PREFIX}team/big/blobs/{layer.digest}")
+    assert retry.status_code == 200 and retry.content == layer.data
+
+
+def test_upstream_down_serves_cached_tags_with_a_warning_and_names_it_otherwise(
+        up: httpx.Client, local: httpx.Client, upstream: Distribution) -> None:
+    image = oci.image(1)
+    oci.push(up, "team/stale", image, "v1")
+    assert oci.get_manifest(local, f"{PREFIX}team/stale", "v1").status_code == 200
+    upstream.stop()
+    try:
+        stale = oci.get_manifest(local, f"{PREFIX}team/stale", "v1")
+        assert stale.status_code == 200 and stale.content == image.payload
+        assert stale.headers["warning"].startswith("110 ")
+        assert UPSTREAM in stale.headers["warning"]
+        uncached = oci.get_manifest(local, f"{PREFIX}team/stale", "v2")
+        oci.assert_error(uncached, 502, "UNAVAILABLE")
+        message = uncached.json()["errors"][0]["message"]
+        assert UPSTREAM in message and upstream.url in message
+        blob = local.get(f"/v2/{PREFIX}team/stale/blobs/{oci.sha256(b'never pushed')}")
+        oci.assert_error(blob, 502, "UNAVAILABLE")
+    finally:
+        upstream.start()
+
+
+def lading_cli(stack: Stack, *args: str) -> str:
+    command = lading_command(*args, "--data-dir", str(stack.data_dir))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=child_env(), check=False)
+    assert result.returncode == 0, f"{' '.join(command)}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def test_mirroring_copies_matching_tags_ahead_of_pulls_incrementally(
+        up: httpx.Client, local: httpx.Client, upstream: Distribution) -> None:
+    index = oci.multi_arch_index(layers=1)
+    oci.push(up, "team/mirrored", index, "v1")
+    oci.push(up, "team/mirrored", oci.image(1), "skip-me")
+    layer = index.children[0].blobs[1]
+    layer_path = f"/v2/team/mirrored/blobs/{layer.digest}"
+    deadline = time.monotonic() + 30
+    while upstream.requests("GET", layer_path) < 1 or upstream.requests("HEAD", "/v2/team/mirrored/manifests/v1") < 2:
+        assert time.monotonic() < deadline, "the mirror did not copy team/mirrored:v1 within 30 s"
+        time.sleep(0.2)
+    # Later runs only revalidate: nothing fetched twice.
+    assert upstream.requests("GET", layer_path) == 1
+    assert upstream.requests("GET", "/v2/team/mirrored/manifests/v1") == 1
+    assert upstream.requests("GET", "/v2/team/mirrored/manifests/skip-me") == 0
+    # Everything is here: with the upstream gone, the whole image still pulls (the tag stale, with a Warning).
+    upstream.stop()
+    try:
+        got = oci.get_manifest(local, f"{PREFIX}team/mirrored", "v1")
+        assert got.status_code == 200 and got.content == index.payload and "warning" in got.headers
+        for child in index.children:
+            oci.assert_pulls_back(local, f"{PREFIX}team/mirrored", child.digest, child)
+    finally:
+        upstream.start()
+
+
+def test_status_and_eviction(up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+    image = oci.image(1, layer_size=64 * 1024)
+    oci.push(up, "team/evict", image, "v1")
+    oci.assert_pulls_back(local, f"{PREFIX}team/evict", "v1", image)
+    rows = [json.loads(line) for line in lading_cli(lading, "proxy", "status", "--json").splitlines()]
+    assert [row["name"] for row in rows] == [UPSTREAM]
+    status = rows[0]
+    assert status["prefix"] == PREFIX and status["url"] == upstream.url
+    assert int(status["cached_blobs"]) >= len(image.blobs)
+    assert int(status["cached_bytes"]) >= sum(blob.size for blob in image.blobs)
+    assert int(status["hits"]) > 0 and int(status["misses"]) > 0
+    assert int(status["stale_serves"]) >= 1  # the stale test above
+    planned = lading_cli(lading, "proxy", "evict", "--older-than", "0.001", "--dry-run")
+    assert all(blob.digest in planned for blob in image.blobs)
+    assert oci.get_manifest(local, f"{PREFIX}team/evict", "v1").status_code == 200  # a dry run changes nothing
+    evicted = lading_cli(lading, "proxy", "evict", "--older-than", "0.001")
+    assert all(f"evicted {UPSTREAM} {blob.digest}" in evicted for blob in image.blobs)
+    layer = image.blobs[1]
+    # (The mirror of team/mirrored refills its own blobs at once: eviction is checked by digest.)
+    # Unlinked and unreferenced: garbage collection reclaims the bytes.
+    assert layer.digest.split(":", 1)[1] in stored_blobs(lading)
+    lading_cli(lading, "gc", "run")
+    assert layer.digest.split(":", 1)[1] not in stored_blobs(lading)
+    assert local.head(f"/v2/{PREFIX}team/evict/blobs/{layer.digest}").status_code == 200  # fetched again
+    fetches = upstream.requests("GET", f"/v2/team/evict/blobs/{layer.digest}")
+    assert fetches == 2, "an evicted blob is fetched from the upstream again"
+    assert upstream.requests("GET", "/v2/team/evict/manifests/v1") == 1
+    oci.assert_pulls_back(local, f"{PREFIX}team/evict", "v1", image)
+    assert upstream.requests("GET", "/v2/team/evict/manifests/v1") == 2, "its manifest was evicted too"
+
+
+def test_pull_events_metrics_and_upstream_latency_say_it_came_through_the_cache(
+        up: httpx.Client, local: httpx.Client, lading: Stack) -> None:
+    image = oci.image(1)
+    oci.push(up, "team/observed", image, "v1")
+    oci.assert_pulls_back(local, f"{PREFIX}team/observed", "v1", image)
+    own = oci.image(1)
+    oci.push(local, "own/observed", own, "v1")
+    oci.get_manifest(local, "own/observed", "v1")
+    bodies = [json.loads(line) for line in lading_cli(lading, "events", "list", "--json").splitlines()
+              if line.startswith("          {")]
+    pulls = {(body["target"]["repository"], json.dumps(body["target"].get("throughCache")))
+             for body in bodies if body["action"] == "pull"}
+    assert (f"{PREFIX}team/observed", json.dumps({"upstream": UPSTREAM})) in pulls
+    assert ("own/observed", "null") in pulls
+    pushes = {body["target"]["repository"] for body in bodies if body["action"] == "push"
+              and body["target"].get("mediaType") == image.media_type}
+    assert f"{PREFIX}team/observed" not in pushes and "own/observed" in pushes
+    metadata_port, blob_port = lading.metrics_ports  # type: ignore[attr-defined]
+    metadata = httpx.get(f"http://127.0.0.1:{metadata_port}/metrics").text
+    blob = httpx.get(f"http://127.0.0.1:{blob_port}/metrics").text
+    for outcome in ("miss", "hit"):
+        assert f'lading_proxy_requests_total{{outcome="{outcome}",upstream="{UPSTREAM}"}}' in metadata
+    assert f'lading_proxy_upstream_seconds_count{{method="GET",status="200",upstream="{UPSTREAM}"}}' in metadata
+    fetched = [line for line in blob.splitlines()
+               if line.startswith(f'lading_proxy_upstream_bytes_total{{upstream="{UPSTREAM}"}}')]
+    assert fetched and float(fetched[0].split()[-1]) >= sum(blob.size for blob in image.blobs)
