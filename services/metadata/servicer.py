@@ -20,8 +20,8 @@ from services.metadata.events import context as event_context
 
 if TYPE_CHECKING:
     from services.metadata.events.outbox import EventOutbox
-    from services.metadata.store.access import Access
     from services.metadata.proxy.cache import ProxyCache
+    from services.metadata.store.access import Access
 
 _EMPTY_LINK = pb.LinkBlobResponse()
 _EMPTY_UNLINK = pb.UnlinkBlobResponse()
