@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 import grpc
-from lading.metadata.v1 import changes_pb2, changes_pb2_grpc
+from lading.metadata.v1 import changes_pb2, changes_pb2_grpc, repository_changes_pb2
 
 from gateway.auth.revocations import RevocationSet
 from services.common.metrics import Metrics
@@ -119,7 +119,8 @@ class RevocationFeed:
     async def _follow(self) -> None:
         heartbeat_ms = int(self._settings.heartbeat_seconds * 1000)
         call = self._stub.WatchChanges(
-            changes_pb2.WatchChangesRequest(after=self._position, heartbeat_ms=heartbeat_ms)
+            changes_pb2.WatchChangesRequest(after=self._position, heartbeat_ms=heartbeat_ms,
+                                            kinds=[repository_changes_pb2.CHANGE_KIND_ACCOUNT])
         )
         try:
             iterator = call.__aiter__()

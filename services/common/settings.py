@@ -79,6 +79,24 @@ class GrpcClientSettings(BaseModel):
     token_file: Path | None = None
 
 
+class CacheFeedSettings(BaseModel):
+    """How a gateway keeps its manifest cache coherent with every other gateway (issue 15, item 5;
+    gateway/cache_feed.py): it follows the repository changes of the metadata plane's change feed
+    (ChangeService.WatchChanges) and drops what changed. While the stream is live, entries live
+    `coherent_ttl_seconds`; while it is down, `gateway.manifest_cache_ttl_seconds` (the old bound),
+    and the metric `lading_gateway_cache_feed_up` is 0."""
+
+    enabled: bool = True
+    # Lifetime of a cache entry while the stream is live (a change drops it sooner).
+    coherent_ttl_seconds: float = Field(default=30.0, ge=0)
+    # The metadata plane sends at least one message this often; with none for
+    # `stale_after_seconds` the stream counts as down (and is subscribed again).
+    heartbeat_seconds: float = Field(default=0.25, gt=0, le=10)
+    stale_after_seconds: float = Field(default=1.0, gt=0)
+    # Longest wait between two attempts to subscribe again.
+    reconnect_max_seconds: float = Field(default=2.0, gt=0)
+
+
 class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 5000
@@ -102,6 +120,8 @@ class GatewaySettings(BaseModel):
     manifest_cache_ttl_seconds: float = Field(default=1.0, ge=0)
     manifest_cache_bytes: int = Field(default=32 * MiB, ge=0)
     manifest_cache_max_entry_bytes: int = Field(default=1 * MiB, ge=0)
+    # Invalidation of the manifest cache by the change feed (coherent gateways; see the class).
+    cache_feed: CacheFeedSettings = Field(default_factory=CacheFeedSettings)
     # uvicorn worker processes for this gateway.
     workers: int = 1
     log_level: str = "info"

@@ -109,8 +109,9 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         if durability:
             log.warning("%s", durability)
         events = build_events(settings.events, database)
-        store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
-        gc = build_gc(settings, database, store, events=events.outbox)
+        changes = build_changes(database, config.change_feed)
+        store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None, changes.repositories)
+        gc = build_gc(settings, database, store, events=events.outbox, changes=changes.repositories)
         core = MetadataCore(
             gc.store,
             MetadataLimits(
@@ -119,7 +120,6 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
                 max_page_size=config.max_page_size,
             ),
         )
-        changes = build_changes(database, config.change_feed)
         accounts = build_account_servicer(database, settings.auth, changes.log)
         await bootstrap_admin(accounts, settings.auth)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(

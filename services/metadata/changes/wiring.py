@@ -10,6 +10,7 @@ from lading.metadata.v1 import changes_pb2_grpc
 from services.common.settings import ChangeFeedSettings
 from services.metadata.changes.hub import ChangeHub
 from services.metadata.changes.log import ChangeLog
+from services.metadata.changes.repositories import RepositoryChanges
 from services.metadata.changes.servicer import ChangeServicer
 from services.metadata.store.engine import Database
 
@@ -21,6 +22,8 @@ class ChangeParts:
     log: ChangeLog
     hub: ChangeHub
     servicer: ChangeServicer
+    # What the metadata store and the collector put on the feed (tags, manifests, repositories).
+    repositories: RepositoryChanges
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         changes_pb2_grpc.add_ChangeServiceServicer_to_server(self.servicer, server)
@@ -35,4 +38,4 @@ class ChangeParts:
 def build_changes(database: Database, settings: ChangeFeedSettings) -> ChangeParts:
     log = ChangeLog(database)
     hub = ChangeHub(database, log, settings)
-    return ChangeParts(log=log, hub=hub, servicer=ChangeServicer(log, hub))
+    return ChangeParts(log=log, hub=hub, servicer=ChangeServicer(log, hub), repositories=RepositoryChanges(log))

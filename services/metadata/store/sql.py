@@ -43,6 +43,7 @@ from services.metadata.store.schema import (
 from services.metadata.store.sqlite_reads import Query, SqliteReader
 
 if TYPE_CHECKING:
+    from services.metadata.changes.repositories import RepositoryChanges
     from services.metadata.events.outbox import EventOutbox
 
 log = logging.getLogger("lading.metadata.store")
@@ -78,10 +79,14 @@ def _translate(error: BaseException) -> BaseException:
 class SqlMetadataStore:
     """The SQL metadata store. Build it with `SqlMetadataStore(open_database(settings))`."""
 
-    def __init__(self, database: Database, events: EventOutbox | None = None) -> None:
+    def __init__(self, database: Database, events: EventOutbox | None = None,
+                 changes: RepositoryChanges | None = None) -> None:
         self._db = database
         # Event notifications (services/metadata/events): written in each change's transaction.
         self._events = events
+        # The change feed (services/metadata/changes): tag and manifest changes, also written in
+        # the change's transaction, as its last statement.
+        self._changes = changes
         dialect = database.dialect
         r, rb, m, mr, t = repositories, repository_blobs, manifests, manifest_references, tags
         repository = bindparam("repository")
@@ -139,6 +144,17 @@ class SqlMetadataStore:
         )
         self._delete_tag = delete(t).where(
             t.c.repository_id == bindparam("repository_id"), t.c.name == bindparam("tag")
+        )
+        # For the change feed: the digest a tag names before it moves or goes, and the tags a
+        # deleted manifest takes with it.
+        self._tag_digest = (
+            select(m.c.digest).select_from(t.join(m, m.c.id == t.c.manifest_id))
+            .where(t.c.repository_id == bindparam("repository_id"), t.c.name == bindparam("tag"))
+        )
+        self._manifest_tags = (
+            select(t.c.name).select_from(t.join(m, m.c.id == t.c.manifest_id))
+            .where(m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest"))
+            .order_by(t.c.name)
         )
 
         # GetManifest: LEFT JOINs from the repository so that one query tells "no repository"
@@ -333,7 +349,10 @@ class SqlMetadataStore:
             now = _now()
             pusher = event_context.current().actor or None
             manifest_id = self._store_manifest(conn, repository_id, manifest, now, pusher)
+            previous = None
             if tag is not None:
+                if self._changes is not None:
+                    previous = conn.execute(self._tag_digest, {"repository_id": repository_id, "tag": tag}).scalar()
                 conn.execute(self._upsert_tag, {
                     "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
                     "pushed_by": pusher,
@@ -341,8 +360,12 @@ class SqlMetadataStore:
             if self._events is not None:
                 self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
                                                    len(manifest.payload), tag)
+            if tag is not None and self._changes is not None:
+                self._changes.tag_set(conn, repository, tag, manifest.digest, previous)
 
         await self._write(work)
+        if tag is not None and self._changes is not None:
+            self._changes.committed()
 
     def _store_manifest(self, conn: Connection, repository_id: int, manifest: NewManifest,
                         now: datetime, pusher: str | None = None) -> int:
@@ -414,27 +437,39 @@ class SqlMetadataStore:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
+            gone_tags = [] if self._changes is None else list(conn.execute(
+                self._manifest_tags, {"repository_id": repository_id, "digest": digest}).scalars())
             # Tags and references go with it (ON DELETE CASCADE).
             result = conn.execute(self._delete_manifest, {"repository_id": repository_id, "digest": digest})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, digest)
             if self._events is not None:
                 self._events.manifest_deleted(conn, repository, digest)
+            if self._changes is not None:
+                self._changes.manifest_deleted(conn, repository, digest, gone_tags)
 
         await self._write(work)
+        if self._changes is not None:
+            self._changes.committed()
 
     async def delete_tag(self, repository: str, tag: str) -> None:
         def work(conn: Connection) -> None:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
+            named = None if self._changes is None else conn.execute(
+                self._tag_digest, {"repository_id": repository_id, "tag": tag}).scalar()
             result = conn.execute(self._delete_tag, {"repository_id": repository_id, "tag": tag})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, tag)
             if self._events is not None:
                 self._events.tag_deleted(conn, repository, tag)
+            if self._changes is not None:
+                self._changes.tag_deleted(conn, repository, tag, named or "")
 
         await self._write(work)
+        if self._changes is not None:
+            self._changes.committed()
 
     async def list_tags(self, repository: str, *, last: str, limit: int) -> Page[str]:
         rows = await self._read_all(self._list_tags, {"repository": repository, "last": last, "limit": limit + 1})
