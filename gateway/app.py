@@ -91,12 +91,13 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
             ),
             maintenance=MaintenanceGate(metadata_channel, ttl_seconds=config.maintenance_check_seconds),
         )
-        cache_feed = feed_channel = None
+        # Change streams get a channel of their own: their subscription attempts while the metadata
+        # plane starts must not put the data calls' connections into reconnection backoff.
+        feed_channel = open_channel(config.metadata_target, METADATA_SERVICE, METADATA_READS, config.grpc,
+                                    interceptors, own_connections=True)
+        gateway = dataclasses.replace(gateway, changes=feed_channel)
+        cache_feed = None
         if gateway.manifests is not None and gateway.manifests.enabled and config.cache_feed.enabled:
-            # A channel of its own: its subscription attempts while the metadata plane starts must
-            # not put the data calls' connections into reconnection backoff.
-            feed_channel = open_channel(config.metadata_target, METADATA_SERVICE, METADATA_READS, config.grpc,
-                                        interceptors, own_connections=True)
             cache_feed = CacheFeed(feed_channel, config.cache_feed, gateway.manifests, metrics=metrics)
             cache_feed.start()  # drops what other gateways changed (gateway/cache_feed.py)
         if settings.console.enabled:
@@ -112,8 +113,7 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
                 await gateway.auth.close()
             if cache_feed is not None:
                 await cache_feed.close()
-            if feed_channel is not None:
-                await feed_channel.close()
+            await feed_channel.close()
             await blob_channel.close()
             await metadata_channel.close()
             telemetry.shutdown()
