@@ -289,14 +289,28 @@ class ChangeFeedSettings(BaseModel):
     prune_interval_seconds: float = Field(default=600.0, gt=0)
 
 
+class ReadYourWritesSettings(BaseModel):
+    """Read-your-writes with a hot standby as `metadata.read_replica_url` (issue 15, item 4;
+    services/metadata/store/replay.py): after each write the metadata plane waits until the standby
+    has replayed it, at most `wait_seconds`, before it answers; past that bound it reads the
+    written repository from the primary until the standby has caught up. PostgreSQL only."""
+
+    enabled: bool = True
+    wait_seconds: float = Field(default=1.0, ge=0)
+    # First pause between two questions to the standby (doubles up to 20 ms).
+    poll_seconds: float = Field(default=0.001, gt=0)
+
+
 class MetadataSettings(BaseModel):
     listen: str = "unix:data/run/metadata.sock"
     database_url: str = "sqlite+aiosqlite:///data/registry.db"
     # Optional read replica (a PostgreSQL streaming replica, say): when set, the read-only calls
     # (GetManifest, StatBlob, ListTags, ListRepositories, ListReferrers) run on it and every
     # write on `database_url`. Same URL forms and pool settings as `database_url`. Replication
-    # lag shows: a manifest just pushed may answer 404 on the replica for a moment.
+    # lag would show (a manifest just pushed answering 404 on the replica for a moment) but for
+    # `read_your_writes`, which makes each write wait for the replica (PostgreSQL hot standby).
     read_replica_url: str | None = None
+    read_your_writes: ReadYourWritesSettings = Field(default_factory=ReadYourWritesSettings)
     # Apply pending migrations at start-up (the embedded default); production runs `lading migrate`.
     auto_migrate: bool = True
     pool_size: int = 10

@@ -39,6 +39,7 @@ from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
 from services.metadata.store.durability import commit_durability_warning
 from services.metadata.store.engine import Database, open_database
+from services.metadata.store.replay import ReplayGate, register_region_metrics
 from services.metadata.store.sql import SqlMetadataStore
 
 SERVICE_NAME = "lading.metadata.v1.MetadataService"
@@ -109,8 +110,12 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         if durability:
             log.warning("%s", durability)
         events = build_events(settings.events, database)
-        changes = build_changes(database, config.change_feed)
-        store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None, changes.repositories)
+        replay = ReplayGate(database, config.read_your_writes)
+        if metrics is not None:
+            register_region_metrics(metrics, replay)
+        changes = build_changes(database, config.change_feed, replay)
+        store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None, changes.repositories,
+                                 replay)
         gc = build_gc(settings, database, store, events=events.outbox, changes=changes.repositories)
         core = MetadataCore(
             gc.store,

@@ -37,6 +37,7 @@ class Site:
 
 @contextlib.contextmanager
 def site(root: Path, database_url: str, *, metadata_env: Mapping[str, str] | None = None,
+         metadata_a_env: Mapping[str, str] | None = None,
          gateway_env: Mapping[str, str] | None = None) -> Iterator[Site]:
     run = root / "run"
     run.mkdir(parents=True, exist_ok=True)
@@ -51,6 +52,7 @@ def site(root: Path, database_url: str, *, metadata_env: Mapping[str, str] | Non
             "LADING_METADATA__DATABASE_URL": database_url,
             "LADING_METADATA__CHANGE_FEED__POLL_SECONDS": "60",
             **(metadata_env or {}),
+            **((metadata_a_env or {}) if name == "a" else {}),
         })
         for name, socket in sockets.items()
     ]

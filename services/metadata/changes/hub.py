@@ -9,6 +9,10 @@ position (`ChangeLog.head`), whatever the number of subscribed gateways:
   SQLite written by another process.
 Each WatchChanges stream waits on the hub (`wait_beyond`) and reads the new rows itself.
 The hub also deletes expired changes every `prune_interval_seconds`.
+
+With a hot standby as the read replica (store/replay.py) the hub tells the streams of a new change
+only once the standby has replayed it (bounded by `read_your_writes.wait_seconds`): a gateway that
+drops a moved tag from its cache re-reads it from the standby, which must not answer the old digest.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from services.common.settings import ChangeFeedSettings
 from services.metadata.changes.log import NOTIFY_CHANNEL, ChangeLog
 from services.metadata.store.engine import Database
+from services.metadata.store.replay import ReplayGate
 
 log = logging.getLogger("lading.metadata.changes")
 
@@ -31,8 +36,10 @@ _LISTEN_RETRY_SECONDS = 2.0
 
 
 class ChangeHub:
-    def __init__(self, database: Database, changes: ChangeLog, settings: ChangeFeedSettings) -> None:
+    def __init__(self, database: Database, changes: ChangeLog, settings: ChangeFeedSettings,
+                 replay: ReplayGate | None = None) -> None:
         self._db = database
+        self._replay = replay if replay is not None and replay.enabled else None
         self._log = changes
         self._settings = settings
         self.latest = 0
@@ -95,6 +102,10 @@ class ChangeHub:
                 log.warning("could not read the change feed's position: %s", exc)
                 continue
             if head > self.latest:
+                if self._replay is not None:
+                    with contextlib.suppress(Exception):
+                        await self._replay.wait_for(await self._replay.primary_position(),
+                                                    self._replay.bound_seconds)
                 self.latest = head
                 self._wake_streams()
 

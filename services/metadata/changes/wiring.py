@@ -13,6 +13,7 @@ from services.metadata.changes.log import ChangeLog
 from services.metadata.changes.repositories import RepositoryChanges
 from services.metadata.changes.servicer import ChangeServicer
 from services.metadata.store.engine import Database
+from services.metadata.store.replay import ReplayGate
 
 CHANGE_SERVICE_NAME = "lading.metadata.v1.ChangeService"
 
@@ -35,7 +36,7 @@ class ChangeParts:
         await self.hub.close()
 
 
-def build_changes(database: Database, settings: ChangeFeedSettings) -> ChangeParts:
+def build_changes(database: Database, settings: ChangeFeedSettings, replay: ReplayGate | None = None) -> ChangeParts:
     log = ChangeLog(database)
-    hub = ChangeHub(database, log, settings)
+    hub = ChangeHub(database, log, settings, replay)
     return ChangeParts(log=log, hub=hub, servicer=ChangeServicer(log, hub), repositories=RepositoryChanges(log))

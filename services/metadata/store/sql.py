@@ -45,6 +45,7 @@ from services.metadata.store.sqlite_reads import Query, SqliteReader
 if TYPE_CHECKING:
     from services.metadata.changes.repositories import RepositoryChanges
     from services.metadata.events.outbox import EventOutbox
+    from services.metadata.store.replay import ReplayGate
 
 log = logging.getLogger("lading.metadata.store")
 
@@ -80,8 +81,10 @@ class SqlMetadataStore:
     """The SQL metadata store. Build it with `SqlMetadataStore(open_database(settings))`."""
 
     def __init__(self, database: Database, events: EventOutbox | None = None,
-                 changes: RepositoryChanges | None = None) -> None:
+                 changes: RepositoryChanges | None = None, replay: ReplayGate | None = None) -> None:
         self._db = database
+        # Read-your-writes with a hot standby as the read replica (store/replay.py).
+        self._replay = replay if replay is not None and replay.enabled else None
         # Event notifications (services/metadata/events): written in each change's transaction.
         self._events = events
         # The change feed (services/metadata/changes): tag and manifest changes, also written in
@@ -213,7 +216,7 @@ class SqlMetadataStore:
         if fast is not None and self._reader is not None:
             return await self._reader.fetch(fast, params)
         try:
-            async with self._db.reads.connect() as conn:
+            async with (await self._reads(params)).connect() as conn:
                 return list(await conn.execute(statement, params))
         except _DB_ERRORS as exc:
             raise _translate(exc) from None
@@ -224,17 +227,28 @@ class SqlMetadataStore:
             rows = await self._reader.fetch(fast, params)
             return rows[0] if rows else None
         try:
-            async with self._db.reads.connect() as conn:
+            async with (await self._reads(params)).connect() as conn:
                 return (await conn.execute(statement, params)).first()
         except _DB_ERRORS as exc:
             raise _translate(exc) from None
 
-    async def _write(self, work: Callable[[Connection], T]) -> T:
+    async def _reads(self, params: dict[str, Any]) -> Any:
+        """The engine a read goes to: the read replica, unless it still lacks a write of the
+        repository (store/replay.py)."""
+        if self._replay is None:
+            return self._db.reads
+        return await self._replay.engine_for(params.get("repository"), self._db.reads)
+
+    async def _write(self, work: Callable[[Connection], T], repository: str | None = None) -> T:
         """Runs the synchronous `work` in one write transaction (one call to the database's
-        writer: store/writes.py); rolls back on any exception."""
+        writer: store/writes.py); rolls back on any exception. With a hot standby as the read
+        replica, returns once the standby has replayed the commit (store/replay.py)."""
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                return await self._db.writer.run(work)
+                result = await self._db.writer.run(work)
+                if self._replay is not None:
+                    await self._replay.after_write(repository)
+                return result
             except RegistryError:
                 raise
             except _DB_ERRORS as exc:
@@ -288,7 +302,7 @@ class SqlMetadataStore:
             if self._events is not None:
                 self._events.blob_pushed(conn, repository, digest, size)
 
-        await self._write(work)
+        await self._write(work, repository)
 
     async def stat_blob(self, repository: str, digest: str) -> int | None:
         row = await self._read_first(self._stat_blob, {"repository": repository, "digest": digest})
@@ -301,7 +315,7 @@ class SqlMetadataStore:
                 self._events.blob_deleted(conn, repository, digest)
             return result.rowcount > 0
 
-        return await self._write(work)
+        return await self._write(work, repository)
 
     async def mount_blob(self, repository: str, digest: str, from_repository: str | None) -> int | None:
         def work(conn: Connection) -> int | None:
@@ -319,7 +333,7 @@ class SqlMetadataStore:
                 self._events.blob_mounted(conn, repository, digest, int(size), from_repository)
             return int(size)
 
-        return await self._write(work)
+        return await self._write(work, repository)
 
     async def put_manifest(self, repository: str, manifest: NewManifest, tag: str | None) -> None:
         def work(conn: Connection) -> None:
@@ -363,7 +377,7 @@ class SqlMetadataStore:
             if tag is not None and self._changes is not None:
                 self._changes.tag_set(conn, repository, tag, manifest.digest, previous)
 
-        await self._write(work)
+        await self._write(work, repository)
         if tag is not None and self._changes is not None:
             self._changes.committed()
 
@@ -448,7 +462,7 @@ class SqlMetadataStore:
             if self._changes is not None:
                 self._changes.manifest_deleted(conn, repository, digest, gone_tags)
 
-        await self._write(work)
+        await self._write(work, repository)
         if self._changes is not None:
             self._changes.committed()
 
@@ -467,7 +481,7 @@ class SqlMetadataStore:
             if self._changes is not None:
                 self._changes.tag_deleted(conn, repository, tag, named or "")
 
-        await self._write(work)
+        await self._write(work, repository)
         if self._changes is not None:
             self._changes.committed()
 
