@@ -53,7 +53,7 @@ def _plain_serve(argv: Sequence[str]) -> dict[str, str | int | None] | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from services import cli_accounts, cli_admin, cli_events, cli_watch
+    from services import cli_accounts, cli_admin, cli_events, cli_regions, cli_watch
     from services.cli_targets import add_target_flags
 
     parser = argparse.ArgumentParser(
@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_admin.add_commands(commands)
     cli_events.add_commands(commands)
     cli_watch.add_commands(commands)
+    cli_regions.add_commands(commands)
     return parser
 
 
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from services.supervisor import serve
 
         sys.exit(serve(**serve_flags))  # type: ignore[arg-type]
-    from services import cli_accounts, cli_admin, cli_events, cli_watch
+    from services import cli_accounts, cli_admin, cli_events, cli_regions, cli_watch
 
     args = _parser().parse_args(argv)
     misplaced = _misplaced_flags(args)
@@ -118,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(cli_events.run(args))
     if args.command == cli_watch.COMMAND:
         sys.exit(cli_watch.run(args))
+    if args.command == cli_regions.COMMAND:
+        sys.exit(cli_regions.run(args))
     if cli_admin.handles(args):
         sys.exit(cli_admin.run(args))
     if args.command == "serve":

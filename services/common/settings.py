@@ -337,6 +337,36 @@ class MetadataSettings(BaseModel):
     log_level: str = "info"
 
 
+class RegionPeerSettings(BaseModel):
+    """Another region, as this region's metadata plane reaches it."""
+
+    name: str
+    # gRPC target of that region's metadata plane (e.g. `dns:///metadata.eu.example:50051`).
+    metadata_target: str
+
+
+class RegionSettings(BaseModel):
+    """Regions (issue 15; services/metadata/regions.py), read by the metadata plane. Empty `local`:
+    one site, nothing of this applies.
+
+    In the primary region (`local == primary`) the metadata plane writes to its PostgreSQL primary
+    and tells callers the WAL position of each write. In a replica region its `database_url` is the
+    region's hot standby (read-only): every write RPC (manifests, tags, blob links, deletes,
+    accounts, grants, GC, maintenance, console sessions) is forwarded to the primary region's
+    metadata plane, and answered once the local standby has replayed it (bounded by
+    `metadata.read_your_writes.wait_seconds`). Cut off from the primary, reads go on and writes
+    answer UNAVAILABLE (HTTP 503) naming the primary region. The forwarded call carries the
+    caller's own `authorization`: the regions share their `grpc_access` credentials."""
+
+    local: str = ""
+    primary: str = ""
+    peers: list[RegionPeerSettings] = Field(default_factory=list)
+    # Deadline of a forwarded write (the primary's answer); past it the write answers UNAVAILABLE.
+    forward_timeout_seconds: float = Field(default=10.0, gt=0)
+    # TLS towards the other regions' metadata planes.
+    tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+
+
 class ExternalIssuerSettings(BaseModel):
     """A token issuer Lading trusts besides its own (an existing identity service)."""
 
@@ -702,6 +732,7 @@ class Settings(BaseSettings):
     grpc_access: GrpcAccessSettings = Field(default_factory=GrpcAccessSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    regions: RegionSettings = Field(default_factory=RegionSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -56,11 +56,15 @@ _PENDING_KEPT = 10_000
 
 
 class ReplayGate:
-    def __init__(self, database: Database, settings: ReadYourWritesSettings) -> None:
+    def __init__(self, database: Database, settings: ReadYourWritesSettings,
+                 standby: AsyncEngine | None = None) -> None:
+        """`standby`: the standby to wait for when it is not `database.replica` (a replica region,
+        whose `database_url` is its standby: services/metadata/regions.py)."""
         self._db = database
         self._settings = settings
-        self._replica = database.replica
-        self.enabled = (self._replica is not None and database.dialect == "postgresql"
+        self._replica = standby if standby is not None else database.replica
+        # Waits after this process's own writes (a primary with a standby as its read replica).
+        self.enabled = (database.replica is not None and database.dialect == "postgresql"
                         and settings.enabled)
         self._primary_reads = database.engine.execution_options(isolation_level="AUTOCOMMIT")
         # repository → the position the standby must replay before it serves that repository again.
@@ -78,7 +82,8 @@ class ReplayGate:
             return str((await conn.execute(_FLUSH_LSN)).scalar())
 
     async def replayed(self, lsn: str) -> bool:
-        assert self._replica is not None
+        if self._replica is None or self._db.dialect != "postgresql" or not self._settings.enabled:
+            return True
         async with self._replica.connect() as conn:
             return bool((await conn.execute(_REPLAYED, {"lsn": lsn})).scalar())
 

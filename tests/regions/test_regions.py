@@ -1,0 +1,162 @@
+"""Two regions on loopback (issue 15, items 2, 4, 7, 8): a primary region ("eu": PostgreSQL
+primary, its metadata plane) and a replica region ("us": the hot standby made with
+`pg_basebackup -R`, its own metadata plane reading it, its own blob plane and gateway).
+
+- Pushes through the replica region's gateway are forwarded to the primary region's metadata plane
+  (the rows are on the primary) and are pulled back through the same region at once (the write
+  waited until the region's standby replayed the primary's commit position).
+- `lading region status` names the region, its role and the primary, and reports the standby lag
+  and the forwarded writes.
+- Cut off from the primary (its metadata plane stopped), the replica region keeps serving reads;
+  writes answer 503 UNAVAILABLE with a message naming the primary region; `lading region status`
+  says the primary is unreachable (exit 1). Once the primary is back, writes go through again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import standby
+from tests.support.oci import error_codes, get_manifest, image, push, push_manifest_only
+from tests.support.stack import (
+    LadingProcess,
+    child_env,
+    free_port,
+    lading_command,
+    running,
+    wait_until_http_ok,
+    wait_until_path_exists,
+)
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not standby.available(), reason="needs the PostgreSQL server binaries (Debian postgresql)"),
+]
+PUSHES = 10
+
+
+@dataclass
+class Regions:
+    pair: standby.Pair
+    primary_metadata: LadingProcess
+    primary_socket: Path
+    replica_socket: Path
+    replica_gateway: str
+
+
+def _wait_for_schema(pair: standby.Pair) -> None:
+    deadline = time.monotonic() + 30
+    want = pair.primary.psql("SELECT version_num FROM alembic_version", database="lading")
+    while True:
+        try:
+            if pair.standby.psql("SELECT version_num FROM alembic_version", database="lading") == want:
+                return
+        except subprocess.CalledProcessError:
+            pass
+        assert time.monotonic() < deadline, "the standby did not replay the migrations"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
+    root = tmp_path_factory.mktemp("regions")
+    run_dir, logs = root / "run", root / "logs"
+    run_dir.mkdir()
+    primary_socket, replica_socket, blob_socket = run_dir / "eu.sock", run_dir / "us.sock", run_dir / "b.sock"
+    port = free_port()
+    with standby.primary_and_standby() as pair:
+        pair.primary.psql("CREATE DATABASE lading")
+        primary = LadingProcess("metadata-eu", lading_command("metadata"), log_dir=logs, cwd=root, env={
+            "LADING_METADATA__LISTEN": f"unix://{primary_socket}",
+            "LADING_METADATA__DATABASE_URL": pair.primary.database_url("lading"),
+            "LADING_REGIONS__LOCAL": "eu", "LADING_REGIONS__PRIMARY": "eu",
+        })
+        peers = json.dumps([{"name": "eu", "metadata_target": f"unix://{primary_socket}"}])
+        replica = LadingProcess("metadata-us", lading_command("metadata"), log_dir=logs, cwd=root, env={
+            "LADING_METADATA__LISTEN": f"unix://{replica_socket}",
+            "LADING_METADATA__DATABASE_URL": pair.standby.database_url("lading"),
+            "LADING_METADATA__CHANGE_FEED__POLL_SECONDS": "0.2",
+            "LADING_REGIONS__LOCAL": "us", "LADING_REGIONS__PRIMARY": "eu", "LADING_REGIONS__PEERS": peers,
+            "LADING_REGIONS__FORWARD_TIMEOUT_SECONDS": "3",
+        })
+        blob = LadingProcess("blob-us", lading_command("blob"), log_dir=logs, cwd=root, env={
+            "LADING_BLOB__LISTEN": f"unix://{blob_socket}", "LADING_BLOB__FILESYSTEM__ROOT": str(root / "blobs"),
+        })
+        gateway = LadingProcess("gateway-us", lading_command("gateway"), log_dir=logs, cwd=root, env={
+            "LADING_GATEWAY__HOST": "127.0.0.1", "LADING_GATEWAY__PORT": str(port),
+            "LADING_GATEWAY__METADATA_TARGET": f"unix://{replica_socket}",
+            "LADING_GATEWAY__BLOB_TARGET": f"unix://{blob_socket}",
+            "LADING_GATEWAY__GRPC__TIMEOUT_SECONDS": "8",
+        })
+        with running(primary):
+            wait_until_path_exists(primary_socket, primary)
+            _wait_for_schema(pair)
+            with running(replica, blob, gateway):
+                wait_until_path_exists(replica_socket, replica)
+                wait_until_path_exists(blob_socket, blob)
+                url = f"http://127.0.0.1:{port}"
+                wait_until_http_ok(f"{url}/v2/", gateway)
+                yield Regions(pair, primary, primary_socket, replica_socket, url)
+
+
+def region_status(regions: Regions) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(lading_command("region", "status", "--json", "--metadata", f"unix:{regions.replica_socket}"),
+                          capture_output=True, text=True, timeout=60, env=child_env())
+
+
+def test_writes_in_a_replica_region_go_to_the_primary_and_are_read_back_at_once(regions: Regions) -> None:
+    repo = f"regions/{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=regions.replica_gateway, timeout=30) as us:
+        for n in range(PUSHES):
+            manifest = image(layers=1)
+            push(us, repo, manifest, tag=f"v{n}")
+            pulled = get_manifest(us, repo, f"v{n}")
+            assert pulled.status_code == 200, f"push {n} not readable in its own region: {pulled.text}"
+            assert pulled.headers["docker-content-digest"] == manifest.digest
+            assert us.head(f"/v2/{repo}/blobs/{manifest.blobs[0].digest}").status_code == 200
+    on_primary = regions.pair.primary.psql(
+        f"SELECT count(*) FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.name = '{repo}'",
+        database="lading")
+    assert on_primary == str(PUSHES)
+    status = region_status(regions)
+    assert status.returncode == 0, status.stdout + status.stderr
+    reply = json.loads(status.stdout)
+    assert (reply["local"], reply["role"], reply["primary"]) == ("us", "replica", "eu")
+    assert int(reply["forwardedWrites"]) >= PUSHES * 3  # each push: 2 blob links + the manifest
+    assert reply["replicationLagSeconds"] >= 0
+    assert reply["peers"][0]["reachable"] is True
+
+
+def test_a_replica_region_cut_off_from_the_primary_serves_reads_and_refuses_writes(regions: Regions) -> None:
+    repo = f"regions/{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=regions.replica_gateway, timeout=30) as us:
+        kept = image(layers=1)
+        push(us, repo, kept, tag="kept")
+        regions.primary_metadata.stop()
+        try:
+            assert get_manifest(us, repo, "kept").status_code == 200  # reads go on
+            assert us.head(f"/v2/{repo}/blobs/{kept.blobs[0].digest}").status_code == 200
+            refused = push_manifest_only(us, repo, "new", kept)
+            assert refused.status_code == 503, refused.text
+            assert error_codes(refused) == ["UNAVAILABLE"]
+            assert "primary region 'eu'" in refused.json()["errors"][0]["message"]
+            status = region_status(regions)
+            assert status.returncode == 1
+            assert json.loads(status.stdout)["peers"][0]["reachable"] is False
+        finally:
+            regions.primary_metadata.start()
+        wait_until_path_exists(regions.primary_socket, regions.primary_metadata)
+        deadline = time.monotonic() + 20
+        while (answer := push_manifest_only(us, repo, "new", kept)).status_code != 201:
+            assert time.monotonic() < deadline, f"writes did not recover: {answer.status_code} {answer.text}"
+            time.sleep(0.2)
+        assert get_manifest(us, repo, "new").headers["docker-content-digest"] == kept.digest
