@@ -51,6 +51,7 @@ def site(root: Path, database_url: str, *, metadata_env: Mapping[str, str] | Non
             "LADING_METADATA__LISTEN": f"unix://{socket}",
             "LADING_METADATA__DATABASE_URL": database_url,
             "LADING_METADATA__CHANGE_FEED__POLL_SECONDS": "60",
+            "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
             **(metadata_env or {}),
             **((metadata_a_env or {}) if name == "a" else {}),
         })
@@ -67,6 +68,7 @@ def site(root: Path, database_url: str, *, metadata_env: Mapping[str, str] | Non
             "LADING_GATEWAY__METADATA_TARGET": f"unix://{socket}",
             "LADING_GATEWAY__BLOB_TARGET": f"unix://{blob_socket}",
             "LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS": str(FALLBACK_TTL_SECONDS),
+            "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "1",
             "LADING_GATEWAY__CACHE_FEED__COHERENT_TTL_SECONDS": str(FALLBACK_TTL_SECONDS),
             "LADING_OBSERVABILITY__GATEWAY_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
             **(gateway_env or {}),

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.postgres
 
 # Deadline of waits that must succeed (generous: a loaded CI machine); the bound is not the point.
 DEADLINE_SECONDS = 10.0
-MOVES = 25
+MOVES = 20
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(not standby.available(), reason="needs the PostgreSQL server binaries (Debian postgresql)"),
 ]
-PUSHES = 60
+PUSHES = 40
 
 
 @pytest.fixture(scope="module")

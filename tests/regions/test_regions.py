@@ -79,6 +79,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
             "LADING_METADATA__LISTEN": f"unix://{primary_socket}",
             "LADING_METADATA__DATABASE_URL": pair.primary.database_url("lading"),
             "LADING_REGIONS__LOCAL": "eu", "LADING_REGIONS__PRIMARY": "eu",
+            "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
         })
         peers = json.dumps([{"name": "eu", "metadata_target": f"unix://{primary_socket}"}])
         replica = LadingProcess("metadata-us", lading_command("metadata"), log_dir=logs, cwd=root, env={
@@ -87,6 +88,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
             "LADING_METADATA__CHANGE_FEED__POLL_SECONDS": "0.2",
             "LADING_REGIONS__LOCAL": "us", "LADING_REGIONS__PRIMARY": "eu", "LADING_REGIONS__PEERS": peers,
             "LADING_REGIONS__FORWARD_TIMEOUT_SECONDS": "3",
+            "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
         })
         blob = LadingProcess("blob-us", lading_command("blob"), log_dir=logs, cwd=root, env={
             "LADING_BLOB__LISTEN": f"unix://{blob_socket}", "LADING_BLOB__FILESYSTEM__ROOT": str(root / "blobs"),
@@ -96,6 +98,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
             "LADING_GATEWAY__METADATA_TARGET": f"unix://{replica_socket}",
             "LADING_GATEWAY__BLOB_TARGET": f"unix://{blob_socket}",
             "LADING_GATEWAY__GRPC__TIMEOUT_SECONDS": "8",
+            "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "1",
         })
         with running(primary):
             wait_until_path_exists(primary_socket, primary)
