@@ -10,6 +10,10 @@ primary, its metadata plane) and a replica region ("us": the hot standby made wi
 - Cut off from the primary (its metadata plane stopped), the replica region keeps serving reads;
   writes answer 503 UNAVAILABLE with a message naming the primary region; `lading region status`
   says the primary is unreachable (exit 1). Once the primary is back, writes go through again.
+- The failover runbook (README "Failover"), end to end: the primary region lost (its database and
+  metadata plane stopped), the standby promoted, the replica region's metadata plane restarted as
+  the primary: writes are accepted there and what was pushed before is still served; then the old
+  primary rejoins as a standby of the new one and its metadata plane runs as a replica region.
 """
 
 from __future__ import annotations
@@ -49,8 +53,10 @@ class Regions:
     pair: standby.Pair
     primary_metadata: LadingProcess
     primary_socket: Path
+    replica_metadata: LadingProcess
     replica_socket: Path
     replica_gateway: str
+    root: Path
 
 
 def _wait_for_schema(pair: standby.Pair) -> None:
@@ -108,7 +114,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
                 wait_until_path_exists(blob_socket, blob)
                 url = f"http://127.0.0.1:{port}"
                 wait_until_http_ok(f"{url}/v2/", gateway)
-                yield Regions(pair, primary, primary_socket, replica_socket, url)
+                yield Regions(pair, primary, primary_socket, replica, replica_socket, url, root)
 
 
 def region_status(regions: Regions) -> subprocess.CompletedProcess[str]:
@@ -163,3 +169,62 @@ def test_a_replica_region_cut_off_from_the_primary_serves_reads_and_refuses_writ
             assert time.monotonic() < deadline, f"writes did not recover: {answer.status_code} {answer.text}"
             time.sleep(0.2)
         assert get_manifest(us, repo, "new").headers["docker-content-digest"] == kept.digest
+
+
+def test_failover_runbook_promotes_the_replica_region_and_the_old_primary_rejoins(regions: Regions) -> None:
+    pair, logs = regions.pair, regions.root / "logs"
+    repo = f"regions/{uuid.uuid4().hex[:10]}"
+    before = image(layers=1)
+    with httpx.Client(base_url=regions.replica_gateway, timeout=30) as us:
+        push(us, repo, before, tag="before")
+        # 1. The primary region is lost.
+        regions.primary_metadata.stop()
+        pair.primary.stop()
+        # 2. Promote the standby; 3. run region us's metadata plane as the primary region.
+        pair.standby.promote()
+        regions.replica_metadata.stop()
+        promoted = LadingProcess("metadata-us-primary", lading_command("metadata"), log_dir=logs, cwd=regions.root,
+                                 env={
+            "LADING_METADATA__LISTEN": f"unix://{regions.replica_socket}",
+            "LADING_METADATA__DATABASE_URL": pair.standby.database_url("lading"),
+            "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
+            "LADING_REGIONS__LOCAL": "us", "LADING_REGIONS__PRIMARY": "us",
+        })
+        rejoined: LadingProcess | None = None
+        with running(promoted):
+            wait_until_path_exists(regions.replica_socket, promoted)
+            after = image(layers=1)
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    push(us, repo, after, tag="after")  # writes accepted in the promoted region
+                    break
+                except AssertionError:
+                    assert time.monotonic() < deadline, "the promoted region does not accept writes"
+                    time.sleep(0.2)
+            assert get_manifest(us, repo, "before").headers["docker-content-digest"] == before.digest
+            assert get_manifest(us, repo, "after").headers["docker-content-digest"] == after.digest
+            # 4. The old primary rejoins as a standby of the new primary, its region as a replica.
+            pair.primary.rejoin_as_standby_of(pair.standby)
+            assert pair.primary.psql("SELECT pg_is_in_recovery()") == "t"
+            peers = json.dumps([{"name": "us", "metadata_target": f"unix://{regions.replica_socket}"}])
+            rejoined = LadingProcess("metadata-eu-replica", lading_command("metadata"), log_dir=logs, cwd=regions.root,
+                                     env={
+                "LADING_METADATA__LISTEN": f"unix://{regions.primary_socket}",
+                "LADING_METADATA__DATABASE_URL": pair.primary.database_url("lading"),
+                "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
+                "LADING_REGIONS__LOCAL": "eu", "LADING_REGIONS__PRIMARY": "us", "LADING_REGIONS__PEERS": peers,
+            })
+            with running(rejoined):
+                wait_until_path_exists(regions.primary_socket, rejoined)
+                status = subprocess.run(
+                    lading_command("region", "status", "--json", "--metadata", f"unix:{regions.primary_socket}"),
+                    capture_output=True, text=True, timeout=60, env=child_env())
+                assert status.returncode == 0, status.stdout + status.stderr
+                reply = json.loads(status.stdout)
+                assert (reply["local"], reply["role"], reply["primary"]) == ("eu", "replica", "us")
+                assert reply["peers"][0]["reachable"] is True
+            tags = pair.primary.psql(
+                f"SELECT string_agg(t.name, ',' ORDER BY t.name) FROM tags t JOIN repositories r "
+                f"ON r.id = t.repository_id WHERE r.name = '{repo}'", database="lading")
+            assert tags == "after,before"  # the rejoined standby has the new primary's writes

@@ -59,6 +59,22 @@ class Server:
         with contextlib.suppress(subprocess.SubprocessError):
             self.run("pg_ctl", "-w", "-m", "fast", "-D", str(self.data), "stop")
 
+    def promote(self) -> None:
+        """A standby becomes a primary (failover)."""
+        self.run("pg_ctl", "-w", "-D", str(self.data), "promote")
+
+    def rejoin_as_standby_of(self, primary: Server) -> None:
+        """A stopped (old) server comes back as a standby of `primary`: its data folder is made
+        again with `pg_basebackup -R` from `primary` (what it had that `primary` has not is lost:
+        the failover runbook's price for an old primary), then it starts on its own port."""
+        self.stop()
+        shutil.rmtree(self.data)
+        primary.run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                    "-D", str(self.data), "-R", "-X", "stream", "-c", "fast", "--no-sync")
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(f"port = {self.port}\n")
+        self.start()
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         return self.run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
                         "-Atc", sql).stdout.strip()

@@ -22,6 +22,8 @@ import contextlib
 import logging
 from typing import Any
 
+from sqlalchemy import text
+
 from services.common.settings import ChangeFeedSettings
 from services.metadata.changes.log import NOTIFY_CHANNEL, ChangeLog
 from services.metadata.store.engine import Database
@@ -120,8 +122,18 @@ class ChangeHub:
             await asyncio.sleep(self._settings.prune_interval_seconds)
 
     async def _listen_loop(self) -> None:
+        told = False
         while True:
             try:
+                if await self._in_recovery():
+                    # A hot standby (a replica region's database) takes no LISTEN and gets no NOTIFY:
+                    # the poll delivers; look again later, it may have been promoted.
+                    if not told:
+                        log.info("the database is a standby: changes arrive by polling every %g s",
+                                 self._settings.poll_seconds)
+                        told = True
+                    await asyncio.sleep(_LISTEN_CHECK_SECONDS)
+                    continue
                 await self._listen_once()
             except asyncio.CancelledError:
                 raise
@@ -129,6 +141,10 @@ class ChangeHub:
                 log.warning("LISTEN %s failed (changes still arrive by polling): %s", NOTIFY_CHANNEL, exc)
             self.listening = False
             await asyncio.sleep(_LISTEN_RETRY_SECONDS)
+
+    async def _in_recovery(self) -> bool:
+        async with self._db.engine.connect() as conn:
+            return bool((await conn.execute(text("SELECT pg_is_in_recovery()"))).scalar())
 
     async def _listen_once(self) -> None:
         """LISTENs on a pooled connection of its own until that connection fails."""
