@@ -16,7 +16,9 @@ When the primary region cannot be reached (or does not answer within
 names the primary region; reads go on from the standby.
 
 In the PRIMARY region `CommitPositions` adds `lading-commit-lsn` (the primary's WAL flush position
-after the write) to the trailer of every successful write RPC.
+after the write) to the trailer of every successful write RPC, and tells the store which region a
+write comes from (`lading-region`, sent by the forwarding replica region; else the local one), so
+LinkBlob records where the blob's bytes are (blob_regions.py).
 
 `RegionServicer` answers `lading region status`.
 """
@@ -38,6 +40,7 @@ from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.metrics import Metrics
 from services.common.settings import RegionSettings
 from services.common.tls import channel_credentials, channel_options
+from services.metadata.blob_regions import REGION_HEADER, REGION_NAME_LENGTH, writing_region
 from services.metadata.store.replay import ReplayGate
 
 log = logging.getLogger("lading.metadata.regions")
@@ -116,6 +119,7 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
 
     async def _forward(self, call: Any, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in _FORWARDED_HEADERS)
+        metadata += ((REGION_HEADER, self._settings.local),)
         primary = self._settings.primary
         try:
             pending = call(request, metadata=metadata, timeout=self._settings.forward_timeout_seconds)
@@ -144,8 +148,9 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
 class CommitPositions(grpc.aio.ServerInterceptor):
     """In the primary region: the WAL flush position after each write, in its answer's trailer."""
 
-    def __init__(self, replay: ReplayGate) -> None:
+    def __init__(self, replay: ReplayGate, local: str) -> None:
         self._replay = replay
+        self._local = local
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
@@ -153,8 +158,12 @@ class CommitPositions(grpc.aio.ServerInterceptor):
             return handler
         inner = handler.unary_unary
         replay = self._replay
+        sent = dict(handler_call_details.invocation_metadata or ()).get(REGION_HEADER, "")
+        region = str(sent)[:REGION_NAME_LENGTH] or self._local
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            # The region the write comes from: a replica region names itself (blob_regions.py).
+            writing_region.set(region)
             response = await inner(request, context)
             try:
                 context.set_trailing_metadata(((COMMIT_LSN_KEY, await replay.primary_position()),))
@@ -214,7 +223,7 @@ class RegionParts:
             self.forward = ForwardWrites(settings, self.channel, replay, on_replayed)
             self.interceptors.append(self.forward)
         elif self.role == "primary":
-            self.interceptors.append(CommitPositions(replay))
+            self.interceptors.append(CommitPositions(replay, settings.local))
         self.servicer = RegionServicer(settings, replay, self.forward)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

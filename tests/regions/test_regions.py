@@ -136,6 +136,10 @@ def test_writes_in_a_replica_region_go_to_the_primary_and_are_read_back_at_once(
         f"SELECT count(*) FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.name = '{repo}'",
         database="lading")
     assert on_primary == str(PUSHES)
+    # The blobs' bytes are in region us (where they were pushed), and the metadata says so.
+    held = regions.pair.primary.psql(
+        f"SELECT region FROM blob_regions WHERE digest = '{manifest.blobs[0].digest}'", database="lading")
+    assert held == "us"
     status = region_status(regions)
     assert status.returncode == 0, status.stdout + status.stderr
     reply = json.loads(status.stdout)

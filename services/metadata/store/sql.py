@@ -27,6 +27,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, literal, literal_col
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.blob_regions import blob_regions, writing_region
 from services.metadata.events import context as event_context
 from services.metadata.gc.guard import BlobRowGuard
 from services.metadata.gc.tables import blobs as gc_blobs
@@ -101,6 +102,8 @@ class SqlMetadataStore:
 
         # Blobs.
         self._link = insert_ignore(dialect, rb, ["repository_id", "digest"])
+        # Regions (services/metadata/blob_regions.py): which region holds the bytes.
+        self._held_in = insert_ignore(dialect, blob_regions, ["digest", "region"])
         # GC (services/metadata/gc): a blob whose `blobs` row is not `active` (being deleted) is
         # unknown to HEAD, mount and manifests, checked in the same query/transaction.
         self._blob_guard = BlobRowGuard(dialect)
@@ -293,12 +296,16 @@ class SqlMetadataStore:
         self._blob_guard.insert_missing = False
 
     async def link_blob(self, repository: str, digest: str, size: int, *, activate_epoch: int | None = None) -> None:
+        region = writing_region.get()
+
         def work(conn: Connection) -> None:
             self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch)
             repository_id = self._ensure_repository(conn, repository)
             conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
             )
+            if region:
+                conn.execute(self._held_in, {"digest": digest, "region": region, "created_at": _now()})
             if self._events is not None:
                 self._events.blob_pushed(conn, repository, digest, size)
 
