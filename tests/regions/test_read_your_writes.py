@@ -8,6 +8,8 @@ that write to the primary and read from the standby; two gateways (tests/regions
 - The reads do come from the standby: a row written on the primary behind the planes' back
   becomes visible through the gateways only once the standby has it (shown by pausing replay).
 - The metadata plane's metrics show the replication lag gauge and that writes waited.
+- With the standby stopped, the site keeps answering: reads go to the primary, writes do not wait
+  for the standby, and once it is back everything goes on as before.
 
 The figure for 1,000 pushes is measured by `python -m bench.coherence --read-your-writes`.
 """
@@ -99,3 +101,26 @@ def test_reads_come_from_the_standby(replicated: tuple[Site, standby.Pair, str])
               if line.startswith("lading_region_")}
     assert values["lading_region_replay_waits_total"] > 0
     assert values["lading_region_replication_lag_seconds"] >= 0
+
+
+def test_with_the_standby_stopped_the_site_reads_from_the_primary(
+    replicated: tuple[Site, standby.Pair, str],
+) -> None:
+    running, pair, _ = replicated
+    with httpx.Client(base_url=running.gateway_urls[0], timeout=30) as one, \
+            httpx.Client(base_url=running.gateway_urls[1], timeout=30) as two:
+        repo = f"ryw/{uuid.uuid4().hex[:10]}"
+        before = image(layers=1)
+        push(one, repo, before, tag="before")
+        pair.standby.stop()
+        try:
+            assert get_manifest(two, repo, "before").status_code == 200  # read from the primary
+            during = image(layers=1)
+            push(one, repo, during, tag="during")  # writes do not wait for a standby that is gone
+            assert get_manifest(two, repo, "during").headers["docker-content-digest"] == during.digest
+            assert two.head(f"/v2/{repo}/blobs/{during.blobs[0].digest}").status_code == 200
+        finally:
+            pair.standby.start()
+        after = image(layers=1)
+        push(one, repo, after, tag="after")
+        assert get_manifest(two, repo, "after").headers["docker-content-digest"] == after.digest

@@ -148,6 +148,13 @@ class GcStore:
             async with self._db.reads.connect() as conn:
                 return list(await conn.execute(statement, params or {}))
         except _DB_ERRORS as exc:
+            if self._db.replica is None or not is_unavailable(exc):
+                raise _unavailable(exc) from None
+        # The read replica (a hot standby) does not answer: the primary does (store/replay.py).
+        try:
+            async with self._db.engine.connect() as conn:
+                return list(await conn.execute(statement, params or {}))
+        except _DB_ERRORS as exc:
             raise _unavailable(exc) from None
 
     async def _read_small(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:

@@ -23,6 +23,10 @@ the bound. A standby that is not in recovery any more (promoted) counts as caugh
 The change feed waits for the standby too (changes/hub.py): a gateway told that a tag moved must
 not re-read the old digest from a standby that has not replayed the move.
 
+A standby that does not answer (stopped, unreachable) is marked down for `_DOWN_SECONDS`: reads go
+to the primary meanwhile (the store retries a failed standby read there at once), writes do not
+wait for it, then the standby is tried again. The region keeps serving, from the primary.
+
 `lag_seconds()` is the standby's replication lag for `lading_region_replication_lag_seconds`:
 0 when it has replayed everything it received, else the age of the last transaction it replayed.
 """
@@ -51,6 +55,8 @@ _LAG = text(
     "SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
     "ELSE coalesce(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END"
 )
+# Seconds a standby that failed to answer is left alone (reads go to the primary meanwhile).
+_DOWN_SECONDS = 5.0
 # Repositories read from the primary at most (older ones are dropped: their reads go back to the standby).
 _PENDING_KEPT = 10_000
 
@@ -71,7 +77,21 @@ class ReplayGate:
         self._pending: OrderedDict[str, str] = OrderedDict()
         self.waits = 0
         self.timeouts = 0
+        self._down_until = 0.0
         self.wait_seconds_total = 0.0
+
+    @property
+    def primary_reads(self) -> AsyncEngine:
+        return self._primary_reads
+
+    @property
+    def standby_down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def mark_down(self, error: BaseException) -> None:
+        if not self.standby_down:
+            log.warning("the standby does not answer (%s): reading from the primary for %.0f s", error, _DOWN_SECONDS)
+        self._down_until = time.monotonic() + _DOWN_SECONDS
 
     @property
     def bound_seconds(self) -> float:
@@ -92,11 +112,14 @@ class ReplayGate:
         deadline = time.monotonic() + seconds
         pause = self._settings.poll_seconds
         while True:
+            if self.standby_down:
+                return False
             try:
                 if await self.replayed(lsn):
                     return True
             except Exception as exc:  # noqa: BLE001 - a standby that cannot answer is not caught up
-                log.debug("cannot ask the standby for its replay position: %s", exc)
+                self.mark_down(exc)
+                return False
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(pause)
@@ -128,6 +151,8 @@ class ReplayGate:
 
     async def engine_for(self, repository: str | None, default: AsyncEngine) -> AsyncEngine:
         """Where a read of `repository` goes: the primary while the standby lacks a write of it."""
+        if self.standby_down:
+            return self._primary_reads
         if not self._pending or not repository:
             return default
         lsn = self._pending.get(repository)

@@ -218,22 +218,44 @@ class SqlMetadataStore:
         fast = self._fast.get(id(statement))
         if fast is not None and self._reader is not None:
             return await self._reader.fetch(fast, params)
+        engine = await self._reads(params)
         try:
-            async with (await self._reads(params)).connect() as conn:
+            async with engine.connect() as conn:
+                return list(await conn.execute(statement, params))
+        except _DB_ERRORS as exc:
+            if not self._standby_failed(engine, exc):
+                raise _translate(exc) from None
+        return await self._read_all_on(self._replay.primary_reads, statement, params)  # type: ignore[union-attr]
+
+    async def _read_all_on(self, engine: Any, statement: Any, params: dict[str, Any]) -> list[Any]:
+        try:
+            async with engine.connect() as conn:
                 return list(await conn.execute(statement, params))
         except _DB_ERRORS as exc:
             raise _translate(exc) from None
+
+    def _standby_failed(self, engine: Any, exc: BaseException) -> bool:
+        """True when a read failed because the hot standby does not answer (then it is marked
+        down and the read goes to the primary: store/replay.py)."""
+        if self._replay is None or engine is not self._db.reads or not is_unavailable(exc):
+            return False
+        self._replay.mark_down(exc)
+        return True
 
     async def _read_first(self, statement: Any, params: dict[str, Any]) -> Any:
         fast = self._fast.get(id(statement))
         if fast is not None and self._reader is not None:
             rows = await self._reader.fetch(fast, params)
             return rows[0] if rows else None
+        engine = await self._reads(params)
         try:
-            async with (await self._reads(params)).connect() as conn:
+            async with engine.connect() as conn:
                 return (await conn.execute(statement, params)).first()
         except _DB_ERRORS as exc:
-            raise _translate(exc) from None
+            if not self._standby_failed(engine, exc):
+                raise _translate(exc) from None
+        rows = await self._read_all_on(self._replay.primary_reads, statement, params)  # type: ignore[union-attr]
+        return rows[0] if rows else None
 
     async def _reads(self, params: dict[str, Any]) -> Any:
         """The engine a read goes to: the read replica, unless it still lacks a write of the
