@@ -126,7 +126,10 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
             response = await pending
             trailers = await pending.trailing_metadata()
         except grpc.aio.AioRpcError as error:
-            if error.code() in _UNREACHABLE:
+            # A status with rich details is the primary's own answer (its database down, say);
+            # one without is gRPC's: the primary region was not reached.
+            own_answer = any(k == "grpc-status-details-bin" for k, _ in error.trailing_metadata() or ())
+            if error.code() in _UNREACHABLE and not own_answer:
                 self.failures += 1
                 raise RegistryError(
                     ErrorKind.UNAVAILABLE,
