@@ -5,6 +5,7 @@ primary, its metadata plane) and a replica region ("us": the hot standby made wi
 - Pushes through the replica region's gateway are forwarded to the primary region's metadata plane
   (the rows are on the primary) and are pulled back through the same region at once (the write
   waited until the region's standby replayed the primary's commit position).
+- skopeo copies images (one multi-arch) into the replica region and back out of it.
 - `lading region status` names the region, its role and the primary, and reports the standby lag
   and the forwarded writes.
 - Cut off from the primary (its metadata plane stopped), the replica region keeps serving reads;
@@ -29,8 +30,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ha.test_replicas import skopeo
 from tests.support import standby
-from tests.support.oci import error_codes, get_manifest, image, push, push_manifest_only
+from tests.support.clients import require_binary
+from tests.support.oci import (
+    Layout,
+    Manifest,
+    error_codes,
+    get_manifest,
+    image,
+    multi_arch_index,
+    push,
+    push_manifest_only,
+    write_layout,
+)
 from tests.support.stack import (
     LadingProcess,
     child_env,
@@ -147,6 +160,29 @@ def test_writes_in_a_replica_region_go_to_the_primary_and_are_read_back_at_once(
     assert int(reply["forwardedWrites"]) >= PUSHES * 3  # each push: 2 blob links + the manifest
     assert reply["replicationLagSeconds"] >= 0
     assert reply["peers"][0]["reachable"] is True
+
+
+def test_skopeo_round_trips_images_through_the_replica_region(regions: Regions, tmp_path: Path) -> None:
+    binary = require_binary("skopeo", install_hint="apt-get install skopeo")
+    images: dict[str, Manifest] = {
+        "one": image(2, layer_size=64 * 1024),
+        "multi": multi_arch_index((("amd64", "linux"), ("arm64", "linux")), layers=1),
+    }
+    source = write_layout(tmp_path / "src", images)
+    home = tmp_path / "home"
+    home.mkdir()
+    hostport = regions.replica_gateway.removeprefix("http://")
+    for tag, manifest in images.items():
+        extra = ["--all"] if manifest.children else []
+        skopeo(binary, home, "copy", "--dest-tls-verify=false", "--preserve-digests", *extra,
+               f"oci:{source}:{tag}", f"docker://{hostport}/skopeo/us:{tag}")
+        destination = tmp_path / f"dst-{tag}"
+        skopeo(binary, home, "copy", "--src-tls-verify=false", "--preserve-digests", *extra,
+               f"docker://{hostport}/skopeo/us:{tag}", f"oci:{destination}:{tag}")
+        pulled = Layout(destination)
+        assert pulled.descriptor_for(tag)["digest"] == manifest.digest
+        for blob in manifest.all_blobs():
+            assert pulled.blob(blob.digest) == blob.data, f"{tag}: blob {blob.digest} differs"
 
 
 def test_a_replica_region_cut_off_from_the_primary_serves_reads_and_refuses_writes(regions: Regions) -> None:
