@@ -11,6 +11,9 @@ primary, its metadata plane) and a replica region ("us": the hot standby made wi
 - Cut off from the primary (its metadata plane stopped), the replica region keeps serving reads;
   writes answer 503 UNAVAILABLE with a message naming the primary region; `lading region status`
   says the primary is unreachable (exit 1). Once the primary is back, writes go through again.
+- kill -9 of the replica region's metadata plane, then of the primary region's, while a client
+  pushes through the replica region: every push that was acknowledged (201) is there afterwards,
+  and pushes go on once the planes are back.
 - The failover runbook (README "Failover"), end to end: the primary region lost (its database and
   metadata plane stopped), the standby promoted, the replica region's metadata plane restarted as
   the primary: writes are accepted there and what was pushed before is still served; then the old
@@ -20,7 +23,10 @@ primary, its metadata plane) and a replica region ("us": the hot standby made wi
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,7 +64,7 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(not standby.available(), reason="needs the PostgreSQL server binaries (Debian postgresql)"),
 ]
-PUSHES = 10
+PUSHES = 6
 
 
 @dataclass
@@ -209,6 +215,61 @@ def test_a_replica_region_cut_off_from_the_primary_serves_reads_and_refuses_writ
             assert time.monotonic() < deadline, f"writes did not recover: {answer.status_code} {answer.text}"
             time.sleep(0.2)
         assert get_manifest(us, repo, "new").headers["docker-content-digest"] == kept.digest
+
+
+def _kill_and_restart(process: LadingProcess) -> None:
+    os.killpg(process.pid, signal.SIGKILL)  # the process group: the plane and anything it forked
+    process.stop(timeout=5)
+    process.start()
+
+
+def test_kill_9_of_either_regions_metadata_plane_mid_push_loses_nothing_acknowledged(regions: Regions) -> None:
+    repo = f"regions/{uuid.uuid4().hex[:10]}"
+    acknowledged: dict[str, str] = {}
+    failed = 0
+    stop = threading.Event()
+
+    def pusher() -> None:
+        nonlocal failed
+        with httpx.Client(base_url=regions.replica_gateway, timeout=15) as us:
+            n = 0
+            while not stop.is_set():
+                manifest = image(layers=1, layer_size=1024)
+                try:
+                    push(us, repo, manifest, tag=f"k{n}")
+                    acknowledged[f"k{n}"] = manifest.digest
+                except (AssertionError, httpx.HTTPError):
+                    failed += 1  # refused while a plane was down: allowed, it was never acknowledged
+                    time.sleep(0.05)
+                n += 1
+
+    thread = threading.Thread(target=pusher, daemon=True)
+    thread.start()
+    try:
+        for process in (regions.replica_metadata, regions.primary_metadata):
+            before = len(acknowledged)
+            deadline = time.monotonic() + 20
+            while len(acknowledged) < before + 3:  # pushes go through before each kill
+                assert time.monotonic() < deadline, f"pushes did not go on before killing {process.name}"
+                time.sleep(0.05)
+            _kill_and_restart(process)
+        before = len(acknowledged)
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < before + 3:  # and after both came back
+            assert time.monotonic() < deadline, "pushes did not recover after the kills"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(30)
+    with httpx.Client(base_url=regions.replica_gateway, timeout=30) as us:
+        for tag, digest in acknowledged.items():
+            pulled = get_manifest(us, repo, tag)
+            assert pulled.status_code == 200, f"{tag} was acknowledged and is gone"
+            assert pulled.headers["docker-content-digest"] == digest
+    on_primary = regions.pair.primary.psql(
+        f"SELECT count(*) FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.name = '{repo}'",
+        database="lading")
+    assert int(on_primary) >= len(acknowledged)
 
 
 def test_failover_runbook_promotes_the_replica_region_and_the_old_primary_rejoins(regions: Regions) -> None:
