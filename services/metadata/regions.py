@@ -121,8 +121,12 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in _FORWARDED_HEADERS)
         metadata += ((REGION_HEADER, self._settings.local),)
         primary = self._settings.primary
+        timeout = self._settings.forward_timeout_seconds
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(remaining, 0.0))  # the caller's deadline holds across regions
         try:
-            pending = call(request, metadata=metadata, timeout=self._settings.forward_timeout_seconds)
+            pending = call(request, metadata=metadata, timeout=timeout)
             response = await pending
             trailers = await pending.trailing_metadata()
         except grpc.aio.AioRpcError as error:
