@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 RUNTIME = $(VENV)/.runtime
 
-.PHONY: run test test-ha protos lint clean bench bench-quick bench-login bench-console image
+.PHONY: run test test-ha protos lint clean bench bench-quick bench-login bench-console bench-coherence image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ bench-login: $(STAMP)
 ## bench-console: console page timings on 10,000 repositories and 100,000 tags (docs/benchmarks.md)
 bench-console: $(STAMP)
 	$(BIN)/python -m bench.console $(BENCH_ARGS)
+
+## bench-coherence: a moved tag across two gateways (p50/p99 over 1,000 moves) and read-your-writes
+## with a hot standby (1,000 pushes); needs PostgreSQL (LADING_TEST_DATABASE_URL) (docs/benchmarks.md)
+bench-coherence: $(STAMP)
+	$(BIN)/python -m bench.coherence $(BENCH_ARGS)
+	$(BIN)/python -m bench.coherence --read-your-writes 1000
 
 ## protos: regenerate the committed gRPC code from protos/**/*.proto
 protos: $(STAMP)

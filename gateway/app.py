@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 
 from gateway.auth.setup import build_auth
 from gateway.bodies import BodyReadTimeoutMiddleware
+from gateway.cache_feed import CacheFeed
 from gateway.channels import BLOB_READS, BLOB_SERVICE, METADATA_READS, METADATA_SERVICE, open_channel
 from gateway.clients import BlobClient, MetadataClient
 from gateway.console.wiring import build_console
@@ -90,6 +91,15 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
             ),
             maintenance=MaintenanceGate(metadata_channel, ttl_seconds=config.maintenance_check_seconds),
         )
+        # Change streams get a channel of their own: their subscription attempts while the metadata
+        # plane starts must not put the data calls' connections into reconnection backoff.
+        feed_channel = open_channel(config.metadata_target, METADATA_SERVICE, METADATA_READS, config.grpc,
+                                    interceptors, own_connections=True)
+        gateway = dataclasses.replace(gateway, changes=feed_channel)
+        cache_feed = None
+        if gateway.manifests is not None and gateway.manifests.enabled and config.cache_feed.enabled:
+            cache_feed = CacheFeed(feed_channel, config.cache_feed, gateway.manifests, metrics=metrics)
+            cache_feed.start()  # drops what other gateways changed (gateway/cache_feed.py)
         if settings.console.enabled:
             gateway = dataclasses.replace(gateway, console=build_console(settings, metadata_channel, gateway.auth))
         if gateway.auth is not None:
@@ -101,6 +111,9 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
                 await metrics_server.close()
             if gateway.auth is not None:
                 await gateway.auth.close()
+            if cache_feed is not None:
+                await cache_feed.close()
+            await feed_channel.close()
             await blob_channel.close()
             await metadata_channel.close()
             telemetry.shutdown()

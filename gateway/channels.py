@@ -79,12 +79,20 @@ def open_channel(
     reads: Iterable[str],
     settings: GrpcClientSettings,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    *,
+    own_connections: bool = False,
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `target` (gRPC target syntax: host:port, dns:///, unix:): TLS when
     `settings.tls.enabled`, else plaintext; `interceptors` (tracing) wrap every call, then the
     bearer token of `settings.token_file` is added to it. Raises TlsConfigError for unusable TLS
-    settings, AccessConfigError for an unreadable or empty token file."""
+    settings, AccessConfigError for an unreadable or empty token file.
+
+    `own_connections`: connections of its own, not shared with other channels to the same target
+    (gRPC shares them by default): a long-lived stream that subscribes before the plane is up
+    (the change feed) then never pushes the data calls' channel into its reconnection backoff."""
     options = channel_options(service, reads, settings)
+    if own_connections:
+        options.append(("grpc.use_local_subchannel_pool", 1))
     chain = [*interceptors, *token_file_interceptors(settings.token_file, "gateway.grpc.token_file")] or None
     if settings.tls.enabled:
         credentials = channel_credentials(settings.tls, section="gateway.grpc.tls")

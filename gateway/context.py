@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import grpc
+
 from gateway.clients import BlobClient, MetadataClient
 from gateway.maintenance import MaintenanceGate
 from gateway.manifest_cache import ManifestCache
@@ -33,3 +35,6 @@ class Gateway:
     maintenance: MaintenanceGate | None = None
     # The web console under /ui/ (gateway.console); None when `console.enabled` is false.
     console: Console | None = None
+    # A metadata-plane channel with connections of its own for ChangeService streams (the cache
+    # feed, `GET /lading/v1/watch`); None in tests that build a Gateway by hand.
+    changes: grpc.aio.Channel | None = None

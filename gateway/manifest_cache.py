@@ -5,12 +5,18 @@ media type, size and (for GETs) the payload; and for a repository, the pages of 
 (`tags/list`, per `n` and `last`), which change exactly when its manifests and tags do. Errors are
 never cached: a manifest pushed a moment ago is visible at once.
 
-Correctness (the contract the TTL buys):
+Correctness (the contract the TTL and the change feed buy):
 - A reference by digest names immutable bytes, and a tag moves; but both can be deleted, and
-  another gateway replica does not tell this one. So every entry lives at most `ttl_seconds`
-  (default 1 s) from the moment the metadata plane answered: a manifest deleted, or a tag moved,
-  through ANOTHER replica is served by this one for at most `ttl_seconds` afterwards — the same
-  kind of staleness a read replica gives, and far shorter than any client's retry loop.
+  another gateway replica does not tell this one directly. The metadata plane's change feed does
+  (gateway/cache_feed.py): every tag pushed, moved or deleted, manifest or repository deleted,
+  drops the repository's entries here as soon as the change arrives. While that feed is live
+  (`coherent()` answers True) entries live `coherent_ttl_seconds`; while it is down, at most
+  `ttl_seconds` (default 1 s) from the moment the metadata plane answered — the old bound: a
+  manifest deleted, or a tag moved, through ANOTHER replica is served by this one for at most
+  `ttl_seconds` afterwards. When the feed goes down, or starts over, everything is dropped.
+- An answer the metadata plane gave before a change but that arrives here after the change was
+  applied must not be kept: a reader takes a `ticket()` before asking, and `put` ignores an
+  answer whose repository was invalidated after that ticket.
 - Writes through THIS gateway (manifest PUT or DELETE, tag or digest) drop every entry of that
   repository (tag-list pages included) before answering, so a client that writes and then reads through one gateway never
   sees the old state.
@@ -35,6 +41,8 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
 # Accounted per entry on top of its payload (keys, tuple, strings): keeps many HEAD-only entries bounded.
 _ENTRY_OVERHEAD = 512
+# Repositories whose last invalidation epoch is remembered; past that, all older tickets are refused.
+_DROPPED_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +72,16 @@ class ManifestCache:
 
     def __init__(self, *, ttl_seconds: float = DEFAULT_TTL_SECONDS, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, coherent_ttl_seconds: float | None = None,
+                 coherent: Callable[[], bool] = lambda: False) -> None:
         self.ttl_seconds = ttl_seconds
+        self.coherent_ttl_seconds = ttl_seconds if coherent_ttl_seconds is None else coherent_ttl_seconds
+        self.coherent = coherent
+        # Invalidation epochs (see the module docstring): the newest, the one per repository
+        # invalidated lately, and the floor below which every ticket is too old.
+        self._epoch = 0
+        self._floor = 0
+        self._dropped: dict[str, int] = {}
         self.max_bytes = max_bytes
         self.max_entry_bytes = max_entry_bytes
         self._clock = clock
@@ -107,19 +123,36 @@ class ManifestCache:
         self._entries.move_to_end(key)
         return entry
 
+    def ticket(self) -> int:
+        """Take one before asking the metadata plane; hand it to `put`/`put_tag_page`."""
+        return self._epoch
+
+    def _expiry(self, repository: str, ticket: int | None) -> float | None:
+        """When an answer got with `ticket` expires, or None when it must not be kept."""
+        if not self.enabled:
+            return None
+        if ticket is not None and (ticket < self._floor or self._dropped.get(repository, -1) > ticket):
+            return None
+        return self._clock() + (self.coherent_ttl_seconds if self.coherent() else self.ttl_seconds)
+
     def put(self, repository: str, reference: str, *, digest: str, media_type: str, size: int,
-            payload: bytes | None) -> None:
-        """Keeps what the metadata plane just answered, for `ttl_seconds` from now."""
-        if not self.enabled or (payload is not None and len(payload) > self.max_entry_bytes):
+            payload: bytes | None, ticket: int | None = None) -> None:
+        """Keeps what the metadata plane just answered (see `_expiry` for how long)."""
+        if payload is not None and len(payload) > self.max_entry_bytes:
             return
-        entry = CachedManifest(digest, media_type, size, payload, self._clock() + self.ttl_seconds)
+        expires_at = self._expiry(repository, ticket)
+        if expires_at is None:
+            return
+        entry = CachedManifest(digest, media_type, size, payload, expires_at)
         self._keep(repository, reference, entry)
 
-    def put_tag_page(self, repository: str, limit: int, last: str, tags: list[str], has_more: bool) -> None:
-        """Keeps a `tags/list` page the metadata plane just answered, for `ttl_seconds` from now."""
-        if not self.enabled:
+    def put_tag_page(self, repository: str, limit: int, last: str, tags: list[str], has_more: bool,
+                     ticket: int | None = None) -> None:
+        """Keeps a `tags/list` page the metadata plane just answered."""
+        expires_at = self._expiry(repository, ticket)
+        if expires_at is None:
             return
-        entry = CachedTagPage(tuple(tags), has_more, self._clock() + self.ttl_seconds)
+        entry = CachedTagPage(tuple(tags), has_more, expires_at)
         if _cost(entry) <= self.max_entry_bytes:
             self._keep(repository, _tag_page_reference(limit, last), entry)
 
@@ -134,9 +167,25 @@ class ManifestCache:
             self._drop(next(iter(self._entries)))
 
     def invalidate_repository(self, repository: str) -> None:
-        """Drops every entry of `repository` (after a manifest write or delete through this gateway)."""
+        """Drops every entry of `repository` (after a manifest write or delete through this
+        gateway, or a change of it on the change feed); answers asked for before are not kept."""
+        self._epoch += 1
+        self._dropped[repository] = self._epoch
+        if len(self._dropped) > _DROPPED_KEPT:
+            self._dropped.clear()
+            self._floor = self._epoch
         for reference in list(self._by_repository.get(repository, ())):
             self._drop((repository, reference))
+
+    def clear(self) -> None:
+        """Drops everything (the change feed went down or started over); answers asked for
+        before are not kept."""
+        self._epoch += 1
+        self._floor = self._epoch
+        self._dropped.clear()
+        self._entries.clear()
+        self._by_repository.clear()
+        self._bytes = 0
 
     def _drop(self, key: tuple[str, str]) -> None:
         entry = self._entries.pop(key)

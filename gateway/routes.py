@@ -28,7 +28,7 @@ from gateway.auth.rules import CATALOG, DELETE, PULL, PUSH, UPLOAD, Rule
 from gateway.console.routes import console_routes
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError, render_error
-from gateway.resources import base, blobs, catalog, health, manifests, referrers, tags, uploads
+from gateway.resources import base, blobs, catalog, health, manifests, referrers, tags, uploads, watch
 from services.common.errors import ErrorKind, RegistryError
 
 Handler = Callable[[Request, Gateway], Awaitable[Response]]
@@ -96,6 +96,16 @@ class FullPathRoute(Route):
         self.path_regex = re.compile(pattern, self.path_regex.flags | re.DOTALL)
 
 
+class QueryNameEndpoint(Endpoint):
+    """An Endpoint for a path that names its repository in the query (`?repository=`): the name
+    is put where access control and handlers look for it (the `name` path parameter)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = Request(scope).query_params.get("repository", "")
+        scope["path_params"] = {**scope.get("path_params", {}), "name": name}
+        await super().__call__(scope, receive, send)
+
+
 def _everything(handler: Handler) -> Endpoint:
     return Endpoint(**{m: handler for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")})
 
@@ -138,6 +148,8 @@ def build_routes() -> list[BaseRoute]:
         FullPathRoute(
             "/v2/{name:path}/referrers/{digest}", Endpoint(GET=referrers.list_referrers, access={"GET": PULL})
         ),
+        # A repository's tag changes as Server-Sent Events (gateway/resources/watch.py).
+        FullPathRoute("/lading/v1/watch", QueryNameEndpoint(GET=watch.watch, access={"GET": PULL})),
         # The web console (gateway/console): HTML pages under /ui/.
         *console_routes(),
         FullPathRoute("/{path:path}", _everything(_not_found)),

@@ -53,7 +53,15 @@ def _plain_serve(argv: Sequence[str]) -> dict[str, str | int | None] | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from services import cli_accounts, cli_admin, cli_events, cli_proxy, cli_replication
+    from services import (
+        cli_accounts,
+        cli_admin,
+        cli_events,
+        cli_proxy,
+        cli_regions,
+        cli_replication,
+        cli_watch,
+    )
     from services.cli_targets import add_target_flags
 
     parser = argparse.ArgumentParser(
@@ -82,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     cli_events.add_commands(commands)
     cli_proxy.add_commands(commands)
     cli_replication.add_commands(commands)
+    cli_watch.add_commands(commands)
+    cli_regions.add_commands(commands)
     return parser
 
 
@@ -106,7 +116,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         from services.supervisor import serve
 
         sys.exit(serve(**serve_flags))  # type: ignore[arg-type]
-    from services import cli_accounts, cli_admin, cli_events, cli_proxy, cli_replication
+    from services import (
+        cli_accounts,
+        cli_admin,
+        cli_events,
+        cli_proxy,
+        cli_regions,
+        cli_replication,
+        cli_watch,
+    )
 
     args = _parser().parse_args(argv)
     misplaced = _misplaced_flags(args)
@@ -121,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(cli_proxy.run(args))
     if args.command == cli_replication.COMMAND:
         sys.exit(cli_replication.run(args))
+    if args.command == cli_watch.COMMAND:
+        sys.exit(cli_watch.run(args))
+    if args.command == cli_regions.COMMAND:
+        sys.exit(cli_regions.run(args))
     if cli_admin.handles(args):
         sys.exit(cli_admin.run(args))
     if args.command == "serve":

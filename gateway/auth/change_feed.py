@@ -10,21 +10,21 @@ short backoff growing to `reconnect_max_seconds`.
 While the feed is not live (at start-up, or the metadata plane unreachable) the gate does not trust
 the set alone: it asks the metadata plane for the state of each account it sees, at most once per
 `degraded_check_seconds` per account (gateway/auth/gate.py). The metric
-`lading_auth_revocation_feed_up` says which mode a gateway is in.
+`lading_auth_revocation_feed_up` says which mode a gateway is in. The stream itself (subscribe,
+resume, heartbeats, backoff) is gateway/change_stream.py's, asking for account changes only.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 import grpc
-from lading.metadata.v1 import changes_pb2, changes_pb2_grpc
+from lading.metadata.v1 import changes_pb2, repository_changes_pb2
 
 from gateway.auth.revocations import RevocationSet
+from gateway.change_stream import ChangeStream
 from services.common.metrics import Metrics
 from services.common.settings import RevocationFeedSettings
 
@@ -33,25 +33,25 @@ log = logging.getLogger("lading.gateway.auth.feed")
 # Entries are kept this long after their change: longer than any token we issue lives (24 h
 # at most, settings.py) plus the leeway.
 _KEEP_ENTRIES_MS = (24 * 3600 + 600) * 1000
-_FIRST_BACKOFF_SECONDS = 0.1
 
 
 class RevocationFeed:
     def __init__(self, channel: grpc.aio.Channel, settings: RevocationFeedSettings, revocations: RevocationSet,
                  *, metrics: Metrics | None = None) -> None:
-        self._stub = changes_pb2_grpc.ChangeServiceStub(channel)
-        self._settings = settings
         self._revocations = revocations
         self._change_listeners: list[Callable[[changes_pb2.AccountChange], None]] = []
         self._reset_listeners: list[Callable[[], None]] = []
-        self._position = 0
         self._synced = False
-        self._last_message = 0.0
-        self._task: asyncio.Task[None] | None = None
         self._reconnects = (
             metrics.counter("lading_auth_revocation_feed_reconnects_total",
                             "subscriptions to the metadata plane's change feed made again after a failure")
             if metrics is not None else None
+        )
+        self._stream = ChangeStream(
+            channel, kinds=[repository_changes_pb2.CHANGE_KIND_ACCOUNT],
+            heartbeat_seconds=settings.heartbeat_seconds, stale_after_seconds=settings.stale_after_seconds,
+            reconnect_max_seconds=settings.reconnect_max_seconds,
+            on_answer=self._apply, on_down=self._down, on_reconnect=self._reconnected,
         )
         if metrics is not None:
             metrics.register_gauge_callback(
@@ -72,65 +72,28 @@ class RevocationFeed:
     @property
     def live(self) -> bool:
         """True while the revocation set is known to be current (see the module docstring)."""
-        return self._synced and time.monotonic() - self._last_message < self._settings.stale_after_seconds
+        return self._stream.live
 
     @property
     def position(self) -> int:
-        return self._position
+        return self._stream.position
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="revocation-feed")
+        self._stream.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._stream.close()
         self._synced = False
 
-    async def _run(self) -> None:
-        backoff = _FIRST_BACKOFF_SECONDS
-        first = True
-        while True:
-            if not first and self._reconnects is not None:
-                self._reconnects.inc()
-            first = False
-            try:
-                await self._follow()
-                reason = "the stream ended"
-            except asyncio.CancelledError:
-                raise
-            except TimeoutError:
-                reason = f"no answer for {self._settings.stale_after_seconds:g} s"
-            except grpc.RpcError as error:
-                reason = f"{error.code().name}: {error.details()}"
-            except Exception as exc:  # noqa: BLE001 - keep following whatever went wrong
-                reason = repr(exc)
-            if self._synced:
-                log.warning("account revocation feed down (%s); checking accounts with the metadata plane "
-                            "until it is back", reason)
-                backoff = _FIRST_BACKOFF_SECONDS
-            self._synced = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._settings.reconnect_max_seconds)
+    def _reconnected(self) -> None:
+        if self._reconnects is not None:
+            self._reconnects.inc()
 
-    async def _follow(self) -> None:
-        heartbeat_ms = int(self._settings.heartbeat_seconds * 1000)
-        call = self._stub.WatchChanges(
-            changes_pb2.WatchChangesRequest(after=self._position, heartbeat_ms=heartbeat_ms)
-        )
-        try:
-            iterator = call.__aiter__()
-            while True:
-                try:
-                    answer = await asyncio.wait_for(anext(iterator), self._settings.stale_after_seconds)
-                except StopAsyncIteration:
-                    return
-                self._apply(answer)
-        finally:
-            call.cancel()
+    def _down(self, reason: str) -> None:
+        if self._synced:
+            log.warning("account revocation feed down (%s); checking accounts with the metadata plane "
+                        "until it is back", reason)
+        self._synced = False
 
     def _apply(self, answer: changes_pb2.WatchChangesResponse) -> None:
         if answer.reset:
@@ -142,10 +105,8 @@ class RevocationFeed:
                 self._revocations.apply(change.account, change.changed_at_ms)
                 for on_change in self._change_listeners:
                     on_change(change.account)
-        self._position = answer.position
-        self._last_message = time.monotonic()
         if answer.caught_up and not self._synced:
             self._synced = True
             self._revocations.forget_before(int(time.time() * 1000) - _KEEP_ENTRIES_MS)
             log.info("account revocation feed live at position %d (%d accounts changed lately)",
-                     self._position, len(self._revocations))
+                     answer.position, len(self._revocations))

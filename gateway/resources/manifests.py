@@ -2,8 +2,9 @@
 
 GET and HEAD are the hot path: one metadata call each (HEAD asks for no payload), no other work,
 and none at all while the gateway's ManifestCache holds a fresh answer (gateway.manifest_cache:
-entries live `ttl_seconds`, 1 s by default, and PUT/DELETE through this gateway drop the
-repository's entries first, so a delete through another replica shows here within the TTL).
+changes through any gateway drop the repository's entries as soon as the change feed brings them,
+and without the feed entries live `ttl_seconds`, 1 s by default; PUT/DELETE through this gateway
+drop the repository's entries first).
 Content addressed means immutable, so the ETag is the digest and If-None-Match answers 304.
 """
 
@@ -26,12 +27,13 @@ async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> R
     manifest = None if cache is None else cache.get(repository, reference, need_payload=not omit_payload)
     warning = ""
     if manifest is None:
+        ticket = None if cache is None else cache.ticket()
         manifest = await gateway.metadata.get_manifest(repository, reference, omit_payload=omit_payload)
         # A stale answer of the pull-through cache (its upstream failed) is not kept here.
         warning = getattr(manifest, "warning", "")
         if cache is not None and not warning:
             cache.put(repository, reference, digest=manifest.digest, media_type=manifest.media_type,
-                      size=manifest.size, payload=None if omit_payload else manifest.payload)
+                      size=manifest.size, payload=None if omit_payload else manifest.payload, ticket=ticket)
     etag = f'"{manifest.digest}"'
     if etag_matches(request, etag):
         return empty(304, {"docker-content-digest": manifest.digest, "etag": etag})

@@ -26,10 +26,11 @@ async def list_tags(request: Request, gateway: Gateway) -> Response:
     if cached is not None:
         tags, has_more = list(cached.tags), cached.has_more
     else:
+        ticket = None if cache is None else cache.ticket()
         result = await gateway.metadata.list_tags(repository, page.to_proto())
         tags, has_more = list(result.tags), result.page.has_more
         if cache is not None:
-            cache.put_tag_page(repository, page.limit, page.last, tags, has_more)
+            cache.put_tag_page(repository, page.limit, page.last, tags, has_more, ticket=ticket)
     headers = {}
     if wants_link(page, has_more, len(tags)):
         headers["link"] = next_link(f"/v2/{repository}/tags/list", page, tags[-1])

@@ -143,6 +143,7 @@ class GrpcService:
         tls: GrpcTlsSettings | None = None,
         health_listen: str = "",
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        inner_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.listen = listen
         self.health_listen = health_listen
@@ -153,9 +154,12 @@ class GrpcService:
         )
         self.access = build_access_policy(access, listen=listen, tls=tls, plane=plane)
         # `interceptors` (tracing, metrics) run outside the access check and the error mapping, so
-        # they see the final status, refusals included.
+        # they see the final status, refusals included. `inner_interceptors` run after both: only
+        # for callers let in, and their RegistryErrors are mapped like a servicer's (regions'
+        # write forwarding, services/metadata/regions.py).
         self.server = grpc.aio.server(
-            interceptors=[*interceptors, AccessInterceptor(self.access), ErrorMappingInterceptor()],
+            interceptors=[*interceptors, AccessInterceptor(self.access), ErrorMappingInterceptor(),
+                          *inner_interceptors],
             options=CHANNEL_OPTIONS,
         )
         self.health = health.aio.HealthServicer()

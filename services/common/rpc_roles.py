@@ -68,7 +68,7 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "ListGroupMappings": OPERATOR_ONLY,
     },
     "lading.metadata.v1.ChangeService": {
-        # The gateways' revocation feed.
+        # The gateways' revocation feed and cache feed, and `GET /lading/v1/watch`.
         "WatchChanges": GATEWAY_ONLY,
     },
     "lading.metadata.v1.AdminService": {
@@ -88,6 +88,10 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "SetMaintenance": OPERATOR_ONLY,
         # Gateways refuse writes while maintenance mode is on.
         "GetMaintenance": frozenset({GATEWAY, OPERATOR}),
+    },
+    "lading.metadata.v1.RegionService": {
+        # `lading region status`.
+        "GetRegionStatus": OPERATOR_ONLY,
     },
     "lading.metadata.v1.EventsService": {
         "ListEvents": OPERATOR_ONLY,

@@ -80,6 +80,24 @@ class GrpcClientSettings(BaseModel):
     token_file: Path | None = None
 
 
+class CacheFeedSettings(BaseModel):
+    """How a gateway keeps its manifest cache coherent with every other gateway (issue 15, item 5;
+    gateway/cache_feed.py): it follows the repository changes of the metadata plane's change feed
+    (ChangeService.WatchChanges) and drops what changed. While the stream is live, entries live
+    `coherent_ttl_seconds`; while it is down, `gateway.manifest_cache_ttl_seconds` (the old bound),
+    and the metric `lading_gateway_cache_feed_up` is 0."""
+
+    enabled: bool = True
+    # Lifetime of a cache entry while the stream is live (a change drops it sooner).
+    coherent_ttl_seconds: float = Field(default=30.0, ge=0)
+    # The metadata plane sends at least one message this often; with none for
+    # `stale_after_seconds` the stream counts as down (and is subscribed again).
+    heartbeat_seconds: float = Field(default=0.25, gt=0, le=10)
+    stale_after_seconds: float = Field(default=1.0, gt=0)
+    # Longest wait between two attempts to subscribe again.
+    reconnect_max_seconds: float = Field(default=2.0, gt=0)
+
+
 class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 5000
@@ -103,6 +121,8 @@ class GatewaySettings(BaseModel):
     manifest_cache_ttl_seconds: float = Field(default=1.0, ge=0)
     manifest_cache_bytes: int = Field(default=32 * MiB, ge=0)
     manifest_cache_max_entry_bytes: int = Field(default=1 * MiB, ge=0)
+    # Invalidation of the manifest cache by the change feed (coherent gateways; see the class).
+    cache_feed: CacheFeedSettings = Field(default_factory=CacheFeedSettings)
     # uvicorn worker processes for this gateway.
     workers: int = 1
     log_level: str = "info"
@@ -270,14 +290,28 @@ class ChangeFeedSettings(BaseModel):
     prune_interval_seconds: float = Field(default=600.0, gt=0)
 
 
+class ReadYourWritesSettings(BaseModel):
+    """Read-your-writes with a hot standby as `metadata.read_replica_url` (issue 15, item 4;
+    services/metadata/store/replay.py): after each write the metadata plane waits until the standby
+    has replayed it, at most `wait_seconds`, before it answers; past that bound it reads the
+    written repository from the primary until the standby has caught up. PostgreSQL only."""
+
+    enabled: bool = True
+    wait_seconds: float = Field(default=1.0, ge=0)
+    # First pause between two questions to the standby (doubles up to 20 ms).
+    poll_seconds: float = Field(default=0.001, gt=0)
+
+
 class MetadataSettings(BaseModel):
     listen: str = "unix:data/run/metadata.sock"
     database_url: str = "sqlite+aiosqlite:///data/registry.db"
     # Optional read replica (a PostgreSQL streaming replica, say): when set, the read-only calls
     # (GetManifest, StatBlob, ListTags, ListRepositories, ListReferrers) run on it and every
     # write on `database_url`. Same URL forms and pool settings as `database_url`. Replication
-    # lag shows: a manifest just pushed may answer 404 on the replica for a moment.
+    # lag would show (a manifest just pushed answering 404 on the replica for a moment) but for
+    # `read_your_writes`, which makes each write wait for the replica (PostgreSQL hot standby).
     read_replica_url: str | None = None
+    read_your_writes: ReadYourWritesSettings = Field(default_factory=ReadYourWritesSettings)
     # Apply pending migrations at start-up (the embedded default); production runs `lading migrate`.
     auto_migrate: bool = True
     pool_size: int = 10
@@ -302,6 +336,36 @@ class MetadataSettings(BaseModel):
     default_page_size: int = 1000
     max_page_size: int = 10000
     log_level: str = "info"
+
+
+class RegionPeerSettings(BaseModel):
+    """Another region, as this region's metadata plane reaches it."""
+
+    name: str
+    # gRPC target of that region's metadata plane (e.g. `dns:///metadata.eu.example:50051`).
+    metadata_target: str
+
+
+class RegionSettings(BaseModel):
+    """Regions (issue 15; services/metadata/regions.py), read by the metadata plane. Empty `local`:
+    one site, nothing of this applies.
+
+    In the primary region (`local == primary`) the metadata plane writes to its PostgreSQL primary
+    and tells callers the WAL position of each write. In a replica region its `database_url` is the
+    region's hot standby (read-only): every write RPC (manifests, tags, blob links, deletes,
+    accounts, grants, GC, maintenance, console sessions) is forwarded to the primary region's
+    metadata plane, and answered once the local standby has replayed it (bounded by
+    `metadata.read_your_writes.wait_seconds`). Cut off from the primary, reads go on and writes
+    answer UNAVAILABLE (HTTP 503) naming the primary region. The forwarded call carries the
+    caller's own `authorization`: the regions share their `grpc_access` credentials."""
+
+    local: str = ""
+    primary: str = ""
+    peers: list[RegionPeerSettings] = Field(default_factory=list)
+    # Deadline of a forwarded write (the primary's answer); past it the write answers UNAVAILABLE.
+    forward_timeout_seconds: float = Field(default=10.0, gt=0)
+    # TLS towards the other regions' metadata planes.
+    tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
 
 
 class ExternalIssuerSettings(BaseModel):
@@ -819,6 +883,7 @@ class Settings(BaseSettings):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
+    regions: RegionSettings = Field(default_factory=RegionSettings)
 
     @classmethod
     def settings_customise_sources(

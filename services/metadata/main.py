@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 
 from lading.metadata.v1 import accounts_pb2_grpc, metadata_pb2_grpc
 
@@ -36,11 +37,14 @@ from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate, migrate_in_child
 from services.metadata.proxy.wiring import PROXY_SERVICE_NAME, build_proxy, build_upstreams
 from services.metadata.queue_metrics import QueueMetrics
+from services.metadata.regions import REGION_SERVICE_NAME, RegionParts
+from services.metadata.regions import role as region_role
 from services.metadata.replication.wiring import build_replicators, with_replication_endpoints
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
 from services.metadata.store.durability import commit_durability_warning
 from services.metadata.store.engine import Database, open_database
+from services.metadata.store.replay import ReplayGate, register_region_metrics
 from services.metadata.store.sql import SqlMetadataStore
 
 SERVICE_NAME = "lading.metadata.v1.MetadataService"
@@ -82,6 +86,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     (UNAVAILABLE) or a driver error when the database cannot be reached at start-up.
     """
     config = settings.metadata
+    regions = settings.regions
     validate(settings.events)  # event endpoints that cannot work stop the plane before the database is touched
     database = open_database(config)
     telemetry = setup_tracing(settings.observability, "metadata")
@@ -94,26 +99,42 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     metrics = build_metrics(database) if settings.observability.metadata_metrics_listen else None
     metrics_server: MetricsHttpServer | None = None
     metrics_interceptors = [MetricsInterceptor(GrpcMetrics(metrics))] if metrics is not None else []
+    # Regions (services/metadata/regions.py): in a replica region `database_url` is the region's
+    # standby, writes are forwarded to the primary region and wait for the standby's replay.
+    replay = ReplayGate(database, config.read_your_writes,
+                        standby=database.engine if region_role(regions) == "replica" else None)
+    kicks: list[Callable[[], None]] = []
+    region_parts = RegionParts(regions, replay, on_replayed=lambda: [kick() for kick in kicks])
     try:
         # First: TLS and access settings that cannot work stop the process before it touches the database.
         service = GrpcService(
             listen=config.listen,
             service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME,
-                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME, PROXY_SERVICE_NAME],
+                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME, PROXY_SERVICE_NAME, REGION_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             access=settings.grpc_access,
             plane="metadata",
             tls=config.tls,
             health_listen=config.health_listen,
             interceptors=[*telemetry.server_interceptors(), *metrics_interceptors],
+            inner_interceptors=region_parts.interceptors,
         )
-        await _prepare_schema(database, auto_migrate=config.auto_migrate)
+        # A replica region's database is a read-only standby: the primary region migrates it.
+        replica_region = region_parts.role == "replica"
+        await _prepare_schema(database, auto_migrate=config.auto_migrate and not replica_region)
         durability = await commit_durability_warning(database)
         if durability:
             log.warning("%s", durability)
         events = build_events(with_replication_endpoints(settings.events, settings.replication), database)
-        store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
-        gc = build_gc(settings, database, store, events=events.outbox)
+        if metrics is not None:
+            register_region_metrics(metrics, replay)
+            region_parts.register(metrics)
+        database.access.use_replay(replay)
+        changes = build_changes(database, config.change_feed, replay)
+        kicks.append(changes.hub.kick)
+        region_parts.add_to_server(service.server)
+        store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None, changes.repositories)
+        gc = build_gc(settings, database, store, events=events.outbox, changes=changes.repositories)
         upstreams = build_upstreams(settings.proxy, metrics=metrics,
                                     tracer=telemetry.tracer("lading.proxy") if telemetry.enabled else None)
         core = MetadataCore(
@@ -127,9 +148,9 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         )
         proxy = build_proxy(upstreams, settings.proxy, core=core, store=gc.store, database=database,
                             blob_channel=gc.channel)
-        changes = build_changes(database, config.change_feed)
         accounts = build_account_servicer(database, settings.auth, changes.log)
-        await bootstrap_admin(accounts, settings.auth)
+        if not replica_region:
+            await bootstrap_admin(accounts, settings.auth)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
             MetadataServicer(core, events.outbox, database.access, events.worker.wake, proxy=proxy.cache),
             service.server,
@@ -145,8 +166,12 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
             queues.register(metrics)
         replicators = build_replicators(settings.replication, gc.store, gc.channel)
         events.worker.use_replicators(replicators)
-        events.start()
-        proxy.start()
+        if replica_region:
+            # The primary region delivers events, mirrors upstreams and collects garbage: they write.
+            gc.loop = None
+        else:
+            events.start()
+            proxy.start()
         gc.add_to_server(service.server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, service.server)
         changes.add_to_server(service.server)
@@ -161,7 +186,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         await service.serve_forever(
             ready=store.ping, on_draining=changes.close,
             on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close, console.close,
-                                proxy.close, *[r.aclose for r in replicators.values()]),
+                                proxy.close, region_parts.close, *[r.aclose for r in replicators.values()]),
             control=control,
         )
     finally:

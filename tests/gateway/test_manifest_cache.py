@@ -101,3 +101,45 @@ def test_tag_pages_count_against_the_bounds() -> None:
     off = ManifestCache(ttl_seconds=0, clock=FakeClock(100.0))
     off.put_tag_page("library/a", 2, "", ["v1"], False)
     assert off.get_tag_page("library/a", 2, "") is None
+
+
+# -- coherence with the change feed (gateway/cache_feed.py, issue 15) ------------------------------
+
+
+def test_entries_live_the_coherent_ttl_only_while_the_feed_is_live() -> None:
+    clock = FakeClock(100.0)
+    live = [True]
+    cache = ManifestCache(ttl_seconds=1.0, coherent_ttl_seconds=30.0, coherent=lambda: live[0], clock=clock)
+    _put(cache, "library/a", "latest")
+    clock.now += 29.0
+    assert cache.get("library/a", "latest", need_payload=True) is not None
+    live[0] = False
+    _put(cache, "library/a", "v1")  # kept while the feed is down: the fallback TTL
+    clock.now += 1.0
+    assert cache.get("library/a", "v1", need_payload=True) is None
+
+
+def test_an_answer_asked_for_before_an_invalidation_is_not_kept() -> None:
+    cache = ManifestCache(clock=FakeClock(100.0), coherent=lambda: True, coherent_ttl_seconds=30.0)
+    ticket = cache.ticket()  # a GET asks the metadata plane ...
+    cache.invalidate_repository("library/a")  # ... the feed says the tag moved meanwhile ...
+    cache.put("library/a", "latest", digest="sha256:" + "a" * 64, media_type="application/json", size=2,
+              payload=b"{}", ticket=ticket)  # ... the old answer arrives: not kept
+    assert cache.get("library/a", "latest", need_payload=True) is None
+    cache.put("library/b", "latest", digest="sha256:" + "a" * 64, media_type="application/json", size=2,
+              payload=b"{}", ticket=ticket)  # another repository's answer is fine
+    assert cache.get("library/b", "latest", need_payload=True) is not None
+    fresh = cache.ticket()
+    cache.put("library/a", "latest", digest="sha256:" + "c" * 64, media_type="application/json", size=2,
+              payload=b"{}", ticket=fresh)
+    assert cache.get("library/a", "latest", need_payload=True) is not None
+
+
+def test_clear_drops_everything_and_refuses_answers_asked_for_before() -> None:
+    cache = ManifestCache(clock=FakeClock(100.0))
+    _put(cache, "library/a", "latest")
+    ticket = cache.ticket()
+    cache.clear()
+    assert len(cache) == 0 and cache.size_bytes == 0
+    cache.put_tag_page("library/a", 10, "", ["latest"], False, ticket=ticket)
+    assert cache.get_tag_page("library/a", 10, "") is None

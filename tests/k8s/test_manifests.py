@@ -39,6 +39,7 @@ KUSTOMIZATIONS = {
     "base": K8S / "base",
     "embedded": K8S / "overlays" / "embedded",
     "production": K8S / "overlays" / "production",
+    "region-replica": K8S / "overlays" / "region-replica",
 }
 # Plain files that are applied by hand (never by `kubectl apply -k`); validated all the same.
 EXAMPLE_FILES = [

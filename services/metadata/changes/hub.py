@@ -9,6 +9,10 @@ position (`ChangeLog.head`), whatever the number of subscribed gateways:
   SQLite written by another process.
 Each WatchChanges stream waits on the hub (`wait_beyond`) and reads the new rows itself.
 The hub also deletes expired changes every `prune_interval_seconds`.
+
+With a hot standby as the read replica (store/replay.py) the hub tells the streams of a new change
+only once the standby has replayed it (bounded by `read_your_writes.wait_seconds`): a gateway that
+drops a moved tag from its cache re-reads it from the standby, which must not answer the old digest.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import contextlib
 import logging
 from typing import Any
 
+from sqlalchemy import text
+
 from services.common.settings import ChangeFeedSettings
 from services.metadata.changes.log import NOTIFY_CHANNEL, ChangeLog
 from services.metadata.store.access import Kind
 from services.metadata.store.engine import Database
+from services.metadata.store.replay import ReplayGate
 
 log = logging.getLogger("lading.metadata.changes")
 
@@ -32,8 +39,10 @@ _LISTEN_RETRY_SECONDS = 2.0
 
 
 class ChangeHub:
-    def __init__(self, database: Database, changes: ChangeLog, settings: ChangeFeedSettings) -> None:
+    def __init__(self, database: Database, changes: ChangeLog, settings: ChangeFeedSettings,
+                 replay: ReplayGate | None = None) -> None:
         self._db = database
+        self._replay = replay if replay is not None and replay.enabled else None
         self._log = changes
         self._settings = settings
         self.latest = 0
@@ -96,6 +105,10 @@ class ChangeHub:
                 log.warning("could not read the change feed's position: %s", exc)
                 continue
             if head > self.latest:
+                if self._replay is not None:
+                    with contextlib.suppress(Exception):
+                        await self._replay.wait_for(await self._replay.primary_position(),
+                                                    self._replay.bound_seconds)
                 self.latest = head
                 self._wake_streams()
 
@@ -110,8 +123,18 @@ class ChangeHub:
             await asyncio.sleep(self._settings.prune_interval_seconds)
 
     async def _listen_loop(self) -> None:
+        told = False
         while True:
             try:
+                if await self._in_recovery():
+                    # A hot standby (a replica region's database) takes no LISTEN and gets no NOTIFY:
+                    # the poll delivers; look again later, it may have been promoted.
+                    if not told:
+                        log.info("the database is a standby: changes arrive by polling every %g s",
+                                 self._settings.poll_seconds)
+                        told = True
+                    await asyncio.sleep(_LISTEN_CHECK_SECONDS)
+                    continue
                 await self._listen_once()
             except asyncio.CancelledError:
                 raise
@@ -119,6 +142,10 @@ class ChangeHub:
                 log.warning("LISTEN %s failed (changes still arrive by polling): %s", NOTIFY_CHANNEL, exc)
             self.listening = False
             await asyncio.sleep(_LISTEN_RETRY_SECONDS)
+
+    async def _in_recovery(self) -> bool:
+        async with self._db.access.connection(Kind.PRIMARY_READ) as conn:
+            return bool((await conn.execute(text("SELECT pg_is_in_recovery()"))).scalar())
 
     async def _listen_once(self) -> None:
         """LISTENs on a pooled connection of its own until that connection fails."""

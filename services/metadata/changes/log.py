@@ -20,12 +20,12 @@ it has missed changes and must rebuild (ChangeService's `reset`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import Connection, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metadata.changes.tables import changes
@@ -77,12 +77,26 @@ class ChangeLog:
         `committed()` once it has committed."""
         if self._db.dialect == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
-        await conn.execute(insert(changes).values(
-            kind=kind, subject=subject, body=json.dumps(body, separators=(",", ":")),
-            created_at=datetime.now(UTC),
-        ))
+        await conn.execute(self._row(kind, subject, body))
         if self._db.dialect == "postgresql":
             await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+    def append_sync(self, conn: Connection, kind: str, subject: str, body: Mapping[str, Any]) -> None:
+        """`append` for the store's synchronous write bodies (store/writes.py). Call it as the
+        transaction's last statement: on PostgreSQL the append lock is then held only from here
+        to the commit, so manifest pushes serialise on nothing but their commit."""
+        if self._db.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
+        conn.execute(self._row(kind, subject, body))
+        if self._db.dialect == "postgresql":
+            conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+    @staticmethod
+    def _row(kind: str, subject: str, body: Mapping[str, Any]) -> Any:
+        return insert(changes).values(
+            kind=kind, subject=subject[:255], body=json.dumps(body, separators=(",", ":")),
+            created_at=datetime.now(UTC),
+        )
 
     async def head(self) -> int:
         """The newest position (0 when there is none)."""
@@ -97,12 +111,17 @@ class ChangeLog:
             )).scalar()
         return int(value) if value else 0
 
-    async def read_after(self, position: int, limit: int) -> list[StoredChange]:
-        """Up to `limit` changes with a position above `position`, in order."""
+    async def read_after(self, position: int, limit: int, *, kinds: Collection[str] = (),
+                         subject: str = "") -> list[StoredChange]:
+        """Up to `limit` changes with a position above `position`, in order; only of `kinds`
+        (empty: all) and of `subject` (empty: all)."""
+        statement = select(changes).where(changes.c.position > position)
+        if kinds:
+            statement = statement.where(changes.c.kind.in_(list(kinds)))
+        if subject:
+            statement = statement.where(changes.c.subject == subject[:255])
         async with self._db.access.connection(Kind.PRIMARY_READ) as conn:
-            rows = await conn.execute(
-                select(changes).where(changes.c.position > position).order_by(changes.c.position).limit(limit)
-            )
+            rows = await conn.execute(statement.order_by(changes.c.position).limit(limit))
             return [StoredChange(r.position, r.kind, r.subject, json.loads(r.body), _aware(r.created_at))
                     for r in rows]
 

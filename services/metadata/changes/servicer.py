@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 import grpc
 from lading.metadata.v1 import changes_pb2 as pb
 from lading.metadata.v1 import changes_pb2_grpc
+from lading.metadata.v1 import repository_changes_pb2 as rpb
 
 from services.metadata.changes.hub import ChangeHub
 from services.metadata.changes.log import ChangeLog, StoredChange
+from services.metadata.changes.repositories import REPOSITORY_KIND
 
 # Changes per answer.
 BATCH = 500
@@ -33,6 +35,16 @@ _REASONS = {
     "grants_changed": pb.ACCOUNT_CHANGE_REASON_GRANTS_CHANGED,
 }
 
+_REPOSITORY_KINDS = {
+    "tag_pushed": rpb.REPOSITORY_CHANGE_KIND_TAG_PUSHED,
+    "tag_moved": rpb.REPOSITORY_CHANGE_KIND_TAG_MOVED,
+    "tag_deleted": rpb.REPOSITORY_CHANGE_KIND_TAG_DELETED,
+    "manifest_deleted": rpb.REPOSITORY_CHANGE_KIND_MANIFEST_DELETED,
+    "repository_deleted": rpb.REPOSITORY_CHANGE_KIND_REPOSITORY_DELETED,
+}
+# ChangeKind (what a caller may ask for) → the `kind` column.
+_KIND_NAMES = {rpb.CHANGE_KIND_ACCOUNT: ACCOUNT_KIND, rpb.CHANGE_KIND_REPOSITORY: REPOSITORY_KIND}
+
 
 def change_message(change: StoredChange) -> pb.Change:
     message = pb.Change(position=change.position, changed_at_ms=int(change.created_at.timestamp() * 1000))
@@ -42,6 +54,14 @@ def change_message(change: StoredChange) -> pb.Change:
             account_id=str(body.get("account_id", "")), name=str(body.get("name", "")),
             credential_generation=int(body.get("generation", 0)), active=bool(body.get("active", False)),
             reason=_REASONS.get(str(body.get("reason", "")), pb.ACCOUNT_CHANGE_REASON_UNSPECIFIED),
+        ))
+    elif change.kind == REPOSITORY_KIND:
+        body = change.body
+        message.repository.CopyFrom(rpb.RepositoryChange(
+            repository=str(body.get("repository", change.subject)),
+            kind=_REPOSITORY_KINDS.get(str(body.get("kind", "")), rpb.REPOSITORY_CHANGE_KIND_UNSPECIFIED),
+            tag=str(body.get("tag", "")), digest=str(body.get("digest", "")),
+            previous_digest=str(body.get("previous_digest", "")), tags=[str(t) for t in body.get("tags", [])],
         ))
     return message
 
@@ -61,18 +81,28 @@ class ChangeServicer(changes_pb2_grpc.ChangeServiceServicer):
         reset = position <= 0 or position < horizon or position > head
         if reset:
             position = 0
+        kinds = sorted({_KIND_NAMES[k] for k in request.kinds if k in _KIND_NAMES})
+        filtered = bool(kinds or request.subject)
         first = True
         while not self._hub.closed:
-            found = await self._log.read_after(position, BATCH)
-            if found or first:
-                if found:
-                    position = found[-1].position
+            # Every row up to the hub's newest position was visible when the hub read it (rows
+            # become visible in position order, changes/log.py), so a filtered read that found less
+            # than a batch has seen everything up to there: the caller's position moves past the
+            # rows it skipped (it resumes from there, and never falls behind the retention).
+            known = self._hub.latest
+            found = await self._log.read_after(position, BATCH, kinds=kinds, subject=request.subject)
+            full = len(found) == BATCH
+            seen = found[-1].position if found else position
+            if filtered and not full:
+                seen = max(seen, known)
+            if found or first or seen > position:
+                position = max(position, seen)
                 yield pb.WatchChangesResponse(
                     changes=[change_message(c) for c in found], position=position, reset=first and reset,
-                    caught_up=len(found) < BATCH,
+                    caught_up=not full,
                 )
                 first = False
-                if len(found) == BATCH:
+                if full:
                     continue
             # Only the hub's word leads to another read (one read per replica and change, not a
             # poll per stream). Nothing above `position` readable: wait for a change above what the

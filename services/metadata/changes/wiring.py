@@ -10,8 +10,10 @@ from lading.metadata.v1 import changes_pb2_grpc
 from services.common.settings import ChangeFeedSettings
 from services.metadata.changes.hub import ChangeHub
 from services.metadata.changes.log import ChangeLog
+from services.metadata.changes.repositories import RepositoryChanges
 from services.metadata.changes.servicer import ChangeServicer
 from services.metadata.store.engine import Database
+from services.metadata.store.replay import ReplayGate
 
 CHANGE_SERVICE_NAME = "lading.metadata.v1.ChangeService"
 
@@ -21,6 +23,8 @@ class ChangeParts:
     log: ChangeLog
     hub: ChangeHub
     servicer: ChangeServicer
+    # What the metadata store and the collector put on the feed (tags, manifests, repositories).
+    repositories: RepositoryChanges
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         changes_pb2_grpc.add_ChangeServiceServicer_to_server(self.servicer, server)
@@ -32,7 +36,7 @@ class ChangeParts:
         await self.hub.close()
 
 
-def build_changes(database: Database, settings: ChangeFeedSettings) -> ChangeParts:
+def build_changes(database: Database, settings: ChangeFeedSettings, replay: ReplayGate | None = None) -> ChangeParts:
     log = ChangeLog(database)
-    hub = ChangeHub(database, log, settings)
-    return ChangeParts(log=log, hub=hub, servicer=ChangeServicer(log, hub))
+    hub = ChangeHub(database, log, settings, replay)
+    return ChangeParts(log=log, hub=hub, servicer=ChangeServicer(log, hub), repositories=RepositoryChanges(log))

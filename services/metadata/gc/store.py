@@ -36,6 +36,7 @@ from services.metadata.store.schema import (
 )
 
 if TYPE_CHECKING:
+    from services.metadata.changes.repositories import RepositoryChanges
     from services.metadata.events.outbox import EventOutbox
 
 T = TypeVar("T")
@@ -111,11 +112,13 @@ class GcStore:
     """GC / admin SQL over the metadata `Database`. `delay_seconds` is gc.review_delay_seconds."""
 
     def __init__(self, database: Database, *, delay_seconds: float, maintenance_cache_seconds: float = 1.0,
-                 events: EventOutbox | None = None) -> None:
+                 events: EventOutbox | None = None, changes: RepositoryChanges | None = None) -> None:
         self._db = database
         # Delete events (services/metadata/events) of the collector and the admin repository
         # delete, written in the deleting transaction; None: no endpoints configured.
         self._events = events if events is not None and events.enabled else None
+        # The change feed (services/metadata/changes): the same deletes, for gateways' caches.
+        self._changes = changes
         self._delay = timedelta(seconds=max(0.0, delay_seconds))
         self._dialect = database.dialect
         self._cache_seconds = maintenance_cache_seconds
@@ -408,9 +411,17 @@ class GcStore:
                                            .where(repositories.c.id == candidate.repository_id))).scalar()
                 if name is not None:
                     self._events.manifest_deleted(conn, name, candidate.digest, internal_request(GC_ACTOR))
+            if self._changes is not None:
+                name = (conn.execute(select(repositories.c.name)
+                                     .where(repositories.c.id == candidate.repository_id))).scalar()
+                if name is not None:
+                    self._changes.manifest_deleted(conn, name, candidate.digest, [])
             return True
 
-        return await self._write(work)
+        deleted = await self._write(work)
+        if deleted and self._changes is not None:
+            self._changes.committed()
+        return deleted
 
     async def unlink_if_unreferenced(self, candidate: Candidate) -> bool:
         rb = repository_blobs
@@ -616,9 +627,14 @@ class GcStore:
             conn.execute(delete(tags).where(tags.c.repository_id == repository_id))
             conn.execute(delete(manifests).where(manifests.c.repository_id == repository_id))
             conn.execute(delete(repositories).where(repositories.c.id == repository_id))
+            if self._changes is not None:
+                self._changes.repository_deleted(conn, repository)
             return int(count or 0), int(links)
 
-        return await self._write(work)
+        result = await self._write(work)
+        if self._changes is not None:
+            self._changes.committed()
+        return result
 
     async def where_blob(self, digest: str) -> tuple[str, int, list[str], list[tuple[str, str]]]:
         """(state or "", size, repositories linking it, (repository, manifest digest) referencing it)."""

@@ -14,6 +14,7 @@ from services.common.errors import ErrorKind, RegistryError, from_rpc_error, is_
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import Settings
 from services.common.tls import channel_credentials, channel_options
+from services.metadata.changes.repositories import RepositoryChanges
 from services.metadata.events.outbox import EventOutbox
 from services.metadata.gc.guarded import BytesExist, GuardedStore
 from services.metadata.gc.loop import GcLoop
@@ -87,12 +88,13 @@ def blob_channel(settings: Settings) -> grpc.aio.Channel:
 
 
 def build_gc(settings: Settings, database: Database, store: MetadataStore,
-             events: EventOutbox | None = None) -> GcParts:
+             events: EventOutbox | None = None, changes: RepositoryChanges | None = None) -> GcParts:
     """The guarded store the core must use, the AdminService servicer, the blob-plane channel
     (when gc.blob_target is set; the channel is opened lazily by gRPC) and the periodic collector
     (gc.interval_seconds > 0 with a blob target; started by `add_to_server`, stopped by `close`).
-    `events`: the outbox the collector's manifest deletes and repository deletes write to."""
-    gc = GcStore(database, delay_seconds=settings.gc.review_delay_seconds, events=events)
+    `events`: the outbox the collector's manifest deletes and repository deletes write to;
+    `changes`: the change feed they are put on."""
+    gc = GcStore(database, delay_seconds=settings.gc.review_delay_seconds, events=events, changes=changes)
     require = getattr(store, "require_blob_rows", None)
     if require is not None:
         require()

@@ -24,7 +24,9 @@ Routes (what the database offers):
   file without a replica (one hop between the push's own write transactions, instead of the
   async engine's four or five).
 - `READS`: SQLAlchemy's async engine, the `reads` view (no BEGIN; AUTOCOMMIT on PostgreSQL; the
-  replica when configured). `READ`, and `HOT_READ`/`PUSH_READ` where no faster path exists.
+  replica when configured; with a hot standby, the replay gate may send a repository's reads to
+  the primary until the standby replayed its last write, and sends every read there while the
+  standby does not answer: store/replay.py). `READ`, and `HOT_READ`/`PUSH_READ` where no faster path exists.
 - `PRIMARY`: the async engine on the primary, no explicit transaction. `PRIMARY_READ`.
 - `TRANSACTION`: an async transaction on the primary's `writes` view (BEGIN IMMEDIATE on SQLite).
 
@@ -47,11 +49,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.metadata.store.dialect import is_unavailable
 from services.metadata.store.sqlite_reads import Query, SqliteReader
 from services.metadata.store.writes import SqliteThreadWriter
 
 if TYPE_CHECKING:
     from services.metadata.store.engine import Database
+    from services.metadata.store.replay import ReplayGate
 
 T = TypeVar("T")
 
@@ -121,6 +125,14 @@ class Access:
             Kind.PRIMARY_READ: Route.PRIMARY,
         }
         self.taken: collections.Counter[Route] = collections.Counter()
+        # Read-your-writes with a hot standby as the read replica (store/replay.py): decides per
+        # repository whether a READS-route read may go to the standby, and holds writes until the
+        # standby replayed them.
+        self._replay: ReplayGate | None = None
+
+    def use_replay(self, gate: ReplayGate | None) -> None:
+        """Routes READS-route reads through `gate` (when it is enabled)."""
+        self._replay = gate if gate is not None and gate.enabled else None
 
     def route(self, declared: Read) -> Route:
         """The path `declared` takes on this database."""
@@ -143,9 +155,26 @@ class Access:
             statement = declared.statement
             # Writes nothing, so nobody waits for a durable commit.
             return await self._db.writer.run(lambda conn: list(conn.execute(statement, params)), durable=False)
-        engine = self._db.reads if route is Route.READS else self._db.engine
-        async with engine.connect() as conn:
-            return list(await conn.execute(declared.statement, params))
+        if route is Route.PRIMARY:
+            async with self._db.engine.connect() as conn:
+                return list(await conn.execute(declared.statement, params))
+        return await self._replica_rows(declared.statement, params)
+
+    async def _replica_rows(self, statement: Any, params: dict[str, Any]) -> list[Any]:
+        """A READS-route read: the read replica, unless the replay gate says it still lacks a write
+        of the repository (`params["repository"]`) or it does not answer (then it is marked down
+        and the read goes to the primary)."""
+        gate = self._replay
+        engine = self._db.reads if gate is None else await gate.engine_for(params.get("repository"), self._db.reads)
+        try:
+            async with engine.connect() as conn:
+                return list(await conn.execute(statement, params))
+        except Exception as exc:
+            if gate is None or engine is not self._db.reads or not is_unavailable(exc):
+                raise
+            gate.mark_down(exc)
+        async with gate.primary_reads.connect() as conn:
+            return list(await conn.execute(statement, params))
 
     async def first(self, declared: Read, params: dict[str, Any] | None = None) -> Any:
         """The first row, or None."""
@@ -166,11 +195,17 @@ class Access:
 
     # -- writes --------------------------------------------------------------------------------------
 
-    async def write(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+    async def write(self, work: Callable[[Connection], T], *, durable: bool = True,
+                    repository: str | None = None) -> T:
         """Runs the synchronous `work(conn)` in one write transaction on the writer (writes.py:
-        `durable` as `Writer.run` says). No retry here: callers retry what they know is safe."""
+        `durable` as `Writer.run` says). No retry here: callers retry what they know is safe.
+        With a hot standby as the read replica, returns once the standby has replayed the commit,
+        or (past the bound) once reads of `repository` go to the primary (store/replay.py)."""
         self.taken[Route.WRITER] += 1
-        return await self._db.writer.run(work, durable=durable)
+        result = await self._db.writer.run(work, durable=durable)
+        if self._replay is not None:
+            await self._replay.after_write(repository)
+        return result
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:

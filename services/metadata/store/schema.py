@@ -144,6 +144,7 @@ TABLE_MODULES = (
     "services.metadata.changes.tables",
     "services.metadata.console.tables",
     "services.metadata.proxy.tables",
+    "services.metadata.blob_regions",
 )
 
 

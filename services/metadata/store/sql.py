@@ -26,6 +26,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, literal, literal_col
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.blob_regions import blob_regions, writing_region
 from services.metadata.events import context as event_context
 from services.metadata.gc.guard import BlobRowGuard
 from services.metadata.gc.tables import blobs as gc_blobs
@@ -42,6 +43,7 @@ from services.metadata.store.schema import (
 )
 
 if TYPE_CHECKING:
+    from services.metadata.changes.repositories import RepositoryChanges
     from services.metadata.events.outbox import EventOutbox
 
 log = logging.getLogger("lading.metadata.store")
@@ -74,11 +76,15 @@ def _translate(error: BaseException) -> BaseException:
 class SqlMetadataStore:
     """The SQL metadata store. Build it with `SqlMetadataStore(open_database(settings))`."""
 
-    def __init__(self, database: Database, events: EventOutbox | None = None) -> None:
+    def __init__(self, database: Database, events: EventOutbox | None = None,
+                 changes: RepositoryChanges | None = None) -> None:
         self._db = database
         self._access = database.access
         # Event notifications (services/metadata/events): written in each change's transaction.
         self._events = events
+        # The change feed (services/metadata/changes): tag and manifest changes, also written in
+        # the change's transaction, as its last statement.
+        self._changes = changes
         dialect = database.dialect
         r, rb, m, mr, t = repositories, repository_blobs, manifests, manifest_references, tags
         repository = bindparam("repository")
@@ -91,6 +97,8 @@ class SqlMetadataStore:
 
         # Blobs.
         self._link = insert_ignore(dialect, rb, ["repository_id", "digest"])
+        # Regions (services/metadata/blob_regions.py): which region holds the bytes.
+        self._held_in = insert_ignore(dialect, blob_regions, ["digest", "region"])
         # GC (services/metadata/gc): a blob whose `blobs` row is not `active` (being deleted) is
         # unknown to HEAD, mount and manifests, checked in the same query/transaction.
         self._blob_guard = BlobRowGuard(dialect)
@@ -137,6 +145,17 @@ class SqlMetadataStore:
         )
         self._delete_tag = delete(t).where(
             t.c.repository_id == bindparam("repository_id"), t.c.name == bindparam("tag")
+        )
+        # For the change feed: the digest a tag names before it moves or goes, and the tags a
+        # deleted manifest takes with it.
+        self._tag_digest = (
+            select(m.c.digest).select_from(t.join(m, m.c.id == t.c.manifest_id))
+            .where(t.c.repository_id == bindparam("repository_id"), t.c.name == bindparam("tag"))
+        )
+        self._manifest_tags = (
+            select(t.c.name).select_from(t.join(m, m.c.id == t.c.manifest_id))
+            .where(m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest"))
+            .order_by(t.c.name)
         )
 
         # GetManifest: LEFT JOINs from the repository so that one query tells "no repository"
@@ -191,12 +210,14 @@ class SqlMetadataStore:
         except _DB_ERRORS as exc:
             raise _translate(exc) from None
 
-    async def _write(self, work: Callable[[Connection], T]) -> T:
+    async def _write(self, work: Callable[[Connection], T], repository: str | None = None) -> T:
         """Runs the synchronous `work` in one write transaction (one call to the database's
-        writer: store/writes.py); rolls back on any exception."""
+        writer: store/writes.py); rolls back on any exception. With a hot standby as the read
+        replica, returns once the standby has replayed the commit, or once reads of `repository`
+        go to the primary (store/access.py, store/replay.py)."""
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                return await self._access.write(work)
+                return await self._access.write(work, repository=repository)
             except RegistryError:
                 raise
             except _DB_ERRORS as exc:
@@ -234,16 +255,20 @@ class SqlMetadataStore:
         self._blob_guard.insert_missing = False
 
     async def link_blob(self, repository: str, digest: str, size: int, *, activate_epoch: int | None = None) -> None:
+        region = writing_region.get()
+
         def work(conn: Connection) -> None:
             self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch)
             repository_id = self._ensure_repository(conn, repository)
             conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
             )
+            if region:
+                conn.execute(self._held_in, {"digest": digest, "region": region, "created_at": _now()})
             if self._events is not None:
                 self._events.blob_pushed(conn, repository, digest, size)
 
-        await self._write(work)
+        await self._write(work, repository)
 
     async def stat_blob(self, repository: str, digest: str) -> int | None:
         row = await self._read_first(self._stat_blob, {"repository": repository, "digest": digest})
@@ -256,7 +281,7 @@ class SqlMetadataStore:
                 self._events.blob_deleted(conn, repository, digest)
             return result.rowcount > 0
 
-        return await self._write(work)
+        return await self._write(work, repository)
 
     async def mount_blob(self, repository: str, digest: str, from_repository: str | None) -> int | None:
         def work(conn: Connection) -> int | None:
@@ -274,7 +299,7 @@ class SqlMetadataStore:
                 self._events.blob_mounted(conn, repository, digest, int(size), from_repository)
             return int(size)
 
-        return await self._write(work)
+        return await self._write(work, repository)
 
     async def put_manifest(self, repository: str, manifest: NewManifest, tag: str | None) -> None:
         def work(conn: Connection) -> None:
@@ -304,7 +329,10 @@ class SqlMetadataStore:
             now = _now()
             pusher = event_context.current().actor or None
             manifest_id = self._store_manifest(conn, repository_id, manifest, now, pusher)
+            previous = None
             if tag is not None:
+                if self._changes is not None:
+                    previous = conn.execute(self._tag_digest, {"repository_id": repository_id, "tag": tag}).scalar()
                 conn.execute(self._upsert_tag, {
                     "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
                     "pushed_by": pusher,
@@ -313,8 +341,12 @@ class SqlMetadataStore:
             if self._events is not None and not manifest.from_upstream:
                 self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
                                                    len(manifest.payload), tag)
+            if tag is not None and self._changes is not None:
+                self._changes.tag_set(conn, repository, tag, manifest.digest, previous)
 
-        await self._write(work)
+        await self._write(work, repository)
+        if tag is not None and self._changes is not None:
+            self._changes.committed()
 
     def _store_manifest(self, conn: Connection, repository_id: int, manifest: NewManifest,
                         now: datetime, pusher: str | None = None) -> int:
@@ -386,27 +418,39 @@ class SqlMetadataStore:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
+            gone_tags = [] if self._changes is None else list(conn.execute(
+                self._manifest_tags, {"repository_id": repository_id, "digest": digest}).scalars())
             # Tags and references go with it (ON DELETE CASCADE).
             result = conn.execute(self._delete_manifest, {"repository_id": repository_id, "digest": digest})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, digest)
             if self._events is not None:
                 self._events.manifest_deleted(conn, repository, digest)
+            if self._changes is not None:
+                self._changes.manifest_deleted(conn, repository, digest, gone_tags)
 
-        await self._write(work)
+        await self._write(work, repository)
+        if self._changes is not None:
+            self._changes.committed()
 
     async def delete_tag(self, repository: str, tag: str) -> None:
         def work(conn: Connection) -> None:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
+            named = None if self._changes is None else conn.execute(
+                self._tag_digest, {"repository_id": repository_id, "tag": tag}).scalar()
             result = conn.execute(self._delete_tag, {"repository_id": repository_id, "tag": tag})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, tag)
             if self._events is not None:
                 self._events.tag_deleted(conn, repository, tag)
+            if self._changes is not None:
+                self._changes.tag_deleted(conn, repository, tag, named or "")
 
-        await self._write(work)
+        await self._write(work, repository)
+        if self._changes is not None:
+            self._changes.committed()
 
     async def list_tags(self, repository: str, *, last: str, limit: int) -> Page[str]:
         rows = await self._read_all(self._list_tags, {"repository": repository, "last": last, "limit": limit + 1})

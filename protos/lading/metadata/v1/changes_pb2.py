@@ -22,25 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from lading.metadata.v1 import repository_changes_pb2 as lading_dot_metadata_dot_v1_dot_repository__changes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lading/metadata/v1/changes.proto\x12\x12lading.metadata.v1\":\n\x13WatchChangesRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x03\x12\x14\n\x0cheartbeat_ms\x18\x02 \x01(\x05\"w\n\x14WatchChangesResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.lading.metadata.v1.Change\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\r\n\x05reset\x18\x03 \x01(\x08\x12\x11\n\tcaught_up\x18\x04 \x01(\x08\"q\n\x06\x43hange\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x15\n\rchanged_at_ms\x18\x02 \x01(\x03\x12\x34\n\x07\x61\x63\x63ount\x18\n \x01(\x0b\x32!.lading.metadata.v1.AccountChangeH\x00\x42\x08\n\x06\x63hange\"\x99\x01\n\rAccountChange\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1d\n\x15\x63redential_generation\x18\x03 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x37\n\x06reason\x18\x05 \x01(\x0e\x32\'.lading.metadata.v1.AccountChangeReason*\xd0\x02\n\x13\x41\x63\x63ountChangeReason\x12%\n!ACCOUNT_CHANGE_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x41\x43\x43OUNT_CHANGE_REASON_DELETED\x10\x01\x12\"\n\x1e\x41\x43\x43OUNT_CHANGE_REASON_DISABLED\x10\x02\x12!\n\x1d\x41\x43\x43OUNT_CHANGE_REASON_ENABLED\x10\x03\x12(\n$ACCOUNT_CHANGE_REASON_TOKENS_REVOKED\x10\x04\x12*\n&ACCOUNT_CHANGE_REASON_PASSWORD_CHANGED\x10\x05\x12(\n$ACCOUNT_CHANGE_REASON_SECRET_ROTATED\x10\x06\x12(\n$ACCOUNT_CHANGE_REASON_GRANTS_CHANGED\x10\x07\x32t\n\rChangeService\x12\x63\n\x0cWatchChanges\x12\'.lading.metadata.v1.WatchChangesRequest\x1a(.lading.metadata.v1.WatchChangesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lading/metadata/v1/changes.proto\x12\x12lading.metadata.v1\x1a+lading/metadata/v1/repository_changes.proto\"z\n\x13WatchChangesRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x03\x12\x14\n\x0cheartbeat_ms\x18\x02 \x01(\x05\x12-\n\x05kinds\x18\x03 \x03(\x0e\x32\x1e.lading.metadata.v1.ChangeKind\x12\x0f\n\x07subject\x18\x04 \x01(\t\"w\n\x14WatchChangesResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.lading.metadata.v1.Change\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\r\n\x05reset\x18\x03 \x01(\x08\x12\x11\n\tcaught_up\x18\x04 \x01(\x08\"\xad\x01\n\x06\x43hange\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x15\n\rchanged_at_ms\x18\x02 \x01(\x03\x12\x34\n\x07\x61\x63\x63ount\x18\n \x01(\x0b\x32!.lading.metadata.v1.AccountChangeH\x00\x12:\n\nrepository\x18\x0b \x01(\x0b\x32$.lading.metadata.v1.RepositoryChangeH\x00\x42\x08\n\x06\x63hange\"\x99\x01\n\rAccountChange\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1d\n\x15\x63redential_generation\x18\x03 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x37\n\x06reason\x18\x05 \x01(\x0e\x32\'.lading.metadata.v1.AccountChangeReason*\xd0\x02\n\x13\x41\x63\x63ountChangeReason\x12%\n!ACCOUNT_CHANGE_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x41\x43\x43OUNT_CHANGE_REASON_DELETED\x10\x01\x12\"\n\x1e\x41\x43\x43OUNT_CHANGE_REASON_DISABLED\x10\x02\x12!\n\x1d\x41\x43\x43OUNT_CHANGE_REASON_ENABLED\x10\x03\x12(\n$ACCOUNT_CHANGE_REASON_TOKENS_REVOKED\x10\x04\x12*\n&ACCOUNT_CHANGE_REASON_PASSWORD_CHANGED\x10\x05\x12(\n$ACCOUNT_CHANGE_REASON_SECRET_ROTATED\x10\x06\x12(\n$ACCOUNT_CHANGE_REASON_GRANTS_CHANGED\x10\x07\x32t\n\rChangeService\x12\x63\n\x0cWatchChanges\x12\'.lading.metadata.v1.WatchChangesRequest\x1a(.lading.metadata.v1.WatchChangesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lading.metadata.v1.changes_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCOUNTCHANGEREASON']._serialized_start=509
-  _globals['_ACCOUNTCHANGEREASON']._serialized_end=845
-  _globals['_WATCHCHANGESREQUEST']._serialized_start=56
-  _globals['_WATCHCHANGESREQUEST']._serialized_end=114
-  _globals['_WATCHCHANGESRESPONSE']._serialized_start=116
-  _globals['_WATCHCHANGESRESPONSE']._serialized_end=235
-  _globals['_CHANGE']._serialized_start=237
-  _globals['_CHANGE']._serialized_end=350
-  _globals['_ACCOUNTCHANGE']._serialized_start=353
-  _globals['_ACCOUNTCHANGE']._serialized_end=506
-  _globals['_CHANGESERVICE']._serialized_start=847
-  _globals['_CHANGESERVICE']._serialized_end=963
+  _globals['_ACCOUNTCHANGEREASON']._serialized_start=679
+  _globals['_ACCOUNTCHANGEREASON']._serialized_end=1015
+  _globals['_WATCHCHANGESREQUEST']._serialized_start=101
+  _globals['_WATCHCHANGESREQUEST']._serialized_end=223
+  _globals['_WATCHCHANGESRESPONSE']._serialized_start=225
+  _globals['_WATCHCHANGESRESPONSE']._serialized_end=344
+  _globals['_CHANGE']._serialized_start=347
+  _globals['_CHANGE']._serialized_end=520
+  _globals['_ACCOUNTCHANGE']._serialized_start=523
+  _globals['_ACCOUNTCHANGE']._serialized_end=676
+  _globals['_CHANGESERVICE']._serialized_start=1017
+  _globals['_CHANGESERVICE']._serialized_end=1133
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from lading.metadata.v1 import repository_changes_pb2 as _repository_changes_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -27,12 +28,16 @@ ACCOUNT_CHANGE_REASON_SECRET_ROTATED: AccountChangeReason
 ACCOUNT_CHANGE_REASON_GRANTS_CHANGED: AccountChangeReason
 
 class WatchChangesRequest(_message.Message):
-    __slots__ = ("after", "heartbeat_ms")
+    __slots__ = ("after", "heartbeat_ms", "kinds", "subject")
     AFTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     after: int
     heartbeat_ms: int
-    def __init__(self, after: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[_repository_changes_pb2.ChangeKind]
+    subject: str
+    def __init__(self, after: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., kinds: _Optional[_Iterable[_Union[_repository_changes_pb2.ChangeKind, str]]] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class WatchChangesResponse(_message.Message):
     __slots__ = ("changes", "position", "reset", "caught_up")
@@ -47,14 +52,16 @@ class WatchChangesResponse(_message.Message):
     def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., position: _Optional[int] = ..., reset: _Optional[bool] = ..., caught_up: _Optional[bool] = ...) -> None: ...
 
 class Change(_message.Message):
-    __slots__ = ("position", "changed_at_ms", "account")
+    __slots__ = ("position", "changed_at_ms", "account", "repository")
     POSITION_FIELD_NUMBER: _ClassVar[int]
     CHANGED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     position: int
     changed_at_ms: int
     account: AccountChange
-    def __init__(self, position: _Optional[int] = ..., changed_at_ms: _Optional[int] = ..., account: _Optional[_Union[AccountChange, _Mapping]] = ...) -> None: ...
+    repository: _repository_changes_pb2.RepositoryChange
+    def __init__(self, position: _Optional[int] = ..., changed_at_ms: _Optional[int] = ..., account: _Optional[_Union[AccountChange, _Mapping]] = ..., repository: _Optional[_Union[_repository_changes_pb2.RepositoryChange, _Mapping]] = ...) -> None: ...
 
 class AccountChange(_message.Message):
     __slots__ = ("account_id", "name", "credential_generation", "active", "reason")

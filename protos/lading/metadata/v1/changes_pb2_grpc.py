@@ -29,7 +29,7 @@ class ChangeServiceStub:
     """The metadata plane's change feed (services/metadata/changes): what changed, in commit order,
     from a table with a monotonically increasing position that every metadata replica can serve.
     Gateways subscribe to keep their revocation sets and caches current without a database call
-    per request. Today it carries account changes; other kinds of change join the `oneof`.
+    per request: account changes and repository changes (tags, manifests, repositories).
     """
 
     def __init__(self, channel):
@@ -49,7 +49,7 @@ class ChangeServiceServicer:
     """The metadata plane's change feed (services/metadata/changes): what changed, in commit order,
     from a table with a monotonically increasing position that every metadata replica can serve.
     Gateways subscribe to keep their revocation sets and caches current without a database call
-    per request. Today it carries account changes; other kinds of change join the `oneof`.
+    per request: account changes and repository changes (tags, manifests, repositories).
     """
 
     def WatchChanges(self, request, context):
@@ -82,7 +82,7 @@ class ChangeService:
     """The metadata plane's change feed (services/metadata/changes): what changed, in commit order,
     from a table with a monotonically increasing position that every metadata replica can serve.
     Gateways subscribe to keep their revocation sets and caches current without a database call
-    per request. Today it carries account changes; other kinds of change join the `oneof`.
+    per request: account changes and repository changes (tags, manifests, repositories).
     """
 
     @staticmethod

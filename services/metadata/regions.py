@@ -1,0 +1,251 @@
+"""Regions (issue 15, items 2, 7, 8): writes have one home, the primary region.
+
+`settings.regions` names the local region, the primary region and how to reach the other regions'
+metadata planes. Nothing here runs without `regions.local`.
+
+In a REPLICA region the metadata plane reads from the region's hot standby (`database_url`) and
+never writes to it. `ForwardWrites`, a server interceptor that runs after the access check, sends
+every write RPC (`WRITES`) as it came — the request's bytes and the caller's `authorization` — to
+the primary region's metadata plane, and answers with the primary's answer (its error too, rich
+details included). Before answering a write that succeeded it waits until the local standby has
+replayed the commit, whose WAL position the primary sends in the trailer `lading-commit-lsn`
+(bounded by `metadata.read_your_writes.wait_seconds`; store/replay.py), then wakes the local
+change feed: a client that pushed through this region pulls its push from this region at once.
+When the primary region cannot be reached (or does not answer within
+`regions.forward_timeout_seconds`), the write answers UNAVAILABLE (HTTP 503) with a message that
+names the primary region; reads go on from the standby.
+
+In the PRIMARY region `CommitPositions` adds `lading-commit-lsn` (the primary's WAL flush position
+after the write) to the trailer of every successful write RPC, and tells the store which region a
+write comes from (`lading-region`, sent by the forwarding replica region; else the local one), so
+LinkBlob records where the blob's bytes are (blob_regions.py).
+
+`RegionServicer` answers `lading region status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lading.metadata.v1 import regions_pb2 as pb
+from lading.metadata.v1 import regions_pb2_grpc
+
+from services.common.errors import ErrorKind, RegistryError
+from services.common.grpc_server import CHANNEL_OPTIONS
+from services.common.metrics import Metrics
+from services.common.settings import RegionSettings
+from services.common.tls import channel_credentials, channel_options
+from services.metadata.blob_regions import REGION_HEADER, REGION_NAME_LENGTH, writing_region
+from services.metadata.store.replay import ReplayGate
+
+log = logging.getLogger("lading.metadata.regions")
+
+COMMIT_LSN_KEY = "lading-commit-lsn"
+REGION_SERVICE_NAME = "lading.metadata.v1.RegionService"
+_PROBE_SECONDS = 2.0
+
+# Every RPC that writes to the metadata database (all unary): forwarded from a replica region.
+# `Authenticate` is not among them (it only reads; directory logins that create accounts need
+# the primary region's gateways).
+WRITES: frozenset[str] = frozenset(
+    f"/lading.metadata.v1.{service}/{method}"
+    for service, methods in {
+        "MetadataService": ("LinkBlob", "UnlinkBlob", "MountBlob", "PutManifest", "DeleteManifest"),
+        "AccountService": ("CreateUser", "SetPassword", "DeleteAccount", "CreateRobot", "Grant", "Revoke",
+                           "RevokeTokens", "RotateRobotSecret", "SetAccountDisabled", "MapGroup", "UnmapGroup"),
+        "AdminService": ("GcSweepMetadata", "GcMarkBlobs", "GcForgetBlob", "GcClaimOrphans", "GcRecordRun",
+                         "DeleteRepository", "SetMaintenance"),
+        "EventsService": ("ReplayEvents",),
+        "ConsoleService": ("CreateSession", "CompleteOidcSignIn", "EndSession", "CreateCliSecret",
+                           "RevokeCliSecret", "DeleteTag", "AdminCreateUser", "AdminDeleteAccount",
+                           "AdminSetAccountDisabled", "AdminCreateRobot", "AdminGrant", "AdminRevoke",
+                           "AdminMapGroup", "AdminUnmapGroup", "AdminReplayEvents", "AdminSetMaintenance"),
+    }.items()
+    for method in methods
+)
+# What the forwarded call carries of the caller's metadata.
+_FORWARDED_HEADERS = ("authorization",)
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def role(settings: RegionSettings) -> str:
+    if not settings.local:
+        return "single"
+    return "primary" if settings.local == settings.primary else "replica"
+
+
+def peer_channel(settings: RegionSettings, target: str) -> grpc.aio.Channel:
+    options = [*CHANNEL_OPTIONS, *channel_options(settings.tls),
+               ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
+    if settings.tls.enabled:
+        return grpc.aio.secure_channel(target, channel_credentials(settings.tls, section="regions.tls"),
+                                       options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+def primary_target(settings: RegionSettings) -> str:
+    for peer in settings.peers:
+        if peer.name == settings.primary:
+            return peer.metadata_target
+    raise ValueError(f"regions.primary {settings.primary!r} is not among regions.peers: name its metadata_target "
+                     "(LADING_REGIONS__PEERS='[{\"name\": \"...\", \"metadata_target\": \"...\"}]')")
+
+
+class ForwardWrites(grpc.aio.ServerInterceptor):
+    def __init__(self, settings: RegionSettings, channel: grpc.aio.Channel, replay: ReplayGate,
+                 on_replayed: Callable[[], None]) -> None:
+        self._settings = settings
+        self._channel = channel
+        self._replay = replay
+        self._on_replayed = on_replayed
+        self.forwarded = 0
+        self.failures = 0
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        method = handler_call_details.method
+        if method not in WRITES:
+            return await continuation(handler_call_details)
+        call = self._channel.unary_unary(method)  # bytes in, bytes out
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await self._forward(call, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+    async def _forward(self, call: Any, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in _FORWARDED_HEADERS)
+        metadata += ((REGION_HEADER, self._settings.local),)
+        primary = self._settings.primary
+        timeout = self._settings.forward_timeout_seconds
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(remaining, 0.0))  # the caller's deadline holds across regions
+        try:
+            pending = call(request, metadata=metadata, timeout=timeout)
+            response = await pending
+            trailers = await pending.trailing_metadata()
+        except grpc.aio.AioRpcError as error:
+            # A status with rich details is the primary's own answer (its database down, say);
+            # one without is gRPC's: the primary region was not reached.
+            own_answer = any(k == "grpc-status-details-bin" for k, _ in error.trailing_metadata() or ())
+            if error.code() in _UNREACHABLE and not own_answer:
+                self.failures += 1
+                raise RegistryError(
+                    ErrorKind.UNAVAILABLE,
+                    f"region {self._settings.local!r} cannot reach the primary region {primary!r}, which takes "
+                    f"every write: reads go on here; retry the write later or push to region {primary!r}",
+                    {"primary_region": primary, "region": self._settings.local},
+                ) from None
+            # The primary's own answer (its error code and rich details), as if given here.
+            await context.abort(error.code(), error.details() or "", error.trailing_metadata())
+            raise AssertionError("unreachable") from None
+        self.forwarded += 1
+        lsn = dict(trailers or ()).get(COMMIT_LSN_KEY)
+        if lsn:
+            await self._replay.wait_for(str(lsn), self._replay.bound_seconds)
+            self._on_replayed()
+        return response
+
+
+class CommitPositions(grpc.aio.ServerInterceptor):
+    """In the primary region: the WAL flush position after each write, in its answer's trailer."""
+
+    def __init__(self, replay: ReplayGate, local: str) -> None:
+        self._replay = replay
+        self._local = local
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method not in WRITES or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        replay = self._replay
+        sent = dict(handler_call_details.invocation_metadata or ()).get(REGION_HEADER, "")
+        region = str(sent)[:REGION_NAME_LENGTH] or self._local
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            # The region the write comes from: a replica region names itself (blob_regions.py).
+            writing_region.set(region)
+            response = await inner(request, context)
+            try:
+                context.set_trailing_metadata(((COMMIT_LSN_KEY, await replay.primary_position()),))
+            except Exception as exc:  # noqa: BLE001 - the write stands; the replica only skips its wait
+                log.warning("could not read the WAL position after a write: %s", exc)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer,
+                                                   handler.response_serializer)
+
+
+class RegionServicer(regions_pb2_grpc.RegionServiceServicer):
+    def __init__(self, settings: RegionSettings, replay: ReplayGate, forward: ForwardWrites | None) -> None:
+        self._settings = settings
+        self._replay = replay
+        self._forward = forward
+
+    async def GetRegionStatus(self, request: pb.GetRegionStatusRequest, context: grpc.aio.ServicerContext
+                              ) -> pb.GetRegionStatusResponse:
+        peers = await asyncio.gather(*(self._probe(p.name, p.metadata_target) for p in self._settings.peers))
+        return pb.GetRegionStatusResponse(
+            local=self._settings.local, primary=self._settings.primary, role=role(self._settings),
+            replication_lag_seconds=await self._replay.lag_seconds(),
+            replay_waits=self._replay.waits, replay_wait_timeouts=self._replay.timeouts,
+            forwarded_writes=self._forward.forwarded if self._forward else 0,
+            forward_failures=self._forward.failures if self._forward else 0,
+            peers=peers,
+        )
+
+    async def _probe(self, name: str, target: str) -> pb.RegionPeerStatus:
+        status = pb.RegionPeerStatus(name=name, metadata_target=target, primary=name == self._settings.primary)
+        channel = peer_channel(self._settings, target)
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""),
+                                                                     timeout=_PROBE_SECONDS)
+            status.reachable = reply.status == health_pb2.HealthCheckResponse.SERVING
+            if not status.reachable:
+                status.detail = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.aio.AioRpcError as error:
+            status.detail = f"{error.code().name}: {error.details()}"
+        finally:
+            await channel.close()
+        return status
+
+
+class RegionParts:
+    """What services/metadata/main.py adds for regions: interceptors, the RegionService, metrics."""
+
+    def __init__(self, settings: RegionSettings, replay: ReplayGate, on_replayed: Callable[[], None]) -> None:
+        self.settings = settings
+        self.role = role(settings)
+        self.channel: grpc.aio.Channel | None = None
+        self.forward: ForwardWrites | None = None
+        self.interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.role == "replica":
+            self.channel = peer_channel(settings, primary_target(settings))
+            self.forward = ForwardWrites(settings, self.channel, replay, on_replayed)
+            self.interceptors.append(self.forward)
+        elif self.role == "primary":
+            self.interceptors.append(CommitPositions(replay, settings.local))
+        self.servicer = RegionServicer(settings, replay, self.forward)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        regions_pb2_grpc.add_RegionServiceServicer_to_server(self.servicer, server)
+
+    def register(self, metrics: Metrics) -> None:
+        forward = self.forward
+        if forward is not None:
+            metrics.register_gauge_callback("lading_region_forwarded_writes_total",
+                                            "writes forwarded to the primary region", lambda: forward.forwarded)
+            metrics.register_gauge_callback(
+                "lading_region_forward_failures_total",
+                "writes refused (UNAVAILABLE) because the primary region could not be reached",
+                lambda: forward.failures)
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
