@@ -53,7 +53,7 @@ def _plain_serve(argv: Sequence[str]) -> dict[str, str | int | None] | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from services import cli_accounts, cli_admin, cli_events
+    from services import cli_accounts, cli_admin, cli_events, cli_policies
     from services.cli_targets import add_target_flags
 
     parser = argparse.ArgumentParser(
@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_accounts.add_commands(commands)
     cli_admin.add_commands(commands)
     cli_events.add_commands(commands)
+    cli_policies.add_commands(commands)
     return parser
 
 
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from services.supervisor import serve
 
         sys.exit(serve(**serve_flags))  # type: ignore[arg-type]
-    from services import cli_accounts, cli_admin, cli_events
+    from services import cli_accounts, cli_admin, cli_events, cli_policies
 
     args = _parser().parse_args(argv)
     misplaced = _misplaced_flags(args)
@@ -115,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(cli_accounts.run(args))
     if args.command == cli_events.COMMAND:
         sys.exit(cli_events.run(args))
+    if args.command == cli_policies.COMMAND:
+        sys.exit(cli_policies.run(args))
     if cli_admin.handles(args):
         sys.exit(cli_admin.run(args))
     if args.command == "serve":

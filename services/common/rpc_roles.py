@@ -130,6 +130,16 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "AdminSetMaintenance": GATEWAY_ONLY,
         "AdminStorage": GATEWAY_ONLY,
     },
+    "lading.metadata.v1.PolicyService": {
+        # Governance (services/metadata/policies): `lading immutable|tag history|tag restore`.
+        "SetImmutableRule": OPERATOR_ONLY,
+        "DeleteImmutableRule": OPERATOR_ONLY,
+        "ListImmutableRules": OPERATOR_ONLY,
+        "AllowTagOverride": OPERATOR_ONLY,
+        # The gateway serves it as GET /lading/v1/repositories/<name>/tags/<tag>/history (pull).
+        "GetTagHistory": frozenset({GATEWAY, OPERATOR}),
+        "RestoreTag": OPERATOR_ONLY,
+    },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.
         "StatBlob": frozenset({GATEWAY, METADATA, OPERATOR}),

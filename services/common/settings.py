@@ -648,6 +648,17 @@ class ConsoleSettings(BaseModel):
     public_url: str = ""
 
 
+class GovernanceSettings(BaseModel):
+    """Governance for platform teams (services/metadata/policies): the metadata plane's section.
+    The rules themselves live in the metadata database (`lading immutable ...`)."""
+
+    # A manifest a tag left (moved or deleted) less than this long ago is kept by GC, so that
+    # `lading tag restore` can bring it back (Quay's time machine). 0: GC does not look back.
+    history_window_seconds: float = Field(default=14 * 86400.0, ge=0)
+    # How long a one-time override of an immutable tag (`lading immutable override`) stays usable.
+    override_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400.0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LADING_",
@@ -668,6 +679,7 @@ class Settings(BaseSettings):
     grpc_access: GrpcAccessSettings = Field(default_factory=GrpcAccessSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    governance: GovernanceSettings = Field(default_factory=GovernanceSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -161,6 +161,13 @@ class MetadataCore:
         else:
             await self._store.delete_tag(repository, validate_tag(reference))
 
+    async def restore_tag(self, repository: str, tag: str, digest: str) -> bool:
+        """Points `tag` at the stored manifest `digest` (a tag restore: services/metadata/policies).
+        False when it pointed there already. NAME_INVALID, TAG_INVALID, DIGEST_INVALID,
+        NAME_UNKNOWN, MANIFEST_UNKNOWN, DENIED (an immutable tag)."""
+        validate_repository(repository)
+        return await self._store.restore_tag(repository, validate_tag(tag), self._digest(digest))
+
     # -- listings -----------------------------------------------------------------------------------
 
     async def list_tags(self, repository: str, *, limit: int | None, last: str) -> Page[str]:

@@ -34,6 +34,8 @@ from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate
+from services.metadata.policies.wiring import POLICY_SERVICE_NAME, build_policies
+from services.metadata.policies.wiring import add_to_server as add_policies_to_server
 from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
@@ -96,7 +98,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         service = GrpcService(
             listen=config.listen,
             service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME,
-                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME],
+                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME, POLICY_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             access=settings.grpc_access,
             plane="metadata",
@@ -140,6 +142,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         console = build_console(settings, database, metadata=core, accounts=accounts, admin=gc.admin,
                                 events=events.servicer, on_change=events.worker.wake)
         add_console_to_server(console, service.server)
+        add_policies_to_server(build_policies(settings, database, core), service.server)
         await changes.start()
         prepare_listen_address(config.listen)
         if metrics is not None:

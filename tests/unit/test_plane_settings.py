@@ -23,7 +23,7 @@ from services.common.settings import BlobSettings, GcSettings, MetadataSettings,
 from services.metadata import main as metadata_main
 
 OWNED = {
-    "metadata": {"metadata", "gc", "events", "auth", "console", "observability", "grpc_access"},
+    "metadata": {"metadata", "gc", "events", "auth", "console", "governance", "observability", "grpc_access"},
     "blob": {"blob", "observability", "grpc_access"},
 }
 

@@ -92,7 +92,8 @@ def build_gc(settings: Settings, database: Database, store: MetadataStore,
     (when gc.blob_target is set; the channel is opened lazily by gRPC) and the periodic collector
     (gc.interval_seconds > 0 with a blob target; started by `add_to_server`, stopped by `close`).
     `events`: the outbox the collector's manifest deletes and repository deletes write to."""
-    gc = GcStore(database, delay_seconds=settings.gc.review_delay_seconds, events=events)
+    gc = GcStore(database, delay_seconds=settings.gc.review_delay_seconds, events=events,
+                 history_window_seconds=settings.governance.history_window_seconds)
     require = getattr(store, "require_blob_rows", None)
     if require is not None:
         require()

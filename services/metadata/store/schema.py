@@ -143,6 +143,7 @@ TABLE_MODULES = (
     "services.metadata.events.tables",
     "services.metadata.changes.tables",
     "services.metadata.console.tables",
+    "services.metadata.policies.tables",
 )
 
 

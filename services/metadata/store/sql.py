@@ -30,8 +30,9 @@ from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events import context as event_context
 from services.metadata.gc.guard import BlobRowGuard
 from services.metadata.gc.tables import blobs as gc_blobs
+from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.base import NewManifest, Page, Referrer, StoredManifest
-from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
+from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable
 from services.metadata.store.engine import Database
 from services.metadata.store.schema import (
     manifest_references,
@@ -129,11 +130,12 @@ class SqlMetadataStore:
         self._manifest_id = select(m.c.id).where(
             m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
         ).with_for_update(read=True)
+        self._manifest_row = select(m.c.id, m.c.media_type, m.c.size).where(
+            m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
+        ).with_for_update(read=True)
         self._insert_references = insert_ignore(dialect, mr, ["manifest_id", "digest", "kind"])
-        self._upsert_tag = upsert(
-            dialect, t, ["repository_id", "name"], {"manifest_id": None, "updated_at": None, "pushed_by": None},
-            where_changed=["manifest_id"],
-        )
+        # Tag moves and deletes: immutable-tag rules and the tag history (services/metadata/policies).
+        self._tags = TagKeeper(dialect)
         self._delete_manifest = delete(m).where(
             m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
         )
@@ -334,10 +336,8 @@ class SqlMetadataStore:
             pusher = event_context.current().actor or None
             manifest_id = self._store_manifest(conn, repository_id, manifest, now, pusher)
             if tag is not None:
-                conn.execute(self._upsert_tag, {
-                    "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
-                    "pushed_by": pusher,
-                })
+                self._tags.move(conn, repository_id=repository_id, repository=repository, tag=tag,
+                                manifest_id=manifest_id, digest=manifest.digest, pusher=pusher)
             if self._events is not None:
                 self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
                                                    len(manifest.payload), tag)
@@ -390,6 +390,28 @@ class SqlMetadataStore:
             {"digest": manifest.digest},
         )
 
+    async def restore_tag(self, repository: str, tag: str, digest: str) -> bool:
+        def work(conn: Connection) -> bool:
+            repository_id = self._find_repository(conn, repository)
+            if repository_id is None:
+                raise _name_unknown(repository)
+            found = conn.execute(self._manifest_row, {"repository_id": repository_id, "digest": digest}).first()
+            if found is None:
+                raise RegistryError(
+                    ErrorKind.MANIFEST_UNKNOWN,
+                    f"manifest {digest} is no longer stored in repository {repository!r} (garbage-collected "
+                    "after the history window, or never pushed there); push it again to restore the tag",
+                    {"name": repository, "reference": digest},
+                )
+            moved = self._tags.move(conn, repository_id=repository_id, repository=repository, tag=tag,
+                                    manifest_id=int(found[0]), digest=digest,
+                                    pusher=event_context.current().actor or None, action="restore")
+            if moved and self._events is not None:
+                self._events.manifest_pushed(conn, repository, digest, found[1], int(found[2]), tag)
+            return moved
+
+        return await self._write(work)
+
     async def get_manifest(
         self, repository: str, *, tag: str | None = None, digest: str | None = None, with_payload: bool = True
     ) -> StoredManifest:
@@ -414,6 +436,11 @@ class SqlMetadataStore:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
+            manifest_id = conn.execute(self._manifest_id, {"repository_id": repository_id, "digest": digest}).scalar()
+            if manifest_id is None:
+                raise _manifest_unknown(repository, digest)
+            self._tags.deleting_manifest(conn, repository_id=repository_id, repository=repository,
+                                         manifest_id=int(manifest_id), digest=digest)
             # Tags and references go with it (ON DELETE CASCADE).
             result = conn.execute(self._delete_manifest, {"repository_id": repository_id, "digest": digest})
             if result.rowcount == 0:
@@ -428,6 +455,7 @@ class SqlMetadataStore:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
+            self._tags.deleting_tag(conn, repository_id=repository_id, repository=repository, tag=tag)
             result = conn.execute(self._delete_tag, {"repository_id": repository_id, "tag": tag})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, tag)

@@ -1,0 +1,132 @@
+from lading.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ImmutableRule(_message.Message):
+    __slots__ = ("name", "repository_pattern", "tag_pattern", "created_by", "created_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    TAG_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    repository_pattern: str
+    tag_pattern: str
+    created_by: str
+    created_at: str
+    def __init__(self, name: _Optional[str] = ..., repository_pattern: _Optional[str] = ..., tag_pattern: _Optional[str] = ..., created_by: _Optional[str] = ..., created_at: _Optional[str] = ...) -> None: ...
+
+class SetImmutableRuleRequest(_message.Message):
+    __slots__ = ("name", "repository_pattern", "tag_pattern", "context")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    TAG_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    repository_pattern: str
+    tag_pattern: str
+    context: _common_pb2.RequestContext
+    def __init__(self, name: _Optional[str] = ..., repository_pattern: _Optional[str] = ..., tag_pattern: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class DeleteImmutableRuleRequest(_message.Message):
+    __slots__ = ("name", "context")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    context: _common_pb2.RequestContext
+    def __init__(self, name: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class DeleteImmutableRuleResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class ListImmutableRulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListImmutableRulesResponse(_message.Message):
+    __slots__ = ("rules",)
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    rules: _containers.RepeatedCompositeFieldContainer[ImmutableRule]
+    def __init__(self, rules: _Optional[_Iterable[_Union[ImmutableRule, _Mapping]]] = ...) -> None: ...
+
+class AllowTagOverrideRequest(_message.Message):
+    __slots__ = ("repository", "tag", "reason", "context")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    tag: str
+    reason: str
+    context: _common_pb2.RequestContext
+    def __init__(self, repository: _Optional[str] = ..., tag: _Optional[str] = ..., reason: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class AllowTagOverrideResponse(_message.Message):
+    __slots__ = ("rule", "expires_at")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    expires_at: str
+    def __init__(self, rule: _Optional[str] = ..., expires_at: _Optional[str] = ...) -> None: ...
+
+class TagHistoryEntry(_message.Message):
+    __slots__ = ("tag", "old_digest", "new_digest", "action", "actor", "at")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    OLD_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    NEW_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    tag: str
+    old_digest: str
+    new_digest: str
+    action: str
+    actor: str
+    at: str
+    def __init__(self, tag: _Optional[str] = ..., old_digest: _Optional[str] = ..., new_digest: _Optional[str] = ..., action: _Optional[str] = ..., actor: _Optional[str] = ..., at: _Optional[str] = ...) -> None: ...
+
+class GetTagHistoryRequest(_message.Message):
+    __slots__ = ("repository", "tag", "limit")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    tag: str
+    limit: int
+    def __init__(self, repository: _Optional[str] = ..., tag: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class GetTagHistoryResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[TagHistoryEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[TagHistoryEntry, _Mapping]]] = ...) -> None: ...
+
+class RestoreTagRequest(_message.Message):
+    __slots__ = ("repository", "tag", "digest", "at", "context")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    tag: str
+    digest: str
+    at: str
+    context: _common_pb2.RequestContext
+    def __init__(self, repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., at: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class RestoreTagResponse(_message.Message):
+    __slots__ = ("digest", "moved")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    moved: bool
+    def __init__(self, digest: _Optional[str] = ..., moved: _Optional[bool] = ...) -> None: ...

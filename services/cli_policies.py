@@ -1,0 +1,129 @@
+"""`lading immutable add|remove|list|override` and `lading tag history|restore`: governance over
+the metadata service's PolicyService (gRPC; found as services/cli_targets.py says). Changes are
+sent as the actor `lading-admin` and land in the audit log.
+
+    lading immutable add NAME --repository 'prod/*' --tag 'v*'
+    lading immutable remove NAME
+    lading immutable list
+    lading immutable override REPOSITORY TAG --reason TEXT   # the next move/delete of that tag, once
+    lading tag history REPOSITORY TAG [--limit N]
+    lading tag restore REPOSITORY TAG (--to DIGEST | --at TIME)
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from services.cli_targets import add_target_flags
+
+if TYPE_CHECKING:  # kept out of `lading serve`'s and `lading --help`'s imports
+    import grpc
+
+COMMAND = "immutable"
+TAG_ACTIONS = ("history", "restore")
+_TIMEOUT = 60.0
+
+
+def add_commands(commands: Any) -> None:
+    immutable = commands.add_parser("immutable", help="immutable-tag rules (tags that may never move)")
+    actions = immutable.add_subparsers(dest="immutable_action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="create or replace a rule")
+    add.add_argument("name", help="rule name (lower case, digits, . _ -)")
+    add.add_argument("--repository", required=True, help="repository glob, e.g. 'prod/*'")
+    add.add_argument("--tag", required=True, help="tag glob, e.g. 'v*' or 'release-*'")
+    actions.add_parser("remove", help="delete a rule").add_argument("name")
+    actions.add_parser("list", help="the rules")
+    override = actions.add_parser("override", help="let the next move or delete of one immutable tag through, once")
+    override.add_argument("repository")
+    override.add_argument("tag")
+    override.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    for parser in actions.choices.values():
+        add_target_flags(parser, ("metadata",))
+
+
+def add_tag_actions(tag: Any, targets: Any) -> None:
+    """`lading tag history|restore` (the `tag` command itself is services/cli_admin.py's)."""
+    history = targets(tag.add_parser("history", help="every creation, move and delete of a tag, newest first"))
+    history.add_argument("repository")
+    history.add_argument("tag")
+    history.add_argument("--limit", type=int, default=100)
+    restore = targets(tag.add_parser("restore", help="point a tag back at an earlier manifest"))
+    restore.add_argument("repository")
+    restore.add_argument("tag")
+    which = restore.add_mutually_exclusive_group(required=True)
+    which.add_argument("--to", default="", metavar="DIGEST", help="the manifest digest to point at")
+    which.add_argument("--at", default="", metavar="TIME",
+                       help="where the tag pointed at this time (RFC 3339, e.g. 2026-12-06T04:00:00Z)")
+
+
+async def tag_action(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
+    from lading.metadata.v1 import policies_pb2 as pb
+    from lading.metadata.v1 import policies_pb2_grpc
+
+    from services.cli_channels import admin_request_context
+
+    stub = policies_pb2_grpc.PolicyServiceStub(channel)
+    if args.action == "history":
+        reply = await stub.GetTagHistory(pb.GetTagHistoryRequest(repository=args.repository, tag=args.tag,
+                                                                 limit=args.limit), timeout=_TIMEOUT)
+        print(f"{'TIME':27}  {'ACTION':22}  {'ACTOR':16}  OLD -> NEW")
+        for entry in reply.entries:
+            print(f"{entry.at:27}  {entry.action:22}  {entry.actor[:16]:16}  {entry.old_digest or '-'} -> "
+                  f"{entry.new_digest or '-'}")
+        return 0
+    reply = await stub.RestoreTag(pb.RestoreTagRequest(repository=args.repository, tag=args.tag, digest=args.to,
+                                                       at=args.at, context=admin_request_context()), timeout=_TIMEOUT)
+    state = "restored" if reply.moved else "already at"
+    print(f"{args.repository}:{args.tag} {state} {reply.digest}")
+    return 0
+
+
+async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
+    from lading.metadata.v1 import policies_pb2 as pb
+    from lading.metadata.v1 import policies_pb2_grpc
+
+    from services.cli_channels import admin_request_context
+
+    stub = policies_pb2_grpc.PolicyServiceStub(channel)
+    action = args.immutable_action
+    if action == "add":
+        rule = await stub.SetImmutableRule(pb.SetImmutableRuleRequest(
+            name=args.name, repository_pattern=args.repository, tag_pattern=args.tag,
+            context=admin_request_context()), timeout=_TIMEOUT)
+        print(f"immutable rule {rule.name}: repositories {rule.repository_pattern!r}, tags {rule.tag_pattern!r}")
+    elif action == "remove":
+        reply = await stub.DeleteImmutableRule(pb.DeleteImmutableRuleRequest(
+            name=args.name, context=admin_request_context()), timeout=_TIMEOUT)
+        print(f"removed immutable rule {args.name}" if reply.deleted else f"no immutable rule {args.name}")
+        return 0 if reply.deleted else 1
+    elif action == "list":
+        reply = await stub.ListImmutableRules(pb.ListImmutableRulesRequest(), timeout=_TIMEOUT)
+        for rule in reply.rules:
+            print(f"{rule.name}\trepositories={rule.repository_pattern}\ttags={rule.tag_pattern}\t"
+                  f"by {rule.created_by} at {rule.created_at}")
+    else:
+        reply = await stub.AllowTagOverride(pb.AllowTagOverrideRequest(
+            repository=args.repository, tag=args.tag, reason=args.reason, context=admin_request_context()),
+            timeout=_TIMEOUT)
+        print(f"the next move or delete of {args.repository}:{args.tag} may override rule {reply.rule} once "
+              f"(until {reply.expires_at}); audited")
+    return 0
+
+
+async def _call(args: argparse.Namespace) -> int:
+    from services.cli_channels import with_planes
+    from services.cli_targets import resolve
+    from services.common.settings import load_settings
+
+    settings = load_settings()
+    targets = resolve(args, settings, ("metadata",))
+    return await with_planes(f"immutable {args.immutable_action}", targets, settings,
+                             lambda channels: _dispatch(args, channels["metadata"]))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs one `lading immutable` command; returns the exit code."""
+    import asyncio
+
+    return asyncio.run(_call(args))

@@ -1,0 +1,87 @@
+"""The governance use cases, independent of gRPC: validate input, call the PolicyStore (rules,
+overrides, history) or the MetadataCore (a tag restore moves a tag like a push does)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from services.common.errors import ErrorKind, RegistryError
+from services.common.names import validate_repository, validate_tag
+from services.metadata.core import MetadataCore
+from services.metadata.policies.store import HistoryEntry, PolicyStore, StoredRule, rfc3339
+from services.metadata.policies.tags import ImmutableRule
+
+_RULE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+# Globs: the name grammar's characters plus * ? [ ] !
+_PATTERN = re.compile(r"[A-Za-z0-9._/*?\[\]!-]+")
+_HISTORY_DEFAULT, _HISTORY_MAX = 100, 1000
+
+
+def _invalid(message: str, detail: dict[str, str]) -> RegistryError:
+    return RegistryError(ErrorKind.NAME_INVALID, message, detail)
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 / ISO 8601 time (a trailing Z, or no zone: UTC)."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise _invalid(f"cannot read time {text!r}: use RFC 3339, e.g. 2026-12-06T04:00:00Z", {"at": text}) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class PolicyCore:
+    def __init__(self, store: PolicyStore, metadata: MetadataCore, *, override_seconds: float) -> None:
+        self._store = store
+        self._metadata = metadata
+        self._override = timedelta(seconds=override_seconds)
+
+    async def set_rule(self, name: str, repository_pattern: str, tag_pattern: str) -> StoredRule:
+        if not _RULE_NAME.fullmatch(name):
+            raise _invalid(f"invalid rule name {name!r}: lower-case letters, digits, '.', '_', '-' (up to 128)",
+                           {"name": name})
+        for what, pattern, limit in (("repository", repository_pattern, 255), ("tag", tag_pattern, 128)):
+            if not pattern or len(pattern) > limit or not _PATTERN.fullmatch(pattern):
+                raise _invalid(f"invalid {what} pattern {pattern!r}: a glob of name characters and * ? [ ] "
+                               f"(up to {limit} characters), e.g. 'prod/*' or 'v*'", {"pattern": pattern})
+        return await self._store.set_rule(ImmutableRule(name, repository_pattern, tag_pattern))
+
+    async def delete_rule(self, name: str) -> bool:
+        return await self._store.delete_rule(name)
+
+    async def list_rules(self) -> list[StoredRule]:
+        return await self._store.list_rules()
+
+    async def allow_override(self, repository: str, tag: str, reason: str) -> tuple[ImmutableRule, datetime]:
+        validate_repository(repository)
+        validate_tag(tag)
+        if not reason.strip():
+            raise _invalid("an override needs a reason (--reason), kept in the audit log", {"tag": tag})
+        return await self._store.allow_override(repository, tag, reason.strip(), self._override)
+
+    async def history(self, repository: str, tag: str, limit: int) -> list[HistoryEntry]:
+        validate_repository(repository)
+        validate_tag(tag)
+        if limit < 0:
+            raise RegistryError(ErrorKind.PAGINATION_NUMBER_INVALID, f"invalid limit {limit}", {"n": limit})
+        return await self._store.history(repository, tag, min(limit or _HISTORY_DEFAULT, _HISTORY_MAX))
+
+    async def restore(self, repository: str, tag: str, *, digest: str, at: str) -> tuple[str, bool]:
+        """(digest, moved). Exactly one of `digest` and `at`."""
+        validate_repository(repository)
+        validate_tag(tag)
+        if bool(digest) == bool(at):
+            raise _invalid("give exactly one of --to DIGEST and --at TIME", {"tag": tag})
+        if at:
+            moment = parse_time(at)
+            found = await self._store.digest_at(repository, tag, moment)
+            if found is None:
+                raise RegistryError(
+                    ErrorKind.MANIFEST_UNKNOWN,
+                    f"tag {tag!r} did not exist in {repository!r} at {rfc3339(moment)}; "
+                    f"see `lading tag history {repository} {tag}`",
+                    {"name": repository, "reference": tag})
+            digest = found
+        moved = await self._metadata.restore_tag(repository, tag, digest)
+        return digest, moved

@@ -1,0 +1,56 @@
+"""PolicyServiceServicer: translates protobuf to `PolicyCore` calls and back, nothing else."""
+
+from __future__ import annotations
+
+import grpc
+from lading.metadata.v1 import policies_pb2 as pb
+from lading.metadata.v1 import policies_pb2_grpc
+
+from services.metadata.events import context as request_context
+from services.metadata.policies.core import PolicyCore
+from services.metadata.policies.store import StoredRule, rfc3339
+
+
+def _rule(stored: StoredRule) -> pb.ImmutableRule:
+    return pb.ImmutableRule(name=stored.rule.name, repository_pattern=stored.rule.repository_pattern,
+                            tag_pattern=stored.rule.tag_pattern, created_by=stored.created_by,
+                            created_at=rfc3339(stored.created_at))
+
+
+class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
+    def __init__(self, core: PolicyCore) -> None:
+        self._core = core
+
+    async def SetImmutableRule(self, request: pb.SetImmutableRuleRequest, context: grpc.aio.ServicerContext
+                               ) -> pb.ImmutableRule:
+        request_context.bind(request)
+        return _rule(await self._core.set_rule(request.name, request.repository_pattern, request.tag_pattern))
+
+    async def DeleteImmutableRule(self, request: pb.DeleteImmutableRuleRequest, context: grpc.aio.ServicerContext
+                                  ) -> pb.DeleteImmutableRuleResponse:
+        request_context.bind(request)
+        return pb.DeleteImmutableRuleResponse(deleted=await self._core.delete_rule(request.name))
+
+    async def ListImmutableRules(self, request: pb.ListImmutableRulesRequest, context: grpc.aio.ServicerContext
+                                 ) -> pb.ListImmutableRulesResponse:
+        return pb.ListImmutableRulesResponse(rules=[_rule(item) for item in await self._core.list_rules()])
+
+    async def AllowTagOverride(self, request: pb.AllowTagOverrideRequest, context: grpc.aio.ServicerContext
+                               ) -> pb.AllowTagOverrideResponse:
+        request_context.bind(request)
+        rule, expires = await self._core.allow_override(request.repository, request.tag, request.reason)
+        return pb.AllowTagOverrideResponse(rule=rule.name, expires_at=rfc3339(expires))
+
+    async def GetTagHistory(self, request: pb.GetTagHistoryRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.GetTagHistoryResponse:
+        entries = await self._core.history(request.repository, request.tag, request.limit)
+        return pb.GetTagHistoryResponse(entries=[
+            pb.TagHistoryEntry(tag=e.tag, old_digest=e.old_digest or "", new_digest=e.new_digest or "",
+                               action=e.action, actor=e.actor, at=rfc3339(e.at)) for e in entries])
+
+    async def RestoreTag(self, request: pb.RestoreTagRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.RestoreTagResponse:
+        request_context.bind(request)
+        digest, moved = await self._core.restore(request.repository, request.tag, digest=request.digest,
+                                                 at=request.at)
+        return pb.RestoreTagResponse(digest=digest, moved=moved)

@@ -1,0 +1,170 @@
+"""`PolicyStore`: the governance rules and the tag history in the metadata database.
+
+Every change of a rule or override is written with its audit row in one transaction. Reads take
+the primary's `reads` engine. Database failures become `RegistryError(UNAVAILABLE)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, delete, select
+from sqlalchemy import exc as sa_exc
+
+from services.common.errors import ErrorKind, RegistryError
+from services.metadata.events import context as request_context
+from services.metadata.policies import audit
+from services.metadata.policies.tables import immutable_tag_rules, tag_history, tag_overrides
+from services.metadata.policies.tags import ImmutableRule, TagKeeper
+from services.metadata.store.dialect import is_retryable, is_unavailable, upsert
+from services.metadata.store.engine import Database
+
+log = logging.getLogger("lading.metadata.policies")
+T = TypeVar("T")
+_ATTEMPTS = 5
+_DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    if moment.tzinfo is None:  # SQLite hands back naive UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRule:
+    rule: ImmutableRule
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    tag: str
+    old_digest: str | None
+    new_digest: str | None
+    action: str
+    actor: str
+    at: datetime
+
+
+class PolicyStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._keeper = TagKeeper(database.dialect)
+        r = immutable_tag_rules
+        self._set_rule = upsert(database.dialect, r, ["name"], {
+            "repository_pattern": None, "tag_pattern": None, "created_at": None, "created_by": None})
+        self._set_override = upsert(database.dialect, tag_overrides, ["repository", "tag"], {
+            "granted_by": None, "reason": None, "expires_at": None})
+
+    async def _write(self, work: Callable[[Connection], T]) -> T:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._db.writer.run(work)
+            except RegistryError:
+                raise
+            except _DB_ERRORS as exc:
+                if attempt < _ATTEMPTS and is_retryable(exc):
+                    await asyncio.sleep(0.005 * attempt)
+                    continue
+                raise _translate(exc) from None
+        raise AssertionError("unreachable")
+
+    async def _read(self, statement: Any) -> list[Any]:
+        try:
+            async with self._db.engine.connect() as conn:
+                return list(await conn.execute(statement))
+        except _DB_ERRORS as exc:
+            raise _translate(exc) from None
+
+    # -- immutable-tag rules ------------------------------------------------------------------------
+
+    async def set_rule(self, rule: ImmutableRule) -> StoredRule:
+        now = _now()
+        actor = audit.actor_of(request_context.current())
+
+        def work(conn: Connection) -> None:
+            conn.execute(self._set_rule, {"name": rule.name, "repository_pattern": rule.repository_pattern,
+                                          "tag_pattern": rule.tag_pattern, "created_at": now, "created_by": actor})
+            audit.record(conn, "policy.immutable.set", rule.name,
+                         detail=f"repositories {rule.repository_pattern!r}, tags {rule.tag_pattern!r}")
+
+        await self._write(work)
+        return StoredRule(rule, actor, now)
+
+    async def delete_rule(self, name: str) -> bool:
+        def work(conn: Connection) -> bool:
+            gone = conn.execute(delete(immutable_tag_rules).where(immutable_tag_rules.c.name == name)).rowcount > 0
+            if gone:
+                audit.record(conn, "policy.immutable.delete", name)
+            return gone
+
+        return await self._write(work)
+
+    async def list_rules(self) -> list[StoredRule]:
+        r = immutable_tag_rules
+        rows = await self._read(select(r.c.name, r.c.repository_pattern, r.c.tag_pattern, r.c.created_by,
+                                       r.c.created_at).order_by(r.c.name))
+        return [StoredRule(ImmutableRule(row[0], row[1], row[2]), row[3], row[4]) for row in rows]
+
+    async def allow_override(self, repository: str, tag: str, reason: str, lifetime: timedelta
+                             ) -> tuple[ImmutableRule, datetime]:
+        """Grants a one-time override; NAME_INVALID when no rule covers the tag."""
+        expires = _now() + lifetime
+        actor = audit.actor_of(request_context.current())
+
+        def work(conn: Connection) -> ImmutableRule:
+            covering = [rule for rule in self._keeper.rules(conn) if rule.covers(repository, tag)]
+            if not covering:
+                raise RegistryError(ErrorKind.NAME_INVALID,
+                                    f"no immutable-tag rule covers {repository}:{tag}; nothing to override "
+                                    "(see `lading immutable list`)", {"repository": repository, "tag": tag})
+            conn.execute(self._set_override, {"repository": repository, "tag": tag, "granted_by": actor,
+                                              "reason": reason, "expires_at": expires})
+            audit.record(conn, "tag.override-granted", f"{repository}:{tag}", repository=repository,
+                         detail=f"{covering[0].describe()}; reason: {reason}; expires {rfc3339(expires)}")
+            return covering[0]
+
+        return await self._write(work), expires
+
+    # -- history ------------------------------------------------------------------------------------
+
+    async def history(self, repository: str, tag: str, limit: int) -> list[HistoryEntry]:
+        h = tag_history
+        rows = await self._read(
+            select(h.c.tag, h.c.old_digest, h.c.new_digest, h.c.action, h.c.actor, h.c.at)
+            .where(h.c.repository == repository, h.c.tag == tag).order_by(h.c.id.desc()).limit(limit))
+        return [HistoryEntry(*row) for row in rows]
+
+    async def digest_at(self, repository: str, tag: str, moment: datetime) -> str | None:
+        """The digest `tag` pointed at at `moment` (None: it did not exist then, as far as the
+        history knows). Raises MANIFEST_UNKNOWN when the history holds nothing that early."""
+        h = tag_history
+        rows = await self._read(
+            select(h.c.new_digest).where(h.c.repository == repository, h.c.tag == tag, h.c.at <= moment)
+            .order_by(h.c.id.desc()).limit(1))
+        if not rows:
+            raise RegistryError(
+                ErrorKind.MANIFEST_UNKNOWN,
+                f"the history of {repository}:{tag} starts after {rfc3339(moment)}; "
+                f"see `lading tag history {repository} {tag}`",
+                {"name": repository, "reference": tag})
+        return rows[0][0]
+
+
+def _translate(error: BaseException) -> BaseException:
+    if is_unavailable(error):
+        log.warning("metadata database unavailable: %s", error)
+        return RegistryError(ErrorKind.UNAVAILABLE, "the metadata database is unavailable; retry shortly",
+                             {"reason": type(error).__name__})
+    return error
