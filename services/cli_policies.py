@@ -8,6 +8,7 @@ sent as the actor `lading-admin` and land in the audit log.
     lading immutable override REPOSITORY TAG --reason TEXT   # the next move/delete of that tag, once
     lading tag history REPOSITORY TAG [--limit N]
     lading tag restore REPOSITORY TAG (--to DIGEST | --at TIME)
+    lading audit [--since TIME] [--actor NAME] [--repository NAME] [--limit N] [--json]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # kept out of `lading serve`'s and `lading --help`'s imports
     import grpc
 
 COMMAND = "immutable"
+AUDIT_COMMAND = "audit"
 TAG_ACTIONS = ("history", "restore")
 _TIMEOUT = 60.0
 
@@ -40,6 +42,13 @@ def add_commands(commands: Any) -> None:
     override.add_argument("--reason", required=True, help="why (kept in the audit log)")
     for parser in actions.choices.values():
         add_target_flags(parser, ("metadata",))
+    audit = commands.add_parser("audit", help="the audit log: writes, admin, policy and account changes")
+    audit.add_argument("--since", default="", metavar="TIME", help="from this time on (RFC 3339)")
+    audit.add_argument("--actor", default="", help="only this actor (account, lading-admin, operator, anonymous)")
+    audit.add_argument("--repository", default="", help="only this repository")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_target_flags(audit, ("metadata",))
 
 
 def add_tag_actions(tag: Any, targets: Any) -> None:
@@ -111,6 +120,28 @@ async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
     return 0
 
 
+async def _audit(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
+    import json
+
+    from lading.metadata.v1 import policies_pb2 as pb
+    from lading.metadata.v1 import policies_pb2_grpc
+
+    stub = policies_pb2_grpc.PolicyServiceStub(channel)
+    reply = await stub.ListAudit(pb.ListAuditRequest(since=args.since, actor=args.actor, repository=args.repository,
+                                                     limit=args.limit), timeout=_TIMEOUT)
+    if args.json:
+        for r in reply.records:
+            print(json.dumps({"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "target": r.target,
+                              "repository": r.repository or None, "client_address": r.client_address,
+                              "request_id": r.request_id, "outcome": r.outcome, "detail": r.detail}))
+        return 0
+    print(f"{'TIME':27}  {'ACTOR':16}  {'ACTION':24}  {'OUTCOME':7}  TARGET")
+    for r in reply.records:
+        why = f"  ({r.detail})" if r.detail else ""
+        print(f"{r.at:27}  {r.actor[:16]:16}  {r.action[:24]:24}  {r.outcome:7}  {r.target}{why}")
+    return 0
+
+
 async def _call(args: argparse.Namespace) -> int:
     from services.cli_channels import with_planes
     from services.cli_targets import resolve
@@ -118,12 +149,14 @@ async def _call(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     targets = resolve(args, settings, ("metadata",))
+    if args.command == AUDIT_COMMAND:
+        return await with_planes("audit", targets, settings, lambda channels: _audit(args, channels["metadata"]))
     return await with_planes(f"immutable {args.immutable_action}", targets, settings,
                              lambda channels: _dispatch(args, channels["metadata"]))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs one `lading immutable` command; returns the exit code."""
+    """Runs one `lading immutable` or `lading audit` command; returns the exit code."""
     import asyncio
 
     return asyncio.run(_call(args))

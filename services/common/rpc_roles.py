@@ -139,6 +139,8 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         # The gateway serves it as GET /lading/v1/repositories/<name>/tags/<tag>/history (pull).
         "GetTagHistory": frozenset({GATEWAY, OPERATOR}),
         "RestoreTag": OPERATOR_ONLY,
+        # `lading audit`.
+        "ListAudit": OPERATOR_ONLY,
     },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.

@@ -34,6 +34,7 @@ from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate
+from services.metadata.policies.audit import AuditInterceptor, AuditWriter
 from services.metadata.policies.wiring import POLICY_SERVICE_NAME, build_policies
 from services.metadata.policies.wiring import add_to_server as add_policies_to_server
 from services.metadata.queue_metrics import QueueMetrics
@@ -93,6 +94,9 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     metrics = build_metrics(database) if settings.observability.metadata_metrics_listen else None
     metrics_server: MetricsHttpServer | None = None
     metrics_interceptors = [MetricsInterceptor(GrpcMetrics(metrics))] if metrics is not None else []
+    # The audit log (services/metadata/policies/audit.py); its event export is bound below.
+    audit = AuditWriter(database) if settings.governance.audit_log else None
+    audit_interceptors = [AuditInterceptor(audit.write)] if audit is not None else []
     try:
         # First: TLS and access settings that cannot work stop the process before it touches the database.
         service = GrpcService(
@@ -104,13 +108,15 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
             plane="metadata",
             tls=config.tls,
             health_listen=config.health_listen,
-            interceptors=[*telemetry.server_interceptors(), *metrics_interceptors],
+            interceptors=[*telemetry.server_interceptors(), *metrics_interceptors, *audit_interceptors],
         )
         await _prepare_schema(database, auto_migrate=config.auto_migrate)
         durability = await commit_durability_warning(database)
         if durability:
             log.warning("%s", durability)
         events = build_events(settings.events, database)
+        if audit is not None and events.outbox.enabled:
+            audit.events = events.outbox
         store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None)
         gc = build_gc(settings, database, store, events=events.outbox)
         core = MetadataCore(

@@ -24,7 +24,6 @@ from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events.envelope import ADMIN_ACTOR, GC_ACTOR, internal_request
 from services.metadata.gc.guard import ACTIVE, DELETING, PENDING, new_epoch
 from services.metadata.gc.tables import blobs, gc_review, gc_runs, registry_flags
-from services.metadata.policies import audit
 from services.metadata.policies.tables import tag_history
 from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
@@ -574,10 +573,7 @@ class GcStore:
         def work(conn: Connection) -> tuple[int, int]:
             count = (conn.execute(select(func.count()).where(manifests.c.repository_id == repository_id))).scalar()
             request = internal_request(ADMIN_ACTOR)
-            tag_count = self._tags.deleting_repository(conn, repository_id=repository_id, repository=repository,
-                                                       request=request)
-            audit.record(conn, "repository.delete", repository, repository=repository, request=request,
-                         detail=f"{count} manifest(s), {tag_count} tag(s)")
+            self._tags.deleting_repository(conn, repository_id=repository_id, repository=repository, request=request)
             if self._events is not None:
                 gone = list((conn.execute(select(manifests.c.digest).where(
                     manifests.c.repository_id == repository_id).order_by(manifests.c.id))).scalars())

@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository, validate_tag
 from services.metadata.core import MetadataCore
-from services.metadata.policies.store import HistoryEntry, PolicyStore, StoredRule, rfc3339
+from services.metadata.policies.store import AuditEntry, HistoryEntry, PolicyStore, StoredRule, rfc3339
 from services.metadata.policies.tags import ImmutableRule
 
 _RULE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 # Globs: the name grammar's characters plus * ? [ ] !
 _PATTERN = re.compile(r"[A-Za-z0-9._/*?\[\]!-]+")
 _HISTORY_DEFAULT, _HISTORY_MAX = 100, 1000
+_AUDIT_DEFAULT, _AUDIT_MAX = 100, 10000
 
 
 def _invalid(message: str, detail: dict[str, str]) -> RegistryError:
@@ -85,3 +86,9 @@ class PolicyCore:
             digest = found
         moved = await self._metadata.restore_tag(repository, tag, digest)
         return digest, moved
+
+    async def audit(self, *, since: str, actor: str, repository: str, limit: int) -> list[AuditEntry]:
+        if limit < 0:
+            raise RegistryError(ErrorKind.PAGINATION_NUMBER_INVALID, f"invalid limit {limit}", {"n": limit})
+        return await self._store.audit(since=parse_time(since) if since else None, actor=actor,
+                                       repository=repository, limit=min(limit or _AUDIT_DEFAULT, _AUDIT_MAX))

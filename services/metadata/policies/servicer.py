@@ -54,3 +54,12 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
         digest, moved = await self._core.restore(request.repository, request.tag, digest=request.digest,
                                                  at=request.at)
         return pb.RestoreTagResponse(digest=digest, moved=moved)
+
+    async def ListAudit(self, request: pb.ListAuditRequest, context: grpc.aio.ServicerContext
+                        ) -> pb.ListAuditResponse:
+        entries = await self._core.audit(since=request.since, actor=request.actor, repository=request.repository,
+                                         limit=request.limit)
+        return pb.ListAuditResponse(records=[
+            pb.AuditRecord(id=e.id, at=rfc3339(e.at), actor=e.actor, action=e.action, target=e.target,
+                           repository=e.repository or "", client_address=e.client_address, request_id=e.request_id,
+                           outcome=e.outcome, detail=e.detail) for e in entries])

@@ -1,7 +1,7 @@
 """`PolicyStore`: the governance rules and the tag history in the metadata database.
 
-Every change of a rule or override is written with its audit row in one transaction. Reads take
-the primary's `reads` engine. Database failures become `RegistryError(UNAVAILABLE)`.
+The calls that change them are audited by the AuditInterceptor (policies/audit.py). Reads take
+the primary. Database failures become `RegistryError(UNAVAILABLE)`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events import context as request_context
 from services.metadata.policies import audit
-from services.metadata.policies.tables import immutable_tag_rules, tag_history, tag_overrides
+from services.metadata.policies.tables import audit_log, immutable_tag_rules, tag_history, tag_overrides
 from services.metadata.policies.tags import ImmutableRule, TagKeeper
 from services.metadata.store.dialect import is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
@@ -96,18 +96,13 @@ class PolicyStore:
         def work(conn: Connection) -> None:
             conn.execute(self._set_rule, {"name": rule.name, "repository_pattern": rule.repository_pattern,
                                           "tag_pattern": rule.tag_pattern, "created_at": now, "created_by": actor})
-            audit.record(conn, "policy.immutable.set", rule.name,
-                         detail=f"repositories {rule.repository_pattern!r}, tags {rule.tag_pattern!r}")
 
         await self._write(work)
         return StoredRule(rule, actor, now)
 
     async def delete_rule(self, name: str) -> bool:
         def work(conn: Connection) -> bool:
-            gone = conn.execute(delete(immutable_tag_rules).where(immutable_tag_rules.c.name == name)).rowcount > 0
-            if gone:
-                audit.record(conn, "policy.immutable.delete", name)
-            return gone
+            return conn.execute(delete(immutable_tag_rules).where(immutable_tag_rules.c.name == name)).rowcount > 0
 
         return await self._write(work)
 
@@ -131,8 +126,6 @@ class PolicyStore:
                                     "(see `lading immutable list`)", {"repository": repository, "tag": tag})
             conn.execute(self._set_override, {"repository": repository, "tag": tag, "granted_by": actor,
                                               "reason": reason, "expires_at": expires})
-            audit.record(conn, "tag.override-granted", f"{repository}:{tag}", repository=repository,
-                         detail=f"{covering[0].describe()}; reason: {reason}; expires {rfc3339(expires)}")
             return covering[0]
 
         return await self._write(work), expires
@@ -145,6 +138,18 @@ class PolicyStore:
             select(h.c.tag, h.c.old_digest, h.c.new_digest, h.c.action, h.c.actor, h.c.at)
             .where(h.c.repository == repository, h.c.tag == tag).order_by(h.c.id.desc()).limit(limit))
         return [HistoryEntry(*row) for row in rows]
+
+    async def audit(self, *, since: datetime | None, actor: str, repository: str, limit: int) -> list[AuditEntry]:
+        a = audit_log
+        query = select(a.c.id, a.c.at, a.c.actor, a.c.action, a.c.target, a.c.repository, a.c.client_address,
+                       a.c.request_id, a.c.outcome, a.c.detail)
+        if since is not None:
+            query = query.where(a.c.at >= since)
+        if actor:
+            query = query.where(a.c.actor == actor)
+        if repository:
+            query = query.where(a.c.repository == repository)
+        return [AuditEntry(*row) for row in await self._read(query.order_by(a.c.id.desc()).limit(limit))]
 
     async def digest_at(self, repository: str, tag: str, moment: datetime) -> str | None:
         """The digest `tag` pointed at at `moment` (None: it did not exist then, as far as the
@@ -160,6 +165,20 @@ class PolicyStore:
                 f"see `lading tag history {repository} {tag}`",
                 {"name": repository, "reference": tag})
         return rows[0][0]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    repository: str | None
+    client_address: str
+    request_id: str
+    outcome: str
+    detail: str
 
 
 def _translate(error: BaseException) -> BaseException:

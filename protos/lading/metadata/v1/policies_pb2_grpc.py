@@ -64,6 +64,11 @@ class PolicyServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RestoreTagRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RestoreTagResponse.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/ListAudit',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -116,6 +121,13 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """The audit log, newest first, filtered (every filter optional).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +160,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.RestoreTag,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RestoreTagRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RestoreTagResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +329,33 @@ class PolicyService:
             '/lading.metadata.v1.PolicyService/RestoreTag',
             lading_dot_metadata_dot_v1_dot_policies__pb2.RestoreTagRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_policies__pb2.RestoreTagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/ListAudit',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,
