@@ -9,6 +9,8 @@ sent as the actor `lading-admin` and land in the audit log.
     lading tag history REPOSITORY TAG [--limit N]
     lading tag restore REPOSITORY TAG (--to DIGEST | --at TIME)
     lading audit [--since TIME] [--actor NAME] [--repository NAME] [--limit N] [--json]
+    lading quota set NAME (--repository 'team-a/*' | --namespace team-a) --limit 10GiB
+    lading quota show | remove NAME | recount
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:  # kept out of `lading serve`'s and `lading --help`'s imports
 
 COMMAND = "immutable"
 AUDIT_COMMAND = "audit"
+QUOTA_COMMAND = "quota"
 TAG_ACTIONS = ("history", "restore")
 _TIMEOUT = 60.0
 
@@ -49,6 +52,19 @@ def add_commands(commands: Any) -> None:
     audit.add_argument("--limit", type=int, default=100)
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     add_target_flags(audit, ("metadata",))
+    quota = commands.add_parser("quota", help="storage quotas by repository pattern or namespace")
+    quota_actions = quota.add_subparsers(dest="quota_action", required=True, metavar="ACTION")
+    setting = quota_actions.add_parser("set", help="create or change a quota (its usage is counted at once)")
+    setting.add_argument("name")
+    scope = setting.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--repository", default="", help="repository glob, e.g. 'team-a/*'")
+    scope.add_argument("--namespace", default="", help="a namespace: the same as --repository 'NAMESPACE/*'")
+    setting.add_argument("--limit", required=True, help="bytes, or with a unit: 500MiB, 10GiB")
+    quota_actions.add_parser("show", help="quotas with their usage")
+    quota_actions.add_parser("remove", help="delete a quota").add_argument("name")
+    quota_actions.add_parser("recount", help="rebuild every quota's usage from the links (GC does it too)")
+    for parser in quota_actions.choices.values():
+        add_target_flags(parser, ("metadata",))
 
 
 def add_tag_actions(tag: Any, targets: Any) -> None:
@@ -142,6 +158,40 @@ async def _audit(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
     return 0
 
 
+async def _quota(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
+    from lading.metadata.v1 import policies_pb2 as pb
+    from lading.metadata.v1 import policies_pb2_grpc
+
+    from services.cli_channels import admin_request_context
+    from services.metadata.policies.quotas import size_text
+
+    stub = policies_pb2_grpc.PolicyServiceStub(channel)
+    action = args.quota_action
+    if action == "set":
+        pattern = args.repository or f"{args.namespace.rstrip('/')}/*"
+        quota = await stub.SetQuota(pb.SetQuotaRequest(name=args.name, repository_pattern=pattern, limit=args.limit,
+                                                       context=admin_request_context()), timeout=_TIMEOUT)
+        print(f"quota {quota.name}: repositories {quota.repository_pattern!r}, used {size_text(quota.used_bytes)} "
+              f"of {size_text(quota.limit_bytes)}")
+    elif action == "remove":
+        reply = await stub.DeleteQuota(pb.DeleteQuotaRequest(name=args.name, context=admin_request_context()),
+                                       timeout=_TIMEOUT)
+        print(f"removed quota {args.name}" if reply.deleted else f"no quota {args.name}")
+        return 0 if reply.deleted else 1
+    elif action == "show":
+        reply = await stub.ListQuotas(pb.ListQuotasRequest(), timeout=_TIMEOUT)
+        for q in reply.quotas:
+            share = 100.0 * q.used_bytes / q.limit_bytes if q.limit_bytes else 100.0
+            print(f"{q.name}\trepositories={q.repository_pattern}\tused={q.used_bytes}\tlimit={q.limit_bytes}\t"
+                  f"{size_text(q.used_bytes)} of {size_text(q.limit_bytes)} ({share:.0f}%)")
+    else:
+        reply = await stub.RecountQuotas(pb.RecountQuotasRequest(context=admin_request_context()), timeout=_TIMEOUT)
+        for q in reply.quotas:
+            change = "unchanged" if q.before_bytes == q.after_bytes else f"was {q.before_bytes}"
+            print(f"{q.name}\tused={q.after_bytes}\t{change}")
+    return 0
+
+
 async def _call(args: argparse.Namespace) -> int:
     from services.cli_channels import with_planes
     from services.cli_targets import resolve
@@ -151,6 +201,9 @@ async def _call(args: argparse.Namespace) -> int:
     targets = resolve(args, settings, ("metadata",))
     if args.command == AUDIT_COMMAND:
         return await with_planes("audit", targets, settings, lambda channels: _audit(args, channels["metadata"]))
+    if args.command == QUOTA_COMMAND:
+        return await with_planes(f"quota {args.quota_action}", targets, settings,
+                                 lambda channels: _quota(args, channels["metadata"]))
     return await with_planes(f"immutable {args.immutable_action}", targets, settings,
                              lambda channels: _dispatch(args, channels["metadata"]))
 

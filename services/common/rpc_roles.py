@@ -141,6 +141,11 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "RestoreTag": OPERATOR_ONLY,
         # `lading audit`.
         "ListAudit": OPERATOR_ONLY,
+        # `lading quota set|remove|show|recount`.
+        "SetQuota": OPERATOR_ONLY,
+        "DeleteQuota": OPERATOR_ONLY,
+        "ListQuotas": OPERATOR_ONLY,
+        "RecountQuotas": OPERATOR_ONLY,
     },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.

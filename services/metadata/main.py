@@ -36,7 +36,6 @@ from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate
 from services.metadata.policies.audit import AuditInterceptor, AuditWriter
 from services.metadata.policies.wiring import POLICY_SERVICE_NAME, build_policies
-from services.metadata.policies.wiring import add_to_server as add_policies_to_server
 from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
@@ -148,7 +147,11 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         console = build_console(settings, database, metadata=core, accounts=accounts, admin=gc.admin,
                                 events=events.servicer, on_change=events.worker.wake)
         add_console_to_server(console, service.server)
-        add_policies_to_server(build_policies(settings, database, core), service.server)
+        policies = build_policies(settings, database, core)
+        policies.add_to_server(service.server)
+        gc.admin.after_run = policies.store.recount_quotas  # GC corrects the quota counts
+        if metrics is not None:
+            policies.register_metrics(metrics)
         await changes.start()
         prepare_listen_address(config.listen)
         if metrics is not None:

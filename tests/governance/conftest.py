@@ -140,6 +140,21 @@ class Policies:
                                                              limit=limit), timeout=30)
         return list(reply.records)
 
+    def set_quota(self, name: str, pattern: str, limit: int | str):  # noqa: ANN201 - a QuotaUsage
+        return self.stub.SetQuota(self.pb.SetQuotaRequest(name=name, repository_pattern=pattern, limit=str(limit),
+                                                          context=self.context()), timeout=30)
+
+    def quota(self, name: str):  # noqa: ANN201 - a QuotaUsage
+        reply = self.stub.ListQuotas(self.pb.ListQuotasRequest(), timeout=30)
+        return next(q for q in reply.quotas if q.name == name)
+
+    def recount(self) -> dict[str, tuple[int, int]]:
+        reply = self.stub.RecountQuotas(self.pb.RecountQuotasRequest(context=self.context()), timeout=30)
+        return {q.name: (q.before_bytes, q.after_bytes) for q in reply.quotas}
+
+    def remove_quota(self, name: str) -> bool:
+        return self.stub.DeleteQuota(self.pb.DeleteQuotaRequest(name=name, context=self.context()), timeout=30).deleted
+
     def close(self) -> None:
         self._channel.close()
 

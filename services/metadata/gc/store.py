@@ -24,6 +24,7 @@ from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events.envelope import ADMIN_ACTOR, GC_ACTOR, internal_request
 from services.metadata.gc.guard import ACTIVE, DELETING, PENDING, new_epoch
 from services.metadata.gc.tables import blobs, gc_review, gc_runs, registry_flags
+from services.metadata.policies.quotas import QuotaKeeper
 from services.metadata.policies.tables import tag_history
 from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
@@ -113,6 +114,7 @@ class GcStore:
         # `lading tag restore` can bring it back (governance.history_window_seconds).
         self._history_window = timedelta(seconds=max(0.0, history_window_seconds))
         self._tags = TagKeeper(database.dialect)
+        self._quotas = QuotaKeeper(database.dialect)
         # Delete events (services/metadata/events) of the collector and the admin repository
         # delete, written in the deleting transaction; None: no endpoints configured.
         self._events = events if events is not None and events.enabled else None
@@ -389,6 +391,9 @@ class GcStore:
                                    self._times())).first() is None:
                 return False
             conn.execute(delete(rb).where(key))
+            name = conn.execute(select(repositories.c.name).where(repositories.c.id == candidate.repository_id)).scalar()
+            if name is not None:
+                self._quotas.unlinked(conn, name, candidate.digest)
             return True
 
         return await self._write(work)
@@ -578,6 +583,9 @@ class GcStore:
                 gone = list((conn.execute(select(manifests.c.digest).where(
                     manifests.c.repository_id == repository_id).order_by(manifests.c.id))).scalars())
                 self._events.repository_deleted(conn, repository, gone, internal_request(ADMIN_ACTOR))
+            for digest in conn.execute(select(repository_blobs.c.digest)
+                                       .where(repository_blobs.c.repository_id == repository_id)).scalars().all():
+                self._quotas.unlinked(conn, repository, digest)
             # Children first: SQLite runs the cascades only with foreign_keys=ON (engine.py sets it).
             links = (conn.execute(delete(repository_blobs)
                                         .where(repository_blobs.c.repository_id == repository_id))).rowcount

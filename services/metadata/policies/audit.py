@@ -88,6 +88,9 @@ AUDITED: dict[str, str] = {
     "/lading.metadata.v1.PolicyService/DeleteImmutableRule": "policy.immutable.delete",
     "/lading.metadata.v1.PolicyService/AllowTagOverride": "tag.override-grant",
     "/lading.metadata.v1.PolicyService/RestoreTag": "tag.restore",
+    "/lading.metadata.v1.PolicyService/SetQuota": "policy.quota.set",
+    "/lading.metadata.v1.PolicyService/DeleteQuota": "policy.quota.delete",
+    "/lading.metadata.v1.PolicyService/RecountQuotas": "policy.quota.recount",
 }
 
 # Request fields never written to the log (secrets, bulk bytes, what identifies nothing).

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository, validate_tag
 from services.metadata.core import MetadataCore
+from services.metadata.policies.quotas import Quota
 from services.metadata.policies.store import AuditEntry, HistoryEntry, PolicyStore, StoredRule, rfc3339
 from services.metadata.policies.tags import ImmutableRule
 
@@ -17,6 +18,17 @@ _RULE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _PATTERN = re.compile(r"[A-Za-z0-9._/*?\[\]!-]+")
 _HISTORY_DEFAULT, _HISTORY_MAX = 100, 1000
 _AUDIT_DEFAULT, _AUDIT_MAX = 100, 10000
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "500", "10GiB", "1.5 TB" (binary units: 1 GB = 1 GiB)."""
+    found = _SIZE.fullmatch(text.strip())
+    if not found:
+        raise _invalid(f"cannot read size {text!r}: use bytes or a unit, e.g. 500MiB or 10GiB", {"limit": text})
+    unit = (found.group(2) or "").upper()[:1]
+    return int(float(found.group(1)) * _UNITS[unit])
 
 
 def _invalid(message: str, detail: dict[str, str]) -> RegistryError:
@@ -92,3 +104,21 @@ class PolicyCore:
             raise RegistryError(ErrorKind.PAGINATION_NUMBER_INVALID, f"invalid limit {limit}", {"n": limit})
         return await self._store.audit(since=parse_time(since) if since else None, actor=actor,
                                        repository=repository, limit=min(limit or _AUDIT_DEFAULT, _AUDIT_MAX))
+
+    async def set_quota(self, name: str, repository_pattern: str, limit: str) -> Quota:
+        if not _RULE_NAME.fullmatch(name):
+            raise _invalid(f"invalid quota name {name!r}: lower-case letters, digits, '.', '_', '-' (up to 128)",
+                           {"name": name})
+        if not repository_pattern or len(repository_pattern) > 255 or not _PATTERN.fullmatch(repository_pattern):
+            raise _invalid(f"invalid repository pattern {repository_pattern!r}: a glob such as 'team-a/*'",
+                           {"pattern": repository_pattern})
+        return await self._store.set_quota(name, repository_pattern, parse_size(limit))
+
+    async def delete_quota(self, name: str) -> bool:
+        return await self._store.delete_quota(name)
+
+    async def list_quotas(self) -> list[Quota]:
+        return await self._store.list_quotas()
+
+    async def recount_quotas(self) -> dict[str, tuple[int, int]]:
+        return await self._store.recount_quotas()

@@ -8,6 +8,7 @@ from lading.metadata.v1 import policies_pb2_grpc
 
 from services.metadata.events import context as request_context
 from services.metadata.policies.core import PolicyCore
+from services.metadata.policies.quotas import Quota
 from services.metadata.policies.store import StoredRule, rfc3339
 
 
@@ -63,3 +64,28 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
             pb.AuditRecord(id=e.id, at=rfc3339(e.at), actor=e.actor, action=e.action, target=e.target,
                            repository=e.repository or "", client_address=e.client_address, request_id=e.request_id,
                            outcome=e.outcome, detail=e.detail) for e in entries])
+
+    async def SetQuota(self, request: pb.SetQuotaRequest, context: grpc.aio.ServicerContext) -> pb.QuotaUsage:
+        request_context.bind(request)
+        return _quota(await self._core.set_quota(request.name, request.repository_pattern, request.limit))
+
+    async def DeleteQuota(self, request: pb.DeleteQuotaRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.DeleteQuotaResponse:
+        request_context.bind(request)
+        return pb.DeleteQuotaResponse(deleted=await self._core.delete_quota(request.name))
+
+    async def ListQuotas(self, request: pb.ListQuotasRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ListQuotasResponse:
+        return pb.ListQuotasResponse(quotas=[_quota(q) for q in await self._core.list_quotas()])
+
+    async def RecountQuotas(self, request: pb.RecountQuotasRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.RecountQuotasResponse:
+        request_context.bind(request)
+        counted = await self._core.recount_quotas()
+        return pb.RecountQuotasResponse(quotas=[pb.QuotaRecount(name=name, before_bytes=before, after_bytes=after)
+                                                for name, (before, after) in counted.items()])
+
+
+def _quota(quota: Quota) -> pb.QuotaUsage:
+    return pb.QuotaUsage(name=quota.name, repository_pattern=quota.repository_pattern,
+                         limit_bytes=quota.limit_bytes, used_bytes=quota.used_bytes)

@@ -19,7 +19,14 @@ from sqlalchemy import exc as sa_exc
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events import context as request_context
 from services.metadata.policies import audit
-from services.metadata.policies.tables import audit_log, immutable_tag_rules, tag_history, tag_overrides
+from services.metadata.policies.quotas import Quota, QuotaKeeper
+from services.metadata.policies.tables import (
+    audit_log,
+    immutable_tag_rules,
+    quotas,
+    tag_history,
+    tag_overrides,
+)
 from services.metadata.policies.tags import ImmutableRule, TagKeeper
 from services.metadata.store.dialect import is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
@@ -61,6 +68,7 @@ class PolicyStore:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._keeper = TagKeeper(database.dialect)
+        self._quotas = QuotaKeeper(database.dialect)
         r = immutable_tag_rules
         self._set_rule = upsert(database.dialect, r, ["name"], {
             "repository_pattern": None, "tag_pattern": None, "created_at": None, "created_by": None})
@@ -129,6 +137,45 @@ class PolicyStore:
             return covering[0]
 
         return await self._write(work), expires
+
+    # -- quotas -------------------------------------------------------------------------------------
+
+    async def set_quota(self, name: str, repository_pattern: str, limit_bytes: int) -> Quota:
+        """Creates or changes a quota and counts its usage from the links (in one transaction)."""
+        def work(conn: Connection) -> Quota:
+            conn.execute(upsert(self._db.dialect, quotas, ["name"], {"repository_pattern": None, "limit_bytes": None}),
+                         {"name": name, "repository_pattern": repository_pattern, "limit_bytes": limit_bytes,
+                          "used_bytes": 0, "updated_at": _now()})
+            _, used = self._quotas.recount(conn, name)
+            return Quota(name, repository_pattern, limit_bytes, used)
+
+        return await self._write(work)
+
+    async def delete_quota(self, name: str) -> bool:
+        def work(conn: Connection) -> bool:
+            from services.metadata.policies.tables import quota_blobs
+
+            conn.execute(delete(quota_blobs).where(quota_blobs.c.quota == name))
+            return conn.execute(delete(quotas).where(quotas.c.name == name)).rowcount > 0
+
+        return await self._write(work)
+
+    async def list_quotas(self) -> list[Quota]:
+        q = quotas
+        rows = await self._read(select(q.c.name, q.c.repository_pattern, q.c.limit_bytes, q.c.used_bytes)
+                                .order_by(q.c.name))
+        return [Quota(*row) for row in rows]
+
+    async def recount_quotas(self) -> dict[str, tuple[int, int]]:
+        """Every quota rebuilt from the links, one transaction each: {name: (before, after)}."""
+        found: dict[str, tuple[int, int]] = {}
+        for quota in await self.list_quotas():
+            try:
+                found[quota.name] = await self._write(lambda conn, name=quota.name: self._quotas.recount(conn, name))
+            except RegistryError as error:
+                if error.kind is not ErrorKind.NAME_UNKNOWN:  # removed meanwhile
+                    raise
+        return found
 
     # -- history ------------------------------------------------------------------------------------
 

@@ -9,6 +9,9 @@
   Repository names, not ids: the history outlives a deleted repository. GC keeps a manifest
   that a tag left within `governance.history_window_seconds` (gc/store.py).
 - `audit_log`: who changed what, from where, with what outcome (policies/audit.py).
+- `quotas`: storage quotas by repository pattern, with their running usage; `quota_blobs`: the
+  distinct digests counted in each quota and how many of its repositories link each (a layer
+  shared by two repositories of a quota counts once). policies/quotas.py keeps both exact.
 """
 
 from __future__ import annotations
@@ -77,4 +80,24 @@ audit_log = Table(
     Index(None, "repository", "at"),
 )
 
-POLICY_TABLES = (immutable_tag_rules, tag_overrides, tag_history, audit_log)
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("repository_pattern", String(NAME_LENGTH), nullable=False),
+    Column("limit_bytes", BigInteger, nullable=False),
+    Column("used_bytes", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+quota_blobs = Table(
+    "quota_blobs",
+    metadata,
+    Column("quota", String(128), primary_key=True),
+    Column("digest", bytewise(DIGEST_LENGTH), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    # Repositories of the quota that link the digest; the row goes when it reaches 0.
+    Column("refs", Integer, nullable=False),
+)
+
+POLICY_TABLES = (immutable_tag_rules, tag_overrides, tag_history, audit_log, quotas, quota_blobs)

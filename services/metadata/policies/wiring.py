@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 from lading.metadata.v1 import policies_pb2_grpc
 
+from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.metadata.core import MetadataCore
 from services.metadata.policies.core import PolicyCore
@@ -15,10 +18,26 @@ from services.metadata.store.engine import Database
 POLICY_SERVICE_NAME = "lading.metadata.v1.PolicyService"
 
 
-def build_policies(settings: Settings, database: Database, metadata: MetadataCore) -> PolicyServicer:
-    core = PolicyCore(PolicyStore(database), metadata, override_seconds=settings.governance.override_seconds)
-    return PolicyServicer(core)
+@dataclass
+class PolicyParts:
+    store: PolicyStore
+    servicer: PolicyServicer
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        policies_pb2_grpc.add_PolicyServiceServicer_to_server(self.servicer, server)
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        """Per-quota gauges, read from the (small) quotas table at each scrape."""
+        async def quotas_by(field: str) -> dict[tuple[str, ...], float]:
+            return {(q.name,): float(getattr(q, field)) for q in await self.store.list_quotas()}
+
+        metrics.register_gauge_callback("lading_quota_used_bytes", "bytes of distinct blobs counted in each quota",
+                                        lambda: quotas_by("used_bytes"), labels=("quota",))
+        metrics.register_gauge_callback("lading_quota_limit_bytes", "each quota's limit in bytes",
+                                        lambda: quotas_by("limit_bytes"), labels=("quota",))
 
 
-def add_to_server(servicer: PolicyServicer, server: grpc.aio.Server) -> None:
-    policies_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
+def build_policies(settings: Settings, database: Database, metadata: MetadataCore) -> PolicyParts:
+    store = PolicyStore(database)
+    core = PolicyCore(store, metadata, override_seconds=settings.governance.override_seconds)
+    return PolicyParts(store, PolicyServicer(core))

@@ -30,6 +30,7 @@ from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events import context as event_context
 from services.metadata.gc.guard import BlobRowGuard
 from services.metadata.gc.tables import blobs as gc_blobs
+from services.metadata.policies.quotas import QuotaKeeper
 from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.base import NewManifest, Page, Referrer, StoredManifest
 from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable
@@ -136,6 +137,8 @@ class SqlMetadataStore:
         self._insert_references = insert_ignore(dialect, mr, ["manifest_id", "digest", "kind"])
         # Tag moves and deletes: immutable-tag rules and the tag history (services/metadata/policies).
         self._tags = TagKeeper(dialect)
+        # Storage quotas, counted as links come and go (services/metadata/policies/quotas.py).
+        self._quotas = QuotaKeeper(dialect)
         self._delete_manifest = delete(m).where(
             m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
         )
@@ -268,9 +271,11 @@ class SqlMetadataStore:
         def work(conn: Connection) -> None:
             self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch)
             repository_id = self._ensure_repository(conn, repository)
-            conn.execute(
+            inserted = conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
-            )
+            ).rowcount
+            if inserted:
+                self._quotas.linked(conn, repository, digest, size)
             if self._events is not None:
                 self._events.blob_pushed(conn, repository, digest, size)
 
@@ -283,6 +288,8 @@ class SqlMetadataStore:
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         def work(conn: Connection) -> bool:
             result = conn.execute(self._unlink, {"repository": repository, "digest": digest})
+            if result.rowcount > 0:
+                self._quotas.unlinked(conn, repository, digest)
             if result.rowcount > 0 and self._events is not None:
                 self._events.blob_deleted(conn, repository, digest)
             return result.rowcount > 0
@@ -298,9 +305,11 @@ class SqlMetadataStore:
             if size is None or not self._blob_guard.usable(conn, digest):
                 return None
             repository_id = self._ensure_repository(conn, repository)
-            conn.execute(
+            inserted = conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
-            )
+            ).rowcount
+            if inserted:
+                self._quotas.linked(conn, repository, digest, int(size))
             if self._events is not None:
                 self._events.blob_mounted(conn, repository, digest, int(size), from_repository)
             return int(size)
@@ -331,6 +340,7 @@ class SqlMetadataStore:
                 )
             if repository_id is None:
                 repository_id = self._ensure_repository(conn, repository)
+            self._quotas.check_manifest(conn, repository, len(manifest.payload))
 
             now = _now()
             pusher = event_context.current().actor or None

@@ -69,6 +69,26 @@ class PolicyServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/SetQuota',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetQuotaRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.QuotaUsage.FromString,
+                _registered_method=True)
+        self.DeleteQuota = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/DeleteQuota',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteQuotaRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteQuotaResponse.FromString,
+                _registered_method=True)
+        self.ListQuotas = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/ListQuotas',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListQuotasRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListQuotasResponse.FromString,
+                _registered_method=True)
+        self.RecountQuotas = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/RecountQuotas',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -128,6 +148,33 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetQuota(self, request, context):
+        """Creates or changes a storage quota (repositories matching the pattern share it) and counts
+        its usage from the links. NAME_INVALID for a bad name, pattern or limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteQuota(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQuotas(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecountQuotas(self, request, context):
+        """Rebuilds every quota's usage from the links (GC does it after each run); says what changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +212,26 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetQuotaRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.QuotaUsage.SerializeToString,
+            ),
+            'DeleteQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteQuota,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteQuotaRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteQuotaResponse.SerializeToString,
+            ),
+            'ListQuotas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuotas,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListQuotasRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListQuotasResponse.SerializeToString,
+            ),
+            'RecountQuotas': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecountQuotas,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +423,114 @@ class PolicyService:
             '/lading.metadata.v1.PolicyService/ListAudit',
             lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_policies__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/SetQuota',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.SetQuotaRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.QuotaUsage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/DeleteQuota',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteQuotaRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteQuotaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuotas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/ListQuotas',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListQuotasRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListQuotasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecountQuotas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/RecountQuotas',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""Governance: immutable tag rules, one-time overrides, tag history, the audit log.
+"""Governance: immutable tag rules, one-time overrides, tag history, the audit log, quotas.
 
 Revision ID: 0008_governance
 Revises: 0007_console
@@ -75,9 +75,28 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
     op.create_index("ix_audit_log_actor_at", "audit_log", ["actor", "at"])
     op.create_index("ix_audit_log_repository_at", "audit_log", ["repository", "at"])
+    op.create_table(
+        "quotas",
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("repository_pattern", sa.String(255), nullable=False),
+        sa.Column("limit_bytes", sa.BigInteger, nullable=False),
+        sa.Column("used_bytes", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_quotas"),
+    )
+    op.create_table(
+        "quota_blobs",
+        sa.Column("quota", sa.String(128), nullable=False),
+        sa.Column("digest", _bytewise(255), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("refs", sa.Integer, nullable=False),
+        sa.PrimaryKeyConstraint("quota", "digest", name="pk_quota_blobs"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("quota_blobs")
+    op.drop_table("quotas")
     op.drop_index("ix_audit_log_repository_at", table_name="audit_log")
     op.drop_index("ix_audit_log_actor_at", table_name="audit_log")
     op.drop_index("ix_audit_log_at", table_name="audit_log")
