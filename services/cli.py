@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(cli_accounts.run(args))
     if args.command == cli_events.COMMAND:
         sys.exit(cli_events.run(args))
-    if args.command in (cli_policies.COMMAND, cli_policies.AUDIT_COMMAND, cli_policies.QUOTA_COMMAND):
+    if args.command in cli_policies.COMMANDS:
         sys.exit(cli_policies.run(args))
     if cli_admin.handles(args):
         sys.exit(cli_admin.run(args))

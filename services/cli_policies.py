@@ -11,11 +11,14 @@ sent as the actor `lading-admin` and land in the audit log.
     lading audit [--since TIME] [--actor NAME] [--repository NAME] [--limit N] [--json]
     lading quota set NAME (--repository 'team-a/*' | --namespace team-a) --limit 10GiB
     lading quota show | remove NAME | recount
+    lading retention set NAME --repository 'ci/*' [--keep-last N] [--keep-tags 'v*'] [--untagged-after 7d]
+    lading retention list | remove NAME | plan | run
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from services.cli_targets import add_target_flags
@@ -26,6 +29,8 @@ if TYPE_CHECKING:  # kept out of `lading serve`'s and `lading --help`'s imports
 COMMAND = "immutable"
 AUDIT_COMMAND = "audit"
 QUOTA_COMMAND = "quota"
+RETENTION_COMMAND = "retention"
+COMMANDS = (COMMAND, AUDIT_COMMAND, QUOTA_COMMAND, RETENTION_COMMAND)
 TAG_ACTIONS = ("history", "restore")
 _TIMEOUT = 60.0
 
@@ -64,6 +69,22 @@ def add_commands(commands: Any) -> None:
     quota_actions.add_parser("remove", help="delete a quota").add_argument("name")
     quota_actions.add_parser("recount", help="rebuild every quota's usage from the links (GC does it too)")
     for parser in quota_actions.choices.values():
+        add_target_flags(parser, ("metadata",))
+    retention = commands.add_parser("retention", help="retention policies: delete old tags and untagged manifests")
+    retention_actions = retention.add_subparsers(dest="retention_action", required=True, metavar="ACTION")
+    policy = retention_actions.add_parser("set", help="create or replace a policy")
+    policy.add_argument("name")
+    policy.add_argument("--repository", required=True, help="repository glob, e.g. 'ci/*'")
+    policy.add_argument("--keep-last", type=int, default=0, metavar="N",
+                        help="keep the N most recently pushed tags (default 0: every tag)")
+    policy.add_argument("--keep-tags", default="", metavar="GLOB", help="always keep tags matching this, e.g. 'v*'")
+    policy.add_argument("--untagged-after", default="0", metavar="AGE",
+                        help="delete manifests untagged for longer than this: 7d, 12h, 30m or seconds (default: never)")
+    retention_actions.add_parser("list", help="the policies")
+    retention_actions.add_parser("remove", help="delete a policy").add_argument("name")
+    retention_actions.add_parser("plan", help="what a run would delete now (count and bytes)")
+    retention_actions.add_parser("run", help="run retention now (GC reclaims the bytes)")
+    for parser in retention_actions.choices.values():
         add_target_flags(parser, ("metadata",))
 
 
@@ -192,6 +213,62 @@ async def _quota(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
     return 0
 
 
+def _age(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    text = text.strip().lower()
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text))
+
+
+async def _retention(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
+    from lading.metadata.v1 import policies_pb2 as pb
+    from lading.metadata.v1 import policies_pb2_grpc
+
+    from services.cli_channels import admin_request_context
+    from services.metadata.policies.quotas import size_text
+
+    stub = policies_pb2_grpc.PolicyServiceStub(channel)
+    action = args.retention_action
+    if action == "set":
+        try:
+            age = _age(args.untagged_after)
+        except ValueError:
+            print(f"lading retention set: cannot read --untagged-after {args.untagged_after!r}: use 7d, 12h, 30m "
+                  "or seconds", file=sys.stderr)
+            return 2
+        await stub.SetRetentionPolicy(pb.SetRetentionPolicyRequest(policy=pb.RetentionPolicy(
+            name=args.name, repository_pattern=args.repository, keep_last=args.keep_last, keep_tags=args.keep_tags,
+            untagged_after_seconds=age), context=admin_request_context()), timeout=_TIMEOUT)
+        print(f"retention policy {args.name}: repositories {args.repository!r}")
+    elif action == "remove":
+        reply = await stub.DeleteRetentionPolicy(pb.DeleteRetentionPolicyRequest(
+            name=args.name, context=admin_request_context()), timeout=_TIMEOUT)
+        print(f"removed retention policy {args.name}" if reply.deleted else f"no retention policy {args.name}")
+        return 0 if reply.deleted else 1
+    elif action == "list":
+        for p in (await stub.ListRetentionPolicies(pb.ListRetentionPoliciesRequest(), timeout=_TIMEOUT)).policies:
+            print(f"{p.name}\trepositories={p.repository_pattern}\tkeep-last={p.keep_last}\t"
+                  f"keep-tags={p.keep_tags or '-'}\tuntagged-after={p.untagged_after_seconds}s")
+    else:
+        if action == "plan":
+            plan = await stub.PlanRetention(pb.PlanRetentionRequest(), timeout=_TIMEOUT)
+            head = "would delete"
+        else:
+            reply = await stub.RunRetention(pb.RunRetentionRequest(context=admin_request_context()), timeout=_TIMEOUT)
+            plan, head = reply.plan, "deleting"
+        for t in plan.tags:
+            print(f"{head} tag\t{t.repository}:{t.tag}\t{t.digest}\t{t.policy}")
+        for m in plan.manifests:
+            print(f"{head} manifest\t{m.repository}@{m.digest}\t{m.policy}")
+        print(f"{head}: {len(plan.tags)} tag(s), {len(plan.manifests)} manifest(s), {size_text(plan.bytes)} "
+              "(GC frees the bytes)")
+        if action == "run":
+            print(f"deleted: {reply.tags_deleted} tag(s), {reply.manifests_deleted} manifest(s); "
+                  f"{reply.skipped} skipped (changed since the plan)")
+    return 0
+
+
 async def _call(args: argparse.Namespace) -> int:
     from services.cli_channels import with_planes
     from services.cli_targets import resolve
@@ -201,6 +278,9 @@ async def _call(args: argparse.Namespace) -> int:
     targets = resolve(args, settings, ("metadata",))
     if args.command == AUDIT_COMMAND:
         return await with_planes("audit", targets, settings, lambda channels: _audit(args, channels["metadata"]))
+    if args.command == RETENTION_COMMAND:
+        return await with_planes(f"retention {args.retention_action}", targets, settings,
+                                 lambda channels: _retention(args, channels["metadata"]))
     if args.command == QUOTA_COMMAND:
         return await with_planes(f"quota {args.quota_action}", targets, settings,
                                  lambda channels: _quota(args, channels["metadata"]))

@@ -146,6 +146,12 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "DeleteQuota": OPERATOR_ONLY,
         "ListQuotas": OPERATOR_ONLY,
         "RecountQuotas": OPERATOR_ONLY,
+        # `lading retention set|remove|list|plan|run`.
+        "SetRetentionPolicy": OPERATOR_ONLY,
+        "DeleteRetentionPolicy": OPERATOR_ONLY,
+        "ListRetentionPolicies": OPERATOR_ONLY,
+        "PlanRetention": OPERATOR_ONLY,
+        "RunRetention": OPERATOR_ONLY,
     },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.

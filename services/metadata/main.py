@@ -147,9 +147,11 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         console = build_console(settings, database, metadata=core, accounts=accounts, admin=gc.admin,
                                 events=events.servicer, on_change=events.worker.wake)
         add_console_to_server(console, service.server)
-        policies = build_policies(settings, database, core)
+        policies = build_policies(settings, database, core, gc=gc.gc, events=events.outbox)
         policies.add_to_server(service.server)
         gc.admin.after_run = policies.store.recount_quotas  # GC corrects the quota counts
+        if gc.loop is not None and policies.retention is not None:
+            gc.loop.before_run = policies.retention.run  # retention runs on the GC schedule
         if metrics is not None:
             policies.register_metrics(metrics)
         await changes.start()

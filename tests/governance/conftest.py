@@ -40,9 +40,12 @@ def stack(store: str, siem: Receiver, request: pytest.FixtureRequest, tmp_path_f
           ) -> Iterator[Stack]:
     endpoint = {"name": "siem", "url": siem.url, "include_actions": ["audit"], "backoff_base_seconds": 0.1,
                 "backoff_cap_seconds": 0.3}
+    # Delete events (retention's) go to the same receiver under another path.
+    deletes = {**endpoint, "name": "deletes", "url": f"http://127.0.0.1:{siem.port}/deletes",
+               "include_actions": ["delete"]}
     # CLI writes (restore) bypass the gateway: its manifest cache would show them after its TTL.
     with gc_stack(store, request, tmp_path_factory.mktemp(f"governance-{store}"),
-                  LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS="0", LADING_EVENTS__ENDPOINTS=json.dumps([endpoint]),
+                  LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS="0", LADING_EVENTS__ENDPOINTS=json.dumps([endpoint, deletes]),
                   LADING_EVENTS__DELIVERY_INTERVAL_SECONDS="0.05",
                   LADING_GOVERNANCE__HISTORY_WINDOW_SECONDS="3600") as running:
         yield running
@@ -178,3 +181,9 @@ def run_gc(stack: Stack, *, delete_untagged: bool = True) -> None:
             assert report.errors == 0
 
     asyncio.run(once())
+
+
+def delivered(receiver: Receiver) -> list[tuple[str, dict]]:
+    """(path, body) of every POST the receiver accepted (it answers 200 to all here)."""
+    with receiver._lock:
+        return [(path, body) for (path, _), (_, body) in zip(receiver.requests, receiver.posts, strict=True)]

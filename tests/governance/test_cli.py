@@ -1,5 +1,6 @@
 """The governance commands as an operator runs them (`lading immutable ...`, `lading tag
-history|restore`, `lading audit`), once, on the SQLite stack: the behaviour behind them is tested on both stores
+history|restore`, `lading audit`, `lading quota`, `lading retention`), once, on the SQLite
+stack: the behaviour behind them is tested on both stores
 over gRPC (test_immutable_tags.py, test_tag_history.py)."""
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def test_governance_commands(store: str, client: httpx.Client, lading: Lading) -
     assert shown[1].split()[1:] == ["restore+override", "lading-admin", first.digest, "->", second.digest]
     assert shown[2].split()[1:] == ["push", "anonymous", "-", "->", first.digest]
     assert lading("immutable", "remove", "cli-rule").stdout.strip() == "removed immutable rule cli-rule"
+
+    quota = lading("quota", "set", "cli-q", "--namespace", "cli", "--limit", "1MiB").stdout
+    assert quota.startswith("quota cli-q: repositories 'cli/*', used ") and quota.strip().endswith("of 1.0 MiB")
+    lading("retention", "set", "cli-ret", "--repository", "cli/*", "--keep-last", "1", "--untagged-after", "7d")
+    plan = lading("retention", "plan").stdout.splitlines()
+    assert plan[-1] == "would delete: 0 tag(s), 0 manifest(s), 0 B (GC frees the bytes)"  # one tag, kept
 
     audit = lading("audit", "--repository", "cli/app", "--actor", "lading-admin").stdout.splitlines()
     assert audit[0].split() == ["TIME", "ACTOR", "ACTION", "OUTCOME", "TARGET"]

@@ -91,6 +91,9 @@ AUDITED: dict[str, str] = {
     "/lading.metadata.v1.PolicyService/SetQuota": "policy.quota.set",
     "/lading.metadata.v1.PolicyService/DeleteQuota": "policy.quota.delete",
     "/lading.metadata.v1.PolicyService/RecountQuotas": "policy.quota.recount",
+    "/lading.metadata.v1.PolicyService/SetRetentionPolicy": "policy.retention.set",
+    "/lading.metadata.v1.PolicyService/DeleteRetentionPolicy": "policy.retention.delete",
+    "/lading.metadata.v1.PolicyService/RunRetention": "retention.run",
 }
 
 # Request fields never written to the log (secrets, bulk bytes, what identifies nothing).

@@ -10,6 +10,7 @@ from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository, validate_tag
 from services.metadata.core import MetadataCore
 from services.metadata.policies.quotas import Quota
+from services.metadata.policies.retention import Retention, RetentionPlan, RetentionPolicy, RetentionResult
 from services.metadata.policies.store import AuditEntry, HistoryEntry, PolicyStore, StoredRule, rfc3339
 from services.metadata.policies.tags import ImmutableRule
 
@@ -45,8 +46,10 @@ def parse_time(text: str) -> datetime:
 
 
 class PolicyCore:
-    def __init__(self, store: PolicyStore, metadata: MetadataCore, *, override_seconds: float) -> None:
+    def __init__(self, store: PolicyStore, metadata: MetadataCore, *, override_seconds: float,
+                 retention: Retention | None = None) -> None:
         self._store = store
+        self.retention = retention
         self._metadata = metadata
         self._override = timedelta(seconds=override_seconds)
 
@@ -122,3 +125,36 @@ class PolicyCore:
 
     async def recount_quotas(self) -> dict[str, tuple[int, int]]:
         return await self._store.recount_quotas()
+
+    async def set_retention(self, policy: RetentionPolicy) -> None:
+        if not _RULE_NAME.fullmatch(policy.name):
+            raise _invalid(f"invalid policy name {policy.name!r}: lower-case letters, digits, '.', '_', '-'",
+                           {"name": policy.name})
+        if not policy.repository_pattern or not _PATTERN.fullmatch(policy.repository_pattern):
+            raise _invalid(f"invalid repository pattern {policy.repository_pattern!r}: a glob such as 'ci/*'",
+                           {"pattern": policy.repository_pattern})
+        if policy.keep_tags and not _PATTERN.fullmatch(policy.keep_tags):
+            raise _invalid(f"invalid tag pattern {policy.keep_tags!r}: a glob such as 'v*'", {"pattern": policy.keep_tags})
+        if policy.keep_last < 0 or policy.untagged_after_seconds < 0:
+            raise _invalid("keep-last and untagged-after must not be negative", {"name": policy.name})
+        if policy.keep_last == 0 and policy.untagged_after_seconds == 0:
+            raise _invalid("this policy would delete nothing: give --keep-last N and/or --untagged-after AGE",
+                           {"name": policy.name})
+        await self._store.set_retention(policy)
+
+    async def delete_retention(self, name: str) -> bool:
+        return await self._store.delete_retention(name)
+
+    def _retention(self) -> Retention:
+        if self.retention is None:
+            raise RegistryError(ErrorKind.UNSUPPORTED, "retention is not available in this process")
+        return self.retention
+
+    async def list_retention(self) -> list[RetentionPolicy]:
+        return await self._retention().policies()
+
+    async def plan_retention(self) -> RetentionPlan:
+        return await self._retention().plan()
+
+    async def run_retention(self) -> tuple[RetentionPlan, RetentionResult]:
+        return await self._retention().run()

@@ -9,6 +9,7 @@ from lading.metadata.v1 import policies_pb2_grpc
 from services.metadata.events import context as request_context
 from services.metadata.policies.core import PolicyCore
 from services.metadata.policies.quotas import Quota
+from services.metadata.policies.retention import RetentionPlan, RetentionPolicy
 from services.metadata.policies.store import StoredRule, rfc3339
 
 
@@ -84,6 +85,46 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
         counted = await self._core.recount_quotas()
         return pb.RecountQuotasResponse(quotas=[pb.QuotaRecount(name=name, before_bytes=before, after_bytes=after)
                                                 for name, (before, after) in counted.items()])
+
+    async def SetRetentionPolicy(self, request: pb.SetRetentionPolicyRequest, context: grpc.aio.ServicerContext
+                                 ) -> pb.SetRetentionPolicyResponse:
+        request_context.bind(request)
+        p = request.policy
+        await self._core.set_retention(RetentionPolicy(p.name, p.repository_pattern, p.keep_last, p.keep_tags,
+                                                       float(p.untagged_after_seconds)))
+        return pb.SetRetentionPolicyResponse()
+
+    async def DeleteRetentionPolicy(self, request: pb.DeleteRetentionPolicyRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.DeleteRetentionPolicyResponse:
+        request_context.bind(request)
+        return pb.DeleteRetentionPolicyResponse(deleted=await self._core.delete_retention(request.name))
+
+    async def ListRetentionPolicies(self, request: pb.ListRetentionPoliciesRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.ListRetentionPoliciesResponse:
+        return pb.ListRetentionPoliciesResponse(policies=[
+            pb.RetentionPolicy(name=p.name, repository_pattern=p.repository_pattern, keep_last=p.keep_last,
+                               keep_tags=p.keep_tags, untagged_after_seconds=int(p.untagged_after_seconds))
+            for p in await self._core.list_retention()])
+
+    async def PlanRetention(self, request: pb.PlanRetentionRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.RetentionPlan:
+        return _plan(await self._core.plan_retention())
+
+    async def RunRetention(self, request: pb.RunRetentionRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.RunRetentionResponse:
+        request_context.bind(request)
+        plan, result = await self._core.run_retention()
+        return pb.RunRetentionResponse(plan=_plan(plan), tags_deleted=result.tags_deleted,
+                                       manifests_deleted=result.manifests_deleted, skipped=result.skipped)
+
+
+def _plan(plan: RetentionPlan) -> pb.RetentionPlan:
+    return pb.RetentionPlan(
+        tags=[pb.PlannedDeletion(repository=t.repository, tag=t.tag, digest=t.digest, policy=t.policy)
+              for t in plan.tags],
+        manifests=[pb.PlannedDeletion(repository=m.repository, digest=m.digest, policy=m.policy)
+                   for m in plan.manifests],
+        bytes=plan.bytes)
 
 
 def _quota(quota: Quota) -> pb.QuotaUsage:

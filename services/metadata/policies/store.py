@@ -20,10 +20,12 @@ from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events import context as request_context
 from services.metadata.policies import audit
 from services.metadata.policies.quotas import Quota, QuotaKeeper
+from services.metadata.policies.retention import RetentionPolicy
 from services.metadata.policies.tables import (
     audit_log,
     immutable_tag_rules,
     quotas,
+    retention_policies,
     tag_history,
     tag_overrides,
 )
@@ -74,6 +76,35 @@ class PolicyStore:
             "repository_pattern": None, "tag_pattern": None, "created_at": None, "created_by": None})
         self._set_override = upsert(database.dialect, tag_overrides, ["repository", "tag"], {
             "granted_by": None, "reason": None, "expires_at": None})
+
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    async def read(self, statement: Any) -> list[Any]:
+        return await self._read(statement)
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        return await self._write(work)
+
+    async def immutable_rules(self) -> list[ImmutableRule]:
+        return [stored.rule for stored in await self.list_rules()]
+
+    # -- retention policies ---------------------------------------------------------------------------
+
+    async def set_retention(self, policy: RetentionPolicy) -> None:
+        def work(conn: Connection) -> None:
+            conn.execute(upsert(self._db.dialect, retention_policies, ["name"], {
+                "repository_pattern": None, "keep_last": None, "keep_tags": None, "untagged_after_seconds": None}),
+                {"name": policy.name, "repository_pattern": policy.repository_pattern, "keep_last": policy.keep_last,
+                 "keep_tags": policy.keep_tags, "untagged_after_seconds": int(policy.untagged_after_seconds),
+                 "created_at": _now()})
+
+        await self._write(work)
+
+    async def delete_retention(self, name: str) -> bool:
+        return await self._write(lambda conn: conn.execute(
+            delete(retention_policies).where(retention_policies.c.name == name)).rowcount > 0)
 
     async def _write(self, work: Callable[[Connection], T]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):

@@ -12,6 +12,7 @@
 - `quotas`: storage quotas by repository pattern, with their running usage; `quota_blobs`: the
   distinct digests counted in each quota and how many of its repositories link each (a layer
   shared by two repositories of a quota counts once). policies/quotas.py keeps both exact.
+- `retention_policies`: which tags and untagged manifests retention deletes (policies/retention.py).
 """
 
 from __future__ import annotations
@@ -100,4 +101,18 @@ quota_blobs = Table(
     Column("refs", Integer, nullable=False),
 )
 
-POLICY_TABLES = (immutable_tag_rules, tag_overrides, tag_history, audit_log, quotas, quota_blobs)
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("repository_pattern", String(NAME_LENGTH), nullable=False),
+    # Keep the N most recently moved tags (0: every tag).
+    Column("keep_last", Integer, nullable=False),
+    # Tags matching this glob are always kept ("" : none).
+    Column("keep_tags", String(TAG_LENGTH), nullable=False),
+    # Delete manifests untagged for longer than this (0: never).
+    Column("untagged_after_seconds", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+POLICY_TABLES = (immutable_tag_rules, tag_overrides, tag_history, audit_log, quotas, quota_blobs, retention_policies)

@@ -150,14 +150,15 @@ class TagKeeper:
         raise RegistryError(ErrorKind.UNAVAILABLE, f"tag {tag!r} keeps changing concurrently; retry the push",
                             {"tag": tag})
 
-    def deleting_tag(self, conn: Connection, *, repository_id: int, repository: str, tag: str) -> None:
+    def deleting_tag(self, conn: Connection, *, repository_id: int, repository: str, tag: str,
+                     request: RequestInfo | None = None) -> None:
         """Before `tag` is deleted: DENIED when immutable (without an override); records the delete.
         Nothing happens when the tag does not exist (the caller reports MANIFEST_UNKNOWN)."""
         current = conn.execute(self._current, {"repository_id": repository_id, "tag": tag}).first()
         if current is None:
             return
         suffix = self._allow(conn, repository, tag, change="deleted", current=current[1])
-        self._record(conn, repository, tag, current[1], None, "delete" + suffix, _now())
+        self._record(conn, repository, tag, current[1], None, "delete" + suffix, _now(), request)
 
     def deleting_manifest(self, conn: Connection, *, repository_id: int, repository: str, manifest_id: int,
                           digest: str) -> None:

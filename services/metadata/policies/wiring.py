@@ -10,7 +10,10 @@ from lading.metadata.v1 import policies_pb2_grpc
 from services.common.metrics import Metrics
 from services.common.settings import Settings
 from services.metadata.core import MetadataCore
+from services.metadata.events.outbox import EventOutbox
+from services.metadata.gc.store import GcStore
 from services.metadata.policies.core import PolicyCore
+from services.metadata.policies.retention import Retention
 from services.metadata.policies.servicer import PolicyServicer
 from services.metadata.policies.store import PolicyStore
 from services.metadata.store.engine import Database
@@ -22,6 +25,7 @@ POLICY_SERVICE_NAME = "lading.metadata.v1.PolicyService"
 class PolicyParts:
     store: PolicyStore
     servicer: PolicyServicer
+    retention: Retention | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         policies_pb2_grpc.add_PolicyServiceServicer_to_server(self.servicer, server)
@@ -37,7 +41,10 @@ class PolicyParts:
                                         lambda: quotas_by("limit_bytes"), labels=("quota",))
 
 
-def build_policies(settings: Settings, database: Database, metadata: MetadataCore) -> PolicyParts:
+def build_policies(settings: Settings, database: Database, metadata: MetadataCore, *, gc: GcStore | None = None,
+                   events: EventOutbox | None = None) -> PolicyParts:
+    """`gc`: holds what retention deletes for GC's review delay; `events`: its delete events."""
     store = PolicyStore(database)
-    core = PolicyCore(store, metadata, override_seconds=settings.governance.override_seconds)
-    return PolicyParts(store, PolicyServicer(core))
+    retention = Retention(store, gc, events)
+    core = PolicyCore(store, metadata, override_seconds=settings.governance.override_seconds, retention=retention)
+    return PolicyParts(store, PolicyServicer(core), retention)

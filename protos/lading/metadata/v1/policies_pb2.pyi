@@ -242,3 +242,97 @@ class RecountQuotasResponse(_message.Message):
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
     quotas: _containers.RepeatedCompositeFieldContainer[QuotaRecount]
     def __init__(self, quotas: _Optional[_Iterable[_Union[QuotaRecount, _Mapping]]] = ...) -> None: ...
+
+class RetentionPolicy(_message.Message):
+    __slots__ = ("name", "repository_pattern", "keep_last", "keep_tags", "untagged_after_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    KEEP_LAST_FIELD_NUMBER: _ClassVar[int]
+    KEEP_TAGS_FIELD_NUMBER: _ClassVar[int]
+    UNTAGGED_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    repository_pattern: str
+    keep_last: int
+    keep_tags: str
+    untagged_after_seconds: int
+    def __init__(self, name: _Optional[str] = ..., repository_pattern: _Optional[str] = ..., keep_last: _Optional[int] = ..., keep_tags: _Optional[str] = ..., untagged_after_seconds: _Optional[int] = ...) -> None: ...
+
+class SetRetentionPolicyRequest(_message.Message):
+    __slots__ = ("policy", "context")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    policy: RetentionPolicy
+    context: _common_pb2.RequestContext
+    def __init__(self, policy: _Optional[_Union[RetentionPolicy, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class SetRetentionPolicyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteRetentionPolicyRequest(_message.Message):
+    __slots__ = ("name", "context")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    context: _common_pb2.RequestContext
+    def __init__(self, name: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class DeleteRetentionPolicyResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class ListRetentionPoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRetentionPoliciesResponse(_message.Message):
+    __slots__ = ("policies",)
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[RetentionPolicy]
+    def __init__(self, policies: _Optional[_Iterable[_Union[RetentionPolicy, _Mapping]]] = ...) -> None: ...
+
+class PlanRetentionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PlannedDeletion(_message.Message):
+    __slots__ = ("repository", "tag", "digest", "policy")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    tag: str
+    digest: str
+    policy: str
+    def __init__(self, repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
+
+class RetentionPlan(_message.Message):
+    __slots__ = ("tags", "manifests", "bytes")
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.RepeatedCompositeFieldContainer[PlannedDeletion]
+    manifests: _containers.RepeatedCompositeFieldContainer[PlannedDeletion]
+    bytes: int
+    def __init__(self, tags: _Optional[_Iterable[_Union[PlannedDeletion, _Mapping]]] = ..., manifests: _Optional[_Iterable[_Union[PlannedDeletion, _Mapping]]] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class RunRetentionRequest(_message.Message):
+    __slots__ = ("context",)
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    context: _common_pb2.RequestContext
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class RunRetentionResponse(_message.Message):
+    __slots__ = ("plan", "tags_deleted", "manifests_deleted", "skipped")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    TAGS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    plan: RetentionPlan
+    tags_deleted: int
+    manifests_deleted: int
+    skipped: int
+    def __init__(self, plan: _Optional[_Union[RetentionPlan, _Mapping]] = ..., tags_deleted: _Optional[int] = ..., manifests_deleted: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...

@@ -89,6 +89,31 @@ class PolicyServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasResponse.FromString,
                 _registered_method=True)
+        self.SetRetentionPolicy = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/SetRetentionPolicy',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.DeleteRetentionPolicy = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/DeleteRetentionPolicy',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteRetentionPolicyRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.ListRetentionPolicies = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/ListRetentionPolicies',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListRetentionPoliciesRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListRetentionPoliciesResponse.FromString,
+                _registered_method=True)
+        self.PlanRetention = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/PlanRetention',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.PlanRetentionRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RetentionPlan.FromString,
+                _registered_method=True)
+        self.RunRetention = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/RunRetention',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -175,6 +200,39 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRetentionPolicy(self, request, context):
+        """Creates or replaces a retention policy. NAME_INVALID for a bad name or pattern.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRetentionPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRetentionPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanRetention(self, request, context):
+        """What a retention run would delete now (nothing is deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunRetention(self, request, context):
+        """Runs retention now: a fresh plan, each deletion re-checked under its row lock.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +290,31 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.RecountQuotas,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasResponse.SerializeToString,
+            ),
+            'SetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetentionPolicy,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetRetentionPolicyRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetRetentionPolicyResponse.SerializeToString,
+            ),
+            'DeleteRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRetentionPolicy,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteRetentionPolicyRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteRetentionPolicyResponse.SerializeToString,
+            ),
+            'ListRetentionPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRetentionPolicies,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListRetentionPoliciesRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListRetentionPoliciesResponse.SerializeToString,
+            ),
+            'PlanRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanRetention,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.PlanRetentionRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RetentionPlan.SerializeToString,
+            ),
+            'RunRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunRetention,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +614,141 @@ class PolicyService:
             '/lading.metadata.v1.PolicyService/RecountQuotas',
             lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_policies__pb2.RecountQuotasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/SetRetentionPolicy',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.SetRetentionPolicyRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.SetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/DeleteRetentionPolicy',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteRetentionPolicyRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRetentionPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/ListRetentionPolicies',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListRetentionPoliciesRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListRetentionPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/PlanRetention',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.PlanRetentionRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.RetentionPlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/RunRetention',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,

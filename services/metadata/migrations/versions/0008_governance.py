@@ -1,4 +1,4 @@
-"""Governance: immutable tag rules, one-time overrides, tag history, the audit log, quotas.
+"""Governance: immutable tag rules, one-time overrides, tag history, the audit log, quotas, retention.
 
 Revision ID: 0008_governance
 Revises: 0007_console
@@ -92,9 +92,20 @@ def upgrade() -> None:
         sa.Column("refs", sa.Integer, nullable=False),
         sa.PrimaryKeyConstraint("quota", "digest", name="pk_quota_blobs"),
     )
+    op.create_table(
+        "retention_policies",
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("repository_pattern", sa.String(255), nullable=False),
+        sa.Column("keep_last", sa.Integer, nullable=False),
+        sa.Column("keep_tags", sa.String(128), nullable=False),
+        sa.Column("untagged_after_seconds", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_retention_policies"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("retention_policies")
     op.drop_table("quota_blobs")
     op.drop_table("quotas")
     op.drop_index("ix_audit_log_repository_at", table_name="audit_log")
