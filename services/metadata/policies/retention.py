@@ -225,6 +225,8 @@ class Retention:
         result = RetentionResult()
         request = internal_request(RETENTION_ACTOR)
         for item in plan.tags:
+            if self._gc is not None:  # the manifest it leaves is held for GC's review delay, as for any tag delete
+                await self._gc.holds_for_tag(item.repository, item.tag)
             try:
                 done = await self._store.write(lambda conn, item=item: self._delete_tag(conn, item, request))
             except RegistryError as error:  # an immutable rule appeared meanwhile, ...
