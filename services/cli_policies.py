@@ -13,6 +13,8 @@ sent as the actor `lading-admin` and land in the audit log.
     lading quota show | remove NAME | recount
     lading retention set NAME --repository 'ci/*' [--keep-last N] [--keep-tags 'v*'] [--untagged-after 7d]
     lading retention list | remove NAME | plan | run
+    lading signature require NAME --repository 'prod/*' [--type any|cosign|notation] [--key cosign.pub ...]
+    lading signature list | remove NAME
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ COMMAND = "immutable"
 AUDIT_COMMAND = "audit"
 QUOTA_COMMAND = "quota"
 RETENTION_COMMAND = "retention"
-COMMANDS = (COMMAND, AUDIT_COMMAND, QUOTA_COMMAND, RETENTION_COMMAND)
+SIGNATURE_COMMAND = "signature"
+COMMANDS = (COMMAND, AUDIT_COMMAND, QUOTA_COMMAND, RETENTION_COMMAND, SIGNATURE_COMMAND)
 TAG_ACTIONS = ("history", "restore")
 _TIMEOUT = 60.0
 
@@ -85,6 +88,19 @@ def add_commands(commands: Any) -> None:
     retention_actions.add_parser("plan", help="what a run would delete now (count and bytes)")
     retention_actions.add_parser("run", help="run retention now (GC reclaims the bytes)")
     for parser in retention_actions.choices.values():
+        add_target_flags(parser, ("metadata",))
+    signature = commands.add_parser("signature", help="signature policies: pull only signed images")
+    signature_actions = signature.add_subparsers(dest="signature_action", required=True, metavar="ACTION")
+    require = signature_actions.add_parser("require", help="create or replace a policy")
+    require.add_argument("name")
+    require.add_argument("--repository", required=True, help="repository glob, e.g. 'prod/*'")
+    require.add_argument("--type", default="any", choices=["any", "cosign", "notation"],
+                         help="which signatures count (default: any)")
+    require.add_argument("--key", action="append", default=[], metavar="PEM_FILE",
+                         help="a cosign public key (ECDSA P-256) signatures must verify with; repeatable")
+    signature_actions.add_parser("list", help="the policies")
+    signature_actions.add_parser("remove", help="delete a policy").add_argument("name")
+    for parser in signature_actions.choices.values():
         add_target_flags(parser, ("metadata",))
 
 
@@ -269,6 +285,33 @@ async def _retention(args: argparse.Namespace, channel: grpc.aio.Channel) -> int
     return 0
 
 
+async def _signature(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
+    from lading.metadata.v1 import policies_pb2 as pb
+    from lading.metadata.v1 import policies_pb2_grpc
+
+    from services.cli_channels import admin_request_context
+
+    stub = policies_pb2_grpc.PolicyServiceStub(channel)
+    action = args.signature_action
+    if action == "require":
+        keys = args.key_text
+        await stub.SetSignaturePolicy(pb.SetSignaturePolicyRequest(policy=pb.SignaturePolicy(
+            name=args.name, repository_pattern=args.repository, type=args.type, public_keys=keys),
+            context=admin_request_context()), timeout=_TIMEOUT)
+        verified = f", verified with {len(args.key)} key(s)" if args.key else ""
+        print(f"signature policy {args.name}: repositories {args.repository!r} need a {args.type} signature{verified}")
+    elif action == "remove":
+        reply = await stub.DeleteSignaturePolicy(pb.DeleteSignaturePolicyRequest(
+            name=args.name, context=admin_request_context()), timeout=_TIMEOUT)
+        print(f"removed signature policy {args.name}" if reply.deleted else f"no signature policy {args.name}")
+        return 0 if reply.deleted else 1
+    else:
+        for p in (await stub.ListSignaturePolicies(pb.ListSignaturePoliciesRequest(), timeout=_TIMEOUT)).policies:
+            keys = p.public_keys.count("BEGIN PUBLIC KEY")
+            print(f"{p.name}\trepositories={p.repository_pattern}\ttype={p.type}\tkeys={keys}")
+    return 0
+
+
 async def _call(args: argparse.Namespace) -> int:
     from services.cli_channels import with_planes
     from services.cli_targets import resolve
@@ -278,6 +321,9 @@ async def _call(args: argparse.Namespace) -> int:
     targets = resolve(args, settings, ("metadata",))
     if args.command == AUDIT_COMMAND:
         return await with_planes("audit", targets, settings, lambda channels: _audit(args, channels["metadata"]))
+    if args.command == SIGNATURE_COMMAND:
+        return await with_planes(f"signature {args.signature_action}", targets, settings,
+                                 lambda channels: _signature(args, channels["metadata"]))
     if args.command == RETENTION_COMMAND:
         return await with_planes(f"retention {args.retention_action}", targets, settings,
                                  lambda channels: _retention(args, channels["metadata"]))
@@ -292,4 +338,12 @@ def run(args: argparse.Namespace) -> int:
     """Runs one `lading immutable` or `lading audit` command; returns the exit code."""
     import asyncio
 
+    if args.command == SIGNATURE_COMMAND and args.signature_action == "require":
+        from pathlib import Path
+
+        try:
+            args.key_text = "".join(Path(name).read_text() for name in args.key)
+        except OSError as error:
+            print(f"lading signature require: cannot read a key file: {error}", file=sys.stderr)
+            return 2
     return asyncio.run(_call(args))

@@ -152,12 +152,17 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "ListRetentionPolicies": OPERATOR_ONLY,
         "PlanRetention": OPERATOR_ONLY,
         "RunRetention": OPERATOR_ONLY,
+        # `lading signature require|remove|list`.
+        "SetSignaturePolicy": OPERATOR_ONLY,
+        "DeleteSignaturePolicy": OPERATOR_ONLY,
+        "ListSignaturePolicies": OPERATOR_ONLY,
     },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.
         "StatBlob": frozenset({GATEWAY, METADATA, OPERATOR}),
-        # `lading check --verify-sample` re-hashes blobs.
-        "ReadBlob": frozenset({GATEWAY, OPERATOR}),
+        # `lading check --verify-sample` re-hashes blobs; the metadata plane reads cosign
+        # signature payloads to verify them (services/metadata/policies/signatures.py).
+        "ReadBlob": frozenset({GATEWAY, OPERATOR, METADATA}),
         # Garbage collection: the metadata plane's collector and `lading gc`.
         "DeleteBlob": frozenset({METADATA, OPERATOR}),
         "ListBlobs": frozenset({METADATA, OPERATOR}),

@@ -16,6 +16,7 @@ from services.common.digests import Digest, looks_like_digest
 from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository, validate_tag
 from services.metadata.manifests import parse_manifest
+from services.metadata.policies.signatures import SignatureGate
 from services.metadata.store.base import MetadataStore, NewManifest, Page, Referrer, StoredManifest
 
 
@@ -39,6 +40,9 @@ class MetadataCore:
     def __init__(self, store: MetadataStore, limits: MetadataLimits) -> None:
         self._store = store
         self._limits = limits
+        # Signature policies (services/metadata/policies/signatures.py), set by main.py: checked
+        # on every manifest read.
+        self.signatures: SignatureGate | None = None
 
     # -- input checks -------------------------------------------------------------------------------
 
@@ -144,13 +148,17 @@ class MetadataCore:
     async def get_manifest(self, repository: str, reference: str, *, omit_payload: bool = False) -> StoredManifest:
         """The manifest a tag or digest names. NAME_UNKNOWN / MANIFEST_UNKNOWN when absent."""
         validate_repository(repository)
+        tag: str | None = None
         if looks_like_digest(reference):
-            return await self._store.get_manifest(
+            found = await self._store.get_manifest(
                 repository, digest=self._digest(reference), with_payload=not omit_payload
             )
-        return await self._store.get_manifest(
-            repository, tag=validate_tag(reference), with_payload=not omit_payload
-        )
+        else:
+            tag = validate_tag(reference)
+            found = await self._store.get_manifest(repository, tag=tag, with_payload=not omit_payload)
+        if self.signatures is not None:
+            await self.signatures.check(repository, tag, found.digest)
+        return found
 
     async def delete_manifest(self, repository: str, reference: str) -> None:
         """By digest: deletes the manifest and its tags. By tag: deletes that tag only.

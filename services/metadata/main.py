@@ -35,7 +35,7 @@ from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate
 from services.metadata.policies.audit import AuditInterceptor, AuditWriter
-from services.metadata.policies.wiring import POLICY_SERVICE_NAME, build_policies
+from services.metadata.policies.wiring import POLICY_SERVICE_NAME, blob_reader, build_policies
 from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
@@ -147,7 +147,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         console = build_console(settings, database, metadata=core, accounts=accounts, admin=gc.admin,
                                 events=events.servicer, on_change=events.worker.wake)
         add_console_to_server(console, service.server)
-        policies = build_policies(settings, database, core, gc=gc.gc, events=events.outbox)
+        policies = build_policies(settings, database, core, gc=gc.gc, events=events.outbox,
+                                  read_blob=blob_reader(gc.channel) if gc.channel is not None else None)
         policies.add_to_server(service.server)
         gc.admin.after_run = policies.store.recount_quotas  # GC corrects the quota counts
         if gc.loop is not None and policies.retention is not None:

@@ -1,18 +1,22 @@
 """The governance commands as an operator runs them (`lading immutable ...`, `lading tag
-history|restore`, `lading audit`, `lading quota`, `lading retention`), once, on the SQLite
+history|restore`, `lading audit`, `lading quota`, `lading retention`, `lading signature`), once, on the SQLite
 stack: the behaviour behind them is tested on both stores
 over gRPC (test_immutable_tags.py, test_tag_history.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.governance.conftest import Lading
 from tests.support import oci
 
 
-def test_governance_commands(store: str, client: httpx.Client, lading: Lading) -> None:
+def test_governance_commands(store: str, client: httpx.Client, lading: Lading, tmp_path: Path) -> None:
     if store != "sqlite":
         pytest.skip("the CLI only translates; its store-specific behaviour is tested over gRPC on both stores")
     first, second = oci.image(1, layer_size=512), oci.image(1, layer_size=512)
@@ -39,6 +43,16 @@ def test_governance_commands(store: str, client: httpx.Client, lading: Lading) -
     lading("retention", "set", "cli-ret", "--repository", "cli/*", "--keep-last", "1", "--untagged-after", "7d")
     plan = lading("retention", "plan").stdout.splitlines()
     assert plan[-1] == "would delete: 0 tag(s), 0 manifest(s), 0 B (GC frees the bytes)"  # one tag, kept
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "cosign.pub").write_bytes(key)
+    said = lading("signature", "require", "cli-sig", "--repository", "cli-signed/*", "--type", "cosign",
+                  "--key", str(tmp_path / "cosign.pub")).stdout
+    assert said.strip() == "signature policy cli-sig: repositories 'cli-signed/*' need a cosign signature, verified " \
+                           "with 1 key(s)"
+    assert "cli-sig\trepositories=cli-signed/*\ttype=cosign\tkeys=1" in lading("signature", "list").stdout
+    lading("signature", "remove", "cli-sig")
 
     audit = lading("audit", "--repository", "cli/app", "--actor", "lading-admin").stdout.splitlines()
     assert audit[0].split() == ["TIME", "ACTOR", "ACTION", "OUTCOME", "TARGET"]

@@ -94,11 +94,13 @@ AUDITED: dict[str, str] = {
     "/lading.metadata.v1.PolicyService/SetRetentionPolicy": "policy.retention.set",
     "/lading.metadata.v1.PolicyService/DeleteRetentionPolicy": "policy.retention.delete",
     "/lading.metadata.v1.PolicyService/RunRetention": "retention.run",
+    "/lading.metadata.v1.PolicyService/SetSignaturePolicy": "policy.signature.set",
+    "/lading.metadata.v1.PolicyService/DeleteSignaturePolicy": "policy.signature.delete",
 }
 
 # Request fields never written to the log (secrets, bulk bytes, what identifies nothing).
 _HIDDEN = frozenset({"password", "secret", "payload", "session", "token", "credential", "context", "page",
-                     "new_password", "client_secret", "code", "code_verifier", "nonce", "state"})
+                     "new_password", "client_secret", "code", "code_verifier", "nonce", "state", "public_keys"})
 _TARGET_MAX = 512
 
 

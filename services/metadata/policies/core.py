@@ -11,6 +11,7 @@ from services.common.names import validate_repository, validate_tag
 from services.metadata.core import MetadataCore
 from services.metadata.policies.quotas import Quota
 from services.metadata.policies.retention import Retention, RetentionPlan, RetentionPolicy, RetentionResult
+from services.metadata.policies.signatures import KINDS, SignatureGate, SignaturePolicy, load_keys
 from services.metadata.policies.store import AuditEntry, HistoryEntry, PolicyStore, StoredRule, rfc3339
 from services.metadata.policies.tags import ImmutableRule
 
@@ -47,8 +48,9 @@ def parse_time(text: str) -> datetime:
 
 class PolicyCore:
     def __init__(self, store: PolicyStore, metadata: MetadataCore, *, override_seconds: float,
-                 retention: Retention | None = None) -> None:
+                 retention: Retention | None = None, signatures: SignatureGate | None = None) -> None:
         self._store = store
+        self.signatures = signatures
         self.retention = retention
         self._metadata = metadata
         self._override = timedelta(seconds=override_seconds)
@@ -158,3 +160,27 @@ class PolicyCore:
 
     async def run_retention(self) -> tuple[RetentionPlan, RetentionResult]:
         return await self._retention().run()
+
+    async def set_signature_policy(self, policy: SignaturePolicy) -> None:
+        if not _RULE_NAME.fullmatch(policy.name):
+            raise _invalid(f"invalid policy name {policy.name!r}: lower-case letters, digits, '.', '_', '-'",
+                           {"name": policy.name})
+        if not policy.repository_pattern or not _PATTERN.fullmatch(policy.repository_pattern):
+            raise _invalid(f"invalid repository pattern {policy.repository_pattern!r}: a glob such as 'prod/*'",
+                           {"pattern": policy.repository_pattern})
+        if policy.kind not in KINDS:
+            raise _invalid(f"invalid signature type {policy.kind!r}: one of {', '.join(KINDS)}", {"type": policy.kind})
+        if policy.public_keys:
+            if policy.kind == "notation":
+                raise _invalid("public keys verify cosign signatures; a notation policy takes none", {"type": "notation"})
+            if not load_keys(policy.public_keys):
+                raise _invalid("no PEM public key found (-----BEGIN PUBLIC KEY-----)", {"name": policy.name})
+        await self._store.set_signature_policy(policy)
+
+    async def delete_signature_policy(self, name: str) -> bool:
+        return await self._store.delete_signature_policy(name)
+
+    async def list_signature_policies(self) -> list[SignaturePolicy]:
+        if self.signatures is None:
+            raise RegistryError(ErrorKind.UNSUPPORTED, "signature policies are not available in this process")
+        return await self.signatures.policies(fresh=True)

@@ -10,6 +10,7 @@ from services.metadata.events import context as request_context
 from services.metadata.policies.core import PolicyCore
 from services.metadata.policies.quotas import Quota
 from services.metadata.policies.retention import RetentionPlan, RetentionPolicy
+from services.metadata.policies.signatures import SignaturePolicy
 from services.metadata.policies.store import StoredRule, rfc3339
 
 
@@ -116,6 +117,25 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
         plan, result = await self._core.run_retention()
         return pb.RunRetentionResponse(plan=_plan(plan), tags_deleted=result.tags_deleted,
                                        manifests_deleted=result.manifests_deleted, skipped=result.skipped)
+
+    async def SetSignaturePolicy(self, request: pb.SetSignaturePolicyRequest, context: grpc.aio.ServicerContext
+                                 ) -> pb.SetSignaturePolicyResponse:
+        request_context.bind(request)
+        p = request.policy
+        await self._core.set_signature_policy(SignaturePolicy(p.name, p.repository_pattern, p.type or "any",
+                                                              p.public_keys))
+        return pb.SetSignaturePolicyResponse()
+
+    async def DeleteSignaturePolicy(self, request: pb.DeleteSignaturePolicyRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.DeleteSignaturePolicyResponse:
+        request_context.bind(request)
+        return pb.DeleteSignaturePolicyResponse(deleted=await self._core.delete_signature_policy(request.name))
+
+    async def ListSignaturePolicies(self, request: pb.ListSignaturePoliciesRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.ListSignaturePoliciesResponse:
+        return pb.ListSignaturePoliciesResponse(policies=[
+            pb.SignaturePolicy(name=p.name, repository_pattern=p.repository_pattern, type=p.kind,
+                               public_keys=p.public_keys) for p in await self._core.list_signature_policies()])
 
 
 def _plan(plan: RetentionPlan) -> pb.RetentionPlan:

@@ -21,11 +21,13 @@ from services.metadata.events import context as request_context
 from services.metadata.policies import audit
 from services.metadata.policies.quotas import Quota, QuotaKeeper
 from services.metadata.policies.retention import RetentionPolicy
+from services.metadata.policies.signatures import SignaturePolicy
 from services.metadata.policies.tables import (
     audit_log,
     immutable_tag_rules,
     quotas,
     retention_policies,
+    signature_policies,
     tag_history,
     tag_overrides,
 )
@@ -105,6 +107,21 @@ class PolicyStore:
     async def delete_retention(self, name: str) -> bool:
         return await self._write(lambda conn: conn.execute(
             delete(retention_policies).where(retention_policies.c.name == name)).rowcount > 0)
+
+    # -- signature policies ---------------------------------------------------------------------------
+
+    async def set_signature_policy(self, policy: SignaturePolicy) -> None:
+        def work(conn: Connection) -> None:
+            conn.execute(upsert(self._db.dialect, signature_policies, ["name"], {
+                "repository_pattern": None, "kind": None, "public_keys": None}),
+                {"name": policy.name, "repository_pattern": policy.repository_pattern, "kind": policy.kind,
+                 "public_keys": policy.public_keys, "created_at": _now()})
+
+        await self._write(work)
+
+    async def delete_signature_policy(self, name: str) -> bool:
+        return await self._write(lambda conn: conn.execute(
+            delete(signature_policies).where(signature_policies.c.name == name)).rowcount > 0)
 
     async def _write(self, work: Callable[[Connection], T]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):

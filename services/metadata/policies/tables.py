@@ -13,6 +13,7 @@
   distinct digests counted in each quota and how many of its repositories link each (a layer
   shared by two repositories of a quota counts once). policies/quotas.py keeps both exact.
 - `retention_policies`: which tags and untagged manifests retention deletes (policies/retention.py).
+- `signature_policies`: repositories whose images must be signed to be pulled (policies/signatures.py).
 """
 
 from __future__ import annotations
@@ -115,4 +116,17 @@ retention_policies = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-POLICY_TABLES = (immutable_tag_rules, tag_overrides, tag_history, audit_log, quotas, quota_blobs, retention_policies)
+signature_policies = Table(
+    "signature_policies",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("repository_pattern", String(NAME_LENGTH), nullable=False),
+    # any | cosign | notation
+    Column("kind", String(16), nullable=False),
+    # PEM public keys (cosign, ECDSA P-256), concatenated; "" : a signature's presence is enough.
+    Column("public_keys", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+POLICY_TABLES = (immutable_tag_rules, tag_overrides, tag_history, audit_log, quotas, quota_blobs, retention_policies,
+                 signature_policies)

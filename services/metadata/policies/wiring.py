@@ -15,6 +15,7 @@ from services.metadata.gc.store import GcStore
 from services.metadata.policies.core import PolicyCore
 from services.metadata.policies.retention import Retention
 from services.metadata.policies.servicer import PolicyServicer
+from services.metadata.policies.signatures import ReadBlob, SignatureGate
 from services.metadata.policies.store import PolicyStore
 from services.metadata.store.engine import Database
 
@@ -41,10 +42,35 @@ class PolicyParts:
                                         lambda: quotas_by("limit_bytes"), labels=("quota",))
 
 
+def blob_reader(channel: grpc.aio.Channel) -> ReadBlob:
+    """A blob's bytes over BlobService.ReadBlob (small blobs: cosign signature payloads)."""
+    from lading.blob.v1 import blob_pb2, blob_pb2_grpc
+
+    from services.common.errors import from_rpc_error
+
+    stub = blob_pb2_grpc.BlobServiceStub(channel)
+
+    async def read(digest: str) -> bytes:
+        chunks = []
+        try:
+            async for message in stub.ReadBlob(blob_pb2.ReadBlobRequest(digest=digest, length=1 << 20), timeout=10):
+                chunks.append(message.data)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return b"".join(chunks)
+
+    return read
+
+
 def build_policies(settings: Settings, database: Database, metadata: MetadataCore, *, gc: GcStore | None = None,
-                   events: EventOutbox | None = None) -> PolicyParts:
-    """`gc`: holds what retention deletes for GC's review delay; `events`: its delete events."""
+                   events: EventOutbox | None = None, read_blob: ReadBlob | None = None) -> PolicyParts:
+    """`gc`: holds what retention deletes for GC's review delay; `events`: its delete events;
+    `read_blob`: cosign signature payloads, for signature policies with keys."""
     store = PolicyStore(database)
     retention = Retention(store, gc, events)
-    core = PolicyCore(store, metadata, override_seconds=settings.governance.override_seconds, retention=retention)
+    # Signature policies apply to pulls through the MetadataCore (services/metadata/core.py).
+    signatures = SignatureGate(store.read, read_blob)
+    metadata.signatures = signatures
+    core = PolicyCore(store, metadata, override_seconds=settings.governance.override_seconds, retention=retention,
+                      signatures=signatures)
     return PolicyParts(store, PolicyServicer(core), retention)

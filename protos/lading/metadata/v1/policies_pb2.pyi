@@ -336,3 +336,51 @@ class RunRetentionResponse(_message.Message):
     manifests_deleted: int
     skipped: int
     def __init__(self, plan: _Optional[_Union[RetentionPlan, _Mapping]] = ..., tags_deleted: _Optional[int] = ..., manifests_deleted: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
+
+class SignaturePolicy(_message.Message):
+    __slots__ = ("name", "repository_pattern", "type", "public_keys")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    repository_pattern: str
+    type: str
+    public_keys: str
+    def __init__(self, name: _Optional[str] = ..., repository_pattern: _Optional[str] = ..., type: _Optional[str] = ..., public_keys: _Optional[str] = ...) -> None: ...
+
+class SetSignaturePolicyRequest(_message.Message):
+    __slots__ = ("policy", "context")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    policy: SignaturePolicy
+    context: _common_pb2.RequestContext
+    def __init__(self, policy: _Optional[_Union[SignaturePolicy, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class SetSignaturePolicyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteSignaturePolicyRequest(_message.Message):
+    __slots__ = ("name", "context")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    context: _common_pb2.RequestContext
+    def __init__(self, name: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class DeleteSignaturePolicyResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class ListSignaturePoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSignaturePoliciesResponse(_message.Message):
+    __slots__ = ("policies",)
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[SignaturePolicy]
+    def __init__(self, policies: _Optional[_Iterable[_Union[SignaturePolicy, _Mapping]]] = ...) -> None: ...

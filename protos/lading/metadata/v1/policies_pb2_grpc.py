@@ -114,6 +114,21 @@ class PolicyServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionResponse.FromString,
                 _registered_method=True)
+        self.SetSignaturePolicy = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/SetSignaturePolicy',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetSignaturePolicyRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetSignaturePolicyResponse.FromString,
+                _registered_method=True)
+        self.DeleteSignaturePolicy = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/DeleteSignaturePolicy',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteSignaturePolicyRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteSignaturePolicyResponse.FromString,
+                _registered_method=True)
+        self.ListSignaturePolicies = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/ListSignaturePolicies',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -233,6 +248,25 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSignaturePolicy(self, request, context):
+        """Creates or replaces a signature policy. NAME_INVALID for a bad name, pattern, type or key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSignaturePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSignaturePolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +349,21 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.RunRetention,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionResponse.SerializeToString,
+            ),
+            'SetSignaturePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSignaturePolicy,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetSignaturePolicyRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetSignaturePolicyResponse.SerializeToString,
+            ),
+            'DeleteSignaturePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSignaturePolicy,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteSignaturePolicyRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteSignaturePolicyResponse.SerializeToString,
+            ),
+            'ListSignaturePolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSignaturePolicies,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -749,6 +798,87 @@ class PolicyService:
             '/lading.metadata.v1.PolicyService/RunRetention',
             lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_policies__pb2.RunRetentionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSignaturePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/SetSignaturePolicy',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.SetSignaturePolicyRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.SetSignaturePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSignaturePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/DeleteSignaturePolicy',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteSignaturePolicyRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteSignaturePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSignaturePolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/ListSignaturePolicies',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""Governance: immutable tag rules, one-time overrides, tag history, the audit log, quotas, retention.
+"""Governance: immutable tag rules, one-time overrides, tag history, the audit log, quotas, retention, signature policies.
 
 Revision ID: 0008_governance
 Revises: 0007_console
@@ -102,9 +102,19 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_retention_policies"),
     )
+    op.create_table(
+        "signature_policies",
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("repository_pattern", sa.String(255), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("public_keys", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_signature_policies"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("signature_policies")
     op.drop_table("retention_policies")
     op.drop_table("quota_blobs")
     op.drop_table("quotas")
