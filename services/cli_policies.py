@@ -15,6 +15,8 @@ sent as the actor `lading-admin` and land in the audit log.
     lading retention list | remove NAME | plan | run
     lading signature require NAME --repository 'prod/*' [--type any|cosign|notation] [--key cosign.pub ...]
     lading signature list | remove NAME
+    lading vuln require NAME --repository 'prod/*' [--severity high] [--max-age 7d] [--allow CVE-2024-3094,...]
+    lading vuln list | remove NAME
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ AUDIT_COMMAND = "audit"
 QUOTA_COMMAND = "quota"
 RETENTION_COMMAND = "retention"
 SIGNATURE_COMMAND = "signature"
-COMMANDS = (COMMAND, AUDIT_COMMAND, QUOTA_COMMAND, RETENTION_COMMAND, SIGNATURE_COMMAND)
+VULN_COMMAND = "vuln"
+COMMANDS = (COMMAND, AUDIT_COMMAND, QUOTA_COMMAND, RETENTION_COMMAND, SIGNATURE_COMMAND, VULN_COMMAND)
 TAG_ACTIONS = ("history", "restore")
 _TIMEOUT = 60.0
 
@@ -101,6 +104,20 @@ def add_commands(commands: Any) -> None:
     signature_actions.add_parser("list", help="the policies")
     signature_actions.add_parser("remove", help="delete a policy").add_argument("name")
     for parser in signature_actions.choices.values():
+        add_target_flags(parser, ("metadata",))
+    vuln = commands.add_parser("vuln", help="vulnerability report policies: pull only scanned, clean images")
+    vuln_actions = vuln.add_subparsers(dest="vuln_action", required=True, metavar="ACTION")
+    vuln_require = vuln_actions.add_parser("require", help="create or replace a policy")
+    vuln_require.add_argument("name")
+    vuln_require.add_argument("--repository", required=True, help="repository glob, e.g. 'prod/*'")
+    vuln_require.add_argument("--severity", default="", choices=["", "critical", "high", "medium", "low"],
+                              help="refuse images whose newest report lists a finding at or above this")
+    vuln_require.add_argument("--max-age", default="0", metavar="AGE",
+                              help="refuse images without a report younger than this: 7d, 12h, 30m or seconds")
+    vuln_require.add_argument("--allow", default="", metavar="IDS", help="comma-separated finding ids never counted")
+    vuln_actions.add_parser("list", help="the policies")
+    vuln_actions.add_parser("remove", help="delete a policy").add_argument("name")
+    for parser in vuln_actions.choices.values():
         add_target_flags(parser, ("metadata",))
 
 
@@ -312,6 +329,39 @@ async def _signature(args: argparse.Namespace, channel: grpc.aio.Channel) -> int
     return 0
 
 
+async def _vuln(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
+    from lading.metadata.v1 import policies_pb2 as pb
+    from lading.metadata.v1 import policies_pb2_grpc
+
+    from services.cli_channels import admin_request_context
+
+    stub = policies_pb2_grpc.PolicyServiceStub(channel)
+    action = args.vuln_action
+    if action == "require":
+        try:
+            age = _age(args.max_age)
+        except ValueError:
+            print(f"lading vuln require: cannot read --max-age {args.max_age!r}: use 7d, 12h, 30m or seconds",
+                  file=sys.stderr)
+            return 2
+        allow = [item.strip() for item in args.allow.split(",") if item.strip()]
+        await stub.SetVulnerabilityPolicy(pb.SetVulnerabilityPolicyRequest(policy=pb.VulnerabilityPolicy(
+            name=args.name, repository_pattern=args.repository, severity=args.severity, max_age_seconds=age,
+            allow=allow), context=admin_request_context()), timeout=_TIMEOUT)
+        print(f"vulnerability policy {args.name}: repositories {args.repository!r}")
+    elif action == "remove":
+        reply = await stub.DeleteVulnerabilityPolicy(pb.DeleteVulnerabilityPolicyRequest(
+            name=args.name, context=admin_request_context()), timeout=_TIMEOUT)
+        print(f"removed vulnerability policy {args.name}" if reply.deleted else f"no vulnerability policy {args.name}")
+        return 0 if reply.deleted else 1
+    else:
+        reply = await stub.ListVulnerabilityPolicies(pb.ListVulnerabilityPoliciesRequest(), timeout=_TIMEOUT)
+        for p in reply.policies:
+            print(f"{p.name}\trepositories={p.repository_pattern}\tseverity={p.severity or '-'}\t"
+                  f"max-age={p.max_age_seconds}s\tallow={','.join(p.allow) or '-'}")
+    return 0
+
+
 async def _call(args: argparse.Namespace) -> int:
     from services.cli_channels import with_planes
     from services.cli_targets import resolve
@@ -321,6 +371,9 @@ async def _call(args: argparse.Namespace) -> int:
     targets = resolve(args, settings, ("metadata",))
     if args.command == AUDIT_COMMAND:
         return await with_planes("audit", targets, settings, lambda channels: _audit(args, channels["metadata"]))
+    if args.command == VULN_COMMAND:
+        return await with_planes(f"vuln {args.vuln_action}", targets, settings,
+                                 lambda channels: _vuln(args, channels["metadata"]))
     if args.command == SIGNATURE_COMMAND:
         return await with_planes(f"signature {args.signature_action}", targets, settings,
                                  lambda channels: _signature(args, channels["metadata"]))

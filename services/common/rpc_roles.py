@@ -156,6 +156,10 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "SetSignaturePolicy": OPERATOR_ONLY,
         "DeleteSignaturePolicy": OPERATOR_ONLY,
         "ListSignaturePolicies": OPERATOR_ONLY,
+        # `lading vuln require|remove|list`.
+        "SetVulnerabilityPolicy": OPERATOR_ONLY,
+        "DeleteVulnerabilityPolicy": OPERATOR_ONLY,
+        "ListVulnerabilityPolicies": OPERATOR_ONLY,
     },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.

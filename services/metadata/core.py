@@ -9,6 +9,7 @@ and `MetadataStore` for the kinds).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -16,8 +17,12 @@ from services.common.digests import Digest, looks_like_digest
 from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository, validate_tag
 from services.metadata.manifests import parse_manifest
-from services.metadata.policies.signatures import SignatureGate
 from services.metadata.store.base import MetadataStore, NewManifest, Page, Referrer, StoredManifest
+
+
+class PullGate(Protocol):
+    async def check(self, repository: str, tag: str | None, digest: str) -> None:
+        """Raises RegistryError(DENIED) when the manifest may not be served."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +45,9 @@ class MetadataCore:
     def __init__(self, store: MetadataStore, limits: MetadataLimits) -> None:
         self._store = store
         self._limits = limits
-        # Signature policies (services/metadata/policies/signatures.py), set by main.py: checked
-        # on every manifest read.
-        self.signatures: SignatureGate | None = None
+        # Pull policies (signatures, vulnerability reports: services/metadata/policies), set by
+        # main.py: each may refuse a manifest read with DENIED.
+        self.pull_gates: list[PullGate] = []
 
     # -- input checks -------------------------------------------------------------------------------
 
@@ -146,7 +151,8 @@ class MetadataCore:
         return PutManifestResult(digest=digest, subject_digest=parsed.subject_digest)
 
     async def get_manifest(self, repository: str, reference: str, *, omit_payload: bool = False) -> StoredManifest:
-        """The manifest a tag or digest names. NAME_UNKNOWN / MANIFEST_UNKNOWN when absent."""
+        """The manifest a tag or digest names. NAME_UNKNOWN / MANIFEST_UNKNOWN when absent; DENIED
+        when a pull policy refuses it (`pull_gates`)."""
         validate_repository(repository)
         tag: str | None = None
         if looks_like_digest(reference):
@@ -156,8 +162,8 @@ class MetadataCore:
         else:
             tag = validate_tag(reference)
             found = await self._store.get_manifest(repository, tag=tag, with_payload=not omit_payload)
-        if self.signatures is not None:
-            await self.signatures.check(repository, tag, found.digest)
+        for gate in self.pull_gates:
+            await gate.check(repository, tag, found.digest)
         return found
 
     async def delete_manifest(self, repository: str, reference: str) -> None:

@@ -1,5 +1,5 @@
 """The governance commands as an operator runs them (`lading immutable ...`, `lading tag
-history|restore`, `lading audit`, `lading quota`, `lading retention`, `lading signature`), once, on the SQLite
+history|restore`, `lading audit`, `lading quota`, `lading retention`, `lading signature`, `lading vuln`), once, on the SQLite
 stack: the behaviour behind them is tested on both stores
 over gRPC (test_immutable_tags.py, test_tag_history.py)."""
 
@@ -53,6 +53,10 @@ def test_governance_commands(store: str, client: httpx.Client, lading: Lading, t
                            "with 1 key(s)"
     assert "cli-sig\trepositories=cli-signed/*\ttype=cosign\tkeys=1" in lading("signature", "list").stdout
     lading("signature", "remove", "cli-sig")
+    lading("vuln", "require", "cli-vuln", "--repository", "cli-scanned/*", "--severity", "high", "--max-age", "7d",
+           "--allow", "CVE-2024-3094")
+    assert "cli-vuln\trepositories=cli-scanned/*\tseverity=high\tmax-age=604800s\tallow=CVE-2024-3094" in lading(
+        "vuln", "list").stdout
 
     audit = lading("audit", "--repository", "cli/app", "--actor", "lading-admin").stdout.splitlines()
     assert audit[0].split() == ["TIME", "ACTOR", "ACTION", "OUTCOME", "TARGET"]

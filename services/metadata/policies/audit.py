@@ -96,6 +96,8 @@ AUDITED: dict[str, str] = {
     "/lading.metadata.v1.PolicyService/RunRetention": "retention.run",
     "/lading.metadata.v1.PolicyService/SetSignaturePolicy": "policy.signature.set",
     "/lading.metadata.v1.PolicyService/DeleteSignaturePolicy": "policy.signature.delete",
+    "/lading.metadata.v1.PolicyService/SetVulnerabilityPolicy": "policy.vulnerability.set",
+    "/lading.metadata.v1.PolicyService/DeleteVulnerabilityPolicy": "policy.vulnerability.delete",
 }
 
 # Request fields never written to the log (secrets, bulk bytes, what identifies nothing).

@@ -14,6 +14,7 @@ from services.metadata.policies.retention import Retention, RetentionPlan, Reten
 from services.metadata.policies.signatures import KINDS, SignatureGate, SignaturePolicy, load_keys
 from services.metadata.policies.store import AuditEntry, HistoryEntry, PolicyStore, StoredRule, rfc3339
 from services.metadata.policies.tags import ImmutableRule
+from services.metadata.policies.vulnerabilities import SEVERITIES, VulnerabilityGate, VulnerabilityPolicy
 
 _RULE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 # Globs: the name grammar's characters plus * ? [ ] !
@@ -48,9 +49,11 @@ def parse_time(text: str) -> datetime:
 
 class PolicyCore:
     def __init__(self, store: PolicyStore, metadata: MetadataCore, *, override_seconds: float,
-                 retention: Retention | None = None, signatures: SignatureGate | None = None) -> None:
+                 retention: Retention | None = None, signatures: SignatureGate | None = None,
+                 vulnerabilities: VulnerabilityGate | None = None) -> None:
         self._store = store
         self.signatures = signatures
+        self.vulnerabilities = vulnerabilities
         self.retention = retention
         self._metadata = metadata
         self._override = timedelta(seconds=override_seconds)
@@ -184,3 +187,27 @@ class PolicyCore:
         if self.signatures is None:
             raise RegistryError(ErrorKind.UNSUPPORTED, "signature policies are not available in this process")
         return await self.signatures.policies(fresh=True)
+
+    async def set_vulnerability_policy(self, policy: VulnerabilityPolicy) -> None:
+        if not _RULE_NAME.fullmatch(policy.name):
+            raise _invalid(f"invalid policy name {policy.name!r}: lower-case letters, digits, '.', '_', '-'",
+                           {"name": policy.name})
+        if not policy.repository_pattern or not _PATTERN.fullmatch(policy.repository_pattern):
+            raise _invalid(f"invalid repository pattern {policy.repository_pattern!r}: a glob such as 'prod/*'",
+                           {"pattern": policy.repository_pattern})
+        if policy.severity and policy.severity not in SEVERITIES:
+            raise _invalid(f"invalid severity {policy.severity!r}: one of {', '.join(SEVERITIES)}",
+                           {"severity": policy.severity})
+        if policy.max_age_seconds < 0:
+            raise _invalid("the maximum report age must not be negative", {"name": policy.name})
+        if not policy.severity and not policy.max_age_seconds:
+            raise _invalid("this policy would refuse nothing: give --severity and/or --max-age", {"name": policy.name})
+        await self._store.set_vulnerability_policy(policy)
+
+    async def delete_vulnerability_policy(self, name: str) -> bool:
+        return await self._store.delete_vulnerability_policy(name)
+
+    async def list_vulnerability_policies(self) -> list[VulnerabilityPolicy]:
+        if self.vulnerabilities is None:
+            raise RegistryError(ErrorKind.UNSUPPORTED, "vulnerability policies are not available in this process")
+        return await self.vulnerabilities.policies(fresh=True)

@@ -12,6 +12,7 @@ from services.metadata.policies.quotas import Quota
 from services.metadata.policies.retention import RetentionPlan, RetentionPolicy
 from services.metadata.policies.signatures import SignaturePolicy
 from services.metadata.policies.store import StoredRule, rfc3339
+from services.metadata.policies.vulnerabilities import VulnerabilityPolicy
 
 
 def _rule(stored: StoredRule) -> pb.ImmutableRule:
@@ -136,6 +137,26 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
         return pb.ListSignaturePoliciesResponse(policies=[
             pb.SignaturePolicy(name=p.name, repository_pattern=p.repository_pattern, type=p.kind,
                                public_keys=p.public_keys) for p in await self._core.list_signature_policies()])
+
+    async def SetVulnerabilityPolicy(self, request: pb.SetVulnerabilityPolicyRequest,
+                                     context: grpc.aio.ServicerContext) -> pb.SetVulnerabilityPolicyResponse:
+        request_context.bind(request)
+        p = request.policy
+        await self._core.set_vulnerability_policy(VulnerabilityPolicy(
+            p.name, p.repository_pattern, p.severity, float(p.max_age_seconds), ",".join(p.allow)))
+        return pb.SetVulnerabilityPolicyResponse()
+
+    async def DeleteVulnerabilityPolicy(self, request: pb.DeleteVulnerabilityPolicyRequest,
+                                        context: grpc.aio.ServicerContext) -> pb.DeleteVulnerabilityPolicyResponse:
+        request_context.bind(request)
+        return pb.DeleteVulnerabilityPolicyResponse(deleted=await self._core.delete_vulnerability_policy(request.name))
+
+    async def ListVulnerabilityPolicies(self, request: pb.ListVulnerabilityPoliciesRequest,
+                                        context: grpc.aio.ServicerContext) -> pb.ListVulnerabilityPoliciesResponse:
+        return pb.ListVulnerabilityPoliciesResponse(policies=[
+            pb.VulnerabilityPolicy(name=p.name, repository_pattern=p.repository_pattern, severity=p.severity,
+                                   max_age_seconds=int(p.max_age_seconds), allow=sorted(p.allowed))
+            for p in await self._core.list_vulnerability_policies()])
 
 
 def _plan(plan: RetentionPlan) -> pb.RetentionPlan:

@@ -30,8 +30,10 @@ from services.metadata.policies.tables import (
     signature_policies,
     tag_history,
     tag_overrides,
+    vulnerability_policies,
 )
 from services.metadata.policies.tags import ImmutableRule, TagKeeper
+from services.metadata.policies.vulnerabilities import VulnerabilityPolicy
 from services.metadata.store.dialect import is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
 
@@ -122,6 +124,19 @@ class PolicyStore:
     async def delete_signature_policy(self, name: str) -> bool:
         return await self._write(lambda conn: conn.execute(
             delete(signature_policies).where(signature_policies.c.name == name)).rowcount > 0)
+
+    async def set_vulnerability_policy(self, policy: VulnerabilityPolicy) -> None:
+        def work(conn: Connection) -> None:
+            conn.execute(upsert(self._db.dialect, vulnerability_policies, ["name"], {
+                "repository_pattern": None, "severity": None, "max_age_seconds": None, "allow": None}),
+                {"name": policy.name, "repository_pattern": policy.repository_pattern, "severity": policy.severity,
+                 "max_age_seconds": int(policy.max_age_seconds), "allow": policy.allow, "created_at": _now()})
+
+        await self._write(work)
+
+    async def delete_vulnerability_policy(self, name: str) -> bool:
+        return await self._write(lambda conn: conn.execute(
+            delete(vulnerability_policies).where(vulnerability_policies.c.name == name)).rowcount > 0)
 
     async def _write(self, work: Callable[[Connection], T]) -> T:
         for attempt in range(1, _ATTEMPTS + 1):

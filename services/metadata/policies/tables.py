@@ -14,6 +14,7 @@
   shared by two repositories of a quota counts once). policies/quotas.py keeps both exact.
 - `retention_policies`: which tags and untagged manifests retention deletes (policies/retention.py).
 - `signature_policies`: repositories whose images must be signed to be pulled (policies/signatures.py).
+- `vulnerability_policies`: what a scan report must (not) say for a pull (policies/vulnerabilities.py).
 """
 
 from __future__ import annotations
@@ -128,5 +129,19 @@ signature_policies = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+vulnerability_policies = Table(
+    "vulnerability_policies",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("repository_pattern", String(NAME_LENGTH), nullable=False),
+    # critical | high | medium | low | "" (no severity threshold)
+    Column("severity", String(16), nullable=False),
+    # The newest report must be younger than this (0: a report is not required).
+    Column("max_age_seconds", BigInteger, nullable=False),
+    # Comma-separated finding ids never counted (CVE ids).
+    Column("allow", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 POLICY_TABLES = (immutable_tag_rules, tag_overrides, tag_history, audit_log, quotas, quota_blobs, retention_policies,
-                 signature_policies)
+                 signature_policies, vulnerability_policies)

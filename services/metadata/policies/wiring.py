@@ -17,6 +17,7 @@ from services.metadata.policies.retention import Retention
 from services.metadata.policies.servicer import PolicyServicer
 from services.metadata.policies.signatures import ReadBlob, SignatureGate
 from services.metadata.policies.store import PolicyStore
+from services.metadata.policies.vulnerabilities import VulnerabilityGate
 from services.metadata.store.engine import Database
 
 POLICY_SERVICE_NAME = "lading.metadata.v1.PolicyService"
@@ -68,9 +69,10 @@ def build_policies(settings: Settings, database: Database, metadata: MetadataCor
     `read_blob`: cosign signature payloads, for signature policies with keys."""
     store = PolicyStore(database)
     retention = Retention(store, gc, events)
-    # Signature policies apply to pulls through the MetadataCore (services/metadata/core.py).
+    # Signature and vulnerability policies apply to pulls through the MetadataCore (services/metadata/core.py).
     signatures = SignatureGate(store.read, read_blob)
-    metadata.signatures = signatures
+    vulnerabilities = VulnerabilityGate(store.read, read_blob)
+    metadata.pull_gates = [signatures, vulnerabilities]
     core = PolicyCore(store, metadata, override_seconds=settings.governance.override_seconds, retention=retention,
-                      signatures=signatures)
+                      signatures=signatures, vulnerabilities=vulnerabilities)
     return PolicyParts(store, PolicyServicer(core), retention)

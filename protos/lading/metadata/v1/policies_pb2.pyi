@@ -384,3 +384,53 @@ class ListSignaturePoliciesResponse(_message.Message):
     POLICIES_FIELD_NUMBER: _ClassVar[int]
     policies: _containers.RepeatedCompositeFieldContainer[SignaturePolicy]
     def __init__(self, policies: _Optional[_Iterable[_Union[SignaturePolicy, _Mapping]]] = ...) -> None: ...
+
+class VulnerabilityPolicy(_message.Message):
+    __slots__ = ("name", "repository_pattern", "severity", "max_age_seconds", "allow")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    repository_pattern: str
+    severity: str
+    max_age_seconds: int
+    allow: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., repository_pattern: _Optional[str] = ..., severity: _Optional[str] = ..., max_age_seconds: _Optional[int] = ..., allow: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetVulnerabilityPolicyRequest(_message.Message):
+    __slots__ = ("policy", "context")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    policy: VulnerabilityPolicy
+    context: _common_pb2.RequestContext
+    def __init__(self, policy: _Optional[_Union[VulnerabilityPolicy, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class SetVulnerabilityPolicyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteVulnerabilityPolicyRequest(_message.Message):
+    __slots__ = ("name", "context")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    context: _common_pb2.RequestContext
+    def __init__(self, name: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+
+class DeleteVulnerabilityPolicyResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class ListVulnerabilityPoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListVulnerabilityPoliciesResponse(_message.Message):
+    __slots__ = ("policies",)
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[VulnerabilityPolicy]
+    def __init__(self, policies: _Optional[_Iterable[_Union[VulnerabilityPolicy, _Mapping]]] = ...) -> None: ...

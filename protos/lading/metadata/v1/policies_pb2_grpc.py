@@ -129,6 +129,21 @@ class PolicyServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesResponse.FromString,
                 _registered_method=True)
+        self.SetVulnerabilityPolicy = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/SetVulnerabilityPolicy',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetVulnerabilityPolicyRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetVulnerabilityPolicyResponse.FromString,
+                _registered_method=True)
+        self.DeleteVulnerabilityPolicy = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/DeleteVulnerabilityPolicy',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteVulnerabilityPolicyRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteVulnerabilityPolicyResponse.FromString,
+                _registered_method=True)
+        self.ListVulnerabilityPolicies = channel.unary_unary(
+                '/lading.metadata.v1.PolicyService/ListVulnerabilityPolicies',
+                request_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListVulnerabilityPoliciesRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListVulnerabilityPoliciesResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -267,6 +282,25 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetVulnerabilityPolicy(self, request, context):
+        """Creates or replaces a vulnerability report policy. NAME_INVALID for bad input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVulnerabilityPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVulnerabilityPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -364,6 +398,21 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.ListSignaturePolicies,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesResponse.SerializeToString,
+            ),
+            'SetVulnerabilityPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetVulnerabilityPolicy,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetVulnerabilityPolicyRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.SetVulnerabilityPolicyResponse.SerializeToString,
+            ),
+            'DeleteVulnerabilityPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVulnerabilityPolicy,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteVulnerabilityPolicyRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteVulnerabilityPolicyResponse.SerializeToString,
+            ),
+            'ListVulnerabilityPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVulnerabilityPolicies,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListVulnerabilityPoliciesRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_policies__pb2.ListVulnerabilityPoliciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -879,6 +928,87 @@ class PolicyService:
             '/lading.metadata.v1.PolicyService/ListSignaturePolicies',
             lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_policies__pb2.ListSignaturePoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVulnerabilityPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/SetVulnerabilityPolicy',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.SetVulnerabilityPolicyRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.SetVulnerabilityPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVulnerabilityPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/DeleteVulnerabilityPolicy',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteVulnerabilityPolicyRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.DeleteVulnerabilityPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVulnerabilityPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.PolicyService/ListVulnerabilityPolicies',
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListVulnerabilityPoliciesRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_policies__pb2.ListVulnerabilityPoliciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

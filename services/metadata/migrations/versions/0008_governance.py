@@ -1,4 +1,4 @@
-"""Governance: immutable tag rules, one-time overrides, tag history, the audit log, quotas, retention, signature policies.
+"""Governance: immutable tag rules, one-time overrides, tag history, the audit log, quotas, retention, signature and vulnerability policies.
 
 Revision ID: 0008_governance
 Revises: 0007_console
@@ -111,9 +111,20 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_signature_policies"),
     )
+    op.create_table(
+        "vulnerability_policies",
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("repository_pattern", sa.String(255), nullable=False),
+        sa.Column("severity", sa.String(16), nullable=False),
+        sa.Column("max_age_seconds", sa.BigInteger, nullable=False),
+        sa.Column("allow", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_vulnerability_policies"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("vulnerability_policies")
     op.drop_table("signature_policies")
     op.drop_table("retention_policies")
     op.drop_table("quota_blobs")
