@@ -660,6 +660,9 @@ class GovernanceSettings(BaseModel):
     history_window_seconds: float = Field(default=0.0, ge=0)
     # How long a one-time override of an immutable tag (`lading immutable override`) stays usable.
     override_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400.0)
+    # How long each metadata replica keeps the signature and vulnerability policies it read; a
+    # changed policy applies to pulls within this time. 0: read them at every pull.
+    policy_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     # Record every write through the API and every admin, policy and account change in the
     # audit_log table (`lading audit`; exported to event endpoints whose include_actions list "audit").
     audit_log: bool = True

@@ -47,7 +47,9 @@ def stack(store: str, siem: Receiver, request: pytest.FixtureRequest, tmp_path_f
     with gc_stack(store, request, tmp_path_factory.mktemp(f"governance-{store}"),
                   LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS="0", LADING_EVENTS__ENDPOINTS=json.dumps([endpoint, deletes]),
                   LADING_EVENTS__DELIVERY_INTERVAL_SECONDS="0.05",
-                  LADING_GOVERNANCE__HISTORY_WINDOW_SECONDS="3600") as running:
+                  LADING_GOVERNANCE__HISTORY_WINDOW_SECONDS="3600",
+                  # Pull policies apply at once (no sleeping for each replica's policy cache).
+                  LADING_GOVERNANCE__POLICY_CACHE_SECONDS="0") as running:
         yield running
 
 

@@ -51,8 +51,6 @@ def test_governance_commands(store: str, client: httpx.Client, lading: Lading, t
                   "--key", str(tmp_path / "cosign.pub")).stdout
     assert said.strip() == "signature policy cli-sig: repositories 'cli-signed/*' need a cosign signature, verified " \
                            "with 1 key(s)"
-    assert "cli-sig\trepositories=cli-signed/*\ttype=cosign\tkeys=1" in lading("signature", "list").stdout
-    lading("signature", "remove", "cli-sig")
     lading("vuln", "require", "cli-vuln", "--repository", "cli-scanned/*", "--severity", "high", "--max-age", "7d",
            "--allow", "CVE-2024-3094")
     assert "cli-vuln\trepositories=cli-scanned/*\tseverity=high\tmax-age=604800s\tallow=CVE-2024-3094" in lading(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -21,8 +20,6 @@ from tests.support.stack import Stack
 
 NOTARY = "application/vnd.cncf.notary.signature"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
-# The policy cache of each replica (services/metadata/policies/signatures.py) is 1 s.
-POLICY_SETTLE_SECONDS = 1.1
 
 
 def cosign_signature(key: ec.EllipticCurvePrivateKey, image: oci.Manifest, repository: str, *,
@@ -53,7 +50,6 @@ def require(policies: Policies, name: str, pattern: str, kind: str, keys: str = 
     pb = policies.pb
     policies.stub.SetSignaturePolicy(pb.SetSignaturePolicyRequest(policy=pb.SignaturePolicy(
         name=name, repository_pattern=pattern, type=kind, public_keys=keys), context=policies.context()), timeout=30)
-    time.sleep(POLICY_SETTLE_SECONDS)
 
 
 def status(client: httpx.Client, repo: str, reference: str) -> int:
@@ -116,5 +112,4 @@ def test_signature_policies(stack: Stack, client: httpx.Client, policies: Polici
 
     assert policies.stub.DeleteSignaturePolicy(pb.DeleteSignaturePolicyRequest(name="signed",
                                                                                context=policies.context())).deleted
-    time.sleep(POLICY_SETTLE_SECONDS)
     assert status(client, repo, "u") == 200

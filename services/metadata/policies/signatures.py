@@ -14,8 +14,8 @@ and that payload's `critical.image.docker-manifest-digest` must be the image's d
 Never refused (so that signing and multi-platform pulls work): manifests that are themselves
 referrers (they have a subject) or carry a cosign tag (`sha256-*.sig|.att|.sbom`), and the children
 of a signed index in the repository (a platform image pulled by digest). Refused: `DENIED`
-naming the policy and what is missing. The rules are read from the database at most once a second
-per replica (a changed policy applies within that time); repositories no policy covers pay one
+naming the policy and what is missing. The rules are read from the database at most once per
+`governance.policy_cache_seconds` (1 s) per replica (a changed policy applies within that time); repositories no policy covers pay one
 in-memory pattern check per pull. The gateway's manifest cache (1 s by default) may serve a pull
 it answered just before a policy appeared.
 """
@@ -40,7 +40,6 @@ COSIGN_SIGNATURE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 NOTARY_SIGNATURE = "application/vnd.cncf.notary.signature"
 COSIGN_ANNOTATION = "dev.cosignproject.cosign/signature"
 KINDS = ("any", "cosign", "notation")
-_CACHE_SECONDS = 1.0
 
 # Reads a blob's bytes from the blob plane (None: no blob plane configured).
 ReadBlob = Callable[[str], Awaitable[bytes]]
@@ -100,14 +99,16 @@ def _exempt_tag(tag: str | None) -> bool:
 
 
 class SignatureGate:
-    def __init__(self, read: Callable[[Any], Awaitable[list[Any]]], read_blob: ReadBlob | None) -> None:
+    def __init__(self, read: Callable[[Any], Awaitable[list[Any]]], read_blob: ReadBlob | None, *,
+                 cache_seconds: float = 1.0) -> None:
         self._read = read
         self._read_blob = read_blob
+        self._cache_seconds = cache_seconds
         self._cached: tuple[float, list[SignaturePolicy]] | None = None
 
     async def policies(self, *, fresh: bool = False) -> list[SignaturePolicy]:
         now = time.monotonic()
-        if not fresh and self._cached is not None and now - self._cached[0] < _CACHE_SECONDS:
+        if not fresh and self._cached is not None and now - self._cached[0] < self._cache_seconds:
             return self._cached[1]
         p = signature_policies
         rows = await self._read(select(p.c.name, p.c.repository_pattern, p.c.kind, p.c.public_keys).order_by(p.c.name))

@@ -15,7 +15,8 @@ A policy (`vulnerability_policies`): `severity` (refuse a finding at or above it
 `max_age_seconds` (refuse when the newest report is older, or missing; 0 : a report is not
 required), `allow` (ids never counted, e.g. CVE-2024-3094). Exempt, as for signatures: manifests
 that are themselves referrers, cosign's `sha256-*` tags; a platform image without a report of its
-own is judged by its index's report. Policies are read at most once a second per replica.
+own is judged by its index's report. Policies are read at most once per
+`governance.policy_cache_seconds` (1 s) per replica.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ SARIF = "application/sarif+json"
 CYCLONEDX = "application/vnd.cyclonedx+json"
 SEVERITIES = ("critical", "high", "medium", "low")
 _RANK = {name: rank for rank, name in enumerate(reversed(SEVERITIES), start=1)}  # low 1 ... critical 4
-_CACHE_SECONDS = 1.0
 
 ReadBlob = Callable[[str], Awaitable[bytes]]
 
@@ -93,14 +93,16 @@ def _aware(moment: datetime) -> datetime:
 
 
 class VulnerabilityGate:
-    def __init__(self, read: Callable[[Any], Awaitable[list[Any]]], read_blob: ReadBlob | None) -> None:
+    def __init__(self, read: Callable[[Any], Awaitable[list[Any]]], read_blob: ReadBlob | None, *,
+                 cache_seconds: float = 1.0) -> None:
         self._read = read
         self._read_blob = read_blob
+        self._cache_seconds = cache_seconds
         self._cached: tuple[float, list[VulnerabilityPolicy]] | None = None
 
     async def policies(self, *, fresh: bool = False) -> list[VulnerabilityPolicy]:
         now = time.monotonic()
-        if not fresh and self._cached is not None and now - self._cached[0] < _CACHE_SECONDS:
+        if not fresh and self._cached is not None and now - self._cached[0] < self._cache_seconds:
             return self._cached[1]
         p = vulnerability_policies
         rows = await self._read(select(p.c.name, p.c.repository_pattern, p.c.severity, p.c.max_age_seconds,

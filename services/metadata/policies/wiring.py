@@ -70,8 +70,9 @@ def build_policies(settings: Settings, database: Database, metadata: MetadataCor
     store = PolicyStore(database)
     retention = Retention(store, gc, events)
     # Signature and vulnerability policies apply to pulls through the MetadataCore (services/metadata/core.py).
-    signatures = SignatureGate(store.read, read_blob)
-    vulnerabilities = VulnerabilityGate(store.read, read_blob)
+    cache = settings.governance.policy_cache_seconds
+    signatures = SignatureGate(store.read, read_blob, cache_seconds=cache)
+    vulnerabilities = VulnerabilityGate(store.read, read_blob, cache_seconds=cache)
     metadata.pull_gates = [signatures, vulnerabilities]
     core = PolicyCore(store, metadata, override_seconds=settings.governance.override_seconds, retention=retention,
                       signatures=signatures, vulnerabilities=vulnerabilities)
