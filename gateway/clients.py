@@ -16,7 +16,14 @@ from typing import Any
 import grpc
 from lading.blob.v1 import blob_pb2, blob_pb2_grpc, fetch_pb2, fetch_pb2_grpc
 from lading.common.v1 import common_pb2, sources_pb2
-from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc, proxy_pb2, proxy_pb2_grpc
+from lading.metadata.v1 import (
+    metadata_pb2,
+    metadata_pb2_grpc,
+    policies_pb2,
+    policies_pb2_grpc,
+    proxy_pb2,
+    proxy_pb2_grpc,
+)
 
 from gateway import request_context
 from services.common.errors import ErrorKind, RegistryError, from_rpc_error
@@ -41,6 +48,7 @@ class MetadataClient:
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:
         self._stub = metadata_pb2_grpc.MetadataServiceStub(channel)
         self._proxy = proxy_pb2_grpc.ProxyServiceStub(channel)
+        self._policies = policies_pb2_grpc.PolicyServiceStub(channel)
         self._timeout = timeout
 
     async def begin_blob_fetch(self, repository: str, digest: str) -> proxy_pb2.BeginBlobFetchResponse:
@@ -150,6 +158,15 @@ class MetadataClient:
             metadata_pb2.ListReferrersRequest(
                 repository=repository, subject_digest=subject_digest, artifact_type=artifact_type, page=page
             ),
+            self._timeout,
+        )
+
+
+    async def tag_history(self, repository: str, tag: str, limit: int) -> policies_pb2.GetTagHistoryResponse:
+        """PolicyService.GetTagHistory: the tag's moves and deletes, newest first."""
+        return await _unary(
+            self._policies.GetTagHistory,
+            policies_pb2.GetTagHistoryRequest(repository=repository, tag=tag, limit=min(limit, 1000)),
             self._timeout,
         )
 

@@ -28,7 +28,18 @@ from gateway.auth.rules import CATALOG, DELETE, PULL, PUSH, UPLOAD, Rule
 from gateway.console.routes import console_routes
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError, render_error
-from gateway.resources import base, blobs, catalog, health, manifests, referrers, tags, uploads, watch
+from gateway.resources import (
+    base,
+    blobs,
+    catalog,
+    health,
+    history,
+    manifests,
+    referrers,
+    tags,
+    uploads,
+    watch,
+)
 from services.common.errors import ErrorKind, RegistryError
 
 Handler = Callable[[Request, Gateway], Awaitable[Response]]
@@ -150,6 +161,9 @@ def build_routes() -> list[BaseRoute]:
         ),
         # A repository's tag changes as Server-Sent Events (gateway/resources/watch.py).
         FullPathRoute("/lading/v1/watch", QueryNameEndpoint(GET=watch.watch, access={"GET": PULL})),
+        # Governance (services/metadata/policies): a tag's history.
+        FullPathRoute("/lading/v1/repositories/{name:path}/tags/{tag}/history",
+                      Endpoint(GET=history.tag_history, access={"GET": PULL})),
         # The web console (gateway/console): HTML pages under /ui/.
         *console_routes(),
         FullPathRoute("/{path:path}", _everything(_not_found)),

@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         cli_accounts,
         cli_admin,
         cli_events,
+        cli_policies,
         cli_proxy,
         cli_regions,
         cli_replication,
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_replication.add_commands(commands)
     cli_watch.add_commands(commands)
     cli_regions.add_commands(commands)
+    cli_policies.add_commands(commands)
     return parser
 
 
@@ -120,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli_accounts,
         cli_admin,
         cli_events,
+        cli_policies,
         cli_proxy,
         cli_regions,
         cli_replication,
@@ -143,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(cli_watch.run(args))
     if args.command == cli_regions.COMMAND:
         sys.exit(cli_regions.run(args))
+    if args.command in cli_policies.COMMANDS:
+        sys.exit(cli_policies.run(args))
     if cli_admin.handles(args):
         sys.exit(cli_admin.run(args))
     if args.command == "serve":

@@ -49,6 +49,9 @@ def add_commands(commands: Any) -> None:
     tag_delete = targets(tag.add_parser("delete", help="delete a tag (the manifest stays)"))
     tag_delete.add_argument("repository")
     tag_delete.add_argument("tag")
+    from services.cli_policies import add_tag_actions
+
+    add_tag_actions(tag, targets)
     manifest = commands.add_parser("manifest", help="manifests").add_subparsers(dest="action", required=True)
     targets(manifest.add_parser("list", help="manifests of a repository")).add_argument("repository")
     manifest_delete = targets(manifest.add_parser("delete", help="delete a manifest and its tags"))
@@ -182,6 +185,10 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
         reply = await admin.ListManifests(pb.AdminListManifestsRequest(repository=args.repository), timeout=_TIMEOUT)
         for item in reply.manifests:
             print(f"{item.digest}\t{item.media_type}\t{item.size}\t{','.join(item.tags) or '-'}")
+    elif command == "tag" and action in ("history", "restore"):
+        from services.cli_policies import tag_action
+
+        return await tag_action(args, channels["metadata"])
     elif (command, action) in (("tag", "delete"), ("manifest", "delete")):
         from services.cli_channels import admin_request_context
 

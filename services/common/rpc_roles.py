@@ -146,10 +146,42 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         # the metadata plane's pull-based mirroring ([[proxy.mirrors]]).
         "FetchBlob": frozenset({GATEWAY, METADATA}),
     },
+    "lading.metadata.v1.PolicyService": {
+        # Governance (services/metadata/policies): `lading immutable|tag history|tag restore`.
+        "SetImmutableRule": OPERATOR_ONLY,
+        "DeleteImmutableRule": OPERATOR_ONLY,
+        "ListImmutableRules": OPERATOR_ONLY,
+        "AllowTagOverride": OPERATOR_ONLY,
+        # The gateway serves it as GET /lading/v1/repositories/<name>/tags/<tag>/history (pull).
+        "GetTagHistory": frozenset({GATEWAY, OPERATOR}),
+        "RestoreTag": OPERATOR_ONLY,
+        # `lading audit`.
+        "ListAudit": OPERATOR_ONLY,
+        # `lading quota set|remove|show|recount`.
+        "SetQuota": OPERATOR_ONLY,
+        "DeleteQuota": OPERATOR_ONLY,
+        "ListQuotas": OPERATOR_ONLY,
+        "RecountQuotas": OPERATOR_ONLY,
+        # `lading retention set|remove|list|plan|run`.
+        "SetRetentionPolicy": OPERATOR_ONLY,
+        "DeleteRetentionPolicy": OPERATOR_ONLY,
+        "ListRetentionPolicies": OPERATOR_ONLY,
+        "PlanRetention": OPERATOR_ONLY,
+        "RunRetention": OPERATOR_ONLY,
+        # `lading signature require|remove|list`.
+        "SetSignaturePolicy": OPERATOR_ONLY,
+        "DeleteSignaturePolicy": OPERATOR_ONLY,
+        "ListSignaturePolicies": OPERATOR_ONLY,
+        # `lading vuln require|remove|list`.
+        "SetVulnerabilityPolicy": OPERATOR_ONLY,
+        "DeleteVulnerabilityPolicy": OPERATOR_ONLY,
+        "ListVulnerabilityPolicies": OPERATOR_ONLY,
+    },
     "lading.blob.v1.BlobService": {
         # The metadata plane confirms bytes before a blob's first link; `lading check` too.
         "StatBlob": frozenset({GATEWAY, METADATA, OPERATOR}),
-        # `lading check --verify-sample` re-hashes blobs; the metadata plane's replication copies them.
+        # `lading check --verify-sample` re-hashes blobs; the metadata plane's replication copies
+        # them and reads cosign signature payloads to verify them (services/metadata/policies).
         "ReadBlob": frozenset({GATEWAY, OPERATOR, METADATA}),
         # Garbage collection: the metadata plane's collector and `lading gc`.
         "DeleteBlob": frozenset({METADATA, OPERATOR}),

@@ -619,7 +619,8 @@ class EventEndpointSettings(BaseModel):
     backoff_base_seconds: float = Field(default=1.0, ge=0)
     backoff_cap_seconds: float = Field(default=300.0, ge=0)
     # Filters, checked when the event is written: empty include = everything. Events without a
-    # media type (deletes) pass media-type filters. Actions: push, pull, mount, delete.
+    # media type (deletes) pass media-type filters. Actions: push, pull, mount, delete; and "audit"
+    # (the audit log, services/metadata/policies/audit.py), sent only where include_actions names it.
     include_media_types: list[str] = Field(default_factory=list)
     exclude_media_types: list[str] = Field(default_factory=list)
     include_actions: list[str] = Field(default_factory=list)
@@ -861,6 +862,25 @@ class ReplicationSettings(BaseModel):
         return self
 
 
+class GovernanceSettings(BaseModel):
+    """Governance for platform teams (services/metadata/policies): the metadata plane's section.
+    The rules themselves live in the metadata database (`lading immutable ...`)."""
+
+    # A manifest a tag left (moved or deleted) less than this long ago is kept by GC, so that
+    # `lading tag restore` can bring it back (Quay's time machine), e.g. 14 days = 1209600.
+    # 0 (default): GC does not look back. It matters only with gc.delete_untagged_manifests on:
+    # otherwise GC never deletes a manifest and every one a tag left can be restored.
+    history_window_seconds: float = Field(default=0.0, ge=0)
+    # How long a one-time override of an immutable tag (`lading immutable override`) stays usable.
+    override_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400.0)
+    # How long each metadata replica keeps the signature and vulnerability policies it read; a
+    # changed policy applies to pulls within this time. 0: read them at every pull.
+    policy_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Record every write through the API and every admin, policy and account change in the
+    # audit_log table (`lading audit`; exported to event endpoints whose include_actions list "audit").
+    audit_log: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LADING_",
@@ -884,6 +904,7 @@ class Settings(BaseSettings):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     regions: RegionSettings = Field(default_factory=RegionSettings)
+    governance: GovernanceSettings = Field(default_factory=GovernanceSettings)
 
     @classmethod
     def settings_customise_sources(

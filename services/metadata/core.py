@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -18,6 +19,11 @@ from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository, validate_tag
 from services.metadata.manifests import parse_manifest
 from services.metadata.store.base import MetadataStore, NewManifest, Page, Referrer, StoredManifest
+
+
+class PullGate(Protocol):
+    async def check(self, repository: str, tag: str | None, digest: str) -> None:
+        """Raises RegistryError(DENIED) when the manifest may not be served."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,9 @@ class MetadataCore:
         # Raises UNSUPPORTED for a repository whose content comes from elsewhere (a
         # pull-through cache's prefix: services/common/upstream.py).
         self._refuse_writes = refuse_writes or (lambda repository: None)
+        # Pull policies (signatures, vulnerability reports: services/metadata/policies), set by
+        # main.py: each may refuse a manifest read with DENIED.
+        self.pull_gates: list[PullGate] = []
 
     # -- input checks -------------------------------------------------------------------------------
 
@@ -153,15 +162,20 @@ class MetadataCore:
         return PutManifestResult(digest=digest, subject_digest=parsed.subject_digest)
 
     async def get_manifest(self, repository: str, reference: str, *, omit_payload: bool = False) -> StoredManifest:
-        """The manifest a tag or digest names. NAME_UNKNOWN / MANIFEST_UNKNOWN when absent."""
+        """The manifest a tag or digest names. NAME_UNKNOWN / MANIFEST_UNKNOWN when absent; DENIED
+        when a pull policy refuses it (`pull_gates`)."""
         validate_repository(repository)
+        tag: str | None = None
         if looks_like_digest(reference):
-            return await self._store.get_manifest(
+            found = await self._store.get_manifest(
                 repository, digest=self._digest(reference), with_payload=not omit_payload
             )
-        return await self._store.get_manifest(
-            repository, tag=validate_tag(reference), with_payload=not omit_payload
-        )
+        else:
+            tag = validate_tag(reference)
+            found = await self._store.get_manifest(repository, tag=tag, with_payload=not omit_payload)
+        for gate in self.pull_gates:
+            await gate.check(repository, tag, found.digest)
+        return found
 
     async def delete_manifest(self, repository: str, reference: str) -> None:
         """By digest: deletes the manifest and its tags. By tag: deletes that tag only.
@@ -171,6 +185,13 @@ class MetadataCore:
             await self._store.delete_manifest(repository, self._digest(reference))
         else:
             await self._store.delete_tag(repository, validate_tag(reference))
+
+    async def restore_tag(self, repository: str, tag: str, digest: str) -> bool:
+        """Points `tag` at the stored manifest `digest` (a tag restore: services/metadata/policies).
+        False when it pointed there already. NAME_INVALID, TAG_INVALID, DIGEST_INVALID,
+        NAME_UNKNOWN, MANIFEST_UNKNOWN, DENIED (an immutable tag)."""
+        validate_repository(repository)
+        return await self._store.restore_tag(repository, validate_tag(tag), self._digest(digest))
 
     # -- listings -----------------------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate, migrate_in_child
+from services.metadata.policies.audit import AuditInterceptor, AuditWriter
+from services.metadata.policies.wiring import POLICY_SERVICE_NAME, blob_reader, build_policies
 from services.metadata.proxy.wiring import PROXY_SERVICE_NAME, build_proxy, build_upstreams
 from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.regions import REGION_SERVICE_NAME, RegionParts
@@ -105,18 +107,24 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
                         standby=database.engine if region_role(regions) == "replica" else None)
     kicks: list[Callable[[], None]] = []
     region_parts = RegionParts(regions, replay, on_replayed=lambda: [kick() for kick in kicks])
+    # The audit log (services/metadata/policies/audit.py); its event export is bound below. A replica
+    # region records nothing itself: the primary region's plane audits the writes it forwards.
+    audit = (AuditWriter(database)
+             if settings.governance.audit_log and region_role(regions) != "replica" else None)
+    audit_interceptors = [AuditInterceptor(audit.write)] if audit is not None else []
     try:
         # First: TLS and access settings that cannot work stop the process before it touches the database.
         service = GrpcService(
             listen=config.listen,
             service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME,
-                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME, PROXY_SERVICE_NAME, REGION_SERVICE_NAME],
+                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME, PROXY_SERVICE_NAME, REGION_SERVICE_NAME,
+                           POLICY_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             access=settings.grpc_access,
             plane="metadata",
             tls=config.tls,
             health_listen=config.health_listen,
-            interceptors=[*telemetry.server_interceptors(), *metrics_interceptors],
+            interceptors=[*telemetry.server_interceptors(), *metrics_interceptors, *audit_interceptors],
             inner_interceptors=region_parts.interceptors,
         )
         # A replica region's database is a read-only standby: the primary region migrates it.
@@ -129,6 +137,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         if metrics is not None:
             register_region_metrics(metrics, replay)
             region_parts.register(metrics)
+        if audit is not None and events.outbox.enabled:
+            audit.events = events.outbox
         database.access.use_replay(replay)
         changes = build_changes(database, config.change_feed, replay)
         kicks.append(changes.hub.kick)
@@ -178,6 +188,14 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         console = build_console(settings, database, metadata=core, accounts=accounts, admin=gc.admin,
                                 events=events.servicer, on_change=events.worker.wake)
         add_console_to_server(console, service.server)
+        policies = build_policies(settings, database, core, gc=gc.gc, events=events.outbox,
+                                  read_blob=blob_reader(gc.channel) if gc.channel is not None else None)
+        policies.add_to_server(service.server)
+        gc.admin.after_run = policies.store.recount_quotas  # GC corrects the quota counts
+        if gc.loop is not None and policies.retention is not None:
+            gc.loop.before_run = policies.retention.run  # retention runs on the GC schedule
+        if metrics is not None:
+            policies.register_metrics(metrics)
         await changes.start()
         prepare_listen_address(config.listen)
         if metrics is not None:

@@ -24,8 +24,8 @@ from services.common.settings import BlobSettings, GcSettings, MetadataSettings,
 from services.metadata import main as metadata_main
 
 OWNED = {
-    "metadata": {"metadata", "gc", "events", "auth", "console", "proxy", "replication", "observability",
-                 "grpc_access", "regions"},
+    "metadata": {"metadata", "gc", "events", "auth", "console", "proxy", "replication", "governance",
+                 "observability", "grpc_access", "regions"},
     "blob": {"blob", "proxy", "observability", "grpc_access"},
 }
 

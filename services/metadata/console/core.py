@@ -26,6 +26,7 @@ from services.metadata.accounts.policy import REPOSITORY_ACTIONS, Subject
 from services.metadata.accounts.store import StoredAccount
 from services.metadata.console.reads import ConsoleReads
 from services.metadata.console.sessions import SessionStore, StoredSession
+from services.metadata.policies.audit import note_actor
 
 log = logging.getLogger("lading.metadata.console")
 
@@ -103,7 +104,9 @@ class ConsoleCore:
         if account is None or account.credential_generation != session.credential_generation:
             await self.sessions.end(secret)
             raise unauthorized()
-        return Actor(account, await self.accounts.subject(account), session)
+        actor = Actor(account, await self.accounts.subject(account), session)
+        note_actor(actor.name)  # the audit log's actor for this call (policies/audit.py)
+        return actor
 
     async def admin(self, secret: str) -> Actor:
         actor = await self.actor(secret)

@@ -127,6 +127,24 @@ class EventOutbox:
         shape as a manifest delete (digest and repository only)."""
         self._record(conn, "delete", repository, {"digest": digest, "repository": repository}, None)
 
+    def audit_recorded(self, conn: Connection, row: dict[str, Any]) -> None:
+        """An audit-log row (services/metadata/policies/audit.py), for the endpoints that ask for
+        it by name (`include_actions` lists "audit"): a SIEM feed is opt-in, never a side effect
+        of an endpoint that takes every action."""
+        chosen = [e for e in self._endpoints if "audit" in e.include_actions]
+        if not chosen:
+            return
+        now = datetime.now(UTC)
+        target = {key: (value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else value)
+                  for key, value in row.items()}
+        request = RequestInfo(request_id=row["request_id"], addr=row["client_address"], actor=row["actor"])
+        event = build_event("audit", target, request, self._source, now=now)
+        body = dumps(event)
+        conn.execute(self._insert, [
+            {"event_id": event["id"], "endpoint": e.name, "action": "audit", "repository": row["repository"] or "",
+             "body": body, "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+            for e in chosen])
+
     def tag_deleted(self, conn: Connection, repository: str, tag: str,
                     request: RequestInfo | None = None) -> None:
         self._record(conn, "delete", repository, {"repository": repository, "tag": tag}, request)

@@ -90,6 +90,11 @@ class GuardedStore:
             await self._gc.holds_for_tag(repository, tag)
         await self._inner.put_manifest(repository, manifest, tag)
 
+    async def restore_tag(self, repository: str, tag: str, digest: str) -> bool:
+        await self._gc.refuse_in_maintenance()
+        await self._gc.holds_for_tag(repository, tag)
+        return await self._inner.restore_tag(repository, tag, digest)
+
     async def delete_manifest(self, repository: str, digest: str) -> None:
         await self._gc.refuse_in_maintenance()
         await self._gc.holds_for_manifest(repository, digest)

@@ -36,6 +36,8 @@ class GcLoop:
         self._admin = LocalAdmin(servicer)
         self._blob = blob_stub
         self._interval = interval_seconds
+        # Runs before each collection (main.py: retention, services/metadata/policies/retention.py).
+        self.before_run: Any = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -49,6 +51,11 @@ class GcLoop:
         while True:
             await asyncio.sleep(self._interval)
             try:
+                if self.before_run is not None:
+                    _, done = await self.before_run()
+                    if done.tags_deleted or done.manifests_deleted:
+                        log.info("retention: %d tag(s), %d manifest(s) deleted", done.tags_deleted,
+                                 done.manifests_deleted)
                 report = await run_gc(self._admin, self._blob)
                 if report.blobs_deleted or report.links_removed or report.manifests_deleted:
                     log.info("gc run: %d manifest(s), %d link(s), %d blob(s), %d bytes freed, %d error(s)",

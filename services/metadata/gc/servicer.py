@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,8 @@ def run_message(run: dict[str, Any]) -> pb.GcRun:
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, gc: GcStore, *, delete_untagged: bool, orphan_grace_seconds: float = 3600.0) -> None:
         self._gc = gc
+        # Called after each recorded GC run (main.py: the quota recount, services/metadata/policies).
+        self.after_run: Callable[[], Awaitable[object]] | None = None
         self._delete_untagged = delete_untagged
         self._orphan_grace = orphan_grace_seconds
 
@@ -77,6 +80,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                            request.bytes_freed, request.errors)
         await self._gc.record_run(datetime.fromtimestamp(request.started_at, UTC), request.dry_run, totals)
         await self._gc.drop_expired_holds()
+        if self.after_run is not None and not request.dry_run:
+            await self.after_run()
         return pb.GcRecordRunResponse()
 
     async def GcStats(self, request: pb.GcStatsRequest, context: grpc.aio.ServicerContext) -> pb.GcStatsResponse:

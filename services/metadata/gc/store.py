@@ -24,6 +24,9 @@ from services.common.errors import ErrorKind, RegistryError
 from services.metadata.events.envelope import ADMIN_ACTOR, GC_ACTOR, internal_request
 from services.metadata.gc.guard import ACTIVE, DELETING, PENDING, new_epoch
 from services.metadata.gc.tables import blobs, gc_review, gc_runs, registry_flags
+from services.metadata.policies.quotas import QuotaKeeper
+from services.metadata.policies.tables import tag_history
+from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.access import Read, Route, push_read, read
 from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
@@ -112,8 +115,14 @@ class GcStore:
     """GC / admin SQL over the metadata `Database`. `delay_seconds` is gc.review_delay_seconds."""
 
     def __init__(self, database: Database, *, delay_seconds: float, maintenance_cache_seconds: float = 1.0,
-                 events: EventOutbox | None = None, changes: RepositoryChanges | None = None) -> None:
+                 events: EventOutbox | None = None, changes: RepositoryChanges | None = None,
+                 history_window_seconds: float = 0.0) -> None:
         self._db = database
+        # A manifest a tag left (moved or deleted: tag_history) this recently is kept, so that
+        # `lading tag restore` can bring it back (governance.history_window_seconds).
+        self._history_window = timedelta(seconds=max(0.0, history_window_seconds))
+        self._tags = TagKeeper(database.dialect)
+        self._quotas = QuotaKeeper(database.dialect)
         # Delete events (services/metadata/events) of the collector and the admin repository
         # delete, written in the deleting transaction; None: no endpoints configured.
         self._events = events if events is not None and events.enabled else None
@@ -291,9 +300,14 @@ class GcStore:
         # A referrer lives as long as its subject.
         subject_alive = exists().where(subject.c.repository_id == m.c.repository_id,
                                        subject.c.digest == m.c.subject_digest)
+        # A tag left it within the history window (policies/tags.py records every move and delete).
+        in_history = exists().select_from(tag_history.join(repositories, repositories.c.name == tag_history.c.repository)).where(
+            repositories.c.id == m.c.repository_id, tag_history.c.old_digest == m.c.digest,
+            tag_history.c.at > bindparam("history_cutoff"))
         return and_(
             m.c.created_at <= bindparam("cutoff"),
             ~exists().where(t.c.manifest_id == m.c.id),
+            ~in_history,
             ~is_child, ~kept_by_referrer,
             or_(m.c.subject_digest.is_(None), ~subject_alive),
             self._not_held(m.c.repository_id, m.c.digest),
@@ -315,7 +329,7 @@ class GcStore:
 
     def _times(self) -> dict[str, Any]:
         now = _now()
-        return {"now": now, "cutoff": now - self._delay}
+        return {"now": now, "cutoff": now - self._delay, "history_cutoff": now - self._history_window}
 
     async def manifest_candidates(self) -> list[Candidate]:
         m = manifests
@@ -434,6 +448,9 @@ class GcStore:
                                    self._times())).first() is None:
                 return False
             conn.execute(delete(rb).where(key))
+            name = conn.execute(select(repositories.c.name).where(repositories.c.id == candidate.repository_id)).scalar()
+            if name is not None:
+                self._quotas.unlinked(conn, name, candidate.digest)
             return True
 
         return await self._write(work)
@@ -617,10 +634,15 @@ class GcStore:
 
         def work(conn: Connection) -> tuple[int, int]:
             count = (conn.execute(select(func.count()).where(manifests.c.repository_id == repository_id))).scalar()
+            request = internal_request(ADMIN_ACTOR)
+            self._tags.deleting_repository(conn, repository_id=repository_id, repository=repository, request=request)
             if self._events is not None:
                 gone = list((conn.execute(select(manifests.c.digest).where(
                     manifests.c.repository_id == repository_id).order_by(manifests.c.id))).scalars())
                 self._events.repository_deleted(conn, repository, gone, internal_request(ADMIN_ACTOR))
+            for digest in conn.execute(select(repository_blobs.c.digest)
+                                       .where(repository_blobs.c.repository_id == repository_id)).scalars().all():
+                self._quotas.unlinked(conn, repository, digest)
             # Children first: SQLite runs the cascades only with foreign_keys=ON (engine.py sets it).
             links = (conn.execute(delete(repository_blobs)
                                         .where(repository_blobs.c.repository_id == repository_id))).rowcount

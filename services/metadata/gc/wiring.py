@@ -94,7 +94,8 @@ def build_gc(settings: Settings, database: Database, store: MetadataStore,
     (gc.interval_seconds > 0 with a blob target; started by `add_to_server`, stopped by `close`).
     `events`: the outbox the collector's manifest deletes and repository deletes write to;
     `changes`: the change feed they are put on."""
-    gc = GcStore(database, delay_seconds=settings.gc.review_delay_seconds, events=events, changes=changes)
+    gc = GcStore(database, delay_seconds=settings.gc.review_delay_seconds, events=events, changes=changes,
+                 history_window_seconds=settings.governance.history_window_seconds)
     require = getattr(store, "require_blob_rows", None)
     if require is not None:
         require()

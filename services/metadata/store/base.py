@@ -102,6 +102,11 @@ class MetadataStore(Protocol):
         see the old or the new manifest, never neither.
         """
 
+    async def restore_tag(self, repository: str, tag: str, digest: str) -> bool:
+        """Points `tag` at the manifest `digest` that the repository still stores (a tag restore),
+        under the same immutable-tag rules and history as a push. False when it already pointed
+        there. Raises NAME_UNKNOWN, MANIFEST_UNKNOWN (not stored), DENIED (immutable)."""
+
     async def get_manifest(
         self, repository: str, *, tag: str | None = None, digest: str | None = None, with_payload: bool = True
     ) -> StoredManifest:

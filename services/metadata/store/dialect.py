@@ -50,6 +50,15 @@ def upsert(dialect: str, table: Table, conflict: Iterable[str], update: Mapping[
     )
 
 
+def lock_table_exclusive(conn: Any, dialect: str, table: Table) -> None:
+    """Blocks the table's writers (not its readers) until the transaction ends: PostgreSQL's
+    LOCK TABLE ... IN EXCLUSIVE MODE. SQLite needs nothing (one writer at a time already)."""
+    if dialect == "postgresql":
+        from sqlalchemy import text
+
+        conn.execute(text(f'LOCK TABLE "{table.name}" IN EXCLUSIVE MODE'))
+
+
 def sqlstate(error: BaseException) -> str | None:
     """The SQLSTATE of a wrapped DBAPI error, when the driver tells it."""
     original = getattr(error, "orig", None)

@@ -145,6 +145,7 @@ TABLE_MODULES = (
     "services.metadata.console.tables",
     "services.metadata.proxy.tables",
     "services.metadata.blob_regions",
+    "services.metadata.policies.tables",
 )
 
 

@@ -30,9 +30,11 @@ from services.metadata.blob_regions import blob_regions, writing_region
 from services.metadata.events import context as event_context
 from services.metadata.gc.guard import BlobRowGuard
 from services.metadata.gc.tables import blobs as gc_blobs
+from services.metadata.policies.quotas import QuotaKeeper
+from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.access import Read, hot_read, primary_read, read
 from services.metadata.store.base import NewManifest, Page, Referrer, StoredManifest
-from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
+from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable
 from services.metadata.store.engine import Database
 from services.metadata.store.schema import (
     manifest_references,
@@ -135,11 +137,14 @@ class SqlMetadataStore:
         self._manifest_id = select(m.c.id).where(
             m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
         ).with_for_update(read=True)
+        self._manifest_row = select(m.c.id, m.c.media_type, m.c.size).where(
+            m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
+        ).with_for_update(read=True)
         self._insert_references = insert_ignore(dialect, mr, ["manifest_id", "digest", "kind"])
-        self._upsert_tag = upsert(
-            dialect, t, ["repository_id", "name"], {"manifest_id": None, "updated_at": None, "pushed_by": None},
-            where_changed=["manifest_id"],
-        )
+        # Tag moves and deletes: immutable-tag rules and the tag history (services/metadata/policies).
+        self._tags = TagKeeper(dialect)
+        # Storage quotas, counted as links come and go (services/metadata/policies/quotas.py).
+        self._quotas = QuotaKeeper(dialect)
         self._delete_manifest = delete(m).where(
             m.c.repository_id == bindparam("repository_id"), m.c.digest == bindparam("digest")
         )
@@ -260,9 +265,11 @@ class SqlMetadataStore:
         def work(conn: Connection) -> None:
             self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch)
             repository_id = self._ensure_repository(conn, repository)
-            conn.execute(
+            inserted = conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
-            )
+            ).rowcount
+            if inserted:
+                self._quotas.linked(conn, repository, digest, size)
             if region:
                 conn.execute(self._held_in, {"digest": digest, "region": region, "created_at": _now()})
             if self._events is not None:
@@ -277,6 +284,8 @@ class SqlMetadataStore:
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         def work(conn: Connection) -> bool:
             result = conn.execute(self._unlink, {"repository": repository, "digest": digest})
+            if result.rowcount > 0:
+                self._quotas.unlinked(conn, repository, digest)
             if result.rowcount > 0 and self._events is not None:
                 self._events.blob_deleted(conn, repository, digest)
             return result.rowcount > 0
@@ -292,9 +301,11 @@ class SqlMetadataStore:
             if size is None or not self._blob_guard.usable(conn, digest):
                 return None
             repository_id = self._ensure_repository(conn, repository)
-            conn.execute(
+            inserted = conn.execute(
                 self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
-            )
+            ).rowcount
+            if inserted:
+                self._quotas.linked(conn, repository, digest, int(size))
             if self._events is not None:
                 self._events.blob_mounted(conn, repository, digest, int(size), from_repository)
             return int(size)
@@ -325,6 +336,7 @@ class SqlMetadataStore:
                 )
             if repository_id is None:
                 repository_id = self._ensure_repository(conn, repository)
+            self._quotas.check_manifest(conn, repository, len(manifest.payload))
 
             now = _now()
             pusher = event_context.current().actor or None
@@ -333,10 +345,8 @@ class SqlMetadataStore:
             if tag is not None:
                 if self._changes is not None:
                     previous = conn.execute(self._tag_digest, {"repository_id": repository_id, "tag": tag}).scalar()
-                conn.execute(self._upsert_tag, {
-                    "repository_id": repository_id, "name": tag, "manifest_id": manifest_id, "updated_at": now,
-                    "pushed_by": pusher,
-                })
+                self._tags.move(conn, repository_id=repository_id, repository=repository, tag=tag,
+                                manifest_id=manifest_id, digest=manifest.digest, pusher=pusher)
             # A manifest the pull-through cache stored was pulled, not pushed: its pull event says so.
             if self._events is not None and not manifest.from_upstream:
                 self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
@@ -394,6 +404,28 @@ class SqlMetadataStore:
             {"digest": manifest.digest},
         )
 
+    async def restore_tag(self, repository: str, tag: str, digest: str) -> bool:
+        def work(conn: Connection) -> bool:
+            repository_id = self._find_repository(conn, repository)
+            if repository_id is None:
+                raise _name_unknown(repository)
+            found = conn.execute(self._manifest_row, {"repository_id": repository_id, "digest": digest}).first()
+            if found is None:
+                raise RegistryError(
+                    ErrorKind.MANIFEST_UNKNOWN,
+                    f"manifest {digest} is no longer stored in repository {repository!r} (garbage-collected "
+                    "after the history window, or never pushed there); push it again to restore the tag",
+                    {"name": repository, "reference": digest},
+                )
+            moved = self._tags.move(conn, repository_id=repository_id, repository=repository, tag=tag,
+                                    manifest_id=int(found[0]), digest=digest,
+                                    pusher=event_context.current().actor or None, action="restore")
+            if moved and self._events is not None:
+                self._events.manifest_pushed(conn, repository, digest, found[1], int(found[2]), tag)
+            return moved
+
+        return await self._write(work)
+
     async def get_manifest(
         self, repository: str, *, tag: str | None = None, digest: str | None = None, with_payload: bool = True
     ) -> StoredManifest:
@@ -420,6 +452,11 @@ class SqlMetadataStore:
                 raise _name_unknown(repository)
             gone_tags = [] if self._changes is None else list(conn.execute(
                 self._manifest_tags, {"repository_id": repository_id, "digest": digest}).scalars())
+            manifest_id = conn.execute(self._manifest_id, {"repository_id": repository_id, "digest": digest}).scalar()
+            if manifest_id is None:
+                raise _manifest_unknown(repository, digest)
+            self._tags.deleting_manifest(conn, repository_id=repository_id, repository=repository,
+                                         manifest_id=int(manifest_id), digest=digest)
             # Tags and references go with it (ON DELETE CASCADE).
             result = conn.execute(self._delete_manifest, {"repository_id": repository_id, "digest": digest})
             if result.rowcount == 0:
@@ -440,6 +477,7 @@ class SqlMetadataStore:
                 raise _name_unknown(repository)
             named = None if self._changes is None else conn.execute(
                 self._tag_digest, {"repository_id": repository_id, "tag": tag}).scalar()
+            self._tags.deleting_tag(conn, repository_id=repository_id, repository=repository, tag=tag)
             result = conn.execute(self._delete_tag, {"repository_id": repository_id, "tag": tag})
             if result.rowcount == 0:
                 raise _manifest_unknown(repository, tag)
