@@ -18,6 +18,8 @@ from services.common.names import validate_repository, validate_tag
 from services.common.settings import ProxySettings
 from services.common.upstream import Upstream, Upstreams
 from services.metadata.core import MetadataCore
+from services.metadata.events.context import acting_as
+from services.metadata.events.envelope import PROXY_EVICT_ACTOR, internal_request
 from services.metadata.proxy.tables import proxy_blobs, proxy_fetch_leases, proxy_tags
 from services.metadata.store.access import Kind
 from services.metadata.store.base import MetadataStore, StoredManifest
@@ -378,7 +380,12 @@ class ProxyCache:
 
     async def _evict_blob(self, upstream: Upstream, digest: str) -> int:
         """Unlinks `digest` from the upstream's repositories with the cached manifests that
-        reference it; forgets it. Returns the number of manifests removed."""
+        reference it; forgets it. Returns the number of manifests removed. Its delete events name
+        the eviction actor, so replication does not copy them as deletes."""
+        with acting_as(internal_request(PROXY_EVICT_ACTOR)):
+            return await self._evict_blob_now(upstream, digest)
+
+    async def _evict_blob_now(self, upstream: Upstream, digest: str) -> int:
         r, rb, m, mr = repositories, repository_blobs, manifests, manifest_references
         prefix = upstream.prefix
         in_prefix = func.substr(r.c.name, 1, len(prefix)) == prefix
