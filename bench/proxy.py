@@ -8,11 +8,13 @@ random blob into Distribution, then times, one client, one blob at a time:
 - **warm**: a second pull through the cache (now local) against a pull of the same bytes pushed
   into an ordinary Lading repository; ratio = local ÷ warm seconds (≥ 0.95).
 The first pull of each pair alternates between rounds. Medians are printed as a Markdown table.
+`--py-spy DIR` samples the Lading processes meanwhile (bench/profile.py) and prints their top frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import statistics
@@ -21,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import registries
+from bench import profile, registries
 from bench.transfer import Client
 
 MiB = 1024 * 1024
@@ -40,23 +42,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--py-spy", type=Path, dest="py_spy", help="record py-spy profiles of Lading here")
     args = parser.parse_args(argv)
     size = args.size_mib * MiB
     rows: dict[str, list[float]] = {"cold": [], "direct": [], "warm": [], "local": []}
     with registries.distribution() as upstream:
         config = Path(tempfile.mkdtemp(prefix="lading-bench-proxy-")) / "lading.toml"
         config.write_text(f'[[proxy.upstreams]]\nname = "bench"\nurl = "{upstream.base_url}"\nprefix = "cache/"\n')
-        with registries.lading(env={"LADING_CONFIG_FILE": str(config)}) as lading:
+        with registries.lading(env={"LADING_CONFIG_FILE": str(config)}) as lading, \
+                (profile.recording(lading.processes, args.py_spy) if args.py_spy else contextlib.nullcontext()):
             up, local = Client(upstream.base_url), Client(lading.base_url)
             for round_no in range(args.rounds):
                 data = os.urandom(size)
                 digest = "sha256:" + hashlib.sha256(data).hexdigest()
                 up.push_monolithic("bench/app", digest, data)
-                local.push_monolithic("own/app", digest, data)
                 pairs = [("cold", lading.base_url, "cache/bench/app"), ("direct", upstream.base_url, "bench/app")]
                 for name, _, repository in pairs if round_no % 2 == 0 else reversed(pairs):
                     client = local if name == "cold" else up
                     rows[name].append(_timed(client, repository, digest, size))
+                # Only now the same bytes into an ordinary repository (pushed before, they made the
+                # "cold" pull a local read: the blob plane had them already and only asked the
+                # upstream whether it holds them too).
+                local.push_monolithic("own/app", digest, data)
                 pairs = [("warm", "cache/bench/app"), ("local", "own/app")]
                 for name, repository in pairs if round_no % 2 == 0 else reversed(pairs):
                     rows[name].append(_timed(local, repository, digest, size))
@@ -64,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{name} {values[-1]:.3f} s" for name, values in rows.items()), file=sys.stderr)
             up.close()
             local.close()
+    if args.py_spy:
+        for raw in sorted(args.py_spy.glob("*.txt")):
+            print(profile.summarize(raw), file=sys.stderr)
     median = {name: statistics.median(values) for name, values in rows.items()}
     print(f"\nPull-through cache, {args.size_mib} MiB blobs, {args.rounds} rounds (median seconds; "
           "ratio > 1: the cache is faster)\n")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from lading.blob.v1 import blob_pb2, blob_pb2_grpc, fetch_pb2, fetch_pb2_grpc
+from lading.blob.v1 import blob_pb2, blob_pb2_grpc, fetch_pb2
 from lading.common.v1 import common_pb2, sources_pb2
 from lading.metadata.v1 import (
     metadata_pb2,
@@ -191,26 +191,32 @@ class BlobClient:
         )
         self._timeout = timeout
         self._stream_timeout = stream_timeout
-        self._fetch = fetch_pb2_grpc.FetchServiceStub(channel)
+        # FetchBlob with the same hand-written decoding as ReadBlob (`_decode_fetch_response`).
+        self._fetch_blob = channel.unary_stream(
+            _FETCH_BLOB_METHOD,
+            request_serializer=fetch_pb2.FetchBlobRequest.SerializeToString,
+            response_deserializer=_decode_fetch_response,
+        )
 
     async def fetch_blob(self, digest: str, source: sources_pb2.BlobSource) -> tuple[int, AsyncIterator[bytes]]:
         """Starts FetchService.FetchBlob: (size or -1, the bytes). The first message is awaited
         here, so a source that fails at once fails before any response header; a failure later
         (the source broke off, a wrong digest) ends the iterator with the error, before its
         last chunk."""
-        call = self._fetch.FetchBlob(fetch_pb2.FetchBlobRequest(digest=digest, source=source),
-                                     timeout=self._stream_timeout)
+        call = self._fetch_blob(fetch_pb2.FetchBlobRequest(digest=digest, source=source),
+                                timeout=self._stream_timeout)
         try:
             first = await call.read()
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
-        if first is grpc.aio.EOF:
-            raise RegistryError(ErrorKind.INTERNAL, "the blob plane ended a fetch without a word")
+        if first is grpc.aio.EOF or isinstance(first, memoryview):
+            call.cancel()
+            raise RegistryError(ErrorKind.INTERNAL, "the blob plane began a fetch without the blob's size")
 
-        async def rest() -> AsyncIterator[bytes]:
+        async def rest() -> AsyncIterator[bytes | memoryview]:
             try:
                 while (message := await call.read()) is not grpc.aio.EOF:
-                    yield message.data
+                    yield message if isinstance(message, memoryview) else message.data
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from None
             finally:
@@ -355,6 +361,17 @@ _READ_BLOB_METHOD = "/lading.blob.v1.BlobService/ReadBlob"
 _APPEND_UPLOAD_METHOD = "/lading.blob.v1.BlobService/AppendUpload"
 _APPEND_DATA_FIELD = bytes_field_number(blob_pb2.AppendUploadRequest, "data")
 _READ_DATA_FIELD = bytes_field_number(blob_pb2.ReadBlobResponse, "data")
+_FETCH_BLOB_METHOD = "/lading.blob.v1.FetchService/FetchBlob"
+_FETCH_DATA_FIELD = bytes_field_number(fetch_pb2.FetchBlobResponse, "data")
+
+
+def _decode_fetch_response(raw: bytes) -> memoryview | fetch_pb2.FetchBlobResponse:
+    """As `_decode_read_response`, for FetchBlobResponse: a data-only message is a view of its
+    bytes in `raw`; the first (the size) and anything else are parsed."""
+    start = only_bytes_field(raw, _FETCH_DATA_FIELD)
+    if start is not None:
+        return memoryview(raw)[start:]
+    return fetch_pb2.FetchBlobResponse.FromString(raw)
 
 
 def _decode_read_response(raw: bytes) -> memoryview | blob_pb2.ReadBlobResponse:

@@ -1,9 +1,10 @@
-"""`lading replication status|retry`: push-based replication (README "Replication"), whose copies
-are rows of the event outbox under the endpoints `replicate-<rule>`; over the metadata service's
-EventsService (found as services/cli_targets.py says).
+"""`lading replication list|status|run|retry`: push-based replication (README "Replication"), whose
+copies are rows of the event outbox under the endpoints `replicate-<rule>`; over the metadata
+service's EventsService and ReplicationService (found as services/cli_targets.py says).
 
     lading replication list              # the rules in this command's settings (LADING_CONFIG_FILE)
     lading replication status [RULE]
+    lading replication run RULE          # copy now everything RULE matches (idempotent)
     lading replication retry RULE        # dead copies of RULE become pending again
 """
 
@@ -25,14 +26,17 @@ _PAGE = 1000
 
 
 def add_commands(commands: Any) -> None:
-    replication = commands.add_parser("replication", help="push-based replication: status, retry dead copies")
+    replication = commands.add_parser("replication",
+                                      help="push-based replication: rules, status, copy now, retry dead copies")
     actions = replication.add_subparsers(dest="replication_action", required=True, metavar="ACTION")
     actions.add_parser("list", help="the [[replication.rules]] of this command's settings (LADING_CONFIG_FILE)")
     status = actions.add_parser("status", help="per rule: pending, delivered and dead copies, last error")
     status.add_argument("rule", nargs="?", default="", help="only this rule")
     retry = actions.add_parser("retry", help="make a rule's dead copies pending again")
     retry.add_argument("rule", help="the rule's name")
-    for parser in (status, retry):
+    run_now = actions.add_parser("run", help="copy now every repository and tag a rule matches (idempotent)")
+    run_now.add_argument("rule", help="the rule's name")
+    for parser in (status, retry, run_now):
         add_target_flags(parser, ("metadata",))
 
 
@@ -48,10 +52,29 @@ async def _rows(stub: Any, pb: Any, state: str, endpoint: str) -> list[Any]:
         before = page[-1].id
 
 
+async def _run_rule(rule: str, channel: grpc.aio.Channel) -> int:
+    from lading.metadata.v1 import replication_pb2 as pb
+    from lading.metadata.v1 import replication_pb2_grpc
+
+    stub = replication_pb2_grpc.ReplicationServiceStub(channel)
+    reply = await stub.RunReplication(pb.RunReplicationRequest(rule=rule))
+    for failure in reply.failures:
+        print(f"failed {failure}")
+    print(f"lading replication run {rule}: {reply.repositories} repository(ies), {reply.tags} tag(s) matched; "
+          f"{reply.copied} copied, {reply.unchanged} already on the target, {len(reply.failures)} failed")
+    if reply.failures:
+        print(f"lading replication run: {len(reply.failures)} copy(ies) failed (listed above); fix the cause "
+              "and run again (what was copied is not sent twice)", file=sys.stderr)
+        return 1
+    return 0
+
+
 async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel, rules: list[str]) -> int:
     from lading.metadata.v1 import events_pb2 as pb
     from lading.metadata.v1 import events_pb2_grpc
 
+    if args.replication_action == "run":
+        return await _run_rule(args.rule, channel)
     stub = events_pb2_grpc.EventsServiceStub(channel)
     if args.replication_action == "retry":
         reply = await stub.ReplayEvents(pb.ReplayEventsRequest(dead=True, endpoint=ENDPOINT_PREFIX + args.rule))

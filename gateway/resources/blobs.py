@@ -101,13 +101,19 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int 
 
     async def body() -> AsyncIterator[bytes]:
         received, complete = 0, False
+        ending: asyncio.Task[None] | None = None
         try:
             async for chunk in chunks:
                 received += len(chunk)
+                if received == size:
+                    # The blob plane sends the last chunk only once the blob is verified and
+                    # committed: link it while that chunk goes out, not after.
+                    ending = end(True, received)
                 yield chunk
             complete = True
         finally:
-            ending = end(complete, received)
+            if ending is None:
+                ending = end(complete, received)
         # Linked before the stream ends: a client that asks again right after finds the blob.
         await asyncio.shield(ending)
 

@@ -10,8 +10,10 @@ from lading.blob.v1 import fetch_pb2, fetch_pb2_grpc
 from services.blob.fetch import FetchOnMiss
 from services.common.errors import ErrorKind, RegistryError
 from services.common.upstream import Upstreams
+from services.common.wire import already_encoded, bytes_field_number, encode_bytes_field
 
 SERVICE_NAME = "lading.blob.v1.FetchService"
+_DATA_FIELD = bytes_field_number(fetch_pb2.FetchBlobResponse, "data")
 
 
 class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
@@ -21,6 +23,23 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
 
     async def FetchBlob(self, request: fetch_pb2.FetchBlobRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[fetch_pb2.FetchBlobResponse]:
+        async for item in self._items(request):
+            if isinstance(item, int):
+                yield fetch_pb2.FetchBlobResponse(size=item)
+            else:
+                yield fetch_pb2.FetchBlobResponse(data=bytes(item))
+
+    async def fetch_blob_encoded(self, request: fetch_pb2.FetchBlobRequest, context: grpc.aio.ServicerContext
+                                 ) -> AsyncIterator[bytes]:
+        """FetchBlob yielding each FetchBlobResponse already in wire form (see `add_to_server`)."""
+        async for item in self._items(request):
+            if isinstance(item, int):
+                yield fetch_pb2.FetchBlobResponse(size=item).SerializeToString()
+            else:
+                yield encode_bytes_field(_DATA_FIELD, item)
+
+    async def _items(self, request: fetch_pb2.FetchBlobRequest) -> AsyncIterator[int | bytes]:
+        """The blob's size (-1: unknown), then its bytes (FetchOnMiss.fetch)."""
         kind = request.source.WhichOneof("kind")
         if kind != "upstream":
             raise RegistryError(ErrorKind.UNSUPPORTED, f"blob source {kind or '(none)'} is not supported here")
@@ -38,11 +57,21 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
             return await upstream.head_blob(remote, digest)
 
         async for item in self._fetcher.fetch(digest, source, describe=upstream.describe(), confirm=confirm):
-            if isinstance(item, int):
-                yield fetch_pb2.FetchBlobResponse(size=item)
-            else:
-                yield fetch_pb2.FetchBlobResponse(data=bytes(item))
+            yield item
 
 
 def add_to_server(servicer: FetchServicer, server: grpc.aio.Server) -> None:
+    """FetchBlob's data messages are encoded by hand, as ReadBlob's (services/blob/servicer.py
+    says why: a fresh upb message around 1 MiB cost ~2.7 ms per MiB to build and serialise here,
+    0.17 s of a 64 MiB cold pull); the wire format is the generated one."""
     fetch_pb2_grpc.add_FetchServiceServicer_to_server(servicer, server)
+    server.add_registered_method_handlers(
+        SERVICE_NAME,
+        {
+            "FetchBlob": grpc.unary_stream_rpc_method_handler(
+                servicer.fetch_blob_encoded,
+                request_deserializer=fetch_pb2.FetchBlobRequest.FromString,
+                response_serializer=already_encoded,
+            ),
+        },
+    )

@@ -141,6 +141,10 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         "ProxyStatus": frozenset({GATEWAY, OPERATOR}),
         "EvictCached": OPERATOR_ONLY,
     },
+    "lading.metadata.v1.ReplicationService": {
+        # `lading replication run RULE`.
+        "RunReplication": OPERATOR_ONLY,
+    },
     "lading.blob.v1.FetchService": {
         # Fetch on miss: the gateway, holding the blob's lease from ProxyService.BeginBlobFetch;
         # the metadata plane's pull-based mirroring ([[proxy.mirrors]]).

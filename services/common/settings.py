@@ -836,7 +836,8 @@ class ReplicationRuleSettings(RegistryAccessSettings):
     tags: str = ".*"
     # Prepended to the repository name on the target ("" keeps the name).
     target_prefix: str = ""
-    # Also delete on the target a manifest deleted here (by digest).
+    # Also delete on the target a manifest (by digest) or tag deleted here. Deletes the registry
+    # makes on its own behalf (pull-through cache evictions, the garbage collector) are not copied.
     deletes: bool = False
     max_attempts: int = Field(default=10, ge=1)
     backoff_base_seconds: float = Field(default=1.0, ge=0)

@@ -44,6 +44,10 @@ MANIFEST_ACCEPT = ", ".join((
 # A manifest larger than this from an upstream is refused (the registry's own limit is 4 MiB).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 STREAM_CHUNK_BYTES = 1024 * 1024
+# Bytes httpcore asks the socket for per read (its default: 64 KiB). Blob bodies from upstreams
+# are long: 1 MiB reads took a 64 MiB body from Distribution in ~0.12 s instead of ~0.39 s here
+# (each 64 KiB read costs a trip through httpcore's, h11's and anyio's Python code).
+HTTP_READ_BYTES = 1024 * 1024
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 
 
@@ -93,6 +97,16 @@ class ProxyObserver:
             self._latency.labels(upstream, method, status).observe(seconds)
 
 
+def _read_larger(size: int) -> None:
+    """Makes httpcore's HTTP/1.1 connections read up to `size` bytes at a time (a class-wide
+    setting: httpcore offers no per-client one). Kept as is when httpcore no longer has it."""
+    import httpcore
+
+    connection = getattr(httpcore, "AsyncHTTP11Connection", None)
+    if connection is not None and getattr(connection, "READ_NUM_BYTES", size) < size:
+        connection.READ_NUM_BYTES = size
+
+
 class Upstream:
     """One configured upstream: maps local names to its names and makes its HTTP calls."""
 
@@ -100,6 +114,7 @@ class Upstream:
                  observer: ProxyObserver | None = None, actions: str = "pull") -> None:
         import httpx  # optional: only a plane with upstreams configured loads it
 
+        _read_larger(HTTP_READ_BYTES)
         self._httpx = httpx
         self.settings = settings
         self.name = settings.name

@@ -41,6 +41,8 @@ from services.metadata.proxy.wiring import PROXY_SERVICE_NAME, build_proxy, buil
 from services.metadata.queue_metrics import QueueMetrics
 from services.metadata.regions import REGION_SERVICE_NAME, RegionParts
 from services.metadata.regions import role as region_role
+from services.metadata.replication.servicer import SERVICE_NAME as REPLICATION_SERVICE_NAME
+from services.metadata.replication.servicer import add_to_server as add_replication_to_server
 from services.metadata.replication.wiring import build_replicators, with_replication_endpoints
 from services.metadata.servicer import MetadataServicer
 from services.metadata.store.dialect import is_unavailable
@@ -118,7 +120,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
             listen=config.listen,
             service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME,
                            CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME, PROXY_SERVICE_NAME, REGION_SERVICE_NAME,
-                           POLICY_SERVICE_NAME],
+                           POLICY_SERVICE_NAME, REPLICATION_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             access=settings.grpc_access,
             plane="metadata",
@@ -176,6 +178,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
             queues.register(metrics)
         replicators = build_replicators(settings.replication, gc.store, gc.channel)
         events.worker.use_replicators(replicators)
+        add_replication_to_server(replicators, service.server)
         if replica_region:
             # The primary region delivers events, mirrors upstreams and collects garbage: they write.
             gc.loop = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +132,55 @@ def test_skopeo_pulls_a_multi_arch_image_and_its_signature_byte_identical(
     child = index.children[1]
     assert oci.get_manifest(local, f"{PREFIX}team/app", child.digest).content == child.payload
     assert upstream.requests("GET", f"/v2/team/app/manifests/{child.digest}") == 1
+
+
+def podman(tmp_path: Path, runroot: str, *args: str) -> str:
+    """podman with storage, registries and policy of its own under `tmp_path` and the run folder
+    `runroot` (podman wants it under 50 characters), so the machine's podman storage is not
+    touched; vfs storage needs no kernel overlay support."""
+    binary = require_binary("podman", install_hint="apt-get install podman")
+    home = tmp_path / "podman-home"
+    home.mkdir(exist_ok=True)
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
+    registries = tmp_path / "registries.conf"
+    registries.write_text("unqualified-search-registries = []\n")
+    command = [binary, "--root", str(tmp_path / "podman-root"), "--runroot", runroot,
+               "--storage-driver", "vfs", "--events-backend", "none", *args]
+    env = {"HOME": str(home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CONTAINERS_REGISTRIES_CONF": str(registries),
+           "CONTAINERS_POLICY_JSON": str(policy), "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
+           "TMPDIR": str(tmp_path)}
+    (tmp_path / "auth.json").write_text("{}")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False, env=env)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def test_podman_pulls_a_multi_arch_image_through_the_cache(
+        tmp_path: Path, up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+    """podman pulls (and unpacks: real tar.gz layers whose diff IDs it checks) the amd64 image of
+    an index pushed into the upstream; what it got is the upstream's, byte for byte."""
+    index = oci.multi_arch_index(layers=2)
+    oci.push(up, "team/podman", index, "v1")
+    reference = f"{lading.hostport}/{PREFIX}team/podman:v1"
+    with tempfile.TemporaryDirectory(prefix="lading-podman-") as runroot:
+        podman(tmp_path, runroot, "pull", "--tls-verify=false", "--arch", "amd64", "--os", "linux", reference)
+        inspected = json.loads(podman(tmp_path, runroot, "image", "inspect", reference))[0]
+    amd64 = next(child for child in index.children if child.platform and child.platform["architecture"] == "amd64")
+    config = amd64.blobs[0]
+    # The image ID is its config's digest; the pulled digest is the index's (podman keeps both).
+    assert inspected["Id"] == config.digest.split(":", 1)[1]
+    assert inspected["Digest"] == index.digest
+    assert f"{lading.hostport}/{PREFIX}team/podman@{index.digest}" in inspected["RepoDigests"]
+    assert inspected["RootFS"]["Layers"] == json.loads(config.data)["rootfs"]["diff_ids"]
+    # (podman checked the child manifest's bytes against the index's digest, the config's against
+    # the child's, each unpacked layer against its diff ID.) The cache serves the upstream's bytes.
+    for ref, manifest in (("v1", index), *((child.digest, child) for child in index.children)):
+        upstream_bytes = oci.get_manifest(up, "team/podman", ref).content
+        assert upstream_bytes == manifest.payload
+        assert oci.get_manifest(local, f"{PREFIX}team/podman", ref).content == upstream_bytes
+    for blob in amd64.blobs:
+        assert upstream.requests("GET", f"/v2/team/podman/blobs/{blob.digest}") == 1
 
 
 def test_a_moved_tag_is_revalidated_and_refreshed(up: httpx.Client, local: httpx.Client,

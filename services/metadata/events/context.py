@@ -6,6 +6,8 @@ with `current()`. grpc.aio serves each call in its own task, so the binding is p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -33,3 +35,13 @@ def bind(request: Any) -> None:
 
 def current() -> RequestInfo:
     return _current.get()
+
+
+@contextmanager
+def acting_as(request: RequestInfo) -> Iterator[None]:
+    """Changes made inside the block record `request` (an `internal_request`) as their request."""
+    token = _current.set(request)
+    try:
+        yield
+    finally:
+        _current.reset(token)

@@ -6,8 +6,9 @@ url (when the request's host is known) and tag; a manifest delete carries digest
 only; a tag delete carries repository + tag; a repository delete carries repository only.
 
 Changes the registry makes on its own behalf carry an internal request (`internal_request`): the
-collector's deletes name the actor `lading-gc`, the admin CLI's `lading-admin` (in `actor.name`
-and `request.useragent`), with an empty address and host.
+collector's deletes name the actor `lading-gc`, the admin CLI's `lading-admin`, the pull-through
+cache's evictions `lading-proxy-evict` (in `actor.name` and `request.useragent`), with an empty
+address and host.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class RequestInfo:
 # `actor.name` of events for changes the registry makes itself, not an HTTP client.
 GC_ACTOR = "lading-gc"
 ADMIN_ACTOR = "lading-admin"
+# Evictions of the pull-through cache: they free local space and are never replicated as deletes.
+PROXY_EVICT_ACTOR = "lading-proxy-evict"
 
 
 def internal_request(actor: str, request_id: str = "") -> RequestInfo:
-    """The request behind a change made by `lading gc` / the collector (GC_ACTOR) or an admin
-    command (ADMIN_ACTOR): method DELETE, the actor as user agent, a fresh id unless given."""
+    """The request behind a change made by `lading gc` / the collector (GC_ACTOR), an admin
+    command (ADMIN_ACTOR) or the pull-through cache's eviction (PROXY_EVICT_ACTOR): method DELETE, the actor as user agent, a fresh id unless given."""
     return RequestInfo(request_id=request_id or str(uuid.uuid4()), method="DELETE", user_agent=actor, actor=actor)
 
 

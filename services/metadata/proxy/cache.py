@@ -18,6 +18,8 @@ from services.common.names import validate_repository, validate_tag
 from services.common.settings import ProxySettings
 from services.common.upstream import Upstream, Upstreams
 from services.metadata.core import MetadataCore
+from services.metadata.events.context import acting_as
+from services.metadata.events.envelope import PROXY_EVICT_ACTOR, internal_request
 from services.metadata.proxy.tables import proxy_blobs, proxy_fetch_leases, proxy_tags
 from services.metadata.store.access import Kind
 from services.metadata.store.base import MetadataStore, StoredManifest
@@ -28,8 +30,10 @@ from services.metadata.store.schema import manifest_references, manifests, repos
 log = logging.getLogger("lading.proxy")
 
 _UNKNOWN = (ErrorKind.NAME_UNKNOWN, ErrorKind.MANIFEST_UNKNOWN)
-# How often a caller waiting for another's fetch looks again.
-_WAIT_POLL_SECONDS = 0.1
+# How often a caller waiting for another's fetch looks again: first after this, then 1.5 times
+# longer each time, up to the maximum.
+_WAIT_POLL_SECONDS = 0.05
+_WAIT_POLL_MAX_SECONDS = 0.5
 # A cached manifest's pull is recorded (for eviction by age) at most this often per process.
 _TOUCH_EVERY_SECONDS = 60.0
 _TOUCH_MEMORY = 100_000
@@ -251,6 +255,7 @@ class ProxyCache:
             return BlobFetchDecision("no_source")
         upstream, remote = found
         deadline = time.monotonic() + max(wait_seconds, 0.0)
+        pause, waited = _WAIT_POLL_SECONDS, False
         while True:
             size = await self.store.stat_blob(repository, digest)
             if size is not None:
@@ -259,17 +264,29 @@ class ProxyCache:
                 size = await self.store.mount_blob(repository, digest, None)
                 if size is not None:
                     return BlobFetchDecision("linked", size=size)
-            lease_id = await self._take_lease(digest)
-            if lease_id is not None:
-                self._count(upstream, self.counters[upstream.name], "blob_fetch")
-                return BlobFetchDecision("fetch", lease_id=lease_id, upstream=upstream.name, remote=remote)
-            if time.monotonic() >= deadline:
+            # A waiter tries for the lease (a write) only once the holder's looks gone or lapsed.
+            if not waited or not await self._lease_running(digest):
+                lease_id = await self._take_lease(digest)
+                if lease_id is not None:
+                    self._count(upstream, self.counters[upstream.name], "blob_fetch")
+                    return BlobFetchDecision("fetch", lease_id=lease_id, upstream=upstream.name, remote=remote)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise RegistryError(
                     ErrorKind.UNAVAILABLE,
                     f"blob {digest} is being fetched from {upstream.describe()} by another request; retry shortly",
                     {"digest": digest, "upstream": upstream.name},
                 )
-            await asyncio.sleep(_WAIT_POLL_SECONDS)
+            # Waiters look again sooner at first, then less often: many clients waiting for one
+            # large blob must not load the database the fetch itself needs.
+            await asyncio.sleep(min(pause, remaining))
+            pause, waited = min(pause * 1.5, _WAIT_POLL_MAX_SECONDS), True
+
+    async def _lease_running(self, digest: str) -> bool:
+        statement = select(proxy_fetch_leases.c.expires_at).where(proxy_fetch_leases.c.digest == digest)
+        async with self.database.access.connection(Kind.PRIMARY_READ) as conn:
+            expires = (await conn.execute(statement)).scalar()
+        return expires is not None and _aware(expires) >= _now()
 
     async def end_blob_fetch(self, repository: str, digest: str, *, lease_id: str, fetched: bool,
                              size: int) -> None:
@@ -378,7 +395,12 @@ class ProxyCache:
 
     async def _evict_blob(self, upstream: Upstream, digest: str) -> int:
         """Unlinks `digest` from the upstream's repositories with the cached manifests that
-        reference it; forgets it. Returns the number of manifests removed."""
+        reference it; forgets it. Returns the number of manifests removed. Its delete events name
+        the eviction actor, so replication does not copy them as deletes."""
+        with acting_as(internal_request(PROXY_EVICT_ACTOR)):
+            return await self._evict_blob_now(upstream, digest)
+
+    async def _evict_blob_now(self, upstream: Upstream, digest: str) -> int:
         r, rb, m, mr = repositories, repository_blobs, manifests, manifest_references
         prefix = upstream.prefix
         in_prefix = func.substr(r.c.name, 1, len(prefix)) == prefix
