@@ -130,3 +130,56 @@ async def test_covered_pulls_take_the_hot_reads(database: Database) -> None:
             event.remove(engine, "before_cursor_execute", seen)
     # The report document was read once for both refusals.
     assert blob_reads == [docs.sha256(sarif)]
+
+
+async def test_a_verified_cosign_signature_is_verified_once(database: Database) -> None:
+    """With keys, a signature that verified is kept (its outcome depends only on the keys, the
+    signature manifest's digest and the image's): later pulls read no blob; a payload naming
+    another digest is refused every time, and a new key set verifies afresh."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    store = SqlMetadataStore(database)
+    policies = PolicyStore(database)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    blobs: dict[str, bytes] = {}
+
+    async def sign(image: str, names: str) -> None:
+        payload = json.dumps({"critical": {"image": {"docker-manifest-digest": names}}}).encode()
+        signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+        blobs[docs.sha256(payload)] = payload
+        await store.link_blob(REPO, docs.sha256(payload), len(payload))
+        layer = docs.descriptor(docs.OCI_LAYER, docs.sha256(payload), len(payload),
+                                annotations={"dev.cosignproject.cosign/signature": signature})
+        await _push(store, docs.image(layers=0, extra_layers=[layer]), "sha256-" + image.split(":", 1)[1] + ".sig")
+
+    good = await _push(store, docs.image(layers=1), "keyed")
+    bad = await _push(store, docs.image(layers=1), "misnamed")
+    await sign(good, good)
+    await sign(bad, good)  # names another image
+    reads: list[str] = []
+
+    async def read_blob(digest: str) -> bytes:
+        reads.append(digest)
+        return blobs[digest]
+
+    await policies.set_signature_policy(SignaturePolicy("keyed", "prod/*", "cosign", pem))
+    gate = SignatureGate(policies.read, policies.rows, read_blob, cache_seconds=3600)
+    for _ in range(3):
+        await gate.check(REPO, "keyed", good)
+    assert len(reads) == 1
+    for _ in range(2):
+        with pytest.raises(RegistryError) as refused:
+            await gate.check(REPO, "misnamed", bad)
+        assert refused.value.kind is ErrorKind.DENIED and "verifies with one of its keys" in refused.value.message
+    assert len(reads) == 3  # refusals are not kept
+    other = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    await policies.set_signature_policy(SignaturePolicy("keyed", "prod/*", "cosign", other))
+    await gate.policies(fresh=True)
+    with pytest.raises(RegistryError):
+        await gate.check(REPO, "keyed", good)  # verified with the old key only: not kept for the new one

@@ -44,6 +44,8 @@ KINDS = ("any", "cosign", "notation")
 
 # Reads a blob's bytes from the blob plane (None: no blob plane configured).
 ReadBlob = Callable[[str], Awaitable[bytes]]
+# Verified cosign signatures kept per replica (see SignatureGate._verified).
+_VERIFIED_KEPT = 4096
 # Runs a declared read (store/access.py) with its parameters.
 Rows = Callable[[Read, dict[str, Any]], Awaitable[list[Any]]]
 
@@ -140,6 +142,10 @@ class SignatureGate:
         self._rows = rows
         self._facts = manifest_facts_read()
         self._parents = parents_read()
+        # (keys, signature manifest digest, image digest) that verified: the outcome is a function
+        # of those three (a manifest's digest fixes its layers and annotations, a layer's digest its
+        # bytes), so it is kept; failures are not (a blob read may fail for a while).
+        self._verified: dict[tuple[str, str, str], None] = {}
         self._signature_reads = {kinds: _signatures_read(kinds)
                                  for kinds in (("cosign",), ("notation",), ("cosign", "notation"))}
         self._read_blob = read_blob
@@ -205,8 +211,11 @@ class SignatureGate:
             return ""
         if self._read_blob is None:
             return "a cosign signature verified with its keys, which this registry cannot read (no blob plane)"
+        for signature_digest, _, _ in found:
+            if (policy.public_keys, signature_digest, digest) in self._verified:
+                return ""
         keys = load_keys(policy.public_keys)
-        for _, payload, _ in found:
+        for signature_digest, payload, _ in found:
             for layer in json.loads(bytes(payload)).get("layers", []):
                 signature = (layer.get("annotations") or {}).get(COSIGN_ANNOTATION)
                 if not signature:
@@ -222,6 +231,9 @@ class SignatureGate:
                 except (ValueError, KeyError, TypeError):
                     continue
                 if named == digest:
+                    if len(self._verified) >= _VERIFIED_KEPT:
+                        self._verified.pop(next(iter(self._verified)))
+                    self._verified[(policy.public_keys, signature_digest, digest)] = None
                     return ""
         return "a cosign signature that verifies with one of its keys and names this digest; none of the image's " \
                f"{len(found)} signature(s) does"
