@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 RUNTIME = $(VENV)/.runtime
 
-.PHONY: run test test-ha protos lint clean bench bench-quick bench-login bench-console bench-coherence image
+.PHONY: run test test-ha protos lint clean bench bench-quick bench-login bench-console bench-coherence bench-governance image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench-console: $(STAMP)
 bench-coherence: $(STAMP)
 	$(BIN)/python -m bench.coherence $(BENCH_ARGS)
 	$(BIN)/python -m bench.coherence --read-your-writes 1000
+
+## bench-governance: the cost of immutable rules, quotas and the pull policies on pushes and pulls,
+## with and without them (two runs of 150 requests per row, about a minute; README "Cost of the policies")
+bench-governance: $(STAMP)
+	$(BIN)/python -m bench.governance $(BENCH_ARGS)
 
 ## protos: regenerate the committed gRPC code from protos/**/*.proto
 protos: $(STAMP)

@@ -14,7 +14,7 @@ import pytest
 from tests.events.receiver import Receiver
 from tests.gc.stack_support import gc_stack, targets
 from tests.support.clients import require_binary
-from tests.support.stack import Stack, child_env, lading_command
+from tests.support.stack import Stack, child_env, free_port, lading_command
 
 STORES = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
 
@@ -36,8 +36,14 @@ def siem(store: str) -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="package")
-def stack(store: str, siem: Receiver, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Stack]:
+def metrics_port(store: str) -> int:
+    """Where the stack's metadata plane serves /metrics (observability.metadata_metrics_listen)."""
+    return free_port()
+
+
+@pytest.fixture(scope="package")
+def stack(store: str, siem: Receiver, metrics_port: int, request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     endpoint = {"name": "siem", "url": siem.url, "include_actions": ["audit"], "backoff_base_seconds": 0.1,
                 "backoff_cap_seconds": 0.3}
     # Delete events (retention's) go to the same receiver under another path.
@@ -48,6 +54,7 @@ def stack(store: str, siem: Receiver, request: pytest.FixtureRequest, tmp_path_f
                   LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS="0", LADING_EVENTS__ENDPOINTS=json.dumps([endpoint, deletes]),
                   LADING_EVENTS__DELIVERY_INTERVAL_SECONDS="0.05",
                   LADING_GOVERNANCE__HISTORY_WINDOW_SECONDS="3600",
+                  LADING_OBSERVABILITY__METADATA_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
                   # Pull policies apply at once (no sleeping for each replica's policy cache).
                   LADING_GOVERNANCE__POLICY_CACHE_SECONDS="0") as running:
         yield running

@@ -11,9 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from services.common.metrics import Metrics
-from services.metadata.policies.quotas import Quota
-from services.metadata.policies.wiring import PolicyParts
 from tests.gc.stack_support import image_of
 from tests.governance.conftest import Policies, run_gc
 from tests.support import oci
@@ -96,18 +93,35 @@ async def _delete_repository(stack: Stack, name: str) -> None:
         await admin.DeleteRepository(admin_pb2.DeleteRepositoryRequest(repository=name), timeout=30)
 
 
-def test_quota_metrics_per_quota() -> None:
-    class Store:
-        async def list_quotas(self) -> list[Quota]:
-            return [Quota("team-a", "team-a/*", 1000, 250), Quota("team-b", "team-b/*", 50, 0)]
+def test_quota_metrics_from_the_metadata_plane(stack: Stack, client: httpx.Client, policies: Policies,
+                                               metrics_port: int) -> None:
+    """The running metadata plane's /metrics reports each quota's usage and limit, and follows a
+    push into the quota."""
+    policies.set_quota("metrics-a", "qmetrics/*", 1_000_000)
+    policies.set_quota("metrics-b", "qmetrics-none/*", 50)
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
 
-    metrics = Metrics("metadata")
-    PolicyParts(Store(), None).register_metrics(metrics)  # type: ignore[arg-type]
-    text = asyncio.run(_scrape(metrics))
-    assert 'lading_quota_used_bytes{quota="team-a"} 250.0' in text
-    assert 'lading_quota_limit_bytes{quota="team-b"} 50.0' in text
+    def gauges() -> dict[str, float]:
+        text = httpx.get(url, timeout=10).text
+        found = {}
+        for line in text.splitlines():
+            for quota in ("metrics-a", "metrics-b"):
+                for name in ("lading_quota_used_bytes", "lading_quota_limit_bytes"):
+                    prefix = f'{name}{{quota="{quota}"}} '
+                    if line.startswith(prefix):
+                        found[f"{name}/{quota}"] = float(line[len(prefix):])
+        return found
 
-
-async def _scrape(metrics: Metrics) -> str:
-    body, _ = await metrics.render()
-    return body.decode()
+    before = gauges()
+    assert before == {"lading_quota_used_bytes/metrics-a": 0.0, "lading_quota_limit_bytes/metrics-a": 1_000_000.0,
+                      "lading_quota_used_bytes/metrics-b": 0.0, "lading_quota_limit_bytes/metrics-b": 50.0}
+    blob = oci.Blob(os.urandom(3000), oci.OCI_LAYER)
+    assert oci.push_blob(client, "qmetrics/app", blob).status_code == 201
+    after = gauges()
+    assert after["lading_quota_used_bytes/metrics-a"] == 3000.0
+    assert after["lading_quota_used_bytes/metrics-b"] == 0.0
+    usage = {q.name: q.used_bytes for q in policies.stub.ListQuotas(policies.pb.ListQuotasRequest(),
+                                                                       timeout=30).quotas}
+    assert usage["metrics-a"] == 3000
+    assert policies.remove_quota("metrics-a") and policies.remove_quota("metrics-b")
+    assert "metrics-a" not in httpx.get(url, timeout=10).text

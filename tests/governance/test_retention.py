@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.events.receiver import Receiver
+from tests.gc.stack_support import gc_stack
 from tests.governance.conftest import Policies, delivered
 from tests.support import oci
 from tests.support.stack import Stack
@@ -92,3 +95,38 @@ def test_retention_plan_and_run(stack: Stack, client: httpx.Client, policies: Po
     policies.remove_rule("ret-release")
     policies.stub.DeleteRetentionPolicy(policies.pb.DeleteRetentionPolicyRequest(name="ret",
                                                                                  context=policies.context()))
+
+
+def test_the_gc_loop_applies_retention(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """With the GC loop on (gc.interval_seconds), retention runs before each collection: tags a
+    policy does not keep go away without anyone asking for a run, and the collection that follows
+    reclaims what only they kept (here the untagged manifests, with delete_untagged_manifests)."""
+    with gc_stack("sqlite", request, tmp_path, LADING_GC__INTERVAL_SECONDS="0.3",
+                  LADING_GC__DELETE_UNTAGGED_MANIFESTS="true",
+                  LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS="0") as loop_stack, \
+            httpx.Client(base_url=loop_stack.base_url, timeout=30) as http:
+        repo = "loop-ret/app"
+        images = [oci.image(1, layer_size=200) for _ in range(3)]
+        for number, image in enumerate(images):
+            assert oci.push(http, repo, image, f"b{number}").status_code == 201
+        helper = Policies(loop_stack)
+        try:
+            _policy(helper, name="loop", repository_pattern="loop-ret/*", keep_last=1)
+            for _ in range(200):  # a deadline, not a timing assertion
+                if all(oci.get_manifest(http, repo, f"b{n}").status_code == 404 for n in (0, 1)):
+                    break
+                time.sleep(0.05)
+            for number in (0, 1):
+                assert oci.get_manifest(http, repo, f"b{number}").status_code == 404
+            oci.assert_pulls_back(http, repo, "b2", images[2])
+            audited = helper.audit(actor="lading-retention", repository=repo, limit=100)
+            assert {r.action for r in audited} >= {"tag.delete"}
+            assert helper.history(repo, "b0")[0] == ("delete", images[0].digest, "")
+            # ... then a later collection of the loop removes the manifests they left.
+            for _ in range(200):
+                if oci.get_manifest(http, repo, images[0].digest).status_code == 404:
+                    break
+                time.sleep(0.05)
+            assert oci.get_manifest(http, repo, images[0].digest).status_code == 404
+        finally:
+            helper.close()

@@ -180,7 +180,21 @@ class ConsoleServicer(console_pb2_grpc.ConsoleServiceServicer):
         return pb.GetManifestDetailsResponse(
             digest=row.digest, media_type=row.media_type, size=row.size, payload=row.payload,
             pushed_at=_seconds(row.pushed_at), pushed_by=row.pushed_by, tags=list(row.tags),
-            can_delete=actor.may(request.repository, "delete"))
+            can_delete=actor.may(request.repository, "delete"),
+            pull_refusal=await self._pull_refusal(request.repository, None if ":" in reference else reference,
+                                                  row.digest))
+
+    async def _pull_refusal(self, repository: str, tag: str | None, digest: str) -> str:
+        """The DENIED message of the first pull policy that refuses `digest` (services/metadata/
+        policies), or "": the console shows a refused manifest, and says that pulls of it are refused."""
+        for gate in self._metadata.pull_gates:
+            try:
+                await gate.check(repository, tag, digest)
+            except RegistryError as error:
+                if error.kind is not ErrorKind.DENIED:
+                    raise
+                return error.message
+        return ""
 
     async def ListReferrerTree(self, request: pb.ListReferrerTreeRequest, context: grpc.aio.ServicerContext
                                ) -> pb.ListReferrerTreeResponse:

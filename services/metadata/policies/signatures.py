@@ -30,10 +30,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.policies.tables import signature_policies
+from services.metadata.store.access import Read, hot_read
 from services.metadata.store.schema import manifest_references, manifests, repositories, tags
 
 COSIGN_SIGNATURE = "application/vnd.dev.cosign.artifact.sig.v1+json"
@@ -43,6 +44,41 @@ KINDS = ("any", "cosign", "notation")
 
 # Reads a blob's bytes from the blob plane (None: no blob plane configured).
 ReadBlob = Callable[[str], Awaitable[bytes]]
+# Verified cosign signatures kept per replica (see SignatureGate._verified).
+_VERIFIED_KEPT = 4096
+# Runs a declared read (store/access.py) with its parameters.
+Rows = Callable[[Read, dict[str, Any]], Awaitable[list[Any]]]
+
+
+def manifest_facts_read() -> Read:
+    """(repository id, subject digest) of manifest `digest` in `repository`: one hot read (the
+    columns are plain: on a SQLite file it takes the one-hop readers, like GetManifest itself)."""
+    m, r = manifests, repositories
+    return hot_read(select(r.c.id, m.c.subject_digest).select_from(m.join(r, r.c.id == m.c.repository_id))
+                    .where(r.c.name == bindparam("repository"), m.c.digest == bindparam("digest")))
+
+
+def parents_read() -> Read:
+    """Digests of the manifests of repository `repo_id` (indexes) that list manifest `digest`."""
+    m, mr = manifests, manifest_references
+    return hot_read(select(m.c.digest).select_from(mr.join(m, m.c.id == mr.c.manifest_id))
+                    .where(m.c.repository_id == bindparam("repo_id"), mr.c.digest == bindparam("digest"),
+                           mr.c.kind == "manifest"))
+
+
+def _signatures_read(kinds: tuple[str, ...]) -> Read:
+    """(digest, payload, artifact_type) of the signature manifests of `digest` in `repo_id` (cosign
+    also by its tag `cosign_tag`). Equalities rather than IN lists: the one-hop readers take no
+    expanding parameters."""
+    m, t = manifests, tags
+    types = [COSIGN_SIGNATURE] if "cosign" in kinds else []
+    types += [NOTARY_SIGNATURE] if "notation" in kinds else []
+    conditions = [and_(m.c.subject_digest == bindparam("digest"), or_(*(m.c.artifact_type == kind for kind in types)))]
+    if "cosign" in kinds:
+        conditions.append(m.c.id.in_(select(t.c.manifest_id).where(t.c.repository_id == bindparam("repo_id"),
+                                                                   t.c.name == bindparam("cosign_tag"))))
+    return hot_read(select(m.c.digest, m.c.payload, m.c.artifact_type)
+                    .where(m.c.repository_id == bindparam("repo_id"), or_(*conditions)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +135,19 @@ def _exempt_tag(tag: str | None) -> bool:
 
 
 class SignatureGate:
-    def __init__(self, read: Callable[[Any], Awaitable[list[Any]]], read_blob: ReadBlob | None, *,
+    def __init__(self, read: Callable[[Any], Awaitable[list[Any]]], rows: Rows, read_blob: ReadBlob | None, *,
                  cache_seconds: float = 1.0) -> None:
+        """`read`: the policy table (the primary); `rows`: the declared reads of a pull."""
         self._read = read
+        self._rows = rows
+        self._facts = manifest_facts_read()
+        self._parents = parents_read()
+        # (keys, signature manifest digest, image digest) that verified: the outcome is a function
+        # of those three (a manifest's digest fixes its layers and annotations, a layer's digest its
+        # bytes), so it is kept; failures are not (a blob read may fail for a while).
+        self._verified: dict[tuple[str, str, str], None] = {}
+        self._signature_reads = {kinds: _signatures_read(kinds)
+                                 for kinds in (("cosign",), ("notation",), ("cosign", "notation"))}
         self._read_blob = read_blob
         self._cache_seconds = cache_seconds
         self._cached: tuple[float, list[SignaturePolicy]] | None = None
@@ -126,8 +172,8 @@ class SignatureGate:
         if repo_id is None or subject:
             return
         for policy in covering:
-            problem = await self._missing(policy, repo_id, digest)
-            if problem and await self._signed_parent(policy, repo_id, digest):
+            problem = await self._missing(policy, repository, repo_id, digest)
+            if problem and await self._signed_parent(policy, repository, repo_id, digest):
                 problem = ""
             if problem:
                 raise RegistryError(
@@ -139,32 +185,24 @@ class SignatureGate:
                 )
 
     async def _manifest_facts(self, repository: str, digest: str) -> tuple[int | None, bool]:
-        m, r = manifests, repositories
-        rows = await self._read(select(r.c.id, m.c.subject_digest).select_from(m.join(r, r.c.id == m.c.repository_id))
-                                .where(r.c.name == repository, m.c.digest == digest))
+        rows = await self._rows(self._facts, {"repository": repository, "digest": digest})
         if not rows:
             return None, False
         return int(rows[0][0]), rows[0][1] is not None
 
-    async def _signatures(self, repo_id: int, digest: str, kinds: tuple[str, ...]) -> list[Any]:
-        """(digest, payload, artifact_type) of the signature manifests of `digest`."""
-        m, t = manifests, tags
-        types = [COSIGN_SIGNATURE] if "cosign" in kinds else []
-        types += [NOTARY_SIGNATURE] if "notation" in kinds else []
-        conditions = [and_(m.c.subject_digest == digest, m.c.artifact_type.in_(types))]
-        if "cosign" in kinds:
-            cosign_tag = "sha256-" + digest.split(":", 1)[1] + ".sig"
-            conditions.append(m.c.id.in_(select(t.c.manifest_id).where(t.c.repository_id == repo_id,
-                                                                       t.c.name == cosign_tag)))
-        return await self._read(select(m.c.digest, m.c.payload, m.c.artifact_type)
-                                .where(m.c.repository_id == repo_id, or_(*conditions)))
+    async def _signatures(self, repository: str, repo_id: int, digest: str, kinds: tuple[str, ...]) -> list[Any]:
+        """(digest, payload, artifact_type) of the signature manifests of `digest`. (`repository`
+        lets the replay gate send the read to the primary while a standby lags: store/replay.py.)"""
+        cosign_tag = "sha256-" + digest.split(":", 1)[1] + ".sig"
+        return await self._rows(self._signature_reads[kinds], {"repository": repository, "repo_id": repo_id,
+                                                               "digest": digest, "cosign_tag": cosign_tag})
 
-    async def _missing(self, policy: SignaturePolicy, repo_id: int, digest: str) -> str:
+    async def _missing(self, policy: SignaturePolicy, repository: str, repo_id: int, digest: str) -> str:
         """"" when `digest` is signed as the policy asks; else what is missing."""
         kinds = ("cosign", "notation") if policy.kind == "any" else (policy.kind,)
         if policy.public_keys:
             kinds = ("cosign",)
-        found = await self._signatures(repo_id, digest, kinds)
+        found = await self._signatures(repository, repo_id, digest, kinds)
         wanted = {"any": "a cosign or Notary v2 signature", "cosign": "a cosign signature",
                   "notation": "a Notary v2 (notation) signature"}[policy.kind if not policy.public_keys else "cosign"]
         if not found:
@@ -173,8 +211,11 @@ class SignatureGate:
             return ""
         if self._read_blob is None:
             return "a cosign signature verified with its keys, which this registry cannot read (no blob plane)"
+        for signature_digest, _, _ in found:
+            if (policy.public_keys, signature_digest, digest) in self._verified:
+                return ""
         keys = load_keys(policy.public_keys)
-        for _, payload, _ in found:
+        for signature_digest, payload, _ in found:
             for layer in json.loads(bytes(payload)).get("layers", []):
                 signature = (layer.get("annotations") or {}).get(COSIGN_ANNOTATION)
                 if not signature:
@@ -190,15 +231,16 @@ class SignatureGate:
                 except (ValueError, KeyError, TypeError):
                     continue
                 if named == digest:
+                    if len(self._verified) >= _VERIFIED_KEPT:
+                        self._verified.pop(next(iter(self._verified)))
+                    self._verified[(policy.public_keys, signature_digest, digest)] = None
                     return ""
         return "a cosign signature that verifies with one of its keys and names this digest; none of the image's " \
                f"{len(found)} signature(s) does"
 
-    async def _signed_parent(self, policy: SignaturePolicy, repo_id: int, digest: str) -> bool:
-        m, mr = manifests, manifest_references
-        parents = await self._read(select(m.c.digest).select_from(mr.join(m, m.c.id == mr.c.manifest_id))
-                                   .where(m.c.repository_id == repo_id, mr.c.digest == digest, mr.c.kind == "manifest"))
+    async def _signed_parent(self, policy: SignaturePolicy, repository: str, repo_id: int, digest: str) -> bool:
+        parents = await self._rows(self._parents, {"repository": repository, "repo_id": repo_id, "digest": digest})
         for (parent,) in parents:
-            if not await self._missing(policy, repo_id, parent):
+            if not await self._missing(policy, repository, repo_id, parent):
                 return True
         return False

@@ -34,7 +34,7 @@ from services.metadata.policies.tables import (
 )
 from services.metadata.policies.tags import ImmutableRule, TagKeeper
 from services.metadata.policies.vulnerabilities import VulnerabilityPolicy
-from services.metadata.store.access import primary_read
+from services.metadata.store.access import Read, primary_read
 from services.metadata.store.dialect import is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
 
@@ -91,6 +91,13 @@ class PolicyStore:
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         return await self._write(work)
+
+    async def rows(self, declared: Read, params: dict[str, Any]) -> list[Any]:
+        """A declared read of the pull policies' hot path (store/access.py), errors translated."""
+        try:
+            return await self._db.access.rows(declared, params)
+        except _DB_ERRORS as exc:
+            raise _translate(exc) from None
 
     async def immutable_rules(self) -> list[ImmutableRule]:
         return [stored.rule for stored in await self.list_rules()]

@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.policies.signatures import Rows, manifest_facts_read, parents_read
 from services.metadata.policies.tables import vulnerability_policies
-from services.metadata.store.schema import manifest_references, manifests, repositories
+from services.metadata.store.access import Read, hot_read
+from services.metadata.store.schema import manifests
 
 SARIF = "application/sarif+json"
 CYCLONEDX = "application/vnd.cyclonedx+json"
@@ -41,6 +43,24 @@ SEVERITIES = ("critical", "high", "medium", "low")
 _RANK = {name: rank for rank, name in enumerate(reversed(SEVERITIES), start=1)}  # low 1 ... critical 4
 
 ReadBlob = Callable[[str], Awaitable[bytes]]
+# Parsed report documents kept per replica, by the document's blob digest (content-addressed, so
+# an entry never goes stale); the oldest go first past this many.
+_DOCUMENTS_KEPT = 512
+
+
+def _newest_report_read() -> Read:
+    """The newest report referrer of `digest` in `repo_id`. Its push time comes back as the
+    database's own value (a datetime through SQLAlchemy, ISO text from the one-hop SQLite
+    readers); `_moment` reads both."""
+    m = manifests
+    return hot_read(select(m.c.digest, m.c.payload, m.c.created_at)
+                    .where(m.c.repository_id == bindparam("repo_id"), m.c.subject_digest == bindparam("digest"),
+                           or_(m.c.artifact_type == SARIF, m.c.artifact_type == CYCLONEDX))
+                    .order_by(m.c.created_at.desc(), m.c.id.desc()).limit(1))
+
+
+def _moment(value: datetime | str) -> datetime:
+    return _aware(value if isinstance(value, datetime) else datetime.fromisoformat(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +113,15 @@ def _aware(moment: datetime) -> datetime:
 
 
 class VulnerabilityGate:
-    def __init__(self, read: Callable[[Any], Awaitable[list[Any]]], read_blob: ReadBlob | None, *,
+    def __init__(self, read: Callable[[Any], Awaitable[list[Any]]], rows: Rows, read_blob: ReadBlob | None, *,
                  cache_seconds: float = 1.0) -> None:
+        """`read`: the policy table (the primary); `rows`: the declared reads of a pull."""
         self._read = read
+        self._rows = rows
+        self._facts = manifest_facts_read()
+        self._parents = parents_read()
+        self._newest = _newest_report_read()
+        self._documents: dict[str, list[tuple[str, str]]] = {}
         self._read_blob = read_blob
         self._cache_seconds = cache_seconds
         self._cached: tuple[float, list[VulnerabilityPolicy]] | None = None
@@ -115,15 +141,13 @@ class VulnerabilityGate:
         covering = [p for p in await self.policies() if p.covers(repository)]
         if not covering or (tag or "").startswith("sha256-"):
             return
-        m, r = manifests, repositories
-        rows = await self._read(select(r.c.id, m.c.subject_digest).select_from(m.join(r, r.c.id == m.c.repository_id))
-                                .where(r.c.name == repository, m.c.digest == digest))
+        rows = await self._rows(self._facts, {"repository": repository, "digest": digest})
         if not rows or rows[0][1] is not None:
             return
         repo_id = int(rows[0][0])
-        report = await self._newest_report(repo_id, digest)
+        report = await self._newest_report(repository, repo_id, digest)
         if report is None:
-            report = await self._parent_report(repo_id, digest)
+            report = await self._parent_report(repository, repo_id, digest)
         for policy in covering:
             problem = await self._problem(policy, report)
             if problem:
@@ -134,23 +158,32 @@ class VulnerabilityGate:
                     {"policy": "vulnerability", "rule": policy.name, "repository": repository, "digest": digest},
                 )
 
-    async def _newest_report(self, repo_id: int, digest: str) -> tuple[str, bytes, datetime] | None:
-        m = manifests
-        rows = await self._read(select(m.c.digest, m.c.payload, m.c.created_at)
-                                .where(m.c.repository_id == repo_id, m.c.subject_digest == digest,
-                                       m.c.artifact_type.in_([SARIF, CYCLONEDX]))
-                                .order_by(m.c.created_at.desc(), m.c.id.desc()).limit(1))
-        return (rows[0][0], bytes(rows[0][1]), _aware(rows[0][2])) if rows else None
+    async def _newest_report(self, repository: str, repo_id: int,
+                             digest: str) -> tuple[str, bytes, datetime] | None:
+        rows = await self._rows(self._newest, {"repository": repository, "repo_id": repo_id, "digest": digest})
+        return (rows[0][0], bytes(rows[0][1]), _moment(rows[0][2])) if rows else None
 
-    async def _parent_report(self, repo_id: int, digest: str) -> tuple[str, bytes, datetime] | None:
-        m, mr = manifests, manifest_references
-        parents = await self._read(select(m.c.digest).select_from(mr.join(m, m.c.id == mr.c.manifest_id))
-                                   .where(m.c.repository_id == repo_id, mr.c.digest == digest, mr.c.kind == "manifest"))
+    async def _parent_report(self, repository: str, repo_id: int,
+                             digest: str) -> tuple[str, bytes, datetime] | None:
+        parents = await self._rows(self._parents, {"repository": repository, "repo_id": repo_id, "digest": digest})
         for (parent,) in parents:
-            found = await self._newest_report(repo_id, parent)
+            found = await self._newest_report(repository, repo_id, parent)
             if found is not None:
                 return found
         return None
+
+    async def _findings(self, document_digest: str) -> list[tuple[str, str]]:
+        """The findings of the report document `document_digest` (read from the blob plane once
+        per replica while it stays among the last `_DOCUMENTS_KEPT`). ValueError, KeyError or
+        RegistryError when it cannot be read."""
+        found = self._documents.get(document_digest)
+        if found is None:
+            assert self._read_blob is not None
+            found = findings(json.loads(await self._read_blob(document_digest)))
+            if len(self._documents) >= _DOCUMENTS_KEPT:
+                del self._documents[next(iter(self._documents))]
+            self._documents[document_digest] = found
+        return found
 
     async def _problem(self, policy: VulnerabilityPolicy, report: tuple[str, bytes, datetime] | None) -> str:
         if report is None:
@@ -169,11 +202,11 @@ class VulnerabilityGate:
         if not layers:
             return f"its report {digest} has no document layer"
         try:
-            document = json.loads(await self._read_blob(layers[0]["digest"]))
-        except (ValueError, KeyError, RegistryError):
+            found = await self._findings(layers[0]["digest"])
+        except (ValueError, KeyError, TypeError, AttributeError, RegistryError):
             return f"its report {digest} cannot be read as SARIF or CycloneDX JSON"
         allowed = policy.allowed
-        counted = [(ident, severity) for ident, severity in findings(document) if ident.upper() not in allowed]
+        counted = [(ident, severity) for ident, severity in found if ident.upper() not in allowed]
         if not counted:
             return ""
         worst = max(counted, key=lambda item: _RANK.get(item[1], 0))

@@ -71,8 +71,8 @@ def build_policies(settings: Settings, database: Database, metadata: MetadataCor
     retention = Retention(store, gc, events)
     # Signature and vulnerability policies apply to pulls through the MetadataCore (services/metadata/core.py).
     cache = settings.governance.policy_cache_seconds
-    signatures = SignatureGate(store.read, read_blob, cache_seconds=cache)
-    vulnerabilities = VulnerabilityGate(store.read, read_blob, cache_seconds=cache)
+    signatures = SignatureGate(store.read, store.rows, read_blob, cache_seconds=cache)
+    vulnerabilities = VulnerabilityGate(store.read, store.rows, read_blob, cache_seconds=cache)
     metadata.pull_gates = [signatures, vulnerabilities]
     core = PolicyCore(store, metadata, override_seconds=settings.governance.override_seconds, retention=retention,
                       signatures=signatures, vulnerabilities=vulnerabilities)

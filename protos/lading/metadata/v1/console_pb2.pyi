@@ -187,7 +187,7 @@ class GetManifestDetailsRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., repository: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class GetManifestDetailsResponse(_message.Message):
-    __slots__ = ("digest", "media_type", "size", "payload", "pushed_at", "pushed_by", "tags", "can_delete")
+    __slots__ = ("digest", "media_type", "size", "payload", "pushed_at", "pushed_by", "tags", "can_delete", "pull_refusal")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class GetManifestDetailsResponse(_message.Message):
     PUSHED_BY_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     CAN_DELETE_FIELD_NUMBER: _ClassVar[int]
+    PULL_REFUSAL_FIELD_NUMBER: _ClassVar[int]
     digest: str
     media_type: str
     size: int
@@ -204,7 +205,8 @@ class GetManifestDetailsResponse(_message.Message):
     pushed_by: str
     tags: _containers.RepeatedScalarFieldContainer[str]
     can_delete: bool
-    def __init__(self, digest: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., payload: _Optional[bytes] = ..., pushed_at: _Optional[int] = ..., pushed_by: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., can_delete: _Optional[bool] = ...) -> None: ...
+    pull_refusal: str
+    def __init__(self, digest: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., payload: _Optional[bytes] = ..., pushed_at: _Optional[int] = ..., pushed_by: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., can_delete: _Optional[bool] = ..., pull_refusal: _Optional[str] = ...) -> None: ...
 
 class ListReferrerTreeRequest(_message.Message):
     __slots__ = ("session", "repository", "digest", "max_depth", "max_nodes")
