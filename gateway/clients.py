@@ -16,7 +16,14 @@ from typing import Any
 import grpc
 from lading.blob.v1 import blob_pb2, blob_pb2_grpc, fetch_pb2, fetch_pb2_grpc
 from lading.common.v1 import common_pb2, sources_pb2
-from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc, proxy_pb2, proxy_pb2_grpc
+from lading.metadata.v1 import (
+    metadata_pb2,
+    metadata_pb2_grpc,
+    proxy_pb2,
+    proxy_pb2_grpc,
+    region_fetch_pb2,
+    region_fetch_pb2_grpc,
+)
 
 from gateway import request_context
 from services.common.errors import ErrorKind, RegistryError, from_rpc_error
@@ -41,7 +48,24 @@ class MetadataClient:
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:
         self._stub = metadata_pb2_grpc.MetadataServiceStub(channel)
         self._proxy = proxy_pb2_grpc.ProxyServiceStub(channel)
+        self._regions = region_fetch_pb2_grpc.RegionFetchServiceStub(channel)
         self._timeout = timeout
+
+    async def begin_region_fetch(self, digest: str) -> region_fetch_pb2.BeginRegionFetchResponse:
+        """What to do about a linked blob this region's storage lacks (RegionFetchService.BeginRegionFetch):
+        waits for another replica's fetch of it for most of this call's deadline."""
+        return await _unary(
+            self._regions.BeginRegionFetch,
+            region_fetch_pb2.BeginRegionFetchRequest(digest=digest, wait_seconds=max(self._timeout - 2.0, 0.5)),
+            self._timeout,
+        )
+
+    async def end_region_fetch(self, digest: str, *, lease_id: str, fetched: bool, size: int) -> None:
+        await _unary(
+            self._regions.EndRegionFetch,
+            region_fetch_pb2.EndRegionFetchRequest(digest=digest, lease_id=lease_id, fetched=fetched, size=size),
+            self._timeout,
+        )
 
     async def begin_blob_fetch(self, repository: str, digest: str) -> proxy_pb2.BeginBlobFetchResponse:
         """What to do about a blob not linked in `repository` (ProxyService.BeginBlobFetch): waits

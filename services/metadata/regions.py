@@ -165,12 +165,14 @@ class CommitPositions(grpc.aio.ServerInterceptor):
             return handler
         inner = handler.unary_unary
         replay = self._replay
-        sent = dict(handler_call_details.invocation_metadata or ()).get(REGION_HEADER, "")
-        region = str(sent)[:REGION_NAME_LENGTH] or self._local
+        local = self._local
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             # The region the write comes from: a replica region names itself (blob_regions.py).
-            writing_region.set(region)
+            # Read from this call's own metadata: gRPC may reuse the handler built for the first
+            # call of a method for later calls, so nothing per call may be captured above.
+            sent = dict(context.invocation_metadata() or ()).get(REGION_HEADER, "")
+            writing_region.set(str(sent)[:REGION_NAME_LENGTH] or local)
             response = await inner(request, context)
             try:
                 context.set_trailing_metadata(((COMMIT_LSN_KEY, await replay.primary_position()),))
@@ -187,11 +189,24 @@ class RegionServicer(regions_pb2_grpc.RegionServiceServicer):
         self._settings = settings
         self._replay = replay
         self._forward = forward
+        # Fetch on miss between regions (services/metadata/region_fetch.py), set by main.py.
+        self.fetches: Any = None
 
     async def GetRegionStatus(self, request: pb.GetRegionStatusRequest, context: grpc.aio.ServicerContext
                               ) -> pb.GetRegionStatusResponse:
-        peers = await asyncio.gather(*(self._probe(p.name, p.metadata_target) for p in self._settings.peers))
+        if request.local_only:
+            peers = []
+        else:
+            authorization = tuple((k, v) for k, v in context.invocation_metadata() or () if k == "authorization")
+            peers = await asyncio.gather(*(self._probe(p.name, p.metadata_target, authorization)
+                                           for p in self._settings.peers))
+        fetches = self.fetches
+        counts = {} if fetches is None else {
+            "blob_fetches_started": fetches.started, "blob_fetches_completed": fetches.completed,
+            "blob_fetches_failed": fetches.failed, "blob_fetch_bytes": fetches.fetched_bytes,
+            "blob_fetches_shared": fetches.shared}
         return pb.GetRegionStatusResponse(
+            **counts,
             local=self._settings.local, primary=self._settings.primary, role=role(self._settings),
             replication_lag_seconds=await self._replay.lag_seconds(),
             replay_waits=self._replay.waits, replay_wait_timeouts=self._replay.timeouts,
@@ -200,8 +215,10 @@ class RegionServicer(regions_pb2_grpc.RegionServiceServicer):
             peers=peers,
         )
 
-    async def _probe(self, name: str, target: str) -> pb.RegionPeerStatus:
-        status = pb.RegionPeerStatus(name=name, metadata_target=target, primary=name == self._settings.primary)
+    async def _probe(self, name: str, target: str, authorization: tuple[tuple[str, Any], ...]
+                     ) -> pb.RegionPeerStatus:
+        status = pb.RegionPeerStatus(name=name, metadata_target=target, primary=name == self._settings.primary,
+                                     replication_lag_seconds=-1)
         channel = peer_channel(self._settings, target)
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""),
@@ -209,8 +226,15 @@ class RegionServicer(regions_pb2_grpc.RegionServiceServicer):
             status.reachable = reply.status == health_pb2.HealthCheckResponse.SERVING
             if not status.reachable:
                 status.detail = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            else:
+                # Its own view (lag, fetches), with the operator's credentials this call came with.
+                theirs = await regions_pb2_grpc.RegionServiceStub(channel).GetRegionStatus(
+                    pb.GetRegionStatusRequest(local_only=True), metadata=authorization, timeout=_PROBE_SECONDS)
+                status.replication_lag_seconds = theirs.replication_lag_seconds
+                status.blob_fetches_completed = theirs.blob_fetches_completed
         except grpc.aio.AioRpcError as error:
-            status.detail = f"{error.code().name}: {error.details()}"
+            if not status.reachable:
+                status.detail = f"{error.code().name}: {error.details()}"
         finally:
             await channel.close()
         return status

@@ -1,0 +1,235 @@
+"""Fetch on miss between regions (issue 15, item 3), with real parts: two regions, each with its own
+SeaweedFS bucket and no storage replication between them; a PostgreSQL primary ("eu") and its hot
+standby made with `pg_basebackup -R` ("us"); region eu: metadata, blob plane, gateway; region us:
+two metadata replicas on the standby, one blob plane, two gateways (gateway 1 → replica A,
+gateway 2 → replica B).
+
+- A blob pushed in eu is pulled through us byte-identical (also by skopeo), is afterwards in us's
+  own bucket (the next GET redirects to us's bucket and serves the same bytes) and the metadata
+  records that us holds it.
+- Concurrent pulls of a blob us lacks, through both gateways of us: one fetch from eu (the
+  region's lease, across its metadata replicas), counted by `lading region status` and the
+  metrics; every client gets the same bytes.
+- The other way round: a blob pushed through us is pulled through eu.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.ha.test_replicas import skopeo
+from tests.regions.test_regions import _wait_for_schema
+from tests.support import standby
+from tests.support.clients import require_binary
+from tests.support.oci import Layout, image, push, write_layout
+from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
+from tests.support.stack import (
+    LadingProcess,
+    child_env,
+    free_port,
+    lading_command,
+    running,
+    wait_until_http_ok,
+    wait_until_path_exists,
+)
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not standby.available(), reason="needs the PostgreSQL server binaries (Debian postgresql)"),
+]
+CONCURRENT_PULLS = 8
+
+
+@dataclass
+class TwoRegions:
+    eu_gateway: str
+    us_gateways: tuple[str, str]
+    us_metadata_sockets: tuple[Path, Path]
+    processes: dict[str, LadingProcess]
+    seaweed: SeaweedFS
+    pair: standby.Pair
+
+
+def _bucket_env(seaweed: SeaweedFS, bucket: str) -> dict[str, str]:
+    # Its own bucket per region (created by the blob plane); reads redirect to presigned URLs.
+    return seaweed.lading_env(LADING_BLOB__S3__BUCKET=bucket, LADING_BLOB__S3__CREATE_BUCKET="true",
+                              LADING_BLOB__S3__REDIRECT_READS="true")
+
+
+@pytest.fixture(scope="module")
+def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRegions]:
+    root = tmp_path_factory.mktemp("fetch-regions")
+    run, logs = root / "run", root / "logs"
+    run.mkdir()
+    s = {name: run / f"{name}.sock" for name in ("eu", "eu-blob", "us-a", "us-b", "us-blob")}
+    ports = {name: free_port() for name in ("eu", "us1", "us2")}
+    eu_peer = {"name": "eu", "metadata_target": f"unix://{s['eu']}", "blob_target": f"unix://{s['eu-blob']}"}
+    us_peer = {"name": "us", "metadata_target": f"unix://{s['us-a']}", "blob_target": f"unix://{s['us-blob']}"}
+    in_eu = {"LADING_REGIONS__LOCAL": "eu", "LADING_REGIONS__PRIMARY": "eu",
+             "LADING_REGIONS__PEERS": json.dumps([us_peer])}
+    in_us = {"LADING_REGIONS__LOCAL": "us", "LADING_REGIONS__PRIMARY": "eu",
+             "LADING_REGIONS__PEERS": json.dumps([eu_peer]), "LADING_REGIONS__FORWARD_TIMEOUT_SECONDS": "5"}
+    with standby.primary_and_standby() as pair, seaweedfs_server() as seaweed:
+        pair.primary.psql("CREATE DATABASE lading")
+
+        def metadata(name: str, socket: Path, database_url: str, region: dict[str, str]) -> LadingProcess:
+            return LadingProcess(name, lading_command("metadata"), log_dir=logs, cwd=root, env={
+                "LADING_METADATA__LISTEN": f"unix://{socket}", "LADING_METADATA__DATABASE_URL": database_url,
+                "LADING_METADATA__CHANGE_FEED__POLL_SECONDS": "0.2",
+                "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
+                "LADING_OBSERVABILITY__METADATA_METRICS_LISTEN": f"127.0.0.1:{free_port()}", **region})
+
+        def blob(name: str, socket: Path, bucket: str, region: dict[str, str]) -> LadingProcess:
+            return LadingProcess(name, lading_command("blob"), log_dir=logs, cwd=root, env={
+                "LADING_BLOB__LISTEN": f"unix://{socket}", **_bucket_env(seaweed, bucket), **region})
+
+        def gateway(name: str, port: int, metadata_socket: Path, blob_socket: Path) -> LadingProcess:
+            return LadingProcess(name, lading_command("gateway"), log_dir=logs, cwd=root, env={
+                "LADING_GATEWAY__HOST": "127.0.0.1", "LADING_GATEWAY__PORT": str(port),
+                "LADING_GATEWAY__METADATA_TARGET": f"unix://{metadata_socket}",
+                "LADING_GATEWAY__BLOB_TARGET": f"unix://{blob_socket}",
+                "LADING_GATEWAY__GRPC__TIMEOUT_SECONDS": "10", "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "1"})
+
+        processes = [
+            metadata("metadata-eu", s["eu"], pair.primary.database_url("lading"), in_eu),
+            blob("blob-eu", s["eu-blob"], "lading-eu", in_eu),
+            gateway("gateway-eu", ports["eu"], s["eu"], s["eu-blob"]),
+            metadata("metadata-us-a", s["us-a"], pair.standby.database_url("lading"), in_us),
+            metadata("metadata-us-b", s["us-b"], pair.standby.database_url("lading"), in_us),
+            blob("blob-us", s["us-blob"], "lading-us", in_us),
+            gateway("gateway-us1", ports["us1"], s["us-a"], s["us-blob"]),
+            gateway("gateway-us2", ports["us2"], s["us-b"], s["us-blob"]),
+        ]
+        with running(processes[0]):
+            wait_until_path_exists(s["eu"], processes[0])
+            _wait_for_schema(pair)
+            with running(*processes[1:]):
+                for process, socket in zip(processes, (s["eu"], s["eu-blob"], None, s["us-a"], s["us-b"],
+                                                       s["us-blob"]), strict=False):
+                    if socket is not None:
+                        wait_until_path_exists(socket, process)
+                urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+                for process, name in ((processes[2], "eu"), (processes[6], "us1"), (processes[7], "us2")):
+                    wait_until_http_ok(f"{urls[name]}/v2/", process)
+                yield TwoRegions(urls["eu"], (urls["us1"], urls["us2"]), (s["us-a"], s["us-b"]),
+                                 {p.name: p for p in processes}, seaweed, pair)
+
+
+def _status(socket: Path) -> dict:  # type: ignore[type-arg]
+    done = subprocess.run(lading_command("region", "status", "--json", "--metadata", f"unix:{socket}"),
+                          capture_output=True, text=True, timeout=60, env=child_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def _fetch_counts(regions: TwoRegions) -> dict[str, int]:
+    """Fetch-on-miss counters of region us, summed over its two metadata replicas."""
+    totals: dict[str, int] = {}
+    for socket in regions.us_metadata_sockets:
+        reply = _status(socket)
+        for key in ("blobFetchesStarted", "blobFetchesCompleted", "blobFetchesFailed", "blobFetchesShared",
+                    "blobFetchBytes"):
+            totals[key] = totals.get(key, 0) + int(reply.get(key, 0))
+    return totals
+
+
+def _pull_blob(client: httpx.Client, repo: str, digest: str) -> bytes:
+    answer = client.get(f"/v2/{repo}/blobs/{digest}", follow_redirects=True)
+    assert answer.status_code == 200, f"{answer.status_code} {answer.text[:300]}"
+    return answer.content
+
+
+def test_a_blob_pushed_in_eu_is_fetched_once_into_us_and_served_from_us_bucket(two_regions: TwoRegions) -> None:
+    repo = f"fetch/{uuid.uuid4().hex[:10]}"
+    manifest = image(layers=1, layer_size=3 * 1024 * 1024)
+    layer = manifest.blobs[0]
+    with httpx.Client(base_url=two_regions.eu_gateway, timeout=60) as eu:
+        push(eu, repo, manifest, tag="v1")
+    before = _fetch_counts(two_regions)
+    results: list[bytes | BaseException] = []
+    start = threading.Barrier(CONCURRENT_PULLS)
+
+    def pull(n: int) -> None:
+        with httpx.Client(base_url=two_regions.us_gateways[n % 2], timeout=60) as us:
+            start.wait(10)
+            try:
+                results.append(_pull_blob(us, repo, layer.digest))
+            except BaseException as error:  # noqa: BLE001 - reported below
+                results.append(error)
+
+    threads = [threading.Thread(target=pull, args=(n,)) for n in range(CONCURRENT_PULLS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == CONCURRENT_PULLS
+    for result in results:
+        assert result == layer.data, f"a pull through us did not get the pushed bytes: {result!r:.300}"
+    after = _fetch_counts(two_regions)
+    # One fetch for all of them, across both metadata replicas and both gateways of region us.
+    assert after["blobFetchesStarted"] - before["blobFetchesStarted"] == 1
+    assert after["blobFetchesCompleted"] - before["blobFetchesCompleted"] == 1
+    assert after["blobFetchBytes"] - before["blobFetchBytes"] == len(layer.data)
+    assert after["blobFetchesFailed"] == before["blobFetchesFailed"]
+    # Now in us's own bucket: the GET redirects there (presigned), and the bytes are the same.
+    with httpx.Client(base_url=two_regions.us_gateways[0], timeout=60) as us:
+        redirect = us.get(f"/v2/{repo}/blobs/{layer.digest}")
+        assert redirect.status_code == 307, redirect.text
+        assert "/lading-us/" in redirect.headers["location"]
+        assert httpx.get(redirect.headers["location"], timeout=60).content == layer.data
+    held = two_regions.pair.primary.psql(
+        f"SELECT string_agg(region, ',' ORDER BY region) FROM blob_regions WHERE digest = '{layer.digest}'",
+        database="lading")
+    assert held == "eu,us"
+    # `lading region status` in us shows the fetches and eu's own lag (0: eu reads its primary).
+    reply = _status(two_regions.us_metadata_sockets[0])
+    assert reply["peers"][0]["name"] == "eu" and reply["peers"][0]["replicationLagSeconds"] == 0
+    # The metric of the replica that fetched (or the other): summed, one completed fetch.
+    metrics = ""
+    for process in ("metadata-us-a", "metadata-us-b"):
+        address = two_regions.processes[process]._env["LADING_OBSERVABILITY__METADATA_METRICS_LISTEN"]
+        metrics += httpx.get(f"http://{address}/metrics", timeout=10).text
+    assert 'lading_region_blob_fetches_total{outcome="completed",region="us"}' in metrics or \
+        'lading_region_blob_fetches_total{region="us",outcome="completed"}' in metrics
+
+
+def test_a_blob_pushed_in_us_is_pulled_through_eu(two_regions: TwoRegions) -> None:
+    repo = f"fetch/{uuid.uuid4().hex[:10]}"
+    manifest = image(layers=1, layer_size=256 * 1024)
+    with httpx.Client(base_url=two_regions.us_gateways[1], timeout=60) as us:
+        push(us, repo, manifest, tag="v1")
+    # Recorded as held by us, although eu's own pushes linked blobs before (the region is read per call).
+    held = two_regions.pair.primary.psql(
+        f"SELECT string_agg(region, ',') FROM blob_regions WHERE digest = '{manifest.blobs[0].digest}'",
+        database="lading")
+    assert held == "us"
+    with httpx.Client(base_url=two_regions.eu_gateway, timeout=60) as eu:
+        for blob in manifest.blobs:
+            assert _pull_blob(eu, repo, blob.digest) == blob.data
+
+
+def test_skopeo_pulls_through_us_what_was_pushed_in_eu(two_regions: TwoRegions, tmp_path: Path) -> None:
+    binary = require_binary("skopeo", install_hint="apt-get install skopeo")
+    manifest = image(2, layer_size=128 * 1024)
+    source = write_layout(tmp_path / "src", {"one": manifest})
+    home = tmp_path / "home"
+    home.mkdir()
+    eu, us = (url.removeprefix("http://") for url in (two_regions.eu_gateway, two_regions.us_gateways[0]))
+    skopeo(binary, home, "copy", "--dest-tls-verify=false", "--preserve-digests",
+           f"oci:{source}:one", f"docker://{eu}/skopeo/fetch:one")
+    destination = tmp_path / "dst"
+    skopeo(binary, home, "copy", "--src-tls-verify=false", "--preserve-digests",
+           f"docker://{us}/skopeo/fetch:one", f"oci:{destination}:one")
+    pulled = Layout(destination)
+    assert pulled.descriptor_for("one")["digest"] == manifest.digest
+    for blob in manifest.all_blobs():
+        assert pulled.blob(blob.digest) == blob.data
