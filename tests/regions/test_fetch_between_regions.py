@@ -10,7 +10,8 @@ gateway 2 → replica B).
 - Concurrent pulls of a blob us lacks, through both gateways of us: one fetch from eu (the
   region's lease, across its metadata replicas), counted by `lading region status` and the
   metrics; every client gets the same bytes.
-- The other way round: a blob pushed through us is pulled through eu.
+- The other way round: a blob pushed through us is pulled through eu. eu confirms the first link
+  of a blob pushed through us with us's blob plane (its own bucket does not have it).
 """
 
 from __future__ import annotations
@@ -99,8 +100,11 @@ def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRegions
                 "LADING_GATEWAY__BLOB_TARGET": f"unix://{blob_socket}",
                 "LADING_GATEWAY__GRPC__TIMEOUT_SECONDS": "10", "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "1"})
 
+        # eu confirms a blob's first link with a blob plane (gc.blob_target): its own for its own
+        # pushes, us's for those forwarded from us (their bytes are only in us's bucket).
+        eu_gc = {"LADING_GC__BLOB_TARGET": f"unix://{s['eu-blob']}", "LADING_GC__INTERVAL_SECONDS": "0"}
         processes = [
-            metadata("metadata-eu", s["eu"], pair.primary.database_url("lading"), in_eu),
+            metadata("metadata-eu", s["eu"], pair.primary.database_url("lading"), {**in_eu, **eu_gc}),
             blob("blob-eu", s["eu-blob"], "lading-eu", in_eu),
             gateway("gateway-eu", ports["eu"], s["eu"], s["eu-blob"]),
             metadata("metadata-us-a", s["us-a"], pair.standby.database_url("lading"), in_us),
