@@ -10,6 +10,8 @@ gateway 2 → replica B).
 - Concurrent pulls of a blob us lacks, through both gateways of us: one fetch from eu (the
   region's lease, across its metadata replicas), counted by `lading region status` and the
   metrics; every client gets the same bytes.
+- kill -9 of each region's blob plane and gateway while clients push through both regions:
+  nothing acknowledged is lost, and it is all pulled through the other region too.
 - The other way round: a blob pushed through us is pulled through eu. eu confirms the first link
   of a blob pushed through us with us's blob plane (its own bucket does not have it).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,10 +31,10 @@ import httpx
 import pytest
 
 from tests.ha.test_replicas import skopeo
-from tests.regions.test_regions import _wait_for_schema
+from tests.regions.test_regions import _kill_and_restart, _wait_for_schema
 from tests.support import standby
 from tests.support.clients import require_binary
-from tests.support.oci import Layout, image, push, write_layout
+from tests.support.oci import Layout, Manifest, get_manifest, image, push, write_layout
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 from tests.support.stack import (
     LadingProcess,
@@ -237,3 +240,59 @@ def test_skopeo_pulls_through_us_what_was_pushed_in_eu(two_regions: TwoRegions, 
     assert pulled.descriptor_for("one")["digest"] == manifest.digest
     for blob in manifest.all_blobs():
         assert pulled.blob(blob.digest) == blob.data
+
+
+def test_kill_9_of_each_regions_blob_plane_and_gateway_mid_push_loses_nothing_acknowledged(
+        two_regions: TwoRegions) -> None:
+    """Clients push through eu's gateway and through us's gateway 1 while, one after the other,
+    us's blob plane, us's gateway 1, eu's blob plane and eu's gateway are killed with SIGKILL and
+    started again. Every push that was acknowledged (201) is afterwards pulled byte-identical
+    through the other region (so across regions, by fetch on miss) and through its own."""
+    repo = f"fetch/{uuid.uuid4().hex[:10]}"
+    acknowledged: dict[str, dict[str, Manifest]] = {"eu": {}, "us": {}}
+    stop = threading.Event()
+
+    def pusher(region: str, url: str) -> None:
+        with httpx.Client(base_url=url, timeout=15) as client:
+            n = 0
+            while not stop.is_set():
+                manifest = image(layers=1, layer_size=8 * 1024)
+                try:
+                    push(client, repo, manifest, tag=f"{region}{n}")
+                    acknowledged[region][f"{region}{n}"] = manifest
+                except (AssertionError, httpx.HTTPError):
+                    time.sleep(0.05)  # refused while a plane was down: never acknowledged
+                n += 1
+
+    threads = [threading.Thread(target=pusher, args=("eu", two_regions.eu_gateway), daemon=True),
+               threading.Thread(target=pusher, args=("us", two_regions.us_gateways[0]), daemon=True)]
+    for thread in threads:
+        thread.start()
+
+    def wait_for_more(what: str) -> None:
+        before = {region: len(done) for region, done in acknowledged.items()}
+        deadline = time.monotonic() + 30
+        while any(len(acknowledged[region]) < before[region] + 3 for region in before):
+            assert time.monotonic() < deadline, f"pushes did not go on {what}"
+            time.sleep(0.05)
+
+    try:
+        for name in ("blob-us", "gateway-us1", "blob-eu", "gateway-eu"):
+            wait_for_more(f"before killing {name}")
+            _kill_and_restart(two_regions.processes[name])
+        wait_for_more("after the kills")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert all(len(done) >= 12 for done in acknowledged.values())
+    with httpx.Client(base_url=two_regions.eu_gateway, timeout=60) as eu, \
+            httpx.Client(base_url=two_regions.us_gateways[1], timeout=60) as us:
+        for region, done in acknowledged.items():
+            for tag, manifest in done.items():
+                for client in (us, eu) if region == "eu" else (eu, us):  # the other region first
+                    pulled = get_manifest(client, repo, tag)
+                    assert pulled.status_code == 200, f"{tag} was acknowledged and is gone: {pulled.text}"
+                    assert pulled.headers["docker-content-digest"] == manifest.digest
+                    for blob in manifest.blobs:
+                        assert _pull_blob(client, repo, blob.digest) == blob.data, f"{tag}: {blob.digest}"
