@@ -161,7 +161,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         )
         proxy = build_proxy(upstreams, settings.proxy, core=core, store=gc.store, database=database,
                             blob_channel=gc.channel)
-        accounts = build_account_servicer(database, settings.auth, changes.log)
+        accounts = build_account_servicer(database, settings.auth, changes.log, read_only=replica_region)
         if not replica_region:
             await bootstrap_admin(accounts, settings.auth)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(

@@ -32,14 +32,15 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lading.metadata.v1 import accounts_pb2, regions_pb2_grpc
 from lading.metadata.v1 import regions_pb2 as pb
-from lading.metadata.v1 import regions_pb2_grpc
 
 from services.common.errors import ErrorKind, RegistryError
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.metrics import Metrics
 from services.common.settings import RegionSettings
 from services.common.tls import channel_credentials, channel_options
+from services.metadata.accounts.core import NeedsPrimaryRegion
 from services.metadata.blob_regions import REGION_HEADER, REGION_NAME_LENGTH, writing_region
 from services.metadata.store.replay import ReplayGate
 
@@ -50,8 +51,7 @@ REGION_SERVICE_NAME = "lading.metadata.v1.RegionService"
 _PROBE_SECONDS = 2.0
 
 # Every RPC that writes to the metadata database (all unary): forwarded from a replica region.
-# `Authenticate` is not among them (it only reads; directory logins that create accounts need
-# the primary region's gateways).
+# `Authenticate` is not among them: it is answered locally unless it must write (WRITES_WHEN_NEEDED).
 WRITES: frozenset[str] = frozenset(
     f"/lading.metadata.v1.{service}/{method}"
     for service, methods in {
@@ -68,6 +68,12 @@ WRITES: frozenset[str] = frozenset(
     }.items()
     for method in methods
 )
+# RPCs answered in the replica region unless answering must write (the service raises
+# NeedsPrimaryRegion), then forwarded like WRITES: a directory (LDAP) user's first login creates
+# the account, and stale directory groups are stored, on the primary.
+WRITES_WHEN_NEEDED: dict[str, Any] = {
+    "/lading.metadata.v1.AccountService/Authenticate": accounts_pb2.AuthenticateResponse,
+}
 # What the forwarded call carries of the caller's metadata.
 _FORWARDED_HEADERS = ("authorization",)
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -108,6 +114,8 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         method = handler_call_details.method
+        if method in WRITES_WHEN_NEEDED:
+            return await self._local_first(continuation, handler_call_details)
         if method not in WRITES:
             return await continuation(handler_call_details)
         call = self._channel.unary_unary(method)  # bytes in, bytes out
@@ -116,6 +124,26 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
             return await self._forward(call, request, context)
 
         return grpc.unary_unary_rpc_method_handler(forward)
+
+    async def _local_first(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        """Answered here, unless answering must write (NeedsPrimaryRegion): then forwarded."""
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+        call = self._channel.unary_unary(method)  # bytes in, bytes out
+        response_type = WRITES_WHEN_NEEDED[method]
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except NeedsPrimaryRegion:
+                pass
+            return response_type.FromString(await self._forward(call, request.SerializeToString(), context))
+
+        return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer,
+                                                   handler.response_serializer)
 
     async def _forward(self, call: Any, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in _FORWARDED_HEADERS)
@@ -161,7 +189,12 @@ class CommitPositions(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method not in WRITES or handler.unary_unary is None:
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None:
+            return handler
+        if method in WRITES_WHEN_NEEDED:
+            return self._position_when_forwarded(handler)
+        if method not in WRITES:
             return handler
         inner = handler.unary_unary
         replay = self._replay
@@ -178,6 +211,25 @@ class CommitPositions(grpc.aio.ServerInterceptor):
                 context.set_trailing_metadata(((COMMIT_LSN_KEY, await replay.primary_position()),))
             except Exception as exc:  # noqa: BLE001 - the write stands; the replica only skips its wait
                 log.warning("could not read the WAL position after a write: %s", exc)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer,
+                                                   handler.response_serializer)
+
+
+    def _position_when_forwarded(self, handler: Any) -> Any:
+        """A call a replica region forwarded (it names itself) may have written: its answer
+        carries the WAL position too, so the replica waits for its standby before answering
+        (the account a first login created is there for the next call). Local calls pay nothing."""
+        inner, replay = handler.unary_unary, self._replay
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            response = await inner(request, context)
+            if dict(context.invocation_metadata() or ()).get(REGION_HEADER):
+                try:
+                    context.set_trailing_metadata(((COMMIT_LSN_KEY, await replay.primary_position()),))
+                except Exception as exc:  # noqa: BLE001 - the answer stands; the replica only skips its wait
+                    log.warning("could not read the WAL position after a forwarded call: %s", exc)
             return response
 
         return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer,
