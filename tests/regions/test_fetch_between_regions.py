@@ -81,7 +81,6 @@ def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRegions
     run, logs = root / "run", root / "logs"
     run.mkdir()
     s = {name: run / f"{name}.sock" for name in ("eu", "eu-blob", "us-a", "us-b", "us-blob")}
-    ports = {name: free_port() for name in ("eu", "us1", "us2")}
     eu_peer = {"name": "eu", "metadata_target": f"unix://{s['eu']}", "blob_target": f"unix://{s['eu-blob']}"}
     us_peer = {"name": "us", "metadata_target": f"unix://{s['us-a']}", "blob_target": f"unix://{s['us-blob']}"}
     in_eu = {"LADING_REGIONS__LOCAL": "eu", "LADING_REGIONS__PRIMARY": "eu",
@@ -93,6 +92,8 @@ def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRegions
     with standby.primary_and_standby() as pair, seaweedfs_server() as eu_seaweed, seaweedfs_server() as us_seaweed:
         pair.primary.psql("CREATE DATABASE lading")
         prefix = eu_seaweed.new_prefix()
+        # Picked once PostgreSQL and SeaweedFS listen (they take ports of their own).
+        ports = {name: free_port() for name in ("eu", "us1", "us2")}
 
         def metadata(name: str, socket: Path, database_url: str, region: dict[str, str]) -> LadingProcess:
             return LadingProcess(name, lading_command("metadata"), log_dir=logs, cwd=root, env={
