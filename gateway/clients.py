@@ -51,12 +51,14 @@ class MetadataClient:
         self._regions = region_fetch_pb2_grpc.RegionFetchServiceStub(channel)
         self._timeout = timeout
 
-    async def begin_region_fetch(self, digest: str) -> region_fetch_pb2.BeginRegionFetchResponse:
+    async def begin_region_fetch(self, digest: str, *, missing_here: bool = False
+                                 ) -> region_fetch_pb2.BeginRegionFetchResponse:
         """What to do about a linked blob this region's storage lacks (RegionFetchService.BeginRegionFetch):
         waits for another replica's fetch of it for most of this call's deadline."""
         return await _unary(
             self._regions.BeginRegionFetch,
-            region_fetch_pb2.BeginRegionFetchRequest(digest=digest, wait_seconds=max(self._timeout - 2.0, 0.5)),
+            region_fetch_pb2.BeginRegionFetchRequest(digest=digest, wait_seconds=max(self._timeout - 2.0, 0.5),
+                                                     missing_here=missing_here),
             self._timeout,
         )
 

@@ -131,14 +131,15 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
     return size, body()
 
 
-async def _from_another_region(gateway: Gateway, digest: str, unknown: RegistryError
-                               ) -> tuple[int, AsyncIterator[bytes]] | None:
+async def _from_another_region(gateway: Gateway, digest: str, unknown: RegistryError, *,
+                               missing_here: bool = False) -> tuple[int, AsyncIterator[bytes]] | None:
     """A linked blob this region's storage lacks (fetch on miss between regions; the metadata
     plane decides: services/metadata/region_fetch.py): None when another replica of the region
     fetched it meanwhile (read it locally again), or (size, the bytes) of the fetch this request
-    leads. Raises `unknown` when no other region holds it (or regions are not configured)."""
+    leads. Raises `unknown` when no other region holds it (or regions are not configured).
+    `missing_here`: read again after None and still missing (the region's copy was lost)."""
     try:
-        decision = await gateway.metadata.begin_region_fetch(digest)
+        decision = await gateway.metadata.begin_region_fetch(digest, missing_here=missing_here)
     except RegistryError as error:
         # A metadata plane without RegionFetchService (older, during a rolling upgrade).
         if error.kind is ErrorKind.UNSUPPORTED:
@@ -202,10 +203,19 @@ async def get(request: Request, gateway: Gateway) -> Response:
             raise
         # Linked, but not in this region's storage: fetched from another region.
         fetched = await _from_another_region(gateway, digest, error)
+        if fetched is None:  # another replica of the region fetched it meanwhile
+            try:
+                chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+            except RegistryError as again:
+                if again.kind is not ErrorKind.BLOB_UNKNOWN:
+                    raise
+                # The region is said to hold it and does not (its copy was lost): fetched anyway.
+                fetched = await _from_another_region(gateway, digest, again, missing_here=True)
+                if fetched is None:
+                    raise again from None
         if fetched is not None:
             # Fetched while this client reads it: the whole blob, whatever its Range.
             return StreamingResponse(fetched[1], status_code=200, headers=_headers(digest, size))
-        chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
     if isinstance(chunks, Redirect):
         return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
     return StreamingResponse(chunks, status_code=status, headers=headers)

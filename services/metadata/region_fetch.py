@@ -83,18 +83,21 @@ class RegionFetches:
             others = [primary]  # no row: pushed before regions were configured, into the primary
         return others
 
-    async def begin(self, digest: str, region: str, wait_seconds: float) -> pb.BeginRegionFetchResponse:
+    async def begin(self, digest: str, region: str, wait_seconds: float, *, missing_here: bool = False
+                    ) -> pb.BeginRegionFetchResponse:
+        """`missing_here`: the region's storage lacks the blob although a row says it holds it
+        (its copy was lost): fetched anyway."""
         deadline = time.monotonic() + max(wait_seconds, 0.0)
         key = f"region:{region}:{digest}"
         while True:
             held = await self.holders(digest)
-            if region in held:
+            if region in held and not missing_here:
                 return pb.BeginRegionFetchResponse(outcome=Outcome.OUTCOME_PRESENT)
             sources = self.sources(held, region)
             if not sources:
                 return pb.BeginRegionFetchResponse(outcome=Outcome.OUTCOME_NO_SOURCE)
             lease_id = await self._leases.take(key)
-            if lease_id is not None and region in await self.holders(digest):
+            if lease_id is not None and not missing_here and region in await self.holders(digest):
                 # Another replica's fetch ended between the look above and the lease.
                 await self._leases.release(key, lease_id)
                 return pb.BeginRegionFetchResponse(outcome=Outcome.OUTCOME_PRESENT)
@@ -142,7 +145,8 @@ class RegionFetchServicer(region_fetch_pb2_grpc.RegionFetchServiceServicer):
             return pb.BeginRegionFetchResponse(outcome=Outcome.OUTCOME_NO_SOURCE)
         region = self._region(request.region)
         if self._primary is not None:
-            passed = pb.BeginRegionFetchRequest(digest=digest, wait_seconds=request.wait_seconds, region=region)
+            passed = pb.BeginRegionFetchRequest(digest=digest, wait_seconds=request.wait_seconds, region=region,
+                                                missing_here=request.missing_here)
             try:
                 response = await self._primary.BeginRegionFetch(
                     passed, metadata=_passed_metadata(context),
@@ -158,7 +162,8 @@ class RegionFetchServicer(region_fetch_pb2_grpc.RegionFetchServiceServicer):
                                                        regions=self._fetches.sources(held, region))
         else:
             assert self._fetches is not None
-            response = await self._fetches.begin(digest, region, request.wait_seconds)
+            response = await self._fetches.begin(digest, region, request.wait_seconds,
+                                                  missing_here=request.missing_here)
         if not request.region:  # counted in the region that asked, not where the lease is
             if response.outcome == Outcome.OUTCOME_FETCH:
                 self.counters.started += 1

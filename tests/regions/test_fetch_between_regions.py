@@ -6,7 +6,7 @@ gateway 2 → replica B).
 
 - A blob pushed in eu is pulled through us byte-identical (also by skopeo), is afterwards in us's
   own bucket (the next GET redirects to us's bucket and serves the same bytes) and the metadata
-  records that us holds it.
+  records that us holds it; when that copy is lost, the next pull fetches it again.
 - Concurrent pulls of a blob us lacks, through both gateways of us: one fetch from eu (the
   region's lease, across its metadata replicas), counted by `lading region status` and the
   metrics; every client gets the same bytes.
@@ -209,6 +209,12 @@ def test_a_blob_pushed_in_eu_is_fetched_once_into_us_and_served_from_us_bucket(t
         f"SELECT string_agg(region, ',' ORDER BY region) FROM blob_regions WHERE digest = '{layer.digest}'",
         database="lading")
     assert held == "eu,us"
+    # us's copy lost (deleted behind Lading's back): the next pull through us fetches it again.
+    _delete_copy(two_regions.us_seaweed, two_regions.key_prefix, layer.digest)
+    lost = _fetch_counts(two_regions)
+    with httpx.Client(base_url=two_regions.us_gateways[1], timeout=60) as us:
+        assert _pull_blob(us, repo, layer.digest) == layer.data
+    assert _fetch_counts(two_regions)["blobFetchesCompleted"] == lost["blobFetchesCompleted"] + 1
     # `lading region status` in us shows the fetches and eu's own lag (0: eu reads its primary).
     reply = _status(two_regions.us_metadata_sockets[0])
     assert reply["peers"][0]["name"] == "eu" and reply["peers"][0]["replicationLagSeconds"] == 0
@@ -333,6 +339,18 @@ def test_kill_9_of_each_regions_blob_plane_and_gateway_mid_push_loses_nothing_ac
                     assert pulled.headers["docker-content-digest"] == manifest.digest
                     for blob in manifest.blobs:
                         assert _pull_blob(client, repo, blob.digest) == blob.data, f"{tag}: {blob.digest}"
+
+
+def _delete_copy(seaweed: SeaweedFS, prefix: str, digest: str) -> None:
+    from minio import Minio
+
+    client = Minio(seaweed.endpoint, seaweed.access_key, seaweed.secret_key, secure=False, region=seaweed.region)
+    hex_digest = digest.split(":", 1)[1]
+    names = [o.object_name for o in client.list_objects(seaweed.bucket, prefix=prefix, recursive=True)
+             if hex_digest in (o.object_name or "")]
+    assert names, f"{digest} is not in {seaweed.endpoint}"
+    for name in names:
+        client.remove_object(seaweed.bucket, name)
 
 
 def _synced(seaweed: SeaweedFS, prefix: str, digest: str) -> bool:

@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BeginRegionFetchRequest(_message.Message):
-    __slots__ = ("digest", "wait_seconds", "region")
+    __slots__ = ("digest", "wait_seconds", "region", "missing_here")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    MISSING_HERE_FIELD_NUMBER: _ClassVar[int]
     digest: str
     wait_seconds: float
     region: str
-    def __init__(self, digest: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., region: _Optional[str] = ...) -> None: ...
+    missing_here: bool
+    def __init__(self, digest: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., region: _Optional[str] = ..., missing_here: _Optional[bool] = ...) -> None: ...
 
 class BeginRegionFetchResponse(_message.Message):
     __slots__ = ("outcome", "lease_id", "regions")
