@@ -351,6 +351,19 @@ def _delete_copy(seaweed: SeaweedFS, prefix: str, digest: str) -> None:
     assert names, f"{digest} is not in {seaweed.endpoint}"
     for name in names:
         client.remove_object(seaweed.bucket, name)
+    deadline = time.monotonic() + 10
+    while any(hex_digest in (o.object_name or "")
+              for o in client.list_objects(seaweed.bucket, prefix=prefix, recursive=True)):
+        assert time.monotonic() < deadline, f"SeaweedFS still lists {digest} after deleting it"
+        time.sleep(0.1)
+    for name in names:  # gone for reads too, not only from the listing
+        while True:
+            try:
+                client.stat_object(seaweed.bucket, name)
+            except Exception:  # noqa: BLE001 - NoSuchKey: gone
+                break
+            assert time.monotonic() < deadline, f"SeaweedFS still serves {name} after deleting it"
+            time.sleep(0.1)
 
 
 def _synced(seaweed: SeaweedFS, prefix: str, digest: str) -> bool:
