@@ -124,7 +124,10 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
                 yield chunk
             complete = True
         finally:
-            ended = ending(complete, received)
+            # Every byte sent is a complete fetch even when the client closed before the stream's
+            # end was read: the blob plane sends the last chunk only once the blob is verified and
+            # committed (services/blob/fetch.py).
+            ended = ending(complete or received == size >= 0, received)
         # Recorded before the stream ends: a client that asks again right after finds the blob.
         await asyncio.shield(ended)
 
