@@ -23,6 +23,8 @@ from lading.metadata.v1 import (
     policies_pb2_grpc,
     proxy_pb2,
     proxy_pb2_grpc,
+    region_fetch_pb2,
+    region_fetch_pb2_grpc,
 )
 
 from gateway import request_context
@@ -49,7 +51,26 @@ class MetadataClient:
         self._stub = metadata_pb2_grpc.MetadataServiceStub(channel)
         self._proxy = proxy_pb2_grpc.ProxyServiceStub(channel)
         self._policies = policies_pb2_grpc.PolicyServiceStub(channel)
+        self._regions = region_fetch_pb2_grpc.RegionFetchServiceStub(channel)
         self._timeout = timeout
+
+    async def begin_region_fetch(self, digest: str, *, missing_here: bool = False
+                                 ) -> region_fetch_pb2.BeginRegionFetchResponse:
+        """What to do about a linked blob this region's storage lacks (RegionFetchService.BeginRegionFetch):
+        waits for another replica's fetch of it for most of this call's deadline."""
+        return await _unary(
+            self._regions.BeginRegionFetch,
+            region_fetch_pb2.BeginRegionFetchRequest(digest=digest, wait_seconds=max(self._timeout - 2.0, 0.5),
+                                                     missing_here=missing_here),
+            self._timeout,
+        )
+
+    async def end_region_fetch(self, digest: str, *, lease_id: str, fetched: bool, size: int) -> None:
+        await _unary(
+            self._regions.EndRegionFetch,
+            region_fetch_pb2.EndRegionFetchRequest(digest=digest, lease_id=lease_id, fetched=fetched, size=size),
+            self._timeout,
+        )
 
     async def begin_blob_fetch(self, repository: str, digest: str) -> proxy_pb2.BeginBlobFetchResponse:
         """What to do about a blob not linked in `repository` (ProxyService.BeginBlobFetch): waits

@@ -2,7 +2,8 @@
 plane's RegionService (gRPC; found as services/cli_targets.py says, like the other operator
 commands): its name and role, the primary region, its standby's replication lag, the writes that
 waited for the standby and those forwarded to the primary, and whether each other region's
-metadata plane answers. Exit code 1 when the primary region cannot be reached.
+metadata plane answers (with its own lag and fetch-on-miss count when it does), and the blobs
+fetched from other regions on a miss. Exit code 1 when the primary region cannot be reached.
 
     lading region status [--json]
 """
@@ -51,9 +52,16 @@ async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
     if reply.role == "replica":
         print(f"  writes forwarded to {reply.primary}: {reply.forwarded_writes} "
               f"({reply.forward_failures} refused: primary unreachable)")
+    if reply.role != "single":
+        print(f"  blobs fetched from other regions on a miss: {reply.blob_fetches_completed} "
+              f"({reply.blob_fetch_bytes} bytes; {reply.blob_fetches_failed} failed, {reply.blob_fetches_started} "
+              f"started here, {reply.blob_fetches_shared} answered by another replica's fetch)")
     for peer in reply.peers:
         state = "reachable" if peer.reachable else f"UNREACHABLE ({peer.detail})"
-        print(f"  {peer.name:12} {'primary ' if peer.primary else 'replica '} {peer.metadata_target}  {state}")
+        theirs = ""
+        if peer.reachable and peer.replication_lag_seconds >= 0:
+            theirs = f"; lag {peer.replication_lag_seconds:.3f} s, {peer.blob_fetches_completed} blobs fetched"
+        print(f"  {peer.name:12} {'primary ' if peer.primary else 'replica '} {peer.metadata_target}  {state}{theirs}")
     return 1 if primary_down else 0
 
 

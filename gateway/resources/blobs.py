@@ -18,14 +18,20 @@ when a source serves the repository. The metadata plane decides (ProxyService.Be
 linked meanwhile, or this request holds the blob's fetch lease), the blob plane fetches, stores
 and verifies (FetchService.FetchBlob), and this module only streams its answer to the client and
 hands the lease back (EndBlobFetch, which links the blob). The gateway never talks to a source.
+
+Fetch on miss between regions: a blob linked in the repository that this region's blob plane does
+not hold (pushed in another region; storage replication lagging or absent) is fetched the same way
+from a region that has it: RegionFetchService.BeginRegionFetch (the region's lease, which regions
+hold it), FetchService.FetchBlob with a RegionSource, EndRegionFetch (records the region).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from lading.metadata.v1 import proxy_pb2
+from lading.common.v1 import sources_pb2
+from lading.metadata.v1 import proxy_pb2, region_fetch_pb2
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -84,40 +90,79 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int 
     if decision.outcome != proxy_pb2.BeginBlobFetchResponse.OUTCOME_FETCH:
         raise unknown
 
-    def end(fetched: bool, size: int) -> asyncio.Task[None]:
+    def end(fetched: bool, size: int) -> Awaitable[None]:
+        return gateway.metadata.end_blob_fetch(repository, digest, lease_id=decision.lease_id, fetched=fetched,
+                                               size=size)
+
+    return await _fetched(gateway, digest, decision.source, end)
+
+
+async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource,
+                   end: Callable[[bool, int], Awaitable[None]]) -> tuple[int, AsyncIterator[bytes]]:
+    """(size or -1, the bytes) of the blob plane's fetch of `digest` from `source`; `end(fetched,
+    size)` is called once it is over (releases the lease, records the blob), whatever happens."""
+
+    def ending(fetched: bool, size: int) -> asyncio.Task[None]:
         # A task of its own, out of the request's cancellation: the lease must be released (or
         # the blob linked) even when the client went away.
-        task = asyncio.ensure_future(gateway.metadata.end_blob_fetch(
-            repository, digest, lease_id=decision.lease_id, fetched=fetched, size=size))
+        task = asyncio.ensure_future(end(fetched, size))
         _ENDING.add(task)
         task.add_done_callback(_ENDING.discard)
         return task
 
     try:
-        size, chunks = await gateway.blob.fetch_blob(digest, decision.source)
+        size, chunks = await gateway.blob.fetch_blob(digest, source)
     except BaseException:
-        end(False, 0)
+        ending(False, 0)
         raise
 
     async def body() -> AsyncIterator[bytes]:
         received, complete = 0, False
-        ending: asyncio.Task[None] | None = None
+        ended: asyncio.Task[None] | None = None
         try:
             async for chunk in chunks:
                 received += len(chunk)
                 if received == size:
                     # The blob plane sends the last chunk only once the blob is verified and
-                    # committed: link it while that chunk goes out, not after.
-                    ending = end(True, received)
+                    # committed (services/blob/fetch.py): record it while that chunk goes out, not
+                    # after; every byte sent is then a complete fetch even when the client closes
+                    # before reading the stream's end.
+                    ended = ending(True, received)
                 yield chunk
             complete = True
         finally:
-            if ending is None:
-                ending = end(complete, received)
-        # Linked before the stream ends: a client that asks again right after finds the blob.
-        await asyncio.shield(ending)
+            if ended is None:
+                ended = ending(complete, received)
+        # Recorded before the stream ends: a client that asks again right after finds the blob.
+        await asyncio.shield(ended)
 
     return size, body()
+
+
+async def _from_another_region(gateway: Gateway, digest: str, unknown: RegistryError, *,
+                               missing_here: bool = False) -> tuple[int, AsyncIterator[bytes]] | None:
+    """A linked blob this region's storage lacks (fetch on miss between regions; the metadata
+    plane decides: services/metadata/region_fetch.py): None when another replica of the region
+    fetched it meanwhile (read it locally again), or (size, the bytes) of the fetch this request
+    leads. Raises `unknown` when no other region holds it (or regions are not configured).
+    `missing_here`: read again after None and still missing (the region's copy was lost)."""
+    try:
+        decision = await gateway.metadata.begin_region_fetch(digest, missing_here=missing_here)
+    except RegistryError as error:
+        # A metadata plane without RegionFetchService (older, during a rolling upgrade).
+        if error.kind is ErrorKind.UNSUPPORTED:
+            raise unknown from None
+        raise
+    if decision.outcome == region_fetch_pb2.BeginRegionFetchResponse.OUTCOME_PRESENT:
+        return None
+    if decision.outcome != region_fetch_pb2.BeginRegionFetchResponse.OUTCOME_FETCH:
+        raise unknown
+
+    def end(fetched: bool, size: int) -> Awaitable[None]:
+        return gateway.metadata.end_region_fetch(digest, lease_id=decision.lease_id, fetched=fetched, size=size)
+
+    source = sources_pb2.BlobSource(region=sources_pb2.RegionSource(regions=decision.regions))
+    return await _fetched(gateway, digest, source, end)
 
 
 async def head(request: Request, gateway: Gateway) -> Response:
@@ -159,7 +204,26 @@ async def get(request: Request, gateway: Gateway) -> Response:
         headers["content-range"] = byte_range.content_range()
     if length == 0:
         return Response(b"", status_code=status, headers=headers)
-    chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+    try:
+        chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+    except RegistryError as error:
+        if error.kind is not ErrorKind.BLOB_UNKNOWN:
+            raise
+        # Linked, but not in this region's storage: fetched from another region.
+        fetched = await _from_another_region(gateway, digest, error)
+        if fetched is None:  # another replica of the region fetched it meanwhile
+            try:
+                chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+            except RegistryError as again:
+                if again.kind is not ErrorKind.BLOB_UNKNOWN:
+                    raise
+                # The region is said to hold it and does not (its copy was lost): fetched anyway.
+                fetched = await _from_another_region(gateway, digest, again, missing_here=True)
+                if fetched is None:
+                    raise again from None
+        if fetched is not None:
+            # Fetched while this client reads it: the whole blob, whatever its Range.
+            return StreamingResponse(fetched[1], status_code=200, headers=_headers(digest, size))
     if isinstance(chunks, Redirect):
         return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
     return StreamingResponse(chunks, status_code=status, headers=headers)

@@ -8,6 +8,7 @@ import grpc
 from lading.blob.v1 import fetch_pb2, fetch_pb2_grpc
 
 from services.blob.fetch import FetchOnMiss
+from services.blob.region_source import RegionSources
 from services.common.errors import ErrorKind, RegistryError
 from services.common.upstream import Upstreams
 from services.common.wire import already_encoded, bytes_field_number, encode_bytes_field
@@ -17,9 +18,11 @@ _DATA_FIELD = bytes_field_number(fetch_pb2.FetchBlobResponse, "data")
 
 
 class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
-    def __init__(self, fetcher: FetchOnMiss, upstreams: Upstreams | None) -> None:
+    def __init__(self, fetcher: FetchOnMiss, upstreams: Upstreams | None,
+                 regions: RegionSources | None = None) -> None:
         self._fetcher = fetcher
         self._upstreams = upstreams
+        self._regions = regions
 
     async def FetchBlob(self, request: fetch_pb2.FetchBlobRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[fetch_pb2.FetchBlobResponse]:
@@ -41,6 +44,10 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
     async def _items(self, request: fetch_pb2.FetchBlobRequest) -> AsyncIterator[int | bytes]:
         """The blob's size (-1: unknown), then its bytes (FetchOnMiss.fetch)."""
         kind = request.source.WhichOneof("kind")
+        if kind == "region":
+            async for message in self._from_regions(request.digest, list(request.source.region.regions)):
+                yield message
+            return
         if kind != "upstream":
             raise RegistryError(ErrorKind.UNSUPPORTED, f"blob source {kind or '(none)'} is not supported here")
         if self._upstreams is None:
@@ -58,6 +65,27 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
 
         async for item in self._fetcher.fetch(digest, source, describe=upstream.describe(), confirm=confirm):
             yield item
+
+    async def _from_regions(self, digest: str, regions: list[str]) -> AsyncIterator[fetch_pb2.FetchBlobResponse]:
+        """Another region's blob plane as the source (services/blob/region_source.py). Bytes already
+        stored here are served as they are: the metadata plane checked the link, and a region's
+        storage holds every region's blobs under the same digest."""
+        sources = self._regions
+        if sources is None:
+            raise RegistryError(ErrorKind.BLOB_UNKNOWN, f"blob {digest} is not in this region's storage, and this "
+                                "blob plane has no regions.peers[].blob_target to fetch it from", {"digest": digest})
+
+        def source():  # type: ignore[no-untyped-def]
+            return sources.open(digest, regions)
+
+        async def confirm() -> None:
+            return None
+
+        async for item in self._fetcher.fetch(digest, source, describe=sources.describe(regions), confirm=confirm):
+            if isinstance(item, int):
+                yield fetch_pb2.FetchBlobResponse(size=item)
+            else:
+                yield fetch_pb2.FetchBlobResponse(data=bytes(item))
 
 
 def add_to_server(servicer: FetchServicer, server: grpc.aio.Server) -> None:

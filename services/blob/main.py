@@ -30,6 +30,7 @@ from services.blob.fetch import FetchOnMiss
 from services.blob.fetch_servicer import SERVICE_NAME as FETCH_SERVICE_NAME
 from services.blob.fetch_servicer import FetchServicer
 from services.blob.fetch_servicer import add_to_server as add_fetch_to_server
+from services.blob.region_source import RegionSources
 from services.blob.servicer import BlobServiceServicer, add_to_server
 from services.blob.uploads import UploadSessions
 from services.common.access import AccessConfigError
@@ -193,8 +194,8 @@ async def wait_for_backend(store: BlobStore, *, attempts: int = 8, first_delay: 
 async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     """Runs the blob service until SIGTERM/SIGINT (with a `control`: until `control.stop`;
     services/embedded.py runs it so, beside the other planes). Reads only its own settings
-    sections: blob, proxy (upstreams of the pull-through cache), and the shared observability and
-    grpc_access."""
+    sections: blob, proxy (upstreams of the pull-through cache), regions (other regions' blob
+    planes, for fetch on miss between regions), and the shared observability and grpc_access."""
     blob = settings.blob
     telemetry = setup_tracing(settings.observability, "blob")
     # Metrics are only kept when something can scrape them.
@@ -228,7 +229,10 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
                                 tracer=telemetry.tracer("lading.proxy") if telemetry.enabled else None)
     add_to_server(BlobServiceServicer(store, refuse_writes=upstreams.refuse_writes if upstreams else None),
                   service.server)
-    add_fetch_to_server(FetchServicer(FetchOnMiss(store), upstreams), service.server)
+    # Fetch on miss between regions (None: no other region's blob plane configured).
+    region_sources = RegionSources.build(settings.regions,
+                                           stream_timeout_seconds=settings.regions.blob_fetch_timeout_seconds)
+    add_fetch_to_server(FetchServicer(FetchOnMiss(store), upstreams, region_sources), service.server)
     purger: asyncio.Task[None] | None = None
 
     async def ready() -> None:
@@ -249,6 +253,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         await backend.close()
         if upstreams is not None:
             await upstreams.aclose()
+        if region_sources is not None:
+            await region_sources.close()
         telemetry.shutdown()
 
     prepare_listen_address(blob.listen)

@@ -145,6 +145,13 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         # `lading replication run RULE`.
         "RunReplication": OPERATOR_ONLY,
     },
+    "lading.metadata.v1.RegionFetchService": {
+        # Fetch on miss between regions: the gateway holds the region's lease between the planes;
+        # a replica region's metadata plane passes the calls on to the primary region's with the
+        # gateway's own credentials (the regions share their grpc_access credentials).
+        "BeginRegionFetch": GATEWAY_ONLY,
+        "EndRegionFetch": GATEWAY_ONLY,
+    },
     "lading.blob.v1.FetchService": {
         # Fetch on miss: the gateway, holding the blob's lease from ProxyService.BeginBlobFetch;
         # the metadata plane's pull-based mirroring ([[proxy.mirrors]]).

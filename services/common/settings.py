@@ -344,6 +344,9 @@ class RegionPeerSettings(BaseModel):
     name: str
     # gRPC target of that region's metadata plane (e.g. `dns:///metadata.eu.example:50051`).
     metadata_target: str
+    # gRPC target of that region's blob plane, which this region's blob plane fetches blobs from
+    # that its own storage lacks (fetch on miss between regions). Empty: not fetched from there.
+    blob_target: str = ""
 
 
 class RegionSettings(BaseModel):
@@ -364,8 +367,14 @@ class RegionSettings(BaseModel):
     peers: list[RegionPeerSettings] = Field(default_factory=list)
     # Deadline of a forwarded write (the primary's answer); past it the write answers UNAVAILABLE.
     forward_timeout_seconds: float = Field(default=10.0, gt=0)
-    # TLS towards the other regions' metadata planes.
+    # TLS towards the other regions' metadata and blob planes.
     tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+    # Token (one line) the blob plane presents to the other regions' blob planes when it fetches a
+    # blob from them (they must grant it the `metadata` role in their `grpc_access`). None: the
+    # identity is the client certificate of `tls`, or a trusted unix socket.
+    blob_token_file: Path | None = None
+    # Deadline of one blob's fetch from another region's blob plane (the whole stream).
+    blob_fetch_timeout_seconds: float = Field(default=600.0, gt=0)
 
 
 class ExternalIssuerSettings(BaseModel):

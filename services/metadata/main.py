@@ -33,12 +33,15 @@ from services.metadata.console.wiring import add_to_server as add_console_to_ser
 from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.events.destinations import EventsConfigError, validate
 from services.metadata.events.wiring import EVENTS_SERVICE_NAME, build_events
+from services.metadata.fetch_leases import FetchLeases
 from services.metadata.gc.wiring import ADMIN_SERVICE_NAME, build_gc
 from services.metadata.migrations import check_schema_current, head_revision, migrate, migrate_in_child
 from services.metadata.policies.audit import AuditInterceptor, AuditWriter
 from services.metadata.policies.wiring import POLICY_SERVICE_NAME, blob_reader, build_policies
 from services.metadata.proxy.wiring import PROXY_SERVICE_NAME, build_proxy, build_upstreams
 from services.metadata.queue_metrics import QueueMetrics
+from services.metadata.region_fetch import REGION_FETCH_SERVICE_NAME, RegionFetches, RegionFetchServicer
+from services.metadata.region_fetch import add_to_server as add_region_fetch_to_server
 from services.metadata.regions import REGION_SERVICE_NAME, RegionParts
 from services.metadata.regions import role as region_role
 from services.metadata.replication.servicer import SERVICE_NAME as REPLICATION_SERVICE_NAME
@@ -120,7 +123,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
             listen=config.listen,
             service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME,
                            CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME, PROXY_SERVICE_NAME, REGION_SERVICE_NAME,
-                           POLICY_SERVICE_NAME, REPLICATION_SERVICE_NAME],
+                           POLICY_SERVICE_NAME, REPLICATION_SERVICE_NAME, REGION_FETCH_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             access=settings.grpc_access,
             plane="metadata",
@@ -144,6 +147,15 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         database.access.use_replay(replay)
         changes = build_changes(database, config.change_feed, replay)
         kicks.append(changes.hub.kick)
+        # Fetch on miss between regions (services/metadata/region_fetch.py): its counters show in
+        # `lading region status`.
+        region_fetch = RegionFetchServicer(
+            regions, RegionFetches(regions, database, FetchLeases(database, settings.proxy.fetch_lease_seconds)),
+            region_parts.channel)
+        region_parts.servicer.fetches = region_fetch.counters
+        add_region_fetch_to_server(region_fetch, service.server)
+        if metrics is not None and regions.local:
+            region_fetch.register(metrics)
         region_parts.add_to_server(service.server)
         store = SqlMetadataStore(database, events.outbox if events.outbox.enabled else None, changes.repositories)
         gc = build_gc(settings, database, store, events=events.outbox, changes=changes.repositories)
@@ -160,7 +172,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         )
         proxy = build_proxy(upstreams, settings.proxy, core=core, store=gc.store, database=database,
                             blob_channel=gc.channel)
-        accounts = build_account_servicer(database, settings.auth, changes.log)
+        accounts = build_account_servicer(database, settings.auth, changes.log, read_only=replica_region)
         if not replica_region:
             await bootstrap_admin(accounts, settings.auth)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(

@@ -32,14 +32,15 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lading.metadata.v1 import accounts_pb2, regions_pb2_grpc
 from lading.metadata.v1 import regions_pb2 as pb
-from lading.metadata.v1 import regions_pb2_grpc
 
 from services.common.errors import ErrorKind, RegistryError
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.metrics import Metrics
 from services.common.settings import RegionSettings
 from services.common.tls import channel_credentials, channel_options
+from services.metadata.accounts.core import NeedsPrimaryRegion
 from services.metadata.blob_regions import REGION_HEADER, REGION_NAME_LENGTH, writing_region
 from services.metadata.store.replay import ReplayGate
 
@@ -50,8 +51,7 @@ REGION_SERVICE_NAME = "lading.metadata.v1.RegionService"
 _PROBE_SECONDS = 2.0
 
 # Every RPC that writes to the metadata database (all unary): forwarded from a replica region.
-# `Authenticate` is not among them (it only reads; directory logins that create accounts need
-# the primary region's gateways).
+# `Authenticate` is not among them: it is answered locally unless it must write (WRITES_WHEN_NEEDED).
 WRITES: frozenset[str] = frozenset(
     f"/lading.metadata.v1.{service}/{method}"
     for service, methods in {
@@ -72,6 +72,12 @@ WRITES: frozenset[str] = frozenset(
     }.items()
     for method in methods
 )
+# RPCs answered in the replica region unless answering must write (the service raises
+# NeedsPrimaryRegion), then forwarded like WRITES: a directory (LDAP) user's first login creates
+# the account, and stale directory groups are stored, on the primary.
+WRITES_WHEN_NEEDED: dict[str, Any] = {
+    "/lading.metadata.v1.AccountService/Authenticate": accounts_pb2.AuthenticateResponse,
+}
 # What the forwarded call carries of the caller's metadata.
 _FORWARDED_HEADERS = ("authorization",)
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -112,6 +118,8 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         method = handler_call_details.method
+        if method in WRITES_WHEN_NEEDED:
+            return await self._local_first(continuation, handler_call_details)
         if method not in WRITES:
             return await continuation(handler_call_details)
         call = self._channel.unary_unary(method)  # bytes in, bytes out
@@ -120,6 +128,26 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
             return await self._forward(call, request, context)
 
         return grpc.unary_unary_rpc_method_handler(forward)
+
+    async def _local_first(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        """Answered here, unless answering must write (NeedsPrimaryRegion): then forwarded."""
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+        call = self._channel.unary_unary(method)  # bytes in, bytes out
+        response_type = WRITES_WHEN_NEEDED[method]
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except NeedsPrimaryRegion:
+                pass
+            return response_type.FromString(await self._forward(call, request.SerializeToString(), context))
+
+        return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer,
+                                                   handler.response_serializer)
 
     async def _forward(self, call: Any, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in _FORWARDED_HEADERS)
@@ -165,16 +193,23 @@ class CommitPositions(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method not in WRITES or handler.unary_unary is None:
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None:
+            return handler
+        if method in WRITES_WHEN_NEEDED:
+            return self._position_when_forwarded(handler)
+        if method not in WRITES:
             return handler
         inner = handler.unary_unary
         replay = self._replay
-        sent = dict(handler_call_details.invocation_metadata or ()).get(REGION_HEADER, "")
-        region = str(sent)[:REGION_NAME_LENGTH] or self._local
+        local = self._local
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             # The region the write comes from: a replica region names itself (blob_regions.py).
-            writing_region.set(region)
+            # Read from this call's own metadata: gRPC may reuse the handler built for the first
+            # call of a method for later calls, so nothing per call may be captured above.
+            sent = dict(context.invocation_metadata() or ()).get(REGION_HEADER, "")
+            writing_region.set(str(sent)[:REGION_NAME_LENGTH] or local)
             response = await inner(request, context)
             try:
                 context.set_trailing_metadata(((COMMIT_LSN_KEY, await replay.primary_position()),))
@@ -186,16 +221,48 @@ class CommitPositions(grpc.aio.ServerInterceptor):
                                                    handler.response_serializer)
 
 
+    def _position_when_forwarded(self, handler: Any) -> Any:
+        """A call a replica region forwarded (it names itself) may have written: its answer
+        carries the WAL position too, so the replica waits for its standby before answering
+        (the account a first login created is there for the next call). Local calls pay nothing."""
+        inner, replay = handler.unary_unary, self._replay
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            response = await inner(request, context)
+            if dict(context.invocation_metadata() or ()).get(REGION_HEADER):
+                try:
+                    context.set_trailing_metadata(((COMMIT_LSN_KEY, await replay.primary_position()),))
+                except Exception as exc:  # noqa: BLE001 - the answer stands; the replica only skips its wait
+                    log.warning("could not read the WAL position after a forwarded call: %s", exc)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer,
+                                                   handler.response_serializer)
+
+
 class RegionServicer(regions_pb2_grpc.RegionServiceServicer):
     def __init__(self, settings: RegionSettings, replay: ReplayGate, forward: ForwardWrites | None) -> None:
         self._settings = settings
         self._replay = replay
         self._forward = forward
+        # Fetch on miss between regions (services/metadata/region_fetch.py), set by main.py.
+        self.fetches: Any = None
 
     async def GetRegionStatus(self, request: pb.GetRegionStatusRequest, context: grpc.aio.ServicerContext
                               ) -> pb.GetRegionStatusResponse:
-        peers = await asyncio.gather(*(self._probe(p.name, p.metadata_target) for p in self._settings.peers))
+        if request.local_only:
+            peers = []
+        else:
+            authorization = tuple((k, v) for k, v in context.invocation_metadata() or () if k == "authorization")
+            peers = await asyncio.gather(*(self._probe(p.name, p.metadata_target, authorization)
+                                           for p in self._settings.peers))
+        fetches = self.fetches
+        counts = {} if fetches is None else {
+            "blob_fetches_started": fetches.started, "blob_fetches_completed": fetches.completed,
+            "blob_fetches_failed": fetches.failed, "blob_fetch_bytes": fetches.fetched_bytes,
+            "blob_fetches_shared": fetches.shared}
         return pb.GetRegionStatusResponse(
+            **counts,
             local=self._settings.local, primary=self._settings.primary, role=role(self._settings),
             replication_lag_seconds=await self._replay.lag_seconds(),
             replay_waits=self._replay.waits, replay_wait_timeouts=self._replay.timeouts,
@@ -204,8 +271,10 @@ class RegionServicer(regions_pb2_grpc.RegionServiceServicer):
             peers=peers,
         )
 
-    async def _probe(self, name: str, target: str) -> pb.RegionPeerStatus:
-        status = pb.RegionPeerStatus(name=name, metadata_target=target, primary=name == self._settings.primary)
+    async def _probe(self, name: str, target: str, authorization: tuple[tuple[str, Any], ...]
+                     ) -> pb.RegionPeerStatus:
+        status = pb.RegionPeerStatus(name=name, metadata_target=target, primary=name == self._settings.primary,
+                                     replication_lag_seconds=-1)
         channel = peer_channel(self._settings, target)
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""),
@@ -213,8 +282,15 @@ class RegionServicer(regions_pb2_grpc.RegionServiceServicer):
             status.reachable = reply.status == health_pb2.HealthCheckResponse.SERVING
             if not status.reachable:
                 status.detail = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            else:
+                # Its own view (lag, fetches), with the operator's credentials this call came with.
+                theirs = await regions_pb2_grpc.RegionServiceStub(channel).GetRegionStatus(
+                    pb.GetRegionStatusRequest(local_only=True), metadata=authorization, timeout=_PROBE_SECONDS)
+                status.replication_lag_seconds = theirs.replication_lag_seconds
+                status.blob_fetches_completed = theirs.blob_fetches_completed
         except grpc.aio.AioRpcError as error:
-            status.detail = f"{error.code().name}: {error.details()}"
+            if not status.reachable:
+                status.detail = f"{error.code().name}: {error.details()}"
         finally:
             await channel.close()
         return status

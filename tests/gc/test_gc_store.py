@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.blob_regions import blob_regions, writing_region
 from services.metadata.gc import sweep
 from services.metadata.gc.store import RunTotals
 from services.metadata.gc.tables import blobs
@@ -71,6 +72,26 @@ async def test_referenced_blobs_survive_and_unreferenced_ones_go(make, storage, 
         assert await store.stat_blob("team/app", digest) == 100
         assert await state_of(database, digest) == "active"
     assert await store.stat_blob("team/other", kept[0]) is None
+
+
+async def test_a_collected_blob_is_no_longer_recorded_as_held_by_any_region(make, storage, database) -> None:
+    store, gc, _ = make()
+    token = writing_region.set("us")  # as if LinkBlob came from region us (services/metadata/regions.py)
+    try:
+        kept, dropped = await upload(store, storage, "team/app"), await upload(store, storage, "team/app")
+    finally:
+        writing_region.reset(token)
+    await store.put_manifest("team/app", manifest([kept]), "v1")
+
+    async def held(digest: str) -> list[str]:
+        async with database.reads.connect() as conn:
+            return list((await conn.execute(select(blob_regions.c.region).where(blob_regions.c.digest == digest)))
+                        .scalars())
+
+    assert await held(dropped) == ["us"]
+    await collect(gc, storage)
+    assert await held(dropped) == []  # region us is not asked for it on a miss any more
+    assert await held(kept) == ["us"]
 
 
 async def test_a_blob_mid_deletion_is_unknown_to_head_link_mount_and_manifests(make, storage, database) -> None:

@@ -14,6 +14,9 @@ primary, its metadata plane) and a replica region ("us": the hot standby made wi
 - kill -9 of the replica region's metadata plane, then of the primary region's, while a client
   pushes through the replica region: every push that was acknowledged (201) is there afterwards,
   and pushes go on once the planes are back.
+- A directory (LDAP, real slapd) user's first login through the replica region's metadata plane
+  creates the account on the primary and is answered once the standby has it; later logins are
+  answered in the region.
 - The failover runbook (README "Failover"), end to end: the primary region lost (its database and
   metadata plane stopped), the standby promoted, the replica region's metadata plane restarted as
   the primary: writes are accepted there and what was pushed before is still served; then the old
@@ -22,6 +25,7 @@ primary, its metadata plane) and a replica region ("us": the hot standby made wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,8 +37,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from lading.metadata.v1 import accounts_pb2, accounts_pb2_grpc
 
 from tests.ha.test_replicas import skopeo
 from tests.support import standby
@@ -50,6 +56,7 @@ from tests.support.oci import (
     push_manifest_only,
     write_layout,
 )
+from tests.support.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, SLAPD, Slapd
 from tests.support.stack import (
     LadingProcess,
     child_env,
@@ -59,6 +66,7 @@ from tests.support.stack import (
     wait_until_http_ok,
     wait_until_path_exists,
 )
+from tests.tls.pki import Pki
 
 pytestmark = [
     pytest.mark.postgres,
@@ -91,6 +99,15 @@ def _wait_for_schema(pair: standby.Pair) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _directory(root: Path) -> Iterator[Slapd]:
+    server = Slapd(root / "slapd", Pki(root / "pki")).start()
+    try:
+        yield server.load()
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
     root = tmp_path_factory.mktemp("regions")
@@ -98,13 +115,19 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
     run_dir.mkdir()
     primary_socket, replica_socket, blob_socket = run_dir / "eu.sock", run_dir / "us.sock", run_dir / "b.sock"
     port = free_port()
-    with standby.primary_and_standby() as pair:
+    require_binary(SLAPD, install_hint="apt-get install slapd")
+    with _directory(root) as directory, standby.primary_and_standby() as pair:
+        ldap = {  # both regions log directory users in (the same settings, as every plane has)
+            "LADING_AUTH__LDAP__URL": directory.url, "LADING_AUTH__LDAP__START_TLS": "true",
+            "LADING_AUTH__LDAP__CA_FILE": str(directory.ca.cert), "LADING_AUTH__LDAP__BIND_DN": SERVICE_DN,
+            "LADING_AUTH__LDAP__BIND_PASSWORD": SERVICE_PASSWORD, "LADING_AUTH__LDAP__USER_BASE_DN": PEOPLE,
+        }
         pair.primary.psql("CREATE DATABASE lading")
         primary = LadingProcess("metadata-eu", lading_command("metadata"), log_dir=logs, cwd=root, env={
             "LADING_METADATA__LISTEN": f"unix://{primary_socket}",
             "LADING_METADATA__DATABASE_URL": pair.primary.database_url("lading"),
             "LADING_REGIONS__LOCAL": "eu", "LADING_REGIONS__PRIMARY": "eu",
-            "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
+            "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1", **ldap,
         })
         peers = json.dumps([{"name": "eu", "metadata_target": f"unix://{primary_socket}"}])
         replica = LadingProcess("metadata-us", lading_command("metadata"), log_dir=logs, cwd=root, env={
@@ -113,7 +136,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
             "LADING_METADATA__CHANGE_FEED__POLL_SECONDS": "0.2",
             "LADING_REGIONS__LOCAL": "us", "LADING_REGIONS__PRIMARY": "eu", "LADING_REGIONS__PEERS": peers,
             "LADING_REGIONS__FORWARD_TIMEOUT_SECONDS": "3",
-            "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
+            "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1", **ldap,
         })
         blob = LadingProcess("blob-us", lading_command("blob"), log_dir=logs, cwd=root, env={
             "LADING_BLOB__LISTEN": f"unix://{blob_socket}", "LADING_BLOB__FILESYSTEM__ROOT": str(root / "blobs"),
@@ -215,6 +238,27 @@ def test_a_replica_region_cut_off_from_the_primary_serves_reads_and_refuses_writ
             assert time.monotonic() < deadline, f"writes did not recover: {answer.status_code} {answer.text}"
             time.sleep(0.2)
         assert get_manifest(us, repo, "new").headers["docker-content-digest"] == kept.digest
+
+
+def test_a_directory_users_first_login_in_a_replica_region_creates_the_account_on_the_primary(
+        regions: Regions) -> None:
+    """LDAP: the first login of a directory user creates the account, a write; in a replica region
+    the login is passed on to the primary region (where the account is created) and answered once
+    the region's standby has it. Later logins are answered in the region itself."""
+    forwarded = int(json.loads(region_status(regions).stdout)["forwardedWrites"])
+    with grpc.insecure_channel(f"unix:{regions.replica_socket}") as channel:
+        accounts = accounts_pb2_grpc.AccountServiceStub(channel)
+        first = accounts.Authenticate(accounts_pb2.AuthenticateRequest(name="gwen", secret="gwen-pw"), timeout=30)
+        assert first.account.name == "gwen"
+        assert regions.pair.primary.psql("SELECT origin FROM accounts WHERE name = 'gwen'", database="lading") == "ldap"
+        # Replayed by the region's standby before the first login was answered: the next is local.
+        assert regions.pair.standby.psql("SELECT count(*) FROM accounts WHERE name = 'gwen'", database="lading") == "1"
+        again = accounts.Authenticate(accounts_pb2.AuthenticateRequest(name="gwen", secret="gwen-pw"), timeout=30)
+        assert again.account.name == "gwen"
+        with pytest.raises(grpc.RpcError) as refused:
+            accounts.Authenticate(accounts_pb2.AuthenticateRequest(name="gwen", secret="wrong"), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert int(json.loads(region_status(regions).stdout)["forwardedWrites"]) == forwarded + 1
 
 
 def _kill_and_restart(process: LadingProcess) -> None:

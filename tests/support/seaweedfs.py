@@ -45,6 +45,8 @@ class SeaweedFS:
     bucket: str
     pid: int
     data_dir: Path
+    # The filer, as `weed filer.sync` names it: host:port.grpc_port.
+    filer: str = ""
 
     def new_prefix(self) -> str:
         """A fresh key prefix (`t-<hex>/`) so tests sharing the bucket never see each other."""
@@ -211,6 +213,7 @@ def seaweedfs_server(*, bucket: str = "lading-test") -> Iterator[SeaweedFS]:
             bucket=bucket,
             pid=process.pid,
             data_dir=data_dir,
+            filer=f"127.0.0.1:{filer}.{filer_grpc}",
         )
     finally:
         _stop(process)

@@ -26,7 +26,7 @@ from services.metadata import main as metadata_main
 OWNED = {
     "metadata": {"metadata", "gc", "events", "auth", "console", "proxy", "replication", "governance",
                  "observability", "grpc_access", "regions"},
-    "blob": {"blob", "proxy", "observability", "grpc_access"},
+    "blob": {"blob", "proxy", "observability", "grpc_access", "regions"},
 }
 
 

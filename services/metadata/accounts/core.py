@@ -106,6 +106,12 @@ def _busy() -> RegistryError:
     return RegistryError(ErrorKind.TOOMANYREQUESTS, "too many logins are being checked at the moment; retry in a few seconds")
 
 
+class NeedsPrimaryRegion(Exception):  # noqa: N818 - a signal, not an error the caller sees
+    """Raised in a replica region (`AccountsCore.read_only`) by a login that must write (a
+    directory user's first login creates the account; stale directory groups are stored): the
+    metadata plane passes the call on to the primary region (services/metadata/regions.py)."""
+
+
 class AccountsCore:
     def __init__(self, store: AccountStore, passwords: Passwords, *, anonymous_pull: Sequence[str],
                  directory: LdapDirectory | None = None) -> None:
@@ -113,6 +119,8 @@ class AccountsCore:
         self._passwords = passwords
         self._anonymous = anonymous_grants([validate_pattern(p) for p in anonymous_pull])
         self.directory = directory
+        # A replica region's metadata plane reads a read-only standby (NeedsPrimaryRegion).
+        self.read_only = False
 
     @property
     def store(self) -> AccountStore:
@@ -279,6 +287,10 @@ class AccountsCore:
             raise _busy() from None
         if user is None:
             raise _failed()
+        needs_write = account is None or user.fresh or \
+            not account.groups_fresh(datetime.now(UTC), self.directory.cache_seconds)
+        if needs_write and self.read_only:
+            raise NeedsPrimaryRegion(name)
         if account is None:
             try:
                 account = await self._store.create(

@@ -13,9 +13,10 @@ from services.metadata.store.engine import Database
 
 
 def build_account_servicer(database: Database, settings: AuthSettings,
-                           changes: ChangeLog | None = None) -> AccountServicer:
+                           changes: ChangeLog | None = None, *, read_only: bool = False) -> AccountServicer:
     """`changes`: the process's change feed (account changes are appended to it); a private one
-    when not given (tests of the service alone)."""
+    when not given (tests of the service alone). `read_only`: a replica region's (logins that
+    must write raise NeedsPrimaryRegion, passed on to the primary region)."""
     directory = None
     if settings.ldap.url:
         directory = LdapDirectory(settings.ldap, max_waiting=settings.password_check_queue)
@@ -26,6 +27,7 @@ def build_account_servicer(database: Database, settings: AuthSettings,
         anonymous_pull=settings.anonymous_pull,
         directory=directory,
     )
+    core.read_only = read_only
     return AccountServicer(core)
 
 

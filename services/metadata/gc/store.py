@@ -21,6 +21,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, exists, func, litera
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.blob_regions import blob_regions
 from services.metadata.events.envelope import ADMIN_ACTOR, GC_ACTOR, internal_request
 from services.metadata.gc.guard import ACTIVE, DELETING, PENDING, new_epoch
 from services.metadata.gc.tables import blobs, gc_review, gc_runs, registry_flags
@@ -518,11 +519,15 @@ class GcStore:
         return await self._write(work)
 
     async def forget_blob(self, digest: str) -> bool:
-        """Deletes the `deleting` row once the bytes are gone."""
+        """Deletes the `deleting` row once the bytes are gone, and which regions held the blob
+        (services/metadata/blob_regions.py): a blob pushed again later is recorded anew, so no
+        region fetches it on a miss from a region whose copy was collected."""
         def work(conn: Connection) -> bool:
             result = conn.execute(delete(blobs).where(blobs.c.digest == digest, blobs.c.state == DELETING))
             conn.execute(delete(gc_review).where(gc_review.c.repository_id == GLOBAL,
                                                        gc_review.c.digest == digest))
+            if result.rowcount > 0:
+                conn.execute(delete(blob_regions).where(blob_regions.c.digest == digest))
             return result.rowcount > 0
 
         return await self._write(work)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from lading.blob.v1 import blob_pb2, blob_pb2_grpc
@@ -14,6 +14,7 @@ from services.common.errors import ErrorKind, RegistryError, from_rpc_error, is_
 from services.common.grpc_server import CHANNEL_OPTIONS
 from services.common.settings import Settings
 from services.common.tls import channel_credentials, channel_options
+from services.metadata.blob_regions import writing_region
 from services.metadata.changes.repositories import RepositoryChanges
 from services.metadata.events.outbox import EventOutbox
 from services.metadata.gc.guarded import BytesExist, GuardedStore
@@ -35,6 +36,8 @@ class GcParts:
     admin: AdminServicer
     channel: grpc.aio.Channel | None
     loop: GcLoop | None = None
+    # Channels to the other regions' blob planes (first-link checks of blobs pushed there).
+    peer_channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(self.admin, server)
@@ -46,6 +49,8 @@ class GcParts:
             await self.loop.stop()
         if self.channel is not None:
             await self.channel.close()
+        for channel in self.peer_channels:
+            await channel.close()
 
 
 def blob_plane_checker(channel: grpc.aio.Channel) -> BytesExist:
@@ -101,12 +106,48 @@ def build_gc(settings: Settings, database: Database, store: MetadataStore,
         require()
     channel = None
     checker = None
+    peer_channels: list[grpc.aio.Channel] = []
     if settings.gc.blob_target:
         channel = blob_channel(settings)
         checker = blob_plane_checker(channel)
+        if settings.regions.local:
+            checker, peer_channels = _regional_checker(settings, checker)
     admin = AdminServicer(gc, delete_untagged=settings.gc.delete_untagged_manifests,
                           orphan_grace_seconds=settings.gc.orphan_grace_seconds)
     loop = None
     if channel is not None and settings.gc.interval_seconds > 0:
         loop = GcLoop(admin, blob_pb2_grpc.BlobServiceStub(channel), settings.gc.interval_seconds)
-    return GcParts(store=GuardedStore(store, gc, checker), gc=gc, admin=admin, channel=channel, loop=loop)
+    return GcParts(store=GuardedStore(store, gc, checker), gc=gc, admin=admin, channel=channel, loop=loop,
+                   peer_channels=peer_channels)
+
+
+def _regional_checker(settings: Settings, local: BytesExist) -> tuple[BytesExist, list[grpc.aio.Channel]]:
+    """With regions: a blob's first link forwarded from another region (its bytes are stored where
+    they were pushed, services/metadata/blob_regions.py) is confirmed with that region's blob plane
+    (`regions.peers[].blob_target`, with `regions.tls` and `regions.blob_token_file`), not this
+    region's, whose storage need not hold it (no storage replication, or replication lagging). A
+    region without a blob target is trusted: its gateway committed the upload just before."""
+    regions = settings.regions
+    checkers: dict[str, BytesExist] = {}
+    channels: list[grpc.aio.Channel] = []
+    interceptors = token_file_interceptors(regions.blob_token_file, "regions.blob_token_file") or None
+    options = [*CHANNEL_OPTIONS, *channel_options(regions.tls)]
+    for peer in regions.peers:
+        if not peer.blob_target or peer.name == regions.local:
+            continue
+        if regions.tls.enabled:
+            channel = grpc.aio.secure_channel(peer.blob_target, channel_credentials(regions.tls, section="regions.tls"),
+                                              options=options, interceptors=interceptors)
+        else:
+            channel = grpc.aio.insecure_channel(peer.blob_target, options=options, interceptors=interceptors)
+        channels.append(channel)
+        checkers[peer.name] = blob_plane_checker(channel)
+
+    async def exists(digest: str) -> bool:
+        region = writing_region.get()
+        if not region or region == regions.local:
+            return await local(digest)
+        checker = checkers.get(region)
+        return True if checker is None else await checker(digest)
+
+    return exists, channels

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 
 from services.common.digests import Digest, looks_like_digest
 from services.common.errors import ErrorKind, RegistryError
@@ -20,10 +19,11 @@ from services.common.upstream import Upstream, Upstreams
 from services.metadata.core import MetadataCore
 from services.metadata.events.context import acting_as
 from services.metadata.events.envelope import PROXY_EVICT_ACTOR, internal_request
-from services.metadata.proxy.tables import proxy_blobs, proxy_fetch_leases, proxy_tags
+from services.metadata.fetch_leases import FetchLeases
+from services.metadata.proxy.tables import proxy_blobs, proxy_tags
 from services.metadata.store.access import Kind
 from services.metadata.store.base import MetadataStore, StoredManifest
-from services.metadata.store.dialect import insert_ignore, upsert
+from services.metadata.store.dialect import upsert
 from services.metadata.store.engine import Database
 from services.metadata.store.schema import manifest_references, manifests, repositories, repository_blobs
 
@@ -86,7 +86,7 @@ class ProxyCache:
         self.counters = {u.name: UpstreamCounters() for u in self.upstreams.all}
         self._touched: dict[tuple[str, str], float] = {}
         dialect = self.database.dialect
-        self._insert_lease = insert_ignore(dialect, proxy_fetch_leases, ["digest"])
+        self.leases = FetchLeases(self.database, self.settings.fetch_lease_seconds)
         self._upsert_checked = upsert(dialect, proxy_tags, ["repository", "tag"],
                                       {"digest": None, "checked_at": None})
         self._upsert_blob = upsert(dialect, proxy_blobs, ["digest"], {"last_pulled_at": None})
@@ -283,10 +283,7 @@ class ProxyCache:
             pause, waited = min(pause * 1.5, _WAIT_POLL_MAX_SECONDS), True
 
     async def _lease_running(self, digest: str) -> bool:
-        statement = select(proxy_fetch_leases.c.expires_at).where(proxy_fetch_leases.c.digest == digest)
-        async with self.database.access.connection(Kind.PRIMARY_READ) as conn:
-            expires = (await conn.execute(statement)).scalar()
-        return expires is not None and _aware(expires) >= _now()
+        return await self.leases.running(digest)
 
     async def end_blob_fetch(self, repository: str, digest: str, *, lease_id: str, fetched: bool,
                              size: int) -> None:
@@ -302,9 +299,7 @@ class ProxyCache:
                           "last_pulled_at": now}
                 await self.database.access.write(lambda conn: conn.execute(self._upsert_blob, values))
         finally:
-            release = delete(proxy_fetch_leases).where(proxy_fetch_leases.c.digest == digest,
-                                                       proxy_fetch_leases.c.lease_id == lease_id)
-            await self.database.access.write(lambda conn: conn.execute(release))
+            await self.leases.release(digest, lease_id)
 
     async def _cached_from(self, digest: str) -> str | None:
         statement = select(proxy_blobs.c.upstream).where(proxy_blobs.c.digest == digest)
@@ -312,9 +307,7 @@ class ProxyCache:
             return (await conn.execute(statement)).scalar()
 
     async def release_lease(self, key: str, lease_id: str) -> None:
-        release = delete(proxy_fetch_leases).where(proxy_fetch_leases.c.digest == key,
-                                                   proxy_fetch_leases.c.lease_id == lease_id)
-        await self.database.access.write(lambda conn: conn.execute(release))
+        await self.leases.release(key, lease_id)
 
     async def take_lease(self, key: str) -> str | None:
         """A new lease on `key` (a blob's digest: its fetch; "mirror:…": a mirror run), or None
@@ -323,20 +316,7 @@ class ProxyCache:
 
     async def _take_lease(self, digest: str) -> str | None:
         """A new lease on `digest`'s fetch, or None while another holder's lease runs."""
-        lease_id = uuid.uuid4().hex
-        lifetime = timedelta(seconds=self.settings.fetch_lease_seconds)
-
-        def work(conn: Connection) -> str | None:
-            now = _now()
-            values = {"digest": digest, "lease_id": lease_id, "expires_at": now + lifetime}
-            if conn.execute(self._insert_lease, values).rowcount == 1:
-                return lease_id
-            lapsed = (update(proxy_fetch_leases)
-                      .where(proxy_fetch_leases.c.digest == digest, proxy_fetch_leases.c.expires_at < now)
-                      .values(lease_id=lease_id, expires_at=now + lifetime))
-            return lease_id if conn.execute(lapsed).rowcount == 1 else None
-
-        return await self.database.access.write(work)
+        return await self.leases.take(digest)
 
     # -- pulls and eviction --------------------------------------------------------------------
 

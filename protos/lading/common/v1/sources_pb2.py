@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elading/common/v1/sources.proto\x12\x10lading.common.v1\"J\n\nBlobSource\x12\x34\n\x08upstream\x18\x01 \x01(\x0b\x32 .lading.common.v1.UpstreamSourceH\x00\x42\x06\n\x04kind\"6\n\x0eUpstreamSource\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elading/common/v1/sources.proto\x12\x10lading.common.v1\"|\n\nBlobSource\x12\x34\n\x08upstream\x18\x01 \x01(\x0b\x32 .lading.common.v1.UpstreamSourceH\x00\x12\x30\n\x06region\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.RegionSourceH\x00\x42\x06\n\x04kind\"6\n\x0eUpstreamSource\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\"\x1f\n\x0cRegionSource\x12\x0f\n\x07regions\x18\x01 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lading.common.v1.sources_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BLOBSOURCE']._serialized_start=52
-  _globals['_BLOBSOURCE']._serialized_end=126
-  _globals['_UPSTREAMSOURCE']._serialized_start=128
-  _globals['_UPSTREAMSOURCE']._serialized_end=182
+  _globals['_BLOBSOURCE']._serialized_end=176
+  _globals['_UPSTREAMSOURCE']._serialized_start=178
+  _globals['_UPSTREAMSOURCE']._serialized_end=232
+  _globals['_REGIONSOURCE']._serialized_start=234
+  _globals['_REGIONSOURCE']._serialized_end=265
 # @@protoc_insertion_point(module_scope)

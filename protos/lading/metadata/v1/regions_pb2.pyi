@@ -7,11 +7,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetRegionStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("local_only",)
+    LOCAL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    local_only: bool
+    def __init__(self, local_only: _Optional[bool] = ...) -> None: ...
 
 class GetRegionStatusResponse(_message.Message):
-    __slots__ = ("local", "primary", "role", "replication_lag_seconds", "replay_waits", "replay_wait_timeouts", "forwarded_writes", "forward_failures", "peers")
+    __slots__ = ("local", "primary", "role", "replication_lag_seconds", "replay_waits", "replay_wait_timeouts", "forwarded_writes", "forward_failures", "peers", "blob_fetches_started", "blob_fetches_completed", "blob_fetches_failed", "blob_fetch_bytes", "blob_fetches_shared")
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +23,11 @@ class GetRegionStatusResponse(_message.Message):
     FORWARDED_WRITES_FIELD_NUMBER: _ClassVar[int]
     FORWARD_FAILURES_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FETCHES_STARTED_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FETCHES_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FETCHES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FETCH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FETCHES_SHARED_FIELD_NUMBER: _ClassVar[int]
     local: str
     primary: str
     role: str
@@ -30,18 +37,27 @@ class GetRegionStatusResponse(_message.Message):
     forwarded_writes: int
     forward_failures: int
     peers: _containers.RepeatedCompositeFieldContainer[RegionPeerStatus]
-    def __init__(self, local: _Optional[str] = ..., primary: _Optional[str] = ..., role: _Optional[str] = ..., replication_lag_seconds: _Optional[float] = ..., replay_waits: _Optional[int] = ..., replay_wait_timeouts: _Optional[int] = ..., forwarded_writes: _Optional[int] = ..., forward_failures: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[RegionPeerStatus, _Mapping]]] = ...) -> None: ...
+    blob_fetches_started: int
+    blob_fetches_completed: int
+    blob_fetches_failed: int
+    blob_fetch_bytes: int
+    blob_fetches_shared: int
+    def __init__(self, local: _Optional[str] = ..., primary: _Optional[str] = ..., role: _Optional[str] = ..., replication_lag_seconds: _Optional[float] = ..., replay_waits: _Optional[int] = ..., replay_wait_timeouts: _Optional[int] = ..., forwarded_writes: _Optional[int] = ..., forward_failures: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[RegionPeerStatus, _Mapping]]] = ..., blob_fetches_started: _Optional[int] = ..., blob_fetches_completed: _Optional[int] = ..., blob_fetches_failed: _Optional[int] = ..., blob_fetch_bytes: _Optional[int] = ..., blob_fetches_shared: _Optional[int] = ...) -> None: ...
 
 class RegionPeerStatus(_message.Message):
-    __slots__ = ("name", "metadata_target", "reachable", "detail", "primary")
+    __slots__ = ("name", "metadata_target", "reachable", "detail", "primary", "replication_lag_seconds", "blob_fetches_completed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     METADATA_TARGET_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FETCHES_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     name: str
     metadata_target: str
     reachable: bool
     detail: str
     primary: bool
-    def __init__(self, name: _Optional[str] = ..., metadata_target: _Optional[str] = ..., reachable: _Optional[bool] = ..., detail: _Optional[str] = ..., primary: _Optional[bool] = ...) -> None: ...
+    replication_lag_seconds: float
+    blob_fetches_completed: int
+    def __init__(self, name: _Optional[str] = ..., metadata_target: _Optional[str] = ..., reachable: _Optional[bool] = ..., detail: _Optional[str] = ..., primary: _Optional[bool] = ..., replication_lag_seconds: _Optional[float] = ..., blob_fetches_completed: _Optional[int] = ...) -> None: ...
