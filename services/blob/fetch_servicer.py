@@ -45,8 +45,8 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
         """The blob's size (-1: unknown), then its bytes (FetchOnMiss.fetch)."""
         kind = request.source.WhichOneof("kind")
         if kind == "region":
-            async for message in self._from_regions(request.digest, list(request.source.region.regions)):
-                yield message
+            async for item in self._from_regions(request.digest, list(request.source.region.regions)):
+                yield item
             return
         if kind != "upstream":
             raise RegistryError(ErrorKind.UNSUPPORTED, f"blob source {kind or '(none)'} is not supported here")
@@ -66,7 +66,7 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
         async for item in self._fetcher.fetch(digest, source, describe=upstream.describe(), confirm=confirm):
             yield item
 
-    async def _from_regions(self, digest: str, regions: list[str]) -> AsyncIterator[fetch_pb2.FetchBlobResponse]:
+    async def _from_regions(self, digest: str, regions: list[str]) -> AsyncIterator[int | bytes]:
         """Another region's blob plane as the source (services/blob/region_source.py). Bytes already
         stored here are served as they are: the metadata plane checked the link, and a region's
         storage holds every region's blobs under the same digest."""
@@ -82,10 +82,7 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
             return None
 
         async for item in self._fetcher.fetch(digest, source, describe=sources.describe(regions), confirm=confirm):
-            if isinstance(item, int):
-                yield fetch_pb2.FetchBlobResponse(size=item)
-            else:
-                yield fetch_pb2.FetchBlobResponse(data=bytes(item))
+            yield item
 
 
 def add_to_server(servicer: FetchServicer, server: grpc.aio.Server) -> None:
