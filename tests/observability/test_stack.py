@@ -73,10 +73,14 @@ def test_one_trace_spans_gateway_metadata_and_blob(observed: Observed, client: h
     image = oci.image(layers=1, layer_size=2048)
     oci.push(client, "traced/app", image, tag="v1")  # blob uploads + manifest PUT, one trace
 
+    # Each process exports its spans in its own batches, and the gateway's server span of the
+    # manifest PUT ends last (after the response is sent): wait for it too, not only the planes'.
     spans = observed.receiver.wait_for(
         lambda spans: {GATEWAY, METADATA, BLOB} <= services_of(spans, trace_id)
         and any(s.service == METADATA and "PutManifest" in s.name for s in spans if s.trace_id == trace_id)
         and any(s.service == METADATA and s.attributes.get("db.system") for s in spans if s.trace_id == trace_id)
+        and any(s.service == GATEWAY and s.kind == SERVER and s.name == "PUT /v2/{name:path}/manifests/{reference}"
+                for s in spans if s.trace_id == trace_id)
     )
     mine = [span for span in spans if span.trace_id == trace_id]
     assert services_of(spans, trace_id) == {GATEWAY, METADATA, BLOB}, sorted({(s.service, s.name) for s in mine})
