@@ -1,14 +1,8 @@
 """Two regions as the issue draws them, each behind its own HAProxy, and the link between them cut
 (issue 15: topology, "Faults"). One module-scoped site:
 
-- region eu (primary): PostgreSQL primary, metadata plane, blob plane, two gateways, HAProxy;
-- region us (replica): the hot standby (`pg_basebackup -R`), metadata plane, blob plane, two
-  gateways, HAProxy.
-
-Every link from one region to the other goes through a TCP relay the test controls
-(tests/support/relay.py): us's standby streams the primary's WAL through one, us's metadata plane
-forwards writes (and failed-over reads) through one, each blob plane fetches from the other
-region's through one, and eu confirms the first link of a blob pushed through us through one.
+region eu (primary) and region us (replica), each with HAProxy, two gateways, a metadata plane and
+a blob plane, every link between them through a relay the test cuts (tests/regions/two_regions.py).
 `partition.cut()` resets every open connection on those links and refuses new ones, as a link
 going down looks to the planes; `partition.mend()` brings the links back. Nothing is restarted.
 
@@ -32,7 +26,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -40,11 +33,12 @@ import httpx
 import pytest
 from lading.blob.v1 import blob_pb2, blob_pb2_grpc
 
+from services.common.errors import ErrorKind, from_rpc_error
 from tests.ha.test_replicas import skopeo
-from tests.regions.test_regions import _wait_for_schema
+from tests.regions.two_regions import Region, Regions, two_regions
 from tests.support import standby
 from tests.support.clients import require_binary
-from tests.support.haproxy import HAProxy, haproxy_binary
+from tests.support.haproxy import haproxy_binary
 from tests.support.oci import (
     Layout,
     Manifest,
@@ -56,16 +50,7 @@ from tests.support.oci import (
     push_manifest_only,
     write_layout,
 )
-from tests.support.relay import Partition, relays
-from tests.support.stack import (
-    LadingProcess,
-    child_env,
-    free_port,
-    lading_command,
-    running,
-    wait_until_http_ok,
-    wait_until_path_exists,
-)
+from tests.support.stack import child_env, lading_command
 
 pytestmark = [
     pytest.mark.postgres,
@@ -76,100 +61,18 @@ GRACE_SECONDS = 4
 GC_INTERVAL_SECONDS = 1
 
 
-@dataclass
-class Region:
-    name: str
-    haproxy: HAProxy
-    metadata: LadingProcess
-    metadata_socket: Path
-    blob_socket: Path
-
-    @property
-    def url(self) -> str:
-        return self.haproxy.base_url
-
-
-@dataclass
-class Regions:
-    eu: Region
-    us: Region
-    pair: standby.Pair
-    partition: Partition
-    root: Path
-
-
 @pytest.fixture(scope="module")
 def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
     haproxy_binary()  # skip (or fail with LADING_TEST_REQUIRE_CLIENTS=1) before starting anything
-    root = tmp_path_factory.mktemp("partition")
-    run, logs = root / "run", root / "logs"
-    run.mkdir()
-    s = {name: run / f"{name}.sock" for name in ("eu", "eu-blob", "us", "us-blob")}
-    with standby.primary_and_standby() as pair, relays(
-            postgres=("127.0.0.1", pair.primary.port), eu_metadata=s["eu"], eu_blob=s["eu-blob"],
-            us_metadata=s["us"], us_blob=s["us-blob"]) as link:
-        pair.primary.psql("CREATE DATABASE lading")
-        pair.standby.stream_through(link["postgres"].port)
-        eu_peer = {"name": "eu", "metadata_target": link["eu_metadata"].address,
-                   "blob_target": link["eu_blob"].address}
-        us_peer = {"name": "us", "metadata_target": link["us_metadata"].address,
-                   "blob_target": link["us_blob"].address}
-        in_eu = {"LADING_REGIONS__LOCAL": "eu", "LADING_REGIONS__PRIMARY": "eu",
-                 "LADING_REGIONS__PEERS": json.dumps([us_peer])}
-        in_us = {"LADING_REGIONS__LOCAL": "us", "LADING_REGIONS__PRIMARY": "eu",
-                 "LADING_REGIONS__PEERS": json.dumps([eu_peer]), "LADING_REGIONS__FORWARD_TIMEOUT_SECONDS": "3",
-                 "LADING_REGIONS__READ_FAILOVER": "primary"}
-
-        def metadata(region: str, database_url: str, extra: dict[str, str]) -> LadingProcess:
-            return LadingProcess(f"metadata-{region}", lading_command("metadata"), log_dir=logs, cwd=root, env={
-                "LADING_METADATA__LISTEN": f"unix://{s[region]}", "LADING_METADATA__DATABASE_URL": database_url,
-                "LADING_METADATA__CHANGE_FEED__POLL_SECONDS": "0.2", "LADING_METADATA__SHUTDOWN_GRACE_SECONDS": "1",
-                "LADING_GC__BLOB_TARGET": f"unix://{s[f'{region}-blob']}", **extra})
-
-        def blob(region: str, extra: dict[str, str]) -> LadingProcess:
-            return LadingProcess(f"blob-{region}", lading_command("blob"), log_dir=logs, cwd=root, env={
-                "LADING_BLOB__LISTEN": f"unix://{s[f'{region}-blob']}",
-                "LADING_BLOB__FILESYSTEM__ROOT": str(root / f"blobs-{region}"), **extra})
-
-        def gateways(region: str) -> list[LadingProcess]:
-            return [LadingProcess(f"gateway-{region}{n}", lading_command("gateway"), log_dir=logs, cwd=root, env={
-                "LADING_GATEWAY__HOST": "127.0.0.1", "LADING_GATEWAY__PORT": str(port),
-                "LADING_GATEWAY__METADATA_TARGET": f"unix://{s[region]}",
-                "LADING_GATEWAY__BLOB_TARGET": f"unix://{s[f'{region}-blob']}",
-                "LADING_GATEWAY__GRPC__TIMEOUT_SECONDS": "10", "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "1"})
-                for n, port in ((1, free_port()), (2, free_port()))]
-
-        # The primary collects when `lading gc` runs (no review delay here); us's collector runs
-        # every second and deletes what no region references from us's storage.
-        eu_metadata = metadata("eu", pair.primary.database_url("lading"), {
-            **in_eu, "LADING_GC__REVIEW_DELAY_SECONDS": "0", "LADING_GC__ORPHAN_GRACE_SECONDS": str(GRACE_SECONDS)})
-        us_metadata = metadata("us", pair.standby.database_url("lading"), {
-            **in_us, "LADING_GC__INTERVAL_SECONDS": str(GC_INTERVAL_SECONDS),
-            "LADING_OBSERVABILITY__METADATA_METRICS_LISTEN": f"127.0.0.1:{free_port()}"})
-        eu_gateways, us_gateways = gateways("eu"), gateways("us")
-        with running(eu_metadata):
-            wait_until_path_exists(s["eu"], eu_metadata)
-            _wait_for_schema(pair)
-            with running(us_metadata, blob("eu", in_eu), blob("us", in_us), *eu_gateways, *us_gateways):
-                for socket in s.values():
-                    deadline = time.monotonic() + 30
-                    while not socket.exists():
-                        assert time.monotonic() < deadline, f"{socket} did not appear (logs: {logs})"
-                        time.sleep(0.05)
-                for gateway in (*eu_gateways, *us_gateways):
-                    wait_until_http_ok(f"http://{gateway._env['LADING_GATEWAY__HOST']}:"
-                                       f"{gateway._env['LADING_GATEWAY__PORT']}/v2/", gateway)
-                proxies = {region: HAProxy(root / f"haproxy-{region}", [
-                    (g.name, int(g._env["LADING_GATEWAY__PORT"])) for g in group]).start()
-                    for region, group in (("eu", eu_gateways), ("us", us_gateways))}
-                try:
-                    yield Regions(
-                        eu=Region("eu", proxies["eu"], eu_metadata, s["eu"], s["eu-blob"]),
-                        us=Region("us", proxies["us"], us_metadata, s["us"], s["us-blob"]),
-                        pair=pair, partition=Partition(list(link.values())), root=root)
-                finally:
-                    for proxy in proxies.values():
-                        proxy.stop()
+    # The primary collects when `lading gc` runs (no review delay here); us's collector runs every
+    # second and deletes from us's storage what no region references (past the primary's grace).
+    # While us's standby is down, us's reads are answered by eu.
+    with two_regions(tmp_path_factory.mktemp("partition"),
+                     eu_env={"LADING_GC__REVIEW_DELAY_SECONDS": "0",
+                             "LADING_GC__ORPHAN_GRACE_SECONDS": str(GRACE_SECONDS)},
+                     us_env={"LADING_GC__INTERVAL_SECONDS": str(GC_INTERVAL_SECONDS),
+                             "LADING_REGIONS__READ_FAILOVER": "primary"}) as built:
+        yield built
 
 
 def _repo() -> str:
@@ -194,7 +97,7 @@ def _stored(region: Region, digest: str) -> bool:
         try:
             blob_pb2_grpc.BlobServiceStub(channel).StatBlob(blob_pb2.StatBlobRequest(digest=digest), timeout=10)
         except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
+            if from_rpc_error(error).kind is ErrorKind.BLOB_UNKNOWN:
                 return False
             raise
     return True
@@ -322,7 +225,7 @@ def test_with_the_standby_stopped_reads_fail_over_to_the_primary_or_answer_503(r
             assert get_manifest(us, repo, reference).status_code == (404 if reference == "missing" else 200)
         assert us.get(f"/v2/{repo}/tags/list").json()["tags"] == ["v1", "v2"]
         assert _read_failovers(regions) == before
-    port = regions.partition.relays[0].port
+    port = regions.links["postgres"].port
     _eventually("us's standby did not stream again", lambda: regions.pair.standby.psql(
         "SELECT status || ':' || sender_port FROM pg_stat_wal_receiver") == f"streaming:{port}")
 
@@ -337,8 +240,7 @@ def _standby_up(regions: Regions) -> bool:
 
 def _read_failovers(regions: Regions) -> int:
     """Reads us answered from the primary region (its metadata plane's metric)."""
-    address = regions.us.metadata._env["LADING_OBSERVABILITY__METADATA_METRICS_LISTEN"]
-    for line in httpx.get(f"http://{address}/metrics", timeout=10).text.splitlines():
+    for line in httpx.get(f"http://{regions.us.metrics_address}/metrics", timeout=10).text.splitlines():
         if line.startswith("lading_region_read_failovers_total"):
             return int(float(line.split()[-1]))
     raise AssertionError("lading_region_read_failovers_total is not among us's metrics")
