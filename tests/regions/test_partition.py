@@ -32,6 +32,7 @@ import grpc
 import httpx
 import pytest
 from lading.blob.v1 import blob_pb2, blob_pb2_grpc
+from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 
 from services.common.errors import ErrorKind, from_rpc_error
 from tests.ha.test_replicas import skopeo
@@ -50,7 +51,7 @@ from tests.support.oci import (
     push_manifest_only,
     write_layout,
 )
-from tests.support.stack import child_env, lading_command
+from tests.support.stack import LadingProcess, child_env, lading_command, running, wait_until_path_exists
 
 pytestmark = [
     pytest.mark.postgres,
@@ -187,11 +188,28 @@ def test_a_replica_region_partitioned_from_the_primary_reads_on_refuses_writes_a
 def test_with_the_standby_stopped_reads_fail_over_to_the_primary_or_answer_503(regions: Regions) -> None:
     repo = _repo()
     pushed, later = image(layers=1), image(layers=1)
-    with httpx.Client(base_url=regions.us.url, timeout=30) as us, \
+    # A second metadata plane of region us with the default regions.read_failover ("none").
+    socket = regions.us.metadata_socket.with_name("us-none.sock")
+    env = {**regions.us.metadata._env, "LADING_METADATA__LISTEN": f"unix://{socket}",
+           "LADING_REGIONS__READ_FAILOVER": "none", "LADING_GC__INTERVAL_SECONDS": "0",
+           "LADING_OBSERVABILITY__METADATA_METRICS_LISTEN": ""}
+    no_failover = LadingProcess("metadata-us-none", regions.us.metadata.command, log_dir=regions.root / "logs",
+                                cwd=regions.root, env=env, exact_env=True)
+    with running(no_failover), httpx.Client(base_url=regions.us.url, timeout=30) as us, \
             httpx.Client(base_url=regions.eu.url, timeout=30) as eu:
+        wait_until_path_exists(socket, no_failover)
         push(us, repo, pushed, tag="v1")
         regions.pair.standby.stop()
         try:
+            # regions.read_failover = "none": 503 naming the region's standby.
+            with grpc.insecure_channel(f"unix:{socket}") as channel:
+                with pytest.raises(grpc.RpcError) as refused_here:
+                    metadata_pb2_grpc.MetadataServiceStub(channel).GetManifest(
+                        metadata_pb2.GetManifestRequest(repository=repo, reference="v1"), timeout=30)
+            failure = from_rpc_error(refused_here.value)
+            assert failure.kind is ErrorKind.UNAVAILABLE, failure
+            assert "region 'us' cannot read" in failure.message and "standby" in failure.message, failure.message
+            assert "regions.read_failover" in failure.message
             # regions.read_failover = "primary": the primary region answers us's reads meanwhile.
             push(eu, repo, later, tag="v2")
             for tag, manifest in (("v1", pushed), ("v2", later), ("v1", pushed), ("v2", later)):
