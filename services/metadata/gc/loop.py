@@ -14,6 +14,8 @@ import asyncio
 import logging
 from typing import Any
 
+import grpc
+
 from services.common.errors import RegistryError
 from services.common.tasks import cancel_and_wait
 from services.metadata.gc.worker import run_gc
@@ -96,5 +98,7 @@ class GcLoop:
                              report.bytes_freed, report.errors)
             except RegistryError as error:  # maintenance mode, database down: try again next time
                 log.warning("gc run skipped: %s", error.message)
+            except grpc.RpcError as error:  # a replica region cut off from the primary: next time
+                log.warning("gc run skipped: %s", error.details() if hasattr(error, "details") else error)
             except Exception:  # noqa: BLE001 - the loop must outlive one bad run
                 log.exception("gc run failed")
