@@ -63,9 +63,17 @@ class Relay:
             return
         with contextlib.suppress(Exception):
             self._call(self._cut())
+            self._call(self._finish())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(_TIMEOUT_SECONDS)
         self._loop.close()
+
+    async def _finish(self) -> None:
+        """Every connection's task ended (they were reset by `_cut`)."""
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self) -> None:
         if self._server is None:
