@@ -124,13 +124,16 @@ def main() -> int:
     parser.add_argument("--concurrent", type=int, default=8, help="clients pulling one cold blob at once")
     parser.add_argument("--concurrent-mib", type=int, default=16)
     parser.add_argument("--storage", choices=("seaweedfs", "filesystem"), default="seaweedfs")
+    parser.add_argument("--relayed", action="store_true",
+                        help="the links between the regions through the tests' relays (in this process: slower)")
     args = parser.parse_args()
     sizes = [int(part) for part in args.sizes.split(",") if part]
     with tempfile.TemporaryDirectory(prefix="lading-bench-regions-") as folder, _storage(args.storage) as blob_env:
-        with two_regions(Path(folder), blob_env=blob_env) as regions:
+        with two_regions(Path(folder), blob_env=blob_env, relayed=args.relayed) as regions:
             rows = sizes_table(regions, sizes, max(1, args.repeat))
             wall, slowest, fetches = concurrent(regions, args.concurrent, args.concurrent_mib)
-    print(f"Fetch on miss between regions ({args.storage}; medians of {args.repeat}; "
+    print(f"Fetch on miss between regions ({args.storage}{', relayed' if args.relayed else ''}; "
+          f"medians of {args.repeat}; "
           "one GET through the region's HAProxy, redirects followed)\n")
     print("| blob | eu, local | us, cold (fetched from eu) | us, warm (its own storage) |")
     print("|---|---|---|---|")

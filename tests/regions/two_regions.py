@@ -82,9 +82,11 @@ def _wait_for_socket(path: Path, process: LadingProcess) -> None:
 
 @contextlib.contextmanager
 def two_regions(root: Path, *, eu_env: Mapping[str, str] | None = None, us_env: Mapping[str, str] | None = None,
-                blob_env: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Regions]:
+                blob_env: Mapping[str, Mapping[str, str]] | None = None, relayed: bool = True) -> Iterator[Regions]:
     """`eu_env` / `us_env`: more variables for that region's metadata plane; `blob_env`: by region,
-    the blob plane's storage variables (default: a folder under `root`)."""
+    the blob plane's storage variables (default: a folder under `root`). `relayed=False`: the
+    regions reach each other directly (no relay to cut, nothing in the way of a measurement;
+    `partition` and `links` are then empty)."""
     run, logs = root / "run", root / "logs"
     run.mkdir(parents=True, exist_ok=True)
     s = {name: run / f"{name}.sock" for name in ("eu", "eu-blob", "us", "us-blob")}
@@ -92,11 +94,17 @@ def two_regions(root: Path, *, eu_env: Mapping[str, str] | None = None, us_env: 
             postgres=("127.0.0.1", pair.primary.port), eu_metadata=s["eu"], eu_blob=s["eu-blob"],
             us_metadata=s["us"], us_blob=s["us-blob"]) as link:
         pair.primary.psql("CREATE DATABASE lading")
-        pair.standby.stream_through(link["postgres"].port)
-        eu_peer = {"name": "eu", "metadata_target": link["eu_metadata"].address,
-                   "blob_target": link["eu_blob"].address}
-        us_peer = {"name": "us", "metadata_target": link["us_metadata"].address,
-                   "blob_target": link["us_blob"].address}
+        if relayed:
+            pair.standby.stream_through(link["postgres"].port)
+            target = {name: relay.address for name, relay in link.items()}
+        else:
+            for relay in link.values():
+                relay.stop()
+            link = {}
+            target = {"eu_metadata": f"unix://{s['eu']}", "eu_blob": f"unix://{s['eu-blob']}",
+                      "us_metadata": f"unix://{s['us']}", "us_blob": f"unix://{s['us-blob']}"}
+        eu_peer = {"name": "eu", "metadata_target": target["eu_metadata"], "blob_target": target["eu_blob"]}
+        us_peer = {"name": "us", "metadata_target": target["us_metadata"], "blob_target": target["us_blob"]}
         region_env = {
             "eu": {"LADING_REGIONS__LOCAL": "eu", "LADING_REGIONS__PRIMARY": "eu",
                    "LADING_REGIONS__PEERS": json.dumps([us_peer])},

@@ -103,6 +103,8 @@ class Relay:
         self._open.update(pair)
         try:
             await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        except asyncio.CancelledError:
+            pass  # stop(): the relay ends
         finally:
             for end in pair:
                 self._open.discard(end)
