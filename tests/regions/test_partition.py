@@ -142,6 +142,9 @@ def test_a_replica_region_partitioned_from_the_primary_reads_on_refuses_writes_a
     with httpx.Client(base_url=regions.us.url, timeout=30) as us, \
             httpx.Client(base_url=regions.eu.url, timeout=30) as eu:
         push(us, repo, kept, tag="kept")
+        elsewhere = image(layers=1)  # pushed in eu, never pulled in us: us's storage lacks it
+        push(eu, repo, elsewhere, tag="elsewhere")
+        _eventually("us did not replay eu's push", lambda: get_manifest(us, repo, "elsewhere").status_code == 200)
         regions.partition.cut()
         try:
             # Reads go on in us: manifests and tags from its standby, the bytes from its storage.
@@ -149,7 +152,13 @@ def test_a_replica_region_partitioned_from_the_primary_reads_on_refuses_writes_a
                 pulled = get_manifest(us, repo, "kept")
                 assert pulled.status_code == 200 and pulled.content == kept.payload, pulled.text
                 assert _pull_blob(us, repo, kept.blobs[0].digest).content == kept.blobs[0].data
-            assert us.get(f"/v2/{repo}/tags/list").json()["tags"] == ["kept"]
+            assert us.get(f"/v2/{repo}/tags/list").json()["tags"] == ["elsewhere", "kept"]
+            # A blob us's storage lacks cannot be fetched from eu meanwhile: 502 UNAVAILABLE naming
+            # the region it could not reach (the source failed, as with a pull-through upstream), not a 404.
+            lacking = _pull_blob(us, repo, elsewhere.blobs[-1].digest)
+            assert lacking.status_code == 502, f"{lacking.status_code} {lacking.text}"
+            assert error_codes(lacking) == ["UNAVAILABLE"], lacking.text
+            assert "no other region could serve it (eu:" in lacking.json()["errors"][0]["message"]
             # Writes answer 503 UNAVAILABLE naming the primary region, within the forward timeout.
             started = time.monotonic()
             refused = push_manifest_only(us, repo, "refused", kept)
@@ -180,7 +189,9 @@ def test_a_replica_region_partitioned_from_the_primary_reads_on_refuses_writes_a
                 time.sleep(0.2)
         assert get_manifest(us, repo, "after").headers["docker-content-digest"] == after.digest
         assert get_manifest(eu, repo, "after").headers["docker-content-digest"] == after.digest
-        assert us.get(f"/v2/{repo}/tags/list").json()["tags"] == ["after", "during", "kept"]
+        assert us.get(f"/v2/{repo}/tags/list").json()["tags"] == ["after", "during", "elsewhere", "kept"]
+        # And what us lacked is fetched from eu again.
+        assert _pull_blob(us, repo, elsewhere.blobs[-1].digest).content == elsewhere.blobs[-1].data
     status = _status(regions.us)
     assert status.returncode == 0 and json.loads(status.stdout)["peers"][0]["reachable"] is True
 
