@@ -11,6 +11,8 @@ going down looks to the planes; `partition.mend()` brings the links back. Nothin
   writes answer 503 UNAVAILABLE naming the primary region, `lading region status` says the primary
   is unreachable, while region eu takes writes as usual; once the link is back, us replays what eu
   took meanwhile and its writes go through again, without restarts;
+- the link dropping packets instead (nothing reset or refused): writes answer 503 once the
+  forward timeout has passed, reads go on, writes recover when the link is back;
 - us's standby stopped: reads fail over to the primary region (`regions.read_failover =
   "primary"`, set here); with the link cut as well they answer 503 naming the standby and the
   primary region; once the standby is back, reads are answered in the region again;
@@ -194,6 +196,38 @@ def test_a_replica_region_partitioned_from_the_primary_reads_on_refuses_writes_a
         assert _pull_blob(us, repo, elsewhere.blobs[-1].digest).content == elsewhere.blobs[-1].data
     status = _status(regions.us)
     assert status.returncode == 0 and json.loads(status.stdout)["peers"][0]["reachable"] is True
+
+
+def test_when_the_link_drops_packets_writes_answer_503_within_the_forward_timeout(regions: Regions) -> None:
+    """The quiet partition: nothing is reset or refused, bytes vanish. Only deadlines notice: a write
+    answers 503 naming the primary region once `regions.forward_timeout_seconds` (3 s here) has
+    passed, not when the client gives up; reads go on; after the link is back writes go through."""
+    repo = _repo()
+    kept, after = image(layers=1), image(layers=1)
+    with httpx.Client(base_url=regions.us.url, timeout=60) as us:
+        push(us, repo, kept, tag="kept")
+        regions.partition.blackhole()
+        try:
+            started = time.monotonic()
+            refused = push_manifest_only(us, repo, "refused", kept)
+            waited = time.monotonic() - started
+            assert refused.status_code == 503, refused.text
+            assert error_codes(refused) == ["UNAVAILABLE"]
+            assert "primary region 'eu'" in refused.json()["errors"][0]["message"]
+            assert 2.5 < waited < 15, f"answered after {waited:.1f} s (forward timeout: 3 s)"
+            assert us.get(f"/v2/{repo}/tags/list").json()["tags"] == ["kept"]
+            assert _pull_blob(us, repo, kept.blobs[0].digest).content == kept.blobs[0].data
+        finally:
+            regions.partition.mend()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                push(us, repo, after, tag="after")
+                break
+            except AssertionError as failed:
+                assert time.monotonic() < deadline, f"writes did not recover after the blackhole: {failed}"
+                time.sleep(0.2)
+        assert get_manifest(us, repo, "after").headers["docker-content-digest"] == after.digest
 
 
 def test_with_the_standby_stopped_reads_fail_over_to_the_primary_or_answer_503(regions: Regions) -> None:

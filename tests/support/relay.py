@@ -5,8 +5,11 @@ region partitioned from the primary).
 accepted connection and a new connection to `upstream` (a (host, port) pair, or the path of a unix
 socket: a plane that listens on a unix socket is then reachable over TCP through the relay only).
 `cut()` is a partition as a client sees it when a link goes down hard: every open connection is
-reset (RST, SO_LINGER 0) and new ones are refused (nothing listens on the port). `mend()` listens on
-the same port again. `Partition` cuts and mends several relays at once (every link between two
+reset (RST, SO_LINGER 0) and new ones are refused (nothing listens on the port). `blackhole()` is
+the quieter and nastier kind: packets vanish, so nothing is reset or refused; connections (open and
+new) just stop carrying bytes, and only the clients' own deadlines notice. `mend()` ends either:
+the connections a blackhole held are reset (as the peers' timeouts would eventually) and the relay
+listens and forwards again, on the same port. `Partition` cuts and mends several relays at once (every link between two
 regions). Everything runs on one asyncio loop in a daemon thread of the test process; `stop()`
 ends it.
 """
@@ -37,6 +40,7 @@ class Relay:
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"relay-{name}", daemon=True)
         self._server: asyncio.base_events.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._blackholed = False
 
     @property
     def address(self) -> str:
@@ -54,8 +58,16 @@ class Relay:
         """Refuse new connections and reset the open ones."""
         self._call(self._cut())
 
+    def blackhole(self) -> None:
+        """Bytes on every connection, open or new, are dropped from now on; nothing is reset."""
+        self._blackholed = True
+
     def mend(self) -> None:
-        """Listen again (same port); new connections reach the upstream."""
+        """Listen again (same port); new connections reach the upstream. After a blackhole, the
+        connections it held are reset first."""
+        if self._blackholed:
+            self._call(self._cut())
+            self._blackholed = False
         self._call(self._listen())
 
     def stop(self) -> None:
@@ -91,6 +103,13 @@ class Relay:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self._blackholed:  # accepted, never answered: what a peer beyond a dead link looks like
+            self._open.add(writer)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                while await reader.read(_CHUNK):
+                    pass
+            self._open.discard(writer)
+            return
         try:
             if isinstance(self.upstream, Path):
                 up_reader, up_writer = await asyncio.open_unix_connection(str(self.upstream))
@@ -102,7 +121,7 @@ class Relay:
         pair = (writer, up_writer)
         self._open.update(pair)
         try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            await asyncio.gather(_pump(reader, up_writer, self), _pump(up_reader, writer, self))
         except asyncio.CancelledError:
             pass  # stop(): the relay ends
         finally:
@@ -112,9 +131,11 @@ class Relay:
                     end.close()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, relay: Relay) -> None:
     try:
         while data := await reader.read(_CHUNK):
+            if relay._blackholed:
+                continue  # dropped
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
@@ -141,6 +162,10 @@ class Partition:
     def cut(self) -> None:
         for relay in self.relays:
             relay.cut()
+
+    def blackhole(self) -> None:
+        for relay in self.relays:
+            relay.blackhole()
 
     def mend(self) -> None:
         for relay in self.relays:
