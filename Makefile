@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 RUNTIME = $(VENV)/.runtime
 
-.PHONY: run test test-ha protos lint clean bench bench-quick bench-login bench-console bench-coherence bench-governance image
+.PHONY: run test test-ha protos lint clean bench bench-quick bench-login bench-console bench-coherence bench-regions bench-governance image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench-console: $(STAMP)
 bench-coherence: $(STAMP)
 	$(BIN)/python -m bench.coherence $(BENCH_ARGS)
 	$(BIN)/python -m bench.coherence --read-your-writes 1000
+
+## bench-regions: fetch on miss between two regions (local, cold, warm pulls by size; concurrent cold
+## pulls); needs the PostgreSQL server binaries and haproxy (docs/benchmarks.md)
+bench-regions: $(STAMP)
+	$(BIN)/python -m bench.regions $(BENCH_ARGS)
 
 ## bench-governance: the cost of immutable rules, quotas and the pull policies on pushes and pulls,
 ## with and without them (two runs of 150 requests per row, about a minute; README "Cost of the policies")

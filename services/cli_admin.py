@@ -156,7 +156,8 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
         from services.metadata.gc.worker import run_gc
 
         report = await run_gc(admin, blob, dry_run=args.dry_run, delete_untagged=args.delete_untagged,
-                              progress=_err, progress_every=max(1, args.progress_every))
+                              progress=_err, progress_every=max(1, args.progress_every),
+                              replica_region=await _in_replica_region(channels["metadata"]))
         if args.dry_run:
             plan = report.plan
             print(f"would free: {plan.manifests} manifest(s) ({_size(plan.manifest_bytes)}), {plan.links} link(s), "
@@ -212,6 +213,23 @@ async def _dispatch(args: argparse.Namespace, channels: dict[str, Any]) -> int:
             on = (await admin.SetMaintenance(pb.SetMaintenanceRequest(on=args.state == "on"), timeout=_TIMEOUT)).on
         print("maintenance mode: " + ("on (read-only)" if on else "off"))
     return 0
+
+
+async def _in_replica_region(channel: Any) -> bool:
+    """Whether the metadata plane is a replica region's (issue 15): `lading gc` there collects
+    only that region's bucket (services/metadata/gc/worker.py). A plane without the RegionService
+    (an older version) is one site."""
+    import grpc
+    from lading.metadata.v1 import regions_pb2, regions_pb2_grpc
+
+    try:
+        reply = await regions_pb2_grpc.RegionServiceStub(channel).GetRegionStatus(
+            regions_pb2.GetRegionStatusRequest(local_only=True), timeout=_TIMEOUT)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return False
+        raise
+    return reply.role == "replica"
 
 
 async def _call(args: argparse.Namespace) -> int:

@@ -367,6 +367,11 @@ class RegionSettings(BaseModel):
     peers: list[RegionPeerSettings] = Field(default_factory=list)
     # Deadline of a forwarded write (the primary's answer); past it the write answers UNAVAILABLE.
     forward_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A replica region whose standby does not answer (stopped, restarting): "none", its reads
+    # answer UNAVAILABLE (HTTP 503) naming the region's standby; "primary", they are answered by
+    # the primary region's metadata plane meanwhile (a cross-region round trip each; writes are
+    # forwarded there anyway). Blob bytes are read from the region's own storage either way.
+    read_failover: Literal["none", "primary"] = "none"
     # TLS towards the other regions' metadata and blob planes.
     tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
     # Token (one line) the blob plane presents to the other regions' blob planes when it fetches a

@@ -192,8 +192,11 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         events.worker.use_replicators(replicators)
         add_replication_to_server(replicators, service.server)
         if replica_region:
-            # The primary region delivers events, mirrors upstreams and collects garbage: they write.
-            gc.loop = None
+            # The primary region delivers events, mirrors upstreams and collects garbage: they
+            # write. The collector here only deletes this region's bytes no region references any
+            # more (its claims go to the primary; services/metadata/gc/worker.py).
+            if gc.loop is not None and region_parts.channel is not None:
+                gc.loop.in_replica_region(region_parts.channel, regions.local)
         else:
             events.start()
             proxy.start()
@@ -207,7 +210,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
                                   read_blob=blob_reader(gc.channel) if gc.channel is not None else None)
         policies.add_to_server(service.server)
         gc.admin.after_run = policies.store.recount_quotas  # GC corrects the quota counts
-        if gc.loop is not None and policies.retention is not None:
+        if gc.loop is not None and policies.retention is not None and not replica_region:
             gc.loop.before_run = policies.retention.run  # retention runs on the GC schedule
         if metrics is not None:
             policies.register_metrics(metrics)

@@ -78,6 +78,20 @@ WRITES: frozenset[str] = frozenset(
 WRITES_WHEN_NEEDED: dict[str, Any] = {
     "/lading.metadata.v1.AccountService/Authenticate": accounts_pb2.AuthenticateResponse,
 }
+# Reads a replica region answers from its standby. While the standby does not answer (stopped,
+# restarting, its server down) they answer UNAVAILABLE naming the region's standby, or, with
+# `regions.read_failover = "primary"`, are answered by the primary region's metadata plane.
+READS: frozenset[str] = frozenset(
+    f"/lading.metadata.v1.{service}/{method}"
+    for service, methods in {
+        "MetadataService": ("GetManifest", "StatBlob", "ListTags", "ListRepositories", "ListReferrers"),
+        "AccountService": ("Authorize", "GetCredentialStates"),
+    }.items()
+    for method in methods
+)
+# The message of RegistryError(UNAVAILABLE) when the metadata database does not answer (the stores'
+# _translate); another UNAVAILABLE (the blob plane, a lease) is no reason to fail over.
+_DATABASE_UNAVAILABLE = "the metadata database is unavailable"
 # What the forwarded call carries of the caller's metadata.
 _FORWARDED_HEADERS = ("authorization",)
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -115,11 +129,15 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         self._on_replayed = on_replayed
         self.forwarded = 0
         self.failures = 0
+        # Reads answered by the primary region because the local standby did not answer.
+        self.read_failovers = 0
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         method = handler_call_details.method
         if method in WRITES_WHEN_NEEDED:
             return await self._local_first(continuation, handler_call_details)
+        if method in READS:
+            return await self._standby_first(continuation, handler_call_details)
         if method not in WRITES:
             return await continuation(handler_call_details)
         call = self._channel.unary_unary(method)  # bytes in, bytes out
@@ -149,7 +167,41 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer,
                                                    handler.response_serializer)
 
-    async def _forward(self, call: Any, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _standby_first(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        """A read answered from the region's standby; when the standby does not answer, UNAVAILABLE
+        naming it, or (regions.read_failover = "primary") the primary region's answer."""
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner, serialize = handler.unary_unary, handler.response_serializer
+        call = self._channel.unary_unary(handler_call_details.method)  # bytes in, bytes out
+        local, primary = self._settings.local, self._settings.primary
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                response = await inner(request, context)
+            except RegistryError as error:
+                if error.kind is not ErrorKind.UNAVAILABLE or not error.message.startswith(_DATABASE_UNAVAILABLE):
+                    raise
+                if self._settings.read_failover != "primary":
+                    raise RegistryError(
+                        ErrorKind.UNAVAILABLE,
+                        f"region {local!r} cannot read: its database (the region's standby) does not answer "
+                        f"and reads are not failed over to the primary region {primary!r} "
+                        "(regions.read_failover); retry shortly",
+                        {"region": local, "primary_region": primary},
+                    ) from None
+            else:
+                return serialize(response) if serialize is not None else response
+            answer = await self._forward(call, request.SerializeToString(), context, read=True)
+            self.read_failovers += 1
+            return answer
+
+        # Bytes out: the local answer serialized here, the primary's passed on as it came.
+        return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer, None)
+
+    async def _forward(self, call: Any, request: bytes, context: grpc.aio.ServicerContext, *,
+                       read: bool = False) -> bytes:
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in _FORWARDED_HEADERS)
         metadata += ((REGION_HEADER, self._settings.local),)
         primary = self._settings.primary
@@ -165,6 +217,13 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
             # A status with rich details is the primary's own answer (its database down, say);
             # one without is gRPC's: the primary region was not reached.
             own_answer = any(k == "grpc-status-details-bin" for k, _ in error.trailing_metadata() or ())
+            if error.code() in _UNREACHABLE and not own_answer and read:
+                raise RegistryError(
+                    ErrorKind.UNAVAILABLE,
+                    f"region {self._settings.local!r} cannot read: its database (the region's standby) does not "
+                    f"answer and neither does the primary region {primary!r}; retry shortly",
+                    {"primary_region": primary, "region": self._settings.local},
+                ) from None
             if error.code() in _UNREACHABLE and not own_answer:
                 self.failures += 1
                 raise RegistryError(
@@ -176,6 +235,8 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
             # The primary's own answer (its error code and rich details), as if given here.
             await context.abort(error.code(), error.details() or "", error.trailing_metadata())
             raise AssertionError("unreachable") from None
+        if read:
+            return response
         self.forwarded += 1
         lsn = dict(trailers or ()).get(COMMIT_LSN_KEY)
         if lsn:
@@ -325,6 +386,10 @@ class RegionParts:
                 "lading_region_forward_failures_total",
                 "writes refused (UNAVAILABLE) because the primary region could not be reached",
                 lambda: forward.failures)
+            metrics.register_gauge_callback(
+                "lading_region_read_failovers_total",
+                "reads answered by the primary region because this region's standby did not answer "
+                "(regions.read_failover)", lambda: forward.read_failovers)
 
     async def close(self) -> None:
         if self.channel is not None:

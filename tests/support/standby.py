@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,21 @@ class Server:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"port = {self.port}\n")
         self.start()
+
+    def stream_through(self, port: int, *, timeout: float = 30.0) -> None:
+        """A standby streams from its primary through 127.0.0.1:`port` (a relay, to cut the link
+        in a test) from now on: `primary_conninfo`'s port is changed (ALTER SYSTEM, reload: the WAL
+        receiver reconnects), and this returns once it streams through `port`."""
+        conninfo = re.sub(r"port=\d+", f"port={port}", self.psql("SHOW primary_conninfo"))
+        quoted = conninfo.replace("'", "''")
+        self.psql(f"ALTER SYSTEM SET primary_conninfo = '{quoted}'")
+        self.psql("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + timeout
+        while self.psql("SELECT status || ':' || sender_port FROM pg_stat_wal_receiver") != f"streaming:{port}":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the standby does not stream through port {port}: "
+                                   f"{self.psql('SELECT * FROM pg_stat_wal_receiver')}")
+            time.sleep(0.1)
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         return self.run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,

@@ -7,6 +7,15 @@ plane → forget the row. A failed byte deletion leaves the row `deleting`; the 
 Then orphan bytes: list the blob plane a page at a time (BlobService.ListBlobs); the metadata
 plane claims the blobs of each page that have no row and are older than gc.orphan_grace_seconds
 (GcClaimOrphans inserts their rows `deleting`), and they go the same way: bytes, then row.
+
+In a replica region (issue 15) a run collects only the region's own bucket: the metadata sweep and
+the marking belong to the primary region, whose run deletes its own bucket's bytes and forgets the
+rows. Bytes this region holds (pushed here, fetched here on a miss, or copied by storage
+replication) whose row the primary forgot are, from here, orphan bytes: the replica region's run
+lists its blob plane, the claims and the forgetting go to the primary region's database (the replica
+region's metadata plane forwards GcClaimOrphans and GcForgetBlob there, so the claim is decided
+against the primary's rows in one transaction, never against a lagging standby), and the bytes are
+deleted here. A blob still known anywhere keeps its bytes in every region.
 """
 
 from __future__ import annotations
@@ -46,19 +55,31 @@ class RunReport:
 
 
 async def run_gc(admin: Any, blob: Any, *, dry_run: bool = False, delete_untagged: bool = False,
-                 progress: Progress | None = None, progress_every: int = 100,
+                 progress: Progress | None = None, progress_every: int = 100, replica_region: bool = False,
                  after_mark: Callable[[list[Any]], Awaitable[None]] | None = None,
                  after_orphan_claim: Callable[[list[Any]], Awaitable[None]] | None = None) -> RunReport:
-    """Runs one collection. `after_mark` (tests only) runs between marking and byte deletion,
+    """Runs one collection. `replica_region`: only this region's bucket's bytes that no region
+    references any more (see the module's docstring); `admin` is then the replica region's metadata
+    plane (which forwards the claims to the primary region) or the primary's own, `blob` the
+    replica region's blob plane. `after_mark` (tests only) runs between marking and byte deletion,
     `after_orphan_claim` (tests only) between claiming a page's orphans and deleting their bytes."""
     started = time.time()
     clock = time.monotonic()
     say = progress or (lambda _line: None)
     report = RunReport(dry_run=dry_run)
     if dry_run:
-        report.plan = await admin.GcPlan(pb.GcPlanRequest(delete_untagged=delete_untagged), timeout=_TIMEOUT)
+        report.plan = (pb.GcPlanResponse() if replica_region else
+                       await admin.GcPlan(pb.GcPlanRequest(delete_untagged=delete_untagged), timeout=_TIMEOUT))
         await _orphans(admin, blob, report, say, dry_run=True)
         report.seconds = time.monotonic() - clock
+        return report
+    if replica_region:
+        say("gc: replica region: only this region's bytes that no region references any more "
+            "(the primary region's collector sweeps the metadata)")
+        await _orphans(admin, blob, report, say, dry_run=False, after_claim=after_orphan_claim)
+        report.seconds = time.monotonic() - clock
+        if report.blobs_deleted or report.errors:  # the history shows what this region freed
+            await _record(admin, report, started)
         return report
     swept = await admin.GcSweepMetadata(pb.GcSweepMetadataRequest(delete_untagged=delete_untagged), timeout=_TIMEOUT)
     report.manifests_deleted, report.links_removed = swept.manifests_deleted, swept.links_removed
@@ -73,11 +94,15 @@ async def run_gc(admin: Any, blob: Any, *, dry_run: bool = False, delete_untagge
             say(f"gc: {index}/{len(marked)} blobs deleted")
     await _orphans(admin, blob, report, say, dry_run=False, after_claim=after_orphan_claim)
     report.seconds = time.monotonic() - clock
+    await _record(admin, report, started)
+    return report
+
+
+async def _record(admin: Any, report: RunReport, started: float) -> None:
     await admin.GcRecordRun(pb.GcRun(
         started_at=int(started), finished_at=int(time.time()), dry_run=False,
         manifests_deleted=report.manifests_deleted, links_removed=report.links_removed,
         blobs_deleted=report.blobs_deleted, bytes_freed=report.bytes_freed, errors=report.errors), timeout=_TIMEOUT)
-    return report
 
 
 async def _delete_bytes(admin: Any, blob: Any, item: Any, report: RunReport, say: Progress) -> bool:
