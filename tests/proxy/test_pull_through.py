@@ -1,7 +1,10 @@
 """The pull-through cache against a real upstream: CNCF Distribution (`docker-registry`).
 
 One Distribution with its own storage and one `lading serve` whose `[[proxy.upstreams]]` maps the
-local prefix `cache/` onto it. Content is pushed into the upstream over plain HTTP, then pulled
+local prefix `cache/` onto it, through a relay (tests/support/relay.py) that can hold the
+upstream's answers mid-body: a cold fetch stores at the upstream's pace, whether or not its client
+reads (it is served from the blob plane's direct-read server), so only a held upstream is still
+sending when a test kills it. Content is pushed into the upstream over plain HTTP, then pulled
 through Lading (skopeo and raw HTTP); the upstream's access log counts what reached it.
 """
 
@@ -22,6 +25,7 @@ from tests.proxy.helpers import PREFIX, UPSTREAM, proxy_config
 from tests.support import oci
 from tests.support.clients import require_binary
 from tests.support.distribution import Distribution
+from tests.support.relay import Relay
 from tests.support.stack import Stack, child_env, free_port, lading_command
 
 pytestmark = pytest.mark.clients
@@ -36,7 +40,16 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]
 
 
 @pytest.fixture(scope="module")
-def lading(tmp_path_factory: pytest.TempPathFactory, upstream: Distribution) -> Iterator[Stack]:
+def relay(upstream: Distribution) -> Iterator[Relay]:
+    forwarder = Relay(upstream.port).start()
+    try:
+        yield forwarder
+    finally:
+        forwarder.stop()
+
+
+@pytest.fixture(scope="module")
+def lading(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("lading-proxy")
     # GC with no review delay, so that the eviction test sees the bytes go; pull events kept in the
     # outbox (an endpoint nobody answers); metrics of both gRPC planes.
@@ -50,7 +63,7 @@ def lading(tmp_path_factory: pytest.TempPathFactory, upstream: Distribution) -> 
     )
     mirror = ('[[proxy.mirrors]]\nupstream = "dist"\nrepositories = ["team/mirrored"]\ntags = "v.*"\n'
               "interval_seconds = 1\n")
-    config = proxy_config(root / "lading.toml", upstream.url, head=head, tail=mirror)
+    config = proxy_config(root / "lading.toml", relay.url, head=head, tail=mirror)
     with Stack(root / "data", env={"LADING_CONFIG_FILE": str(config)}) as stack:
         stack.metrics_ports = ports  # type: ignore[attr-defined]
         yield stack
@@ -249,20 +262,25 @@ def test_a_body_that_does_not_match_its_digest_commits_nothing(
 
 
 def test_upstream_killed_mid_blob_commits_nothing_and_a_retry_succeeds(
-        up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+        up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution, relay: Relay) -> None:
     layer = oci.Blob(os.urandom(32 * 1024 * 1024))
     image = oci.image(0, extra={"layers": [layer.descriptor()]})
     image = oci.Manifest(image.payload, image.media_type, blobs=(*image.blobs, layer))
     oci.push(up, "team/big", image, "v1")
     received = 0
-    with pytest.raises(httpx.HTTPError):  # noqa: PT012 - the error comes while reading
-        with local.stream("GET", f"/v2/{PREFIX}team/big/blobs/{layer.digest}") as response:
-            assert response.status_code == 200
-            for chunk in response.iter_bytes(64 * 1024):
-                if received == 0:
-                    # The client reads slowly: the upstream is held mid-body; now it dies.
-                    upstream.kill()
-                received += len(chunk)
+    relay.hold_after(4 * 1024 * 1024)  # the upstream is held mid-body
+    try:
+        with pytest.raises(httpx.HTTPError):  # noqa: PT012 - the error comes while reading
+            with local.stream("GET", f"/v2/{PREFIX}team/big/blobs/{layer.digest}") as response:
+                assert response.status_code == 200
+                for chunk in response.iter_bytes(64 * 1024):
+                    if received == 0:
+                        # The client has the first bytes; now the upstream dies mid-body.
+                        upstream.kill()
+                        relay.release()
+                    received += len(chunk)
+    finally:
+        relay.release()
     assert 0 < received < layer.size
     assert layer.digest.split(":", 1)[1] not in stored_blobs(lading)
     upstream.start()
@@ -271,7 +289,7 @@ def test_upstream_killed_mid_blob_commits_nothing_and_a_retry_succeeds(
 
 
 def test_upstream_down_serves_cached_tags_with_a_warning_and_names_it_otherwise(
-        up: httpx.Client, local: httpx.Client, upstream: Distribution) -> None:
+        up: httpx.Client, local: httpx.Client, upstream: Distribution, relay: Relay) -> None:
     image = oci.image(1)
     oci.push(up, "team/stale", image, "v1")
     assert oci.get_manifest(local, f"{PREFIX}team/stale", "v1").status_code == 200
@@ -284,7 +302,7 @@ def test_upstream_down_serves_cached_tags_with_a_warning_and_names_it_otherwise(
         uncached = oci.get_manifest(local, f"{PREFIX}team/stale", "v2")
         oci.assert_error(uncached, 502, "UNAVAILABLE")
         message = uncached.json()["errors"][0]["message"]
-        assert UPSTREAM in message and upstream.url in message
+        assert UPSTREAM in message and relay.url in message
         blob = local.get(f"/v2/{PREFIX}team/stale/blobs/{oci.sha256(b'never pushed')}")
         oci.assert_error(blob, 502, "UNAVAILABLE")
     finally:
@@ -324,14 +342,15 @@ def test_mirroring_copies_matching_tags_ahead_of_pulls_incrementally(
         upstream.start()
 
 
-def test_status_and_eviction(up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+def test_status_and_eviction(up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution,
+                            relay: Relay) -> None:
     image = oci.image(1, layer_size=64 * 1024)
     oci.push(up, "team/evict", image, "v1")
     oci.assert_pulls_back(local, f"{PREFIX}team/evict", "v1", image)
     rows = [json.loads(line) for line in lading_cli(lading, "proxy", "status", "--json").splitlines()]
     assert [row["name"] for row in rows] == [UPSTREAM]
     status = rows[0]
-    assert status["prefix"] == PREFIX and status["url"] == upstream.url
+    assert status["prefix"] == PREFIX and status["url"] == relay.url
     assert int(status["cached_blobs"]) >= len(image.blobs)
     assert int(status["cached_bytes"]) >= sum(blob.size for blob in image.blobs)
     assert int(status["hits"]) > 0 and int(status["misses"]) > 0
