@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -237,6 +239,48 @@ def test_bytes_stored_for_a_local_repository_are_not_served_through_the_cache(lo
     leaked = local.get(f"/v2/{PREFIX}team/app/blobs/{secret.digest}")
     oci.assert_error(leaked, 404, "BLOB_UNKNOWN")
     assert UPSTREAM in leaked.json()["errors"][0]["message"]
+
+
+def test_a_cold_blob_is_served_by_the_blob_plane_as_it_arrives_and_its_end_only_once_verified(
+        up: httpx.Client, lading: Stack, relay: Relay) -> None:
+    layer = oci.Blob(os.urandom(2 * 1024 * 1024))
+    oci.push_blob(up, "team/tail", layer)
+    path = f"/v2/{PREFIX}team/tail/blobs/{layer.digest}"
+    held_back = 64 * 1024  # services/blob/fetch_progress.py HOLD_BYTES
+    # The upstream sends its head and all but the last 1,000 bytes of the body, then is held.
+    relay.hold_after(layer.size - 1000)
+    try:
+        with httpx.Client(base_url=lading.base_url, timeout=30) as client:
+            redirect = client.get(path)
+        # Answered at once by the gateway: to the blob plane's direct-read server, like a warm read.
+        assert redirect.status_code == 307, redirect.text
+        location = urlsplit(redirect.headers["location"])
+        assert location.port != urlsplit(lading.base_url).port
+        with socket.create_connection((location.hostname, location.port), timeout=30) as conn:
+            conn.sendall(f"GET {location.path}?{location.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += conn.recv(65536)
+            head, body = received.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {layer.size}".encode() in head, head
+            while len(body) < layer.size - held_back:
+                body += conn.recv(1024 * 1024)
+            # What arrived is sent on as it lands, but never the end before the blob is verified.
+            deadline = time.monotonic() + 10
+            while not relay.held():
+                assert time.monotonic() < deadline, "the upstream's answer was not held"
+                time.sleep(0.01)
+            conn.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                conn.recv(1)
+            assert len(body) == layer.size - held_back
+            relay.release()
+            conn.settimeout(30)
+            while len(body) < layer.size:
+                body += conn.recv(1024 * 1024)
+        assert body == layer.data
+    finally:
+        relay.release()
 
 
 def test_a_body_that_does_not_match_its_digest_commits_nothing(
