@@ -104,21 +104,24 @@ class FetchOnMiss:
             return
         async with source() as (size, chunks):
             if direct is not None and size > 0:
-                yield Begun(size, await direct.urls.presigned_get_url(keys.blob_key(parsed)))
-                await self._store_for_readers(direct, digest, size, chunks, describe)
+                async for begun in self._store_for_readers(direct, parsed, size, chunks, describe):
+                    yield begun
                 return
             yield Begun(size)
             async for item in self._store_while_streaming(digest, size, chunks, describe):
                 yield item
 
-    async def _store_for_readers(self, direct: DirectReadServer, digest: str, size: int,
-                                 chunks: AsyncIterator[bytes], describe: str) -> None:
-        """Stores the blob while the direct-read server shows its file to readers (see the
-        module docstring); the readers learn how it ended."""
+    async def _store_for_readers(self, direct: DirectReadServer, parsed: Digest, size: int,
+                                 chunks: AsyncIterator[bytes], describe: str) -> AsyncIterator[Begun]:
+        """Yields `Begun` with the blob's URL once readers can find the fetch there, then stores
+        the blob while the direct-read server shows its file to them (see the module docstring);
+        they learn how it ended."""
+        digest = str(parsed)
         session = await self._store.start_upload(FETCH_SESSION_TAG)
         path = direct.files.local_path(keys.upload_data_key(session.upload_id))
         with direct.fetches.running(digest, size, path) as progress:
             try:
+                yield Begun(size, await direct.urls.presigned_get_url(keys.blob_key(parsed)))
                 await self._store.append_upload(session.upload_id, FETCH_SESSION_TAG, expected_offset=0,
                                                 chunks=_reported(chunks, progress))
                 await self._store.commit_upload(session.upload_id, FETCH_SESSION_TAG, digest=digest,
