@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
-from collections.abc import Callable
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
