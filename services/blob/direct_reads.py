@@ -65,7 +65,7 @@ log = logging.getLogger("lading.blob.direct")
 _EXPIRY = re.compile(r"[0-9]{1,12}")
 # A reader of a fetch under way looks at its file again at least this often (besides each time
 # the fetch reports more bytes), so the bytes written last go out before the commit.
-_TAIL_POLL_SECONDS = 0.01
+_TAIL_POLL_SECONDS = 0.02
 
 
 class LocalFiles(Protocol):

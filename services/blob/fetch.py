@@ -47,6 +47,8 @@ Source = Callable[[], AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes
 Confirm = Callable[[], Awaitable[object]]
 # The opaque repository tag of the upload sessions fetches store through.
 FETCH_SESSION_TAG = "lading-fetch"
+# Readers of a fetch served from the direct-read server are told about new bytes this often.
+REPORT_BYTES = 1024 * 1024
 # Chunks buffered between the source and a slower reader.
 _QUEUE_CHUNKS = 4
 _END = object()
@@ -195,8 +197,13 @@ class FetchOnMiss:
 
 
 async def _reported(chunks: AsyncIterator[bytes], progress: FetchProgress) -> AsyncIterator[bytes]:
-    """`chunks`, telling readers after each that the file grew (the writer has written what came
-    before it by the time it asks for the next)."""
+    """`chunks`, telling readers each time about a write batch more went to the writer that the
+    file grew (the writer has written what came before by the time it asks for more). Not after
+    every chunk: socket reads are small, and each wake-up costs the event loop the fetch runs on."""
+    pending = 0
     async for chunk in chunks:
         yield chunk
-        progress.advanced()
+        pending += len(chunk)
+        if pending >= REPORT_BYTES:
+            pending = 0
+            progress.advanced()
