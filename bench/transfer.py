@@ -11,8 +11,10 @@ the new host.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -49,7 +51,8 @@ class Client:
 
     def request(self, method: str, target: str, body: bytes | memoryview | None = None,
                 headers: dict[str, str] | None = None, *, keep_body: bool = True,
-                expect: tuple[int, ...] = (200, 201, 202, 204)) -> Reply:
+                expect: tuple[int, ...] = (200, 201, 202, 204),
+                observe: Callable[[memoryview], object] | None = None) -> Reply:
         """One request on the kept-alive connection (re-opened once if the server closed it).
 
         `target` is a path or an absolute URL (another host gets a one-off connection: redirects).
@@ -73,17 +76,19 @@ class Client:
                 if attempt == 2:
                     raise
                 conn.close()
-        reply = self._read(response, keep_body=keep_body or response.status >= 300)
+        reply = self._read(response, keep_body=keep_body or response.status >= 300, observe=observe)
         if conn is not self._conn:
             conn.close()
         if response.status in (307, 302) and method in ("GET", "HEAD"):
             return self.request(method, response.headers["Location"], headers=headers, keep_body=keep_body,
-                                expect=expect)
+                                expect=expect, observe=observe)
         if response.status not in expect:
             raise RuntimeError(f"{method} {target}: HTTP {response.status} {reply.body[:300]!r}")
         return reply
 
-    def _read(self, response: http.client.HTTPResponse, *, keep_body: bool) -> Reply:
+    def _read(self, response: http.client.HTTPResponse, *, keep_body: bool,
+              observe: Callable[[memoryview], object] | None = None) -> Reply:
+        """The body, kept or discarded (`observe` then sees each piece as it arrives)."""
         if keep_body:
             body = response.read()
             return Reply(response.status, response.headers, body, len(body))
@@ -91,6 +96,8 @@ class Client:
         received = 0
         while n := response.readinto(view):
             received += n
+            if observe is not None:
+                observe(view[:n])
         return Reply(response.status, response.headers, b"", received)
 
     # -- registry operations ------------------------------------------------------------------
@@ -122,6 +129,16 @@ class Client:
     def pull(self, repository: str, digest: str) -> int:
         """GETs the blob and returns the number of bytes received (discarded as they arrive)."""
         return self.request("GET", f"/v2/{repository}/blobs/{digest}", keep_body=False).received
+
+    def pull_verified(self, repository: str, digest: str) -> int:
+        """As `pull`, hashing the bytes as they arrive and checking them against `digest` at the
+        end, as real clients (containerd, skopeo) do; RuntimeError when they do not match."""
+        hasher = hashlib.sha256()
+        target = f"/v2/{repository}/blobs/{digest}"
+        received = self.request("GET", target, keep_body=False, observe=hasher.update).received
+        if f"sha256:{hasher.hexdigest()}" != digest:
+            raise RuntimeError(f"GET {target}: the body hashes to sha256:{hasher.hexdigest()}")
+        return received
 
     def put_manifest(self, repository: str, reference: str, manifest: bytes, media_type: str = OCI_MANIFEST) -> None:
         self.request("PUT", f"/v2/{repository}/manifests/{reference}", manifest,

@@ -219,12 +219,16 @@ class BlobClient:
             response_deserializer=_decode_fetch_response,
         )
 
-    async def fetch_blob(self, digest: str, source: sources_pb2.BlobSource) -> tuple[int, AsyncIterator[bytes]]:
-        """Starts FetchService.FetchBlob: (size or -1, the bytes). The first message is awaited
-        here, so a source that fails at once fails before any response header; a failure later
-        (the source broke off, a wrong digest) ends the iterator with the error, before its
-        last chunk."""
-        call = self._fetch_blob(fetch_pb2.FetchBlobRequest(digest=digest, source=source),
+    async def fetch_blob(self, digest: str, source: sources_pb2.BlobSource, *, allow_redirect: bool = False
+                         ) -> tuple[int, AsyncIterator[bytes], str]:
+        """Starts FetchService.FetchBlob: (size or -1, the bytes, a redirect URL or ""). The
+        first message is awaited here, so a source that fails at once fails before any response
+        header; a failure later (the source broke off, a wrong digest) ends the iterator with the
+        error, before its last chunk. With `allow_redirect`, the plane may answer a URL of its
+        direct-read server instead (fetch.proto): the iterator then yields nothing and ends when
+        the fetch is over (raising its error)."""
+        call = self._fetch_blob(fetch_pb2.FetchBlobRequest(digest=digest, source=source,
+                                                           allow_redirect=allow_redirect),
                                 timeout=self._stream_timeout)
         try:
             first = await call.read()
@@ -243,7 +247,7 @@ class BlobClient:
             finally:
                 call.cancel()
 
-        return first.size, rest()
+        return first.size, rest(), first.redirect_url
 
     async def start_upload(self, repository: str, owner: str = "") -> blob_pb2.StartUploadResponse:
         """Raises TOOMANYREQUESTS when `owner` already holds the blob plane's maximum of sessions."""

@@ -18,6 +18,10 @@ when a source serves the repository. The metadata plane decides (ProxyService.Be
 linked meanwhile, or this request holds the blob's fetch lease), the blob plane fetches, stores
 and verifies (FetchService.FetchBlob), and this module only streams its answer to the client and
 hands the lease back (EndBlobFetch, which links the blob). The gateway never talks to a source.
+When the blob plane serves the fetch from its direct-read server (`lading serve`: fetch.proto's
+`allow_redirect`), a GET is answered `307` to it at once, like a warm read, and the lease is handed
+back when the blob plane reports the fetch over; a HEAD waits for that report. The bytes then
+skip gRPC and the gateway.
 
 Fetch on miss between regions: a blob linked in the repository that this region's blob plane does
 not hold (pushed in another region; storage replication lagging or absent) is fetched the same way
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from lading.common.v1 import sources_pb2
 from lading.metadata.v1 import proxy_pb2, region_fetch_pb2
@@ -64,14 +69,28 @@ def _addressed(url: str, request: Request) -> str:
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{rest}"
 
 
-# EndBlobFetch calls still under way after their request ended (a client that went away).
-_ENDING: set[asyncio.Task[None]] = set()
+# EndBlobFetch calls (and fetches served by the blob plane) still under way after their request
+# ended (a client that went away, or a GET answered with a redirect).
+_ENDING: set[asyncio.Future[object]] = set()
 
 
-async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int | tuple[int, AsyncIterator[bytes]]:
+@dataclass(frozen=True, slots=True)
+class _Redirected:
+    """A fetch the blob plane serves from its direct-read server: where the client reads it, and
+    the fetch's end (the lease handed back by then; raises the fetch's error)."""
+
+    url: str
+    over: asyncio.Future[None]
+
+
+_Fetch = tuple[int, "AsyncIterator[bytes] | _Redirected"]
+
+
+async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int | _Fetch:
     """The blob's size when it is linked in `repository`; else, when a source (the pull-through
     cache's upstream) serves the repository, the linked size once another request fetched it,
-    or (size or -1, the bytes) of a fetch this request leads. BLOB_UNKNOWN otherwise."""
+    or (size or -1, the bytes or where to read them) of a fetch this request leads.
+    BLOB_UNKNOWN otherwise."""
     try:
         return (await gateway.metadata.stat_blob(repository, digest)).size
     except RegistryError as error:
@@ -94,27 +113,50 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int 
         return gateway.metadata.end_blob_fetch(repository, digest, lease_id=decision.lease_id, fetched=fetched,
                                                size=size)
 
-    return await _fetched(gateway, digest, decision.source, end)
+    return await _fetched(gateway, digest, decision.source, end, allow_redirect=True)
+
+
+def _detached(awaitable: Awaitable[object]) -> asyncio.Future[object]:
+    # A task of its own, out of the request's cancellation: the lease must be released (or the
+    # blob linked) even when the client went away.
+    task = asyncio.ensure_future(awaitable)
+    _ENDING.add(task)
+    task.add_done_callback(_settled)
+    return task
+
+
+def _settled(task: asyncio.Future[object]) -> None:
+    _ENDING.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a fetch nobody awaits may fail (the client saw it cut)
 
 
 async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource,
-                   end: Callable[[bool, int], Awaitable[None]]) -> tuple[int, AsyncIterator[bytes]]:
-    """(size or -1, the bytes) of the blob plane's fetch of `digest` from `source`; `end(fetched,
-    size)` is called once it is over (releases the lease, records the blob), whatever happens."""
+                   end: Callable[[bool, int], Awaitable[None]], *, allow_redirect: bool = False) -> _Fetch:
+    """(size or -1, the bytes) of the blob plane's fetch of `digest` from `source`, or with
+    `allow_redirect` maybe (size, _Redirected); `end(fetched, size)` is called once it is over
+    (releases the lease, records the blob), whatever happens."""
 
-    def ending(fetched: bool, size: int) -> asyncio.Task[None]:
-        # A task of its own, out of the request's cancellation: the lease must be released (or
-        # the blob linked) even when the client went away.
-        task = asyncio.ensure_future(end(fetched, size))
-        _ENDING.add(task)
-        task.add_done_callback(_ENDING.discard)
-        return task
+    def ending(fetched: bool, size: int) -> asyncio.Future[object]:
+        return _detached(end(fetched, size))
 
     try:
-        size, chunks = await gateway.blob.fetch_blob(digest, source)
+        size, chunks, redirect_url = await gateway.blob.fetch_blob(digest, source, allow_redirect=allow_redirect)
     except BaseException:
         ending(False, 0)
         raise
+
+    if redirect_url:
+        async def over() -> None:
+            try:
+                async for _ in chunks:
+                    pass
+            except BaseException:
+                await ending(False, 0)
+                raise
+            await ending(True, size)
+
+        return size, _Redirected(redirect_url, _detached(over()))  # type: ignore[arg-type]
 
     async def body() -> AsyncIterator[bytes]:
         received, complete = 0, False
@@ -171,7 +213,12 @@ async def head(request: Request, gateway: Gateway) -> Response:
     found = await _size_or_fetch(gateway, repository, digest)
     if not isinstance(found, int):
         # A HEAD of a blob fetched from a source: fetched (and stored) whole, then answered.
-        found = sum([len(chunk) async for chunk in found[1]])
+        size, fetching = found
+        if isinstance(fetching, _Redirected):
+            await asyncio.shield(fetching.over)
+            found = size
+        else:
+            found = sum([len(chunk) async for chunk in fetching])
     return Response(b"", headers=_headers(digest, found))
 
 
@@ -182,6 +229,9 @@ async def get(request: Request, gateway: Gateway) -> Response:
     if not isinstance(found, int):
         # Fetched from a source while this client reads it: the whole blob, whatever its Range.
         length, chunks = found
+        if isinstance(chunks, _Redirected):
+            # From the blob plane's direct-read server, as it arrives there.
+            return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
         headers = _headers(digest, length)
         if length < 0:
             del headers["content-length"]

@@ -16,6 +16,14 @@ HEAD of signed blob URLs, answered with the file through `loop.sendfile` (sendfi
 and writes under TLS), single byte ranges (`Range`, `If-Range`) and the conditional requests of RFC
 9110 (`If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`) against the blob's
 ETag (its digest: the same on every replica) and modification time; other methods get 405.
+A blob still being fetched from a source (the pull-through cache: services/blob/fetch.py, with
+`fetches` on) is served as it lands: its URL is the blob's own, and a GET that finds no file yet
+but a fetch of that digest under way (services/blob/fetch_progress.py) gets `200` with the size
+the source announced and the bytes of the fetch's file as they are written, the last ones only
+once the blob is verified and committed; when the fetch fails, the connection is cut short of
+the Content-Length, so a client never holds a complete-looking wrong body. Range and conditional
+headers are not applied to such a GET (the whole blob, 200).
+
 It replaced aiohttp, whose import alone cost the blob plane ~0.2 s of every start and ~9 MiB
 resident. Its connections are guarded as the gateway's are (gateway/connections.py): a head that
 takes longer than `header_timeout_seconds` from its first byte gets 408 and the connection is
@@ -47,6 +55,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import httptools
 
 from services.blob.backends import keys
+from services.blob.fetch_progress import FetchesInProgress, FetchProgress, Outcome
 from services.common.connections import ClientConnections, RefusedConnection, peer_address, plain_response
 from services.common.metrics import parse_listen
 from services.common.settings import DirectReadSettings
@@ -54,6 +63,9 @@ from services.common.settings import DirectReadSettings
 log = logging.getLogger("lading.blob.direct")
 
 _EXPIRY = re.compile(r"[0-9]{1,12}")
+# A reader of a fetch under way looks at its file again at least this often (besides each time
+# the fetch reports more bytes), so the bytes written last go out before the commit.
+_TAIL_POLL_SECONDS = 0.02
 
 
 class LocalFiles(Protocol):
@@ -145,6 +157,9 @@ class _Answer:
     file: BinaryIO | None = None
     offset: int = 0
     count: int = 0
+    # A fetch under way whose bytes follow (`count` of them, from `blob_path` once committed).
+    fetch: FetchProgress | None = None
+    blob_path: Path | None = None
 
 
 def _refused(status: int, reason: str) -> _Answer:
@@ -337,7 +352,7 @@ class _Connection(asyncio.Protocol):
 
     async def _send_open(self, transport: asyncio.Transport, request: _Request, answer: _Answer,
                          keep_alive: bool) -> None:
-        length = answer.count if answer.file is not None else len(answer.text)
+        length = answer.count if answer.file is not None or answer.fetch is not None else len(answer.text)
         head = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}",
                 *(f"{name}: {value}" for name, value in answer.headers.items()),
                 f"Content-Length: {length}", f"Date: {_http_date(time.time())}"]
@@ -346,11 +361,47 @@ class _Connection(asyncio.Protocol):
         transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
         if request.method == "HEAD" or answer.status == 304:
             return
+        if answer.fetch is not None:
+            await self._send_fetched(transport, answer.fetch, answer.blob_path)
+            return
         if answer.file is None:
             transport.write(answer.text)
             return
         if answer.count:
             await self._loop.sendfile(transport, answer.file, answer.offset, answer.count)
+
+    async def _send_fetched(self, transport: asyncio.Transport, fetch: FetchProgress, blob_path: Path | None
+                            ) -> None:
+        """Sends the bytes of a fetch under way as they land, the last `fetch.hold` only once it
+        committed; cuts the connection (ConnectionAbortedError) when it failed."""
+        sent, size = 0, fetch.size
+        file: BinaryIO | None = None
+        try:
+            while sent < size:
+                changed = fetch.changed()
+                outcome = fetch.outcome
+                if outcome is Outcome.FAILED:
+                    transport.abort()
+                    raise ConnectionAbortedError(f"the fetch of {fetch.digest} failed")
+                if file is None:
+                    file = _open_fetched(fetch.path, blob_path, committed=outcome is Outcome.COMMITTED)
+                if file is not None:
+                    limit = size if outcome is Outcome.COMMITTED else size - fetch.hold
+                    available = min(os.fstat(file.fileno()).st_size, limit)
+                    if available > sent:
+                        await self._loop.sendfile(transport, file, sent, available - sent)
+                        sent = available
+                        continue
+                if outcome is Outcome.COMMITTED:
+                    # Committed with fewer bytes than announced (cannot happen: the commit checks
+                    # the size); never leave the client waiting.
+                    transport.abort()
+                    raise ConnectionAbortedError(f"the fetched {fetch.digest} is shorter than announced")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), _TAIL_POLL_SECONDS)
+        finally:
+            if file is not None:
+                file.close()
 
     def _answer_and_close(self, status: int, text: str) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -392,6 +443,8 @@ class DirectReadServer:
         self.settings = settings
         self.urls = urls
         self.files = files
+        # Fetches under way that GETs of their blob's URL follow (services/blob/fetch_progress.py).
+        self.fetches = FetchesInProgress()
         self.port = 0
         # Per process: every connection counts against its client's cap.
         self.clients = ClientConnections(settings.max_connections_per_client)
@@ -443,6 +496,12 @@ class DirectReadServer:
         try:
             file = open(self.files.local_path(key), "rb")  # noqa: SIM115 - closed by the sender
         except (OSError, ValueError):
+            fetch = self.fetches.get(str(digest))
+            if fetch is not None:
+                # Still arriving from a source: sent as it lands.
+                headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": str(digest),
+                           "ETag": f'"{digest}"'}
+                return _Answer(200, headers, count=fetch.size, fetch=fetch, blob_path=self.files.local_path(key))
             # A blob deleted by garbage collection since the URL was signed.
             return _refused(404, "the blob is not stored here (any more)")
         try:
@@ -454,6 +513,19 @@ class DirectReadServer:
         if answer.file is None:
             file.close()
         return answer
+
+
+def _open_fetched(staged: Path, blob: Path | None, *, committed: bool) -> BinaryIO | None:
+    """The file of a fetch under way: its session's while it runs (None before its first bytes),
+    the blob's once committed (the session's file was renamed there)."""
+    for path in (staged, blob) if committed else (staged,):
+        if path is None:
+            continue
+        try:
+            return open(path, "rb")  # noqa: SIM115 - closed by the caller
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def _file_answer(headers: dict[str, str], file: BinaryIO, size: int, mtime: float, digest: str) -> _Answer:

@@ -13,6 +13,14 @@ until the blob is verified and committed.
 One fetch per blob across replicas is the caller's business (the metadata plane's lease:
 ProxyService.BeginBlobFetch); a second fetch of the same blob would still be correct, only
 wasteful (commits are idempotent per digest).
+
+Served from the direct-read server (`redirect`, when this plane has one that serves fetches):
+the caller gets the URL of the blob on that server at once, and the fetch stores the blob at the
+source's pace, whether or not anyone reads the URL; the server sends a reader the bytes as they
+land in the session's file and holds back the end until the commit (services/blob/fetch_progress.py).
+The bytes then never pass through gRPC or the gateway: a cold pull costs what a warm one does plus
+the source's transfer. Only a source that names its size is served this way (the server must
+send a Content-Length, and hold back a part of it).
 """
 
 from __future__ import annotations
@@ -22,9 +30,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from services.blob.backends import keys
 from services.blob.core import BlobStore
+from services.blob.fetch_progress import FetchProgress, Outcome
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
 
@@ -36,27 +47,48 @@ Source = Callable[[], AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes
 Confirm = Callable[[], Awaitable[object]]
 # The opaque repository tag of the upload sessions fetches store through.
 FETCH_SESSION_TAG = "lading-fetch"
+# Readers of a fetch served from the direct-read server are told about new bytes this often.
+REPORT_BYTES = 1024 * 1024
 # Chunks buffered between the source and a slower reader.
 _QUEUE_CHUNKS = 4
 _END = object()
 
+if TYPE_CHECKING:
+    from services.blob.direct_reads import DirectReadServer
+
+
+@dataclass(frozen=True, slots=True)
+class Begun:
+    """A fetch's first item: the blob's size (-1: unknown) and, when it is served from the
+    direct-read server, the URL to read it from ("" otherwise: its bytes follow)."""
+
+    size: int
+    redirect_url: str = ""
+
 
 class FetchOnMiss:
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, direct: DirectReadServer | None = None) -> None:
+        """`direct`: the direct-read server, when it serves fetches (`redirect` is honoured)."""
         self._store = store
+        self._direct = direct
 
-    async def fetch(self, digest: str, source: Source, *, describe: str, confirm: Confirm
-                    ) -> AsyncIterator[int | bytes]:
-        """Yields the blob's size (-1: unknown) first, then its bytes. Already stored: from the
-        store, once `confirm` said the source holds it too (bytes stored for another repository
-        are not served to a reader of this one on the strength of their digest alone). Otherwise
-        from `source` (named `describe` in errors), stored on the way.
+    async def fetch(self, digest: str, source: Source, *, describe: str, confirm: Confirm,
+                    redirect: bool = False) -> AsyncIterator[Begun | bytes]:
+        """Yields `Begun` first, then the blob's bytes. Already stored: from the store, once
+        `confirm` said the source holds it too (bytes stored for another repository are not
+        served to a reader of this one on the strength of their digest alone). Otherwise from
+        `source` (named `describe` in errors), stored on the way.
+
+        With `redirect` and a direct-read server that serves fetches, a blob of known, non-zero
+        size is not yielded: `Begun` carries its URL there, and the generator ends once the blob
+        is verified and committed (or raises as below); a stored blob gets its ordinary URL.
 
         Raises DIGEST_INVALID for a malformed digest; UPSTREAM_FAILED (after some bytes, maybe)
         when the source fails or its bytes do not hash to `digest` (nothing is stored then);
         whatever the source raises before its first byte (e.g. BLOB_UNKNOWN naming it).
         """
-        Digest.parse(digest)
+        parsed = Digest.parse(digest)
+        direct = self._direct if redirect else None
         try:
             info = await self._store.stat_blob(digest)
         except RegistryError as error:
@@ -64,15 +96,47 @@ class FetchOnMiss:
                 raise
         else:
             await confirm()
-            yield info.size
+            if direct is not None and info.size:
+                yield Begun(info.size, await direct.urls.presigned_get_url(keys.blob_key(parsed)))
+                return
+            yield Begun(info.size)
             if info.size:
                 async for chunk in await self._store.read_blob(digest):
                     yield chunk
             return
         async with source() as (size, chunks):
-            yield size
+            if direct is not None and size > 0:
+                async for begun in self._store_for_readers(direct, parsed, size, chunks, describe):
+                    yield begun
+                return
+            yield Begun(size)
             async for item in self._store_while_streaming(digest, size, chunks, describe):
                 yield item
+
+    async def _store_for_readers(self, direct: DirectReadServer, parsed: Digest, size: int,
+                                 chunks: AsyncIterator[bytes], describe: str) -> AsyncIterator[Begun]:
+        """Yields `Begun` with the blob's URL once readers can find the fetch there, then stores
+        the blob while the direct-read server shows its file to them (see the module docstring);
+        they learn how it ended."""
+        digest = str(parsed)
+        session = await self._store.start_upload(FETCH_SESSION_TAG)
+        path = direct.files.local_path(keys.upload_data_key(session.upload_id))
+        with direct.fetches.running(digest, size, path) as progress:
+            try:
+                yield Begun(size, await direct.urls.presigned_get_url(keys.blob_key(parsed)))
+                await self._store.append_upload(session.upload_id, FETCH_SESSION_TAG, expected_offset=0,
+                                                chunks=_reported(chunks, progress))
+                await self._store.commit_upload(session.upload_id, FETCH_SESSION_TAG, digest=digest,
+                                                expected_size=size)
+            except RegistryError as error:
+                progress.end(Outcome.FAILED)
+                await self._cancel(session.upload_id)
+                raise self._failed(error, digest, describe) from None
+            except BaseException:
+                progress.end(Outcome.FAILED)
+                await asyncio.shield(self._cancel(session.upload_id))
+                raise
+            progress.end(Outcome.COMMITTED)
 
     async def _store_while_streaming(self, digest: str, size: int, chunks: AsyncIterator[bytes],
                                      describe: str) -> AsyncIterator[bytes]:
@@ -103,14 +167,7 @@ class FetchOnMiss:
             await task
         except RegistryError as error:
             await self._cancel(session.upload_id)
-            if error.kind in (ErrorKind.DIGEST_INVALID, ErrorKind.SIZE_INVALID):
-                raise RegistryError(
-                    ErrorKind.UPSTREAM_FAILED,
-                    f"{describe} failed: it served blob {digest} with content that does not match it "
-                    f"({error.message}); nothing was stored",
-                    {"digest": digest},
-                ) from None
-            raise
+            raise self._failed(error, digest, describe) from None
         except BaseException:
             task.cancel()
             with contextlib.suppress(BaseException):
@@ -120,7 +177,33 @@ class FetchOnMiss:
         if held is not None:
             yield held
 
+    @staticmethod
+    def _failed(error: RegistryError, digest: str, describe: str) -> RegistryError:
+        """What a failed store of a fetched blob raises: UPSTREAM_FAILED for bytes that do not
+        match the digest, the error itself otherwise."""
+        if error.kind in (ErrorKind.DIGEST_INVALID, ErrorKind.SIZE_INVALID):
+            return RegistryError(
+                ErrorKind.UPSTREAM_FAILED,
+                f"{describe} failed: it served blob {digest} with content that does not match it "
+                f"({error.message}); nothing was stored",
+                {"digest": digest},
+            )
+        return error
+
     async def _cancel(self, upload_id: str) -> None:
         # A session the commit already removed (or cancelled itself) is gone: fine.
         with contextlib.suppress(RegistryError):
             await self._store.cancel_upload(upload_id, FETCH_SESSION_TAG)
+
+
+async def _reported(chunks: AsyncIterator[bytes], progress: FetchProgress) -> AsyncIterator[bytes]:
+    """`chunks`, telling readers each time about a write batch more went to the writer that the
+    file grew (the writer has written what came before by the time it asks for more). Not after
+    every chunk: socket reads are small, and each wake-up costs the event loop the fetch runs on."""
+    pending = 0
+    async for chunk in chunks:
+        yield chunk
+        pending += len(chunk)
+        if pending >= REPORT_BYTES:
+            pending = 0
+            progress.advanced()

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 from lading.blob.v1 import fetch_pb2, fetch_pb2_grpc
 
-from services.blob.fetch import FetchOnMiss
+from services.blob.fetch import Begun, FetchOnMiss
 from services.blob.region_source import RegionSources
 from services.common.errors import ErrorKind, RegistryError
 from services.common.upstream import Upstreams
@@ -27,8 +27,8 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
     async def FetchBlob(self, request: fetch_pb2.FetchBlobRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[fetch_pb2.FetchBlobResponse]:
         async for item in self._items(request):
-            if isinstance(item, int):
-                yield fetch_pb2.FetchBlobResponse(size=item)
+            if isinstance(item, Begun):
+                yield fetch_pb2.FetchBlobResponse(size=item.size, redirect_url=item.redirect_url)
             else:
                 yield fetch_pb2.FetchBlobResponse(data=bytes(item))
 
@@ -36,13 +36,13 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
                                  ) -> AsyncIterator[bytes]:
         """FetchBlob yielding each FetchBlobResponse already in wire form (see `add_to_server`)."""
         async for item in self._items(request):
-            if isinstance(item, int):
-                yield fetch_pb2.FetchBlobResponse(size=item).SerializeToString()
+            if isinstance(item, Begun):
+                yield fetch_pb2.FetchBlobResponse(size=item.size, redirect_url=item.redirect_url).SerializeToString()
             else:
                 yield encode_bytes_field(_DATA_FIELD, item)
 
-    async def _items(self, request: fetch_pb2.FetchBlobRequest) -> AsyncIterator[int | bytes]:
-        """The blob's size (-1: unknown), then its bytes (FetchOnMiss.fetch)."""
+    async def _items(self, request: fetch_pb2.FetchBlobRequest) -> AsyncIterator[Begun | bytes]:
+        """`Begun` (the size, maybe a URL to read the bytes from), then the bytes (FetchOnMiss.fetch)."""
         kind = request.source.WhichOneof("kind")
         if kind == "region":
             async for item in self._from_regions(request.digest, list(request.source.region.regions)):
@@ -63,10 +63,11 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
         async def confirm() -> int:
             return await upstream.head_blob(remote, digest)
 
-        async for item in self._fetcher.fetch(digest, source, describe=upstream.describe(), confirm=confirm):
+        async for item in self._fetcher.fetch(digest, source, describe=upstream.describe(), confirm=confirm,
+                                              redirect=request.allow_redirect):
             yield item
 
-    async def _from_regions(self, digest: str, regions: list[str]) -> AsyncIterator[int | bytes]:
+    async def _from_regions(self, digest: str, regions: list[str]) -> AsyncIterator[Begun | bytes]:
         """Another region's blob plane as the source (services/blob/region_source.py). Bytes already
         stored here are served as they are: the metadata plane checked the link, and a region's
         storage holds every region's blobs under the same digest."""

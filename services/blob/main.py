@@ -232,7 +232,10 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     # Fetch on miss between regions (None: no other region's blob plane configured).
     region_sources = RegionSources.build(settings.regions,
                                            stream_timeout_seconds=settings.regions.blob_fetch_timeout_seconds)
-    add_fetch_to_server(FetchServicer(FetchOnMiss(store), upstreams, region_sources), service.server)
+    # Cold fetches served from the direct-read server need URLs that reach this very process.
+    serves_fetches = direct_reads is not None and blob.direct_reads.fetches and not blob.direct_reads.public_url
+    add_fetch_to_server(FetchServicer(FetchOnMiss(store, direct_reads if serves_fetches else None), upstreams,
+                                      region_sources), service.server)
     purger: asyncio.Task[None] | None = None
 
     async def ready() -> None:

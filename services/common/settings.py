@@ -237,6 +237,10 @@ class DirectReadSettings(BaseModel):
     secret: SecretStr = SecretStr("")
     # How long a signed URL stays valid.
     url_lifetime_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    # Cold fetches of the pull-through cache are served here too, while they stream in from the
+    # upstream (the bytes then skip gRPC and the gateway). The URL must reach the very process
+    # that fetches, so this only applies without `public_url` (which may front several replicas).
+    fetches: bool = True
     # HTTPS on the direct-read server (PEM chain and key); None: plain HTTP.
     cert_file: Path | None = None
     key_file: Path | None = None

@@ -222,8 +222,13 @@ class Upstream:
                 await response.aclose()
 
     async def _chunks(self, response: Any, remote: str, digest: str) -> AsyncIterator[bytes]:
+        # A body sent as it is stored (no Content-Encoding: every registry serves blobs so) is read
+        # raw: each socket read as it comes (≤ HTTP_READ_BYTES), without httpx's decoder and
+        # re-chunking copies. The blob plane batches small reads before it writes them.
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        reads = response.aiter_raw() if encoding in ("", "identity") else response.aiter_bytes(STREAM_CHUNK_BYTES)
         try:
-            async for chunk in response.aiter_bytes(STREAM_CHUNK_BYTES):
+            async for chunk in reads:
                 self.observer.fetched_bytes(self.name, len(chunk))
                 yield chunk
         except self._httpx.HTTPError as error:

@@ -1,19 +1,25 @@
 """The pull-through cache against a real upstream: CNCF Distribution (`docker-registry`).
 
 One Distribution with its own storage and one `lading serve` whose `[[proxy.upstreams]]` maps the
-local prefix `cache/` onto it. Content is pushed into the upstream over plain HTTP, then pulled
+local prefix `cache/` onto it, through a relay (tests/support/relay.py) that can hold the
+upstream's answers mid-body: a cold fetch stores at the upstream's pace, whether or not its client
+reads (it is served from the blob plane's direct-read server), so only a held upstream is still
+sending when a test kills it. Content is pushed into the upstream over plain HTTP, then pulled
 through Lading (skopeo and raw HTTP); the upstream's access log counts what reached it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -22,6 +28,7 @@ from tests.proxy.helpers import PREFIX, UPSTREAM, proxy_config
 from tests.support import oci
 from tests.support.clients import require_binary
 from tests.support.distribution import Distribution
+from tests.support.holding_relay import HoldingRelay
 from tests.support.stack import Stack, child_env, free_port, lading_command
 
 pytestmark = pytest.mark.clients
@@ -36,7 +43,16 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]
 
 
 @pytest.fixture(scope="module")
-def lading(tmp_path_factory: pytest.TempPathFactory, upstream: Distribution) -> Iterator[Stack]:
+def relay(upstream: Distribution) -> Iterator[HoldingRelay]:
+    forwarder = HoldingRelay(upstream.port).start()
+    try:
+        yield forwarder
+    finally:
+        forwarder.stop()
+
+
+@pytest.fixture(scope="module")
+def lading(tmp_path_factory: pytest.TempPathFactory, relay: HoldingRelay) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("lading-proxy")
     # GC with no review delay, so that the eviction test sees the bytes go; pull events kept in the
     # outbox (an endpoint nobody answers); metrics of both gRPC planes.
@@ -50,7 +66,7 @@ def lading(tmp_path_factory: pytest.TempPathFactory, upstream: Distribution) -> 
     )
     mirror = ('[[proxy.mirrors]]\nupstream = "dist"\nrepositories = ["team/mirrored"]\ntags = "v.*"\n'
               "interval_seconds = 1\n")
-    config = proxy_config(root / "lading.toml", upstream.url, head=head, tail=mirror)
+    config = proxy_config(root / "lading.toml", relay.url, head=head, tail=mirror)
     with Stack(root / "data", env={"LADING_CONFIG_FILE": str(config)}) as stack:
         stack.metrics_ports = ports  # type: ignore[attr-defined]
         yield stack
@@ -226,6 +242,50 @@ def test_bytes_stored_for_a_local_repository_are_not_served_through_the_cache(lo
     assert UPSTREAM in leaked.json()["errors"][0]["message"]
 
 
+def test_a_cold_blob_is_served_by_the_blob_plane_while_it_arrives(
+        up: httpx.Client, lading: Stack, relay: HoldingRelay) -> None:
+    """The gateway redirects a cold GET at once; the blob plane sends what it has stored while
+    the upstream still sends (a body held before its end: the client already has bytes, never
+    more than the blob but its held-back end), then the rest. That the end waits for the digest
+    is what test_a_body_that_does_not_match_its_digest_commits_nothing checks."""
+    layer = oci.Blob(os.urandom(8 * 1024 * 1024))
+    oci.push_blob(up, "team/tail", layer)
+    path = f"/v2/{PREFIX}team/tail/blobs/{layer.digest}"
+    held_back = 64 * 1024  # services/blob/fetch_progress.py HOLD_BYTES
+    # The upstream sends its head and all but the last 1,000 bytes of the body, then is held.
+    relay.hold_after(layer.size - 1000)
+    try:
+        with httpx.Client(base_url=lading.base_url, timeout=30) as client:
+            redirect = client.get(path)
+        # Answered at once by the gateway: to the blob plane's direct-read server, like a warm read.
+        assert redirect.status_code == 307, redirect.text
+        location = urlsplit(redirect.headers["location"])
+        assert location.port != urlsplit(lading.base_url).port
+        with socket.create_connection((location.hostname, location.port), timeout=30) as conn:
+            conn.sendall(f"GET {location.path}?{location.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += conn.recv(65536)
+            head, body = received.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {layer.size}".encode() in head, head
+            deadline = time.monotonic() + 10
+            while not relay.held():
+                assert time.monotonic() < deadline, "the upstream's answer was not held"
+                time.sleep(0.01)
+            conn.settimeout(1.0)
+            with contextlib.suppress(TimeoutError):
+                while data := conn.recv(1024 * 1024):
+                    body += data
+            assert 0 < len(body) <= layer.size - held_back
+            relay.release()
+            conn.settimeout(30)
+            while len(body) < layer.size and (data := conn.recv(1024 * 1024)):
+                body += data
+        assert body == layer.data
+    finally:
+        relay.release()
+
+
 def test_a_body_that_does_not_match_its_digest_commits_nothing(
         up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
     image = oci.image(1, layer_size=256 * 1024)
@@ -249,20 +309,25 @@ def test_a_body_that_does_not_match_its_digest_commits_nothing(
 
 
 def test_upstream_killed_mid_blob_commits_nothing_and_a_retry_succeeds(
-        up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+        up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution, relay: HoldingRelay) -> None:
     layer = oci.Blob(os.urandom(32 * 1024 * 1024))
     image = oci.image(0, extra={"layers": [layer.descriptor()]})
     image = oci.Manifest(image.payload, image.media_type, blobs=(*image.blobs, layer))
     oci.push(up, "team/big", image, "v1")
     received = 0
-    with pytest.raises(httpx.HTTPError):  # noqa: PT012 - the error comes while reading
-        with local.stream("GET", f"/v2/{PREFIX}team/big/blobs/{layer.digest}") as response:
-            assert response.status_code == 200
-            for chunk in response.iter_bytes(64 * 1024):
-                if received == 0:
-                    # The client reads slowly: the upstream is held mid-body; now it dies.
-                    upstream.kill()
-                received += len(chunk)
+    relay.hold_after(4 * 1024 * 1024)  # the upstream is held mid-body
+    try:
+        with pytest.raises(httpx.HTTPError):  # noqa: PT012 - the error comes while reading
+            with local.stream("GET", f"/v2/{PREFIX}team/big/blobs/{layer.digest}") as response:
+                assert response.status_code == 200
+                for chunk in response.iter_bytes(64 * 1024):
+                    if received == 0:
+                        # The client has the first bytes; now the upstream dies mid-body.
+                        upstream.kill()
+                        relay.release()
+                    received += len(chunk)
+    finally:
+        relay.release()
     assert 0 < received < layer.size
     assert layer.digest.split(":", 1)[1] not in stored_blobs(lading)
     upstream.start()
@@ -271,7 +336,7 @@ def test_upstream_killed_mid_blob_commits_nothing_and_a_retry_succeeds(
 
 
 def test_upstream_down_serves_cached_tags_with_a_warning_and_names_it_otherwise(
-        up: httpx.Client, local: httpx.Client, upstream: Distribution) -> None:
+        up: httpx.Client, local: httpx.Client, upstream: Distribution, relay: HoldingRelay) -> None:
     image = oci.image(1)
     oci.push(up, "team/stale", image, "v1")
     assert oci.get_manifest(local, f"{PREFIX}team/stale", "v1").status_code == 200
@@ -284,7 +349,7 @@ def test_upstream_down_serves_cached_tags_with_a_warning_and_names_it_otherwise(
         uncached = oci.get_manifest(local, f"{PREFIX}team/stale", "v2")
         oci.assert_error(uncached, 502, "UNAVAILABLE")
         message = uncached.json()["errors"][0]["message"]
-        assert UPSTREAM in message and upstream.url in message
+        assert UPSTREAM in message and relay.url in message
         blob = local.get(f"/v2/{PREFIX}team/stale/blobs/{oci.sha256(b'never pushed')}")
         oci.assert_error(blob, 502, "UNAVAILABLE")
     finally:
@@ -324,14 +389,15 @@ def test_mirroring_copies_matching_tags_ahead_of_pulls_incrementally(
         upstream.start()
 
 
-def test_status_and_eviction(up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
+def test_status_and_eviction(up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution,
+                            relay: HoldingRelay) -> None:
     image = oci.image(1, layer_size=64 * 1024)
     oci.push(up, "team/evict", image, "v1")
     oci.assert_pulls_back(local, f"{PREFIX}team/evict", "v1", image)
     rows = [json.loads(line) for line in lading_cli(lading, "proxy", "status", "--json").splitlines()]
     assert [row["name"] for row in rows] == [UPSTREAM]
     status = rows[0]
-    assert status["prefix"] == PREFIX and status["url"] == upstream.url
+    assert status["prefix"] == PREFIX and status["url"] == relay.url
     assert int(status["cached_blobs"]) >= len(image.blobs)
     assert int(status["cached_bytes"]) >= sum(blob.size for blob in image.blobs)
     assert int(status["hits"]) > 0 and int(status["misses"]) > 0

@@ -7,17 +7,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FetchBlobRequest(_message.Message):
-    __slots__ = ("digest", "source")
+    __slots__ = ("digest", "source", "allow_redirect")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_REDIRECT_FIELD_NUMBER: _ClassVar[int]
     digest: str
     source: _sources_pb2.BlobSource
-    def __init__(self, digest: _Optional[str] = ..., source: _Optional[_Union[_sources_pb2.BlobSource, _Mapping]] = ...) -> None: ...
+    allow_redirect: bool
+    def __init__(self, digest: _Optional[str] = ..., source: _Optional[_Union[_sources_pb2.BlobSource, _Mapping]] = ..., allow_redirect: _Optional[bool] = ...) -> None: ...
 
 class FetchBlobResponse(_message.Message):
-    __slots__ = ("size", "data")
+    __slots__ = ("size", "data", "redirect_url")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_URL_FIELD_NUMBER: _ClassVar[int]
     size: int
     data: bytes
-    def __init__(self, size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    redirect_url: str
+    def __init__(self, size: _Optional[int] = ..., data: _Optional[bytes] = ..., redirect_url: _Optional[str] = ...) -> None: ...

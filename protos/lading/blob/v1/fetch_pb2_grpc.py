@@ -51,6 +51,16 @@ class FetchServiceServicer:
         a body that does not hash to `digest` ends the stream with UPSTREAM_FAILED (nothing stored),
         as does a source that fails or breaks off. A blob already stored is streamed from storage.
         The caller makes sure only one fetch per blob runs (ProxyService.BeginBlobFetch's lease).
+
+        With `allow_redirect`, a plane that serves reads from its own direct-read server (and
+        serves fetches there: blob.direct_reads.fetches) may answer the first message with `size`
+        and `redirect_url` instead: a signed URL of that server where the client GETs the bytes as
+        they arrive, with the same guarantee (the end is held back until the blob is verified and
+        committed; the connection is cut when the fetch fails). The stream then carries no data and
+        ends once the fetch is over: OK when the blob is verified and committed, with the error
+        otherwise. The fetch runs whether or not a client reads the URL, and is cancelled with this
+        call. A blob already stored gets its ordinary read URL, and the stream ends at once. Only a
+        source that names its size is redirected; otherwise the bytes come in the stream as above.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
