@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 from lading.metadata.v1 import change_acks_pb2 as apb
-from lading.metadata.v1 import change_acks_pb2_grpc
+from lading.metadata.v1 import change_acks_pb2_grpc, changes_pb2_grpc
 from lading.metadata.v1 import changes_pb2 as pb
-from lading.metadata.v1 import changes_pb2_grpc
 from lading.metadata.v1 import repository_changes_pb2 as rpb
 
 from services.metadata.changes.acks import ChangeAcks
