@@ -13,6 +13,10 @@ p50/p90/p99/max of that delay. Needs PostgreSQL (LADING_TEST_DATABASE_URL or --d
 through gateway 1, each immediately followed by pulls through gateway 2 (manifest by the new tag,
 by digest, a blob HEAD; then the moved `latest` tag): it counts stale or missing reads and prints
 the push latency.
+
+Tag and manifest writes wait for every gateway's cache to acknowledge their change
+(services/metadata/changes/acks.py); `--without-acks` turns that wait off
+(`LADING_METADATA__CHANGE_FEED__WAIT_FOR_CACHES=false`) to show what it costs and what it buys.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def measure(urls: tuple[str, str], moves: int) -> list[float]:
+def measure(urls: tuple[str, str], moves: int) -> tuple[list[float], list[float]]:
+    """(delays until gateway 2 serves the move, PUT latencies through gateway 1)."""
     delays: list[float] = []
+    puts: list[float] = []
     with httpx.Client(base_url=urls[0], timeout=30) as one, httpx.Client(base_url=urls[1], timeout=30) as two:
         repo = f"bench/coherence-{uuid.uuid4().hex[:8]}"
         base = image(layers=1)
@@ -48,10 +54,12 @@ def measure(urls: tuple[str, str], moves: int) -> list[float]:
         two.get(f"/v2/{repo}/manifests/latest", headers=headers)
         for n in range(moves):
             moved = OciManifest(render({**base.json, "annotations": {"n": str(n)}}), base.media_type, blobs=base.blobs)
+            put_started = time.perf_counter()
             response = one.put(f"/v2/{repo}/manifests/latest", content=moved.payload,
                                headers={"Content-Type": moved.media_type})
             assert response.status_code == 201, response.text
             start = time.perf_counter()
+            puts.append(start - put_started)
             while True:
                 seen = two.get(f"/v2/{repo}/manifests/latest", headers=headers).headers.get("docker-content-digest")
                 if seen == moved.digest:
@@ -59,7 +67,7 @@ def measure(urls: tuple[str, str], moves: int) -> list[float]:
                 if time.perf_counter() - start > 30:
                     raise SystemExit(f"move {n}: gateway 2 still serves {seen} after 30 s")
             delays.append(time.perf_counter() - start)
-    return delays
+    return delays, puts
 
 
 def read_your_writes(urls: tuple[str, str], pushes: int) -> None:
@@ -99,7 +107,11 @@ def main() -> int:
     parser.add_argument("--moves", type=int, default=1000)
     parser.add_argument("--database-url", default=os.environ.get("LADING_TEST_DATABASE_URL", ""))
     parser.add_argument("--read-your-writes", type=int, default=0, metavar="PUSHES")
+    parser.add_argument("--without-acks", action="store_true",
+                        help="writes do not wait for the gateways' acknowledgements (the behaviour before)")
     args = parser.parse_args()
+    acks_env = {"LADING_METADATA__CHANGE_FEED__WAIT_FOR_CACHES": "false"} if args.without_acks else {}
+    print("writes wait for every gateway cache's acknowledgement:", "no" if args.without_acks else "yes")
     if args.read_your_writes:
         from tests.support.standby import primary_and_standby
 
@@ -107,7 +119,7 @@ def main() -> int:
             pair.primary.psql("CREATE DATABASE lading")
             while "lading" not in pair.standby.psql("SELECT datname FROM pg_database"):
                 time.sleep(0.05)
-            env = {"LADING_METADATA__READ_REPLICA_URL": pair.standby.database_url("lading")}
+            env = {"LADING_METADATA__READ_REPLICA_URL": pair.standby.database_url("lading"), **acks_env}
             with site(Path(root), pair.primary.database_url("lading"), metadata_env=env) as running:
                 read_your_writes(running.gateway_urls, args.read_your_writes)
         return 0
@@ -115,12 +127,15 @@ def main() -> int:
         os.environ["LADING_TEST_DATABASE_URL"] = args.database_url
     provider = PostgresProvider()
     with tempfile.TemporaryDirectory(prefix="lading-coherence-") as root, provider.database() as url, \
-            site(Path(root), url) as running:
-        delays = measure(running.gateway_urls, args.moves)
+            site(Path(root), url, metadata_env=acks_env) as running:
+        delays, puts = measure(running.gateway_urls, args.moves)
     ms = [d * 1000 for d in delays]
     print(f"coherence over {len(ms)} tag moves (gateway 1 PUT 201 -> gateway 2 serves the new digest):")
     print(f"  p50 {statistics.median(ms):.1f} ms  p90 {_percentile(ms, 0.9):.1f} ms  "
           f"p99 {_percentile(ms, 0.99):.1f} ms  max {max(ms):.1f} ms")
+    put_ms = [p * 1000 for p in puts]
+    print(f"  tag move PUT through gateway 1: p50 {statistics.median(put_ms):.1f} ms  "
+          f"p99 {_percentile(put_ms, 0.99):.1f} ms")
     return 0
 
 

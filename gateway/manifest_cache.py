@@ -9,8 +9,11 @@ Correctness (the contract the TTL and the change feed buy):
 - A reference by digest names immutable bytes, and a tag moves; but both can be deleted, and
   another gateway replica does not tell this one directly. The metadata plane's change feed does
   (gateway/cache_feed.py): every tag pushed, moved or deleted, manifest or repository deleted,
-  drops the repository's entries here as soon as the change arrives. While that feed is live
-  (`coherent()` answers True) entries live `coherent_ttl_seconds`; while it is down, at most
+  drops the repository's entries here as soon as the change arrives, and a write through another
+  gateway answers only once this one acknowledged the change or lost its lease
+  (services/metadata/changes/acks.py). While the feed is live and the lease valid (`coherent()`
+  answers True) entries live `coherent_ttl_seconds`, and are served only while `coherent()` still
+  answers True (a lookup that finds it False drops everything); otherwise, at most
   `ttl_seconds` (default 1 s) from the moment the metadata plane answered — the old bound: a
   manifest deleted, or a tag moved, through ANOTHER replica is served by this one for at most
   `ttl_seconds` afterwards. When the feed goes down, or starts over, everything is dropped.
@@ -52,6 +55,8 @@ class CachedManifest:
     size: int
     payload: bytes | None  # None: only HEAD asked so far
     expires_at: float
+    # Kept for the coherent lifetime: served only while `coherent()` still says so.
+    coherent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,7 @@ class CachedTagPage:
     tags: tuple[str, ...]
     has_more: bool
     expires_at: float
+    coherent: bool = False
 
 
 def _tag_page_reference(limit: int, last: str) -> str:
@@ -120,6 +126,11 @@ class ManifestCache:
         if entry.expires_at <= self._clock():
             self._drop(key)
             return None
+        if entry.coherent and not self.coherent():
+            # Coherence lost (feed down, lease ran out): nothing kept for the coherent lifetime
+            # may be served, whether or not the feed's or lease's own handler ran yet.
+            self.clear()
+            return None
         self._entries.move_to_end(key)
         return entry
 
@@ -127,32 +138,35 @@ class ManifestCache:
         """Take one before asking the metadata plane; hand it to `put`/`put_tag_page`."""
         return self._epoch
 
-    def _expiry(self, repository: str, ticket: int | None) -> float | None:
-        """When an answer got with `ticket` expires, or None when it must not be kept."""
+    def _expiry(self, repository: str, ticket: int | None) -> tuple[float, bool] | None:
+        """When an answer got with `ticket` expires and whether it was kept as coherent, or None
+        when it must not be kept."""
         if not self.enabled:
             return None
         if ticket is not None and (ticket < self._floor or self._dropped.get(repository, -1) > ticket):
             return None
-        return self._clock() + (self.coherent_ttl_seconds if self.coherent() else self.ttl_seconds)
+        if self.coherent():
+            return self._clock() + self.coherent_ttl_seconds, True
+        return self._clock() + self.ttl_seconds, False
 
     def put(self, repository: str, reference: str, *, digest: str, media_type: str, size: int,
             payload: bytes | None, ticket: int | None = None) -> None:
         """Keeps what the metadata plane just answered (see `_expiry` for how long)."""
         if payload is not None and len(payload) > self.max_entry_bytes:
             return
-        expires_at = self._expiry(repository, ticket)
-        if expires_at is None:
+        expiry = self._expiry(repository, ticket)
+        if expiry is None:
             return
-        entry = CachedManifest(digest, media_type, size, payload, expires_at)
+        entry = CachedManifest(digest, media_type, size, payload, *expiry)
         self._keep(repository, reference, entry)
 
     def put_tag_page(self, repository: str, limit: int, last: str, tags: list[str], has_more: bool,
                      ticket: int | None = None) -> None:
         """Keeps a `tags/list` page the metadata plane just answered."""
-        expires_at = self._expiry(repository, ticket)
-        if expires_at is None:
+        expiry = self._expiry(repository, ticket)
+        if expiry is None:
             return
-        entry = CachedTagPage(tuple(tags), has_more, expires_at)
+        entry = CachedTagPage(tuple(tags), has_more, *expiry)
         if _cost(entry) <= self.max_entry_bytes:
             self._keep(repository, _tag_page_reference(limit, last), entry)
 

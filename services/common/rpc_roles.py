@@ -71,6 +71,10 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         # The gateways' revocation feed and cache feed, and `GET /lading/v1/watch`.
         "WatchChanges": GATEWAY_ONLY,
     },
+    "lading.metadata.v1.ChangeAckService": {
+        # The gateways' caches acknowledge what they applied (read-your-writes through every cache).
+        "AcknowledgeChanges": GATEWAY_ONLY,
+    },
     "lading.metadata.v1.AdminService": {
         "GcPlan": OPERATOR_ONLY,
         "GcSweepMetadata": OPERATOR_ONLY,

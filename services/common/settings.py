@@ -292,6 +292,19 @@ class ChangeFeedSettings(BaseModel):
     retention_seconds: float = Field(default=2 * 86400.0, ge=86400.0 + 300)
     # Seconds between deletions of expired changes.
     prune_interval_seconds: float = Field(default=600.0, gt=0)
+    # Read-your-writes through every gateway's manifest cache (issue 15; changes/acks.py): a tag
+    # or manifest write answers only once every gateway that holds a coherence lease has
+    # acknowledged that it applied the write's change. A gateway that has not acknowledged within
+    # `ack_wait_seconds` gets no more lease renewals until it has, and the write answers once its
+    # lease ran out (at most `lease_seconds` later): a write waits at most
+    # `ack_wait_seconds + lease_seconds`; a gateway that died stalls writes at most `lease_seconds`
+    # after its last acknowledgement, once. A gateway without a lease serves its cache with the
+    # short TTL (`gateway.manifest_cache_ttl_seconds`). False: writes do not wait (a read through
+    # another gateway right after a write may see the previous tag for a few milliseconds).
+    wait_for_caches: bool = True
+    ack_wait_seconds: float = Field(default=0.5, ge=0)
+    # Gateways renew their lease at least four times per lease (and with every change applied).
+    lease_seconds: float = Field(default=1.0, gt=0, le=60)
 
 
 class ReadYourWritesSettings(BaseModel):

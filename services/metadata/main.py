@@ -27,7 +27,7 @@ from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_tracing
 from services.common.tls import TlsConfigError
 from services.metadata.accounts.main import bootstrap_admin, build_account_servicer
-from services.metadata.changes.wiring import CHANGE_SERVICE_NAME, build_changes
+from services.metadata.changes.wiring import CHANGE_ACK_SERVICE_NAME, CHANGE_SERVICE_NAME, build_changes
 from services.metadata.console.wiring import CONSOLE_SERVICE_NAME, build_console
 from services.metadata.console.wiring import add_to_server as add_console_to_server
 from services.metadata.core import MetadataCore, MetadataLimits
@@ -122,7 +122,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         service = GrpcService(
             listen=config.listen,
             service_names=[SERVICE_NAME, ACCOUNT_SERVICE_NAME, ADMIN_SERVICE_NAME, EVENTS_SERVICE_NAME,
-                           CHANGE_SERVICE_NAME, CONSOLE_SERVICE_NAME, PROXY_SERVICE_NAME, REGION_SERVICE_NAME,
+                           CHANGE_SERVICE_NAME, CHANGE_ACK_SERVICE_NAME, CONSOLE_SERVICE_NAME, PROXY_SERVICE_NAME, REGION_SERVICE_NAME,
                            POLICY_SERVICE_NAME, REPLICATION_SERVICE_NAME, REGION_FETCH_SERVICE_NAME],
             grace_seconds=config.shutdown_grace_seconds,
             access=settings.grpc_access,
@@ -145,8 +145,10 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         if audit is not None and events.outbox.enabled:
             audit.events = events.outbox
         database.access.use_replay(replay)
-        changes = build_changes(database, config.change_feed, replay)
+        changes = build_changes(database, config.change_feed, replay, read_only=replica_region)
         kicks.append(changes.hub.kick)
+        if metrics is not None:
+            changes.acks.register(metrics)
         # Fetch on miss between regions (services/metadata/region_fetch.py): its counters show in
         # `lading region status`.
         region_fetch = RegionFetchServicer(

@@ -119,6 +119,23 @@ def test_entries_live_the_coherent_ttl_only_while_the_feed_is_live() -> None:
     assert cache.get("library/a", "v1", need_payload=True) is None
 
 
+def test_entries_kept_as_coherent_are_not_served_once_coherence_is_lost() -> None:
+    # The lease on the change feed's acknowledgements ran out (or the feed went quiet) and nothing
+    # has dropped the cache yet: what was kept for the coherent lifetime must not be served.
+    clock = FakeClock(100.0)
+    coherent = [True]
+    cache = ManifestCache(ttl_seconds=1.0, coherent_ttl_seconds=30.0, coherent=lambda: coherent[0], clock=clock)
+    _put(cache, "library/a", "latest")
+    clock.now += 0.5
+    assert cache.get("library/a", "latest", need_payload=True) is not None
+    coherent[0] = False
+    assert cache.get("library/a", "latest", need_payload=True) is None
+    _put(cache, "library/a", "latest")  # asked again: kept for the short TTL only
+    assert cache.get("library/a", "latest", need_payload=True) is not None
+    clock.now += 1.0
+    assert cache.get("library/a", "latest", need_payload=True) is None
+
+
 def test_an_answer_asked_for_before_an_invalidation_is_not_kept() -> None:
     cache = ManifestCache(clock=FakeClock(100.0), coherent=lambda: True, coherent_ttl_seconds=30.0)
     ticket = cache.ticket()  # a GET asks the metadata plane ...

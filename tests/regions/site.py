@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.slowlink import SlowLink
 from tests.support.stack import (
     LadingProcess,
     free_port,
@@ -33,12 +34,16 @@ class Site:
     gateway_urls: tuple[str, str]
     processes: dict[str, LadingProcess]
     metrics_urls: tuple[str, str]
+    # With `slow_link_b`: the proxy between gateway 2 and metadata B (set its `delay`).
+    link_b: SlowLink | None = None
 
 
 @contextlib.contextmanager
 def site(root: Path, database_url: str, *, metadata_env: Mapping[str, str] | None = None,
          metadata_a_env: Mapping[str, str] | None = None,
-         gateway_env: Mapping[str, str] | None = None) -> Iterator[Site]:
+         gateway_env: Mapping[str, str] | None = None, slow_link_b: bool = False) -> Iterator[Site]:
+    """`slow_link_b`: gateway 2 reaches metadata B through a `SlowLink` (Site.link_b), which can
+    make it hear of changes late."""
     run = root / "run"
     run.mkdir(parents=True, exist_ok=True)
     logs = root / "logs"
@@ -46,6 +51,8 @@ def site(root: Path, database_url: str, *, metadata_env: Mapping[str, str] | Non
     blob_socket = run / "b.sock"
     ports = (free_port(), free_port())
     metrics_ports = (free_port(), free_port())
+    link_b = SlowLink(run / "mb-slow.sock", sockets["b"]) if slow_link_b else None
+    targets = (sockets["a"], link_b.listen if link_b is not None else sockets["b"])
     metadata = [
         LadingProcess(f"metadata-{name}", lading_command("metadata"), log_dir=logs, cwd=root, env={
             "LADING_METADATA__LISTEN": f"unix://{socket}",
@@ -73,10 +80,13 @@ def site(root: Path, database_url: str, *, metadata_env: Mapping[str, str] | Non
             "LADING_OBSERVABILITY__GATEWAY_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
             **(gateway_env or {}),
         })
-        for i, (port, socket, metrics_port) in enumerate(zip(ports, sockets.values(), metrics_ports, strict=True))
+        for i, (port, socket, metrics_port) in enumerate(zip(ports, targets, metrics_ports, strict=True))
     ]
     # Replica A first: it migrates the new database before B looks at it.
-    with running(metadata[0]):
+    with contextlib.ExitStack() as stack:
+        if link_b is not None:
+            stack.enter_context(link_b)
+        stack.enter_context(running(metadata[0]))
         wait_until_path_exists(sockets["a"], metadata[0])
         with running(metadata[1], blob, *gateways):
             wait_until_path_exists(sockets["b"], metadata[1])
@@ -88,4 +98,5 @@ def site(root: Path, database_url: str, *, metadata_env: Mapping[str, str] | Non
                 gateway_urls=urls,  # type: ignore[arg-type]
                 processes={p.name: p for p in (*metadata, blob, *gateways)},
                 metrics_urls=tuple(f"http://127.0.0.1:{p}/metrics" for p in metrics_ports),  # type: ignore[arg-type]
+                link_b=link_b,
             )

@@ -8,7 +8,9 @@ position (`ChangeLog.head`), whatever the number of subscribed gateways:
 - a poll every `change_feed.poll_seconds`, the safety net when LISTEN is down or the database is
   SQLite written by another process.
 Each WatchChanges stream waits on the hub (`wait_beyond`) and reads the new rows itself.
-The hub also deletes expired changes every `prune_interval_seconds`.
+The hub also deletes expired changes every `prune_interval_seconds` (and subscribers gone long
+ago), and its LISTEN connection also hears `NOTIFY lading_change_acks`, which wakes the writes
+waiting for the gateways' acknowledgements (changes/acks.py).
 
 With a hot standby as the read replica (store/replay.py) the hub tells the streams of a new change
 only once the standby has replayed it (bounded by `read_your_writes.wait_seconds`): a gateway that
@@ -25,6 +27,7 @@ from typing import Any
 from sqlalchemy import text
 
 from services.common.settings import ChangeFeedSettings
+from services.metadata.changes.acks import ACK_NOTIFY_CHANNEL, ChangeAcks
 from services.metadata.changes.log import NOTIFY_CHANNEL, ChangeLog
 from services.metadata.store.access import Kind
 from services.metadata.store.engine import Database
@@ -40,8 +43,10 @@ _LISTEN_RETRY_SECONDS = 2.0
 
 class ChangeHub:
     def __init__(self, database: Database, changes: ChangeLog, settings: ChangeFeedSettings,
-                 replay: ReplayGate | None = None) -> None:
+                 replay: ReplayGate | None = None, *, acks: ChangeAcks | None = None) -> None:
         self._db = database
+        # Woken by `NOTIFY lading_change_acks` on the same LISTEN connection (changes/acks.py).
+        self._acks = acks
         self._replay = replay if replay is not None and replay.enabled else None
         self._log = changes
         self._settings = settings
@@ -118,6 +123,8 @@ class ChangeHub:
                 deleted = await self._log.prune(self._settings.retention_seconds)
                 if deleted:
                     log.info("deleted %d changes older than %.0f s", deleted, self._settings.retention_seconds)
+                if self._acks is not None:
+                    await self._acks.forget_gone()
             except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; retried later
                 log.warning("could not prune the change feed: %s", exc)
             await asyncio.sleep(self._settings.prune_interval_seconds)
@@ -154,6 +161,10 @@ class ChangeHub:
         def on_notify(*_args: Any) -> None:
             self.kick()
 
+        def on_ack(*_args: Any) -> None:
+            if self._acks is not None:
+                self._acks.wake()
+
         def on_terminated(*_args: Any) -> None:
             lost.set()
 
@@ -161,6 +172,7 @@ class ChangeHub:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
             await driver.add_listener(NOTIFY_CHANNEL, on_notify)
+            await driver.add_listener(ACK_NOTIFY_CHANNEL, on_ack)
             driver.add_termination_listener(on_terminated)
             self.listening = True
             # A change committed between our head read and the LISTEN would otherwise wait for a poll.
@@ -176,4 +188,5 @@ class ChangeHub:
                 with contextlib.suppress(Exception):
                     driver.remove_termination_listener(on_terminated)
                     await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
+                    await driver.remove_listener(ACK_NOTIFY_CHANNEL, on_ack)
         raise ConnectionError("the LISTEN connection was closed")

@@ -81,15 +81,17 @@ class ChangeLog:
         if self._db.dialect == "postgresql":
             await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
-    def append_sync(self, conn: Connection, kind: str, subject: str, body: Mapping[str, Any]) -> None:
+    def append_sync(self, conn: Connection, kind: str, subject: str, body: Mapping[str, Any]) -> int:
         """`append` for the store's synchronous write bodies (store/writes.py). Call it as the
         transaction's last statement: on PostgreSQL the append lock is then held only from here
-        to the commit, so manifest pushes serialise on nothing but their commit."""
+        to the commit, so manifest pushes serialise on nothing but their commit. Returns the
+        change's position."""
         if self._db.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
-        conn.execute(self._row(kind, subject, body))
+        position = conn.execute(self._row(kind, subject, body)).inserted_primary_key[0]
         if self._db.dialect == "postgresql":
             conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        return int(position)
 
     @staticmethod
     def _row(kind: str, subject: str, body: Mapping[str, Any]) -> Any:

@@ -10,12 +10,17 @@ What is recorded is what a cache of manifests, tags and tag lists must forget, a
 following a repository wants to know: a tag pushed (new) or moved (with the digest it left), a
 tag deleted, a manifest deleted (with the tags that went with it), a repository deleted. A push
 that leaves a tag where it was records nothing.
+
+Each method returns the change's position (None: nothing recorded); after the commit the store
+calls `settled(position)` before it answers, which waits for the gateways' caches to acknowledge
+the change (changes/acks.py: read-your-writes through every gateway).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from services.metadata.changes.acks import ChangeAcks
 from services.metadata.changes.log import ChangeLog
 
 REPOSITORY_KIND = "repository"
@@ -28,29 +33,36 @@ REPOSITORY_DELETED = "repository_deleted"
 
 
 class RepositoryChanges:
-    def __init__(self, changes: ChangeLog) -> None:
+    def __init__(self, changes: ChangeLog, acks: ChangeAcks | None = None) -> None:
         self._log = changes
+        self._acks = acks
 
     def committed(self) -> None:
         self._log.committed()
 
-    def _append(self, conn: Connection, repository: str, what: str, **fields: object) -> None:
-        self._log.append_sync(conn, REPOSITORY_KIND, repository, {"repository": repository, "kind": what, **fields})
+    async def settled(self, position: int | None) -> None:
+        """Returns once every gateway cache holding a lease has applied the change at `position`
+        (bounded: changes/acks.py). Call after `committed()`, before answering the write."""
+        if self._acks is not None and position:
+            await self._acks.settle(position)
 
-    def tag_set(self, conn: Connection, repository: str, tag: str, digest: str, previous: str | None) -> None:
+    def _append(self, conn: Connection, repository: str, what: str, **fields: object) -> int:
+        return self._log.append_sync(conn, REPOSITORY_KIND, repository,
+                                     {"repository": repository, "kind": what, **fields})
+
+    def tag_set(self, conn: Connection, repository: str, tag: str, digest: str, previous: str | None) -> int | None:
         """`tag` now names `digest`; it named `previous` before (None: it did not exist)."""
         if previous == digest:
-            return
+            return None
         if previous is None:
-            self._append(conn, repository, TAG_PUSHED, tag=tag, digest=digest)
-        else:
-            self._append(conn, repository, TAG_MOVED, tag=tag, digest=digest, previous_digest=previous)
+            return self._append(conn, repository, TAG_PUSHED, tag=tag, digest=digest)
+        return self._append(conn, repository, TAG_MOVED, tag=tag, digest=digest, previous_digest=previous)
 
-    def tag_deleted(self, conn: Connection, repository: str, tag: str, digest: str) -> None:
-        self._append(conn, repository, TAG_DELETED, tag=tag, digest=digest)
+    def tag_deleted(self, conn: Connection, repository: str, tag: str, digest: str) -> int:
+        return self._append(conn, repository, TAG_DELETED, tag=tag, digest=digest)
 
-    def manifest_deleted(self, conn: Connection, repository: str, digest: str, tags: list[str]) -> None:
-        self._append(conn, repository, MANIFEST_DELETED, digest=digest, tags=tags)
+    def manifest_deleted(self, conn: Connection, repository: str, digest: str, tags: list[str]) -> int:
+        return self._append(conn, repository, MANIFEST_DELETED, digest=digest, tags=tags)
 
-    def repository_deleted(self, conn: Connection, repository: str) -> None:
-        self._append(conn, repository, REPOSITORY_DELETED)
+    def repository_deleted(self, conn: Connection, repository: str) -> int:
+        return self._append(conn, repository, REPOSITORY_DELETED)

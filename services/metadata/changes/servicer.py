@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from lading.metadata.v1 import change_acks_pb2 as apb
+from lading.metadata.v1 import change_acks_pb2_grpc, changes_pb2_grpc
 from lading.metadata.v1 import changes_pb2 as pb
-from lading.metadata.v1 import changes_pb2_grpc
 from lading.metadata.v1 import repository_changes_pb2 as rpb
 
+from services.metadata.changes.acks import ChangeAcks
 from services.metadata.changes.hub import ChangeHub
 from services.metadata.changes.log import ChangeLog, StoredChange
 from services.metadata.changes.repositories import REPOSITORY_KIND
@@ -112,3 +114,17 @@ class ChangeServicer(changes_pb2_grpc.ChangeServiceServicer):
                 if self._hub.closed:
                     return
                 yield pb.WatchChangesResponse(position=position, caught_up=True)
+
+
+class ChangeAckServicer(change_acks_pb2_grpc.ChangeAckServiceServicer):
+    """Acknowledgements of the feed by the gateways' caches (changes/acks.py)."""
+
+    def __init__(self, acks: ChangeAcks) -> None:
+        self._acks = acks
+
+    async def AcknowledgeChanges(self, request: apb.AcknowledgeChangesRequest, context: grpc.aio.ServicerContext
+                                 ) -> apb.AcknowledgeChangesResponse:
+        if not request.subscriber:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "subscriber is required")
+        grant = await self._acks.acknowledge(request.subscriber[:128], request.position, leaving=request.leaving)
+        return apb.AcknowledgeChangesResponse(lease_ms=int(grant.lease_seconds * 1000), epoch=grant.epoch)

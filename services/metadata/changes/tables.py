@@ -27,3 +27,21 @@ changes = Table(
     Index(None, "created_at"),
     sqlite_autoincrement=True,
 )
+
+# Gateways (one row per process that follows the feed for a cache) and how far they applied it
+# (created by migration 0011; changes/acks.py). Used on PostgreSQL, where every metadata replica
+# must see every gateway's acknowledgements; with SQLite the one metadata process keeps them in
+# memory and the table stays empty.
+change_subscribers = Table(
+    "change_subscribers",
+    metadata,
+    Column("subscriber", String(128), primary_key=True),
+    # Every change up to this position has been applied by the subscriber.
+    Column("acked", BigInteger, nullable=False),
+    # A write that stopped waiting for the subscriber: no lease renewal until `acked` reaches it (0: none).
+    Column("fence", BigInteger, nullable=False),
+    # The subscriber may serve its coherent entries until then (the database's clock).
+    Column("lease_until", DateTime(timezone=True), nullable=False),
+    # Grows each time the subscriber is renewed after its lease had run out (it must drop its cache).
+    Column("epoch", BigInteger, nullable=False),
+)

@@ -313,7 +313,7 @@ class SqlMetadataStore:
         return await self._write(work, repository)
 
     async def put_manifest(self, repository: str, manifest: NewManifest, tag: str | None) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> int | None:
             repository_id = self._find_repository(conn, repository)
             missing_blobs = [] if manifest.from_upstream else list(manifest.blob_digests)
             missing_manifests = [] if manifest.from_upstream else list(manifest.manifest_digests)
@@ -352,11 +352,14 @@ class SqlMetadataStore:
                 self._events.manifest_pushed(conn, repository, manifest.digest, manifest.media_type,
                                                    len(manifest.payload), tag)
             if tag is not None and self._changes is not None:
-                self._changes.tag_set(conn, repository, tag, manifest.digest, previous)
+                return self._changes.tag_set(conn, repository, tag, manifest.digest, previous)
+            return None
 
-        await self._write(work, repository)
+        position = await self._write(work, repository)
         if tag is not None and self._changes is not None:
             self._changes.committed()
+            # Every gateway's cache has dropped the tag's old digest before the push answers.
+            await self._changes.settled(position)
 
     def _store_manifest(self, conn: Connection, repository_id: int, manifest: NewManifest,
                         now: datetime, pusher: str | None = None) -> int:
@@ -405,7 +408,7 @@ class SqlMetadataStore:
         )
 
     async def restore_tag(self, repository: str, tag: str, digest: str) -> bool:
-        def work(conn: Connection) -> bool:
+        def work(conn: Connection) -> tuple[bool, int | None]:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
@@ -417,14 +420,23 @@ class SqlMetadataStore:
                     "after the history window, or never pushed there); push it again to restore the tag",
                     {"name": repository, "reference": digest},
                 )
+            previous = None if self._changes is None else conn.execute(
+                self._tag_digest, {"repository_id": repository_id, "tag": tag}).scalar()
             moved = self._tags.move(conn, repository_id=repository_id, repository=repository, tag=tag,
                                     manifest_id=int(found[0]), digest=digest,
                                     pusher=event_context.current().actor or None, action="restore")
             if moved and self._events is not None:
                 self._events.manifest_pushed(conn, repository, digest, found[1], int(found[2]), tag)
-            return moved
+            # On the feed like a push: the gateways' caches must drop the tag's old digest too.
+            position = self._changes.tag_set(conn, repository, tag, digest, previous) \
+                if moved and self._changes is not None else None
+            return moved, position
 
-        return await self._write(work)
+        moved, position = await self._write(work, repository)
+        if position is not None and self._changes is not None:
+            self._changes.committed()
+            await self._changes.settled(position)
+        return moved
 
     async def get_manifest(
         self, repository: str, *, tag: str | None = None, digest: str | None = None, with_payload: bool = True
@@ -446,7 +458,7 @@ class SqlMetadataStore:
         )
 
     async def delete_manifest(self, repository: str, digest: str) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> int | None:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
@@ -464,14 +476,16 @@ class SqlMetadataStore:
             if self._events is not None:
                 self._events.manifest_deleted(conn, repository, digest)
             if self._changes is not None:
-                self._changes.manifest_deleted(conn, repository, digest, gone_tags)
+                return self._changes.manifest_deleted(conn, repository, digest, gone_tags)
+            return None
 
-        await self._write(work, repository)
+        position = await self._write(work, repository)
         if self._changes is not None:
             self._changes.committed()
+            await self._changes.settled(position)
 
     async def delete_tag(self, repository: str, tag: str) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> int | None:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
@@ -484,11 +498,13 @@ class SqlMetadataStore:
             if self._events is not None:
                 self._events.tag_deleted(conn, repository, tag)
             if self._changes is not None:
-                self._changes.tag_deleted(conn, repository, tag, named or "")
+                return self._changes.tag_deleted(conn, repository, tag, named or "")
+            return None
 
-        await self._write(work, repository)
+        position = await self._write(work, repository)
         if self._changes is not None:
             self._changes.committed()
+            await self._changes.settled(position)
 
     async def list_tags(self, repository: str, *, last: str, limit: int) -> Page[str]:
         rows = await self._read_all(self._list_tags, {"repository": repository, "last": last, "limit": limit + 1})
