@@ -209,7 +209,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
                                 events=events.servicer, on_change=events.worker.wake)
         add_console_to_server(console, service.server)
         policies = build_policies(settings, database, core, gc=gc.gc, events=events.outbox,
-                                  read_blob=blob_reader(gc.channel) if gc.channel is not None else None)
+                                  read_blob=blob_reader(gc.channel) if gc.channel is not None else None,
+                                  changes=changes.repositories)
         policies.add_to_server(service.server)
         gc.admin.after_run = policies.store.recount_quotas  # GC corrects the quota counts
         if gc.loop is not None and policies.retention is not None and not replica_region:

@@ -100,10 +100,12 @@ def test_retention_plan_and_run(stack: Stack, client: httpx.Client, policies: Po
 def test_the_gc_loop_applies_retention(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """With the GC loop on (gc.interval_seconds), retention runs before each collection: tags a
     policy does not keep go away without anyone asking for a run, and the collection that follows
-    reclaims what only they kept (here the untagged manifests, with delete_untagged_manifests)."""
+    reclaims what only they kept (here the untagged manifests, with delete_untagged_manifests).
+    The gateway's manifest cache is on (entries live 30 s while its change feed is up): the polls
+    below cache the tags' 200s, so they only see the 404s because retention's and GC's deletes
+    are on the change feed."""
     with gc_stack("sqlite", request, tmp_path, LADING_GC__INTERVAL_SECONDS="0.3",
-                  LADING_GC__DELETE_UNTAGGED_MANIFESTS="true",
-                  LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS="0") as loop_stack, \
+                  LADING_GC__DELETE_UNTAGGED_MANIFESTS="true") as loop_stack, \
             httpx.Client(base_url=loop_stack.base_url, timeout=30) as http:
         repo = "loop-ret/app"
         images = [oci.image(1, layer_size=200) for _ in range(3)]
@@ -127,6 +129,35 @@ def test_the_gc_loop_applies_retention(request: pytest.FixtureRequest, tmp_path:
                 if oci.get_manifest(http, repo, images[0].digest).status_code == 404:
                     break
                 time.sleep(0.05)
+            assert oci.get_manifest(http, repo, images[0].digest).status_code == 404
+        finally:
+            helper.close()
+
+
+def test_a_run_answers_after_the_gateway_cache_dropped_what_it_deleted(request: pytest.FixtureRequest,
+                                                                        tmp_path: Path) -> None:
+    """Retention's deletes are on the change feed, and a run answers only once the gateway's
+    manifest cache (on: entries live 30 s while the feed is up) has dropped them: a tag it
+    deleted answers 404 right after the run, not the cached 200 (as any other delete)."""
+    with gc_stack("sqlite", request, tmp_path) as cached_stack, \
+            httpx.Client(base_url=cached_stack.base_url, timeout=30) as http:
+        repo = "ret-cache/app"
+        images = [oci.image(1, layer_size=200) for _ in range(2)]
+        for number, image in enumerate(images):
+            assert oci.push(http, repo, image, f"c{number}").status_code == 201
+        for number, image in enumerate(images):  # now in the gateway's cache
+            assert oci.get_manifest(http, repo, f"c{number}").content == image.payload
+            assert oci.get_manifest(http, repo, image.digest).status_code == 200
+        helper = Policies(cached_stack)
+        try:
+            _policy(helper, name="newest", repository_pattern="ret-cache/*", keep_last=1, untagged_after_seconds=1)
+            ran = helper.stub.RunRetention(helper.pb.RunRetentionRequest(context=helper.context()), timeout=60)
+            assert (ran.tags_deleted, ran.skipped) == (1, 0)
+            assert oci.get_manifest(http, repo, "c0").status_code == 404
+            assert oci.get_manifest(http, repo, "c1").content == images[1].payload
+            time.sleep(1.2)  # c0's manifest has been untagged longer than untagged_after_seconds
+            ran = helper.stub.RunRetention(helper.pb.RunRetentionRequest(context=helper.context()), timeout=60)
+            assert ran.manifests_deleted == 1
             assert oci.get_manifest(http, repo, images[0].digest).status_code == 404
         finally:
             helper.close()

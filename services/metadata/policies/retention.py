@@ -45,6 +45,7 @@ from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.schema import manifest_references, manifests, repositories, tags
 
 if TYPE_CHECKING:
+    from services.metadata.changes.repositories import RepositoryChanges
     from services.metadata.events.outbox import EventOutbox
     from services.metadata.gc.store import GcStore
     from services.metadata.policies.store import PolicyStore
@@ -105,8 +106,11 @@ def _aware(moment: datetime) -> datetime:
 
 
 class Retention:
-    def __init__(self, store: PolicyStore, gc: GcStore | None, events: EventOutbox | None) -> None:
+    def __init__(self, store: PolicyStore, gc: GcStore | None, events: EventOutbox | None,
+                 changes: RepositoryChanges | None = None) -> None:
         self._store = store
+        # The change feed: gateway caches drop what retention deleted, as for any other delete.
+        self._changes = changes
         self._db = store.database
         self._gc = gc
         self._events = events if events is not None and events.enabled else None
@@ -224,48 +228,71 @@ class Retention:
         plan = await self.plan()
         result = RetentionResult()
         request = internal_request(RETENTION_ACTOR)
+        last_change: int | None = None  # the change feed's position of the last deletion
         for item in plan.tags:
             if self._gc is not None:  # the manifest it leaves is held for GC's review delay, as for any tag delete
                 await self._gc.holds_for_tag(item.repository, item.tag)
             try:
-                done = await self._store.write(lambda conn, item=item: self._delete_tag(conn, item, request))
+                position = await self._store.write(lambda conn, item=item: self._delete_tag(conn, item, request))
             except RegistryError as error:  # an immutable rule appeared meanwhile, ...
                 log.info("retention kept %s:%s: %s", item.repository, item.tag, error.message)
-                done = False
+                position = None
+            done = position is not None
             result.tags_deleted += done
             result.skipped += not done
+            last_change = self._committed(position, last_change)
         for item in plan.manifests:
             if self._gc is not None:
                 await self._gc.holds_for_manifest(item.repository, item.digest)
-            done = await self._store.write(lambda conn, item=item: self._delete_manifest(conn, item, request))
+            position = await self._store.write(lambda conn, item=item: self._delete_manifest(conn, item, request))
+            done = position is not None
             result.manifests_deleted += done
             result.skipped += not done
+            last_change = self._committed(position, last_change)
+        if self._changes is not None:  # gateway caches dropped what was deleted before the run answers
+            await self._changes.settled(last_change)
         return plan, result
 
-    def _delete_tag(self, conn: Connection, item: PlannedTag, request: Any) -> bool:
+    def _committed(self, position: int | None, last: int | None) -> int | None:
+        """After a deletion's commit: wake the change feed; the newest position so far."""
+        if position is None or self._changes is None:
+            return last
+        self._changes.committed()
+        return max(position, last or 0) or last
+
+    def _delete_tag(self, conn: Connection, item: PlannedTag, request: Any) -> int | None:
+        """Deletes the planned tag if it still points where planned: its change feed position (0
+        without a feed), None when it was kept."""
         t = tags
         key = and_(t.c.repository_id == item.repository_id, t.c.name == item.tag)
         current = conn.execute(select(t.c.manifest_id).where(key).with_for_update()).scalar()
         if current is None or int(current) != item.manifest_id:
-            return False  # deleted or moved since the plan: a new push is the newest, keep it
+            return None  # deleted or moved since the plan: a new push is the newest, keep it
         self._tags.deleting_tag(conn, repository_id=item.repository_id, repository=item.repository, tag=item.tag,
                                 request=request)
         conn.execute(delete(t).where(key))
         if self._events is not None:
             self._events.tag_deleted(conn, item.repository, item.tag, request)
+        position = 0
+        if self._changes is not None:
+            position = self._changes.tag_deleted(conn, item.repository, item.tag, item.digest)
         audit.record(conn, "tag.delete", f"repository={item.repository} tag={item.tag}", repository=item.repository,
                      detail=f"retention policy {item.policy!r}; it pointed at {item.digest}", request=request)
-        return True
+        return position
 
-    def _delete_manifest(self, conn: Connection, item: PlannedManifest, request: Any) -> bool:
+    def _delete_manifest(self, conn: Connection, item: PlannedManifest, request: Any) -> int | None:
+        """Deletes the planned manifest if the rule still holds: as `_delete_tag`."""
         m = manifests
         if conn.execute(select(m.c.id).where(m.c.id == item.manifest_id).with_for_update()).first() is None:
-            return False
+            return None
         if conn.execute(select(m.c.id).where(self._deletable), {"manifest_id": item.manifest_id}).first() is None:
-            return False  # tagged, listed by an index, or its subject came back since the plan
+            return None  # tagged, listed by an index, or its subject came back since the plan
         conn.execute(delete(m).where(m.c.id == item.manifest_id))
         if self._events is not None:
             self._events.manifest_deleted(conn, item.repository, item.digest, request)
+        position = 0
+        if self._changes is not None:
+            position = self._changes.manifest_deleted(conn, item.repository, item.digest, [])
         audit.record(conn, "manifest.delete", f"repository={item.repository} reference={item.digest}",
                      repository=item.repository, detail=f"retention policy {item.policy!r}", request=request)
-        return True
+        return position

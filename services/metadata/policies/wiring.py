@@ -9,6 +9,7 @@ from lading.metadata.v1 import policies_pb2_grpc
 
 from services.common.metrics import Metrics
 from services.common.settings import Settings
+from services.metadata.changes.repositories import RepositoryChanges
 from services.metadata.core import MetadataCore
 from services.metadata.events.outbox import EventOutbox
 from services.metadata.gc.store import GcStore
@@ -64,11 +65,13 @@ def blob_reader(channel: grpc.aio.Channel) -> ReadBlob:
 
 
 def build_policies(settings: Settings, database: Database, metadata: MetadataCore, *, gc: GcStore | None = None,
-                   events: EventOutbox | None = None, read_blob: ReadBlob | None = None) -> PolicyParts:
+                   events: EventOutbox | None = None, read_blob: ReadBlob | None = None,
+                   changes: RepositoryChanges | None = None) -> PolicyParts:
     """`gc`: holds what retention deletes for GC's review delay; `events`: its delete events;
-    `read_blob`: cosign signature payloads, for signature policies with keys."""
+    `read_blob`: cosign signature payloads, for signature policies with keys; `changes`: the
+    change feed, so gateway caches drop what retention deleted."""
     store = PolicyStore(database)
-    retention = Retention(store, gc, events)
+    retention = Retention(store, gc, events, changes)
     # Signature and vulnerability policies apply to pulls through the MetadataCore (services/metadata/core.py).
     cache = settings.governance.policy_cache_seconds
     signatures = SignatureGate(store.read, store.rows, read_blob, cache_seconds=cache)
