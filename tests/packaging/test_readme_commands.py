@@ -25,7 +25,8 @@ ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*")
 
 def shell_lines(readme: Path) -> list[tuple[int, str]]:
     """(line number, command) of every line in the README's shell code blocks; backslash
-    continuations are joined."""
+    continuations are joined. In a `console` block only the lines after a `$ ` prompt are
+    commands (the others are their output)."""
     lines: list[tuple[int, str]] = []
     language: str | None = None
     pending = ""
@@ -37,6 +38,11 @@ def shell_lines(readme: Path) -> list[tuple[int, str]]:
             continue
         if language not in SHELL_LANGUAGES:
             continue
+        if language == "console" and not pending:
+            prompt = re.match(r"^\s*\$\s+", line)
+            if prompt is None:
+                continue  # output
+            line = line[prompt.end():]
         if not pending:
             start = number
         if line.rstrip().endswith("\\"):
