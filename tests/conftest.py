@@ -13,7 +13,11 @@ from tests.support.wheelhouse import Wheelhouses
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresProvider]:
     """The test PostgreSQL server (LADING_TEST_DATABASE_URL, or an embedded one)."""
-    yield PostgresProvider()
+    provider = PostgresProvider()
+    try:
+        yield provider
+    finally:
+        provider.close()
 
 
 @pytest.fixture(scope="session")
