@@ -62,19 +62,6 @@ async def _migrated_template(postgres: PostgresProvider) -> str:
 
 
 @contextlib.asynccontextmanager
-async def fresh_database_url(dialect: str, request: pytest.FixtureRequest, folder: Path) -> AsyncIterator[str]:
-    """A URL to a brand-new database for a caller that runs `migrate` on it: a new SQLite file
-    under `folder` (the caller's `migrate` makes its schema), or a copy of the session's migrated
-    PostgreSQL template (already at head: the caller's `migrate` only checks that it is)."""
-    if dialect == "sqlite":
-        yield f"sqlite+aiosqlite:///{folder}/registry.db"
-    else:
-        postgres: PostgresProvider = request.getfixturevalue("postgres")
-        with postgres.copy_of(await _migrated_template(postgres)) as url:
-            yield url
-
-
-@contextlib.asynccontextmanager
 async def migrated_database(dialect: str, request: pytest.FixtureRequest, folder: Path) -> AsyncIterator[Database]:
     """An open, migrated database of `dialect`; disposed (and, on PostgreSQL, dropped) after. A
     brand-new one each time: a SQLite file migrated here, or on PostgreSQL a copy of the session's
