@@ -13,11 +13,7 @@ from tests.support.wheelhouse import Wheelhouses
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresProvider]:
     """The test PostgreSQL server (LADING_TEST_DATABASE_URL, or an embedded one)."""
-    provider = PostgresProvider()
-    try:
-        yield provider
-    finally:
-        provider.close()
+    yield PostgresProvider()
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
@@ -16,7 +13,6 @@ from sqlalchemy import text
 from services.common.settings import MetadataSettings
 from services.metadata.migrations import migrate
 from services.metadata.store.engine import Database, open_database
-from tests.support.postgres import PostgresProvider
 
 
 @contextlib.contextmanager
@@ -31,49 +27,11 @@ def empty_database_url(dialect: str, request: pytest.FixtureRequest, folder: Pat
             yield url
 
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "metadata" / "migrations"
-
-
-def migrations_key() -> str:
-    """A content key of the migrations (every file of services/metadata/migrations)."""
-    digest = hashlib.sha256()
-    for path in sorted(MIGRATIONS.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(path.relative_to(MIGRATIONS).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-async def _migrated_template(postgres: PostgresProvider) -> str:
-    """This session's PostgreSQL database migrated to head by `migrate`, made on first use (per
-    content key of the migrations); copies of it start where a fresh database would be after
-    `migrate`, without running the ten revisions again (2-4 s each time on this machine)."""
-    key = migrations_key()
-    name = postgres.template(key)
-    if name is None:
-        name = f"lading_template_{key}_{uuid.uuid4().hex[:8]}"
-        await asyncio.to_thread(postgres.create, name)
-        postgres.add_template(key, name)  # dropped at the end of the session, migrated or not
-        db = open_database(MetadataSettings(database_url=postgres.url(name)))
-        try:
-            await migrate(db)
-        finally:
-            await db.dispose()  # CREATE DATABASE ... TEMPLATE needs it free of connections
-    return name
-
-
 @contextlib.asynccontextmanager
 async def migrated_database(dialect: str, request: pytest.FixtureRequest, folder: Path) -> AsyncIterator[Database]:
-    """An open, migrated database of `dialect`; disposed (and, on PostgreSQL, dropped) after. A
-    brand-new one each time: a SQLite file migrated here, or on PostgreSQL a copy of the session's
-    migrated template."""
-    with contextlib.ExitStack() as resources:
-        if dialect == "sqlite":
-            url = resources.enter_context(empty_database_url(dialect, request, folder))
-        else:
-            postgres: PostgresProvider = request.getfixturevalue("postgres")
-            url = resources.enter_context(postgres.copy_of(await _migrated_template(postgres)))
+    """An open, migrated database of `dialect`; disposed (and, on PostgreSQL, dropped) after."""
+    with empty_database_url(dialect, request, folder) as url:
         db = open_database(MetadataSettings(database_url=url, pool_size=5, max_overflow=20))
-        # SQLite: migrates it; a PostgreSQL copy is at head already, so this only checks that it is.
         await migrate(db)
         try:
             yield db

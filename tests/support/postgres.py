@@ -60,40 +60,6 @@ class PostgresProvider:
         parts = urlsplit(url)
         self._netloc, self._query = parts.netloc, parts.query
         self._admin_db = parts.path.lstrip("/") or "postgres"
-        # Content key -> name of a migrated database that fresh copies are made from.
-        self._templates: dict[str, str] = {}
-
-    def close(self) -> None:
-        """Drops the template databases made for this session (see `copy_of`)."""
-        admin = self.url(self._admin_db, driver="")
-        for name in self._templates.values():
-            query(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self._templates.clear()
-
-    def create(self, name: str) -> None:
-        """CREATE DATABASE `name` (empty); the caller drops it, or records it with `add_template`."""
-        query(self.url(self._admin_db, driver=""), f'CREATE DATABASE "{name}"')
-
-    def template(self, key: str) -> str | None:
-        """The name of this session's template database for `key`, if one was made."""
-        return self._templates.get(key)
-
-    def add_template(self, key: str, name: str) -> None:
-        """Records `name` (a database nothing is connected to any more) as the template for `key`;
-        it is dropped by `close()`."""
-        self._templates[key] = name
-
-    @contextlib.contextmanager
-    def copy_of(self, template: str) -> Iterator[str]:
-        """Like `database()`, but the new database is a copy of `template` (CREATE DATABASE ...
-        TEMPLATE: a file copy, as fast as making an empty one)."""
-        name = f"lading_test_{uuid.uuid4().hex[:12]}"
-        admin = self.url(self._admin_db, driver="")
-        query(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        try:
-            yield self.url(name)
-        finally:
-            query(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def url(self, database: str, *, driver: str = "asyncpg") -> str:
         scheme = f"postgresql+{driver}" if driver else "postgresql"
