@@ -3,9 +3,9 @@ package registries but no container registry (as CI's does).
 
 - `start_debian_rootfs`: mmdebstrap makes a Debian bookworm root filesystem with python3 from
   Debian's packages; `Podman.import_rootfs` turns it into the base image.
-- `download_wheelhouse`: the runtime dependencies as wheels for the image's Python, fetched by the
-  host's pip; `serve_folder` hands them to the image build over loopback HTTP, so the build reaches
-  no registry (`make image PIP_OPTIONS="--no-index --find-links <url>"`).
+- the runtime dependencies as wheels for the image's Python, fetched by the host's pip once per
+  session (tests/support/wheelhouse.py); `serve_folder` hands them to the image build over
+  loopback HTTP, so the build reaches no registry (`make image PIP_OPTIONS="--no-index --find-links <url>"`).
 - `Podman`: podman with a storage of its own under the test's folder, never the machine's.
 - `ImageRoot`: runs a command in the image's own root filesystem (`podman image mount`, then
   `unshare`) the way a container runtime would: the image's entrypoint, environment, user and
@@ -20,13 +20,10 @@ import contextlib
 import functools
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
-import sys
 import threading
-import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -99,10 +96,17 @@ def _debian_sources() -> list[str]:
     return []
 
 
+# mmdebstrap's own hooks that run dpkg under eatmydata (no fsync per unpacked file) while the root
+# filesystem is made, then remove it again: the same root filesystem, without waiting on the disk
+# for thousands of syncs that a throwaway folder does not need.
+EATMYDATA_HOOKS = Path("/usr/share/mmdebstrap/hooks/eatmydata")
+
+
 def start_debian_rootfs(target: Path, log: Path) -> subprocess.Popen[bytes]:
     """Starts mmdebstrap making a SUITE root filesystem in `target` (a folder); about 30 s."""
+    hooks = [f"--hook-dir={EATMYDATA_HOOKS}"] if (EATMYDATA_HOOKS / "extract.sh").is_file() else []
     argv = [
-        "mmdebstrap", "--mode=root", "--variant=essential", "--include=" + ",".join(BASE_PACKAGES),
+        "mmdebstrap", "--mode=root", "--variant=essential", *hooks, "--include=" + ",".join(BASE_PACKAGES),
         # Documentation and translations are of no use in an image (copyright files stay).
         *(f"--dpkgopt=path-exclude=/usr/share/{folder}/*" for folder in ("man", "locale", "doc")),
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
@@ -123,43 +127,7 @@ def rootfs_python(rootfs: Path) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-# --- wheels for the build ------------------------------------------------------------------------
-
-
-def _pyproject() -> dict[str, Any]:
-    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-
-
-def runtime_requirements() -> list[str]:
-    return list(_pyproject()["project"]["dependencies"])
-
-
-def build_requirements() -> list[str]:
-    return list(_pyproject()["build-system"]["requires"])
-
-
-def _manylinux_platforms(glibc_minor: int, machine: str) -> list[str]:
-    """Every manylinux tag a C library 2.<glibc_minor> runs (pip does not expand one given tag)."""
-    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(glibc_minor, 4, -1)]
-    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-    return tags + [f"{name}_{machine}" for minor, name in legacy.items() if minor <= glibc_minor]
-
-
-def download_wheelhouse(dest: Path, *, python: tuple[int, int], glibc_minor: int) -> list[Path]:
-    """Wheels of Lading's runtime dependencies (and of its build backend) for CPython `python` on
-    a C library 2.<glibc_minor>, fetched with the host's pip; returns them."""
-    dest.mkdir(parents=True, exist_ok=True)
-    version = f"{python[0]}.{python[1]}"
-    platforms = _manylinux_platforms(glibc_minor, platform.machine())
-    argv = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-        "--only-binary=:all:", "--dest", str(dest), "--python-version", version,
-        "--implementation", "cp", "--abi", f"cp{python[0]}{python[1]}",
-        *(f"--platform={tag}" for tag in platforms),
-        *runtime_requirements(), *build_requirements(),
-    ]
-    _checked(subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False), "pip download")
-    return sorted(dest.glob("*.whl"))
+# --- wheels for the build (tests/support/wheelhouse.py fetches them) -------------------------
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

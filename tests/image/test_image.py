@@ -39,8 +39,6 @@ from tests.image.engine import (
     SUITE_PYTHON,
     ImageRoot,
     Podman,
-    build_requirements,
-    download_wheelhouse,
     make_image,
     require_image_tools,
     rootfs_python,
@@ -50,6 +48,7 @@ from tests.image.engine import (
 from tests.support.clients import REQUIRE_CLIENTS
 from tests.support.oci import assert_pulls_back, image, push
 from tests.support.stack import LadingProcess, Stack, free_port, wait_until_http_ok
+from tests.support.wheelhouse import Wheelhouses, build_requirements
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
 
@@ -94,6 +93,7 @@ class Built:
     record: dict[str, Any]  # podman image inspect
     wheels: list[Path]
     home: Path
+    registry: Stack  # launched when the build started; the `registry` fixture waits for it
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -102,18 +102,22 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+def built(tmp_path_factory: pytest.TempPathFactory, wheelhouses: Wheelhouses) -> Iterator[Built]:
     require_image_tools()
     home = tmp_path_factory.mktemp("image")
     podman = Podman(home / "podman")
     seconds: dict[str, float] = {}
+    # The registry the image is pushed into starts while the image builds (it needs nothing of it).
+    registry = Stack(home / "registry-data").launch()
     try:
         started = time.monotonic()
         rootfs = home / "rootfs"
         mmdebstrap = start_debian_rootfs(rootfs, home / "mmdebstrap.log")
         try:
             # The wheels download while mmdebstrap unpacks Debian's packages.
-            wheels = download_wheelhouse(home / "wheels", python=SUITE_PYTHON, glibc_minor=SUITE_GLIBC_MINOR)
+            # (Once per session: the packaging tests install from the same wheels when the host
+            # runs the image's Python.)
+            wheelhouse, wheels = wheelhouses.get(python=SUITE_PYTHON, glibc_minor=SUITE_GLIBC_MINOR)
         finally:
             status = mmdebstrap.wait(timeout=900)
         assert status == 0, f"mmdebstrap failed:\n{(home / 'mmdebstrap.log').read_text()[-6000:]}"
@@ -124,20 +128,22 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         shutil.rmtree(rootfs)
         seconds["podman import"] = time.monotonic() - mark
         mark = time.monotonic()
-        with serve_folder(home / "wheels") as url:
+        with serve_folder(wheelhouse) as url:
             make_image(podman, base=BASE_IMAGE, image=IMAGE, pip_options=f"--no-index --find-links {url}",
                        log=home / "make-image.log")
         seconds["make image"] = time.monotonic() - mark
-        yield Built(podman=podman, record=podman.config(IMAGE), wheels=wheels, home=home, seconds=seconds)
+        yield Built(podman=podman, record=podman.config(IMAGE), wheels=wheels, home=home, registry=registry,
+                    seconds=seconds)
     finally:
+        registry.stop()
         podman.close()
         shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def registry(built: Built) -> Iterator[Stack]:
-    with Stack(built.home / "registry-data") as stack:
-        yield stack
+def registry(built: Built) -> Stack:
+    """`lading serve`, launched by `built` when the build started (and stopped by it)."""
+    return built.registry.wait_ready()
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,23 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
-from tests.support.stack import ExternalRegistry, Stack
+from tests.support.stack import (
+    ExternalRegistry,
+    LadingProcess,
+    Stack,
+    free_port,
+    lading_command,
+    running,
+    wait_until_http_ok,
+    wait_until_path_exists,
+)
 
 # `lading serve` redirects blob GETs to the blob plane's direct-read server unless told not to.
 DIRECT_READS_OFF = {"LADING_BLOB__DIRECT_READS__ENABLED": "false"}
@@ -175,3 +185,66 @@ def unique_repo(prefix: str = "e2e") -> str:
 @pytest.fixture
 def repo() -> str:
     return unique_repo()
+
+
+# -- the planes as separate processes, two of each but metadata -----------------------------------
+
+@dataclass
+class Replicas:
+    gateway_urls: tuple[str, str]
+
+
+@pytest.fixture(scope="session")
+def replicas(profile: Profile, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    """One metadata process, two blob processes on one blob root, two gateways (gateway N talks
+    to blob N, both to the metadata process): started once per profile and shared by
+    test_replicas.py and test_manifest_cache_replicas.py (their tests use repositories of their own)."""
+    root = tmp_path_factory.mktemp(f"replicas-{profile.name}")
+    # Unix socket paths are limited to ~107 bytes; keep them short and absolute.
+    run = Path(root) / "run"
+    run.mkdir()
+    blob_root = root / "blobs"
+    metadata_socket, blob_sockets = run / "m.sock", (run / "b1.sock", run / "b2.sock")
+    ports = (free_port(), free_port())
+    logs = root / "logs"
+    with profile.environment() as profile_env:
+        database = profile_env.get("LADING_METADATA__DATABASE_URL", f"sqlite+aiosqlite:///{root}/registry.db")
+        metadata = LadingProcess("metadata", lading_command("metadata"), log_dir=logs, cwd=root, env={
+            **profile_env,
+            "LADING_METADATA__LISTEN": f"unix://{metadata_socket}",
+            "LADING_METADATA__DATABASE_URL": database,
+        })
+        blobs = [
+            LadingProcess(f"blob{i + 1}", lading_command("blob"), log_dir=logs, cwd=root, env={
+                **profile_env,
+                "LADING_BLOB__LISTEN": f"unix://{socket}",
+                "LADING_BLOB__FILESYSTEM__ROOT": str(blob_root),
+            })
+            for i, socket in enumerate(blob_sockets)
+        ]
+        gateways = [
+            LadingProcess(f"gateway{i + 1}", lading_command("gateway"), log_dir=logs, cwd=root, env={
+                **profile_env,
+                "LADING_GATEWAY__HOST": "127.0.0.1",
+                "LADING_GATEWAY__PORT": str(port),
+                "LADING_GATEWAY__METADATA_TARGET": f"unix://{metadata_socket}",
+                "LADING_GATEWAY__BLOB_TARGET": f"unix://{socket}",
+            })
+            for i, (port, socket) in enumerate(zip(ports, blob_sockets, strict=True))
+        ]
+        with running(metadata, *blobs, *gateways):
+            wait_until_path_exists(metadata_socket, metadata)
+            for process, socket in zip(blobs, blob_sockets, strict=True):
+                wait_until_path_exists(socket, process)
+            urls = tuple(f"http://127.0.0.1:{port}" for port in ports)
+            for process, url in zip(gateways, urls, strict=True):
+                wait_until_http_ok(f"{url}/v2/", process)
+            yield Replicas(gateway_urls=urls)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def gateways(replicas: Replicas) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    # Blob GETs may answer 307 to the storage (S3 profile): follow, as registry clients do.
+    one, two = (httpx.Client(base_url=url, timeout=60.0, follow_redirects=True) for url in replicas.gateway_urls)
+    with one, two:
+        yield one, two

@@ -1,5 +1,5 @@
 """The gateway's manifest cache across replicas (gateway.manifest_cache): two gateways, one
-metadata plane (the `replicas` fixture of test_replicas).
+metadata plane (the `replicas` fixture of conftest.py).
 
 - A write through a gateway is visible through that same gateway at once (its own entries for
   the repository are dropped).
@@ -16,13 +16,12 @@ import httpx
 
 from gateway.manifest_cache import DEFAULT_TTL_SECONDS
 from tests.integration.conftest import unique_repo
-from tests.integration.test_replicas import gateways, replicas  # noqa: F401 - fixtures
 from tests.support.oci import get_manifest, image, push
 
 SLACK_SECONDS = 0.5
 
 
-def test_own_writes_are_seen_at_once(gateways: tuple[httpx.Client, httpx.Client]) -> None:  # noqa: F811
+def test_own_writes_are_seen_at_once(gateways: tuple[httpx.Client, httpx.Client]) -> None:
     one, _ = gateways
     repo = unique_repo("cache")
     first, second = image(layers=1), image(layers=1)
@@ -36,7 +35,7 @@ def test_own_writes_are_seen_at_once(gateways: tuple[httpx.Client, httpx.Client]
 
 
 def test_delete_through_another_gateway_shows_within_the_ttl(
-    gateways: tuple[httpx.Client, httpx.Client],  # noqa: F811
+    gateways: tuple[httpx.Client, httpx.Client],
 ) -> None:
     one, two = gateways
     repo = unique_repo("cache")

@@ -107,7 +107,7 @@ def test_pip_install_of_the_wheel_gives_a_working_lading_with_runtime_dependenci
     # The test's pip installs into the new environment, so pip itself stays out of it.
     install = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-compile", "--disable-pip-version-check",
-         str(built_wheel.path)], capture_output=True, text=True, timeout=900, check=False)
+         *built_wheel.pip_source, str(built_wheel.path)], capture_output=True, text=True, timeout=900, check=False)
     assert install.returncode == 0, install.stderr[-4000:]
 
     # Outside the source tree, with nothing of it on the path: only what the wheel installed.

@@ -215,8 +215,17 @@ class Stack:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> Stack:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Stack:
+        """Starts the process without waiting for it to answer (`wait_ready` does), so a caller can
+        do slow work of its own meanwhile."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process.start()
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> Stack:
+        """Waits until `launch`ed stack answers /v2/; stops it and raises if it does not."""
         try:
             wait_until_http_ok(f"{self.base_url}/v2/", self.process, timeout=timeout)
         except BaseException:
