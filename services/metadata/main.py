@@ -150,6 +150,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         if region_parts.forward is not None:
             # A forwarded tag or manifest write answers once this region's gateways applied it too.
             region_parts.forward.settle = changes.acks.settle
+            if region_parts.channel is not None:
+                changes.acks.use_primary(region_parts.channel, regions.forward_timeout_seconds)
         kicks.append(changes.hub.kick)
         if metrics is not None:
             changes.acks.register(metrics)

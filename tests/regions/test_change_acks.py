@@ -136,5 +136,11 @@ async def test_a_write_waits_only_for_the_subscribers_of_its_own_region(
             async with db.engine.connect() as conn:
                 rows = dict((await conn.execute(text("SELECT subscriber, region FROM change_subscribers"))).all())
             assert rows == {"us-gateway": "us", "eu-gateway": "eu"}
+            # A replica region's write that waited too long fences that region's laggards on the
+            # primary (FenceSubscribers): only them, and they get no renewal until they catch up.
+            assert await changes.acks.fence_region("us", position + 1) == ["us-gateway"]
+            assert (await changes.acks.acknowledge("us-gateway", position, region="us")).lease_seconds == 0
+            assert (await changes.acks.acknowledge("eu-gateway", position)).lease_seconds == 20
+            assert (await changes.acks.acknowledge("us-gateway", position + 1, region="us")).lease_seconds == 20
         finally:
             await changes.close()

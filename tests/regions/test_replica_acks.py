@@ -153,6 +153,7 @@ def test_a_frozen_gateway_of_the_replica_region_holds_its_writes_only_within_the
     base = image(layers=1)
     push(one, repo, base, tag="latest")
     assert eventually(lambda: digest_of(two, repo, "latest") == base.digest)  # cached by gateway 2
+    fenced = _metadata_gauge(regions.us.metrics_address, "lading_change_ack_fenced_total")
     gateway2 = regions.us.gateways[1]
     os.killpg(gateway2.pid, signal.SIGSTOP)
     try:
@@ -164,6 +165,8 @@ def test_a_frozen_gateway_of_the_replica_region_holds_its_writes_only_within_the
     finally:
         os.killpg(gateway2.pid, signal.SIGCONT)
     assert max(took) < BOUND_SECONDS, took
+    print(f"frozen gateway: writes took {[round(t, 3) for t in took]} s; fenced on the primary: "
+          f"{_metadata_gauge(regions.us.metrics_address, 'lading_change_ack_fenced_total') - fenced:.0f}")
     # Its lease ran out while it was frozen: the entry it kept is not served.
     assert digest_of(two, repo, "latest") == variant(base, 2).digest
     _coherent(regions)

@@ -43,10 +43,10 @@ the region it answers in, so a replica region's lag never slows the primary regi
   before the last transaction the standby replayed committed (`pg_last_xact_replay_timestamp()`,
   the primary's clock, like `lease_until`): a renewal the standby has not replayed yet then came
   after the lease had ended, so the primary answered it with a new epoch and that gateway dropped
-  its cache. Laggards are not fenced in a replica region (that would be a write on the primary):
-  such a write waits for them up to `ack_wait_seconds + lease_seconds` and then answers anyway
-  (logged, `lading_change_ack_gave_up_total`); a gateway that is alive and renewing but stuck
-  behind the feed can then serve the previous digest until it catches up.
+  its cache. A laggard is fenced on the primary (`FenceSubscribers`, called by the replica region's
+  plane as itself, naming its region), so its lease runs out there and the write answers then, as
+  in the primary region. If the primary cannot be reached for that, the write answers after
+  `ack_wait_seconds + lease_seconds` (logged, `lading_change_ack_gave_up_total`).
 """
 
 from __future__ import annotations
@@ -56,11 +56,14 @@ import logging
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
+from lading.metadata.v1 import change_acks_pb2, change_acks_pb2_grpc
 from sqlalchemy import text
 
 from services.common.metrics import Metrics
 from services.common.settings import ChangeFeedSettings
+from services.metadata.blob_regions import REGION_HEADER
 from services.metadata.store.access import Kind
 from services.metadata.store.engine import Database
 
@@ -140,6 +143,9 @@ class ChangeAcks:
         self.standby = database.dialect == "postgresql" and read_only
         self.shared = database.dialect == "postgresql" and not read_only
         self._memory: dict[str, _Subscriber] = {}
+        # A replica region: the primary region's ChangeAckService, which fences (use_primary).
+        self._primary: Any = None
+        self._primary_timeout = 10.0
         self._woken = asyncio.Event()
         # Counters for metrics (and tests).
         self.waits = 0
@@ -150,6 +156,11 @@ class ChangeAcks:
     @property
     def lease_seconds(self) -> float:
         return self._settings.lease_seconds
+
+    def use_primary(self, channel: Any, timeout_seconds: float) -> None:
+        """A replica region: laggards are fenced through the primary region's metadata plane."""
+        self._primary = change_acks_pb2_grpc.ChangeAckServiceStub(channel)
+        self._primary_timeout = timeout_seconds
 
     def wake(self) -> None:
         """An acknowledgement was recorded (here, or NOTIFY from another replica)."""
@@ -238,7 +249,7 @@ class ChangeAcks:
                     return
                 waited = True
                 now = time.monotonic()
-                if not fenced and now >= fence_at and not self.standby:
+                if not fenced and now >= fence_at:
                     fenced = True
                     names = await self._fence(position)
                     self.fenced += len(names)
@@ -274,7 +285,28 @@ class ChangeAcks:
             return [str(r[0]) for r in await conn.execute(_STANDBY_LAGGARDS if self.standby else _LAGGARDS,
                                                           {"position": position, "region": self.region})]
 
+    async def fence_region(self, region: str, position: int) -> list[str]:
+        """FenceSubscribers: a replica region's write waited too long for its gateways (here: the
+        primary region's database)."""
+        if not self.shared:
+            raise RuntimeError("subscribers are fenced in the primary region's PostgreSQL database")
+        async with self._db.access.transaction() as conn:
+            return [str(r[0]) for r in await conn.execute(_FENCE, {"position": position, "region": region})]
+
     async def _fence(self, position: int) -> list[str]:
+        if self.standby:
+            if self._primary is None:
+                return []
+            try:
+                answer = await self._primary.FenceSubscribers(
+                    change_acks_pb2.FenceSubscribersRequest(position=position),
+                    metadata=((REGION_HEADER, self.region),),
+                    timeout=min(self._primary_timeout, self._settings.lease_seconds))
+            except Exception as exc:  # noqa: BLE001 - the write then waits for the bound
+                log.warning("change %d: could not fence this region's late gateways on the primary region: %s",
+                            position, exc)
+                return []
+            return list(answer.subscribers)
         if not self.shared:
             now = time.monotonic()
             names = []

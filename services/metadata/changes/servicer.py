@@ -132,3 +132,13 @@ class ChangeAckServicer(change_acks_pb2_grpc.ChangeAckServiceServicer):
         grant = await self._acks.acknowledge(request.subscriber[:128], request.position, leaving=request.leaving,
                                              region=sent or None)
         return apb.AcknowledgeChangesResponse(lease_ms=int(grant.lease_seconds * 1000), epoch=grant.epoch)
+
+    async def FenceSubscribers(self, request: apb.FenceSubscribersRequest, context: grpc.aio.ServicerContext
+                               ) -> apb.FenceSubscribersResponse:
+        # The replica region that calls names itself (services/metadata/changes/acks.py).
+        region = str(dict(context.invocation_metadata() or ()).get(REGION_HEADER, ""))[:REGION_NAME_LENGTH]
+        if not region or not self._acks.shared:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "FenceSubscribers is for a replica region's metadata plane, on the primary region's")
+        names = await self._acks.fence_region(region, request.position)
+        return apb.FenceSubscribersResponse(subscribers=names)
