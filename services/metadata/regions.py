@@ -11,6 +11,9 @@ details included). Before answering a write that succeeded it waits until the lo
 replayed the commit, whose WAL position the primary sends in the trailer `lading-commit-lsn`
 (bounded by `metadata.read_your_writes.wait_seconds`; store/replay.py), then wakes the local
 change feed: a client that pushed through this region pulls its push from this region at once.
+A write that put a change on the feed (the primary names its position in `lading-change-position`)
+then also waits until this region's gateways acknowledged it (changes/acks.py); their
+acknowledgements (AcknowledgeChanges) are forwarded to the primary region too, without a replay wait.
 When the primary region cannot be reached (or does not answer within
 `regions.forward_timeout_seconds`), the write answers UNAVAILABLE (HTTP 503) with a message that
 names the primary region; reads go on from the standby.
@@ -242,7 +245,8 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
                     {"primary_region": primary, "region": self._settings.local},
                 ) from None
             if error.code() in _UNREACHABLE and not own_answer:
-                self.failures += 1
+                if not ack:  # a gateway retries its acknowledgement every few ms: not a write refused
+                    self.failures += 1
                 raise RegistryError(
                     ErrorKind.UNAVAILABLE,
                     f"region {self._settings.local!r} cannot reach the primary region {primary!r}, which takes "

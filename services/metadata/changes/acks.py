@@ -41,9 +41,10 @@ the region it answers in, so a replica region's lag never slows the primary regi
   subscriber of the region with a lease acknowledge the change's position (the primary names it in
   the `lading-change-position` trailer). A lease counts as ended on the standby only when it ended
   before the last transaction the standby replayed committed (`pg_last_xact_replay_timestamp()`,
-  the primary's clock, like `lease_until`): a renewal the standby has not replayed yet then came
-  after the lease had ended, so the primary answered it with a new epoch and that gateway dropped
-  its cache. A laggard is fenced on the primary (`FenceSubscribers`, called by the replica region's
+  the primary's clock, like `lease_until`): a renewal the standby has not replayed yet then
+  committed after the lease had ended, so either the primary answered it with a new epoch, or the
+  gateway's own view of its lease (counted from when it sent, shorter) had run out before the
+  answer came: either way that gateway dropped its cache before serving coherently again. A laggard is fenced on the primary (`FenceSubscribers`, called by the replica region's
   plane as itself, naming its region), so its lease runs out there and the write answers then, as
   in the primary region. If the primary cannot be reached for that, the write answers after
   `ack_wait_seconds + lease_seconds` (logged, `lading_change_ack_gave_up_total`).
