@@ -14,6 +14,10 @@ through gateway 1, each immediately followed by pulls through gateway 2 (manifes
 by digest, a blob HEAD; then the moved `latest` tag): it counts stale or missing reads and prints
 the push latency.
 
+`--replica-region N` does the same through a REPLICA region (tests/regions/two_regions.py: eu the
+primary, us on eu's hot standby, the regions linked directly): N pushes through us's gateway 1,
+each read at once through us's gateway 2 (the gateways' fallback TTL an hour).
+
 Tag and manifest writes wait for every gateway's cache to acknowledge their change
 (services/metadata/changes/acks.py); `--without-acks` turns that wait off
 (`LADING_METADATA__CHANGE_FEED__WAIT_FOR_CACHES=false`) to show what it costs and what it buys.
@@ -107,11 +111,22 @@ def main() -> int:
     parser.add_argument("--moves", type=int, default=1000)
     parser.add_argument("--database-url", default=os.environ.get("LADING_TEST_DATABASE_URL", ""))
     parser.add_argument("--read-your-writes", type=int, default=0, metavar="PUSHES")
+    parser.add_argument("--replica-region", type=int, default=0, metavar="PUSHES")
     parser.add_argument("--without-acks", action="store_true",
                         help="writes do not wait for the gateways' acknowledgements (the behaviour before)")
     args = parser.parse_args()
     acks_env = {"LADING_METADATA__CHANGE_FEED__WAIT_FOR_CACHES": "false"} if args.without_acks else {}
     print("writes wait for every gateway cache's acknowledgement:", "no" if args.without_acks else "yes")
+    if args.replica_region:
+        from tests.regions.two_regions import two_regions
+
+        long_ttl = {"LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS": "3600",
+                    "LADING_GATEWAY__CACHE_FEED__COHERENT_TTL_SECONDS": "3600"}
+        with tempfile.TemporaryDirectory(prefix="lading-replica-ryw-") as root, two_regions(
+                Path(root), eu_env=acks_env, us_env=acks_env, gateway_env=long_ttl, relayed=False) as regions:
+            time.sleep(2)  # the gateways' first leases
+            read_your_writes(regions.us.gateway_urls, args.replica_region)
+        return 0
     if args.read_your_writes:
         from tests.support.standby import primary_and_standby
 

@@ -74,6 +74,9 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
     "lading.metadata.v1.ChangeAckService": {
         # The gateways' caches acknowledge what they applied (read-your-writes through every cache).
         "AcknowledgeChanges": GATEWAY_ONLY,
+        # A replica region's metadata plane, as itself (its identity has the gateway and operator
+        # roles in the primary region: README "Two regions"), fences its region's laggards there.
+        "FenceSubscribers": frozenset({GATEWAY, OPERATOR}),
     },
     "lading.metadata.v1.AdminService": {
         "GcPlan": OPERATOR_ONLY,

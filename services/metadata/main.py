@@ -145,7 +145,13 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         if audit is not None and events.outbox.enabled:
             audit.events = events.outbox
         database.access.use_replay(replay)
-        changes = build_changes(database, config.change_feed, replay, read_only=replica_region)
+        changes = build_changes(database, config.change_feed, replay, read_only=replica_region,
+                                region=regions.local)
+        if region_parts.forward is not None:
+            # A forwarded tag or manifest write answers once this region's gateways applied it too.
+            region_parts.forward.settle = changes.acks.settle
+            if region_parts.channel is not None:
+                changes.acks.use_primary(region_parts.channel, regions.forward_timeout_seconds)
         kicks.append(changes.hub.kick)
         if metrics is not None:
             changes.acks.register(metrics)

@@ -11,6 +11,9 @@ details included). Before answering a write that succeeded it waits until the lo
 replayed the commit, whose WAL position the primary sends in the trailer `lading-commit-lsn`
 (bounded by `metadata.read_your_writes.wait_seconds`; store/replay.py), then wakes the local
 change feed: a client that pushed through this region pulls its push from this region at once.
+A write that put a change on the feed (the primary names its position in `lading-change-position`)
+then also waits until this region's gateways acknowledged it (changes/acks.py); their
+acknowledgements (AcknowledgeChanges) are forwarded to the primary region too, without a replay wait.
 When the primary region cannot be reached (or does not answer within
 `regions.forward_timeout_seconds`), the write answers UNAVAILABLE (HTTP 503) with a message that
 names the primary region; reads go on from the standby.
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -42,11 +45,18 @@ from services.common.settings import RegionSettings
 from services.common.tls import channel_credentials, channel_options
 from services.metadata.accounts.core import NeedsPrimaryRegion
 from services.metadata.blob_regions import REGION_HEADER, REGION_NAME_LENGTH, writing_region
+from services.metadata.changes.acks import settled_positions
 from services.metadata.store.replay import ReplayGate
 
 log = logging.getLogger("lading.metadata.regions")
 
 COMMIT_LSN_KEY = "lading-commit-lsn"
+# The highest change feed position the write settled (changes/acks.py): the replica region waits
+# until its own gateways acknowledged it too.
+CHANGE_POSITION_KEY = "lading-change-position"
+# The gateways' acknowledgements of the change feed: a replica region forwards them (the primary
+# region's database keeps them and grants the leases), without waiting for its standby's replay.
+ACKNOWLEDGE_CHANGES = "/lading.metadata.v1.ChangeAckService/AcknowledgeChanges"
 REGION_SERVICE_NAME = "lading.metadata.v1.RegionService"
 _PROBE_SECONDS = 2.0
 
@@ -127,6 +137,9 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         self._channel = channel
         self._replay = replay
         self._on_replayed = on_replayed
+        # changes/acks.py ChangeAcks.settle (set by main.py): a forwarded write that put a change on
+        # the feed answers once this region's gateways acknowledged it.
+        self.settle: Callable[[int], Awaitable[None]] | None = None
         self.forwarded = 0
         self.failures = 0
         # Reads answered by the primary region because the local standby did not answer.
@@ -138,6 +151,13 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
             return await self._local_first(continuation, handler_call_details)
         if method in READS:
             return await self._standby_first(continuation, handler_call_details)
+        if method == ACKNOWLEDGE_CHANGES:
+            acknowledge = self._channel.unary_unary(method)  # bytes in, bytes out
+
+            async def forward_ack(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+                return await self._forward(acknowledge, request, context, ack=True)
+
+            return grpc.unary_unary_rpc_method_handler(forward_ack)
         if method not in WRITES:
             return await continuation(handler_call_details)
         call = self._channel.unary_unary(method)  # bytes in, bytes out
@@ -201,7 +221,7 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer, None)
 
     async def _forward(self, call: Any, request: bytes, context: grpc.aio.ServicerContext, *,
-                       read: bool = False) -> bytes:
+                       read: bool = False, ack: bool = False) -> bytes:
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in _FORWARDED_HEADERS)
         metadata += ((REGION_HEADER, self._settings.local),)
         primary = self._settings.primary
@@ -225,7 +245,8 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
                     {"primary_region": primary, "region": self._settings.local},
                 ) from None
             if error.code() in _UNREACHABLE and not own_answer:
-                self.failures += 1
+                if not ack:  # a gateway retries its acknowledgement every few ms: not a write refused
+                    self.failures += 1
                 raise RegistryError(
                     ErrorKind.UNAVAILABLE,
                     f"region {self._settings.local!r} cannot reach the primary region {primary!r}, which takes "
@@ -235,13 +256,20 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
             # The primary's own answer (its error code and rich details), as if given here.
             await context.abort(error.code(), error.details() or "", error.trailing_metadata())
             raise AssertionError("unreachable") from None
-        if read:
+        if read or ack:
             return response
         self.forwarded += 1
-        lsn = dict(trailers or ()).get(COMMIT_LSN_KEY)
+        sent = dict(trailers or ())
+        lsn = sent.get(COMMIT_LSN_KEY)
         if lsn:
-            await self._replay.wait_for(str(lsn), self._replay.bound_seconds)
+            replayed = await self._replay.wait_for(str(lsn), self._replay.bound_seconds)
             self._on_replayed()
+            position = int(sent.get(CHANGE_POSITION_KEY) or 0)
+            if position and self.settle is not None and (replayed or not self._replay.standby_down):
+                # Once the standby has the change the feed here serves it: wait (bounded) until the
+                # region's gateways applied it. A standby slower than the replay bound gets the
+                # acknowledgement bound on top; a standby that does not answer, nothing.
+                await self.settle(position)
         return response
 
 
@@ -271,9 +299,14 @@ class CommitPositions(grpc.aio.ServerInterceptor):
             # call of a method for later calls, so nothing per call may be captured above.
             sent = dict(context.invocation_metadata() or ()).get(REGION_HEADER, "")
             writing_region.set(str(sent)[:REGION_NAME_LENGTH] or local)
+            positions: list[int] = []
+            settled_positions.set(positions)
             response = await inner(request, context)
             try:
-                context.set_trailing_metadata(((COMMIT_LSN_KEY, await replay.primary_position()),))
+                trailer = [(COMMIT_LSN_KEY, await replay.primary_position())]
+                if positions:
+                    trailer.append((CHANGE_POSITION_KEY, str(max(positions))))
+                context.set_trailing_metadata(tuple(trailer))
             except Exception as exc:  # noqa: BLE001 - the write stands; the replica only skips its wait
                 log.warning("could not read the WAL position after a write: %s", exc)
             return response

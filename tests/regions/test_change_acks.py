@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from services.common.settings import ChangeFeedSettings
 from services.metadata.changes.wiring import ChangeParts, build_changes
@@ -108,3 +109,38 @@ async def test_a_silent_lease_holder_holds_a_write_only_within_the_bound(
     position = await _head_beyond(changes, position)
     assert (await changes.acks.acknowledge("stuck", position)).epoch == 2
     await asyncio.wait_for(write, 5)
+
+
+@pytest.mark.postgres
+async def test_a_write_waits_only_for_the_subscribers_of_its_own_region(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A replica region's gateways acknowledge into the same table (forwarded, `region` set): the
+    primary region's writes never wait for them, and their rows keep their region."""
+    async with migrated_database("postgresql", request, tmp_path) as db:
+        changes = build_changes(db, ChangeFeedSettings(poll_seconds=0.05, ack_wait_seconds=10, lease_seconds=20),
+                                region="eu")
+        await changes.start()
+        try:
+            store = SqlMetadataStore(db, None, changes.repositories)
+            start = await changes.log.head()
+            assert (await changes.acks.acknowledge("us-gateway", start, region="us")).lease_seconds == 20
+            assert (await changes.acks.acknowledge("eu-gateway", start)).lease_seconds == 20
+            write = asyncio.create_task(store.put_manifest("team/app", new_manifest(b'{"schemaVersion":2}'), "latest"))
+            position = await _head_beyond(changes, start)
+            await asyncio.sleep(0.2)
+            assert not write.done()  # eu's gateway has not acknowledged it
+            await changes.acks.acknowledge("eu-gateway", position)
+            await asyncio.wait_for(write, 5)  # us's gateway (still at `start`) is not waited for
+            assert changes.acks.fenced == 0
+            async with db.engine.connect() as conn:
+                rows = dict((await conn.execute(text("SELECT subscriber, region FROM change_subscribers"))).all())
+            assert rows == {"us-gateway": "us", "eu-gateway": "eu"}
+            # A replica region's write that waited too long fences that region's laggards on the
+            # primary (FenceSubscribers): only them, and they get no renewal until they catch up.
+            assert await changes.acks.fence_region("us", position + 1) == ["us-gateway"]
+            assert (await changes.acks.acknowledge("us-gateway", position, region="us")).lease_seconds == 0
+            assert (await changes.acks.acknowledge("eu-gateway", position)).lease_seconds == 20
+            assert (await changes.acks.acknowledge("us-gateway", position + 1, region="us")).lease_seconds == 20
+        finally:
+            await changes.close()

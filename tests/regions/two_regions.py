@@ -41,6 +41,9 @@ class Region:
     blob_socket: Path
     gateway_urls: tuple[str, ...]
     metrics_address: str
+    # The gateways' metrics endpoints (http://.../metrics), in the order of `gateway_urls`.
+    gateway_metrics: tuple[str, ...] = ()
+    gateways: tuple[LadingProcess, ...] = ()
 
     @property
     def url(self) -> str:
@@ -82,8 +85,10 @@ def _wait_for_socket(path: Path, process: LadingProcess) -> None:
 
 @contextlib.contextmanager
 def two_regions(root: Path, *, eu_env: Mapping[str, str] | None = None, us_env: Mapping[str, str] | None = None,
-                blob_env: Mapping[str, Mapping[str, str]] | None = None, relayed: bool = True) -> Iterator[Regions]:
-    """`eu_env` / `us_env`: more variables for that region's metadata plane; `blob_env`: by region,
+                blob_env: Mapping[str, Mapping[str, str]] | None = None, relayed: bool = True,
+                gateway_env: Mapping[str, str] | None = None) -> Iterator[Regions]:
+    """`eu_env` / `us_env`: more variables for that region's metadata plane; `gateway_env`: for
+    every gateway (e.g. a long fallback TTL for the cache tests); `blob_env`: by region,
     the blob plane's storage variables (default: a folder under `root`). `relayed=False`: the
     regions reach each other directly (no relay to cut, nothing in the way of a measurement;
     `partition` and `links` are then empty)."""
@@ -126,12 +131,15 @@ def two_regions(root: Path, *, eu_env: Mapping[str, str] | None = None, us_env: 
             **((blob_env or {}).get(region) or {"LADING_BLOB__FILESYSTEM__ROOT": str(root / f"blobs-{region}")}),
             **region_env[region]}) for region in ("eu", "us")]
         ports = {region: (free_port(), free_port()) for region in ("eu", "us")}
+        gateway_metrics = {region: (free_port(), free_port()) for region in ("eu", "us")}
         gateways = {region: [LadingProcess(f"gateway-{region}{n + 1}", lading_command("gateway"), log_dir=logs,
                                            cwd=root, env={
             "LADING_GATEWAY__HOST": "127.0.0.1", "LADING_GATEWAY__PORT": str(port),
             "LADING_GATEWAY__METADATA_TARGET": f"unix://{s[region]}",
             "LADING_GATEWAY__BLOB_TARGET": f"unix://{s[f'{region}-blob']}",
-            "LADING_GATEWAY__GRPC__TIMEOUT_SECONDS": "10", "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "1"})
+            "LADING_GATEWAY__GRPC__TIMEOUT_SECONDS": "10", "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "1",
+            "LADING_OBSERVABILITY__GATEWAY_METRICS_LISTEN": f"127.0.0.1:{gateway_metrics[region][n]}",
+            **(gateway_env or {})})
             for n, port in enumerate(ports[region])] for region in ("eu", "us")}
         with running(metadata["eu"]):
             _wait_for_socket(s["eu"], metadata["eu"])
@@ -150,7 +158,11 @@ def two_regions(root: Path, *, eu_env: Mapping[str, str] | None = None, us_env: 
                                         [(f"gateway{n + 1}", port) for n, port in enumerate(ports[region])])
                         proxies.callback(proxy.stop)
                         front[region] = proxy.start()
+                    scrape = {region: tuple(f"http://127.0.0.1:{p}/metrics" for p in gateway_metrics[region])
+                              for region in ("eu", "us")}
                     yield Regions(
-                        eu=Region("eu", front["eu"], metadata["eu"], s["eu"], s["eu-blob"], urls["eu"], metrics["eu"]),
-                        us=Region("us", front["us"], metadata["us"], s["us"], s["us-blob"], urls["us"], metrics["us"]),
+                        eu=Region("eu", front["eu"], metadata["eu"], s["eu"], s["eu-blob"], urls["eu"], metrics["eu"],
+                                  scrape["eu"], tuple(gateways["eu"])),
+                        us=Region("us", front["us"], metadata["us"], s["us"], s["us-blob"], urls["us"], metrics["us"],
+                                  scrape["us"], tuple(gateways["us"])),
                         pair=pair, partition=Partition(list(link.values())), links=link, root=root)

@@ -25,8 +25,29 @@ Where acknowledgements live: on PostgreSQL in the `change_subscribers` table (an
 takes a gateway's acknowledgement; the replica of the write reads them), with the database's clock
 for leases, `NOTIFY lading_change_acks` to wake waiting writes at once (changes/hub.py LISTENs)
 and a short poll as the safety net; acknowledgement commits do not wait for the WAL flush (losing
-one only makes a write wait for the next). On SQLite, and in a replica region (whose database is
-a read-only standby and whose writes are forwarded to the primary region), in this process's memory.
+one only makes a write wait for the next). On SQLite, in this process's memory.
+
+Regions: each row names the subscriber's region, and a write waits only for the subscribers of
+the region it answers in, so a replica region's lag never slows the primary region's writes.
+- In the primary region (and without regions) writes wait for the rows of `regions.local`.
+- In a REPLICA region (its database is a read-only standby) the region's metadata plane forwards
+  AcknowledgeChanges to the primary region's plane (services/metadata/regions.py), which stores the
+  row with the region the call came from (`lading-region`) and grants the lease; those commits
+  flush locally (`synchronous_commit = local`) so that they stream to the standbys at once. If the
+  primary region cannot be reached the acknowledgement fails and the gateway serves with its short
+  TTL until it can again. A write forwarded from the replica region answers there only once (1)
+  the primary answered it (after its own region's gateways acknowledged), (2) the region's standby
+  replayed its commit (ReplayGate) and (3) `settle(position)` here saw, on the standby, every
+  subscriber of the region with a lease acknowledge the change's position (the primary names it in
+  the `lading-change-position` trailer). A lease counts as ended on the standby only when it ended
+  before the last transaction the standby replayed committed (`pg_last_xact_replay_timestamp()`,
+  the primary's clock, like `lease_until`): a renewal the standby has not replayed yet then
+  committed after the lease had ended, so either the primary answered it with a new epoch, or the
+  gateway's own view of its lease (counted from when it sent, shorter) had run out before the
+  answer came: either way that gateway dropped its cache before serving coherently again. A laggard is fenced on the primary (`FenceSubscribers`, called by the replica region's
+  plane as itself, naming its region), so its lease runs out there and the write answers then, as
+  in the primary region. If the primary cannot be reached for that, the write answers after
+  `ack_wait_seconds + lease_seconds` (logged, `lading_change_ack_gave_up_total`).
 """
 
 from __future__ import annotations
@@ -34,12 +55,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
+from lading.metadata.v1 import change_acks_pb2, change_acks_pb2_grpc
 from sqlalchemy import text
 
 from services.common.metrics import Metrics
 from services.common.settings import ChangeFeedSettings
+from services.metadata.blob_regions import REGION_HEADER
 from services.metadata.store.access import Kind
 from services.metadata.store.engine import Database
 
@@ -54,10 +79,17 @@ _LONGEST_PAUSE_SECONDS = 0.02
 # A write gives up after the bound plus this (a database too slow to say; logged and counted).
 _SLACK_SECONDS = 0.5
 
+# The change positions settled while one call is answered: the primary region's CommitPositions
+# (services/metadata/regions.py) puts a list here for each write RPC and sends the highest to the
+# forwarding replica region in the `lading-change-position` trailer, which settles it there too.
+settled_positions: ContextVar[list[int] | None] = ContextVar("lading_settled_positions", default=None)
+
 _ACK = text(
-    "INSERT INTO change_subscribers AS s (subscriber, acked, fence, lease_until, epoch) "
-    "VALUES (:subscriber, :position, 0, clock_timestamp() + CAST(:lease AS double precision) * interval '1 second', 1) "
+    "INSERT INTO change_subscribers AS s (subscriber, acked, fence, lease_until, epoch, region) "
+    "VALUES (:subscriber, :position, 0, clock_timestamp() + CAST(:lease AS double precision) * interval '1 second', 1, "
+    ":region) "
     "ON CONFLICT (subscriber) DO UPDATE SET "
+    "region = excluded.region, "
     "acked = greatest(s.acked, excluded.acked), "
     "fence = CASE WHEN greatest(s.acked, excluded.acked) >= s.fence THEN 0 ELSE s.fence END, "
     "lease_until = CASE WHEN greatest(s.acked, excluded.acked) >= s.fence THEN excluded.lease_until "
@@ -69,9 +101,16 @@ _ACK = text(
 _LEAVE = text("UPDATE change_subscribers SET lease_until = clock_timestamp() WHERE subscriber = :subscriber "
               "RETURNING epoch")
 _LAGGARDS = text("SELECT subscriber FROM change_subscribers "
-                 "WHERE acked < :position AND lease_until > clock_timestamp()")
+                 "WHERE region = :region AND acked < :position AND lease_until > clock_timestamp()")
+# On a replica region's standby: "now" is the commit time of the last transaction it replayed (see
+# the module docstring); a standby promoted meanwhile uses its clock.
+_STANDBY_LAGGARDS = text(
+    "SELECT subscriber FROM change_subscribers WHERE region = :region AND acked < :position AND lease_until > "
+    "CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_xact_replay_timestamp(), clock_timestamp()) "
+    "ELSE clock_timestamp() END")
 _FENCE = text("UPDATE change_subscribers SET fence = greatest(fence, :position) "
-              "WHERE acked < :position AND lease_until > clock_timestamp() RETURNING subscriber")
+              "WHERE region = :region AND acked < :position AND lease_until > clock_timestamp() "
+              "RETURNING subscriber")
 _FORGET = text("DELETE FROM change_subscribers "
                "WHERE lease_until < clock_timestamp() - CAST(:seconds AS double precision) * interval '1 second'")
 
@@ -93,12 +132,21 @@ class _Subscriber:
 
 
 class ChangeAcks:
-    def __init__(self, database: Database, settings: ChangeFeedSettings, *, read_only: bool = False) -> None:
+    def __init__(self, database: Database, settings: ChangeFeedSettings, *, read_only: bool = False,
+                 region: str = "") -> None:
+        """`read_only`: a replica region (acknowledgements are forwarded to the primary region and
+        read back from the standby); `region`: `regions.local` ('' without regions)."""
         self._db = database
         self._settings = settings
         self.enabled = settings.wait_for_caches
+        self.region = region
+        # A replica region's standby: rows written by the primary region, read here.
+        self.standby = database.dialect == "postgresql" and read_only
         self.shared = database.dialect == "postgresql" and not read_only
         self._memory: dict[str, _Subscriber] = {}
+        # A replica region: the primary region's ChangeAckService, which fences (use_primary).
+        self._primary: Any = None
+        self._primary_timeout = 10.0
         self._woken = asyncio.Event()
         # Counters for metrics (and tests).
         self.waits = 0
@@ -110,6 +158,11 @@ class ChangeAcks:
     def lease_seconds(self) -> float:
         return self._settings.lease_seconds
 
+    def use_primary(self, channel: Any, timeout_seconds: float) -> None:
+        """A replica region: laggards are fenced through the primary region's metadata plane."""
+        self._primary = change_acks_pb2_grpc.ChangeAckServiceStub(channel)
+        self._primary_timeout = timeout_seconds
+
     def wake(self) -> None:
         """An acknowledgement was recorded (here, or NOTIFY from another replica)."""
         previous, self._woken = self._woken, asyncio.Event()
@@ -117,22 +170,31 @@ class ChangeAcks:
 
     # -- the gateways' side --------------------------------------------------------------------------
 
-    async def acknowledge(self, subscriber: str, position: int, *, leaving: bool = False) -> Grant:
+    async def acknowledge(self, subscriber: str, position: int, *, leaving: bool = False,
+                          region: str | None = None) -> Grant:
         """Records that `subscriber` applied the feed up to `position`; renews its lease unless a
-        write fenced it at a higher position (see the module docstring)."""
+        write fenced it at a higher position (see the module docstring). `region`: the region the
+        call was forwarded from (None: this one)."""
         lease = self._settings.lease_seconds
+        if self.standby:
+            # services/metadata/regions.py forwards the call to the primary region before it gets here.
+            raise RuntimeError("a replica region's acknowledgements are taken by the primary region")
         if not self.shared:
             grant = self._acknowledge_here(subscriber, position, leaving, lease)
         else:
+            theirs = region is not None and region != self.region
             async with self._db.access.transaction() as conn:
                 # Not durable on purpose: a lost acknowledgement only makes a write wait for the next.
-                await conn.execute(text("SET LOCAL synchronous_commit = off"))
+                # Another region's: flushed here (not waiting for synchronous standbys), else its
+                # standby would receive it only with the WAL writer's next flush (up to 200 ms).
+                await conn.execute(text(f"SET LOCAL synchronous_commit = {'local' if theirs else 'off'}"))
                 if leaving:
                     epoch = (await conn.execute(_LEAVE, {"subscriber": subscriber})).scalar()
                     grant = Grant(0.0, int(epoch or 0))
                 else:
                     row = (await conn.execute(_ACK, {"subscriber": subscriber, "position": position,
-                                                     "lease": lease})).one()
+                                                     "lease": lease,
+                                                     "region": self.region if region is None else region})).one()
                     grant = Grant(lease if row[0] else 0.0, int(row[1]))
                 await conn.execute(text(f"NOTIFY {ACK_NOTIFY_CHANNEL}"))
         self.wake()
@@ -169,6 +231,9 @@ class ChangeAcks:
         """Returns once every subscriber holding a lease has acknowledged `position` (a change this
         process just committed), fencing those that take longer than `ack_wait_seconds`; never
         raises (the write has committed: at worst it answers after the bound, logged)."""
+        holder = settled_positions.get()
+        if holder is not None and position:
+            holder.append(position)
         if not self.enabled or not position:
             return
         started = time.monotonic()
@@ -213,13 +278,36 @@ class ChangeAcks:
                 self.wait_seconds_total += time.monotonic() - started
 
     async def _laggards(self, position: int) -> list[str]:
-        if not self.shared:
+        if not self.shared and not self.standby:
             now = time.monotonic()
             return [n for n, s in self._memory.items() if s.acked < position and s.lease_until > now]
+        # In a replica region the route reads its database: the region's standby.
         async with self._db.access.connection(Kind.PRIMARY_READ) as conn:
-            return [str(r[0]) for r in await conn.execute(_LAGGARDS, {"position": position})]
+            return [str(r[0]) for r in await conn.execute(_STANDBY_LAGGARDS if self.standby else _LAGGARDS,
+                                                          {"position": position, "region": self.region})]
+
+    async def fence_region(self, region: str, position: int) -> list[str]:
+        """FenceSubscribers: a replica region's write waited too long for its gateways (here: the
+        primary region's database)."""
+        if not self.shared:
+            raise RuntimeError("subscribers are fenced in the primary region's PostgreSQL database")
+        async with self._db.access.transaction() as conn:
+            return [str(r[0]) for r in await conn.execute(_FENCE, {"position": position, "region": region})]
 
     async def _fence(self, position: int) -> list[str]:
+        if self.standby:
+            if self._primary is None:
+                return []
+            try:
+                answer = await self._primary.FenceSubscribers(
+                    change_acks_pb2.FenceSubscribersRequest(position=position),
+                    metadata=((REGION_HEADER, self.region),),
+                    timeout=min(self._primary_timeout, self._settings.lease_seconds))
+            except Exception as exc:  # noqa: BLE001 - the write then waits for the bound
+                log.warning("change %d: could not fence this region's late gateways on the primary region: %s",
+                            position, exc)
+                return []
+            return list(answer.subscribers)
         if not self.shared:
             now = time.monotonic()
             names = []
@@ -229,7 +317,7 @@ class ChangeAcks:
                     names.append(name)
             return names
         async with self._db.access.transaction() as conn:
-            return [str(r[0]) for r in await conn.execute(_FENCE, {"position": position})]
+            return [str(r[0]) for r in await conn.execute(_FENCE, {"position": position, "region": self.region})]
 
     async def forget_gone(self) -> int:
         """Deletes subscribers whose lease ended long ago; returns how many."""
@@ -250,3 +338,8 @@ class ChangeAcks:
             "lading_change_ack_fenced_total",
             "gateways that had not acknowledged a write within change_feed.ack_wait_seconds (their lease "
             "was not renewed: they served no cached entry until they caught up)", lambda: self.fenced)
+        metrics.register_gauge_callback(
+            "lading_change_ack_gave_up_total",
+            "writes that answered before every gateway holding a lease had acknowledged them (the bound "
+            "ack_wait_seconds + lease_seconds passed, or the acknowledgements could not be read)",
+            lambda: self.gave_up)

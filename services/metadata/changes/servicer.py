@@ -16,6 +16,7 @@ from lading.metadata.v1 import change_acks_pb2_grpc, changes_pb2_grpc
 from lading.metadata.v1 import changes_pb2 as pb
 from lading.metadata.v1 import repository_changes_pb2 as rpb
 
+from services.metadata.blob_regions import REGION_HEADER, REGION_NAME_LENGTH
 from services.metadata.changes.acks import ChangeAcks
 from services.metadata.changes.hub import ChangeHub
 from services.metadata.changes.log import ChangeLog, StoredChange
@@ -126,5 +127,18 @@ class ChangeAckServicer(change_acks_pb2_grpc.ChangeAckServiceServicer):
                                  ) -> apb.AcknowledgeChangesResponse:
         if not request.subscriber:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "subscriber is required")
-        grant = await self._acks.acknowledge(request.subscriber[:128], request.position, leaving=request.leaving)
+        # Forwarded by a replica region's metadata plane, which names its region (regions.py).
+        sent = str(dict(context.invocation_metadata() or ()).get(REGION_HEADER, ""))[:REGION_NAME_LENGTH]
+        grant = await self._acks.acknowledge(request.subscriber[:128], request.position, leaving=request.leaving,
+                                             region=sent or None)
         return apb.AcknowledgeChangesResponse(lease_ms=int(grant.lease_seconds * 1000), epoch=grant.epoch)
+
+    async def FenceSubscribers(self, request: apb.FenceSubscribersRequest, context: grpc.aio.ServicerContext
+                               ) -> apb.FenceSubscribersResponse:
+        # The replica region that calls names itself (services/metadata/changes/acks.py).
+        region = str(dict(context.invocation_metadata() or ()).get(REGION_HEADER, ""))[:REGION_NAME_LENGTH]
+        if not region or not self._acks.shared:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "FenceSubscribers is for a replica region's metadata plane, on the primary region's")
+        names = await self._acks.fence_region(region, request.position)
+        return apb.FenceSubscribersResponse(subscribers=names)

@@ -31,7 +31,8 @@ changes = Table(
 # Gateways (one row per process that follows the feed for a cache) and how far they applied it
 # (created by migration 0011; changes/acks.py). Used on PostgreSQL, where every metadata replica
 # must see every gateway's acknowledgements; with SQLite the one metadata process keeps them in
-# memory and the table stays empty.
+# memory and the table stays empty. In a replica region the acknowledgements are forwarded to the
+# primary region (rows with that region) and read back from the region's standby.
 change_subscribers = Table(
     "change_subscribers",
     metadata,
@@ -44,4 +45,7 @@ change_subscribers = Table(
     Column("lease_until", DateTime(timezone=True), nullable=False),
     # Grows each time the subscriber is renewed after its lease had run out (it must drop its cache).
     Column("epoch", BigInteger, nullable=False),
+    # The subscriber's region (`regions.local` of the metadata plane it acknowledges through; ''
+    # without regions): a write waits only for the subscribers of the region it answers in.
+    Column("region", String(64), nullable=False),
 )

@@ -43,11 +43,11 @@ class ChangeParts:
 
 
 def build_changes(database: Database, settings: ChangeFeedSettings, replay: ReplayGate | None = None,
-                  *, read_only: bool = False) -> ChangeParts:
+                  *, read_only: bool = False, region: str = "") -> ChangeParts:
     """`read_only`: a replica region's metadata plane (its writes are forwarded to the primary
-    region; acknowledgements are kept in memory)."""
+    region; its gateways' acknowledgements too, read back from the standby); `region`: `regions.local`."""
     log = ChangeLog(database)
-    acks = ChangeAcks(database, settings, read_only=read_only)
+    acks = ChangeAcks(database, settings, read_only=read_only, region=region)
     hub = ChangeHub(database, log, settings, replay, acks=acks)
     return ChangeParts(log=log, hub=hub, servicer=ChangeServicer(log, hub),
                        repositories=RepositoryChanges(log, acks), acks=acks)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lading/metadata/v1/change_acks.proto\x12\x12lading.metadata.v1\"R\n\x19\x41\x63knowledgeChangesRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\"=\n\x1a\x41\x63knowledgeChangesResponse\x12\x10\n\x08lease_ms\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x32\x87\x01\n\x10\x43hangeAckService\x12s\n\x12\x41\x63knowledgeChanges\x12-.lading.metadata.v1.AcknowledgeChangesRequest\x1a..lading.metadata.v1.AcknowledgeChangesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lading/metadata/v1/change_acks.proto\x12\x12lading.metadata.v1\"R\n\x19\x41\x63knowledgeChangesRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\"=\n\x1a\x41\x63knowledgeChangesResponse\x12\x10\n\x08lease_ms\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\"+\n\x17\x46\x65nceSubscribersRequest\x12\x10\n\x08position\x18\x01 \x01(\x03\"/\n\x18\x46\x65nceSubscribersResponse\x12\x13\n\x0bsubscribers\x18\x01 \x03(\t2\xf6\x01\n\x10\x43hangeAckService\x12s\n\x12\x41\x63knowledgeChanges\x12-.lading.metadata.v1.AcknowledgeChangesRequest\x1a..lading.metadata.v1.AcknowledgeChangesResponse\x12m\n\x10\x46\x65nceSubscribers\x12+.lading.metadata.v1.FenceSubscribersRequest\x1a,.lading.metadata.v1.FenceSubscribersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACKNOWLEDGECHANGESREQUEST']._serialized_end=142
   _globals['_ACKNOWLEDGECHANGESRESPONSE']._serialized_start=144
   _globals['_ACKNOWLEDGECHANGESRESPONSE']._serialized_end=205
-  _globals['_CHANGEACKSERVICE']._serialized_start=208
-  _globals['_CHANGEACKSERVICE']._serialized_end=343
+  _globals['_FENCESUBSCRIBERSREQUEST']._serialized_start=207
+  _globals['_FENCESUBSCRIBERSREQUEST']._serialized_end=250
+  _globals['_FENCESUBSCRIBERSRESPONSE']._serialized_start=252
+  _globals['_FENCESUBSCRIBERSRESPONSE']._serialized_end=299
+  _globals['_CHANGEACKSERVICE']._serialized_start=302
+  _globals['_CHANGEACKSERVICE']._serialized_end=548
 # @@protoc_insertion_point(module_scope)

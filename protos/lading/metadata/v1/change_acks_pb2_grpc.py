@@ -45,6 +45,11 @@ class ChangeAckServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_change__acks__pb2.AcknowledgeChangesRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_change__acks__pb2.AcknowledgeChangesResponse.FromString,
                 _registered_method=True)
+        self.FenceSubscribers = channel.unary_unary(
+                '/lading.metadata.v1.ChangeAckService/FenceSubscribers',
+                request_serializer=lading_dot_metadata_dot_v1_dot_change__acks__pb2.FenceSubscribersRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_change__acks__pb2.FenceSubscribersResponse.FromString,
+                _registered_method=True)
 
 
 class ChangeAckServiceServicer:
@@ -64,6 +69,16 @@ class ChangeAckServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FenceSubscribers(self, request, context):
+        """Called on the primary region by a replica region's metadata plane, which names itself in the
+        `lading-region` header, when one of its writes has waited `ack_wait_seconds` for its region's
+        gateways: the subscribers of that region holding a lease without having acknowledged
+        `position` get no lease renewal until they do (their leases then run out, and the write answers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChangeAckServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -71,6 +86,11 @@ def add_ChangeAckServiceServicer_to_server(servicer, server):
                     servicer.AcknowledgeChanges,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_change__acks__pb2.AcknowledgeChangesRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_change__acks__pb2.AcknowledgeChangesResponse.SerializeToString,
+            ),
+            'FenceSubscribers': grpc.unary_unary_rpc_method_handler(
+                    servicer.FenceSubscribers,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_change__acks__pb2.FenceSubscribersRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_change__acks__pb2.FenceSubscribersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -106,6 +126,33 @@ class ChangeAckService:
             '/lading.metadata.v1.ChangeAckService/AcknowledgeChanges',
             lading_dot_metadata_dot_v1_dot_change__acks__pb2.AcknowledgeChangesRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_change__acks__pb2.AcknowledgeChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FenceSubscribers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.ChangeAckService/FenceSubscribers',
+            lading_dot_metadata_dot_v1_dot_change__acks__pb2.FenceSubscribersRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_change__acks__pb2.FenceSubscribersResponse.FromString,
             options,
             channel_credentials,
             insecure,

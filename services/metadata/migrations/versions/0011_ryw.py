@@ -25,6 +25,9 @@ def upgrade() -> None:
         sa.Column("fence", sa.BigInteger, nullable=False),
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
         sa.Column("epoch", sa.BigInteger, nullable=False),
+        # The region of the subscriber's gateway (its acknowledgements reach the primary region's
+        # database through its region's metadata plane); '' without regions.
+        sa.Column("region", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("subscriber", name="pk_change_subscribers"),
     )
 
