@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -105,6 +106,18 @@ _DATABASE_UNAVAILABLE = "the metadata database is unavailable"
 # What the forwarded call carries of the caller's metadata.
 _FORWARDED_HEADERS = ("authorization",)
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# Repositories read from the primary region at most (older pins are dropped: back to the standby).
+_PINNED_KEPT = 10_000
+
+
+def _repository_of(parse: Callable[[bytes], Any] | None, request: bytes) -> str:
+    """The repository a forwarded write names ('' when it names none or cannot be read)."""
+    if parse is None:
+        return ""
+    try:
+        return str(getattr(parse(request), "repository", "") or "")
+    except Exception:  # noqa: BLE001 - the primary will say what is wrong with the request
+        return ""
 
 
 def role(settings: RegionSettings) -> str:
@@ -144,6 +157,10 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         self.failures = 0
         # Reads answered by the primary region because the local standby did not answer.
         self.read_failovers = 0
+        # repository → the WAL position of a forwarded write the standby had not replayed within
+        # the bound: this process reads that repository from the primary region until it has.
+        self._pinned: OrderedDict[str, str] = OrderedDict()
+        self.pinned_reads = 0
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         method = handler_call_details.method
@@ -161,9 +178,11 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         if method not in WRITES:
             return await continuation(handler_call_details)
         call = self._channel.unary_unary(method)  # bytes in, bytes out
+        local = await continuation(handler_call_details)
+        parse = local.request_deserializer if local is not None else None
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self._forward(call, request, context)
+            return await self._forward(call, request, context, repository=_repository_of(parse, request))
 
         return grpc.unary_unary_rpc_method_handler(forward)
 
@@ -198,6 +217,10 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         local, primary = self._settings.local, self._settings.primary
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+            if await self._pinned_to_primary(getattr(request, "repository", "")):
+                answer = await self._forward(call, request.SerializeToString(), context, read=True)
+                self.pinned_reads += 1
+                return answer
             try:
                 response = await inner(request, context)
             except RegistryError as error:
@@ -220,8 +243,28 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         # Bytes out: the local answer serialized here, the primary's passed on as it came.
         return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer, None)
 
+    async def _pinned_to_primary(self, repository: str) -> bool:
+        """Whether a read of `repository` must go to the primary region: a write of it forwarded
+        from here is not yet replayed by the standby (it was slower than the bound)."""
+        lsn = self._pinned.get(repository) if repository and self._pinned else None
+        if lsn is None:
+            return False
+        try:
+            if await self._replay.replayed(lsn):
+                self._pinned.pop(repository, None)
+                return False
+        except Exception:  # noqa: BLE001 - a standby that cannot say has not caught up
+            pass
+        return True
+
+    def _pin(self, repository: str, lsn: str) -> None:
+        self._pinned[repository] = lsn
+        self._pinned.move_to_end(repository)
+        while len(self._pinned) > _PINNED_KEPT:
+            self._pinned.popitem(last=False)
+
     async def _forward(self, call: Any, request: bytes, context: grpc.aio.ServicerContext, *,
-                       read: bool = False, ack: bool = False) -> bytes:
+                       read: bool = False, ack: bool = False, repository: str = "") -> bytes:
         metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k in _FORWARDED_HEADERS)
         metadata += ((REGION_HEADER, self._settings.local),)
         primary = self._settings.primary
@@ -263,6 +306,14 @@ class ForwardWrites(grpc.aio.ServerInterceptor):
         lsn = sent.get(COMMIT_LSN_KEY)
         if lsn:
             replayed = await self._replay.wait_for(str(lsn), self._replay.bound_seconds)
+            if not replayed and repository:
+                # The standby is slower than the bound (or down): until it has the write, this
+                # process answers reads of the repository from the primary region, so the writer
+                # still reads its write here (as ReplayGate.engine_for does in the primary region).
+                log.warning("the standby did not replay a forwarded write of %s within %.3g s; reading it from "
+                            "the primary region %r until it has", repository, self._replay.bound_seconds, primary)
+                self._replay.timeouts += 1
+                self._pin(repository, str(lsn))
             self._on_replayed()
             position = int(sent.get(CHANGE_POSITION_KEY) or 0)
             if position and self.settle is not None and (replayed or not self._replay.standby_down):
@@ -423,6 +474,11 @@ class RegionParts:
                 "lading_region_read_failovers_total",
                 "reads answered by the primary region because this region's standby did not answer "
                 "(regions.read_failover)", lambda: forward.read_failovers)
+            metrics.register_gauge_callback(
+                "lading_region_pinned_reads_total",
+                "reads answered by the primary region because a write of their repository forwarded from "
+                "here was not yet replayed by this region's standby (slower than read_your_writes.wait_seconds)",
+                lambda: forward.pinned_reads)
 
     async def close(self) -> None:
         if self.channel is not None:

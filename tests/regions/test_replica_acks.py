@@ -195,3 +195,37 @@ def test_cut_off_from_the_primary_the_replica_regions_gateways_lose_their_leases
     moved = variant(base, 1)
     assert push_manifest_only(one, repo, "latest", moved).status_code == 201
     assert digest_of(two, repo, "latest") == moved.digest
+
+
+def test_a_write_the_standby_has_not_replayed_in_time_is_read_from_the_primary_region(
+    regions: Regions, us_clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    """us's standby slower than `read_your_writes.wait_seconds` (its replay paused): a push through
+    us still answers 201 (after the bound), and us reads that repository from the primary region
+    until its standby has the write, so the push reads back through either gateway. Without that,
+    the standby answers the old digest and 404 for the new one."""
+    one, two = us_clients
+    repo = f"replica-acks/{uuid.uuid4().hex[:12]}"
+    base = image(layers=1)
+    push(one, repo, base, tag="latest")
+    _standby_caught_up(regions)
+    assert eventually(lambda: digest_of(two, repo, "latest") == base.digest)  # cached by gateway 2
+    pinned = _metadata_gauge(regions.us.metrics_address, "lading_region_pinned_reads_total")
+    moved = variant(base, 1)
+    regions.pair.standby.psql("SELECT pg_wal_replay_pause()")
+    try:
+        assert push_manifest_only(one, repo, "latest", moved).status_code == 201
+        for client in (two, one):
+            assert digest_of(client, repo, "latest") == moved.digest
+            assert digest_of(client, repo, moved.digest) == moved.digest
+        assert regions.pair.standby.psql("SELECT pg_is_wal_replay_paused()") == "t"  # still behind
+        assert _metadata_gauge(regions.us.metrics_address, "lading_region_pinned_reads_total") > pinned
+    finally:
+        regions.pair.standby.psql("SELECT pg_wal_replay_resume()")
+    _standby_caught_up(regions)
+    # Caught up: the repository is read from the standby again.
+    assert digest_of(two, repo, moved.digest) == moved.digest
+    pinned = _metadata_gauge(regions.us.metrics_address, "lading_region_pinned_reads_total")
+    assert digest_of(two, repo, moved.digest) == moved.digest
+    assert _metadata_gauge(regions.us.metrics_address, "lading_region_pinned_reads_total") == pinned
+    _coherent(regions)
