@@ -9,8 +9,15 @@ and `lading serve`'s supervisor (services/supervisor.py) loads nothing but the s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+
+# gRPC's fork handlers (on by default in grpcio's core, off in its Python layer: a mixed state,
+# grpc/grpc#41433) can abort a child forked while a gRPC thread is busy, e.g. a subprocess started
+# by a plane that serves gRPC. Lading forks only before gRPC starts, or to exec at once, so it
+# needs none of them. Read when gRPC initialises, which happens after this.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 # Commands that run a plane themselves: it reads its addresses from the LADING_* settings.
 _PLANES = ("gateway", "metadata", "blob", "migrate")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+
+# The test process runs gRPC clients and servers and forks children (subprocess.Popen with a
+# preexec_fn forks without exec first): gRPC's fork handlers, on by default in grpcio's core,
+# then abort those children or break the test process's pollers ("epoll_wait error: Bad file
+# descriptor"). Lading's own entry point turns them off too (services/cli.py).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import pytest
 
