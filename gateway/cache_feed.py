@@ -175,7 +175,10 @@ class CacheFeed:
                 if self._invalidations is not None:
                     self._invalidations.inc()
         self._applied = answer.position
-        if answer.changes or answer.reset or answer.position > self._acked:
+        # Acknowledge at once when there is something new, and when the feed first goes live: until
+        # its first lease the cache is not coherent (it keeps entries for the fallback TTL only).
+        first_live = answer.caught_up and not self._was_live
+        if answer.changes or answer.reset or answer.position > self._acked or first_live:
             self._ack_wanted.set()
         if answer.caught_up and not self._was_live:
             self._was_live = True
