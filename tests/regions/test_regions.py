@@ -214,6 +214,42 @@ def test_skopeo_round_trips_images_through_the_replica_region(regions: Regions, 
             assert pulled.blob(blob.digest) == blob.data, f"{tag}: blob {blob.digest} differs"
 
 
+def test_oras_pushes_an_artifact_and_its_referrer_through_the_replica_region(
+    regions: Regions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """oras-py (the other client the issue names) through the replica region: an artifact pushed
+    there pulls back byte-identical, and a referrer pushed there is listed by its subject there
+    (the writes were forwarded to the primary; the reads come from the region's standby)."""
+    import oras.oci
+    import oras.provider
+
+    monkeypatch.chdir(tmp_path)  # oras-py pushes only files under the working directory
+    files = {"readme.txt": b"through the replica region\n", "data.bin": os.urandom(100_000)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    hostport = regions.replica_gateway.removeprefix("http://")
+    client = oras.provider.Registry(hostname=hostport, insecure=True)
+    repo = f"oras/us-{uuid.uuid4().hex[:8]}"
+    assert client.push(target=f"{hostport}/{repo}:v1", files=list(files), quiet=True).status_code == 201
+    pulled = client.pull(target=f"{hostport}/{repo}:v1", outdir=str(tmp_path / "out"))
+    assert {Path(p).name: Path(p).read_bytes() for p in pulled} == files
+
+    with httpx.Client(base_url=regions.replica_gateway, timeout=30) as http:
+        subject = get_manifest(http, repo, "v1")
+        assert subject.status_code == 200
+        (tmp_path / "sbom.json").write_text('{"packages": []}')
+        described = oras.oci.Subject(mediaType=subject.headers["Content-Type"],
+                                     digest=subject.headers["Docker-Content-Digest"], size=len(subject.content))
+        pushed = client.push(target=f"{hostport}/{repo}:sbom", files=["sbom.json:application/vnd.example.sbom+json"],
+                             subject=described, quiet=True)
+        assert pushed.status_code == 201
+        assert pushed.headers["OCI-Subject"] == described.digest
+        referrer = get_manifest(http, repo, "sbom").headers["Docker-Content-Digest"]
+        listing = http.get(f"/v2/{repo}/referrers/{described.digest}")
+        assert listing.status_code == 200
+        assert [d["digest"] for d in listing.json()["manifests"]] == [referrer]
+
+
 def test_a_replica_region_cut_off_from_the_primary_serves_reads_and_refuses_writes(regions: Regions) -> None:
     repo = f"regions/{uuid.uuid4().hex[:10]}"
     with httpx.Client(base_url=regions.replica_gateway, timeout=30) as us:
@@ -373,3 +409,4 @@ def test_failover_runbook_promotes_the_replica_region_and_the_old_primary_rejoin
                 f"SELECT string_agg(t.name, ',' ORDER BY t.name) FROM tags t JOIN repositories r "
                 f"ON r.id = t.repository_id WHERE r.name = '{repo}'", database="lading")
             assert tags == "after,before"  # the rejoined standby has the new primary's writes
+
