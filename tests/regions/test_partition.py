@@ -37,21 +37,16 @@ from lading.blob.v1 import blob_pb2, blob_pb2_grpc
 from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 
 from services.common.errors import ErrorKind, from_rpc_error
-from tests.ha.test_replicas import skopeo
+from tests.regions.skopeo_trips import skopeo_round_trip
 from tests.regions.two_regions import Region, Regions, two_regions
 from tests.support import standby
-from tests.support.clients import require_binary
 from tests.support.haproxy import haproxy_binary
 from tests.support.oci import (
-    Layout,
-    Manifest,
     error_codes,
     get_manifest,
     image,
-    multi_arch_index,
     push,
     push_manifest_only,
-    write_layout,
 )
 from tests.support.stack import LadingProcess, child_env, lading_command, running, wait_until_path_exists
 
@@ -114,27 +109,8 @@ def test_skopeo_copies_through_each_regions_haproxy(regions: Regions, tmp_path: 
     """Pushed through one region's HAProxy, pulled through the other's (round-robin over its two
     gateways): the replica region's own reads, writes forwarded to the primary, and blob bytes
     fetched between regions on a miss, all through the load balancer clients use."""
-    binary = require_binary("skopeo", install_hint="apt-get install skopeo")
-    images: dict[str, Manifest] = {
-        "one": image(2, layer_size=64 * 1024),
-        "multi": multi_arch_index((("amd64", "linux"), ("arm64", "linux")), layers=1),
-    }
-    source = write_layout(tmp_path / "src", images)
-    home = tmp_path / "home"
-    home.mkdir()
     for pushed_in, pulled_in in ((regions.eu, regions.us), (regions.us, regions.eu)):
-        repo = f"skopeo/{pushed_in.name}"
-        for tag, manifest in images.items():
-            extra = ["--all"] if manifest.children else []
-            skopeo(binary, home, "copy", "--dest-tls-verify=false", "--preserve-digests", *extra,
-                   f"oci:{source}:{tag}", f"docker://{pushed_in.haproxy.hostport}/{repo}:{tag}")
-            destination = tmp_path / f"{pushed_in.name}-{tag}"
-            skopeo(binary, home, "copy", "--src-tls-verify=false", "--preserve-digests", *extra,
-                   f"docker://{pulled_in.haproxy.hostport}/{repo}:{tag}", f"oci:{destination}:{tag}")
-            pulled = Layout(destination)
-            assert pulled.descriptor_for(tag)["digest"] == manifest.digest
-            for item in manifest.all_blobs():
-                assert pulled.blob(item.digest) == item.data, f"{tag}: {item.digest} differs"
+        skopeo_round_trip(tmp_path, f"skopeo/{pushed_in.name}", pushed_in.haproxy.hostport, pulled_in.haproxy.hostport)
 
 
 def test_a_replica_region_partitioned_from_the_primary_reads_on_refuses_writes_and_recovers(

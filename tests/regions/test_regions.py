@@ -42,19 +42,15 @@ import httpx
 import pytest
 from lading.metadata.v1 import accounts_pb2, accounts_pb2_grpc
 
-from tests.ha.test_replicas import skopeo
+from tests.regions.skopeo_trips import skopeo_round_trip
 from tests.support import standby
 from tests.support.clients import require_binary
 from tests.support.oci import (
-    Layout,
-    Manifest,
     error_codes,
     get_manifest,
     image,
-    multi_arch_index,
     push,
     push_manifest_only,
-    write_layout,
 )
 from tests.support.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, SLAPD, Slapd
 from tests.support.stack import (
@@ -192,26 +188,8 @@ def test_writes_in_a_replica_region_go_to_the_primary_and_are_read_back_at_once(
 
 
 def test_skopeo_round_trips_images_through_the_replica_region(regions: Regions, tmp_path: Path) -> None:
-    binary = require_binary("skopeo", install_hint="apt-get install skopeo")
-    images: dict[str, Manifest] = {
-        "one": image(2, layer_size=64 * 1024),
-        "multi": multi_arch_index((("amd64", "linux"), ("arm64", "linux")), layers=1),
-    }
-    source = write_layout(tmp_path / "src", images)
-    home = tmp_path / "home"
-    home.mkdir()
     hostport = regions.replica_gateway.removeprefix("http://")
-    for tag, manifest in images.items():
-        extra = ["--all"] if manifest.children else []
-        skopeo(binary, home, "copy", "--dest-tls-verify=false", "--preserve-digests", *extra,
-               f"oci:{source}:{tag}", f"docker://{hostport}/skopeo/us:{tag}")
-        destination = tmp_path / f"dst-{tag}"
-        skopeo(binary, home, "copy", "--src-tls-verify=false", "--preserve-digests", *extra,
-               f"docker://{hostport}/skopeo/us:{tag}", f"oci:{destination}:{tag}")
-        pulled = Layout(destination)
-        assert pulled.descriptor_for(tag)["digest"] == manifest.digest
-        for blob in manifest.all_blobs():
-            assert pulled.blob(blob.digest) == blob.data, f"{tag}: blob {blob.digest} differs"
+    skopeo_round_trip(tmp_path, "skopeo/us", hostport, hostport)
 
 
 def test_oras_pushes_an_artifact_and_its_referrer_through_the_replica_region(
