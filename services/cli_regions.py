@@ -52,6 +52,9 @@ async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
     if reply.role == "replica":
         print(f"  writes forwarded to {reply.primary}: {reply.forwarded_writes} "
               f"({reply.forward_failures} refused: primary unreachable)")
+        print(f"  reads answered by {reply.primary}: {reply.read_failovers} with the standby down "
+              f"(regions.read_failover), {reply.pinned_reads} pinned after a forwarded write the standby "
+              "had not replayed in time")
     if reply.role != "single":
         print(f"  blobs fetched from other regions on a miss: {reply.blob_fetches_completed} "
               f"({reply.blob_fetch_bytes} bytes; {reply.blob_fetches_failed} failed, {reply.blob_fetches_started} "

@@ -413,6 +413,8 @@ class RegionServicer(regions_pb2_grpc.RegionServiceServicer):
             replay_waits=self._replay.waits, replay_wait_timeouts=self._replay.timeouts,
             forwarded_writes=self._forward.forwarded if self._forward else 0,
             forward_failures=self._forward.failures if self._forward else 0,
+            read_failovers=self._forward.read_failovers if self._forward else 0,
+            pinned_reads=self._forward.pinned_reads if self._forward else 0,
             peers=peers,
         )
 

@@ -241,6 +241,9 @@ def test_with_the_standby_stopped_reads_fail_over_to_the_primary_or_answer_503(r
             assert _pull_blob(us, repo, pushed.blobs[0].digest).content == pushed.blobs[0].data
             failed_over = _read_failovers(regions)
             assert failed_over >= 2  # v2 and the tag list at least (the gateways may cache a manifest)
+            # `lading region status` counts them too (the same process: nothing read since).
+            shown = _status(regions.us)
+            assert json.loads(shown.stdout)["readFailovers"] == str(failed_over), shown.stdout + shown.stderr
             # Neither the standby nor the primary region: 503, naming both (references no gateway
             # has cached).
             regions.partition.cut()

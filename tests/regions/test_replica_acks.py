@@ -19,8 +19,10 @@ Write latency in the replica region is measured by `python -m bench.regions` (do
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from tests.regions.two_regions import Regions, two_regions
 from tests.support import standby
 from tests.support.haproxy import haproxy_binary
 from tests.support.oci import image, push, push_manifest_only
+from tests.support.stack import child_env, lading_command
 
 pytestmark = [
     pytest.mark.postgres,
@@ -228,4 +231,7 @@ def test_a_write_the_standby_has_not_replayed_in_time_is_read_from_the_primary_r
     pinned = _metadata_gauge(regions.us.metrics_address, "lading_region_pinned_reads_total")
     assert digest_of(two, repo, moved.digest) == moved.digest
     assert _metadata_gauge(regions.us.metrics_address, "lading_region_pinned_reads_total") == pinned
+    shown = subprocess.run(lading_command("region", "status", "--json", "--metadata", f"unix:{regions.us.metadata_socket}"),
+                           capture_output=True, text=True, timeout=60, env=child_env())
+    assert json.loads(shown.stdout)["pinnedReads"] == str(int(pinned)), shown.stdout + shown.stderr
     _coherent(regions)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lading/metadata/v1/regions.proto\x12\x12lading.metadata.v1\",\n\x16GetRegionStatusRequest\x12\x12\n\nlocal_only\x18\x01 \x01(\x08\"\x97\x03\n\x17GetRegionStatusResponse\x12\r\n\x05local\x18\x01 \x01(\t\x12\x0f\n\x07primary\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x1f\n\x17replication_lag_seconds\x18\x04 \x01(\x01\x12\x14\n\x0creplay_waits\x18\x05 \x01(\x03\x12\x1c\n\x14replay_wait_timeouts\x18\x06 \x01(\x03\x12\x18\n\x10\x66orwarded_writes\x18\x07 \x01(\x03\x12\x18\n\x10\x66orward_failures\x18\x08 \x01(\x03\x12\x33\n\x05peers\x18\t \x03(\x0b\x32$.lading.metadata.v1.RegionPeerStatus\x12\x1c\n\x14\x62lob_fetches_started\x18\n \x01(\x03\x12\x1e\n\x16\x62lob_fetches_completed\x18\x0b \x01(\x03\x12\x1b\n\x13\x62lob_fetches_failed\x18\x0c \x01(\x03\x12\x18\n\x10\x62lob_fetch_bytes\x18\r \x01(\x03\x12\x1b\n\x13\x62lob_fetches_shared\x18\x0e \x01(\x03\"\xae\x01\n\x10RegionPeerStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fmetadata_target\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0f\n\x07primary\x18\x05 \x01(\x08\x12\x1f\n\x17replication_lag_seconds\x18\x06 \x01(\x01\x12\x1e\n\x16\x62lob_fetches_completed\x18\x07 \x01(\x03\x32{\n\rRegionService\x12j\n\x0fGetRegionStatus\x12*.lading.metadata.v1.GetRegionStatusRequest\x1a+.lading.metadata.v1.GetRegionStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lading/metadata/v1/regions.proto\x12\x12lading.metadata.v1\",\n\x16GetRegionStatusRequest\x12\x12\n\nlocal_only\x18\x01 \x01(\x08\"\xc5\x03\n\x17GetRegionStatusResponse\x12\r\n\x05local\x18\x01 \x01(\t\x12\x0f\n\x07primary\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x1f\n\x17replication_lag_seconds\x18\x04 \x01(\x01\x12\x14\n\x0creplay_waits\x18\x05 \x01(\x03\x12\x1c\n\x14replay_wait_timeouts\x18\x06 \x01(\x03\x12\x18\n\x10\x66orwarded_writes\x18\x07 \x01(\x03\x12\x18\n\x10\x66orward_failures\x18\x08 \x01(\x03\x12\x33\n\x05peers\x18\t \x03(\x0b\x32$.lading.metadata.v1.RegionPeerStatus\x12\x1c\n\x14\x62lob_fetches_started\x18\n \x01(\x03\x12\x1e\n\x16\x62lob_fetches_completed\x18\x0b \x01(\x03\x12\x1b\n\x13\x62lob_fetches_failed\x18\x0c \x01(\x03\x12\x18\n\x10\x62lob_fetch_bytes\x18\r \x01(\x03\x12\x1b\n\x13\x62lob_fetches_shared\x18\x0e \x01(\x03\x12\x16\n\x0eread_failovers\x18\x0f \x01(\x03\x12\x14\n\x0cpinned_reads\x18\x10 \x01(\x03\"\xae\x01\n\x10RegionPeerStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fmetadata_target\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0f\n\x07primary\x18\x05 \x01(\x08\x12\x1f\n\x17replication_lag_seconds\x18\x06 \x01(\x01\x12\x1e\n\x16\x62lob_fetches_completed\x18\x07 \x01(\x03\x32{\n\rRegionService\x12j\n\x0fGetRegionStatus\x12*.lading.metadata.v1.GetRegionStatusRequest\x1a+.lading.metadata.v1.GetRegionStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETREGIONSTATUSREQUEST']._serialized_start=56
   _globals['_GETREGIONSTATUSREQUEST']._serialized_end=100
   _globals['_GETREGIONSTATUSRESPONSE']._serialized_start=103
-  _globals['_GETREGIONSTATUSRESPONSE']._serialized_end=510
-  _globals['_REGIONPEERSTATUS']._serialized_start=513
-  _globals['_REGIONPEERSTATUS']._serialized_end=687
-  _globals['_REGIONSERVICE']._serialized_start=689
-  _globals['_REGIONSERVICE']._serialized_end=812
+  _globals['_GETREGIONSTATUSRESPONSE']._serialized_end=556
+  _globals['_REGIONPEERSTATUS']._serialized_start=559
+  _globals['_REGIONPEERSTATUS']._serialized_end=733
+  _globals['_REGIONSERVICE']._serialized_start=735
+  _globals['_REGIONSERVICE']._serialized_end=858
 # @@protoc_insertion_point(module_scope)

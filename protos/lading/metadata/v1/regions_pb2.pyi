@@ -13,7 +13,7 @@ class GetRegionStatusRequest(_message.Message):
     def __init__(self, local_only: _Optional[bool] = ...) -> None: ...
 
 class GetRegionStatusResponse(_message.Message):
-    __slots__ = ("local", "primary", "role", "replication_lag_seconds", "replay_waits", "replay_wait_timeouts", "forwarded_writes", "forward_failures", "peers", "blob_fetches_started", "blob_fetches_completed", "blob_fetches_failed", "blob_fetch_bytes", "blob_fetches_shared")
+    __slots__ = ("local", "primary", "role", "replication_lag_seconds", "replay_waits", "replay_wait_timeouts", "forwarded_writes", "forward_failures", "peers", "blob_fetches_started", "blob_fetches_completed", "blob_fetches_failed", "blob_fetch_bytes", "blob_fetches_shared", "read_failovers", "pinned_reads")
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,8 @@ class GetRegionStatusResponse(_message.Message):
     BLOB_FETCHES_FAILED_FIELD_NUMBER: _ClassVar[int]
     BLOB_FETCH_BYTES_FIELD_NUMBER: _ClassVar[int]
     BLOB_FETCHES_SHARED_FIELD_NUMBER: _ClassVar[int]
+    READ_FAILOVERS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_READS_FIELD_NUMBER: _ClassVar[int]
     local: str
     primary: str
     role: str
@@ -42,7 +44,9 @@ class GetRegionStatusResponse(_message.Message):
     blob_fetches_failed: int
     blob_fetch_bytes: int
     blob_fetches_shared: int
-    def __init__(self, local: _Optional[str] = ..., primary: _Optional[str] = ..., role: _Optional[str] = ..., replication_lag_seconds: _Optional[float] = ..., replay_waits: _Optional[int] = ..., replay_wait_timeouts: _Optional[int] = ..., forwarded_writes: _Optional[int] = ..., forward_failures: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[RegionPeerStatus, _Mapping]]] = ..., blob_fetches_started: _Optional[int] = ..., blob_fetches_completed: _Optional[int] = ..., blob_fetches_failed: _Optional[int] = ..., blob_fetch_bytes: _Optional[int] = ..., blob_fetches_shared: _Optional[int] = ...) -> None: ...
+    read_failovers: int
+    pinned_reads: int
+    def __init__(self, local: _Optional[str] = ..., primary: _Optional[str] = ..., role: _Optional[str] = ..., replication_lag_seconds: _Optional[float] = ..., replay_waits: _Optional[int] = ..., replay_wait_timeouts: _Optional[int] = ..., forwarded_writes: _Optional[int] = ..., forward_failures: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[RegionPeerStatus, _Mapping]]] = ..., blob_fetches_started: _Optional[int] = ..., blob_fetches_completed: _Optional[int] = ..., blob_fetches_failed: _Optional[int] = ..., blob_fetch_bytes: _Optional[int] = ..., blob_fetches_shared: _Optional[int] = ..., read_failovers: _Optional[int] = ..., pinned_reads: _Optional[int] = ...) -> None: ...
 
 class RegionPeerStatus(_message.Message):
     __slots__ = ("name", "metadata_target", "reachable", "detail", "primary", "replication_lag_seconds", "blob_fetches_completed")
