@@ -129,6 +129,8 @@ class GcStore:
         self._events = events if events is not None and events.enabled else None
         # The change feed (services/metadata/changes): the same deletes, for gateways' caches.
         self._changes = changes
+        # The newest change of a manifest delete not yet settled (`settle_changes`).
+        self._unsettled: int | None = None
         self._delay = timedelta(seconds=max(0.0, delay_seconds))
         self._dialect = database.dialect
         self._cache_seconds = maintenance_cache_seconds
@@ -430,13 +432,23 @@ class GcStore:
                 name = (conn.execute(select(repositories.c.name)
                                      .where(repositories.c.id == candidate.repository_id))).scalar()
                 if name is not None:
-                    self._changes.manifest_deleted(conn, name, candidate.digest, [])
+                    position[0] = self._changes.manifest_deleted(conn, name, candidate.digest, [])
             return True
 
+        position: list[int | None] = [None]
         deleted = await self._write(work)
         if deleted and self._changes is not None:
             self._changes.committed()
+            self._unsettled = max(self._unsettled or 0, position[0] or 0) or None
         return deleted
+
+    async def settle_changes(self) -> None:
+        """Returns once the gateways' caches applied the manifest deletes made so far (the change
+        feed's acknowledgements: changes/acks.py); a sweep calls it before it goes on, so a
+        collected manifest is no longer served from a cache once the run answers."""
+        position, self._unsettled = self._unsettled, None
+        if self._changes is not None and position:
+            await self._changes.settled(position)
 
     async def unlink_if_unreferenced(self, candidate: Candidate) -> bool:
         rb = repository_blobs
@@ -655,12 +667,15 @@ class GcStore:
             conn.execute(delete(manifests).where(manifests.c.repository_id == repository_id))
             conn.execute(delete(repositories).where(repositories.c.id == repository_id))
             if self._changes is not None:
-                self._changes.repository_deleted(conn, repository)
+                position[0] = self._changes.repository_deleted(conn, repository)
             return int(count or 0), int(links)
 
+        position: list[int | None] = [None]
         result = await self._write(work)
         if self._changes is not None:
             self._changes.committed()
+            # Answered once the gateways' caches forgot the repository (as a manifest DELETE is).
+            await self._changes.settled(position[0])
         return result
 
     async def where_blob(self, digest: str) -> tuple[str, int, list[str], list[tuple[str, str]]]:

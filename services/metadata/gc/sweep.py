@@ -66,6 +66,7 @@ async def sweep(gc: GcStore, *, delete_untagged: bool) -> tuple[int, int]:
             manifests_deleted += deleted
             if not deleted:
                 break
+        await gc.settle_changes()
     links_removed = 0
     for candidate in await gc.link_candidates():
         if await gc.unlink_if_unreferenced(candidate):
