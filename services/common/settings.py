@@ -911,6 +911,13 @@ class GovernanceSettings(BaseModel):
     # Record every write through the API and every admin, policy and account change in the
     # audit_log table (`lading audit`; exported to event endpoints whose include_actions list "audit").
     audit_log: bool = True
+    # Audit rows older than this are deleted (services/metadata/policies/pruning.py), e.g. 400 days =
+    # 34560000; export them first (an event endpoint with "audit") if they must be kept longer. 0: never.
+    audit_retention_seconds: float = Field(default=0.0, ge=0)
+    # Tag history rows older than this are deleted; never inside `history_window_seconds`. 0: never.
+    tag_history_retention_seconds: float = Field(default=0.0, ge=0)
+    # How often each metadata replica looks for rows past those retentions.
+    prune_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -221,6 +221,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         gc.admin.after_run = policies.store.recount_quotas  # GC corrects the quota counts
         if gc.loop is not None and policies.retention is not None and not replica_region:
             gc.loop.before_run = policies.retention.run  # retention runs on the GC schedule
+        if policies.pruner is not None and not replica_region:
+            policies.pruner.start()
         if metrics is not None:
             policies.register_metrics(metrics)
         await changes.start()
@@ -231,6 +233,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         await service.serve_forever(
             ready=store.ping, on_draining=changes.close,
             on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close, console.close,
+                                *([policies.pruner.stop] if policies.pruner is not None else []),
                                 proxy.close, region_parts.close, *[r.aclose for r in replicators.values()]),
             control=control,
         )

@@ -14,6 +14,7 @@ from services.metadata.core import MetadataCore
 from services.metadata.events.outbox import EventOutbox
 from services.metadata.gc.store import GcStore
 from services.metadata.policies.core import PolicyCore
+from services.metadata.policies.pruning import RecordPruner
 from services.metadata.policies.retention import Retention
 from services.metadata.policies.servicer import PolicyServicer
 from services.metadata.policies.signatures import ReadBlob, SignatureGate
@@ -29,6 +30,8 @@ class PolicyParts:
     store: PolicyStore
     servicer: PolicyServicer
     retention: Retention | None = None
+    # Deletes audit and tag history rows past their retention (main.py starts it outside replica regions).
+    pruner: RecordPruner | None = None
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         policies_pb2_grpc.add_PolicyServiceServicer_to_server(self.servicer, server)
@@ -42,6 +45,12 @@ class PolicyParts:
                                         lambda: quotas_by("used_bytes"), labels=("quota",))
         metrics.register_gauge_callback("lading_quota_limit_bytes", "each quota's limit in bytes",
                                         lambda: quotas_by("limit_bytes"), labels=("quota",))
+        pruner = self.pruner
+        if pruner is not None and pruner.enabled:
+            metrics.register_gauge_callback(
+                "lading_pruned_records_total", "audit log and tag history rows deleted past their retention",
+                lambda: {("audit",): float(pruner.audit_rows_deleted),
+                         ("tag_history",): float(pruner.history_rows_deleted)}, labels=("table",))
 
 
 def blob_reader(channel: grpc.aio.Channel) -> ReadBlob:
@@ -79,4 +88,4 @@ def build_policies(settings: Settings, database: Database, metadata: MetadataCor
     metadata.pull_gates = [signatures, vulnerabilities]
     core = PolicyCore(store, metadata, override_seconds=settings.governance.override_seconds, retention=retention,
                       signatures=signatures, vulnerabilities=vulnerabilities)
-    return PolicyParts(store, PolicyServicer(core), retention)
+    return PolicyParts(store, PolicyServicer(core), retention, RecordPruner(database, settings.governance))
