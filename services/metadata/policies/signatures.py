@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, or_, select
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.policies.policy_cache import PolicyCache
 from services.metadata.policies.tables import signature_policies
 from services.metadata.store.access import Read, hot_read
 from services.metadata.store.schema import manifest_references, manifests, repositories, tags
@@ -149,18 +149,15 @@ class SignatureGate:
         self._signature_reads = {kinds: _signatures_read(kinds)
                                  for kinds in (("cosign",), ("notation",), ("cosign", "notation"))}
         self._read_blob = read_blob
-        self._cache_seconds = cache_seconds
-        self._cached: tuple[float, list[SignaturePolicy]] | None = None
+        self._policies = PolicyCache(self._load_policies, cache_seconds)
 
     async def policies(self, *, fresh: bool = False) -> list[SignaturePolicy]:
-        now = time.monotonic()
-        if not fresh and self._cached is not None and now - self._cached[0] < self._cache_seconds:
-            return self._cached[1]
+        return await self._policies.get(fresh=fresh)
+
+    async def _load_policies(self) -> list[SignaturePolicy]:
         p = signature_policies
         rows = await self._read(select(p.c.name, p.c.repository_pattern, p.c.kind, p.c.public_keys).order_by(p.c.name))
-        found = [SignaturePolicy(*row) for row in rows]
-        self._cached = (now, found)
-        return found
+        return [SignaturePolicy(*row) for row in rows]
 
     async def check(self, repository: str, tag: str | None, digest: str) -> None:
         """Raises DENIED when a policy covers `repository` and the manifest `digest` has no

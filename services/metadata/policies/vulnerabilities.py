@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from typing import Any
 from sqlalchemy import bindparam, or_, select
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.policies.policy_cache import PolicyCache
 from services.metadata.policies.signatures import Rows, manifest_facts_read, parents_read
 from services.metadata.policies.tables import vulnerability_policies
 from services.metadata.store.access import Read, hot_read
@@ -123,19 +123,16 @@ class VulnerabilityGate:
         self._newest = _newest_report_read()
         self._documents: dict[str, list[tuple[str, str]]] = {}
         self._read_blob = read_blob
-        self._cache_seconds = cache_seconds
-        self._cached: tuple[float, list[VulnerabilityPolicy]] | None = None
+        self._policies = PolicyCache(self._load_policies, cache_seconds)
 
     async def policies(self, *, fresh: bool = False) -> list[VulnerabilityPolicy]:
-        now = time.monotonic()
-        if not fresh and self._cached is not None and now - self._cached[0] < self._cache_seconds:
-            return self._cached[1]
+        return await self._policies.get(fresh=fresh)
+
+    async def _load_policies(self) -> list[VulnerabilityPolicy]:
         p = vulnerability_policies
         rows = await self._read(select(p.c.name, p.c.repository_pattern, p.c.severity, p.c.max_age_seconds,
                                        p.c.allow).order_by(p.c.name))
-        found = [VulnerabilityPolicy(r[0], r[1], r[2], float(r[3]), r[4]) for r in rows]
-        self._cached = (now, found)
-        return found
+        return [VulnerabilityPolicy(r[0], r[1], r[2], float(r[3]), r[4]) for r in rows]
 
     async def check(self, repository: str, tag: str | None, digest: str) -> None:
         covering = [p for p in await self.policies() if p.covers(repository)]
