@@ -1,8 +1,9 @@
 """An upstream registry seen from the pull-through cache: names, access and the HTTP calls.
 
 Both the metadata plane (manifests: `head_manifest`, `get_manifest`) and the blob plane (blob
-bytes: `open_blob`) talk to upstreams through `Upstream`; the gateway never does. httpx is
-imported only when an `Upstream` is built, i.e. only when `[[proxy.upstreams]]` is configured.
+bytes: `open_blob`) talk to upstreams through `Upstream`; the gateway never does. httpx (and
+urllib3, which reads blob bodies: services/common/upstream_bodies.py) is imported only when an
+`Upstream` is built, i.e. only when `[[proxy.upstreams]]` is configured.
 
 Authentication follows the upstream's `WWW-Authenticate` challenge: `Basic` gets the configured
 username and password; `Bearer realm=...,service=...` sends them (or nothing, anonymously) to the
@@ -30,6 +31,7 @@ from typing import Any
 
 from services.common.errors import ErrorKind, RegistryError
 from services.common.settings import ProxySettings, RegistryAccessSettings
+from services.common.upstream_bodies import BodyError, UpstreamBodies
 
 log = logging.getLogger("lading.proxy")
 
@@ -43,11 +45,6 @@ MANIFEST_ACCEPT = ", ".join((
 ))
 # A manifest larger than this from an upstream is refused (the registry's own limit is 4 MiB).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-STREAM_CHUNK_BYTES = 1024 * 1024
-# Bytes httpcore asks the socket for per read (its default: 64 KiB). Blob bodies from upstreams
-# are long: 1 MiB reads took a 64 MiB body from Distribution in ~0.12 s instead of ~0.39 s here
-# (each 64 KiB read costs a trip through httpcore's, h11's and anyio's Python code).
-HTTP_READ_BYTES = 1024 * 1024
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 
 
@@ -97,16 +94,6 @@ class ProxyObserver:
             self._latency.labels(upstream, method, status).observe(seconds)
 
 
-def _read_larger(size: int) -> None:
-    """Makes httpcore's HTTP/1.1 connections read up to `size` bytes at a time (a class-wide
-    setting: httpcore offers no per-client one). Kept as is when httpcore no longer has it."""
-    import httpcore
-
-    connection = getattr(httpcore, "AsyncHTTP11Connection", None)
-    if connection is not None and getattr(connection, "READ_NUM_BYTES", size) < size:
-        connection.READ_NUM_BYTES = size
-
-
 class Upstream:
     """One configured upstream: maps local names to its names and makes its HTTP calls."""
 
@@ -114,7 +101,6 @@ class Upstream:
                  observer: ProxyObserver | None = None, actions: str = "pull") -> None:
         import httpx  # optional: only a plane with upstreams configured loads it
 
-        _read_larger(HTTP_READ_BYTES)
         self._httpx = httpx
         self.settings = settings
         self.name = settings.name
@@ -132,6 +118,8 @@ class Upstream:
         self._client = httpx.AsyncClient(verify=verify, timeout=timeout, follow_redirects=True,
                                          headers={"user-agent": "lading-proxy"})
         self._limit = asyncio.Semaphore(settings.max_concurrent_requests)
+        self._bodies = UpstreamBodies(ca_file=settings.ca_file, timeout_seconds=settings.timeout_seconds,
+                                      concurrency=settings.max_concurrent_requests, user_agent="lading-proxy")
         # Read once, at start-up (the composition root), never on the event loop.
         self._secret = settings.secret() if settings.username else ""
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -208,31 +196,56 @@ class Upstream:
     @asynccontextmanager
     async def open_blob(self, remote: str, digest: str) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
         """(size or -1, the body's chunks) of the upstream's blob; holds a concurrency slot while
-        open. Errors while streaming leave as UPSTREAM_FAILED."""
+        open. Errors while streaming leave as UPSTREAM_FAILED. The body is read in threads
+        (services/common/upstream_bodies.py); the auth challenge is answered as for other calls."""
         async with self._limit:
-            response = await self._send("GET", remote, f"/v2/{remote}/blobs/{digest}", {}, stream=True,
-                                        limited=False)
+            path = f"/v2/{remote}/blobs/{digest}"
+            response = await self._open_body(remote, path)
+            complete = False
             try:
-                if response.status_code != 200:
-                    await response.aread()
-                    self._raise_for(response, remote, digest, manifest=False)
+                if response.status != 200:
+                    self._raise_for_status(response.status, remote, digest, manifest=False)
                 length = int(response.headers.get("content-length", "-1"))
-                yield length, self._chunks(response, remote, digest)
-            finally:
-                await response.aclose()
 
-    async def _chunks(self, response: Any, remote: str, digest: str) -> AsyncIterator[bytes]:
-        # A body sent as it is stored (no Content-Encoding: every registry serves blobs so) is read
-        # raw: each socket read as it comes (≤ HTTP_READ_BYTES), without httpx's decoder and
-        # re-chunking copies. The blob plane batches small reads before it writes them.
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        reads = response.aiter_raw() if encoding in ("", "identity") else response.aiter_bytes(STREAM_CHUNK_BYTES)
-        try:
-            async for chunk in reads:
-                self.observer.fetched_bytes(self.name, len(chunk))
-                yield chunk
-        except self._httpx.HTTPError as error:
-            raise self._failed(f"the body of blob {digest} of {remote} broke off: {type(error).__name__}") from None
+                async def chunks() -> AsyncIterator[bytes]:
+                    nonlocal complete
+                    try:
+                        while chunk := await self._bodies.read(response):
+                            self.observer.fetched_bytes(self.name, len(chunk))
+                            yield chunk
+                    except BodyError as error:
+                        raise self._failed(f"the body of blob {digest} of {remote} broke off: {error}") from None
+                    complete = True
+
+                yield length, chunks()
+            finally:
+                self._bodies.close(response, complete=complete)
+
+    async def _open_body(self, remote: str, path: str) -> Any:
+        """The upstream's response to GET `path` (its body unread), after answering a 401's
+        challenge once, as `_send_authorized` does."""
+        if self.offline:
+            raise self._failed("the cache is offline (proxy.offline), no upstream request is made")
+        for attempt in range(2):
+            headers = {}
+            authorization = self._authorization(remote)
+            if authorization:
+                headers["authorization"] = authorization
+            started = time.monotonic()
+            with self.observer.span(self.name, "GET", path):
+                try:
+                    response = await self._bodies.open(self.url + path, headers)
+                except BodyError as error:
+                    self.observer.latency(self.name, "GET", "error", time.monotonic() - started)
+                    raise self._failed(f"GET {path}: {error}") from None
+            self.observer.latency(self.name, "GET", str(response.status), time.monotonic() - started)
+            if response.status != 401 or attempt:
+                return response
+            challenge = response.headers.get("www-authenticate", "")
+            self._bodies.close(response, complete=False)
+            if not await self._answer(challenge, remote):
+                return response
+        raise AssertionError("unreachable")
 
     async def send(self, method: str, remote: str, path_or_url: str, *, headers: dict[str, str] | None = None,
                    content: Any = None) -> Any:
@@ -246,6 +259,7 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        self._bodies.shutdown()
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -254,7 +268,9 @@ class Upstream:
                              {"upstream": self.name})
 
     def _raise_for(self, response: Any, remote: str, reference: str, *, manifest: bool) -> None:
-        status = response.status_code
+        self._raise_for_status(response.status_code, remote, reference, manifest=manifest)
+
+    def _raise_for_status(self, status: int, remote: str, reference: str, *, manifest: bool) -> None:
         if status == 200:
             return
         if status == 404:
