@@ -17,7 +17,9 @@ Fetch on miss (the pull-through cache): a blob not linked in the repository is n
 when a source serves the repository. The metadata plane decides (ProxyService.BeginBlobFetch:
 linked meanwhile, or this request holds the blob's fetch lease), the blob plane fetches, stores
 and verifies (FetchService.FetchBlob), and this module only streams its answer to the client and
-hands the lease back (EndBlobFetch, which links the blob). The gateway never talks to a source.
+hands the lease back (EndBlobFetch, which links the blob), renewing it meanwhile (RenewBlobFetch:
+a gateway that dies mid-fetch loses it within `proxy.fetch_lease_seconds`, and a waiting request
+takes the fetch over). The gateway never talks to a source.
 When the blob plane serves the fetch from its direct-read server (`lading serve`: fetch.proto's
 `allow_redirect`), a GET is answered `307` to it at once, like a warm read, and the lease is handed
 back when the blob plane reports the fetch over; a HEAD waits for that report. The bytes then
@@ -32,6 +34,8 @@ hold it), FetchService.FetchBlob with a RegionSource, EndRegionFetch (records th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -47,6 +51,7 @@ from gateway.errors import HttpRegistryError
 from gateway.ranges import parse_blob_range
 from gateway.responses import empty, etag_matches
 from services.common.errors import ErrorKind, RegistryError
+from services.common.lease_keeper import LeaseKeeper
 
 
 def _headers(digest: str, length: int) -> dict[str, str]:
@@ -113,7 +118,19 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int 
         return gateway.metadata.end_blob_fetch(repository, digest, lease_id=decision.lease_id, fetched=fetched,
                                                size=size)
 
-    return await _fetched(gateway, digest, decision.source, end, allow_redirect=True)
+    def renew() -> Awaitable[bool]:
+        return gateway.metadata.renew_blob_fetch(digest, lease_id=decision.lease_id)
+
+    keeper = _keeper(gateway, renew, decision.lease_seconds, digest)
+    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=True)
+
+
+def _keeper(gateway: Gateway, renew: Callable[[], Awaitable[bool]], lease_seconds: float,
+            describe: str) -> LeaseKeeper:
+    """Renews the fetch lease while the fetch runs (it cannot run past the stream deadline).
+    `lease_seconds` 0 (an older metadata plane, or no lease): not renewed."""
+    return LeaseKeeper(renew, lease_seconds, describe=f"the fetch of {describe}",
+                       limit_seconds=gateway.settings.grpc.stream_timeout_seconds)
 
 
 def _detached(awaitable: Awaitable[object]) -> asyncio.Future[object]:
@@ -132,14 +149,22 @@ def _settled(task: asyncio.Future[object]) -> None:
 
 
 async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource,
-                   end: Callable[[bool, int], Awaitable[None]], *, allow_redirect: bool = False) -> _Fetch:
+                   end: Callable[[bool, int], Awaitable[None]], keeper: LeaseKeeper, *,
+                   allow_redirect: bool = False) -> _Fetch:
     """(size or -1, the bytes) of the blob plane's fetch of `digest` from `source`, or with
-    `allow_redirect` maybe (size, _Redirected); `end(fetched, size)` is called once it is over
-    (releases the lease, records the blob), whatever happens."""
+    `allow_redirect` maybe (size, _Redirected); `keeper` renews the lease until `end(fetched,
+    size)` is called once it is over (releases the lease, records the blob), whatever happens."""
+
+    ended: list[asyncio.Future[object]] = []
 
     def ending(fetched: bool, size: int) -> asyncio.Future[object]:
-        return _detached(end(fetched, size))
+        # Once: the fetch's end, however it came (the stream's end, an error, a body dropped).
+        if not ended:
+            keeper.stop()
+            ended.append(_detached(end(fetched, size)))
+        return ended[0]
 
+    keeper.start()
     try:
         size, chunks, redirect_url = await gateway.blob.fetch_blob(digest, source, allow_redirect=allow_redirect)
     except BaseException:
@@ -160,7 +185,7 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
 
     async def body() -> AsyncIterator[bytes]:
         received, complete = 0, False
-        ended: asyncio.Task[None] | None = None
+        recorded: asyncio.Future[object] | None = None
         try:
             async for chunk in chunks:
                 received += len(chunk)
@@ -169,16 +194,25 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
                     # committed (services/blob/fetch.py): record it while that chunk goes out, not
                     # after; every byte sent is then a complete fetch even when the client closes
                     # before reading the stream's end.
-                    ended = ending(True, received)
+                    recorded = ending(True, received)
                 yield chunk
             complete = True
         finally:
-            if ended is None:
-                ended = ending(complete, received)
+            if recorded is None:
+                recorded = ending(complete, received)
         # Recorded before the stream ends: a client that asks again right after finds the blob.
-        await asyncio.shield(ended)
+        await asyncio.shield(recorded)
 
-    return size, body()
+    chunks_out = body()
+    # A body dropped unread (the response never started) ends the fetch too: its lease must be
+    # neither renewed on nor held until it lapses.
+    weakref.finalize(chunks_out, _dropped, ending).atexit = False
+    return size, chunks_out
+
+
+def _dropped(ending: Callable[[bool, int], object]) -> None:
+    with contextlib.suppress(RuntimeError):  # no event loop any more: the lease lapses on its own
+        ending(False, 0)
 
 
 async def _from_another_region(gateway: Gateway, digest: str, unknown: RegistryError, *,
@@ -203,8 +237,13 @@ async def _from_another_region(gateway: Gateway, digest: str, unknown: RegistryE
     def end(fetched: bool, size: int) -> Awaitable[None]:
         return gateway.metadata.end_region_fetch(digest, lease_id=decision.lease_id, fetched=fetched, size=size)
 
+    def renew() -> Awaitable[bool]:
+        return gateway.metadata.renew_region_fetch(digest, lease_id=decision.lease_id)
+
+    # No lease (the primary region was not reachable): nothing to renew.
+    keeper = _keeper(gateway, renew, decision.lease_seconds if decision.lease_id else 0.0, digest)
     source = sources_pb2.BlobSource(region=sources_pb2.RegionSource(regions=decision.regions))
-    return await _fetched(gateway, digest, source, end)
+    return await _fetched(gateway, digest, source, end, keeper)
 
 
 async def head(request: Request, gateway: Gateway) -> Response:
