@@ -23,7 +23,8 @@ takes the fetch over). The gateway never talks to a source.
 When the blob plane serves the fetch from its direct-read server (`lading serve`: fetch.proto's
 `allow_redirect`), a GET is answered `307` to it at once, like a warm read, and the lease is handed
 back when the blob plane reports the fetch over; a HEAD waits for that report. The bytes then
-skip gRPC and the gateway.
+skip gRPC and the gateway. A HEAD, and a GET with a Range, leading a fetch wait for it to end and
+are then answered as for a stored blob (a ranged GET: `206`, or `307` to where the range is read).
 
 Fetch on miss between regions: a blob linked in the repository that this region's blob plane does
 not hold (pushed in another region; storage replication lagging or absent) is fetched the same way
@@ -246,18 +247,27 @@ async def _from_another_region(gateway: Gateway, digest: str, unknown: RegistryE
     return await _fetched(gateway, digest, source, end, keeper)
 
 
+async def _read_through(size: int, fetching: AsyncIterator[bytes] | _Redirected) -> int:
+    """Waits for a fetch this request leads to end (the blob is then stored and recorded), out
+    of the request's cancellation: a client that gives up does not cut the fetch short. The
+    blob's size; raises the fetch's error."""
+    if isinstance(fetching, _Redirected):
+        await asyncio.shield(fetching.over)
+        return size
+
+    async def drain() -> int:
+        return sum([len(chunk) async for chunk in fetching])
+
+    return await asyncio.shield(_detached(drain()))  # type: ignore[return-value]
+
+
 async def head(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
     found = await _size_or_fetch(gateway, repository, digest)
     if not isinstance(found, int):
         # A HEAD of a blob fetched from a source: fetched (and stored) whole, then answered.
-        size, fetching = found
-        if isinstance(fetching, _Redirected):
-            await asyncio.shield(fetching.over)
-            found = size
-        else:
-            found = sum([len(chunk) async for chunk in fetching])
+        found = await _read_through(*found)
     return Response(b"", headers=_headers(digest, found))
 
 
@@ -265,16 +275,23 @@ async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
     found = await _size_or_fetch(gateway, repository, digest)
-    if not isinstance(found, int):
-        # Fetched from a source while this client reads it: the whole blob, whatever its Range.
+    ranged = request.headers.get("range") is not None
+    if not isinstance(found, int) and not ranged:
         length, chunks = found
         if isinstance(chunks, _Redirected):
             # From the blob plane's direct-read server, as it arrives there.
             return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
+        # Fetched from a source while this client reads it.
         headers = _headers(digest, length)
         if length < 0:
             del headers["content-length"]
         return StreamingResponse(chunks, status_code=200, headers=headers)
+    if not isinstance(found, int):
+        # A ranged GET (a client resuming a download) leading the fetch: the range is read once
+        # the blob is stored (206, or 307 to where it is read), as a request waiting for
+        # another's fetch reads it; a range sent as it arrives could not be taken back if the
+        # blob then failed to verify.
+        found = await _read_through(*found)
     size = found
     if etag_matches(request, f'"{digest}"'):
         headers = _headers(digest, size)
@@ -310,9 +327,13 @@ async def get(request: Request, gateway: Gateway) -> Response:
                 fetched = await _from_another_region(gateway, digest, again, missing_here=True)
                 if fetched is None:
                     raise again from None
-        if fetched is not None:
-            # Fetched while this client reads it: the whole blob, whatever its Range.
+        if fetched is not None and not ranged:
+            # Fetched while this client reads it.
             return StreamingResponse(fetched[1], status_code=200, headers=_headers(digest, size))
+        if fetched is not None:
+            # Ranged: read once the fetch stored the blob here (see above).
+            await _read_through(*fetched)
+            chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
     if isinstance(chunks, Redirect):
         return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
     return StreamingResponse(chunks, status_code=status, headers=headers)

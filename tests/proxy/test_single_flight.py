@@ -218,6 +218,21 @@ def _lease_expiry(site: Site, digest: str) -> float:
     return float(rows[0][0].timestamp())
 
 
+def test_a_ranged_get_leading_a_cold_fetch_answers_206_with_its_range(site: Site) -> None:
+    """Streamed through the gateway (S3: no direct-read server), a ranged GET that leads the fetch
+    waits for the whole blob to be stored, then answers its range (206, or 307 to S3, which does)."""
+    layer = oci.Blob(os.urandom(1024 * 1024))
+    with httpx.Client(base_url=site.upstream.url, timeout=30) as up:
+        oci.push_blob(up, "team/resumed", layer)
+    path = f"/v2/{PREFIX}team/resumed/blobs/{layer.digest}"
+    with httpx.Client(base_url=site.cluster.gateway_url(0), timeout=30, follow_redirects=True) as client:
+        ranged = client.get(path, headers={"Range": "bytes=1000-1999"})
+        assert ranged.status_code == 206, ranged.text
+        assert ranged.headers["content-range"] == f"bytes 1000-1999/{layer.size}"
+        assert ranged.content == layer.data[1000:2000]
+    assert site.upstream.requests("GET", f"/v2/team/resumed/blobs/{layer.digest}") == 1
+
+
 def test_a_fetch_held_up_longer_than_its_lease_lifetime_keeps_the_lease_one_upstream_fetch(site: Site) -> None:
     upstream, relay, cluster = site.upstream, site.relay, site.cluster
     layer, path = _pushed(site, "team/slow")
