@@ -297,7 +297,7 @@ def test_gateway_killed_mid_fetch_its_lease_lapses_and_a_client_on_the_other_gat
         # Through once the dead holder's lease lapsed (not before: nothing else let it through),
         # and soon after: the lifetime, not the old 120 s.
         assert served >= lapses, (served - killed, lapses - killed)
-        assert served - killed < LEASE_SECONDS + 5, served - killed
+        assert served - killed < LEASE_SECONDS + 7, served - killed
         print(f"take-over: served {served - killed:.2f} s after the holder's SIGKILL "
               f"(its lease lapsed {lapses - killed:.2f} s after it)")
     finally:
