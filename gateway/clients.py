@@ -72,6 +72,15 @@ class MetadataClient:
             self._timeout,
         )
 
+    async def renew_region_fetch(self, digest: str, *, lease_id: str) -> bool:
+        """False once the lease is no longer this caller's (RegionFetchService.RenewRegionFetch)."""
+        response = await _unary(
+            self._regions.RenewRegionFetch,
+            region_fetch_pb2.RenewRegionFetchRequest(digest=digest, lease_id=lease_id),
+            self._timeout,
+        )
+        return bool(response.held)
+
     async def begin_blob_fetch(self, repository: str, digest: str) -> proxy_pb2.BeginBlobFetchResponse:
         """What to do about a blob not linked in `repository` (ProxyService.BeginBlobFetch): waits
         for another caller's fetch of it for most of this call's deadline."""
@@ -91,6 +100,15 @@ class MetadataClient:
                                           fetched=fetched, size=size, context=request_context.current()),
             self._timeout,
         )
+
+    async def renew_blob_fetch(self, digest: str, *, lease_id: str) -> bool:
+        """False once the lease is no longer this caller's (ProxyService.RenewBlobFetch)."""
+        response = await _unary(
+            self._proxy.RenewBlobFetch,
+            proxy_pb2.RenewBlobFetchRequest(digest=digest, lease_id=lease_id),
+            self._timeout,
+        )
+        return bool(response.held)
 
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         await _unary(

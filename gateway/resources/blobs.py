@@ -17,11 +17,14 @@ Fetch on miss (the pull-through cache): a blob not linked in the repository is n
 when a source serves the repository. The metadata plane decides (ProxyService.BeginBlobFetch:
 linked meanwhile, or this request holds the blob's fetch lease), the blob plane fetches, stores
 and verifies (FetchService.FetchBlob), and this module only streams its answer to the client and
-hands the lease back (EndBlobFetch, which links the blob). The gateway never talks to a source.
+hands the lease back (EndBlobFetch, which links the blob), renewing it meanwhile (RenewBlobFetch:
+a gateway that dies mid-fetch loses it within `proxy.fetch_lease_seconds`, and a waiting request
+takes the fetch over). The gateway never talks to a source.
 When the blob plane serves the fetch from its direct-read server (`lading serve`: fetch.proto's
 `allow_redirect`), a GET is answered `307` to it at once, like a warm read, and the lease is handed
 back when the blob plane reports the fetch over; a HEAD waits for that report. The bytes then
-skip gRPC and the gateway.
+skip gRPC and the gateway. A HEAD, and a GET with a Range, leading a fetch wait for it to end and
+are then answered as for a stored blob (a ranged GET: `206`, or `307` to where the range is read).
 
 Fetch on miss between regions: a blob linked in the repository that this region's blob plane does
 not hold (pushed in another region; storage replication lagging or absent) is fetched the same way
@@ -32,6 +35,8 @@ hold it), FetchService.FetchBlob with a RegionSource, EndRegionFetch (records th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -47,6 +52,7 @@ from gateway.errors import HttpRegistryError
 from gateway.ranges import parse_blob_range
 from gateway.responses import empty, etag_matches
 from services.common.errors import ErrorKind, RegistryError
+from services.common.lease_keeper import LeaseKeeper
 
 
 def _headers(digest: str, length: int) -> dict[str, str]:
@@ -113,7 +119,19 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int 
         return gateway.metadata.end_blob_fetch(repository, digest, lease_id=decision.lease_id, fetched=fetched,
                                                size=size)
 
-    return await _fetched(gateway, digest, decision.source, end, allow_redirect=True)
+    def renew() -> Awaitable[bool]:
+        return gateway.metadata.renew_blob_fetch(digest, lease_id=decision.lease_id)
+
+    keeper = _keeper(gateway, renew, decision.lease_seconds, digest)
+    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=True)
+
+
+def _keeper(gateway: Gateway, renew: Callable[[], Awaitable[bool]], lease_seconds: float,
+            describe: str) -> LeaseKeeper:
+    """Renews the fetch lease while the fetch runs (it cannot run past the stream deadline).
+    `lease_seconds` 0 (an older metadata plane, or no lease): not renewed."""
+    return LeaseKeeper(renew, lease_seconds, describe=f"the fetch of {describe}",
+                       limit_seconds=gateway.settings.grpc.stream_timeout_seconds)
 
 
 def _detached(awaitable: Awaitable[object]) -> asyncio.Future[object]:
@@ -132,14 +150,22 @@ def _settled(task: asyncio.Future[object]) -> None:
 
 
 async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource,
-                   end: Callable[[bool, int], Awaitable[None]], *, allow_redirect: bool = False) -> _Fetch:
+                   end: Callable[[bool, int], Awaitable[None]], keeper: LeaseKeeper, *,
+                   allow_redirect: bool = False) -> _Fetch:
     """(size or -1, the bytes) of the blob plane's fetch of `digest` from `source`, or with
-    `allow_redirect` maybe (size, _Redirected); `end(fetched, size)` is called once it is over
-    (releases the lease, records the blob), whatever happens."""
+    `allow_redirect` maybe (size, _Redirected); `keeper` renews the lease until `end(fetched,
+    size)` is called once it is over (releases the lease, records the blob), whatever happens."""
+
+    ended: list[asyncio.Future[object]] = []
 
     def ending(fetched: bool, size: int) -> asyncio.Future[object]:
-        return _detached(end(fetched, size))
+        # Once: the fetch's end, however it came (the stream's end, an error, a body dropped).
+        if not ended:
+            keeper.stop()
+            ended.append(_detached(end(fetched, size)))
+        return ended[0]
 
+    keeper.start()
     try:
         size, chunks, redirect_url = await gateway.blob.fetch_blob(digest, source, allow_redirect=allow_redirect)
     except BaseException:
@@ -160,7 +186,7 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
 
     async def body() -> AsyncIterator[bytes]:
         received, complete = 0, False
-        ended: asyncio.Task[None] | None = None
+        recorded: asyncio.Future[object] | None = None
         try:
             async for chunk in chunks:
                 received += len(chunk)
@@ -169,16 +195,25 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
                     # committed (services/blob/fetch.py): record it while that chunk goes out, not
                     # after; every byte sent is then a complete fetch even when the client closes
                     # before reading the stream's end.
-                    ended = ending(True, received)
+                    recorded = ending(True, received)
                 yield chunk
             complete = True
         finally:
-            if ended is None:
-                ended = ending(complete, received)
+            if recorded is None:
+                recorded = ending(complete, received)
         # Recorded before the stream ends: a client that asks again right after finds the blob.
-        await asyncio.shield(ended)
+        await asyncio.shield(recorded)
 
-    return size, body()
+    chunks_out = body()
+    # A body dropped unread (the response never started) ends the fetch too: its lease must be
+    # neither renewed on nor held until it lapses.
+    weakref.finalize(chunks_out, _dropped, ending).atexit = False
+    return size, chunks_out
+
+
+def _dropped(ending: Callable[[bool, int], object]) -> None:
+    with contextlib.suppress(RuntimeError):  # no event loop any more: the lease lapses on its own
+        ending(False, 0)
 
 
 async def _from_another_region(gateway: Gateway, digest: str, unknown: RegistryError, *,
@@ -203,8 +238,27 @@ async def _from_another_region(gateway: Gateway, digest: str, unknown: RegistryE
     def end(fetched: bool, size: int) -> Awaitable[None]:
         return gateway.metadata.end_region_fetch(digest, lease_id=decision.lease_id, fetched=fetched, size=size)
 
+    def renew() -> Awaitable[bool]:
+        return gateway.metadata.renew_region_fetch(digest, lease_id=decision.lease_id)
+
+    # No lease (the primary region was not reachable): nothing to renew.
+    keeper = _keeper(gateway, renew, decision.lease_seconds if decision.lease_id else 0.0, digest)
     source = sources_pb2.BlobSource(region=sources_pb2.RegionSource(regions=decision.regions))
-    return await _fetched(gateway, digest, source, end)
+    return await _fetched(gateway, digest, source, end, keeper)
+
+
+async def _read_through(size: int, fetching: AsyncIterator[bytes] | _Redirected) -> int:
+    """Waits for a fetch this request leads to end (the blob is then stored and recorded), out
+    of the request's cancellation: a client that gives up does not cut the fetch short. The
+    blob's size; raises the fetch's error."""
+    if isinstance(fetching, _Redirected):
+        await asyncio.shield(fetching.over)
+        return size
+
+    async def drain() -> int:
+        return sum([len(chunk) async for chunk in fetching])
+
+    return await asyncio.shield(_detached(drain()))  # type: ignore[return-value]
 
 
 async def head(request: Request, gateway: Gateway) -> Response:
@@ -213,12 +267,7 @@ async def head(request: Request, gateway: Gateway) -> Response:
     found = await _size_or_fetch(gateway, repository, digest)
     if not isinstance(found, int):
         # A HEAD of a blob fetched from a source: fetched (and stored) whole, then answered.
-        size, fetching = found
-        if isinstance(fetching, _Redirected):
-            await asyncio.shield(fetching.over)
-            found = size
-        else:
-            found = sum([len(chunk) async for chunk in fetching])
+        found = await _read_through(*found)
     return Response(b"", headers=_headers(digest, found))
 
 
@@ -226,16 +275,23 @@ async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
     found = await _size_or_fetch(gateway, repository, digest)
-    if not isinstance(found, int):
-        # Fetched from a source while this client reads it: the whole blob, whatever its Range.
+    ranged = request.headers.get("range") is not None
+    if not isinstance(found, int) and not ranged:
         length, chunks = found
         if isinstance(chunks, _Redirected):
             # From the blob plane's direct-read server, as it arrives there.
             return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
+        # Fetched from a source while this client reads it.
         headers = _headers(digest, length)
         if length < 0:
             del headers["content-length"]
         return StreamingResponse(chunks, status_code=200, headers=headers)
+    if not isinstance(found, int):
+        # A ranged GET (a client resuming a download) leading the fetch: the range is read once
+        # the blob is stored (206, or 307 to where it is read), as a request waiting for
+        # another's fetch reads it; a range sent as it arrives could not be taken back if the
+        # blob then failed to verify.
+        found = await _read_through(*found)
     size = found
     if etag_matches(request, f'"{digest}"'):
         headers = _headers(digest, size)
@@ -271,9 +327,13 @@ async def get(request: Request, gateway: Gateway) -> Response:
                 fetched = await _from_another_region(gateway, digest, again, missing_here=True)
                 if fetched is None:
                     raise again from None
-        if fetched is not None:
-            # Fetched while this client reads it: the whole blob, whatever its Range.
+        if fetched is not None and not ranged:
+            # Fetched while this client reads it.
             return StreamingResponse(fetched[1], status_code=200, headers=_headers(digest, size))
+        if fetched is not None:
+            # Ranged: read once the fetch stored the blob here (see above).
+            await _read_through(*fetched)
+            chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
     if isinstance(chunks, Redirect):
         return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
     return StreamingResponse(chunks, status_code=status, headers=headers)

@@ -145,6 +145,7 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         # The gateway passes a blob's fetch lease between the two planes; `lading proxy status`.
         "BeginBlobFetch": GATEWAY_ONLY,
         "EndBlobFetch": GATEWAY_ONLY,
+        "RenewBlobFetch": GATEWAY_ONLY,
         "ProxyStatus": frozenset({GATEWAY, OPERATOR}),
         "EvictCached": OPERATOR_ONLY,
     },
@@ -158,6 +159,7 @@ SERVICE_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
         # gateway's own credentials (the regions share their grpc_access credentials).
         "BeginRegionFetch": GATEWAY_ONLY,
         "EndRegionFetch": GATEWAY_ONLY,
+        "RenewRegionFetch": GATEWAY_ONLY,
     },
     "lading.blob.v1.FetchService": {
         # Fetch on miss: the gateway, holding the blob's lease from ProxyService.BeginBlobFetch;

@@ -832,8 +832,9 @@ class ProxySettings(BaseModel):
     # for revalidation, within each upstream's max staleness).
     offline: bool = False
     # A replica fetching a blob holds a lease row in the metadata database so that no other
-    # replica fetches the same blob; a lease not released (its holder died) expires after this.
-    fetch_lease_seconds: float = Field(default=120.0, gt=0)
+    # replica fetches the same blob. Its holder renews it every third of this while the fetch
+    # runs; a lease not renewed (its holder died) lapses after this, and a waiter takes over.
+    fetch_lease_seconds: float = Field(default=15.0, gt=0)
     # Cached blobs nobody pulled for this long are evicted (`lading proxy evict`; 0: never).
     evict_after_seconds: float = Field(default=0.0, ge=0)
 

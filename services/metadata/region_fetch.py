@@ -10,8 +10,9 @@ Which regions hold a blob: the `blob_regions` rows (services/metadata/blob_regio
 primary region first; a blob with no row (pushed before regions were configured) is looked for
 in the primary region. One fetch per blob and region across all of the region's replicas: the
 fetch leases of the pull-through cache (services/metadata/fetch_leases.py), keyed
-"region:<region>:<digest>". Lease and rows live in the primary database, so a replica region's
-metadata plane passes both calls on to the primary region (naming itself in `region`). When the
+"region:<region>:<digest>", renewed by the gateway while its fetch runs (RenewRegionFetch). Lease
+and rows live in the primary database, so a replica region's metadata plane passes the calls on
+to the primary region (naming itself in `region`). When the
 primary region cannot be reached, the fetch still goes ahead, without a lease (a second fetch of
 the same blob is only wasteful), from the regions the local standby's rows name.
 
@@ -103,7 +104,7 @@ class RegionFetches:
                 return pb.BeginRegionFetchResponse(outcome=Outcome.OUTCOME_PRESENT)
             if lease_id is not None:
                 return pb.BeginRegionFetchResponse(outcome=Outcome.OUTCOME_FETCH, lease_id=lease_id,
-                                                   regions=sources)
+                                                   regions=sources, lease_seconds=self._leases.lifetime_seconds)
             if time.monotonic() >= deadline:
                 raise RegistryError(
                     ErrorKind.UNAVAILABLE,
@@ -111,6 +112,9 @@ class RegionFetches:
                     {"digest": digest, "region": region},
                 )
             await asyncio.sleep(_WAIT_POLL_SECONDS)
+
+    async def renew(self, digest: str, region: str, lease_id: str) -> bool:
+        return await self._leases.renew(f"region:{region}:{digest}", lease_id)
 
     async def end(self, digest: str, region: str, lease_id: str, fetched: bool) -> None:
         try:
@@ -200,6 +204,24 @@ class RegionFetchServicer(region_fetch_pb2_grpc.RegionFetchServiceServicer):
         assert self._fetches is not None
         await self._fetches.end(digest, region, request.lease_id, request.fetched)
         return pb.EndRegionFetchResponse()
+
+    async def RenewRegionFetch(self, request: pb.RenewRegionFetchRequest, context: grpc.aio.ServicerContext
+                               ) -> pb.RenewRegionFetchResponse:
+        digest = str(Digest.parse(request.digest))
+        if not self._settings.local or not request.lease_id:
+            return pb.RenewRegionFetchResponse(held=False)
+        region = self._region(request.region)
+        if self._primary is not None:
+            passed = pb.RenewRegionFetchRequest(digest=digest, lease_id=request.lease_id, region=region)
+            try:
+                return await self._primary.RenewRegionFetch(passed, metadata=_passed_metadata(context),
+                                                            timeout=self._settings.forward_timeout_seconds)
+            except grpc.aio.AioRpcError as error:
+                # The holder tries again at its next renewal.
+                await context.abort(error.code(), error.details() or "", error.trailing_metadata())
+                raise AssertionError("unreachable") from None
+        assert self._fetches is not None
+        return pb.RenewRegionFetchResponse(held=await self._fetches.renew(digest, region, request.lease_id))
 
     def register(self, metrics: Metrics) -> None:
         counters, local = self.counters, self._settings.local

@@ -286,6 +286,21 @@ def test_a_cold_blob_is_served_by_the_blob_plane_while_it_arrives(
         relay.release()
 
 
+def test_a_ranged_get_of_a_cold_blob_answers_206_with_its_range(
+        up: httpx.Client, local: httpx.Client, upstream: Distribution) -> None:
+    """A client resuming a download asks for a range of a blob not cached yet: the whole blob is
+    fetched (once), then the range is answered from it (here through the direct-read redirect)."""
+    layer = oci.Blob(os.urandom(1024 * 1024))
+    oci.push_blob(up, "team/resumed", layer)
+    path = f"/v2/{PREFIX}team/resumed/blobs/{layer.digest}"
+    ranged = local.get(path, headers={"Range": "bytes=1000-1999"})
+    assert ranged.status_code == 206, ranged.text
+    assert ranged.headers["content-range"] == f"bytes 1000-1999/{layer.size}"
+    assert ranged.content == layer.data[1000:2000]
+    assert local.get(path).content == layer.data
+    assert upstream.requests("GET", f"/v2/team/resumed/blobs/{layer.digest}") == 1
+
+
 def test_a_body_that_does_not_match_its_digest_commits_nothing(
         up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
     image = oci.image(1, layer_size=256 * 1024)

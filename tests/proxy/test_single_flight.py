@@ -12,6 +12,10 @@ upstream behind a relay that can hold its answers mid-body (tests/support/relay.
   the leader's body is cut short, the waiters neither hang nor get wrong bytes (they take the
   fetch over through the other blob plane, or fail with an error status), nothing is stored
   under the blob's key but its verified bytes, and a retry succeeds.
+- Fetch leases are renewed by their holder (services/common/lease_keeper.py; a short lifetime
+  here, `LEASE_SECONDS`): a fetch held up for longer than the lifetime keeps its lease (one
+  upstream fetch), and a gateway killed with SIGKILL mid-fetch stops renewing, so a client on
+  the other gateway takes the fetch over once its lease lapses (not after the old 120 s).
 """
 
 from __future__ import annotations
@@ -33,16 +37,21 @@ from tests.support import oci
 from tests.support.distribution import Distribution
 from tests.support.haproxy import haproxy_binary
 from tests.support.holding_relay import HoldingRelay
+from tests.support.postgres import query
 
 pytestmark = [pytest.mark.clients, pytest.mark.postgres, pytest.mark.s3]
 
 CLIENTS = 16
 LAYER_BYTES = 64 * 1024 * 1024
+# The fetch lease's lifetime (proxy.fetch_lease_seconds), short so that a lapse costs seconds.
+LEASE_SECONDS = 3.0
 
 
 class Site:
-    def __init__(self, upstream: Distribution, relay: HoldingRelay, cluster: Cluster, storage: S3Storage) -> None:
+    def __init__(self, upstream: Distribution, relay: HoldingRelay, cluster: Cluster, storage: S3Storage,
+                 database_url: str) -> None:
         self.upstream, self.relay, self.cluster, self.storage = upstream, relay, cluster, storage
+        self.database_url = database_url
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +61,10 @@ def site(postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]: 
     upstream = Distribution(tmp_path / "distribution").start()
     relay = HoldingRelay(upstream.port).start()
     try:
-        config = proxy_config(tmp_path / "lading.toml", relay.url)
+        config = proxy_config(tmp_path / "lading.toml", relay.url, extra=f"fetch_lease_seconds = {LEASE_SECONDS}\n")
         with postgres.database() as url, blob_storage(tmp_path) as storage, \
                 Cluster(tmp_path / "ha", url, storage, extra_env={"LADING_CONFIG_FILE": str(config)}) as cluster:
-            yield Site(upstream, relay, cluster, storage)
+            yield Site(upstream, relay, cluster, storage, url)
     finally:
         relay.stop()
         upstream.stop()
@@ -182,3 +191,114 @@ def test_blob_plane_killed_mid_fetch_waiters_take_over_or_fail_clearly_and_a_ret
     outcomes: list[str] = []
     _get(cluster.gateway_url(0), path, outcomes)
     assert outcomes == [layer.digest], cluster.logs(40)
+
+
+def _get_until_served(url: str, path: str, outcomes: list[tuple[float, str]], *, give_up_after: float) -> None:
+    """GETs `path` again while the gateway answers 503 (another request's fetch still holds the
+    blob's lease past the gateway's wait), as clients do; appends (when it ended, the outcome)."""
+    deadline = time.monotonic() + give_up_after
+    while True:
+        outcome: list[str] = []
+        _get(url, path, outcome)
+        if not outcome[0].startswith("503") or time.monotonic() > deadline:
+            outcomes.append((time.time(), outcome[0]))
+            return
+
+
+def _pushed(site: Site, repository: str) -> tuple[oci.Blob, str]:
+    layer = oci.Blob(os.urandom(16 * 1024 * 1024))
+    with httpx.Client(base_url=site.upstream.url, timeout=30) as up:
+        oci.push_blob(up, repository, layer)
+    return layer, f"/v2/{PREFIX}{repository}/blobs/{layer.digest}"
+
+
+def _lease_expiry(site: Site, digest: str) -> float:
+    rows = query(site.database_url, "SELECT expires_at FROM proxy_fetch_leases WHERE digest = $1", digest)
+    assert rows, f"no fetch lease on {digest}"
+    return float(rows[0][0].timestamp())
+
+
+def test_a_ranged_get_leading_a_cold_fetch_answers_206_with_its_range(site: Site) -> None:
+    """Streamed through the gateway (S3: no direct-read server), a ranged GET that leads the fetch
+    waits for the whole blob to be stored, then answers its range (206, or 307 to S3, which does)."""
+    layer = oci.Blob(os.urandom(1024 * 1024))
+    with httpx.Client(base_url=site.upstream.url, timeout=30) as up:
+        oci.push_blob(up, "team/resumed", layer)
+    path = f"/v2/{PREFIX}team/resumed/blobs/{layer.digest}"
+    with httpx.Client(base_url=site.cluster.gateway_url(0), timeout=30, follow_redirects=True) as client:
+        ranged = client.get(path, headers={"Range": "bytes=1000-1999"})
+        assert ranged.status_code == 206, ranged.text
+        assert ranged.headers["content-range"] == f"bytes 1000-1999/{layer.size}"
+        assert ranged.content == layer.data[1000:2000]
+    assert site.upstream.requests("GET", f"/v2/team/resumed/blobs/{layer.digest}") == 1
+
+
+def test_a_fetch_held_up_longer_than_its_lease_lifetime_keeps_the_lease_one_upstream_fetch(site: Site) -> None:
+    upstream, relay, cluster = site.upstream, site.relay, site.cluster
+    layer, path = _pushed(site, "team/slow")
+    upstream_path = f"/v2/team/slow/blobs/{layer.digest}"
+    relay.hold_after(4 * 1024 * 1024)  # the upstream is held mid-body
+    leader: list[str] = []
+    streaming = threading.Event()
+    threads = [threading.Thread(target=_get, args=(cluster.gateway_url(0), path, leader),
+                                kwargs={"started": streaming})]
+    threads[0].start()
+    waiters: list[tuple[float, str]] = []
+    try:
+        assert streaming.wait(30), f"the leader received nothing; {leader}"
+        for index in (0, 1):
+            threads.append(threading.Thread(target=_get_until_served, args=(cluster.gateway_url(index), path, waiters),
+                                            kwargs={"give_up_after": 30}))
+            threads[-1].start()
+        # Held for longer than the lease's lifetime: renewed, the lease keeps the waiters waiting.
+        time.sleep(LEASE_SECONDS * 1.5)
+        assert relay.requests("GET", upstream_path) == 1, "a waiter took the fetch over from a live holder"
+    finally:
+        relay.release()
+    for thread in threads:
+        thread.join(40)
+    assert not any(thread.is_alive() for thread in threads), f"clients hang: {leader} {waiters}"
+    assert leader == [layer.digest]
+    assert [outcome for _, outcome in waiters] == [layer.digest] * 2
+    assert upstream.requests("GET", upstream_path) == 1
+    assert relay.requests("GET", upstream_path) == 1
+
+
+def test_gateway_killed_mid_fetch_its_lease_lapses_and_a_client_on_the_other_gateway_takes_over(site: Site) -> None:
+    relay, cluster = site.relay, site.cluster
+    layer, path = _pushed(site, "team/orphan")
+    upstream_path = f"/v2/team/orphan/blobs/{layer.digest}"
+    relay.hold_after(4 * 1024 * 1024)  # the upstream is held mid-body: the fetch is in flight
+    leader: list[str] = []
+    streaming = threading.Event()
+    leading = threading.Thread(target=_get, args=(cluster.gateway_url(0), path, leader), kwargs={"started": streaming})
+    leading.start()
+    waiter: list[tuple[float, str]] = []
+    waiting = threading.Thread(target=_get_until_served, args=(cluster.gateway_url(1), path, waiter),
+                               kwargs={"give_up_after": 60})
+    try:
+        assert streaming.wait(30), f"the leader received nothing; {leader}"
+        waiting.start()
+        # The live holder keeps its lease past the lifetime (renewed): the waiter still waits.
+        time.sleep(LEASE_SECONDS * 1.5)
+        assert waiter == [] and relay.requests("GET", upstream_path) == 1
+        cluster.kill("gateway", 0)
+        killed = time.time()
+        # The dead gateway renews no more: this is when its lease lapses.
+        lapses = _lease_expiry(site, layer.digest)
+    finally:
+        relay.release()
+    waiting.join(60)
+    leading.join(30)
+    try:
+        assert not waiting.is_alive(), "the client on the other gateway hangs"
+        (served, outcome), = waiter
+        assert outcome == layer.digest, outcome
+        # Through once the dead holder's lease lapsed (not before: nothing else let it through),
+        # and soon after: the lifetime, not the old 120 s.
+        assert served >= lapses, (served - killed, lapses - killed)
+        assert served - killed < LEASE_SECONDS + 7, served - killed
+        print(f"take-over: served {served - killed:.2f} s after the holder's SIGKILL "
+              f"(its lease lapsed {lapses - killed:.2f} s after it)")
+    finally:
+        cluster.restart("gateway", 0)

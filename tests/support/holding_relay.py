@@ -5,8 +5,9 @@ tests/support/relay.py is the one that cuts links).
 127.0.0.1:`port`, both ways, in threads. `hold_after(n)`: from then on, at most `n` more bytes of
 the server's answers are forwarded (over all connections, kept-alive ones included), then the
 relay stops reading from the server (held mid-body, as a slow upstream would be) until
-`release()`. `peers()`: the client ports of the connections accepted so far. `stop()` closes
-everything.
+`release()`. `peers()`: the client ports of the connections accepted so far. `requests(method,
+path)`: how many such requests were sent through so far (counted as they start, unlike the
+server's access log, which shows a request once it is over). `stop()` closes everything.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class HoldingRelay:
         self._condition = threading.Condition()
         self._sockets: list[socket.socket] = []
         self._peers: list[int] = []
+        self._sent: list[bytearray] = []  # what each connection's client sent
 
     @property
     def url(self) -> str:
@@ -58,6 +60,11 @@ class HoldingRelay:
         with self._condition:
             return list(self._peers)
 
+    def requests(self, method: str, path: str) -> int:
+        line = f"{method} {path} HTTP/1.1\r\n".encode()
+        with self._condition:
+            return sum(bytes(sent).count(line) for sent in self._sent)
+
     def stop(self) -> None:
         self.release()
         if self._listener is not None:
@@ -78,13 +85,15 @@ class HoldingRelay:
             except OSError:
                 client.close()
                 continue
+            sent = bytearray()
             with self._condition:
                 self._sockets += [client, server]
                 self._peers.append(address[1])
-            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+                self._sent.append(sent)
+            threading.Thread(target=self._pipe, args=(client, server, False, sent), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True, None), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, answers: bool, sent: bytearray | None) -> None:
         try:
             while True:
                 want = _READ_BYTES
@@ -97,10 +106,11 @@ class HoldingRelay:
                 data = source.recv(want)
                 if not data:
                     break
-                if answers:
-                    with self._condition:
-                        if self._budget is not None:
-                            self._budget -= len(data)
+                with self._condition:
+                    if answers and self._budget is not None:
+                        self._budget -= len(data)
+                    if sent is not None:
+                        sent += data
                 sink.sendall(data)
         except OSError:
             pass

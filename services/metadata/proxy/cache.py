@@ -301,6 +301,10 @@ class ProxyCache:
         finally:
             await self.leases.release(digest, lease_id)
 
+    async def renew_blob_fetch(self, digest: str, lease_id: str) -> bool:
+        """See ProxyService.RenewBlobFetch."""
+        return await self.leases.renew(str(Digest.parse(digest)), lease_id)
+
     async def _cached_from(self, digest: str) -> str | None:
         statement = select(proxy_blobs.c.upstream).where(proxy_blobs.c.digest == digest)
         async with self.database.access.connection(Kind.PRIMARY_READ) as conn:
@@ -311,7 +315,8 @@ class ProxyCache:
 
     async def take_lease(self, key: str) -> str | None:
         """A new lease on `key` (a blob's digest: its fetch; "mirror:…": a mirror run), or None
-        while another holder's lease runs. Lapses after `proxy.fetch_lease_seconds`."""
+        while another holder's lease runs. Lapses after `proxy.fetch_lease_seconds` unless renewed
+        (`self.leases.keeper`)."""
         return await self._take_lease(key)
 
     async def _take_lease(self, digest: str) -> str | None:

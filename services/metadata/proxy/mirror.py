@@ -6,7 +6,7 @@ then walks each manifest's children and blobs: a blob already linked costs nothi
 is fetched by the blob plane (FetchService.FetchBlob) under the same per-blob lease clients use,
 and linked. Everything a run did is in the database, so a run cut short (a crash, a restart, the
 upstream failing) is completed by the next one, which only does what is left. A lease row per
-mirror lets one metadata replica at a time run it.
+mirror lets one metadata replica at a time run it; the run renews it (and each blob's) as it goes.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from services.metadata.proxy.cache import ProxyCache
 from services.metadata.store.base import StoredManifest
 
 log = logging.getLogger("lading.proxy.mirror")
+# The blob plane's fetch of one blob may take this long (and its lease is renewed as long).
+_FETCH_TIMEOUT_SECONDS = 3600.0
 
 
 @dataclass
@@ -82,19 +84,23 @@ class MirrorLoop:
             report.skipped = True
             return report
         try:
-            upstream = self._cache.upstreams.named(mirror.upstream)
-            wanted = re.compile(mirror.tags)
-            for remote in mirror.repositories:
-                local = f"{upstream.prefix}{remote}"
-                for tag in await upstream.list_tags(remote):
-                    if not wanted.fullmatch(tag):
-                        continue
-                    manifest, _warning, _ = await self._cache.get_manifest(local, tag, omit_payload=False)
-                    report.tags += 1
-                    await self._complete(local, manifest, report)
+            async with self._cache.leases.keeper(key, lease):
+                await self._mirror(mirror, report)
         finally:
             await self._cache.release_lease(key, lease)
         return report
+
+    async def _mirror(self, mirror: ProxyMirrorSettings, report: MirrorReport) -> None:
+        upstream = self._cache.upstreams.named(mirror.upstream)
+        wanted = re.compile(mirror.tags)
+        for remote in mirror.repositories:
+            local = f"{upstream.prefix}{remote}"
+            for tag in await upstream.list_tags(remote):
+                if not wanted.fullmatch(tag):
+                    continue
+                manifest, _warning, _ = await self._cache.get_manifest(local, tag, omit_payload=False)
+                report.tags += 1
+                await self._complete(local, manifest, report)
 
     async def _complete(self, repository: str, manifest: StoredManifest, report: MirrorReport) -> None:
         report.manifests += 1
@@ -109,17 +115,20 @@ class MirrorLoop:
             if decision.outcome != "fetch":
                 continue
             fetched, size = False, 0
+            keeper = self._cache.leases.keeper(digest, decision.lease_id, limit_seconds=_FETCH_TIMEOUT_SECONDS)
+            keeper.start()
             try:
                 source = sources_pb2.BlobSource(
                     upstream=sources_pb2.UpstreamSource(upstream=decision.upstream, repository=decision.remote))
                 assert self._fetch is not None
                 async for message in self._fetch.FetchBlob(fetch_pb2.FetchBlobRequest(digest=digest, source=source),
-                                                           timeout=3600):
+                                                           timeout=_FETCH_TIMEOUT_SECONDS):
                     size += len(message.data)
                 fetched = True
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from None
             finally:
+                keeper.stop()
                 await self._cache.end_blob_fetch(repository, digest, lease_id=decision.lease_id, fetched=fetched,
                                                  size=size)
             report.blobs_fetched += 1

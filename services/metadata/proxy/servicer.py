@@ -31,6 +31,7 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         response = pb.BeginBlobFetchResponse(outcome=_OUTCOMES[decision.outcome], size=decision.size,
                                              lease_id=decision.lease_id)
         if decision.outcome == "fetch":
+            response.lease_seconds = self._cache.leases.lifetime_seconds
             response.source.CopyFrom(sources_pb2.BlobSource(
                 upstream=sources_pb2.UpstreamSource(upstream=decision.upstream, repository=decision.remote)))
         return response
@@ -41,6 +42,12 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             await self._cache.end_blob_fetch(request.repository, request.digest, lease_id=request.lease_id,
                                              fetched=request.fetched, size=request.size)
         return pb.EndBlobFetchResponse()
+
+    async def RenewBlobFetch(self, request: pb.RenewBlobFetchRequest, context: grpc.aio.ServicerContext
+                             ) -> pb.RenewBlobFetchResponse:
+        if self._cache is None:
+            return pb.RenewBlobFetchResponse(held=False)
+        return pb.RenewBlobFetchResponse(held=await self._cache.renew_blob_fetch(request.digest, request.lease_id))
 
     async def ProxyStatus(self, request: pb.ProxyStatusRequest, context: grpc.aio.ServicerContext
                           ) -> pb.ProxyStatusResponse:

@@ -26,7 +26,7 @@ from lading.common.v1 import common_pb2 as lading_dot_common_dot_v1_dot_common__
 from lading.common.v1 import sources_pb2 as lading_dot_common_dot_v1_dot_sources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elading/metadata/v1/proxy.proto\x12\x12lading.metadata.v1\x1a\x1dlading/common/v1/common.proto\x1a\x1elading/common/v1/sources.proto\"S\n\x12\x45victCachedRequest\x12\x1a\n\x12older_than_seconds\x18\x01 \x01(\x01\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"M\n\x0b\x45victedBlob\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"`\n\x13\x45victCachedResponse\x12.\n\x05\x62lobs\x18\x01 \x03(\x0b\x32\x1f.lading.metadata.v1.EvictedBlob\x12\x19\n\x11manifests_removed\x18\x02 \x01(\x03\"\x84\x01\n\x15\x42\x65ginBlobFetchRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x8d\x02\n\x16\x42\x65ginBlobFetchResponse\x12\x43\n\x07outcome\x18\x01 \x01(\x0e\x32\x32.lading.metadata.v1.BeginBlobFetchResponse.Outcome\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12,\n\x06source\x18\x04 \x01(\x0b\x32\x1c.lading.common.v1.BlobSource\"`\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_NO_SOURCE\x10\x01\x12\x12\n\x0eOUTCOME_LINKED\x10\x02\x12\x11\n\rOUTCOME_FETCH\x10\x03\"\x9d\x01\n\x13\x45ndBlobFetchRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07\x66\x65tched\x18\x04 \x01(\x08\x12\x0c\n\x04size\x18\x05 \x01(\x03\x12\x31\n\x07\x63ontext\x18\x06 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x16\n\x14\x45ndBlobFetchResponse\"\x14\n\x12ProxyStatusRequest\"\xea\x01\n\x0eUpstreamStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61\x63hed_blobs\x18\x04 \x01(\x03\x12\x14\n\x0c\x63\x61\x63hed_bytes\x18\x05 \x01(\x03\x12\x13\n\x0b\x63\x61\x63hed_tags\x18\x06 \x01(\x03\x12\x13\n\x0b\x62yte_budget\x18\x07 \x01(\x03\x12\x0c\n\x04hits\x18\x08 \x01(\x03\x12\x0e\n\x06misses\x18\t \x01(\x03\x12\x14\n\x0cstale_serves\x18\n \x01(\x03\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x0f\n\x07offline\x18\x0c \x01(\x08\"L\n\x13ProxyStatusResponse\x12\x35\n\tupstreams\x18\x01 \x03(\x0b\x32\".lading.metadata.v1.UpstreamStatus2\x9a\x03\n\x0cProxyService\x12g\n\x0e\x42\x65ginBlobFetch\x12).lading.metadata.v1.BeginBlobFetchRequest\x1a*.lading.metadata.v1.BeginBlobFetchResponse\x12\x61\n\x0c\x45ndBlobFetch\x12\'.lading.metadata.v1.EndBlobFetchRequest\x1a(.lading.metadata.v1.EndBlobFetchResponse\x12^\n\x0bProxyStatus\x12&.lading.metadata.v1.ProxyStatusRequest\x1a\'.lading.metadata.v1.ProxyStatusResponse\x12^\n\x0b\x45victCached\x12&.lading.metadata.v1.EvictCachedRequest\x1a\'.lading.metadata.v1.EvictCachedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elading/metadata/v1/proxy.proto\x12\x12lading.metadata.v1\x1a\x1dlading/common/v1/common.proto\x1a\x1elading/common/v1/sources.proto\"S\n\x12\x45victCachedRequest\x12\x1a\n\x12older_than_seconds\x18\x01 \x01(\x01\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"M\n\x0b\x45victedBlob\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"`\n\x13\x45victCachedResponse\x12.\n\x05\x62lobs\x18\x01 \x03(\x0b\x32\x1f.lading.metadata.v1.EvictedBlob\x12\x19\n\x11manifests_removed\x18\x02 \x01(\x03\"\x84\x01\n\x15\x42\x65ginBlobFetchRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\xa4\x02\n\x16\x42\x65ginBlobFetchResponse\x12\x43\n\x07outcome\x18\x01 \x01(\x0e\x32\x32.lading.metadata.v1.BeginBlobFetchResponse.Outcome\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12,\n\x06source\x18\x04 \x01(\x0b\x32\x1c.lading.common.v1.BlobSource\x12\x15\n\rlease_seconds\x18\x05 \x01(\x01\"`\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_NO_SOURCE\x10\x01\x12\x12\n\x0eOUTCOME_LINKED\x10\x02\x12\x11\n\rOUTCOME_FETCH\x10\x03\"9\n\x15RenewBlobFetchRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"&\n\x16RenewBlobFetchResponse\x12\x0c\n\x04held\x18\x01 \x01(\x08\"\x9d\x01\n\x13\x45ndBlobFetchRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07\x66\x65tched\x18\x04 \x01(\x08\x12\x0c\n\x04size\x18\x05 \x01(\x03\x12\x31\n\x07\x63ontext\x18\x06 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x16\n\x14\x45ndBlobFetchResponse\"\x14\n\x12ProxyStatusRequest\"\xea\x01\n\x0eUpstreamStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61\x63hed_blobs\x18\x04 \x01(\x03\x12\x14\n\x0c\x63\x61\x63hed_bytes\x18\x05 \x01(\x03\x12\x13\n\x0b\x63\x61\x63hed_tags\x18\x06 \x01(\x03\x12\x13\n\x0b\x62yte_budget\x18\x07 \x01(\x03\x12\x0c\n\x04hits\x18\x08 \x01(\x03\x12\x0e\n\x06misses\x18\t \x01(\x03\x12\x14\n\x0cstale_serves\x18\n \x01(\x03\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x0f\n\x07offline\x18\x0c \x01(\x08\"L\n\x13ProxyStatusResponse\x12\x35\n\tupstreams\x18\x01 \x03(\x0b\x32\".lading.metadata.v1.UpstreamStatus2\x83\x04\n\x0cProxyService\x12g\n\x0e\x42\x65ginBlobFetch\x12).lading.metadata.v1.BeginBlobFetchRequest\x1a*.lading.metadata.v1.BeginBlobFetchResponse\x12\x61\n\x0c\x45ndBlobFetch\x12\'.lading.metadata.v1.EndBlobFetchRequest\x1a(.lading.metadata.v1.EndBlobFetchResponse\x12g\n\x0eRenewBlobFetch\x12).lading.metadata.v1.RenewBlobFetchRequest\x1a*.lading.metadata.v1.RenewBlobFetchResponse\x12^\n\x0bProxyStatus\x12&.lading.metadata.v1.ProxyStatusRequest\x1a\'.lading.metadata.v1.ProxyStatusResponse\x12^\n\x0b\x45victCached\x12&.lading.metadata.v1.EvictCachedRequest\x1a\'.lading.metadata.v1.EvictCachedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,19 +42,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BEGINBLOBFETCHREQUEST']._serialized_start=380
   _globals['_BEGINBLOBFETCHREQUEST']._serialized_end=512
   _globals['_BEGINBLOBFETCHRESPONSE']._serialized_start=515
-  _globals['_BEGINBLOBFETCHRESPONSE']._serialized_end=784
-  _globals['_BEGINBLOBFETCHRESPONSE_OUTCOME']._serialized_start=688
-  _globals['_BEGINBLOBFETCHRESPONSE_OUTCOME']._serialized_end=784
-  _globals['_ENDBLOBFETCHREQUEST']._serialized_start=787
-  _globals['_ENDBLOBFETCHREQUEST']._serialized_end=944
-  _globals['_ENDBLOBFETCHRESPONSE']._serialized_start=946
-  _globals['_ENDBLOBFETCHRESPONSE']._serialized_end=968
-  _globals['_PROXYSTATUSREQUEST']._serialized_start=970
-  _globals['_PROXYSTATUSREQUEST']._serialized_end=990
-  _globals['_UPSTREAMSTATUS']._serialized_start=993
-  _globals['_UPSTREAMSTATUS']._serialized_end=1227
-  _globals['_PROXYSTATUSRESPONSE']._serialized_start=1229
-  _globals['_PROXYSTATUSRESPONSE']._serialized_end=1305
-  _globals['_PROXYSERVICE']._serialized_start=1308
-  _globals['_PROXYSERVICE']._serialized_end=1718
+  _globals['_BEGINBLOBFETCHRESPONSE']._serialized_end=807
+  _globals['_BEGINBLOBFETCHRESPONSE_OUTCOME']._serialized_start=711
+  _globals['_BEGINBLOBFETCHRESPONSE_OUTCOME']._serialized_end=807
+  _globals['_RENEWBLOBFETCHREQUEST']._serialized_start=809
+  _globals['_RENEWBLOBFETCHREQUEST']._serialized_end=866
+  _globals['_RENEWBLOBFETCHRESPONSE']._serialized_start=868
+  _globals['_RENEWBLOBFETCHRESPONSE']._serialized_end=906
+  _globals['_ENDBLOBFETCHREQUEST']._serialized_start=909
+  _globals['_ENDBLOBFETCHREQUEST']._serialized_end=1066
+  _globals['_ENDBLOBFETCHRESPONSE']._serialized_start=1068
+  _globals['_ENDBLOBFETCHRESPONSE']._serialized_end=1090
+  _globals['_PROXYSTATUSREQUEST']._serialized_start=1092
+  _globals['_PROXYSTATUSREQUEST']._serialized_end=1112
+  _globals['_UPSTREAMSTATUS']._serialized_start=1115
+  _globals['_UPSTREAMSTATUS']._serialized_end=1349
+  _globals['_PROXYSTATUSRESPONSE']._serialized_start=1351
+  _globals['_PROXYSTATUSRESPONSE']._serialized_end=1427
+  _globals['_PROXYSERVICE']._serialized_start=1430
+  _globals['_PROXYSERVICE']._serialized_end=1945
 # @@protoc_insertion_point(module_scope)

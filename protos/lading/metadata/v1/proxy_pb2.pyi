@@ -52,7 +52,7 @@ class BeginBlobFetchRequest(_message.Message):
     def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
 
 class BeginBlobFetchResponse(_message.Message):
-    __slots__ = ("outcome", "size", "lease_id", "source")
+    __slots__ = ("outcome", "size", "lease_id", "source", "lease_seconds")
     class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OUTCOME_UNSPECIFIED: _ClassVar[BeginBlobFetchResponse.Outcome]
@@ -67,11 +67,27 @@ class BeginBlobFetchResponse(_message.Message):
     SIZE_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     outcome: BeginBlobFetchResponse.Outcome
     size: int
     lease_id: str
     source: _sources_pb2.BlobSource
-    def __init__(self, outcome: _Optional[_Union[BeginBlobFetchResponse.Outcome, str]] = ..., size: _Optional[int] = ..., lease_id: _Optional[str] = ..., source: _Optional[_Union[_sources_pb2.BlobSource, _Mapping]] = ...) -> None: ...
+    lease_seconds: float
+    def __init__(self, outcome: _Optional[_Union[BeginBlobFetchResponse.Outcome, str]] = ..., size: _Optional[int] = ..., lease_id: _Optional[str] = ..., source: _Optional[_Union[_sources_pb2.BlobSource, _Mapping]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+
+class RenewBlobFetchRequest(_message.Message):
+    __slots__ = ("digest", "lease_id")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    lease_id: str
+    def __init__(self, digest: _Optional[str] = ..., lease_id: _Optional[str] = ...) -> None: ...
+
+class RenewBlobFetchResponse(_message.Message):
+    __slots__ = ("held",)
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    held: bool
+    def __init__(self, held: _Optional[bool] = ...) -> None: ...
 
 class EndBlobFetchRequest(_message.Message):
     __slots__ = ("repository", "digest", "lease_id", "fetched", "size", "context")

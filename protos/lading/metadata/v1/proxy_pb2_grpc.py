@@ -44,6 +44,11 @@ class ProxyServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.EndBlobFetchRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.EndBlobFetchResponse.FromString,
                 _registered_method=True)
+        self.RenewBlobFetch = channel.unary_unary(
+                '/lading.metadata.v1.ProxyService/RenewBlobFetch',
+                request_serializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.RenewBlobFetchRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.RenewBlobFetchResponse.FromString,
+                _registered_method=True)
         self.ProxyStatus = channel.unary_unary(
                 '/lading.metadata.v1.ProxyService/ProxyStatus',
                 request_serializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.ProxyStatusRequest.SerializeToString,
@@ -82,6 +87,16 @@ class ProxyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewBlobFetch(self, request, context):
+        """Keeps a lease begun with OUTCOME_FETCH: its holder calls this about every third of
+        `lease_seconds` while its fetch runs, so a long fetch keeps the lease and a holder that died
+        loses it within `lease_seconds` (waiters then take the fetch over). `held` false: the lease
+        lapsed and another caller took it over (or it was released); stop renewing it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ProxyStatus(self, request, context):
         """Per upstream: cached bytes, hits, misses, last error (`lading proxy status`).
         """
@@ -112,6 +127,11 @@ def add_ProxyServiceServicer_to_server(servicer, server):
                     servicer.EndBlobFetch,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.EndBlobFetchRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.EndBlobFetchResponse.SerializeToString,
+            ),
+            'RenewBlobFetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewBlobFetch,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.RenewBlobFetchRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_proxy__pb2.RenewBlobFetchResponse.SerializeToString,
             ),
             'ProxyStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.ProxyStatus,
@@ -178,6 +198,33 @@ class ProxyService:
             '/lading.metadata.v1.ProxyService/EndBlobFetch',
             lading_dot_metadata_dot_v1_dot_proxy__pb2.EndBlobFetchRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_proxy__pb2.EndBlobFetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewBlobFetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.ProxyService/RenewBlobFetch',
+            lading_dot_metadata_dot_v1_dot_proxy__pb2.RenewBlobFetchRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_proxy__pb2.RenewBlobFetchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%lading/metadata/v1/region_fetch.proto\x12\x12lading.metadata.v1\"e\n\x17\x42\x65ginRegionFetchRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x14\n\x0cmissing_here\x18\x04 \x01(\x08\"\xe7\x01\n\x18\x42\x65ginRegionFetchResponse\x12\x45\n\x07outcome\x18\x01 \x01(\x0e\x32\x34.lading.metadata.v1.BeginRegionFetchResponse.Outcome\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0f\n\x07regions\x18\x03 \x03(\t\"a\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_NO_SOURCE\x10\x01\x12\x13\n\x0fOUTCOME_PRESENT\x10\x02\x12\x11\n\rOUTCOME_FETCH\x10\x03\"h\n\x15\x45ndRegionFetchRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65tched\x18\x03 \x01(\x08\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x0e\n\x06region\x18\x05 \x01(\t\"\x18\n\x16\x45ndRegionFetchResponse2\xec\x01\n\x12RegionFetchService\x12m\n\x10\x42\x65ginRegionFetch\x12+.lading.metadata.v1.BeginRegionFetchRequest\x1a,.lading.metadata.v1.BeginRegionFetchResponse\x12g\n\x0e\x45ndRegionFetch\x12).lading.metadata.v1.EndRegionFetchRequest\x1a*.lading.metadata.v1.EndRegionFetchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%lading/metadata/v1/region_fetch.proto\x12\x12lading.metadata.v1\"e\n\x17\x42\x65ginRegionFetchRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x14\n\x0cmissing_here\x18\x04 \x01(\x08\"\xfe\x01\n\x18\x42\x65ginRegionFetchResponse\x12\x45\n\x07outcome\x18\x01 \x01(\x0e\x32\x34.lading.metadata.v1.BeginRegionFetchResponse.Outcome\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0f\n\x07regions\x18\x03 \x03(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\"a\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_NO_SOURCE\x10\x01\x12\x13\n\x0fOUTCOME_PRESENT\x10\x02\x12\x11\n\rOUTCOME_FETCH\x10\x03\"h\n\x15\x45ndRegionFetchRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65tched\x18\x03 \x01(\x08\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x0e\n\x06region\x18\x05 \x01(\t\"\x18\n\x16\x45ndRegionFetchResponse\"K\n\x17RenewRegionFetchRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"(\n\x18RenewRegionFetchResponse\x12\x0c\n\x04held\x18\x01 \x01(\x08\x32\xdb\x02\n\x12RegionFetchService\x12m\n\x10\x42\x65ginRegionFetch\x12+.lading.metadata.v1.BeginRegionFetchRequest\x1a,.lading.metadata.v1.BeginRegionFetchResponse\x12g\n\x0e\x45ndRegionFetch\x12).lading.metadata.v1.EndRegionFetchRequest\x1a*.lading.metadata.v1.EndRegionFetchResponse\x12m\n\x10RenewRegionFetch\x12+.lading.metadata.v1.RenewRegionFetchRequest\x1a,.lading.metadata.v1.RenewRegionFetchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BEGINREGIONFETCHREQUEST']._serialized_start=61
   _globals['_BEGINREGIONFETCHREQUEST']._serialized_end=162
   _globals['_BEGINREGIONFETCHRESPONSE']._serialized_start=165
-  _globals['_BEGINREGIONFETCHRESPONSE']._serialized_end=396
-  _globals['_BEGINREGIONFETCHRESPONSE_OUTCOME']._serialized_start=299
-  _globals['_BEGINREGIONFETCHRESPONSE_OUTCOME']._serialized_end=396
-  _globals['_ENDREGIONFETCHREQUEST']._serialized_start=398
-  _globals['_ENDREGIONFETCHREQUEST']._serialized_end=502
-  _globals['_ENDREGIONFETCHRESPONSE']._serialized_start=504
-  _globals['_ENDREGIONFETCHRESPONSE']._serialized_end=528
-  _globals['_REGIONFETCHSERVICE']._serialized_start=531
-  _globals['_REGIONFETCHSERVICE']._serialized_end=767
+  _globals['_BEGINREGIONFETCHRESPONSE']._serialized_end=419
+  _globals['_BEGINREGIONFETCHRESPONSE_OUTCOME']._serialized_start=322
+  _globals['_BEGINREGIONFETCHRESPONSE_OUTCOME']._serialized_end=419
+  _globals['_ENDREGIONFETCHREQUEST']._serialized_start=421
+  _globals['_ENDREGIONFETCHREQUEST']._serialized_end=525
+  _globals['_ENDREGIONFETCHRESPONSE']._serialized_start=527
+  _globals['_ENDREGIONFETCHRESPONSE']._serialized_end=551
+  _globals['_RENEWREGIONFETCHREQUEST']._serialized_start=553
+  _globals['_RENEWREGIONFETCHREQUEST']._serialized_end=628
+  _globals['_RENEWREGIONFETCHRESPONSE']._serialized_start=630
+  _globals['_RENEWREGIONFETCHRESPONSE']._serialized_end=670
+  _globals['_REGIONFETCHSERVICE']._serialized_start=673
+  _globals['_REGIONFETCHSERVICE']._serialized_end=1020
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ class BeginRegionFetchRequest(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., region: _Optional[str] = ..., missing_here: _Optional[bool] = ...) -> None: ...
 
 class BeginRegionFetchResponse(_message.Message):
-    __slots__ = ("outcome", "lease_id", "regions")
+    __slots__ = ("outcome", "lease_id", "regions", "lease_seconds")
     class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OUTCOME_UNSPECIFIED: _ClassVar[BeginRegionFetchResponse.Outcome]
@@ -34,10 +34,12 @@ class BeginRegionFetchResponse(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     outcome: BeginRegionFetchResponse.Outcome
     lease_id: str
     regions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, outcome: _Optional[_Union[BeginRegionFetchResponse.Outcome, str]] = ..., lease_id: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ...) -> None: ...
+    lease_seconds: float
+    def __init__(self, outcome: _Optional[_Union[BeginRegionFetchResponse.Outcome, str]] = ..., lease_id: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
 
 class EndRegionFetchRequest(_message.Message):
     __slots__ = ("digest", "lease_id", "fetched", "size", "region")
@@ -56,3 +58,19 @@ class EndRegionFetchRequest(_message.Message):
 class EndRegionFetchResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RenewRegionFetchRequest(_message.Message):
+    __slots__ = ("digest", "lease_id", "region")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    lease_id: str
+    region: str
+    def __init__(self, digest: _Optional[str] = ..., lease_id: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
+
+class RenewRegionFetchResponse(_message.Message):
+    __slots__ = ("held",)
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    held: bool
+    def __init__(self, held: _Optional[bool] = ...) -> None: ...

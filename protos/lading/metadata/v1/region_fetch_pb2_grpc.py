@@ -51,6 +51,11 @@ class RegionFetchServiceStub:
                 request_serializer=lading_dot_metadata_dot_v1_dot_region__fetch__pb2.EndRegionFetchRequest.SerializeToString,
                 response_deserializer=lading_dot_metadata_dot_v1_dot_region__fetch__pb2.EndRegionFetchResponse.FromString,
                 _registered_method=True)
+        self.RenewRegionFetch = channel.unary_unary(
+                '/lading.metadata.v1.RegionFetchService/RenewRegionFetch',
+                request_serializer=lading_dot_metadata_dot_v1_dot_region__fetch__pb2.RenewRegionFetchRequest.SerializeToString,
+                response_deserializer=lading_dot_metadata_dot_v1_dot_region__fetch__pb2.RenewRegionFetchResponse.FromString,
+                _registered_method=True)
 
 
 class RegionFetchServiceServicer:
@@ -76,6 +81,13 @@ class RegionFetchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewRegionFetch(self, request, context):
+        """Keeps the lease while the fetch runs, as ProxyService.RenewBlobFetch does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegionFetchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -88,6 +100,11 @@ def add_RegionFetchServiceServicer_to_server(servicer, server):
                     servicer.EndRegionFetch,
                     request_deserializer=lading_dot_metadata_dot_v1_dot_region__fetch__pb2.EndRegionFetchRequest.FromString,
                     response_serializer=lading_dot_metadata_dot_v1_dot_region__fetch__pb2.EndRegionFetchResponse.SerializeToString,
+            ),
+            'RenewRegionFetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewRegionFetch,
+                    request_deserializer=lading_dot_metadata_dot_v1_dot_region__fetch__pb2.RenewRegionFetchRequest.FromString,
+                    response_serializer=lading_dot_metadata_dot_v1_dot_region__fetch__pb2.RenewRegionFetchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -151,6 +168,33 @@ class RegionFetchService:
             '/lading.metadata.v1.RegionFetchService/EndRegionFetch',
             lading_dot_metadata_dot_v1_dot_region__fetch__pb2.EndRegionFetchRequest.SerializeToString,
             lading_dot_metadata_dot_v1_dot_region__fetch__pb2.EndRegionFetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewRegionFetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lading.metadata.v1.RegionFetchService/RenewRegionFetch',
+            lading_dot_metadata_dot_v1_dot_region__fetch__pb2.RenewRegionFetchRequest.SerializeToString,
+            lading_dot_metadata_dot_v1_dot_region__fetch__pb2.RenewRegionFetchResponse.FromString,
             options,
             channel_credentials,
             insecure,
