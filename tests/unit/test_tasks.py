@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 
 async def test_a_task_that_swallowed_its_cancellation_is_cancelled_again() -> None:
@@ -50,3 +51,12 @@ async def test_a_task_that_refuses_to_stop_is_left_after_the_bound() -> None:
     await asyncio.wait({task}, timeout=1)
     assert task.done()
 
+
+def test_the_planes_bound_their_waits_with_asyncio_timeout_not_wait_for() -> None:
+    # On Python 3.11, a loop around `asyncio.wait_for` can swallow the cancellation meant to stop
+    # it (the test above); `async with asyncio.timeout(...)` never does.
+    root = Path(__file__).resolve().parents[2]
+    users = [f"{path.relative_to(root)}:{number}"
+             for folder in ("gateway", "services") for path in sorted((root / folder).rglob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1) if "asyncio.wait_for(" in line]
+    assert users == []
