@@ -9,7 +9,9 @@ response, then trusted X-Forwarded-* handling, then the request-body read timeou
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +35,8 @@ from gateway.routes import STATE_KEY, build_routes
 from services.common.metrics import Metrics, MetricsHttpServer
 from services.common.settings import Settings
 from services.common.telemetry import Telemetry, setup_tracing
+
+log = logging.getLogger("lading.gateway")
 
 # Deadline of each plane's health check behind /readyz: probes want a quick answer, not a hang.
 READINESS_TIMEOUT_SECONDS = 1.0
@@ -107,16 +111,24 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
         try:
             yield {STATE_KEY: gateway}
         finally:
-            if metrics_server is not None:
-                await metrics_server.close()
-            if gateway.auth is not None:
-                await gateway.auth.close()
-            if cache_feed is not None:
-                await cache_feed.close()
-            await feed_channel.close()
-            await blob_channel.close()
-            await metadata_channel.close()
-            telemetry.shutdown()
+            try:
+                # Bounded as a whole: each close has its own bound, and a stop must not wait for
+                # ever on a plane or client that is gone (gateway/main.py has the last word).
+                async with asyncio.timeout(config.shutdown_cleanup_seconds):
+                    if metrics_server is not None:
+                        await metrics_server.close()
+                    if gateway.auth is not None:
+                        await gateway.auth.close()
+                    if cache_feed is not None:
+                        await cache_feed.close()
+                    await feed_channel.close()
+                    await blob_channel.close()
+                    await metadata_channel.close()
+            except TimeoutError:
+                log.warning("closing the gateway's streams and channels took over %g s; stopping without them",
+                            config.shutdown_cleanup_seconds)
+            finally:
+                telemetry.shutdown()
 
     routes = build_routes()
     middleware: list[Middleware] = []

@@ -36,6 +36,7 @@ from gateway.change_stream import ChangeStream
 from gateway.manifest_cache import ManifestCache
 from services.common.metrics import Metrics
 from services.common.settings import CacheFeedSettings
+from services.common.tasks import cancel_and_wait
 
 log = logging.getLogger("lading.gateway.cache_feed")
 
@@ -46,6 +47,8 @@ _LEASE_SHARE = 0.9
 # Before the first grant (or after an answer without a lease): how often to ask.
 _IDLE_ACK_SECONDS = 0.25
 _ACK_TIMEOUT_SECONDS = 2.0
+# How long close() waits for the acknowledging task to unwind.
+_CLOSE_SECONDS = 2.0
 
 
 class CacheFeed:
@@ -110,9 +113,7 @@ class CacheFeed:
 
     async def close(self) -> None:
         if self._ack_task is not None:
-            self._ack_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ack_task
+            await cancel_and_wait(self._ack_task, _CLOSE_SECONDS)
             self._ack_task = None
             if self._lease_until > 0 and not self._legacy:
                 # Writes need not wait for a gateway that is going away.
@@ -126,8 +127,11 @@ class CacheFeed:
         while True:
             wanted = self._ack_wanted
             pause = self._lease_seconds / _RENEWALS_PER_LEASE if self._lease_seconds > 0 else _IDLE_ACK_SECONDS
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # lands as the event is set, and close() then waited for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wanted.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await wanted.wait()
             wanted.clear()
             if not self._stream.live:
                 continue

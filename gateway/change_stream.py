@@ -15,7 +15,6 @@ Used by the manifest cache (gateway/cache_feed.py) and the watch endpoint's serv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,9 +22,13 @@ from collections.abc import Callable, Sequence
 import grpc
 from lading.metadata.v1 import changes_pb2, changes_pb2_grpc
 
+from services.common.tasks import cancel_and_wait
+
 log = logging.getLogger("lading.gateway.changes")
 
 _FIRST_BACKOFF_SECONDS = 0.1
+# How long close() waits for the following task to unwind (cancelling the gRPC call).
+_CLOSE_SECONDS = 2.0
 
 
 class ChangeStream:
@@ -61,11 +64,10 @@ class ChangeStream:
             self._task = asyncio.create_task(self.run(), name="change-stream")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        # Bounded: a gateway that stops must not wait for ever on a stream to a metadata plane that
+        # may be gone (services/common/tasks.py).
+        await cancel_and_wait(self._task, _CLOSE_SECONDS)
+        self._task = None
         self._synced = False
 
     async def run(self) -> None:
@@ -102,7 +104,10 @@ class ChangeStream:
             iterator = call.__aiter__()
             while True:
                 try:
-                    answer = await asyncio.wait_for(anext(iterator), self._stale_after)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+                    # that lands as an answer arrives, and close() then waited for ever.
+                    async with asyncio.timeout(self._stale_after):
+                        answer = await anext(iterator)
                 except StopAsyncIteration:
                     return
                 self._on_answer(answer)

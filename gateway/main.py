@@ -7,9 +7,15 @@ Shutdown order on SIGTERM/SIGINT (one worker):
   1. /readyz answers 503 (the Drain flag), so load balancers stop sending new requests;
   2. after `shutdown_drain_seconds`, uvicorn stops accepting connections and closes idle ones;
   3. in-flight requests get `shutdown_grace_seconds` to finish, then are cancelled;
-  4. the lifespan closes the gRPC channels.
+  4. the lifespan closes the change streams and gRPC channels (within `shutdown_cleanup_seconds`)
+     and flushes the traces;
+  5. a process still running drain + grace + cleanup after the signal exits at once with status 1,
+     its threads' stacks on stderr: a peer that is gone or silent (the metadata plane, killed
+     with its supervisor; an OTLP collector that takes the spans and never answers) cannot hold
+     it for ever.
 A second SIGINT skips the waits. With `workers > 1` uvicorn's own supervisor runs the workers:
-steps 2-4 hold (the grace period included), step 1 happens as the worker stops accepting.
+steps 2-4 hold (the grace period included), step 1 happens as the worker stops accepting, step 5
+is left to the workers' bounded closes.
 
 HTTPS (`settings.gateway.tls.cert_file` set): one worker serves from a `CertificateReloader`'s
 SSLContext and reloads the files in place on SIGHUP and when they change (checked every
@@ -32,9 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import os
 import signal
 import socket
+import threading
 import time
 from types import FrameType
 from typing import Any
@@ -63,11 +71,16 @@ class DrainingServer(uvicorn.Server):
         drain_seconds: float,
         certificates: CertificateReloader | None = None,
         reload_check_seconds: float = 0.0,
+        exit_within_seconds: float | None = None,
     ) -> None:
         super().__init__(config)
         self._drain = drain
         self._drain_seconds = drain_seconds
         self._exit_at: float | None = None
+        # The hard deadline of a stop (drain + grace + cleanup), counted from the first signal.
+        self._exit_within_seconds = exit_within_seconds
+        self._stop_requested_at: float | None = None
+        self._watchdog: threading.Thread | None = None
         self._certificates = certificates
         self._reload_check_seconds = reload_check_seconds
         self._next_check = 0.0
@@ -97,6 +110,8 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs in the signal handler: only flags and a timestamp here.
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
         self._drain.start()
         if self._drain_seconds > 0 and self._exit_at is None:
             self._exit_at = time.monotonic() + self._drain_seconds
@@ -106,11 +121,40 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
+        if self._stop_requested_at is not None:
+            self._arm_watchdog()
         if self._exit_at is not None and time.monotonic() >= self._exit_at:
             self.should_exit = True
         if self._certificates is not None:
             await self._check_certificates(self._certificates)
         return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        self._arm_watchdog()
+        await super().shutdown(sockets)
+
+    def _arm_watchdog(self) -> None:
+        """Once a stop began: a thread that ends the process if it is still running at the
+        deadline, whatever the event loop is stuck on (the trace flush blocks it while the
+        exporter waits on its collector, up to 10 s per batch)."""
+        if self._watchdog is not None or self._exit_within_seconds is None:
+            return
+        started = self._stop_requested_at if self._stop_requested_at is not None else time.monotonic()
+        deadline = started + self._exit_within_seconds
+        self._watchdog = threading.Thread(target=_exit_at_deadline, args=(deadline, self._exit_within_seconds),
+                                          name="shutdown-deadline", daemon=True)
+        self._watchdog.start()
+
+
+def _exit_at_deadline(deadline: float, within_seconds: float) -> None:
+    time.sleep(max(0.0, deadline - time.monotonic()))
+    # What it was stuck on goes to stderr, for whoever reads why a stop took this long; straight
+    # to the descriptor: the stuck thread may hold sys.stderr's lock.
+    with contextlib.suppress(Exception):
+        os.write(2, f"lading gateway: still stopping {within_seconds:g} s after the stop began (shutdown "
+                    "drain + grace + cleanup); exiting now. Stacks:\n".encode())
+        faulthandler.dump_traceback(file=2, all_threads=True)
+    os._exit(1)
 
 
 def app_from_environment() -> Starlette:
@@ -184,6 +228,8 @@ def run(settings: Settings) -> None:
         drain_seconds=config.shutdown_drain_seconds,
         certificates=certificates,
         reload_check_seconds=tls.reload_check_seconds,
+        exit_within_seconds=(config.shutdown_drain_seconds + config.shutdown_grace_seconds
+                             + config.shutdown_cleanup_seconds),
     )
     if not wait_for_start_gate(config.start_gate_fd):
         return

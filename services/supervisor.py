@@ -535,7 +535,8 @@ class Supervisor:
             if child.returncode is None:
                 child.signal(signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(asyncio.shield(child.exited), STOP_GRACE_SECONDS)
+                    async with asyncio.timeout(STOP_GRACE_SECONDS):
+                        await asyncio.shield(child.exited)
                 except TimeoutError:
                     child.signal(signal.SIGKILL)
             await child.exited

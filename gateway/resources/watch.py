@@ -102,7 +102,9 @@ async def _events(stream: ChangeStream, answers: asyncio.Queue[changes_pb2.Watch
         ready = False
         while True:
             try:
-                answer = await asyncio.wait_for(answers.get(), KEEPALIVE_SECONDS)
+                # Not wait_for: on Python 3.11 it can swallow the cancellation of a stopping server.
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    answer = await answers.get()
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue

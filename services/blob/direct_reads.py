@@ -398,7 +398,8 @@ class _Connection(asyncio.Protocol):
                     transport.abort()
                     raise ConnectionAbortedError(f"the fetched {fetch.digest} is shorter than announced")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), _TAIL_POLL_SECONDS)
+                    async with asyncio.timeout(_TAIL_POLL_SECONDS):
+                        await changed.wait()
         finally:
             if file is not None:
                 file.close()

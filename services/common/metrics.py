@@ -127,7 +127,8 @@ class Metrics:
         try:
             value = callback.fn()
             if inspect.isawaitable(value):
-                value = await asyncio.wait_for(value, CALLBACK_TIMEOUT_SECONDS)
+                async with asyncio.timeout(CALLBACK_TIMEOUT_SECONDS):
+                    value = await value
             callback.last = value  # type: ignore[assignment]
         except Exception:  # noqa: BLE001 - one broken gauge must not break the scrape
             callback.last = None
@@ -322,7 +323,8 @@ class MetricsHttpServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
             method, target, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
             path = target.split("?", 1)[0]
             if path != "/metrics":

@@ -131,6 +131,10 @@ class GatewaySettings(BaseModel):
     # requests get `shutdown_grace_seconds` to finish before they are cancelled.
     shutdown_drain_seconds: float = Field(default=0.0, ge=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # After the grace period, the time to close the change streams and gRPC channels and flush
+    # traces; a gateway still running then exits at once (status 1), whatever it waits on (a
+    # peer that is gone), so a stop is bounded by drain + grace + this.
+    shutdown_cleanup_seconds: float = Field(default=5.0, gt=0)
     tls: HttpTlsSettings = Field(default_factory=HttpTlsSettings)
     # Limits against abuse (gateway/limits.py, gateway/bodies.py):
     # bytes of a request's head (request line + headers) before it is refused with 431;

@@ -22,6 +22,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.cli import _parser, main
@@ -437,3 +438,53 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+
+# The gateway's stop in the test below: grace and cleanup (settings), then the margin of a busy machine.
+_GRACE, _CLEANUP, _MARGIN = 1.0, 1.0, 3.0
+
+
+def test_a_gateway_whose_supervisor_died_stops_in_time_whatever_its_peers_do(tmp_path: Path) -> None:
+    """A forked gateway told to stop by its supervisor's death (SIGKILL: the metadata plane, in the
+    supervisor, goes with it) exits within drain + grace + cleanup, even when its trace collector
+    takes its spans and never answers (the flush held the stop for the exporter's 10 s timeout per
+    batch, up to 30 s) and a client holds an idle keep-alive connection."""
+    port = _free_port()
+    collector = socket.socket()  # listens, never accepts: requests to it wait for an answer
+    collector.bind(("127.0.0.1", 0))
+    collector.listen(8)
+    env = {"LADING_OBSERVABILITY__OTLP_ENDPOINT": f"http://127.0.0.1:{collector.getsockname()[1]}",
+           "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": str(_GRACE),
+           "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": str(_CLEANUP)}
+    serve = LadingProcess("serve", lading_command("serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)),
+                          log_dir=tmp_path, env=env)
+    keep_alive = None
+    gateway = None
+    try:
+        serve.start()
+        assert serve.wait_for_output("Lading is serving", timeout=60), serve.log()
+        gateway = next(pid for pid in serve.children()
+                       if Path(f"/proc/{pid}/comm").read_text().strip() == "lading-gateway")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(20):
+                assert client.get("/v2/r/tags/list").status_code == 404  # traced
+        keep_alive = socket.create_connection(("127.0.0.1", port))
+        keep_alive.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        keep_alive.recv(65536)
+        time.sleep(1.5)  # the span exporter's first batch (every second) waits on the collector
+        killed = time.monotonic()
+        os.kill(serve.pid, signal.SIGKILL)
+        bound = _GRACE + _CLEANUP + _MARGIN
+        while _alive(gateway) and time.monotonic() - killed < bound + 30:
+            time.sleep(0.05)
+        took = time.monotonic() - killed
+        assert not _alive(gateway), f"the gateway still runs {took:.1f} s after its supervisor died\n{serve.log()}"
+        assert took < bound, f"the gateway took {took:.1f} s to stop (bound {bound:.0f} s)\n{serve.log()}"
+    finally:
+        if keep_alive is not None:
+            keep_alive.close()
+        collector.close()
+        serve.stop()
+        if gateway is not None and _alive(gateway):  # its own process group: serve.stop() misses it
+            os.kill(gateway, signal.SIGKILL)

@@ -53,6 +53,7 @@ the region it answers in, so a replica region's lag never slows the primary regi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from contextvars import ContextVar
@@ -264,10 +265,9 @@ class ChangeAcks:
                     log.warning("change %d: still not acknowledged by %s after %.3g s; answering anyway",
                                 position, ", ".join(sorted(laggards)), now - started)
                     return
-                try:
-                    await asyncio.wait_for(woken.wait(), min(pause, max(0.0, give_up_at - now)))
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(pause, max(0.0, give_up_at - now))):
+                        await woken.wait()
                 pause = min(pause * 2, _LONGEST_PAUSE_SECONDS)
         except Exception as exc:  # noqa: BLE001 - the write committed; say so and answer
             self.gave_up += 1

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import text
 
 from services.common.settings import ChangeFeedSettings
+from services.common.tasks import cancel_and_wait
 from services.metadata.changes.acks import ACK_NOTIFY_CHANNEL, ChangeAcks
 from services.metadata.changes.log import NOTIFY_CHANNEL, ChangeLog
 from services.metadata.store.access import Kind
@@ -81,7 +82,8 @@ class ChangeHub:
             return True
         advanced = self._advanced
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(advanced.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await advanced.wait()
         return self.latest > position and not self._closed
 
     async def close(self) -> None:
@@ -89,10 +91,8 @@ class ChangeHub:
         self._closed = True
         self._wake_streams()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(task)
         self._tasks.clear()
 
     def _wake_streams(self) -> None:
@@ -102,7 +102,8 @@ class ChangeHub:
     async def _follow(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kicked.wait(), self._settings.poll_seconds)
+                async with asyncio.timeout(self._settings.poll_seconds):
+                    await self._kicked.wait()
             self._kicked.clear()
             try:
                 head = await self._log.head()
@@ -180,9 +181,11 @@ class ChangeHub:
             try:
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), _LISTEN_CHECK_SECONDS)
+                        async with asyncio.timeout(_LISTEN_CHECK_SECONDS):
+                            await lost.wait()
                     if not lost.is_set():
-                        await asyncio.wait_for(driver.execute("SELECT 1"), 10.0)
+                        async with asyncio.timeout(10.0):
+                            await driver.execute("SELECT 1")
             finally:
                 self.listening = False
                 with contextlib.suppress(Exception):

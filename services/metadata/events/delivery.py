@@ -16,6 +16,7 @@ database: a restarted or another replica's worker carries on where this one stop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -101,10 +102,9 @@ class DeliveryWorker:
                     log.exception("event delivery round failed")
                 busy = False
             if not busy:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), self._settings.delivery_interval_seconds)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._settings.delivery_interval_seconds):
+                        await self._wakeup.wait()
             self._wakeup.clear()
 
     async def run_once(self) -> bool:
