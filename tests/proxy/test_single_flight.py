@@ -70,17 +70,25 @@ def site(postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]: 
         upstream.stop()
 
 
-async def _pull_all(urls: list[str], path: str) -> list[str]:
-    """Each client's result: the digest of the body it received, or the error status and text."""
+async def _pull_all(urls: list[str], path: str, *, retry_for: float = 0.0) -> list[str]:
+    """Each client's result: the digest of the body it received, or the error status and text.
+    `retry_for`: seconds a client keeps retrying a 503 (the cache's "being fetched by another
+    request; retry shortly", which a waiter gets once its wait, a few seconds in the HA harness,
+    runs out before the leader's fetch ends), as Docker and containerd retry a layer."""
     async def one(url: str) -> str:
-        async with httpx.AsyncClient(base_url=url, timeout=60, follow_redirects=True) as client, \
-                client.stream("GET", path) as response:
-            if response.status_code != 200:
-                return f"{response.status_code} {(await response.aread()).decode(errors='replace')}"
-            hasher = hashlib.sha256()
-            async for chunk in response.aiter_bytes():
-                hasher.update(chunk)
-            return f"sha256:{hasher.hexdigest()}"
+        deadline = asyncio.get_running_loop().time() + retry_for
+        async with httpx.AsyncClient(base_url=url, timeout=60, follow_redirects=True) as client:
+            while True:
+                async with client.stream("GET", path) as response:
+                    if response.status_code == 503 and asyncio.get_running_loop().time() < deadline:
+                        await asyncio.sleep(0.5)
+                        continue
+                    if response.status_code != 200:
+                        return f"{response.status_code} {(await response.aread()).decode(errors='replace')}"
+                    hasher = hashlib.sha256()
+                    async for chunk in response.aiter_bytes():
+                        hasher.update(chunk)
+                    return f"sha256:{hasher.hexdigest()}"
 
     return await asyncio.gather(*(one(url) for url in urls))
 
@@ -92,7 +100,7 @@ def test_sixteen_clients_on_two_gateways_fetch_a_missing_layer_once(site: Site) 
         oci.push_blob(up, "team/shared", layer)
     path = f"/v2/{PREFIX}team/shared/blobs/{layer.digest}"
     urls = [cluster.gateway_url(i % 2) for i in range(CLIENTS)]
-    results = asyncio.run(_pull_all(urls, path))
+    results = asyncio.run(_pull_all(urls, path, retry_for=60))
     assert [r for r in results if r != layer.digest] == []
     fetches = upstream.requests("GET", f"/v2/team/shared/blobs/{layer.digest}")
     assert fetches == 1, f"{fetches} upstream fetches for {CLIENTS} clients"
