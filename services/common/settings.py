@@ -597,6 +597,9 @@ class ObservabilitySettings(BaseModel):
     otlp_endpoint: str = ""
     # Extra headers sent with every export (e.g. an API key of a hosted collector).
     otlp_headers: dict[str, str] = Field(default_factory=dict)
+    # Longest one export of spans may take, retries included: a collector that accepts and never
+    # answers holds a process's stop (its last flush) about this long.
+    otlp_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # Each process reports `service.name` = "<prefix>-gateway" / "-metadata" / "-blob".
     service_name_prefix: str = "lading"
     # Fraction of new traces recorded (a traceparent from the client decides for its own trace).

@@ -125,8 +125,10 @@ def setup_tracing(settings: ObservabilitySettings, process: str) -> Telemetry:
         ),
         sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
     )
-    exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint), headers=dict(settings.otlp_headers))
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint), headers=dict(settings.otlp_headers),
+                                timeout=settings.otlp_timeout_seconds)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000,
+                                                   export_timeout_millis=settings.otlp_timeout_seconds * 1000))
     log.info("tracing: exporting spans of %s to %s", process, traces_url(settings.otlp_endpoint))
     return Telemetry(provider)
 

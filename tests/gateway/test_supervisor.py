@@ -488,3 +488,40 @@ def test_a_gateway_whose_supervisor_died_stops_in_time_whatever_its_peers_do(tmp
         serve.stop()
         if gateway is not None and _alive(gateway):  # its own process group: serve.stop() misses it
             os.kill(gateway, signal.SIGKILL)
+
+
+def test_lading_serve_stops_in_time_when_its_trace_collector_never_answers(tmp_path: Path) -> None:
+    """`lading serve` told to stop (SIGTERM) while its collector takes spans and never answers:
+    every plane's last flush is bounded by `observability.otlp_timeout_seconds` (the exporter's
+    default, 10 s per attempt and 30 s per flush, held the metadata and blob planes that long)."""
+    port = _free_port()
+    collector = socket.socket()  # listens, never accepts: requests to it wait for an answer
+    collector.bind(("127.0.0.1", 0))
+    collector.listen(8)
+    export_timeout = 1.0
+    env = {"LADING_OBSERVABILITY__OTLP_ENDPOINT": f"http://127.0.0.1:{collector.getsockname()[1]}",
+           "LADING_OBSERVABILITY__OTLP_TIMEOUT_SECONDS": str(export_timeout),
+           "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": str(_GRACE),
+           "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": str(_CLEANUP)}
+    serve = LadingProcess("serve", lading_command("serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)),
+                          log_dir=tmp_path, env=env)
+    try:
+        serve.start()
+        assert serve.wait_for_output("Lading is serving", timeout=60), serve.log()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(20):  # spans in every plane: the gateway's, and the calls it makes
+                assert client.get("/v2/r/tags/list").status_code == 404
+        time.sleep(1.5)  # each plane's first batch (every second) now waits on the collector
+        planes = [serve.pid, *serve.children()]
+        stopping = time.monotonic()
+        os.kill(serve.pid, signal.SIGTERM)
+        # Each plane: its flush (export_timeout per attempt, a retry or two) after the gateway's own stop.
+        bound = _GRACE + _CLEANUP + 3 * export_timeout + _MARGIN
+        while any(_alive(pid) for pid in planes) and time.monotonic() - stopping < bound + 60:
+            time.sleep(0.05)
+        took = time.monotonic() - stopping
+        assert not any(_alive(pid) for pid in planes), f"lading serve still runs {took:.1f} s after SIGTERM"
+        assert took < bound, f"lading serve took {took:.1f} s to stop (bound {bound:.0f} s)\n{serve.log()}"
+    finally:
+        collector.close()
+        serve.stop()
