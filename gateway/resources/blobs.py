@@ -123,7 +123,8 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int 
         return gateway.metadata.renew_blob_fetch(digest, lease_id=decision.lease_id)
 
     keeper = _keeper(gateway, renew, decision.lease_seconds, digest)
-    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=True)
+    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=True,
+                          tail_when_verified=True)
 
 
 def _keeper(gateway: Gateway, renew: Callable[[], Awaitable[bool]], lease_seconds: float,
@@ -151,10 +152,12 @@ def _settled(task: asyncio.Future[object]) -> None:
 
 async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource,
                    end: Callable[[bool, int], Awaitable[None]], keeper: LeaseKeeper, *,
-                   allow_redirect: bool = False) -> _Fetch:
+                   allow_redirect: bool = False, tail_when_verified: bool = False) -> _Fetch:
     """(size or -1, the bytes) of the blob plane's fetch of `digest` from `source`, or with
     `allow_redirect` maybe (size, _Redirected); `keeper` renews the lease until `end(fetched,
-    size)` is called once it is over (releases the lease, records the blob), whatever happens."""
+    size)` is called once it is over (releases the lease, records the blob), whatever happens.
+    `tail_when_verified`: the client may get the last bytes before the blob is stored (fetch.proto);
+    it is recorded once the blob plane reports the commit."""
 
     ended: list[asyncio.Future[object]] = []
 
@@ -167,7 +170,8 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
 
     keeper.start()
     try:
-        size, chunks, redirect_url = await gateway.blob.fetch_blob(digest, source, allow_redirect=allow_redirect)
+        size, chunks, redirect_url, commit_follows = await gateway.blob.fetch_blob(
+            digest, source, allow_redirect=allow_redirect, tail_when_verified=tail_when_verified)
     except BaseException:
         ending(False, 0)
         raise
@@ -184,12 +188,32 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
 
         return size, _Redirected(redirect_url, _detached(over()))  # type: ignore[arg-type]
 
+    async def committed_then_end(received: int) -> None:
+        # Only the commit's report is left of the stream: the blob is recorded once it came.
+        committed = False
+        try:
+            async for _ in chunks:
+                pass
+            committed = True
+        finally:
+            await ending(committed, received)
+
     async def body() -> AsyncIterator[bytes]:
         received, complete = 0, False
         recorded: asyncio.Future[object] | None = None
         try:
             async for chunk in chunks:
                 received += len(chunk)
+                if commit_follows and received == size:
+                    # The last chunk, verified but maybe not yet stored: the client gets it now,
+                    # and the commit is awaited apart, so that a client that goes away once it has
+                    # its bytes does not cut the fetch short.
+                    recorded = _detached(committed_then_end(received))
+                    yield chunk
+                    break
+                if commit_follows:
+                    yield chunk
+                    continue
                 if received == size:
                     # The blob plane sends the last chunk only once the blob is verified and
                     # committed (services/blob/fetch.py): record it while that chunk goes out, not
@@ -197,7 +221,8 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
                     # before reading the stream's end.
                     recorded = ending(True, received)
                 yield chunk
-            complete = True
+            else:
+                complete = True
         finally:
             if recorded is None:
                 recorded = ending(complete, received)
