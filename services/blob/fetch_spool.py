@@ -172,8 +172,13 @@ class SpoolFile:
     def close(self) -> None:
         self._budget.give_back(self._held)
         self._held = 0
-        with contextlib.suppress(OSError):
-            os.close(self._descriptor)
+        # Closing the last descriptor of an unlinked file frees its blocks: not on the event loop.
+        asyncio.get_running_loop().run_in_executor(None, _close_quietly, self._descriptor)
+
+
+def _close_quietly(descriptor: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(descriptor)
 
 
 def _write_all(descriptor: int, data: bytes, offset: int) -> int:
