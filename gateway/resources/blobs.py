@@ -19,7 +19,10 @@ linked meanwhile, or this request holds the blob's fetch lease), the blob plane 
 and verifies (FetchService.FetchBlob), and this module only streams its answer to the client and
 hands the lease back (EndBlobFetch, which links the blob), renewing it meanwhile (RenewBlobFetch:
 a gateway that dies mid-fetch loses it within `proxy.fetch_lease_seconds`, and a waiting request
-takes the fetch over). The gateway never talks to a source.
+takes the fetch over). The gateway never talks to a source. A streamed fetch asks for the bytes
+at the source's pace (fetch.proto's `tail_when_verified`): the client may get the last of them,
+verified, before the blob is committed, and EndBlobFetch links it only once the blob plane reports
+the commit (unlinked when it does not).
 When the blob plane serves the fetch from its direct-read server (`lading serve`: fetch.proto's
 `allow_redirect`), a GET is answered `307` to it at once, like a warm read, and the lease is handed
 back when the blob plane reports the fetch over; a HEAD waits for that report. The bytes then
