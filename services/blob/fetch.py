@@ -213,8 +213,8 @@ class FetchOnMiss:
         follows through the spool (see the module docstring). Returns once the blob is committed."""
         digest = str(parsed)
         session = await self._store.start_upload(FETCH_SESSION_TAG)
-        pipe: SpoolFile | _Queued = await self._spool.open() if self._spool is not None else _Queued()
         hasher = hashlib.new(parsed.algorithm)
+        pipe: SpoolFile | _Queued = await self._spool.open(hasher) if self._spool is not None else _Queued(hasher)
 
         async def store() -> None:
             try:
@@ -231,9 +231,8 @@ class FetchOnMiss:
         held: bytes | None = None
         try:
             async for chunk in chunks:
-                hasher.update(chunk)
                 received += len(chunk)
-                await pipe.put(chunk)
+                await pipe.put(chunk)  # hashes it too
                 if held is not None:
                     yield held
                 held = chunk
@@ -285,22 +284,31 @@ class _Queued:
     """The spool's interface without a spool: storage takes the bytes as they come (a few
     chunks ahead), so the reader gets them at storage's pace."""
 
-    def __init__(self) -> None:
+    def __init__(self, hasher: Any) -> None:
+        self._hasher = hasher
         self._queue: asyncio.Queue[Any] = asyncio.Queue(_QUEUE_CHUNKS)
         self._abandoned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def put(self, chunk: bytes) -> None:
-        putting = asyncio.ensure_future(self._queue.put(chunk)) if self._queue.full() else None
+        self._hasher.update(chunk)
+        await self._put(chunk)
+
+    async def _put(self, item: object) -> None:
+        putting = asyncio.ensure_future(self._queue.put(item)) if self._queue.full() else None
         if putting is None:
-            self._queue.put_nowait(chunk)
+            self._queue.put_nowait(item)
             return
-        await asyncio.wait([putting, self._abandoned], return_when=asyncio.FIRST_COMPLETED)
-        if not putting.done():
-            putting.cancel()
-            self._abandoned.result()
+        try:
+            await asyncio.wait([putting, self._abandoned], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not putting.done():
+                putting.cancel()
+        if not putting.cancelled():
+            return
+        self._abandoned.result()
 
     async def finish(self) -> None:
-        await self.put(_END)  # type: ignore[arg-type]
+        await self._put(_END)
 
     def abandon(self, error: BaseException) -> None:
         if not self._abandoned.done():

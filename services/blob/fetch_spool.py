@@ -18,6 +18,7 @@ import tempfile
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 # Bytes gathered in memory before they are written to the spool file (and readable by the store).
 FLUSH_BYTES = 1024 * 1024
@@ -90,8 +91,9 @@ class FetchSpool:
         self.folder = folder
         self.budget = SpoolBudget(budget_bytes)
 
-    async def open(self) -> SpoolFile:
-        return SpoolFile(await asyncio.to_thread(_anonymous_file, self.folder), self.budget)
+    async def open(self, hasher: Any) -> SpoolFile:
+        """A new spool file; `hasher` (a hashlib object) is fed the bytes as they are written."""
+        return SpoolFile(await asyncio.to_thread(_anonymous_file, self.folder), self.budget, hasher)
 
 
 def _anonymous_file(folder: Path) -> int:
@@ -102,12 +104,15 @@ def _anonymous_file(folder: Path) -> int:
 
 
 class SpoolFile:
-    """One fetch's spool: `put` the chunks (then `finish`) on one side, `chunks()` on the other.
+    """One fetch's spool: `put` the chunks (then `finish`) on one side, `chunks()` on the other;
+    the hasher has seen every byte put once `finish` returned (it is fed in the writing thread,
+    off the event loop: hashlib lets go of the GIL).
     `abandon(error)` when the reader is gone, so a writer waiting for room stops; `close` frees
     the file and whatever budget is still held."""
 
-    def __init__(self, descriptor: int, budget: SpoolBudget) -> None:
+    def __init__(self, descriptor: int, budget: SpoolBudget, hasher: Any) -> None:
         self._descriptor = descriptor
+        self._hasher = hasher
         self._budget = budget
         self._held = 0  # budget this file holds (bytes spooled, not yet read by the store)
         self._pending: list[bytes] = []
@@ -165,7 +170,7 @@ class SpoolFile:
             return
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending, self._pending_bytes = [], 0
-        written = await asyncio.to_thread(_write_all, self._descriptor, data, self._written)
+        written = await asyncio.to_thread(_hash_and_write, self._hasher, self._descriptor, data, self._written)
         self._written += written
         self._grown.set()
 
@@ -181,7 +186,8 @@ def _close_quietly(descriptor: int) -> None:
         os.close(descriptor)
 
 
-def _write_all(descriptor: int, data: bytes, offset: int) -> int:
+def _hash_and_write(hasher: Any, descriptor: int, data: bytes, offset: int) -> int:
+    hasher.update(data)
     view = memoryview(data)
     while view:
         count = os.pwrite(descriptor, view, offset)

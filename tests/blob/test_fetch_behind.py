@@ -3,7 +3,7 @@ reader gets the whole blob at the source's pace while S3 is held (a SeaweedFS be
 holds its answers, tests/support/holding_relay.py), `COMMITTED` comes once S3 took it; a wrong
 body never reaches the reader whole and stores nothing; a commit that fails after the reader got
 its bytes raises after them, stores nothing, and a retry stores the blob; a spent spool budget
-falls back to storage's pace."""
+falls back to storage's pace, as does a plane without a spool."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _settings(seaweedfs: SeaweedFS, endpoint: str, prefix: str) -> BlobSettings:
     return BlobSettings(backend="s3", io_threads=4, s3=S3BackendSettings(
         endpoint=endpoint, region=seaweedfs.region, bucket=seaweedfs.bucket, access_key=seaweedfs.access_key,
         secret_key=seaweedfs.secret_key, secure=False, path_style=True, key_prefix=prefix,
-        part_size_bytes=5 * 1024 * 1024, connect_timeout_seconds=1.0, read_timeout_seconds=20.0, max_retries=0))
+        part_size_bytes=5 * 1024 * 1024, connect_timeout_seconds=1.0, read_timeout_seconds=5.0, max_retries=0))
 
 
 @contextlib.asynccontextmanager
@@ -140,7 +140,7 @@ async def test_a_commit_failing_after_the_bytes_stores_nothing_and_a_retry_works
         while len(received) < len(BLOB):
             received += await asyncio.wait_for(anext(items), 10)  # type: ignore[operator]
         assert bytes(received) == BLOB
-        relay.stop()  # S3 unreachable: the upload and its commit fail
+        relay.cut()  # S3 gone mid-answer: the upload and its commit fail
         with pytest.raises(RegistryError):
             await asyncio.wait_for(anext(items), 30)
         assert spool.budget.reserved == 0
@@ -162,3 +162,20 @@ async def test_a_spent_spool_budget_falls_back_to_storage_pace(seaweedfs: Seawee
         assert b"".join(item for item in items if isinstance(item, bytes)) == BLOB
         assert spool.budget.waited > 0 and spool.budget.reserved == 0
         assert await _stored(store)
+
+
+@pytest.mark.parametrize("body", [BLOB, BLOB[:-1]], ids=["whole", "short"])
+async def test_without_a_spool_storage_sets_the_pace_with_the_same_guarantees(seaweedfs: SeaweedFS,
+                                                                             body: bytes) -> None:
+    async with _store(seaweedfs, seaweedfs.endpoint, seaweedfs.new_prefix()) as store:
+        received, items = bytearray(), []
+        with contextlib.suppress(RegistryError):
+            async for item in FetchOnMiss(store).fetch(DIGEST, _source(body), describe="test", confirm=_confirm,
+                                                       tail_when_verified=True):
+                items.append(item)
+                if isinstance(item, bytes):
+                    received += item
+        if body == BLOB:
+            assert items[-1] is COMMITTED and bytes(received) == BLOB and await _stored(store)
+        else:
+            assert COMMITTED not in items and len(received) < len(body) and not await _stored(store)
