@@ -81,6 +81,9 @@ def _addressed(url: str, request: Request) -> str:
 # EndBlobFetch calls (and fetches served by the blob plane) still under way after their request
 # ended (a client that went away, or a GET answered with a redirect).
 _ENDING: set[asyncio.Future[object]] = set()
+# A streamed fetch's body → its end (the lease handed back, the blob linked or not), for bodies
+# that end before it: those whose last bytes come before the commit (`tail_when_verified`).
+_RECORDED_AFTER: weakref.WeakKeyDictionary[object, asyncio.Future[object]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,10 +213,13 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
                 if commit_follows and received == size:
                     # The last chunk, verified but maybe not yet stored: the client gets it now,
                     # and the commit is awaited apart, so that a client that goes away once it has
-                    # its bytes does not cut the fetch short.
+                    # its bytes does not cut the fetch short; nor does the response wait for it
+                    # (the next request on this connection would). `_read_through` waits.
                     recorded = _detached(committed_then_end(received))
+                    _RECORDED_AFTER[chunks_out] = recorded
+                    dropped.detach()  # the body may go now: the fetch's end is that task's
                     yield chunk
-                    break
+                    return
                 if commit_follows:
                     yield chunk
                     continue
@@ -235,7 +241,8 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
     chunks_out = body()
     # A body dropped unread (the response never started) ends the fetch too: its lease must be
     # neither renewed on nor held until it lapses.
-    weakref.finalize(chunks_out, _dropped, ending).atexit = False
+    dropped = weakref.finalize(chunks_out, _dropped, ending)
+    dropped.atexit = False
     return size, chunks_out
 
 
@@ -284,7 +291,11 @@ async def _read_through(size: int, fetching: AsyncIterator[bytes] | _Redirected)
         return size
 
     async def drain() -> int:
-        return sum([len(chunk) async for chunk in fetching])
+        size = sum([len(chunk) async for chunk in fetching])
+        recorded = _RECORDED_AFTER.get(fetching)
+        if recorded is not None:
+            await recorded  # raises when the blob plane did not report the commit
+        return size
 
     return await asyncio.shield(_detached(drain()))  # type: ignore[return-value]
 
