@@ -144,3 +144,17 @@ def test_a_commit_failing_after_the_client_got_its_bytes_links_nothing_and_a_ret
         assert oci.Blob(again.get(path).content).digest == layer.digest
     _fetch_over(site, layer.digest)  # the client may have its bytes before the blob is linked
     assert _linked(site, layer.digest) and _stored(site, layer.digest)
+
+
+def test_a_head_or_ranged_get_leading_the_fetch_answers_once_the_blob_is_linked(site: Site) -> None:
+    head_layer, ranged_layer = oci.Blob(os.urandom(LAYER_BYTES)), oci.Blob(os.urandom(LAYER_BYTES))
+    with httpx.Client(base_url=site.upstream.url, timeout=30) as up:
+        oci.push_blob(up, "team/head", head_layer)
+        oci.push_blob(up, "team/head", ranged_layer)
+    with httpx.Client(base_url=site.cluster.gateway_url(0), timeout=30, follow_redirects=True) as client:
+        head = client.head(f"/v2/{PREFIX}team/head/blobs/{head_layer.digest}")
+        assert head.status_code == 200 and int(head.headers["content-length"]) == LAYER_BYTES
+        assert _linked(site, head_layer.digest) and _stored(site, head_layer.digest)
+        ranged = client.get(f"/v2/{PREFIX}team/head/blobs/{ranged_layer.digest}", headers={"range": "bytes=10-19"})
+        assert ranged.status_code == 206 and ranged.content == ranged_layer.data[10:20]
+        assert _linked(site, ranged_layer.digest)
