@@ -214,7 +214,14 @@ class FetchOnMiss:
         digest = str(parsed)
         session = await self._store.start_upload(FETCH_SESSION_TAG)
         hasher = hashlib.new(parsed.algorithm)
-        pipe: SpoolFile | _Queued = await self._spool.open(hasher) if self._spool is not None else _Queued(hasher)
+        pipe: SpoolFile | _Queued = _Queued(hasher)
+        if self._spool is not None:
+            try:
+                pipe = await self._spool.open(hasher)
+            except OSError as error:
+                # A spool folder that cannot be written costs speed, not the fetch.
+                log.warning("fetch spool %s unusable (%s): blob %s is fetched at storage's pace",
+                            self._spool.folder, error, digest)
 
         async def store() -> None:
             try:

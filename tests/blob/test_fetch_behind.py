@@ -179,3 +179,12 @@ async def test_without_a_spool_storage_sets_the_pace_with_the_same_guarantees(se
             assert items[-1] is COMMITTED and bytes(received) == BLOB and await _stored(store)
         else:
             assert COMMITTED not in items and len(received) < len(body) and not await _stored(store)
+
+
+async def test_an_unusable_spool_folder_costs_speed_not_the_fetch(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    (tmp_path / "spool").write_bytes(b"a file where the folder should be")
+    spool = FetchSpool(tmp_path / "spool", 64 * 1024 * 1024)
+    async with _store(seaweedfs, seaweedfs.endpoint, seaweedfs.new_prefix()) as store:
+        items = [item async for item in FetchOnMiss(store, spool=spool).fetch(
+            DIGEST, _source(BLOB), describe="test", confirm=_confirm, tail_when_verified=True)]
+        assert items[-1] is COMMITTED and await _stored(store)
