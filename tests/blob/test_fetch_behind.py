@@ -3,7 +3,8 @@ reader gets the whole blob at the source's pace while S3 is held (a SeaweedFS be
 holds its answers, tests/support/holding_relay.py), `COMMITTED` comes once S3 took it; a wrong
 body never reaches the reader whole and stores nothing; a commit that fails after the reader got
 its bytes raises after them, stores nothing, and a retry stores the blob; a spent spool budget
-falls back to storage's pace, as does a plane without a spool."""
+falls back to storage's pace, as does a plane without a spool (or with an unusable one); without
+the flag the tail still waits for the commit."""
 
 from __future__ import annotations
 
@@ -188,3 +189,30 @@ async def test_an_unusable_spool_folder_costs_speed_not_the_fetch(seaweedfs: Sea
         items = [item async for item in FetchOnMiss(store, spool=spool).fetch(
             DIGEST, _source(BLOB), describe="test", confirm=_confirm, tail_when_verified=True)]
         assert items[-1] is COMMITTED and await _stored(store)
+
+
+async def test_without_the_flag_the_tail_waits_for_the_commit_as_before(seaweedfs: SeaweedFS, relay: HoldingRelay,
+                                                                       tmp_path: Path) -> None:
+    """What older gateways, mirror runs and region fetches rely on: they record the blob when the
+    last chunk comes."""
+    spool = FetchSpool(tmp_path / "spool", 64 * 1024 * 1024)
+    async with _store(seaweedfs, f"127.0.0.1:{relay.port}", seaweedfs.new_prefix()) as store:
+        items = FetchOnMiss(store, spool=spool).fetch(DIGEST, _source(BLOB), describe="test", confirm=_confirm)
+        begun = await anext(items)
+        assert isinstance(begun, Begun) and not begun.commit_follows
+        received = bytearray(await anext(items))  # type: ignore[arg-type]
+        relay.hold_after(0)
+        pending = asyncio.ensure_future(anext(items))
+        while True:
+            done, _ = await asyncio.wait([pending], timeout=1.0)
+            if not done:
+                break  # held: S3 sets the pace
+            received += pending.result()  # type: ignore[operator]
+            pending = asyncio.ensure_future(anext(items))
+        assert len(received) < len(BLOB)
+        relay.release()
+        received += await asyncio.wait_for(pending, 30)  # type: ignore[operator]
+        rest = [item async for item in items]
+        assert COMMITTED not in rest
+        assert bytes(received) + b"".join(rest) == BLOB  # type: ignore[arg-type]
+        assert await _stored(store)
