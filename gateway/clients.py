@@ -237,16 +237,21 @@ class BlobClient:
             response_deserializer=_decode_fetch_response,
         )
 
-    async def fetch_blob(self, digest: str, source: sources_pb2.BlobSource, *, allow_redirect: bool = False
-                         ) -> tuple[int, AsyncIterator[bytes], str]:
+    async def fetch_blob(self, digest: str, source: sources_pb2.BlobSource, *, allow_redirect: bool = False,
+                         tail_when_verified: bool = False) -> tuple[int, AsyncIterator[bytes], str, bool]:
         """Starts FetchService.FetchBlob: (size or -1, the bytes, a redirect URL or ""). The
         first message is awaited here, so a source that fails at once fails before any response
         header; a failure later (the source broke off, a wrong digest) ends the iterator with the
         error, before its last chunk. With `allow_redirect`, the plane may answer a URL of its
         direct-read server instead (fetch.proto): the iterator then yields nothing and ends when
-        the fetch is over (raising its error)."""
+        the fetch is over (raising its error).
+
+        With `tail_when_verified`, a plane that knows it says so (the last item, True): the last
+        chunk may come before the blob is committed, and the iterator ends without error only
+        once the plane reported the commit (it raises when the stream ends without that report)."""
         call = self._fetch_blob(fetch_pb2.FetchBlobRequest(digest=digest, source=source,
-                                                           allow_redirect=allow_redirect),
+                                                           allow_redirect=allow_redirect,
+                                                           tail_when_verified=tail_when_verified),
                                 timeout=self._stream_timeout)
         try:
             first = await call.read()
@@ -256,16 +261,27 @@ class BlobClient:
             call.cancel()
             raise RegistryError(ErrorKind.INTERNAL, "the blob plane began a fetch without the blob's size")
 
+        commit_follows = first.commit_follows
+
         async def rest() -> AsyncIterator[bytes | memoryview]:
+            committed = False
             try:
                 while (message := await call.read()) is not grpc.aio.EOF:
-                    yield message if isinstance(message, memoryview) else message.data
+                    if isinstance(message, memoryview):
+                        yield message
+                    elif message.committed:
+                        committed = True
+                    else:
+                        yield message.data
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from None
             finally:
                 call.cancel()
+            if commit_follows and not committed:
+                raise RegistryError(ErrorKind.INTERNAL, f"the blob plane's fetch of {digest} ended without "
+                                    "reporting its commit")
 
-        return first.size, rest(), first.redirect_url
+        return first.size, rest(), first.redirect_url, commit_follows
 
     async def start_upload(self, repository: str, owner: str = "") -> blob_pb2.StartUploadResponse:
         """Raises TOOMANYREQUESTS when `owner` already holds the blob plane's maximum of sessions."""

@@ -151,6 +151,7 @@ def plan_serve(
     default("gc.blob_target", blob_target)
     default("metadata.database_url", f"sqlite+aiosqlite:///{root / 'registry.db'}")
     default("blob.filesystem.root", str(root / "blobs"))
+    default("blob.fetch_spool.folder", str(root / "fetch-spool"))
     # Limits both the gateway and the metadata plane enforce, each from its own section: one
     # registry, one value. A limit the user set on one plane only applies to both.
     for limit in ("max_manifest_bytes", "default_page_size", "max_page_size"):

@@ -19,7 +19,10 @@ linked meanwhile, or this request holds the blob's fetch lease), the blob plane 
 and verifies (FetchService.FetchBlob), and this module only streams its answer to the client and
 hands the lease back (EndBlobFetch, which links the blob), renewing it meanwhile (RenewBlobFetch:
 a gateway that dies mid-fetch loses it within `proxy.fetch_lease_seconds`, and a waiting request
-takes the fetch over). The gateway never talks to a source.
+takes the fetch over). The gateway never talks to a source. A streamed fetch asks for the bytes
+at the source's pace (fetch.proto's `tail_when_verified`): the client may get the last of them,
+verified, before the blob is committed, and EndBlobFetch links it only once the blob plane reports
+the commit (unlinked when it does not).
 When the blob plane serves the fetch from its direct-read server (`lading serve`: fetch.proto's
 `allow_redirect`), a GET is answered `307` to it at once, like a warm read, and the lease is handed
 back when the blob plane reports the fetch over; a HEAD waits for that report. The bytes then
@@ -78,6 +81,9 @@ def _addressed(url: str, request: Request) -> str:
 # EndBlobFetch calls (and fetches served by the blob plane) still under way after their request
 # ended (a client that went away, or a GET answered with a redirect).
 _ENDING: set[asyncio.Future[object]] = set()
+# A streamed fetch's body → its end (the lease handed back, the blob linked or not), for bodies
+# that end before it: those whose last bytes come before the commit (`tail_when_verified`).
+_RECORDED_AFTER: weakref.WeakKeyDictionary[object, asyncio.Future[object]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +129,8 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int 
         return gateway.metadata.renew_blob_fetch(digest, lease_id=decision.lease_id)
 
     keeper = _keeper(gateway, renew, decision.lease_seconds, digest)
-    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=True)
+    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=True,
+                          tail_when_verified=True)
 
 
 def _keeper(gateway: Gateway, renew: Callable[[], Awaitable[bool]], lease_seconds: float,
@@ -151,10 +158,12 @@ def _settled(task: asyncio.Future[object]) -> None:
 
 async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource,
                    end: Callable[[bool, int], Awaitable[None]], keeper: LeaseKeeper, *,
-                   allow_redirect: bool = False) -> _Fetch:
+                   allow_redirect: bool = False, tail_when_verified: bool = False) -> _Fetch:
     """(size or -1, the bytes) of the blob plane's fetch of `digest` from `source`, or with
     `allow_redirect` maybe (size, _Redirected); `keeper` renews the lease until `end(fetched,
-    size)` is called once it is over (releases the lease, records the blob), whatever happens."""
+    size)` is called once it is over (releases the lease, records the blob), whatever happens.
+    `tail_when_verified`: the client may get the last bytes before the blob is stored (fetch.proto);
+    it is recorded once the blob plane reports the commit."""
 
     ended: list[asyncio.Future[object]] = []
 
@@ -167,7 +176,8 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
 
     keeper.start()
     try:
-        size, chunks, redirect_url = await gateway.blob.fetch_blob(digest, source, allow_redirect=allow_redirect)
+        size, chunks, redirect_url, commit_follows = await gateway.blob.fetch_blob(
+            digest, source, allow_redirect=allow_redirect, tail_when_verified=tail_when_verified)
     except BaseException:
         ending(False, 0)
         raise
@@ -184,12 +194,35 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
 
         return size, _Redirected(redirect_url, _detached(over()))  # type: ignore[arg-type]
 
+    async def committed_then_end(received: int) -> None:
+        # Only the commit's report is left of the stream: the blob is recorded once it came.
+        committed = False
+        try:
+            async for _ in chunks:
+                pass
+            committed = True
+        finally:
+            await ending(committed, received)
+
     async def body() -> AsyncIterator[bytes]:
         received, complete = 0, False
         recorded: asyncio.Future[object] | None = None
         try:
             async for chunk in chunks:
                 received += len(chunk)
+                if commit_follows and received == size:
+                    # The last chunk, verified but maybe not yet stored: the client gets it now,
+                    # and the commit is awaited apart, so that a client that goes away once it has
+                    # its bytes does not cut the fetch short; nor does the response wait for it
+                    # (the next request on this connection would). `_read_through` waits.
+                    recorded = _detached(committed_then_end(received))
+                    _RECORDED_AFTER[chunks_out] = recorded
+                    dropped.detach()  # the body may go now: the fetch's end is that task's
+                    yield chunk
+                    return
+                if commit_follows:
+                    yield chunk
+                    continue
                 if received == size:
                     # The blob plane sends the last chunk only once the blob is verified and
                     # committed (services/blob/fetch.py): record it while that chunk goes out, not
@@ -197,7 +230,8 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
                     # before reading the stream's end.
                     recorded = ending(True, received)
                 yield chunk
-            complete = True
+            else:
+                complete = True
         finally:
             if recorded is None:
                 recorded = ending(complete, received)
@@ -207,7 +241,8 @@ async def _fetched(gateway: Gateway, digest: str, source: sources_pb2.BlobSource
     chunks_out = body()
     # A body dropped unread (the response never started) ends the fetch too: its lease must be
     # neither renewed on nor held until it lapses.
-    weakref.finalize(chunks_out, _dropped, ending).atexit = False
+    dropped = weakref.finalize(chunks_out, _dropped, ending)
+    dropped.atexit = False
     return size, chunks_out
 
 
@@ -256,7 +291,11 @@ async def _read_through(size: int, fetching: AsyncIterator[bytes] | _Redirected)
         return size
 
     async def drain() -> int:
-        return sum([len(chunk) async for chunk in fetching])
+        size = sum([len(chunk) async for chunk in fetching])
+        recorded = _RECORDED_AFTER.get(fetching)
+        if recorded is not None:
+            await recorded  # raises when the blob plane did not report the commit
+        return size
 
     return await asyncio.shield(_detached(drain()))  # type: ignore[return-value]
 

@@ -21,12 +21,21 @@ land in the session's file and holds back the end until the commit (services/blo
 The bytes then never pass through gRPC or the gateway: a cold pull costs what a warm one does plus
 the source's transfer. Only a source that names its size is served this way (the server must
 send a Content-Length, and hold back a part of it).
+
+Streamed with `tail_when_verified` (the gateway's cold pulls on S3): storage must not set the
+reader's pace. The bytes go to the reader as the source sends them, and to storage through a
+spool file (services/blob/fetch_spool.py; within its budget, else at storage's pace); the last
+chunk goes out once the fetch's own hash of all the bytes matches the digest (the reader then
+holds the right bytes whatever storage does), and `COMMITTED` follows once the blob is stored.
+The caller records the blob only then. A wrong or short body still never reaches the reader
+whole, and nothing is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -36,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from services.blob.backends import keys
 from services.blob.core import BlobStore
 from services.blob.fetch_progress import FetchProgress, Outcome
+from services.blob.fetch_spool import FetchSpool, SpoolFile
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
 
@@ -52,6 +62,8 @@ REPORT_BYTES = 1024 * 1024
 # Chunks buffered between the source and a slower reader.
 _QUEUE_CHUNKS = 4
 _END = object()
+# After the bytes, with `tail_when_verified`: the blob is committed to storage.
+COMMITTED = object()
 
 if TYPE_CHECKING:
     from services.blob.direct_reads import DirectReadServer
@@ -64,16 +76,23 @@ class Begun:
 
     size: int
     redirect_url: str = ""
+    # `COMMITTED` follows the bytes (`tail_when_verified`).
+    commit_follows: bool = False
 
 
 class FetchOnMiss:
-    def __init__(self, store: BlobStore, direct: DirectReadServer | None = None) -> None:
-        """`direct`: the direct-read server, when it serves fetches (`redirect` is honoured)."""
+    def __init__(self, store: BlobStore, direct: DirectReadServer | None = None,
+                 spool: FetchSpool | None = None) -> None:
+        """`direct`: the direct-read server, when it serves fetches (`redirect` is honoured);
+        `spool`: where fetches with `tail_when_verified` keep the bytes storage has yet to take
+        (None: storage takes them as they come, at its pace)."""
         self._store = store
         self._direct = direct
+        self._spool = spool
 
     async def fetch(self, digest: str, source: Source, *, describe: str, confirm: Confirm,
-                    redirect: bool = False) -> AsyncIterator[Begun | bytes]:
+                    redirect: bool = False, tail_when_verified: bool = False
+                    ) -> AsyncIterator[Begun | bytes | object]:
         """Yields `Begun` first, then the blob's bytes. Already stored: from the store, once
         `confirm` said the source holds it too (bytes stored for another repository are not
         served to a reader of this one on the strength of their digest alone). Otherwise from
@@ -82,6 +101,10 @@ class FetchOnMiss:
         With `redirect` and a direct-read server that serves fetches, a blob of known, non-zero
         size is not yielded: `Begun` carries its URL there, and the generator ends once the blob
         is verified and committed (or raises as below); a stored blob gets its ordinary URL.
+
+        With `tail_when_verified` (and no redirect), the last chunk is yielded once the bytes hash
+        to `digest`, maybe before the blob is stored, and `COMMITTED` once it is (`Begun` says
+        `commit_follows`); a failure to store it raises after the bytes.
 
         Raises DIGEST_INVALID for a malformed digest; UPSTREAM_FAILED (after some bytes, maybe)
         when the source fails or its bytes do not hash to `digest` (nothing is stored then);
@@ -99,17 +122,24 @@ class FetchOnMiss:
             if direct is not None and info.size:
                 yield Begun(info.size, await direct.urls.presigned_get_url(keys.blob_key(parsed)))
                 return
-            yield Begun(info.size)
+            yield Begun(info.size, commit_follows=tail_when_verified)
             if info.size:
                 async for chunk in await self._store.read_blob(digest):
                     yield chunk
+            if tail_when_verified:
+                yield COMMITTED
             return
         async with source() as (size, chunks):
             if direct is not None and size > 0:
                 async for begun in self._store_for_readers(direct, parsed, size, chunks, describe):
                     yield begun
                 return
-            yield Begun(size)
+            yield Begun(size, commit_follows=tail_when_verified)
+            if tail_when_verified:
+                async for item in self._store_behind(parsed, size, chunks, describe):
+                    yield item
+                yield COMMITTED
+                return
             async for item in self._store_while_streaming(digest, size, chunks, describe):
                 yield item
 
@@ -177,6 +207,67 @@ class FetchOnMiss:
         if held is not None:
             yield held
 
+    async def _store_behind(self, parsed: Digest, size: int, chunks: AsyncIterator[bytes],
+                            describe: str) -> AsyncIterator[bytes]:
+        """The bytes at the source's pace, the last one once they hash to `parsed`; storage
+        follows through the spool (see the module docstring). Returns once the blob is committed."""
+        digest = str(parsed)
+        session = await self._store.start_upload(FETCH_SESSION_TAG)
+        hasher = hashlib.new(parsed.algorithm)
+        pipe: SpoolFile | _Queued = _Queued(hasher)
+        if self._spool is not None:
+            try:
+                pipe = await self._spool.open(hasher)
+            except OSError as error:
+                # A spool folder that cannot be written costs speed, not the fetch.
+                log.warning("fetch spool %s unusable (%s): blob %s is fetched at storage's pace",
+                            self._spool.folder, error, digest)
+
+        async def store() -> None:
+            try:
+                await self._store.append_upload(session.upload_id, FETCH_SESSION_TAG, expected_offset=0,
+                                                chunks=pipe.chunks())
+                await self._store.commit_upload(session.upload_id, FETCH_SESSION_TAG, digest=digest,
+                                                expected_size=size if size >= 0 else None)
+            except BaseException as error:
+                pipe.abandon(error)
+                raise
+
+        task = asyncio.create_task(store())
+        received = 0
+        held: bytes | None = None
+        try:
+            async for chunk in chunks:
+                received += len(chunk)
+                await pipe.put(chunk)  # hashes it too
+                if held is not None:
+                    yield held
+                held = chunk
+            await pipe.finish()
+            if hasher.hexdigest() != parsed.encoded or (size >= 0 and received != size):
+                # The reader never gets the tail; the store would refuse the commit anyway.
+                raise RegistryError(ErrorKind.DIGEST_INVALID,
+                                    f"{received} bytes hashing to {parsed.algorithm}:{hasher.hexdigest()}")
+            if held is not None:
+                yield held
+            await task
+        except RegistryError as error:
+            await self._stop(task)
+            await self._cancel(session.upload_id)
+            raise self._failed(error, digest, describe) from None
+        except BaseException:
+            await asyncio.shield(self._stop(task))
+            await asyncio.shield(self._cancel(session.upload_id))
+            raise
+        finally:
+            pipe.close()
+
+    @staticmethod
+    async def _stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
     @staticmethod
     def _failed(error: RegistryError, digest: str, describe: str) -> RegistryError:
         """What a failed store of a fetched blob raises: UPSTREAM_FAILED for bytes that do not
@@ -194,6 +285,49 @@ class FetchOnMiss:
         # A session the commit already removed (or cancelled itself) is gone: fine.
         with contextlib.suppress(RegistryError):
             await self._store.cancel_upload(upload_id, FETCH_SESSION_TAG)
+
+
+class _Queued:
+    """The spool's interface without a spool: storage takes the bytes as they come (a few
+    chunks ahead), so the reader gets them at storage's pace."""
+
+    def __init__(self, hasher: Any) -> None:
+        self._hasher = hasher
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(_QUEUE_CHUNKS)
+        self._abandoned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def put(self, chunk: bytes) -> None:
+        self._hasher.update(chunk)
+        await self._put(chunk)
+
+    async def _put(self, item: object) -> None:
+        putting = asyncio.ensure_future(self._queue.put(item)) if self._queue.full() else None
+        if putting is None:
+            self._queue.put_nowait(item)
+            return
+        try:
+            await asyncio.wait([putting, self._abandoned], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not putting.done():
+                putting.cancel()
+        if not putting.cancelled():
+            return
+        self._abandoned.result()
+
+    async def finish(self) -> None:
+        await self._put(_END)
+
+    def abandon(self, error: BaseException) -> None:
+        if not self._abandoned.done():
+            self._abandoned.set_exception(error)
+            self._abandoned.exception()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while (item := await self._queue.get()) is not _END:
+            yield item
+
+    def close(self) -> None:
+        pass
 
 
 async def _reported(chunks: AsyncIterator[bytes], progress: FetchProgress) -> AsyncIterator[bytes]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 from lading.blob.v1 import fetch_pb2, fetch_pb2_grpc
 
-from services.blob.fetch import Begun, FetchOnMiss
+from services.blob.fetch import COMMITTED, Begun, FetchOnMiss
 from services.blob.region_source import RegionSources
 from services.common.errors import ErrorKind, RegistryError
 from services.common.upstream import Upstreams
@@ -15,6 +15,12 @@ from services.common.wire import already_encoded, bytes_field_number, encode_byt
 
 SERVICE_NAME = "lading.blob.v1.FetchService"
 _DATA_FIELD = bytes_field_number(fetch_pb2.FetchBlobResponse, "data")
+_COMMITTED = fetch_pb2.FetchBlobResponse(committed=True)
+
+
+def _begun(item: Begun) -> fetch_pb2.FetchBlobResponse:
+    return fetch_pb2.FetchBlobResponse(size=item.size, redirect_url=item.redirect_url,
+                                       commit_follows=item.commit_follows)
 
 
 class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
@@ -28,21 +34,26 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
                         ) -> AsyncIterator[fetch_pb2.FetchBlobResponse]:
         async for item in self._items(request):
             if isinstance(item, Begun):
-                yield fetch_pb2.FetchBlobResponse(size=item.size, redirect_url=item.redirect_url)
+                yield _begun(item)
+            elif item is COMMITTED:
+                yield _COMMITTED
             else:
-                yield fetch_pb2.FetchBlobResponse(data=bytes(item))
+                yield fetch_pb2.FetchBlobResponse(data=bytes(item))  # type: ignore[arg-type]
 
     async def fetch_blob_encoded(self, request: fetch_pb2.FetchBlobRequest, context: grpc.aio.ServicerContext
                                  ) -> AsyncIterator[bytes]:
         """FetchBlob yielding each FetchBlobResponse already in wire form (see `add_to_server`)."""
         async for item in self._items(request):
             if isinstance(item, Begun):
-                yield fetch_pb2.FetchBlobResponse(size=item.size, redirect_url=item.redirect_url).SerializeToString()
+                yield _begun(item).SerializeToString()
+            elif item is COMMITTED:
+                yield _COMMITTED.SerializeToString()
             else:
-                yield encode_bytes_field(_DATA_FIELD, item)
+                yield encode_bytes_field(_DATA_FIELD, item)  # type: ignore[arg-type]
 
-    async def _items(self, request: fetch_pb2.FetchBlobRequest) -> AsyncIterator[Begun | bytes]:
-        """`Begun` (the size, maybe a URL to read the bytes from), then the bytes (FetchOnMiss.fetch)."""
+    async def _items(self, request: fetch_pb2.FetchBlobRequest) -> AsyncIterator[Begun | bytes | object]:
+        """`Begun` (the size, maybe a URL to read the bytes from), then the bytes, then maybe
+        `COMMITTED` (FetchOnMiss.fetch)."""
         kind = request.source.WhichOneof("kind")
         if kind == "region":
             async for item in self._from_regions(request.digest, list(request.source.region.regions)):
@@ -64,7 +75,8 @@ class FetchServicer(fetch_pb2_grpc.FetchServiceServicer):
             return await upstream.head_blob(remote, digest)
 
         async for item in self._fetcher.fetch(digest, source, describe=upstream.describe(), confirm=confirm,
-                                              redirect=request.allow_redirect):
+                                              redirect=request.allow_redirect,
+                                              tail_when_verified=request.tail_when_verified):
             yield item
 
     async def _from_regions(self, digest: str, regions: list[str]) -> AsyncIterator[Begun | bytes]:

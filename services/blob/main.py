@@ -30,6 +30,7 @@ from services.blob.fetch import FetchOnMiss
 from services.blob.fetch_servicer import SERVICE_NAME as FETCH_SERVICE_NAME
 from services.blob.fetch_servicer import FetchServicer
 from services.blob.fetch_servicer import add_to_server as add_fetch_to_server
+from services.blob.fetch_spool import FetchSpool
 from services.blob.region_source import RegionSources
 from services.blob.servicer import BlobServiceServicer, add_to_server
 from services.blob.uploads import UploadSessions
@@ -234,8 +235,10 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
                                            stream_timeout_seconds=settings.regions.blob_fetch_timeout_seconds)
     # Cold fetches served from the direct-read server need URLs that reach this very process.
     serves_fetches = direct_reads is not None and blob.direct_reads.fetches and not blob.direct_reads.public_url
-    add_fetch_to_server(FetchServicer(FetchOnMiss(store, direct_reads if serves_fetches else None), upstreams,
-                                      region_sources), service.server)
+    # Fetches the gateway streams keep what storage has yet to take here (None: no spool).
+    spool = FetchSpool(blob.fetch_spool.folder, blob.fetch_spool.budget_bytes) if blob.fetch_spool.budget_bytes else None
+    add_fetch_to_server(FetchServicer(FetchOnMiss(store, direct_reads if serves_fetches else None, spool),
+                                      upstreams, region_sources), service.server)
     purger: asyncio.Task[None] | None = None
 
     async def ready() -> None:

@@ -257,6 +257,17 @@ class DirectReadSettings(BaseModel):
     max_connections_per_client: int = Field(default=256, ge=0)
 
 
+class FetchSpoolSettings(BaseModel):
+    """Cold fetches of the pull-through cache streamed through gRPC (S3; the filesystem without
+    direct reads): the bytes go to the client at the upstream's pace and are released whole once
+    their digest checks out; storage follows from a spool file in `folder` (unlinked at once:
+    nothing stays behind). `budget_bytes` caps the bytes spooled and not yet stored, across all
+    fetches of the process; beyond it a fetch goes at storage's pace again. 0: no spool."""
+
+    folder: Path = Path("data/fetch-spool")
+    budget_bytes: int = Field(default=1024 * MiB, ge=0)
+
+
 class BlobSettings(BaseModel):
     listen: str = "unix:data/run/blob.sock"
     backend: Literal["filesystem", "memory", "s3"] = "filesystem"
@@ -278,6 +289,7 @@ class BlobSettings(BaseModel):
     # cancelled or purged. 0: no limit.
     max_upload_sessions_per_owner: int = Field(default=1000, ge=0)
     direct_reads: DirectReadSettings = Field(default_factory=DirectReadSettings)
+    fetch_spool: FetchSpoolSettings = Field(default_factory=FetchSpoolSettings)
     # Logging of the blob plane (each plane reads only its own section).
     log_level: str = "info"
 

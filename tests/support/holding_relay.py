@@ -7,7 +7,8 @@ the server's answers are forwarded (over all connections, kept-alive ones includ
 relay stops reading from the server (held mid-body, as a slow upstream would be) until
 `release()`. `peers()`: the client ports of the connections accepted so far. `requests(method,
 path)`: how many such requests were sent through so far (counted as they start, unlike the
-server's access log, which shows a request once it is over). `stop()` closes everything.
+server's access log, which shows a request once it is over). `stop()` closes everything; `cut()`
+too, without forwarding what is held first (the server is gone mid-answer).
 """
 
 from __future__ import annotations
@@ -67,10 +68,17 @@ class HoldingRelay:
 
     def stop(self) -> None:
         self.release()
+        self.cut()
+
+    def cut(self) -> None:
         if self._listener is not None:
             self._listener.close()
         with self._condition:
             for sock in self._sockets:
+                # shutdown first: a close alone neither wakes a thread blocked reading the
+                # socket nor tells the other end.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()
 

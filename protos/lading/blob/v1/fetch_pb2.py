@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from lading.common.v1 import sources_pb2 as lading_dot_common_dot_v1_dot_sources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alading/blob/v1/fetch.proto\x12\x0elading.blob.v1\x1a\x1elading/common/v1/sources.proto\"h\n\x10\x46\x65tchBlobRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12,\n\x06source\x18\x02 \x01(\x0b\x32\x1c.lading.common.v1.BlobSource\x12\x16\n\x0e\x61llow_redirect\x18\x03 \x01(\x08\"E\n\x11\x46\x65tchBlobResponse\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0credirect_url\x18\x03 \x01(\t2b\n\x0c\x46\x65tchService\x12R\n\tFetchBlob\x12 .lading.blob.v1.FetchBlobRequest\x1a!.lading.blob.v1.FetchBlobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alading/blob/v1/fetch.proto\x12\x0elading.blob.v1\x1a\x1elading/common/v1/sources.proto\"\x84\x01\n\x10\x46\x65tchBlobRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12,\n\x06source\x18\x02 \x01(\x0b\x32\x1c.lading.common.v1.BlobSource\x12\x16\n\x0e\x61llow_redirect\x18\x03 \x01(\x08\x12\x1a\n\x12tail_when_verified\x18\x04 \x01(\x08\"p\n\x11\x46\x65tchBlobResponse\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0credirect_url\x18\x03 \x01(\t\x12\x16\n\x0e\x63ommit_follows\x18\x04 \x01(\x08\x12\x11\n\tcommitted\x18\x05 \x01(\x08\x32\x62\n\x0c\x46\x65tchService\x12R\n\tFetchBlob\x12 .lading.blob.v1.FetchBlobRequest\x1a!.lading.blob.v1.FetchBlobResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lading.blob.v1.fetch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FETCHBLOBREQUEST']._serialized_start=78
-  _globals['_FETCHBLOBREQUEST']._serialized_end=182
-  _globals['_FETCHBLOBRESPONSE']._serialized_start=184
-  _globals['_FETCHBLOBRESPONSE']._serialized_end=253
-  _globals['_FETCHSERVICE']._serialized_start=255
-  _globals['_FETCHSERVICE']._serialized_end=353
+  _globals['_FETCHBLOBREQUEST']._serialized_start=79
+  _globals['_FETCHBLOBREQUEST']._serialized_end=211
+  _globals['_FETCHBLOBRESPONSE']._serialized_start=213
+  _globals['_FETCHBLOBRESPONSE']._serialized_end=325
+  _globals['_FETCHSERVICE']._serialized_start=327
+  _globals['_FETCHSERVICE']._serialized_end=425
 # @@protoc_insertion_point(module_scope)

@@ -61,6 +61,15 @@ class FetchServiceServicer:
         otherwise. The fetch runs whether or not a client reads the URL, and is cancelled with this
         call. A blob already stored gets its ordinary read URL, and the stream ends at once. Only a
         source that names its size is redirected; otherwise the bytes come in the stream as above.
+
+        With `tail_when_verified` (and no redirect), the last chunk is sent as soon as the fetch's
+        own hash of the bytes matches `digest`, before the blob is committed (the bytes go to the
+        caller at the source's pace; storage follows from a local spool: blob.fetch_spool). The
+        first message then says `commit_follows`, and after the data a message with `committed`
+        set tells that the blob is stored; a stream that ends otherwise (an error after the data)
+        means it was not, and the blob must not be recorded as fetched. Bytes that do not hash to
+        `digest` still end the stream with UPSTREAM_FAILED before the last chunk. A plane that
+        does not know the flag answers as without it (no `commit_follows`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
