@@ -77,7 +77,18 @@ class UpstreamBodies:
 
     async def read(self, response: Any) -> bytes:
         """The body's next bytes (b"" at its end). BodyError when it broke off."""
-        return await self._run(response.read, READ_BYTES)
+        return await self.run(self.read_blocking, response)
+
+    def read_blocking(self, response: Any) -> bytes:
+        """`read` in the calling thread (one of this object's: see `run`)."""
+        try:
+            return response.read(READ_BYTES)
+        except (self._urllib3.exceptions.HTTPError, OSError) as error:
+            raise BodyError(_described(error)) from None
+
+    async def run(self, call: Any, *args: Any) -> Any:
+        """`call(*args)` in one of this object's threads (at most `concurrency` run at once)."""
+        return await asyncio.wrap_future(self._threads.submit(call, *args))
 
     def close(self, response: Any, *, complete: bool) -> None:
         """Ends `response`: its connection goes back to the pool when the body was read to its end,
