@@ -16,6 +16,10 @@ lock: they only read below a size saved after a completed append. After taking t
 checks that the name still leads to the inode it locked: a commit renames the file away (and a
 cancel unlinks it) while holding the lock, and a writer must never write into what is a blob now.
 
+Chunks read in a worker thread of their source (services/common/thread_chunks.py: the pull-through
+cache's upstream bodies) are taken in that thread (`_append_fed`): hashed there while the pool
+writes them, without a pass through the event loop per chunk.
+
 Durability: every append ends with an fsync (earlier writes only start writeback, see
 durable_files.start_writeback). The first append of a new file also fsyncs its folder and the one
 above: a session's folder is created unsynced with its first state (keys.py). A commit cuts the
