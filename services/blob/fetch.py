@@ -48,6 +48,7 @@ from services.blob.fetch_progress import FetchProgress, Outcome
 from services.blob.fetch_spool import FetchSpool, SpoolFile
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
+from services.common.thread_chunks import ThreadChunks
 
 log = logging.getLogger("lading.blob.fetch")
 
@@ -330,10 +331,30 @@ class _Queued:
         pass
 
 
-async def _reported(chunks: AsyncIterator[bytes], progress: FetchProgress) -> AsyncIterator[bytes]:
+def _reported(chunks: AsyncIterator[bytes], progress: FetchProgress) -> AsyncIterator[bytes]:
     """`chunks`, telling readers each time about a write batch more went to the writer that the
     file grew (the writer has written what came before by the time it asks for more). Not after
-    every chunk: socket reads are small, and each wake-up costs the event loop the fetch runs on."""
+    every chunk: socket reads are small, and each wake-up costs the event loop the fetch runs on.
+    Chunks read in a worker thread stay so (the filesystem writer is fed in that thread): they are
+    reported from there."""
+    if isinstance(chunks, ThreadChunks):
+        loop = asyncio.get_running_loop()
+        read = 0
+
+        def tap(chunk: bytes) -> None:  # in the worker thread
+            nonlocal read
+            # The writer has written up to the chunk before this one by the time it reads more.
+            read += len(chunk)
+            if read >= REPORT_BYTES:
+                read = 0
+                with contextlib.suppress(RuntimeError):  # the loop closed (shutting down)
+                    loop.call_soon_threadsafe(progress.advanced)
+
+        return chunks.tapped(tap)
+    return _reported_as_iterated(chunks, progress)
+
+
+async def _reported_as_iterated(chunks: AsyncIterator[bytes], progress: FetchProgress) -> AsyncIterator[bytes]:
     pending = 0
     async for chunk in chunks:
         yield chunk

@@ -31,6 +31,7 @@ from typing import Any
 
 from services.common.errors import ErrorKind, RegistryError
 from services.common.settings import ProxySettings, RegistryAccessSettings
+from services.common.thread_chunks import ThreadChunks
 from services.common.upstream_bodies import BodyError, UpstreamBodies
 
 log = logging.getLogger("lading.proxy")
@@ -197,7 +198,8 @@ class Upstream:
     async def open_blob(self, remote: str, digest: str) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
         """(size or -1, the body's chunks) of the upstream's blob; holds a concurrency slot while
         open. Errors while streaming leave as UPSTREAM_FAILED. The body is read in threads
-        (services/common/upstream_bodies.py); the auth challenge is answered as for other calls."""
+        (services/common/upstream_bodies.py), and the chunks can be fed to a consumer there
+        (services/common/thread_chunks.py); the auth challenge is answered as for other calls."""
         async with self._limit:
             path = f"/v2/{remote}/blobs/{digest}"
             response = await self._open_body(remote, path)
@@ -207,17 +209,19 @@ class Upstream:
                     self._raise_for_status(response.status, remote, digest, manifest=False)
                 length = int(response.headers.get("content-length", "-1"))
 
-                async def chunks() -> AsyncIterator[bytes]:
+                def read() -> bytes:  # in one of the bodies' threads
                     nonlocal complete
                     try:
-                        while chunk := await self._bodies.read(response):
-                            self.observer.fetched_bytes(self.name, len(chunk))
-                            yield chunk
+                        chunk = self._bodies.read_blocking(response)
                     except BodyError as error:
                         raise self._failed(f"the body of blob {digest} of {remote} broke off: {error}") from None
-                    complete = True
+                    if chunk:
+                        self.observer.fetched_bytes(self.name, len(chunk))
+                    else:
+                        complete = True
+                    return chunk
 
-                yield length, chunks()
+                yield length, ThreadChunks(read, self._bodies.run)
             finally:
                 self._bodies.close(response, complete=complete)
 

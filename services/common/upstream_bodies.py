@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-# Bytes per read: a 64 MiB body is 64 hops between the event loop and a reading thread.
+# Bytes per read (a 64 MiB body is 64 reads; each one crosses to the event loop unless the chunks
+# are fed to their consumer in the reading thread: services/common/thread_chunks.py).
 READ_BYTES = 1024 * 1024
 _MAX_REDIRECTS = 5
 
@@ -75,9 +76,17 @@ class UpstreamBodies:
         return self._manager(url).request("GET", url, headers=headers, preload_content=False,
                                           decode_content=True)
 
-    async def read(self, response: Any) -> bytes:
-        """The body's next bytes (b"" at its end). BodyError when it broke off."""
-        return await self._run(response.read, READ_BYTES)
+    def read_blocking(self, response: Any) -> bytes:
+        """The body's next bytes (b"" at its end), read in the calling thread: one of this
+        object's (`run`). BodyError when it broke off."""
+        try:
+            return response.read(READ_BYTES)
+        except (self._urllib3.exceptions.HTTPError, OSError) as error:
+            raise BodyError(_described(error)) from None
+
+    async def run(self, call: Any, *args: Any) -> Any:
+        """`call(*args)` in one of this object's threads (at most `concurrency` run at once)."""
+        return await asyncio.wrap_future(self._threads.submit(call, *args))
 
     def close(self, response: Any, *, complete: bool) -> None:
         """Ends `response`: its connection goes back to the pool when the body was read to its end,

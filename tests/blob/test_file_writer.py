@@ -6,10 +6,12 @@ renamed at commit; small-object calls without temporary files; folders kept for 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import os
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -21,6 +23,7 @@ from services.blob.core import BlobStore
 from services.blob.uploads import SessionState, UploadSessions
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
+from services.common.thread_chunks import ThreadChunks
 from tests.contracts.blob_backend_suite import chunks_of, failing_after, keys_of, pattern, read
 
 REPO = "library/alpine"
@@ -428,3 +431,94 @@ async def test_an_ended_session_leaves_its_owner_folder_until_a_purge_finds_it_i
     assert await store.purge_abandoned_writes() == 1  # BlobBackend.clean_up, after the expiry
     assert not owner_folder.exists()
     assert await keys_of(backend) == [keys.blob_key(Digest.parse(sha256(data)))]
+
+
+# -- chunks fed in their source's reading thread (the pull-through cache's upstream bodies) --------
+
+
+def thread_chunks(pool: concurrent.futures.ThreadPoolExecutor,
+                  *items: bytes | BaseException | threading.Event | Callable[[], object]) -> ThreadChunks:
+    """Chunks read in `pool`: each item is returned, raised (an exception), waited for (an
+    event) or called (a function), the last two followed by the next item."""
+    queue = list(items)
+
+    def read() -> bytes:
+        while queue:
+            item = queue.pop(0)
+            if isinstance(item, threading.Event):
+                item.wait(10)
+                continue
+            if callable(item):
+                item()
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return b""
+
+    async def run(fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.wrap_future(pool.submit(fn, *args))
+
+    return ThreadChunks(read, run)
+
+
+@pytest.fixture
+def source_pool() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="source")
+    yield pool
+    pool.shutdown(wait=True)
+
+
+async def test_chunks_read_in_a_worker_thread_are_hashed_there_and_written(
+    backend: FilesystemBackend, source_pool: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    big = pattern(WRITE_BATCH_BYTES + 10)
+    hasher = hashlib.sha256()
+    hashed_in: set[str] = set()
+
+    def observe(chunk: bytes) -> None:
+        hashed_in.add(threading.current_thread().name.split("_")[0])
+        hasher.update(chunk)
+
+    writer = await backend.open_writer(KEY)
+    try:
+        parts = await writer.append((), thread_chunks(source_pool, b"head:", big, b":tail"), observe=observe)
+    finally:
+        await writer.close()
+    data = b"head:" + big + b":tail"
+    assert parts == (Part(KEY, 0, len(data)),)
+    assert await read(backend, KEY) == data and hasher.digest() == hashlib.sha256(data).digest()
+    assert hashed_in == {"source"}  # no chunk went through the event loop to be hashed
+
+
+async def test_a_fed_append_whose_source_breaks_off_keeps_nothing_of_it(
+    store: BlobStore, source_pool: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    upload = await store.start_upload(REPO)
+    await store.append_upload(upload.upload_id, REPO, expected_offset=0, chunks=chunks_of(b"head:"))
+    big = pattern(WRITE_BATCH_BYTES, seed=3)
+    with pytest.raises(ConnectionResetError):
+        await store.append_upload(upload.upload_id, REPO, expected_offset=5,
+                                  chunks=thread_chunks(source_pool, big, big, ConnectionResetError()))
+    root = store.backend.root  # type: ignore[attr-defined]
+    assert os.stat(root / keys.upload_data_key(upload.upload_id)).st_size > 5
+    assert (await store.upload_status(upload.upload_id, REPO)).offset == 5
+    await store.append_upload(upload.upload_id, REPO, expected_offset=5, chunks=thread_chunks(source_pool, b"tail"))
+    committed = await store.commit_upload(upload.upload_id, REPO, digest=sha256(b"head:tail"), expected_size=9)
+    assert committed.size == 9
+
+
+async def test_a_cancelled_fed_append_writes_nothing_once_it_returned(
+    backend: FilesystemBackend, source_pool: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    reached, stalled, more = threading.Event(), threading.Event(), pattern(WRITE_BATCH_BYTES, seed=4)
+    writer = await backend.open_writer(KEY)
+    task = asyncio.create_task(writer.append((), thread_chunks(source_pool, b"first", reached.set, stalled, more)))
+    assert await asyncio.to_thread(reached.wait, 10)  # "first" went to the writer
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # returns while the source's read is still blocked
+    await writer.close()
+    stalled.set()  # the read returns: its chunk is not written
+    await asyncio.wrap_future(source_pool.submit(lambda: None))
+    assert os.stat(backend.root / KEY).st_size == 5

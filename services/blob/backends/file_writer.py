@@ -16,6 +16,10 @@ lock: they only read below a size saved after a completed append. After taking t
 checks that the name still leads to the inode it locked: a commit renames the file away (and a
 cancel unlinks it) while holding the lock, and a writer must never write into what is a blob now.
 
+Chunks read in a worker thread of their source (services/common/thread_chunks.py: the pull-through
+cache's upstream bodies) are taken in that thread (`_append_fed`): hashed there while the pool
+writes them, without a pass through the event loop per chunk.
+
 Durability: every append ends with an fsync (earlier writes only start writeback, see
 durable_files.start_writeback). The first append of a new file also fsyncs its folder and the one
 above: a session's folder is created unsynced with its first state (keys.py). A commit cuts the
@@ -29,6 +33,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,6 +57,7 @@ from services.blob.backends.durable_files import (
     not_found,
     start_writeback,
 )
+from services.common.thread_chunks import ThreadChunks
 
 T = TypeVar("T")
 
@@ -112,6 +118,8 @@ class FileWriter:
         observe: Observer | None = None,
         save: SaveParts | None = None,
     ) -> tuple[Part, ...]:
+        if isinstance(chunks, ThreadChunks):
+            return await self._append_fed(parts, chunks, observe, save)
         batches = write_batches(chunks)
         data = await anext(batches, None)
         if data is None:
@@ -152,6 +160,35 @@ class FileWriter:
         appended = (Part(self.key, 0, position),)
         if save is not None:
             await save(appended)  # a failure leaves bytes past `start` for the next append to drop
+        return appended
+
+    async def _append_fed(
+        self, parts: Sequence[Part], chunks: ThreadChunks, observe: Observer | None, save: SaveParts | None
+    ) -> tuple[Part, ...]:
+        """`append` of chunks read in a worker thread of their source: fed there (see
+        `_FedAppend`), so that no chunk passes through the event loop."""
+        start = self._checked_size(parts)
+        fed = _FedAppend(self, start, self._fd is not None and self._size > start, observe)
+        try:
+            await chunks.feed(fed.sink)
+            if fed.pending is None:
+                return tuple(parts)  # no bytes: nothing changes
+            await asyncio.wrap_future(fed.pending)
+            # Durable names as in `append`: the file's (and its folder's) once its first bytes are.
+            folders = new_file_folders(self._path, self._root) if self._new_name or not parts else ()
+            await self._run(_make_durable, self._fd, folders)
+        except BaseException:
+            # No write may follow, nor be left in flight: the descriptor may be closed next. The
+            # reading thread goes on until its read returns (the source closes its connection).
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._run(fed.stop))
+            self._size = max(self._size, fed.position)
+            raise
+        self._new_name = False
+        self._size = fed.position
+        appended = (Part(self.key, 0, fed.position),)
+        if save is not None:
+            await save(appended)
         return appended
 
     def _write_and_observe(
@@ -197,6 +234,52 @@ class FileWriter:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class _Abandoned(Exception):
+    """The append a fed chunk was meant for has ended (failed or cancelled)."""
+
+
+class _FedAppend:
+    """An append whose chunks arrive in a worker thread of their source (`ThreadChunks.feed`):
+    `sink` hashes each chunk (`observe`) in that thread while the pool writes it, and waits for
+    the previous write before starting the next, so one write at a time is in flight, as in
+    `append`. The file is created (and locked) with the first chunk, as there."""
+
+    def __init__(self, writer: FileWriter, position: int, truncate: bool, observe: Observer | None) -> None:
+        self._writer = writer
+        self.position = position
+        self._truncate = truncate
+        self._observe = observe
+        self.pending: concurrent.futures.Future[None] | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def sink(self, chunk: bytes) -> None:  # in the source's worker thread
+        writer = self._writer
+        with self._lock:
+            if self._stopped:
+                raise _Abandoned()
+            if writer._fd is None:
+                writer._fd = _create_locked(writer.key, writer._path)
+                writer._size = 0
+                writer._new_name = True
+            if self.pending is not None:
+                self.pending.result()  # raises the previous write's error
+            self.pending = writer._pool.submit(_write_at, writer._fd, chunk, self.position, None, self._truncate, None)
+            self._truncate = False
+            self.position += len(chunk)
+        if self._observe is not None:
+            self._observe(chunk)  # while the pool writes it; the GIL is released in both
+
+    def stop(self) -> None:
+        """No chunk is written from now on; returns once the last write started has ended."""
+        with self._lock:
+            self._stopped = True
+            pending = self.pending
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                pending.result()
 
 
 async def _all_of(futures: list[concurrent.futures.Future[None]]) -> None:
@@ -328,6 +411,12 @@ def _write_at(
         os.fsync(fd)
         for folder in durable:
             fsync_folder(folder)
+
+
+def _make_durable(fd: int, folders: tuple[Path, ...]) -> None:
+    os.fsync(fd)
+    for folder in folders:
+        fsync_folder(folder)
 
 
 def _move(fd: int, key: str, source: Path, dest: Path, size: int, sync: bool) -> None:
