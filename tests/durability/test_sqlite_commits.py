@@ -124,21 +124,22 @@ async def test_a_constraint_error_stays_with_its_transaction(database: Database)
 
 
 async def test_a_group_whose_commit_fails_runs_each_transaction_alone(database: Database) -> None:
-    savepoints: list[int] = []
+    inserts: list[int] = []
     failed: list[int] = []
 
-    def count_savepoint(conn: Connection, name: str) -> None:
-        savepoints.append(1)
+    def count_insert(conn: Connection, cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("INSERT"):
+            inserts.append(1)
 
     def fail_first_group_commit(conn: Connection) -> None:
-        # The first COMMIT of a group (savepoints were taken) fails as a whole, once.
-        grouped = len(savepoints) > 1
-        savepoints.clear()
+        # The first COMMIT of a group (several transactions' inserts) fails as a whole, once.
+        grouped = len(inserts) > 1
+        inserts.clear()
         if grouped and not failed:
             failed.append(1)
             raise sa_exc.OperationalError("COMMIT", {}, Exception("disk I/O error (simulated)"))
 
-    event.listen(database.write_engine, "savepoint", count_savepoint)
+    event.listen(database.write_engine, "before_cursor_execute", count_insert)
     event.listen(database.write_engine, "commit", fail_first_group_commit)
     results = await asyncio.gather(*(database.writer.run(_insert(value)) for value in range(30)))
     assert failed, "no group was formed: the test did not exercise the fallback"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metadata.changes.tables import changes
@@ -62,6 +62,10 @@ class ChangeLog:
         # subscriber look ahead of the head.
         self._listeners: list[Callable[[], None]] = []
         self._set_flag = upsert(database.dialect, registry_flags, ["name"], {"value": None})
+        # Built once (appends are on every tag push's path); each append only binds values.
+        self._insert = insert(changes).values(
+            kind=bindparam("kind"), subject=bindparam("subject"), body=bindparam("body"),
+            created_at=bindparam("created_at"))
 
     def on_commit(self, listener: Callable[[], None]) -> None:
         """`listener()` runs (in this process) after each commit that appended a change."""
@@ -77,7 +81,7 @@ class ChangeLog:
         `committed()` once it has committed."""
         if self._db.dialect == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
-        await conn.execute(self._row(kind, subject, body))
+        await conn.execute(self._insert, self._values(kind, subject, body))
         if self._db.dialect == "postgresql":
             await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
@@ -88,17 +92,15 @@ class ChangeLog:
         change's position."""
         if self._db.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
-        position = conn.execute(self._row(kind, subject, body)).inserted_primary_key[0]
+        position = conn.execute(self._insert, self._values(kind, subject, body)).inserted_primary_key[0]
         if self._db.dialect == "postgresql":
             conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
         return int(position)
 
     @staticmethod
-    def _row(kind: str, subject: str, body: Mapping[str, Any]) -> Any:
-        return insert(changes).values(
-            kind=kind, subject=subject[:255], body=json.dumps(body, separators=(",", ":")),
-            created_at=datetime.now(UTC),
-        )
+    def _values(kind: str, subject: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return {"kind": kind, "subject": subject[:255], "body": json.dumps(body, separators=(",", ":")),
+                "created_at": datetime.now(UTC)}
 
     async def head(self) -> int:
         """The newest position (0 when there is none)."""

@@ -59,8 +59,12 @@ class BlobRowGuard:
         made `active` here, in the link's transaction (one write instead of two). A row of another
         epoch, or `deleting`, means the GC took it meanwhile: BLOB_UNKNOWN."""
         if activate_epoch is not None:
-            conn.execute(self._activate, {"b_digest": digest, "b_epoch": activate_epoch,
-                                                "activated_at": datetime.now(UTC)})
+            activated = conn.execute(self._activate, {"b_digest": digest, "b_epoch": activate_epoch,
+                                                      "activated_at": datetime.now(UTC)}).rowcount
+            if activated:
+                # The row of that epoch is `active` now, and the UPDATE holds it locked until
+                # the transaction ends (stronger than the FOR SHARE below): nothing to re-read.
+                return
         elif self.insert_missing:
             conn.execute(self._insert, {
                 "digest": digest, "size": size, "state": ACTIVE, "epoch": new_epoch(),

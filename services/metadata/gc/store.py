@@ -141,6 +141,13 @@ class GcStore:
         self._access = database.access
         # LinkBlob's lock-free look at the blob row before it writes (link_epoch).
         self._link_state = push_read(select(blobs.c.state).where(blobs.c.digest == bindparam("digest")))
+        # Built once: per call, building the statement cost more than running it.
+        self._blob_row = select(blobs.c.state, blobs.c.epoch).where(blobs.c.digest == bindparam("digest"))
+        self._tagged = push_read(
+            select(repositories.c.id, manifests.c.digest)
+            .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id)
+                         .join(manifests, manifests.c.id == tags.c.manifest_id))
+            .where(repositories.c.name == bindparam("repository"), tags.c.name == bindparam("tag")))
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -217,11 +224,7 @@ class GcStore:
     async def holds_for_tag(self, repository: str, tag: str) -> None:
         if not self._delay:
             return
-        rows = await self._rows(push_read(
-            select(repositories.c.id, manifests.c.digest)
-            .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id)
-                         .join(manifests, manifests.c.id == tags.c.manifest_id))
-            .where(repositories.c.name == repository, tags.c.name == tag)))
+        rows = await self._rows(self._tagged, {"repository": repository, "tag": tag})
         await self.hold([(row[0], row[1]) for row in rows])
 
     async def holds_for_manifest(self, repository: str, digest: str) -> None:
@@ -247,7 +250,7 @@ class GcStore:
         def work(conn: Connection) -> int | None:
             conn.execute(self._insert_blob, {
                 "digest": digest, "size": size, "state": PENDING, "epoch": new_epoch(), "updated_at": _now()})
-            row = (conn.execute(select(blobs.c.state, blobs.c.epoch).where(blobs.c.digest == digest))).first()
+            row = conn.execute(self._blob_row, {"digest": digest}).first()
             if row is None or row[0] == DELETING:
                 from services.metadata.gc.guard import blob_being_deleted
 

@@ -140,9 +140,10 @@ def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
         sync_engine = create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0,
                                     connect_args={"timeout": settings.statement_timeout_seconds,
                                                   "check_same_thread": False})
-        _sqlite_hooks(sync_engine, busy_ms, synchronous)
-        writer = SqliteThreadWriter(sync_engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"}),
-                                    durable_commits=settings.sqlite_durable_commits)
+        # Pragmas only: the writer emits its BEGIN IMMEDIATE itself. A `begin` listener would
+        # make SQLAlchemy dispatch its connection events around every statement of the writer.
+        _sqlite_pragmas(sync_engine, busy_ms, synchronous)
+        writer = SqliteThreadWriter(sync_engine, durable_commits=settings.sqlite_durable_commits)
     else:
         writer = EngineWriter(writes, serialize=True)
     return Database(
@@ -155,6 +156,17 @@ def _open_sqlite(url: URL, settings: MetadataSettings) -> Database:
 
 def _sqlite_hooks(sync_engine: Any, busy_ms: int, synchronous: str) -> None:
     """The pragmas of every SQLite connection, and our BEGIN instead of the driver's."""
+    _sqlite_pragmas(sync_engine, busy_ms, synchronous)
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        statement = connection.get_execution_options().get(_SQLITE_BEGIN, "BEGIN")
+        if statement:
+            connection.exec_driver_sql(statement)
+
+
+def _sqlite_pragmas(sync_engine: Any, busy_ms: int, synchronous: str) -> None:
+    """The pragmas of every SQLite connection (a pool event: statements pay nothing for it)."""
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -170,12 +182,6 @@ def _sqlite_hooks(sync_engine: Any, busy_ms: int, synchronous: str) -> None:
             cursor.execute(f"PRAGMA synchronous={synchronous}")
         finally:
             cursor.close()
-
-    @event.listens_for(sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        statement = connection.get_execution_options().get(_SQLITE_BEGIN, "BEGIN")
-        if statement:
-            connection.exec_driver_sql(statement)
 
 
 def _open_postgresql(url: URL, settings: MetadataSettings) -> Database:
