@@ -50,6 +50,8 @@ def test_plan_fills_in_the_embedded_layout(tmp_path: Path) -> None:
         # Blob GETs redirect to the blob plane's own file server, on the gateway's host.
         "LADING_BLOB__DIRECT_READS__ENABLED": "true",
         "LADING_BLOB__DIRECT_READS__LISTEN": "0.0.0.0:0",
+        # Cold fetches on S3 spool under the data folder (services/blob/fetch_spool.py).
+        "LADING_BLOB__FETCH_SPOOL__FOLDER": f"{tmp_path}/fetch-spool",
     }
     assert (plan.host, plan.port) == ("0.0.0.0", 5123)
     assert plan.metadata_target == f"unix:{tmp_path}/run/metadata.sock"
