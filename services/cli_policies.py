@@ -174,8 +174,7 @@ async def _dispatch(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
     elif action == "remove":
         reply = await stub.DeleteImmutableRule(pb.DeleteImmutableRuleRequest(
             name=args.name, context=admin_request_context()), timeout=_TIMEOUT)
-        print(f"removed immutable rule {args.name}" if reply.deleted else f"no immutable rule {args.name}")
-        return 0 if reply.deleted else 1
+        return _removal_reported("immutable rule", args.name, reply.deleted)
     elif action == "list":
         reply = await stub.ListImmutableRules(pb.ListImmutableRulesRequest(), timeout=_TIMEOUT)
         for rule in reply.rules:
@@ -230,8 +229,7 @@ async def _quota(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
     elif action == "remove":
         reply = await stub.DeleteQuota(pb.DeleteQuotaRequest(name=args.name, context=admin_request_context()),
                                        timeout=_TIMEOUT)
-        print(f"removed quota {args.name}" if reply.deleted else f"no quota {args.name}")
-        return 0 if reply.deleted else 1
+        return _removal_reported("quota", args.name, reply.deleted)
     elif action == "show":
         reply = await stub.ListQuotas(pb.ListQuotasRequest(), timeout=_TIMEOUT)
         for q in reply.quotas:
@@ -244,6 +242,12 @@ async def _quota(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
             change = "unchanged" if q.before_bytes == q.after_bytes else f"was {q.before_bytes}"
             print(f"{q.name}\tused={q.after_bytes}\t{change}")
     return 0
+
+
+def _removal_reported(what: str, name: str, deleted: bool) -> int:
+    """Prints what a `remove` did; exit status 1 when there was nothing of that name."""
+    print(f"removed {what} {name}" if deleted else f"no {what} {name}")
+    return 0 if deleted else 1
 
 
 def _age(text: str) -> int:
@@ -277,8 +281,7 @@ async def _retention(args: argparse.Namespace, channel: grpc.aio.Channel) -> int
     elif action == "remove":
         reply = await stub.DeleteRetentionPolicy(pb.DeleteRetentionPolicyRequest(
             name=args.name, context=admin_request_context()), timeout=_TIMEOUT)
-        print(f"removed retention policy {args.name}" if reply.deleted else f"no retention policy {args.name}")
-        return 0 if reply.deleted else 1
+        return _removal_reported("retention policy", args.name, reply.deleted)
     elif action == "list":
         for p in (await stub.ListRetentionPolicies(pb.ListRetentionPoliciesRequest(), timeout=_TIMEOUT)).policies:
             print(f"{p.name}\trepositories={p.repository_pattern}\tkeep-last={p.keep_last}\t"
@@ -320,8 +323,7 @@ async def _signature(args: argparse.Namespace, channel: grpc.aio.Channel) -> int
     elif action == "remove":
         reply = await stub.DeleteSignaturePolicy(pb.DeleteSignaturePolicyRequest(
             name=args.name, context=admin_request_context()), timeout=_TIMEOUT)
-        print(f"removed signature policy {args.name}" if reply.deleted else f"no signature policy {args.name}")
-        return 0 if reply.deleted else 1
+        return _removal_reported("signature policy", args.name, reply.deleted)
     else:
         for p in (await stub.ListSignaturePolicies(pb.ListSignaturePoliciesRequest(), timeout=_TIMEOUT)).policies:
             keys = p.public_keys.count("BEGIN PUBLIC KEY")
@@ -352,8 +354,7 @@ async def _vuln(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
     elif action == "remove":
         reply = await stub.DeleteVulnerabilityPolicy(pb.DeleteVulnerabilityPolicyRequest(
             name=args.name, context=admin_request_context()), timeout=_TIMEOUT)
-        print(f"removed vulnerability policy {args.name}" if reply.deleted else f"no vulnerability policy {args.name}")
-        return 0 if reply.deleted else 1
+        return _removal_reported("vulnerability policy", args.name, reply.deleted)
     else:
         reply = await stub.ListVulnerabilityPolicies(pb.ListVulnerabilityPoliciesRequest(), timeout=_TIMEOUT)
         for p in reply.policies:

@@ -37,6 +37,8 @@ def test_governance_commands(store: str, client: httpx.Client, lading: Lading, t
     assert shown[1].split()[1:] == ["restore+override", "lading-admin", first.digest, "->", second.digest]
     assert shown[2].split()[1:] == ["push", "anonymous", "-", "->", first.digest]
     assert lading("immutable", "remove", "cli-rule").stdout.strip() == "removed immutable rule cli-rule"
+    missing = lading("quota", "remove", "no-such-quota", ok=False)
+    assert (missing.returncode, missing.stdout.strip()) == (1, "no quota no-such-quota")
 
     quota = lading("quota", "set", "cli-q", "--namespace", "cli", "--limit", "1MiB").stdout
     assert quota.startswith("quota cli-q: repositories 'cli/*', used ") and quota.strip().endswith("of 1.0 MiB")

@@ -151,6 +151,22 @@ def _get(url: str, path: str, outcomes: list[str], *, started: threading.Event |
         outcomes.append(f"cut: {type(error).__name__}")
 
 
+def _start_held_leader(relay, url: str, path: str) -> tuple[threading.Thread, list[str]]:
+    """Holds the upstream mid-body, starts a client GETting `path` through `url` and returns once
+    its first bytes arrived: the fetch is in flight and its lease held. Returns the client's
+    thread and the list its outcome lands in."""
+    relay.hold_after(4 * 1024 * 1024)
+    leader: list[str] = []
+    streaming = threading.Event()
+    thread = threading.Thread(target=_get, args=(url, path, leader), kwargs={"started": streaming})
+    thread.start()
+    if not streaming.wait(30):
+        relay.release()
+        thread.join(30)
+        raise AssertionError(f"the leader received nothing; {leader}")
+    return thread, leader
+
+
 def test_blob_plane_killed_mid_fetch_waiters_take_over_or_fail_clearly_and_a_retry_succeeds(site: Site) -> None:
     upstream, relay, cluster, storage = site.upstream, site.relay, site.cluster, site.storage
     layer = oci.Blob(os.urandom(16 * 1024 * 1024))
@@ -159,14 +175,9 @@ def test_blob_plane_killed_mid_fetch_waiters_take_over_or_fail_clearly_and_a_ret
     path = f"/v2/{PREFIX}team/crash/blobs/{layer.digest}"
     hex_digest = layer.digest.split(":")[1]
     peers_before = set(relay.peers())
-    relay.hold_after(4 * 1024 * 1024)  # the upstream is held mid-body
-    leader: list[str] = []
-    streaming = threading.Event()
-    threads = [threading.Thread(target=_get, args=(cluster.gateway_url(0), path, leader),
-                                kwargs={"started": streaming})]
-    threads[0].start()
+    leading, leader = _start_held_leader(relay, cluster.gateway_url(0), path)
+    threads = [leading]
     try:
-        assert streaming.wait(30), f"the leader received nothing; {leader}"
         # Waiters on both gateways: they find the lease held and wait for it.
         waiters: list[str] = []
         for index in (0, 1):
@@ -245,15 +256,10 @@ def test_a_fetch_held_up_longer_than_its_lease_lifetime_keeps_the_lease_one_upst
     upstream, relay, cluster = site.upstream, site.relay, site.cluster
     layer, path = _pushed(site, "team/slow")
     upstream_path = f"/v2/team/slow/blobs/{layer.digest}"
-    relay.hold_after(4 * 1024 * 1024)  # the upstream is held mid-body
-    leader: list[str] = []
-    streaming = threading.Event()
-    threads = [threading.Thread(target=_get, args=(cluster.gateway_url(0), path, leader),
-                                kwargs={"started": streaming})]
-    threads[0].start()
+    leading, leader = _start_held_leader(relay, cluster.gateway_url(0), path)
+    threads = [leading]
     waiters: list[tuple[float, str]] = []
     try:
-        assert streaming.wait(30), f"the leader received nothing; {leader}"
         for index in (0, 1):
             threads.append(threading.Thread(target=_get_until_served, args=(cluster.gateway_url(index), path, waiters),
                                             kwargs={"give_up_after": 30}))
@@ -276,16 +282,11 @@ def test_gateway_killed_mid_fetch_its_lease_lapses_and_a_client_on_the_other_gat
     relay, cluster = site.relay, site.cluster
     layer, path = _pushed(site, "team/orphan")
     upstream_path = f"/v2/team/orphan/blobs/{layer.digest}"
-    relay.hold_after(4 * 1024 * 1024)  # the upstream is held mid-body: the fetch is in flight
-    leader: list[str] = []
-    streaming = threading.Event()
-    leading = threading.Thread(target=_get, args=(cluster.gateway_url(0), path, leader), kwargs={"started": streaming})
-    leading.start()
+    leading, leader = _start_held_leader(relay, cluster.gateway_url(0), path)
     waiter: list[tuple[float, str]] = []
     waiting = threading.Thread(target=_get_until_served, args=(cluster.gateway_url(1), path, waiter),
                                kwargs={"give_up_after": 60})
     try:
-        assert streaming.wait(30), f"the leader received nothing; {leader}"
         waiting.start()
         # The live holder keeps its lease past the lifetime (renewed): the waiter still waits.
         time.sleep(LEASE_SECONDS * 1.5)

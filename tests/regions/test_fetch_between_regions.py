@@ -37,7 +37,7 @@ import httpx
 import pytest
 
 from tests.ha.test_replicas import skopeo
-from tests.regions.test_regions import _wait_for_schema
+from tests.regions.two_regions import wait_for_schema
 from tests.support import standby
 from tests.support.clients import require_binary
 from tests.support.oci import Layout, Manifest, get_manifest, image, push, write_layout
@@ -130,7 +130,7 @@ def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRegions
         ]
         with running(processes[0]):
             wait_until_path_exists(s["eu"], processes[0])
-            _wait_for_schema(pair)
+            wait_for_schema(pair)
             with running(*processes[1:]):
                 for process, socket in zip(processes, (s["eu"], s["eu-blob"], None, s["us-a"], s["us-b"],
                                                        s["us-blob"]), strict=False):

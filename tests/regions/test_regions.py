@@ -43,6 +43,7 @@ import pytest
 from lading.metadata.v1 import accounts_pb2, accounts_pb2_grpc
 
 from tests.regions.skopeo_trips import skopeo_round_trip
+from tests.regions.two_regions import wait_for_schema
 from tests.support import standby
 from tests.support.clients import require_binary
 from tests.support.oci import (
@@ -80,19 +81,6 @@ class Regions:
     replica_socket: Path
     replica_gateway: str
     root: Path
-
-
-def _wait_for_schema(pair: standby.Pair) -> None:
-    deadline = time.monotonic() + 30
-    want = pair.primary.psql("SELECT version_num FROM alembic_version", database="lading")
-    while True:
-        try:
-            if pair.standby.psql("SELECT version_num FROM alembic_version", database="lading") == want:
-                return
-        except subprocess.CalledProcessError:
-            pass
-        assert time.monotonic() < deadline, "the standby did not replay the migrations"
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -146,7 +134,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
         })
         with running(primary):
             wait_until_path_exists(primary_socket, primary)
-            _wait_for_schema(pair)
+            wait_for_schema(pair)
             with running(replica, blob, gateway):
                 wait_until_path_exists(replica_socket, replica)
                 wait_until_path_exists(blob_socket, blob)
