@@ -13,9 +13,11 @@ Shutdown order on SIGTERM/SIGINT (one worker):
      its threads' stacks on stderr: a peer that is gone or silent (the metadata plane, killed
      with its supervisor; an OTLP collector that takes the spans and never answers) cannot hold
      it for ever.
-A second SIGINT skips the waits. With `workers > 1` uvicorn's own supervisor runs the workers:
-steps 2-4 hold (the grace period included), step 1 happens as the worker stops accepting, step 5
-is left to the workers' bounded closes.
+A second SIGINT skips the waits. With `workers > 1` uvicorn's supervisor runs the workers, with
+bounded waits (gateway.workers): steps 2-4 hold in each worker (the grace period included), step 1
+happens as the worker stops accepting, and step 5 is the supervisor's: a worker still running
+drain + grace + cleanup after it was told to stop is killed (SIGKILL, logged) and the gateway
+exits with status 1. A worker retired by a SIGHUP restart gets the same bound.
 
 HTTPS (`settings.gateway.tls.cert_file` set): one worker serves from a `CertificateReloader`'s
 SSLContext and reloads the files in place on SIGHUP and when they change (checked every
