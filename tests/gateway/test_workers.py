@@ -20,9 +20,9 @@ _HANG_GUARD_SECONDS = 60.0
 
 
 def _gateway(tmp_path: Path) -> tuple[LadingProcess, int, list[int]]:
-    """`lading gateway` with two workers and a stop bound of one second (drain 0 + grace + cleanup),
-    answering; the planes' targets point at nothing (no request here needs them). Returns the
-    process, its port and its workers' pids."""
+    """`lading gateway` with two workers and a stop bound of 1.5 s (drain 0 + grace + cleanup; a
+    healthy worker stops in about 0.2 s), answering; the planes' targets point at nothing (no
+    request here needs them). Returns the process, its port and its workers' pids."""
     port = free_port()
     env = {"LADING_GATEWAY__WORKERS": "2",
            "LADING_GATEWAY__HOST": "127.0.0.1",
@@ -30,7 +30,7 @@ def _gateway(tmp_path: Path) -> tuple[LadingProcess, int, list[int]]:
            "LADING_GATEWAY__METADATA_TARGET": f"unix:{tmp_path}/none.sock",
            "LADING_GATEWAY__BLOB_TARGET": f"unix:{tmp_path}/none.sock",
            "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "0.5",
-           "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": "0.5"}
+           "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": "1.0"}
     gateway = LadingProcess("gateway", lading_command("gateway"), log_dir=tmp_path, env=env).start()
     wait_until_http_ok(f"http://127.0.0.1:{port}/healthz", gateway)
     _wait_for(lambda: len(_workers(gateway)) == 2, gateway, "two workers")
