@@ -13,9 +13,11 @@ Shutdown order on SIGTERM/SIGINT (one worker):
      its threads' stacks on stderr: a peer that is gone or silent (the metadata plane, killed
      with its supervisor; an OTLP collector that takes the spans and never answers) cannot hold
      it for ever.
-A second SIGINT skips the waits. With `workers > 1` uvicorn's own supervisor runs the workers:
-steps 2-4 hold (the grace period included), step 1 happens as the worker stops accepting, step 5
-is left to the workers' bounded closes.
+A second SIGINT skips the waits. With `workers > 1` uvicorn's supervisor runs the workers, with
+bounded waits (gateway.workers): steps 2-4 hold in each worker (the grace period included), step 1
+happens as the worker stops accepting, and step 5 is the supervisor's: a worker still running
+drain + grace + cleanup after it was told to stop is killed (SIGKILL, logged) and the gateway
+exits with status 1. A worker retired by a SIGHUP restart gets the same bound.
 
 HTTPS (`settings.gateway.tls.cert_file` set): one worker serves from a `CertificateReloader`'s
 SSLContext and reloads the files in place on SIGHUP and when they change (checked every
@@ -201,20 +203,24 @@ def run(settings: Settings) -> None:
     options = uvicorn_options(settings)
     tls = config.tls
     inherited = [socket.socket(fileno=fd) for fd in config.listen_fds] or None
+    # The bound of a stop, from the signal to the exit (see the module docstring, step 5).
+    stop_within_seconds = (config.shutdown_drain_seconds + config.shutdown_grace_seconds
+                           + config.shutdown_cleanup_seconds)
     if config.workers > 1:
         if not wait_for_start_gate(config.start_gate_fd):
             return
         if tls.cert_file is not None:
             options.update(ssl_certfile=tls.cert_file, ssl_keyfile=tls.key_file)
-        if inherited is not None:
-            # What uvicorn.run does for workers, with our sockets instead of ones it binds.
-            from uvicorn.supervisors import Multiprocess
+        # What uvicorn.run does for workers, with a bounded stop (gateway.workers) and our
+        # inherited sockets when there are some.
+        from gateway.workers import BoundedMultiprocess
 
-            multi = uvicorn.Config("gateway.main:app_from_environment", factory=True, workers=config.workers,
-                                   **options)
-            Multiprocess(multi, sockets=inherited).run()
-            return
-        uvicorn.run("gateway.main:app_from_environment", factory=True, workers=config.workers, **options)
+        multi = uvicorn.Config("gateway.main:app_from_environment", factory=True, workers=config.workers, **options)
+        supervisor = BoundedMultiprocess(multi, sockets=inherited or [multi.bind_socket()],
+                                         stop_within_seconds=stop_within_seconds)
+        supervisor.run()
+        if supervisor.killed:
+            raise SystemExit(1)  # as the single process's watchdog exits
         return
     certificates = CertificateReloader(tls.cert_file, tls.key_file) if tls.cert_file is not None else None
     if certificates is not None:
@@ -228,8 +234,7 @@ def run(settings: Settings) -> None:
         drain_seconds=config.shutdown_drain_seconds,
         certificates=certificates,
         reload_check_seconds=tls.reload_check_seconds,
-        exit_within_seconds=(config.shutdown_drain_seconds + config.shutdown_grace_seconds
-                             + config.shutdown_cleanup_seconds),
+        exit_within_seconds=stop_within_seconds,
     )
     if not wait_for_start_gate(config.start_gate_fd):
         return
