@@ -4,6 +4,7 @@ and the `lading` commands run the very same code."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -32,6 +33,9 @@ _DEFAULT_PAGE, _MAX_PAGE = 50, 1000
 _DEFAULT_DEPTH, _MAX_DEPTH = 4, 16
 _DEFAULT_NODES, _MAX_NODES = 200, 2000
 _DEFAULT_STORAGE_ROWS, _MAX_STORAGE_ROWS = 20, 500
+# Tags of a page whose pull policies are evaluated at once (each takes a database connection for
+# its reads: a 1000-tag page must not take the whole pool).
+_REFUSAL_CHECKS = 4
 
 
 def _seconds(moment: datetime | None) -> int:
@@ -159,9 +163,11 @@ class ConsoleServicer(console_pb2_grpc.ConsoleServiceServicer):
         repository_id = await self._core.pullable_repository(actor, request.repository)
         rows, more = await self._core.reads.tags(repository_id, query=request.query.strip()[:128],
                                                  last=request.page.last, limit=_page(request.page))
+        refusals = await self._pull_refusals(request.repository, [(t.name, t.digest) for t in rows])
         return pb.ListTagDetailsResponse(
             tags=[pb.TagDetail(name=t.name, digest=t.digest, media_type=t.media_type, size=t.size,
-                               pushed_at=_seconds(t.pushed_at), pushed_by=t.pushed_by) for t in rows],
+                               pushed_at=_seconds(t.pushed_at), pushed_by=t.pushed_by, pull_refusal=refusal)
+                  for t, refusal in zip(rows, refusals, strict=True)],
             page=common_pb2.PageResponse(has_more=more),
             can_delete=actor.may(request.repository, "delete"), can_push=actor.may(request.repository, "push"))
 
@@ -181,20 +187,41 @@ class ConsoleServicer(console_pb2_grpc.ConsoleServiceServicer):
             digest=row.digest, media_type=row.media_type, size=row.size, payload=row.payload,
             pushed_at=_seconds(row.pushed_at), pushed_by=row.pushed_by, tags=list(row.tags),
             can_delete=actor.may(request.repository, "delete"),
-            pull_refusal=await self._pull_refusal(request.repository, None if ":" in reference else reference,
-                                                  row.digest))
+            pull_refusal=await self._pull_refusal_message(request.repository,
+                                                          None if ":" in reference else reference, row.digest))
 
-    async def _pull_refusal(self, repository: str, tag: str | None, digest: str) -> str:
-        """The DENIED message of the first pull policy that refuses `digest` (services/metadata/
-        policies), or "": the console shows a refused manifest, and says that pulls of it are refused."""
+    async def _pull_refusal_message(self, repository: str, tag: str | None, digest: str) -> str:
+        refusal = await self._pull_refusal(repository, tag, digest)
+        return refusal.message if refusal is not None else ""
+
+    async def _pull_refusal(self, repository: str, tag: str | None, digest: str) -> pb.PullRefusal | None:
+        """Why the first pull policy that refuses `digest` does (services/metadata/policies: the
+        pull gates themselves, so the console says what a pull gets), or None: the console shows a
+        refused manifest, and says that pulls of it are refused."""
         for gate in self._metadata.pull_gates:
             try:
                 await gate.check(repository, tag, digest)
             except RegistryError as error:
                 if error.kind is not ErrorKind.DENIED:
                     raise
-                return error.message
-        return ""
+                detail = error.detail if isinstance(error.detail, dict) else {}
+                return pb.PullRefusal(policy_type=str(detail.get("policy", "")), policy=str(detail.get("rule", "")),
+                                      reason=str(detail.get("reason", "")), message=error.message)
+        return None
+
+    async def _pull_refusals(self, repository: str, tags: list[tuple[str, str]]) -> list[pb.PullRefusal | None]:
+        """`_pull_refusal` of each (tag, digest) of a page, `_REFUSAL_CHECKS` at a time. A
+        repository no policy covers costs one in-memory pattern check per tag; a covered one the
+        gates' few indexed reads per tag (their caches keep verified signatures and parsed reports)."""
+        if not self._metadata.pull_gates:
+            return [None] * len(tags)
+        room = asyncio.Semaphore(_REFUSAL_CHECKS)
+
+        async def one(tag: str, digest: str) -> pb.PullRefusal | None:
+            async with room:
+                return await self._pull_refusal(repository, tag, digest)
+
+        return list(await asyncio.gather(*(one(tag, digest) for tag, digest in tags)))
 
     async def ListReferrerTree(self, request: pb.ListReferrerTreeRequest, context: grpc.aio.ServicerContext
                                ) -> pb.ListReferrerTreeResponse:

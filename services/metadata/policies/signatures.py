@@ -178,7 +178,8 @@ class SignatureGate:
                     f"{repository}@{digest} may not be pulled: signature policy {policy.name!r} (repositories "
                     f"{policy.repository_pattern!r}) requires {problem}; sign the image (cosign sign / notation sign) "
                     "and pull again",
-                    {"policy": "signature", "rule": policy.name, "repository": repository, "digest": digest},
+                    {"policy": "signature", "rule": policy.name, "repository": repository, "digest": digest,
+                     "reason": f"requires {problem}"},
                 )
 
     async def _manifest_facts(self, repository: str, digest: str) -> tuple[int | None, bool]:

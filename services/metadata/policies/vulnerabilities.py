@@ -152,7 +152,8 @@ class VulnerabilityGate:
                     ErrorKind.DENIED,
                     f"{repository}@{digest} may not be pulled: vulnerability policy {policy.name!r} (repositories "
                     f"{policy.repository_pattern!r}): {problem}",
-                    {"policy": "vulnerability", "rule": policy.name, "repository": repository, "digest": digest},
+                    {"policy": "vulnerability", "rule": policy.name, "repository": repository, "digest": digest,
+                     "reason": problem},
                 )
 
     async def _newest_report(self, repository: str, repo_id: int,

@@ -137,20 +137,34 @@ class SearchRepositoriesResponse(_message.Message):
     def __init__(self, repositories: _Optional[_Iterable[_Union[RepositoryEntry, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
 class TagDetail(_message.Message):
-    __slots__ = ("name", "digest", "media_type", "size", "pushed_at", "pushed_by")
+    __slots__ = ("name", "digest", "media_type", "size", "pushed_at", "pushed_by", "pull_refusal")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     PUSHED_AT_FIELD_NUMBER: _ClassVar[int]
     PUSHED_BY_FIELD_NUMBER: _ClassVar[int]
+    PULL_REFUSAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     digest: str
     media_type: str
     size: int
     pushed_at: int
     pushed_by: str
-    def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., pushed_at: _Optional[int] = ..., pushed_by: _Optional[str] = ...) -> None: ...
+    pull_refusal: PullRefusal
+    def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., pushed_at: _Optional[int] = ..., pushed_by: _Optional[str] = ..., pull_refusal: _Optional[_Union[PullRefusal, _Mapping]] = ...) -> None: ...
+
+class PullRefusal(_message.Message):
+    __slots__ = ("policy_type", "policy", "reason", "message")
+    POLICY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    policy_type: str
+    policy: str
+    reason: str
+    message: str
+    def __init__(self, policy_type: _Optional[str] = ..., policy: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ListTagDetailsRequest(_message.Message):
     __slots__ = ("session", "repository", "query", "page")
