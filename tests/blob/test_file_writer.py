@@ -359,6 +359,96 @@ async def test_a_retried_commit_after_the_rename_succeeds(store: BlobStore) -> N
     assert await keys_of(store.backend) == [blob]
 
 
+# The garbage collector's DeleteBlob (`delete`: unlink, then prune the folders it emptied) may land
+# while a commit of the same blob (a client pushing it again) is between putting or finding the
+# blob's name and the fsync of its folder. Seen under load (tests/gc, test_gc_under_fire): the
+# FileNotFoundError of the pruned folder reached the client as a 500 instead of the metadata
+# plane's "upload it again" (LinkBlob finds the row `deleting` or gone). The commit succeeds, as
+# if the delete had come just after it, and leaves nothing behind.
+
+
+def _collected_after(real: Callable[..., object], blob_path: os.PathLike[str], root: os.PathLike[str],
+                     path_of: Callable[[tuple[object, ...]], object]) -> Callable[..., object]:
+    """`real`, followed (once, for the blob's own path) by the collector's delete of the blob."""
+    from services.blob.backends.durable_files import delete_and_prune
+
+    fired = threading.Event()
+
+    def racing(*args: object) -> object:
+        result = real(*args)
+        if str(path_of(args)) == str(blob_path) and not fired.is_set():
+            fired.set()
+            delete_and_prune(blob_path, root)  # type: ignore[arg-type]
+        return result
+
+    racing.fired = fired  # type: ignore[attr-defined]
+    return racing
+
+
+@pytest.mark.parametrize("how", ["blob already stored", "small blob written", "staged file renamed"])
+async def test_a_commit_the_collector_deletes_its_blob_under_still_succeeds(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    from services.blob.backends import file_writer, filesystem
+
+    data = f"pushed again while collected ({how})".encode()
+    digest = sha256(data)
+    root = store.backend.root  # type: ignore[attr-defined]
+    blob_path = root / keys.blob_key(Digest.parse(digest))
+    if how == "blob already stored":  # found by put_if_absent, deleted before its folder's fsync
+        first = await store.start_upload(REPO)
+        await store.commit_upload(first.upload_id, REPO, digest=digest, expected_size=len(data), final_data=data)
+        race = _collected_after(filesystem._open_for_read, blob_path, root, lambda args: args[1])
+        monkeypatch.setattr(filesystem, "_open_for_read", race)
+    elif how == "small blob written":  # written by put_if_absent, deleted right after its rename
+        race = _collected_after(filesystem._rename_or_discard, blob_path, root, lambda args: args[1])
+        monkeypatch.setattr(filesystem, "_rename_or_discard", race)
+    else:  # a chunked upload's staged file renamed to the blob, deleted right after
+        race = _collected_after(os.replace, blob_path, root, lambda args: args[1])
+        monkeypatch.setattr(file_writer.os, "replace", race)
+    upload = await store.start_upload(REPO)
+    if how == "staged file renamed":
+        await store.append_upload(upload.upload_id, REPO, expected_offset=0, chunks=chunks_of(data))
+        committed = await store.commit_upload(upload.upload_id, REPO, digest=digest, expected_size=len(data))
+    else:
+        committed = await store.commit_upload(upload.upload_id, REPO, digest=digest, expected_size=len(data),
+                                              final_data=data)
+    monkeypatch.undo()
+    assert race.fired.is_set()  # type: ignore[attr-defined]
+    assert (str(committed.digest), committed.size) == (digest, len(data))
+    # The collector's delete came after: the blob is unknown (the metadata plane then answers
+    # BLOB_UNKNOWN, upload it again), and the session went with its commit.
+    with pytest.raises(RegistryError) as caught:
+        await store.stat_blob(digest)
+    assert caught.value.kind is ErrorKind.BLOB_UNKNOWN
+    assert await keys_of(store.backend) == []
+    assert temporary_files(store.backend) == []  # type: ignore[arg-type]
+    # Pushed again, it is stored.
+    again = await store.start_upload(REPO)
+    await store.commit_upload(again.upload_id, REPO, digest=digest, expected_size=len(data), final_data=data)
+    assert (await store.stat_blob(digest)).size == len(data)
+
+
+def test_a_folder_pruned_before_its_fsync_is_made_again(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make_folder` makes `a/b`, and a concurrent delete prunes both (emptied by a blob deleted
+    in them) before the fsync of `a`: it walks down again instead of failing."""
+    from services.blob.backends import durable_files
+
+    real = durable_files.fsync_folder
+    pruned = []
+
+    def prune_first(folder: os.PathLike[str]) -> None:
+        if str(folder) == str(tmp_path / "a") and not pruned:
+            pruned.append(folder)
+            os.rmdir(tmp_path / "a" / "b")
+            os.rmdir(tmp_path / "a")
+        real(folder)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(durable_files, "fsync_folder", prune_first)
+    durable_files.make_folder(tmp_path / "a" / "b", durable=True)
+    assert pruned and (tmp_path / "a" / "b").is_dir()
+
+
 async def test_start_writes_no_temporary_files(store: BlobStore, backend: FilesystemBackend) -> None:
     store.sessions.max_sessions_per_owner = 5
     upload = await store.start_upload(REPO, owner="ip:10.0.0.1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,32 @@ def gc_stack(profile: str, request: pytest.FixtureRequest, root: Path, **extra: 
                 request.getfixturevalue("postgres").database())
         stack = resources.enter_context(Stack(root / "data", env=env))
         yield stack
+
+
+_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) (\w+) ")
+
+
+def service_troubles(stack: Stack, limit: int = 12_000) -> str:
+    """The WARNING and ERROR records of the stack's three planes, with their tracebacks (what a
+    500 means is there: "the service logs say more"), at most the last `limit` characters."""
+    kept: list[str] = []
+    keeping = False
+    for line in stack.process.log(tail=10_000_000).splitlines():
+        record = _RECORD.match(line)
+        if record is not None:
+            keeping = record.group(2) in ("WARNING", "ERROR", "CRITICAL")
+        if keeping:
+            kept.append(line)
+    return "\n".join(kept)[-limit:] or "(no warnings or errors logged)"
+
+
+@contextlib.contextmanager
+def troubles_on_failure(stack: Stack) -> Iterator[None]:
+    """A failed assertion inside carries the planes' warnings and errors (service_troubles)."""
+    try:
+        yield
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n-- the planes' warnings and errors --\n{service_troubles(stack)}") from error
 
 
 def targets(stack: Stack) -> tuple[str, str]:

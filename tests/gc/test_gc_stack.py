@@ -14,7 +14,16 @@ import pytest
 from lading.metadata.v1 import admin_pb2 as pb
 
 from services.metadata.gc.worker import run_gc
-from tests.gc.stack_support import gc_stack, image_of, layer, push_retrying, stored, stubs, try_push
+from tests.gc.stack_support import (
+    gc_stack,
+    image_of,
+    layer,
+    push_retrying,
+    stored,
+    stubs,
+    troubles_on_failure,
+    try_push,
+)
 from tests.support import oci
 from tests.support.stack import Stack
 
@@ -69,7 +78,8 @@ async def test_gc_under_fire(stack: Stack) -> None:
 
     loop_task = asyncio.create_task(gc_loop())
     try:
-        await asyncio.gather(*(asyncio.to_thread(client_work, n) for n in range(CLIENTS)))
+        with troubles_on_failure(stack):  # a 500 is explained only in the planes' logs
+            await asyncio.gather(*(asyncio.to_thread(client_work, n) for n in range(CLIENTS)))
     finally:
         done.set()
     runs, blobs_during, freed_during, seconds = await loop_task

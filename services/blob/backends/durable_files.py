@@ -52,6 +52,18 @@ def delete_and_prune(path: Path, root: Path) -> None:
         folder = folder.parent
 
 
+def fsync_name_folder(folder: Path) -> None:
+    """fsync of the folder of a name just put (or found) in it, to make that name durable. The
+    folder gone means a concurrent `delete` removed the name and pruned the folder (it removes
+    only folders it emptied): nothing is left to make durable, as if the delete had come just
+    after. (The garbage collector's DeleteBlob racing a commit of the same blob: a FileNotFoundError
+    here was an internal error for the client instead of the collector's "upload it again".)"""
+    try:
+        fsync_folder(folder)
+    except FileNotFoundError:
+        return
+
+
 def make_folder(folder: Path, *, durable: bool = False) -> None:
     """`mkdir -p` (mode 0700) that tolerates a concurrent `delete` pruning the folders it makes.
     Each folder found missing is made durable once it exists (an fsync of the folder it is in),
@@ -69,13 +81,14 @@ def make_folder(folder: Path, *, durable: bool = False) -> None:
             for path in reversed(missing):
                 with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent call
                     os.mkdir(path, FOLDER_MODE)
+            for path in reversed(missing if durable else missing[1:]):
+                fsync_folder(path.parent)
         except FileNotFoundError:
-            # A parent made a moment ago was pruned before its child's mkdir. Walk down again.
+            # A parent made a moment ago was pruned before its child's mkdir, or before its
+            # fsync. Walk down again.
             if attempt == CREATE_ATTEMPTS - 1:
                 raise
             continue
-        for path in reversed(missing if durable else missing[1:]):
-            fsync_folder(path.parent)
         return
 
 

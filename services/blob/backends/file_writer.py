@@ -52,6 +52,7 @@ from services.blob.backends.durable_files import (
     FILE_MODE,
     delete_and_prune,
     fsync_folder,
+    fsync_name_folder,
     make_folder,
     new_file_folders,
     not_found,
@@ -446,8 +447,8 @@ def _move(fd: int, key: str, source: Path, dest: Path, size: int, sync: bool) ->
         # The staged name's removal first: a crash between the two fsyncs can then lose this
         # (unanswered) commit, but never leave the blob's inode also named as the staged file,
         # where a resumed append would write into the blob.
-        fsync_folder(source.parent)
-        fsync_folder(dest.parent)
+        fsync_name_folder(source.parent)
+        fsync_name_folder(dest.parent)
     finally:
         os.close(fd)
 

@@ -23,7 +23,11 @@ page cache (file_reader.py).
 - Files are created 0600 and folders 0700.
 - `get` reads from a descriptor opened up front, so a replace during a read does not disturb it
   (the old inode stays readable); see file_reader.py.
-- `delete` removes the file and prunes folders left empty, up to `root`.
+- `delete` removes the file and prunes folders left empty, up to `root`. A write or commit of the
+  same key that it overtakes between the name's creation (or discovery) and the fsync of its
+  folder does not fail on the pruned folder: the delete simply came after it (the garbage
+  collector deleting a blob that a client pushes again; the metadata plane then answers
+  BLOB_UNKNOWN, upload it again).
 - `open_writer`: an upload's bytes grow in one locked file renamed into place at commit
   (file_writer.py).
 - `list_blobs` walks `blobs/` from `start_after` (earlier folders are skipped unread) and reports
@@ -57,7 +61,7 @@ from services.blob.backends.durable_files import (
     CREATE_ATTEMPTS,
     FILE_MODE,
     delete_and_prune,
-    fsync_folder,
+    fsync_name_folder,
     make_folder,
     not_found,
 )
@@ -442,7 +446,7 @@ def _sync_existing(key: str, path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    fsync_folder(path.parent)
+    fsync_name_folder(path.parent)
 
 
 def _commit_temp(fd: int, temp: Path, path: Path, last: bytes | bytearray = b"") -> None:
@@ -459,7 +463,7 @@ def _commit_temp(fd: int, temp: Path, path: Path, last: bytes | bytearray = b"")
         raise
     os.close(fd)
     _rename_or_discard(temp, path)
-    fsync_folder(path.parent)
+    fsync_name_folder(path.parent)
 
 
 def _discard_temp(fd: int | None, temp: Path, pending: concurrent.futures.Future[None] | None) -> None:
