@@ -93,7 +93,11 @@ class ChangeServicer(changes_pb2_grpc.ChangeServiceServicer):
             # than a batch has seen everything up to there: the caller's position moves past the
             # rows it skipped (it resumes from there, and never falls behind the retention).
             known = self._hub.latest
-            found = await self._log.read_after(position, BATCH, kinds=kinds, subject=request.subject)
+            # After the first answer, what this process committed itself comes from memory.
+            found = None if first else self._log.recent_after(position, known, BATCH, kinds=kinds,
+                                                               subject=request.subject)
+            if found is None:
+                found = await self._log.read_after(position, BATCH, kinds=kinds, subject=request.subject)
             full = len(found) == BATCH
             seen = found[-1].position if found else position
             if filtered and not full:
