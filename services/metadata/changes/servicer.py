@@ -113,8 +113,10 @@ class ChangeServicer(changes_pb2_grpc.ChangeServiceServicer):
                     continue
             # Only the hub's word leads to another read (one read per replica and change, not a
             # poll per stream). Nothing above `position` readable: wait for a change above what the
-            # hub knows too (rows below it that cannot be read were pruned; waiting on them would spin).
-            waited = position if found else max(position, self._hub.latest)
+            # hub knew before that read (rows below it that cannot be read were pruned; waiting on
+            # them would spin). Not what it knows now: a change committed while the answer was
+            # being sent moves the hub at once (hub.py), and would then wait for the next one.
+            waited = position if found else max(position, known)
             while not await self._hub.wait_beyond(waited, heartbeat):
                 if self._hub.closed:
                     return
