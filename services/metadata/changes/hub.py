@@ -2,7 +2,10 @@
 
 The hub learns that the feed advanced in three ways, all leading to one indexed read of the newest
 position (`ChangeLog.head`), whatever the number of subscribed gateways:
-- this process committed a change (`ChangeLog.committed` → `kick`);
+- this process committed a change (`ChangeLog.committed` → `committed`). When the appender names
+  the position it committed, the hub takes it as the newest without reading (rows become visible
+  in position order, changes/log.py: every row up to it is visible once it is); with a hot
+  standby as the read replica it reads as below, since the standby must replay first;
 - PostgreSQL `NOTIFY lading_changes` from any replica (a LISTEN on a connection of its own,
   re-established when it drops);
 - a poll every `change_feed.poll_seconds`, the safety net when LISTEN is down or the database is
@@ -57,7 +60,7 @@ class ChangeHub:
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self.listening = False
-        changes.on_commit(self.kick)
+        changes.on_commit(self.committed)
 
     @property
     def closed(self) -> bool:
@@ -66,6 +69,16 @@ class ChangeHub:
     def kick(self) -> None:
         """Something may have changed: read the newest position soon."""
         self._kicked.set()
+
+    def committed(self, position: int | None) -> None:
+        """This process committed changes up to `position` (None: unknown, read it). Without a
+        replay gate that is the newest position at once: no read (one per tag push otherwise)."""
+        if position is None or self._replay is not None:
+            self.kick()
+            return
+        if position > self.latest:
+            self.latest = position
+            self._wake_streams()
 
     async def start(self) -> None:
         """Reads the newest position, then starts the poll, LISTEN and prune tasks."""

@@ -19,7 +19,9 @@ it has missed changes and must rebuild (ChangeService's `reset`).
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +42,8 @@ NOTIFY_CHANNEL = "lading_changes"
 # (distinct from the migration lock in services/metadata/migrations).
 _APPEND_LOCK_KEY = 0x6C6164696E6743  # "ladingC"
 PRUNED_THROUGH_FLAG = "change_feed_pruned_through"
+# Changes this process committed and keeps in memory for the streams (`recent_after`), at most.
+_RECENT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +64,59 @@ class ChangeLog:
         self._db = database
         # Reads are PRIMARY_READs (store/access.py): never a lagging replica, which would make a
         # subscriber look ahead of the head.
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[int | None], None]] = []
         self._set_flag = upsert(database.dialect, registry_flags, ["name"], {"value": None})
         # Built once (appends are on every tag push's path); each append only binds values.
         self._insert = insert(changes).values(
             kind=bindparam("kind"), subject=bindparam("subject"), body=bindparam("body"),
             created_at=bindparam("created_at"))
+        # What `append_sync` wrote, by position, until its appender says it committed
+        # (`committed(position)`): then it moves to `_recent`, the last `_RECENT` changes this
+        # process committed, which `recent_after` serves without a read. An append rolled back
+        # is never published (its position may come back with another change, which replaces it).
+        self._appended: dict[int, StoredChange] = {}
+        self._recent: dict[int, StoredChange] = {}
+        # `_appended` is written on the writer's thread (store/writes.py) and read on the loop's.
+        self._appended_lock = threading.Lock()
 
-    def on_commit(self, listener: Callable[[], None]) -> None:
-        """`listener()` runs (in this process) after each commit that appended a change."""
+    def on_commit(self, listener: Callable[[int | None], None]) -> None:
+        """`listener(position)` runs (in this process) after each commit that appended a change:
+        `position` is the highest it appended when the appender says (None: unknown)."""
         self._listeners.append(listener)
 
-    def committed(self) -> None:
-        """Called by appenders after their transaction committed."""
+    def committed(self, position: int | None = None) -> None:
+        """Called by appenders after their transaction committed; `position`: the one change it
+        appended (`append_sync`'s answer), when it appended exactly one and says so."""
+        if position is not None:
+            with self._appended_lock:
+                change = self._appended.pop(position, None)
+            if change is not None:
+                self._recent[position] = change
+                if len(self._recent) > _RECENT:
+                    for old in list(itertools.islice(self._recent, len(self._recent) - _RECENT)):
+                        del self._recent[old]
         for listener in self._listeners:
-            listener()
+            listener(position)
+
+    def recent_after(self, position: int, through: int, limit: int, *, kinds: Collection[str] = (),
+                     subject: str = "") -> list[StoredChange] | None:
+        """`read_after(position, limit, ...)` up to `through` from memory, when this process
+        committed every change in (`position`, `through`] itself and still holds them (rows become
+        visible in position order, so none can appear there later); None otherwise (read them)."""
+        if through <= position or through - position > len(self._recent):
+            return None
+        subject = subject[:255]
+        found: list[StoredChange] = []
+        for at in range(position + 1, through + 1):
+            change = self._recent.get(at)
+            if change is None:
+                return None
+            if (kinds and change.kind not in kinds) or (subject and change.subject != subject):
+                continue
+            found.append(change)
+            if len(found) == limit:
+                break
+        return found
 
     async def append(self, conn: AsyncConnection, kind: str, subject: str, body: Mapping[str, Any]) -> None:
         """Adds one change inside the caller's write transaction (`conn`); the caller calls
@@ -92,10 +134,17 @@ class ChangeLog:
         change's position."""
         if self._db.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
-        position = conn.execute(self._insert, self._values(kind, subject, body)).inserted_primary_key[0]
+        values = self._values(kind, subject, body)
+        position = int(conn.execute(self._insert, values).inserted_primary_key[0])
         if self._db.dialect == "postgresql":
             conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
-        return int(position)
+        change = StoredChange(position, kind, values["subject"], dict(body), values["created_at"])
+        with self._appended_lock:
+            self._appended[position] = change
+            if len(self._appended) > _RECENT:  # appends rolled back, never published
+                for old in list(itertools.islice(self._appended, len(self._appended) - _RECENT)):
+                    del self._appended[old]
+        return position
 
     @staticmethod
     def _values(kind: str, subject: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,8 +37,9 @@ class RepositoryChanges:
         self._log = changes
         self._acks = acks
 
-    def committed(self) -> None:
-        self._log.committed()
+    def committed(self, position: int | None = None) -> None:
+        """After the commit; `position`: what the transaction appended (lets the hub skip a read)."""
+        self._log.committed(position)
 
     async def settled(self, position: int | None) -> None:
         """Returns once every gateway cache holding a lease has applied the change at `position`

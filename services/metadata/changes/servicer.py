@@ -93,7 +93,11 @@ class ChangeServicer(changes_pb2_grpc.ChangeServiceServicer):
             # than a batch has seen everything up to there: the caller's position moves past the
             # rows it skipped (it resumes from there, and never falls behind the retention).
             known = self._hub.latest
-            found = await self._log.read_after(position, BATCH, kinds=kinds, subject=request.subject)
+            # After the first answer, what this process committed itself comes from memory.
+            found = None if first else self._log.recent_after(position, known, BATCH, kinds=kinds,
+                                                               subject=request.subject)
+            if found is None:
+                found = await self._log.read_after(position, BATCH, kinds=kinds, subject=request.subject)
             full = len(found) == BATCH
             seen = found[-1].position if found else position
             if filtered and not full:
@@ -109,8 +113,10 @@ class ChangeServicer(changes_pb2_grpc.ChangeServiceServicer):
                     continue
             # Only the hub's word leads to another read (one read per replica and change, not a
             # poll per stream). Nothing above `position` readable: wait for a change above what the
-            # hub knows too (rows below it that cannot be read were pruned; waiting on them would spin).
-            waited = position if found else max(position, self._hub.latest)
+            # hub knew before that read (rows below it that cannot be read were pruned; waiting on
+            # them would spin). Not what it knows now: a change committed while the answer was
+            # being sent moves the hub at once (hub.py), and would then wait for the next one.
+            waited = position if found else max(position, known)
             while not await self._hub.wait_beyond(waited, heartbeat):
                 if self._hub.closed:
                     return

@@ -357,7 +357,7 @@ class SqlMetadataStore:
 
         position = await self._write(work, repository)
         if tag is not None and self._changes is not None:
-            self._changes.committed()
+            self._changes.committed(position)
             # Every gateway's cache has dropped the tag's old digest before the push answers.
             await self._changes.settled(position)
 
