@@ -204,8 +204,7 @@ def run(settings: Settings) -> None:
     tls = config.tls
     inherited = [socket.socket(fileno=fd) for fd in config.listen_fds] or None
     # The bound of a stop, from the signal to the exit (see the module docstring, step 5).
-    stop_within_seconds = (config.shutdown_drain_seconds + config.shutdown_grace_seconds
-                           + config.shutdown_cleanup_seconds)
+    stop_within_seconds = config.stop_bound_seconds
     if config.workers > 1:
         if not wait_for_start_gate(config.start_gate_fd):
             return

@@ -42,7 +42,8 @@ Lifecycle (written order):
           reads the same settings and serves HTTPS itself; the probe then speaks TLS without
           checking the certificate, as it only asks whether its own child is up).
   stop:   on SIGINT/SIGTERM, or when any plane stops on its own: SIGTERM to the gateway, then the
-          blob plane, each waited for (SIGKILL after a grace period), then the metadata plane
+          blob plane, each waited for (its own stop bound plus `serve.stop_margin_seconds`, then
+          SIGKILL to its whole process group, the gateway's workers with it), then the metadata plane
           here (health NOT_SERVING, calls drain, the database closes). A plane that stopped on its
           own makes the exit status non-zero.
 Children run in their own process group (so a terminal's Ctrl-C reaches only the supervisor,
@@ -74,9 +75,9 @@ from services.common.serve_record import remove_record, write_record
 from services.common.settings import Settings, is_user_set, load_settings
 from services.serve_listeners import Listen, ListenUnavailable, bind_gateway, check_free, close_all
 
-# How long the planes may take to come up, and to go down before they are killed.
+# How long the planes may take to come up. How long they may take to go down comes from the
+# settings (`ServePlan.stop_within_seconds`).
 START_TIMEOUT_SECONDS = 60.0
-STOP_GRACE_SECONDS = 20.0
 # Exit status when an address `lading serve` must listen on is taken (nothing was started).
 LISTEN_UNAVAILABLE_EXIT = 2
 # Start-up polls (plane health, GET /v2/): often enough that nobody waits on the poll.
@@ -98,6 +99,9 @@ class ServePlan:
     port: int
     metadata_target: str
     blob_target: str
+    # Seconds each child plane ("gateway", "blob") gets from its SIGTERM to its exit before it is
+    # killed with its process group: its own stop bound plus `serve.stop_margin_seconds`.
+    stop_within_seconds: Mapping[str, float]
     env: dict[str, str] = field(default_factory=dict)
     # "https" when the gateway serves TLS (settings.gateway.tls.cert_file).
     scheme: str = "http"
@@ -189,10 +193,21 @@ def plan_serve(
         port=port,
         metadata_target=metadata_target,
         blob_target=blob_target,
+        stop_within_seconds=stop_within_seconds(settings),
         env=env,
         scheme="https" if settings.gateway.tls.cert_file is not None else "http",
         listens=tuple(listens),
     )
+
+
+def stop_within_seconds(settings: Settings) -> dict[str, float]:
+    """How long each child plane may take to stop before it is killed: its own bound (the
+    gateway's drain + grace + cleanup, after which it has exited by itself, its workers killed;
+    the blob plane's grace for in-flight calls) plus `serve.stop_margin_seconds`. Killing the
+    gateway before its own bound left its workers, which it would have killed, running."""
+    margin = settings.serve.stop_margin_seconds
+    return {"gateway": settings.gateway.stop_bound_seconds + margin,
+            "blob": settings.blob.shutdown_grace_seconds + margin}
 
 
 def _die_with_parent() -> None:
@@ -320,6 +335,18 @@ class _Child:
         if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL to the child and to every process of its process group, which it leads (the
+        gateway's uvicorn workers are there, and would outlive it, holding the registry port).
+        Only while the child is not reaped: until then its pid, and so its group, is ours."""
+        if self.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(self.pid) == self.pid:
+                os.killpg(self.pid, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -528,18 +555,23 @@ class Supervisor:
         return True
 
     async def stop_all(self) -> None:
-        """SIGTERM each live child in the written order (gateway, blob) and wait for it, then stop
-        the metadata plane in this process and wait for it."""
+        """SIGTERM each live child in the written order (gateway, blob) and wait for it (its own
+        stop bound plus a margin, `plan.stop_within_seconds`; then SIGKILL to its process group),
+        then stop the metadata plane in this process and wait for it."""
         order = {"gateway": 0, "blob": 1}
         for child in sorted(self.children, key=lambda c: order.get(c.name, 99)):
             child.watch()
             if child.returncode is None:
                 child.signal(signal.SIGTERM)
+                within = self.plan.stop_within_seconds[child.name]
                 try:
-                    async with asyncio.timeout(STOP_GRACE_SECONDS):
+                    async with asyncio.timeout(within):
                         await asyncio.shield(child.exited)
                 except TimeoutError:
-                    child.signal(signal.SIGKILL)
+                    print(f"lading: the {child.name} plane was still running {within:g} s after SIGTERM "
+                          "(its own stop bound plus LADING_SERVE__STOP_MARGIN_SECONDS); killing it and its "
+                          "process group (SIGKILL)", file=sys.stderr, flush=True)
+                    child.kill()
             await child.exited
         if self.metadata is not None:
             self.metadata.control.stop.set()

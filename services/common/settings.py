@@ -133,7 +133,7 @@ class GatewaySettings(BaseModel):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     # After the grace period, the time to close the change streams and gRPC channels and flush
     # traces; a gateway still running then exits at once (status 1), whatever it waits on (a
-    # peer that is gone), so a stop is bounded by drain + grace + this.
+    # peer that is gone), so a stop is bounded by drain + grace + this (`stop_bound_seconds`).
     shutdown_cleanup_seconds: float = Field(default=5.0, gt=0)
     tls: HttpTlsSettings = Field(default_factory=HttpTlsSettings)
     # Limits against abuse (gateway/limits.py, gateway/bodies.py):
@@ -167,6 +167,13 @@ class GatewaySettings(BaseModel):
     # gateway beside the other planes (its imports overlap theirs) and opens the gate once they
     # report SERVING. None: accept at once.
     start_gate_fd: int | None = None
+
+    @property
+    def stop_bound_seconds(self) -> float:
+        """The bound of the gateway's stop, from the stop signal to its exit: drain + grace +
+        cleanup. A single process exits by itself at this bound; with `workers > 1` the gateway
+        kills the workers still running then (gateway/workers.py) and exits."""
+        return self.shutdown_drain_seconds + self.shutdown_grace_seconds + self.shutdown_cleanup_seconds
 
 
 class FilesystemBackendSettings(BaseModel):
@@ -940,6 +947,16 @@ class GovernanceSettings(BaseModel):
     prune_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
+class ServeSettings(BaseModel):
+    """`lading serve`'s supervision of its child planes (services/supervisor.py)."""
+
+    # At a stop, each child plane gets its own bound (the gateway: `gateway.stop_bound_seconds`,
+    # drain + grace + cleanup; the blob plane: `blob.shutdown_grace_seconds`) plus this long to
+    # exit (its last flush, a killed gateway worker's reaping), before it is killed (SIGKILL, with
+    # every process of its process group: the gateway's workers too).
+    stop_margin_seconds: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LADING_",
@@ -964,6 +981,7 @@ class Settings(BaseSettings):
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     regions: RegionSettings = Field(default_factory=RegionSettings)
     governance: GovernanceSettings = Field(default_factory=GovernanceSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @classmethod
     def settings_customise_sources(

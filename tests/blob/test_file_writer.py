@@ -612,3 +612,43 @@ async def test_a_cancelled_fed_append_writes_nothing_once_it_returned(
     stalled.set()  # the read returns: its chunk is not written
     await asyncio.wrap_future(source_pool.submit(lambda: None))
     assert os.stat(backend.root / KEY).st_size == 5
+
+
+# -- a session cancelled while an append writes it --------------------------------------------------
+
+
+@pytest.mark.parametrize("chunks", ["streamed", "fed"])
+async def test_an_append_that_races_the_cancel_of_its_session_finds_it_unknown(
+    store: BlobStore, source_pool: concurrent.futures.ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch,
+    chunks: str,
+) -> None:
+    """The client's DELETE of its upload removes the session's folder without the writer's lock;
+    the first append's fsync of that folder, just after, raised FileNotFoundError, which reached
+    the client as 500 UNKNOWN. The session is gone: BLOB_UPLOAD_UNKNOWN, and it stays gone."""
+    from services.blob.backends import file_writer
+
+    upload = await store.start_upload(REPO)
+    session_folder = store.backend.root / keys.upload_prefix(upload.upload_id).rstrip("/")  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    real = file_writer.fsync_folder
+    cancelled = threading.Event()
+
+    def cancel_first(folder: os.PathLike[str]) -> None:
+        # In the pool, between the append's write and its folder's fsync: the real cancel, to its end.
+        if str(folder) == str(session_folder) and not cancelled.is_set():
+            cancelled.set()
+            asyncio.run_coroutine_threadsafe(store.cancel_upload(upload.upload_id, REPO), loop).result(10)
+        real(folder)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(file_writer, "fsync_folder", cancel_first)
+    data = b"appended while cancelled"
+    with pytest.raises(RegistryError) as caught:
+        await store.append_upload(upload.upload_id, REPO, expected_offset=0,
+                                  chunks=chunks_of(data) if chunks == "streamed" else thread_chunks(source_pool, data))
+    monkeypatch.undo()
+    assert cancelled.is_set()
+    assert caught.value.kind is ErrorKind.BLOB_UPLOAD_UNKNOWN, caught.value
+    assert await keys_of(store.backend) == []  # nothing of the session came back
+    with pytest.raises(RegistryError) as caught:
+        await store.upload_status(upload.upload_id, REPO)
+    assert caught.value.kind is ErrorKind.BLOB_UPLOAD_UNKNOWN

@@ -103,6 +103,16 @@ def test_plan_respects_the_config_file(tmp_path: Path, monkeypatch: pytest.Monke
     assert plan.env["LADING_METADATA__DATABASE_URL"] == f"sqlite+aiosqlite:///{tmp_path / 'd'}/registry.db"
 
 
+def test_each_plane_gets_its_own_stop_bound_and_the_margin_before_it_is_killed(tmp_path: Path) -> None:
+    """`lading serve` waited a fixed 20 s for every plane: a gateway whose own stop (drain + grace
+    + cleanup) is longer was killed before it could kill its workers itself."""
+    settings = Settings(gateway={"shutdown_drain_seconds": 5, "shutdown_grace_seconds": 30, "shutdown_cleanup_seconds": 7},
+                        blob={"shutdown_grace_seconds": 25}, serve={"stop_margin_seconds": 3})
+    plan = plan_serve(settings, {}, data_dir=str(tmp_path))
+    assert plan.stop_within_seconds == {"gateway": 5 + 30 + 7 + 3, "blob": 25 + 3}
+    assert settings.gateway.stop_bound_seconds == 5 + 30 + 7  # what the gateway itself is bounded by
+
+
 def test_cli_commands() -> None:
     parser = _parser()
     args = parser.parse_args(["serve", "--data-dir", "/x", "--port", "5001"])
@@ -440,6 +450,63 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_gateway_killed_by_lading_serve_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """With `gateway.workers` > 1 the gateway is uvicorn's supervisor and its workers hold the
+    registry port. A gateway that does not stop in time (frozen here with SIGSTOP, so it never
+    hears its SIGTERM) is killed by `lading serve` at its bound plus the margin; the kill reached
+    the gateway's pid only and left its workers running, orphaned, on the port. Now it reaches its
+    whole process group."""
+    port = _free_port()
+    env = {"LADING_GATEWAY__WORKERS": "2",
+           "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "0.5",
+           "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": "0.5",
+           "LADING_SERVE__STOP_MARGIN_SECONDS": "1"}
+    serve = LadingProcess("serve", lading_command("serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)),
+                          log_dir=tmp_path, env=env)
+    workers: list[int] = []
+    gateway = None
+    try:
+        serve.start()
+        assert serve.wait_for_output("Lading is serving", timeout=60), serve.log()
+        gateway = next(pid for pid in serve.children()
+                       if Path(f"/proc/{pid}/comm").read_text().strip() == "lading-gateway")
+        guard = time.monotonic() + 60
+        while len(workers := _gateway_workers(gateway)) < 2:
+            assert time.monotonic() < guard, f"no two gateway workers\n{serve.log()}"
+            time.sleep(0.05)
+        os.kill(gateway, signal.SIGSTOP)
+        os.kill(serve.pid, signal.SIGTERM)
+        guard = time.monotonic() + 60
+        while serve.poll() is None and time.monotonic() < guard:
+            time.sleep(0.05)
+        assert serve.poll() is not None, f"lading serve still runs\n{serve.log()}"
+        assert "the gateway plane was still running" in serve.log(), serve.log()
+        # SIGKILL is delivered at once; the processes take a moment to go.
+        guard = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < guard:
+            time.sleep(0.05)
+        left = [pid for pid in workers if _alive(pid)]
+        assert not left, f"gateway workers {left} outlived the killed gateway\n{serve.log()}"
+    finally:
+        for pid in [*workers, *([gateway] if gateway is not None else [])]:  # their own group: serve.stop() misses them
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        serve.stop()
+
+
+def _gateway_workers(gateway: int) -> list[int]:
+    """The uvicorn workers among the gateway's children (not multiprocessing's resource tracker)."""
+    workers = []
+    for task in Path(f"/proc/{gateway}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for pid in task.read_text().split():
+                with contextlib.suppress(OSError):
+                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and _alive(int(pid)):
+                        workers.append(int(pid))
+    return sorted(workers)
 
 
 

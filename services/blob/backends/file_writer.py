@@ -144,7 +144,7 @@ class FileWriter:
             # acknowledged: when this writer created it, and also when it exists but nothing was
             # saved in it yet (a first append that failed created it, and synced nothing).
             folders = new_file_folders(self._path, self._root) if self._new_name or not parts else ()
-            in_flight = self._write_and_observe(fd, data, position, observe, truncate, folders)
+            in_flight = self._write_and_observe(fd, data, position, observe, truncate, (self.key, folders))
             await _all_of(in_flight)
             position += len(data)
         except BaseException:
@@ -177,7 +177,7 @@ class FileWriter:
             await asyncio.wrap_future(fed.pending)
             # Durable names as in `append`: the file's (and its folder's) once its first bytes are.
             folders = new_file_folders(self._path, self._root) if self._new_name or not parts else ()
-            await self._run(_make_durable, self._fd, folders)
+            await self._run(_make_durable, self._fd, self.key, folders)
         except BaseException:
             # No write may follow, nor be left in flight: the descriptor may be closed next. The
             # reading thread goes on until its read returns (the source closes its connection).
@@ -199,7 +199,7 @@ class FileWriter:
         position: int,
         observe: Observer | None,
         truncate: bool,
-        durable: tuple[Path, ...] | None,
+        durable: tuple[str, tuple[Path, ...]] | None,
     ) -> list[concurrent.futures.Future[None]]:
         """Starts writing `data` at `position` and showing it to `observe`. A large batch is
         hashed in a thread of its own, at the same time as it is written: both release the GIL
@@ -391,10 +391,11 @@ def _write_at(
     position: int,
     observe: Observer | None,
     truncate: bool,
-    durable: tuple[Path, ...] | None,
+    durable: tuple[str, tuple[Path, ...]] | None,
 ) -> None:
-    """One write at `position` (the file truncated there first with `truncate`); with `durable`,
-    then fsync, and fsync the folders it names (for a file created just before)."""
+    """One write at `position` (the file truncated there first with `truncate`); with `durable`
+    (the writer's key and folders), then fsync, and fsync the folders it names (for a file
+    created just before): see `_make_durable`."""
     if truncate:
         os.ftruncate(fd, position)
     start = position
@@ -409,15 +410,24 @@ def _write_at(
     if durable is None:
         start_writeback(fd, start, position - start)
     else:
-        os.fsync(fd)
-        for folder in durable:
-            fsync_folder(folder)
+        _make_durable(fd, *durable)
 
 
-def _make_durable(fd: int, folders: tuple[Path, ...]) -> None:
+def _make_durable(fd: int, key: str, folders: tuple[Path, ...]) -> None:
+    """fsync of the file, then of `folders` (the file's own and the one above, when its name is
+    new). ObjectNotFound(key) when a folder is gone: the session was cancelled meanwhile (its
+    client's DELETE removes the session's folder, file and all, without the writer's lock), so
+    the bytes just written went with it; the caller finds the session gone
+    (BLOB_UPLOAD_UNKNOWN), where a FileNotFoundError was an internal error. Unlike a commit's
+    folders (durable_files.fsync_name_folder), nothing here may pass as if done."""
     os.fsync(fd)
     for folder in folders:
-        fsync_folder(folder)
+        try:
+            fsync_folder(folder)
+        except OSError as error:
+            if not_found(error):
+                raise ObjectNotFound(key) from None
+            raise
 
 
 def _move(fd: int, key: str, source: Path, dest: Path, size: int, sync: bool) -> None:
