@@ -468,10 +468,7 @@ def test_a_gateway_killed_by_lading_serve_leaves_no_worker_behind(tmp_path: Path
     workers: list[int] = []
     gateway = None
     try:
-        serve.start()
-        assert serve.wait_for_output("Lading is serving", timeout=60), serve.log()
-        gateway = next(pid for pid in serve.children()
-                       if Path(f"/proc/{pid}/comm").read_text().strip() == "lading-gateway")
+        gateway = _serving_gateway(serve)
         guard = time.monotonic() + 60
         while len(workers := _gateway_workers(gateway)) < 2:
             assert time.monotonic() < guard, f"no two gateway workers\n{serve.log()}"
@@ -495,6 +492,13 @@ def test_a_gateway_killed_by_lading_serve_leaves_no_worker_behind(tmp_path: Path
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         serve.stop()
+
+
+def _serving_gateway(serve: LadingProcess) -> int:
+    """Starts `lading serve`, waits until it serves, and returns its gateway plane's pid."""
+    serve.start()
+    assert serve.wait_for_output("Lading is serving", timeout=60), serve.log()
+    return next(pid for pid in serve.children() if Path(f"/proc/{pid}/comm").read_text().strip() == "lading-gateway")
 
 
 def _gateway_workers(gateway: int) -> list[int]:
@@ -531,10 +535,7 @@ def test_a_gateway_whose_supervisor_died_stops_in_time_whatever_its_peers_do(tmp
     keep_alive = None
     gateway = None
     try:
-        serve.start()
-        assert serve.wait_for_output("Lading is serving", timeout=60), serve.log()
-        gateway = next(pid for pid in serve.children()
-                       if Path(f"/proc/{pid}/comm").read_text().strip() == "lading-gateway")
+        gateway = _serving_gateway(serve)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             for _ in range(20):
                 assert client.get("/v2/r/tags/list").status_code == 404  # traced
