@@ -335,8 +335,9 @@ class BlobClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         except asyncio.InvalidStateError:
-            # The plane ended the call while we were still writing (e.g. OUT_OF_RANGE after the
-            # first message); its final status says why.
+            # The plane ended the call while we were still writing; its final status says why.
+            # It reads the rest of the stream before refusing a chunk (services/blob/servicer.py),
+            # so this is an unexpected failure or a plane from before that change.
             raise await _final_error(call) from None
         except BaseException:
             call.cancel()

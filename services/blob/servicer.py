@@ -168,9 +168,19 @@ class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
                 if data:
                     yield data
 
-        status = await self.store.append_upload(
-            first.upload_id, first.repository, expected_offset=first.expected_offset, chunks=chunks()
-        )
+        try:
+            status = await self.store.append_upload(
+                first.upload_id, first.repository, expected_offset=first.expected_offset, chunks=chunks()
+            )
+        except RegistryError:
+            # Refused before the client finished writing (a chunk in the wrong place, an unknown
+            # session): read the rest first. Ending the call under a write in flight makes the
+            # client's grpc core fail that write with a bare INTERNAL ("Internal error from Core")
+            # that can replace this status, and the HTTP client got 500 instead of 416 or 404.
+            # The rest is at most the one chunk the client is sending, within the call's deadline.
+            async for _ in request_iterator:
+                pass
+            raise
         return blob_pb2.AppendUploadResponse(status=_status(status))
 
     async def GetUploadStatus(self, request: blob_pb2.GetUploadStatusRequest, context: grpc.aio.ServicerContext
