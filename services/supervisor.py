@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common.parent_death import die_with_parent
 from services.common.paths import UnsafeFolder, ensure_private_folder
 from services.common.plane_control import PlaneControl
 from services.common.private_files import make_private_folder, restrict_new_files
@@ -210,16 +211,6 @@ def stop_within_seconds(settings: Settings) -> dict[str, float]:
             "blob": settings.blob.shutdown_grace_seconds + margin}
 
 
-def _die_with_parent() -> None:
-    """Runs in a child (before exec, or right after fork): SIGTERM it if the supervisor dies (Linux only)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _set_process_name(name: str) -> None:
     """The name `ps`, `top` and /proc/<pid>/comm show (Linux, ≤ 15 bytes): a forked plane keeps
     its parent's command line, so this is what tells the planes apart."""
@@ -251,10 +242,9 @@ def fork_plane(name: str, module: str, env: Mapping[str, str], *, close: list[in
     code = 1
     try:
         os.setpgid(0, 0)
+        if not die_with_parent(parent):  # the supervisor died before the request
+            os._exit(1)
         if sys.platform.startswith("linux"):
-            _die_with_parent()
-            if os.getppid() != parent:  # the supervisor died before the line above
-                os._exit(1)
             _set_process_name(f"lading-{name}")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
@@ -457,7 +447,7 @@ class Supervisor:
         popen = subprocess.Popen(
             [self.python, "-m", module], env={**os.environ, **env}, stdin=subprocess.DEVNULL,
             process_group=0, pass_fds=keep,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.children.append(_Child(name, popen.pid, popen))
 
