@@ -158,8 +158,9 @@ def test_each_worker_logs_at_info_as_the_single_process_gateway_does(tmp_path: P
         single.stop()
     gateway, _, workers = _gateway(tmp_path)
     try:
-        log = gateway.log(tail=1_000_000)
-        assert sorted(int(pid) for pid in _STARTED.findall(log)) == workers, log
+        # One worker may answer while the other still starts: each line comes in its own time.
+        _wait_for(lambda: sorted(int(pid) for pid in _STARTED.findall(gateway.log(tail=1_000_000))) == workers,
+                  gateway, f"the start-up line of each worker {workers}")
     finally:
         _end(gateway, workers)
 
