@@ -136,6 +136,8 @@ class BoundedMultiprocess(Multiprocess):
     def restart_all(self) -> None:
         """SIGHUP: uvicorn's rolling restart (each replacement serves before its old worker is
         retired), each old worker retired within the stop's bound, and ended by a stop signal."""
+        if self.should_exit.is_set():  # a SIGHUP queued behind the stop that ended the last one
+            return
         for index, old in enumerate(self.processes):
             if self._stop_signal.is_set():
                 self._end_restart(len(self.processes) - index)

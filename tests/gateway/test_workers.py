@@ -23,10 +23,10 @@ _HANG_GUARD_SECONDS = 60.0
 
 
 def _gateway(tmp_path: Path, *, workers: int = 2, cleanup_seconds: float = 1.0) -> tuple[LadingProcess, int, list[int]]:
-    """`lading gateway` with `workers` workers and a stop bound of 1.5 s (drain 0 + grace 0.5 +
-    `cleanup_seconds` 1.0; a healthy worker stops in about 0.2 s), answering; the planes' targets
-    point at nothing (no request here needs them). Returns the process, its port and its workers'
-    pids (with `workers=1`: the one process's own)."""
+    """`lading gateway` with `workers` workers, each started, and a stop bound of 1.5 s (drain 0 +
+    grace 0.5 + `cleanup_seconds` 1.0; a healthy worker stops in about 0.2 s), answering; the
+    planes' targets point at nothing (no request here needs them). Returns the process, its port
+    and its workers' pids (with `workers=1`: the one process's own)."""
     port = free_port()
     env = {"LADING_GATEWAY__WORKERS": str(workers),
            "LADING_GATEWAY__HOST": "127.0.0.1",
@@ -40,7 +40,19 @@ def _gateway(tmp_path: Path, *, workers: int = 2, cleanup_seconds: float = 1.0) 
     if workers == 1:
         return gateway, port, [gateway.pid]
     _wait_for(lambda: len(_workers(gateway)) == workers, gateway, f"{workers} workers")
+    # Each worker serving (or about to), not still starting: one frozen while it starts has no
+    # SIGTERM handler yet (the signal then ends it at once, frozen or not), and the supervisor's
+    # health check, waiting on it, would replace it.
+    _wait_for(lambda: set(_workers(gateway)) <= _started(gateway), gateway, "each worker's start-up line")
     return gateway, port, _workers(gateway)
+
+
+_STARTED = re.compile(r" gateway INFO uvicorn\.error: Started server process \[(\d+)\]$", re.MULTILINE)
+
+
+def _started(gateway: LadingProcess) -> set[int]:
+    """The processes that logged uvicorn's start-up line, in the gateway's format."""
+    return {int(pid) for pid in _STARTED.findall(gateway.log(tail=1_000_000))}
 
 
 def _workers(gateway: LadingProcess) -> list[int]:
@@ -142,9 +154,6 @@ def test_the_workers_end_with_a_supervisor_killed_without_its_stop(tmp_path: Pat
         _end(gateway, workers)
 
 
-_STARTED = re.compile(r" gateway INFO uvicorn\.error: Started server process \[(\d+)\]$", re.MULTILINE)
-
-
 def test_each_worker_logs_at_info_as_the_single_process_gateway_does(tmp_path: Path) -> None:
     """uvicorn gives its workers no log handler (`log_config` None) and the workers never set up
     the gateway's logging: with `workers > 1` no INFO line was written at all, and the warnings
@@ -152,15 +161,12 @@ def test_each_worker_logs_at_info_as_the_single_process_gateway_does(tmp_path: P
     same format (here uvicorn's start-up line, one per serving process)."""
     single, _, single_pids = _gateway(tmp_path, workers=1)
     try:
-        single_log = single.log(tail=1_000_000)
-        assert [int(pid) for pid in _STARTED.findall(single_log)] == single_pids, single_log
+        assert _started(single) == set(single_pids), single.log()
     finally:
         single.stop()
-    gateway, _, workers = _gateway(tmp_path)
+    gateway, _, workers = _gateway(tmp_path)  # waits for each worker's line (or fails)
     try:
-        # One worker may answer while the other still starts: each line comes in its own time.
-        _wait_for(lambda: sorted(int(pid) for pid in _STARTED.findall(gateway.log(tail=1_000_000))) == workers,
-                  gateway, f"the start-up line of each worker {workers}")
+        assert _started(gateway) == set(workers), gateway.log()
     finally:
         _end(gateway, workers)
 
