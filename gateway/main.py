@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import faulthandler
 import os
 import signal
 import socket
@@ -61,6 +60,7 @@ from gateway.tls import CertificateReloader
 from services.common.allocator import tune_allocator
 from services.common.logs import configure_logging
 from services.common.settings import Settings, load_settings
+from services.common.stop_deadline import arm_stop_deadline
 
 
 class DrainingServer(uvicorn.Server):
@@ -143,22 +143,8 @@ class DrainingServer(uvicorn.Server):
         exporter waits on its collector, up to 10 s per batch)."""
         if self._watchdog is not None or self._exit_within_seconds is None:
             return
-        started = self._stop_requested_at if self._stop_requested_at is not None else time.monotonic()
-        deadline = started + self._exit_within_seconds
-        self._watchdog = threading.Thread(target=_exit_at_deadline, args=(deadline, self._exit_within_seconds),
-                                          name="shutdown-deadline", daemon=True)
-        self._watchdog.start()
-
-
-def _exit_at_deadline(deadline: float, within_seconds: float) -> None:
-    time.sleep(max(0.0, deadline - time.monotonic()))
-    # What it was stuck on goes to stderr, for whoever reads why a stop took this long; straight
-    # to the descriptor: the stuck thread may hold sys.stderr's lock.
-    with contextlib.suppress(Exception):
-        os.write(2, f"lading gateway: still stopping {within_seconds:g} s after the stop began (shutdown "
-                    "drain + grace + cleanup); exiting now. Stacks:\n".encode())
-        faulthandler.dump_traceback(file=2, all_threads=True)
-    os._exit(1)
+        self._watchdog = arm_stop_deadline(self._exit_within_seconds, process="gateway",
+                                           bound="shutdown drain + grace + cleanup", started=self._stop_requested_at)
 
 
 def app_from_environment() -> Starlette:

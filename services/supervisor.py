@@ -202,13 +202,13 @@ def plan_serve(
 
 
 def stop_within_seconds(settings: Settings) -> dict[str, float]:
-    """How long each child plane may take to stop before it is killed: its own bound (the
-    gateway's drain + grace + cleanup, after which it has exited by itself, its workers killed;
-    the blob plane's grace for in-flight calls) plus `serve.stop_margin_seconds`. Killing the
-    gateway before its own bound left its workers, which it would have killed, running."""
+    """How long each child plane may take to stop before it is killed: its own bound, after
+    which it has exited by itself (the gateway's drain + grace + cleanup, its workers killed; the
+    blob plane's grace + cleanup) plus `serve.stop_margin_seconds`. Killing the gateway before its
+    own bound left its workers, which it would have killed, running."""
     margin = settings.serve.stop_margin_seconds
     return {"gateway": settings.gateway.stop_bound_seconds + margin,
-            "blob": settings.blob.shutdown_grace_seconds + margin}
+            "blob": settings.blob.stop_bound_seconds + margin}
 
 
 def _set_process_name(name: str) -> None:
