@@ -67,7 +67,7 @@ class WorkerConfig(Config):
         self.supervisor_pid = os.getpid()
 
     def load(self) -> None:
-        if not die_with_parent(self.supervisor_pid):
+        if os.getpid() != self.supervisor_pid and not die_with_parent(self.supervisor_pid):
             # It died before the line above: the kernel will not tell this worker, so it ends
             # here, before it serves anything.
             logger.warning("Gateway worker [%s]: its supervisor [%s] is gone; exiting without serving.",
