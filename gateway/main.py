@@ -17,7 +17,9 @@ A second SIGINT skips the waits. With `workers > 1` uvicorn's supervisor runs th
 bounded waits (gateway.workers): steps 2-4 hold in each worker (the grace period included), step 1
 happens as the worker stops accepting, and step 5 is the supervisor's: a worker still running
 drain + grace + cleanup after it was told to stop is killed (SIGKILL, logged) and the gateway
-exits with status 1. A worker retired by a SIGHUP restart gets the same bound.
+exits with status 1. A worker retired by a SIGHUP restart gets the same bound; a stop signal during
+that restart ends it and begins the stop at once. A supervisor that dies without its stop (SIGKILL,
+OOM) takes its workers with it: each gets SIGTERM from the kernel and runs steps 2-4.
 
 HTTPS (`settings.gateway.tls.cert_file` set): one worker serves from a `CertificateReloader`'s
 SSLContext and reloads the files in place on SIGHUP and when they change (checked every
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import faulthandler
 import os
 import signal
 import socket
@@ -59,6 +60,7 @@ from gateway.tls import CertificateReloader
 from services.common.allocator import tune_allocator
 from services.common.logs import configure_logging
 from services.common.settings import Settings, load_settings
+from services.common.stop_deadline import arm_stop_deadline
 
 
 class DrainingServer(uvicorn.Server):
@@ -141,27 +143,22 @@ class DrainingServer(uvicorn.Server):
         exporter waits on its collector, up to 10 s per batch)."""
         if self._watchdog is not None or self._exit_within_seconds is None:
             return
-        started = self._stop_requested_at if self._stop_requested_at is not None else time.monotonic()
-        deadline = started + self._exit_within_seconds
-        self._watchdog = threading.Thread(target=_exit_at_deadline, args=(deadline, self._exit_within_seconds),
-                                          name="shutdown-deadline", daemon=True)
-        self._watchdog.start()
-
-
-def _exit_at_deadline(deadline: float, within_seconds: float) -> None:
-    time.sleep(max(0.0, deadline - time.monotonic()))
-    # What it was stuck on goes to stderr, for whoever reads why a stop took this long; straight
-    # to the descriptor: the stuck thread may hold sys.stderr's lock.
-    with contextlib.suppress(Exception):
-        os.write(2, f"lading gateway: still stopping {within_seconds:g} s after the stop began (shutdown "
-                    "drain + grace + cleanup); exiting now. Stacks:\n".encode())
-        faulthandler.dump_traceback(file=2, all_threads=True)
-    os._exit(1)
+        self._watchdog = arm_stop_deadline(self._exit_within_seconds, process="gateway",
+                                           bound="shutdown drain + grace + cleanup", started=self._stop_requested_at)
 
 
 def app_from_environment() -> Starlette:
-    """App factory for uvicorn worker processes (`workers > 1`): settings from LADING_* again."""
-    return create_app(load_settings())
+    """App factory for uvicorn worker processes (`workers > 1`): settings from LADING_* again, and
+    the worker's logging set up from them as `run` sets up the single process's. uvicorn gives a
+    worker no handler (`log_config` is None), so a worker wrote no line below WARNING, and those
+    without our format."""
+    settings = load_settings()
+    _configure_logging(settings)
+    return create_app(settings)
+
+
+def _configure_logging(settings: Settings) -> None:
+    configure_logging(settings.gateway.log_level, "gateway", settings.observability.log_format)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -199,7 +196,7 @@ def wait_for_start_gate(fd: int | None) -> bool:
 def run(settings: Settings) -> None:
     """Serves the gateway until SIGINT/SIGTERM, then shuts down in the order written above."""
     config = settings.gateway
-    configure_logging(config.log_level, "gateway", settings.observability.log_format)
+    _configure_logging(settings)
     options = uvicorn_options(settings)
     tls = config.tls
     inherited = [socket.socket(fileno=fd) for fd in config.listen_fds] or None
@@ -210,11 +207,11 @@ def run(settings: Settings) -> None:
             return
         if tls.cert_file is not None:
             options.update(ssl_certfile=tls.cert_file, ssl_keyfile=tls.key_file)
-        # What uvicorn.run does for workers, with a bounded stop (gateway.workers) and our
-        # inherited sockets when there are some.
-        from gateway.workers import BoundedMultiprocess
+        # What uvicorn.run does for workers, with a bounded stop, workers that end with their
+        # supervisor (gateway.workers) and our inherited sockets when there are some.
+        from gateway.workers import BoundedMultiprocess, WorkerConfig
 
-        multi = uvicorn.Config("gateway.main:app_from_environment", factory=True, workers=config.workers, **options)
+        multi = WorkerConfig("gateway.main:app_from_environment", factory=True, workers=config.workers, **options)
         supervisor = BoundedMultiprocess(multi, sockets=inherited or [multi.bind_socket()],
                                          stop_within_seconds=stop_within_seconds)
         supervisor.run()

@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common.parent_death import die_with_parent
 from services.common.paths import UnsafeFolder, ensure_private_folder
 from services.common.plane_control import PlaneControl
 from services.common.private_files import make_private_folder, restrict_new_files
@@ -201,23 +202,13 @@ def plan_serve(
 
 
 def stop_within_seconds(settings: Settings) -> dict[str, float]:
-    """How long each child plane may take to stop before it is killed: its own bound (the
-    gateway's drain + grace + cleanup, after which it has exited by itself, its workers killed;
-    the blob plane's grace for in-flight calls) plus `serve.stop_margin_seconds`. Killing the
-    gateway before its own bound left its workers, which it would have killed, running."""
+    """How long each child plane may take to stop before it is killed: its own bound, after
+    which it has exited by itself (the gateway's drain + grace + cleanup, its workers killed; the
+    blob plane's grace + cleanup) plus `serve.stop_margin_seconds`. Killing the gateway before its
+    own bound left its workers, which it would have killed, running."""
     margin = settings.serve.stop_margin_seconds
     return {"gateway": settings.gateway.stop_bound_seconds + margin,
-            "blob": settings.blob.shutdown_grace_seconds + margin}
-
-
-def _die_with_parent() -> None:
-    """Runs in a child (before exec, or right after fork): SIGTERM it if the supervisor dies (Linux only)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+            "blob": settings.blob.stop_bound_seconds + margin}
 
 
 def _set_process_name(name: str) -> None:
@@ -251,10 +242,9 @@ def fork_plane(name: str, module: str, env: Mapping[str, str], *, close: list[in
     code = 1
     try:
         os.setpgid(0, 0)
+        if not die_with_parent(parent):  # the supervisor died before the request
+            os._exit(1)
         if sys.platform.startswith("linux"):
-            _die_with_parent()
-            if os.getppid() != parent:  # the supervisor died before the line above
-                os._exit(1)
             _set_process_name(f"lading-{name}")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
@@ -457,7 +447,7 @@ class Supervisor:
         popen = subprocess.Popen(
             [self.python, "-m", module], env={**os.environ, **env}, stdin=subprocess.DEVNULL,
             process_group=0, pass_fds=keep,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.children.append(_Child(name, popen.pid, popen))
 

@@ -9,7 +9,11 @@ direct-read server (services/blob/direct_reads.py) when `direct_reads.enabled`. 
 task purges expired upload sessions every `purge_interval_seconds`, and lets the backend clean up
 abandoned partial writes (S3: multipart uploads of crashed writers). Shutdown (SIGTERM/SIGINT):
 health NOT_SERVING, in-flight calls drain for `shutdown_grace_seconds`, the purge task stops, the
-backend closes.
+backend closes (its I/O threads finish the call they are in), then the clients and the trace
+flush. A process still stopping `shutdown_cleanup_seconds` after the grace (a backend call stuck
+on a mount that does not answer, a collector that never replies) exits at once with status 1,
+saying on stderr which step it cut short (services/common/stop_deadline.py): `lading serve`, or
+whatever runs the plane alone, is not held for ever.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from services.common.paths import prepare_listen_address
 from services.common.plane_control import PlaneControl
 from services.common.private_files import make_private_folder, restrict_new_files
 from services.common.settings import BlobSettings, Settings, load_settings
+from services.common.stop_deadline import StopProgress, arm_stop_deadline
 from services.common.tasks import cancel_and_wait
 from services.common.telemetry import setup_tracing
 from services.common.tls import TlsConfigError
@@ -250,17 +255,31 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         if blob.purge_interval_seconds > 0:
             purger = asyncio.create_task(purge_periodically(store, blob.purge_interval_seconds))
 
+    # The step the stop is in, named by the stop's bound if it cuts the stop short.
+    stopping = StopProgress("in-flight calls finishing (the grace)")
+
+    async def on_draining() -> None:  # the stop begins
+        if control is not None:
+            return  # a process that hosts the plane beside other work bounds its own stop
+        arm_stop_deadline(blob.stop_bound_seconds, process="blob", cut=stopping,
+                          bound="shutdown grace + cleanup: LADING_BLOB__SHUTDOWN_GRACE_SECONDS, __SHUTDOWN_CLEANUP_SECONDS")
+
     async def on_shutdown() -> None:
+        stopping.step = "stopping the purge task"
         await cancel_and_wait(purger)
+        stopping.step = "closing the metrics and direct-read servers"
         if metrics_server is not None:
             await metrics_server.close()
         if direct_reads is not None:
             await direct_reads.close()
+        stopping.step = f"closing the {blob.backend} backend (waiting for its I/O threads)"
         await backend.close()
+        stopping.step = "closing the upstream and region clients"
         if upstreams is not None:
             await upstreams.aclose()
         if region_sources is not None:
             await region_sources.close()
+        stopping.step = "flushing traces to the collector"
         telemetry.shutdown()
 
     prepare_listen_address(blob.listen)
@@ -269,7 +288,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     if direct_reads is not None:
         # Before the gRPC port opens: a signed URL needs the bound port.
         await direct_reads.start()
-    await service.serve_forever(ready=ready, on_shutdown=on_shutdown, control=control)
+    await service.serve_forever(ready=ready, on_shutdown=on_shutdown, on_draining=on_draining, control=control)
 
 
 def upload_metrics_interceptor(metrics: Metrics) -> MetricsInterceptor:

@@ -286,7 +286,13 @@ class BlobSettings(BaseModel):
     purge_interval_seconds: int = 3600
     # Bounded pool for blocking storage calls (file I/O, the S3 SDK).
     io_threads: int = 16
+    # On SIGTERM: health NOT_SERVING, then in-flight calls get this long to finish.
     shutdown_grace_seconds: float = 10.0
+    # After the grace, the time to stop the purge task, close the backend (its I/O threads finish
+    # the call they are in) and the clients, and flush traces; a blob plane still running then
+    # exits at once (status 1), saying what it cut short, so a stop is bounded by grace + this
+    # (`stop_bound_seconds`).
+    shutdown_cleanup_seconds: float = Field(default=5.0, gt=0)
     tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
     # host:port of a second, plaintext listener that serves grpc.health.v1 and nothing else, for
     # probes that cannot speak TLS (Kubernetes gRPC probes); empty: none.
@@ -299,6 +305,12 @@ class BlobSettings(BaseModel):
     fetch_spool: FetchSpoolSettings = Field(default_factory=FetchSpoolSettings)
     # Logging of the blob plane (each plane reads only its own section).
     log_level: str = "info"
+
+    @property
+    def stop_bound_seconds(self) -> float:
+        """The bound of the blob plane's stop, from the stop signal to its exit: grace + cleanup
+        (services/blob/main.py)."""
+        return self.shutdown_grace_seconds + self.shutdown_cleanup_seconds
 
 
 class ChangeFeedSettings(BaseModel):
@@ -951,9 +963,9 @@ class ServeSettings(BaseModel):
     """`lading serve`'s supervision of its child planes (services/supervisor.py)."""
 
     # At a stop, each child plane gets its own bound (the gateway: `gateway.stop_bound_seconds`,
-    # drain + grace + cleanup; the blob plane: `blob.shutdown_grace_seconds`) plus this long to
-    # exit (its last flush, a killed gateway worker's reaping), before it is killed (SIGKILL, with
-    # every process of its process group: the gateway's workers too).
+    # drain + grace + cleanup; the blob plane: `blob.stop_bound_seconds`, grace + cleanup) plus
+    # this long to exit (its last flush, a killed gateway worker's reaping), before it is killed
+    # (SIGKILL, with every process of its process group: the gateway's workers too).
     stop_margin_seconds: float = Field(default=10.0, gt=0)
 
 

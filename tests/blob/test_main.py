@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -269,3 +270,30 @@ async def test_s3_service_creates_its_bucket_and_answers_reads_with_redirects(
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def test_a_stop_whose_cleanup_hangs_is_cut_at_its_bound_and_says_what_it_cut(tmp_path: Path) -> None:
+    """The blob plane run alone (outside `lading serve`) had no bound on its stop past the grace:
+    a cleanup step that never ends held it for ever, here the last trace flush to a collector
+    that takes the spans and never answers (up to the exporter's timeout, 60 s here). Now it exits
+    at grace + cleanup with status 1 and says which step it cut short."""
+    collector = socket.socket()  # listens, never accepts: an export waits for its answer
+    collector.bind(("127.0.0.1", 0))
+    collector.listen(8)
+    process = BlobServiceProcess("blob-stuck-stop", listen=f"unix://{tmp_path}/blob.sock", workdir=tmp_path, env={
+        "LADING_BLOB__BACKEND": "memory",
+        "LADING_BLOB__SHUTDOWN_GRACE_SECONDS": "0.5",
+        "LADING_BLOB__SHUTDOWN_CLEANUP_SECONDS": "1",
+        "LADING_OBSERVABILITY__OTLP_ENDPOINT": f"http://127.0.0.1:{collector.getsockname()[1]}",
+        "LADING_OBSERVABILITY__OTLP_TIMEOUT_SECONDS": "60"})
+    try:
+        process.start()
+        process.wait_serving()  # its health checks are traced: spans wait for the collector
+        code = process.stop(timeout=120)  # SIGTERM; past that only a stop that never ends
+        log = process.log()
+        assert code == 1, log
+        assert "lading blob: still stopping 1.5 s after the stop began (shutdown grace + cleanup" in log, log
+        assert "cut short: flushing traces to the collector" in log, log
+    finally:
+        process.stop()
+        collector.close()

@@ -107,10 +107,12 @@ def test_each_plane_gets_its_own_stop_bound_and_the_margin_before_it_is_killed(t
     """`lading serve` waited a fixed 20 s for every plane: a gateway whose own stop (drain + grace
     + cleanup) is longer was killed before it could kill its workers itself."""
     settings = Settings(gateway={"shutdown_drain_seconds": 5, "shutdown_grace_seconds": 30, "shutdown_cleanup_seconds": 7},
-                        blob={"shutdown_grace_seconds": 25}, serve={"stop_margin_seconds": 3})
+                        blob={"shutdown_grace_seconds": 25, "shutdown_cleanup_seconds": 4},
+                        serve={"stop_margin_seconds": 3})
     plan = plan_serve(settings, {}, data_dir=str(tmp_path))
-    assert plan.stop_within_seconds == {"gateway": 5 + 30 + 7 + 3, "blob": 25 + 3}
-    assert settings.gateway.stop_bound_seconds == 5 + 30 + 7  # what the gateway itself is bounded by
+    assert plan.stop_within_seconds == {"gateway": 5 + 30 + 7 + 3, "blob": 25 + 4 + 3}
+    # What each plane itself is bounded by.
+    assert (settings.gateway.stop_bound_seconds, settings.blob.stop_bound_seconds) == (5 + 30 + 7, 25 + 4)
 
 
 def test_cli_commands() -> None:

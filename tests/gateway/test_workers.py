@@ -1,11 +1,14 @@
-"""`lading gateway` with `workers > 1`: a worker stuck in its stop is killed at the stop's bound,
-at the gateway's stop and in a SIGHUP restart (gateway/workers.py)."""
+"""`lading gateway` with `workers > 1` (gateway/workers.py): a worker stuck in its stop is killed at
+the stop's bound, at the gateway's stop and in a SIGHUP restart; a stop signal ends a restart; the
+workers end with a supervisor killed without its stop; each worker logs as the single process does."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,22 +22,37 @@ from tests.support.stack import LadingProcess, free_port, lading_command, wait_u
 _HANG_GUARD_SECONDS = 60.0
 
 
-def _gateway(tmp_path: Path) -> tuple[LadingProcess, int, list[int]]:
-    """`lading gateway` with two workers and a stop bound of 1.5 s (drain 0 + grace + cleanup; a
-    healthy worker stops in about 0.2 s), answering; the planes' targets point at nothing (no
-    request here needs them). Returns the process, its port and its workers' pids."""
+def _gateway(tmp_path: Path, *, workers: int = 2, cleanup_seconds: float = 1.0) -> tuple[LadingProcess, int, list[int]]:
+    """`lading gateway` with `workers` workers, each started, and a stop bound of 1.5 s (drain 0 +
+    grace 0.5 + `cleanup_seconds` 1.0; a healthy worker stops in about 0.2 s), answering; the
+    planes' targets point at nothing (no request here needs them). Returns the process, its port
+    and its workers' pids (with `workers=1`: the one process's own)."""
     port = free_port()
-    env = {"LADING_GATEWAY__WORKERS": "2",
+    env = {"LADING_GATEWAY__WORKERS": str(workers),
            "LADING_GATEWAY__HOST": "127.0.0.1",
            "LADING_GATEWAY__PORT": str(port),
            "LADING_GATEWAY__METADATA_TARGET": f"unix:{tmp_path}/none.sock",
            "LADING_GATEWAY__BLOB_TARGET": f"unix:{tmp_path}/none.sock",
            "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "0.5",
-           "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": "1.0"}
-    gateway = LadingProcess("gateway", lading_command("gateway"), log_dir=tmp_path, env=env).start()
+           "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": str(cleanup_seconds)}
+    gateway = LadingProcess(f"gateway-{workers}", lading_command("gateway"), log_dir=tmp_path, env=env).start()
     wait_until_http_ok(f"http://127.0.0.1:{port}/healthz", gateway)
-    _wait_for(lambda: len(_workers(gateway)) == 2, gateway, "two workers")
+    if workers == 1:
+        return gateway, port, [gateway.pid]
+    _wait_for(lambda: len(_workers(gateway)) == workers, gateway, f"{workers} workers")
+    # Each worker serving (or about to), not still starting: one frozen while it starts has no
+    # SIGTERM handler yet (the signal then ends it at once, frozen or not), and the supervisor's
+    # health check, waiting on it, would replace it.
+    _wait_for(lambda: set(_workers(gateway)) <= _started(gateway), gateway, "each worker's start-up line")
     return gateway, port, _workers(gateway)
+
+
+_STARTED = re.compile(r" gateway INFO uvicorn\.error: Started server process \[(\d+)\]$", re.MULTILINE)
+
+
+def _started(gateway: LadingProcess) -> set[int]:
+    """The processes that logged uvicorn's start-up line, in the gateway's format."""
+    return {int(pid) for pid in _STARTED.findall(gateway.log(tail=1_000_000))}
 
 
 def _workers(gateway: LadingProcess) -> list[int]:
@@ -113,3 +131,74 @@ def test_a_sighup_restart_retires_a_stuck_worker_and_the_gateway_still_stops_cle
         assert not [pid for pid in new if _alive(pid)], gateway.log()
     finally:
         _end(gateway, [*old, *new])
+
+
+def test_the_workers_end_with_a_supervisor_killed_without_its_stop(tmp_path: Path) -> None:
+    """A gateway whose supervisor dies without its stop (SIGKILL, the OOM killer) left its workers
+    running, orphaned, serving the registry port with nobody to stop them. Now the kernel sends
+    each worker SIGTERM and it stops as it would when told to (its normal stop, logged), and the
+    port is free."""
+    gateway, port, workers = _gateway(tmp_path)
+    try:
+        os.kill(gateway.pid, signal.SIGKILL)
+        _wait_for(lambda: not [pid for pid in workers if _alive(pid)], gateway,
+                  "the workers' end after their supervisor's death")
+        log = gateway.log(tail=1_000_000)
+        for pid in workers:  # uvicorn's last line of a stop it went through, not of a kill
+            assert f"Finished server process [{pid}]" in log, log
+        with socket.socket() as probe:  # EADDRINUSE while any process still listens there
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+            probe.listen()
+    finally:
+        _end(gateway, workers)
+
+
+def test_each_worker_logs_at_info_as_the_single_process_gateway_does(tmp_path: Path) -> None:
+    """uvicorn gives its workers no log handler (`log_config` None) and the workers never set up
+    the gateway's logging: with `workers > 1` no INFO line was written at all, and the warnings
+    came without our format. Now each worker writes the lines the single process writes, in the
+    same format (here uvicorn's start-up line, one per serving process)."""
+    single, _, single_pids = _gateway(tmp_path, workers=1)
+    try:
+        assert _started(single) == set(single_pids), single.log()
+    finally:
+        single.stop()
+    gateway, _, workers = _gateway(tmp_path)  # waits for each worker's line (or fails)
+    try:
+        assert _started(gateway) == set(workers), gateway.log()
+    finally:
+        _end(gateway, workers)
+
+
+def test_a_stop_signal_during_a_sighup_restart_ends_the_restart(tmp_path: Path) -> None:
+    """uvicorn handles its signals one after the other: a SIGTERM that came during a SIGHUP
+    restart waited for the whole restart (each old worker up to its stop's bound), which went on
+    to replace every worker first. Now the stop ends the restart: no worker is replaced after it,
+    and the gateway stops every worker and exits. The old workers are frozen (SIGSTOP) so that
+    the restart cannot get past the first of them (its bound is far off) before the SIGTERM,
+    sent once the first replacement exists, then let go so that they stop normally."""
+    gateway, _, old = _gateway(tmp_path, cleanup_seconds=30.0)
+    ever = set(old)
+
+    def watch() -> set[int]:
+        """The replacement workers seen so far (pids that came after the old ones)."""
+        ever.update(_workers(gateway))
+        return ever - set(old)
+
+    try:
+        for pid in old:
+            os.kill(pid, signal.SIGSTOP)
+        os.kill(gateway.pid, signal.SIGHUP)
+        _wait_for(lambda: bool(watch()), gateway, "the restart's first replacement worker")
+        os.kill(gateway.pid, signal.SIGTERM)
+        for pid in old:
+            os.kill(pid, signal.SIGCONT)
+        _wait_for(lambda: (watch(), gateway.poll())[1] is not None, gateway, "the gateway's exit after SIGTERM")
+        log = gateway.log(tail=1_000_000)
+        assert len(watch()) == 1, f"workers replaced after the stop signal: {sorted(watch())}\n{log}"
+        assert "Received SIGTERM during the restart (SIGHUP)" in log, log
+        assert gateway.poll() == 0, log
+        assert not [pid for pid in ever if _alive(pid)], log
+    finally:
+        _end(gateway, sorted(ever))
