@@ -24,7 +24,9 @@ log = logging.getLogger("lading.gateway")
 
 class HttpRegistryError(RegistryError):
     """A RegistryError that also carries response headers the spec asks for (e.g. the current
-    `Range` and `Location` with a 416 on an upload, `Content-Range: bytes */<size>` for a blob)."""
+    `Range` and `Location` with a 416 on an upload, `Content-Range: bytes */<size>` for a blob),
+    and top-level members of the body next to `errors` (`fields`: RFC 6749's `error` and
+    `error_description` on POST /token, which OAuth2 clients read)."""
 
     def __init__(
         self,
@@ -33,9 +35,11 @@ class HttpRegistryError(RegistryError):
         detail: Any = None,
         *,
         headers: Mapping[str, str],
+        fields: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(kind, message, detail)
         self.headers = dict(headers)
+        self.fields = dict(fields or {})
 
     @classmethod
     def wrap(cls, error: RegistryError, headers: Mapping[str, str]) -> HttpRegistryError:
@@ -43,9 +47,10 @@ class HttpRegistryError(RegistryError):
 
 
 def error_body(error: RegistryError) -> bytes:
-    return orjson.dumps(
-        {"errors": [{"code": error.kind.oci_code, "message": error.message, "detail": error.detail}]}
-    )
+    body: dict[str, Any] = {"errors": [{"code": error.kind.oci_code, "message": error.message, "detail": error.detail}]}
+    if isinstance(error, HttpRegistryError):
+        body.update(error.fields)
+    return orjson.dumps(body)
 
 
 def as_registry_error(exc: BaseException) -> RegistryError:

@@ -23,4 +23,6 @@ Refusals, by case:
 | password check while its address/account backs off    | 429 TOOMANYREQUESTS + `Retry-After` |
 | LDAP directory down (a directory account's login)      | 503 UNAVAILABLE, saying so (never "wrong password") |
 | mount from a repository the caller cannot pull         | 202 new session (no link made) |
+| POST /token: bad credentials or refresh token         | 401 UNAUTHORIZED, RFC 6749 `error: invalid_grant` too |
+| POST /token: no client_id/service/grant_type, another grant type | 400, `error: invalid_request` / `unsupported_grant_type` |
 """

@@ -4,7 +4,9 @@
   none (anonymous). Answers `{"token", "access_token", "expires_in", "issued_at"}` plus
   `refresh_token` with `offline_token=true` (authenticated callers only).
 - `POST /token` (application/x-www-form-urlencoded): `grant_type=password` with `username` and
-  `password`, or `grant_type=refresh_token` with `refresh_token`; `scope` is space-separated;
+  `password`, or `grant_type=refresh_token` with `refresh_token`; `client_id` and `service` are
+  required (docker-auth-oauth.md); `scope` is space-separated, and a form with several `scope`
+  fields (containers/image, i.e. podman and skopeo, sends one per scope) asks for all of them;
   `access_type=offline` asks for a refresh token (a refresh grant returns the same one). The
   answer also carries `scope`, the granted scopes.
 
@@ -13,6 +15,13 @@ The token's `access` claim is the INTERSECTION of what was asked and what the ac
 credentials or a bad refresh token → 401 UNAUTHORIZED; a `service` other than ours → 403 DENIED;
 an `account` parameter that differs from the credentials → 401; a password check while the client
 or account backs off → 429 TOOMANYREQUESTS with `Retry-After` (gateway/auth/logins.py).
+
+POST refusals also carry RFC 6749 section 5.2's `error` and `error_description` next to the OCI
+`errors` (docker-auth-oauth.md takes RFC 6749 as its reference; docker, podman and oras read the
+OCI envelope): bad credentials or refresh token → `invalid_grant`, still with 401 as
+docker-auth-token.md asks of a failed authentication (containerd then tries GET, podman reports
+bad credentials); a missing `client_id`, `service` or `grant_type`, or a body that is not a form →
+400 `invalid_request`; another grant type → 400 `unsupported_grant_type`.
 
 Tokens name the account's immutable id and credential generation (gateway/auth/tokens.py). A
 refresh succeeds only while the account still has both: after a password change, a robot secret
@@ -50,6 +59,30 @@ def _gate(gateway: Gateway) -> AuthGate:
     if not isinstance(gate, AuthGate) or gate.mode != "token" or gate.issuer is None:
         raise RegistryError(ErrorKind.NAME_UNKNOWN, "this registry has no token endpoint (auth.mode is not token)")
     return gate
+
+
+# RFC 6749 section 5.2's `error` for the refusals of POST /token that are OAuth2 answers (a 429 or a
+# 503 is not: it carries the OCI envelope only).
+_OAUTH_ERRORS = {
+    ErrorKind.UNAUTHORIZED: "invalid_grant",
+    ErrorKind.DENIED: "invalid_request",
+    ErrorKind.TOKEN_REQUEST_INVALID: "invalid_request",
+}
+
+
+def _invalid_request(message: str, error: str = "invalid_request") -> HttpRegistryError:
+    return HttpRegistryError(ErrorKind.TOKEN_REQUEST_INVALID, message, headers={}, fields={"error": error})
+
+
+def _oauth_refusal(exc: RegistryError) -> RegistryError:
+    """`exc` as POST /token answers it: with `error` and `error_description` when it is an OAuth2 error."""
+    fields = exc.fields if isinstance(exc, HttpRegistryError) else {}
+    error = fields.get("error") or _OAUTH_ERRORS.get(exc.kind)
+    if error is None:
+        return exc
+    headers = exc.headers if isinstance(exc, HttpRegistryError) else {}
+    return HttpRegistryError(exc.kind, exc.message, exc.detail, headers=headers,
+                             fields={"error": error, "error_description": exc.message})
 
 
 def _bad_credentials(gate: AuthGate, message: str = "invalid username or password") -> HttpRegistryError:
@@ -112,27 +145,37 @@ async def get_token(request: Request, gateway: Gateway) -> Response:
     return await _answer(gate, identity, scopes, refresh=refresh, oauth=False)
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request) -> dict[str, list[str]]:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise RegistryError(ErrorKind.UNSUPPORTED, "POST /token takes application/x-www-form-urlencoded")
+        raise _invalid_request("POST /token takes application/x-www-form-urlencoded")
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > MAX_FORM_BYTES:
-            raise RegistryError(ErrorKind.UNSUPPORTED, "token request too large")
-    parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return {key: values[0] for key, values in parsed.items()}
+            raise _invalid_request("token request too large")
+    return parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
 
 
 async def post_token(request: Request, gateway: Gateway) -> Response:
     gate = _gate(gateway)
-    form = await _form(request)
-    _check_service(gate, form.get("service"))
-    grant_type = form.get("grant_type", "")
+    try:
+        return await _post_token(request, gate)
+    except RegistryError as exc:
+        raise _oauth_refusal(exc) from None
+
+
+async def _post_token(request: Request, gate: AuthGate) -> Response:
+    fields = await _form(request)
+    form = {key: values[0] for key, values in fields.items()}
+    for required in ("grant_type", "service", "client_id"):
+        if not form.get(required):
+            raise _invalid_request(f"POST /token needs {required} (docker-auth-oauth.md)")
+    _check_service(gate, form["service"])
+    grant_type = form["grant_type"]
     assert gate.issuer is not None and gate.verifier is not None
     refresh: str | None = None
-    scopes = parse_scopes([form.get("scope", "")])
+    scopes = parse_scopes(fields.get("scope", []))
     if grant_type == "password":
         username, password = form.get("username", ""), form.get("password", "")
         header = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -149,6 +192,5 @@ async def post_token(request: Request, gateway: Gateway) -> Response:
         except InvalidToken:
             raise _bad_credentials(gate, "invalid refresh token: log in again") from None
         return await _answer(gate, claims.identity(), scopes, refresh=refresh, oauth=True, refreshing=True)
-    raise RegistryError(
-        ErrorKind.UNSUPPORTED, f"grant_type {grant_type!r} is not supported: use password or refresh_token"
-    )
+    raise _invalid_request(f"grant_type {grant_type!r} is not supported: use password or refresh_token",
+                           "unsupported_grant_type")

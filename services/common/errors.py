@@ -91,6 +91,13 @@ class ErrorKind(enum.Enum):
         "BLOB_UNKNOWN", grpc.StatusCode.OUT_OF_RANGE, 416, "requested range not satisfiable"
     )
 
+    # A POST /token form that lacks a required field (`client_id`, `service`, `grant_type`), names
+    # a grant type we do not serve, or is not a form: RFC 6749 section 5.2 answers 400
+    # (`invalid_request`, `unsupported_grant_type`; gateway/auth/token_endpoint.py).
+    TOKEN_REQUEST_INVALID = ErrorSpec(
+        "UNSUPPORTED", grpc.StatusCode.INVALID_ARGUMENT, 400, "the token request is invalid"
+    )
+
     # Limits against abuse (the spec has no codes for them: each reuses the closest code, with
     # the HTTP status that says what happened).
     # A blob upload that would exceed `gateway.max_blob_bytes`: 413; the session is cancelled.

@@ -31,7 +31,8 @@ def test_wrong_passwords_back_off_with_429_and_retry_after(secured: Secured) -> 
     attacker = "198.51.100.7"
     codes = [_token(secured, (creds[0], f"guess-{i}"), attacker).status_code for i in range(6)]
     assert codes == [401] * 6  # the free failures, each a real check; the 6th starts a 1 s backoff
-    form = {"grant_type": "password", "username": creds[0], "password": "guess-7", "service": "lading"}
+    form = {"grant_type": "password", "username": creds[0], "password": "guess-7", "service": "lading",
+            "client_id": "tests"}
     with ThreadPoolExecutor(3) as pool:  # at once, well inside that second
         guess = pool.submit(_token, secured, (creds[0], "guess-8"), attacker)
         # The right password from the same place waits too (it cannot be told from a guess)...

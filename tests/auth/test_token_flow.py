@@ -10,7 +10,7 @@ import jwt
 
 from gateway.auth.tokens import canonical_es256
 from tests.auth.conftest import ADMIN, ALICE, EXTERNAL_ISSUER, Secured, unique
-from tests.auth.support import basic, challenge_params, claims, client, get_token
+from tests.auth.support import basic, challenge_params, claims, client, get_token, oauth_login
 from tests.support.oci import image, push
 
 
@@ -111,6 +111,41 @@ def test_oauth_password_grant_and_refresh(secured: Secured) -> None:
     assert bad.status_code == 401
     wrong = httpx.post(f"{secured.base_url}/token", data={**form, "password": "nope"})
     assert wrong.status_code == 401
+
+
+def test_post_token_takes_every_scope_field(secured: Secured) -> None:
+    # containers/image (podman, skopeo) sends one `scope` field per scope with its refresh token
+    # (e.g. the destination and a mount source), not one space-separated field.
+    refresh = oauth_login(secured.base_url, ALICE).json()["refresh_token"]
+    response = httpx.post(f"{secured.base_url}/token", data={
+        "grant_type": "refresh_token", "refresh_token": refresh, "service": "lading",
+        "client_id": "containers/image", "scope": ["repository:team-a/dst:pull,push", "repository:shared/src:pull"]})
+    assert response.status_code == 200, response.text
+    assert claims(response.json()["access_token"])["access"] == [
+        {"type": "repository", "name": "team-a/dst", "actions": ["pull", "push"]},
+        {"type": "repository", "name": "shared/src", "actions": ["pull"]}]
+    assert response.json()["scope"] == "repository:team-a/dst:pull,push repository:shared/src:pull"
+
+
+def test_post_token_refusals_carry_the_oauth2_error(secured: Secured) -> None:
+    form = {"grant_type": "password", "username": ALICE[0], "password": ALICE[1], "service": "lading",
+            "client_id": "tests"}
+
+    def refusal(data: dict[str, str]) -> tuple[int, str, str]:
+        response = httpx.post(f"{secured.base_url}/token", data=data, timeout=30)
+        body = response.json()
+        assert body["error_description"] == body["errors"][0]["message"], body
+        return response.status_code, body["error"], body["errors"][0]["code"]
+
+    # Bad credentials or refresh token: RFC 6749's invalid_grant, with the 401 docker-auth-token.md asks for.
+    assert refusal({**form, "password": "nope"}) == (401, "invalid_grant", "UNAUTHORIZED")
+    assert refusal({**form, "grant_type": "refresh_token", "refresh_token": "x.y.z"}) == (
+        401, "invalid_grant", "UNAUTHORIZED")
+    # client_id, service and grant_type are required (docker-auth-oauth.md): 400 invalid_request.
+    for missing in ("client_id", "service", "grant_type"):
+        assert refusal({k: v for k, v in form.items() if k != missing}) == (400, "invalid_request", "UNSUPPORTED")
+    assert refusal({**form, "grant_type": "client_credentials"}) == (400, "unsupported_grant_type", "UNSUPPORTED")
+    assert refusal({**form, "service": "elsewhere"}) == (403, "invalid_request", "DENIED")
 
 
 def test_get_with_offline_token_returns_a_refresh_token(secured: Secured) -> None:
