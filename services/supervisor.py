@@ -174,7 +174,8 @@ def plan_serve(
         port = settings.gateway.port
     # Blob GETs redirect to the blob plane's own file server (sendfile, no gRPC hop) on the
     # gateway's host, any free port, with the gateway's certificate: every plane shares this host.
-    direct = default("blob.direct_reads.enabled", str(settings.blob.backend == "filesystem").lower())
+    # On S3 it serves the cold fetches of the pull-through cache (stored blobs: S3's own URLs).
+    direct = default("blob.direct_reads.enabled", str(settings.blob.direct_reads_possible()).lower())
     direct_listen = default("blob.direct_reads.listen", f"{host}:0")
     tls = settings.gateway.tls
     if direct.lower() == "true" and tls.cert_file is not None:
