@@ -343,6 +343,14 @@ def test_a_cold_blob_is_served_by_the_blob_plane_while_it_arrives(
         if cold.s3_endpoint:  # a stored blob: S3's own presigned URL, as for any read on S3
             assert urlsplit(again.headers["location"]).port == int(cold.s3_endpoint.rsplit(":", 1)[1])
         assert client.get(again.headers["location"]).content == layer.data
+        # The fetch's URL, read again once the fetch is over: the blob's file, or on S3 (no local
+        # files) a redirect to S3's presigned URL.
+        late = client.get(redirect.headers["location"])
+        if cold.s3_endpoint:
+            assert late.status_code == 307, late.text
+            assert urlsplit(late.headers["location"]).port == int(cold.s3_endpoint.rsplit(":", 1)[1])
+            late = client.get(late.headers["location"])
+        assert late.status_code == 200 and late.content == layer.data
     assert cold.stored(layer.digest)
     assert upstream.requests("GET", f"/v2/team/tail-{cold.name}/blobs/{layer.digest}") == 1
 
