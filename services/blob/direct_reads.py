@@ -141,8 +141,8 @@ def _url(scheme: str, host: str, port: int) -> str:
 
 
 
-_REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect", 400: "Bad Request", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 412: "Precondition Failed",
+_REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
+            400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 412: "Precondition Failed",
             416: "Range Not Satisfiable", 500: "Internal Server Error"}
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -403,8 +403,8 @@ class _Connection(asyncio.Protocol):
                         sent = available
                         continue
                 if released:
-                    # Committed with fewer bytes than announced (cannot happen: the commit checks
-                    # the size); never leave the client waiting.
+                    # Committed or verified with fewer bytes than announced (cannot happen: both
+                    # check the size); never leave the client waiting.
                     transport.abort()
                     raise ConnectionAbortedError(f"the fetched {fetch.digest} is shorter than announced")
                 with contextlib.suppress(TimeoutError):
