@@ -104,7 +104,9 @@ class FetchOnMiss:
 
         With `redirect` and a direct-read server that serves fetches, a blob of known, non-zero
         size is not yielded: `Begun` carries its URL there, and the generator ends once the blob
-        is verified and committed (or raises as below); a stored blob gets its ordinary URL.
+        is verified and committed (or raises as below); a stored blob gets its ordinary URL when
+        the server has local files (on S3 it is streamed, as without `redirect`). On S3 this
+        needs the spool (without one, or when it cannot be written, the bytes stream).
 
         With `tail_when_verified` (and no redirect), the last chunk is yielded once the bytes hash
         to `digest`, maybe before the blob is stored, and `COMMITTED` once it is (`Begun` says
