@@ -19,7 +19,8 @@ Layout under the data folder (default `./data`):
     run/metadata.sock  gRPC unix socket of the metadata plane
     run/blob.sock      gRPC unix socket of the blob plane
 Blob GETs answer 307 to the blob plane's direct-read server (sendfile; a free port on the
-gateway's host, `blob.direct_reads.listen` to pin it), so pulled bytes skip gRPC.
+gateway's host, `blob.direct_reads.listen` to pin it), so pulled bytes skip gRPC; on S3 it serves
+only the pull-through cache's cold fetches (stored blobs redirect to S3's presigned URLs).
 
 Settings reach the planes as LADING_* environment variables (the children's environment; the
 metadata plane here reads the same values as overrides, `settings_overrides`). The supervisor only fills in what
