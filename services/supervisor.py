@@ -19,7 +19,8 @@ Layout under the data folder (default `./data`):
     run/metadata.sock  gRPC unix socket of the metadata plane
     run/blob.sock      gRPC unix socket of the blob plane
 Blob GETs answer 307 to the blob plane's direct-read server (sendfile; a free port on the
-gateway's host, `blob.direct_reads.listen` to pin it), so pulled bytes skip gRPC.
+gateway's host, `blob.direct_reads.listen` to pin it), so pulled bytes skip gRPC; on S3 it serves
+only the pull-through cache's cold fetches (stored blobs redirect to S3's presigned URLs).
 
 Settings reach the planes as LADING_* environment variables (the children's environment; the
 metadata plane here reads the same values as overrides, `settings_overrides`). The supervisor only fills in what
@@ -175,7 +176,8 @@ def plan_serve(
         port = settings.gateway.port
     # Blob GETs redirect to the blob plane's own file server (sendfile, no gRPC hop) on the
     # gateway's host, any free port, with the gateway's certificate: every plane shares this host.
-    direct = default("blob.direct_reads.enabled", str(settings.blob.backend == "filesystem").lower())
+    # On S3 it serves the cold fetches of the pull-through cache (stored blobs: S3's own URLs).
+    direct = default("blob.direct_reads.enabled", str(settings.blob.direct_reads_possible()).lower())
     direct_listen = default("blob.direct_reads.listen", f"{host}:0")
     tls = settings.gateway.tls
     if direct.lower() == "true" and tls.cert_file is not None:

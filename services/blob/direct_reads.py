@@ -24,6 +24,12 @@ once the blob is verified and committed; when the fetch fails, the connection is
 the Content-Length, so a client never holds a complete-looking wrong body. Range and conditional
 headers are not applied to such a GET (the whole blob, 200).
 
+On a backend without local files (S3), the server serves fetches only (`files` None): a fetch's
+bytes come from its spool file (services/blob/fetch_spool.py), the end released once they hash to
+the digest, and a GET that finds no fetch under way (it ended, or the URL is of a stored blob) is
+answered `307` to storage's own presigned URL (`stored`), where reads of stored blobs go anyway.
+Such a server answers on the event loop (it opens no file by name).
+
 It replaced aiohttp, whose import alone cost the blob plane ~0.2 s of every start and ~9 MiB
 resident. Its connections are guarded as the gateway's are (gateway/connections.py): a head that
 takes longer than `header_timeout_seconds` from its first byte gets 408 and the connection is
@@ -49,7 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import httptools
@@ -59,6 +65,9 @@ from services.blob.fetch_progress import FetchesInProgress, FetchProgress, Outco
 from services.common.connections import ClientConnections, RefusedConnection, peer_address, plain_response
 from services.common.metrics import parse_listen
 from services.common.settings import DirectReadSettings
+
+if TYPE_CHECKING:
+    from services.blob.core import PresignsReads
 
 log = logging.getLogger("lading.blob.direct")
 
@@ -132,8 +141,8 @@ def _url(scheme: str, host: str, port: int) -> str:
 
 
 
-_REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 412: "Precondition Failed",
+_REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
+            400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 412: "Precondition Failed",
             416: "Range Not Satisfiable", 500: "Internal Server Error"}
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -154,6 +163,7 @@ class _Answer:
     status: int
     headers: dict[str, str]
     text: bytes = b""
+    # With `fetch`: the reader's own handle on the fetch's file, if it has one from the start.
     file: BinaryIO | None = None
     offset: int = 0
     count: int = 0
@@ -325,8 +335,7 @@ class _Connection(asyncio.Protocol):
         while self._requests and not self._closing:
             request = self._requests.popleft()
             try:
-                # In a thread: it stats and opens the blob's file.
-                answer = await asyncio.to_thread(self._server.answer, request)
+                answer = await self._server.respond(request)
             except Exception:  # noqa: BLE001 - one bad request must not take the server down
                 log.exception("direct read of %s failed", request.target)
                 answer = _Answer(500, {"Content-Type": "text/plain; charset=utf-8"}, b"internal error\n")
@@ -362,7 +371,7 @@ class _Connection(asyncio.Protocol):
         if request.method == "HEAD" or answer.status == 304:
             return
         if answer.fetch is not None:
-            await self._send_fetched(transport, answer.fetch, answer.blob_path)
+            await self._send_fetched(transport, answer.fetch, answer.blob_path, answer.file)
             return
         if answer.file is None:
             transport.write(answer.text)
@@ -370,39 +379,40 @@ class _Connection(asyncio.Protocol):
         if answer.count:
             await self._loop.sendfile(transport, answer.file, answer.offset, answer.count)
 
-    async def _send_fetched(self, transport: asyncio.Transport, fetch: FetchProgress, blob_path: Path | None
-                            ) -> None:
-        """Sends the bytes of a fetch under way as they land, the last `fetch.hold` only once it
-        committed; cuts the connection (ConnectionAbortedError) when it failed."""
+    async def _send_fetched(self, transport: asyncio.Transport, fetch: FetchProgress, blob_path: Path | None,
+                            opened: BinaryIO | None) -> None:
+        """Sends the bytes of a fetch under way as they land (from `opened`, else the file at
+        `fetch.path`), the last `fetch.hold` only once it committed or was verified; cuts the
+        connection (ConnectionAbortedError) when it failed before."""
         sent, size = 0, fetch.size
-        file: BinaryIO | None = None
+        file = opened
         try:
             while sent < size:
                 changed = fetch.changed()
-                outcome = fetch.outcome
-                if outcome is Outcome.FAILED:
+                released = fetch.released
+                if not released and fetch.outcome is Outcome.FAILED:
                     transport.abort()
                     raise ConnectionAbortedError(f"the fetch of {fetch.digest} failed")
                 if file is None:
-                    file = _open_fetched(fetch.path, blob_path, committed=outcome is Outcome.COMMITTED)
+                    file = _open_fetched(fetch.path, blob_path, committed=fetch.outcome is Outcome.COMMITTED)
                 if file is not None:
-                    limit = size if outcome is Outcome.COMMITTED else size - fetch.hold
+                    limit = size if released else size - fetch.hold
                     available = min(os.fstat(file.fileno()).st_size, limit)
                     if available > sent:
                         await self._loop.sendfile(transport, file, sent, available - sent)
                         sent = available
                         continue
-                if outcome is Outcome.COMMITTED:
-                    # Committed with fewer bytes than announced (cannot happen: the commit checks
-                    # the size); never leave the client waiting.
+                if released:
+                    # Committed or verified with fewer bytes than announced (cannot happen: both
+                    # check the size); never leave the client waiting.
                     transport.abort()
                     raise ConnectionAbortedError(f"the fetched {fetch.digest} is shorter than announced")
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_TAIL_POLL_SECONDS):
                         await changed.wait()
         finally:
-            if file is not None:
-                file.close()
+            if file is not None and file is not opened:
+                file.close()  # `opened` is the answer's: the sender closes it
 
     def _answer_and_close(self, status: int, text: str) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -438,12 +448,18 @@ class _Connection(asyncio.Protocol):
 
 
 class DirectReadServer:
-    """The HTTP server behind `SignedBlobUrls`: GET and HEAD of signed blob URLs, nothing else."""
+    """The HTTP server behind `SignedBlobUrls`: GET and HEAD of signed blob URLs, nothing else.
+    `files`: where the blobs' files are; None on a backend without local files (S3), where the
+    server serves fetches only and sends other GETs to `stored`'s presigned URLs."""
 
-    def __init__(self, settings: DirectReadSettings, urls: SignedBlobUrls, files: LocalFiles) -> None:
+    def __init__(self, settings: DirectReadSettings, urls: SignedBlobUrls, files: LocalFiles | None, *,
+                 stored: PresignsReads | None = None) -> None:
+        if files is None and stored is None:
+            raise ValueError("a direct-read server without local files needs storage that presigns reads")
         self.settings = settings
         self.urls = urls
         self.files = files
+        self.stored = stored
         # Fetches under way that GETs of their blob's URL follow (services/blob/fetch_progress.py).
         self.fetches = FetchesInProgress()
         self.port = 0
@@ -476,9 +492,27 @@ class DirectReadServer:
             await self._server.wait_closed()
         self._server = None
 
-    def answer(self, request: _Request) -> _Answer:
-        """What to answer `request`; opens the blob's file when its bytes are to be sent (blocking:
-        call it in a thread)."""
+    async def respond(self, request: _Request) -> _Answer:
+        """What to answer `request` (see `answer`, and the module docstring without `files`)."""
+        if self.files is not None:
+            # In a thread: it stats and opens the blob's file.
+            return await asyncio.to_thread(self.answer, request)
+        checked = self._checked(request)
+        if isinstance(checked, _Answer):
+            return checked
+        key, digest = checked
+        fetch = self.fetches.get(digest)
+        # On the event loop, as the fetch closes its file: a fetch found here still holds it.
+        file = fetch.reopen() if fetch is not None else None
+        if fetch is not None and file is not None:
+            return _Answer(200, _fetch_headers(digest), count=fetch.size, fetch=fetch, file=file)
+        assert self.stored is not None
+        # Over (or never one here): storage has the blob if anyone does, and says so itself.
+        url = await self.stored.presigned_get_url(key)
+        return _Answer(307, {"Location": url, "Docker-Content-Digest": digest})
+
+    def _checked(self, request: _Request) -> tuple[str, str] | _Answer:
+        """(blob key, digest) of a genuine signed GET or HEAD, else the refusal."""
         if request.method not in ("GET", "HEAD"):
             answer = _refused(405, f"{request.method} is not served here, only GET and HEAD")
             answer.headers["Allow"] = "GET, HEAD"
@@ -494,20 +528,29 @@ class DirectReadServer:
         why = self.urls.verify(key, query.get("expires", ""), query.get("signature", ""))
         if why is not None:
             return _refused(403, why)
+        return key, str(digest)
+
+    def answer(self, request: _Request) -> _Answer:
+        """What to answer `request` from local files; opens the blob's file when its bytes are to
+        be sent (blocking: call it in a thread)."""
+        assert self.files is not None
+        checked = self._checked(request)
+        if isinstance(checked, _Answer):
+            return checked
+        key, digest = checked
         try:
             file = open(self.files.local_path(key), "rb")  # noqa: SIM115 - closed by the sender
         except (OSError, ValueError):
             fetch = self.fetches.get(str(digest))
             if fetch is not None:
                 # Still arriving from a source: sent as it lands.
-                headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": str(digest),
-                           "ETag": f'"{digest}"'}
-                return _Answer(200, headers, count=fetch.size, fetch=fetch, blob_path=self.files.local_path(key))
+                return _Answer(200, _fetch_headers(digest), count=fetch.size, fetch=fetch,
+                               blob_path=self.files.local_path(key))
             # A blob deleted by garbage collection since the URL was signed.
             return _refused(404, "the blob is not stored here (any more)")
         try:
             stat = os.fstat(file.fileno())
-            answer = _file_answer(request.headers, file, stat.st_size, stat.st_mtime, str(digest))
+            answer = _file_answer(request.headers, file, stat.st_size, stat.st_mtime, digest)
         except BaseException:
             file.close()
             raise
@@ -516,7 +559,11 @@ class DirectReadServer:
         return answer
 
 
-def _open_fetched(staged: Path, blob: Path | None, *, committed: bool) -> BinaryIO | None:
+def _fetch_headers(digest: str) -> dict[str, str]:
+    return {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest, "ETag": f'"{digest}"'}
+
+
+def _open_fetched(staged: Path | None, blob: Path | None, *, committed: bool) -> BinaryIO | None:
     """The file of a fetch under way: its session's while it runs (None before its first bytes),
     the blob's once committed (the session's file was renamed there)."""
     for path in (staged, blob) if committed else (staged,):

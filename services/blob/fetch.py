@@ -20,7 +20,10 @@ source's pace, whether or not anyone reads the URL; the server sends a reader th
 land in the session's file and holds back the end until the commit (services/blob/fetch_progress.py).
 The bytes then never pass through gRPC or the gateway: a cold pull costs what a warm one does plus
 the source's transfer. Only a source that names its size is served this way (the server must
-send a Content-Length, and hold back a part of it).
+send a Content-Length, and hold back a part of it). On a backend without local files (S3: the
+server serves fetches only), the file readers are sent is the fetch's spool file (below): the
+end is released once the fetch's own hash of the bytes matches the digest, and the generator ends
+once storage committed the blob (the caller records it only then).
 
 Streamed with `tail_when_verified` (the gateway's cold pulls on S3): storage must not set the
 reader's pace. The bytes go to the reader as the source sends them, and to storage through a
@@ -101,7 +104,9 @@ class FetchOnMiss:
 
         With `redirect` and a direct-read server that serves fetches, a blob of known, non-zero
         size is not yielded: `Begun` carries its URL there, and the generator ends once the blob
-        is verified and committed (or raises as below); a stored blob gets its ordinary URL.
+        is verified and committed (or raises as below); a stored blob gets its ordinary URL when
+        the server has local files (on S3 it is streamed, as without `redirect`). On S3 this
+        needs the spool (without one, or when it cannot be written, the bytes stream).
 
         With `tail_when_verified` (and no redirect), the last chunk is yielded once the bytes hash
         to `digest`, maybe before the blob is stored, and `COMMITTED` once it is (`Begun` says
@@ -120,7 +125,7 @@ class FetchOnMiss:
                 raise
         else:
             await confirm()
-            if direct is not None and info.size:
+            if direct is not None and direct.files is not None and info.size:
                 yield Begun(info.size, await direct.urls.presigned_get_url(keys.blob_key(parsed)))
                 return
             yield Begun(info.size, commit_follows=tail_when_verified)
@@ -132,9 +137,18 @@ class FetchOnMiss:
             return
         async with source() as (size, chunks):
             if direct is not None and size > 0:
-                async for begun in self._store_for_readers(direct, parsed, size, chunks, describe):
-                    yield begun
-                return
+                if direct.files is not None:
+                    async for begun in self._store_for_readers(direct, parsed, size, chunks, describe):
+                        yield begun
+                    return
+                # No local files (S3): readers get the spool file (without one, the bytes stream).
+                hasher = hashlib.new(parsed.algorithm)
+                spooled = await self._open_spool(hasher, digest)
+                if spooled is not None:
+                    async for begun in self._spool_for_readers(direct, parsed, size, chunks, describe,
+                                                               spooled, hasher):
+                        yield begun
+                    return
             yield Begun(size, commit_follows=tail_when_verified)
             if tail_when_verified:
                 async for item in self._store_behind(parsed, size, chunks, describe):
@@ -215,14 +229,7 @@ class FetchOnMiss:
         digest = str(parsed)
         session = await self._store.start_upload(FETCH_SESSION_TAG)
         hasher = hashlib.new(parsed.algorithm)
-        pipe: SpoolFile | _Queued = _Queued(hasher)
-        if self._spool is not None:
-            try:
-                pipe = await self._spool.open(hasher)
-            except OSError as error:
-                # A spool folder that cannot be written costs speed, not the fetch.
-                log.warning("fetch spool %s unusable (%s): blob %s is fetched at storage's pace",
-                            self._spool.folder, error, digest)
+        pipe: SpoolFile | _Queued = await self._open_spool(hasher, digest) or _Queued(hasher)
 
         async def store() -> None:
             try:
@@ -262,6 +269,79 @@ class FetchOnMiss:
             raise
         finally:
             pipe.close()
+
+    async def _open_spool(self, hasher: Any, digest: str) -> SpoolFile | None:
+        """A spool file for one fetch, or None without a spool (or one that cannot be written: that
+        costs speed, not the fetch)."""
+        if self._spool is None:
+            return None
+        try:
+            return await self._spool.open(hasher)
+        except OSError as error:
+            log.warning("fetch spool %s unusable (%s): blob %s is fetched at storage's pace",
+                        self._spool.folder, error, digest)
+            return None
+
+    async def _spool_for_readers(self, direct: DirectReadServer, parsed: Digest, size: int,
+                                 chunks: AsyncIterator[bytes], describe: str, spooled: SpoolFile,
+                                 hasher: Any) -> AsyncIterator[Begun]:
+        """`_store_for_readers` on a backend without local files: yields `Begun` with the blob's
+        URL once readers can find the fetch there, writes the bytes to `spooled` (which `hasher`
+        sees) at the source's pace, readers following its file and storage reading it behind;
+        releases the end to readers once the bytes hash to the digest, and returns once storage
+        committed the blob. Frees the spool file (readers keep their own handles on it)."""
+        digest = str(parsed)
+        try:
+            session = await self._store.start_upload(FETCH_SESSION_TAG)
+        except BaseException:
+            spooled.close()
+            raise
+
+        async def store() -> None:
+            try:
+                await self._store.append_upload(session.upload_id, FETCH_SESSION_TAG, expected_offset=0,
+                                                chunks=spooled.chunks())
+                await self._store.commit_upload(session.upload_id, FETCH_SESSION_TAG, digest=digest,
+                                                expected_size=size)
+            except BaseException as error:
+                spooled.abandon(error)
+                raise
+
+        task = asyncio.create_task(store())
+        try:
+            # Unregistered (no new readers) before the spool file is closed below.
+            with direct.fetches.running(digest, size, reopen=spooled.reopen) as progress:
+                try:
+                    yield Begun(size, await direct.urls.presigned_get_url(keys.blob_key(parsed)))
+                    received = reported = 0
+                    async for chunk in chunks:
+                        received += len(chunk)
+                        await spooled.put(chunk)  # hashes it too
+                        if spooled.written - reported >= REPORT_BYTES:
+                            reported = spooled.written
+                            progress.advanced()
+                    await spooled.finish()
+                    if hasher.hexdigest() != parsed.encoded or received != size:
+                        # Readers never get the end; the store would refuse the commit anyway.
+                        raise RegistryError(ErrorKind.DIGEST_INVALID,
+                                            f"{received} bytes hashing to {parsed.algorithm}:{hasher.hexdigest()}")
+                    progress.verified()
+                    await task
+                except RegistryError as error:
+                    progress.end(Outcome.FAILED)
+                    await self._stop(task)
+                    await self._cancel(session.upload_id)
+                    raise self._failed(error, digest, describe) from None
+                except BaseException:
+                    progress.end(Outcome.FAILED)
+                    await asyncio.shield(self._stop(task))
+                    await asyncio.shield(self._cancel(session.upload_id))
+                    raise
+                progress.end(Outcome.COMMITTED)
+        finally:
+            if not task.done():
+                await asyncio.shield(self._stop(task))
+            spooled.close()
 
     @staticmethod
     async def _stop(task: asyncio.Task[None]) -> None:

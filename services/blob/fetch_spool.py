@@ -18,7 +18,7 @@ import tempfile
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 # Bytes gathered in memory before they are written to the spool file (and readable by the store).
 FLUSH_BYTES = 1024 * 1024
@@ -120,8 +120,26 @@ class SpoolFile:
         self._written = 0
         self._read = 0
         self._ended = False
+        self._closed = False
         self._grown = asyncio.Event()
         self._abandoned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def written(self) -> int:
+        """Bytes in the file so far (readable by the store and by `reopen`'s readers)."""
+        return self._written
+
+    def reopen(self) -> BinaryIO | None:
+        """A new handle on the file, with an offset of its own (a reader's; the caller closes it),
+        or None once the file was closed. On the event loop only (as `close`), so the descriptor
+        cannot be closed, and its number reused, in between. Linux: through /proc/self/fd, which
+        reopens an unlinked file."""
+        if self._closed:
+            return None
+        try:
+            return open(f"/proc/self/fd/{self._descriptor}", "rb")  # noqa: SIM115 - the caller closes it
+        except OSError:
+            return None
 
     async def put(self, chunk: bytes) -> None:
         taken = self._budget.try_take(len(chunk))
@@ -175,6 +193,11 @@ class SpoolFile:
         self._grown.set()
 
     def close(self) -> None:
+        """Frees the budget still held and this handle on the file (readers' own handles keep
+        it until they close them). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._budget.give_back(self._held)
         self._held = 0
         # Closing the last descriptor of an unlinked file frees its blocks: not on the event loop.

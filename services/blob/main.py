@@ -5,7 +5,8 @@ backend cannot work with, fail here with the reason), the store and the servicer
 SERVING once the backend is prepared (S3: the bucket exists, or is created when
 `s3.create_bucket` is on) and answers a write/read/delete probe. Reads are redirected to
 presigned URLs when the backend is S3 and `s3.redirect_reads` is on, and to the blob plane's own
-direct-read server (services/blob/direct_reads.py) when `direct_reads.enabled`. While running, a background
+direct-read server (services/blob/direct_reads.py) when `direct_reads.enabled` on the filesystem;
+on S3 that server serves the pull-through cache's cold fetches only (from their spool files). While running, a background
 task purges expired upload sessions every `purge_interval_seconds`, and lets the backend clean up
 abandoned partial writes (S3: multipart uploads of crashed writers). Shutdown (SIGTERM/SIGINT):
 health NOT_SERVING, in-flight calls drain for `shutdown_grace_seconds`, the purge task stops, the
@@ -136,20 +137,26 @@ def build_store(
 
 
 def build_direct_reads(settings: BlobSettings, backend: BlobBackend) -> DirectReadServer | None:
-    """The direct-read server when `direct_reads.enabled` (not started). Raises
-    BackendConfigError when the backend's objects are not local files."""
+    """The direct-read server when `direct_reads.enabled` (not started): of the backend's local
+    files, or, on S3 (no local files), of cold fetches only, from their spool files, readers
+    that come after a fetch sent to S3's presigned URLs. Raises BackendConfigError when the
+    backend has no local files and that cannot work (BlobSettings.direct_reads_fetches_only_lack)."""
     direct = settings.direct_reads
     if not direct.enabled:
         return None
-    if not callable(getattr(backend, "local_path", None)):
+    local = callable(getattr(backend, "local_path", None))
+    if not local and (missing := settings.direct_reads_fetches_only_lack()):
         raise BackendConfigError(
-            f"blob.direct_reads serves local files, and the {settings.backend!r} backend has none: "
-            "turn LADING_BLOB__DIRECT_READS__ENABLED off (S3 redirects reads itself: blob.s3.redirect_reads)"
+            f"blob.direct_reads serves local files, and the {settings.backend!r} backend has none; "
+            f"without them it serves only cold fetches of the pull-through cache, which needs {missing}: "
+            "turn LADING_BLOB__DIRECT_READS__ENABLED off, or provide it"
         )
     if direct.key_file is not None and direct.cert_file is None:
         raise BackendConfigError("blob.direct_reads.key_file is set without cert_file")
     urls = SignedBlobUrls(signing_secret(direct), direct.url_lifetime_seconds)
-    return DirectReadServer(direct, urls, backend)  # type: ignore[arg-type]
+    if local:
+        return DirectReadServer(direct, urls, backend)  # type: ignore[arg-type]
+    return DirectReadServer(direct, urls, None, stored=backend)  # type: ignore[arg-type]
 
 
 async def purge_periodically(store: BlobStore, interval_seconds: float) -> None:
@@ -212,9 +219,11 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         metrics=BackendMetrics(metrics) if metrics is not None else None,
         tracer=telemetry.tracer("lading.blob.backend") if telemetry.enabled else None,
     )
-    # The direct-read server only needs the backend's file paths (`local_path`).
+    # The direct-read server only needs the backend's file paths (`local_path`), or on S3 the
+    # fetches' spool files; reads of stored blobs go to it only when it has their files.
     direct_reads = build_direct_reads(blob, backend)
-    store = build_store(blob, backend, direct_reads.urls if direct_reads else None)
+    store = build_store(blob, backend,
+                        direct_reads.urls if direct_reads is not None and direct_reads.files is not None else None)
     service = GrpcService(
         listen=blob.listen,
         service_names=[SERVICE_NAME, FETCH_SERVICE_NAME],

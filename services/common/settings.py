@@ -230,12 +230,16 @@ class S3BackendSettings(BaseModel):
 
 
 class DirectReadSettings(BaseModel):
-    """Blob GETs answered by the blob plane itself, from its files (filesystem backend only).
+    """Blob GETs answered by the blob plane itself, from its files.
 
     With `enabled`, the gateway answers a blob GET with `307` to a signed URL of this small HTTP
     server, which sends the file with sendfile(2): the bytes never pass through Python or gRPC,
     the way presigned URLs work on S3. Clients must be able to reach `listen` (or `public_url`).
-    `lading serve` turns it on (on the gateway's host, a free port) unless set explicitly."""
+    With the S3 backend it serves the pull-through cache's cold fetches only (`fetches`), from
+    their spool files (blob.fetch_spool) as the bytes arrive; reads of stored blobs keep
+    redirecting to S3's presigned URLs (blob.s3.redirect_reads, which it needs, as it needs the
+    spool). `lading serve` turns it on (on the gateway's host, a free port) unless set
+    explicitly, on the filesystem and on S3 when those are there."""
 
     enabled: bool = False
     # host:port to listen on (port 0: any free port).
@@ -265,10 +269,11 @@ class DirectReadSettings(BaseModel):
 
 
 class FetchSpoolSettings(BaseModel):
-    """Cold fetches of the pull-through cache streamed through gRPC (S3; the filesystem without
-    direct reads): the bytes go to the client at the upstream's pace and are released whole once
-    their digest checks out; storage follows from a spool file in `folder` (unlinked at once:
-    nothing stays behind). `budget_bytes` caps the bytes spooled and not yet stored, across all
+    """Cold fetches of the pull-through cache on S3 (served by the direct-read server, or streamed
+    through gRPC; the filesystem without direct reads streams too): the bytes go to the client at
+    the upstream's pace and are released whole once their digest checks out; storage follows from
+    a spool file in `folder` (unlinked at once: nothing stays behind; the direct-read server sends
+    from it too). `budget_bytes` caps the bytes spooled and not yet stored, across all
     fetches of the process; beyond it a fetch goes at storage's pace again. 0: no spool."""
 
     folder: Path = Path("data/fetch-spool")
@@ -311,6 +316,25 @@ class BlobSettings(BaseModel):
         """The bound of the blob plane's stop, from the stop signal to its exit: grace + cleanup
         (services/blob/main.py)."""
         return self.shutdown_grace_seconds + self.shutdown_cleanup_seconds
+
+    def direct_reads_fetches_only_lack(self) -> str:
+        """What `direct_reads` lacks to serve cold fetches without local files, i.e. on S3 ("":
+        nothing): the fetch spool (the file it serves from), S3's presigned reads (where a reader
+        that comes after its fetch goes), and URLs that reach this very process (`fetches` on, no
+        `public_url`)."""
+        missing = []
+        if not self.fetch_spool.budget_bytes:
+            missing.append("a fetch spool (blob.fetch_spool.budget_bytes above 0)")
+        if self.backend != "s3" or not self.s3.redirect_reads:
+            missing.append("S3 with presigned reads (blob.s3.redirect_reads)")
+        if not self.direct_reads.fetches or self.direct_reads.public_url:
+            missing.append("blob.direct_reads.fetches on and no blob.direct_reads.public_url")
+        return " and ".join(missing)
+
+    def direct_reads_possible(self) -> bool:
+        """Whether `direct_reads.enabled` works with these settings (`lading serve` turns it on
+        then): always on the filesystem, on S3 when `direct_reads_fetches_only_lack` is empty."""
+        return self.backend == "filesystem" or (self.backend == "s3" and not self.direct_reads_fetches_only_lack())
 
 
 class ChangeFeedSettings(BaseModel):

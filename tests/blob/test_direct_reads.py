@@ -295,6 +295,27 @@ def test_direct_reads_need_local_files() -> None:
         build_direct_reads(settings, MemoryBackend())
 
 
+def test_direct_reads_on_s3_serve_fetches_only_and_need_the_spool_and_presigned_reads() -> None:
+    """On S3 (no local files) the server serves cold fetches from their spool files and sends
+    later readers to S3's URLs; ordinary reads keep S3's presigned URLs. Without the spool or
+    presigned reads it refuses, naming what is missing. No I/O: building touches no bucket."""
+    from services.blob.main import build_backend
+
+    settings = BlobSettings(backend="s3", direct_reads=DirectReadSettings(enabled=True, listen="127.0.0.1:0"))
+    settings.s3.bucket = "lading"
+    backend = build_backend(settings)
+    direct = build_direct_reads(settings, backend)
+    assert direct is not None and direct.files is None and direct.stored is not None
+    assert build_store(settings, backend).redirects_reads  # S3's own presigned URLs
+    settings.s3.redirect_reads = False
+    with pytest.raises(BackendConfigError, match="blob.s3.redirect_reads"):
+        build_direct_reads(settings, backend)
+    settings.s3.redirect_reads = True
+    settings.fetch_spool.budget_bytes = 0
+    with pytest.raises(BackendConfigError, match="blob.fetch_spool.budget_bytes"):
+        build_direct_reads(settings, backend)
+
+
 # --- connection guards (issue 11, item 11) and the start-up line (item 19) --------------------------
 
 

@@ -4,7 +4,9 @@ holds its answers, tests/support/holding_relay.py), `COMMITTED` comes once S3 to
 body never reaches the reader whole and stores nothing; a commit that fails after the reader got
 its bytes raises after them, stores nothing, and a retry stores the blob; a spent spool budget
 falls back to storage's pace, as does a plane without a spool (or with an unusable one); without
-the flag the tail still waits for the commit."""
+the flag the tail still waits for the commit. Served from a direct-read server without local files
+(S3): the reader gets the fetch's spool file, its end once verified, and the spool file goes with
+the fetch and its reader."""
 
 from __future__ import annotations
 
@@ -15,14 +17,16 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.blob.core import BlobStore
+from services.blob.direct_reads import DirectReadServer, SignedBlobUrls
 from services.blob.fetch import COMMITTED, Begun, FetchOnMiss
 from services.blob.fetch_spool import FetchSpool
 from services.blob.main import build_backend, build_store
 from services.common.errors import ErrorKind, RegistryError
-from services.common.settings import BlobSettings, S3BackendSettings
+from services.common.settings import BlobSettings, DirectReadSettings, S3BackendSettings
 from tests.support.holding_relay import HoldingRelay
 from tests.support.seaweedfs import SeaweedFS
 
@@ -216,3 +220,56 @@ async def test_without_the_flag_the_tail_waits_for_the_commit_as_before(seaweedf
         assert COMMITTED not in rest
         assert bytes(received) + b"".join(rest) == BLOB  # type: ignore[arg-type]
         assert await _stored(store)
+
+
+def _spool_files(folder: Path) -> int:
+    """Descriptors of this process open on (unlinked) files of the spool `folder`."""
+    count = 0
+    for entry in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(entry).startswith(str(folder))
+    return count
+
+
+async def test_a_direct_reader_of_an_s3_fetch_reads_its_spool_file_which_goes_with_them(
+        seaweedfs: SeaweedFS, relay: HoldingRelay, tmp_path: Path) -> None:
+    prefix = seaweedfs.new_prefix()
+    folder = tmp_path / "spool"
+    spool = FetchSpool(folder, 64 * 1024 * 1024)
+    async with _store(seaweedfs, f"127.0.0.1:{relay.port}", prefix) as store:
+        direct = DirectReadServer(DirectReadSettings(enabled=True, listen="127.0.0.1:0"),
+                                  SignedBlobUrls(b"test-key", 60), None, stored=store.backend)
+        await direct.start()
+        try:
+            items = FetchOnMiss(store, direct, spool).fetch(DIGEST, _source(BLOB), describe="test",
+                                                            confirm=_confirm, redirect=True, tail_when_verified=True)
+            begun = await anext(items)
+            assert isinstance(begun, Begun) and begun.redirect_url and not begun.commit_follows
+            url = begun.redirect_url.replace("http://:", "http://127.0.0.1:")
+            relay.hold_after(0)  # S3 answers nothing from now on: the blob cannot be committed
+
+            async def drained() -> list[object]:
+                return [item async for item in items]
+
+            fetch = asyncio.create_task(drained())
+            async with httpx.AsyncClient(timeout=10) as client:
+                response = await client.get(url)
+                # The whole blob, its end released once verified, while S3 still has none of it.
+                assert response.status_code == 200 and response.content == BLOB
+                assert not fetch.done()  # (S3 is held: its commit cannot have happened)
+                assert _spool_files(folder) >= 1
+                relay.release()
+                assert await asyncio.wait_for(fetch, 30) == []  # over once S3 committed it
+                assert await _stored(store)
+                assert spool.budget.reserved == 0
+                # Read again once the fetch is over: S3's own presigned URL.
+                late = await client.get(url)
+                assert late.status_code == 307, late.text
+                assert (await client.get(late.headers["location"])).content == BLOB
+            deadline = asyncio.get_running_loop().time() + 10
+            while _spool_files(folder):  # the server closes its handle after the last byte went out
+                assert asyncio.get_running_loop().time() < deadline, "the spool file outlived its readers"
+                await asyncio.sleep(0.05)
+        finally:
+            relay.release()
+            await direct.close()

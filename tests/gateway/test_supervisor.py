@@ -84,9 +84,15 @@ def test_plan_direct_reads_follow_the_backend_and_the_gateway_certificate(tmp_pa
     assert plan.env["LADING_BLOB__DIRECT_READS__CERT_FILE"] == str(tmp_path / "chain.pem")
     assert plan.env["LADING_BLOB__DIRECT_READS__KEY_FILE"] == str(tmp_path / "chain.pem")
 
-    # S3 redirects reads itself (presigned URLs): no local files to serve.
+    # On S3 it serves cold fetches of the pull-through cache only (from their spool files; stored
+    # blobs redirect to S3's presigned URLs), which needs those URLs and the spool.
     s3 = Settings()
     s3.blob.backend = "s3"
+    assert plan_serve(s3, {}, data_dir=str(tmp_path)).env["LADING_BLOB__DIRECT_READS__ENABLED"] == "true"
+    s3.blob.s3.redirect_reads = False
+    assert plan_serve(s3, {}, data_dir=str(tmp_path)).env["LADING_BLOB__DIRECT_READS__ENABLED"] == "false"
+    s3.blob.s3.redirect_reads = True
+    s3.blob.fetch_spool.budget_bytes = 0
     assert plan_serve(s3, {}, data_dir=str(tmp_path)).env["LADING_BLOB__DIRECT_READS__ENABLED"] == "false"
     # A user who turns direct reads off keeps blob GETs streaming through the gateway.
     off = {"LADING_BLOB__DIRECT_READS__ENABLED": "false"}

@@ -6,6 +6,9 @@ upstream's answers mid-body: a cold fetch stores at the upstream's pace, whether
 reads (it is served from the blob plane's direct-read server), so only a held upstream is still
 sending when a test kills it. Content is pushed into the upstream over plain HTTP, then pulled
 through Lading (skopeo and raw HTTP); the upstream's access log counts what reached it.
+
+The cold-fetch tests run on the S3 backend too (`cold`: a second `lading serve` on SeaweedFS, same
+upstream and relay), where the direct-read server serves fetches from their spool files.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +33,7 @@ from tests.support import oci
 from tests.support.clients import require_binary
 from tests.support.distribution import Distribution
 from tests.support.holding_relay import HoldingRelay
+from tests.support.seaweedfs import seaweedfs_server
 from tests.support.stack import Stack, child_env, free_port, lading_command
 
 pytestmark = pytest.mark.clients
@@ -70,6 +75,52 @@ def lading(tmp_path_factory: pytest.TempPathFactory, relay: HoldingRelay) -> Ite
     with Stack(root / "data", env={"LADING_CONFIG_FILE": str(config)}) as stack:
         stack.metrics_ports = ports  # type: ignore[attr-defined]
         yield stack
+
+
+@dataclass(frozen=True)
+class ColdSite:
+    """A `lading serve` whose cold fetches the tests watch, and whether its storage holds a blob."""
+
+    name: str
+    stack: Stack
+    stored: Callable[[str], bool]
+    # host:port of S3 (presigned URLs of stored blobs point there); "" on the filesystem.
+    s3_endpoint: str = ""
+
+
+@pytest.fixture(scope="module")
+def lading_s3(tmp_path_factory: pytest.TempPathFactory, relay: HoldingRelay) -> Iterator[ColdSite]:
+    """`lading serve` with the S3 backend (SeaweedFS) and SQLite, in front of the same upstream."""
+    import urllib3
+    from minio import Minio
+
+    root = tmp_path_factory.mktemp("lading-proxy-s3")
+    config = proxy_config(root / "lading.toml", relay.url)
+    with seaweedfs_server() as seaweed:
+        env = seaweed.lading_env()
+        prefix = env["LADING_BLOB__S3__KEY_PREFIX"]
+
+        def stored(digest: str) -> bool:
+            http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2.0, read=10.0), retries=False)
+            try:
+                client = Minio(seaweed.endpoint, access_key=seaweed.access_key, secret_key=seaweed.secret_key,
+                               secure=False, region=seaweed.region, http_client=http)
+                algorithm, hex_ = digest.split(":", 1)
+                key = f"{prefix}blobs/{algorithm}/{hex_[:2]}/{hex_}"
+                return any(True for _ in client.list_objects(seaweed.bucket, prefix=key))
+            finally:
+                http.clear()
+
+        with Stack(root / "data", env={"LADING_CONFIG_FILE": str(config), **env}) as stack:
+            yield ColdSite("s3", stack, stored, seaweed.endpoint)
+
+
+@pytest.fixture(scope="module", params=["filesystem", pytest.param("s3", marks=pytest.mark.s3)])
+def cold(request: pytest.FixtureRequest) -> ColdSite:
+    if request.param == "s3":
+        return request.getfixturevalue("lading_s3")
+    stack: Stack = request.getfixturevalue("lading")
+    return ColdSite("filesystem", stack, lambda digest: digest.split(":", 1)[1] in stored_blobs(stack))
 
 
 @pytest.fixture(scope="module")
@@ -243,14 +294,16 @@ def test_bytes_stored_for_a_local_repository_are_not_served_through_the_cache(lo
 
 
 def test_a_cold_blob_is_served_by_the_blob_plane_while_it_arrives(
-        up: httpx.Client, lading: Stack, relay: HoldingRelay) -> None:
+        up: httpx.Client, cold: ColdSite, relay: HoldingRelay, upstream: Distribution) -> None:
     """The gateway redirects a cold GET at once; the blob plane sends what it has stored while
     the upstream still sends (a body held before its end: the client already has bytes, never
     more than the blob but its held-back end), then the rest. That the end waits for the digest
-    is what test_a_body_that_does_not_match_its_digest_commits_nothing checks."""
+    is what test_a_body_that_does_not_match_its_digest_commits_nothing checks. Then the blob is
+    stored (on S3 too) and linked: pulled again, it is not fetched again."""
+    lading = cold.stack
     layer = oci.Blob(os.urandom(8 * 1024 * 1024))
-    oci.push_blob(up, "team/tail", layer)
-    path = f"/v2/{PREFIX}team/tail/blobs/{layer.digest}"
+    oci.push_blob(up, f"team/tail-{cold.name}", layer)
+    path = f"/v2/{PREFIX}team/tail-{cold.name}/blobs/{layer.digest}"
     held_back = 64 * 1024  # services/blob/fetch_progress.py HOLD_BYTES
     # The upstream sends its head and all but the last 1,000 bytes of the body, then is held.
     relay.hold_after(layer.size - 1000)
@@ -284,6 +337,22 @@ def test_a_cold_blob_is_served_by_the_blob_plane_while_it_arrives(
         assert body == layer.data
     finally:
         relay.release()
+    with httpx.Client(base_url=lading.base_url, timeout=30) as client:
+        again = client.get(path)
+        assert again.status_code == 307, again.text
+        if cold.s3_endpoint:  # a stored blob: S3's own presigned URL, as for any read on S3
+            assert urlsplit(again.headers["location"]).port == int(cold.s3_endpoint.rsplit(":", 1)[1])
+        assert client.get(again.headers["location"]).content == layer.data
+        # The fetch's URL, read again once the fetch is over: the blob's file, or on S3 (no local
+        # files) a redirect to S3's presigned URL.
+        late = client.get(redirect.headers["location"])
+        if cold.s3_endpoint:
+            assert late.status_code == 307, late.text
+            assert urlsplit(late.headers["location"]).port == int(cold.s3_endpoint.rsplit(":", 1)[1])
+            late = client.get(late.headers["location"])
+        assert late.status_code == 200 and late.content == layer.data
+    assert cold.stored(layer.digest)
+    assert upstream.requests("GET", f"/v2/team/tail-{cold.name}/blobs/{layer.digest}") == 1
 
 
 def test_a_ranged_get_of_a_cold_blob_answers_206_with_its_range(
@@ -302,25 +371,51 @@ def test_a_ranged_get_of_a_cold_blob_answers_206_with_its_range(
 
 
 def test_a_body_that_does_not_match_its_digest_commits_nothing(
-        up: httpx.Client, local: httpx.Client, lading: Stack, upstream: Distribution) -> None:
-    image = oci.image(1, layer_size=256 * 1024)
-    oci.push(up, "team/bad", image, "v1")
+        up: httpx.Client, cold: ColdSite, upstream: Distribution, relay: HoldingRelay) -> None:
+    """The direct-read server sends the wrong body as it arrives but never its end: the connection
+    is cut once the digest fails (the upstream held mid-body meanwhile, so the client is there
+    before), and nothing is stored or linked."""
+    repository = f"team/bad-{cold.name}"
+    image = oci.image(1, layer_size=1024 * 1024)
+    oci.push(up, repository, image, "v1")
     layer = image.blobs[1]
+    path = f"/v2/{PREFIX}{repository}/blobs/{layer.digest}"
     stored = upstream.blob_file(layer.digest)
     stored.write_bytes(os.urandom(layer.size))  # the upstream now serves other bytes of the same size
     try:
-        outcome = get_outcome(local, f"/v2/{PREFIX}team/bad/blobs/{layer.digest}")
-        # An error status up front, or a body cut short (an HTTP error): never the whole body.
-        assert isinstance(outcome, str) or outcome[0] != 200, outcome
-        assert layer.digest.split(":", 1)[1] not in stored_blobs(lading)
-        head = local.head(f"/v2/{PREFIX}team/bad/blobs/{layer.digest}")
-        assert head.status_code == 502
+        with httpx.Client(base_url=cold.stack.base_url, timeout=30, follow_redirects=True) as local:
+            relay.hold_after(layer.size // 2)
+            try:
+                with httpx.Client(base_url=cold.stack.base_url, timeout=30) as client:
+                    redirect = client.get(path)
+                    # Answered at once, to the blob plane's direct-read server (not the gateway, not S3).
+                    assert redirect.status_code == 307, redirect.text
+                    location = urlsplit(redirect.headers["location"])
+                    assert location.port not in (cold.stack.port, int((cold.s3_endpoint or ":0").rsplit(":", 1)[1]))
+                    received = 0
+                    with pytest.raises(httpx.HTTPError):  # noqa: PT012 - the cut comes while reading
+                        with client.stream("GET", redirect.headers["location"]) as response:
+                            assert response.status_code == 200
+                            assert int(response.headers["content-length"]) == layer.size
+                            relay.release()
+                            for chunk in response.iter_raw():
+                                received += len(chunk)
+                    assert received < layer.size
+            finally:
+                relay.release()
+            assert not cold.stored(layer.digest)
+            head = local.head(path)
+            assert head.status_code == 502
     finally:
         stored.write_bytes(layer.data)
     # Fixed upstream: the retry fetches and serves the right bytes.
-    retry = local.get(f"/v2/{PREFIX}team/bad/blobs/{layer.digest}")
-    assert retry.status_code == 200 and retry.content == layer.data
-    assert layer.digest.split(":", 1)[1] in stored_blobs(lading)
+    with httpx.Client(base_url=cold.stack.base_url, timeout=30, follow_redirects=True) as local:
+        retry = local.get(path)
+        assert retry.status_code == 200 and retry.content == layer.data
+        # On S3 the client may have its verified bytes before S3 took them; once they are linked
+        # (a GET waits for the fetch's end), they are stored.
+        assert local.get(path).content == layer.data
+    assert cold.stored(layer.digest)
 
 
 def test_upstream_killed_mid_blob_commits_nothing_and_a_retry_succeeds(

@@ -56,11 +56,14 @@ class FetchServiceServicer:
         serves fetches there: blob.direct_reads.fetches) may answer the first message with `size`
         and `redirect_url` instead: a signed URL of that server where the client GETs the bytes as
         they arrive, with the same guarantee (the end is held back until the blob is verified and
-        committed; the connection is cut when the fetch fails). The stream then carries no data and
-        ends once the fetch is over: OK when the blob is verified and committed, with the error
-        otherwise. The fetch runs whether or not a client reads the URL, and is cancelled with this
-        call. A blob already stored gets its ordinary read URL, and the stream ends at once. Only a
-        source that names its size is redirected; otherwise the bytes come in the stream as above.
+        committed, or on a backend without local files (S3, from the fetch's spool file) until the
+        bytes are verified; the connection is cut when the fetch fails before). The stream then
+        carries no data and ends once the fetch is over: OK when the blob is verified and committed,
+        with the error otherwise. The fetch runs whether or not a client reads the URL, and is
+        cancelled with this call. A blob already stored gets its ordinary read URL, and the stream
+        ends at once (on S3 its bytes come in the stream instead, as without `allow_redirect`).
+        Only a source that names its size is redirected; otherwise the bytes come in the stream as
+        above.
 
         With `tail_when_verified` (and no redirect), the last chunk is sent as soon as the fetch's
         own hash of the bytes matches `digest`, before the blob is committed (the bytes go to the
