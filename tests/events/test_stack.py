@@ -88,7 +88,8 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
             assert client.delete("/v2/team/app/manifests/v2").status_code == 202
         listed = _cli(data_dir, "list", "--state", "pending")
         assert listed.returncode == 0, listed.stderr
-        assert len(listed.stdout.strip().splitlines()) - 1 == 3 + 1 + 2  # v2 push (2 blobs + manifest), mount, 2 deletes
+        # v2 push (2 blobs + manifest), mount, deletes: the manifest, its tag v1 (gone with it), tag v2
+        assert len(listed.stdout.strip().splitlines()) - 1 == 3 + 1 + 3
     finally:
         stack.stop()
 
@@ -96,18 +97,18 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
     stack = Stack(data_dir, env=_env(receiver), port=stack.port).start()
     try:
         receiver.start()
-        receiver.wait_for(7 + 6)
+        receiver.wait_for(7 + 7)
         # Once nothing is pending nothing more is sent: what the receiver holds then is final, and
         # any duplicate (beyond at-least-once) is in it.
         delivered = _settled(data_dir)
         events = receiver.events
-        assert len(events) == delivered == 7 + 6, [(e["action"], e["id"]) for e in events]
+        assert len(events) == delivered == 7 + 7, [(e["action"], e["id"]) for e in events]
         actions = [(e["action"], e["target"].get("digest"), e["target"].get("tag")) for e in events]
         # One worker, one endpoint: the backlog arrives in commit order.
         assert actions[7:] == [
             ("push", second.blobs[0].digest, None), ("push", second.blobs[1].digest, None),
             ("push", second.digest, "v2"), ("mount", first.blobs[1].digest, None),
-            ("delete", first.digest, None), ("delete", None, "v2"),
+            ("delete", first.digest, None), ("delete", None, "v1"), ("delete", None, "v2"),
         ]
         assert events[10]["target"]["fromRepository"] == "team/app"
         assert all(e["target"].get("digest") != broken.digest for e in events)
