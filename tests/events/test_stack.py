@@ -4,6 +4,7 @@ pushes/pulls/deletes over /v2/, and a restart of the registry while the receiver
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -66,6 +67,9 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
             assert push["target"]["url"] == f"http://{stack.hostport}/v2/team/app/manifests/{first.digest}"
             assert push["request"]["method"] == "PUT" and push["request"]["useragent"] == "events-test/1"
             assert push["request"]["host"] == stack.hostport and push["request"]["id"]
+            # Distribution's `source.addr`: the node's host name and the registry's port.
+            assert push["source"]["addr"] == f"{socket.gethostname()}:{stack.port}"
+            assert push["source"]["instanceID"]
             assert receiver.posts[0][0]["x-token"] == "t0k"
 
             # A push that fails (a layer was never uploaded) must never produce an event.
