@@ -102,6 +102,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
         return pb.GetManifestResponse(
             digest=manifest.digest, media_type=manifest.media_type, size=manifest.size,
             payload=manifest.payload or b"", warning=warning,
+            pull_events=self._events is not None and self._event_access is not None and self._events.records_pulls,
         )
 
     async def DeleteManifest(

@@ -128,3 +128,19 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
         assert _cli(data_dir, "replay", "999999").returncode == 1
     finally:
         stack.stop()
+
+
+def test_every_manifest_get_is_a_pull_event_with_the_gateway_cache_on(tmp_path: Path, receiver: Receiver) -> None:
+    # The gateway's manifest cache at its defaults: with pull events on (rate 1), a GET it answered
+    # from its cache never reached the metadata plane, and that pull sent no event.
+    env = {k: v for k, v in _env(receiver).items() if k != "LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS"}
+    with Stack(tmp_path / "data", env=env) as stack, httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        image = oci.image(layers=1)
+        oci.push(client, "team/app", image, "v1")
+        receiver.wait_for(3)
+        for _ in range(3):
+            assert oci.get_manifest(client, "team/app", "v1").status_code == 200
+        assert oci.get_manifest(client, "team/app", "v1", method="HEAD").status_code == 200
+        pulls = [e for e in receiver.wait_for(3 + 3) if e["action"] == "pull"]
+        assert [(e["target"]["digest"], e["target"]["tag"], e["request"]["method"]) for e in pulls] == [
+            (image.digest, "v1", "GET")] * 3

@@ -61,6 +61,12 @@ class EventOutbox:
     def enabled(self) -> bool:
         return bool(self._endpoints)
 
+    @property
+    def records_pulls(self) -> bool:
+        """Pull events are on (an endpoint exists and `events.pull` is not "off"): every GET of a
+        manifest must reach this plane to be sampled."""
+        return bool(self._endpoints) and self._settings.pull != "off"
+
     def wants_pull(self) -> bool:
         """True when this pull should be recorded (pull events on, sampled in, an endpoint exists)."""
         if not self._endpoints or self._settings.pull == "off":
