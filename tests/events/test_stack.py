@@ -130,9 +130,11 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
         stack.stop()
 
 
-def test_every_manifest_get_is_a_pull_event_with_the_gateway_cache_on(tmp_path: Path, receiver: Receiver) -> None:
+def test_every_manifest_and_blob_get_is_a_pull_event_with_the_gateway_cache_on(tmp_path: Path,
+                                                                               receiver: Receiver) -> None:
     # The gateway's manifest cache at its defaults: with pull events on (rate 1), a GET it answered
-    # from its cache never reached the metadata plane, and that pull sent no event.
+    # from its cache never reached the metadata plane, and that pull sent no event. Blob GETs are
+    # pulls too ("layer pushes and pulls"); HEADs are none.
     env = {k: v for k, v in _env(receiver).items() if k != "LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS"}
     with Stack(tmp_path / "data", env=env) as stack, httpx.Client(base_url=stack.base_url, timeout=30) as client:
         image = oci.image(layers=1)
@@ -141,6 +143,16 @@ def test_every_manifest_get_is_a_pull_event_with_the_gateway_cache_on(tmp_path: 
         for _ in range(3):
             assert oci.get_manifest(client, "team/app", "v1").status_code == 200
         assert oci.get_manifest(client, "team/app", "v1", method="HEAD").status_code == 200
-        pulls = [e for e in receiver.wait_for(3 + 3) if e["action"] == "pull"]
-        assert [(e["target"]["digest"], e["target"]["tag"], e["request"]["method"]) for e in pulls] == [
-            (image.digest, "v1", "GET")] * 3
+        layer = image.blobs[-1]
+        assert client.head(f"/v2/team/app/blobs/{layer.digest}").status_code == 200
+        assert client.get(f"/v2/team/app/blobs/{layer.digest}", follow_redirects=True).content == layer.data
+        pulls = [e for e in receiver.wait_for(3 + 4) if e["action"] == "pull"]
+        assert [(e["target"]["digest"], e["target"].get("tag"), e["request"]["method"]) for e in pulls] == [
+            (image.digest, "v1", "GET")] * 3 + [(layer.digest, None, "GET")]
+        assert pulls[3]["target"] == {
+            "mediaType": "application/octet-stream", "digest": layer.digest, "size": layer.size,
+            "length": layer.size, "repository": "team/app",
+            "url": f"http://{stack.hostport}/v2/team/app/blobs/{layer.digest}",
+        }
+        # Nothing else was written (the HEADs sent none).
+        assert _settled(stack.data_dir) == 3 + 4

@@ -24,12 +24,14 @@ class LinkBlobResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class StatBlobRequest(_message.Message):
-    __slots__ = ("repository", "digest")
+    __slots__ = ("repository", "digest", "context")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     repository: str
     digest: str
-    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+    context: _common_pb2.RequestContext
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
 
 class StatBlobResponse(_message.Message):
     __slots__ = ("digest", "size")
