@@ -156,3 +156,20 @@ def test_every_manifest_and_blob_get_is_a_pull_event_with_the_gateway_cache_on(t
         }
         # Nothing else was written (the HEADs sent none).
         assert _settled(stack.data_dir) == 3 + 4
+
+
+def test_through_a_trusted_proxy_events_name_the_client_and_the_external_url(tmp_path: Path,
+                                                                             receiver: Receiver) -> None:
+    # 127.0.0.1 is a trusted proxy by default. Distribution takes request.addr from
+    # X-Forwarded-For and builds target.url from X-Forwarded-Proto/-Host; request.host stays the
+    # Host header. Events named the proxy and mixed the forwarded scheme with the internal host.
+    forwarded = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
+                 "X-Forwarded-Host": "registry.example"}
+    with Stack(tmp_path / "data", env=_env(receiver)) as stack, \
+            httpx.Client(base_url=stack.base_url, timeout=30, headers=forwarded) as client:
+        blob = oci.random_blob(64)
+        # Monolithic: no Location to follow (it names the external host).
+        assert client.post(f"/v2/team/app/blobs/uploads/?digest={blob.digest}", content=blob.data).status_code == 201
+        [push] = receiver.wait_for(1)
+        assert push["request"]["addr"] == "203.0.113.7" and push["request"]["host"] == stack.hostport
+        assert push["target"]["url"] == f"https://registry.example/v2/team/app/blobs/{blob.digest}"
