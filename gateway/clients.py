@@ -118,11 +118,13 @@ class MetadataClient:
             self._timeout,
         )
 
-    async def stat_blob(self, repository: str, digest: str) -> metadata_pb2.StatBlobResponse:
-        """Raises BLOB_UNKNOWN unless the blob is linked to `repository`."""
+    async def stat_blob(self, repository: str, digest: str, *, pull: bool = False) -> metadata_pb2.StatBlobResponse:
+        """Raises BLOB_UNKNOWN unless the blob is linked to `repository`. `pull`: a blob GET, whose
+        request goes along for its pull event (HEADs send none, as for manifests)."""
         return await _unary(
             self._stub.StatBlob,
-            metadata_pb2.StatBlobRequest(repository=repository, digest=digest),
+            metadata_pb2.StatBlobRequest(repository=repository, digest=digest,
+                                         context=request_context.current() if pull else None),
             self._timeout,
         )
 

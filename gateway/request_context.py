@@ -13,6 +13,8 @@ from typing import Any
 
 from lading.common.v1 import common_pb2
 
+from gateway.middleware import BASE_URL_SCOPE_KEY, CLIENT_ADDRESS_SCOPE_KEY
+
 _scope: ContextVar[dict[str, Any] | None] = ContextVar("lading_request_scope", default=None)
 _built: ContextVar[common_pb2.RequestContext | None] = ContextVar("lading_request_context", default=None)
 _PRINCIPAL_KEY = "lading.auth.principal"
@@ -34,14 +36,17 @@ def current() -> common_pb2.RequestContext | None:
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
     client = scope.get("client")
     principal = scope.get(_PRINCIPAL_KEY)
+    # Through a trusted proxy: the client it named (X-Forwarded-For), and the external base URL.
+    forwarded_client = scope.get(CLIENT_ADDRESS_SCOPE_KEY)
     built = common_pb2.RequestContext(
         request_id=headers.get("x-request-id") or str(uuid.uuid4()),
-        addr=f"{client[0]}:{client[1]}" if client else "",
+        addr=forwarded_client or (f"{client[0]}:{client[1]}" if client else ""),
         host=headers.get("host", ""),
         method=scope.get("method", ""),
         user_agent=headers.get("user-agent", ""),
         actor=getattr(principal, "account", "") or "",
         scheme=scope.get("scheme", "http"),
+        base_url=scope.get(BASE_URL_SCOPE_KEY) or "",
     )
     _built.set(built)
     return built

@@ -60,6 +60,7 @@ import importlib
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -174,6 +175,9 @@ def plan_serve(
         env["LADING_GATEWAY__PORT"] = str(port)
     else:
         port = settings.gateway.port
+    # Events name this node as Distribution does (`source.addr`: host name and the registry's port).
+    if port:
+        default("events.source_addr", f"{socket.gethostname()}:{port}")
     # Blob GETs redirect to the blob plane's own file server (sendfile, no gRPC hop) on the
     # gateway's host, any free port, with the gateway's certificate: every plane shares this host.
     # On S3 it serves the cold fetches of the pull-through cache (stored blobs: S3's own URLs).

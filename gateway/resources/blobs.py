@@ -98,13 +98,13 @@ class _Redirected:
 _Fetch = tuple[int, "AsyncIterator[bytes] | _Redirected"]
 
 
-async def _size_or_fetch(gateway: Gateway, repository: str, digest: str) -> int | _Fetch:
+async def _size_or_fetch(gateway: Gateway, repository: str, digest: str, *, pull: bool = False) -> int | _Fetch:
     """The blob's size when it is linked in `repository`; else, when a source (the pull-through
     cache's upstream) serves the repository, the linked size once another request fetched it,
     or (size or -1, the bytes or where to read them) of a fetch this request leads.
-    BLOB_UNKNOWN otherwise."""
+    BLOB_UNKNOWN otherwise. `pull`: a GET (the metadata plane may record a pull event)."""
     try:
-        return (await gateway.metadata.stat_blob(repository, digest)).size
+        return (await gateway.metadata.stat_blob(repository, digest, pull=pull)).size
     except RegistryError as error:
         if error.kind is not ErrorKind.BLOB_UNKNOWN:
             raise
@@ -313,7 +313,7 @@ async def head(request: Request, gateway: Gateway) -> Response:
 async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
-    found = await _size_or_fetch(gateway, repository, digest)
+    found = await _size_or_fetch(gateway, repository, digest, pull=True)
     ranged = request.headers.get("range") is not None
     if not isinstance(found, int) and not ranged:
         length, chunks = found

@@ -1,7 +1,8 @@
 """`/v2/<name>/manifests/<reference>`: pull and existence check (end-3), push (end-7), delete (end-9).
 
 GET and HEAD are the hot path: one metadata call each (HEAD asks for no payload), no other work,
-and none at all while the gateway's ManifestCache holds a fresh answer (gateway.manifest_cache:
+and none at all while the gateway's ManifestCache holds a fresh answer (except GETs while the
+metadata plane records pull events: each must reach it; gateway.manifest_cache:
 changes through any gateway drop the repository's entries as soon as the change feed brings them,
 and without the feed entries live `ttl_seconds`, 1 s by default; PUT/DELETE through this gateway
 drop the repository's entries first).
@@ -32,8 +33,11 @@ async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> R
         # A stale answer of the pull-through cache (its upstream failed) is not kept here.
         warning = getattr(manifest, "warning", "")
         if cache is not None and not warning:
+            # With pull events on, GETs must reach the metadata plane (each is a pull to record):
+            # only what a HEAD needs is kept.
+            keep_payload = not omit_payload and not getattr(manifest, "pull_events", False)
             cache.put(repository, reference, digest=manifest.digest, media_type=manifest.media_type,
-                      size=manifest.size, payload=None if omit_payload else manifest.payload, ticket=ticket)
+                      size=manifest.size, payload=manifest.payload if keep_payload else None, ticket=ticket)
     etag = f'"{manifest.digest}"'
     if etag_matches(request, etag):
         return empty(304, {"docker-content-digest": manifest.digest, "etag": etag})

@@ -725,7 +725,7 @@ class EventsSettings(BaseModel):
     same transaction as each change, delivered at least once by the metadata service."""
 
     endpoints: list[EventEndpointSettings] = Field(default_factory=list)
-    # Pull events (manifest GET) are the hot path: "off" (default) or "sampled" at pull_sample_rate.
+    # Pull events (manifest and blob GETs) are the hot path: "off" (default) or "sampled" at pull_sample_rate.
     pull: Literal["off", "sampled"] = "off"
     pull_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     # Run the delivery worker in this metadata process (every replica may; rows are claimed).

@@ -53,6 +53,14 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
 
     async def StatBlob(self, request: pb.StatBlobRequest, context: grpc.aio.ServicerContext) -> pb.StatBlobResponse:
         size = await self._core.stat_blob(request.repository, request.digest)
+        # A blob GET carries its request (HEADs do not): a layer pull, as Distribution reports it.
+        if (self._events is not None and self._event_access is not None and request.HasField("context")
+                and self._events.wants_pull()):
+            event_context.bind(request)
+            upstream = "" if self._proxy is None else self._proxy.upstream_name(request.repository)
+            await self._events.record_blob_pull(self._event_access, request.repository, request.digest, size,
+                                                through_cache=upstream)
+            self._changed()
         return pb.StatBlobResponse(digest=request.digest, size=size)
 
     async def UnlinkBlob(
@@ -102,6 +110,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
         return pb.GetManifestResponse(
             digest=manifest.digest, media_type=manifest.media_type, size=manifest.size,
             payload=manifest.payload or b"", warning=warning,
+            pull_events=self._events is not None and self._event_access is not None and self._events.records_pulls,
         )
 
     async def DeleteManifest(

@@ -115,6 +115,28 @@ async def test_push_mount_and_delete_events_reach_the_receiver_as_committed(data
     assert receiver.attempts == len(receiver.posts)
 
 
+async def test_a_manifest_deleted_by_digest_sends_a_tag_delete_for_each_of_its_tags(database: Database,
+                                                                                 receiver: Receiver) -> None:
+    # Distribution's DELETE by digest untags every tag of the manifest through its tag service,
+    # and each untag is a tag delete event after the manifest's: a receiver that follows tags
+    # (`target.tag`) learns they are gone.
+    core, _, worker, _ = build(database, endpoint(receiver))
+    bind_request(method="DELETE")
+    image = oci.image(layers=1)
+    await push_image(core, "team/app", "v1", image)
+    await core.put_manifest("team/app", "v2", image.media_type, image.payload)
+    await core.delete_manifest("team/app", image.digest)
+    await drain(worker)
+
+    deletes = [e for e in receiver.events if e["action"] == "delete"]
+    assert [e["target"] for e in deletes] == [
+        {"digest": image.digest, "repository": "team/app"},
+        {"repository": "team/app", "tag": "v1"},
+        {"repository": "team/app", "tag": "v2"},
+    ]
+    assert {e["request"]["method"] for e in deletes} == {"DELETE"}
+
+
 async def test_a_failed_push_writes_no_event(database: Database, receiver: Receiver) -> None:
     core, _, worker, _ = build(database, endpoint(receiver))
     image = oci.image(layers=2)

@@ -4,6 +4,7 @@ pushes/pulls/deletes over /v2/, and a restart of the registry while the receiver
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -66,6 +67,9 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
             assert push["target"]["url"] == f"http://{stack.hostport}/v2/team/app/manifests/{first.digest}"
             assert push["request"]["method"] == "PUT" and push["request"]["useragent"] == "events-test/1"
             assert push["request"]["host"] == stack.hostport and push["request"]["id"]
+            # Distribution's `source.addr`: the node's host name and the registry's port.
+            assert push["source"]["addr"] == f"{socket.gethostname()}:{stack.port}"
+            assert push["source"]["instanceID"]
             assert receiver.posts[0][0]["x-token"] == "t0k"
 
             # A push that fails (a layer was never uploaded) must never produce an event.
@@ -88,7 +92,8 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
             assert client.delete("/v2/team/app/manifests/v2").status_code == 202
         listed = _cli(data_dir, "list", "--state", "pending")
         assert listed.returncode == 0, listed.stderr
-        assert len(listed.stdout.strip().splitlines()) - 1 == 3 + 1 + 2  # v2 push (2 blobs + manifest), mount, 2 deletes
+        # v2 push (2 blobs + manifest), mount, deletes: the manifest, its tag v1 (gone with it), tag v2
+        assert len(listed.stdout.strip().splitlines()) - 1 == 3 + 1 + 3
     finally:
         stack.stop()
 
@@ -96,18 +101,18 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
     stack = Stack(data_dir, env=_env(receiver), port=stack.port).start()
     try:
         receiver.start()
-        receiver.wait_for(7 + 6)
+        receiver.wait_for(7 + 7)
         # Once nothing is pending nothing more is sent: what the receiver holds then is final, and
         # any duplicate (beyond at-least-once) is in it.
         delivered = _settled(data_dir)
         events = receiver.events
-        assert len(events) == delivered == 7 + 6, [(e["action"], e["id"]) for e in events]
+        assert len(events) == delivered == 7 + 7, [(e["action"], e["id"]) for e in events]
         actions = [(e["action"], e["target"].get("digest"), e["target"].get("tag")) for e in events]
         # One worker, one endpoint: the backlog arrives in commit order.
         assert actions[7:] == [
             ("push", second.blobs[0].digest, None), ("push", second.blobs[1].digest, None),
             ("push", second.digest, "v2"), ("mount", first.blobs[1].digest, None),
-            ("delete", first.digest, None), ("delete", None, "v2"),
+            ("delete", first.digest, None), ("delete", None, "v1"), ("delete", None, "v2"),
         ]
         assert events[10]["target"]["fromRepository"] == "team/app"
         assert all(e["target"].get("digest") != broken.digest for e in events)
@@ -123,3 +128,48 @@ def test_every_event_arrives_as_committed_across_a_restart(tmp_path: Path, recei
         assert _cli(data_dir, "replay", "999999").returncode == 1
     finally:
         stack.stop()
+
+
+def test_every_manifest_and_blob_get_is_a_pull_event_with_the_gateway_cache_on(tmp_path: Path,
+                                                                               receiver: Receiver) -> None:
+    # The gateway's manifest cache at its defaults: with pull events on (rate 1), a GET it answered
+    # from its cache never reached the metadata plane, and that pull sent no event. Blob GETs are
+    # pulls too ("layer pushes and pulls"); HEADs are none.
+    env = {k: v for k, v in _env(receiver).items() if k != "LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS"}
+    with Stack(tmp_path / "data", env=env) as stack, httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        image = oci.image(layers=1)
+        oci.push(client, "team/app", image, "v1")
+        receiver.wait_for(3)
+        for _ in range(3):
+            assert oci.get_manifest(client, "team/app", "v1").status_code == 200
+        assert oci.get_manifest(client, "team/app", "v1", method="HEAD").status_code == 200
+        layer = image.blobs[-1]
+        assert client.head(f"/v2/team/app/blobs/{layer.digest}").status_code == 200
+        assert client.get(f"/v2/team/app/blobs/{layer.digest}", follow_redirects=True).content == layer.data
+        pulls = [e for e in receiver.wait_for(3 + 4) if e["action"] == "pull"]
+        assert [(e["target"]["digest"], e["target"].get("tag"), e["request"]["method"]) for e in pulls] == [
+            (image.digest, "v1", "GET")] * 3 + [(layer.digest, None, "GET")]
+        assert pulls[3]["target"] == {
+            "mediaType": "application/octet-stream", "digest": layer.digest, "size": layer.size,
+            "length": layer.size, "repository": "team/app",
+            "url": f"http://{stack.hostport}/v2/team/app/blobs/{layer.digest}",
+        }
+        # Nothing else was written (the HEADs sent none).
+        assert _settled(stack.data_dir) == 3 + 4
+
+
+def test_through_a_trusted_proxy_events_name_the_client_and_the_external_url(tmp_path: Path,
+                                                                             receiver: Receiver) -> None:
+    # 127.0.0.1 is a trusted proxy by default. Distribution takes request.addr from
+    # X-Forwarded-For and builds target.url from X-Forwarded-Proto/-Host; request.host stays the
+    # Host header. Events named the proxy and mixed the forwarded scheme with the internal host.
+    forwarded = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
+                 "X-Forwarded-Host": "registry.example"}
+    with Stack(tmp_path / "data", env=_env(receiver)) as stack, \
+            httpx.Client(base_url=stack.base_url, timeout=30, headers=forwarded) as client:
+        blob = oci.random_blob(64)
+        # Monolithic: no Location to follow (it names the external host).
+        assert client.post(f"/v2/team/app/blobs/uploads/?digest={blob.digest}", content=blob.data).status_code == 201
+        [push] = receiver.wait_for(1)
+        assert push["request"]["addr"] == "203.0.113.7" and push["request"]["host"] == stack.hostport
+        assert push["target"]["url"] == f"https://registry.example/v2/team/app/blobs/{blob.digest}"

@@ -52,6 +52,8 @@ def test_plan_fills_in_the_embedded_layout(tmp_path: Path) -> None:
         "LADING_BLOB__DIRECT_READS__LISTEN": "0.0.0.0:0",
         # Cold fetches on S3 spool under the data folder (services/blob/fetch_spool.py).
         "LADING_BLOB__FETCH_SPOOL__FOLDER": f"{tmp_path}/fetch-spool",
+        # Events name the node as Distribution does: host name and the registry's port.
+        "LADING_EVENTS__SOURCE_ADDR": f"{socket.gethostname()}:5123",
     }
     assert (plan.host, plan.port) == ("0.0.0.0", 5123)
     assert plan.metadata_target == f"unix:{tmp_path}/run/metadata.sock"

@@ -24,6 +24,7 @@ def from_proto(context: Any) -> RequestInfo:
     return RequestInfo(
         request_id=context.request_id, addr=context.addr, host=context.host, method=context.method,
         user_agent=context.user_agent, actor=context.actor, scheme=context.scheme or "http",
+        base_url=context.base_url,
     )
 
 

@@ -36,6 +36,8 @@ class RequestInfo:
     user_agent: str = ""
     actor: str = ""
     scheme: str = "http"
+    # "scheme://host" the client addressed through a trusted proxy; "" = scheme://host.
+    base_url: str = ""
 
 
 # `actor.name` of events for changes the registry makes itself, not an HTTP client.
@@ -60,10 +62,13 @@ class Source:
 
 
 def target_url(request: RequestInfo, repository: str, kind: str, digest: str) -> str | None:
-    """`<scheme>://<host>/v2/<repo>/<manifests|blobs>/<digest>`, None without a host."""
-    if not request.host or not digest:
+    """`<base>/v2/<repo>/<manifests|blobs>/<digest>`, the base being the one a trusted proxy
+    named (as Distribution builds it from X-Forwarded-Proto/-Host), else `<scheme>://<host>`;
+    None without either."""
+    if not digest or not (request.base_url or request.host):
         return None
-    return f"{request.scheme or 'http'}://{request.host}/v2/{repository}/{kind}/{digest}"
+    base = request.base_url or f"{request.scheme or 'http'}://{request.host}"
+    return f"{base}/v2/{repository}/{kind}/{digest}"
 
 
 def build_event(

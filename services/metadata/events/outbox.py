@@ -5,7 +5,8 @@ The store calls one method per change (`manifest_pushed`, `blob_pushed`, `blob_m
 delete pass their own `internal_request`) with the (synchronous: store/writes.py) connection of
 the transaction that makes the change, so the event commits or rolls back with it: a failed push never produces an event. One row is
 written per endpoint whose filters accept the event; with no endpoints nothing is written.
-Pull events are written in their own transaction (`record_pull`), only when enabled and sampled.
+Pull events (manifest and blob GETs) are written in their own transaction (`record_pull`,
+`record_blob_pull`), only when enabled and sampled.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class EventOutbox:
     @property
     def enabled(self) -> bool:
         return bool(self._endpoints)
+
+    @property
+    def records_pulls(self) -> bool:
+        """Pull events are on (an endpoint exists and `events.pull` is not "off"): every GET of a
+        manifest must reach this plane to be sampled."""
+        return bool(self._endpoints) and self._settings.pull != "off"
 
     def wants_pull(self) -> bool:
         """True when this pull should be recorded (pull events on, sampled in, an endpoint exists)."""
@@ -172,6 +179,18 @@ class EventOutbox:
             media_type=media_type, digest=digest, size=size, repository=repository,
             url=target_url(request, repository, "manifests", digest), tag=reference_tag,
         )
+        if through_cache:
+            target["throughCache"] = {"upstream": through_cache}
+        async with access.transaction() as conn:
+            await conn.run_sync(self._record, "pull", repository, target, request)
+
+    async def record_blob_pull(self, access: Access, repository: str, digest: str, size: int, *,
+                               through_cache: str = "") -> None:
+        """A blob GET (Distribution's layer pull: the blob's descriptor, as for a push), in its own
+        transaction. Call only when `wants_pull()`. `through_cache` as for `record_pull`."""
+        request = context.current()
+        target = descriptor_target(media_type=BLOB_MEDIA_TYPE, digest=digest, size=size, repository=repository,
+                                   url=target_url(request, repository, "blobs", digest))
         if through_cache:
             target["throughCache"] = {"upstream": through_cache}
         async with access.transaction() as conn:

@@ -125,8 +125,12 @@ class ProxyCache:
                            ) -> tuple[StoredManifest, str, str]:
         """(`_answer`'s manifest and warning, the name of the upstream that serves the repository or "")."""
         manifest, warning = await self._answer(repository, reference, omit_payload=omit_payload)
+        return manifest, warning, self.upstream_name(repository)
+
+    def upstream_name(self, repository: str) -> str:
+        """The name of the upstream that serves `repository`, "" outside every prefix."""
         found = self.upstreams.for_repository(repository)
-        return manifest, warning, "" if found is None else found[0].name
+        return "" if found is None else found[0].name
 
     async def _answer(self, repository: str, reference: str, *, omit_payload: bool
                       ) -> tuple[StoredManifest, str]:

@@ -462,7 +462,7 @@ class SqlMetadataStore:
             repository_id = self._find_repository(conn, repository)
             if repository_id is None:
                 raise _name_unknown(repository)
-            gone_tags = [] if self._changes is None else list(conn.execute(
+            gone_tags = [] if self._changes is None and self._events is None else list(conn.execute(
                 self._manifest_tags, {"repository_id": repository_id, "digest": digest}).scalars())
             manifest_id = conn.execute(self._manifest_id, {"repository_id": repository_id, "digest": digest}).scalar()
             if manifest_id is None:
@@ -475,6 +475,10 @@ class SqlMetadataStore:
                 raise _manifest_unknown(repository, digest)
             if self._events is not None:
                 self._events.manifest_deleted(conn, repository, digest)
+                # As Distribution: its tags go with it, each with a tag delete event after the
+                # manifest's (receivers that follow tags would otherwise keep them forever).
+                for tag in gone_tags:
+                    self._events.tag_deleted(conn, repository, tag)
             if self._changes is not None:
                 return self._changes.manifest_deleted(conn, repository, digest, gone_tags)
             return None

@@ -44,7 +44,7 @@ class PageResponse(_message.Message):
     def __init__(self, has_more: _Optional[bool] = ...) -> None: ...
 
 class RequestContext(_message.Message):
-    __slots__ = ("request_id", "addr", "host", "method", "user_agent", "actor", "scheme")
+    __slots__ = ("request_id", "addr", "host", "method", "user_agent", "actor", "scheme", "base_url")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ADDR_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class RequestContext(_message.Message):
     USER_AGENT_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
+    BASE_URL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     addr: str
     host: str
@@ -59,4 +60,5 @@ class RequestContext(_message.Message):
     user_agent: str
     actor: str
     scheme: str
-    def __init__(self, request_id: _Optional[str] = ..., addr: _Optional[str] = ..., host: _Optional[str] = ..., method: _Optional[str] = ..., user_agent: _Optional[str] = ..., actor: _Optional[str] = ..., scheme: _Optional[str] = ...) -> None: ...
+    base_url: str
+    def __init__(self, request_id: _Optional[str] = ..., addr: _Optional[str] = ..., host: _Optional[str] = ..., method: _Optional[str] = ..., user_agent: _Optional[str] = ..., actor: _Optional[str] = ..., scheme: _Optional[str] = ..., base_url: _Optional[str] = ...) -> None: ...

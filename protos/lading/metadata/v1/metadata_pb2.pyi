@@ -24,12 +24,14 @@ class LinkBlobResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class StatBlobRequest(_message.Message):
-    __slots__ = ("repository", "digest")
+    __slots__ = ("repository", "digest", "context")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     repository: str
     digest: str
-    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+    context: _common_pb2.RequestContext
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
 
 class StatBlobResponse(_message.Message):
     __slots__ = ("digest", "size")
@@ -108,18 +110,20 @@ class GetManifestRequest(_message.Message):
     def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ..., omit_payload: _Optional[bool] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
 
 class GetManifestResponse(_message.Message):
-    __slots__ = ("digest", "media_type", "size", "payload", "warning")
+    __slots__ = ("digest", "media_type", "size", "payload", "warning", "pull_events")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     WARNING_FIELD_NUMBER: _ClassVar[int]
+    PULL_EVENTS_FIELD_NUMBER: _ClassVar[int]
     digest: str
     media_type: str
     size: int
     payload: bytes
     warning: str
-    def __init__(self, digest: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., payload: _Optional[bytes] = ..., warning: _Optional[str] = ...) -> None: ...
+    pull_events: bool
+    def __init__(self, digest: _Optional[str] = ..., media_type: _Optional[str] = ..., size: _Optional[int] = ..., payload: _Optional[bytes] = ..., warning: _Optional[str] = ..., pull_events: _Optional[bool] = ...) -> None: ...
 
 class DeleteManifestRequest(_message.Message):
     __slots__ = ("repository", "reference", "context")
