@@ -13,9 +13,13 @@ Media type resolution:
 - Docker schema1 (and any `schemaVersion` 1 payload) is refused: push schema2 or OCI instead.
 
 Errors (all `RegistryError`):
-- MANIFEST_INVALID: not JSON, not an object, wrong `schemaVersion`, unknown or mismatched media
-  type, a malformed descriptor (missing/non-string `mediaType`, size not a non-negative integer),
-  malformed `annotations` or `artifactType`;
+- MANIFEST_INVALID: not JSON, not an object, `schemaVersion` not the JSON integer 2, unknown or
+  mismatched media type, a malformed descriptor (missing/non-string `mediaType`, size not an
+  integer in 0..2**63-1, `urls`/`annotations`/`artifactType`/`platform` of the wrong JSON type,
+  `data` that is not the base64 of the content the descriptor names), malformed `annotations` or
+  `artifactType`. The image spec types these fields (int, int64, string, array of strings, string
+  map) and Go clients (docker, containerd) fail to decode a manifest that breaks them, so one
+  stored anyway could never be pulled by them (CNCF Distribution refuses them for that reason);
 - DIGEST_INVALID: a descriptor whose `digest` is a string that does not parse (a missing or
   non-string digest is MANIFEST_INVALID: the document itself is malformed). We chose DIGEST_INVALID because the
   distribution spec names it for "a manifest includes an invalid layer digest"; the detail says
@@ -24,6 +28,8 @@ Errors (all `RegistryError`):
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +63,12 @@ _FOREIGN_LAYER_TYPES = frozenset({"application/vnd.docker.image.rootfs.foreign.d
 _NONDISTRIBUTABLE_PREFIX = "application/vnd.oci.image.layer.nondistributable."
 
 _SCHEMA1_MESSAGE = "Docker manifest schema1 is not supported; push schema2 or OCI"
+
+# A descriptor's size is an int64 (image spec); orjson reads larger integers as floats up to 2**64.
+_MAX_SIZE = 2**63 - 1
+# Platform fields (image-index spec) and their JSON types.
+_PLATFORM_STRINGS = ("architecture", "os", "os.version", "variant")
+_PLATFORM_LISTS = ("os.features", "features")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +115,10 @@ def _decode(payload: bytes) -> dict[str, Any]:
 
 def _check_schema_version(document: dict[str, Any]) -> None:
     version = document.get("schemaVersion")
-    if version == 1 and not isinstance(version, bool):
+    # `type(...) is int`: not a bool, and not 2.0 (orjson reads it as a float; Go clients refuse it).
+    if version == 1 and type(version) is int:
         raise _invalid(_SCHEMA1_MESSAGE, {"schemaVersion": 1})
-    if version != 2 or isinstance(version, bool):
+    if version != 2 or type(version) is not int:
         raise _invalid(
             f"manifest schemaVersion must be 2, got {version!r}",
             {"schemaVersion": version},
@@ -166,9 +179,44 @@ def _descriptor(value: Any, where: str) -> tuple[str, str]:
             {"descriptor": where, "digest": digest},
         ) from None
     size = value.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where}.size must be a non-negative integer", {"descriptor": where, "size": size})
+    if type(size) is not int or not 0 <= size <= _MAX_SIZE:
+        raise _invalid(f"{where}.size must be an integer from 0 to {_MAX_SIZE}", {"descriptor": where, "size": size})
+    _descriptor_extras(value, where, parsed, size)
     return media_type, str(parsed)
+
+
+def _descriptor_extras(value: dict[str, Any], where: str, digest: Digest, size: int) -> None:
+    """The optional descriptor fields have the JSON types the image spec gives them, and embedded
+    `data` is the base64 of exactly the content the descriptor names."""
+    urls = value.get("urls")
+    if urls is not None and (not isinstance(urls, list) or not all(isinstance(url, str) for url in urls)):
+        raise _invalid(f"{where}.urls must be an array of strings", {"descriptor": where, "field": "urls"})
+    _annotations(value.get("annotations"), f"{where}.annotations")
+    _optional_string(value, "artifactType", where)
+    platform = value.get("platform")
+    if platform is not None and not (
+        isinstance(platform, dict)
+        and all(isinstance(platform.get(key, ""), str) for key in _PLATFORM_STRINGS)
+        and all(isinstance(item, str) for key in _PLATFORM_LISTS for item in _string_list(platform.get(key)))
+    ):
+        raise _invalid(f"{where}.platform must be an object of string fields (os.features and features: "
+                       "arrays of strings)", {"descriptor": where, "field": "platform"})
+    data = value.get("data")
+    if data is not None:
+        try:
+            content = base64.b64decode(data, validate=True) if isinstance(data, str) else None
+        except binascii.Error:
+            content = None
+        if content is None or len(content) != size or Digest.of(content, digest.algorithm) != digest:
+            raise _invalid(f"{where}.data must be the base64 encoding of the content the descriptor's digest "
+                           "and size name", {"descriptor": where, "field": "data"})
+
+
+def _string_list(value: Any) -> list[Any]:
+    """`value` when it is a list, [] when absent, else a list holding a non-string (refused)."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [None]
 
 
 def _annotations(value: Any, where: str) -> dict[str, str] | None:
@@ -179,12 +227,13 @@ def _annotations(value: Any, where: str) -> dict[str, str] | None:
     return value
 
 
-def _optional_string(document: dict[str, Any], key: str) -> str | None:
+def _optional_string(document: dict[str, Any], key: str, where: str = "") -> str | None:
     value = document.get(key)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise _invalid(f"{key} must be a non-empty string", {"field": key})
+        name = f"{where}.{key}" if where else key
+        raise _invalid(f"{name} must be a non-empty string", {"field": name})
     return value
 
 
