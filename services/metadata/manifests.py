@@ -16,8 +16,8 @@ Errors (all `RegistryError`):
 - MANIFEST_INVALID: not JSON, not an object, `schemaVersion` not the JSON integer 2, unknown or
   mismatched media type, a malformed descriptor (missing/non-string `mediaType`, size not an
   integer in 0..2**63-1, `urls`/`annotations`/`artifactType`/`platform` of the wrong JSON type,
-  `data` that is not the base64 of the content the descriptor names), malformed `annotations` or
-  `artifactType`. The image spec types these fields (int, int64, string, array of strings, string
+  `data` that is not the base64 of the content the descriptor names), malformed `annotations`, an
+  `artifactType` or config `mediaType` that is not an RFC 6838 media type. The image spec types these fields (int, int64, string, array of strings, string
   map) and Go clients (docker, containerd) fail to decode a manifest that breaks them, so one
   stored anyway could never be pulled by them (CNCF Distribution refuses them for that reason);
 - DIGEST_INVALID: a descriptor whose `digest` is a string that does not parse (a missing or
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,13 @@ _SCHEMA1_MESSAGE = "Docker manifest schema1 is not supported; push schema2 or OC
 
 # A descriptor's size is an int64 (image spec); orjson reads larger integers as floats up to 2**64.
 _MAX_SIZE = 2**63 - 1
+# RFC 6838 section 4.2, which the image spec requires of media types and artifact types: type "/"
+# subtype, each a restricted-name of at most 127 characters. The manifest's `artifactType` and its
+# config's `mediaType` are stored (and shown by the referrers API), so they are held to it: a
+# longer one or one with a NUL would not fit the store's column. Other descriptors' `mediaType`
+# need only be non-empty strings (nothing keeps them but the payload).
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE = re.compile(f"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
 # Platform fields (image-index spec) and their JSON types.
 _PLATFORM_STRINGS = ("architecture", "os", "os.version", "variant")
 _PLATFORM_LISTS = ("os.features", "features")
@@ -192,7 +200,7 @@ def _descriptor_extras(value: dict[str, Any], where: str, digest: Digest, size: 
     if urls is not None and (not isinstance(urls, list) or not all(isinstance(url, str) for url in urls)):
         raise _invalid(f"{where}.urls must be an array of strings", {"descriptor": where, "field": "urls"})
     _annotations(value.get("annotations"), f"{where}.annotations")
-    _optional_string(value, "artifactType", where)
+    _media_type_field(value, "artifactType", where)
     platform = value.get("platform")
     if platform is not None and not (
         isinstance(platform, dict)
@@ -237,6 +245,16 @@ def _optional_string(document: dict[str, Any], key: str, where: str = "") -> str
     return value
 
 
+def _media_type_field(document: dict[str, Any], key: str, where: str = "") -> str | None:
+    """An optional field that must be an RFC 6838 media type (such as `artifactType`)."""
+    value = _optional_string(document, key, where)
+    if value is not None and not _MEDIA_TYPE.fullmatch(value):
+        name = f"{where}.{key}" if where else key
+        raise _invalid(f"{name} must be a media type (RFC 6838: type/subtype, each at most 127 letters, digits "
+                       f"or !#$&^_.+-), got {value[:300]!r}", {"field": name})
+    return value
+
+
 def _descriptor_list(document: dict[str, Any], key: str, *, required: bool) -> list[Any]:
     value = document.get(key)
     if value is None and not required:
@@ -255,7 +273,7 @@ def parse_manifest(payload: bytes, content_type: str) -> ParsedManifest:
     subject_digest = None
     if document.get("subject") is not None:
         subject_digest = _descriptor(document["subject"], "subject")[1]
-    artifact_type = _optional_string(document, "artifactType")
+    artifact_type = _media_type_field(document, "artifactType")
     annotations = _annotations(document.get("annotations"), "annotations")
 
     blobs: dict[str, None] = {}
@@ -265,6 +283,7 @@ def parse_manifest(payload: bytes, content_type: str) -> ParsedManifest:
         if "manifests" in document:
             raise _invalid("an image manifest cannot have a manifests field", {"field": "manifests"})
         config_media_type, config_digest = _descriptor(document.get("config"), "config")
+        _media_type_field(document["config"], "mediaType", "config")
         blobs[config_digest] = None
         # Docker schema2 requires layers; OCI artifacts may leave them out.
         layers = _descriptor_list(document, "layers", required=media_type == DOCKER_MANIFEST)

@@ -201,6 +201,10 @@ UNDECODABLE: dict[str, Callable[[dict], None]] = {
     "urls-not-an-array": lambda doc: doc["layers"][0].update(urls="https://example.com/layer"),
     "annotations-not-strings": lambda doc: doc["config"].update(annotations={"n": 1}),
     "data-not-the-content": lambda doc: doc["config"].update(data="aGVsbG8="),
+    # Not RFC 6838 media types; on PostgreSQL these once answered 500 (VARCHAR(255), no NUL).
+    "artifactType-too-long": lambda doc: doc.update(artifactType="application/" + "x" * 300),
+    "artifactType-with-nul": lambda doc: doc.update(artifactType="application/x\0y"),
+    "config-mediaType-too-long": lambda doc: doc["config"].update(mediaType="application/" + "x" * 300),
 }
 
 

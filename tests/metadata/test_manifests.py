@@ -279,3 +279,43 @@ def test_well_typed_optional_descriptor_fields_are_accepted() -> None:
     index["manifests"][0]["platform"] = {"architecture": "arm64", "os": "linux", "variant": "v8",
                                          "os.features": ["f"], "features": []}
     assert parse(index, docs.OCI_INDEX).manifest_digests == (docs.sha256(b"child"),)
+
+
+# RFC 6838 (the image spec's rule for artifactType and media types): at most 127 characters each
+# side of the '/', from a small alphabet. The stored ones once reached PostgreSQL's VARCHAR(255)
+# (or its refusal of NUL) and answered 500.
+NOT_MEDIA_TYPES = {
+    "too-long-subtype": "application/" + "x" * 128,
+    "too-long-overall": "a" * 127 + "/" + "b" * 128,
+    "nul": "application/x\u0000y",
+    "no-slash": "sbom",
+    "parameters": "application/json; charset=utf-8",
+    "space": "application/x y",
+    "non-ascii": "application/\u00e9",
+}
+
+
+@pytest.mark.parametrize("field", ["artifactType", "config.mediaType", "index.artifactType",
+                                   "layers[0].artifactType"])
+@pytest.mark.parametrize("case", list(NOT_MEDIA_TYPES))
+def test_artifact_type_and_config_media_type_must_be_media_types(field: str, case: str) -> None:
+    value = NOT_MEDIA_TYPES[case].encode().decode("unicode_escape")
+    document, media_type = docs.image(layers=1), docs.OCI_MANIFEST
+    if field == "artifactType":
+        document["artifactType"] = value
+    elif field == "config.mediaType":
+        document["config"]["mediaType"] = value
+    elif field == "layers[0].artifactType":
+        document["layers"][0]["artifactType"] = value
+    else:
+        document, media_type = docs.index([b"x"], artifact_type=value), docs.OCI_INDEX
+    error = refused(document, media_type)
+    assert "RFC 6838" in error.message
+
+
+@pytest.mark.parametrize("value", ["a" * 127 + "/" + "b" * 127, "application/vnd.oci.image.config.v1+json",
+                                   "application/vnd.dev.cosign.artifact.sig.v1+json", "A1/b!#$&^_.+-"])
+def test_longest_and_odd_but_valid_media_types_are_accepted(value: str) -> None:
+    document = docs.image(layers=1, artifact_type=value)
+    document["config"]["mediaType"] = value
+    assert parse(document, docs.OCI_MANIFEST).artifact_type == value
