@@ -17,9 +17,11 @@ Errors (all `RegistryError`):
   mismatched media type, a malformed descriptor (missing/non-string `mediaType`, size not an
   integer in 0..2**63-1, `urls`/`annotations`/`artifactType`/`platform` of the wrong JSON type,
   `data` that is not the base64 of the content the descriptor names), malformed `annotations`, an
-  `artifactType` or config `mediaType` that is not an RFC 6838 media type. The image spec types these fields (int, int64, string, array of strings, string
-  map) and Go clients (docker, containerd) fail to decode a manifest that breaks them, so one
-  stored anyway could never be pulled by them (CNCF Distribution refuses them for that reason);
+  `artifactType` or config `mediaType` that is not an RFC 6838 media type, a manifest or descriptor
+  key that is a known field in another case (`Layers`: Go clients would read it as `layers`).
+  The image spec types these fields (int, int64, string, array of strings, string map) and Go
+  clients (docker, containerd) fail to decode a manifest that breaks them, so one stored anyway
+  could never be pulled by them (CNCF Distribution refuses them for that reason);
 - DIGEST_INVALID: a descriptor whose `digest` is a string that does not parse (a missing or
   non-string digest is MANIFEST_INVALID: the document itself is malformed). We chose DIGEST_INVALID because the
   distribution spec names it for "a manifest includes an invalid layer digest"; the detail says
@@ -74,6 +76,11 @@ _MAX_SIZE = 2**63 - 1
 # need only be non-empty strings (nothing keeps them but the payload).
 _RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 _MEDIA_TYPE = re.compile(f"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
+# The fields of a manifest and of a descriptor (lowercase → spelling), for `_exact_keys`.
+_MANIFEST_FIELDS = {name.lower(): name for name in (
+    "schemaVersion", "mediaType", "artifactType", "config", "layers", "manifests", "subject", "annotations")}
+_DESCRIPTOR_FIELDS = {name.lower(): name for name in (
+    "mediaType", "digest", "size", "urls", "annotations", "data", "artifactType", "platform")}
 # Platform fields (image-index spec) and their JSON types.
 _PLATFORM_STRINGS = ("architecture", "os", "os.version", "variant")
 _PLATFORM_LISTS = ("os.features", "features")
@@ -118,7 +125,20 @@ def _decode(payload: bytes) -> dict[str, Any]:
         raise _invalid(f"manifest is not valid JSON ({exc}); send the manifest document as UTF-8 JSON") from None
     if not isinstance(document, dict):
         raise _invalid("manifest must be a JSON object with schemaVersion 2")
+    _exact_keys(document, _MANIFEST_FIELDS, "manifest")
     return document
+
+
+def _exact_keys(value: dict[str, Any], fields: dict[str, str], where: str) -> None:
+    """Refuses a key that is one of `fields` in another case (`Layers`, `DIGEST`). JSON keys are
+    case-sensitive, so this parser would not see it, but Go's encoding/json (docker, containerd,
+    CNCF Distribution) matches keys case-insensitively and would: the registry would check one
+    list of references and clients pull another."""
+    for key in value:
+        field = fields.get(key.lower())
+        if field is not None and key != field:
+            raise _invalid(f"{where} has a key {key!r}: spell it {field!r} (Go clients read {key!r} as {field!r})",
+                           {"field": f"{where}.{key}"})
 
 
 def _check_schema_version(document: dict[str, Any]) -> None:
@@ -171,6 +191,7 @@ def _descriptor(value: Any, where: str) -> tuple[str, str]:
     """Validates one descriptor; returns (mediaType, digest)."""
     if not isinstance(value, dict):
         raise _invalid(f"{where} must be a descriptor object", {"descriptor": where})
+    _exact_keys(value, _DESCRIPTOR_FIELDS, where)
     media_type = value.get("mediaType")
     if not isinstance(media_type, str) or not media_type:
         raise _invalid(f"{where}.mediaType must be a non-empty string", {"descriptor": where})

@@ -185,6 +185,19 @@ def test_manifest_with_blob_linked_only_in_another_repository_is_rejected(
     assert_error(get_manifest(client, repo, "v1"), 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
 
 
+@pytest.mark.parametrize("key", ["Layers", "LAYERS"])
+def test_differently_cased_layers_cannot_hide_an_unknown_blob(client: httpx.Client, repo: str, key: str) -> None:
+    # Go clients read `Layers` as `layers`: once accepted, the registry checked no layers at all
+    # while docker and containerd pulled one it never checked.
+    base = image(1)
+    for blob in base.blobs:
+        push_blob(client, repo, blob)
+    document = {**base.json, key: [{"mediaType": OCI_LAYER, "digest": sha256(repo.encode()), "size": 1}]}
+    manifest = Manifest(render(document), OCI_MANIFEST, blobs=base.blobs)
+    assert_error(push_manifest_only(client, repo, "cased", manifest), 400, "MANIFEST_INVALID")
+    assert_error(get_manifest(client, repo, manifest.digest), 404, "MANIFEST_UNKNOWN")
+
+
 def test_index_with_missing_child_is_manifest_blob_unknown(client: httpx.Client, repo: str) -> None:
     present, absent = image(1), image(1)
     push(client, repo, present)

@@ -319,3 +319,24 @@ def test_longest_and_odd_but_valid_media_types_are_accepted(value: str) -> None:
     document = docs.image(layers=1, artifact_type=value)
     document["config"]["mediaType"] = value
     assert parse(document, docs.OCI_MANIFEST).artifact_type == value
+
+
+# JSON keys are case-sensitive, but Go's encoding/json (docker, containerd, Distribution) matches
+# them case-insensitively: a `Layers` this parser ignored, Go clients read as the layers.
+@pytest.mark.parametrize(("where", "key"), [
+    ("manifest", "Layers"), ("manifest", "LAYERS"), ("manifest", "Config"), ("manifest", "MediaType"),
+    ("manifest", "Subject"), ("manifest", "SchemaVersion"),
+    ("config", "Digest"), ("layers[0]", "SIZE"), ("layers[0]", "Urls"), ("subject", "MediaType"),
+])
+def test_known_fields_in_another_case_are_refused(where: str, key: str) -> None:
+    document = docs.image(layers=1, subject=docs.descriptor(docs.OCI_MANIFEST))
+    target = document if where == "manifest" else (document["layers"][0] if where == "layers[0]" else document[where])
+    target[key] = target.get(key.lower(), docs.descriptor(docs.OCI_LAYER)) if key != "LAYERS" else []
+    error = refused(document, docs.OCI_MANIFEST)
+    assert repr(key) in error.message
+
+
+def test_index_with_a_differently_cased_manifests_key_is_refused() -> None:
+    document = docs.index([b"x"])
+    document["Manifests"] = [docs.descriptor(docs.OCI_MANIFEST)]
+    assert "'Manifests'" in refused(document, docs.OCI_INDEX).message
