@@ -218,15 +218,15 @@ def _descriptor_extras(value: dict[str, Any], where: str, digest: Digest, size: 
     """The optional descriptor fields have the JSON types the image spec gives them, and embedded
     `data` is the base64 of exactly the content the descriptor names."""
     urls = value.get("urls")
-    if urls is not None and (not isinstance(urls, list) or not all(isinstance(url, str) for url in urls)):
+    if not _is_text_list(urls):
         raise _invalid(f"{where}.urls must be an array of strings", {"descriptor": where, "field": "urls"})
     _annotations(value.get("annotations"), f"{where}.annotations")
     _media_type_field(value, "artifactType", where)
     platform = value.get("platform")
     if platform is not None and not (
         isinstance(platform, dict)
-        and all(isinstance(platform.get(key, ""), str) for key in _PLATFORM_STRINGS)
-        and all(isinstance(item, str) for key in _PLATFORM_LISTS for item in _string_list(platform.get(key)))
+        and all(_is_text(platform.get(key)) for key in _PLATFORM_STRINGS)
+        and all(_is_text_list(platform.get(key)) for key in _PLATFORM_LISTS)
     ):
         raise _invalid(f"{where}.platform must be an object of string fields (os.features and features: "
                        "arrays of strings)", {"descriptor": where, "field": "platform"})
@@ -241,11 +241,14 @@ def _descriptor_extras(value: dict[str, Any], where: str, digest: Digest, size: 
                            "and size name", {"descriptor": where, "field": "data"})
 
 
-def _string_list(value: Any) -> list[Any]:
-    """`value` when it is a list, [] when absent, else a list holding a non-string (refused)."""
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [None]
+def _is_text(value: Any) -> bool:
+    """A string, or null (which Go clients decode as an empty string: not worth a refusal)."""
+    return value is None or isinstance(value, str)
+
+
+def _is_text_list(value: Any) -> bool:
+    """Absent, or an array of `_is_text` items."""
+    return value is None or (isinstance(value, list) and all(_is_text(item) for item in value))
 
 
 def _annotations(value: Any, where: str) -> dict[str, str] | None:

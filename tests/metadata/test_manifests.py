@@ -277,7 +277,8 @@ def test_well_typed_optional_descriptor_fields_are_accepted() -> None:
     assert document["config"]["digest"] in parse(document, docs.OCI_MANIFEST).blob_digests
     index = docs.index([b"child"])
     index["manifests"][0]["platform"] = {"architecture": "arm64", "os": "linux", "variant": "v8",
-                                         "os.features": ["f"], "features": []}
+                                         "os.features": ["f"], "features": [], "os.version": None}
+    index["manifests"][0]["urls"] = None
     assert parse(index, docs.OCI_INDEX).manifest_digests == (docs.sha256(b"child"),)
 
 
