@@ -197,10 +197,10 @@ class MetadataCore:
 
     async def list_tags(self, repository: str, *, limit: int | None, last: str) -> Page[str]:
         validate_repository(repository)
-        return await self._store.list_tags(repository, last=last, limit=self.page_limit(limit))
+        return await self._store.list_tags(repository, last=_bound(last), limit=self.page_limit(limit))
 
     async def list_repositories(self, *, limit: int | None, last: str) -> Page[str]:
-        return await self._store.list_repositories(last=last, limit=self.page_limit(limit))
+        return await self._store.list_repositories(last=_bound(last), limit=self.page_limit(limit))
 
     async def list_referrers(self, repository: str, subject_digest: str, *, artifact_type: str,
                              limit: int | None, last: str) -> Page[Referrer]:
@@ -208,9 +208,20 @@ class MetadataCore:
         subject: an empty page. NAME_INVALID / DIGEST_INVALID for malformed input."""
         validate_repository(repository)
         subject = self._digest(subject_digest)
+        limit = self.page_limit(limit)
+        if "\x00" in artifact_type:
+            # No artifact type holds a NUL (manifests.py), and PostgreSQL refuses one as a parameter.
+            return Page(items=[], has_more=False)
         return await self._store.list_referrers(
-            repository, subject, artifact_type=artifact_type or None, last=last, limit=self.page_limit(limit)
+            repository, subject, artifact_type=artifact_type or None, last=_bound(last), limit=limit
         )
+
+
+def _bound(last: str) -> str:
+    """A page's `last` as the store takes it. PostgreSQL refuses a NUL in a parameter; no name, tag
+    or digest holds one, so cutting `last` at its first NUL keeps exactly the same items after it
+    in the byte-wise order ("a\\0b" and "a" have the same successors)."""
+    return last.split("\x00", 1)[0]
 
 
 def _blob_unknown(repository: str, digest: str) -> RegistryError:

@@ -13,9 +13,15 @@ Media type resolution:
 - Docker schema1 (and any `schemaVersion` 1 payload) is refused: push schema2 or OCI instead.
 
 Errors (all `RegistryError`):
-- MANIFEST_INVALID: not JSON, not an object, wrong `schemaVersion`, unknown or mismatched media
-  type, a malformed descriptor (missing/non-string `mediaType`, size not a non-negative integer),
-  malformed `annotations` or `artifactType`;
+- MANIFEST_INVALID: not JSON, not an object, `schemaVersion` not the JSON integer 2, unknown or
+  mismatched media type, a malformed descriptor (missing/non-string `mediaType`, size not an
+  integer in 0..2**63-1, `urls`/`annotations`/`artifactType`/`platform` of the wrong JSON type,
+  `data` that is not the base64 of the content the descriptor names), malformed `annotations`, an
+  `artifactType` or config `mediaType` that is not an RFC 6838 media type, a manifest or descriptor
+  key that is a known field in another case (`Layers`: Go clients would read it as `layers`).
+  The image spec types these fields (int, int64, string, array of strings, string map) and Go
+  clients (docker, containerd) fail to decode a manifest that breaks them, so one stored anyway
+  could never be pulled by them (CNCF Distribution refuses them for that reason);
 - DIGEST_INVALID: a descriptor whose `digest` is a string that does not parse (a missing or
   non-string digest is MANIFEST_INVALID: the document itself is malformed). We chose DIGEST_INVALID because the
   distribution spec names it for "a manifest includes an invalid layer digest"; the detail says
@@ -24,6 +30,9 @@ Errors (all `RegistryError`):
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +66,24 @@ _FOREIGN_LAYER_TYPES = frozenset({"application/vnd.docker.image.rootfs.foreign.d
 _NONDISTRIBUTABLE_PREFIX = "application/vnd.oci.image.layer.nondistributable."
 
 _SCHEMA1_MESSAGE = "Docker manifest schema1 is not supported; push schema2 or OCI"
+
+# A descriptor's size is an int64 (image spec); orjson reads larger integers as floats up to 2**64.
+_MAX_SIZE = 2**63 - 1
+# RFC 6838 section 4.2, which the image spec requires of media types and artifact types: type "/"
+# subtype, each a restricted-name of at most 127 characters. The manifest's `artifactType` and its
+# config's `mediaType` are stored (and shown by the referrers API), so they are held to it: a
+# longer one or one with a NUL would not fit the store's column. Other descriptors' `mediaType`
+# need only be non-empty strings (nothing keeps them but the payload).
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE = re.compile(f"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
+# The fields of a manifest and of a descriptor (lowercase → spelling), for `_exact_keys`.
+_MANIFEST_FIELDS = {name.lower(): name for name in (
+    "schemaVersion", "mediaType", "artifactType", "config", "layers", "manifests", "subject", "annotations")}
+_DESCRIPTOR_FIELDS = {name.lower(): name for name in (
+    "mediaType", "digest", "size", "urls", "annotations", "data", "artifactType", "platform")}
+# Platform fields (image-index spec) and their JSON types.
+_PLATFORM_STRINGS = ("architecture", "os", "os.version", "variant")
+_PLATFORM_LISTS = ("os.features", "features")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +125,28 @@ def _decode(payload: bytes) -> dict[str, Any]:
         raise _invalid(f"manifest is not valid JSON ({exc}); send the manifest document as UTF-8 JSON") from None
     if not isinstance(document, dict):
         raise _invalid("manifest must be a JSON object with schemaVersion 2")
+    _exact_keys(document, _MANIFEST_FIELDS, "manifest")
     return document
+
+
+def _exact_keys(value: dict[str, Any], fields: dict[str, str], where: str) -> None:
+    """Refuses a key that is one of `fields` in another case (`Layers`, `DIGEST`). JSON keys are
+    case-sensitive, so this parser would not see it, but Go's encoding/json (docker, containerd,
+    CNCF Distribution) matches keys case-insensitively and would: the registry would check one
+    list of references and clients pull another."""
+    for key in value:
+        field = fields.get(key.lower())
+        if field is not None and key != field:
+            raise _invalid(f"{where} has a key {key!r}: spell it {field!r} (Go clients read {key!r} as {field!r})",
+                           {"field": f"{where}.{key}"})
 
 
 def _check_schema_version(document: dict[str, Any]) -> None:
     version = document.get("schemaVersion")
-    if version == 1 and not isinstance(version, bool):
+    # `type(...) is int`: not a bool, and not 2.0 (orjson reads it as a float; Go clients refuse it).
+    if version == 1 and type(version) is int:
         raise _invalid(_SCHEMA1_MESSAGE, {"schemaVersion": 1})
-    if version != 2 or isinstance(version, bool):
+    if version != 2 or type(version) is not int:
         raise _invalid(
             f"manifest schemaVersion must be 2, got {version!r}",
             {"schemaVersion": version},
@@ -150,6 +191,7 @@ def _descriptor(value: Any, where: str) -> tuple[str, str]:
     """Validates one descriptor; returns (mediaType, digest)."""
     if not isinstance(value, dict):
         raise _invalid(f"{where} must be a descriptor object", {"descriptor": where})
+    _exact_keys(value, _DESCRIPTOR_FIELDS, where)
     media_type = value.get("mediaType")
     if not isinstance(media_type, str) or not media_type:
         raise _invalid(f"{where}.mediaType must be a non-empty string", {"descriptor": where})
@@ -166,9 +208,47 @@ def _descriptor(value: Any, where: str) -> tuple[str, str]:
             {"descriptor": where, "digest": digest},
         ) from None
     size = value.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where}.size must be a non-negative integer", {"descriptor": where, "size": size})
+    if type(size) is not int or not 0 <= size <= _MAX_SIZE:
+        raise _invalid(f"{where}.size must be an integer from 0 to {_MAX_SIZE}", {"descriptor": where, "size": size})
+    _descriptor_extras(value, where, parsed, size)
     return media_type, str(parsed)
+
+
+def _descriptor_extras(value: dict[str, Any], where: str, digest: Digest, size: int) -> None:
+    """The optional descriptor fields have the JSON types the image spec gives them, and embedded
+    `data` is the base64 of exactly the content the descriptor names."""
+    urls = value.get("urls")
+    if not _is_text_list(urls):
+        raise _invalid(f"{where}.urls must be an array of strings", {"descriptor": where, "field": "urls"})
+    _annotations(value.get("annotations"), f"{where}.annotations")
+    _media_type_field(value, "artifactType", where)
+    platform = value.get("platform")
+    if platform is not None and not (
+        isinstance(platform, dict)
+        and all(_is_text(platform.get(key)) for key in _PLATFORM_STRINGS)
+        and all(_is_text_list(platform.get(key)) for key in _PLATFORM_LISTS)
+    ):
+        raise _invalid(f"{where}.platform must be an object of string fields (os.features and features: "
+                       "arrays of strings)", {"descriptor": where, "field": "platform"})
+    data = value.get("data")
+    if data is not None:
+        try:
+            content = base64.b64decode(data, validate=True) if isinstance(data, str) else None
+        except binascii.Error:
+            content = None
+        if content is None or len(content) != size or Digest.of(content, digest.algorithm) != digest:
+            raise _invalid(f"{where}.data must be the base64 encoding of the content the descriptor's digest "
+                           "and size name", {"descriptor": where, "field": "data"})
+
+
+def _is_text(value: Any) -> bool:
+    """A string, or null (which Go clients decode as an empty string: not worth a refusal)."""
+    return value is None or isinstance(value, str)
+
+
+def _is_text_list(value: Any) -> bool:
+    """Absent, or an array of `_is_text` items."""
+    return value is None or (isinstance(value, list) and all(_is_text(item) for item in value))
 
 
 def _annotations(value: Any, where: str) -> dict[str, str] | None:
@@ -179,12 +259,23 @@ def _annotations(value: Any, where: str) -> dict[str, str] | None:
     return value
 
 
-def _optional_string(document: dict[str, Any], key: str) -> str | None:
+def _optional_string(document: dict[str, Any], key: str, where: str = "") -> str | None:
     value = document.get(key)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise _invalid(f"{key} must be a non-empty string", {"field": key})
+        name = f"{where}.{key}" if where else key
+        raise _invalid(f"{name} must be a non-empty string", {"field": name})
+    return value
+
+
+def _media_type_field(document: dict[str, Any], key: str, where: str = "") -> str | None:
+    """An optional field that must be an RFC 6838 media type (such as `artifactType`)."""
+    value = _optional_string(document, key, where)
+    if value is not None and not _MEDIA_TYPE.fullmatch(value):
+        name = f"{where}.{key}" if where else key
+        raise _invalid(f"{name} must be a media type (RFC 6838: type/subtype, each at most 127 letters, digits "
+                       f"or !#$&^_.+-), got {value[:300]!r}", {"field": name})
     return value
 
 
@@ -206,7 +297,7 @@ def parse_manifest(payload: bytes, content_type: str) -> ParsedManifest:
     subject_digest = None
     if document.get("subject") is not None:
         subject_digest = _descriptor(document["subject"], "subject")[1]
-    artifact_type = _optional_string(document, "artifactType")
+    artifact_type = _media_type_field(document, "artifactType")
     annotations = _annotations(document.get("annotations"), "annotations")
 
     blobs: dict[str, None] = {}
@@ -216,6 +307,7 @@ def parse_manifest(payload: bytes, content_type: str) -> ParsedManifest:
         if "manifests" in document:
             raise _invalid("an image manifest cannot have a manifests field", {"field": "manifests"})
         config_media_type, config_digest = _descriptor(document.get("config"), "config")
+        _media_type_field(document["config"], "mediaType", "config")
         blobs[config_digest] = None
         # Docker schema2 requires layers; OCI artifacts may leave them out.
         layers = _descriptor_list(document, "layers", required=media_type == DOCKER_MANIFEST)

@@ -185,12 +185,52 @@ def test_manifest_with_blob_linked_only_in_another_repository_is_rejected(
     assert_error(get_manifest(client, repo, "v1"), 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
 
 
+@pytest.mark.parametrize("key", ["Layers", "LAYERS"])
+def test_differently_cased_layers_cannot_hide_an_unknown_blob(client: httpx.Client, repo: str, key: str) -> None:
+    # Go clients read `Layers` as `layers`: once accepted, the registry checked no layers at all
+    # while docker and containerd pulled one it never checked.
+    base = image(1)
+    for blob in base.blobs:
+        push_blob(client, repo, blob)
+    document = {**base.json, key: [{"mediaType": OCI_LAYER, "digest": sha256(repo.encode()), "size": 1}]}
+    manifest = Manifest(render(document), OCI_MANIFEST, blobs=base.blobs)
+    assert_error(push_manifest_only(client, repo, "cased", manifest), 400, "MANIFEST_INVALID")
+    assert_error(get_manifest(client, repo, manifest.digest), 404, "MANIFEST_UNKNOWN")
+
+
 def test_index_with_missing_child_is_manifest_blob_unknown(client: httpx.Client, repo: str) -> None:
     present, absent = image(1), image(1)
     push(client, repo, present)
     top = index([present, absent])
     assert_error(push_manifest_only(client, repo, "idx", top), 400, "MANIFEST_BLOB_UNKNOWN")
     assert_error(get_manifest(client, repo, "idx"), 404, "MANIFEST_UNKNOWN")
+
+
+# Fields of a JSON type the image spec does not allow: Go clients (docker, containerd) cannot
+# decode such a manifest, so storing it would publish an image they can never pull.
+UNDECODABLE: dict[str, Callable[[dict], None]] = {
+    "schemaVersion-2.0": lambda doc: doc.update(schemaVersion=2.0),
+    "size-over-int64": lambda doc: doc["layers"][0].update(size=2**63),
+    "urls-not-an-array": lambda doc: doc["layers"][0].update(urls="https://example.com/layer"),
+    "annotations-not-strings": lambda doc: doc["config"].update(annotations={"n": 1}),
+    "data-not-the-content": lambda doc: doc["config"].update(data="aGVsbG8="),
+    # Not RFC 6838 media types; on PostgreSQL these once answered 500 (VARCHAR(255), no NUL).
+    "artifactType-too-long": lambda doc: doc.update(artifactType="application/" + "x" * 300),
+    "artifactType-with-nul": lambda doc: doc.update(artifactType="application/x\0y"),
+    "config-mediaType-too-long": lambda doc: doc["config"].update(mediaType="application/" + "x" * 300),
+}
+
+
+@pytest.mark.parametrize("case", list(UNDECODABLE))
+def test_manifest_with_mistyped_fields_is_manifest_invalid(client: httpx.Client, repo: str, case: str) -> None:
+    base = image(1)
+    for blob in base.blobs:
+        push_blob(client, repo, blob)
+    document = base.json
+    UNDECODABLE[case](document)
+    manifest = Manifest(render(document), OCI_MANIFEST, blobs=base.blobs)
+    assert_error(push_manifest_only(client, repo, "bad", manifest), 400, "MANIFEST_INVALID")
+    assert_error(get_manifest(client, repo, manifest.digest), 404, "MANIFEST_UNKNOWN")
 
 
 def test_manifest_over_4_mib_is_413(client: httpx.Client, repo: str) -> None:

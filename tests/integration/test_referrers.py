@@ -130,3 +130,12 @@ def test_invalid_digest_is_400(client: httpx.Client, repo: str) -> None:
     push(client, repo, image(1), tag="v1")
     assert_error(referrers(client, repo, "sha256:xyz"), 400, "DIGEST_INVALID")
     assert_error(referrers(client, repo, "v1"), 400, "DIGEST_INVALID")
+
+
+def test_filters_and_last_with_a_nul_are_not_errors(client: httpx.Client, repo: str) -> None:
+    # PostgreSQL refuses a NUL in a parameter: these once answered 500.
+    subject = image(1)
+    push(client, repo, subject, tag="v1")
+    push(client, repo, artifact(subject=subject, artifact_type=SBOM))
+    assert assert_index(referrers(client, repo, subject.digest, artifactType=SBOM + "\0")) == []
+    assert len(assert_index(referrers(client, repo, subject.digest, last="\0"))) == 1

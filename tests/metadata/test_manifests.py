@@ -148,8 +148,9 @@ def test_not_a_json_object(payload: bytes) -> None:
     assert "JSON" in error.message
 
 
-@pytest.mark.parametrize("version", [None, 3, "2", True, 2.5])
+@pytest.mark.parametrize("version", [None, 3, "2", True, 2.5, 2.0])
 def test_schema_version_must_be_2(version: Any) -> None:
+    # 2.0 too: Go clients cannot decode it into the spec's int.
     document = docs.image()
     if version is None:
         del document["schemaVersion"]
@@ -177,8 +178,9 @@ def test_missing_or_non_string_descriptor_digest_is_manifest_invalid(value: Any)
     assert error.detail["descriptor"] == "layers[1]"
 
 
-@pytest.mark.parametrize("size", [-1, "10", 1.5, None, True])
+@pytest.mark.parametrize("size", [-1, "10", 1.5, None, True, 2**63, 2**64 - 1, 2.0])
 def test_bad_descriptor_size(size: Any) -> None:
+    # The image spec's size is an int64: 2**63 and up would break every Go client's decoding.
     document = docs.image()
     document["config"]["size"] = size
     error = refused(document, docs.OCI_MANIFEST)
@@ -225,3 +227,117 @@ def test_bad_subject_annotations_and_artifact_type() -> None:
 def test_empty_index_is_valid() -> None:
     parsed = parse(docs.index([]), docs.OCI_INDEX)
     assert parsed.manifest_digests == () and parsed.media_type == docs.OCI_INDEX
+
+
+def test_largest_int64_size_is_accepted() -> None:
+    document = docs.image()
+    document["layers"][0]["size"] = 2**63 - 1
+    assert document["layers"][0]["digest"] in parse(document, docs.OCI_MANIFEST).blob_digests
+
+
+# The optional descriptor fields, typed by the image spec; Go clients (and CNCF Distribution) fail
+# to decode a manifest whose fields have another JSON type, so such a manifest is never stored.
+BAD_OPTIONAL_FIELDS = {
+    "urls-not-array": ("urls", "https://example.com/layer"),
+    "urls-of-numbers": ("urls", [1]),
+    "annotations-not-strings": ("annotations", {"a": 1}),
+    "annotations-not-object": ("annotations", ["a"]),
+    "artifactType-number": ("artifactType", 5),
+    "artifactType-empty": ("artifactType", ""),
+    "platform-string": ("platform", "linux/amd64"),
+    "platform-architecture-number": ("platform", {"architecture": 64, "os": "linux"}),
+    "platform-features-string": ("platform", {"architecture": "amd64", "os": "linux", "os.features": "x"}),
+    "data-not-base64": ("data", "!!not base64!!"),
+    "data-number": ("data", 5),
+    "data-other-content": ("data", "aGVsbG8="),
+}
+
+
+@pytest.mark.parametrize("where", ["config", "layers[0]", "subject", "manifests[0]"])
+@pytest.mark.parametrize("case", list(BAD_OPTIONAL_FIELDS))
+def test_optional_descriptor_fields_of_the_wrong_type_are_manifest_invalid(where: str, case: str) -> None:
+    field, value = BAD_OPTIONAL_FIELDS[case]
+    if where == "manifests[0]":
+        document, media_type = docs.index([b"child"]), docs.OCI_INDEX
+        target = document["manifests"][0]
+    else:
+        document, media_type = docs.image(layers=1, subject=docs.descriptor(docs.OCI_MANIFEST)), docs.OCI_MANIFEST
+        target = document["layers"][0] if where == "layers[0]" else document[where]
+    target[field] = value
+    error = refused(document, media_type)
+    assert where in error.message
+
+
+def test_well_typed_optional_descriptor_fields_are_accepted() -> None:
+    content = b"embedded config"
+    document = docs.image(layers=1)
+    document["config"] = docs.descriptor(docs.OCI_CONFIG, docs.sha256(content), len(content),
+                                         data="ZW1iZWRkZWQgY29uZmln", annotations={"a": "b"})
+    document["layers"][0].update(urls=["https://example.com/l"], artifactType="application/x")
+    assert document["config"]["digest"] in parse(document, docs.OCI_MANIFEST).blob_digests
+    index = docs.index([b"child"])
+    index["manifests"][0]["platform"] = {"architecture": "arm64", "os": "linux", "variant": "v8",
+                                         "os.features": ["f"], "features": [], "os.version": None}
+    index["manifests"][0]["urls"] = None
+    assert parse(index, docs.OCI_INDEX).manifest_digests == (docs.sha256(b"child"),)
+
+
+# RFC 6838 (the image spec's rule for artifactType and media types): at most 127 characters each
+# side of the '/', from a small alphabet. The stored ones once reached PostgreSQL's VARCHAR(255)
+# (or its refusal of NUL) and answered 500.
+NOT_MEDIA_TYPES = {
+    "too-long-subtype": "application/" + "x" * 128,
+    "too-long-overall": "a" * 127 + "/" + "b" * 128,
+    "nul": "application/x\u0000y",
+    "no-slash": "sbom",
+    "parameters": "application/json; charset=utf-8",
+    "space": "application/x y",
+    "non-ascii": "application/\u00e9",
+}
+
+
+@pytest.mark.parametrize("field", ["artifactType", "config.mediaType", "index.artifactType",
+                                   "layers[0].artifactType"])
+@pytest.mark.parametrize("case", list(NOT_MEDIA_TYPES))
+def test_artifact_type_and_config_media_type_must_be_media_types(field: str, case: str) -> None:
+    value = NOT_MEDIA_TYPES[case].encode().decode("unicode_escape")
+    document, media_type = docs.image(layers=1), docs.OCI_MANIFEST
+    if field == "artifactType":
+        document["artifactType"] = value
+    elif field == "config.mediaType":
+        document["config"]["mediaType"] = value
+    elif field == "layers[0].artifactType":
+        document["layers"][0]["artifactType"] = value
+    else:
+        document, media_type = docs.index([b"x"], artifact_type=value), docs.OCI_INDEX
+    error = refused(document, media_type)
+    assert "RFC 6838" in error.message
+
+
+@pytest.mark.parametrize("value", ["a" * 127 + "/" + "b" * 127, "application/vnd.oci.image.config.v1+json",
+                                   "application/vnd.dev.cosign.artifact.sig.v1+json", "A1/b!#$&^_.+-"])
+def test_longest_and_odd_but_valid_media_types_are_accepted(value: str) -> None:
+    document = docs.image(layers=1, artifact_type=value)
+    document["config"]["mediaType"] = value
+    assert parse(document, docs.OCI_MANIFEST).artifact_type == value
+
+
+# JSON keys are case-sensitive, but Go's encoding/json (docker, containerd, Distribution) matches
+# them case-insensitively: a `Layers` this parser ignored, Go clients read as the layers.
+@pytest.mark.parametrize(("where", "key"), [
+    ("manifest", "Layers"), ("manifest", "LAYERS"), ("manifest", "Config"), ("manifest", "MediaType"),
+    ("manifest", "Subject"), ("manifest", "SchemaVersion"),
+    ("config", "Digest"), ("layers[0]", "SIZE"), ("layers[0]", "Urls"), ("subject", "MediaType"),
+])
+def test_known_fields_in_another_case_are_refused(where: str, key: str) -> None:
+    document = docs.image(layers=1, subject=docs.descriptor(docs.OCI_MANIFEST))
+    target = document if where == "manifest" else (document["layers"][0] if where == "layers[0]" else document[where])
+    target[key] = target.get(key.lower(), docs.descriptor(docs.OCI_LAYER)) if key != "LAYERS" else []
+    error = refused(document, docs.OCI_MANIFEST)
+    assert repr(key) in error.message
+
+
+def test_index_with_a_differently_cased_manifests_key_is_refused() -> None:
+    document = docs.index([b"x"])
+    document["Manifests"] = [docs.descriptor(docs.OCI_MANIFEST)]
+    assert "'Manifests'" in refused(document, docs.OCI_INDEX).message
