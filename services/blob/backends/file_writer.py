@@ -53,6 +53,7 @@ from services.blob.backends.durable_files import (
     delete_and_prune,
     fsync_folder,
     fsync_name_folder,
+    full_disk_is_backend_full,
     make_folder,
     new_file_folders,
     not_found,
@@ -111,6 +112,7 @@ class FileWriter:
         self._new_name = True
         return fd
 
+    @full_disk_is_backend_full
     async def append(
         self,
         parts: Sequence[Part],
@@ -212,6 +214,7 @@ class FileWriter:
             self._pool.submit(_write_at, fd, data, position, None, truncate, durable),
         ]
 
+    @full_disk_is_backend_full
     async def commit(self, parts: Sequence[Part], dest: str) -> None:
         size = self._checked_size(parts)
         dest_path = self._root / validate_key(dest)
