@@ -131,7 +131,8 @@ class ErrorKind(enum.Enum):
     # The registry's own storage is full (the blob plane's disk: ENOSPC or EDQUOT; the metadata
     # database: SQLite's SQLITE_FULL, PostgreSQL's disk_full): 507 Insufficient Storage (RFC 4918
     # 11.5, "unable to store the representation needed to complete the request"), not a 503 with
-    # Retry-After: no wait cures it, an operator must free or add space, and reads still work.
+    # Retry-After: no wait cures it, an operator must free or add space, and reads still work;
+    # clients that print no body of a 5xx (skopeo, containers/image) still say "Insufficient Storage".
     # RESOURCE_EXHAUSTED is gRPC's status for a full file system; the channels never retry it.
     STORAGE_FULL = ErrorSpec(
         "UNAVAILABLE",
