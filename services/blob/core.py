@@ -288,9 +288,15 @@ class BlobStore:
     # -- health -------------------------------------------------------------------------------
 
     async def check(self) -> None:
-        """Raises unless the backend can write, read and delete (the readiness check)."""
+        """Raises unless the backend can write, read and delete (the readiness check); a backend
+        that is only full passes (BackendFull: reads work, and writes answer STORAGE_FULL)."""
         key = keys.probe_key(keys.new_token())
-        await self.backend.put(key, _one(b"ok"))
+        try:
+            await self.backend.put(key, _one(b"ok"))
+        except BackendFull as error:
+            # The store answers, it only has no room: pulls are served, pushes get STORAGE_FULL.
+            log.error("blob storage is full, writes fail until space is freed: %s", error)
+            return
         try:
             stream = await self.backend.get(key)
             data = b"".join([chunk async for chunk in stream])

@@ -3,16 +3,10 @@
 no half blob, an upload stays at its acknowledged offset), and the same store succeeds again
 once space is freed.
 
-The disk is a small tmpfs mounted for the test, because what matters is what each call does when
-the file system itself says ENOSPC (a create that succeeds and a write that does not, a pwrite
-midway through a chunk); mounting needs root (CI runs as root), elsewhere the test skips."""
+The disk is a small tmpfs (tests/support/full_disk.py: skipped where it cannot be mounted)."""
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,25 +18,15 @@ from services.blob.core import BlobStore
 from services.common.errors import ErrorKind, RegistryError
 from tests.blob.test_uploads import REPO, append, read_all, sha256
 from tests.contracts.blob_backend_suite import keys_of, pattern
+from tests.support.full_disk import fill, small_disk
 
 OWNER = "10.0.0.7"
 
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs, unmounted after the test."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+    with small_disk(tmp_path / "disk") as mounted:
+        yield mounted
 
 
 @pytest.fixture
@@ -50,24 +34,6 @@ async def store(disk: Path) -> AsyncIterator[BlobStore]:
     backend = FilesystemBackend(disk / "blobs", io_threads=2)
     yield BlobStore(backend, upload_expiry_seconds=3600)
     await backend.close()
-
-
-def fill(disk: Path) -> Path:
-    """A file (not Lading's) that takes every free byte of `disk`."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        block = b"\0" * 65536
-        while True:
-            try:
-                os.write(fd, block)
-            except OSError as error:
-                assert error.errno == errno.ENOSPC
-                if len(block) == 1:
-                    return filler
-                block = block[: len(block) // 2]
-    finally:
-        os.close(fd)
 
 
 def temporary_files(disk: Path) -> list[Path]:
@@ -119,3 +85,15 @@ async def test_an_upload_keeps_its_offset_and_completes_once_space_is_freed(stor
     await store.commit_upload(other.upload_id, REPO, digest=sha256(small), expected_size=None,
                                   final_data=small)
     assert await read_all(store, sha256(small)) == small
+
+
+async def test_a_full_store_passes_the_readiness_probe_and_serves_reads(store: BlobStore, disk: Path) -> None:
+    """A blob plane started on a full disk serves pulls (its probe used to fail, and the plane to
+    exit), and its pushes answer STORAGE_FULL."""
+    data = pattern(50_000, seed=9)
+    started = await store.start_upload(REPO)
+    await store.commit_upload(started.upload_id, REPO, digest=sha256(data), expected_size=None, final_data=data)
+    fill(disk)
+    await store.check()
+    assert await read_all(store, sha256(data)) == data
+    assert not [key for key in await keys_of(store.backend, "") if key.startswith(keys.PROBES_PREFIX)]

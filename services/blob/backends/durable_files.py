@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from services.blob.backends.base import BackendFull
-from services.common.private_files import fsync_folder
+from services.common.private_files import DISK_FULL_ERRNOS, fsync_folder
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -32,8 +32,6 @@ FOLDER_MODE = 0o700
 CREATE_ATTEMPTS = 5
 
 _NOT_FOUND_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
-# No space left on the device, or the disk quota of Lading's user reached.
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def not_found(error: OSError) -> bool:
@@ -51,7 +49,7 @@ def full_disk_is_backend_full(method: Callable[P, Awaitable[T]]) -> Callable[P, 
         try:
             return await method(*args, **kwargs)
         except OSError as error:
-            if error.errno not in _FULL_ERRNOS:
+            if error.errno not in DISK_FULL_ERRNOS:
                 raise
             raise BackendFull(f"the blob storage's disk is full: {error.strerror}") from error
 
