@@ -41,8 +41,12 @@ def temporary_files(disk: Path) -> list[Path]:
     return list(disk.glob("blobs/**/.tmp-*"))
 
 
+def staged_bytes(disk: Path, upload_id: str) -> int:
+    return (disk / "blobs" / keys.upload_data_key(upload_id)).stat().st_size
+
+
 def full(caught: pytest.ExceptionInfo[RegistryError]) -> bool:
-    return caught.value.kind is ErrorKind.STORAGE_FULL and "lading gc" in caught.value.message
+    return caught.value.kind is ErrorKind.STORAGE_FULL and "free or add space" in caught.value.message
 
 
 async def test_a_session_that_finds_no_room_is_not_left_behind(store: BlobStore, disk: Path) -> None:
@@ -69,6 +73,8 @@ async def test_an_upload_keeps_its_offset_and_completes_once_space_is_freed(stor
         await append(store, started.upload_id, acknowledged, data[acknowledged:])
     assert full(caught)
     assert (await store.upload_status(started.upload_id, REPO)).offset == acknowledged
+    # The unacknowledged bytes are given back at once: the room other writes wait for.
+    assert staged_bytes(disk, started.upload_id) == acknowledged
     # A small blob sent whole with its commit finds no room either, and leaves no half blob.
     with pytest.raises(RegistryError) as caught:
         await store.commit_upload(other.upload_id, REPO, digest=sha256(small), expected_size=None,

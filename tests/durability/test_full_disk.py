@@ -24,7 +24,7 @@ def test_a_registry_started_on_a_full_disk_serves_and_answers_507(tmp_path: Path
             assert pushed.status_code == 507, pushed.text
             error = pushed.json()["errors"][0]
             assert error["code"] == "UNAVAILABLE"
-            assert "storage is full" in error["message"] and "lading gc" in error["message"]
+            assert "storage is full" in error["message"] and "free or add space" in error["message"]
             assert httpx.get(f"{stack.base_url}/v2/_catalog").status_code == 200
         assert "disk is full" in stack.log()
 

@@ -58,7 +58,7 @@ async def test_a_full_database_answers_storage_full_and_recovers(db: Database) -
     with pytest.raises(RegistryError) as caught:
         await _push(core, "v2")
     assert caught.value.kind is ErrorKind.STORAGE_FULL
-    assert "storage is full" in caught.value.message and "lading gc" in caught.value.message
+    assert "storage is full" in caught.value.message and "free or add space" in caught.value.message
     # Nothing of the failed push: no tag; reads of what was there go on.
     assert (await core.list_tags(REPO, limit=None, last="")).items == ["v1"]
     assert (await core.get_manifest(REPO, "v1")).digest == first
