@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.dml import Insert
 
 from services.common.errors import RegistryError, storage_full
+from services.common.private_files import DISK_FULL_ERRNOS
 
 # PostgreSQL SQLSTATEs after which re-running the whole (idempotent) transaction is safe:
 # serialization failure, deadlock, and unique / foreign-key violations from a concurrent writer.
@@ -91,7 +91,7 @@ def database_full(error: BaseException) -> RegistryError | None:
     full = (
         (isinstance(code, int) and code & 0xFF == _SQLITE_FULL)
         or sqlstate(error) == _DISK_FULL_SQLSTATE
-        or (isinstance(original, OSError) and original.errno in (errno.ENOSPC, errno.EDQUOT))
+        or (isinstance(original, OSError) and original.errno in DISK_FULL_ERRNOS)
     )
     return storage_full("the metadata database's disk is full") if full else None
 
