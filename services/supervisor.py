@@ -73,8 +73,8 @@ from typing import Any
 from services.common.parent_death import die_with_parent
 from services.common.paths import UnsafeFolder, ensure_private_folder
 from services.common.plane_control import PlaneControl
-from services.common.private_files import make_private_folder, restrict_new_files
-from services.common.serve_record import remove_record, write_record
+from services.common.private_files import DISK_FULL_ERRNOS, make_private_folder, restrict_new_files
+from services.common.serve_record import record_path, remove_record, write_record
 from services.common.settings import Settings, is_user_set, load_settings
 from services.serve_listeners import Listen, ListenUnavailable, bind_gateway, check_free, close_all
 
@@ -422,9 +422,17 @@ class Supervisor:
             print(f"lading serve: {unsafe}", file=sys.stderr, flush=True)
             close_all(self._gateway_sockets)
             return 2
-        write_record(self.plan.data_dir, metadata_target=self.plan.metadata_target,
-                     blob_target=self.plan.blob_target,
-                     url=f"{self.plan.scheme}://{_url_host(self.plan.host)}:{self.plan.port}")
+        try:
+            write_record(self.plan.data_dir, metadata_target=self.plan.metadata_target,
+                         blob_target=self.plan.blob_target,
+                         url=f"{self.plan.scheme}://{_url_host(self.plan.host)}:{self.plan.port}")
+        except OSError as error:
+            if error.errno not in DISK_FULL_ERRNOS:
+                raise
+            # A registry restarted on a full disk still serves pulls; the commands then find
+            # the planes at their default sockets (README, "Where the commands find the registry").
+            print(f"lading serve: the data folder's disk is full, {record_path(self.plan.data_dir)} "
+                  "not written; pushes answer 507 until space is freed", file=sys.stderr, flush=True)
         return None
 
     def launch(self) -> None:

@@ -22,6 +22,7 @@ from services.blob.backends import keys
 from services.blob.backends.base import (
     BackendAccessDenied,
     BackendError,
+    BackendFull,
     BackendLimitExceeded,
     BackendUnavailable,
     BlobBackend,
@@ -31,7 +32,7 @@ from services.blob.backends.base import (
 from services.blob.listing import BlobPage, list_blobs
 from services.blob.uploads import CommittedBlob, UploadSessions, UploadStatus
 from services.common.digests import Digest
-from services.common.errors import ErrorKind, RegistryError
+from services.common.errors import ErrorKind, RegistryError, storage_full
 
 log = logging.getLogger("lading.blob")
 
@@ -63,6 +64,9 @@ def registry_error(error: BackendError) -> RegistryError:
         return RegistryError(ErrorKind.INTERNAL, str(error))
     if isinstance(error, BackendLimitExceeded):
         return RegistryError(ErrorKind.UNSUPPORTED, str(error))
+    if isinstance(error, BackendFull):
+        log.error("blob storage is full, writes fail until space is freed: %s", error)
+        return storage_full(str(error))
     log.error("unexpected blob backend error: %r", error)
     return RegistryError(ErrorKind.INTERNAL, "blob storage failed unexpectedly; the blob service logs say more")
 
@@ -284,9 +288,15 @@ class BlobStore:
     # -- health -------------------------------------------------------------------------------
 
     async def check(self) -> None:
-        """Raises unless the backend can write, read and delete (the readiness check)."""
+        """Raises unless the backend can write, read and delete (the readiness check); a backend
+        that is only full passes (BackendFull: reads work, and writes answer STORAGE_FULL)."""
         key = keys.probe_key(keys.new_token())
-        await self.backend.put(key, _one(b"ok"))
+        try:
+            await self.backend.put(key, _one(b"ok"))
+        except BackendFull as error:
+            # The store answers, it only has no room: pulls are served, pushes get STORAGE_FULL.
+            log.error("blob storage is full, writes fail until space is freed: %s", error)
+            return
         try:
             stream = await self.backend.get(key)
             data = b"".join([chunk async for chunk in stream])

@@ -29,6 +29,8 @@ ERROR_DOMAIN = "lading.registry"
 MAX_MESSAGE_BYTES = 768
 MAX_DETAIL_BYTES = 1536
 _ELLIPSIS = "…"
+# What STORAGE_FULL asks of the operator (and tells the client).
+_FREE_SPACE = "an operator must free or add space, then retry the push; pulls still work"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,18 @@ class ErrorKind(enum.Enum):
     UNAVAILABLE = ErrorSpec(
         "UNAVAILABLE", grpc.StatusCode.UNAVAILABLE, 503, "service unavailable; retry the request shortly"
     )
+    # The registry's own storage is full (the blob plane's disk: ENOSPC or EDQUOT; the metadata
+    # database: SQLite's SQLITE_FULL, PostgreSQL's disk_full): 507 Insufficient Storage (RFC 4918
+    # 11.5, "unable to store the representation needed to complete the request"), not a 503 with
+    # Retry-After: no wait cures it, an operator must free or add space, and reads still work;
+    # clients that print no body of a 5xx (skopeo, containers/image) still say "Insufficient Storage".
+    # RESOURCE_EXHAUSTED is gRPC's status for a full file system; the channels never retry it.
+    STORAGE_FULL = ErrorSpec(
+        "UNAVAILABLE",
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        507,
+        f"the registry's storage is full; {_FREE_SPACE}",
+    )
     # The pull-through cache's upstream registry failed (down, timing out, 5xx, a body that does not
     # match its digest) and nothing cached can stand in: 502, the message names the upstream.
     UPSTREAM_FAILED = ErrorSpec(
@@ -185,6 +199,12 @@ class RegistryError(Exception):
         return status_pb2.Status(
             code=self.kind.grpc_status.value[0], message=_bounded_message(self.message), details=[packed]
         )
+
+
+def storage_full(what: str) -> RegistryError:
+    """STORAGE_FULL naming the storage that is full (`what`, e.g. "the blob storage's disk is
+    full"), with what the operator must do."""
+    return RegistryError(ErrorKind.STORAGE_FULL, f"the registry's storage is full ({what}); {_FREE_SPACE}")
 
 
 def _bounded_message(message: str) -> str:

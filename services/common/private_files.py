@@ -15,12 +15,15 @@ into it later must not vanish with its folder after a power cut.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
 FOLDER_MODE = 0o700
 FILE_MODE = 0o600
+# A write refused for lack of space: the disk is full (ENOSPC), or the user's disk quota (EDQUOT).
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def restrict_new_files() -> None:
@@ -73,6 +76,9 @@ def write_private_file(path: Path, data: bytes, *, replace: bool) -> None:
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
+    except BaseException:
+        staging.unlink(missing_ok=True)  # a full disk must not keep half a staging file
+        raise
     finally:
         os.close(fd)
     try:

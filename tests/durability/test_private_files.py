@@ -5,6 +5,7 @@ and on the filesystem blob backend alone."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import AsyncIterator, Iterator
@@ -16,9 +17,11 @@ from sqlalchemy import text
 
 from services.blob.backends.filesystem import FilesystemBackend
 from services.blob.uploads import UploadSessions
+from services.common.private_files import write_private_file
 from services.common.settings import MetadataSettings
 from services.metadata.store.engine import open_database
 from tests.support import oci
+from tests.support.full_disk import fill, small_disk
 from tests.support.stack import Stack
 
 
@@ -120,3 +123,12 @@ def test_lading_serve_data_folder_is_private(tmp_path: Path, mask: int) -> None:
         assert wider_than_private(data) == []
     finally:
         stack.stop()
+
+
+def test_a_private_file_that_finds_no_room_leaves_no_staging_file(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", size="1m") as disk:
+        fill(disk)
+        with pytest.raises(OSError) as caught:
+            write_private_file(disk / "serve.json", b"{}" * 4096, replace=True)
+        assert caught.value.errno == errno.ENOSPC
+        assert sorted(path.name for path in disk.iterdir()) == ["filler"]

@@ -121,6 +121,12 @@ class BackendAccessDenied(BackendError):
     names the setting to check."""
 
 
+class BackendFull(BackendError):
+    """The store has no room left for the write (a full disk: ENOSPC; a disk quota: EDQUOT).
+    Nothing the call was writing is kept (a put leaves the old object, an append the saved parts);
+    the write succeeds again once an operator frees or adds space."""
+
+
 class BackendLimitExceeded(BackendError):
     """The request is beyond what the store can do (e.g. more than S3's 10,000 parts)."""
 
@@ -293,7 +299,8 @@ class BlobBackend(Protocol):
         Cheap, not safe: not atomic (a reader may see part of an object) and not durable (a
         crash may leave any of them absent or torn). For bookkeeping nobody reads before this
         returns and whose loss costs nothing (keys.py: a new session's state, owner markers).
-        Raises InvalidKey (before anything is written).
+        Raises InvalidKey (before anything is written); BackendFull, after removing what it
+        created, when the store has no room for them.
         """
         ...
 

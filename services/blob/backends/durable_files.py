@@ -12,11 +12,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from services.common.private_files import fsync_folder
+from services.blob.backends.base import BackendFull
+from services.common.private_files import DISK_FULL_ERRNOS, fsync_folder
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Blobs may be private layers and the upload state names repositories: owner only (the process's
 # umask can only take bits away; the planes set it to 077, services/common/private_files.py).
@@ -32,6 +38,22 @@ def not_found(error: OSError) -> bool:
     """True for the errors that mean "there is no such file" (including a file where a folder
     was expected, and the reverse)."""
     return error.errno in _NOT_FOUND_ERRNOS
+
+
+def full_disk_is_backend_full(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """`method` (a writing call of the filesystem backend or its writer) raising BackendFull where
+    the disk refused the write for lack of space; every other OSError goes up unchanged."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except OSError as error:
+            if error.errno not in DISK_FULL_ERRNOS:
+                raise
+            raise BackendFull(f"the blob storage's disk is full: {error.strerror}") from error
+
+    return call
 
 
 def delete_and_prune(path: Path, root: Path) -> None:

@@ -53,11 +53,13 @@ from services.blob.backends.durable_files import (
     delete_and_prune,
     fsync_folder,
     fsync_name_folder,
+    full_disk_is_backend_full,
     make_folder,
     new_file_folders,
     not_found,
     start_writeback,
 )
+from services.common.private_files import DISK_FULL_ERRNOS
 from services.common.thread_chunks import ThreadChunks
 
 T = TypeVar("T")
@@ -111,6 +113,7 @@ class FileWriter:
         self._new_name = True
         return fd
 
+    @full_disk_is_backend_full
     async def append(
         self,
         parts: Sequence[Part],
@@ -147,14 +150,19 @@ class FileWriter:
             in_flight = self._write_and_observe(fd, data, position, observe, truncate, (self.key, folders))
             await _all_of(in_flight)
             position += len(data)
-        except BaseException:
+        except BaseException as error:
             # Never leave a write in flight behind: the descriptor may be closed next.
             for future in in_flight:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(asyncio.wrap_future(future))
             # What a failed append left is dropped by the next one (an overestimate only makes
-            # it truncate when there is nothing to drop).
+            # it truncate when there is nothing to drop); on a full disk at once, as those bytes
+            # are the room every other write (the metadata database's too) is waiting for.
             self._size = max(self._size, position + len(data))
+            if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+                with contextlib.suppress(OSError):
+                    await asyncio.shield(self._run(os.ftruncate, fd, start))
+                    self._size = start
             raise
         self._new_name = False
         self._size = position
@@ -212,6 +220,7 @@ class FileWriter:
             self._pool.submit(_write_at, fd, data, position, None, truncate, durable),
         ]
 
+    @full_disk_is_backend_full
     async def commit(self, parts: Sequence[Part], dest: str) -> None:
         size = self._checked_size(parts)
         dest_path = self._root / validate_key(dest)

@@ -21,6 +21,9 @@ page cache (file_reader.py).
   the next object (an mkdir and an rmdir per session are journal work too): `clean_up` takes
   them away once idle. A prefix's folder goes with it.
 - Files are created 0600 and folders 0700.
+- A write the disk has no room for (ENOSPC, EDQUOT) raises BackendFull and keeps nothing of
+  itself: temporary files are removed, `create_unsynced` removes what it created, a writer's
+  saved parts stay as they were.
 - `get` reads from a descriptor opened up front, so a replace during a read does not disturb it
   (the old inode stays readable); see file_reader.py.
 - `delete` removes the file and prunes folders left empty, up to `root`. A write or commit of the
@@ -62,6 +65,7 @@ from services.blob.backends.durable_files import (
     FILE_MODE,
     delete_and_prune,
     fsync_name_folder,
+    full_disk_is_backend_full,
     make_folder,
     not_found,
 )
@@ -110,6 +114,7 @@ class FilesystemBackend:
 
     # -- writes -------------------------------------------------------------------------------
 
+    @full_disk_is_backend_full
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         path = self._path(key)
         batches = write_batches(chunks)
@@ -147,16 +152,19 @@ class FilesystemBackend:
                 await asyncio.shield(asyncio.wrap_future(self._submit(_discard_temp, open_fd, temp, pending)))
             raise
 
+    @full_disk_is_backend_full
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         """See BlobBackend.put_if_absent: the check (an fsync of what is there) or the write, in
         one pool trip."""
         return await self._run(_put_whole_if_absent, key, self._path(key), data)
 
+    @full_disk_is_backend_full
     async def replace(self, key: str, data: bytes) -> None:
         """See BlobBackend.replace: check, temporary file, fsync, rename, fsync of the folder, in
         one pool trip."""
         await self._run(_replace_existing, key, self._path(key), data)
 
+    @full_disk_is_backend_full
     async def create_unsynced(
         self, objects: Sequence[tuple[str, bytes]], *, count_prefix: str = "", limit: int = 0
     ) -> int:
@@ -330,8 +338,18 @@ def _create_unsynced_bounded(
     held = 0 if counted is None else _count_files(*counted)
     if limit > 0 and held >= limit:
         return held
-    for path, data in planned:
-        _create_in_place(path, data)
+    created: list[Path] = []
+    try:
+        for path, data in planned:
+            created.append(path)
+            _create_in_place(path, data)
+    except BaseException:
+        # All or nothing: a full disk must not leave an empty state behind (a session whose
+        # client never learnt its id), nor a marker counting against its owner.
+        for path in created:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
     return held
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from services.blob.backends.base import (
     BackendAccessDenied,
     BackendError,
+    BackendFull,
     BackendLimitExceeded,
     BackendUnavailable,
     BlobBackend,
@@ -53,6 +54,7 @@ _OUTCOMES: dict[type[BaseException], str] = {
     WriterBusy: "busy",
     BackendUnavailable: "unavailable",
     BackendAccessDenied: "access_denied",
+    BackendFull: "full",
     BackendLimitExceeded: "limit_exceeded",
 }
 

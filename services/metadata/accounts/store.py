@@ -28,7 +28,7 @@ from services.common.errors import ErrorKind, RegistryError
 from services.metadata.accounts.schema import accounts, grants, group_mappings
 from services.metadata.changes.log import ChangeLog
 from services.metadata.store.access import Kind
-from services.metadata.store.dialect import is_unavailable, upsert
+from services.metadata.store.dialect import database_full, is_unavailable, upsert
 from services.metadata.store.engine import Database
 
 T = TypeVar("T")
@@ -134,6 +134,8 @@ def normalize_group(provider: str, group: str) -> str:
 
 
 def _unavailable(exc: BaseException) -> BaseException:
+    if (full := database_full(exc)) is not None:
+        return full
     if is_unavailable(exc):
         return RegistryError(ErrorKind.UNAVAILABLE, "the metadata database is unavailable; retry shortly")
     return exc

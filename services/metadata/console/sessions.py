@@ -23,7 +23,7 @@ from sqlalchemy import exc as sa_exc
 from services.common.errors import ErrorKind, RegistryError
 from services.metadata.console.tables import console_sessions
 from services.metadata.store.access import primary_read
-from services.metadata.store.dialect import is_unavailable
+from services.metadata.store.dialect import database_full, is_unavailable
 from services.metadata.store.engine import Database
 
 T = TypeVar("T")
@@ -51,6 +51,8 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _unavailable(exc: BaseException) -> BaseException:
+    if (full := database_full(exc)) is not None:
+        return full
     if is_unavailable(exc):
         return RegistryError(ErrorKind.UNAVAILABLE, "the metadata database is unavailable; retry shortly")
     return exc

@@ -29,7 +29,7 @@ from services.metadata.policies.quotas import QuotaKeeper
 from services.metadata.policies.tables import tag_history
 from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.access import Read, Route, push_read, read
-from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable, upsert
+from services.metadata.store.dialect import database_full, insert_ignore, is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
 from services.metadata.store.schema import (
     manifest_references,
@@ -705,6 +705,8 @@ class GcStore:
 
 
 def _unavailable(error: BaseException) -> BaseException:
+    if (full := database_full(error)) is not None:
+        return full
     if is_unavailable(error):
         return RegistryError(ErrorKind.UNAVAILABLE, "the metadata database is unavailable; retry shortly",
                              {"reason": type(error).__name__})

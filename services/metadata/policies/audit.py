@@ -38,6 +38,7 @@ from sqlalchemy import Connection, insert
 from services.metadata.events import context as request_context
 from services.metadata.events.envelope import RequestInfo
 from services.metadata.policies.tables import audit_log
+from services.metadata.store.dialect import database_full
 
 if TYPE_CHECKING:
     from services.metadata.events.outbox import EventOutbox
@@ -247,8 +248,11 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):
                 action = "tag.delete"
             await self._write(_row(actor, action, target, repository, info, _outcome(code),
                                    detail if isinstance(detail, str) else str(detail)))
-        except Exception:  # noqa: BLE001 - the call's own outcome stands; the gap is logged
-            log.exception("could not write the audit row of %s", action)
+        except Exception as exc:  # noqa: BLE001 - the call's own outcome stands; the gap is logged
+            if database_full(exc) is not None:
+                log.error("could not write the audit row of %s: the metadata database's disk is full", action)
+            else:
+                log.exception("could not write the audit row of %s", action)
 
 
 def _has_context(request: Any) -> bool:

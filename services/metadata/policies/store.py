@@ -35,7 +35,7 @@ from services.metadata.policies.tables import (
 from services.metadata.policies.tags import ImmutableRule, TagKeeper
 from services.metadata.policies.vulnerabilities import VulnerabilityPolicy
 from services.metadata.store.access import Read, primary_read
-from services.metadata.store.dialect import is_retryable, is_unavailable, upsert
+from services.metadata.store.dialect import database_full, is_retryable, is_unavailable, upsert
 from services.metadata.store.engine import Database
 
 log = logging.getLogger("lading.metadata.policies")
@@ -300,6 +300,8 @@ class AuditEntry:
 
 
 def _translate(error: BaseException) -> BaseException:
+    if (full := database_full(error)) is not None:
+        return full
     if is_unavailable(error):
         log.warning("metadata database unavailable: %s", error)
         return RegistryError(ErrorKind.UNAVAILABLE, "the metadata database is unavailable; retry shortly",

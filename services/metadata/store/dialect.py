@@ -9,9 +9,16 @@ from sqlalchemy import Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.dml import Insert
 
+from services.common.errors import RegistryError, storage_full
+from services.common.private_files import DISK_FULL_ERRNOS
+
 # PostgreSQL SQLSTATEs after which re-running the whole (idempotent) transaction is safe:
 # serialization failure, deadlock, and unique / foreign-key violations from a concurrent writer.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505", "23503"})
+# The database's disk is full: PostgreSQL's disk_full; SQLite's primary result code SQLITE_FULL
+# ("database or disk is full": a write, the WAL or a temporary file found no room).
+_DISK_FULL_SQLSTATE = "53100"
+_SQLITE_FULL = 13
 
 
 def _insert_for(dialect: str, table: Table) -> Any:
@@ -72,6 +79,21 @@ def sqlstate(error: BaseException) -> str | None:
 def is_retryable(error: BaseException) -> bool:
     """True for a conflict with a concurrent writer that a retry of the transaction resolves."""
     return isinstance(error, sa_exc.DBAPIError) and sqlstate(error) in _RETRYABLE_SQLSTATES
+
+
+def database_full(error: BaseException) -> RegistryError | None:
+    """STORAGE_FULL when `error` says the database has no room left for a write, else None.
+    Checked before `is_unavailable` (which also matches these): waiting does not cure a full
+    disk, an operator must free space. The transaction was rolled back; the connection stays
+    usable, and writes succeed again once there is room."""
+    original = getattr(error, "orig", error)
+    code = getattr(original, "sqlite_errorcode", None)
+    full = (
+        (isinstance(code, int) and code & 0xFF == _SQLITE_FULL)
+        or sqlstate(error) == _DISK_FULL_SQLSTATE
+        or (isinstance(original, OSError) and original.errno in DISK_FULL_ERRNOS)
+    )
+    return storage_full("the metadata database's disk is full") if full else None
 
 
 def is_unavailable(error: BaseException) -> bool:

@@ -34,7 +34,7 @@ from services.metadata.policies.quotas import QuotaKeeper
 from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.access import Read, hot_read, primary_read, read
 from services.metadata.store.base import NewManifest, Page, Referrer, StoredManifest
-from services.metadata.store.dialect import insert_ignore, is_retryable, is_unavailable
+from services.metadata.store.dialect import database_full, insert_ignore, is_retryable, is_unavailable
 from services.metadata.store.engine import Database
 from services.metadata.store.schema import (
     manifest_references,
@@ -64,7 +64,11 @@ def _now() -> datetime:
 
 
 def _translate(error: BaseException) -> BaseException:
-    """UNAVAILABLE for connectivity failures; anything else (a bug) goes up unchanged."""
+    """STORAGE_FULL for a full disk, UNAVAILABLE for connectivity failures; anything else (a bug)
+    goes up unchanged."""
+    if (full := database_full(error)) is not None:
+        log.error("metadata database is full, writes fail until space is freed: %s", error)
+        return full
     if is_unavailable(error):
         log.warning("metadata database unavailable: %s", error)
         return RegistryError(
