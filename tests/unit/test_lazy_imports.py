@@ -37,7 +37,7 @@ def test_a_plane_imports_no_optional_dependency(module: str) -> None:
     assert sorted(name for name in OPTIONAL if name in loaded) == []
 
 
-def test_token_mode_loads_pyjwt_with_the_app_not_on_the_first_token(tmp_path: Path) -> None:
+def test_token_mode_loads_pyjwt_at_start_up_not_on_the_first_token(tmp_path: Path) -> None:
     """Lazy only where the configuration may not need it: in token mode every token needs PyJWT,
     and importing it at the first one read its modules on the gateway's event loop (~50 ms)."""
     key = tmp_path / "token.pem"
