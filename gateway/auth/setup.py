@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import grpc
 
 from gateway.auth.account_status import AccountStatus
@@ -71,6 +73,9 @@ def build_auth(settings: AuthSettings, channel: grpc.aio.Channel, *, timeout: fl
     if issuer is None and not settings.realm:
         raise AuthConfigError("without a signing key the gateway issues no tokens: set LADING_AUTH__REALM "
                               "to the external token server")
+    # PyJWT (a lazy module of tokens.py) is loaded here, at start-up, before any request: left to
+    # the first token, its import cost that request ~50 ms of module reads on the event loop.
+    importlib.import_module("jwt")
     verifier = TokenVerifier(keys, local_issuer=settings.issuer, leeway_seconds=settings.leeway_seconds)
     return AuthGate(settings, accounts=accounts, upload_states=states, status=status, logins=logins, feed=feed,
                     verifier=verifier, issuer=issuer)

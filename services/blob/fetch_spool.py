@@ -130,10 +130,11 @@ class SpoolFile:
         return self._written
 
     def reopen(self) -> BinaryIO | None:
-        """A new handle on the file, with an offset of its own (a reader's; the caller closes it),
-        or None once the file was closed. On the event loop only (as `close`), so the descriptor
-        cannot be closed, and its number reused, in between. Linux: through /proc/self/fd, which
-        reopens an unlinked file."""
+        """A new handle on the file, with an offset of its own (a reader's; the caller closes it,
+        off the event loop: it may outlive `close` and be the file's last descriptor, whose close
+        frees the blocks), or None once the file was closed. On the event loop only (as `close`),
+        so the descriptor cannot be closed, and its number reused, in between: the open itself
+        touches no disk (Linux: through /proc/self/fd, which reopens an unlinked file; ~6 µs)."""
         if self._closed:
             return None
         try:

@@ -11,9 +11,11 @@ import asyncio
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ from services.blob.backends import keys
 from services.blob.backends.filesystem import FilesystemBackend
 from services.blob.core import BlobStore
 from services.blob.direct_reads import DirectReadServer, SignedBlobUrls, signing_secret
+from services.blob.fetch_spool import FetchSpool
 from services.blob.main import BackendConfigError, build_direct_reads, build_store
 from services.common.digests import Digest
 from services.common.settings import BlobSettings, DirectReadSettings
@@ -377,3 +380,66 @@ async def test_the_start_up_line_names_where_it_listens(
     (line,) = [r.getMessage() for r in caplog.records if "direct blob reads" in r.getMessage()]
     assert f"http://127.0.0.1:{server.port}" in line
     assert "://:" not in line, line  # a URL without a host says nothing a user can use
+
+
+# --- the event loop never frees a spool file --------------------------------------------------------
+
+
+class _RecordsWhereClosed:
+    """A reader's real handle on a file, noting the thread that closed it."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.closed_in: int | None = None
+
+    def close(self) -> None:
+        self.closed_in = threading.get_ident()
+        self._file.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+async def test_a_readers_last_handle_on_a_spool_file_is_closed_off_the_event_loop(tmp_path: Path) -> None:
+    """A reader of a fetch served from its spool file (S3 backend) keeps its own handle, which
+    is the unlinked file's last descriptor when the fetch ends first; closing that frees the
+    file's blocks (tens of ms per 64 MiB on ext4), so the server closes it in a worker thread."""
+    data = os.urandom(3 * 1024 * 1024)
+    digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+    urls = SignedBlobUrls(SECRET, 300)
+    server = await DirectReadServer(DirectReadSettings(enabled=True, listen="127.0.0.1:0"), urls, None,
+                                    stored=urls).start()
+    spooled = await FetchSpool(tmp_path / "spool", 64 * 1024 * 1024).open(hashlib.sha256())
+    handles: list[_RecordsWhereClosed] = []
+
+    def reopen() -> BinaryIO | None:
+        file = spooled.reopen()
+        if file is not None:
+            handles.append(_RecordsWhereClosed(file))
+        return handles[-1] if file is not None else None  # type: ignore[return-value]
+
+    try:
+        await spooled.put(data)
+        await spooled.finish()
+        with server.fetches.running(str(digest), len(data), reopen=reopen) as progress:
+            url = _on_loopback(await urls.presigned_get_url(keys.blob_key(digest)))
+            async with httpx.AsyncClient(timeout=30) as client, client.stream("GET", url) as response:
+                assert response.status_code == 200
+                received = bytearray()
+                chunks = response.aiter_bytes()
+                while len(received) < len(data) - progress.hold:  # all but the held-back end
+                    received += await anext(chunks)
+                spooled.close()  # the fetch is over: the reader's handle is the file's last
+                progress.verified()
+                async for chunk in chunks:
+                    received += chunk
+                assert bytes(received) == data
+        (handle,) = handles
+        deadline = time.monotonic() + 10
+        while handle.closed_in is None:
+            assert time.monotonic() < deadline, "the reader's handle was never closed"
+            await asyncio.sleep(0.01)
+        assert handle.closed_in != threading.get_ident(), "closed on the event loop"
+    finally:
+        spooled.close()
+        await server.close()

@@ -37,6 +37,29 @@ def test_a_plane_imports_no_optional_dependency(module: str) -> None:
     assert sorted(name for name in OPTIONAL if name in loaded) == []
 
 
+def test_token_mode_loads_pyjwt_at_start_up_not_on_the_first_token(tmp_path: Path) -> None:
+    """Lazy only where the configuration may not need it: in token mode every token needs PyJWT,
+    and importing it at the first one read its modules on the gateway's event loop (~50 ms)."""
+    key = tmp_path / "token.pem"
+    code = (
+        "import asyncio\n"
+        "from pathlib import Path\n"
+        "import grpc\n"
+        "from gateway.auth.keys import generate_signing_key_pem\n"
+        "from gateway.auth.setup import build_auth\n"
+        "from services.common.settings import AuthSettings\n"
+        f"Path({str(key)!r}).write_bytes(generate_signing_key_pem())\n"
+        "async def build():\n"
+        "    channel = grpc.aio.insecure_channel('unix:/nonexistent')\n"
+        f"    build_auth(AuthSettings(mode='token', signing_key_file={str(key)!r}), channel, timeout=1)\n"
+        "    await channel.close()\n"
+        "import sys\n"
+        "assert 'jwt' not in sys.modules, 'loaded before the app was built'\n"
+        "asyncio.run(build())\n"
+    )
+    assert "jwt" in _loaded_after(code)
+
+
 def test_a_plane_reads_no_other_planes_code() -> None:
     # Each plane's composition root stays out of the others' (the embedded registry runs them
     # as separate processes: services/supervisor.py).
