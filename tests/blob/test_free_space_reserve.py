@@ -4,7 +4,8 @@ fed append) answer STORAGE_FULL naming the reserve and keep nothing of themselve
 deletes and cancels go on; a blob plane with the reserve lowered then completes the same upload.
 
 No disk is filled: the reserve is set above the free space the real disk reports, which is what
-a disk below its reserve looks like to the backend (no mount, no root)."""
+a disk below its reserve looks like to the backend (no mount, no root). Only the check in the
+middle of a long write needs a disk whose free space nothing else changes: a small tmpfs."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from services.blob.core import BlobStore
 from services.common.errors import ErrorKind, RegistryError
 from services.common.thread_chunks import ThreadChunks
 from tests.blob.test_uploads import REPO, append, read_all, sha256
-from tests.contracts.blob_backend_suite import keys_of, pattern
+from tests.contracts.blob_backend_suite import chunks_of, keys_of, pattern
+from tests.support.full_disk import small_disk
 
 OWNER = "10.0.0.7"
+MiB = 1024 * 1024
 
 
 def beyond_the_disk(path: Path) -> int:
@@ -55,6 +58,11 @@ async def reserved(root: Path) -> AsyncIterator[BlobStore]:
     backend = FilesystemBackend(root, io_threads=2, min_free_bytes=beyond_the_disk(root))
     yield BlobStore(backend, upload_expiry_seconds=3600)
     await backend.close()
+
+
+def free_bytes(path: Path) -> int:
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
 
 
 def temporary_files(root: Path) -> list[Path]:
@@ -147,3 +155,31 @@ async def test_a_fetch_fed_from_a_worker_thread_is_refused_before_its_first_byte
     finally:
         source.shutdown(wait=True)
         await backend.close()
+
+
+async def test_a_long_append_stops_before_the_reserve_not_after_it(tmp_path: Path) -> None:
+    """Room is claimed batch by batch while an append streams: one that would cross the reserve
+    midway is refused there, gives its unacknowledged bytes back, and leaves the reserve free.
+    Here the disk is a small tmpfs that nothing else writes to (skipped where it cannot be
+    mounted)."""
+    with small_disk(tmp_path / "disk", size="16m") as disk:
+        reserve = 8 * MiB
+        backend = FilesystemBackend(disk / "blobs", io_threads=2, min_free_bytes=reserve)
+        store = BlobStore(backend, upload_expiry_seconds=3600)
+        try:
+            started = await store.start_upload(REPO)
+            data = pattern(12 * MiB, seed=7)
+            pieces = [data[at:at + 64 * 1024] for at in range(0, len(data), 64 * 1024)]
+            with pytest.raises(RegistryError) as caught:
+                await append(store, started.upload_id, 0, *pieces)
+            assert refused_by_the_reserve(caught)
+            assert (await store.upload_status(started.upload_id, REPO)).offset == 0
+            assert (disk / "blobs" / keys.upload_data_key(started.upload_id)).stat().st_size == 0
+            assert free_bytes(disk) >= reserve
+
+            with pytest.raises(BackendFull, match="free-space reserve is reached"):
+                await backend.put("probes/whole", chunks_of(*pieces))
+            assert not temporary_files(disk / "blobs")
+            assert free_bytes(disk) >= reserve
+        finally:
+            await backend.close()
