@@ -67,8 +67,8 @@ class FreeSpaceReserve:
             raise BackendFull(
                 f"the blob storage's free-space reserve is reached: {_size(free)} free on the disk of "
                 f"{self.root}, blob.filesystem.min_free_bytes keeps {_size(self.min_free_bytes)} for the "
-                "database, deletes and restarts; free space (lading gc, or move files off the disk) "
-                "or lower blob.filesystem.min_free_bytes"
+                "database, deletes and restarts; free space (move files off the disk, or lading gc "
+                "once deleted images are past the review delay) or lower blob.filesystem.min_free_bytes"
             )
 
     async def claim(self, pool: concurrent.futures.Executor, size: int) -> None:
