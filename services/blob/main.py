@@ -76,7 +76,11 @@ class BackendNotReady(RuntimeError):
 def _filesystem(settings: BlobSettings) -> BlobBackend:
     from services.blob.backends.filesystem import FilesystemBackend
 
-    return FilesystemBackend(settings.filesystem.root, io_threads=settings.io_threads)
+    return FilesystemBackend(
+        settings.filesystem.root,
+        io_threads=settings.io_threads,
+        min_free_bytes=settings.filesystem.min_free_bytes,
+    )
 
 
 def _memory(settings: BlobSettings) -> BlobBackend:

@@ -178,6 +178,15 @@ class GatewaySettings(BaseModel):
 
 class FilesystemBackendSettings(BaseModel):
     root: Path = Path("data/blobs")
+    # Free-space reserve: new blob bytes (pushes, upload sessions, pull-through fetches) are
+    # refused with 507 STORAGE_FULL while they would leave less than this free on the disk of
+    # `root`; reads, deletes, GC and cancels never are. The room is for what must still work
+    # when blobs fill a disk they share with the embedded SQLite database: deletes and manifest
+    # writes (a few pages of WAL), `lading maintenance`, and a restart, which creates SQLite's
+    # -wal and -shm files before it can read anything. 256 MiB covers those many times over
+    # (SQLite's WAL checkpoints at ~4 MiB) and is a sliver of any disk that holds images; a
+    # percentage would keep gigabytes idle on large disks. 0: no reserve (a dedicated blob disk).
+    min_free_bytes: int = Field(default=256 * MiB, ge=0)
 
 
 class S3BackendSettings(BaseModel):

@@ -14,7 +14,12 @@ from tests.support.stack import Stack
 
 def test_a_registry_started_on_a_full_disk_serves_and_answers_507(tmp_path: Path) -> None:
     database = tmp_path / "db" / "registry.db"
-    env = {"LADING_METADATA__DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    # No free-space reserve: this is the disk without room at all (ENOSPC), which a reserve
+    # above the tmpfs's size would hide (tests/durability/test_free_space_reserve.py has that).
+    env = {
+        "LADING_METADATA__DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "LADING_BLOB__FILESYSTEM__MIN_FREE_BYTES": "0",
+    }
     with small_disk(tmp_path / "disk", size="1m") as disk:
         fill(disk)
         # The data folder is the disk itself: the processes' logs go beside it, on another disk.

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from services.blob.backends.base import (
+    BackendFull,
     ObjectNotFound,
     Observer,
     Part,
@@ -59,6 +60,7 @@ from services.blob.backends.durable_files import (
     not_found,
     start_writeback,
 )
+from services.blob.backends.free_space import FreeSpaceReserve
 from services.common.private_files import DISK_FULL_ERRNOS
 from services.common.thread_chunks import ThreadChunks
 
@@ -79,9 +81,17 @@ class FileWriter:
     """
 
     def __init__(
-        self, pool: concurrent.futures.Executor, root: Path, key: str, fd: int | None, size: int
+        self,
+        pool: concurrent.futures.Executor,
+        root: Path,
+        key: str,
+        fd: int | None,
+        size: int,
+        reserve: FreeSpaceReserve | None = None,
     ) -> None:
         self._pool = pool
+        # Claims the room of each write batch before it is written (free_space.py).
+        self._reserve = reserve
         self._root = root
         self.key = key
         self._path = root / key
@@ -129,6 +139,9 @@ class FileWriter:
         if data is None:
             return tuple(parts)
         start = self._checked_size(parts)
+        if self._reserve is not None:
+            # Before the file is created: a refused first append leaves nothing behind.
+            await self._reserve.claim(self._pool, len(data))
         fd = self._fd if self._fd is not None else await self._lock_new_file()
         position = start
         in_flight: list[concurrent.futures.Future[None]] = []
@@ -138,6 +151,8 @@ class FileWriter:
             async for following in batches:
                 # The next batch is received while this one is written and hashed.
                 await _all_of(in_flight)
+                if self._reserve is not None:
+                    await self._reserve.claim(self._pool, len(following))
                 in_flight = self._write_and_observe(fd, data, position, observe, truncate, None)
                 truncate = False
                 position += len(data)
@@ -159,7 +174,7 @@ class FileWriter:
             # it truncate when there is nothing to drop); on a full disk at once, as those bytes
             # are the room every other write (the metadata database's too) is waiting for.
             self._size = max(self._size, position + len(data))
-            if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            if isinstance(error, BackendFull) or (isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS):
                 with contextlib.suppress(OSError):
                     await asyncio.shield(self._run(os.ftruncate, fd, start))
                     self._size = start
@@ -270,6 +285,8 @@ class _FedAppend:
         with self._lock:
             if self._stopped:
                 raise _Abandoned()
+            if writer._reserve is not None:
+                writer._reserve.claim_blocking(len(chunk))
             if writer._fd is None:
                 writer._fd = _create_locked(writer.key, writer._path)
                 writer._size = 0
@@ -304,12 +321,15 @@ async def _all_of(futures: list[concurrent.futures.Future[None]]) -> None:
             raise
 
 
-async def open_file_writer(pool: concurrent.futures.Executor, root: Path, key: str) -> FileWriter:
+async def open_file_writer(
+    pool: concurrent.futures.Executor, root: Path, key: str, reserve: FreeSpaceReserve | None = None
+) -> FileWriter:
     """`open_writer` of the filesystem backend: locks the file when it exists (WriterBusy while
-    another writer holds it); otherwise the writer's first append creates and locks it."""
+    another writer holds it); otherwise the writer's first append creates and locks it. Each write
+    batch claims its room from `reserve` first."""
     path = root / validate_key(key)
     fd, size = await asyncio.wrap_future(pool.submit(_open_locked, key, path))
-    return FileWriter(pool, root, key, fd, size)
+    return FileWriter(pool, root, key, fd, size, reserve)
 
 
 async def write_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes | bytearray]:

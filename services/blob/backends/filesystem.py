@@ -21,6 +21,10 @@ page cache (file_reader.py).
   the next object (an mkdir and an rmdir per session are journal work too): `clean_up` takes
   them away once idle. A prefix's folder goes with it.
 - Files are created 0600 and folders 0700.
+- With `min_free_bytes`, new bytes (`put`, `put_if_absent`, `create_unsynced`, a writer's
+  appends) are refused with BackendFull, before they are written, while they would leave less
+  than that free on the disk (free_space.py); `replace` (a session's state after its append),
+  commits, reads and deletes never are.
 - A write the disk has no room for (ENOSPC, EDQUOT) raises BackendFull and keeps nothing of
   itself: temporary files are removed, `create_unsynced` removes what it created, a writer's
   saved parts stay as they were.
@@ -71,6 +75,7 @@ from services.blob.backends.durable_files import (
 )
 from services.blob.backends.file_reader import RWF_NOWAIT, CachedReads, FileReader
 from services.blob.backends.file_writer import FileWriter, open_file_writer, write_batches
+from services.blob.backends.free_space import FreeSpaceReserve
 from services.blob.backends.keys import BLOBS_PREFIX
 
 T = TypeVar("T")
@@ -83,10 +88,12 @@ class FilesystemBackend:
 
     min_part_size = 0
 
-    def __init__(self, root: Path | str, *, io_threads: int = 16) -> None:
+    def __init__(self, root: Path | str, *, io_threads: int = 16, min_free_bytes: int = 0) -> None:
         if io_threads < 1:
             raise ValueError("io_threads must be at least 1")
         self.root = Path(root).absolute()
+        # New bytes are refused while they would leave less than this free (free_space.py).
+        self._reserve = FreeSpaceReserve(self.root, min_free_bytes)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="blob-fs")
         self._closed = False
         # Cleared when the filesystem refuses RWF_NOWAIT reads (EOPNOTSUPP): every read then
@@ -120,6 +127,8 @@ class FilesystemBackend:
         batches = write_batches(chunks)
         data = await anext(batches, b"")
         following = await anext(batches, None) if data else None
+        # Room is claimed one batch ahead of its write (free_space.py).
+        await self._reserve.claim(self._pool, len(data) + len(following or b""))
         if following is None:
             # Everything fits in one write (session states, markers, small blobs): create, write,
             # fsync and rename in ONE trip to the pool instead of three.
@@ -134,6 +143,7 @@ class FilesystemBackend:
             async for batch in batches:
                 if pending is not None:
                     await asyncio.wrap_future(pending)
+                await self._reserve.claim(self._pool, len(batch))
                 pending = self._submit(_write_all, fd, data)
                 size += len(data)
                 data = batch
@@ -156,6 +166,7 @@ class FilesystemBackend:
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         """See BlobBackend.put_if_absent: the check (an fsync of what is there) or the write, in
         one pool trip."""
+        await self._reserve.claim(self._pool, len(data))
         return await self._run(_put_whole_if_absent, key, self._path(key), data)
 
     @full_disk_is_backend_full
@@ -171,6 +182,9 @@ class FilesystemBackend:
         """See BlobBackend.create_unsynced: the count and the creations in one pool trip."""
         counted = self._prefix_scan(count_prefix) if count_prefix else None
         planned = [(self._path(key), data) for key, data in objects]
+        # A session about to receive bytes is refused at its start (its small files need no
+        # reserve of their own: `len` only makes them count).
+        await self._reserve.claim(self._pool, sum(len(data) for _, data in planned))
         return await self._run(_create_unsynced_bounded, counted, limit, planned)
 
     async def delete(self, key: str) -> None:
@@ -197,7 +211,7 @@ class FilesystemBackend:
 
     async def open_writer(self, key: str) -> FileWriter:
         """See BlobBackend.open_writer and file_writer.py."""
-        return await open_file_writer(self._pool, self.root, key)
+        return await open_file_writer(self._pool, self.root, key, self._reserve)
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -39,7 +39,10 @@ Errors, typed by S3's error codes and the SDK's exception classes (never by mess
 NoSuchKey becomes ObjectNotFound; refused credentials (AccessDenied, InvalidAccessKeyId, ...)
 become BackendAccessDenied with a message naming the setting to fix; a missing bucket, a refused
 connection, a timeout, a 5xx, throttling, and a credential chain that finds no credentials (an
-instance role's metadata service may answer later) become BackendUnavailable.
+instance role's metadata service may answer later) become BackendUnavailable. A server out of
+room (HTTP 507 Insufficient Storage, whatever its body: MinIO's XMinioStorageFull, SeaweedFS and
+others) or over a quota (Ceph RGW's QuotaExceeded, MinIO's bucket quota) becomes BackendFull, as a
+full disk does on the filesystem: no retry cures it, an operator must free or add space.
 
 The minio calls `_create_multipart_upload`, `_upload_part`, `_upload_part_copy`,
 `_complete_multipart_upload`, `_abort_multipart_upload` and `_list_multipart_uploads` are
@@ -71,6 +74,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 from services.blob.backends.base import (
     READ_CHUNK_BYTES,
     BackendAccessDenied,
+    BackendFull,
     BackendLimitExceeded,
     BackendUnavailable,
     ObjectInfo,
@@ -112,6 +116,11 @@ _AUTH_CODES = frozenset(
     }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+# S3 error codes that mean "no room for the write" (besides any HTTP 507): MinIO's full drives
+# (sent with 507) and bucket quota (400), Ceph RGW's user or bucket quota (403).
+_FULL_CODES = frozenset({"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded"})
+# HTTP 507 Insufficient Storage (RFC 4918 11.5).
+_INSUFFICIENT_STORAGE = 507
 
 
 class NoCredentials(Exception):
@@ -719,10 +728,23 @@ class S3Backend(BasicCalls):
                 "no S3 credentials: set LADING_BLOB__S3__ACCESS_KEY/SECRET_KEY or provide "
                 f"AWS credentials (environment, ~/.aws/credentials, instance role): {exc}"
             ) from exc
-        except (urllib3.exceptions.HTTPError, OSError, ServerError, InvalidResponseError) as exc:
+        except (ServerError, InvalidResponseError) as exc:
+            # No XML error body (a proxy's page, an empty body): only the status tells
+            # (InvalidResponseError keeps it in `_code`, with no public accessor in minio 7.2).
+            status = exc.status_code if isinstance(exc, ServerError) else getattr(exc, "_code", None)
+            if status == _INSUFFICIENT_STORAGE:
+                raise self._full(f"HTTP {status}") from exc
+            raise BackendUnavailable(f"S3 at {self._description} did not answer: {_short(exc)}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise BackendUnavailable(f"S3 at {self._description} did not answer: {_short(exc)}") from exc
         except MinioException as exc:
             raise BackendUnavailable(f"S3 at {self._description}: {_short(exc)}") from exc
+
+    def _full(self, answer: str) -> BackendFull:
+        return BackendFull(
+            f"S3 at {self._description} has no room for the write ({answer}); free or add space "
+            f"on the S3 server, or raise the quota of bucket {self._bucket!r}"
+        )
 
     def _translate(self, exc: S3Error, key: str | None, *, reading: bool) -> Exception:
         """The BackendError for an S3 error response, by its code."""
@@ -737,6 +759,8 @@ class S3Backend(BasicCalls):
             return _UploadGone("the multipart upload was aborted meanwhile (by a purge?); retry")
         if code in ("PreconditionFailed", "InvalidRange") and (reading or key is not None):
             return BackendUnavailable(f"object {key!r} was replaced while being read or copied; retry")
+        if code in _FULL_CODES or exc.response.status == _INSUFFICIENT_STORAGE:
+            return self._full(f"{code}: {exc.message}")
         if code in _AUTH_CODES:
             return BackendAccessDenied(
                 f"S3 at {self._description} refused Lading's credentials ({code}); check "
