@@ -720,6 +720,10 @@ class EventEndpointSettings(BaseModel):
     # Retry n waits min(backoff_cap_seconds, backoff_base_seconds * 2**(n-1)).
     backoff_base_seconds: float = Field(default=1.0, ge=0)
     backoff_cap_seconds: float = Field(default=300.0, ge=0)
+    # The envelope's Content-Type: "v1" (application/vnd.docker.distribution.events.v1+json, what
+    # Distribution 2.x sends) or "v2" (...events.v2+json, the notification spec's and Distribution
+    # 3's). The body is the same; receivers that check the type expect their registry's.
+    envelope_version: Literal["v1", "v2"] = "v1"
     # Filters, checked when the event is written: empty include = everything. Events without a
     # media type (deletes) pass media-type filters. Actions: push, pull, mount, delete; and "audit"
     # (the audit log, services/metadata/policies/audit.py), sent only where include_actions names it.

@@ -170,6 +170,26 @@ async def test_filters_pick_actions_and_media_types_per_endpoint(database: Datab
         other.stop()
 
 
+async def test_each_endpoint_gets_the_envelope_content_type_it_asks_for(database: Database,
+                                                                      receiver: Receiver) -> None:
+    """v1 (Distribution 2.x, the default) or v2 (the notification spec, Distribution 3): the same
+    body under either Content-Type, per endpoint."""
+    other = Receiver().start()
+    try:
+        core, _, worker, _ = build(database, endpoint(receiver, name="old"),
+                                   endpoint(other, name="new", envelope_version="v2"))
+        await push_image(core, "repo", "v1", oci.image(layers=1))
+        await drain(worker)
+        assert {headers["content-type"] for headers, _ in receiver.posts} == {
+            "application/vnd.docker.distribution.events.v1+json"}
+        assert {headers["content-type"] for headers, _ in other.posts} == {
+            "application/vnd.docker.distribution.events.v2+json"}
+        assert [e["target"]["digest"] for e in other.events] == [e["target"]["digest"] for e in receiver.events]
+        assert len(receiver.events) == 3
+    finally:
+        other.stop()
+
+
 async def test_failures_back_off_then_dead_letter_and_replay_delivers(database: Database,
                                                                      receiver: Receiver) -> None:
     core, _, worker, store = build(database, endpoint(receiver, max_attempts=3, backoff_base_seconds=30.0,

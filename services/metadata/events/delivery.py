@@ -33,7 +33,7 @@ from services.metadata.events.destinations import (
     scrub,
     validate,
 )
-from services.metadata.events.envelope import MEDIA_TYPE, envelope
+from services.metadata.events.envelope import MEDIA_TYPES, envelope
 from services.metadata.events.store import OutboxStore
 from services.metadata.store.dialect import is_unavailable
 
@@ -162,7 +162,7 @@ class DeliveryWorker:
         body = envelope(bodies)
         for index, address in enumerate(addresses):
             url, pinned_headers, extensions = pinned_request(destination, address)
-            headers = {**endpoint.headers, **pinned_headers, "content-type": MEDIA_TYPE}
+            headers = {**endpoint.headers, **pinned_headers, "content-type": MEDIA_TYPES[endpoint.envelope_version]}
             if destination.authorization is not None:
                 headers["Authorization"] = destination.authorization
             try:

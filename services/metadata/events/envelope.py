@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+# The envelope's Content-Type by `EventEndpointSettings.envelope_version` (the bodies are the same).
+MEDIA_TYPES = {"v1": MEDIA_TYPE, "v2": "application/vnd.docker.distribution.events.v2+json"}
 # Distribution reports blob pushes/mounts with this media type (it does not know the layer's).
 BLOB_MEDIA_TYPE = "application/octet-stream"
 
