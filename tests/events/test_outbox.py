@@ -8,6 +8,8 @@ concurrent claims and pull sampling.
 from __future__ import annotations
 
 import asyncio
+import socket
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -264,3 +266,27 @@ async def test_a_batch_claimed_by_a_dead_worker_is_sent_after_its_lease(database
     assert [e["target"]["digest"] for e in receiver.events] == [oci.sha256(b"leased")]
     [row] = await store.list(state="delivered", endpoint="hook", limit=10, before_id=0)
     assert row.id == claimed.id
+
+
+async def test_a_worker_stopped_mid_delivery_hands_its_claim_back(database: Database, receiver: Receiver) -> None:
+    # A receiver that accepts the connection and never answers: the POST is in flight when the
+    # worker stops (as `lading serve` stopping does), and its claimed row must not wait out the lease.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        stalled = endpoint(receiver, url=f"http://127.0.0.1:{silent.getsockname()[1]}/events", timeout_seconds=60.0)
+        core, _, worker, store = build(database, stalled, lease_seconds=60.0)
+        await core.link_blob("repo", oci.sha256(b"in flight"), 9)
+        worker.start()
+        for _ in range(200):
+            [row] = await store.list(state="pending", endpoint="hook", limit=10, before_id=0)
+            if row.next_attempt_at - row.created_at > timedelta(seconds=30):
+                break  # claimed: leased for a minute
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the worker never claimed the row")
+        await worker.close()
+    [row] = await store.list(state="pending", endpoint="hook", limit=10, before_id=0)
+    assert row.attempts == 0  # the cut-short POST is not counted as an attempt
+    # Due again at once: the next worker (the restarted plane's, another replica's) sends it now.
+    _, _, successor, _ = build(database, endpoint(receiver), lease_seconds=60.0)
+    await drain(successor)
+    assert [e["target"]["digest"] for e in receiver.events] == [oci.sha256(b"in flight")]

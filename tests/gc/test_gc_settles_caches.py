@@ -3,14 +3,17 @@ answers only once every gateway cache holding a lease has acknowledged them, so 
 manifest or a deleted repository is not served from a cache after the answer.
 
 Made deterministic by stopping the gateway (SIGSTOP): it holds a lease but cannot acknowledge, so a
-write that settles waits for it (`lading_change_ack_waits_total` grows and the gateway is fenced);
-one that does not settle answers at once and the counters stay where they were."""
+write that settles waits for it (`lading_change_ack_waits_total` grows and the gateway is fenced).
+The lease is long (LEASE_SECONDS) so that it is still held when the write commits on a loaded
+machine; the gateway is let go once it is fenced, and its acknowledgement ends the wait."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,11 @@ from tests.gc.stack_support import gc_stack, targets
 from tests.support import oci
 from tests.support.stack import Stack
 
+# The gateway renews four times per lease: once stopped it still holds the lease for at least 3/4
+# of this, time enough for the write to commit. The write does not wait this long: the gateway is
+# let go (and acknowledges) once the write has fenced it.
+LEASE_SECONDS = 20.0
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -34,7 +42,8 @@ def _free_port() -> int:
 @pytest.fixture
 def metered(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stack, str]]:
     address = f"127.0.0.1:{_free_port()}"
-    with gc_stack("sqlite", request, tmp_path, LADING_OBSERVABILITY__METADATA_METRICS_LISTEN=address) as stack:
+    with gc_stack("sqlite", request, tmp_path, LADING_OBSERVABILITY__METADATA_METRICS_LISTEN=address,
+                  LADING_METADATA__CHANGE_FEED__LEASE_SECONDS=str(LEASE_SECONDS)) as stack:
         yield stack, address
 
 
@@ -73,12 +82,29 @@ def test_gc_and_repository_deletes_wait_for_the_gateway_caches(metered: tuple[St
                                                     timeout=60)):
             waits = _counter(address, "lading_change_ack_waits_total")
             fenced = _counter(address, "lading_change_ack_fenced_total")
+            outcome: list[BaseException | None] = []
+
+            def run(call=call) -> None:
+                try:
+                    call()
+                    outcome.append(None)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, in the test's thread
+                    outcome.append(exc)
+
             os.kill(gateway, signal.SIGSTOP)
             try:
-                call()
+                writer = threading.Thread(target=run)
+                writer.start()
+                # The write waits for the stopped gateway and fences it after ack_wait_seconds.
+                deadline = time.monotonic() + LEASE_SECONDS / 2
+                while _counter(address, "lading_change_ack_fenced_total") < fenced + 1:
+                    assert writer.is_alive(), f"the write answered without waiting for the gateway: {outcome}"
+                    assert time.monotonic() < deadline, "the write never fenced the stopped gateway"
+                    time.sleep(0.05)
             finally:
                 os.kill(gateway, signal.SIGCONT)
+            writer.join(60)
+            assert outcome == [None]
             assert _counter(address, "lading_change_ack_waits_total") == waits + 1
-            assert _counter(address, "lading_change_ack_fenced_total") >= fenced + 1
         assert oci.get_manifest(http, "settle/untagged", untagged.digest).status_code == 404
         assert oci.get_manifest(http, "settle/doomed", "v1").status_code == 404

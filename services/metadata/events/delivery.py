@@ -34,7 +34,7 @@ from services.metadata.events.destinations import (
     validate,
 )
 from services.metadata.events.envelope import MEDIA_TYPES, envelope
-from services.metadata.events.store import OutboxStore
+from services.metadata.events.store import Claimed, OutboxStore
 from services.metadata.store.dialect import is_unavailable
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ log = logging.getLogger("lading.metadata.events")
 
 # Purge delivered rows at most this often.
 _PURGE_EVERY_SECONDS = 3600.0
+# How long close() tries to hand back unsettled claims (after that they wait out their lease).
+_RELEASE_TIMEOUT_SECONDS = 5.0
 
 
 class DeliveryWorker:
@@ -63,6 +65,8 @@ class DeliveryWorker:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._last_purge = 0.0
         self._wakeup = asyncio.Event()
+        # Endpoint name → ids of the batch claimed and not yet settled (close() hands them back).
+        self._unsettled: dict[str, list[int]] = {}
         # Endpoints whose events are delivered by copying content (services/metadata/replication).
         self._replicators: Mapping[str, Replicator] = {}
         self.delivered_total = 0
@@ -82,9 +86,19 @@ class DeliveryWorker:
         self._wakeup.set()
 
     async def close(self) -> None:
-        """Stops the task; rows it had claimed but not settled are sent again after the lease."""
+        """Stops the task and hands back the rows it had claimed but not settled, so a restarted
+        or another replica's worker sends them at once instead of after the lease (at least once:
+        a POST cut short may have arrived). If the database cannot be reached they wait out the lease."""
         await cancel_and_wait(self._task)
         self._task = None
+        unsettled = [row_id for ids in self._unsettled.values() for row_id in ids]
+        self._unsettled.clear()
+        if unsettled:
+            try:
+                async with asyncio.timeout(_RELEASE_TIMEOUT_SECONDS):
+                    await self._store.release(unsettled)
+            except Exception as exc:  # noqa: BLE001 - stopping must not fail; the lease still runs out
+                log.warning("event delivery: %d claimed event(s) wait out their lease: %s", len(unsettled), exc)
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.aclose()
@@ -120,6 +134,19 @@ class DeliveryWorker:
         batch = await self._store.claim(endpoint.name, self._settings.batch_size, self._settings.lease_seconds)
         if not batch:
             return False
+        self._unsettled[endpoint.name] = [row.id for row in batch]
+        try:
+            full = await self._deliver(endpoint, batch)
+        except asyncio.CancelledError:
+            raise  # still unsettled: close() hands the claim back
+        except BaseException:
+            self._unsettled.pop(endpoint.name, None)  # e.g. the database went away: the lease runs out
+            raise
+        self._unsettled.pop(endpoint.name, None)
+        return full
+
+    async def _deliver(self, endpoint: EventEndpointSettings, batch: list[Claimed]) -> bool:
+        """POSTs a claimed batch and settles it. True when the batch was full and delivered."""
         error = await self._post(endpoint, [row.body for row in batch])
         if error is None:
             await self._store.delivered([row.id for row in batch])

@@ -4,7 +4,8 @@ Claiming is one UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETUR
 (concurrent workers skip each other's rows instead of waiting) and the same statement inside
 BEGIN IMMEDIATE on SQLite (`Access.transaction`: one writer at a time). The claim pushes
 `next_attempt_at` one lease ahead, so a worker that dies after claiming delays its rows by the lease
-and another worker then sends them (at least once).
+and another worker then sends them (at least once); a worker that stops hands its claim back
+(`release`), so nothing waits for the lease.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ class OutboxStore:
             rows = list(await conn.execute(statement))
         rows.sort(key=lambda row: row[0])
         return [Claimed(id=row[0], body=row[1], attempts=row[2]) for row in rows]
+
+    async def release(self, ids: list[int]) -> None:
+        """Hands back claimed rows that are still pending: due now, the attempt not counted."""
+        async with self._access.transaction() as conn:
+            await conn.execute(
+                update(o).where(o.c.id.in_(ids), o.c.state == PENDING).values(next_attempt_at=datetime.now(UTC))
+            )
 
     async def delivered(self, ids: list[int]) -> None:
         async with self._access.transaction() as conn:
