@@ -84,7 +84,7 @@ def test_gc_and_repository_deletes_wait_for_the_gateway_caches(metered: tuple[St
             fenced = _counter(address, "lading_change_ack_fenced_total")
             outcome: list[BaseException | None] = []
 
-            def run(call=call) -> None:
+            def run(call=call, outcome=outcome) -> None:
                 try:
                     call()
                     outcome.append(None)
