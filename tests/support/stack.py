@@ -122,11 +122,15 @@ class LadingProcess:
         return f"{self.name} ({' '.join(self.command)}) {what}; it is {state}. Output:\n{self.log()}"
 
     def children(self) -> list[int]:
-        """Pids of the direct children of this process (from /proc)."""
+        """Pids of the direct children of this process: every process whose parent it is (each
+        one's /proc/PID/stat). Not /proc/PID/task/*/children: a child is listed under the thread
+        that forked it, and the kernel documents that list as unreliable while children come and
+        go (a SIGHUP restart's old worker went missing from it while it was still running)."""
         found = []
-        for task in Path(f"/proc/{self.pid}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                found.extend(int(pid) for pid in task.read_text().split())
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.pid:
+                    found.append(int(stat.parent.name))
         return found
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
