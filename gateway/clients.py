@@ -161,14 +161,18 @@ class MetadataClient:
         )
 
     async def get_manifest(
-        self, repository: str, reference: str, *, omit_payload: bool = False
+        self, repository: str, reference: str, *, omit_payload: bool = False,
+        held_digests: frozenset[str] = frozenset(),
     ) -> metadata_pb2.GetManifestResponse:
+        """`held_digests`: a GET's If-None-Match (gateway.responses.held_digests); the plane
+        records no pull event for a GET the gateway will answer 304."""
         return await _unary(
             self._stub.GetManifest,
             metadata_pb2.GetManifestRequest(
                 repository=repository, reference=reference, omit_payload=omit_payload,
                 # GETs only: pull events (when the metadata plane records them) never come from HEAD.
                 context=None if omit_payload else request_context.current(),
+                held_digests=sorted(held_digests),
             ),
             self._timeout,
         )

@@ -23,13 +23,25 @@ def empty(status_code: int, headers: dict[str, str]) -> Response:
     return Response(b"", status_code=status_code, headers=headers)
 
 
-def etag_matches(request: Request, etag: str) -> bool:
-    """True when the request's If-None-Match names `etag` (or `*`); weak tags compare equal."""
+def held_digests(request: Request) -> frozenset[str]:
+    """What a request's If-None-Match says the client holds: the values of the entity tags it
+    names, unquoted (weak ones too: If-None-Match compares weakly), and "*" for any. Lading's
+    ETags are the quoted digest, so these are digests; empty without the header."""
     header = request.headers.get("if-none-match")
     if not header:
-        return False
+        return frozenset()
+    held = set()
     for candidate in header.split(","):
         candidate = candidate.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == etag:
-            return True
-    return False
+        if candidate == "*":
+            held.add("*")
+            continue
+        tag = candidate.removeprefix("W/")
+        if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag != '"*"':
+            held.add(tag[1:-1])
+    return frozenset(held)
+
+
+def holds(held: frozenset[str], digest: str) -> bool:
+    """True when a client holding `held` (see `held_digests`) is answered 304 for `digest`."""
+    return bool(held) and (digest in held or "*" in held)

@@ -53,7 +53,7 @@ from gateway.clients import Redirect
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
 from gateway.ranges import parse_blob_range
-from gateway.responses import empty, etag_matches
+from gateway.responses import empty, held_digests, holds
 from services.common.errors import ErrorKind, RegistryError
 from services.common.lease_keeper import LeaseKeeper
 
@@ -313,7 +313,9 @@ async def head(request: Request, gateway: Gateway) -> Response:
 async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
-    found = await _size_or_fetch(gateway, repository, digest, pull=True)
+    # A conditional GET of the blob the client holds is answered 304: no pull (no pull event).
+    not_modified = holds(held_digests(request), digest)
+    found = await _size_or_fetch(gateway, repository, digest, pull=not not_modified)
     ranged = request.headers.get("range") is not None
     if not isinstance(found, int) and not ranged:
         length, chunks = found
@@ -332,7 +334,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
         # blob then failed to verify.
         found = await _read_through(*found)
     size = found
-    if etag_matches(request, f'"{digest}"'):
+    if not_modified:
         headers = _headers(digest, size)
         del headers["content-length"], headers["content-type"]
         return empty(304, headers)

@@ -6,7 +6,9 @@ metadata plane records pull events: each must reach it; gateway.manifest_cache:
 changes through any gateway drop the repository's entries as soon as the change feed brings them,
 and without the feed entries live `ttl_seconds`, 1 s by default; PUT/DELETE through this gateway
 drop the repository's entries first).
-Content addressed means immutable, so the ETag is the digest and If-None-Match answers 304.
+Content addressed means immutable, so the ETag is the digest and If-None-Match answers 304:
+that GET is no pull (no pull event; the metadata plane is told what the client holds), and one
+the cache can answer from what it keeps for a HEAD needs no metadata call at all.
 """
 
 from __future__ import annotations
@@ -17,29 +19,39 @@ from starlette.responses import Response
 from gateway import params, urls
 from gateway.bodies import read_capped
 from gateway.context import Gateway
-from gateway.responses import empty, etag_matches
+from gateway.responses import empty, held_digests, holds
 from services.common.errors import ErrorKind
 
 
 async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> Response:
     repository = params.repository(request)
     reference = params.stored_reference(request.path_params["reference"])
+    # A conditional GET of a manifest the client holds is answered 304, and is no pull (as in
+    # Distribution, whose ETag check comes before the read that sends its pull notification).
+    held = held_digests(request)
     cache = gateway.manifests
-    manifest = None if cache is None else cache.get(repository, reference, need_payload=not omit_payload)
+    manifest = None
+    if cache is not None:
+        # What a 304 needs (the digest) may be cached without the payload a 200 needs.
+        manifest = cache.get(repository, reference, need_payload=not omit_payload and not held)
+        if manifest is not None and not omit_payload and manifest.payload is None \
+                and not holds(held, manifest.digest):
+            manifest = None
     warning = ""
     if manifest is None:
         ticket = None if cache is None else cache.ticket()
-        manifest = await gateway.metadata.get_manifest(repository, reference, omit_payload=omit_payload)
+        manifest = await gateway.metadata.get_manifest(repository, reference, omit_payload=omit_payload,
+                                                       held_digests=held)
         # A stale answer of the pull-through cache (its upstream failed) is not kept here.
         warning = getattr(manifest, "warning", "")
         if cache is not None and not warning:
             # With pull events on, GETs must reach the metadata plane (each is a pull to record):
-            # only what a HEAD needs is kept.
+            # only what a HEAD (or a 304) needs is kept.
             keep_payload = not omit_payload and not getattr(manifest, "pull_events", False)
             cache.put(repository, reference, digest=manifest.digest, media_type=manifest.media_type,
                       size=manifest.size, payload=manifest.payload if keep_payload else None, ticket=ticket)
     etag = f'"{manifest.digest}"'
-    if etag_matches(request, etag):
+    if holds(held, manifest.digest):
         return empty(304, {"docker-content-digest": manifest.digest, "etag": etag})
     headers = {
         "docker-content-digest": manifest.digest,

@@ -32,6 +32,12 @@ chunk goes out once the fetch's own hash of all the bytes matches the digest (th
 holds the right bytes whatever storage does), and `COMMITTED` follows once the blob is stored.
 The caller records the blob only then. A wrong or short body still never reaches the reader
 whole, and nothing is stored.
+
+The free-space reserve (blob.filesystem.min_free_bytes): a fetch whose source names its size is
+checked whole against it before its first byte, on each disk its session and spool file will land
+on (fetch_room.py), so one that cannot fit fails with STORAGE_FULL before any answer went out,
+and nothing is written; the writes themselves then claim their room as they go (the filesystem
+backend's, the spool's).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 from services.blob.backends import keys
 from services.blob.core import BlobStore
 from services.blob.fetch_progress import FetchProgress, Outcome
+from services.blob.fetch_room import FetchRoom
 from services.blob.fetch_spool import FetchSpool, SpoolFile
 from services.common.digests import Digest
 from services.common.errors import ErrorKind, RegistryError
@@ -86,13 +93,15 @@ class Begun:
 
 class FetchOnMiss:
     def __init__(self, store: BlobStore, direct: DirectReadServer | None = None,
-                 spool: FetchSpool | None = None) -> None:
+                 spool: FetchSpool | None = None, room: FetchRoom | None = None) -> None:
         """`direct`: the direct-read server, when it serves fetches (`redirect` is honoured);
         `spool`: where fetches with `tail_when_verified` keep the bytes storage has yet to take
-        (None: storage takes them as they come, at its pace)."""
+        (None: storage takes them as they come, at its pace); `room`: the free-space reserve's
+        check of a fetch of known size before its first byte (fetch_room.py; None: none)."""
         self._store = store
         self._direct = direct
         self._spool = spool
+        self._room = room
 
     async def fetch(self, digest: str, source: Source, *, describe: str, confirm: Confirm,
                     redirect: bool = False, tail_when_verified: bool = False
@@ -136,6 +145,11 @@ class FetchOnMiss:
                 yield COMMITTED
             return
         async with source() as (size, chunks):
+            if self._room is not None and size > 0:
+                # Refused before the first byte (and before any answer), nothing written.
+                spooled = self._spool is not None and (
+                    direct.files is None if direct is not None else tail_when_verified)
+                await self._room.check(size, spooled=spooled)
             if direct is not None and size > 0:
                 if direct.files is not None:
                     async for begun in self._store_for_readers(direct, parsed, size, chunks, describe):

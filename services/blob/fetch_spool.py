@@ -7,6 +7,12 @@ Each fetch writes to a file of its own in the spool folder, unlinked as soon as 
 bytes written and not yet read by the store count against one budget per process; a fetch that
 finds the budget spent waits for room, i.e. goes at storage's pace again (the backpressure a
 fetch had without a spool). Writes go to the file in batches of FLUSH_BYTES (one thread hop each).
+
+The spool folder's disk keeps the free-space reserve (blob.filesystem.min_free_bytes) as the
+filesystem backend's does: each batch claims its room before it is written (an unlinked spool
+file holds the whole blob until its fetch ends), and a batch that would reach into the reserve, or
+that the disk has no room for, fails the fetch with STORAGE_FULL; fetch_room.py checks a fetch of
+known size whole before it starts.
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from services.blob.backends.base import BackendFull
+from services.blob.backends.free_space import FreeSpaceReserve
+from services.common.errors import RegistryError, storage_full
+from services.common.private_files import DISK_FULL_ERRNOS
 
 # Bytes gathered in memory before they are written to the spool file (and readable by the store).
 FLUSH_BYTES = 1024 * 1024
@@ -85,15 +96,18 @@ class SpoolBudget:
 
 
 class FetchSpool:
-    """The spool folder and budget of one blob process."""
+    """The spool folder and budget of one blob process; `min_free_bytes`: the free-space reserve
+    its writes keep on the folder's disk (0: none)."""
 
-    def __init__(self, folder: Path, budget_bytes: int) -> None:
+    def __init__(self, folder: Path, budget_bytes: int, *, min_free_bytes: int = 0) -> None:
         self.folder = folder
         self.budget = SpoolBudget(budget_bytes)
+        self.reserve = FreeSpaceReserve(folder, min_free_bytes)
 
     async def open(self, hasher: Any) -> SpoolFile:
         """A new spool file; `hasher` (a hashlib object) is fed the bytes as they are written."""
-        return SpoolFile(await asyncio.to_thread(_anonymous_file, self.folder), self.budget, hasher)
+        return SpoolFile(await asyncio.to_thread(_anonymous_file, self.folder), self.budget, hasher,
+                         self.reserve)
 
 
 def _anonymous_file(folder: Path) -> int:
@@ -110,8 +124,10 @@ class SpoolFile:
     `abandon(error)` when the reader is gone, so a writer waiting for room stops; `close` frees
     the file and whatever budget is still held."""
 
-    def __init__(self, descriptor: int, budget: SpoolBudget, hasher: Any) -> None:
+    def __init__(self, descriptor: int, budget: SpoolBudget, hasher: Any,
+                 reserve: FreeSpaceReserve | None = None) -> None:
         self._descriptor = descriptor
+        self._reserve = reserve
         self._hasher = hasher
         self._budget = budget
         self._held = 0  # budget this file holds (bytes spooled, not yet read by the store)
@@ -189,7 +205,15 @@ class SpoolFile:
             return
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending, self._pending_bytes = [], 0
-        written = await asyncio.to_thread(_hash_and_write, self._hasher, self._descriptor, data, self._written)
+        try:
+            written = await asyncio.to_thread(_hash_and_write, self._hasher, self._reserve, self._descriptor, data,
+                                              self._written)
+        except BackendFull as error:
+            raise storage_full(str(error)) from None
+        except OSError as error:
+            if error.errno not in DISK_FULL_ERRNOS:
+                raise
+            raise _spool_full(error) from None
         self._written += written
         self._grown.set()
 
@@ -210,7 +234,14 @@ def _close_quietly(descriptor: int) -> None:
         os.close(descriptor)
 
 
-def _hash_and_write(hasher: Any, descriptor: int, data: bytes, offset: int) -> int:
+def _spool_full(error: OSError) -> RegistryError:
+    return storage_full(f"the fetch spool's disk is full: {error.strerror}")
+
+
+def _hash_and_write(hasher: Any, reserve: FreeSpaceReserve | None, descriptor: int, data: bytes,
+                    offset: int) -> int:
+    if reserve is not None:
+        reserve.claim_blocking(len(data))  # before a byte is written
     hasher.update(data)
     view = memoryview(data)
     while view:

@@ -32,6 +32,7 @@ from services.blob.backends.instrumented import BackendMetrics, InstrumentedBack
 from services.blob.core import BlobStore
 from services.blob.direct_reads import DirectReadServer, SignedBlobUrls, signing_secret
 from services.blob.fetch import FetchOnMiss
+from services.blob.fetch_room import FetchRoom
 from services.blob.fetch_servicer import SERVICE_NAME as FETCH_SERVICE_NAME
 from services.blob.fetch_servicer import FetchServicer
 from services.blob.fetch_servicer import add_to_server as add_fetch_to_server
@@ -254,8 +255,14 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     # Cold fetches served from the direct-read server need URLs that reach this very process.
     serves_fetches = direct_reads is not None and blob.direct_reads.fetches and not blob.direct_reads.public_url
     # Fetches the gateway streams keep what storage has yet to take here (None: no spool).
-    spool = FetchSpool(blob.fetch_spool.folder, blob.fetch_spool.budget_bytes) if blob.fetch_spool.budget_bytes else None
-    add_fetch_to_server(FetchServicer(FetchOnMiss(store, direct_reads if serves_fetches else None, spool),
+    # The free-space reserve covers what a cold fetch writes: its session (the filesystem
+    # backend's own writes) and its spool file, on whichever disk the spool folder is.
+    reserve = blob.filesystem.min_free_bytes
+    spool = (FetchSpool(blob.fetch_spool.folder, blob.fetch_spool.budget_bytes, min_free_bytes=reserve)
+             if blob.fetch_spool.budget_bytes else None)
+    room = FetchRoom(reserve, store_root=blob.filesystem.root if blob.backend == "filesystem" else None,
+                     spool_folder=blob.fetch_spool.folder if spool is not None else None)
+    add_fetch_to_server(FetchServicer(FetchOnMiss(store, direct_reads if serves_fetches else None, spool, room),
                                       upstreams, region_sources), service.server)
     purger: asyncio.Task[None] | None = None
 

@@ -186,6 +186,8 @@ class FilesystemBackendSettings(BaseModel):
     # -wal and -shm files before it can read anything. 256 MiB covers those many times over
     # (SQLite's WAL checkpoints at ~4 MiB) and is a sliver of any disk that holds images; a
     # percentage would keep gigabytes idle on large disks. 0: no reserve (a dedicated blob disk).
+    # The pull-through cache's fetch spool (blob.fetch_spool.folder, with any backend, S3 too)
+    # keeps the same reserve on its own folder's disk.
     min_free_bytes: int = Field(default=256 * MiB, ge=0)
 
 

@@ -100,7 +100,10 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
             manifest = await self._core.get_manifest(
                 request.repository, request.reference, omit_payload=request.omit_payload
             )
+        # A GET of a manifest the client holds is answered 304 by the gateway: no pull.
+        held = request.held_digests
         if (self._events is not None and self._event_access is not None and not request.omit_payload
+                and not (held and (manifest.digest in held or "*" in held))
                 and self._events.wants_pull()):
             event_context.bind(request)
             tag = None if ":" in request.reference else request.reference

@@ -183,3 +183,54 @@ async def test_a_long_append_stops_before_the_reserve_not_after_it(tmp_path: Pat
             assert free_bytes(disk) >= reserve
         finally:
             await backend.close()
+
+
+async def test_a_cold_fetch_is_checked_whole_on_each_disk_it_writes_to(tmp_path: Path) -> None:
+    """fetch_room.py: a fetch's bytes count once per copy on each disk (store and spool), so a
+    blob that fits the store's disk once but not twice is refused when its spool is there too,
+    and passes when the spool is on another disk. Needs a disk nothing else writes to."""
+    from services.blob.fetch_room import FetchRoom
+
+    with small_disk(tmp_path / "disk", size="16m") as disk:
+        reserve = 4 * MiB
+        size = 7 * MiB  # about 12 MiB above the reserve: once fits, twice does not
+        elsewhere = tmp_path / "spool"  # the real disk, with room to spare
+        shared = FetchRoom(reserve, store_root=disk / "blobs", spool_folder=disk / "spool")
+        await shared.check(size, spooled=False)
+        with pytest.raises(RegistryError) as caught:
+            await shared.check(size, spooled=True)
+        assert refused_by_the_reserve(caught)
+        assert str(disk) in caught.value.message
+        await FetchRoom(reserve, store_root=disk / "blobs", spool_folder=elsewhere).check(size, spooled=True)
+        # S3: only the spool writes here.
+        spool_only = FetchRoom(reserve, store_root=None, spool_folder=disk / "spool")
+        await spool_only.check(size, spooled=True)
+        await spool_only.check(100 * MiB, spooled=False)  # nothing local to write
+        with pytest.raises(RegistryError):
+            await spool_only.check(13 * MiB, spooled=True)
+        assert not list(disk.iterdir())  # a check writes nothing
+
+
+async def test_the_fetch_spool_claims_its_writes_from_the_reserve(tmp_path: Path) -> None:
+    """A spool file's batches claim room before they are written, as an upload's do: below the
+    reserve a fetch's spool fails with STORAGE_FULL and holds no byte."""
+    import hashlib
+
+    from services.blob.fetch_spool import FLUSH_BYTES, FetchSpool
+
+    spool = FetchSpool(tmp_path / "spool", 64 * MiB, min_free_bytes=beyond_the_disk(tmp_path))
+    spooled = await spool.open(hashlib.sha256())
+    try:
+        with pytest.raises(RegistryError) as caught:
+            await spooled.put(b"x" * FLUSH_BYTES)
+        assert refused_by_the_reserve(caught)
+        assert spooled.written == 0
+    finally:
+        spooled.close()
+    roomy = FetchSpool(tmp_path / "spool", 64 * MiB)
+    spooled = await roomy.open(hashlib.sha256())
+    try:
+        await spooled.put(b"x" * FLUSH_BYTES)
+        assert spooled.written == FLUSH_BYTES
+    finally:
+        spooled.close()

@@ -26,6 +26,7 @@ from services.metadata.events.envelope import MEDIA_TYPE, Source
 from services.metadata.events.outbox import EventOutbox
 from services.metadata.events.store import OutboxStore
 from services.metadata.events.tables import event_outbox
+from services.metadata.servicer import MetadataServicer
 from services.metadata.store.engine import Database
 from services.metadata.store.sql import SqlMetadataStore
 from tests.events.receiver import Receiver
@@ -247,6 +248,26 @@ async def test_pull_events_are_off_by_default_and_sampled_when_on(database: Data
     [pull] = receiver.events
     assert pull["action"] == "pull" and pull["target"]["tag"] == "v1" and pull["actor"] == {}
     assert pull["request"]["method"] == "GET"
+
+
+async def test_a_manifest_get_of_a_held_digest_records_no_pull(database: Database, receiver: Receiver) -> None:
+    # The gateway answers a GET whose If-None-Match names the manifest's digest 304, and tells the
+    # metadata plane what the client holds (held_digests): that GET is no pull. Others are.
+    core, outbox, worker, _ = build(database, endpoint(receiver), pull="sampled", pull_sample_rate=1.0)
+    image = oci.image(layers=1)
+    await push_image(core, "repo", "v1", image)
+    servicer = MetadataServicer(core, outbox, database.access)
+    request = common_pb2.RequestContext(request_id="req-2", method="GET", host="registry.example:5000")
+    other = oci.sha256(b"other")
+    for reference, held in [("v1", [image.digest]), (image.digest, [other, image.digest]), ("v1", ["*"]),
+                            ("v1", [other]), (image.digest, [])]:
+        answer = await servicer.GetManifest(metadata_pb2.GetManifestRequest(
+            repository="repo", reference=reference, context=request, held_digests=held), None)  # type: ignore[arg-type]
+        assert answer.digest == image.digest and answer.pull_events
+    await drain(worker)
+    pulls = [e for e in receiver.events if e["action"] == "pull"]
+    assert [(e["target"]["digest"], e["target"].get("tag")) for e in pulls] == [(image.digest, "v1"),
+                                                                              (image.digest, None)]
 
 
 async def test_a_batch_claimed_by_a_dead_worker_is_sent_after_its_lease(database: Database,

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.events.receiver import Receiver
 from tests.support import oci
@@ -156,6 +157,50 @@ def test_every_manifest_and_blob_get_is_a_pull_event_with_the_gateway_cache_on(t
         }
         # Nothing else was written (the HEADs sent none).
         assert _settled(stack.data_dir) == 3 + 4
+
+
+@pytest.mark.parametrize("manifest_cache", ["on", "off"])
+def test_a_conditional_get_answered_304_is_no_pull_event(tmp_path: Path, receiver: Receiver,
+                                                          manifest_cache: str) -> None:
+    # Distribution checks If-None-Match against the digest before it reads the manifest, and its
+    # pull notification comes from that read: a 304 sends none. Lading's metadata plane recorded
+    # the pull before the gateway compared the ETag, so every 304 was a pull event too.
+    env = _env(receiver)
+    if manifest_cache == "on":
+        del env["LADING_GATEWAY__MANIFEST_CACHE_TTL_SECONDS"]
+    with Stack(tmp_path / "data", env=env) as stack, httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        image = oci.image(layers=1)
+        layer = image.blobs[-1]
+        oci.push(client, "team/app", image, "v1")
+        receiver.wait_for(3)
+
+        def manifest(reference: str, if_none_match: str | None = None) -> int:
+            headers = {"Accept": oci.ACCEPT_ALL}
+            if if_none_match is not None:
+                headers["If-None-Match"] = if_none_match
+            answer = client.get(f"/v2/team/app/manifests/{reference}", headers=headers)
+            assert answer.headers["docker-content-digest"] == image.digest
+            return answer.status_code
+
+        def blob(if_none_match: str | None = None) -> int:
+            headers = {} if if_none_match is None else {"If-None-Match": if_none_match}
+            answer = client.get(f"/v2/team/app/blobs/{layer.digest}", headers=headers, follow_redirects=True)
+            assert answer.status_code == 304 or answer.content == layer.data
+            return answer.status_code
+
+        held, other = f'"{image.digest}"', f'"{oci.sha256(b"other")}"'
+        # Not yet cached, then cached (the gateway keeps what a HEAD or a 304 needs): 304s each time.
+        assert [manifest("v1", held), manifest(image.digest, f"W/{held}"), manifest("v1", "*")] == [304] * 3
+        assert manifest("v1", other) == 200  # a pull
+        assert [manifest("v1", held), manifest(image.digest, f"{other}, {held}")] == [304] * 2
+        assert manifest(image.digest) == 200  # a pull
+        assert manifest(image.digest, held) == 304
+        assert [blob(f'"{layer.digest}"'), blob(other), blob(f'"{layer.digest}"')] == [304, 200, 304]
+        pulls = [e for e in receiver.wait_for(3 + 3) if e["action"] == "pull"]
+        assert [(e["target"]["digest"], e["target"].get("tag")) for e in pulls] == [
+            (image.digest, "v1"), (image.digest, None), (layer.digest, None)]
+        # Nothing else was written (the 304s sent none).
+        assert _settled(stack.data_dir) == 3 + 3
 
 
 def test_through_a_trusted_proxy_events_name_the_client_and_the_external_url(tmp_path: Path,

@@ -5,7 +5,9 @@ free on the disk of the backend's root: the room stays for what must still work 
 filled the disk (the embedded SQLite database it often shares, deletes, `lading maintenance`, a
 restart that creates SQLite's -wal and -shm files). Only writes of new bytes claim room (puts,
 starting an upload session, appends, pull-through fetches through them); reads, deletes, GC,
-cancels, commits (a rename) and the small rewrite of a session's state never do.
+cancels, commits (a rename) and the small rewrite of a session's state never do. The
+pull-through cache's fetch spool keeps the same reserve on its folder's disk (fetch_spool.py,
+fetch_room.py).
 
 A claim is checked before its bytes are written. `os.statvfs` runs in a worker thread, and not
 for every write batch: a check that finds room grants a budget (the room above the reserve, at
@@ -58,7 +60,7 @@ class FreeSpaceReserve:
         would reach into the reserve."""
         if self.min_free_bytes <= 0 or self._spend(size):
             return
-        info = os.statvfs(self.root if self.root.exists() else _existing_parent(self.root))
+        info = os.statvfs(existing_folder(self.root))
         free = info.f_bavail * info.f_frsize
         room = free - self.min_free_bytes - size
         with self._lock:
@@ -78,8 +80,11 @@ class FreeSpaceReserve:
         await asyncio.wrap_future(pool.submit(self.claim_blocking, size))
 
 
-def _existing_parent(path: Path) -> Path:
-    """The nearest folder above `path` that exists (the root is made by its first write)."""
+def existing_folder(path: Path) -> Path:
+    """`path` when it exists, else the nearest folder above it that does (the root is made by
+    its first write): the disk it will be on."""
+    if path.exists():
+        return path
     for parent in path.parents:
         if parent.exists():
             return parent

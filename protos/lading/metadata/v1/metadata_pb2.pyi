@@ -98,16 +98,18 @@ class PutManifestResponse(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., subject_digest: _Optional[str] = ...) -> None: ...
 
 class GetManifestRequest(_message.Message):
-    __slots__ = ("repository", "reference", "omit_payload", "context")
+    __slots__ = ("repository", "reference", "omit_payload", "context", "held_digests")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     OMIT_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    HELD_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     repository: str
     reference: str
     omit_payload: bool
     context: _common_pb2.RequestContext
-    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ..., omit_payload: _Optional[bool] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+    held_digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, repository: _Optional[str] = ..., reference: _Optional[str] = ..., omit_payload: _Optional[bool] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., held_digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetManifestResponse(_message.Message):
     __slots__ = ("digest", "media_type", "size", "payload", "warning", "pull_events")
