@@ -30,7 +30,7 @@ MAX_MESSAGE_BYTES = 768
 MAX_DETAIL_BYTES = 1536
 _ELLIPSIS = "…"
 # What STORAGE_FULL asks of the operator (and tells the client).
-_FREE_SPACE = "an operator must free or add space, then retry the push; pulls still work"
+_FREE_SPACE = ("an operator must free or add space, then retry; pulls of what is already stored still work")
 
 
 @dataclass(frozen=True, slots=True)
