@@ -175,6 +175,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
                 max_manifest_bytes=config.max_manifest_bytes,
                 default_page_size=config.default_page_size,
                 max_page_size=config.max_page_size,
+                parse_inline_max_bytes=config.manifest_parse_inline_max_bytes,
             ),
             refuse_writes=None if upstreams is None else upstreams.refuse_writes,
         )
