@@ -154,7 +154,7 @@ def app_from_environment() -> Starlette:
     without our format."""
     settings = load_settings()
     _configure_logging(settings)
-    return create_app(settings)
+    return create_app(settings, freeze_start_up=True)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -224,7 +224,8 @@ def run(settings: Settings) -> None:
     drain = Drain()
     server = DrainingServer(
         GatewayServerConfig(
-            create_app(settings, drain=drain), limits=ConnectionLimits.from_settings(config), **options
+            create_app(settings, drain=drain, freeze_start_up=True),
+            limits=ConnectionLimits.from_settings(config), **options,
         ),
         drain=drain,
         drain_seconds=config.shutdown_drain_seconds,
