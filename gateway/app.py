@@ -32,6 +32,7 @@ from gateway.middleware import ApiVersionMiddleware, ForwardedHeadersMiddleware,
 from gateway.observability import ObservabilityMiddleware
 from gateway.readiness import Drain, PlaneCheck, Readiness
 from gateway.routes import STATE_KEY, build_routes
+from services.common import start_up
 from services.common.metrics import Metrics, MetricsHttpServer
 from services.common.settings import Settings
 from services.common.telemetry import Telemetry, setup_tracing
@@ -42,13 +43,17 @@ log = logging.getLogger("lading.gateway")
 READINESS_TIMEOUT_SECONDS = 1.0
 
 
-def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Telemetry | None = None) -> Starlette:
+def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Telemetry | None = None,
+               freeze_start_up: bool = False) -> Starlette:
     """The gateway app for `settings`. Nothing connects until the lifespan starts.
 
     `drain` is the flag the server sets when it starts shutting down (then /readyz answers 503);
     the app gets one of its own when none is given. `telemetry` (tracing) is built from
     `settings.observability` when not given; the lifespan's end flushes it. The lifespan also
     serves the metrics on `observability.gateway_metrics_listen` when set (off the public port).
+    `freeze_start_up`: the process is the gateway's (not a test's), so once the lifespan has wired
+    everything, before the server accepts, its objects are frozen out of garbage collection
+    (services/common/start_up.py).
     """
     config = settings.gateway
     observability = settings.observability
@@ -108,6 +113,8 @@ def create_app(settings: Settings, *, drain: Drain | None = None, telemetry: Tel
             gateway = dataclasses.replace(gateway, console=build_console(settings, metadata_channel, gateway.auth))
         if gateway.auth is not None:
             gateway.auth.start()  # follows account revocations (gateway/auth/change_feed.py)
+        if freeze_start_up:
+            start_up.freeze_start_up("gateway")
         try:
             yield {STATE_KEY: gateway}
         finally:

@@ -19,7 +19,8 @@ happens as the worker stops accepting, and step 5 is the supervisor's: a worker 
 drain + grace + cleanup after it was told to stop is killed (SIGKILL, logged) and the gateway
 exits with status 1. A worker retired by a SIGHUP restart gets the same bound; a stop signal during
 that restart ends it and begins the stop at once. A supervisor that dies without its stop (SIGKILL,
-OOM) takes its workers with it: each gets SIGTERM from the kernel and runs steps 2-4.
+OOM) takes its workers with it: each gets SIGTERM from the kernel and runs steps 2-4, and one
+still running drain + grace + cleanup after the supervisor's death exits at once (status 1).
 
 HTTPS (`settings.gateway.tls.cert_file` set): one worker serves from a `CertificateReloader`'s
 SSLContext and reloads the files in place on SIGHUP and when they change (checked every
@@ -154,7 +155,7 @@ def app_from_environment() -> Starlette:
     without our format."""
     settings = load_settings()
     _configure_logging(settings)
-    return create_app(settings)
+    return create_app(settings, freeze_start_up=True)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -211,7 +212,8 @@ def run(settings: Settings) -> None:
         # supervisor (gateway.workers) and our inherited sockets when there are some.
         from gateway.workers import BoundedMultiprocess, WorkerConfig
 
-        multi = WorkerConfig("gateway.main:app_from_environment", factory=True, workers=config.workers, **options)
+        multi = WorkerConfig("gateway.main:app_from_environment", factory=True, workers=config.workers,
+                             stop_within_seconds=stop_within_seconds, **options)
         supervisor = BoundedMultiprocess(multi, sockets=inherited or [multi.bind_socket()],
                                          stop_within_seconds=stop_within_seconds)
         supervisor.run()
@@ -224,7 +226,8 @@ def run(settings: Settings) -> None:
     drain = Drain()
     server = DrainingServer(
         GatewayServerConfig(
-            create_app(settings, drain=drain), limits=ConnectionLimits.from_settings(config), **options
+            create_app(settings, drain=drain, freeze_start_up=True),
+            limits=ConnectionLimits.from_settings(config), **options,
         ),
         drain=drain,
         drain_seconds=config.shutdown_drain_seconds,

@@ -24,7 +24,11 @@ Each worker ends with the supervisor (`WorkerConfig`): a supervisor that dies wi
 (SIGKILL, the OOM killer) left its workers serving, holding the registry port, with nobody to
 stop them. The kernel now sends each worker SIGTERM when the supervisor dies
 (services/common/parent_death.py), and the worker stops as it would when told to by a live
-supervisor (stop accepting, the grace for requests in flight, the lifespan's cleanup).
+supervisor (stop accepting, the grace for requests in flight, the lifespan's cleanup), within the
+same bound: a worker still running `stop_within_seconds` after the supervisor's death exits at
+once, with status 1 and its stacks on stderr, as the single process does at its bound. (Requests
+held open by their clients are cancelled at the grace, as at any stop; what held an orphan was a
+stop step stuck past that, such as the last trace flush to a collector that never answers.)
 
 Everything else is uvicorn's: SIGTTIN adding a worker, a worker that stops answering its health
 check while serving being replaced. Each worker sets up its logging as the single process does
@@ -48,7 +52,7 @@ from uvicorn import Config
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
-from services.common.parent_death import die_with_parent
+from services.common.parent_death import bound_orphaned_stop, die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +63,27 @@ _RETIRE_POLL_SECONDS = 0.05
 class WorkerConfig(Config):
     """uvicorn's Config, of which each worker gets a copy: `load()`, which uvicorn calls in the
     worker as it begins to serve (its signal handlers in place, before the app is built), first
-    ties the worker's life to the supervisor's (see the module docstring)."""
+    ties the worker's life to the supervisor's, its stop then bounded by `stop_within_seconds`
+    from the supervisor's death (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stop_within_seconds: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Taken in the supervisor, which builds this config and starts the workers.
         self.supervisor_pid = os.getpid()
+        self.stop_within_seconds = stop_within_seconds
 
     def load(self) -> None:
-        if os.getpid() != self.supervisor_pid and not die_with_parent(self.supervisor_pid):
-            # It died before the line above: the kernel will not tell this worker, so it ends
-            # here, before it serves anything.
-            logger.warning("Gateway worker [%s]: its supervisor [%s] is gone; exiting without serving.",
-                           os.getpid(), self.supervisor_pid)
-            raise SystemExit(1)
+        if os.getpid() != self.supervisor_pid:
+            if not die_with_parent(self.supervisor_pid):
+                # It died before the line above: the kernel will not tell this worker, so it ends
+                # here, before it serves anything.
+                logger.warning("Gateway worker [%s]: its supervisor [%s] is gone; exiting without serving.",
+                               os.getpid(), self.supervisor_pid)
+                raise SystemExit(1)
+            bound_orphaned_stop(self.supervisor_pid, self.stop_within_seconds, process="gateway worker",
+                                bound="shutdown drain + grace + cleanup, the bound its supervisor would have "
+                                      "given it: LADING_GATEWAY__SHUTDOWN_DRAIN_SECONDS, __SHUTDOWN_GRACE_SECONDS, "
+                                      "__SHUTDOWN_CLEANUP_SECONDS")
         super().load()
 
 

@@ -375,7 +375,7 @@ def metadata_plane(env: Mapping[str, str]) -> PlaneRunner:
 
     settings = load_settings(**settings_overrides(env))
     metadata_main.prepare_process(settings)
-    return lambda control: metadata_main.serve(settings, control)
+    return lambda control: metadata_main.serve(settings, control, freeze_start_up=True)
 
 
 class Supervisor:

@@ -40,6 +40,7 @@ from services.blob.fetch_spool import FetchSpool
 from services.blob.region_source import RegionSources
 from services.blob.servicer import BlobServiceServicer, add_to_server
 from services.blob.uploads import UploadSessions
+from services.common import start_up
 from services.common.access import AccessConfigError
 from services.common.allocator import tune_allocator
 from services.common.grpc_server import GrpcService
@@ -209,11 +210,13 @@ async def wait_for_backend(store: BlobStore, *, attempts: int = 8, first_delay: 
             delay = min(delay * 2, 5.0)
 
 
-async def run(settings: Settings, control: PlaneControl | None = None) -> None:
+async def run(settings: Settings, control: PlaneControl | None = None, *, freeze_start_up: bool = False) -> None:
     """Runs the blob service until SIGTERM/SIGINT (with a `control`: until `control.stop`;
     services/embedded.py runs it so, beside the other planes). Reads only its own settings
     sections: blob, proxy (upstreams of the pull-through cache), regions (other regions' blob
-    planes, for fetch on miss between regions), and the shared observability and grpc_access."""
+    planes, for fetch on miss between regions), and the shared observability and grpc_access.
+    `freeze_start_up`: the process is the plane's (not a test's), so once wired, before it serves,
+    its objects are frozen out of garbage collection (services/common/start_up.py)."""
     blob = settings.blob
     telemetry = setup_tracing(settings.observability, "blob")
     # Metrics are only kept when something can scrape them.
@@ -308,6 +311,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
     if direct_reads is not None:
         # Before the gRPC port opens: a signed URL needs the bound port.
         await direct_reads.start()
+    if freeze_start_up:
+        start_up.freeze_start_up("blob")
     await service.serve_forever(ready=ready, on_shutdown=on_shutdown, on_draining=on_draining, control=control)
 
 
@@ -342,7 +347,7 @@ def main() -> int:
     # Blob bytes stream through here in ~1 MiB buffers: keep them off mmap (services/common/allocator.py).
     tune_allocator()
     try:
-        asyncio.run(run(settings))
+        asyncio.run(run(settings, freeze_start_up=True))
     except (BackendConfigError, AccessConfigError, TlsConfigError) as error:
         print(f"lading blob: {error}", file=sys.stderr)
         return 2

@@ -422,6 +422,11 @@ class MetadataSettings(BaseModel):
     max_manifest_bytes: int = 4 * MiB
     default_page_size: int = 1000
     max_page_size: int = 10000
+    # Manifests larger than this are hashed, parsed and validated in a worker thread, not on the
+    # event loop: near the 4 MiB limit that is 10-100 ms of CPU, during which every other call of
+    # this process would wait. Smaller ones stay on the loop, where they parse in less time than
+    # the thread hop costs.
+    manifest_parse_inline_max_bytes: int = Field(default=256 * 1024, ge=0)
     log_level: str = "info"
 
 

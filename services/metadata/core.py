@@ -8,6 +8,7 @@ and `MetadataStore` for the kinds).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +41,9 @@ class MetadataLimits:
     # Page size when the caller sets no limit, and the largest page served.
     default_page_size: int
     max_page_size: int
+    # Larger manifests are hashed and parsed in a worker thread, smaller ones on the event loop
+    # (settings: metadata.manifest_parse_inline_max_bytes).
+    parse_inline_max_bytes: int = 256 * 1024
 
 
 class MetadataCore:
@@ -131,35 +135,14 @@ class MetadataCore:
                 f"manifest is {len(payload)} bytes; the limit is {self._limits.max_manifest_bytes}",
                 {"size": len(payload), "limit": self._limits.max_manifest_bytes},
             )
-        tag: str | None = None
-        if looks_like_digest(reference):
-            expected = Digest.parse(reference)
-            actual = Digest.of(payload, expected.algorithm)
-            if actual != expected:
-                raise RegistryError(
-                    ErrorKind.DIGEST_INVALID,
-                    f"manifest payload hashes to {actual}, not to the reference {expected}",
-                    {"expected": str(expected), "actual": str(actual)},
-                )
-            digest = str(expected)
+        if len(payload) > self._limits.parse_inline_max_bytes:
+            # A big one would hold the event loop, and every other call of this process, for
+            # tens of milliseconds.
+            manifest, tag = await asyncio.to_thread(_new_manifest, reference, media_type, payload, from_upstream)
         else:
-            tag = validate_tag(reference)
-            digest = str(Digest.of(payload))
-        parsed = parse_manifest(payload, media_type)
-        manifest = NewManifest(
-            digest=digest,
-            media_type=parsed.media_type,
-            payload=payload,
-            subject_digest=parsed.subject_digest,
-            artifact_type=parsed.artifact_type,
-            config_media_type=parsed.config_media_type,
-            annotations=orjson.dumps(parsed.annotations).decode() if parsed.annotations else None,
-            blob_digests=parsed.blob_digests,
-            manifest_digests=parsed.manifest_digests,
-            from_upstream=from_upstream,
-        )
+            manifest, tag = _new_manifest(reference, media_type, payload, from_upstream)
         await self._store.put_manifest(repository, manifest, tag)
-        return PutManifestResult(digest=digest, subject_digest=parsed.subject_digest)
+        return PutManifestResult(digest=manifest.digest, subject_digest=manifest.subject_digest)
 
     async def get_manifest(self, repository: str, reference: str, *, omit_payload: bool = False) -> StoredManifest:
         """The manifest a tag or digest names. NAME_UNKNOWN / MANIFEST_UNKNOWN when absent; DENIED
@@ -215,6 +198,43 @@ class MetadataCore:
         return await self._store.list_referrers(
             repository, subject, artifact_type=artifact_type or None, last=_bound(last), limit=limit
         )
+
+
+def _new_manifest(reference: str, media_type: str, payload: bytes,
+                  from_upstream: bool) -> tuple[NewManifest, str | None]:
+    """The manifest to store for `payload` pushed as `reference`, and its tag (None when pushed
+    by digest): its digest checked or computed, its content parsed and validated. CPU only: big
+    payloads run it in a worker thread (`MetadataLimits.parse_inline_max_bytes`). Raises
+    TAG_INVALID, DIGEST_INVALID (a bad digest reference, one the payload does not hash to, or a
+    malformed descriptor digest), MANIFEST_INVALID."""
+    tag: str | None = None
+    if looks_like_digest(reference):
+        expected = Digest.parse(reference)
+        actual = Digest.of(payload, expected.algorithm)
+        if actual != expected:
+            raise RegistryError(
+                ErrorKind.DIGEST_INVALID,
+                f"manifest payload hashes to {actual}, not to the reference {expected}",
+                {"expected": str(expected), "actual": str(actual)},
+            )
+        digest = str(expected)
+    else:
+        tag = validate_tag(reference)
+        digest = str(Digest.of(payload))
+    parsed = parse_manifest(payload, media_type)
+    manifest = NewManifest(
+        digest=digest,
+        media_type=parsed.media_type,
+        payload=payload,
+        subject_digest=parsed.subject_digest,
+        artifact_type=parsed.artifact_type,
+        config_media_type=parsed.config_media_type,
+        annotations=orjson.dumps(parsed.annotations).decode() if parsed.annotations else None,
+        blob_digests=parsed.blob_digests,
+        manifest_digests=parsed.manifest_digests,
+        from_upstream=from_upstream,
+    )
+    return manifest, tag
 
 
 def _bound(last: str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from lading.metadata.v1 import accounts_pb2_grpc, metadata_pb2_grpc
 
+from services.common import start_up
 from services.common.access import AccessConfigError
 from services.common.errors import ErrorKind, RegistryError
 from services.common.grpc_server import GrpcService
@@ -83,10 +84,12 @@ async def _prepare_schema(database: Database, *, auto_migrate: bool) -> None:
         )
 
 
-async def run(settings: Settings, control: PlaneControl | None = None) -> None:
+async def run(settings: Settings, control: PlaneControl | None = None, *, freeze_start_up: bool = False) -> None:
     """Runs the metadata service until SIGTERM/SIGINT (with a `control`: until `control.stop`;
     services/embedded.py runs it so, beside the other planes). Reads only its own settings
     sections: metadata, gc, events, auth (accounts), proxy, and the shared observability and grpc_access.
+    `freeze_start_up`: the process is the plane's (not a test's), so once wired, before it serves,
+    its objects are frozen out of garbage collection (services/common/start_up.py).
 
     Raises EventsConfigError for event endpoints that cannot work, SchemaOutOfDate when
     auto_migrate is off and the schema is not current, RegistryError
@@ -175,6 +178,7 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
                 max_manifest_bytes=config.max_manifest_bytes,
                 default_page_size=config.default_page_size,
                 max_page_size=config.max_page_size,
+                parse_inline_max_bytes=config.manifest_parse_inline_max_bytes,
             ),
             refuse_writes=None if upstreams is None else upstreams.refuse_writes,
         )
@@ -230,6 +234,8 @@ async def run(settings: Settings, control: PlaneControl | None = None) -> None:
         if metrics is not None:
             metrics_server = await MetricsHttpServer(metrics, settings.observability.metadata_metrics_listen).start()
             queues.start()
+        if freeze_start_up:
+            start_up.freeze_start_up("metadata")
         await service.serve_forever(
             ready=store.ping, on_draining=changes.close,
             on_shutdown=_closer(queues.close, events.close, gc.close, store.close, accounts.close, console.close,
@@ -287,12 +293,12 @@ def migrate_main(settings: Settings) -> int:
     return 0
 
 
-async def serve(settings: Settings, control: PlaneControl | None = None) -> int:
+async def serve(settings: Settings, control: PlaneControl | None = None, *, freeze_start_up: bool = False) -> int:
     """`run` with its failures logged and turned into the exit code `main` returns: 2 for
     settings that cannot work, 1 when it failed, 0 after a clean stop. `lading serve` runs the
     metadata plane this way inside its own process (services/supervisor.py)."""
     try:
-        await run(settings, control)
+        await run(settings, control, freeze_start_up=freeze_start_up)
     except SchemaOutOfDate as exc:
         log.error("%s", exc)
         return 2
@@ -321,6 +327,6 @@ def main() -> int:
     settings = load_settings()
     prepare_process(settings)
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, freeze_start_up=True))
     except KeyboardInterrupt:
         return 0

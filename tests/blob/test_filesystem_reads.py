@@ -3,8 +3,10 @@ in its pool; both give the same bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
@@ -71,3 +73,52 @@ async def test_a_filesystem_refusing_nowait_reads_falls_back_to_the_pool(
     assert await read(backend, KEY) == DATA
     assert sum(pool_reads) == len(DATA)
     assert not backend._cached_reads.enabled
+
+
+# --- the event loop never frees a deleted blob's blocks ---------------------------------------------
+
+
+def _still_open(fd: int, inode: int) -> bool:
+    """Whether `fd` is still this process's handle on the file `inode`."""
+    try:
+        return os.fstat(fd).st_ino == inode
+    except OSError as error:
+        assert error.errno == errno.EBADF, error
+        return False
+
+
+@pytest.mark.parametrize("ending", ["read to the end", "aclose"])
+async def test_a_readers_last_handle_on_a_deleted_blob_is_closed_in_the_pool(
+    backend: FilesystemBackend, ending: str
+) -> None:
+    """Garbage collection may delete a blob while it is read: the reader's descriptor is then the
+    file's last, and closing it frees the file's blocks (tens of ms per 64 MiB on ext4), so the
+    reader closes it in the backend's pool, never on the event loop. The pool is held busy here,
+    so a close handed to it has not run yet when the reader's end returns to the loop."""
+    reader = await backend.get(KEY)
+    assert isinstance(reader, file_reader.FileReader)
+    fd = reader._fd
+    assert fd is not None
+    inode = os.fstat(fd).st_ino
+    await backend.delete(KEY)  # what GC does: the reader's handle is now the file's last
+    assert os.fstat(fd).st_nlink == 0
+    received = bytearray()
+    if ending == "read to the end":
+        while len(received) < len(DATA):
+            received += await anext(reader)
+        assert bytes(received) == DATA
+    gate = threading.Event()
+    busy = [backend._pool.submit(gate.wait) for _ in range(2)]  # both of the pool's threads
+    try:
+        if ending == "read to the end":
+            with pytest.raises(StopAsyncIteration):
+                await anext(reader)
+        else:
+            await reader.aclose()
+        assert _still_open(fd, inode), "closed on the event loop"
+    finally:
+        gate.set()
+    for waiting in busy:
+        waiting.result(timeout=10)
+    await asyncio.wrap_future(backend._pool.submit(lambda: None))  # the close queued behind them
+    assert not _still_open(fd, inode), "never closed"

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -27,6 +31,7 @@ from sqlalchemy import func, inspect, select, text
 
 from services.common.errors import ErrorKind, RegistryError
 from services.common.settings import MetadataSettings
+from services.metadata import manifests
 from services.metadata.core import MetadataCore, MetadataLimits
 from services.metadata.migrations import check_schema_current, current_revisions, head_revision, migrate
 from services.metadata.store.base import MetadataStore, NewManifest
@@ -441,6 +446,69 @@ async def test_docker_manifest_list(core: MetadataCore) -> None:
     await core.put_manifest("d", "latest", docs.DOCKER_LIST, docs.render(document))
     assert (await core.get_manifest("d", "latest")).media_type == docs.DOCKER_LIST
     assert (await core.get_manifest("d", "amd64")).media_type == docs.DOCKER_MANIFEST
+
+
+@contextlib.contextmanager
+def parses_on_this_thread() -> Iterator[list[str]]:
+    """The media types `parse_manifest` was called with on this thread (the event loop's) while
+    the block ran, seen by a profile hook: the parser itself is not touched."""
+    seen: list[str] = []
+    code = manifests.parse_manifest.__code__
+
+    def hook(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is code:
+            seen.append(frame.f_locals["content_type"])
+
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        yield seen
+    finally:
+        sys.setprofile(previous)
+
+
+def big_image(approximate_bytes: int) -> dict[str, Any]:
+    """An image manifest of about `approximate_bytes`, made of thousands of non-distributable
+    layers (each parsed and validated as a descriptor, none needing a blob link): the shape that
+    costs its parse the most CPU per byte."""
+    def layer() -> dict[str, Any]:
+        return docs.descriptor(docs.OCI_NONDISTRIBUTABLE, urls=[f"https://layers.example/{os.urandom(8).hex()}"],
+                               annotations={"org.opencontainers.image.title": "layer.tar.gz"})
+
+    count = approximate_bytes // len(docs.render(layer()))
+    return docs.image(layers=0, extra_layers=[layer() for _ in range(count)])
+
+
+async def test_a_big_manifest_is_parsed_off_the_event_loop_and_a_small_one_on_it(store: MetadataStore) -> None:
+    """Parsing a manifest near the 4 MiB limit takes the CPU for 10-100 ms, during which every
+    other call of the metadata plane would wait: above `parse_inline_max_bytes` (256 KiB by
+    default) it runs in a worker thread. Below, it stays on the loop (the hop would cost more).
+    A 3 MiB one round trips on every store."""
+    core = MetadataCore(store, dataclasses.replace(LIMITS, max_manifest_bytes=4 * 1024 * 1024))
+    assert LIMITS.parse_inline_max_bytes == MetadataSettings().manifest_parse_inline_max_bytes == 256 * 1024
+    big = big_image(3 * 1024 * 1024)
+    small = docs.image()
+    for document in (big, small):
+        await core.link_blob("lib/big", document["config"]["digest"], document["config"]["size"])
+    for digest, size in docs.blobs_of(small):
+        await core.link_blob("lib/big", digest, size)
+    big_payload = docs.render(big)
+    assert 2.5 * 1024 * 1024 < len(big_payload) < 3.5 * 1024 * 1024
+    with parses_on_this_thread() as on_the_loop:
+        big_digest = (await core.put_manifest("lib/big", "big", docs.OCI_MANIFEST, big_payload)).digest
+    assert on_the_loop == [], "the 3 MiB manifest was parsed on the event loop"
+    with parses_on_this_thread() as on_the_loop:
+        await core.put_manifest("lib/big", "small", docs.OCI_MANIFEST, docs.render(small))
+    assert on_the_loop == [docs.OCI_MANIFEST], "the small manifest was not parsed on the event loop"
+    for reference in ("big", big_digest):
+        got = await core.get_manifest("lib/big", reference)
+        assert got.payload == big_payload and got.digest == docs.sha256(big_payload)
+        assert got.media_type == docs.OCI_MANIFEST
+    # Its parse ran (somewhere): its one distributable blob, the config, is its only reference.
+    with pytest.raises(RegistryError) as caught:
+        await core.put_manifest("elsewhere", "big", docs.OCI_MANIFEST, big_payload)
+    assert caught.value.kind is ErrorKind.MANIFEST_BLOB_UNKNOWN
+    assert caught.value.detail["blobs"] == [big["config"]["digest"]]
 
 
 async def test_repush_is_idempotent_and_tag_moves(core: MetadataCore, database: Database) -> None:

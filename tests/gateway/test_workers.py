@@ -1,6 +1,7 @@
 """`lading gateway` with `workers > 1` (gateway/workers.py): a worker stuck in its stop is killed at
 the stop's bound, at the gateway's stop and in a SIGHUP restart; a stop signal ends a restart; the
-workers end with a supervisor killed without its stop; each worker logs as the single process does."""
+workers end with a supervisor killed without its stop, within the bound it would have given them;
+each worker logs as the single process does."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from tests.support.stack import LadingProcess, free_port, lading_command, wait_u
 _HANG_GUARD_SECONDS = 60.0
 
 
-def _gateway(tmp_path: Path, *, workers: int = 2, cleanup_seconds: float = 1.0) -> tuple[LadingProcess, int, list[int]]:
+def _gateway(tmp_path: Path, *, workers: int = 2, cleanup_seconds: float = 1.0,
+             settings: dict[str, str] | None = None) -> tuple[LadingProcess, int, list[int]]:
     """`lading gateway` with `workers` workers, each started, and a stop bound of 1.5 s (drain 0 +
     grace 0.5 + `cleanup_seconds` 1.0; a healthy worker stops in about 0.2 s), answering; the
     planes' targets point at nothing (no request here needs them). Returns the process, its port
-    and its workers' pids (with `workers=1`: the one process's own)."""
+    and its workers' pids (with `workers=1`: the one process's own). `settings`: more LADING_*
+    variables."""
     port = free_port()
     env = {"LADING_GATEWAY__WORKERS": str(workers),
            "LADING_GATEWAY__HOST": "127.0.0.1",
@@ -34,7 +37,7 @@ def _gateway(tmp_path: Path, *, workers: int = 2, cleanup_seconds: float = 1.0) 
            "LADING_GATEWAY__METADATA_TARGET": f"unix:{tmp_path}/none.sock",
            "LADING_GATEWAY__BLOB_TARGET": f"unix:{tmp_path}/none.sock",
            "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "0.5",
-           "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": str(cleanup_seconds)}
+           "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": str(cleanup_seconds), **(settings or {})}
     gateway = LadingProcess(f"gateway-{workers}", lading_command("gateway"), log_dir=tmp_path, env=env).start()
     wait_until_http_ok(f"http://127.0.0.1:{port}/healthz", gateway)
     if workers == 1:
@@ -72,10 +75,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait_for(condition: Callable[[], bool], gateway: LadingProcess, what: str) -> None:
-    guard = time.monotonic() + _HANG_GUARD_SECONDS
+def _wait_for(condition: Callable[[], bool], gateway: LadingProcess, what: str,
+              within_seconds: float = _HANG_GUARD_SECONDS) -> None:
+    guard = time.monotonic() + within_seconds
     while not condition():
-        assert time.monotonic() < guard, f"{what}: not within {_HANG_GUARD_SECONDS:g} s\n{gateway.log()}"
+        assert time.monotonic() < guard, f"{what}: not within {within_seconds:g} s\n{gateway.log()}"
         time.sleep(0.05)
 
 
@@ -202,3 +206,50 @@ def test_a_stop_signal_during_a_sighup_restart_ends_the_restart(tmp_path: Path) 
         assert not [pid for pid in ever if _alive(pid)], log
     finally:
         _end(gateway, sorted(ever))
+
+
+def _hold_a_request_open(port: int) -> socket.socket:
+    """A connection whose request a worker is handling and never sees the end of: a manifest PUT
+    whose body stops after its first bytes. Returns once the handler reads the body (uvicorn
+    answers `Expect: 100-continue` at the app's first read)."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=_HANG_GUARD_SECONDS)
+    client.sendall(b"PUT /v2/held/manifests/open HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   b"Content-Type: application/vnd.oci.image.manifest.v1+json\r\n"
+                   b"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+    answer = client.recv(100)
+    assert answer.startswith(b"HTTP/1.1 100 "), answer
+    client.sendall(b'{"schemaVersion": 2')  # and never the rest
+    return client
+
+
+def test_an_orphaned_worker_exits_at_the_bound_its_supervisor_would_have_given_it(tmp_path: Path) -> None:
+    """A worker whose supervisor died without its stop (SIGKILL) stops gracefully (the kernel's
+    SIGTERM), but nothing bounded that stop any more: the supervisor that kills a worker still
+    stopping at drain + grace + cleanup was gone, and an orphan stuck in its stop kept running,
+    holding the registry port. Here clients hold requests open (their bodies never finish; uvicorn
+    cancels them at the grace) and the last trace flush waits on a collector that takes the spans
+    and never answers (up to the exporter's timeout, 60 s here, beyond the wait's guard). Now an
+    orphan still running at that bound after the supervisor's death exits (status 1), saying which
+    bound it reached."""
+    collector = socket.socket()  # listens, never accepts: an export waits for its answer
+    collector.bind(("127.0.0.1", 0))
+    collector.listen(8)
+    # No body-read timeout: the held requests end only with the worker's stop.
+    gateway, port, workers = _gateway(tmp_path, settings={
+        "LADING_GATEWAY__BODY_READ_TIMEOUT_SECONDS": "0",
+        "LADING_OBSERVABILITY__OTLP_ENDPOINT": f"http://127.0.0.1:{collector.getsockname()[1]}",
+        "LADING_OBSERVABILITY__OTLP_TIMEOUT_SECONDS": "60"})
+    held = [_hold_a_request_open(port) for _ in range(4)]
+    try:
+        os.kill(gateway.pid, signal.SIGKILL)
+        # 20 times the bound: only a stop the bound did not end reaches it.
+        _wait_for(lambda: not [pid for pid in workers if _alive(pid)], gateway,
+                  "the orphaned workers' end", within_seconds=30)
+        log = gateway.log(tail=1_000_000)
+        assert "lading gateway worker: still stopping 1.5 s after the stop began" in log, log
+        assert "from its parent's death" in log, log
+    finally:
+        for client in held:
+            client.close()
+        _end(gateway, workers)
+        collector.close()

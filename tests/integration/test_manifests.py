@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -256,6 +257,28 @@ def test_manifest_just_under_4_mib_is_accepted(client: httpx.Client, repo: str) 
     assert manifest.size == 4 * 1024 * 1024
     push(client, repo, manifest, tag="big")
     assert_served(client, repo, "big", manifest)
+
+
+def test_a_3_mib_manifest_of_many_descriptors_round_trips(client: httpx.Client, repo: str) -> None:
+    """A manifest this big is parsed in the metadata plane's worker thread, not on its event loop
+    (metadata.manifest_parse_inline_max_bytes); pushed and pulled it stays the same. Thousands of
+    non-distributable layers: each a descriptor to validate, none a blob to push."""
+    base = image(1)
+    document = base.json
+
+    def layer(number: int) -> dict[str, Any]:
+        return {"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                "digest": sha256(number.to_bytes(8, "big")), "size": 1000 + number,
+                "urls": [f"https://layers.example/{number}"],
+                "annotations": {"org.opencontainers.image.title": f"layer-{number}.tar.gz"}}
+
+    count = 3 * 1024 * 1024 // len(render(layer(0)))
+    document["layers"] = [*document["layers"], *(layer(number) for number in range(count))]
+    manifest = Manifest(render(document), OCI_MANIFEST, blobs=base.blobs)
+    assert 2.5 * 1024 * 1024 < manifest.size < 3.5 * 1024 * 1024
+    push(client, repo, manifest, tag="many")
+    assert_served(client, repo, "many", manifest)
+    assert_served(client, repo, manifest.digest, manifest)
 
 
 def test_put_by_digest_that_does_not_match_the_body_is_digest_invalid(client: httpx.Client, repo: str) -> None:

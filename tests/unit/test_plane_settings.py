@@ -95,7 +95,7 @@ def test_a_planes_log_level_is_its_own(plane: str, tmp_path: Path, monkeypatch: 
     settings = OwnSectionsOnly(real, plane)
     levels: list[str] = []
 
-    async def run(_settings: Any, _control: Any = None) -> None:
+    async def run(_settings: Any, _control: Any = None, *, freeze_start_up: bool = False) -> None:
         return None
 
     monkeypatch.setattr(module, "load_settings", lambda: settings)

@@ -37,7 +37,8 @@ class FileReader:
     page cache (never waiting for the disk), else in the pool, one chunk ahead of the consumer.
 
     The descriptor is closed at the end, on `aclose()`, or when the reader is garbage collected
-    (also when it was never iterated), always after the read in flight has finished.
+    (also when it was never iterated), always in the pool (`close_in_pool`) and after the read in
+    flight has finished.
     """
 
     def __init__(
@@ -115,13 +116,7 @@ class FileReader:
         if fd is None:
             return
         ahead, self._ahead = self._ahead, None
-        if ahead is None or ahead.done():
-            os.close(fd)
-            return
-        try:
-            self._pool.submit(_close_after, fd, ahead)
-        except RuntimeError:  # pool shut down: the read in flight is ours to wait for
-            _close_after(fd, ahead)
+        close_in_pool(self._pool, fd, ahead)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -144,7 +139,22 @@ def pread_exact(fd: int, amount: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def _close_after(fd: int, pending: concurrent.futures.Future[Any]) -> None:
-    with contextlib.suppress(BaseException):
-        pending.result()
-    os.close(fd)
+def close_in_pool(pool: concurrent.futures.ThreadPoolExecutor, fd: int,
+                  pending: concurrent.futures.Future[Any] | None = None) -> None:
+    """Closes `fd` in `pool`, after the read `pending` (if any) has finished; here when the pool
+    is shut down. Never on the event loop: when garbage collection deleted the blob while it was
+    read, this descriptor is the file's last, and closing it frees the file's blocks (ext4 here:
+    ~12 ms per 64 MiB, ~0.4 s for 2 GiB; services/blob/direct_reads.py closes its files the same
+    way)."""
+    try:
+        pool.submit(_close_after, fd, pending)
+    except RuntimeError:  # pool shut down: the read in flight is ours to wait for
+        _close_after(fd, pending)
+
+
+def _close_after(fd: int, pending: concurrent.futures.Future[Any] | None) -> None:
+    if pending is not None:
+        with contextlib.suppress(BaseException):
+            pending.result()
+    with contextlib.suppress(OSError):
+        os.close(fd)

@@ -73,7 +73,7 @@ from services.blob.backends.durable_files import (
     make_folder,
     not_found,
 )
-from services.blob.backends.file_reader import RWF_NOWAIT, CachedReads, FileReader
+from services.blob.backends.file_reader import RWF_NOWAIT, CachedReads, FileReader, close_in_pool
 from services.blob.backends.file_writer import FileWriter, open_file_writer, write_batches
 from services.blob.backends.free_space import FreeSpaceReserve
 from services.blob.backends.keys import BLOBS_PREFIX
@@ -221,7 +221,7 @@ class FilesystemBackend:
         try:
             count = check_range(key, offset, length, size)
         except BaseException:
-            os.close(fd)
+            close_in_pool(self._pool, fd)
             raise
         return FileReader(self._pool, fd, offset, count, self._cached_reads)
 
