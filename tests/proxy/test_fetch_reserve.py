@@ -155,7 +155,8 @@ def test_on_the_filesystem_a_cold_fetch_that_would_cross_the_reserve_answers_507
             free, before = free_bytes(disk), left_behind(data)
             assert_refused_by_the_reserve(client.get(f"/v2/{PREFIX}team/big/blobs/{big.digest}"))
             assert_head_refused(client.head(f"/v2/{PREFIX}team/big/blobs/{big.digest}"))
-            assert left_behind(data) == before
+            # Nothing new (the small image's fetch may still be clearing its own session meanwhile).
+            assert set(left_behind(data)) <= set(before)
             assert big.digest.split(":", 1)[1] not in {p.name for p in (data / "blobs").rglob("*")}
             assert free_bytes(disk) >= free - MiB  # nothing kept (the database may grow a little)
             # Cached blobs are still served.
