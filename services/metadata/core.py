@@ -18,7 +18,7 @@ import orjson
 from services.common.digests import Digest, looks_like_digest
 from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository, validate_tag
-from services.metadata.manifests import parse_manifest
+from services.metadata.manifests import ParsedManifest, parse_manifest, parse_manifest_off_the_loop
 from services.metadata.store.base import MetadataStore, NewManifest, Page, Referrer, StoredManifest
 
 
@@ -143,6 +143,12 @@ class MetadataCore:
             manifest, tag = _new_manifest(reference, media_type, payload, from_upstream)
         await self._store.put_manifest(repository, manifest, tag)
         return PutManifestResult(digest=manifest.digest, subject_digest=manifest.subject_digest)
+
+    async def parse_stored(self, payload: bytes, media_type: str) -> ParsedManifest:
+        """A stored manifest's content parsed (its children and blobs), off the loop when big
+        (`MetadataLimits.parse_inline_max_bytes`)."""
+        return await parse_manifest_off_the_loop(payload, media_type,
+                                                 inline_max_bytes=self._limits.parse_inline_max_bytes)
 
     async def get_manifest(self, repository: str, reference: str, *, omit_payload: bool = False) -> StoredManifest:
         """The manifest a tag or digest names. NAME_UNKNOWN / MANIFEST_UNKNOWN when absent; DENIED

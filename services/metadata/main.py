@@ -200,7 +200,8 @@ async def run(settings: Settings, control: PlaneControl | None = None, *, freeze
         )
         if metrics is not None:
             queues.register(metrics)
-        replicators = build_replicators(settings.replication, gc.store, gc.channel)
+        replicators = build_replicators(settings.replication, gc.store, gc.channel,
+                                        parse_inline_max_bytes=settings.metadata.manifest_parse_inline_max_bytes)
         events.worker.use_replicators(replicators)
         add_replication_to_server(replicators, service.server)
         if replica_region:

@@ -30,6 +30,7 @@ Errors (all `RegistryError`):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -332,3 +333,12 @@ def parse_manifest(payload: bytes, content_type: str) -> ParsedManifest:
         blob_digests=tuple(blobs),
         manifest_digests=tuple(children),
     )
+
+
+async def parse_manifest_off_the_loop(payload: bytes, content_type: str, *, inline_max_bytes: int) -> ParsedManifest:
+    """`parse_manifest` in a worker thread for payloads over `inline_max_bytes`
+    (metadata.manifest_parse_inline_max_bytes): a big one would hold the event loop, and every
+    other call of the process, for tens of milliseconds; a small one costs less than the hop."""
+    if len(payload) > inline_max_bytes:
+        return await asyncio.to_thread(parse_manifest, payload, content_type)
+    return parse_manifest(payload, content_type)

@@ -509,6 +509,13 @@ async def test_a_big_manifest_is_parsed_off_the_event_loop_and_a_small_one_on_it
         await core.put_manifest("elsewhere", "big", docs.OCI_MANIFEST, big_payload)
     assert caught.value.kind is ErrorKind.MANIFEST_BLOB_UNKNOWN
     assert caught.value.detail["blobs"] == [big["config"]["digest"]]
+    # A stored manifest read back for its references (the proxy's mirror, replication) the same way.
+    with parses_on_this_thread() as on_the_loop:
+        parsed = await core.parse_stored(big_payload, docs.OCI_MANIFEST)
+    assert on_the_loop == [] and list(parsed.blob_digests) == [big["config"]["digest"]]
+    with parses_on_this_thread() as on_the_loop:
+        await core.parse_stored(docs.render(small), docs.OCI_MANIFEST)
+    assert on_the_loop == [docs.OCI_MANIFEST]
 
 
 async def test_repush_is_idempotent_and_tag_moves(core: MetadataCore, database: Database) -> None:

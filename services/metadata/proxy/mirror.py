@@ -23,7 +23,6 @@ from lading.common.v1 import sources_pb2
 from services.common.errors import RegistryError, from_rpc_error
 from services.common.settings import ProxyMirrorSettings
 from services.common.tasks import cancel_and_wait
-from services.metadata.manifests import parse_manifest
 from services.metadata.proxy.cache import ProxyCache
 from services.metadata.store.base import StoredManifest
 
@@ -104,7 +103,7 @@ class MirrorLoop:
 
     async def _complete(self, repository: str, manifest: StoredManifest, report: MirrorReport) -> None:
         report.manifests += 1
-        parsed = parse_manifest(manifest.payload or b"", manifest.media_type)
+        parsed = await self._cache.core.parse_stored(manifest.payload or b"", manifest.media_type)
         for child in parsed.manifest_digests:
             stored, _warning, _ = await self._cache.get_manifest(repository, child, omit_payload=False)
             await self._complete(repository, stored, report)

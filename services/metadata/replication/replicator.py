@@ -25,7 +25,7 @@ from services.common.settings import (
 )
 from services.common.upstream import MANIFEST_ACCEPT, Upstream
 from services.metadata.events.envelope import GC_ACTOR, PROXY_EVICT_ACTOR
-from services.metadata.manifests import parse_manifest
+from services.metadata.manifests import parse_manifest_off_the_loop
 from services.metadata.store.base import MetadataStore, Page
 
 log = logging.getLogger("lading.replication")
@@ -81,9 +81,12 @@ class RunResult:
 class Replicator:
     """One rule: copies pushed manifests (with children and blobs) to its target registry."""
 
-    def __init__(self, rule: ReplicationRuleSettings, store: MetadataStore, blob_channel: grpc.aio.Channel | None
-                 ) -> None:
+    def __init__(self, rule: ReplicationRuleSettings, store: MetadataStore, blob_channel: grpc.aio.Channel | None,
+                 *, parse_inline_max_bytes: int) -> None:
+        """`parse_inline_max_bytes`: manifests over it are parsed in a worker thread
+        (metadata.manifest_parse_inline_max_bytes)."""
         self.rule = rule
+        self._parse_inline_max_bytes = parse_inline_max_bytes
         self._store = store
         self._blobs = blob_pb2_grpc.BlobServiceStub(blob_channel) if blob_channel is not None else None
         self._target = Upstream(rule, actions="pull,push")
@@ -231,7 +234,8 @@ class Replicator:
         if tag is None and await self._target_has(remote, "manifests", digest):
             return
         payload = stored.payload or b""
-        parsed = parse_manifest(payload, stored.media_type)
+        parsed = await parse_manifest_off_the_loop(payload, stored.media_type,
+                                                   inline_max_bytes=self._parse_inline_max_bytes)
         for child in parsed.manifest_digests:
             await self._copy_manifest(repository, remote, child, None)
         for blob in parsed.blob_digests:
