@@ -138,12 +138,13 @@ def test_the_primary_regions_writes_do_not_wait_for_the_replica_regions_gateways
         assert eventually(lambda: digest_of(us_two, repo, "latest") == base.digest)
         eu_log = regions.eu.metadata.log_path
         log_from = eu_log.stat().st_size
+        # Only a fence raises a fence (an acknowledgement lifts it), and only eu writes meanwhile.
+        fences = _fences(regions, "us")
+        assert fences  # us's gateways subscribe (through the primary region's table)
         frozen = regions.us.gateways
         for gateway in frozen:
             os.killpg(gateway.pid, signal.SIGSTOP)
         try:
-            fences = _fences(regions, "us")
-            assert fences  # us's gateways subscribe (through the primary region's table)
             for n in range(3):
                 assert push_manifest_only(eu, repo, "latest", variant(base, 100 + n)).status_code == 201
             # Read while they are frozen: a fence is lifted once its subscriber catches up.
