@@ -154,13 +154,15 @@ def test_the_primary_regions_writes_do_not_wait_for_the_replica_regions_gateways
                 os.killpg(gateway.pid, signal.SIGCONT)
         # us's gateways hold leases in the primary's table, but eu waited for none of them: it fenced
         # none (an acknowledgement still in flight when they froze may only lift a fence) and gave up
-        # on none. (eu's own gateways may be fenced on a loaded machine: that is not the point here.)
+        # on none, nor failed to check. (Not eu's counters: on a loaded machine eu may fence or give
+        # up on one of its own gateways, slow to acknowledge, which is not the point here.)
         assert all(after[name] <= fence for name, fence in fences.items()), (fences, after)
         with eu_log.open(errors="replace") as log:
             log.seek(log_from)
-            waited_for = [line for line in log if ("did not acknowledge" in line or "still not acknowledged" in line)
-                          and any(name in line for name in fences)]
-        assert waited_for == [], waited_for
+            gave_up = [line for line in log if "could not check the gateways' acknowledgements" in line or (
+                ("did not acknowledge" in line or "still not acknowledged" in line)
+                and any(name in line for name in fences))]
+        assert gave_up == [], gave_up
     # Their leases ran out while frozen: they serve the tag where eu moved it, not what they kept.
     assert eventually(lambda: digest_of(us_two, repo, "latest") == variant(base, 102).digest)
     assert digest_of(us_one, repo, "latest") == variant(base, 102).digest
