@@ -318,10 +318,11 @@ async def test_sessions_expire_and_idle_out(tmp_path: Path) -> None:
     database = open_database(MetadataSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/s.db"))
     await migrate(database)
     try:
-        short = SessionStore(database, lifetime_seconds=0.5, idle_seconds=3600)
+        # Long enough that the read right after sign-in comes within it on a loaded machine too.
+        short = SessionStore(database, lifetime_seconds=2.0, idle_seconds=3600)
         secret, _ = await short.create("uid-1", 1, "127.0.0.1")
         assert (await short.get(secret)) is not None
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(2.1)
         assert (await short.get(secret)) is None
         idle = SessionStore(database, lifetime_seconds=3600, idle_seconds=0.5)
         secret, _ = await idle.create("uid-1", 1, "127.0.0.1")

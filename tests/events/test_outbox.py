@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -273,20 +274,24 @@ async def test_a_manifest_get_of_a_held_digest_records_no_pull(database: Databas
 async def test_a_batch_claimed_by_a_dead_worker_is_sent_after_its_lease(database: Database,
                                                                         receiver: Receiver) -> None:
     core, _, _, store = build(database, endpoint(receiver))
+    await core.link_blob("repo", oci.sha256(b"held"), 4)
     await core.link_blob("repo", oci.sha256(b"leased"), 6)
-    # A worker claims the row with a short lease and dies before POSTing.
-    [claimed] = await store.claim("hook", 10, 0.2)
+    # Two workers claim a row each and die before POSTing: one with a lease that outlasts the test
+    # (its row must not be sent meanwhile, however slow the machine), one with a short lease.
+    [held] = await store.claim("hook", 1, 600.0)
+    [claimed] = await store.claim("hook", 1, 0.2)
     worker = DeliveryWorker(EventsSettings(endpoints=[endpoint(receiver)], lease_seconds=0.2), store)
-    assert await worker.run_once() is False and receiver.events == []  # still leased
-    for _ in range(100):
-        await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while not receiver.events and time.monotonic() < deadline:
         await worker.run_once()
-        if receiver.events:
-            break
+        await asyncio.sleep(0.05)
     await worker.close()
+    # The short lease ran out: sent; the other row is still leased: not sent.
     assert [e["target"]["digest"] for e in receiver.events] == [oci.sha256(b"leased")]
     [row] = await store.list(state="delivered", endpoint="hook", limit=10, before_id=0)
     assert row.id == claimed.id
+    [row] = await store.list(state="pending", endpoint="hook", limit=10, before_id=0)
+    assert row.id == held.id and row.attempts == 0
 
 
 async def test_a_worker_stopped_mid_delivery_hands_its_claim_back(database: Database, receiver: Receiver) -> None:

@@ -8,6 +8,7 @@ it was taken with.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,7 +19,12 @@ from services.metadata.region_fetch import RegionFetches
 from services.metadata.store.engine import Database
 from tests.support.metadata_db import migrated_database
 
-LIFETIME = 0.6
+# Leases that are renewed (every third of it): a loaded machine would have to stall a renewal for
+# two thirds of it to lose one. Leases meant to lapse are taken with SHORT.
+LIFETIME = 2.0
+SHORT = 0.3
+# Deadline of waits that must succeed (generous: a loaded CI machine).
+DEADLINE_SECONDS = 30.0
 DIGEST = "sha256:" + "ab" * 32
 
 
@@ -32,10 +38,10 @@ async def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 async def test_a_kept_lease_outlives_its_lifetime_and_an_unkept_one_is_taken_over(database: Database) -> None:
     leases = FetchLeases(database, LIFETIME)
     kept = await leases.take("kept")
-    dropped = await leases.take("dropped")
+    dropped = await FetchLeases(database, SHORT).take("dropped")
     assert kept and dropped
     async with leases.keeper("kept", kept) as keeper:
-        await asyncio.sleep(LIFETIME * 2)
+        await asyncio.sleep(LIFETIME + 0.3)
         assert await leases.running("kept")
         assert await leases.take("kept") is None
         assert not keeper.lost
@@ -55,14 +61,17 @@ async def test_a_kept_lease_outlives_its_lifetime_and_an_unkept_one_is_taken_ove
 
 async def test_a_keeper_whose_lease_was_taken_over_stops(database: Database) -> None:
     leases = FetchLeases(database, LIFETIME)
-    first = await leases.take("lost")
+    first = await FetchLeases(database, SHORT).take("lost")
     assert first
-    await asyncio.sleep(LIFETIME * 1.2)
+    await asyncio.sleep(SHORT * 1.5)
     second = await leases.take("lost")  # lapsed (never renewed) and taken over
     assert second
     async with leases.keeper("lost", first) as keeper:
-        await asyncio.sleep(LIFETIME / 3 + 0.3)
-        assert keeper.lost
+        # Its first renewal (a third of the lifetime in) finds the lease taken over.
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not keeper.lost:
+            assert time.monotonic() < deadline, "the keeper still renews a lease taken over"
+            await asyncio.sleep(0.05)
     await leases.release("lost", second)
 
 
