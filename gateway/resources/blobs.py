@@ -53,7 +53,7 @@ from gateway.clients import Redirect
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
 from gateway.ranges import parse_blob_range
-from gateway.responses import empty, held_digests, holds
+from gateway.responses import empty, held_digests, holds, if_match_fails, if_range_holds
 from services.common.errors import ErrorKind, RegistryError
 from services.common.lease_keeper import LeaseKeeper
 
@@ -307,16 +307,35 @@ async def head(request: Request, gateway: Gateway) -> Response:
     if not isinstance(found, int):
         # A HEAD of a blob fetched from a source: fetched (and stored) whole, then answered.
         found = await _read_through(*found)
+    # The conditions of RFC 9110 apply to HEAD as to GET (as Distribution and manifests answer).
+    unmet = _unmet_condition(request, digest, found)
+    if unmet is not None:
+        return unmet
     return Response(b"", headers=_headers(digest, found))
+
+
+def _unmet_condition(request: Request, digest: str, size: int) -> Response | None:
+    """412 or 304 when the request's conditions say so (RFC 9110 section 13.2.2's order:
+    If-Match, then If-None-Match), else None."""
+    if if_match_fails(request, digest):
+        return empty(412, {"docker-content-digest": digest, "etag": f'"{digest}"'})
+    if holds(held_digests(request), digest):
+        headers = _headers(digest, size)
+        del headers["content-length"], headers["content-type"]
+        return empty(304, headers)
+    return None
 
 
 async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
     # A conditional GET of the blob the client holds is answered 304: no pull (no pull event).
-    not_modified = holds(held_digests(request), digest)
+    not_modified = holds(held_digests(request), digest) or if_match_fails(request, digest)
     found = await _size_or_fetch(gateway, repository, digest, pull=not not_modified)
-    ranged = request.headers.get("range") is not None
+    # A Range under an If-Range that does not name this blob is ignored: the whole blob (RFC 9110
+    # section 13.1.5), never a 416 for a range the client did not ask to apply.
+    range_header = request.headers.get("range") if if_range_holds(request, digest) else None
+    ranged = range_header is not None
     if not isinstance(found, int) and not ranged:
         length, chunks = found
         if isinstance(chunks, _Redirected):
@@ -334,12 +353,11 @@ async def get(request: Request, gateway: Gateway) -> Response:
         # blob then failed to verify.
         found = await _read_through(*found)
     size = found
-    if not_modified:
-        headers = _headers(digest, size)
-        del headers["content-length"], headers["content-type"]
-        return empty(304, headers)
+    unmet = _unmet_condition(request, digest, size)
+    if unmet is not None:
+        return unmet
     try:
-        byte_range = parse_blob_range(request.headers.get("range"), size)
+        byte_range = parse_blob_range(range_header, size)
     except RegistryError as error:
         raise HttpRegistryError.wrap(error, {"content-range": f"bytes */{size}"}) from None
     if byte_range is None:
