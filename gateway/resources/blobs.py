@@ -329,14 +329,15 @@ def _unmet_condition(request: Request, digest: str, size: int) -> Response | Non
 async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
-    # A conditional GET of the blob the client holds is answered 304: no pull (no pull event).
-    not_modified = holds(held_digests(request), digest) or if_match_fails(request, digest)
-    found = await _size_or_fetch(gateway, repository, digest, pull=not not_modified)
+    # A conditional GET of the blob the client holds is answered 304 (one naming another blob in
+    # If-Match, 412): no pull (no pull event), no bytes.
+    bodiless = holds(held_digests(request), digest) or if_match_fails(request, digest)
+    found = await _size_or_fetch(gateway, repository, digest, pull=not bodiless)
     # A Range under an If-Range that does not name this blob is ignored: the whole blob (RFC 9110
     # section 13.1.5), never a 416 for a range the client did not ask to apply.
     range_header = request.headers.get("range") if if_range_holds(request, digest) else None
     ranged = range_header is not None
-    if not isinstance(found, int) and not ranged:
+    if not isinstance(found, int) and not ranged and not bodiless:
         length, chunks = found
         if isinstance(chunks, _Redirected):
             # From the blob plane's direct-read server, as it arrives there.
@@ -350,7 +351,8 @@ async def get(request: Request, gateway: Gateway) -> Response:
         # A ranged GET (a client resuming a download) leading the fetch: the range is read once
         # the blob is stored (206, or 307 to where it is read), as a request waiting for
         # another's fetch reads it; a range sent as it arrives could not be taken back if the
-        # blob then failed to verify.
+        # blob then failed to verify. A conditional one is answered (304, 412) once the blob is
+        # stored too, as a HEAD is: the condition is only known to hold for a verified blob.
         found = await _read_through(*found)
     size = found
     unmet = _unmet_condition(request, digest, size)
