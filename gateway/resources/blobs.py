@@ -8,8 +8,11 @@ with `blob.s3.redirect_reads`, the default there), the answer is `307 Temporary 
 presigned URL, with `Docker-Content-Digest`, so the bytes never pass through Python. Ranged GETs
 redirect too: the gateway first validates the Range against the blob's size (416 stays ours), and
 the client re-sends its Range header to the presigned URL, which answers 206 itself. HEAD never
-redirects, nor does a GET of an empty blob or a conditional GET that matches (304), nor any GET on
-a backend that cannot presign: those are answered (or streamed) here. On the filesystem, reads
+redirects, nor does a GET of an empty blob, a conditional GET that matches (304) or fails (412),
+nor any GET on a backend that cannot presign: those are answered (or streamed) here. Nor does a GET
+the storage could answer otherwise than the gateway decided (an If-Match or If-Range, which S3
+compares with its own ETag; a Range the gateway ignores, or with numbers past 64 bits): those are
+streamed here (RFC 9110's answer on every backend). On the filesystem, reads
 redirect to the blob plane's direct-read server when `blob.direct_reads` is on (`lading serve`
 turns it on): its URL may leave the host out, for the gateway to put in the one the client used.
 
@@ -52,7 +55,7 @@ from gateway import params
 from gateway.clients import Redirect
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
-from gateway.ranges import parse_blob_range
+from gateway.ranges import parse_blob_range, plain_blob_range
 from gateway.responses import empty, held_digests, holds, if_match_fails, if_range_holds
 from services.common.errors import ErrorKind, RegistryError
 from services.common.lease_keeper import LeaseKeeper
@@ -362,6 +365,12 @@ async def get(request: Request, gateway: Gateway) -> Response:
         byte_range = parse_blob_range(range_header, size)
     except RegistryError as error:
         raise HttpRegistryError.wrap(error, {"content-range": f"bytes */{size}"}) from None
+    # A redirected client re-sends its headers to storage, which judges them by its own lights
+    # (S3: its own ETag in If-Match and If-Range, its own Range parser): a GET whose answer could
+    # differ there from the one decided here is streamed from here (rare: pull clients send at
+    # most a plain Range).
+    redirect = plain_blob_range(request.headers.get("range")) and not any(
+        name in request.headers for name in ("if-match", "if-range"))
     if byte_range is None:
         offset, length, status = 0, size, 200
         headers = _headers(digest, size)
@@ -372,7 +381,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
     if length == 0:
         return Response(b"", status_code=status, headers=headers)
     try:
-        chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+        chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=redirect)
     except RegistryError as error:
         if error.kind is not ErrorKind.BLOB_UNKNOWN:
             raise
@@ -380,7 +389,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
         fetched = await _from_another_region(gateway, digest, error)
         if fetched is None:  # another replica of the region fetched it meanwhile
             try:
-                chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+                chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=redirect)
             except RegistryError as again:
                 if again.kind is not ErrorKind.BLOB_UNKNOWN:
                     raise
@@ -394,7 +403,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
         if fetched is not None:
             # Ranged: read once the fetch stored the blob here (see above).
             await _read_through(*fetched)
-            chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+            chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=redirect)
     if isinstance(chunks, Redirect):
         return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
     return StreamingResponse(chunks, status_code=status, headers=headers)
