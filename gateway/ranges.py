@@ -75,6 +75,25 @@ def parse_blob_range(header: str | None, size: int) -> ByteRange | None:
     return ByteRange(start, min(end, size - 1), size)
 
 
+def plain_blob_range(header: str | None) -> bool:
+    """Whether a storage that answers a redirected GET itself (an S3 presigned URL, the blob
+    plane's direct-read server) reads the request's `Range` as `parse_blob_range` does: none, or
+    one `bytes=` range with numbers within 64 bits that does not end before it starts. Other
+    values (ignored here, or past 64 bits) differ between stores (S3 answers some of them 416,
+    others 206), so the gateway answers them itself."""
+    if header is None:
+        return True
+    match = _BYTES_RANGE.fullmatch(header.strip(_OWS))
+    if match is None:
+        return False
+    first, last = _optional_number(match.group(1)), _optional_number(match.group(2))
+    if first is None and last is None:
+        return False
+    if any(number is not None and number > MAX_INT64 for number in (first, last)):
+        return False
+    return first is None or last is None or last >= first
+
+
 def _optional_number(digits: str) -> int | None:
     return wire_int(digits) if digits else None
 

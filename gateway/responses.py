@@ -45,3 +45,21 @@ def held_digests(request: Request) -> frozenset[str]:
 def holds(held: frozenset[str], digest: str) -> bool:
     """True when a client holding `held` (see `held_digests`) is answered 304 for `digest`."""
     return bool(held) and (digest in held or "*" in held)
+
+
+def if_match_fails(request: Request, digest: str) -> bool:
+    """True when the request's If-Match names neither `digest`'s ETag nor "*" (answered 412, RFC
+    9110 section 13.1.1; strong comparison: a weak tag never matches). False without the header."""
+    header = request.headers.get("if-match")
+    if header is None:
+        return False
+    etag = f'"{digest}"'
+    return not any(tag.strip() in ("*", etag) for tag in header.split(","))
+
+
+def if_range_holds(request: Request, digest: str) -> bool:
+    """Whether the request's Range applies (RFC 9110 section 13.1.5): no If-Range, or one naming
+    `digest`'s ETag (strongly). A date never holds: the gateway sends no Last-Modified to compare
+    with, so the Range is ignored and the whole blob sent, as Distribution does."""
+    header = request.headers.get("if-range")
+    return header is None or header.strip() == f'"{digest}"'

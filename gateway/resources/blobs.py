@@ -8,8 +8,11 @@ with `blob.s3.redirect_reads`, the default there), the answer is `307 Temporary 
 presigned URL, with `Docker-Content-Digest`, so the bytes never pass through Python. Ranged GETs
 redirect too: the gateway first validates the Range against the blob's size (416 stays ours), and
 the client re-sends its Range header to the presigned URL, which answers 206 itself. HEAD never
-redirects, nor does a GET of an empty blob or a conditional GET that matches (304), nor any GET on
-a backend that cannot presign: those are answered (or streamed) here. On the filesystem, reads
+redirects, nor does a GET of an empty blob, a conditional GET that matches (304) or fails (412),
+nor any GET on a backend that cannot presign: those are answered (or streamed) here. Nor does a GET
+the storage could answer otherwise than the gateway decided (an If-Match or If-Range, which S3
+compares with its own ETag; a Range the gateway ignores, or with numbers past 64 bits): those are
+streamed here (RFC 9110's answer on every backend). On the filesystem, reads
 redirect to the blob plane's direct-read server when `blob.direct_reads` is on (`lading serve`
 turns it on): its URL may leave the host out, for the gateway to put in the one the client used.
 
@@ -52,8 +55,8 @@ from gateway import params
 from gateway.clients import Redirect
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
-from gateway.ranges import parse_blob_range
-from gateway.responses import empty, held_digests, holds
+from gateway.ranges import parse_blob_range, plain_blob_range
+from gateway.responses import empty, held_digests, holds, if_match_fails, if_range_holds
 from services.common.errors import ErrorKind, RegistryError
 from services.common.lease_keeper import LeaseKeeper
 
@@ -307,17 +310,37 @@ async def head(request: Request, gateway: Gateway) -> Response:
     if not isinstance(found, int):
         # A HEAD of a blob fetched from a source: fetched (and stored) whole, then answered.
         found = await _read_through(*found)
+    # The conditions of RFC 9110 apply to HEAD as to GET (as Distribution and manifests answer).
+    unmet = _unmet_condition(request, digest, found)
+    if unmet is not None:
+        return unmet
     return Response(b"", headers=_headers(digest, found))
+
+
+def _unmet_condition(request: Request, digest: str, size: int) -> Response | None:
+    """412 or 304 when the request's conditions say so (RFC 9110 section 13.2.2's order:
+    If-Match, then If-None-Match), else None."""
+    if if_match_fails(request, digest):
+        return empty(412, {"docker-content-digest": digest, "etag": f'"{digest}"'})
+    if holds(held_digests(request), digest):
+        headers = _headers(digest, size)
+        del headers["content-length"], headers["content-type"]
+        return empty(304, headers)
+    return None
 
 
 async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
-    # A conditional GET of the blob the client holds is answered 304: no pull (no pull event).
-    not_modified = holds(held_digests(request), digest)
-    found = await _size_or_fetch(gateway, repository, digest, pull=not not_modified)
-    ranged = request.headers.get("range") is not None
-    if not isinstance(found, int) and not ranged:
+    # A conditional GET of the blob the client holds is answered 304 (one naming another blob in
+    # If-Match, 412): no pull (no pull event), no bytes.
+    bodiless = holds(held_digests(request), digest) or if_match_fails(request, digest)
+    found = await _size_or_fetch(gateway, repository, digest, pull=not bodiless)
+    # A Range under an If-Range that does not name this blob is ignored: the whole blob (RFC 9110
+    # section 13.1.5), never a 416 for a range the client did not ask to apply.
+    range_header = request.headers.get("range") if if_range_holds(request, digest) else None
+    ranged = range_header is not None
+    if not isinstance(found, int) and not ranged and not bodiless:
         length, chunks = found
         if isinstance(chunks, _Redirected):
             # From the blob plane's direct-read server, as it arrives there.
@@ -331,17 +354,23 @@ async def get(request: Request, gateway: Gateway) -> Response:
         # A ranged GET (a client resuming a download) leading the fetch: the range is read once
         # the blob is stored (206, or 307 to where it is read), as a request waiting for
         # another's fetch reads it; a range sent as it arrives could not be taken back if the
-        # blob then failed to verify.
+        # blob then failed to verify. A conditional one is answered (304, 412) once the blob is
+        # stored too, as a HEAD is: the condition is only known to hold for a verified blob.
         found = await _read_through(*found)
     size = found
-    if not_modified:
-        headers = _headers(digest, size)
-        del headers["content-length"], headers["content-type"]
-        return empty(304, headers)
+    unmet = _unmet_condition(request, digest, size)
+    if unmet is not None:
+        return unmet
     try:
-        byte_range = parse_blob_range(request.headers.get("range"), size)
+        byte_range = parse_blob_range(range_header, size)
     except RegistryError as error:
         raise HttpRegistryError.wrap(error, {"content-range": f"bytes */{size}"}) from None
+    # A redirected client re-sends its headers to storage, which judges them by its own lights
+    # (S3: its own ETag in If-Match and If-Range, its own Range parser): a GET whose answer could
+    # differ there from the one decided here is streamed from here (rare: pull clients send at
+    # most a plain Range).
+    redirect = plain_blob_range(request.headers.get("range")) and not any(
+        name in request.headers for name in ("if-match", "if-range"))
     if byte_range is None:
         offset, length, status = 0, size, 200
         headers = _headers(digest, size)
@@ -352,7 +381,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
     if length == 0:
         return Response(b"", status_code=status, headers=headers)
     try:
-        chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+        chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=redirect)
     except RegistryError as error:
         if error.kind is not ErrorKind.BLOB_UNKNOWN:
             raise
@@ -360,7 +389,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
         fetched = await _from_another_region(gateway, digest, error)
         if fetched is None:  # another replica of the region fetched it meanwhile
             try:
-                chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+                chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=redirect)
             except RegistryError as again:
                 if again.kind is not ErrorKind.BLOB_UNKNOWN:
                     raise
@@ -374,7 +403,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
         if fetched is not None:
             # Ranged: read once the fetch stored the blob here (see above).
             await _read_through(*fetched)
-            chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=True)
+            chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=redirect)
     if isinstance(chunks, Redirect):
         return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
     return StreamingResponse(chunks, status_code=status, headers=headers)

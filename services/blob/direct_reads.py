@@ -13,7 +13,8 @@ cannot know the name a client used, so the gateway puts in the host the client a
 
 A small HTTP/1.1 server of its own serves them (httptools parses, as under the gateway): GET and
 HEAD of signed blob URLs, answered with the file through `loop.sendfile` (sendfile(2), or reads
-and writes under TLS), single byte ranges (`Range`, `If-Range`) and the conditional requests of RFC
+and writes under TLS), single byte ranges (`Range`, `If-Range`; several ranges, another unit or an
+invalid value are ignored, as the gateway ignores them) and the conditional requests of RFC
 9110 (`If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`) against the blob's
 ETag (its digest: the same on every replica) and modification time; other methods get 405.
 A blob still being fetched from a source (the pull-through cache: services/blob/fetch.py, with
@@ -144,7 +145,7 @@ def _url(scheme: str, host: str, port: int) -> str:
 _REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
             400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 412: "Precondition Failed",
             416: "Range Not Satisfiable", 500: "Internal Server Error"}
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -204,22 +205,35 @@ def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """(offset, count) of a single `bytes=` range of a `size`-byte file. Raises ValueError for a
-    range that is malformed, multiple or unsatisfiable (answered 416, as aiohttp did)."""
-    match = _RANGE.fullmatch(header.strip())
+    """(offset, count) of a single `bytes=` range of a `size`-byte file, or None when the header
+    is to be ignored (the whole file, 200): another unit, several ranges, or a value that is not
+    a valid range (RFC 9110 section 14.2), as the gateway ignores them (gateway/ranges.py) before
+    it redirects here. Raises ValueError for a valid range that is unsatisfiable (416): it starts
+    at or past the end, asks for a suffix of nothing, or targets an empty file."""
+    match = _RANGE.fullmatch(header.strip(" \t"))
     if match is None:
-        raise ValueError(header)
+        return None
     first, last = match.groups()
     if not first:
-        if not last or int(last) == 0 or size == 0:
-            raise ValueError(header)  # no byte at all, or a suffix of nothing
-        start = max(size - int(last), 0)  # the last N bytes
+        if not last:
+            return None  # `bytes=-`: no range at all
+        if _number(last) == 0 or size == 0:
+            raise ValueError(header)  # a suffix of nothing
+        start = max(size - _number(last), 0)  # the last N bytes
         return start, size - start
-    start = int(first)
-    stop = size if not last else min(int(last) + 1, size)
-    if start >= size or stop <= start:
+    start = _number(first)
+    if last and _number(last) < start:
+        return None  # invalid: ends before it starts
+    if start >= size:
         raise ValueError(header)
+    stop = size if not last else min(_number(last) + 1, size)
     return start, stop - start
+
+
+def _number(digits: str) -> int:
+    # Python refuses to convert thousands of digits; anything past 19 of them is past any file.
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= 19 else 2**63
 
 
 class _Connection(asyncio.Protocol):
@@ -620,9 +634,12 @@ def _file_answer(headers: dict[str, str], file: BinaryIO, size: int, mtime: floa
     wanted = headers.get("range")
     if wanted is not None and _if_range_holds(headers.get("if-range"), etag, modified):
         try:
-            offset, count = _byte_range(wanted, size)
+            byte_range = _byte_range(wanted, size)
         except ValueError:
             return _Answer(416, {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
+        if byte_range is None:
+            return _Answer(200, base, file=file, offset=0, count=size)
+        offset, count = byte_range
         return _Answer(206, {**base, "Content-Range": f"bytes {offset}-{offset + count - 1}/{size}"},
                        file=file, offset=offset, count=count)
     return _Answer(200, base, file=file, offset=0, count=size)

@@ -98,6 +98,63 @@ def test_unsatisfiable_range_is_416_with_the_size(
     assert response.headers["Content-Range"] == f"bytes */{SIZE}"
 
 
+@pytest.mark.parametrize("range_header", ["bytes=10-19", "bytes=5000-"])
+@pytest.mark.parametrize("if_range", ['"sha256:' + "0" * 64 + '"', "W/{etag}", "Sat, 01 Jan 2000 00:00:00 GMT"])
+def test_a_range_under_an_if_range_that_does_not_hold_is_ignored(
+    client: httpx.Client, repo: str, blob: bytes, range_header: str, if_range: str
+) -> None:
+    # RFC 9110 section 13.1.5: another ETag (or a weak one: strong comparison), or a date where no
+    # Last-Modified was sent, means the client's partial copy may be of something else: the whole
+    # blob, 200, never 206 nor 416 (as Distribution answers).
+    etag = f'"{sha256(blob)}"'
+    headers = {"Range": range_header, "If-Range": if_range.format(etag=etag)}
+    response = client.get(f"/v2/{repo}/blobs/{sha256(blob)}", headers=headers)
+    assert (response.status_code, "Content-Range" in response.headers) == (200, False), response.text
+    assert response.content == blob
+
+
+def test_conditions_on_blob_get_and_head_follow_rfc_9110(
+    client: httpx.Client, repo: str, blob: bytes
+) -> None:
+    url, etag = f"/v2/{repo}/blobs/{sha256(blob)}", f'"{sha256(blob)}"'
+    other = '"sha256:' + "0" * 64 + '"'
+    # If-Match naming another blob: 412, on GET (before any redirect) and HEAD alike.
+    for method in ("GET", "HEAD"):
+        refused = client.request(method, url, headers={"If-Match": other, "Range": "bytes=0-9"},
+                                 follow_redirects=False)
+        assert (refused.status_code, refused.content) == (412, b""), method
+        assert refused.headers["ETag"] == etag
+    # Never redirected: S3 would compare the If-Match with its own ETag, and answer 412.
+    assert client.get(url, headers={"If-Match": f"{other}, {etag}"}).content == blob
+    assert client.head(url, headers={"If-Match": "*"}).status_code == 200
+    # If-None-Match naming this blob: 304 on HEAD too, as on GET (and as manifests answer).
+    held = client.head(url, headers={"If-None-Match": etag})
+    assert (held.status_code, held.headers["ETag"], held.headers["Docker-Content-Digest"]) == (304, etag, sha256(blob))
+    assert client.head(url, headers={"If-None-Match": other}).status_code == 200
+    # If-Match comes first (RFC 9110 section 13.2.2).
+    assert client.head(url, headers={"If-Match": other, "If-None-Match": etag}).status_code == 412
+
+
+@pytest.mark.parametrize("range_header", ["bytes=9-1", "bytes=a-b", "bytes=0-1,5-9", "bytes=-", "lines=0-9", "0-9"])
+def test_a_range_the_registry_ignores_is_the_whole_blob_on_every_backend(
+    client: httpx.Client, repo: str, blob: bytes, range_header: str
+) -> None:
+    # RFC 9110 section 14.2 lets a server ignore these; the gateway does, so its storage (the
+    # direct-read server, an S3 presigned URL) must not answer them otherwise after a redirect.
+    response = client.get(f"/v2/{repo}/blobs/{sha256(blob)}", headers={"Range": range_header})
+    assert (response.status_code, "Content-Range" in response.headers) == (200, False), response.text
+    assert response.content == blob
+
+
+@pytest.mark.parametrize("range_header", ["bytes=0-99999999999999999999", "bytes=-99999999999999999999"])
+def test_a_range_reaching_past_64_bits_is_the_rest_of_the_blob(
+    client: httpx.Client, repo: str, blob: bytes, range_header: str
+) -> None:
+    response = client.get(f"/v2/{repo}/blobs/{sha256(blob)}", headers={"Range": range_header})
+    assert (response.status_code, response.headers.get("Content-Range")) == (206, f"bytes 0-{SIZE - 1}/{SIZE}")
+    assert response.content == blob
+
+
 def test_blob_is_served_whole_after_a_range_request(client: httpx.Client, repo: str, blob: bytes) -> None:
     client.get(f"/v2/{repo}/blobs/{sha256(blob)}", headers={"Range": "bytes=10-20"})
     response = client.get(f"/v2/{repo}/blobs/{sha256(blob)}")

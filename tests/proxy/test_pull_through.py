@@ -370,6 +370,22 @@ def test_a_ranged_get_of_a_cold_blob_answers_206_with_its_range(
     assert upstream.requests("GET", f"/v2/team/resumed/blobs/{layer.digest}") == 1
 
 
+def test_a_conditional_get_of_a_cold_blob_is_answered_once_it_is_stored(
+        up: httpx.Client, local: httpx.Client, upstream: Distribution) -> None:
+    """A client that names the blob it holds (If-None-Match), or another one (If-Match), gets 304
+    or 412 as for a stored blob (RFC 9110 section 13.2), not the bytes: the blob is fetched (once)
+    and stored meanwhile, as for a HEAD."""
+    for condition, status in (("If-None-Match", 304), ("If-Match", 412)):
+        layer = oci.Blob(os.urandom(1000))
+        oci.push_blob(up, "team/conditional", layer)
+        path = f"/v2/{PREFIX}team/conditional/blobs/{layer.digest}"
+        etag = f'"{layer.digest}"' if status == 304 else '"sha256:' + "0" * 64 + '"'
+        answer = local.get(path, headers={condition: etag})
+        assert (answer.status_code, answer.content) == (status, b""), condition
+        assert local.get(path).content == layer.data
+        assert upstream.requests("GET", f"/v2/team/conditional/blobs/{layer.digest}") == 1
+
+
 def test_a_body_that_does_not_match_its_digest_commits_nothing(
         up: httpx.Client, cold: ColdSite, upstream: Distribution, relay: HoldingRelay) -> None:
     """The direct-read server sends the wrong body as it arrives but never its end: the connection
