@@ -316,3 +316,22 @@ async def test_a_worker_stopped_mid_delivery_hands_its_claim_back(database: Data
     _, _, successor, _ = build(database, endpoint(receiver), lease_seconds=60.0)
     await drain(successor)
     assert [e["target"]["digest"] for e in receiver.events] == [oci.sha256(b"in flight")]
+
+
+async def test_a_claim_handed_back_releases_only_the_rows_it_still_holds(database: Database,
+                                                                         receiver: Receiver) -> None:
+    core, _, _, store = build(database, endpoint(receiver))
+    for n in range(3):
+        await core.link_blob("repo", oci.sha256(f"held {n}".encode()), n + 1)
+    # A claim whose lease ran out (a POST that outlived it), its row claimed again by another worker.
+    stale = await store.claim("hook", 1, 0.0)
+    taken = await store.claim("hook", 1, 600.0)
+    assert [row.id for row in taken] == [row.id for row in stale]
+    # A claim whose attempt was settled (failed, backing off) before the stop came.
+    failed = await store.claim("hook", 1, 600.0)
+    await store.failed(failed, "HTTP 503", max_attempts=5, base=600.0, cap=600.0)
+    await store.release(stale)
+    await store.release(failed)
+    # Neither row is due: the other worker keeps its lease, the failed row its backoff.
+    rest = await store.claim("hook", 10, 600.0)
+    assert [row.id for row in rest] == [max(row.id for row in taken + failed) + 1]

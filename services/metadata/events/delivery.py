@@ -65,8 +65,8 @@ class DeliveryWorker:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._last_purge = 0.0
         self._wakeup = asyncio.Event()
-        # Endpoint name → ids of the batch claimed and not yet settled (close() hands them back).
-        self._unsettled: dict[str, list[int]] = {}
+        # Endpoint name → the batch claimed and not yet settled (close() hands it back).
+        self._unsettled: dict[str, list[Claimed]] = {}
         # Endpoints whose events are delivered by copying content (services/metadata/replication).
         self._replicators: Mapping[str, Replicator] = {}
         self.delivered_total = 0
@@ -91,14 +91,16 @@ class DeliveryWorker:
         a POST cut short may have arrived). If the database cannot be reached they wait out the lease."""
         await cancel_and_wait(self._task)
         self._task = None
-        unsettled = [row_id for ids in self._unsettled.values() for row_id in ids]
+        batches = list(self._unsettled.values())
         self._unsettled.clear()
-        if unsettled:
+        if batches:
             try:
                 async with asyncio.timeout(_RELEASE_TIMEOUT_SECONDS):
-                    await self._store.release(unsettled)
+                    for batch in batches:
+                        await self._store.release(batch)
             except Exception as exc:  # noqa: BLE001 - stopping must not fail; the lease still runs out
-                log.warning("event delivery: %d claimed event(s) wait out their lease: %s", len(unsettled), exc)
+                log.warning("event delivery: %d claimed event(s) wait out their lease: %s",
+                            sum(map(len, batches)), exc)
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.aclose()
@@ -134,7 +136,7 @@ class DeliveryWorker:
         batch = await self._store.claim(endpoint.name, self._settings.batch_size, self._settings.lease_seconds)
         if not batch:
             return False
-        self._unsettled[endpoint.name] = [row.id for row in batch]
+        self._unsettled[endpoint.name] = batch
         try:
             full = await self._deliver(endpoint, batch)
         except asyncio.CancelledError:

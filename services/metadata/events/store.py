@@ -29,6 +29,8 @@ class Claimed:
     id: int
     body: str
     attempts: int
+    # The lease end the claim wrote (`next_attempt_at`): the row is still this claim's while it holds it.
+    lease_until: datetime
 
 
 class OutboxStore:
@@ -40,6 +42,7 @@ class OutboxStore:
     async def claim(self, endpoint: str, limit: int, lease_seconds: float) -> list[Claimed]:
         """Due pending rows of `endpoint` (oldest first, at most `limit`), leased to the caller."""
         now = datetime.now(UTC)
+        lease_until = now + timedelta(seconds=lease_seconds)
         due = (
             select(o.c.id)
             .where(o.c.state == PENDING, o.c.endpoint == endpoint, o.c.next_attempt_at <= now)
@@ -50,19 +53,26 @@ class OutboxStore:
         statement = (
             update(o)
             .where(o.c.id.in_(due.scalar_subquery()))
-            .values(next_attempt_at=now + timedelta(seconds=lease_seconds))
+            .values(next_attempt_at=lease_until)
             .returning(o.c.id, o.c.body, o.c.attempts)
         )
         async with self._access.transaction() as conn:
             rows = list(await conn.execute(statement))
         rows.sort(key=lambda row: row[0])
-        return [Claimed(id=row[0], body=row[1], attempts=row[2]) for row in rows]
+        return [Claimed(id=row[0], body=row[1], attempts=row[2], lease_until=lease_until) for row in rows]
 
-    async def release(self, ids: list[int]) -> None:
-        """Hands back claimed rows that are still pending: due now, the attempt not counted."""
+    async def release(self, batch: list[Claimed]) -> None:
+        """Hands back the rows of a claimed batch that the claim still holds (pending, its lease
+        end unchanged): due now, the attempt not counted. A row settled meanwhile (delivered, or
+        failed with its backoff) or claimed again by another worker after the lease ran out is
+        left as it is."""
+        if not batch:
+            return
         async with self._access.transaction() as conn:
             await conn.execute(
-                update(o).where(o.c.id.in_(ids), o.c.state == PENDING).values(next_attempt_at=datetime.now(UTC))
+                update(o).where(o.c.id.in_([row.id for row in batch]), o.c.state == PENDING,
+                                o.c.next_attempt_at == batch[0].lease_until)
+                .values(next_attempt_at=datetime.now(UTC))
             )
 
     async def delivered(self, ids: list[int]) -> None:
