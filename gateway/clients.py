@@ -28,6 +28,7 @@ from lading.metadata.v1 import (
 )
 
 from gateway import request_context
+from services.common.digests import looks_like_digest
 from services.common.errors import ErrorKind, RegistryError, from_rpc_error
 from services.common.wire import (
     already_encoded,
@@ -172,7 +173,8 @@ class MetadataClient:
                 repository=repository, reference=reference, omit_payload=omit_payload,
                 # GETs only: pull events (when the metadata plane records them) never come from HEAD.
                 context=None if omit_payload else request_context.current(),
-                held_digests=sorted(held_digests),
+                # Only what can be a digest (or "*"): anything else cannot match one.
+                held_digests=sorted(held for held in held_digests if held == "*" or looks_like_digest(held)),
             ),
             self._timeout,
         )

@@ -42,11 +42,6 @@ def held_digests(request: Request) -> frozenset[str]:
     return frozenset(held)
 
 
-def holds(held: frozenset[str], digest: str) -> bool:
-    """True when a client holding `held` (see `held_digests`) is answered 304 for `digest`."""
-    return bool(held) and (digest in held or "*" in held)
-
-
 def if_match_fails(request: Request, digest: str) -> bool:
     """True when the request's If-Match names neither `digest`'s ETag nor "*" (answered 412, RFC
     9110 section 13.1.1; strong comparison: a weak tag never matches). False without the header."""

@@ -56,7 +56,8 @@ from gateway.clients import Redirect
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
 from gateway.ranges import parse_blob_range, plain_blob_range
-from gateway.responses import empty, held_digests, holds, if_match_fails, if_range_holds
+from gateway.responses import empty, held_digests, if_match_fails, if_range_holds
+from services.common.digests import client_holds
 from services.common.errors import ErrorKind, RegistryError
 from services.common.lease_keeper import LeaseKeeper
 
@@ -322,7 +323,7 @@ def _unmet_condition(request: Request, digest: str, size: int) -> Response | Non
     If-Match, then If-None-Match), else None."""
     if if_match_fails(request, digest):
         return empty(412, {"docker-content-digest": digest, "etag": f'"{digest}"'})
-    if holds(held_digests(request), digest):
+    if client_holds(held_digests(request), digest):
         headers = _headers(digest, size)
         del headers["content-length"], headers["content-type"]
         return empty(304, headers)
@@ -334,7 +335,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
     digest = params.stored_digest(request.path_params["digest"])
     # A conditional GET of the blob the client holds is answered 304 (one naming another blob in
     # If-Match, 412): no pull (no pull event), no bytes.
-    bodiless = holds(held_digests(request), digest) or if_match_fails(request, digest)
+    bodiless = client_holds(held_digests(request), digest) or if_match_fails(request, digest)
     found = await _size_or_fetch(gateway, repository, digest, pull=not bodiless)
     # A Range under an If-Range that does not name this blob is ignored: the whole blob (RFC 9110
     # section 13.1.5), never a 416 for a range the client did not ask to apply.

@@ -19,7 +19,8 @@ from starlette.responses import Response
 from gateway import params, urls
 from gateway.bodies import read_capped
 from gateway.context import Gateway
-from gateway.responses import empty, held_digests, holds
+from gateway.responses import empty, held_digests
+from services.common.digests import client_holds
 from services.common.errors import ErrorKind
 
 
@@ -35,7 +36,7 @@ async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> R
         # What a 304 needs (the digest) may be cached without the payload a 200 needs.
         manifest = cache.get(repository, reference, need_payload=not omit_payload and not held)
         if manifest is not None and not omit_payload and manifest.payload is None \
-                and not holds(held, manifest.digest):
+                and not client_holds(held, manifest.digest):
             manifest = None
     warning = ""
     if manifest is None:
@@ -46,12 +47,14 @@ async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> R
         warning = getattr(manifest, "warning", "")
         if cache is not None and not warning:
             # With pull events on, GETs must reach the metadata plane (each is a pull to record):
-            # only what a HEAD (or a 304) needs is kept.
-            keep_payload = not omit_payload and not getattr(manifest, "pull_events", False)
+            # only what a HEAD (or a 304) needs is kept. Nor is the payload of a 304: the
+            # metadata plane leaves it out.
+            keep_payload = (not omit_payload and not getattr(manifest, "pull_events", False)
+                            and not client_holds(held, manifest.digest))
             cache.put(repository, reference, digest=manifest.digest, media_type=manifest.media_type,
                       size=manifest.size, payload=manifest.payload if keep_payload else None, ticket=ticket)
     etag = f'"{manifest.digest}"'
-    if holds(held, manifest.digest):
+    if client_holds(held, manifest.digest):
         return empty(304, {"docker-content-digest": manifest.digest, "etag": etag})
     headers = {
         "docker-content-digest": manifest.digest,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from services.common.errors import ErrorKind, RegistryError
@@ -60,6 +61,13 @@ class Digest:
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+
+def client_holds(held: Collection[str], digest: str) -> bool:
+    """True when a client that says it holds `held` (the entity tags of its If-None-Match,
+    unquoted: Lading's ETags are quoted digests; "*" for any) holds `digest`: its conditional GET
+    is answered 304, which is no pull."""
+    return bool(held) and (digest in held or "*" in held)
 
 
 def looks_like_digest(reference: str) -> bool:

@@ -15,6 +15,7 @@ from lading.common.v1 import common_pb2
 from lading.metadata.v1 import metadata_pb2 as pb
 from lading.metadata.v1 import metadata_pb2_grpc
 
+from services.common.digests import client_holds
 from services.metadata.core import MetadataCore
 from services.metadata.events import context as event_context
 
@@ -100,11 +101,11 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
             manifest = await self._core.get_manifest(
                 request.repository, request.reference, omit_payload=request.omit_payload
             )
-        # A GET of a manifest the client holds is answered 304 by the gateway: no pull.
-        held = request.held_digests
+        # A GET of a manifest the client holds is answered 304 by the gateway: no pull, and no
+        # payload to send it.
+        held = client_holds(request.held_digests, manifest.digest)
         if (self._events is not None and self._event_access is not None and not request.omit_payload
-                and not (held and (manifest.digest in held or "*" in held))
-                and self._events.wants_pull()):
+                and not held and self._events.wants_pull()):
             event_context.bind(request)
             tag = None if ":" in request.reference else request.reference
             await self._events.record_pull(self._event_access, request.repository, tag, manifest.digest,
@@ -112,7 +113,7 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
             self._changed()
         return pb.GetManifestResponse(
             digest=manifest.digest, media_type=manifest.media_type, size=manifest.size,
-            payload=manifest.payload or b"", warning=warning,
+            payload=b"" if held else manifest.payload or b"", warning=warning,
             pull_events=self._events is not None and self._event_access is not None and self._events.records_pulls,
         )
 

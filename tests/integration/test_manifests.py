@@ -75,6 +75,19 @@ def test_push_by_digest(client: httpx.Client, repo: str, kind: str) -> None:
     assert_served(client, repo, manifest.digest, manifest)
 
 
+def test_a_conditional_get_answered_304_leaves_the_next_get_whole(client: httpx.Client, repo: str) -> None:
+    # The metadata plane sends no payload for a GET the gateway answers 304; the gateway's
+    # manifest cache must not keep that empty answer as the manifest's bytes.
+    manifest = KINDS[next(iter(KINDS))]()
+    push(client, repo, manifest, tag="v1")
+    for reference in ("v1", manifest.digest):
+        held = client.get(f"/v2/{repo}/manifests/{reference}",
+                          headers={"If-None-Match": f'"{manifest.digest}"', "Accept": manifest.media_type})
+        assert held.status_code == 304 and held.content == b""
+        assert held.headers["Docker-Content-Digest"] == manifest.digest
+        assert_served(client, repo, reference, manifest)
+
+
 def test_multi_arch_index_children_are_pullable(client: httpx.Client, repo: str) -> None:
     top = multi_arch_index()
     push(client, repo, top, tag="multi")
