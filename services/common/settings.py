@@ -285,7 +285,9 @@ class FetchSpoolSettings(BaseModel):
     the upstream's pace and are released whole once their digest checks out; storage follows from
     a spool file in `folder` (unlinked at once: nothing stays behind; the direct-read server sends
     from it too). `budget_bytes` caps the bytes spooled and not yet stored, across all
-    fetches of the process; beyond it a fetch goes at storage's pace again. 0: no spool."""
+    fetches of the process; beyond it a fetch goes at storage's pace again. 0: no spool.
+    The spool's writes keep the free-space reserve of `filesystem.min_free_bytes` on the spool
+    folder's disk, on every backend (services/blob/fetch_room.py)."""
 
     folder: Path = Path("data/fetch-spool")
     budget_bytes: int = Field(default=1024 * MiB, ge=0)
