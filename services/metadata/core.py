@@ -8,7 +8,6 @@ and `MetadataStore` for the kinds).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,7 +17,12 @@ import orjson
 from services.common.digests import Digest, looks_like_digest
 from services.common.errors import ErrorKind, RegistryError
 from services.common.names import validate_repository, validate_tag
-from services.metadata.manifests import ParsedManifest, parse_manifest, parse_manifest_off_the_loop
+from services.metadata.manifests import (
+    ParsedManifest,
+    off_the_loop_when_big,
+    parse_manifest,
+    parse_manifest_off_the_loop,
+)
 from services.metadata.store.base import MetadataStore, NewManifest, Page, Referrer, StoredManifest
 
 
@@ -135,12 +139,8 @@ class MetadataCore:
                 f"manifest is {len(payload)} bytes; the limit is {self._limits.max_manifest_bytes}",
                 {"size": len(payload), "limit": self._limits.max_manifest_bytes},
             )
-        if len(payload) > self._limits.parse_inline_max_bytes:
-            # A big one would hold the event loop, and every other call of this process, for
-            # tens of milliseconds.
-            manifest, tag = await asyncio.to_thread(_new_manifest, reference, media_type, payload, from_upstream)
-        else:
-            manifest, tag = _new_manifest(reference, media_type, payload, from_upstream)
+        manifest, tag = await off_the_loop_when_big(payload, self._limits.parse_inline_max_bytes,
+                                                    _new_manifest, reference, media_type, payload, from_upstream)
         await self._store.put_manifest(repository, manifest, tag)
         return PutManifestResult(digest=manifest.digest, subject_digest=manifest.subject_digest)
 

@@ -34,8 +34,9 @@ import asyncio
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -85,6 +86,8 @@ _DESCRIPTOR_FIELDS = {name.lower(): name for name in (
 # Platform fields (image-index spec) and their JSON types.
 _PLATFORM_STRINGS = ("architecture", "os", "os.version", "variant")
 _PLATFORM_LISTS = ("os.features", "features")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,10 +338,16 @@ def parse_manifest(payload: bytes, content_type: str) -> ParsedManifest:
     )
 
 
-async def parse_manifest_off_the_loop(payload: bytes, content_type: str, *, inline_max_bytes: int) -> ParsedManifest:
-    """`parse_manifest` in a worker thread for payloads over `inline_max_bytes`
-    (metadata.manifest_parse_inline_max_bytes): a big one would hold the event loop, and every
-    other call of the process, for tens of milliseconds; a small one costs less than the hop."""
+async def off_the_loop_when_big(payload: bytes, inline_max_bytes: int, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)`, CPU work on `payload`, in a worker thread when the payload is over
+    `inline_max_bytes` (metadata.manifest_parse_inline_max_bytes): a big one would hold the event
+    loop, and every other call of the process, for tens of milliseconds; a small one costs less
+    than the hop."""
     if len(payload) > inline_max_bytes:
-        return await asyncio.to_thread(parse_manifest, payload, content_type)
-    return parse_manifest(payload, content_type)
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
+
+
+async def parse_manifest_off_the_loop(payload: bytes, content_type: str, *, inline_max_bytes: int) -> ParsedManifest:
+    """`parse_manifest`, off the loop when big (`off_the_loop_when_big`)."""
+    return await off_the_loop_when_big(payload, inline_max_bytes, parse_manifest, payload, content_type)
