@@ -26,10 +26,12 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from services.metadata.changes import acks
 from tests.regions.test_coherence import digest_of, eventually, gauge, variant
 from tests.regions.two_regions import Regions, two_regions
 from tests.support import standby
@@ -126,6 +128,15 @@ def test_a_push_in_the_replica_region_is_never_stale_through_its_other_gateway(
     assert one.delete(f"/v2/{repo}/manifests/doomed").status_code == 202
     assert digest_of(two, repo, "doomed") is None
 
+# What the metadata plane logs when a write could not check, fenced, or gave up on subscribers
+# (services/metadata/changes/acks.py); checked against its source so a rewording fails here.
+GIVE_UP_LINES = ("could not check the gateways' acknowledgements", "did not acknowledge", "still not acknowledged")
+
+
+def test_the_acknowledgement_log_lines_read_here_are_the_planes() -> None:
+    source = Path(acks.__file__).read_text()
+    assert all(line in source for line in GIVE_UP_LINES)
+
 
 def test_the_primary_regions_writes_do_not_wait_for_the_replica_regions_gateways(
     regions: Regions, us_clients: tuple[httpx.Client, httpx.Client]
@@ -157,11 +168,11 @@ def test_the_primary_regions_writes_do_not_wait_for_the_replica_regions_gateways
         # on none, nor failed to check. (Not eu's counters: on a loaded machine eu may fence or give
         # up on one of its own gateways, slow to acknowledge, which is not the point here.)
         assert all(after[name] <= fence for name, fence in fences.items()), (fences, after)
+        unchecked, fenced, late = GIVE_UP_LINES
         with eu_log.open(errors="replace") as log:
             log.seek(log_from)
-            gave_up = [line for line in log if "could not check the gateways' acknowledgements" in line or (
-                ("did not acknowledge" in line or "still not acknowledged" in line)
-                and any(name in line for name in fences))]
+            gave_up = [line for line in log if unchecked in line or (
+                (fenced in line or late in line) and any(name in line for name in fences))]
         assert gave_up == [], gave_up
     # Their leases ran out while frozen: they serve the tag where eu moved it, not what they kept.
     assert eventually(lambda: digest_of(us_two, repo, "latest") == variant(base, 102).digest)
