@@ -64,16 +64,6 @@ def blob_range(wanted: RangeRequest | None, size: int) -> ByteRange | None:
     return ByteRange(start, end, size)
 
 
-def plain_blob_range(header: str | None) -> bool:
-    """Whether a storage that answers a redirected GET itself (an S3 presigned URL, the blob
-    plane's direct-read server) reads the request's `Range` as `parse_blob_range` does: none, or
-    one `bytes=` range with numbers within 64 bits (RangeRequest.plain)."""
-    if header is None:
-        return True
-    wanted = parse_range(header)
-    return wanted is not None and wanted.plain
-
-
 def _unsatisfiable(wanted: RangeRequest, size: int) -> RegistryError:
     sent = f"bytes={'' if wanted.first is None else wanted.first}-{'' if wanted.last is None else wanted.last}"
     return RegistryError(
