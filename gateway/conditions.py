@@ -19,7 +19,8 @@ from services.common.ranges import RangeRequest, etag_matches, parse_range
 
 # Header names as ASGI servers give them (lowercase, latin-1 bytes).
 _IF_NONE_MATCH, _IF_MATCH, _IF_RANGE, _RANGE = b"if-none-match", b"if-match", b"if-range", b"range"
-_NAMES = frozenset((_IF_NONE_MATCH, _IF_MATCH, _IF_RANGE, _RANGE))
+_IF_MODIFIED_SINCE, _IF_UNMODIFIED_SINCE = b"if-modified-since", b"if-unmodified-since"
+_NAMES = frozenset((_IF_NONE_MATCH, _IF_MATCH, _IF_RANGE, _RANGE, _IF_MODIFIED_SINCE, _IF_UNMODIFIED_SINCE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +31,9 @@ class Conditions:
     `if_match`, `if_range`: those headers as sent (None: absent).
     `range`: its Range, parsed (None: absent, or a value the registry ignores).
     `plain`: storage reached by a redirect (an S3 presigned URL, the blob plane's direct-read
-    server) would answer the GET as the gateway does. Storage judges If-Match and If-Range
-    against its own ETag, and some Ranges the gateway ignores
+    server) would answer the GET as the gateway does. Storage judges If-Match, If-Range,
+    If-Modified-Since and If-Unmodified-Since against its own ETag and Last-Modified (the gateway
+    sends neither date nor S3's ETag, and ignores the dates), and some Ranges the gateway ignores
     or reads as the rest of the blob (numbers past 64 bits) by its own parser; a GET that carries
     any of those is not plain and is streamed from the gateway. If-None-Match is plain: when it
     names the blob the gateway answers 304 itself, and any other tag fails in storage too.
@@ -83,7 +85,8 @@ def blob_conditions(request: Request) -> Conditions:
     text = {name: value.decode("latin-1") for name, value in found.items()}
     range_header = text.get(_RANGE)
     wanted = parse_range(range_header) if range_header is not None else None
-    plain = not (_IF_MATCH in found or _IF_RANGE in found) and (
+    plain = not (_IF_MATCH in found or _IF_RANGE in found or _IF_MODIFIED_SINCE in found
+                 or _IF_UNMODIFIED_SINCE in found) and (
         range_header is None or (wanted is not None and wanted.plain))
     if_none_match = text.get(_IF_NONE_MATCH)
     return Conditions(held=held_in(if_none_match) if if_none_match else frozenset(),

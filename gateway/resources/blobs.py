@@ -104,11 +104,14 @@ class _Redirected:
 _Fetch = tuple[int, "AsyncIterator[bytes] | _Redirected"]
 
 
-async def _size_or_fetch(gateway: Gateway, repository: str, digest: str, *, pull: bool = False) -> int | _Fetch:
+async def _size_or_fetch(gateway: Gateway, repository: str, digest: str, *, pull: bool = False,
+                         allow_redirect: bool = True) -> int | _Fetch:
     """The blob's size when it is linked in `repository`; else, when a source (the pull-through
     cache's upstream) serves the repository, the linked size once another request fetched it,
     or (size or -1, the bytes or where to read them) of a fetch this request leads.
-    BLOB_UNKNOWN otherwise. `pull`: a GET (the metadata plane may record a pull event)."""
+    BLOB_UNKNOWN otherwise. `pull`: a GET (the metadata plane may record a pull event).
+    `allow_redirect`: the fetch may be served from the blob plane's direct-read server (False
+    for a GET that server would answer otherwise: Conditions.plain)."""
     try:
         return (await gateway.metadata.stat_blob(repository, digest, pull=pull)).size
     except RegistryError as error:
@@ -135,7 +138,7 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str, *, pull
         return gateway.metadata.renew_blob_fetch(digest, lease_id=decision.lease_id)
 
     keeper = _keeper(gateway, renew, decision.lease_seconds, digest)
-    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=True,
+    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=allow_redirect,
                           tail_when_verified=True)
 
 
@@ -346,7 +349,7 @@ async def get(request: Request, gateway: Gateway) -> Response:
     # whose answer could differ there from the one decided here is streamed from here, a cold
     # pull-through one too (rare: pull clients send at most a plain Range).
     redirect = conditions.plain
-    found = await _size_or_fetch(gateway, repository, digest, pull=not bodiless)
+    found = await _size_or_fetch(gateway, repository, digest, pull=not bodiless, allow_redirect=redirect)
     # A Range under an If-Range that does not name this blob is ignored: the whole blob (RFC 9110
     # section 13.1.5), never a 416 for a range the client did not ask to apply.
     wanted = conditions.range_for(digest)

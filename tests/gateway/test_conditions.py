@@ -39,7 +39,8 @@ def test_a_request_without_conditions_is_not_parsed() -> None:
      ({"Range": "bytes=0-99999999999999999999"}, False), ({"Range": "bytes=-99999999999999999999"}, False),
      # Storage compares these with its own ETag or Last-Modified.
      ({"If-Match": ETAG}, False), ({"If-Range": ETAG, "Range": "bytes=0-9"}, False),
-     ({"If-Range": DATE, "Range": "bytes=0-9"}, False)],
+     ({"If-Range": DATE, "Range": "bytes=0-9"}, False),
+     ({"If-Modified-Since": DATE}, False), ({"If-Unmodified-Since": DATE}, False)],
 )
 def test_only_gets_storage_answers_alike_may_be_redirected(headers: dict[str, str], plain: bool) -> None:
     assert blob_conditions(request(headers)).plain is plain
