@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import HttpRegistryError
-from gateway.numbers import MAX_INT64, wire_int
 from services.common.errors import ErrorKind, RegistryError
+from services.common.numbers import MAX_INT64, wire_int
 
 
 class BodyReadTimeoutMiddleware:

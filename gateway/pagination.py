@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 
 from lading.common.v1 import common_pb2
 
-from gateway.numbers import MAX_INT64, wire_int
 from services.common.errors import ErrorKind, RegistryError
+from services.common.numbers import MAX_INT64, wire_int
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,27 @@ def empty(status_code: int, headers: dict[str, str]) -> Response:
     return Response(b"", status_code=status_code, headers=headers)
 
 
+def not_modified(headers: dict[str, str]) -> Response:
+    """304 Not Modified: a conditional GET/HEAD of what the client holds (RFC 9110 section
+    15.4.5: the headers a 200 would carry that describe the representation, no body)."""
+    return empty(304, headers)
+
+
+def precondition_failed(headers: dict[str, str]) -> Response:
+    """412 Precondition Failed: a request whose If-Match names something else (RFC 9110 section
+    13.1.1), with no body (as Distribution and S3 answer)."""
+    return empty(412, headers)
+
+
 def held_digests(request: Request) -> frozenset[str]:
-    """What a request's If-None-Match says the client holds: the values of the entity tags it
+    """What a request's If-None-Match says the client holds (see `held_in`)."""
+    return held_in(request.headers.get("if-none-match"))
+
+
+def held_in(header: str | None) -> frozenset[str]:
+    """What an If-None-Match value says the client holds: the values of the entity tags it
     names, unquoted (weak ones too: If-None-Match compares weakly), and "*" for any. Lading's
     ETags are the quoted digest, so these are digests; empty without the header."""
-    header = request.headers.get("if-none-match")
     if not header:
         return frozenset()
     held = set()
@@ -42,19 +58,3 @@ def held_digests(request: Request) -> frozenset[str]:
     return frozenset(held)
 
 
-def if_match_fails(request: Request, digest: str) -> bool:
-    """True when the request's If-Match names neither `digest`'s ETag nor "*" (answered 412, RFC
-    9110 section 13.1.1; strong comparison: a weak tag never matches). False without the header."""
-    header = request.headers.get("if-match")
-    if header is None:
-        return False
-    etag = f'"{digest}"'
-    return not any(tag.strip() in ("*", etag) for tag in header.split(","))
-
-
-def if_range_holds(request: Request, digest: str) -> bool:
-    """Whether the request's Range applies (RFC 9110 section 13.1.5): no If-Range, or one naming
-    `digest`'s ETag (strongly). A date never holds: the gateway sends no Last-Modified to compare
-    with, so the Range is ignored and the whole blob sent, as Distribution does."""
-    header = request.headers.get("if-range")
-    return header is None or header.strip() == f'"{digest}"'

@@ -10,9 +10,11 @@ redirect too: the gateway first validates the Range against the blob's size (416
 the client re-sends its Range header to the presigned URL, which answers 206 itself. HEAD never
 redirects, nor does a GET of an empty blob, a conditional GET that matches (304) or fails (412),
 nor any GET on a backend that cannot presign: those are answered (or streamed) here. Nor does a GET
-the storage could answer otherwise than the gateway decided (an If-Match or If-Range, which S3
-compares with its own ETag; a Range the gateway ignores, or with numbers past 64 bits): those are
-streamed here (RFC 9110's answer on every backend). On the filesystem, reads
+the storage could answer otherwise than the gateway decided (gateway/conditions.py: an If-Match or
+If-Range, which S3 compares with its own ETag; an If-Range date, If-Modified-Since or
+If-Unmodified-Since, which storage compares with its own Last-Modified; a Range the gateway
+ignores, or with numbers past 64 bits): those are streamed here (RFC 9110's answer on every
+backend), a cold pull-through one too. On the filesystem, reads
 redirect to the blob plane's direct-read server when `blob.direct_reads` is on (`lading serve`
 turns it on): its URL may leave the host out, for the gateway to put in the one the client used.
 
@@ -53,11 +55,11 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway import params
 from gateway.clients import Redirect
+from gateway.conditions import Conditions, blob_conditions
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
-from gateway.ranges import parse_blob_range, plain_blob_range
-from gateway.responses import empty, held_digests, if_match_fails, if_range_holds
-from services.common.digests import client_holds
+from gateway.ranges import blob_range
+from gateway.responses import empty, not_modified, precondition_failed
 from services.common.errors import ErrorKind, RegistryError
 from services.common.lease_keeper import LeaseKeeper
 
@@ -102,11 +104,14 @@ class _Redirected:
 _Fetch = tuple[int, "AsyncIterator[bytes] | _Redirected"]
 
 
-async def _size_or_fetch(gateway: Gateway, repository: str, digest: str, *, pull: bool = False) -> int | _Fetch:
+async def _size_or_fetch(gateway: Gateway, repository: str, digest: str, *, pull: bool = False,
+                         allow_redirect: bool = True) -> int | _Fetch:
     """The blob's size when it is linked in `repository`; else, when a source (the pull-through
     cache's upstream) serves the repository, the linked size once another request fetched it,
     or (size or -1, the bytes or where to read them) of a fetch this request leads.
-    BLOB_UNKNOWN otherwise. `pull`: a GET (the metadata plane may record a pull event)."""
+    BLOB_UNKNOWN otherwise. `pull`: a GET (the metadata plane may record a pull event).
+    `allow_redirect`: the fetch may be served from the blob plane's direct-read server (False
+    for a GET that server would answer otherwise: Conditions.plain)."""
     try:
         return (await gateway.metadata.stat_blob(repository, digest, pull=pull)).size
     except RegistryError as error:
@@ -133,7 +138,7 @@ async def _size_or_fetch(gateway: Gateway, repository: str, digest: str, *, pull
         return gateway.metadata.renew_blob_fetch(digest, lease_id=decision.lease_id)
 
     keeper = _keeper(gateway, renew, decision.lease_seconds, digest)
-    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=True,
+    return await _fetched(gateway, digest, decision.source, end, keeper, allow_redirect=allow_redirect,
                           tail_when_verified=True)
 
 
@@ -307,40 +312,48 @@ async def _read_through(size: int, fetching: AsyncIterator[bytes] | _Redirected)
 async def head(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
+    conditions = blob_conditions(request)
     found = await _size_or_fetch(gateway, repository, digest)
     if not isinstance(found, int):
         # A HEAD of a blob fetched from a source: fetched (and stored) whole, then answered.
         found = await _read_through(*found)
     # The conditions of RFC 9110 apply to HEAD as to GET (as Distribution and manifests answer).
-    unmet = _unmet_condition(request, digest, found)
+    unmet = _unmet_condition(conditions, digest, found)
     if unmet is not None:
         return unmet
     return Response(b"", headers=_headers(digest, found))
 
 
-def _unmet_condition(request: Request, digest: str, size: int) -> Response | None:
+def _unmet_condition(conditions: Conditions, digest: str, size: int) -> Response | None:
     """412 or 304 when the request's conditions say so (RFC 9110 section 13.2.2's order:
     If-Match, then If-None-Match), else None."""
-    if if_match_fails(request, digest):
-        return empty(412, {"docker-content-digest": digest, "etag": f'"{digest}"'})
-    if client_holds(held_digests(request), digest):
+    if conditions.refused(digest):
+        return precondition_failed({"docker-content-digest": digest, "etag": f'"{digest}"'})
+    if conditions.not_modified(digest):
         headers = _headers(digest, size)
         del headers["content-length"], headers["content-type"]
-        return empty(304, headers)
+        return not_modified(headers)
     return None
 
 
 async def get(request: Request, gateway: Gateway) -> Response:
     repository = params.repository(request)
     digest = params.stored_digest(request.path_params["digest"])
+    conditions = blob_conditions(request)
     # A conditional GET of the blob the client holds is answered 304 (one naming another blob in
     # If-Match, 412): no pull (no pull event), no bytes.
-    bodiless = client_holds(held_digests(request), digest) or if_match_fails(request, digest)
-    found = await _size_or_fetch(gateway, repository, digest, pull=not bodiless)
+    bodiless = conditions.bodiless(digest)
+    # A redirected client re-sends its headers to storage, which judges them by its own lights
+    # (S3: its own ETag in If-Match and If-Range, its own Last-Modified in If-Range and
+    # If-(Un)Modified-Since, its own Range parser; the direct-read server: its file's date): a GET
+    # whose answer could differ there from the one decided here is streamed from here, a cold
+    # pull-through one too (rare: pull clients send at most a plain Range).
+    redirect = conditions.plain
+    found = await _size_or_fetch(gateway, repository, digest, pull=not bodiless, allow_redirect=redirect)
     # A Range under an If-Range that does not name this blob is ignored: the whole blob (RFC 9110
     # section 13.1.5), never a 416 for a range the client did not ask to apply.
-    range_header = request.headers.get("range") if if_range_holds(request, digest) else None
-    ranged = range_header is not None
+    wanted = conditions.range_for(digest)
+    ranged = wanted is not None
     if not isinstance(found, int) and not ranged and not bodiless:
         length, chunks = found
         if isinstance(chunks, _Redirected):
@@ -359,19 +372,13 @@ async def get(request: Request, gateway: Gateway) -> Response:
         # stored too, as a HEAD is: the condition is only known to hold for a verified blob.
         found = await _read_through(*found)
     size = found
-    unmet = _unmet_condition(request, digest, size)
+    unmet = _unmet_condition(conditions, digest, size)
     if unmet is not None:
         return unmet
     try:
-        byte_range = parse_blob_range(range_header, size)
+        byte_range = blob_range(wanted, size)
     except RegistryError as error:
         raise HttpRegistryError.wrap(error, {"content-range": f"bytes */{size}"}) from None
-    # A redirected client re-sends its headers to storage, which judges them by its own lights
-    # (S3: its own ETag in If-Match and If-Range, its own Range parser): a GET whose answer could
-    # differ there from the one decided here is streamed from here (rare: pull clients send at
-    # most a plain Range).
-    redirect = plain_blob_range(request.headers.get("range")) and not any(
-        name in request.headers for name in ("if-match", "if-range"))
     if byte_range is None:
         offset, length, status = 0, size, 200
         headers = _headers(digest, size)

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from gateway import params, urls
 from gateway.bodies import read_capped
 from gateway.context import Gateway
-from gateway.responses import empty, held_digests
+from gateway.responses import empty, held_digests, not_modified
 from services.common.digests import client_holds
 from services.common.errors import ErrorKind
 
@@ -55,7 +55,7 @@ async def _fetch(request: Request, gateway: Gateway, *, omit_payload: bool) -> R
                       size=manifest.size, payload=manifest.payload if keep_payload else None, ticket=ticket)
     etag = f'"{manifest.digest}"'
     if client_holds(held, manifest.digest):
-        return empty(304, {"docker-content-digest": manifest.digest, "etag": etag})
+        return not_modified({"docker-content-digest": manifest.digest, "etag": etag})
     headers = {
         "docker-content-digest": manifest.digest,
         "etag": etag,

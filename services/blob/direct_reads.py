@@ -65,6 +65,7 @@ from services.blob.backends import keys
 from services.blob.fetch_progress import FetchesInProgress, FetchProgress, Outcome
 from services.common.connections import ClientConnections, RefusedConnection, peer_address, plain_response
 from services.common.metrics import parse_listen
+from services.common.ranges import Unsatisfiable, etag_matches, parse_range
 from services.common.settings import DirectReadSettings
 
 if TYPE_CHECKING:
@@ -145,7 +146,6 @@ def _url(scheme: str, host: str, port: int) -> str:
 _REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 307: "Temporary Redirect",
             400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 412: "Precondition Failed",
             416: "Range Not Satisfiable", 500: "Internal Server Error"}
-_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -189,51 +189,6 @@ def _date_of(value: str | None) -> float | None:
         return parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError):
         return None
-
-
-def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
-    """Whether an If-Match / If-None-Match value names `etag` (a strong tag; `weak` compares
-    weak tags too, as If-None-Match does)."""
-    for tag in (part.strip() for part in header.split(",")):
-        if tag == "*":
-            return True
-        if weak and tag.startswith("W/"):
-            tag = tag[2:]
-        if tag == etag:
-            return True
-    return False
-
-
-def _byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """(offset, count) of a single `bytes=` range of a `size`-byte file, or None when the header
-    is to be ignored (the whole file, 200): another unit, several ranges, or a value that is not
-    a valid range (RFC 9110 section 14.2), as the gateway ignores them (gateway/ranges.py) before
-    it redirects here. Raises ValueError for a valid range that is unsatisfiable (416): it starts
-    at or past the end, asks for a suffix of nothing, or targets an empty file."""
-    match = _RANGE.fullmatch(header.strip(" \t"))
-    if match is None:
-        return None
-    first, last = match.groups()
-    if not first:
-        if not last:
-            return None  # `bytes=-`: no range at all
-        if _number(last) == 0 or size == 0:
-            raise ValueError(header)  # a suffix of nothing
-        start = max(size - _number(last), 0)  # the last N bytes
-        return start, size - start
-    start = _number(first)
-    if last and _number(last) < start:
-        return None  # invalid: ends before it starts
-    if start >= size:
-        raise ValueError(header)
-    stop = size if not last else min(_number(last) + 1, size)
-    return start, stop - start
-
-
-def _number(digits: str) -> int:
-    # Python refuses to convert thousands of digits; anything past 19 of them is past any file.
-    significant = digits.lstrip("0")
-    return int(significant or "0") if len(significant) <= 19 else 2**63
 
 
 class _Connection(asyncio.Protocol):
@@ -617,7 +572,7 @@ def _file_answer(headers: dict[str, str], file: BinaryIO, size: int, mtime: floa
             "Last-Modified": _http_date(modified), "Accept-Ranges": "bytes"}
     if_match = headers.get("if-match")
     if if_match is not None:
-        if not _etag_matches(if_match, etag, weak=False):
+        if not etag_matches(if_match, etag, weak=False):
             return _Answer(412, {"ETag": etag})
     else:
         since = _date_of(headers.get("if-unmodified-since"))
@@ -625,23 +580,23 @@ def _file_answer(headers: dict[str, str], file: BinaryIO, size: int, mtime: floa
             return _Answer(412, {"ETag": etag})
     if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
-        if _etag_matches(if_none_match, etag, weak=True):
+        if etag_matches(if_none_match, etag, weak=True):
             return _Answer(304, {"ETag": etag, "Last-Modified": base["Last-Modified"]})
     else:
         since = _date_of(headers.get("if-modified-since"))
         if since is not None and modified <= since:
             return _Answer(304, {"ETag": etag, "Last-Modified": base["Last-Modified"]})
+    # Ranges the gateway ignores are ignored here too (one parser: services/common/ranges.py),
+    # since the gateway redirected the client here before it saw the file.
     wanted = headers.get("range")
-    if wanted is not None and _if_range_holds(headers.get("if-range"), etag, modified):
+    byte_range = parse_range(wanted) if wanted is not None else None
+    if byte_range is not None and _if_range_holds(headers.get("if-range"), etag, modified):
         try:
-            byte_range = _byte_range(wanted, size)
-        except ValueError:
+            first, last = byte_range.within(size)
+        except Unsatisfiable:
             return _Answer(416, {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
-        if byte_range is None:
-            return _Answer(200, base, file=file, offset=0, count=size)
-        offset, count = byte_range
-        return _Answer(206, {**base, "Content-Range": f"bytes {offset}-{offset + count - 1}/{size}"},
-                       file=file, offset=offset, count=count)
+        return _Answer(206, {**base, "Content-Range": f"bytes {first}-{last}/{size}"},
+                       file=file, offset=first, count=last - first + 1)
     return _Answer(200, base, file=file, offset=0, count=size)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ranges import ByteRange, parse_blob_range, parse_chunk_range, plain_blob_range, upload_range
+from gateway.ranges import ByteRange, parse_blob_range, parse_chunk_range, upload_range
 from services.common.errors import ErrorKind, RegistryError
 
 
@@ -48,17 +48,6 @@ def test_unsatisfiable_ranges(header: str, size: int) -> None:
     assert caught.value.kind is ErrorKind.BLOB_RANGE_INVALID
     assert caught.value.kind.http_status == 416
     assert caught.value.detail == {"size": size}
-
-
-@pytest.mark.parametrize(
-    ("header", "plain"),
-    [(None, True), ("bytes=0-9", True), ("bytes=10-", True), ("bytes=-10", True), ("bytes=200-300", True),
-     (" bytes=5-5 ", True), ("bytes=9223372036854775807-", True),
-     ("bytes=", False), ("bytes=-", False), ("bytes=9-1", False), ("bytes=0-1,5-9", False), ("items=0-9", False),
-     ("bytes=0-99999999999999999999", False), ("bytes=-99999999999999999999", False)],
-)
-def test_only_plain_ranges_may_be_answered_by_storage_after_a_redirect(header: str | None, plain: bool) -> None:
-    assert plain_blob_range(header) is plain
 
 
 @pytest.mark.parametrize(

@@ -386,6 +386,22 @@ def test_a_conditional_get_of_a_cold_blob_is_answered_once_it_is_stored(
         assert upstream.requests("GET", f"/v2/team/conditional/blobs/{layer.digest}") == 1
 
 
+def test_a_cold_get_storage_would_judge_otherwise_is_streamed_not_redirected(
+        up: httpx.Client, local: httpx.Client, upstream: Distribution) -> None:
+    """A cold GET with a date condition (which the direct-read server compares with its file's
+    date, the gateway never) gets the gateway's answer, the whole blob, as a cached blob does:
+    streamed through the gateway, not redirected to the direct-read server."""
+    old = "Sat, 01 Jan 2000 00:00:00 GMT"
+    for name, headers in (("unmodified", {"If-Unmodified-Since": old}),
+                          ("if-range", {"If-Range": old, "Range": "bytes=0-9"})):
+        layer = oci.Blob(os.urandom(1000))
+        oci.push_blob(up, f"team/dated-{name}", layer)
+        path = f"/v2/{PREFIX}team/dated-{name}/blobs/{layer.digest}"
+        answer = local.get(path, headers=headers, follow_redirects=False)
+        assert (answer.status_code, answer.content) == (200, layer.data), (name, answer.headers)
+        assert upstream.requests("GET", f"/v2/team/dated-{name}/blobs/{layer.digest}") == 1
+
+
 def test_a_body_that_does_not_match_its_digest_commits_nothing(
         up: httpx.Client, cold: ColdSite, upstream: Distribution, relay: HoldingRelay) -> None:
     """The direct-read server sends the wrong body as it arrives but never its end: the connection

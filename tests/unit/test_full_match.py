@@ -20,7 +20,6 @@ from starlette.routing import Match
 from gateway import params
 from gateway.auth.scopes import parse_scope
 from gateway.bodies import declared_length
-from gateway.numbers import wire_int
 from gateway.pagination import parse_page
 from gateway.ranges import parse_blob_range, parse_chunk_range
 from gateway.routes import build_routes
@@ -31,6 +30,7 @@ from services.cli_accounts import parse_expiry
 from services.common.digests import Digest
 from services.common.errors import RegistryError
 from services.common.names import is_valid_tag, validate_repository
+from services.common.numbers import wire_int
 from services.common.settings import MetadataSettings
 from services.metadata.accounts.core import AccountsCore
 from services.metadata.accounts.passwords import Passwords
