@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,15 +30,6 @@ pytestmark = pytest.mark.clients
 
 RESERVE = "LADING_BLOB__FILESYSTEM__MIN_FREE_BYTES"
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
-    registry = Distribution(tmp_path_factory.mktemp("distribution")).start()
-    try:
-        yield registry
-    finally:
-        registry.stop()
 
 
 def beyond_the_disk(path: Path) -> int:

@@ -39,15 +39,6 @@ from tests.support.stack import Stack, child_env, free_port, lading_command
 pytestmark = pytest.mark.clients
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
-    registry = Distribution(tmp_path_factory.mktemp("distribution")).start()
-    try:
-        yield registry
-    finally:
-        registry.stop()
-
-
-@pytest.fixture(scope="module")
 def relay(upstream: Distribution) -> Iterator[HoldingRelay]:
     forwarder = HoldingRelay(upstream.port).start()
     try:

@@ -26,11 +26,8 @@ TARGET_PREFIX = "copy/"
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
-    registry = Distribution(tmp_path_factory.mktemp("replication-target")).start()
-    try:
+    with Distribution(tmp_path_factory.mktemp("replication-target")) as registry:
         yield registry
-    finally:
-        registry.stop()
 
 
 @pytest.fixture(scope="module")

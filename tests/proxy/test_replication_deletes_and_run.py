@@ -30,11 +30,8 @@ pytestmark = pytest.mark.clients
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
-    registry = Distribution(tmp_path_factory.mktemp("distribution")).start()
-    try:
+    with Distribution(tmp_path_factory.mktemp("distribution")) as registry:
         yield registry
-    finally:
-        registry.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 `Distribution` runs `docker-registry serve` on a free 127.0.0.1 port with filesystem storage of
 its own, optionally with htpasswd Basic auth. Its access log (one Apache-style line per request)
 lets tests count the requests it answered. Stopped (or SIGKILLed) by pid; restartable on the
-same port and storage.
+same port and storage. As a context manager: started on entry, stopped on exit.
 """
 
 from __future__ import annotations
@@ -61,6 +61,16 @@ class Distribution:
                 raise RuntimeError(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.05)
         raise RuntimeError("docker-registry did not answer within 20 s")
+
+    def __enter__(self) -> Distribution:
+        try:
+            return self.start()
+        except BaseException:
+            self.kill()  # started but never answered: not left running
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self._popen is None or self._popen.poll() is not None:
