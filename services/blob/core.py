@@ -298,8 +298,7 @@ class BlobStore:
             log.error("blob storage is full, writes fail until space is freed: %s", error)
             return
         try:
-            stream = await self.backend.get(key)
-            data = b"".join([chunk async for chunk in stream])
+            data = await self.backend.read_whole(key)
             if data != b"ok":
                 raise RuntimeError(f"blob backend read back {data!r} from a readiness probe")
         finally:

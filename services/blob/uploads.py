@@ -197,8 +197,7 @@ class UploadSessions:
 
     async def _read_state(self, upload_id: str) -> SessionState | None:
         try:
-            stream = await self.backend.get(keys.upload_state_key(upload_id))
-            raw = b"".join([chunk async for chunk in stream])
+            raw = await self.backend.read_whole(keys.upload_state_key(upload_id))
         except ObjectNotFound:
             return None
         try:

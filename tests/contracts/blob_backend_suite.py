@@ -279,6 +279,20 @@ class BlobBackendContract:
         assert await keys_of(backend) == ["kept"]
         await backend.delete("kept")
 
+    async def test_read_whole(self, backend: BlobBackend) -> None:
+        await backend.put("small/state.json", chunks_of(b'{"offset":', b"0}"))
+        assert await backend.read_whole("small/state.json") == b'{"offset":0}'
+        await backend.put("small/empty", chunks_of())
+        assert await backend.read_whole("small/empty") == b""
+        await backend.put("small/state.json", chunks_of(b"replaced"))
+        assert await backend.read_whole("small/state.json") == b"replaced"
+        with pytest.raises(ObjectNotFound) as caught:
+            await backend.read_whole("small/absent")
+        assert caught.value.key == "small/absent"
+        with pytest.raises(ObjectNotFound):
+            await backend.read_whole("small")  # a "folder" of other keys is not an object
+        await backend.delete_all(["small/"])
+
     async def test_stat(self, backend: BlobBackend) -> None:
         before = time.time()
         await backend.put("s/t", chunks_of(b"12345"))
@@ -363,6 +377,8 @@ class BlobBackendContract:
                 await backend.get(key)
             with pytest.raises(InvalidKey):
                 await backend.stat(key)
+            with pytest.raises(InvalidKey):
+                await backend.read_whole(key)
             with pytest.raises(InvalidKey):
                 await backend.delete(key)
             with pytest.raises(InvalidKey):
@@ -499,6 +515,12 @@ class BlobBackendContract:
         await backend.put("owners/a/y", chunks_of(b"again"))  # into a folder its last key left
         assert await read(backend, "owners/a/y") == b"again"
         await backend.delete_all(["uploads/", "owners/a/y"])
+        assert await keys_of(backend) == []
+        # A key named twice (alone and under its prefix), and many keys at once.
+        many = [f"many/{i:03d}" for i in range(120)]
+        for key in many:
+            await backend.put(key, chunks_of(b"x"))
+        await backend.delete_all(["many/007", "many/", "many/007", *many[:5]])
         assert await keys_of(backend) == []
 
     async def test_clean_up_never_takes_an_object(self, backend: BlobBackend) -> None:

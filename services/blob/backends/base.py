@@ -317,6 +317,13 @@ class BlobBackend(Protocol):
         """
         ...
 
+    async def read_whole(self, key: str) -> bytes:
+        """The whole object, read in one step (one request on S3, one trip to the filesystem's
+        threads): for the small objects Lading keeps beside the blobs, such as an upload's state;
+        the object is held in memory, so never for blobs. The bytes of one version, never a mix.
+        Raises ObjectNotFound, InvalidKey."""
+        ...
+
     async def stat(self, key: str) -> ObjectInfo:
         """Size and modification time of the object. Raises ObjectNotFound, InvalidKey."""
         ...
@@ -326,9 +333,12 @@ class BlobBackend(Protocol):
         ...
 
     async def delete_all(self, targets: Sequence[str]) -> None:
-        """Deletes each target in order: a key (absent: nothing to do), or a prefix ending in `/`
-        (every object under it). Not synced: after a crash a removed object may be back (the
-        purge takes it again). Raises InvalidKey (before anything is deleted)."""
+        """Deletes every target: a key (absent: nothing to do), or a prefix ending in `/` (every
+        object under it). The filesystem deletes them in order; S3 lists the prefixes first and
+        deletes all in as few requests as it can (DeleteObjects), so callers must not rely on
+        the order. Not synced, and not atomic: after a crash or a failure some removed objects
+        may be back or left (the purge takes them). Raises InvalidKey (before anything is
+        deleted)."""
         ...
 
     def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:

@@ -225,6 +225,9 @@ class FilesystemBackend:
             raise
         return FileReader(self._pool, fd, offset, count, self._cached_reads)
 
+    async def read_whole(self, key: str) -> bytes:
+        return await self._run(_read_whole, key, self._path(key))
+
     async def stat(self, key: str) -> ObjectInfo:
         return await self._run(_stat, key, self._path(key))
 
@@ -521,6 +524,15 @@ def _open_for_read(key: str, path: Path) -> tuple[int, int]:
         os.close(fd)
         raise ObjectNotFound(key)
     return fd, info.st_size
+
+
+def _read_whole(key: str, path: Path) -> bytes:
+    fd, _ = _open_for_read(key, path)
+    try:
+        with open(fd, "rb", buffering=0, closefd=False) as file:
+            return file.read()  # to the end, even if the file grew since the fstat
+    finally:
+        os.close(fd)
 
 
 def _stat(key: str, path: Path) -> ObjectInfo:

@@ -163,6 +163,11 @@ class InstrumentedBackend:
         with self._measure("get", key):
             return await self.inner.get(key, offset, length)
 
+    async def read_whole(self, key: str) -> bytes:
+        validate_key(key)
+        with self._measure("read_whole", key):
+            return await self.inner.read_whole(key)
+
     async def stat(self, key: str) -> ObjectInfo:
         validate_key(key)
         with self._measure("stat", key):

@@ -48,6 +48,9 @@ class MemoryBackend(BasicCalls):
         count = check_range(key, offset, length, len(data))
         return _stream(data, offset, offset + count)
 
+    async def read_whole(self, key: str) -> bytes:
+        return self._lookup(key)[0]
+
     async def stat(self, key: str) -> ObjectInfo:
         data, modified = self._lookup(key)
         return ObjectInfo(key, len(data), modified)

@@ -15,8 +15,10 @@ How each contract call maps onto S3:
   concurrent writes wait (and their streams pause) instead of buffering. The SDK is handed a
   memoryview of the buffer, not a copy. A write of ≤ 1 MiB in all, or of one chunk, is sent from
   the caller's bytes as they are, without a part buffer.
-- `put_if_absent`, `replace`, `create_unsynced`, `delete_all`: HEADs, PUTs, listings and
-  DELETEs, one request per object (basic_calls.py).
+- `put_if_absent`, `replace`, `create_unsynced`: HEADs, PUTs and listings, one request per
+  object (basic_calls.py). `delete_all`: a listing per prefix, then DeleteObjects requests of up
+  to 1000 keys (quiet: S3 answers only the failures).
+- `read_whole`: one GetObject read to its end (one response holds one version: no HEAD first).
 - `get`: a HEAD checks existence and range up front; the iterator then opens one ranged GET
   conditioned on the HEAD's ETag (If-Match) and reads it in ≤ READ_CHUNK_BYTES pieces, one pool
   call per piece, only when the consumer asks for the next (no read-ahead: a read holds one piece
@@ -45,9 +47,11 @@ others) or over a quota (Ceph RGW's QuotaExceeded, MinIO's bucket quota) becomes
 full disk does on the filesystem: no retry cures it, an operator must free or add space.
 
 The minio calls `_create_multipart_upload`, `_upload_part`, `_upload_part_copy`,
-`_complete_multipart_upload`, `_abort_multipart_upload` and `_list_multipart_uploads` are
-underscore-named in minio-py 7.x (its public `put_object`/`compose_object` drive them); they are
-used directly because the public ones need a blocking file-like source or re-HEAD every source.
+`_complete_multipart_upload`, `_abort_multipart_upload`, `_list_multipart_uploads` and
+`_delete_objects` are underscore-named in minio-py 7.x (its public `put_object`/`compose_object`/
+`remove_objects` drive them); they are used directly because the public ones need a blocking
+file-like source, re-HEAD every source, or hand back a lazy generator that sends nothing until
+it is consumed.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from minio.commonconfig import CopySource
 from minio.credentials.credentials import Credentials
 from minio.credentials.providers import Provider
 from minio.datatypes import Part
+from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from services.blob.backends.base import (
@@ -115,6 +120,8 @@ _AUTH_CODES = frozenset(
         "AccountProblem",
     }
 )
+# Keys per DeleteObjects request: S3's limit.
+_DELETE_BATCH = 1000
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 # S3 error codes that mean "no room for the write" (besides any HTTP 507): MinIO's full drives
 # (sent with 507) and bucket quota (400), Ceph RGW's user or bucket quota (403).
@@ -373,6 +380,22 @@ class S3Backend(BasicCalls):
         count = check_range(key, offset, length, head.info.size)
         return self._stream(key, offset, count, head.etag)
 
+    async def read_whole(self, key: str) -> bytes:
+        """See BlobBackend.read_whole."""
+        return await self._call(functools.partial(self._get_whole, self._name(key)), key=key, reading=True)
+
+    def _get_whole(self, name: str) -> bytes:
+        """On the pool: one GetObject, read to its end."""
+        response = self._client.get_object(self._bucket, name)
+        try:
+            data = response.read()
+        except BaseException:
+            response.close()  # a half-read connection cannot be reused
+            raise
+        finally:
+            response.release_conn()
+        return data
+
     async def stat(self, key: str) -> ObjectInfo:
         """See BlobBackend.stat."""
         return (await self._head(key)).info
@@ -382,6 +405,42 @@ class S3Backend(BasicCalls):
         await self._call(
             functools.partial(self._client.remove_object, self._bucket, self._name(key)), key=key
         )
+
+    async def delete_all(self, targets: Sequence[str]) -> None:
+        """See BlobBackend.delete_all: the keys, and what a listing finds under each prefix, in
+        DeleteObjects requests of up to 1000 keys (one DeleteObject per key cost an upload
+        session's end three requests more)."""
+        doomed: dict[str, None] = {}  # ordered, without duplicates
+        for target in targets:
+            if target.endswith("/"):
+                async for info in self.list(target):
+                    doomed[info.key] = None
+            else:
+                doomed[target] = None
+        names = list(doomed)
+        for start in range(0, len(names), _DELETE_BATCH):
+            batch = names[start : start + _DELETE_BATCH]
+            result = await self._call(
+                functools.partial(
+                    self._client._delete_objects,
+                    self._bucket,
+                    [DeleteObject(self._name(key)) for key in batch],
+                    quiet=True,
+                ),
+                key=batch[0],
+            )
+            failed = [error for error in result.error_list if error.code not in _NOT_FOUND_CODES]
+            if failed:
+                first = failed[0]
+                if first.code in _AUTH_CODES:
+                    raise BackendAccessDenied(
+                        f"S3 at {self._description} refused to delete {first.name!r} ({first.code}); "
+                        f"check the role's permissions on bucket {self._bucket!r}"
+                    )
+                raise BackendUnavailable(
+                    f"S3 at {self._description} did not delete {len(failed)} of {len(batch)} objects "
+                    f"({first.name!r}: {first.code}: {first.message}); retry"
+                )
 
     async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """See BlobBackend.list, in lexical order on every S3 implementation.
