@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import request_context
 from gateway.auth import rules, token_endpoint
-from gateway.auth.rules import CATALOG, DELETE, PULL, PUSH, UPLOAD, Rule
+from gateway.auth.rules import CATALOG, DELETE, PULL, PUSH, UPLOAD, UPLOAD_CANCEL, UPLOAD_STATUS, Rule
 from gateway.console.routes import console_routes
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError, render_error
@@ -145,7 +145,7 @@ def build_routes() -> list[BaseRoute]:
             "/v2/{name:path}/blobs/uploads/{upload_id}",
             Endpoint(
                 GET=uploads.status, PATCH=uploads.patch, PUT=uploads.put, DELETE=uploads.cancel,
-                access={"GET": UPLOAD, "PATCH": UPLOAD, "PUT": UPLOAD, "DELETE": UPLOAD},
+                access={"GET": UPLOAD_STATUS, "PATCH": UPLOAD, "PUT": UPLOAD, "DELETE": UPLOAD_CANCEL},
             ),
         ),
         FullPathRoute(

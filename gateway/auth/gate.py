@@ -202,6 +202,13 @@ class AuthGate:
         assert isinstance(cached, set)
         return all(a in cached or "*" in cached for a in scope.actions)
 
+    async def _allows_alternative(self, principal: Principal, name: str, rule: Rule) -> bool:
+        """True when the caller holds one of `rule`'s alternative actions on repository `name`."""
+        for action in rule.alternatives:
+            if await self.allows(principal, repository_scope(name, action)):
+                return True
+        return False
+
     async def enforce(self, request: Request, rule: Rule) -> None:
         """Raises the refusal `rule` calls for, or records the caller in the scope and returns."""
         if rule == OPEN:
@@ -224,7 +231,7 @@ class AuthGate:
             validate_repository(name)  # NAME_INVALID (400) for traversal, odd encodings, uppercase
             needed = repository_scope(name, rule.action)
         assert needed is not None
-        if not await self.allows(principal, needed):
+        if not await self.allows(principal, needed) and not await self._allows_alternative(principal, name, rule):
             challenge_scope = (
                 repository_scope(name, *rule.challenge_actions.split(",")) if name else needed
             )

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.auth.keys import libtrust_kid, load_signing_key
 from gateway.auth.tokens import canonical_es256
 from tests.auth.conftest import ADMIN, ALICE, BOB, Secured, unique
-from tests.auth.support import challenge_params, client, get_token, snapshot
+from tests.auth.support import challenge_params, claims, client, get_token, snapshot
 from tests.support.oci import image, push, random_blob, sha256, with_digest
 
 TARGET = "team-a/app"
@@ -228,6 +228,45 @@ def test_upload_session_hijack_by_another_account(seeded: Secured) -> None:
     assert patched.status_code == 202 and "_state=" in patched.headers["location"]
     done = httpx.put(with_digest(f"{seeded.base_url}{patched.headers['location']}", sha256(data)), headers=bearer(alice))
     assert done.status_code == 201, done.text
+
+
+def test_own_session_status_with_pull_token_and_cancel_with_delete_token(seeded: Secured) -> None:
+    """Clients that keep one token per repository and method (the OCI conformance suite) ask for
+    an upload's status with their pull token and cancel it with their delete token, as CNCF
+    Distribution maps GET to pull and DELETE to delete. Both work on the caller's own session and
+    nowhere else: the session stays bound to the account that started it."""
+    repo = unique("team-a/token-per-method")
+    push_token = get_token(seeded.base_url, f"repository:{repo}:pull,push", creds=ADMIN)
+    pull_token = get_token(seeded.base_url, f"repository:{repo}:pull", creds=ADMIN)
+    delete_token = get_token(seeded.base_url, f"repository:{repo}:delete", creds=ADMIN)
+    assert claims(pull_token)["access"][0]["actions"] == ["pull"]
+    assert claims(delete_token)["access"][0]["actions"] == ["delete"]
+    started = httpx.post(f"{seeded.base_url}/v2/{repo}/blobs/uploads/", headers=bearer(push_token))
+    assert started.status_code == 202, started.text
+    url = f"{seeded.base_url}{started.headers['location']}"
+    chunk = b"first chunk"
+    patched = httpx.patch(url, content=chunk, headers={**bearer(push_token), "Content-Range": f"0-{len(chunk) - 1}"})
+    assert patched.status_code == 202, patched.text
+    url = f"{seeded.base_url}{patched.headers['location']}"
+
+    status = httpx.get(url, headers=bearer(pull_token))
+    assert status.status_code == 204, status.text
+    assert status.headers["range"] == f"0-{len(chunk) - 1}"
+    # The lesser tokens still cannot write to the session.
+    with unchanged(seeded):
+        for token in (pull_token, delete_token):
+            refused = httpx.patch(url, content=b"more", headers={**bearer(token), "Content-Range": f"{len(chunk)}-{len(chunk) + 3}"})
+            assert refused.status_code == 403, refused.text
+            assert challenge_params(refused.headers["www-authenticate"])["error"] == "insufficient_scope"
+    # Another account's pull token learns nothing about the session.
+    bob_pull = get_token(seeded.base_url, f"repository:{repo}:pull", creds=BOB)
+    foreign = httpx.get(url, headers=bearer(bob_pull))
+    assert foreign.status_code == 404 and foreign.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+
+    cancelled = httpx.delete(url, headers=bearer(delete_token))
+    assert cancelled.status_code == 204, cancelled.text
+    gone = httpx.get(url, headers=bearer(push_token))
+    assert gone.status_code == 404 and gone.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
 
 
 def _raw_get(secured: Secured, path: str, token: str) -> tuple[int, dict]:
