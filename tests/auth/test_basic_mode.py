@@ -12,7 +12,7 @@ from lading.metadata.v1 import accounts_pb2 as pb
 
 from tests.auth.conftest import ADMIN, ALICE, BOB, unique
 from tests.auth.support import AuthStack, account_service, basic, refused_within
-from tests.support.oci import get_manifest, image, push, sha256, with_digest
+from tests.support.oci import Layout, get_manifest, image, push, sha256, with_digest, write_layout
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,34 @@ def test_push_pull_and_permissions(basic_stack: AuthStack) -> None:
     with as_user(basic_stack, ALICE) as alice:
         assert set(alice.get("/v2/_catalog").json()["repositories"]) == {
             n for n in names if n.startswith(("team-a/", "public/"))}
+
+
+@pytest.mark.clients
+def test_skopeo_without_credentials_pulls_public_and_is_challenged_elsewhere(
+        basic_stack: AuthStack, skopeo, tmp_path: Path) -> None:
+    """containers/image (skopeo, podman, buildah, CRI-O) answers a Basic challenge it has no
+    credentials for with `Authorization: Basic Og==` (empty user and password): that is an
+    anonymous caller, so `public/*` pulls work and a push gets the challenge, not a failed login."""
+    manifest = image(1, layer_size=1024)
+    source = write_layout(tmp_path / "src", {"v1": manifest})
+    public_repo = unique("public/skopeo")
+    public = f"docker://{basic_stack.hostport}/{public_repo}:v1"
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", f"{ADMIN[0]}:{ADMIN[1]}", f"oci:{source}:v1", public)
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", public).stdout
+    assert raw.encode().rstrip(b"\n") == manifest.payload
+    skopeo("copy", "--src-tls-verify=false", public, f"oci:{tmp_path / 'pulled'}:v1")
+    assert Layout(tmp_path / "pulled").descriptor_for("v1")["digest"] == manifest.digest
+
+    private = f"docker://{basic_stack.hostport}/{unique('team-a/skopeo')}:v1"
+    refused = skopeo("copy", "--dest-tls-verify=false", f"oci:{source}:v1", private, check=False)
+    assert refused.returncode != 0
+    assert "authentication required" in refused.stderr and "invalid username or password" not in refused.stderr
+    # The same header by hand: anonymous, not a failed (throttled) password check.
+    with httpx.Client(base_url=basic_stack.base_url, headers={"Authorization": "Basic Og=="}) as empty:
+        assert get_manifest(empty, public_repo, "v1").status_code == 200
+        challenged = empty.get("/v2/")
+        assert challenged.status_code == 401
+        assert challenged.json()["errors"][0]["message"] == "authentication required"
 
 
 def test_upload_session_belongs_to_its_account(basic_stack: AuthStack) -> None:

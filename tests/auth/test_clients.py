@@ -5,36 +5,15 @@ limited to `team-a/*`."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import oras.provider
 import pytest
 
 from tests.auth.conftest import ALICE, Secured, unique
-from tests.support.clients import require_binary
 from tests.support.oci import Layout, image, write_layout
 
 pytestmark = pytest.mark.clients
-
-
-@pytest.fixture
-def skopeo(tmp_path: Path):
-    binary = require_binary("skopeo", install_hint="apt-get install skopeo")
-    home = tmp_path / "home"
-    home.mkdir()
-    auth = tmp_path / "auth.json"
-    auth.write_text("{}")
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [binary, "--insecure-policy", *args]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=180,
-                                env={"HOME": str(home), "PATH": "/usr/bin:/bin", "REGISTRY_AUTH_FILE": str(auth)})
-        if check:
-            assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}"
-        return result
-
-    return run
 
 
 def test_skopeo_pushes_and_pulls_with_credentials(secured: Secured, skopeo, tmp_path: Path) -> None:
