@@ -1,10 +1,12 @@
 """Real clients through the token flow: skopeo (`--dest-creds`/`--src-creds`, it does the Bearer
-dance itself) and oras-py (`login`, then push/pull); anonymous pull only where granted; a robot
-limited to `team-a/*`."""
+dance itself), podman (`login`/`logout`) and oras-py (`login`, then push/pull); anonymous pull only
+where granted; a robot limited to `team-a/*`."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import oras.provider
@@ -12,6 +14,7 @@ import pytest
 
 from tests.auth.conftest import ALICE, Secured, unique
 from tests.support.oci import Layout, image, write_layout
+from tests.support.podman import Engine, fresh_files
 
 pytestmark = pytest.mark.clients
 
@@ -92,3 +95,43 @@ def test_oras_pushes_and_pulls_after_login(secured: Secured, tmp_path: Path) -> 
         assert {Path(p).name: Path(p).read_bytes() for p in pulled} == files
     finally:
         os.chdir(previous)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    containers = Engine(tmp_path / "engine")
+    try:
+        yield containers
+    finally:
+        containers.close()
+
+
+def test_podman_login_push_denial_and_logout(secured: Secured, engine: Engine) -> None:
+    """podman login as a robot (a `$` in its name), push where granted, a clean denial elsewhere,
+    logout, and then the private repository is closed again; a user logs in the same way."""
+    registry = secured.stack.hostport
+    files = fresh_files(1)
+    engine.build_scratch_image("localhost/lading-test/app:1", files)
+    robot, secret = secured.robot
+    wrong = engine.podman("login", "--tls-verify=false", "-u", robot, "--password-stdin", registry,
+                          stdin="not-the-secret\n", check=False)
+    assert wrong.returncode != 0 and "invalid username/password" in wrong.stderr
+    engine.podman("login", "--tls-verify=false", "-u", robot, "--password-stdin", registry, stdin=secret + "\n")
+    assert registry in json.loads(engine.auth_file.read_text())["auths"]
+
+    inside = f"{registry}/{unique('team-a/podman')}:v1"
+    engine.podman("push", "--tls-verify=false", "localhost/lading-test/app:1", inside)
+    outside = engine.podman("push", "--tls-verify=false", "localhost/lading-test/app:1",
+                            f"{registry}/{unique('team-b/podman')}:v1", check=False)
+    assert outside.returncode != 0 and "403" in outside.stderr
+
+    engine.podman("logout", registry)
+    assert registry not in json.loads(engine.auth_file.read_text())["auths"]
+    refused = engine.podman("pull", "--tls-verify=false", inside, check=False)
+    assert refused.returncode != 0 and "denied" in refused.stderr
+
+    engine.podman("login", "--tls-verify=false", "-u", ALICE[0], "--password-stdin", registry, stdin=ALICE[1] + "\n")
+    engine.podman("rmi", "localhost/lading-test/app:1")
+    engine.podman("pull", "--tls-verify=false", inside)
+    with engine.mounted(inside) as root:
+        assert {name: (root / "data" / name).read_bytes() for name in files} == files
