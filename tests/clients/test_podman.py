@@ -169,3 +169,27 @@ def test_zstd_chunked_image_is_pulled_partially_with_ranged_gets(
     pulled = engine.podman("--log-level", "debug", "pull", "--tls-verify=false", target)
     assert f"Retrieved partial blob {layer['digest']}" in pulled.stderr
     assert_files(engine, target, files)
+
+
+def test_buildah_layer_cache_in_the_registry_is_reused_by_a_fresh_build(
+        engine: Engine, registry: Stack, client: httpx.Client, tmp_path: Path) -> None:
+    """CI builds share a layer cache through the registry (`buildah build --layers --cache-to
+    --cache-from`): each step is pushed as an image tagged by its 64-hex cache key, and a build
+    on an empty storage pulls those steps instead of building them again."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for name, data in fresh_files(2).items():
+        (context / name).write_bytes(data)
+    (context / "Containerfile").write_text("FROM scratch\nCOPY file-0.bin /a/\nCOPY file-1.bin /b/\n")
+    cache = f"{registry.hostport}/{unique_repo('cache')}"
+    build = ("build", "--layers", "--tls-verify=false", "-f", str(context / "Containerfile"))
+    first = engine.buildah(*build, "--cache-to", cache, "-t", "localhost/lading-test/cached:1", str(context))
+    first_id = first.stdout.strip().splitlines()[-1]
+    cache_repo = cache.split("/", 1)[1]
+    keys = client.get(f"/v2/{cache_repo}/tags/list").json()["tags"]
+    assert len(keys) == 2 and all(len(key) == 64 for key in keys)
+
+    engine.podman("rmi", "--all", "--force")
+    second = engine.buildah(*build, "--cache-from", cache, "-t", "localhost/lading-test/cached:2", str(context))
+    assert second.stdout.count("Cache pulled from remote") == 2, second.stdout
+    assert second.stdout.strip().splitlines()[-1] == first_id
