@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import oras.provider
 import pytest
 from lading.metadata.v1 import accounts_pb2 as pb
 
@@ -103,6 +104,23 @@ def test_skopeo_without_credentials_pulls_public_and_is_challenged_elsewhere(
         challenged = empty.get("/v2/")
         assert challenged.status_code == 401
         assert challenged.json()["errors"][0]["message"] == "authentication required"
+
+
+@pytest.mark.clients
+def test_oras_with_its_basic_backend_pushes_and_pulls_anonymously_where_public(
+        basic_stack: AuthStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """oras-py answers every challenge with a token request unless told `auth_backend="basic"`
+    (its default reads the Basic realm as a token URL); with it, a login pushes and an anonymous
+    client pulls `public/*`."""
+    monkeypatch.chdir(tmp_path)  # oras-py only pushes files under the working directory
+    (tmp_path / "notes.txt").write_bytes(b"basic mode, oras-py\n")
+    target = f"{basic_stack.hostport}/{unique('public/oras')}:v1"
+    admin = oras.provider.Registry(hostname=basic_stack.hostport, insecure=True, auth_backend="basic")
+    admin.login(username=ADMIN[0], password=ADMIN[1], tls_verify=False)
+    assert admin.push(target=target, files=["notes.txt"], quiet=True).status_code == 201
+    anonymous = oras.provider.Registry(hostname=basic_stack.hostport, insecure=True, auth_backend="basic")
+    (pulled,) = anonymous.pull(target=target, outdir=str(tmp_path / "out"))
+    assert Path(pulled).read_bytes() == b"basic mode, oras-py\n"
 
 
 def test_upload_session_belongs_to_its_account(basic_stack: AuthStack) -> None:
