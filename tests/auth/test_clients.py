@@ -12,7 +12,7 @@ from pathlib import Path
 import oras.provider
 import pytest
 
-from tests.auth.conftest import ALICE, Secured, unique
+from tests.auth.conftest import ADMIN, ALICE, Secured, unique
 from tests.support.oci import Layout, image, write_layout
 from tests.support.podman import Engine, fresh_files
 
@@ -44,8 +44,6 @@ def test_skopeo_pushes_and_pulls_with_credentials(secured: Secured, skopeo, tmp_
 
 
 def test_anonymous_pull_only_where_granted(secured: Secured, skopeo, tmp_path: Path) -> None:
-    from tests.auth.conftest import ADMIN
-
     manifest = image(1, layer_size=1024)
     source = write_layout(tmp_path / "src", {"v1": manifest})
     admin = f"{ADMIN[0]}:{ADMIN[1]}"
@@ -135,3 +133,20 @@ def test_podman_login_push_denial_and_logout(secured: Secured, engine: Engine) -
     engine.podman("pull", "--tls-verify=false", inside)
     with engine.mounted(inside) as root:
         assert {name: (root / "data" / name).read_bytes() for name in files} == files
+
+
+def test_skopeo_delete_needs_the_delete_grant(secured: Secured, skopeo, tmp_path: Path) -> None:
+    """skopeo delete (by the digest its tag names) asks for a token with delete on the repository:
+    alice's pull,push is not enough (a clean DENIED naming the action); the admin's delete works."""
+    manifest = image(1, layer_size=1024)
+    source = write_layout(tmp_path / "src", {"v1": manifest})
+    target = f"docker://{secured.stack.hostport}/{unique('team-a/delete')}:v1"
+    alice = f"{ALICE[0]}:{ALICE[1]}"
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", alice, f"oci:{source}:v1", target)
+    refused = skopeo("delete", "--tls-verify=false", "--creds", alice, target, check=False)
+    assert refused.returncode != 0
+    assert "DENIED" in refused.stderr and "delete" in refused.stderr
+    skopeo("inspect", "--raw", "--tls-verify=false", "--creds", alice, target)
+    skopeo("delete", "--tls-verify=false", "--creds", f"{ADMIN[0]}:{ADMIN[1]}", target)
+    gone = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", alice, target, check=False)
+    assert gone.returncode != 0 and "manifest unknown" in gone.stderr
