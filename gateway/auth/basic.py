@@ -36,6 +36,24 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return name, password
 
 
+# What containers/image (podman, skopeo, buildah, CRI-O) sends on a Basic challenge when it has no
+# credentials for the registry: `Basic ` + base64(":"), an empty user and an empty password. Docker
+# and containerd send no header at all; both mean "anonymous".
+_EMPTY_CREDENTIALS = frozenset({"Og=="})
+
+
+def credentials_header(header: str | None) -> str | None:
+    """`header` when it offers credentials, None when the caller is anonymous: no header, or a
+    Basic header whose user and password are both empty (containers/image's anonymous request).
+    Any other header, well formed or not, is returned for the login check to judge."""
+    if header is None:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() == "basic" and encoded.strip() in _EMPTY_CREDENTIALS:
+        return None
+    return header
+
+
 def bearer_token(header: str | None) -> str | None:
     if not header:
         return None

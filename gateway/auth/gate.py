@@ -37,7 +37,7 @@ from starlette.types import Scope as AsgiScope
 
 from gateway.auth.account_status import AccountStatus
 from gateway.auth.accounts import AccountClient, Identity
-from gateway.auth.basic import TtlCache, bearer_token
+from gateway.auth.basic import TtlCache, bearer_token, credentials_header
 from gateway.auth.change_feed import RevocationFeed
 from gateway.auth.logins import Logins
 from gateway.auth.rules import OPEN, Rule
@@ -177,6 +177,7 @@ class AuthGate:
                          verified.subject)
                 raise self.unauthorized(request, "the token was revoked: log in again", needed, "invalid_token")
             return Principal(verified.subject, verified)
+        header = credentials_header(header)
         if header is None:
             return Principal("")
         identity = await self.authenticate_basic(request, header)

@@ -1,8 +1,9 @@
 """The built-in token server (docker-auth-token.md, docker-auth-oauth.md), token mode only.
 
 - `GET /token?service=&scope=&scope=&account=&offline_token=&client_id=`: Basic credentials or
-  none (anonymous). Answers `{"token", "access_token", "expires_in", "issued_at"}` plus
-  `refresh_token` with `offline_token=true` (authenticated callers only).
+  none (anonymous; so is the empty `Basic Og==`, gateway/auth/basic.py). Answers `{"token",
+  "access_token", "expires_in", "issued_at"}` plus `refresh_token` with `offline_token=true`
+  (authenticated callers only).
 - `POST /token` (application/x-www-form-urlencoded): `grant_type=password` with `username` and
   `password`, or `grant_type=refresh_token` with `refresh_token`; `client_id` and `service` are
   required (docker-auth-oauth.md); `scope` is space-separated, and a form with several `scope`
@@ -39,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth.accounts import Identity
+from gateway.auth.basic import credentials_header
 from gateway.auth.gate import AuthGate
 from gateway.auth.scopes import Scope, parse_scopes
 from gateway.auth.tokens import InvalidToken
@@ -129,7 +131,7 @@ async def get_token(request: Request, gateway: Gateway) -> Response:
     query = request.query_params
     _check_service(gate, query.get("service"))
     identity = None
-    header = request.headers.get("authorization")
+    header = credentials_header(request.headers.get("authorization"))
     if header is not None:
         identity = await gate.authenticate_basic(request, header)
         if identity is None:

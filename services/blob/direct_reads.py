@@ -249,6 +249,10 @@ class _Connection(asyncio.Protocol):
             return self._refusal.eof_received()
         if self._worker is None or self._worker.done():
             self.close()
+            return False
+        if self._transport is not None and self._transport.get_extra_info("sslcontext") is not None:
+            # Over TLS asyncio closes the transport whatever this returns (and warns on True).
+            return False
         return True  # half-closed: answer what was asked, then close
 
     def data_received(self, data: bytes) -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.auth.keys import generate_signing_key_pem
 from tests.auth.support import AuthStack, write
+from tests.support.clients import require_binary
 
 ADMIN = ("admin", "admin-secret-1")
 ALICE = ("alice", "alice-secret-1")
@@ -92,3 +94,23 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         expired = robot_secret(stack.lading("robot", "create", "old", "--expires", "2020-01-01T00:00:00").stdout)
         stack.lading("grant", "add", expired[0], "*", "pull,push")
         yield Secured(stack, keys, robot, expired, external)
+
+
+@pytest.fixture
+def skopeo(tmp_path: Path):
+    """Runs skopeo with no trust policy and its own empty auth file; `check` fails on errors."""
+    binary = require_binary("skopeo", install_hint="apt-get install skopeo")
+    home = tmp_path / "home"
+    home.mkdir()
+    auth = tmp_path / "auth.json"
+    auth.write_text("{}")
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [binary, "--insecure-policy", *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180,
+                                env={"HOME": str(home), "PATH": "/usr/bin:/bin", "REGISTRY_AUTH_FILE": str(auth)})
+        if check:
+            assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}"
+        return result
+
+    return run

@@ -7,12 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import oras.provider
 import pytest
 from lading.metadata.v1 import accounts_pb2 as pb
 
 from tests.auth.conftest import ADMIN, ALICE, BOB, unique
 from tests.auth.support import AuthStack, account_service, basic, refused_within
-from tests.support.oci import get_manifest, image, push, sha256, with_digest
+from tests.support.oci import Layout, get_manifest, image, push, sha256, with_digest, write_layout
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,51 @@ def test_push_pull_and_permissions(basic_stack: AuthStack) -> None:
     with as_user(basic_stack, ALICE) as alice:
         assert set(alice.get("/v2/_catalog").json()["repositories"]) == {
             n for n in names if n.startswith(("team-a/", "public/"))}
+
+
+@pytest.mark.clients
+def test_skopeo_without_credentials_pulls_public_and_is_challenged_elsewhere(
+        basic_stack: AuthStack, skopeo, tmp_path: Path) -> None:
+    """containers/image (skopeo, podman, buildah, CRI-O) answers a Basic challenge it has no
+    credentials for with `Authorization: Basic Og==` (empty user and password): that is an
+    anonymous caller, so `public/*` pulls work and a push gets the challenge, not a failed login."""
+    manifest = image(1, layer_size=1024)
+    source = write_layout(tmp_path / "src", {"v1": manifest})
+    public_repo = unique("public/skopeo")
+    public = f"docker://{basic_stack.hostport}/{public_repo}:v1"
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", f"{ADMIN[0]}:{ADMIN[1]}", f"oci:{source}:v1", public)
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", public).stdout
+    assert raw.encode().rstrip(b"\n") == manifest.payload
+    skopeo("copy", "--src-tls-verify=false", public, f"oci:{tmp_path / 'pulled'}:v1")
+    assert Layout(tmp_path / "pulled").descriptor_for("v1")["digest"] == manifest.digest
+
+    private = f"docker://{basic_stack.hostport}/{unique('team-a/skopeo')}:v1"
+    refused = skopeo("copy", "--dest-tls-verify=false", f"oci:{source}:v1", private, check=False)
+    assert refused.returncode != 0
+    assert "authentication required" in refused.stderr and "invalid username or password" not in refused.stderr
+    # The same header by hand: anonymous, not a failed (throttled) password check.
+    with httpx.Client(base_url=basic_stack.base_url, headers={"Authorization": "Basic Og=="}) as empty:
+        assert get_manifest(empty, public_repo, "v1").status_code == 200
+        challenged = empty.get("/v2/")
+        assert challenged.status_code == 401
+        assert challenged.json()["errors"][0]["message"] == "authentication required"
+
+
+@pytest.mark.clients
+def test_oras_with_its_basic_backend_pushes_and_pulls_anonymously_where_public(
+        basic_stack: AuthStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """oras-py answers every challenge with a token request unless told `auth_backend="basic"`
+    (its default reads the Basic realm as a token URL); with it, a login pushes and an anonymous
+    client pulls `public/*`."""
+    monkeypatch.chdir(tmp_path)  # oras-py only pushes files under the working directory
+    (tmp_path / "notes.txt").write_bytes(b"basic mode, oras-py\n")
+    target = f"{basic_stack.hostport}/{unique('public/oras')}:v1"
+    admin = oras.provider.Registry(hostname=basic_stack.hostport, insecure=True, auth_backend="basic")
+    admin.login(username=ADMIN[0], password=ADMIN[1], tls_verify=False)
+    assert admin.push(target=target, files=["notes.txt"], quiet=True).status_code == 201
+    anonymous = oras.provider.Registry(hostname=basic_stack.hostport, insecure=True, auth_backend="basic")
+    (pulled,) = anonymous.pull(target=target, outdir=str(tmp_path / "out"))
+    assert Path(pulled).read_bytes() == b"basic mode, oras-py\n"
 
 
 def test_upload_session_belongs_to_its_account(basic_stack: AuthStack) -> None:

@@ -1,40 +1,22 @@
 """Real clients through the token flow: skopeo (`--dest-creds`/`--src-creds`, it does the Bearer
-dance itself) and oras-py (`login`, then push/pull); anonymous pull only where granted; a robot
-limited to `team-a/*`."""
+dance itself), podman (`login`/`logout`) and oras-py (`login`, then push/pull); anonymous pull only
+where granted; a robot limited to `team-a/*`."""
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import oras.provider
 import pytest
 
-from tests.auth.conftest import ALICE, Secured, unique
-from tests.support.clients import require_binary
+from tests.auth.conftest import ADMIN, ALICE, Secured, unique
 from tests.support.oci import Layout, image, write_layout
+from tests.support.podman import Engine, fresh_files
 
 pytestmark = pytest.mark.clients
-
-
-@pytest.fixture
-def skopeo(tmp_path: Path):
-    binary = require_binary("skopeo", install_hint="apt-get install skopeo")
-    home = tmp_path / "home"
-    home.mkdir()
-    auth = tmp_path / "auth.json"
-    auth.write_text("{}")
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [binary, "--insecure-policy", *args]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=180,
-                                env={"HOME": str(home), "PATH": "/usr/bin:/bin", "REGISTRY_AUTH_FILE": str(auth)})
-        if check:
-            assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}"
-        return result
-
-    return run
 
 
 def test_skopeo_pushes_and_pulls_with_credentials(secured: Secured, skopeo, tmp_path: Path) -> None:
@@ -62,8 +44,6 @@ def test_skopeo_pushes_and_pulls_with_credentials(secured: Secured, skopeo, tmp_
 
 
 def test_anonymous_pull_only_where_granted(secured: Secured, skopeo, tmp_path: Path) -> None:
-    from tests.auth.conftest import ADMIN
-
     manifest = image(1, layer_size=1024)
     source = write_layout(tmp_path / "src", {"v1": manifest})
     admin = f"{ADMIN[0]}:{ADMIN[1]}"
@@ -113,3 +93,60 @@ def test_oras_pushes_and_pulls_after_login(secured: Secured, tmp_path: Path) -> 
         assert {Path(p).name: Path(p).read_bytes() for p in pulled} == files
     finally:
         os.chdir(previous)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    containers = Engine(tmp_path / "engine")
+    try:
+        yield containers
+    finally:
+        containers.close()
+
+
+def test_podman_login_push_denial_and_logout(secured: Secured, engine: Engine) -> None:
+    """podman login as a robot (a `$` in its name), push where granted, a clean denial elsewhere,
+    logout, and then the private repository is closed again; a user logs in the same way."""
+    registry = secured.stack.hostport
+    files = fresh_files(1)
+    engine.build_scratch_image("localhost/lading-test/app:1", files)
+    robot, secret = secured.robot
+    wrong = engine.podman("login", "--tls-verify=false", "-u", robot, "--password-stdin", registry,
+                          stdin="not-the-secret\n", check=False)
+    assert wrong.returncode != 0 and "invalid username/password" in wrong.stderr
+    engine.podman("login", "--tls-verify=false", "-u", robot, "--password-stdin", registry, stdin=secret + "\n")
+    assert registry in json.loads(engine.auth_file.read_text())["auths"]
+
+    inside = f"{registry}/{unique('team-a/podman')}:v1"
+    engine.podman("push", "--tls-verify=false", "localhost/lading-test/app:1", inside)
+    outside = engine.podman("push", "--tls-verify=false", "localhost/lading-test/app:1",
+                            f"{registry}/{unique('team-b/podman')}:v1", check=False)
+    assert outside.returncode != 0 and "403" in outside.stderr
+
+    engine.podman("logout", registry)
+    assert registry not in json.loads(engine.auth_file.read_text())["auths"]
+    refused = engine.podman("pull", "--tls-verify=false", inside, check=False)
+    assert refused.returncode != 0 and "denied" in refused.stderr
+
+    engine.podman("login", "--tls-verify=false", "-u", ALICE[0], "--password-stdin", registry, stdin=ALICE[1] + "\n")
+    engine.podman("rmi", "localhost/lading-test/app:1")
+    engine.podman("pull", "--tls-verify=false", inside)
+    with engine.mounted(inside) as root:
+        assert {name: (root / "data" / name).read_bytes() for name in files} == files
+
+
+def test_skopeo_delete_needs_the_delete_grant(secured: Secured, skopeo, tmp_path: Path) -> None:
+    """skopeo delete (by the digest its tag names) asks for a token with delete on the repository:
+    alice's pull,push is not enough (a clean DENIED naming the action); the admin's delete works."""
+    manifest = image(1, layer_size=1024)
+    source = write_layout(tmp_path / "src", {"v1": manifest})
+    target = f"docker://{secured.stack.hostport}/{unique('team-a/delete')}:v1"
+    alice = f"{ALICE[0]}:{ALICE[1]}"
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", alice, f"oci:{source}:v1", target)
+    refused = skopeo("delete", "--tls-verify=false", "--creds", alice, target, check=False)
+    assert refused.returncode != 0
+    assert "DENIED" in refused.stderr and "delete" in refused.stderr
+    skopeo("inspect", "--raw", "--tls-verify=false", "--creds", alice, target)
+    skopeo("delete", "--tls-verify=false", "--creds", f"{ADMIN[0]}:{ADMIN[1]}", target)
+    gone = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", alice, target, check=False)
+    assert gone.returncode != 0 and "manifest unknown" in gone.stderr

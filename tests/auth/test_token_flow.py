@@ -76,6 +76,19 @@ def test_token_response_fields(secured: Secured) -> None:
     assert claims(body["token"])["access"] == [{"type": "repository", "name": "public/x", "actions": ["pull"]}]
 
 
+def test_empty_basic_credentials_get_the_anonymous_token(secured: Secured) -> None:
+    """`Basic Og==` (empty user and password, what containers/image sends without credentials)
+    is an anonymous caller, not a failed login; an empty user with a password still is one."""
+    params = {"service": "lading", "scope": "repository:public/x:pull"}
+    response = httpx.get(f"{secured.base_url}/token", params=params, headers={"Authorization": basic("", "")})
+    assert response.status_code == 200, response.text
+    assert claims(response.json()["token"])["sub"] == ""
+    assert claims(response.json()["token"])["access"] == [
+        {"type": "repository", "name": "public/x", "actions": ["pull"]}]
+    refused = httpx.get(f"{secured.base_url}/token", params=params, headers={"Authorization": basic("", "x")})
+    assert refused.status_code == 401
+
+
 def test_wrong_password_and_unknown_service_are_refused(secured: Secured) -> None:
     wrong = httpx.get(f"{secured.base_url}/token", params={"service": "lading"},
                       headers={"Authorization": basic("alice", "nope")})
