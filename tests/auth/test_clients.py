@@ -97,11 +97,8 @@ def test_oras_pushes_and_pulls_after_login(secured: Secured, tmp_path: Path) -> 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    containers = Engine(tmp_path / "engine")
-    try:
+    with Engine(tmp_path / "engine") as containers:
         yield containers
-    finally:
-        containers.close()
 
 
 def test_podman_login_push_denial_and_logout(secured: Secured, engine: Engine) -> None:

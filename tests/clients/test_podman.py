@@ -26,11 +26,8 @@ pytestmark = pytest.mark.clients
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    containers = Engine(tmp_path / "engine")
-    try:
+    with Engine(tmp_path / "engine") as containers:
         yield containers
-    finally:
-        containers.close()
 
 
 def assert_files(engine: Engine, image: str, files: dict[str, bytes]) -> None:

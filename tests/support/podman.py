@@ -27,8 +27,8 @@ from tests.support.clients import require_binary
 
 
 class Engine:
-    """podman and buildah sharing one storage under `home`; `close()` removes its images and the
-    run folder."""
+    """podman and buildah sharing one storage under `home`; `close()` (or leaving its `with`
+    block) removes its images and the run folder."""
 
     def __init__(self, home: Path, *, storage_conf: Path | None = None) -> None:
         self.podman_bin = require_binary("podman", install_hint="apt-get install podman")
@@ -45,6 +45,12 @@ class Engine:
         (home / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
         (home / "registries.conf").write_text("unqualified-search-registries = []\n")
         self.storage_conf = storage_conf
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
