@@ -239,8 +239,13 @@ class AuthGate:
             if self.mode == "token":
                 # 403 with the challenge (RFC 6750 3.1, docker-auth-jwt.md "Verifying the token"):
                 # clients that cache one token (oras-py) fetch a wider one on a 403 only.
+                message = (
+                    f"the token does not grant {needed}" if principal.account else
+                    f"an anonymous token does not grant {needed}: log in (docker login, podman "
+                    "login) as an account that has this permission, then retry"
+                )
                 raise HttpRegistryError(
-                    ErrorKind.DENIED, f"the token does not grant {needed}",
+                    ErrorKind.DENIED, message,
                     [{"Type": needed.type, "Name": needed.name, "Action": a} for a in needed.actions],
                     headers={"www-authenticate": self.challenge(request, challenge_scope, "insufficient_scope")},
                 )

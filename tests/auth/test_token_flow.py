@@ -76,6 +76,15 @@ def test_token_response_fields(secured: Secured) -> None:
     assert claims(body["token"])["access"] == [{"type": "repository", "name": "public/x", "actions": ["pull"]}]
 
 
+def test_an_anonymous_token_refused_a_push_says_to_log_in(secured: Secured) -> None:
+    token = get_token(secured.base_url, "repository:public/x:pull,push")
+    refused = httpx.post(f"{secured.base_url}/v2/public/x/blobs/uploads/", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 403
+    error = refused.json()["errors"][0]
+    assert error["code"] == "DENIED" and "log in" in error["message"], error
+    assert challenge_params(refused.headers["www-authenticate"])["error"] == "insufficient_scope"
+
+
 def test_empty_basic_credentials_get_the_anonymous_token(secured: Secured) -> None:
     """`Basic Og==` (empty user and password, what containers/image sends without credentials)
     is an anonymous caller, not a failed login; an empty user with a password still is one."""
