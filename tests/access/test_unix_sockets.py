@@ -18,6 +18,7 @@ from lading.metadata.v1 import accounts_pb2, accounts_pb2_grpc
 
 from services.common.bearer import token_interceptors
 from services.common.paths import UnsafeFolder, ensure_private_folder
+from tests.support.clients import missing_tool
 from tests.support.grpc_tokens import write_role_tokens
 from tests.support.stack import (
     LadingProcess,
@@ -75,7 +76,7 @@ def test_an_existing_run_folder_is_narrowed_and_a_foreign_one_refused(tmp_path: 
     foreign = tmp_path / "foreign"
     foreign.mkdir(mode=0o700)
     if os.geteuid() != 0:
-        pytest.skip("giving a folder to another user needs root")
+        missing_tool("giving a folder to another user needs root")
     os.chown(foreign, NOBODY, NOBODY)
     with pytest.raises(UnsafeFolder, match=f"belongs to user id {NOBODY}"):
         ensure_private_folder(foreign)
@@ -106,7 +107,7 @@ def test_serve_keeps_its_sockets_private_and_trusts_their_callers() -> None:
 
 def test_serve_refuses_a_run_folder_of_another_user() -> None:
     if os.geteuid() != 0:
-        pytest.skip("giving a folder to another user needs root")
+        missing_tool("giving a folder to another user needs root")
     with short_folder() as folder:
         run = folder / "data" / "run"
         run.mkdir(parents=True, mode=0o700)

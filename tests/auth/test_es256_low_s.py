@@ -5,6 +5,7 @@ without the rule every token had a second spelling that verified (malleability).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from pathlib import Path
 
@@ -89,11 +90,20 @@ def test_we_issue_only_low_s_and_a_plain_high_s_signature_is_refused(es256) -> N
 
 
 def test_external_issuer_may_be_let_through_with_high_s(es256) -> None:
-    issuer, _, private = es256
-    token = issuer.access_token(None, []).token
-    kid = jwt.get_unverified_header(token)["kid"]
-    lenient = TokenVerifier([VerificationKey(kid, "ES256", private.public_key(), "lading", "lading", True)],
-                            local_issuer="lading", leeway_seconds=5)
-    lenient.verify(_with_s(token, high=True))
+    _, _, private = es256
+    now = int(time.time())
+    token = jwt.encode({"iss": "ci-issuer", "sub": "builder", "aud": "lading", "exp": now + 60, "iat": now},
+                       private, algorithm="ES256", headers={"kid": "ci"})
+    high = _with_s(token, high=True)
+    external = VerificationKey("ci", "ES256", private.public_key(), "ci-issuer", "lading")
+    # The same external key without the setting refuses the high-S spelling...
+    strict = TokenVerifier([external], local_issuer="lading", leeway_seconds=5)
+    with pytest.raises(InvalidToken, match="low-S"):
+        strict.verify(high)
+    # ...and with it, takes the token as the external issuer's.
+    lenient = TokenVerifier([dataclasses.replace(external, allow_high_s=True)], local_issuer="lading",
+                            leeway_seconds=5)
+    verified = lenient.verify(high)
+    assert (verified.subject, verified.issuer, verified.local) == ("builder", "ci-issuer", False)
 
 

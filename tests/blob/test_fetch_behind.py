@@ -174,15 +174,21 @@ async def test_without_a_spool_storage_sets_the_pace_with_the_same_guarantees(se
                                                                              body: bytes) -> None:
     async with _store(seaweedfs, seaweedfs.endpoint, seaweedfs.new_prefix()) as store:
         received, items = bytearray(), []
-        with contextlib.suppress(RegistryError):
+        failed: RegistryError | None = None
+        try:
             async for item in FetchOnMiss(store).fetch(DIGEST, _source(body), describe="test", confirm=_confirm,
                                                        tail_when_verified=True):
                 items.append(item)
                 if isinstance(item, bytes):
                     received += item
+        except RegistryError as error:
+            failed = error
         if body == BLOB:
+            assert failed is None, failed
             assert items[-1] is COMMITTED and bytes(received) == BLOB and await _stored(store)
         else:
+            # As with a spool: the reader is told (a clean end would pass the short body as whole).
+            assert failed is not None and failed.kind is ErrorKind.UPSTREAM_FAILED, failed
             assert COMMITTED not in items and len(received) < len(body) and not await _stored(store)
 
 

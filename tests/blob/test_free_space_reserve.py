@@ -206,8 +206,9 @@ async def test_a_cold_fetch_is_checked_whole_on_each_disk_it_writes_to(tmp_path:
         spool_only = FetchRoom(reserve, store_root=None, spool_folder=disk / "spool")
         await spool_only.check(size, spooled=True)
         await spool_only.check(100 * MiB, spooled=False)  # nothing local to write
-        with pytest.raises(RegistryError):
+        with pytest.raises(RegistryError) as caught:
             await spool_only.check(13 * MiB, spooled=True)
+        assert refused_by_the_reserve(caught)
         assert not list(disk.iterdir())  # a check writes nothing
 
 

@@ -67,8 +67,9 @@ async def test_a_claimed_orphan_cannot_be_linked_until_it_is_gone(make, storage,
     storage.digests.discard(digest)
     assert await gc.forget_blob(digest)
     # ...and the blob can be uploaded and linked again.
-    with pytest.raises(RegistryError):  # bytes not uploaded yet: the blob plane says no
+    with pytest.raises(RegistryError) as caught:  # bytes not uploaded yet: the blob plane says no
         await store.link_blob("team/app", digest, 100)
+    assert caught.value.kind is ErrorKind.BLOB_UNKNOWN
     storage.digests.add(digest)
     await store.link_blob("team/app", digest, 100)
     assert await state_of(database, digest) == "active"

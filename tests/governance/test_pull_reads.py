@@ -181,5 +181,6 @@ async def test_a_verified_cosign_signature_is_verified_once(database: Database) 
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     await policies.set_signature_policy(SignaturePolicy("keyed", "prod/*", "cosign", other))
     await gate.policies(fresh=True)
-    with pytest.raises(RegistryError):
+    with pytest.raises(RegistryError) as refused:
         await gate.check(REPO, "keyed", good)  # verified with the old key only: not kept for the new one
+    assert refused.value.kind is ErrorKind.DENIED and "verifies with one of its keys" in refused.value.message

@@ -30,9 +30,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.support.clients import REQUIRE_CLIENTS
+from tests.support.clients import missing_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
@@ -70,10 +68,7 @@ def require_image_tools() -> dict[str, str]:
     if os.geteuid() != 0:
         reasons.append("needs root (mmdebstrap --mode=root, podman image mount, unshare --root)")
     if reasons:
-        reason = "container image tests: " + "; ".join(reasons)
-        if REQUIRE_CLIENTS:
-            pytest.fail(f"{reason}; LADING_TEST_REQUIRE_CLIENTS=1 makes a missing tool an error")
-        pytest.skip(reason)
+        missing_tool("container image tests: " + "; ".join(reasons))
     return {tool: shutil.which(tool) or tool for tool in TOOLS}
 
 

@@ -41,6 +41,13 @@ def test_unknown_subject_gives_an_empty_index_not_404(client: httpx.Client, repo
     assert assert_index(referrers(client, repo, sha256(b"no such subject"))) == []
 
 
+def test_unknown_repository_gives_an_empty_index_not_404(client: httpx.Client, repo: str) -> None:
+    # Nothing was ever pushed to `repo`: the real metadata plane's answer, not a stand-in's
+    # (tests/gateway/test_http_errors.py fakes it), must still be an empty index.
+    assert assert_index(referrers(client, repo, sha256(b"no such subject"))) == []
+    assert assert_index(referrers(client, repo, sha256(b"no such subject"), artifactType=SBOM)) == []
+
+
 def test_subject_without_referrers_gives_an_empty_index(client: httpx.Client, repo: str) -> None:
     subject = image(1)
     push(client, repo, subject, tag="v1")

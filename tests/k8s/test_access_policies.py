@@ -14,14 +14,10 @@ from typing import Any
 
 import pytest
 
-kubernetes_validate = pytest.importorskip(
-    "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)"
-)
-
-from services.common.access import AccessConfigError, build_access_policy  # noqa: E402
-from services.common.settings import Settings  # noqa: E402
-from tests.k8s.render import K8S, Obj, container_env, load_file, named, of_kind, pod_spec, render  # noqa: E402
-from tests.k8s.test_manifests import _secret_behind_file  # noqa: E402
+from services.common.access import AccessConfigError, build_access_policy
+from services.common.settings import Settings
+from tests.k8s.render import K8S, Obj, container_env, load_file, named, of_kind, pod_spec, render
+from tests.k8s.test_manifests import _secret_behind_file
 
 GRPC_PORTS = {"metadata": 50051, "blob": 50052}
 NAMESPACE = "lading"

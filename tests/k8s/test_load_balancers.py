@@ -26,6 +26,7 @@ import pytest
 from gateway.auth.keys import generate_signing_key_pem
 from tests.auth.support import AuthStack, write
 from tests.support import oci
+from tests.support.clients import missing_tool
 from tests.support.stack import START_TIMEOUT_SECONDS, LadingProcess, free_port
 from tests.tls.pki import KeyPair, Pki
 
@@ -35,10 +36,11 @@ NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 
 
 def _binary(name: str) -> str:
-    """Path of `name`, also looking in sbin folders that a non-root PATH may lack; skips if absent."""
+    """Path of `name`, also looking in sbin folders that a non-root PATH may lack; skips if absent
+    (fails with LADING_TEST_REQUIRE_CLIENTS=1, as in CI, which installs both)."""
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
     if not path:
-        pytest.skip(f"{name} is not installed (Debian: apt-get install {name}); syntax not checked")
+        missing_tool(f"{name} is not installed (Debian: apt-get install {name}); syntax not checked")
     return path
 
 
@@ -47,7 +49,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A throwaway self-signed certificate and key (PEM files)."""
     openssl = shutil.which("openssl")
     if not openssl:
-        pytest.skip("openssl is not installed; cannot make a certificate for the TLS examples")
+        missing_tool("openssl is not installed (apt-get install openssl): no certificate for the TLS examples")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "registry.crt", folder / "registry.key"
     subprocess.run(

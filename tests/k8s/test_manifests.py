@@ -12,17 +12,13 @@ import re
 import shutil
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
+import yaml
+from pydantic import BaseModel
 
-kubernetes_validate = pytest.importorskip(
-    "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)"
-)
-
-import yaml  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-
-from services.common.settings import Settings  # noqa: E402
-from tests.k8s.render import (  # noqa: E402
+from services.common.settings import Settings
+from tests.k8s.render import (
     K8S,
     Obj,
     container_env,

@@ -69,8 +69,9 @@ async def test_ending_a_session_frees_its_place(sessions: UploadSessions, ending
     elif ending == "cancel":
         await sessions.cancel(first.upload_id, REPO)
     else:
-        with pytest.raises(RegistryError):
+        with pytest.raises(RegistryError) as caught:
             await sessions.commit(first.upload_id, REPO, digest="sha256:" + "0" * 64)
+        assert caught.value.kind is ErrorKind.DIGEST_INVALID
     assert await sessions.open_sessions("ip:192.0.2.1") == 1
     await sessions.start(REPO, "ip:192.0.2.1")
 

@@ -78,8 +78,9 @@ async def test_reads_use_the_replica_and_writes_the_primary(pair: Pair) -> None:
         await pair.store.get_manifest(repository, tag="v1")
     assert unknown.value.kind is ErrorKind.NAME_UNKNOWN
     assert await pair.store.stat_blob(repository, manifest.blob_digests[0]) is None
-    with pytest.raises(RegistryError):
+    with pytest.raises(RegistryError) as unknown:
         await pair.store.list_tags(repository, last="", limit=10)
+    assert unknown.value.kind is ErrorKind.NAME_UNKNOWN
     assert repository not in (await pair.store.list_repositories(last="", limit=1000)).items
     assert (await pair.store.list_referrers(repository, manifest.digest, artifact_type=None, last="",
                                             limit=10)).items == []

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.packaging.conftest import REPO_ROOT
+from tests.support.clients import missing_tool
 
 RUNTIME = "pip install --quiet -e ."
 WITH_TESTS = "pip install --quiet -e .[test]"
@@ -80,7 +81,7 @@ def installs(calls: list[str]) -> list[str]:
 @pytest.fixture
 def checkout(tmp_path: Path) -> Checkout:
     if shutil.which("make") is None:
-        pytest.skip("make is not installed")
+        missing_tool("make is not installed (apt-get install make)")
     return Checkout(tmp_path)
 
 

@@ -52,10 +52,7 @@ from tests.support.stack import (
     wait_until_path_exists,
 )
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not standby.available(), reason="needs the PostgreSQL server binaries (Debian postgresql)"),
-]
+pytestmark = pytest.mark.postgres
 CONCURRENT_PULLS = 8
 
 

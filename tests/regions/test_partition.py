@@ -39,7 +39,6 @@ from lading.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from services.common.errors import ErrorKind, from_rpc_error
 from tests.regions.skopeo_trips import skopeo_round_trip
 from tests.regions.two_regions import Region, Regions, two_regions
-from tests.support import standby
 from tests.support.haproxy import haproxy_binary
 from tests.support.oci import (
     error_codes,
@@ -50,10 +49,7 @@ from tests.support.oci import (
 )
 from tests.support.stack import LadingProcess, child_env, lading_command, running, wait_until_path_exists
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not standby.available(), reason="needs the PostgreSQL server binaries (Debian postgresql)"),
-]
+pytestmark = pytest.mark.postgres
 # Orphan bytes (and bytes the primary forgot) older than this go; us's collector runs this often.
 GRACE_SECONDS = 4
 GC_INTERVAL_SECONDS = 1

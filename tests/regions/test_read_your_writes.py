@@ -28,10 +28,7 @@ from tests.support import standby
 from tests.support.oci import get_manifest, image, push
 from tests.support.stack import free_port
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not standby.available(), reason="needs the PostgreSQL server binaries (Debian postgresql)"),
-]
+pytestmark = pytest.mark.postgres
 PUSHES = 40
 
 

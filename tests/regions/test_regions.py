@@ -65,10 +65,7 @@ from tests.support.stack import (
 )
 from tests.tls.pki import Pki
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not standby.available(), reason="needs the PostgreSQL server binaries (Debian postgresql)"),
-]
+pytestmark = pytest.mark.postgres
 PUSHES = 6
 
 

@@ -34,15 +34,11 @@ import pytest
 from services.metadata.changes import acks
 from tests.regions.test_coherence import digest_of, eventually, gauge, variant
 from tests.regions.two_regions import Regions, two_regions
-from tests.support import standby
 from tests.support.haproxy import haproxy_binary
 from tests.support.oci import image, push, push_manifest_only
 from tests.support.stack import child_env, lading_command
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not standby.available(), reason="needs the PostgreSQL server binaries (Debian postgresql)"),
-]
+pytestmark = pytest.mark.postgres
 ACK_WAIT_SECONDS = 0.5
 LEASE_SECONDS = 1.0
 # The bound of a write's wait, plus room for a loaded machine and the trip between regions.

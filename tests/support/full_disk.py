@@ -3,7 +3,7 @@
 What a full disk does to a call (a create that succeeds and a write that does not, a pwrite that
 stops midway through a chunk) is the file system's own behaviour, which no fault injection above
 the OS reproduces as faithfully. Mounting needs root (CI runs as root); elsewhere the tests that
-use it skip."""
+use it skip, or fail with LADING_TEST_REQUIRE_CLIENTS=1 (CI), as the power-cut tests do."""
 
 from __future__ import annotations
 
@@ -15,20 +15,20 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.support.clients import missing_tool
 
 
 @contextlib.contextmanager
 def small_disk(folder: Path, size: str = "4m") -> Iterator[Path]:
     """`folder` (created) with a tmpfs of `size` mounted on it, unmounted afterwards; skips the
-    test when it cannot be mounted."""
+    test when it cannot be mounted (fails it with LADING_TEST_REQUIRE_CLIENTS=1)."""
     folder.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
+        missing_tool("mounting a tmpfs needs root and mount(8)")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        missing_tool(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         yield folder
     finally:

@@ -26,9 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.support.clients import REQUIRE_CLIENTS
+from tests.support.clients import missing_tool
 from tests.support.stack import REPO_ROOT, child_env
 
 MOUNT_TIMEOUT_SECONDS = 15.0
@@ -48,10 +46,7 @@ def require_fuse() -> None:
         problems.append(f"mfusepy cannot be loaded ({error}; pip install -e '.[test]')")
     if not problems:
         return
-    reason = "power-cut tests need FUSE: " + "; ".join(problems)
-    if REQUIRE_CLIENTS:
-        pytest.fail(f"{reason}; LADING_TEST_REQUIRE_CLIENTS=1 makes this an error")
-    pytest.skip(reason)
+    missing_tool("power-cut tests need FUSE: " + "; ".join(problems))
 
 
 class PowerCutDisk:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.clients import missing_tool
 from tests.support.stack import free_port
 
 TIMEOUT_SECONDS = 60
@@ -30,10 +31,6 @@ TIMEOUT_SECONDS = 60
 def _bin_dir() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_basebackup"), key=lambda p: int(p.parent.parent.name))
     return found[-1].parent if found else None
-
-
-def available() -> bool:
-    return _bin_dir() is not None
 
 
 @dataclass
@@ -118,7 +115,7 @@ def _settings(port: int, sockets: Path) -> str:
 def primary_and_standby() -> Iterator[Pair]:
     bin_dir = _bin_dir()
     if bin_dir is None:
-        raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
+        missing_tool("no PostgreSQL server binaries under /usr/lib/postgresql (apt-get install postgresql)")
     user = "postgres" if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="lading-standby-"))
     if user is not None:
