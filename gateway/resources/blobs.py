@@ -429,9 +429,10 @@ async def get(request: Request, gateway: Gateway) -> Response:
 
 
 # Parts of a multi-range GET closer together than this are read with one ReadBlob, the bytes
-# between them read and dropped: a ReadBlob costs about as much as streaming this many bytes
-# through it (measured on loopback; see _spans).
-_SPAN_GAP = 256 * 1024
+# between them read and dropped. Measured with `lading serve` (filesystem, loopback), 1000
+# ranges of a 64 MiB blob: a ReadBlob costs ~1.2 ms, as much as streaming ~1 MiB through one
+# (one read per part: 1.2-1.7 s; spans: 30-140 ms); on S3 a read costs more (a HEAD and a GET).
+_SPAN_GAP = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
