@@ -38,8 +38,9 @@ class Conditions:
     server) would answer the GET as the gateway does. Storage judges If-Match, If-Range,
     If-Modified-Since and If-Unmodified-Since against its own ETag and Last-Modified (the gateway
     sends neither date nor S3's ETag, and ignores the dates), and some Ranges the gateway ignores
-    or reads as the rest of the blob (numbers past 64 bits) by its own parser; a GET that carries
-    any of those is not plain and is streamed from the gateway. If-None-Match is plain: when it
+    or reads as the rest of the blob (numbers past 64 bits) by its own parser, and does not serve
+    several ranges (the gateway answers those in parts); a GET that carries any of those is not
+    plain and is streamed from the gateway. If-None-Match is plain: when it
     names the blob the gateway answers 304 itself, and any other tag fails in storage too.
     """
 

@@ -2,8 +2,9 @@
 `Range` header an upload session reports.
 
 Two different grammars meet here:
-- blob reads follow RFC 9110 (`Range: bytes=a-b`, `bytes=a-`, `bytes=-n`), parsed by
-  services.common.ranges as the blob plane's direct-read server parses them;
+- blob reads follow RFC 9110 (`Range: bytes=a-b`, `bytes=a-`, `bytes=-n`, or several of them
+  separated by commas), parsed by services.common.ranges as the blob plane's direct-read server
+  parses them; several are answered as `multipart/byteranges` (`blob_ranges`, `Multipart`);
 - upload chunks follow the OCI distribution spec (`Content-Range: <start>-<end>`, inclusive, matching
   `^[0-9]+-[0-9]+$`), and sessions answer with `Range: 0-<last byte>`.
 """
@@ -46,9 +47,9 @@ def parse_blob_range(header: str | None, size: int) -> ByteRange | None:
 def blob_range(wanted: RangeRequest | None, size: int) -> ByteRange | None:
     """The range of a blob of `size` bytes that a GET's parsed `Range` asks for.
 
-    Returns None when the whole blob should be sent with 200: no header, or one that is ignored
-    (services.common.ranges.parse_range: another unit, several ranges, an invalid value; RFC 9110
-    lets a server ignore those). Returns the clamped range for a 206 otherwise; numbers past 64
+    Returns None when the whole blob should be sent with 200: no range, or one that is ignored
+    (services.common.ranges.parse_range: another unit, an invalid value; RFC 9110 lets a server
+    ignore those; several ranges are `blob_ranges`' business). Returns the clamped range for a 206 otherwise; numbers past 64
     bits are beyond any blob (a start there is unsatisfiable, an end or suffix there covers the
     rest of the blob).
 

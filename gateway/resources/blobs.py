@@ -13,10 +13,16 @@ nor any GET on a backend that cannot presign: those are answered (or streamed) h
 the storage could answer otherwise than the gateway decided (gateway/conditions.py: an If-Match or
 If-Range, which S3 compares with its own ETag; an If-Range date, If-Modified-Since or
 If-Unmodified-Since, which storage compares with its own Last-Modified; a Range the gateway
-ignores, or with numbers past 64 bits): those are streamed here (RFC 9110's answer on every
+ignores, several ranges, or numbers past 64 bits): those are streamed here (RFC 9110's answer on every
 backend), a cold pull-through one too. On the filesystem, reads
 redirect to the blob plane's direct-read server when `blob.direct_reads` is on (`lading serve`
 turns it on): its URL may leave the host out, for the gateway to put in the one the client used.
+
+Several ranges (RFC 9110 section 14.6; zstd:chunked pulls ask for up to 1024 in one GET): `206
+multipart/byteranges`, one part per satisfiable range in the order asked, or one 206 when only
+one is satisfiable, 416 when none is; ranges that overlap, are out of order or too many
+(`gateway.max_ranges`) get the whole blob (gateway/ranges.py, `blob_ranges`). Streamed from here,
+span by span (`_spans`): one ReadBlob per run of parts less than `_SPAN_GAP` apart.
 
 Fetch on miss (the pull-through cache): a blob not linked in the repository is not the end of it
 when a source serves the repository. The metadata plane decides (ProxyService.BeginBlobFetch:
