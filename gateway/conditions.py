@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from gateway.responses import held_in
 from services.common.digests import client_holds
-from services.common.ranges import RangeRequest, etag_matches, parse_range
+from services.common.ranges import RangeRequest, etag_matches, parse_range, parse_ranges
 
 # Header names as ASGI servers give them (lowercase, latin-1 bytes).
 _IF_NONE_MATCH, _IF_MATCH, _IF_RANGE, _RANGE = b"if-none-match", b"if-match", b"if-range", b"range"
@@ -30,13 +30,17 @@ class Conditions:
 
     `held`: the digests its If-None-Match names (gateway.responses.held_in; "*" for any).
     `if_match`, `if_range`: those headers as sent (None: absent).
-    `range`: its Range, parsed (None: absent, or a value the registry ignores).
+    `range`: its Range, parsed, when it is exactly one range (None: absent, several ranges, or a
+    value the registry ignores).
+    `ranges`: every range its Range asks for, in the order sent (services.common.ranges.
+    parse_ranges; empty: absent, or a value the registry ignores).
     `plain`: storage reached by a redirect (an S3 presigned URL, the blob plane's direct-read
     server) would answer the GET as the gateway does. Storage judges If-Match, If-Range,
     If-Modified-Since and If-Unmodified-Since against its own ETag and Last-Modified (the gateway
     sends neither date nor S3's ETag, and ignores the dates), and some Ranges the gateway ignores
-    or reads as the rest of the blob (numbers past 64 bits) by its own parser; a GET that carries
-    any of those is not plain and is streamed from the gateway. If-None-Match is plain: when it
+    or reads as the rest of the blob (numbers past 64 bits) by its own parser, and does not serve
+    several ranges (the gateway answers those in parts); a GET that carries any of those is not
+    plain and is streamed from the gateway. If-None-Match is plain: when it
     names the blob the gateway answers 304 itself, and any other tag fails in storage too.
     """
 
@@ -44,6 +48,7 @@ class Conditions:
     if_match: str | None = None
     if_range: str | None = None
     range: RangeRequest | None = None
+    ranges: tuple[RangeRequest, ...] = ()
     plain: bool = True
 
     def refused(self, digest: str) -> bool:
@@ -66,9 +71,14 @@ class Conditions:
         redirected before may have one from the direct-read server or S3), so the Range is
         ignored and the whole blob sent, as Distribution does; such a GET is not `plain`, so
         storage never gets to compare the date itself."""
-        if self.if_range is not None and self.if_range.strip() != f'"{digest}"':
-            return None
-        return self.range
+        return self.range if self._range_applies(digest) else None
+
+    def ranges_for(self, digest: str) -> tuple[RangeRequest, ...]:
+        """Every range that applies to `digest`, as `range_for` decides (empty: none)."""
+        return self.ranges if self._range_applies(digest) else ()
+
+    def _range_applies(self, digest: str) -> bool:
+        return self.if_range is None or self.if_range.strip() == f'"{digest}"'
 
 
 UNCONDITIONAL = Conditions()
@@ -86,9 +96,11 @@ def blob_conditions(request: Request) -> Conditions:
     text = {name: value.decode("latin-1") for name, value in found.items()}
     range_header = text.get(_RANGE)
     wanted = parse_range(range_header) if range_header is not None else None
+    ranges = (parse_ranges(range_header) or ()) if range_header is not None else ()
     plain = not (_IF_MATCH in found or _IF_RANGE in found or _IF_MODIFIED_SINCE in found
                  or _IF_UNMODIFIED_SINCE in found) and (
         range_header is None or (wanted is not None and wanted.plain))
     if_none_match = text.get(_IF_NONE_MATCH)
     return Conditions(held=held_in(if_none_match) if if_none_match else frozenset(),
-                      if_match=text.get(_IF_MATCH), if_range=text.get(_IF_RANGE), range=wanted, plain=plain)
+                      if_match=text.get(_IF_MATCH), if_range=text.get(_IF_RANGE), range=wanted, ranges=ranges,
+                      plain=plain)

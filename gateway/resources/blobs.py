@@ -13,10 +13,16 @@ nor any GET on a backend that cannot presign: those are answered (or streamed) h
 the storage could answer otherwise than the gateway decided (gateway/conditions.py: an If-Match or
 If-Range, which S3 compares with its own ETag; an If-Range date, If-Modified-Since or
 If-Unmodified-Since, which storage compares with its own Last-Modified; a Range the gateway
-ignores, or with numbers past 64 bits): those are streamed here (RFC 9110's answer on every
+ignores, several ranges, or numbers past 64 bits): those are streamed here (RFC 9110's answer on every
 backend), a cold pull-through one too. On the filesystem, reads
 redirect to the blob plane's direct-read server when `blob.direct_reads` is on (`lading serve`
 turns it on): its URL may leave the host out, for the gateway to put in the one the client used.
+
+Several ranges (RFC 9110 section 14.6; zstd:chunked pulls ask for up to 1024 in one GET): `206
+multipart/byteranges`, one part per satisfiable range in the order asked, or one 206 when only
+one is satisfiable, 416 when none is; ranges that overlap, are out of order or too many
+(`gateway.max_ranges`) get the whole blob (gateway/ranges.py, `blob_ranges`). Streamed from here,
+span by span (`_spans`): one ReadBlob per run of parts less than `_SPAN_GAP` apart.
 
 Fetch on miss (the pull-through cache): a blob not linked in the repository is not the end of it
 when a source serves the repository. The metadata plane decides (ProxyService.BeginBlobFetch:
@@ -58,7 +64,7 @@ from gateway.clients import Redirect
 from gateway.conditions import Conditions, blob_conditions
 from gateway.context import Gateway
 from gateway.errors import HttpRegistryError
-from gateway.ranges import blob_range
+from gateway.ranges import ByteRange, Multipart, blob_ranges
 from gateway.responses import empty, not_modified, precondition_failed
 from services.common.errors import ErrorKind, RegistryError
 from services.common.lease_keeper import LeaseKeeper
@@ -352,8 +358,8 @@ async def get(request: Request, gateway: Gateway) -> Response:
     found = await _size_or_fetch(gateway, repository, digest, pull=not bodiless, allow_redirect=redirect)
     # A Range under an If-Range that does not name this blob is ignored: the whole blob (RFC 9110
     # section 13.1.5), never a 416 for a range the client did not ask to apply.
-    wanted = conditions.range_for(digest)
-    ranged = wanted is not None
+    wanted = conditions.ranges_for(digest)
+    ranged = bool(wanted)
     if not isinstance(found, int) and not ranged and not bodiless:
         length, chunks = found
         if isinstance(chunks, _Redirected):
@@ -376,16 +382,24 @@ async def get(request: Request, gateway: Gateway) -> Response:
     if unmet is not None:
         return unmet
     try:
-        byte_range = blob_range(wanted, size)
+        byte_range = blob_ranges(wanted, size, max_ranges=gateway.settings.max_ranges)
     except RegistryError as error:
         raise HttpRegistryError.wrap(error, {"content-range": f"bytes */{size}"}) from None
+    multipart: Multipart | None = None
+    spans: list[_Span] = []
     if byte_range is None:
         offset, length, status = 0, size, 200
         headers = _headers(digest, size)
-    else:
+    elif isinstance(byte_range, ByteRange):
         offset, length, status = byte_range.start, byte_range.length, 206
         headers = _headers(digest, length)
         headers["content-range"] = byte_range.content_range()
+    else:
+        # Several ranges (never redirected: Conditions.plain): read span by span (_spans).
+        multipart, spans, status = byte_range, _spans(byte_range), 206
+        offset, length = spans[0].offset, spans[0].length
+        headers = _headers(digest, multipart.length)
+        headers["content-type"] = multipart.content_type
     if length == 0:
         return Response(b"", status_code=status, headers=headers)
     try:
@@ -414,7 +428,80 @@ async def get(request: Request, gateway: Gateway) -> Response:
             chunks = await gateway.blob.open_read(digest, offset, length, allow_redirect=redirect)
     if isinstance(chunks, Redirect):
         return empty(307, {"location": _addressed(chunks.url, request), "docker-content-digest": digest})
+    if multipart is not None:
+        return StreamingResponse(_multipart_body(gateway, digest, multipart, spans, chunks), status_code=status,
+                                 headers=headers)
     return StreamingResponse(chunks, status_code=status, headers=headers)
+
+
+# Parts of a multi-range GET closer together than this are read with one ReadBlob, the bytes
+# between them read and dropped. Measured with `lading serve`, 1000 ranges of a 64 MiB blob
+# (4 workloads: 1-16 KiB ranges, packed or spread): on the filesystem a ReadBlob costs ~1.2 ms, as
+# much as streaming ~1 MiB through one (one read per part: 1.2-1.7 s; spans: 30-140 ms); on S3
+# (SeaweedFS, loopback) a read is a HEAD and a ranged GET (one per part: 6-11 s; spans: 30-150 ms).
+# Wider gaps (4 MiB, unbounded) measured no faster on either, and slower for sparse ranges.
+_SPAN_GAP = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """One ReadBlob of a multi-range GET: [offset, offset+length) of the blob, covering the parts
+    `first` to `last` (indexes into Multipart.parts, inclusive)."""
+
+    offset: int
+    length: int
+    first: int
+    last: int
+
+
+def _spans(multipart: Multipart) -> list[_Span]:
+    """The reads that fetch `multipart`'s parts (ascending and disjoint): consecutive parts less
+    than _SPAN_GAP apart share one, so a thousand small neighbouring ranges (a zstd:chunked pull)
+    cost a few calls, and parts far apart never read the bytes between them."""
+    spans: list[_Span] = []
+    parts = multipart.parts
+    first = 0
+    for index in range(1, len(parts) + 1):
+        if index == len(parts) or parts[index].start - parts[index - 1].end - 1 >= _SPAN_GAP:
+            start, end = parts[first].start, parts[index - 1].end
+            spans.append(_Span(start, end - start + 1, first, index - 1))
+            first = index
+    return spans
+
+
+async def _multipart_body(gateway: Gateway, digest: str, multipart: Multipart, spans: list[_Span],
+                          first: AsyncIterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    """The `multipart/byteranges` body of `multipart`: each span read in turn (`first`: the first
+    span's bytes, already opened), its parts cut out of it. Never holds more than one chunk of
+    the blob. A read that ends short of its span raises (the connection is cut short of the
+    Content-Length, so the client never takes a short body for a complete one)."""
+    for number, span in enumerate(spans):
+        chunks = first if number == 0 else await gateway.blob.open_read(digest, span.offset, span.length)
+        try:
+            pending, at = memoryview(b""), span.offset  # bytes in hand, and the offset of the first
+            for index in range(span.first, span.last + 1):
+                part = multipart.parts[index]
+                yield multipart.head(index)
+                while at <= part.end:
+                    if not pending:
+                        chunk = await anext(chunks, None)
+                        if chunk is None:
+                            raise RegistryError(ErrorKind.INTERNAL,
+                                                f"the blob plane's read of {digest} ended at byte {at}, short of "
+                                                f"{span.offset + span.length}")
+                        pending = memoryview(chunk)
+                    if at < part.start:  # between two parts: dropped
+                        skip = min(part.start - at, len(pending))
+                        pending, at = pending[skip:], at + skip
+                        continue
+                    take = min(part.end + 1 - at, len(pending))
+                    yield pending[:take]
+                    pending, at = pending[take:], at + take
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+    yield multipart.tail()
 
 
 async def delete(request: Request, gateway: Gateway) -> Response:

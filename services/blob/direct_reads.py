@@ -13,8 +13,9 @@ cannot know the name a client used, so the gateway puts in the host the client a
 
 A small HTTP/1.1 server of its own serves them (httptools parses, as under the gateway): GET and
 HEAD of signed blob URLs, answered with the file through `loop.sendfile` (sendfile(2), or reads
-and writes under TLS), single byte ranges (`Range`, `If-Range`; several ranges, another unit or an
-invalid value are ignored, as the gateway ignores them) and the conditional requests of RFC
+and writes under TLS), single byte ranges (`Range`, `If-Range`; another unit or an invalid value are ignored, as the
+gateway ignores them; several ranges, which the gateway answers itself in parts and so never
+redirects here, are ignored too) and the conditional requests of RFC
 9110 (`If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`) against the blob's
 ETag (its digest: the same on every replica) and modification time; other methods get 405.
 A blob still being fetched from a source (the pull-through cache: services/blob/fetch.py, with

@@ -4,9 +4,12 @@ and the blob plane's direct-read server (services/blob/direct_reads.py). Those t
 every value, since a redirected client re-sends its headers from one to the other: one parser
 here, and each plane maps its outcome to its own answer (an OCI error, a bare 416).
 
-A single `bytes=first-last`, `bytes=first-` or `bytes=-suffix` is applied; anything else (another
-unit, several ranges, a value that is not a valid range) is ignored, and the whole blob is sent,
-as RFC 9110 allows.
+`parse_ranges` reads a `bytes=` range set (one range or several: `bytes=0-9,20-29,-5`);
+`parse_range` takes only a single one (the direct-read server, and whether a GET may be
+redirected, go by it). Anything else (another unit, a value that is not a valid range set) is
+ignored, and the whole blob is sent, as RFC 9110 allows. The gateway answers several ranges with
+`multipart/byteranges` (gateway/ranges.py); the direct-read server never sees them (such a GET is
+not redirected) and would send the whole blob.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from dataclasses import dataclass
 
 from services.common.numbers import MAX_INT64, wire_int
 
-_BYTES_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_BYTES_RANGE = re.compile(r"bytes=[0-9]*-[0-9]*")
+_RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)")
+_BYTES_UNIT = "bytes="
 # Optional whitespace around a header value (RFC 9110: SP and HTAB only, never a line break).
 OWS = " \t"
 
@@ -55,19 +60,41 @@ class RangeRequest:
 
 
 def parse_range(header: str) -> RangeRequest | None:
-    """The range a `Range` header asks for, or None when it is to be ignored: another unit, several
-    ranges, `bytes=-`, a range that ends before it starts, or any other invalid value."""
-    match = _BYTES_RANGE.fullmatch(header.strip(OWS))
-    if match is None:
+    """The range a `Range` header asks for, or None when it is to be ignored: another unit,
+    several ranges, `bytes=-`, a range that ends before it starts, or any other invalid value.
+    Strictly `bytes=first-last` (either number may be left out), nothing around the range: what
+    every storage behind a redirect (S3, the direct-read server) reads alike."""
+    if _BYTES_RANGE.fullmatch(header.strip(OWS)) is None:
         return None
-    first_digits, last_digits = match.groups()
-    first = wire_int(first_digits) if first_digits else None
-    last = wire_int(last_digits) if last_digits else None
-    if first is None and last is None:
-        return None  # `bytes=-`: no range at all
-    if first is not None and last is not None and last < first:
-        return None  # invalid: ends before it starts
-    return RangeRequest(first, last)
+    ranges = parse_ranges(header)
+    return ranges[0] if ranges is not None else None
+
+
+def parse_ranges(header: str) -> tuple[RangeRequest, ...] | None:
+    """The ranges a `Range` header asks for, in the order sent (RFC 9110 section 14.1.2:
+    `bytes=` and a comma-separated list of range-specs, empty list elements and whitespace around
+    them allowed), or None when the header is to be ignored: another unit, no range at all, or any
+    range-spec that is invalid (`-`, one that ends before it starts, anything not digits)."""
+    value = header.strip(OWS)
+    if not value.startswith(_BYTES_UNIT):
+        return None
+    ranges = []
+    for spec in value[len(_BYTES_UNIT):].split(","):
+        spec = spec.strip(OWS)
+        if not spec:
+            continue  # an empty list element (RFC 9110 section 5.6.1)
+        match = _RANGE_SPEC.fullmatch(spec)
+        if match is None:
+            return None
+        first_digits, last_digits = match.groups()
+        first = wire_int(first_digits) if first_digits else None
+        last = wire_int(last_digits) if last_digits else None
+        if first is None and last is None:
+            return None  # `-`: no range at all
+        if first is not None and last is not None and last < first:
+            return None  # invalid: ends before it starts
+        ranges.append(RangeRequest(first, last))
+    return tuple(ranges) if ranges else None
 
 
 def etag_matches(header: str, etag: str, *, weak: bool) -> bool:

@@ -145,6 +145,11 @@ class GatewaySettings(BaseModel):
     # largest blob an upload may produce, checked against Content-Length and the bytes streamed
     # (413; the session is cancelled). 0: no limit.
     max_blob_bytes: int = Field(default=0, ge=0)
+    # ranges one blob GET may ask for and get as `multipart/byteranges` (RFC 9110 section 14.2
+    # lets a server ignore many small ranges): more, or ranges that overlap or are not in
+    # ascending order, get the whole blob (200). 1024 is what zstd:chunked pulls send at most
+    # (containers/storage's maxNumberMissingChunks).
+    max_ranges: int = Field(default=1024, ge=1)
     # Connection guards (gateway/connections.py):
     # seconds from the first byte of a request to the end of its headers before the client gets
     # 408 and the connection is closed (0: never);

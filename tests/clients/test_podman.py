@@ -147,9 +147,8 @@ def overlay_engine(tmp_path: Path) -> Iterator[Engine]:
 def test_zstd_chunked_image_is_pulled_partially_with_ranged_gets(
         overlay_engine: Engine, registry: Stack, client: httpx.Client) -> None:
     """A zstd:chunked layer is fetched by ranges: first its table of contents (one range), then
-    the files' chunks (several ranges in one GET, which Lading answers 200 with the whole blob, as
-    RFC 9110 allows; containers/image then cuts the parts out itself). The files must come out
-    whole."""
+    the files' chunks (several ranges in one GET, which Lading answers 206 multipart/byteranges).
+    The files must come out whole."""
     engine = overlay_engine
     files = {**fresh_files(3, 100_000), "text.txt": "".join(f"{n}\n" for n in range(50_000)).encode()}
     engine.build_scratch_image("localhost/lading-test/chunked:1", files)
@@ -166,6 +165,51 @@ def test_zstd_chunked_image_is_pulled_partially_with_ranged_gets(
     pulled = engine.podman("--log-level", "debug", "pull", "--tls-verify=false", target)
     assert f"Retrieved partial blob {layer['digest']}" in pulled.stderr
     assert_files(engine, target, files)
+
+
+def _blob_bytes_sent(client: httpx.Client) -> float:
+    """Body bytes the gateway has sent for blob GETs (its /metrics)."""
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200, metrics.text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.text.splitlines()
+               if line.startswith("lading_http_response_bytes_total{")
+               and 'route="/v2/{name:path}/blobs/{digest}"' in line and 'method="GET"' in line)
+
+
+def test_zstd_chunked_pull_fetches_only_the_missing_files(overlay_engine: Engine, tmp_path: Path) -> None:
+    """A zstd:chunked pull of a layer whose other files the storage already holds asks for the
+    missing files' chunks only, as several ranges in one GET: Lading sends just those bytes
+    (206 multipart/byteranges, RFC 9110 section 14.6), not the whole layer, and podman puts the
+    files together from the parts and what it holds."""
+    engine = overlay_engine
+    with Stack(tmp_path / "data", env={"LADING_OBSERVABILITY__GATEWAY_METRICS": "true"}) as registry, \
+            httpx.Client(base_url=registry.base_url, timeout=60.0) as client:
+        held = fresh_files(2, 100_000)
+        engine.build_scratch_image("localhost/lading-test/held:1", held)
+        target = f"{registry.hostport}/{unique_repo('podman')}"
+        engine.podman("push", "--tls-verify=false", "--compression-format", "zstd:chunked",
+                      "localhost/lading-test/held:1", f"{target}:held")
+        engine.podman("rmi", "localhost/lading-test/held:1")
+        engine.podman("pull", "--tls-verify=false", f"{target}:held")
+        # The held files between new ones (COPY copies them in name order): the missing chunks
+        # are apart, so they are asked for as several ranges.
+        new = list(fresh_files(3, 100_000).values())
+        files = {"a.bin": new[0], "b.bin": held["file-0.bin"], "c.bin": new[1], "d.bin": held["file-1.bin"],
+                 "e.bin": new[2]}
+        engine.build_scratch_image("localhost/lading-test/mixed:1", files)
+        engine.podman("push", "--tls-verify=false", "--compression-format", "zstd:chunked",
+                      "localhost/lading-test/mixed:1", f"{target}:mixed")
+        engine.podman("rmi", "localhost/lading-test/mixed:1")
+        _, manifest = served_manifest(client, target.split("/", 1)[1], "mixed")
+        (layer,) = manifest["layers"]
+
+        before = _blob_bytes_sent(client)
+        pulled = engine.podman("--log-level", "debug", "pull", "--tls-verify=false", f"{target}:mixed")
+        sent = _blob_bytes_sent(client) - before
+        assert f"Retrieved partial blob {layer['digest']}" in pulled.stderr
+        assert_files(engine, f"{target}:mixed", files)
+        # About the three new files (and the table of contents), well short of the layer's five.
+        assert sent < 0.8 * layer["size"], (sent, layer["size"])
 
 
 def test_buildah_layer_cache_in_the_registry_is_reused_by_a_fresh_build(

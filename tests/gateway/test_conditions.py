@@ -55,6 +55,17 @@ def test_the_range_applies_unless_an_if_range_names_something_else() -> None:
         assert blob_conditions(request({"Range": "bytes=1-2", "If-Range": if_range})).range_for(DIGEST) is None
 
 
+def test_several_ranges_apply_unless_an_if_range_names_something_else() -> None:
+    several = {"Range": "bytes=1-2,5-"}
+    assert blob_conditions(request(several)).ranges_for(DIGEST) == (RangeRequest(1, 2), RangeRequest(5, None))
+    assert blob_conditions(request(several)).range_for(DIGEST) is None
+    assert not blob_conditions(request(several)).plain  # storage does not serve several ranges
+    assert blob_conditions(request({**several, "If-Range": ETAG})).ranges_for(DIGEST) != ()
+    for if_range in (OTHER, f"W/{ETAG}", DATE):
+        assert blob_conditions(request({**several, "If-Range": if_range})).ranges_for(DIGEST) == ()
+    assert blob_conditions(request({"Range": "bytes=1-2,9-1"})).ranges_for(DIGEST) == ()
+
+
 def test_if_match_and_if_none_match() -> None:
     for if_match in (ETAG, "*", f"{OTHER}, {ETAG}"):
         assert not blob_conditions(request({"If-Match": if_match})).refused(DIGEST)

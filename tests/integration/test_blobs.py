@@ -158,7 +158,8 @@ def test_a_date_condition_is_answered_alike_on_every_backend(
     assert client.get(url, headers=headers, follow_redirects=False).status_code == 200
 
 
-@pytest.mark.parametrize("range_header", ["bytes=9-1", "bytes=a-b", "bytes=0-1,5-9", "bytes=-", "lines=0-9", "0-9"])
+# Several valid ranges are answered in parts (test_blob_multirange.py); one invalid among them is not.
+@pytest.mark.parametrize("range_header", ["bytes=9-1", "bytes=a-b", "bytes=0-1,a-b", "bytes=-", "lines=0-9", "0-9"])
 def test_a_range_the_registry_ignores_is_the_whole_blob_on_every_backend(
     client: httpx.Client, repo: str, blob: bytes, range_header: str
 ) -> None:
