@@ -53,3 +53,30 @@ async def test_keys_cannot_escape_the_root(tmp_path) -> None:
             assert type(caught.value).__name__ == "InvalidKey"
     finally:
         await backend.close()
+
+
+async def test_removing_an_emptied_session_folder_does_not_list_it(tmp_path, monkeypatch) -> None:
+    """A session ends with `delete_all([state, folder/])`; with its state gone the folder is mostly
+    empty (a blob sent whole with its commit stages nothing), and one rmdir removes it. A folder
+    that still holds staged bytes is listed and emptied as before."""
+    from services.blob.backends import filesystem
+
+    listed: list[str] = []
+    real = filesystem._folder_entries
+
+    def counting(folder):
+        listed.append(os.path.basename(folder))
+        return real(folder)
+
+    monkeypatch.setattr(filesystem, "_folder_entries", counting)
+    backend = FilesystemBackend(tmp_path, io_threads=2)
+    try:
+        await backend.create_unsynced([("uploads/a/state.json", b"{}")])
+        await backend.delete_all(["uploads/a/state.json", "uploads/a/"])
+        assert listed == []
+        await backend.create_unsynced([("uploads/b/state.json", b"{}"), ("uploads/b/data", b"staged")])
+        await backend.delete_all(["uploads/b/state.json", "uploads/b/"])
+        assert listed == ["b"]
+        assert _files_and_folders(tmp_path) == ["uploads"]
+    finally:
+        await backend.close()

@@ -432,6 +432,16 @@ def _delete_targets(planned: list[tuple[Path, bool]]) -> None:
 
 def _remove_tree(folder: Path) -> None:
     """Removes `folder` and everything in it; what a concurrent writer adds meanwhile stays."""
+    try:
+        # Mostly empty by now (a session's state goes first, and a blob sent whole with its
+        # commit stages nothing): one rmdir, without listing the folder.
+        folder.rmdir()
+        return
+    except OSError as error:
+        if not_found(error):
+            return
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
     entries = _folder_entries(folder)
     if entries is None:
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Select, Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.dml import Insert
 
@@ -37,6 +37,14 @@ def _insert_for(dialect: str, table: Table) -> Any:
 def insert_ignore(dialect: str, table: Table, conflict: Iterable[str]) -> Insert:
     """INSERT ... ON CONFLICT (conflict) DO NOTHING."""
     return _insert_for(dialect, table).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def insert_ignore_from(dialect: str, table: Table, conflict: Iterable[str], columns: Iterable[str],
+                       rows: Select[Any]) -> Insert:
+    """INSERT INTO table (columns) SELECT rows ON CONFLICT (conflict) DO NOTHING. `rows` needs a
+    WHERE clause: SQLite parses `ON CONFLICT` after a SELECT only then."""
+    statement = _insert_for(dialect, table).from_select(list(columns), rows)
+    return statement.on_conflict_do_nothing(index_elements=list(conflict))
 
 
 def upsert(dialect: str, table: Table, conflict: Iterable[str], update: Mapping[str, Any],

@@ -34,7 +34,13 @@ from services.metadata.policies.quotas import QuotaKeeper
 from services.metadata.policies.tags import TagKeeper
 from services.metadata.store.access import Read, hot_read, primary_read, read
 from services.metadata.store.base import NewManifest, Page, Referrer, StoredManifest
-from services.metadata.store.dialect import database_full, insert_ignore, is_retryable, is_unavailable
+from services.metadata.store.dialect import (
+    database_full,
+    insert_ignore,
+    insert_ignore_from,
+    is_retryable,
+    is_unavailable,
+)
 from services.metadata.store.engine import Database
 from services.metadata.store.schema import (
     manifest_references,
@@ -103,6 +109,13 @@ class SqlMetadataStore:
 
         # Blobs.
         self._link = insert_ignore(dialect, rb, ["repository_id", "digest"])
+        # The same insert naming the repository: one statement instead of two when it exists
+        # (every link but a new repository's first); no row when it does not, or the link does.
+        self._link_by_name = insert_ignore_from(
+            dialect, rb, ["repository_id", "digest"], ["repository_id", "digest", "size", "created_at"],
+            select(r.c.id, bindparam("digest", type_=rb.c.digest.type), bindparam("size", type_=rb.c.size.type),
+                   bindparam("created_at", type_=rb.c.created_at.type)).where(r.c.name == repository),
+        )
         # Regions (services/metadata/blob_regions.py): which region holds the bytes.
         self._held_in = insert_ignore(dialect, blob_regions, ["digest", "region"])
         # GC (services/metadata/gc): a blob whose `blobs` row is not `active` (being deleted) is
@@ -268,10 +281,15 @@ class SqlMetadataStore:
 
         def work(conn: Connection) -> None:
             self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch)
-            repository_id = self._ensure_repository(conn, repository)
+            now = _now()
             inserted = conn.execute(
-                self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": _now()}
+                self._link_by_name, {"repository": repository, "digest": digest, "size": size, "created_at": now}
             ).rowcount
+            if not inserted:  # a new repository, or a link that exists already
+                repository_id = self._ensure_repository(conn, repository)
+                inserted = conn.execute(
+                    self._link, {"repository_id": repository_id, "digest": digest, "size": size, "created_at": now}
+                ).rowcount
             if inserted:
                 self._quotas.linked(conn, repository, digest, size)
             if region:
