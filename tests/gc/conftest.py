@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,19 +13,9 @@ from services.metadata.gc.tables import GC_TABLES
 from services.metadata.store.engine import Database
 from services.metadata.store.schema import ALL_TABLES
 from services.metadata.store.sql import SqlMetadataStore
-from tests.support.metadata_db import migrated_database, truncate
+from tests.support.metadata_db import per_dialect_database, truncate
 
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def dialect(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture(scope="module")
-async def database(dialect: str, request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
-    async with migrated_database(dialect, request, tmp_path_factory.mktemp(f"gc-{dialect}")) as db:
-        yield db
+dialect, database = per_dialect_database("gc")
 
 
 async def _truncate(db: Database) -> None:

@@ -28,23 +28,13 @@ from services.metadata.store.engine import Database, open_database
 from services.metadata.store.schema import ALL_TABLES, repositories
 from services.metadata.store.sql import SqlMetadataStore
 from tests.metadata import docs
-from tests.support.metadata_db import migrated_database, truncate
+from tests.support.metadata_db import per_dialect_database, truncate
 
-DIALECTS = ["sqlite", "postgresql"]
 REPO = "access/app"
 SQLITE_BEGIN = "lading_sqlite_begin"  # engine.py's execution option
 
 
-@pytest.fixture(scope="module", params=DIALECTS)
-def dialect(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture(scope="module")
-async def database(dialect: str, request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
-    async with migrated_database(dialect, request, tmp_path_factory.mktemp(f"access-{dialect}")) as db:
-        yield db
+dialect, database = per_dialect_database("access")
 
 
 class Observed:

@@ -15,21 +15,9 @@ from services.metadata.store.engine import Database
 from services.metadata.store.schema import ALL_TABLES
 from services.metadata.store.sql import SqlMetadataStore
 from tests.metadata import docs
-from tests.support.metadata_db import migrated_database, truncate
+from tests.support.metadata_db import per_dialect_database, truncate
 
-DIALECTS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="module", params=DIALECTS)
-def dialect(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture(scope="module")
-async def database(dialect: str, request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
-    async with migrated_database(dialect, request, tmp_path_factory.mktemp(f"links-{dialect}")) as db:
-        yield db
+dialect, database = per_dialect_database("links")
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,8 @@ from sqlalchemy import text
 from services.common.settings import MetadataSettings
 from services.metadata.migrations import migrate
 from services.metadata.store.engine import Database, open_database
+
+DIALECTS = ["sqlite", "postgresql"]
 
 
 @contextlib.contextmanager
@@ -37,6 +39,24 @@ async def migrated_database(dialect: str, request: pytest.FixtureRequest, folder
             yield db
         finally:
             await db.dispose()
+
+
+def per_dialect_database(label: str) -> tuple[Callable[..., str], Callable[..., AsyncIterator[Database]]]:
+    """The module-scoped fixture pair most store-level modules need: `dialect` (each of DIALECTS
+    in turn) and `database`, one migrated database of that dialect for the whole module. Use as
+    `dialect, database = per_dialect_database("links")` at module level."""
+
+    @pytest.fixture(scope="module", params=DIALECTS)
+    def dialect(request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture(scope="module")
+    async def database(dialect: str, request: pytest.FixtureRequest,
+                       tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+        async with migrated_database(dialect, request, tmp_path_factory.mktemp(f"{label}-{dialect}")) as db:
+            yield db
+
+    return dialect, database
 
 
 async def truncate(db: Database, tables: Sequence[sa.Table]) -> None:
