@@ -143,8 +143,12 @@ class SessionState:
 
 
 def _session_keys(upload_id: str, owner: str) -> list[str]:
-    """What `delete_all` removes to end a session, in order: the state (the session is gone at
-    once), the rest of its folder, then the owner's marker."""
+    """What `delete_all` removes to end a session: the state, the rest of its folder, then the
+    owner's marker. The filesystem deletes them in that order (the session is gone at once); S3
+    deletes them in one DeleteObjects, in no promised order, and a partial failure may leave the
+    state with its staged bytes gone (a retried commit finds the blob stored, or answers
+    BLOB_UPLOAD_UNKNOWN, as it did once the state was gone) or the marker gone before the state
+    (the purge takes the state later)."""
     marker = [keys.owner_marker_key(owner, upload_id)] if owner else []
     return [keys.upload_state_key(upload_id), keys.upload_prefix(upload_id), *marker]
 
@@ -542,8 +546,8 @@ class UploadSessions:
         return hasher.hexdigest()
 
     async def _remove_session(self, upload_id: str, owner: str = "") -> None:
-        """Deletes the state first (the session is gone at once), then every other key, then
-        the owner's marker."""
+        """Deletes the state, every other key of the session and the owner's marker (in that
+        order on the filesystem; see `_session_keys` for S3)."""
         await self.backend.delete_all(_session_keys(upload_id, owner))
 
 

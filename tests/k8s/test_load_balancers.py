@@ -371,3 +371,21 @@ def test_the_gateways_internal_endpoints_stay_behind_the_proxy(proxied: Proxied)
         assert response.status_code == 404, f"{path}: {response.status_code}"
     # ...while the gateway itself does answer them.
     assert httpx.get(f"{proxied.gateway_url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_zstd_chunked_range_header_reaches_the_gateway_through_nginx(tmp_path: Path, token_gateway: AuthStack,
+                                                                        proxy_pki: KeyPair) -> None:
+    """A partial pull asks for up to 1024 ranges in one Range header (gateway.max_ranges), about
+    20 KiB with 9-digit offsets: NGINX passes it to the gateway (its challenge, 401) instead of
+    refusing it with 400 (its default allows 8 KiB per header line)."""
+    process, https_port = _run_nginx(tmp_path, proxy_pki, token_gateway.port)
+    base_url = f"https://127.0.0.1:{https_port}"
+    _start_proxy(process, f"{base_url}/v2/")
+    try:
+        header = "bytes=" + ",".join(f"{offset:09d}-{offset + 9:09d}" for offset in range(0, 1024 * 100_000, 100_000))
+        assert len(header) > 20_000
+        response = httpx.get(f"{base_url}/v2/public/x/blobs/sha256:{'0' * 64}", headers={"Range": header},
+                             verify=ssl.create_default_context(cafile=str(proxy_pki.cert)), timeout=10)
+        assert response.status_code == 401, (response.status_code, response.text[:200])
+    finally:
+        process.stop()
