@@ -33,7 +33,7 @@ from services.blob.backends.base import (
     staged_size,
     validate_key,
 )
-from services.blob.backends.basic_calls import delete_each, one
+from services.blob.backends.basic_calls import one
 
 # Appended chunks at least this big are observed (hashed) in a worker thread; smaller ones are
 # not worth the hop.
@@ -63,7 +63,7 @@ class ComposingStore(Protocol):
 
     async def stat(self, key: str) -> ObjectInfo: ...
 
-    async def delete(self, key: str) -> None: ...
+    async def delete_all(self, targets: Sequence[str]) -> None: ...
 
     def list(self, prefix: str) -> AsyncIterator[ObjectInfo]: ...
 
@@ -154,8 +154,7 @@ class PartsWriter:
             await store.put(dest, one(b""))
 
     async def cancel(self) -> None:
-        store = self._store
-        await delete_each(store.delete, [info.key async for info in store.list(f"{self.key}/")])
+        await self._store.delete_all([f"{self.key}/"])
 
     async def close(self) -> None:
         return None
@@ -233,6 +232,6 @@ async def _first_non_empty(chunks: AsyncIterator[bytes]) -> bytes | None:
 async def _delete_quietly(store: ComposingStore, doomed: list[str]) -> None:
     """Best-effort cleanup: a failure only leaves objects for `cancel` or the purge."""
     try:
-        await delete_each(store.delete, doomed)
+        await store.delete_all(doomed)
     except (BackendError, OSError):
         pass
