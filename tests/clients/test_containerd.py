@@ -36,6 +36,7 @@ from tests.support.oci import (
     get_manifest,
     image,
     multi_arch_index,
+    push,
     sha256,
     write_layout,
 )
@@ -155,14 +156,21 @@ def test_pulls_a_docker_schema_2_image(containerd: Containerd, namespace: str, s
     assert containerd.image_digest(other, by_digest) == digest
 
 
-def test_multi_arch_index_pulls_one_platform_or_all(
-        containerd: Containerd, namespace: str, skopeo_bin: str, registry: Stack, tmp_path: Path) -> None:
-    top = multi_arch_index((("amd64", "linux"), ("arm64", "linux")), layers=1)
+@pytest.mark.parametrize("docker", [False, True], ids=["oci-index", "docker-list"])
+def test_multi_arch_index_pulls_one_platform_or_all(containerd: Containerd, namespace: str, skopeo_bin: str,
+                                                    registry: Stack, client: httpx.Client, tmp_path: Path,
+                                                    docker: bool) -> None:
+    """An OCI index (pushed by skopeo) or a Docker manifest list (skopeo 1.9 reads only OCI media
+    types from a layout, so that one goes over HTTP)."""
+    top = multi_arch_index((("amd64", "linux"), ("arm64", "linux")), layers=1, docker=docker)
     amd64, arm64 = top.children
     repo = unique_repo("containerd")
     ref = f"{registry.hostport}/{repo}:multi"
-    skopeo_copy(skopeo_bin, tmp_path, "--all", "--preserve-digests",
-                f"oci:{write_layout(tmp_path / 'src', {'multi': top})}:multi", f"docker://{ref}")
+    if docker:
+        push(client, repo, top, tag="multi")
+    else:
+        skopeo_copy(skopeo_bin, tmp_path, "--all", "--preserve-digests",
+                    f"oci:{write_layout(tmp_path / 'src', {'multi': top})}:multi", f"docker://{ref}")
 
     containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/arm64", ref, namespace=namespace)
     assert containerd.image_digest(namespace, ref) == top.digest
@@ -270,6 +278,11 @@ def test_token_pull_with_credentials_and_anonymous_refused(
     anonymous = containerd.ctr("images", "pull", "--plain-http", ref, namespace=f"{namespace}anon", check=False)
     assert anonymous.returncode != 0
     assert "403 Forbidden" in anonymous.stderr, anonymous.stderr
+    # Where anonymous pulls are granted (public/*), containerd's anonymous GET /token is enough.
+    public = image(1, layer_size=4 * 1024)
+    public_ref = push_as_admin(skopeo_bin, tmp_path, secured, public, f"public/{uuid.uuid4().hex[:8]}")
+    containerd.ctr("images", "pull", "--plain-http", public_ref, namespace=f"{namespace}public")
+    assert_holds(containerd, f"{namespace}public", public)
     wrong = containerd.ctr("images", "pull", "--plain-http", "--user", f"{ALICE[0]}:wrong", ref,
                            namespace=f"{namespace}wrong", check=False)
     assert wrong.returncode != 0
