@@ -231,6 +231,30 @@ def test_push_uploads_then_mounts_across_repositories(
     assert get_manifest(client, other, "copy").content == manifest.payload
 
 
+def test_pulls_through_lading_as_a_mirror_configured_in_hosts_toml(
+        containerd: Containerd, namespace: str, skopeo_bin: str, registry: Stack, tmp_path: Path) -> None:
+    """A node configured the Kubernetes way (`certs.d/<registry>/hosts.toml`, here `--hosts-dir`)
+    with Lading as the mirror of another registry name: containerd adds `?ns=<that name>` to every
+    request, which Lading ignores, and the image keeps the upstream name locally."""
+    manifest = image(1, layer_size=16 * 1024)
+    repo = unique_repo("containerd")
+    skopeo_copy(skopeo_bin, tmp_path, "--preserve-digests", f"oci:{write_layout(tmp_path / 'src', {'v1': manifest})}:v1",
+                f"docker://{registry.hostport}/{repo}:v1")
+    upstream = "registry.example.invalid"
+    hosts = tmp_path / "certs.d"
+    (hosts / upstream).mkdir(parents=True)
+    (hosts / upstream / "hosts.toml").write_text(
+        f'server = "https://{upstream}"\n\n[host."http://{registry.hostport}"]\n  capabilities = ["pull", "resolve"]\n')
+
+    ref = f"{upstream}/{repo}:v1"
+    pulled = containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "--http-dump", ref, namespace=namespace)
+    requests = dumped_requests(pulled.stderr)
+    assert requests[0] == ("HEAD", f"/v2/{repo}/manifests/v1?ns={upstream}")
+    assert all(path.endswith(f"?ns={upstream}") for _, path in requests if path.startswith("/v2/")), requests
+    assert containerd.image_digest(namespace, ref) == manifest.digest
+    assert_holds(containerd, namespace, manifest)
+
+
 # -- token auth --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
