@@ -255,6 +255,28 @@ def test_pulls_through_lading_as_a_mirror_configured_in_hosts_toml(
     assert_holds(containerd, namespace, manifest)
 
 
+def test_an_interrupted_layer_download_resumes_with_a_range_request(
+        containerd: Containerd, namespace: str, skopeo_bin: str, registry: Stack, tmp_path: Path) -> None:
+    """containerd keeps what it has of a blob (an active ingest) and asks only for the rest
+    (`Range: bytes=<offset>-`); Lading answers 206 with the matching Content-Range (on the 307's
+    target too), and the blob comes out whole."""
+    manifest = image(1, layer_size=512 * 1024)
+    layer = manifest.blobs[1]
+    repo = unique_repo("containerd")
+    ref = f"{registry.hostport}/{repo}:v1"
+    skopeo_copy(skopeo_bin, tmp_path, "--preserve-digests", f"oci:{write_layout(tmp_path / 'src', {'v1': manifest})}:v1",
+                f"docker://{ref}")
+    offset = layer.size // 3
+    # The ingest name containerd's fetcher gives a layer (remotes.MakeRefKey).
+    containerd.ingest_partial(namespace, ref=f"layer-{layer.digest}", digest=layer.digest, size=layer.size,
+                              data=layer.data[:offset])
+
+    fetched = containerd.ctr("content", "fetch", "--plain-http", "--http-dump", ref, namespace=namespace)
+    assert f"bytes={offset}-" in dumped_header(fetched.stderr, "Range")
+    assert f"bytes {offset}-{layer.size - 1}/{layer.size}" in dumped_header(fetched.stderr, "Content-Range")
+    assert_holds(containerd, namespace, manifest)
+
+
 # -- token auth --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

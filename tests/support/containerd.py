@@ -124,6 +124,16 @@ class Containerd:
         assert result.returncode == 0, f"ctr content get {digest}: {result.stderr.decode(errors='replace')}"
         return result.stdout
 
+    def ingest_partial(self, namespace: str, *, ref: str, digest: str, size: int, data: bytes) -> None:
+        """Leaves an unfinished ingest `ref` holding `data`, the first bytes of the blob `digest`
+        of `size` bytes: what a download cut short leaves behind (`ctr content ingest` given too
+        few bytes fails, and the ingest stays active)."""
+        argv = [self.ctr_bin, "--address", str(self.socket), "--namespace", namespace, "content", "ingest",
+                "--expected-size", str(size), "--expected-digest", digest, ref]
+        result = subprocess.run(argv, input=data, capture_output=True, timeout=60, check=False)
+        assert result.returncode != 0 and b"unexpected EOF" in result.stderr, result.stderr
+        assert ref in self.ctr("content", "active", namespace=namespace).stdout
+
     def has_content(self, namespace: str, digest: str) -> bool:
         return digest in self.ctr("content", "ls", "--quiet", namespace=namespace).stdout.split()
 
