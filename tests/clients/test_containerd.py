@@ -161,7 +161,8 @@ def test_multi_arch_index_pulls_one_platform_or_all(containerd: Containerd, name
                                                     registry: Stack, client: httpx.Client, tmp_path: Path,
                                                     docker: bool) -> None:
     """An OCI index (pushed by skopeo) or a Docker manifest list (skopeo 1.9 reads only OCI media
-    types from a layout, so that one goes over HTTP)."""
+    types from a layout, so that one goes over HTTP): one platform, all of them, one child by
+    digest; `ctr images push` of the whole index to another repository keeps every digest."""
     top = multi_arch_index((("amd64", "linux"), ("arm64", "linux")), layers=1, docker=docker)
     amd64, arm64 = top.children
     repo = unique_repo("containerd")
@@ -182,6 +183,14 @@ def test_multi_arch_index_pulls_one_platform_or_all(containerd: Containerd, name
     containerd.ctr("images", "pull", "--plain-http", "--all-platforms", ref, namespace=everything)
     for child in top.children:
         assert_holds(containerd, everything, child)
+    # ...and pushes the whole index to another repository: children first, then the index.
+    copy_repo = unique_repo("containerd")
+    copy = f"{registry.hostport}/{copy_repo}:multi"
+    containerd.ctr("images", "tag", ref, copy, namespace=everything)
+    containerd.ctr("images", "push", "--plain-http", copy, namespace=everything)
+    assert get_manifest(client, copy_repo, "multi").content == top.payload
+    for child in top.children:
+        assert get_manifest(client, copy_repo, child.digest).content == child.payload
 
     # One platform's image by its own digest.
     child_ref = f"{registry.hostport}/{repo}@{amd64.digest}"
