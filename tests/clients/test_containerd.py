@@ -2,12 +2,14 @@
 
 A containerd daemon of the tests' own (tests/support/containerd.py) pulls images that skopeo
 pushed (OCI, Docker schema 2, a multi-arch index by platform and whole), by tag and by digest,
-unpacks them with the native snapshotter and pushes images imported from an OCI archive. Every
-manifest and blob containerd stores is compared byte for byte with what was pushed; `--http-dump`
-shows what containerd asks (HEAD of the tag with every manifest type in Accept, then GETs by
-digest; cross-repository mounts on push). In token mode containerd gets its tokens with the
-OAuth2 password grant (`POST /token`, several scopes in one space-separated `scope`), or with a
-refresh token, and is refused cleanly where the account has no grant.
+unpacks them with the native snapshotter, pushes images imported from an OCI archive (and a whole
+index), pulls through Lading configured as a mirror in hosts.toml (`?ns=` on every request) and
+resumes a cut-short layer download with a Range request. Every manifest and blob containerd
+stores is compared byte for byte with what was pushed; `--http-dump` shows what containerd asks
+(HEAD of the tag with every manifest type in Accept, then GETs by digest; cross-repository mounts
+on push). In token mode containerd gets its tokens with the OAuth2 password grant (`POST /token`,
+several scopes in one space-separated `scope`), or with a refresh token, pulls anonymously where
+that is granted, and is refused cleanly (403, or 401 for a wrong password) where it is not.
 """
 
 from __future__ import annotations
