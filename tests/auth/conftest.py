@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.auth.keys import generate_signing_key_pem
-from tests.auth.support import AuthStack, write
+from tests.auth.support import AuthStack, signing_keys, write
 from tests.support.clients import require_binary
 
 ADMIN = ("admin", "admin-secret-1")
@@ -70,9 +70,7 @@ def robot_secret(output: str) -> tuple[str, str]:
 @pytest.fixture(scope="package")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     root = tmp_path_factory.mktemp("auth")
-    keys = root / "keys"
-    keys.mkdir()
-    write(keys / "signing.pem", generate_signing_key_pem())
+    keys = signing_keys(root)
     write(keys / "old.pem", generate_signing_key_pem())
     external = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(external.public_key()))

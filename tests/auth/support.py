@@ -141,6 +141,16 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
+def signing_keys(root: Path) -> Path:
+    """A new `keys` folder under `root` holding a fresh ES256 `signing.pem` (auth_env's key folder)."""
+    from gateway.auth.keys import generate_signing_key_pem
+
+    keys = root / "keys"
+    keys.mkdir()
+    write(keys / "signing.pem", generate_signing_key_pem())
+    return keys
+
+
 @contextlib.contextmanager
 def account_service(target: str) -> Iterator[accounts_pb2_grpc.AccountServiceStub]:
     """AccountService of the metadata plane at `target`, called directly (so a test knows the

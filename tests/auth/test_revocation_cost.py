@@ -15,9 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.auth.keys import generate_signing_key_pem
 from tests.auth.conftest import ALICE, auth_env
-from tests.auth.support import AuthStack, oauth_login, write
+from tests.auth.support import AuthStack, oauth_login, signing_keys
 from tests.support.stack import free_port
 
 REQUESTS = 50
@@ -26,9 +25,7 @@ REQUESTS = 50
 @pytest.fixture(scope="module")
 def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AuthStack, str]]:
     root = tmp_path_factory.mktemp("metered")
-    keys = root / "keys"
-    keys.mkdir()
-    write(keys / "signing.pem", generate_signing_key_pem())
+    keys = signing_keys(root)
     metrics = f"127.0.0.1:{free_port()}"
     env = auth_env(keys, LADING_OBSERVABILITY__METADATA_METRICS_LISTEN=metrics)
     with AuthStack(Path(root / "data"), env=env) as stack:

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.auth.conftest import ADMIN, ALICE, auth_env
-from tests.auth.support import AuthStack, get_token, write
+from tests.auth.support import AuthStack, get_token, signing_keys
 from tests.integration.conftest import unique_repo
 from tests.support.clients import require_binary
 from tests.support.containerd import Containerd, dumped_header, dumped_requests
@@ -293,12 +293,8 @@ def test_an_interrupted_layer_download_resumes_with_a_range_request(
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthStack]:
     """`lading serve` in token mode: alice may pull and push `team-a/*` and only pull `shared/*`."""
-    from gateway.auth.keys import generate_signing_key_pem
-
     root = tmp_path_factory.mktemp("containerd-auth")
-    keys = root / "keys"
-    keys.mkdir()
-    write(keys / "signing.pem", generate_signing_key_pem())
+    keys = signing_keys(root)
     with AuthStack(root / "data", env=auth_env(keys)) as stack:
         stack.lading("user", "add", ALICE[0], "--password-stdin", stdin=ALICE[1] + "\n")
         stack.lading("grant", "add", ALICE[0], "team-a/*", "pull,push")
