@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from services.common.errors import ErrorKind, from_rpc_error
 from services.common.grpc_server import CHANNEL_OPTIONS
 from tests.blob.processes import BlobServiceProcess
 from tests.contracts.blob_backend_suite import pattern
+from tests.support.stack import free_port
 
 MiB = 1024 * 1024
 REPO = "library/busybox"
@@ -30,11 +30,6 @@ REPO = "library/busybox"
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Pair:

@@ -9,17 +9,12 @@ headers are in `requests`, whatever the answer. `stop()` closes the socket (conn
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.stack import free_port
 
 
 class Receiver:

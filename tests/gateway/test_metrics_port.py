@@ -10,12 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway.serving import serving, settings_for
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.stack import free_port
 
 
 async def test_the_public_port_has_no_metrics_by_default(tmp_path: Path) -> None:
@@ -28,7 +23,7 @@ async def test_the_public_port_has_no_metrics_by_default(tmp_path: Path) -> None
 
 
 async def test_metrics_listen_serves_them_on_their_own_port(tmp_path: Path) -> None:
-    metrics_port = _free_port()
+    metrics_port = free_port()
     settings = settings_for(tmp_path, observability={"gateway_metrics_listen": f"127.0.0.1:{metrics_port}"})
     async with serving(settings) as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         assert (await client.get("/v2/")).status_code == 200

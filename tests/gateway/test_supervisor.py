@@ -29,7 +29,7 @@ from services.cli import _parser, main
 from services.common.settings import Settings
 from services.supervisor import ServePlan, Supervisor, plan_serve, settings_overrides
 from tests.gateway.fake_plane import in_process
-from tests.support.stack import LadingProcess, lading_command
+from tests.support.stack import LadingProcess, free_port, lading_command
 
 FAKE_PLANE = Path(__file__).with_name("fake_plane.py")
 
@@ -133,11 +133,6 @@ def test_cli_commands() -> None:
         parser.parse_args([])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _fake_python(tmp_path: Path) -> str:
     wrapper = tmp_path / "python"
@@ -148,7 +143,7 @@ def _fake_python(tmp_path: Path) -> str:
 
 def _plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: Path) -> ServePlan:
     monkeypatch.setenv("FAKE_PLANE_LOG", str(log))
-    return plan_serve(Settings(), {}, data_dir=str(tmp_path / "data"), host="127.0.0.1", port=_free_port())
+    return plan_serve(Settings(), {}, data_dir=str(tmp_path / "data"), host="127.0.0.1", port=free_port())
 
 
 def _supervisor(plan: ServePlan, tmp_path: Path, out: io.StringIO) -> Supervisor:
@@ -219,7 +214,7 @@ def test_a_plane_that_cannot_start_fails_the_command(tmp_path: Path) -> None:
 import asyncio, io, json
 from services.common.settings import Settings
 from services.supervisor import Supervisor, plan_serve
-plan = plan_serve(Settings(), {{}}, data_dir={str(tmp_path / "data")!r}, host="127.0.0.1", port={_free_port()})
+plan = plan_serve(Settings(), {{}}, data_dir={str(tmp_path / "data")!r}, host="127.0.0.1", port={free_port()})
 supervisor = Supervisor(plan, python={str(broken)!r}, out=io.StringIO())
 code = asyncio.run(asyncio.wait_for(supervisor.run(), 60))
 print(json.dumps({{"code": code, "children": [c.returncode for c in supervisor.children]}}))
@@ -434,7 +429,7 @@ def test_the_forked_planes_are_apart_and_leave_with_the_supervisor(tmp_path: Pat
     """`lading serve` forks its blob and gateway children: each in a process group of its own,
     named for its plane, holding no descriptor of the registry port but the gateway's, and gone
     when the supervisor dies (even by SIGKILL, which it cannot answer)."""
-    port = _free_port()
+    port = free_port()
     serve = LadingProcess("serve", lading_command("serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)),
                           log_dir=tmp_path)
     try:
@@ -468,7 +463,7 @@ def test_a_gateway_killed_by_lading_serve_leaves_no_worker_behind(tmp_path: Path
     hears its SIGTERM) is killed by `lading serve` at its bound plus the margin; the kill reached
     the gateway's pid only and left its workers running, orphaned, on the port. Now it reaches its
     whole process group."""
-    port = _free_port()
+    port = free_port()
     env = {"LADING_GATEWAY__WORKERS": "2",
            "LADING_GATEWAY__SHUTDOWN_GRACE_SECONDS": "0.5",
            "LADING_GATEWAY__SHUTDOWN_CLEANUP_SECONDS": "0.5",
@@ -533,7 +528,7 @@ def test_a_gateway_whose_supervisor_died_stops_in_time_whatever_its_peers_do(tmp
     supervisor, goes with it) exits within drain + grace + cleanup, even when its trace collector
     takes its spans and never answers (the flush held the stop for the exporter's 10 s timeout per
     batch, up to 30 s) and a client holds an idle keep-alive connection."""
-    port = _free_port()
+    port = free_port()
     collector = socket.socket()  # listens, never accepts: requests to it wait for an answer
     collector.bind(("127.0.0.1", 0))
     collector.listen(8)
@@ -574,7 +569,7 @@ def test_lading_serve_stops_in_time_when_its_trace_collector_never_answers(tmp_p
     """`lading serve` told to stop (SIGTERM) while its collector takes spans and never answers:
     every plane's last flush is bounded by `observability.otlp_timeout_seconds` (the exporter's
     default, 10 s per attempt and 30 s per flush, held the metadata and blob planes that long)."""
-    port = _free_port()
+    port = free_port()
     collector = socket.socket()  # listens, never accepts: requests to it wait for an answer
     collector.bind(("127.0.0.1", 0))
     collector.listen(8)

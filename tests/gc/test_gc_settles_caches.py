@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from lading.metadata.v1 import admin_pb2_grpc
 
 from tests.gc.stack_support import gc_stack, targets
 from tests.support import oci
-from tests.support.stack import Stack
+from tests.support.stack import Stack, free_port
 
 # The gateway renews four times per lease: once stopped it still holds the lease for at least 3/4
 # of this, time enough for the write to commit. The write does not wait this long: the gateway is
@@ -33,15 +32,10 @@ from tests.support.stack import Stack
 LEASE_SECONDS = 20.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture
 def metered(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stack, str]]:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     with gc_stack("sqlite", request, tmp_path, LADING_OBSERVABILITY__METADATA_METRICS_LISTEN=address,
                   LADING_METADATA__CHANGE_FEED__LEASE_SECONDS=str(LEASE_SECONDS)) as stack:
         yield stack, address

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.stack import free_ports
 
 ACCESS_KEY = "lading-test"
 SECRET_KEY = "lading-test-secret"
@@ -84,20 +85,6 @@ def weed_binary() -> Path:
     )
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct ports free right now on 127.0.0.1 (held open together so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _probe(endpoint: str, bucket: str) -> None:
     """Creates `bucket` and writes and deletes one object; raises until the cluster takes writes."""
     import io
@@ -134,7 +121,7 @@ def seaweedfs_server(*, bucket: str = "lading-test") -> Iterator[SeaweedFS]:
     """Runs a fresh SeaweedFS until the block ends; see the module docstring."""
     weed = weed_binary()
     data_dir = Path(tempfile.mkdtemp(prefix="lading-weed-"))
-    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc) = _free_ports(8)
+    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc) = free_ports(8)
     command = [
         str(weed),
         "server",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,11 +31,44 @@ START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 
 
+def _outgoing_port_range() -> tuple[int, int]:
+    """The ports the kernel hands to outgoing connections (net.ipv4.ip_local_port_range)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_PICKER = random.SystemRandom()  # not the global generator, which tests may seed
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on 127.0.0.1 that were free a moment ago, picked below the range
+    the kernel takes outgoing connections' ports from: a port the OS picked (bind to 0) comes from
+    that range, so a client connecting anywhere in the suite could take it before the server meant
+    for it binds (seen: a gateway's `address already in use` in the HA tests)."""
+    ceiling = min(_outgoing_port_range()[0], 65536) - 1
+    floor = max(1024, ceiling - 12_000)
+    held: list[socket.socket] = []
+    try:
+        while len(held) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", _PICKER.randint(floor, ceiling)))
+            except OSError:  # in use (or lingering): pick again
+                sock.close()
+                continue
+            held.append(sock)
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago (see free_ports)."""
+    return free_ports(1)[0]
 
 
 def lading_command(*args: str) -> list[str]:
