@@ -111,11 +111,15 @@ class MetadataClient:
         )
         return bool(response.held)
 
-    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+    async def link_blob(self, repository: str, digest: str, size: int, *,
+                        stored_seconds_ago: float | None = None) -> None:
+        """`stored_seconds_ago`: the blob plane wrote these bytes at most that long ago (a commit
+        that answered `stored_now`); the metadata plane may then link them without asking it."""
         await _unary(
             self._stub.LinkBlob,
             metadata_pb2.LinkBlobRequest(repository=repository, digest=digest, size=size,
-                                          context=request_context.current()),
+                                          context=request_context.current(),
+                                          stored_seconds_ago=stored_seconds_ago),
             self._timeout,
         )
 

@@ -12,6 +12,7 @@ UNSUPPORTED before anything reaches the blob plane (gateway.maintenance).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from lading.blob.v1 import blob_pb2
@@ -106,6 +107,7 @@ async def _monolithic(request: Request, gateway: Gateway, repository: str, diges
                     max_blob_bytes=max_blob_bytes,
                 ),
             )
+        committing = time.monotonic()
         committed = await gateway.blob.commit_upload(
             upload_id, repository, digest, -1 if expected_size is None else expected_size,
             final_data=final, final_offset=0,
@@ -113,7 +115,7 @@ async def _monolithic(request: Request, gateway: Gateway, repository: str, diges
     except Exception:
         await _cancel_quietly(gateway, upload_id, repository)
         raise
-    await gateway.metadata.link_blob(repository, committed.digest, committed.size)
+    await _link(gateway, repository, committed, committing)
     return _created(request, repository, committed.digest)
 
 
@@ -170,6 +172,7 @@ async def put(request: Request, gateway: Gateway) -> Response:
         final = await _small_final_chunk(request, gateway, body)
         if final is not None:
             data, offset = final
+            committing = time.monotonic()
             try:
                 committed = await gateway.blob.commit_upload(
                     upload_id, repository, digest, final_data=data, final_offset=offset
@@ -178,12 +181,23 @@ async def put(request: Request, gateway: Gateway) -> Response:
                 if error.kind is ErrorKind.RANGE_INVALID:
                     raise await _with_session_headers(request, gateway, repository, upload_id, error) from None
                 raise
-            await gateway.metadata.link_blob(repository, committed.digest, committed.size)
+            await _link(gateway, repository, committed, committing)
             return _created(request, repository, committed.digest)
         await _append(request, gateway, repository, upload_id, body)
+    committing = time.monotonic()
     committed = await gateway.blob.commit_upload(upload_id, repository, digest)
-    await gateway.metadata.link_blob(repository, committed.digest, committed.size)
+    await _link(gateway, repository, committed, committing)
     return _created(request, repository, committed.digest)
+
+
+async def _link(gateway: Gateway, repository: str, committed: blob_pb2.CommitUploadResponse,
+                committing: float) -> None:
+    """LinkBlob after a commit that began at `committing` (time.monotonic()). When the commit wrote
+    the bytes itself, the link vouches for them with an upper bound of their age, which spares
+    the metadata plane asking the blob plane whether they exist (services/metadata/gc)."""
+    stored_seconds_ago = time.monotonic() - committing if committed.stored_now else None
+    await gateway.metadata.link_blob(repository, committed.digest, committed.size,
+                                     stored_seconds_ago=stored_seconds_ago)
 
 
 async def cancel(request: Request, gateway: Gateway) -> Response:

@@ -36,8 +36,20 @@ from services.common.errors import ErrorKind, RegistryError, storage_full
 
 log = logging.getLogger("lading.blob")
 
+# Modification times travel as floats and some stores keep whole seconds (S3's HEAD): bytes count
+# as written after a listing only when later by more than this.
+_MODIFIED_TOLERANCE_SECONDS = 1.0
+
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BlobDeletion:
+    """What DeleteBlob did: `deleted` the bytes, or `kept_newer` ones written after the listing."""
+
+    deleted: bool
+    kept_newer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,20 +222,28 @@ class BlobStore:
         return await self._presigner.presigned_get_url(key)
 
     @_translated
-    async def delete_blob(self, digest: str) -> bool:
-        """Physically deletes a blob's bytes; True if it existed. Idempotent. Raises DIGEST_INVALID.
+    async def delete_blob(self, digest: str, *, listed_modified_at: float = 0.0) -> BlobDeletion:
+        """Physically deletes a blob's bytes (`deleted`: they existed). Idempotent. Raises
+        DIGEST_INVALID.
 
         Only the metadata plane's garbage collection calls this, after checking no manifest or
-        link references the blob.
+        link references the blob. `listed_modified_at` (non-zero): the modification time its
+        listing showed; bytes written since (a commit after the listing: `kept_newer`) are kept.
+        Nothing else deletes or rewrites bytes that exist in between (an absent blob is written
+        only by a commit, which then vouches for it), so the check and the deletion need no lock.
         """
         parsed = Digest.parse(digest)
         key = keys.blob_key(parsed)
         try:
-            await self.backend.stat(key)
+            info = await self.backend.stat(key)
         except ObjectNotFound:
-            return False
+            return BlobDeletion(deleted=False)
+        if listed_modified_at and info.modified > listed_modified_at + _MODIFIED_TOLERANCE_SECONDS:
+            log.info("kept %s: written again at %.0f, after the listing the deletion was decided on (%.0f)",
+                     parsed, info.modified, listed_modified_at)
+            return BlobDeletion(deleted=False, kept_newer=True)
         await self.backend.delete(key)
-        return True
+        return BlobDeletion(deleted=True)
 
     @_translated
     async def list_blobs(self, *, page_token: str = "", page_size: int = 0) -> BlobPage:

@@ -130,7 +130,8 @@ class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
 
     async def DeleteBlob(self, request: blob_pb2.DeleteBlobRequest, context: grpc.aio.ServicerContext
                          ) -> blob_pb2.DeleteBlobResponse:
-        return blob_pb2.DeleteBlobResponse(deleted=await self.store.delete_blob(request.digest))
+        done = await self.store.delete_blob(request.digest, listed_modified_at=request.listed_modified_at)
+        return blob_pb2.DeleteBlobResponse(deleted=done.deleted, kept_newer=done.kept_newer)
 
     async def ListBlobs(self, request: blob_pb2.ListBlobsRequest, context: grpc.aio.ServicerContext
                         ) -> blob_pb2.ListBlobsResponse:
@@ -198,7 +199,8 @@ class BlobServiceServicer(blob_pb2_grpc.BlobServiceServicer):
             final_data=request.final_data,
             final_offset=request.final_offset if request.final_offset >= 0 else None,
         )
-        return blob_pb2.CommitUploadResponse(digest=str(committed.digest), size=committed.size)
+        return blob_pb2.CommitUploadResponse(digest=str(committed.digest), size=committed.size,
+                                             stored_now=committed.stored_now)
 
     async def CancelUpload(self, request: blob_pb2.CancelUploadRequest, context: grpc.aio.ServicerContext
                            ) -> blob_pb2.CancelUploadResponse:

@@ -83,6 +83,8 @@ class UploadStatus:
 class CommittedBlob:
     digest: Digest
     size: int
+    # This commit wrote the bytes (they were not stored yet): their modification time is now.
+    stored_now: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,9 +463,9 @@ class UploadSessions:
         await self._check_digest(upload_id, state, parsed, hasher.hexdigest())
         # Verified bytes only ever reach the blob key, atomically: a crash leaves the blob absent
         # (the session remains, for the purge) or complete.
-        await self.backend.put_if_absent(keys.blob_key(parsed), data)
+        stored_now = await self.backend.put_if_absent(keys.blob_key(parsed), data)
         await self._remove_session(upload_id, state.owner)
-        return CommittedBlob(parsed, size)
+        return CommittedBlob(parsed, size, stored_now)
 
     async def cancel(self, upload_id: str, repository: str) -> None:
         """Removes the session and its staged bytes. Raises BLOB_UPLOAD_UNKNOWN."""

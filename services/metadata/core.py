@@ -83,14 +83,19 @@ class MetadataCore:
 
     # -- blobs --------------------------------------------------------------------------------------
 
-    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+    async def link_blob(self, repository: str, digest: str, size: int, *,
+                        stored_seconds_ago: float | None = None) -> None:
         """Links a verified blob into `repository` (created on first use). Idempotent.
-        Raises NAME_INVALID, DIGEST_INVALID, SIZE_INVALID (negative size)."""
+        Raises NAME_INVALID, DIGEST_INVALID, SIZE_INVALID (negative size). `stored_seconds_ago`:
+        the caller's blob plane wrote the bytes at most that long ago (LinkBlobRequest)."""
         validate_repository(repository)
         digest = self._digest(digest)
         if size < 0:
             raise RegistryError(ErrorKind.SIZE_INVALID, f"invalid blob size {size}: must be >= 0", {"size": size})
-        await self._store.link_blob(repository, digest, size)
+        if stored_seconds_ago is None:
+            await self._store.link_blob(repository, digest, size)
+        else:
+            await self._store.link_blob(repository, digest, size, stored_seconds_ago=stored_seconds_ago)
 
     async def stat_blob(self, repository: str, digest: str) -> int:
         """The size of a blob linked in `repository`; BLOB_UNKNOWN when it is not linked there."""

@@ -48,7 +48,9 @@ class MetadataServicer(metadata_pb2_grpc.MetadataServiceServicer):
 
     async def LinkBlob(self, request: pb.LinkBlobRequest, context: grpc.aio.ServicerContext) -> pb.LinkBlobResponse:
         event_context.bind(request)
-        await self._core.link_blob(request.repository, request.digest, request.size)
+        stored_seconds_ago = request.stored_seconds_ago if request.HasField("stored_seconds_ago") else None
+        await self._core.link_blob(request.repository, request.digest, request.size,
+                                   stored_seconds_ago=stored_seconds_ago)
         self._changed()
         return _EMPTY_LINK
 

@@ -8,7 +8,6 @@ for their data) and not one AccountService or ChangeService call caused by them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from tests.auth.conftest import ALICE, auth_env
 from tests.auth.support import AuthStack, oauth_login, signing_keys
+from tests.support.grpc_calls import handled_calls
 from tests.support.stack import free_port
 
 REQUESTS = 50
@@ -34,30 +34,15 @@ def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AuthStac
         yield stack, f"http://{metrics}/metrics"
 
 
-def _calls(metrics_url: str) -> dict[str, float]:
-    """Completed gRPC calls of the metadata plane, by "Service/Method"."""
-    text = httpx.get(metrics_url, timeout=10).text
-    calls: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("lading_grpc_server_handled_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        method = labels.get("method") or labels.get("grpc_method", "")
-        service = labels.get("service") or labels.get("grpc_service", "")
-        key = f"{service.rsplit('.', 1)[-1]}/{method}" if service else method
-        calls[key] = calls.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    return calls
-
-
 def test_bearer_requests_ask_the_metadata_plane_nothing_about_the_account(metered: tuple[AuthStack, str]) -> None:
     stack, metrics_url = metered
     token = oauth_login(stack.base_url, ALICE, "repository:team-a/app:pull").json()["access_token"]
     with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
         assert client.get("/v2/team-a/app/tags/list").status_code == 404  # warm: channels open
-        before = _calls(metrics_url)
+        before = handled_calls(metrics_url)
         for _ in range(REQUESTS):
             assert client.get("/v2/team-a/app/tags/list").status_code == 404
-    after = _calls(metrics_url)
+    after = handled_calls(metrics_url)
     grown = {name: after[name] - before.get(name, 0.0) for name in after if after[name] != before.get(name, 0.0)}
     listings = sum(count for name, count in grown.items() if "Tag" in name)
     assert listings >= REQUESTS, f"the requests did not reach the metadata plane as expected: {grown}"

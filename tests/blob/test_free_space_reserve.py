@@ -122,7 +122,7 @@ async def test_appends_and_whole_blobs_are_refused_while_reads_deletes_and_cance
 
     # What needs no new bytes is never refused.
     assert await read_all(reserved, sha256(kept)) == kept
-    assert await reserved.delete_blob(sha256(doomed))
+    assert (await reserved.delete_blob(sha256(doomed))).deleted
     await reserved.cancel_upload(cancelled.upload_id, REPO)
     assert cancelled.upload_id not in "".join(await keys_of(reserved.backend, "uploads/"))
     await reserved.check()  # the readiness probe: a plane below its reserve still serves pulls

@@ -335,8 +335,8 @@ async def test_read_blob_ranges_and_errors(store: BlobStore) -> None:
         with pytest.raises(RegistryError) as caught:
             await store.stat_blob(bad)
         assert kind_of(caught) is ErrorKind.DIGEST_INVALID
-    assert await store.delete_blob(digest) is True
-    assert await store.delete_blob(digest) is False
+    assert (await store.delete_blob(digest)).deleted is True
+    assert (await store.delete_blob(digest)).deleted is False
     assert await keys_of(store.backend) == []
 
 

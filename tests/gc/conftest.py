@@ -28,8 +28,11 @@ class Storage:
 
     def __init__(self) -> None:
         self.digests: set[str] = set()
+        # Every digest asked about, in order.
+        self.asked: list[str] = []
 
     async def exists(self, digest: str) -> bool:
+        self.asked.append(digest)
         return digest in self.digests
 
 
@@ -42,11 +45,11 @@ def storage() -> Storage:
 async def make(database: Database, storage: Storage) -> Callable[..., tuple[GuardedStore, GcStore, SqlMetadataStore]]:
     await _truncate(database)
 
-    def build(delay: float = 0.0) -> tuple[GuardedStore, GcStore, SqlMetadataStore]:
+    def build(delay: float = 0.0, orphan_grace: float = 0.0) -> tuple[GuardedStore, GcStore, SqlMetadataStore]:
         inner = SqlMetadataStore(database)
         inner.require_blob_rows()
         gc = GcStore(database, delay_seconds=delay, maintenance_cache_seconds=0.0)
-        return GuardedStore(inner, gc, storage.exists), gc, inner
+        return GuardedStore(inner, gc, storage.exists, orphan_grace_seconds=orphan_grace), gc, inner
 
     return build
 

@@ -20,7 +20,7 @@ from lading.blob.v1 import blob_pb2
 from lading.metadata.v1 import admin_pb2 as pb
 
 from services.common.errors import ErrorKind, from_rpc_error
-from services.metadata.gc.worker import run_gc
+from services.metadata.gc.worker import RunReport, _delete_bytes, run_gc
 from tests.gc.stack_support import gc_stack, image_of, layer, stored, stubs, targets, try_push
 from tests.support import oci
 from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
@@ -59,6 +59,18 @@ async def commit_orphan(blob: Any, data: bytes) -> str:
         upload_id=started.status.upload_id, repository="crashed/push", digest=digest, expected_size=len(data),
         final_data=data, final_offset=-1), timeout=10)
     return digest
+
+
+async def listed_blob(blob: Any, digest: str) -> Any:
+    """The blob plane's listing entry (digest, size, modified_at) of `digest`."""
+    token = ""
+    while True:
+        page = await blob.ListBlobs(blob_pb2.ListBlobsRequest(page_size=1000, page_token=token), timeout=10)
+        for item in page.blobs:
+            if item.digest == digest:
+                return item
+        token = page.next_page_token
+        assert token, f"{digest} is not listed"
 
 
 async def all_listed(blob: Any, page_size: int) -> list[str]:
@@ -156,6 +168,30 @@ async def test_a_link_racing_the_claim_is_told_to_upload_again(stack: Stack) -> 
         assert head.status_code == 200
     finally:
         await asyncio.to_thread(client.close)
+
+
+async def test_a_stale_listing_never_deletes_bytes_stored_after_it(stack: Stack) -> None:
+    """A run listed old bytes of a digest; meanwhile another run deleted them and a push stored the
+    digest again (its LinkBlob vouched for the new bytes: services/metadata/gc). The stale run's
+    claim must not delete the new bytes: the blob plane keeps them and the claim is forgotten."""
+    data = os.urandom(3000)
+    async with stubs(stack) as (admin, blob):
+        digest = await commit_orphan(blob, data)
+        stale = (await listed_blob(blob, digest)).modified_at - 3600  # what the old bytes showed
+        claimed = (await admin.GcClaimOrphans(pb.GcClaimOrphansRequest(
+            blobs=[pb.OrphanCandidate(digest=digest, size=len(data), modified_at=stale)]), timeout=10)).orphans
+        assert [item.digest for item in claimed] == [digest]
+        report, said = RunReport(dry_run=False), []
+        assert not await _delete_bytes(admin, blob, claimed[0], report, said.append, listed_modified_at=stale)
+        assert await stored(blob, digest)
+        assert report.blobs_deleted == 0 and any("kept" in line for line in said), said
+        # The claim is forgotten: the push of those bytes links them (a `deleting` row would refuse).
+        with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+            pushed = await asyncio.to_thread(
+                client.post, "/v2/orphans/stale/blobs/uploads/", params={"digest": digest}, content=data,
+                headers={"Content-Type": "application/octet-stream"})
+            assert pushed.status_code == 201, pushed.text
+            assert (await asyncio.to_thread(client.head, f"/v2/orphans/stale/blobs/{digest}")).status_code == 200
 
 
 async def test_orphans_younger_than_the_grace_are_kept(request: pytest.FixtureRequest, tmp_path: Path) -> None:

@@ -329,6 +329,10 @@ def test_a_cold_blob_is_served_by_the_blob_plane_while_it_arrives(
     finally:
         relay.release()
     with httpx.Client(base_url=lading.base_url, timeout=30) as client:
+        # The client had its last byte once the digest checked out; the blob plane then still
+        # commits (on S3 an upload) and the link follows. A HEAD waits for the fetch's end; a GET
+        # racing it would join the fetch (answered correctly, streamed) instead of a warm read.
+        assert client.head(path).status_code == 200
         again = client.get(path)
         assert again.status_code == 307, again.text
         if cold.s3_endpoint:  # a stored blob: S3's own presigned URL, as for any read on S3

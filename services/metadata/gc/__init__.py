@@ -40,6 +40,19 @@ The protocol that closes the HEAD-then-delete race (each step one transaction):
   row to `active` only if it is still `pending` with *its* epoch; otherwise BLOB_UNKNOWN and the
   client uploads again. An `active` row therefore always has bytes. Without gc.blob_target (a
   metadata plane run alone) the check is skipped and LinkBlob trusts the caller.
+- vouched first links (the push path's shortcut): when the blob plane's CommitUpload wrote the
+  bytes itself (`stored_now`: they were not stored before, so their modification time is the
+  commit's), the gateway's LinkBlob says how long ago that commit began (`stored_seconds_ago`),
+  and the link inserts the row `active` (or confirms a `pending` one) in its own transaction,
+  with no claim and no StatBlob. Why that is safe: bytes with no row are deleted only as orphans,
+  claimed once older than gc.orphan_grace_seconds; the link must commit within half the grace
+  of the commit's start (checked inside its transaction against the monotonic clock; later, it
+  falls back to the claim and the question), the other half covering clock skew between the
+  bytes' store and this plane. A `deleting` row still answers BLOB_UNKNOWN. One gap is left for
+  the orphan sweep to close: a listing that went stale (another run deleted those old bytes
+  meanwhile and a commit wrote them again) would claim fresh bytes. So the sweep's DeleteBlob
+  carries the modification time it listed, the blob plane keeps bytes written later
+  (`kept_newer`), and the claim is forgotten. Off with a grace under a minute.
 Maintenance mode (`lading maintenance on`) is a row in `registry_flags`; every mutating metadata
 call answers UNSUPPORTED (HTTP 405) "registry is in read-only maintenance mode" (cached ~1 s per
 replica). The gateway asks AdminService.GetMaintenance (cached per gateway, gateway/maintenance.py)

@@ -10,6 +10,7 @@ package docstring for the whole protocol.
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -26,6 +27,11 @@ DELETING = "deleting"
 def new_epoch() -> int:
     """A random positive 63-bit number identifying one incarnation of a `blobs` row."""
     return secrets.randbits(62) + 1
+
+
+class VouchLapsed(Exception):
+    """A vouched link (`claim_for_link(vouched_until=...)`) reached its transaction after its
+    deadline: nothing was written, and the caller confirms the bytes the usual way."""
 
 
 def blob_being_deleted(digest: str) -> RegistryError:
@@ -47,9 +53,14 @@ class BlobRowGuard:
                                  blobs.c.state.in_([PENDING, ACTIVE]))
                           .values(state=ACTIVE, updated_at=bindparam("activated_at")))
         self._state = select(blobs.c.state).where(blobs.c.digest == bindparam("digest")).with_for_update(read=True)
+        # A vouched link confirms whoever's `pending` claim is there (its epoch stays, so that
+        # claimer's own activation still matches).
+        self._confirm_pending = (update(blobs)
+                                 .where(blobs.c.digest == bindparam("b_digest"), blobs.c.state == PENDING)
+                                 .values(state=ACTIVE, updated_at=bindparam("activated_at")))
 
     def claim_for_link(self, conn: Connection, digest: str, size: int, *,
-                       activate_epoch: int | None = None) -> None:
+                       activate_epoch: int | None = None, vouched_until: float | None = None) -> None:
         """Makes sure `digest` has an `active` row before a link is written in this transaction.
 
         Inserts it `active` when absent and `insert_missing` (a bare store: the caller vouches for
@@ -57,8 +68,19 @@ class BlobRowGuard:
         Raises BLOB_UNKNOWN when the row is `deleting` or `pending` (a GC incarnation race).
         `activate_epoch`: the caller confirmed the bytes of the `pending` row of that epoch; it is
         made `active` here, in the link's transaction (one write instead of two). A row of another
-        epoch, or `deleting`, means the GC took it meanwhile: BLOB_UNKNOWN."""
-        if activate_epoch is not None:
+        epoch, or `deleting`, means the GC took it meanwhile: BLOB_UNKNOWN.
+        `vouched_until` (time.monotonic()): the caller's blob plane has just written the bytes and
+        the orphan sweep cannot take them before then (GuardedStore), so an absent row is
+        inserted `active` and a `pending` one made `active`; `deleting` is still BLOB_UNKNOWN.
+        Past the deadline, VouchLapsed (nothing written)."""
+        if vouched_until is not None:
+            if time.monotonic() > vouched_until:
+                raise VouchLapsed(digest)
+            now = datetime.now(UTC)
+            conn.execute(self._insert, {"digest": digest, "size": size, "state": ACTIVE, "epoch": new_epoch(),
+                                        "updated_at": now})
+            conn.execute(self._confirm_pending, {"b_digest": digest, "activated_at": now})
+        elif activate_epoch is not None:
             activated = conn.execute(self._activate, {"b_digest": digest, "b_epoch": activate_epoch,
                                                       "activated_at": datetime.now(UTC)}).rowcount
             if activated:

@@ -7,19 +7,27 @@ maintenance mode, review holds and the blob-plane confirmation of a blob's first
   gc.review_delay_seconds (written before the removal, so a GC run can never miss the hold).
 - LinkBlob: when the digest has no `active` row, a `pending` row is claimed, the blob plane is
   asked (BlobService.StatBlob over gRPC) whether the bytes exist, and only then is the row made
-  `active` (matching the claimed epoch) and the link written. See the package docstring.
+  `active` (matching the claimed epoch) and the link written. A link whose caller vouches that
+  its blob plane wrote the bytes just now (`stored_seconds_ago`, from CommitUpload's
+  `stored_now`) skips the claim and the question while the orphan grace covers it. See the
+  package docstring.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from services.common.errors import ErrorKind, RegistryError
+from services.metadata.gc.guard import VouchLapsed
 from services.metadata.gc.store import GLOBAL, GcStore
 from services.metadata.store.base import MetadataStore, NewManifest, Page, Referrer, StoredManifest
 
 # Answers whether the blob plane holds the bytes of `digest` (None: no blob plane configured).
 BytesExist = Callable[[str], Awaitable[bool]]
+# Below this orphan grace the window a vouched link would have is too short to be worth relying
+# on (tests and small setups set it to seconds): every first link asks the blob plane.
+MIN_VOUCH_GRACE_SECONDS = 60.0
 
 
 def _upload_again(digest: str) -> RegistryError:
@@ -31,10 +39,28 @@ def _upload_again(digest: str) -> RegistryError:
 
 
 class GuardedStore:
-    def __init__(self, inner: MetadataStore, gc: GcStore, bytes_exist: BytesExist | None) -> None:
+    def __init__(self, inner: MetadataStore, gc: GcStore, bytes_exist: BytesExist | None, *,
+                 orphan_grace_seconds: float = 0.0) -> None:
         self._inner = inner
         self._gc = gc
         self._bytes_exist = bytes_exist
+        self._orphan_grace = orphan_grace_seconds
+
+    def _vouch_deadline(self, stored_seconds_ago: float | None) -> float | None:
+        """Until when (time.monotonic()) a link may rely on bytes stored `stored_seconds_ago`
+        without asking the blob plane; None when it may not at all.
+
+        The orphan sweep takes bytes without a `blobs` row only once their modification time
+        is `orphan_grace_seconds` old, so bytes a commit has just written are safe from it until
+        their link's transaction makes the row. Half the grace is left for the clock of the
+        bytes' store running behind this plane's and for a forwarded call's time in transit; with a
+        grace under `MIN_VOUCH_GRACE_SECONDS` nothing is vouched for.
+        """
+        if stored_seconds_ago is None or self._orphan_grace < MIN_VOUCH_GRACE_SECONDS:
+            return None
+        if not 0 <= stored_seconds_ago < self._orphan_grace / 2:
+            return None
+        return time.monotonic() - stored_seconds_ago + self._orphan_grace / 2
 
     # -- reads pass through -----------------------------------------------------------------------
 
@@ -64,8 +90,16 @@ class GuardedStore:
 
     # -- writes -------------------------------------------------------------------------------------
 
-    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+    async def link_blob(self, repository: str, digest: str, size: int, *,
+                        stored_seconds_ago: float | None = None) -> None:
         await self._gc.refuse_in_maintenance()
+        vouched_until = self._vouch_deadline(stored_seconds_ago)
+        if vouched_until is not None:
+            try:
+                await self._inner.link_blob(repository, digest, size, vouched_until=vouched_until)
+                return
+            except VouchLapsed:
+                pass  # the link came too late to rely on the orphan grace: confirm as below
         # None: an `active` row (the inner link re-checks it under a row lock).
         epoch = await self._gc.link_epoch(digest, size)
         if epoch is not None and self._bytes_exist is not None and not await self._bytes_exist(digest):

@@ -117,7 +117,8 @@ def build_gc(settings: Settings, database: Database, store: MetadataStore,
     loop = None
     if channel is not None and settings.gc.interval_seconds > 0:
         loop = GcLoop(admin, blob_pb2_grpc.BlobServiceStub(channel), settings.gc.interval_seconds)
-    return GcParts(store=GuardedStore(store, gc, checker), gc=gc, admin=admin, channel=channel, loop=loop,
+    guarded = GuardedStore(store, gc, checker, orphan_grace_seconds=settings.gc.orphan_grace_seconds)
+    return GcParts(store=guarded, gc=gc, admin=admin, channel=channel, loop=loop,
                    peer_channels=peer_channels)
 
 

@@ -105,15 +105,25 @@ async def _record(admin: Any, report: RunReport, started: float) -> None:
         blobs_deleted=report.blobs_deleted, bytes_freed=report.bytes_freed, errors=report.errors), timeout=_TIMEOUT)
 
 
-async def _delete_bytes(admin: Any, blob: Any, item: Any, report: RunReport, say: Progress) -> bool:
+async def _delete_bytes(admin: Any, blob: Any, item: Any, report: RunReport, say: Progress, *,
+                        listed_modified_at: float = 0.0) -> bool:
     """Deletes a `deleting` blob's bytes, then forgets its row; False (row left `deleting`, for
-    the next run to retry) when the blob plane fails."""
+    the next run to retry) when the blob plane fails. `listed_modified_at` (an orphan's): the
+    blob plane keeps bytes written after that listing (a commit of the same digest since, whose
+    LinkBlob may have vouched for them: see services/metadata/gc/__init__.py); the claim is then
+    forgotten, bytes and all kept, and False is returned."""
     try:
-        await blob.DeleteBlob(blob_pb2.DeleteBlobRequest(digest=item.digest), timeout=_TIMEOUT)
+        answer = await blob.DeleteBlob(
+            blob_pb2.DeleteBlobRequest(digest=item.digest, listed_modified_at=listed_modified_at), timeout=_TIMEOUT)
     except grpc.RpcError as error:
         if from_rpc_error(error).kind is not ErrorKind.BLOB_UNKNOWN:
             report.errors += 1  # stays `deleting`; retried next run
             say(f"gc: deleting {item.digest} failed ({from_rpc_error(error).message}); will retry")
+            return False
+    else:
+        if answer.kept_newer:
+            await admin.GcForgetBlob(pb.GcForgetBlobRequest(digest=item.digest), timeout=_TIMEOUT)
+            say(f"gc: kept {item.digest}: stored again after it was listed as an orphan")
             return False
     await admin.GcForgetBlob(pb.GcForgetBlobRequest(digest=item.digest), timeout=_TIMEOUT)
     report.blobs_deleted += 1
@@ -141,8 +151,10 @@ async def _orphans(admin: Any, blob: Any, report: RunReport, say: Progress, *, d
                 else:
                     if found and after_claim is not None:
                         await after_claim(found)
+                    listed = {b.digest: b.modified_at for b in page.blobs}
                     for item in found:
-                        if await _delete_bytes(admin, blob, item, report, say):
+                        if await _delete_bytes(admin, blob, item, report, say,
+                                               listed_modified_at=listed.get(item.digest, 0.0)):
                             report.orphans += 1
                             report.orphan_bytes += item.size
             token = page.next_page_token

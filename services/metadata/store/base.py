@@ -72,10 +72,12 @@ class MetadataStore(Protocol):
     async def close(self) -> None:
         """Releases pooled connections. Idempotent."""
 
-    async def link_blob(self, repository: str, digest: str, size: int, *, activate_epoch: int | None = None) -> None:
+    async def link_blob(self, repository: str, digest: str, size: int, *, activate_epoch: int | None = None,
+                        vouched_until: float | None = None) -> None:
         """Links `digest` into `repository`, creating the repository if needed. Idempotent: an
         existing link is kept as is (its first recorded size wins). `activate_epoch` (GC guard):
-        first turn the `pending` blob row of that epoch `active` in the same transaction."""
+        first turn the `pending` blob row of that epoch `active` in the same transaction.
+        `vouched_until` (GC guard): the bytes were just written; see BlobRowGuard.claim_for_link."""
 
     async def stat_blob(self, repository: str, digest: str) -> int | None:
         """The linked blob's size, or None when the blob is not linked there (or the repository does

@@ -276,11 +276,13 @@ class SqlMetadataStore:
         instead of creating one: the GC's GuardedStore creates rows after confirming the bytes."""
         self._blob_guard.insert_missing = False
 
-    async def link_blob(self, repository: str, digest: str, size: int, *, activate_epoch: int | None = None) -> None:
+    async def link_blob(self, repository: str, digest: str, size: int, *, activate_epoch: int | None = None,
+                        vouched_until: float | None = None) -> None:
         region = writing_region.get()
 
         def work(conn: Connection) -> None:
-            self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch)
+            self._blob_guard.claim_for_link(conn, digest, size, activate_epoch=activate_epoch,
+                                            vouched_until=vouched_until)
             now = _now()
             inserted = conn.execute(
                 self._link_by_name, {"repository": repository, "digest": digest, "size": size, "created_at": now}

@@ -41,16 +41,20 @@ class ReadBlobResponse(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., redirect_url: _Optional[str] = ...) -> None: ...
 
 class DeleteBlobRequest(_message.Message):
-    __slots__ = ("digest",)
+    __slots__ = ("digest", "listed_modified_at")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LISTED_MODIFIED_AT_FIELD_NUMBER: _ClassVar[int]
     digest: str
-    def __init__(self, digest: _Optional[str] = ...) -> None: ...
+    listed_modified_at: float
+    def __init__(self, digest: _Optional[str] = ..., listed_modified_at: _Optional[float] = ...) -> None: ...
 
 class DeleteBlobResponse(_message.Message):
-    __slots__ = ("deleted",)
+    __slots__ = ("deleted", "kept_newer")
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    KEPT_NEWER_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
-    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+    kept_newer: bool
+    def __init__(self, deleted: _Optional[bool] = ..., kept_newer: _Optional[bool] = ...) -> None: ...
 
 class ListBlobsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -155,12 +159,14 @@ class CommitUploadRequest(_message.Message):
     def __init__(self, upload_id: _Optional[str] = ..., repository: _Optional[str] = ..., digest: _Optional[str] = ..., expected_size: _Optional[int] = ..., final_data: _Optional[bytes] = ..., final_offset: _Optional[int] = ...) -> None: ...
 
 class CommitUploadResponse(_message.Message):
-    __slots__ = ("digest", "size")
+    __slots__ = ("digest", "size", "stored_now")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    STORED_NOW_FIELD_NUMBER: _ClassVar[int]
     digest: str
     size: int
-    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    stored_now: bool
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., stored_now: _Optional[bool] = ...) -> None: ...
 
 class CancelUploadRequest(_message.Message):
     __slots__ = ("upload_id", "repository")

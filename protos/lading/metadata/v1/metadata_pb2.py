@@ -25,53 +25,53 @@ _sym_db = _symbol_database.Default()
 from lading.common.v1 import common_pb2 as lading_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lading/metadata/v1/metadata.proto\x12\x12lading.metadata.v1\x1a\x1dlading/common/v1/common.proto\"v\n\x0fLinkBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x12\n\x10LinkBlobResponse\"h\n\x0fStatBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .lading.common.v1.RequestContext\"0\n\x10StatBlobResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"j\n\x11UnlinkBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x14\n\x12UnlinkBlobResponse\"\x82\x01\n\x10MountBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x17\n\x0f\x66rom_repository\x18\x03 \x01(\t\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"2\n\x11MountBlobResponse\x12\x0f\n\x07mounted\x18\x01 \x01(\x08\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x93\x01\n\x12PutManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x31\n\x07\x63ontext\x18\x05 \x01(\x0b\x32 .lading.common.v1.RequestContext\"=\n\x13PutManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\"\x9a\x01\n\x12GetManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x14\n\x0comit_payload\x18\x03 \x01(\x08\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\x12\x14\n\x0cheld_digests\x18\x05 \x03(\t\"~\n\x13GetManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x0f\n\x07warning\x18\x05 \x01(\t\x12\x13\n\x0bpull_events\x18\x06 \x01(\x08\"q\n\x15\x44\x65leteManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x18\n\x16\x44\x65leteManifestResponse\"R\n\x0fListTagsRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12+\n\x04page\x18\x02 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"N\n\x10ListTagsResponse\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse\"F\n\x17ListRepositoriesRequest\x12+\n\x04page\x18\x01 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"^\n\x18ListRepositoriesResponse\x12\x14\n\x0crepositories\x18\x01 \x03(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse\"\x86\x01\n\x14ListReferrersRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\x12\x15\n\rartifact_type\x18\x03 \x01(\t\x12+\n\x04page\x18\x04 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"v\n\x15ListReferrersResponse\x12/\n\treferrers\x18\x01 \x03(\x0b\x32\x1c.lading.common.v1.Descriptor\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse2\xcb\x07\n\x0fMetadataService\x12U\n\x08LinkBlob\x12#.lading.metadata.v1.LinkBlobRequest\x1a$.lading.metadata.v1.LinkBlobResponse\x12U\n\x08StatBlob\x12#.lading.metadata.v1.StatBlobRequest\x1a$.lading.metadata.v1.StatBlobResponse\x12[\n\nUnlinkBlob\x12%.lading.metadata.v1.UnlinkBlobRequest\x1a&.lading.metadata.v1.UnlinkBlobResponse\x12X\n\tMountBlob\x12$.lading.metadata.v1.MountBlobRequest\x1a%.lading.metadata.v1.MountBlobResponse\x12^\n\x0bPutManifest\x12&.lading.metadata.v1.PutManifestRequest\x1a\'.lading.metadata.v1.PutManifestResponse\x12^\n\x0bGetManifest\x12&.lading.metadata.v1.GetManifestRequest\x1a\'.lading.metadata.v1.GetManifestResponse\x12g\n\x0e\x44\x65leteManifest\x12).lading.metadata.v1.DeleteManifestRequest\x1a*.lading.metadata.v1.DeleteManifestResponse\x12U\n\x08ListTags\x12#.lading.metadata.v1.ListTagsRequest\x1a$.lading.metadata.v1.ListTagsResponse\x12m\n\x10ListRepositories\x12+.lading.metadata.v1.ListRepositoriesRequest\x1a,.lading.metadata.v1.ListRepositoriesResponse\x12\x64\n\rListReferrers\x12(.lading.metadata.v1.ListReferrersRequest\x1a).lading.metadata.v1.ListReferrersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lading/metadata/v1/metadata.proto\x12\x12lading.metadata.v1\x1a\x1dlading/common/v1/common.proto\"\xae\x01\n\x0fLinkBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\x12\x1f\n\x12stored_seconds_ago\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x15\n\x13_stored_seconds_ago\"\x12\n\x10LinkBlobResponse\"h\n\x0fStatBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .lading.common.v1.RequestContext\"0\n\x10StatBlobResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"j\n\x11UnlinkBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x14\n\x12UnlinkBlobResponse\"\x82\x01\n\x10MountBlobRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x17\n\x0f\x66rom_repository\x18\x03 \x01(\t\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\"2\n\x11MountBlobResponse\x12\x0f\n\x07mounted\x18\x01 \x01(\x08\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x93\x01\n\x12PutManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x31\n\x07\x63ontext\x18\x05 \x01(\x0b\x32 .lading.common.v1.RequestContext\"=\n\x13PutManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\"\x9a\x01\n\x12GetManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x14\n\x0comit_payload\x18\x03 \x01(\x08\x12\x31\n\x07\x63ontext\x18\x04 \x01(\x0b\x32 .lading.common.v1.RequestContext\x12\x14\n\x0cheld_digests\x18\x05 \x03(\t\"~\n\x13GetManifestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x0f\n\x07warning\x18\x05 \x01(\t\x12\x13\n\x0bpull_events\x18\x06 \x01(\x08\"q\n\x15\x44\x65leteManifestRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x31\n\x07\x63ontext\x18\x03 \x01(\x0b\x32 .lading.common.v1.RequestContext\"\x18\n\x16\x44\x65leteManifestResponse\"R\n\x0fListTagsRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12+\n\x04page\x18\x02 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"N\n\x10ListTagsResponse\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse\"F\n\x17ListRepositoriesRequest\x12+\n\x04page\x18\x01 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"^\n\x18ListRepositoriesResponse\x12\x14\n\x0crepositories\x18\x01 \x03(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse\"\x86\x01\n\x14ListReferrersRequest\x12\x12\n\nrepository\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\x12\x15\n\rartifact_type\x18\x03 \x01(\t\x12+\n\x04page\x18\x04 \x01(\x0b\x32\x1d.lading.common.v1.PageRequest\"v\n\x15ListReferrersResponse\x12/\n\treferrers\x18\x01 \x03(\x0b\x32\x1c.lading.common.v1.Descriptor\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.lading.common.v1.PageResponse2\xcb\x07\n\x0fMetadataService\x12U\n\x08LinkBlob\x12#.lading.metadata.v1.LinkBlobRequest\x1a$.lading.metadata.v1.LinkBlobResponse\x12U\n\x08StatBlob\x12#.lading.metadata.v1.StatBlobRequest\x1a$.lading.metadata.v1.StatBlobResponse\x12[\n\nUnlinkBlob\x12%.lading.metadata.v1.UnlinkBlobRequest\x1a&.lading.metadata.v1.UnlinkBlobResponse\x12X\n\tMountBlob\x12$.lading.metadata.v1.MountBlobRequest\x1a%.lading.metadata.v1.MountBlobResponse\x12^\n\x0bPutManifest\x12&.lading.metadata.v1.PutManifestRequest\x1a\'.lading.metadata.v1.PutManifestResponse\x12^\n\x0bGetManifest\x12&.lading.metadata.v1.GetManifestRequest\x1a\'.lading.metadata.v1.GetManifestResponse\x12g\n\x0e\x44\x65leteManifest\x12).lading.metadata.v1.DeleteManifestRequest\x1a*.lading.metadata.v1.DeleteManifestResponse\x12U\n\x08ListTags\x12#.lading.metadata.v1.ListTagsRequest\x1a$.lading.metadata.v1.ListTagsResponse\x12m\n\x10ListRepositories\x12+.lading.metadata.v1.ListRepositoriesRequest\x1a,.lading.metadata.v1.ListRepositoriesResponse\x12\x64\n\rListReferrers\x12(.lading.metadata.v1.ListReferrersRequest\x1a).lading.metadata.v1.ListReferrersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lading.metadata.v1.metadata_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LINKBLOBREQUEST']._serialized_start=88
-  _globals['_LINKBLOBREQUEST']._serialized_end=206
-  _globals['_LINKBLOBRESPONSE']._serialized_start=208
-  _globals['_LINKBLOBRESPONSE']._serialized_end=226
-  _globals['_STATBLOBREQUEST']._serialized_start=228
-  _globals['_STATBLOBREQUEST']._serialized_end=332
-  _globals['_STATBLOBRESPONSE']._serialized_start=334
-  _globals['_STATBLOBRESPONSE']._serialized_end=382
-  _globals['_UNLINKBLOBREQUEST']._serialized_start=384
-  _globals['_UNLINKBLOBREQUEST']._serialized_end=490
-  _globals['_UNLINKBLOBRESPONSE']._serialized_start=492
-  _globals['_UNLINKBLOBRESPONSE']._serialized_end=512
-  _globals['_MOUNTBLOBREQUEST']._serialized_start=515
-  _globals['_MOUNTBLOBREQUEST']._serialized_end=645
-  _globals['_MOUNTBLOBRESPONSE']._serialized_start=647
-  _globals['_MOUNTBLOBRESPONSE']._serialized_end=697
-  _globals['_PUTMANIFESTREQUEST']._serialized_start=700
-  _globals['_PUTMANIFESTREQUEST']._serialized_end=847
-  _globals['_PUTMANIFESTRESPONSE']._serialized_start=849
-  _globals['_PUTMANIFESTRESPONSE']._serialized_end=910
-  _globals['_GETMANIFESTREQUEST']._serialized_start=913
-  _globals['_GETMANIFESTREQUEST']._serialized_end=1067
-  _globals['_GETMANIFESTRESPONSE']._serialized_start=1069
-  _globals['_GETMANIFESTRESPONSE']._serialized_end=1195
-  _globals['_DELETEMANIFESTREQUEST']._serialized_start=1197
-  _globals['_DELETEMANIFESTREQUEST']._serialized_end=1310
-  _globals['_DELETEMANIFESTRESPONSE']._serialized_start=1312
-  _globals['_DELETEMANIFESTRESPONSE']._serialized_end=1336
-  _globals['_LISTTAGSREQUEST']._serialized_start=1338
-  _globals['_LISTTAGSREQUEST']._serialized_end=1420
-  _globals['_LISTTAGSRESPONSE']._serialized_start=1422
-  _globals['_LISTTAGSRESPONSE']._serialized_end=1500
-  _globals['_LISTREPOSITORIESREQUEST']._serialized_start=1502
-  _globals['_LISTREPOSITORIESREQUEST']._serialized_end=1572
-  _globals['_LISTREPOSITORIESRESPONSE']._serialized_start=1574
-  _globals['_LISTREPOSITORIESRESPONSE']._serialized_end=1668
-  _globals['_LISTREFERRERSREQUEST']._serialized_start=1671
-  _globals['_LISTREFERRERSREQUEST']._serialized_end=1805
-  _globals['_LISTREFERRERSRESPONSE']._serialized_start=1807
-  _globals['_LISTREFERRERSRESPONSE']._serialized_end=1925
-  _globals['_METADATASERVICE']._serialized_start=1928
-  _globals['_METADATASERVICE']._serialized_end=2899
+  _globals['_LINKBLOBREQUEST']._serialized_start=89
+  _globals['_LINKBLOBREQUEST']._serialized_end=263
+  _globals['_LINKBLOBRESPONSE']._serialized_start=265
+  _globals['_LINKBLOBRESPONSE']._serialized_end=283
+  _globals['_STATBLOBREQUEST']._serialized_start=285
+  _globals['_STATBLOBREQUEST']._serialized_end=389
+  _globals['_STATBLOBRESPONSE']._serialized_start=391
+  _globals['_STATBLOBRESPONSE']._serialized_end=439
+  _globals['_UNLINKBLOBREQUEST']._serialized_start=441
+  _globals['_UNLINKBLOBREQUEST']._serialized_end=547
+  _globals['_UNLINKBLOBRESPONSE']._serialized_start=549
+  _globals['_UNLINKBLOBRESPONSE']._serialized_end=569
+  _globals['_MOUNTBLOBREQUEST']._serialized_start=572
+  _globals['_MOUNTBLOBREQUEST']._serialized_end=702
+  _globals['_MOUNTBLOBRESPONSE']._serialized_start=704
+  _globals['_MOUNTBLOBRESPONSE']._serialized_end=754
+  _globals['_PUTMANIFESTREQUEST']._serialized_start=757
+  _globals['_PUTMANIFESTREQUEST']._serialized_end=904
+  _globals['_PUTMANIFESTRESPONSE']._serialized_start=906
+  _globals['_PUTMANIFESTRESPONSE']._serialized_end=967
+  _globals['_GETMANIFESTREQUEST']._serialized_start=970
+  _globals['_GETMANIFESTREQUEST']._serialized_end=1124
+  _globals['_GETMANIFESTRESPONSE']._serialized_start=1126
+  _globals['_GETMANIFESTRESPONSE']._serialized_end=1252
+  _globals['_DELETEMANIFESTREQUEST']._serialized_start=1254
+  _globals['_DELETEMANIFESTREQUEST']._serialized_end=1367
+  _globals['_DELETEMANIFESTRESPONSE']._serialized_start=1369
+  _globals['_DELETEMANIFESTRESPONSE']._serialized_end=1393
+  _globals['_LISTTAGSREQUEST']._serialized_start=1395
+  _globals['_LISTTAGSREQUEST']._serialized_end=1477
+  _globals['_LISTTAGSRESPONSE']._serialized_start=1479
+  _globals['_LISTTAGSRESPONSE']._serialized_end=1557
+  _globals['_LISTREPOSITORIESREQUEST']._serialized_start=1559
+  _globals['_LISTREPOSITORIESREQUEST']._serialized_end=1629
+  _globals['_LISTREPOSITORIESRESPONSE']._serialized_start=1631
+  _globals['_LISTREPOSITORIESRESPONSE']._serialized_end=1725
+  _globals['_LISTREFERRERSREQUEST']._serialized_start=1728
+  _globals['_LISTREFERRERSREQUEST']._serialized_end=1862
+  _globals['_LISTREFERRERSRESPONSE']._serialized_start=1864
+  _globals['_LISTREFERRERSRESPONSE']._serialized_end=1982
+  _globals['_METADATASERVICE']._serialized_start=1985
+  _globals['_METADATASERVICE']._serialized_end=2956
 # @@protoc_insertion_point(module_scope)

@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LinkBlobRequest(_message.Message):
-    __slots__ = ("repository", "digest", "size", "context")
+    __slots__ = ("repository", "digest", "size", "context", "stored_seconds_ago")
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    STORED_SECONDS_AGO_FIELD_NUMBER: _ClassVar[int]
     repository: str
     digest: str
     size: int
     context: _common_pb2.RequestContext
-    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ...) -> None: ...
+    stored_seconds_ago: float
+    def __init__(self, repository: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., stored_seconds_ago: _Optional[float] = ...) -> None: ...
 
 class LinkBlobResponse(_message.Message):
     __slots__ = ()
