@@ -16,11 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from lading.metadata.v1 import accounts_pb2, accounts_pb2_grpc
 
 from gateway.auth.keys import generate_signing_key_pem
 from tests.auth.support import AuthStack, signing_keys, write
@@ -89,27 +87,16 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 
 
 def _accounts(stack: AuthStack) -> tuple[tuple[str, str], tuple[str, str]]:
-    """alice, bob and the two robots with their grants; returns the robots' (name, secret)."""
-    with grpc.insecure_channel(stack.metadata_target) as channel:
-        # Users and grants through the AccountService the CLI calls, in this process: a `lading`
-        # command costs a Python start-up each (half a second), and test_token_flow covers `user
-        # add` and `grant add` on the command line. The robots stay CLI-made: their `--expires`
-        # forms (a duration, a date) are checked nowhere else.
-        accounts = accounts_pb2_grpc.AccountServiceStub(channel)
-
-        def grant(account: str, pattern: str, actions: str) -> None:
-            accounts.Grant(accounts_pb2.GrantRequest(account=account, pattern=pattern, actions=actions.split(",")),
-                           timeout=30)
-
-        for user, password in (ALICE, BOB):
-            accounts.CreateUser(accounts_pb2.CreateUserRequest(name=user, password=password), timeout=30)
-            grant(user, "team-a/*", "pull,push")
-            grant(user, "shared/*", "pull")
-        robot = robot_secret(stack.lading("robot", "create", "ci", "--expires", "30d",
-                                          "--description", "CI pipeline").stdout)
-        grant(robot[0], "team-a/*", "pull,push")
-        expired = robot_secret(stack.lading("robot", "create", "old", "--expires", "2020-01-01T00:00:00").stdout)
-        grant(expired[0], "*", "pull,push")
+    """alice, bob and the two robots with their grants; returns the robots' (name, secret).
+    Users and grants in process (AuthStack.add_user); the robots stay CLI-made: their `--expires`
+    forms (a duration, a date) are checked nowhere else."""
+    for user, password in (ALICE, BOB):
+        stack.add_user(user, password, ("team-a/*", "pull,push"), ("shared/*", "pull"))
+    robot = robot_secret(stack.lading("robot", "create", "ci", "--expires", "30d",
+                                      "--description", "CI pipeline").stdout)
+    stack.grant(robot[0], "team-a/*", "pull,push")
+    expired = robot_secret(stack.lading("robot", "create", "old", "--expires", "2020-01-01T00:00:00").stdout)
+    stack.grant(expired[0], "*", "pull,push")
     return robot, expired
 
 
