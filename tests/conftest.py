@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 # The test process runs gRPC clients and servers and forks children (subprocess.Popen with a
@@ -10,6 +13,17 @@ from collections.abc import Iterator
 # then abort those children or break the test process's pollers ("epoll_wait error: Bad file
 # descriptor"). Lading's own entry point turns them off too (services/cli.py).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+# With PYTHONDONTWRITEBYTECODE set (some CI images and sandboxes set it), every Python process the
+# suite starts (each plane of every `lading serve`, every `lading` command: hundreds of them)
+# compiles Lading's sources again, 0.2-0.3 s of CPU each. The children write their bytecode to a
+# folder of this session instead: the tree stays as clean as the setting wants it, and the folder
+# goes when the session ends. (The test process itself compiled what it imported already.)
+if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+    _PYCACHE = tempfile.mkdtemp(prefix="lading-test-pycache-")
+    atexit.register(shutil.rmtree, _PYCACHE, ignore_errors=True)
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
 
 import pytest
 

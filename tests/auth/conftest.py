@@ -82,16 +82,22 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         LADING_AUTH__EXTERNAL__JWKS_FILE=str(keys / "jwks.json"),
     )
     with AuthStack(root / "data", env=env) as stack:
-        for user, password in (ALICE, BOB):
-            stack.lading("user", "add", user, "--password-stdin", stdin=password + "\n")
-            stack.lading("grant", "add", user, "team-a/*", "pull,push")
-            stack.lading("grant", "add", user, "shared/*", "pull")
-        robot = robot_secret(stack.lading("robot", "create", "ci", "--expires", "30d",
-                                          "--description", "CI pipeline").stdout)
-        stack.lading("grant", "add", robot[0], "team-a/*", "pull,push")
-        expired = robot_secret(stack.lading("robot", "create", "old", "--expires", "2020-01-01T00:00:00").stdout)
-        stack.lading("grant", "add", expired[0], "*", "pull,push")
+        robot, expired = _accounts(stack)
         yield Secured(stack, keys, robot, expired, external)
+
+
+def _accounts(stack: AuthStack) -> tuple[tuple[str, str], tuple[str, str]]:
+    """alice, bob and the two robots with their grants; returns the robots' (name, secret).
+    Users and grants in process (AuthStack.add_user); the robots stay CLI-made: their `--expires`
+    forms (a duration, a date) are checked nowhere else."""
+    for user, password in (ALICE, BOB):
+        stack.add_user(user, password, ("team-a/*", "pull,push"), ("shared/*", "pull"))
+    robot = robot_secret(stack.lading("robot", "create", "ci", "--expires", "30d",
+                                      "--description", "CI pipeline").stdout)
+    stack.grant(robot[0], "team-a/*", "pull,push")
+    expired = robot_secret(stack.lading("robot", "create", "old", "--expires", "2020-01-01T00:00:00").stdout)
+    stack.grant(expired[0], "*", "pull,push")
+    return robot, expired
 
 
 @pytest.fixture

@@ -50,6 +50,24 @@ class AuthStack(Stack):
     def metadata_target(self) -> str:
         return f"unix:{self.data_dir.resolve() / 'run' / 'metadata.sock'}"
 
+    def add_user(self, name: str, password: str, *grants: tuple[str, str]) -> None:
+        """`lading user add` and `lading grant add` (one per (pattern, "pull,push") of `grants`),
+        over the same AccountService RPCs, in this process: for fixtures, where a command's Python
+        start-up (half a second each) buys nothing; tests/auth/test_token_flow covers the commands."""
+        from lading.metadata.v1 import accounts_pb2
+
+        with grpc.insecure_channel(self.metadata_target) as channel:
+            accounts = accounts_pb2_grpc.AccountServiceStub(channel)
+            if password:
+                accounts.CreateUser(accounts_pb2.CreateUserRequest(name=name, password=password), timeout=30)
+            for pattern, actions in grants:
+                accounts.Grant(accounts_pb2.GrantRequest(account=name, pattern=pattern, actions=actions.split(",")),
+                               timeout=30)
+
+    def grant(self, account: str, pattern: str, actions: str) -> None:
+        """`lading grant add ACCOUNT PATTERN ACTIONS`, in this process (see add_user)."""
+        self.add_user(account, "", (pattern, actions))
+
     def lading(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Runs a `lading` account command against this stack's metadata service."""
         command = lading_command(*args, "--metadata", self.metadata_target)

@@ -17,9 +17,10 @@ from tests.support.seaweedfs import SeaweedFS, seaweedfs_server
 EXPIRY_SECONDS = 3600
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def seaweedfs() -> Iterator[SeaweedFS]:
-    """One throwaway SeaweedFS per test module; tests separate themselves by key prefix."""
+    """One throwaway SeaweedFS for the blob tests (five modules use it; a start costs 2.5-8 s);
+    tests separate themselves by key prefix, and a bucket of their own where they need one."""
     with seaweedfs_server() as server:
         yield server
 

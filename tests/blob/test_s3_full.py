@@ -62,7 +62,7 @@ class _OneAnswer(http.server.BaseHTTPRequestHandler):
 def answering() -> Iterator[tuple[str, type[_OneAnswer]]]:
     handler = type("Answer", (_OneAnswer,), {})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"127.0.0.1:{server.server_address[1]}", handler

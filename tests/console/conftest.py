@@ -158,8 +158,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, oidc: OidcProv
         **ldap_env(slapd),
     }
     with AuthStack(root / "data", env=env, port=registry_port) as registry:
-        registry.lading("user", "add", ALICE[0], "--password-stdin", stdin=ALICE[1] + "\n")
-        registry.lading("grant", "add", ALICE[0], "team-a/*", "pull")
+        registry.add_user(*ALICE, ("team-a/*", "pull"))  # in process (the commands: tests/auth)
         registry.lading("group", "map", "ldap", group_dn("team-a").upper().replace(",", ", "), "team-a/*",
                         "pull,push,delete")
         registry.lading("group", "map", "ldap", group_dn("registry-admins"), "--admin")

@@ -333,7 +333,7 @@ def test_lading_serve_refuses_a_port_another_registry_answers_on(tmp_path: Path)
             pass
 
     other = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
+    threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     port = other.server_address[1]
     data_dir = tmp_path / "data"
     serve = LadingProcess("serve", lading_command("serve", "--data-dir", str(data_dir), "--port", str(port)),

@@ -134,7 +134,8 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def serve_folder(folder: Path) -> Iterator[str]:
     """Serves `folder` over HTTP on 127.0.0.1 (a free port) while the block runs; yields its URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, name="wheelhouse", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="wheelhouse",
+                              daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}/"

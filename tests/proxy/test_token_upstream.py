@@ -53,9 +53,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     keys = root / "keys"
     keys.mkdir()
     with AuthStack(root / "upstream", env=token_env(keys, "upstream")) as upstream:
-        upstream.lading("user", "add", MIRROR[0], "--password-stdin", stdin=MIRROR[1] + "\n")
-        upstream.lading("grant", "add", MIRROR[0], "mirrored/*", "pull")
-        upstream.lading("grant", "add", MIRROR[0], "replicated/*", "pull,push")
+        upstream.add_user(*MIRROR, ("mirrored/*", "pull"), ("replicated/*", "pull,push"))
         secret = root / "upstream-password"
         secret.write_text(MIRROR[1] + "\n")
         config = root / "cache.toml"
@@ -72,9 +70,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             "backoff_base_seconds = 0.2\nbackoff_cap_seconds = 1\n"
         )
         with AuthStack(root / "cache", env=token_env(keys, "cache", LADING_CONFIG_FILE=str(config))) as cache:
-            for user, password in (READER, OUTSIDER):
-                cache.lading("user", "add", user, "--password-stdin", stdin=password + "\n")
-            cache.lading("grant", "add", READER[0], f"{PREFIX}*", "pull")
+            cache.add_user(*READER, (f"{PREFIX}*", "pull"))
+            cache.add_user(*OUTSIDER)
             yield Pair(upstream, cache)
 
 
